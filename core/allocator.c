@@ -1,0 +1,177 @@
+/* The caching allocator (one per device) and the byte accounting that tells
+ * LuaJIT's GC when tensors have grown (DESIGN.md decision 5).
+ *
+ * Freed blocks are kept in size classes (a quarter-power-of-two ladder) and
+ * handed out again, so a training loop stops paying for page faults and
+ * driver allocations after its first step. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+#define N_BINS 256
+#define MAX_DEVICES 64
+
+typedef struct block { struct block *next; void *ptr; } block;
+
+typedef struct device_cache {
+    pthread_mutex_t lock;
+    block *bins[N_BINS];
+    int64_t cached;
+} device_cache;
+
+static device_cache caches[MAX_DEVICES];
+static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
+static _Atomic int64_t live_bytes, peak_bytes, since_gc, live_at_gc;
+static volatile int32_t gc_flag;
+static int64_t cache_limit = (int64_t)1 << 30;
+
+static void caches_init(void)
+{
+    for (int i = 0; i < MAX_DEVICES; i++) pthread_mutex_init(&caches[i].lock, NULL);
+    const char *env = getenv("NNR_CACHE_LIMIT_MB");
+    if (env) cache_limit = (int64_t)atoll(env) << 20;
+}
+
+/* size class: 64-byte steps below 1 KiB, then 4 steps per power of two */
+static int size_class(size_t n, size_t *rounded)
+{
+    if (n <= 1024) {
+        size_t r = (n + 63) & ~(size_t)63;
+        if (r == 0) r = 64;
+        *rounded = r;
+        return (int)(r / 64) - 1;                 /* 0..15 */
+    }
+    int lg = 63 - __builtin_clzll((unsigned long long)(n - 1));   /* 2^lg < n <= 2^(lg+1) */
+    size_t step = (size_t)1 << (lg - 2);
+    size_t r = (n + step - 1) & ~(step - 1);
+    *rounded = r;
+    int q = (int)((r >> (lg - 2)) - 4);           /* 1..4 */
+    int cls = 16 + (lg - 10) * 4 + q - 1;
+    return cls < N_BINS ? cls : -1;
+}
+
+void nnr_account(int64_t delta)
+{
+    int64_t now = atomic_fetch_add(&live_bytes, delta) + delta;
+    if (delta > 0) {
+        int64_t peak = atomic_load(&peak_bytes);
+        while (now > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, now)) {}
+        int64_t grown = atomic_fetch_add(&since_gc, delta) + delta;
+        int64_t threshold = atomic_load(&live_at_gc);
+        if (threshold < ((int64_t)64 << 20)) threshold = (int64_t)64 << 20;
+        if (grown > threshold) gc_flag = 1;
+    }
+}
+
+static void *raw_alloc(const nnr_device_entry *d, size_t nbytes)
+{
+    void *p = NULL;
+    if (d->plugin->buffer_alloc(d->plugin, d->local_index, nbytes, &p) != NNR_OK) return NULL;
+    return p;
+}
+
+static void drop_cache(int device)
+{
+    const nnr_device_entry *d = nnr_device_get(device);
+    device_cache *c = &caches[device];
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < N_BINS; i++) {
+        block *b = c->bins[i];
+        while (b) {
+            block *next = b->next;
+            d->plugin->buffer_free(d->plugin, d->local_index, b->ptr);
+            free(b);
+            b = next;
+        }
+        c->bins[i] = NULL;
+    }
+    c->cached = 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void *nnr_alloc_device(int device, size_t nbytes)
+{
+    pthread_once(&caches_once, caches_init);
+    const nnr_device_entry *d = nnr_device_get(device);
+    if (!d) { nnr_errorf(NNR_ERR_DEVICE, "alloc: no device %d", device); return NULL; }
+    size_t rounded;
+    int cls = size_class(nbytes, &rounded);
+    device_cache *c = &caches[device];
+    void *p = NULL;
+    if (cls >= 0) {
+        pthread_mutex_lock(&c->lock);
+        block *b = c->bins[cls];
+        if (b) {
+            c->bins[cls] = b->next;
+            c->cached -= (int64_t)rounded;
+            p = b->ptr;
+        }
+        pthread_mutex_unlock(&c->lock);
+        free(b);
+    }
+    if (!p) p = raw_alloc(d, rounded);
+    if (!p) {                       /* give the cache back and try once more */
+        drop_cache(device);
+        p = raw_alloc(d, rounded);
+    }
+    if (!p) {
+        nnr_errorf(NNR_ERR_OOM, "out of memory: cannot allocate %zu bytes on %s", nbytes, d->name);
+        return NULL;
+    }
+    nnr_account((int64_t)rounded);
+    return p;
+}
+
+void nnr_free_device(int device, void *ptr, size_t nbytes)
+{
+    if (!ptr) return;
+    const nnr_device_entry *d = nnr_device_get(device);
+    size_t rounded;
+    int cls = size_class(nbytes, &rounded);
+    nnr_account(-(int64_t)rounded);
+    device_cache *c = &caches[device];
+    block *b = cls >= 0 ? malloc(sizeof *b) : NULL;
+    if (b) {
+        pthread_mutex_lock(&c->lock);
+        if (c->cached + (int64_t)rounded <= cache_limit) {
+            b->ptr = ptr;
+            b->next = c->bins[cls];
+            c->bins[cls] = b;
+            c->cached += (int64_t)rounded;
+            ptr = NULL;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (ptr) free(b);
+    }
+    if (ptr) d->plugin->buffer_free(d->plugin, d->local_index, ptr);
+}
+
+void nnr_empty_cache(void)
+{
+    pthread_once(&caches_once, caches_init);
+    for (int i = 0; i < nnr_device_total(); i++) drop_cache(i);
+}
+
+int64_t nnr_cached_bytes(void)
+{
+    pthread_once(&caches_once, caches_init);
+    int64_t total = 0;
+    for (int i = 0; i < nnr_device_total(); i++) {
+        pthread_mutex_lock(&caches[i].lock);
+        total += caches[i].cached;
+        pthread_mutex_unlock(&caches[i].lock);
+    }
+    return total;
+}
+
+int64_t nnr_live_bytes(void) { return atomic_load(&live_bytes); }
+int64_t nnr_peak_bytes(void) { return atomic_load(&peak_bytes); }
+volatile int32_t *nnr_gc_flag(void) { return &gc_flag; }
+
+void nnr_gc_done(void)
+{
+    atomic_store(&since_gc, 0);
+    atomic_store(&live_at_gc, atomic_load(&live_bytes));
+    gc_flag = 0;
+}

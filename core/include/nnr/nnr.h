@@ -1,0 +1,166 @@
+/* libnnr: the C core of nnrun. This is the API that lua/nnr/init.lua binds
+ * with ffi.cdef (the text between NNR_CDEF_BEGIN and NNR_CDEF_END is embedded
+ * in the library and handed to the FFI, so there is one source of truth).
+ *
+ * Conventions:
+ *  - Handles are opaque. Functions returning a pointer return NULL on error;
+ *    functions returning int return an nnr_status (0 = ok). Either way the
+ *    thread's message is in nnr_last_error().
+ *  - Dimensions are 0-based here; the Lua layer converts from 1-based.
+ *  - A returned nnr_tensor* is a new reference; release it with
+ *    nnr_tensor_release (Lua does this through ffi.gc).
+ */
+#ifndef NNR_H
+#define NNR_H
+
+#include "nnr/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* NNR_CDEF_BEGIN */
+typedef struct nnr_tensor nnr_tensor;
+
+/* --- library, errors, registry --- */
+const char *nnr_version(void);
+/* the declarations below as text, for ffi.cdef */
+const char *nnr_cdef_text(void);
+/* loads plugins (idempotent); returns the number of backends loaded */
+int nnr_init(void);
+const char *nnr_last_error(void);
+int nnr_last_status(void);
+/* sets the thread's error and returns status (used by the Lua layer too) */
+int nnr_set_error(int status, const char *message);
+
+/* Ctrl-C: a signal handler calls nnr_interrupt(); the next op fails with
+ * NNR_ERR_INTERRUPTED and clears the flag. */
+void nnr_interrupt(void);
+int nnr_interrupt_pending(void);
+void nnr_clear_interrupt(void);
+
+int nnr_plugin_count(void);                 /* every plugin seen, refused ones too */
+const char *nnr_plugin_name(int i);
+const char *nnr_plugin_path(int i);
+const char *nnr_plugin_version(int i);
+int nnr_plugin_loaded(int i);               /* 1 loaded, 0 refused */
+const char *nnr_plugin_message(int i);      /* why it was refused, or its description */
+
+int nnr_device_count(void);
+const char *nnr_device_type(int device);    /* plugin name, "cpu" */
+int nnr_device_local_index(int device);     /* index within its plugin */
+const char *nnr_device_name(int device);
+/* "cpu", "cuda:1" -> global device id, or -1 with an error */
+int nnr_device_find(const char *spec);
+int nnr_synchronize(int device);
+
+void nnr_set_num_threads(int n);
+int nnr_get_num_threads(void);
+
+/* --- memory accounting (DESIGN.md decision 5) --- */
+int64_t nnr_live_bytes(void);
+int64_t nnr_peak_bytes(void);
+/* pointer to a flag the core sets when tensors grew enough that the Lua GC
+ * should run; the Lua layer reads it after each allocation and clears it
+ * with nnr_gc_done() after collecting. */
+volatile int32_t *nnr_gc_flag(void);
+void nnr_gc_done(void);
+/* drops cached blocks of every device allocator */
+void nnr_empty_cache(void);
+int64_t nnr_cached_bytes(void);
+
+/* --- tensors: lifetime and metadata --- */
+void nnr_tensor_retain(nnr_tensor *t);
+void nnr_tensor_release(nnr_tensor *t);
+int nnr_tensor_dtype(const nnr_tensor *t);
+int nnr_tensor_ndim(const nnr_tensor *t);
+int64_t nnr_tensor_size(const nnr_tensor *t, int dim);
+int64_t nnr_tensor_stride(const nnr_tensor *t, int dim);
+int64_t nnr_tensor_offset(const nnr_tensor *t);
+int64_t nnr_tensor_numel(const nnr_tensor *t);
+int nnr_tensor_device(const nnr_tensor *t);
+int nnr_tensor_is_contiguous(const nnr_tensor *t);
+/* host address of element (0,...,0) for cpu tensors, NULL otherwise */
+void *nnr_tensor_data(const nnr_tensor *t);
+/* 1 if both views share one storage */
+int nnr_tensor_same_storage(const nnr_tensor *a, const nnr_tensor *b);
+const char *nnr_dtype_name(int dtype);
+int nnr_dtype_size(int dtype);
+/* the dtype a binary op on a and b computes in (PyTorch's promotion) */
+int nnr_promote_types(int a, int b);
+
+/* --- creation --- */
+nnr_tensor *nnr_empty(int dtype, int ndim, const int64_t *sizes, int device);
+nnr_tensor *nnr_full(int dtype, int ndim, const int64_t *sizes, double value, int device);
+nnr_tensor *nnr_from_doubles(const double *values, int64_t n, int dtype, int ndim, const int64_t *sizes, int device);
+/* contiguous copy of all elements as doubles (n must equal numel) */
+int nnr_to_doubles(const nnr_tensor *t, double *out, int64_t n);
+/* element at a 0-based index of t's ndim entries */
+int nnr_get(const nnr_tensor *t, const int64_t *index, double *out);
+int nnr_set(nnr_tensor *t, const int64_t *index, double value);
+int nnr_item(const nnr_tensor *t, double *out);
+nnr_tensor *nnr_arange(double start, double end, double step, int dtype, int device);
+nnr_tensor *nnr_linspace(double start, double end, int64_t steps, int dtype, int device);
+nnr_tensor *nnr_eye(int64_t n, int64_t m, int dtype, int device);
+void nnr_manual_seed(uint64_t seed);
+uint64_t nnr_rng_seed(void);
+uint64_t nnr_rng_offset(void);
+void nnr_rng_set_state(uint64_t seed, uint64_t offset);
+/* kind: NNR_OP_RAND_UNIFORM, NNR_OP_RAND_NORMAL or NNR_OP_RAND_INT */
+nnr_tensor *nnr_random(int kind, int dtype, int ndim, const int64_t *sizes, double a, double b, int device);
+/* fills t in place from the generator */
+int nnr_random_(nnr_tensor *t, int kind, double a, double b);
+
+/* --- views (share storage) --- */
+nnr_tensor *nnr_view(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_reshape(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_permute(const nnr_tensor *t, int ndim, const int *dims);
+nnr_tensor *nnr_transpose(const nnr_tensor *t, int dim0, int dim1);
+nnr_tensor *nnr_narrow(const nnr_tensor *t, int dim, int64_t start, int64_t length);
+nnr_tensor *nnr_select(const nnr_tensor *t, int dim, int64_t index);
+nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_squeeze(const nnr_tensor *t, int dim);      /* dim -1: every size-1 dim */
+nnr_tensor *nnr_unsqueeze(const nnr_tensor *t, int dim);
+nnr_tensor *nnr_flatten(const nnr_tensor *t, int start_dim, int end_dim);
+nnr_tensor *nnr_as_strided(const nnr_tensor *t, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset);
+nnr_tensor *nnr_contiguous(const nnr_tensor *t);            /* t itself (new ref) when already contiguous */
+nnr_tensor *nnr_clone(const nnr_tensor *t);
+nnr_tensor *nnr_to(const nnr_tensor *t, int dtype, int device); /* t itself when nothing changes */
+
+/* --- in-place writes --- */
+int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src);      /* broadcasts and casts src */
+int nnr_fill_(nnr_tensor *t, double value);
+
+/* --- elementwise --- */
+nnr_tensor *nnr_unary(int op, const nnr_tensor *a);
+int nnr_unary_(int op, nnr_tensor *a);
+nnr_tensor *nnr_binary(int op, const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_first);
+int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b);
+int nnr_binary_scalar_(int op, nnr_tensor *a, double s);
+/* out-variant: writes op(a, b) into out (shape and dtype must fit) */
+int nnr_binary_out(int op, const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out);
+nnr_tensor *nnr_where(const nnr_tensor *cond, const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_where_scalar(const nnr_tensor *cond, const nnr_tensor *a, double sa, const nnr_tensor *b, double sb);
+nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags);
+int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags);
+nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double value);
+int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
+
+/* --- reductions: ndims = 0 reduces every dim --- */
+nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction);
+nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log);
+
+/* --- linear algebra and indexing --- */
+nnr_tensor *nnr_matmul(const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_mm(const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_bmm(const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_cat(int n, nnr_tensor *const *tensors, int dim);
+nnr_tensor *nnr_gather(const nnr_tensor *a, int dim, const nnr_tensor *index);
+nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *index);
+/* NNR_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NNR_H */

@@ -1,0 +1,212 @@
+/* nnrun backend plugin ABI.
+ *
+ * A plugin is a shared library exporting two functions:
+ *
+ *   int        nnr_plugin_probe(void);
+ *       A score, 0 = unusable here. Checks CPUID/XCR0 or that a driver library
+ *       exists; never initialises a driver. Highest score wins a device type.
+ *   nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t host_abi,
+ *                              nnr_plugin **out);
+ *       Creates the plugin object. Must refuse (NNR_ERR_ABI) a host whose ABI
+ *       major differs from the one the plugin was built against.
+ *
+ * Rules (docs/plugin-abi.md has the long form):
+ *  - Every struct starts with struct_size; structs are append-only. A reader
+ *    touches a field only when it lies inside struct_size (NNR_HAS_FIELD).
+ *  - The ABI major must match exactly; a newer minor only appends.
+ *  - Op ids are stable numbers and are never reused.
+ *  - Every call returns a status; nothing aborts or throws across the boundary.
+ *  - A plugin links nothing from the core: the host passes its services in.
+ *
+ * This header is plain C that LuaJIT's ffi.cdef can read: no macros or
+ * bitfields inside declarations, no structs passed by value.
+ */
+#ifndef NNR_PLUGIN_H
+#define NNR_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* NNR_CDEF_BEGIN */
+enum {
+    NNR_ABI_MAJOR = 1,
+    NNR_ABI_MINOR = 0,
+    NNR_MAX_DIMS = 8,
+    NNR_MAX_INPUTS = 4,
+    NNR_MAX_OUTPUTS = 2,
+    NNR_MAX_PARAMS = 8
+};
+
+typedef enum nnr_status {
+    NNR_OK = 0,
+    NNR_ERR_INVALID = 1,      /* bad argument: shape, dtype, index */
+    NNR_ERR_UNSUPPORTED = 2,  /* op/dtype combination not implemented */
+    NNR_ERR_OOM = 3,          /* allocation failed */
+    NNR_ERR_DEVICE = 4,       /* driver or device failure */
+    NNR_ERR_INTERRUPTED = 5,  /* host asked to stop (Ctrl-C) */
+    NNR_ERR_ABI = 6,          /* version mismatch */
+    NNR_ERR_IO = 7,           /* file or parse error */
+    NNR_ERR_INTERNAL = 8
+} nnr_status;
+
+typedef enum nnr_dtype {
+    NNR_F32 = 0, NNR_F64 = 1, NNR_F16 = 2, NNR_BF16 = 3,
+    NNR_I8 = 4, NNR_U8 = 5, NNR_I32 = 6, NNR_I64 = 7, NNR_BOOL = 8,
+    NNR_DTYPE_COUNT = 9
+} nnr_dtype;
+
+/* Stable op ids. Append only; never renumber or reuse. */
+typedef enum nnr_op {
+    /* unary elementwise: inputs[0] -> outputs[0], same shape */
+    NNR_OP_NEG = 1, NNR_OP_ABS = 2, NNR_OP_EXP = 3, NNR_OP_LOG = 4,
+    NNR_OP_SQRT = 5, NNR_OP_TANH = 6, NNR_OP_SIGMOID = 7, NNR_OP_RELU = 8,
+    NNR_OP_SIN = 9, NNR_OP_COS = 10, NNR_OP_SIGN = 11, NNR_OP_RECIPROCAL = 12,
+    NNR_OP_LOGICAL_NOT = 13,
+    /* binary elementwise: inputs[0], inputs[1] (same dtype, broadcast to the
+     * output's shape with zero strides) -> outputs[0]. With one input the
+     * other operand is the scalar params.f[0]; params.i[0] = 1 when the
+     * scalar is the left operand. Comparisons write NNR_BOOL. */
+    NNR_OP_ADD = 32, NNR_OP_SUB = 33, NNR_OP_MUL = 34, NNR_OP_DIV = 35,
+    NNR_OP_POW = 36, NNR_OP_MAXIMUM = 37, NNR_OP_MINIMUM = 38,
+    NNR_OP_EQ = 39, NNR_OP_NE = 40, NNR_OP_LT = 41, NNR_OP_LE = 42,
+    NNR_OP_GT = 43, NNR_OP_GE = 44, NNR_OP_LOGICAL_AND = 45, NNR_OP_LOGICAL_OR = 46,
+    /* where(cond bool, a, b) -> out; a and b may be replaced by scalars:
+     * i[0] bit 0: a is f[0]; bit 1: b is f[1] (then inputs hold only those given) */
+    NNR_OP_WHERE = 64,
+    /* clamp(x) with f[0]=min, f[1]=max; i[0] bit 0 has min, bit 1 has max */
+    NNR_OP_CLAMP = 65,
+    /* copy inputs[0] into outputs[0]: same shape, any dtypes (a cast) */
+    NNR_OP_COPY = 66,
+    /* fill outputs[0] with f[0] */
+    NNR_OP_FILL = 67,
+    /* outputs[0] (1-d) [k] = f[0] + k * f[1] */
+    NNR_OP_ARANGE = 68,
+    /* random fills of outputs[0] from a counter-based generator (Philox4x32-10):
+     * i[0] = seed, i[1] = counter offset. Element k of a contiguous output uses
+     * counter offset + k, so every backend yields the same numbers. */
+    NNR_OP_RAND_UNIFORM = 80,   /* [f[0], f[1]) */
+    NNR_OP_RAND_NORMAL = 81,    /* mean f[0], std f[1] */
+    NNR_OP_RAND_INT = 82,       /* integers in [f[0], f[1]) */
+    /* reductions: inputs[0] has the output's dims first, then i[0] reduced
+     * dims last; outputs[0] has the leading dims only. ARGMAX/ARGMIN write
+     * NNR_I64 flat indices over the reduced dims. VAR: i[1] = correction,
+     * i[2] = 1 for the square root (std). */
+    NNR_OP_SUM = 96, NNR_OP_PROD = 97, NNR_OP_MAX = 98, NNR_OP_MIN = 99,
+    NNR_OP_ARGMAX = 100, NNR_OP_ARGMIN = 101, NNR_OP_MEAN = 102, NNR_OP_VAR = 103,
+    /* softmax over the last dim of inputs[0] into outputs[0] (same shape) */
+    NNR_OP_SOFTMAX = 112, NNR_OP_LOG_SOFTMAX = 113,
+    /* batched matmul: inputs [...,M,K] and [...,K,N] -> outputs[0] [...,M,N];
+     * the leading batch dims are equal in all three (inputs broadcast with
+     * stride 0); any strides */
+    NNR_OP_MATMUL = 128,
+    /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
+    NNR_OP_GATHER = 144,
+    /* index_select along dim i[0] with 1-d I64 index inputs[1] */
+    NNR_OP_INDEX_SELECT = 145
+} nnr_op;
+
+/* A strided view of device memory, as a kernel sees it. */
+typedef struct nnr_tensor_desc {
+    uint32_t struct_size;
+    int32_t dtype;               /* nnr_dtype */
+    int32_t ndim;                /* 0..NNR_MAX_DIMS */
+    int32_t device;              /* the plugin's own device index */
+    int64_t sizes[8];            /* NNR_MAX_DIMS */
+    int64_t strides[8];          /* in elements; 0 for broadcast dims */
+    void *data;                  /* address of element (0,...,0) */
+} nnr_tensor_desc;
+
+typedef struct nnr_op_params {
+    uint32_t struct_size;
+    uint32_t reserved;
+    double f[8];                 /* NNR_MAX_PARAMS */
+    int64_t i[8];
+} nnr_op_params;
+
+typedef struct nnr_op_call {
+    uint32_t struct_size;
+    uint32_t op;                 /* nnr_op */
+    int32_t n_inputs;
+    int32_t n_outputs;
+    const nnr_tensor_desc *inputs[4];   /* NNR_MAX_INPUTS */
+    const nnr_tensor_desc *outputs[2];  /* NNR_MAX_OUTPUTS; written, never reallocated */
+    const nnr_op_params *params;
+} nnr_op_call;
+
+typedef enum nnr_log_level {
+    NNR_LOG_DEBUG = 0, NNR_LOG_INFO = 1, NNR_LOG_WARN = 2, NNR_LOG_ERROR = 3
+} nnr_log_level;
+
+typedef enum nnr_copy_kind {
+    NNR_COPY_HOST_TO_DEVICE = 0, NNR_COPY_DEVICE_TO_HOST = 1, NNR_COPY_DEVICE_TO_DEVICE = 2
+} nnr_copy_kind;
+
+/* Services the host lends a plugin. */
+typedef struct nnr_host_api {
+    uint32_t struct_size;
+    uint32_t abi_version;        /* (major << 16) | minor */
+    void (*log)(int level, const char *plugin, const char *message);
+    /* sets the thread's error message; the plugin then returns a status */
+    void (*set_error)(const char *message);
+    void *(*host_alloc)(size_t nbytes);   /* 64-byte aligned, NULL on failure */
+    void (*host_free)(void *ptr);
+    int (*interrupted)(void);             /* non-zero once Ctrl-C was pressed */
+    int (*num_threads)(void);             /* threads a backend may use */
+} nnr_host_api;
+
+typedef enum nnr_plugin_kind {
+    NNR_PLUGIN_BACKEND = 0,      /* owns devices and memory */
+    NNR_PLUGIN_EXTENSION = 1     /* adds ops/transforms to existing devices */
+} nnr_plugin_kind;
+
+typedef struct nnr_plugin nnr_plugin;
+
+/* The plugin object. Optional members may be NULL. */
+struct nnr_plugin {
+    uint32_t struct_size;
+    uint32_t abi_version;        /* the ABI the plugin was built against */
+    const char *name;            /* "cpu", "cuda": also the device type */
+    const char *version;
+    const char *description;
+    int32_t kind;                /* nnr_plugin_kind */
+    int32_t reserved;
+    void *impl;                  /* plugin private */
+
+    nnr_status (*device_count)(nnr_plugin *self, int *count);
+    nnr_status (*device_name)(nnr_plugin *self, int device, char *buf, size_t buflen);
+    nnr_status (*buffer_alloc)(nnr_plugin *self, int device, size_t nbytes, void **out);
+    void (*buffer_free)(nnr_plugin *self, int device, void *ptr);
+    /* contiguous byte copies between host memory and this plugin's device */
+    nnr_status (*copy)(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes);
+    /* 1 if run() handles this call (op, dtypes, layout); 0 otherwise */
+    int (*supports)(nnr_plugin *self, const nnr_op_call *call);
+    nnr_status (*run)(nnr_plugin *self, const nnr_op_call *call);
+    nnr_status (*synchronize)(nnr_plugin *self, int device);    /* optional */
+    nnr_status (*set_num_threads)(nnr_plugin *self, int n);     /* optional */
+    void (*shutdown)(nnr_plugin *self);                         /* optional */
+};
+
+typedef int (*nnr_plugin_probe_fn)(void);
+typedef nnr_status (*nnr_plugin_init_fn)(const nnr_host_api *host, uint32_t host_abi, nnr_plugin **out);
+/* NNR_CDEF_END */
+
+#define NNR_ABI_VERSION ((uint32_t)((NNR_ABI_MAJOR << 16) | NNR_ABI_MINOR))
+#define NNR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
+/* true when struct *p (of type T, with struct_size) carries field F */
+#define NNR_HAS_FIELD(p, T, F) \
+    ((p)->struct_size >= offsetof(T, F) + sizeof(((T *)0)->F))
+
+#if defined(_WIN32)
+#define NNR_PLUGIN_EXPORT __declspec(dllexport)
+#else
+#define NNR_PLUGIN_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NNR_PLUGIN_H */

@@ -1,0 +1,336 @@
+/* nnrun: runs Lua scripts with the nnr package, or opens the REPL.
+ *
+ *   nnrun script.lua [args]   run a script (it sees arg)
+ *   nnrun -e 'code'           run a snippet
+ *   nnrun -i script.lua       run, then the REPL
+ *   nnrun                     the REPL (stdin not a terminal: run stdin)
+ *
+ * Ctrl-C sets the core's interrupt flag (the next op fails with
+ * "interrupted") and a Lua hook (interpreted code stops at the next
+ * instruction count), so both op loops and long kernels return to the prompt. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <editline/readline.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include "nnr/nnr.h"
+
+static lua_State *globalL;
+static volatile sig_atomic_t in_repl_prompt;
+
+static void lstop(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (in_repl_prompt) return;
+    nnr_interrupt();
+    if (globalL) lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void install_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* runs the function on top of the stack with n args; prints errors */
+static int docall(lua_State *L, int nargs, int nresults)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    lua_sethook(L, NULL, 0, 0);
+    if (status != 0) {
+        nnr_clear_interrupt();
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, "%s\n", msg ? msg : "(error)");
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+static void set_paths(lua_State *L)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return;
+    *slash = 0;                                  /* <prefix>/bin */
+    slash = strrchr(exe, '/');
+    if (slash) *slash = 0;                       /* <prefix> */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *old = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s/share/lua/5.1/?.lua;%s/share/lua/5.1/?/init.lua;%s", exe, exe, old ? old : "");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static int preload_nnr(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "nnr");
+    if (docall(L, 1, 1)) return 1;
+    lua_setglobal(L, "nnr");
+    return 0;
+}
+
+static void make_arg(lua_State *L, char **argv, int argc, int script)
+{
+    lua_createtable(L, argc, 2);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int run_file(lua_State *L, const char *path, char **argv, int argc, int script)
+{
+    make_arg(L, argv, argc, script);
+    if (luaL_loadfile(L, path)) {
+        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 1;
+    }
+    int nargs = 0;
+    for (int i = script + 1; i < argc; i++, nargs++) lua_pushstring(L, argv[i]);
+    return docall(L, nargs, 0);
+}
+
+static int run_string(lua_State *L, const char *code, const char *name)
+{
+    if (luaL_loadbuffer(L, code, strlen(code), name)) {
+        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 1;
+    }
+    return docall(L, 0, 0);
+}
+
+static int run_stdin(lua_State *L)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + len, 1, cap - len, stdin)) > 0) {
+        len += got;
+        if (len == cap) { char *nb = realloc(buf, cap *= 2); if (!nb) { free(buf); buf = NULL; } else buf = nb; }
+    }
+    if (!buf) { fprintf(stderr, "nnrun: out of memory reading stdin\n"); return 1; }
+    if (luaL_loadbuffer(L, buf, len, "=stdin")) {
+        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        free(buf);
+        return 1;
+    }
+    free(buf);
+    return docall(L, 0, 0);
+}
+
+/* ---------------- REPL ---------------- */
+
+static int incomplete(lua_State *L, int status)
+{
+    if (status == LUA_ERRSYNTAX) {
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);
+        if (len >= 5 && strcmp(msg + len - 5, "<eof>") == 0) { lua_pop(L, 1); return 1; }
+    }
+    return 0;
+}
+
+static char *read_line(const char *prompt)
+{
+    in_repl_prompt = 1;
+    char *line = readline(prompt);
+    in_repl_prompt = 0;
+    return line;
+}
+
+static void print_results(lua_State *L, int base)
+{
+    int n = lua_gettop(L) - base;
+    if (n <= 0) return;
+    lua_getglobal(L, "print");
+    lua_insert(L, base + 1);
+    if (lua_pcall(L, n, 0, 0)) {
+        fprintf(stderr, "error printing result: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+static char history_path[PATH_MAX];
+
+static void repl(lua_State *L)
+{
+    const char *home = getenv("HOME");
+    if (home) {
+        snprintf(history_path, sizeof history_path, "%s/.nnrun_history", home);
+        read_history(history_path);
+    }
+    printf("nnrun %s (%s). nnr is loaded; Ctrl-D exits, Ctrl-C stops a computation.\n", nnr_version(), LUAJIT_VERSION);
+    for (;;) {
+        char *line = read_line("> ");
+        if (!line) break;
+        size_t cap = strlen(line) + 1;
+        char *chunk = malloc(cap);
+        if (!chunk) { free(line); break; }
+        memcpy(chunk, line, cap);
+        free(line);
+        if (chunk[0] == '=') chunk[0] = ' ';   /* Lua 5.1 habit: =expr prints */
+        int base = lua_gettop(L);
+        int status = 1;
+        for (;;) {
+            /* first as an expression, so `t` prints t */
+            char *expr = malloc(strlen(chunk) + 8);
+            if (!expr) break;
+            sprintf(expr, "return %s", chunk);
+            status = luaL_loadbuffer(L, expr, strlen(expr), "=stdin");
+            free(expr);
+            if (status == 0) break;
+            lua_pop(L, 1);
+            status = luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
+            if (!incomplete(L, status)) break;
+            char *more = read_line(">> ");
+            if (!more) break;
+            size_t nl = strlen(chunk) + strlen(more) + 2;
+            char *joined = malloc(nl);
+            if (!joined) { free(more); break; }
+            snprintf(joined, nl, "%s\n%s", chunk, more);
+            free(more);
+            free(chunk);
+            chunk = joined;
+        }
+        if (chunk[0]) add_history(chunk);
+        if (status == 0) {
+            if (docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
+        } else if (lua_gettop(L) > base) {
+            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_settop(L, base);
+        free(chunk);
+    }
+    printf("\n");
+    if (history_path[0]) write_history(history_path);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: nnrun [options] [script.lua [args...]]\n"
+            "  script.lua args   run a Lua script; it sees its arguments in arg\n"
+            "  -e code           run code (nnr is preloaded as the global nnr)\n"
+            "  -i                open the REPL after running the script or -e code\n"
+            "  -                 run standard input\n"
+            "  --plugins         list plugins, devices and any refusals\n"
+            "  --version         print versions\n"
+            "  --help            this text\n"
+            "With no script, nnrun opens the REPL (or runs stdin when it is not a terminal).\n"
+            "Environment: NNR_PLUGIN_PATH (more plugin folders or .so files), NNR_NUM_THREADS, NNR_LOG (0-3).\n");
+}
+
+static int list_plugins(void)
+{
+    nnr_init();
+    printf("plugins:\n");
+    for (int i = 0; i < nnr_plugin_count(); i++)
+        printf("  %-8s %-8s %s\n           %s: %s\n", nnr_plugin_name(i), nnr_plugin_version(i), nnr_plugin_path(i),
+               nnr_plugin_loaded(i) ? "loaded" : "REFUSED", nnr_plugin_message(i));
+    printf("devices:\n");
+    for (int d = 0; d < nnr_device_count(); d++) printf("  %-8s %s\n", nnr_device_name(d), "");
+    return nnr_device_count() > 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    int interactive = 0, script = 0, ran_code = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(stdout); return 0; }
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
+            printf("nnrun %s (%s, plugin ABI %d.%d)\n", nnr_version(), LUAJIT_VERSION, NNR_ABI_MAJOR, NNR_ABI_MINOR);
+            return 0;
+        }
+        if (strcmp(argv[i], "--plugins") == 0) return list_plugins();
+    }
+    lua_State *L = luaL_newstate();
+    if (!L) { fprintf(stderr, "nnrun: cannot create a Lua state\n"); return 1; }
+    globalL = L;
+    luaL_openlibs(L);
+    set_paths(L);
+    install_sigint();
+
+    int status = 0;
+    int i = 1;
+    for (; i < argc && status == 0; i++) {
+        if (strcmp(argv[i], "-e") == 0) {
+            if (i + 1 >= argc) { fprintf(stderr, "nnrun: -e needs an argument\n"); usage(stderr); return 1; }
+            if (!ran_code && preload_nnr(L)) { status = 1; break; }
+            make_arg(L, argv, argc, 0);
+            status = run_string(L, argv[++i], "=(command line)");
+            ran_code = 1;
+        } else if (strcmp(argv[i], "-i") == 0) {
+            interactive = 1;
+        } else if (strcmp(argv[i], "-") == 0) {
+            status = run_stdin(L);
+            ran_code = 1;
+            i++;
+            break;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "nnrun: unknown option %s\n", argv[i]);
+            usage(stderr);
+            lua_close(L);
+            return 1;
+        } else {
+            script = i;
+            status = run_file(L, argv[i], argv, argc, script);
+            ran_code = 1;
+            break;
+        }
+    }
+    if (status == 0 && (interactive || !ran_code)) {
+        if (!ran_code && !interactive && !isatty(0)) {
+            status = run_stdin(L);
+        } else {
+            if (preload_nnr(L) == 0) repl(L);
+        }
+    }
+    lua_close(L);
+    fflush(stdout);
+    return status ? 1 : 0;
+}

@@ -1,0 +1,320 @@
+/* The plugin registry: finds backend libraries, checks their ABI, keeps the
+ * device table. A plugin that cannot be used is refused with a reason and the
+ * others still load (DESIGN.md decision 7). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define MAX_PLUGINS 32
+#define MAX_DEVICES 64
+
+typedef struct plugin_record {
+    char path[512];
+    char name[64];
+    char version[32];
+    char message[256];
+    int loaded;
+    int score;
+    void *handle;
+    nnr_plugin *plugin;
+} plugin_record;
+
+static plugin_record plugins[MAX_PLUGINS];
+static int n_plugins;
+static nnr_device_entry devices[MAX_DEVICES];
+static int n_devices;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int num_threads;
+
+static void host_log(int level, const char *plugin, const char *message)
+{
+    const char *env = getenv("NNR_LOG");
+    int threshold = env ? atoi(env) : NNR_LOG_WARN;
+    if (level < threshold) return;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "nnr[%s] %s: %s\n", plugin ? plugin : "core",
+            names[level < 0 ? 0 : level > 3 ? 3 : level], message);
+}
+
+static void host_set_error(const char *message) { nnr_set_error(NNR_ERR_INTERNAL, message); }
+
+static void *host_alloc(size_t nbytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, nbytes ? nbytes : 64) != 0) return NULL;
+    return p;
+}
+
+static void host_free(void *ptr) { free(ptr); }
+static int host_num_threads(void) { return nnr_get_num_threads(); }
+
+const nnr_host_api nnr_host = {
+    .struct_size = sizeof(nnr_host_api),
+    .abi_version = NNR_ABI_VERSION,
+    .log = host_log,
+    .set_error = host_set_error,
+    .host_alloc = host_alloc,
+    .host_free = host_free,
+    .interrupted = nnr_interrupted_flag,
+    .num_threads = host_num_threads,
+};
+
+static void refuse(plugin_record *r, const char *fmt, const char *detail)
+{
+    snprintf(r->message, sizeof r->message, fmt, detail ? detail : "");
+    r->loaded = 0;
+    char line[768];
+    snprintf(line, sizeof line, "refused %.500s: %.255s", r->path, r->message);
+    host_log(NNR_LOG_INFO, NULL, line);
+}
+
+static int already_seen(const char *path)
+{
+    for (int i = 0; i < n_plugins; i++)
+        if (strcmp(plugins[i].path, path) == 0) return 1;
+    return 0;
+}
+
+static void try_load(const char *path)
+{
+    char real[512];
+    if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+    if (n_plugins >= MAX_PLUGINS || already_seen(real)) return;
+    plugin_record *r = &plugins[n_plugins++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->path, sizeof r->path, "%s", real);
+    const char *base = strrchr(real, '/');
+    snprintf(r->name, sizeof r->name, "%.63s", base ? base + 1 : real);
+
+    r->handle = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    if (!r->handle) { refuse(r, "cannot load: %s", dlerror()); return; }
+    nnr_plugin_probe_fn probe = (nnr_plugin_probe_fn)dlsym(r->handle, "nnr_plugin_probe");
+    nnr_plugin_init_fn init = (nnr_plugin_init_fn)dlsym(r->handle, "nnr_plugin_init");
+    if (!probe || !init) {
+        refuse(r, "missing entry point %s", !probe ? "nnr_plugin_probe" : "nnr_plugin_init");
+        dlclose(r->handle); r->handle = NULL;
+        return;
+    }
+    r->score = probe();
+    if (r->score <= 0) {
+        refuse(r, "probe says unusable on this machine%s", "");
+        dlclose(r->handle); r->handle = NULL;
+        return;
+    }
+    nnr_plugin *p = NULL;
+    nnr_status st = init(&nnr_host, NNR_ABI_VERSION, &p);
+    if (st != NNR_OK || !p) {
+        char why[240];
+        snprintf(why, sizeof why, "init failed (status %d): %.200s", (int)st, nnr_last_error());
+        refuse(r, "%s", why);
+        dlclose(r->handle); r->handle = NULL;
+        return;
+    }
+    if (p->struct_size < offsetof(nnr_plugin, shutdown) ||
+        NNR_ABI_MAJOR_OF(p->abi_version) != NNR_ABI_MAJOR) {
+        char why[160];
+        snprintf(why, sizeof why, "ABI %u.%u, host speaks %d.x (struct_size %u)",
+                 p->abi_version >> 16, p->abi_version & 0xffff, NNR_ABI_MAJOR, p->struct_size);
+        refuse(r, "ABI mismatch: %s", why);
+        /* the object is not ours to interpret: leave the library mapped */
+        return;
+    }
+    if (p->kind == NNR_PLUGIN_BACKEND && (!p->run || !p->supports || !p->buffer_alloc ||
+                                          !p->buffer_free || !p->copy || !p->device_count)) {
+        refuse(r, "backend lacks a required function%s", "");
+        return;
+    }
+    snprintf(r->name, sizeof r->name, "%s", p->name ? p->name : "?");
+    snprintf(r->version, sizeof r->version, "%s", p->version ? p->version : "");
+    snprintf(r->message, sizeof r->message, "%s", p->description ? p->description : "");
+    for (int i = 0; i < n_plugins - 1; i++) {
+        plugin_record *o = &plugins[i];
+        if (o->loaded && strcmp(o->name, r->name) == 0) {
+            if (o->score >= r->score) {
+                char why[256];
+                snprintf(why, sizeof why, "%.30s already provided by %.190s", r->name, o->path);
+                if (NNR_HAS_FIELD(p, nnr_plugin, shutdown) && p->shutdown) p->shutdown(p);
+                refuse(r, "%s", why);
+                return;
+            }
+            o->loaded = 0;
+            snprintf(o->message, sizeof o->message, "superseded by %.230s", r->path);
+        }
+    }
+    r->plugin = p;
+    r->loaded = 1;
+}
+
+static void scan_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char *names[128];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 128) {
+        size_t len = strlen(e->d_name);
+        if (len > 3 && strcmp(e->d_name + len - 3, ".so") == 0) names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    /* sorted, so that loading order (and device numbering) is stable */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j]; names[j] = names[j - 1]; names[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        try_load(path);
+        free(names[i]);
+    }
+}
+
+static void scan_path_entry(const char *entry)
+{
+    size_t len = strlen(entry);
+    if (len > 3 && strcmp(entry + len - 3, ".so") == 0) try_load(entry);
+    else scan_dir(entry);
+}
+
+static void add_devices(nnr_plugin *p)
+{
+    int count = 0;
+    if (p->kind != NNR_PLUGIN_BACKEND || p->device_count(p, &count) != NNR_OK) return;
+    for (int i = 0; i < count && n_devices < MAX_DEVICES; i++) {
+        nnr_device_entry *d = &devices[n_devices++];
+        d->plugin = p;
+        d->local_index = i;
+        if (strcmp(p->name, "cpu") == 0 && count == 1) snprintf(d->name, sizeof d->name, "cpu");
+        else snprintf(d->name, sizeof d->name, "%s:%d", p->name, i);
+        d->label[0] = 0;
+        if (p->device_name) p->device_name(p, i, d->label, sizeof d->label);
+    }
+}
+
+static void do_init(void)
+{
+    const char *env = getenv("NNR_NUM_THREADS");
+    if (!env) env = getenv("OMP_NUM_THREADS");
+    num_threads = env ? atoi(env) : 0;
+    if (num_threads <= 0) num_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (num_threads <= 0) num_threads = 1;
+
+    const char *paths = getenv("NNR_PLUGIN_PATH");
+    if (paths && *paths) {
+        char *copy = strdup(paths), *save = NULL;
+        for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save))
+            scan_path_entry(tok);
+        free(copy);
+    }
+    /* the plugin folder beside this library: <libdir>/nnr */
+    Dl_info info;
+    if (!getenv("NNR_NO_DEFAULT_PLUGINS") && dladdr((void *)nnr_init, &info) && info.dli_fname) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s", info.dli_fname);
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+            snprintf(slash, sizeof dir - (size_t)(slash - dir), "/nnr");
+            scan_dir(dir);
+        }
+    }
+    /* cpu first: it is device 0 and the fallback for every op */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n_plugins; i++)
+            if (plugins[i].loaded && (strcmp(plugins[i].name, "cpu") == 0) == (pass == 0))
+                add_devices(plugins[i].plugin);
+    nnr_set_num_threads(num_threads);
+}
+
+int nnr_init(void)
+{
+    pthread_once(&init_once, do_init);
+    int n = 0;
+    for (int i = 0; i < n_plugins; i++) n += plugins[i].loaded;
+    if (n_devices == 0 || strcmp(devices[0].plugin->name, "cpu") != 0)
+        nnr_errorf(NNR_ERR_DEVICE, "no cpu backend loaded (looked in NNR_PLUGIN_PATH and the nnr plugin folder beside libnnr)");
+    return n;
+}
+
+int nnr_plugin_count(void) { nnr_init(); return n_plugins; }
+static const plugin_record *rec(int i) { return (i >= 0 && i < n_plugins) ? &plugins[i] : NULL; }
+const char *nnr_plugin_name(int i) { return rec(i) ? rec(i)->name : NULL; }
+const char *nnr_plugin_path(int i) { return rec(i) ? rec(i)->path : NULL; }
+const char *nnr_plugin_version(int i) { return rec(i) ? rec(i)->version : NULL; }
+int nnr_plugin_loaded(int i) { return rec(i) ? rec(i)->loaded : 0; }
+const char *nnr_plugin_message(int i) { return rec(i) ? rec(i)->message : NULL; }
+
+int nnr_device_total(void) { return n_devices; }
+int nnr_device_count(void) { nnr_init(); return n_devices; }
+
+const nnr_device_entry *nnr_device_get(int device)
+{
+    return (device >= 0 && device < n_devices) ? &devices[device] : NULL;
+}
+
+const char *nnr_device_type(int device) { return nnr_device_get(device) ? devices[device].plugin->name : NULL; }
+int nnr_device_local_index(int device) { return nnr_device_get(device) ? devices[device].local_index : -1; }
+const char *nnr_device_name(int device) { return nnr_device_get(device) ? devices[device].name : NULL; }
+
+int nnr_device_find(const char *spec)
+{
+    nnr_init();
+    char type[64];
+    int index = 0;
+    const char *colon = strchr(spec, ':');
+    size_t tlen = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (tlen == 0 || tlen >= sizeof type) goto bad;
+    memcpy(type, spec, tlen);
+    type[tlen] = 0;
+    if (colon) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || v < 0) goto bad;
+        index = (int)v;
+    }
+    int seen = 0;
+    for (int i = 0; i < n_devices; i++) {
+        if (strcmp(devices[i].plugin->name, type) != 0) continue;
+        if (devices[i].local_index == index) return i;
+        seen++;
+    }
+    if (seen) return nnr_errorf(NNR_ERR_DEVICE, "device '%s': only %d %s device(s) present", spec, seen, type), -1;
+    for (int i = 0; i < n_plugins; i++)
+        if (strcmp(plugins[i].name, type) == 0 && !plugins[i].loaded)
+            return nnr_errorf(NNR_ERR_DEVICE, "device '%s': plugin %s was refused: %s", spec, type, plugins[i].message), -1;
+    nnr_errorf(NNR_ERR_DEVICE, "device '%s': no backend plugin provides '%s' (see nnrun --plugins)", spec, type);
+    return -1;
+bad:
+    nnr_errorf(NNR_ERR_INVALID, "device '%s': expected a name like \"cpu\" or \"cuda:1\"", spec);
+    return -1;
+}
+
+int nnr_synchronize(int device)
+{
+    const nnr_device_entry *d = nnr_device_get(device);
+    if (!d) return nnr_errorf(NNR_ERR_DEVICE, "synchronize: no device %d", device);
+    if (NNR_HAS_FIELD(d->plugin, nnr_plugin, synchronize) && d->plugin->synchronize)
+        return d->plugin->synchronize(d->plugin, d->local_index);
+    return NNR_OK;
+}
+
+void nnr_set_num_threads(int n)
+{
+    if (n <= 0) n = 1;
+    num_threads = n;
+    for (int i = 0; i < n_plugins; i++) {
+        nnr_plugin *p = plugins[i].plugin;
+        if (plugins[i].loaded && NNR_HAS_FIELD(p, nnr_plugin, set_num_threads) && p->set_num_threads)
+            p->set_num_threads(p, n);
+    }
+}
+
+int nnr_get_num_threads(void) { return num_threads > 0 ? num_threads : 1; }
+
+const char *nnr_version(void) { return NNR_VERSION_STRING; }

@@ -1,0 +1,553 @@
+/* Tensors: size/stride/offset over a refcounted storage (DESIGN.md decision
+ * 3), creation, and every view. Views never copy; they share the storage. */
+#include <stdlib.h>
+#include <string.h>
+#include "half.h"
+#include "internal.h"
+
+static const char *dtype_names[NNR_DTYPE_COUNT] = {"f32", "f64", "f16", "bf16", "i8", "u8", "i32", "i64", "bool"};
+
+bool nnr_dtype_valid(int dtype) { return dtype >= 0 && dtype < NNR_DTYPE_COUNT; }
+size_t nnr_dtype_bytes(int dtype) { return nnr_dtype_nbytes(dtype); }
+int nnr_dtype_size(int dtype) { return (int)nnr_dtype_nbytes(dtype); }
+bool nnr_dtype_is_float(int dtype) { return dtype == NNR_F32 || dtype == NNR_F64 || dtype == NNR_F16 || dtype == NNR_BF16; }
+const char *nnr_dtype_name(int dtype) { return nnr_dtype_valid(dtype) ? dtype_names[dtype] : "?"; }
+
+/* PyTorch's promotion lattice: bool < u8/i8 < i32 < i64 < f16/bf16 < f32 < f64 */
+int nnr_promote_types(int a, int b)
+{
+    if (a == b) return a;
+    static const int rank[NNR_DTYPE_COUNT] = {[NNR_BOOL] = 0, [NNR_U8] = 1, [NNR_I8] = 1, [NNR_I32] = 2,
+                                              [NNR_I64] = 3, [NNR_F16] = 4, [NNR_BF16] = 4, [NNR_F32] = 5, [NNR_F64] = 6};
+    if ((a == NNR_U8 && b == NNR_I8) || (a == NNR_I8 && b == NNR_U8)) return NNR_I32;   /* no i16 here */
+    if ((a == NNR_F16 && b == NNR_BF16) || (a == NNR_BF16 && b == NNR_F16)) return NNR_F32;
+    return rank[a] >= rank[b] ? a : b;
+}
+
+void nnr_contiguous_strides(int ndim, const int64_t *sizes, int64_t *strides)
+{
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= sizes[i] > 0 ? sizes[i] : 1;
+    }
+}
+
+bool nnr_check_sizes(const char *op, int ndim, const int64_t *sizes)
+{
+    if (ndim < 0 || ndim > NNR_MAX_DIMS) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: %d dimensions requested, at most %d supported", op, ndim, NNR_MAX_DIMS);
+        return false;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (sizes[i] < 0) {
+            char b[NNR_SHAPE_BUF];
+            nnr_errorf(NNR_ERR_INVALID, "%s: negative size in shape %s", op, nnr_shape_str(b, sizeof b, ndim, sizes));
+            return false;
+        }
+        if (sizes[i] && n > INT64_MAX / 16 / sizes[i]) {
+            char b[NNR_SHAPE_BUF];
+            nnr_errorf(NNR_ERR_OOM, "%s: shape %s is too large", op, nnr_shape_str(b, sizeof b, ndim, sizes));
+            return false;
+        }
+        n *= sizes[i];
+    }
+    return true;
+}
+
+static int64_t numel_of(int ndim, const int64_t *sizes)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= sizes[i];
+    return n;
+}
+
+nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int device)
+{
+    if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "empty: unknown dtype %d", dtype); return NULL; }
+    if (!nnr_check_sizes("empty", ndim, sizes)) return NULL;
+    if (!nnr_device_get(device)) {
+        nnr_init();
+        if (!nnr_device_get(device)) { nnr_errorf(NNR_ERR_DEVICE, "empty: no device %d (%s)", device, nnr_last_error()); return NULL; }
+    }
+    size_t nbytes = (size_t)numel_of(ndim, sizes) * nnr_dtype_bytes(dtype);
+    nnr_tensor *t = malloc(sizeof *t);
+    nnr_storage *s = malloc(sizeof *s);
+    void *data = (t && s) ? nnr_alloc_device(device, nbytes) : NULL;
+    if (!data) {
+        free(t); free(s);
+        if (nnr_last_status() != NNR_ERR_OOM) nnr_errorf(NNR_ERR_OOM, "out of memory allocating %zu bytes", nbytes);
+        return NULL;
+    }
+    atomic_init(&s->refcount, 1);
+    s->device = device;
+    s->data = data;
+    s->nbytes = nbytes;
+    atomic_init(&t->refcount, 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->device = device;
+    t->offset = 0;
+    t->storage = s;
+    memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    nnr_contiguous_strides(ndim, sizes, t->strides);
+    return t;
+}
+
+nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset)
+{
+    nnr_tensor *t = malloc(sizeof *t);
+    if (!t) { nnr_errorf(NNR_ERR_OOM, "view: out of memory"); return NULL; }
+    atomic_init(&t->refcount, 1);
+    t->dtype = base->dtype;
+    t->ndim = ndim;
+    t->device = base->device;
+    t->offset = offset;
+    t->storage = base->storage;
+    atomic_fetch_add(&base->storage->refcount, 1);
+    memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    return t;
+}
+
+void nnr_tensor_retain(nnr_tensor *t) { if (t) atomic_fetch_add(&t->refcount, 1); }
+
+void nnr_tensor_release(nnr_tensor *t)
+{
+    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    nnr_storage *s = t->storage;
+    if (atomic_fetch_sub(&s->refcount, 1) == 1) {
+        nnr_free_device(s->device, s->data, s->nbytes);
+        free(s);
+    }
+    free(t);
+}
+
+int nnr_tensor_dtype(const nnr_tensor *t) { return t->dtype; }
+int nnr_tensor_ndim(const nnr_tensor *t) { return t->ndim; }
+int64_t nnr_tensor_size(const nnr_tensor *t, int dim) { return (dim >= 0 && dim < t->ndim) ? t->sizes[dim] : -1; }
+int64_t nnr_tensor_stride(const nnr_tensor *t, int dim) { return (dim >= 0 && dim < t->ndim) ? t->strides[dim] : -1; }
+int64_t nnr_tensor_offset(const nnr_tensor *t) { return t->offset; }
+int64_t nnr_tensor_numel(const nnr_tensor *t) { return numel_of(t->ndim, t->sizes); }
+int nnr_tensor_device(const nnr_tensor *t) { return t->device; }
+int nnr_tensor_same_storage(const nnr_tensor *a, const nnr_tensor *b) { return a->storage == b->storage; }
+
+int nnr_tensor_is_contiguous(const nnr_tensor *t)
+{
+    int64_t expected = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->sizes[i] == 1) continue;
+        if (t->strides[i] != expected) return 0;
+        expected *= t->sizes[i];
+    }
+    return 1;
+}
+
+void *nnr_tensor_data(const nnr_tensor *t)
+{
+    if (t->device != 0) return NULL;
+    return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
+}
+
+void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d)
+{
+    d->struct_size = sizeof *d;
+    d->dtype = t->dtype;
+    d->ndim = t->ndim;
+    d->device = nnr_device_get(t->device)->local_index;
+    for (int i = 0; i < t->ndim; i++) { d->sizes[i] = t->sizes[i]; d->strides[i] = t->strides[i]; }
+    d->data = (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
+}
+
+/* ---------- creation ---------- */
+
+nnr_tensor *nnr_empty(int dtype, int ndim, const int64_t *sizes, int device)
+{
+    return nnr_tensor_alloc(dtype, ndim, sizes, device);
+}
+
+nnr_tensor *nnr_full(int dtype, int ndim, const int64_t *sizes, double value, int device)
+{
+    nnr_tensor *t = nnr_tensor_alloc(dtype, ndim, sizes, device);
+    if (t && nnr_fill_(t, value) != NNR_OK) { nnr_tensor_release(t); return NULL; }
+    return t;
+}
+
+nnr_tensor *nnr_from_doubles(const double *values, int64_t n, int dtype, int ndim, const int64_t *sizes, int device)
+{
+    if (!nnr_check_sizes("tensor", ndim, sizes)) return NULL;
+    if (numel_of(ndim, sizes) != n) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "tensor: %lld values given for shape %s", (long long)n, nnr_shape_str(b, sizeof b, ndim, sizes));
+        return NULL;
+    }
+    nnr_tensor *host = nnr_tensor_alloc(NNR_F64, ndim, sizes, 0);
+    if (!host) return NULL;
+    if (n) memcpy(host->storage->data, values, (size_t)n * sizeof(double));
+    nnr_tensor *t = nnr_to(host, dtype, device);
+    nnr_tensor_release(host);
+    return t;
+}
+
+int nnr_to_doubles(const nnr_tensor *t, double *out, int64_t n)
+{
+    if (n != nnr_tensor_numel(t)) return nnr_errorf(NNR_ERR_INVALID, "totable: buffer of %lld for %lld elements", (long long)n, (long long)nnr_tensor_numel(t));
+    nnr_tensor *h = nnr_to(t, NNR_F64, 0);
+    if (!h) return nnr_last_status();
+    nnr_tensor *c = nnr_contiguous(h);
+    nnr_tensor_release(h);
+    if (!c) return nnr_last_status();
+    if (n) memcpy(out, nnr_tensor_data(c), (size_t)n * sizeof(double));
+    nnr_tensor_release(c);
+    return NNR_OK;
+}
+
+static int element_offset(const char *op, const nnr_tensor *t, const int64_t *index, int64_t *off)
+{
+    int64_t o = t->offset;
+    for (int i = 0; i < t->ndim; i++) {
+        if (index[i] < 0 || index[i] >= t->sizes[i]) {
+            char b[NNR_SHAPE_BUF];
+            return nnr_errorf(NNR_ERR_INVALID, "%s: index %lld is out of range for dimension %d of size %lld (shape %s)", op,
+                              (long long)index[i] + 1, i + 1, (long long)t->sizes[i], nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        }
+        o += index[i] * t->strides[i];
+    }
+    *off = o;
+    return NNR_OK;
+}
+
+int nnr_get(const nnr_tensor *t, const int64_t *index, double *out)
+{
+    int64_t off;
+    int st = element_offset("get", t, index, &off);
+    if (st) return st;
+    size_t es = nnr_dtype_bytes(t->dtype);
+    const nnr_device_entry *d = nnr_device_get(t->device);
+    if (t->device == 0) { *out = nnr_load_f64(t->dtype, (char *)t->storage->data + off * (int64_t)es); return NNR_OK; }
+    unsigned char buf[8];
+    st = d->plugin->copy(d->plugin, d->local_index, NNR_COPY_DEVICE_TO_HOST, buf, (char *)t->storage->data + off * (int64_t)es, es);
+    if (st) return st;
+    *out = nnr_load_f64(t->dtype, buf);
+    return NNR_OK;
+}
+
+int nnr_set(nnr_tensor *t, const int64_t *index, double value)
+{
+    int64_t off;
+    int st = element_offset("set", t, index, &off);
+    if (st) return st;
+    size_t es = nnr_dtype_bytes(t->dtype);
+    const nnr_device_entry *d = nnr_device_get(t->device);
+    if (t->device == 0) { nnr_store_f64(t->dtype, (char *)t->storage->data + off * (int64_t)es, value); return NNR_OK; }
+    unsigned char buf[8];
+    nnr_store_f64(t->dtype, buf, value);
+    return d->plugin->copy(d->plugin, d->local_index, NNR_COPY_HOST_TO_DEVICE, (char *)t->storage->data + off * (int64_t)es, buf, es);
+}
+
+int nnr_item(const nnr_tensor *t, double *out)
+{
+    if (nnr_tensor_numel(t) != 1) {
+        char b[NNR_SHAPE_BUF];
+        return nnr_errorf(NNR_ERR_INVALID, "item: tensor of shape %s has %lld elements, expected exactly 1",
+                          nnr_shape_str(b, sizeof b, t->ndim, t->sizes), (long long)nnr_tensor_numel(t));
+    }
+    int64_t zeros[NNR_MAX_DIMS] = {0};
+    return nnr_get(t, zeros, out);
+}
+
+static nnr_tensor *fill_arange(const char *op, int64_t n, double start, double step, int dtype, int device)
+{
+    if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "%s: unknown dtype %d", op, dtype); return NULL; }
+    nnr_tensor *t = nnr_tensor_alloc(dtype, 1, &n, device);
+    if (!t) return NULL;
+    nnr_op_params p = {.struct_size = sizeof p, .f = {start, step}};
+    nnr_tensor_desc d;
+    nnr_tensor_desc_of(t, &d);
+    nnr_op_call call = {.struct_size = sizeof call, .op = NNR_OP_ARANGE, .n_outputs = 1, .outputs = {&d}, .params = &p};
+    if (nnr_dispatch(op, t->device, &call)) { nnr_tensor_release(t); return NULL; }
+    return t;
+}
+
+nnr_tensor *nnr_arange(double start, double end, double step, int dtype, int device)
+{
+    if (step == 0 || step != step || start != start || end != end) {
+        nnr_errorf(NNR_ERR_INVALID, "arange: step must be a non-zero number (got start %g, end %g, step %g)", start, end, step);
+        return NULL;
+    }
+    double count = ceil((end - start) / step);
+    if (count < 0) count = 0;
+    if (count > 1e15) { nnr_errorf(NNR_ERR_INVALID, "arange: %g elements is too many", count); return NULL; }
+    return fill_arange("arange", (int64_t)count, start, step, dtype, device);
+}
+
+nnr_tensor *nnr_linspace(double start, double end, int64_t steps, int dtype, int device)
+{
+    if (steps < 0) { nnr_errorf(NNR_ERR_INVALID, "linspace: steps must be >= 0, got %lld", (long long)steps); return NULL; }
+    double step = steps > 1 ? (end - start) / (double)(steps - 1) : 0;
+    return fill_arange("linspace", steps, start, step, dtype, device);
+}
+
+nnr_tensor *nnr_eye(int64_t n, int64_t m, int dtype, int device)
+{
+    if (m < 0) m = n;
+    int64_t sizes[2] = {n, m};
+    nnr_tensor *t = nnr_full(dtype, 2, sizes, 0.0, device);
+    if (!t) return NULL;
+    int64_t k = n < m ? n : m, stride = m + 1;
+    nnr_tensor *diag = nnr_tensor_new_view(t, 1, &k, &stride, 0);
+    int st = diag ? nnr_fill_(diag, 1.0) : nnr_last_status();
+    nnr_tensor_release(diag);
+    if (st) { nnr_tensor_release(t); return NULL; }
+    return t;
+}
+
+/* ---------- views ---------- */
+
+static int wrap_dim(const char *op, const nnr_tensor *t, int dim, int extra)
+{
+    int n = t->ndim + extra;
+    if (dim < 0) dim += n;
+    if (dim < 0 || dim >= (n > 0 ? n : 1)) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "%s: dimension %d is out of range for a tensor of shape %s", op, dim + 1,
+                   nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        return -1;
+    }
+    return dim;
+}
+
+/* fills in a -1 entry; checks the element count */
+static int infer_sizes(const char *op, const nnr_tensor *t, int ndim, const int64_t *in, int64_t *out)
+{
+    if (ndim < 0 || ndim > NNR_MAX_DIMS) return nnr_errorf(NNR_ERR_INVALID, "%s: %d dimensions, at most %d supported", op, ndim, NNR_MAX_DIMS);
+    int infer = -1;
+    int64_t known = 1, total = nnr_tensor_numel(t);
+    for (int i = 0; i < ndim; i++) {
+        out[i] = in[i];
+        if (in[i] == -1) {
+            if (infer >= 0) return nnr_errorf(NNR_ERR_INVALID, "%s: only one dimension can be -1", op);
+            infer = i;
+        } else if (in[i] < 0) {
+            return nnr_errorf(NNR_ERR_INVALID, "%s: invalid size %lld", op, (long long)in[i]);
+        } else known *= in[i];
+    }
+    if (infer >= 0) {
+        if (known == 0 || total % known) goto bad;
+        out[infer] = total / known;
+    } else if (known != total) goto bad;
+    return NNR_OK;
+bad:;
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    return nnr_errorf(NNR_ERR_INVALID, "%s: shape %s is invalid for a tensor of shape %s (%lld elements)", op,
+                      nnr_shape_str(a, sizeof a, ndim, in), nnr_shape_str(b, sizeof b, t->ndim, t->sizes), (long long)total);
+}
+
+/* strides for viewing t as new sizes without copying, or false (PyTorch's computeStride) */
+static bool view_strides(const nnr_tensor *t, int ndim, const int64_t *sizes, int64_t *strides)
+{
+    if (nnr_tensor_numel(t) == 0 || t->ndim == 0) { nnr_contiguous_strides(ndim, sizes, strides); return true; }
+    int view_d = ndim - 1;
+    int64_t chunk_base_stride = t->strides[t->ndim - 1];
+    int64_t tensor_numel = 1, view_numel = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        tensor_numel *= t->sizes[d];
+        if (d == 0 || (t->sizes[d - 1] != 1 && t->strides[d - 1] != tensor_numel * chunk_base_stride)) {
+            while (view_d >= 0 && (view_numel < tensor_numel || sizes[view_d] == 1)) {
+                strides[view_d] = view_numel * chunk_base_stride;
+                view_numel *= sizes[view_d];
+                view_d--;
+            }
+            if (view_numel != tensor_numel) return false;
+            if (d > 0) {
+                chunk_base_stride = t->strides[d - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    return view_d == -1;
+}
+
+nnr_tensor *nnr_view(const nnr_tensor *t, int ndim, const int64_t *sizes)
+{
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    if (infer_sizes("view", t, ndim, sizes, s)) return NULL;
+    if (!view_strides(t, ndim, s, st)) {
+        char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF], c[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "view: shape %s is incompatible with the strides %s of a tensor of shape %s; use reshape (it copies) or contiguous() first",
+                   nnr_shape_str(a, sizeof a, ndim, s), nnr_shape_str(c, sizeof c, t->ndim, t->strides), nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        return NULL;
+    }
+    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+}
+
+nnr_tensor *nnr_reshape(const nnr_tensor *t, int ndim, const int64_t *sizes)
+{
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    if (infer_sizes("reshape", t, ndim, sizes, s)) return NULL;
+    if (view_strides(t, ndim, s, st)) return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+    nnr_tensor *c = nnr_contiguous(t);
+    if (!c) return NULL;
+    nnr_contiguous_strides(ndim, s, st);
+    nnr_tensor *v = nnr_tensor_new_view(c, ndim, s, st, c->offset);
+    nnr_tensor_release(c);
+    return v;
+}
+
+nnr_tensor *nnr_permute(const nnr_tensor *t, int ndim, const int *dims)
+{
+    if (ndim != t->ndim) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "permute: %d dimensions given for a tensor of shape %s", ndim, nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        return NULL;
+    }
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    int seen[NNR_MAX_DIMS] = {0};
+    for (int i = 0; i < ndim; i++) {
+        int d = wrap_dim("permute", t, dims[i], 0);
+        if (d < 0) return NULL;
+        if (seen[d]++) { nnr_errorf(NNR_ERR_INVALID, "permute: dimension %d repeated", d + 1); return NULL; }
+        s[i] = t->sizes[d];
+        st[i] = t->strides[d];
+    }
+    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+}
+
+nnr_tensor *nnr_transpose(const nnr_tensor *t, int dim0, int dim1)
+{
+    int a = wrap_dim("transpose", t, dim0, 0), b = a < 0 ? -1 : wrap_dim("transpose", t, dim1, 0);
+    if (a < 0 || b < 0) return NULL;
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    memcpy(s, t->sizes, sizeof s);
+    memcpy(st, t->strides, sizeof st);
+    s[a] = t->sizes[b]; s[b] = t->sizes[a];
+    st[a] = t->strides[b]; st[b] = t->strides[a];
+    return nnr_tensor_new_view(t, t->ndim, s, st, t->offset);
+}
+
+nnr_tensor *nnr_narrow(const nnr_tensor *t, int dim, int64_t start, int64_t length)
+{
+    int d = wrap_dim("narrow", t, dim, 0);
+    if (d < 0) return NULL;
+    if (start < 0 || length < 0 || start + length > t->sizes[d]) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "narrow: elements %lld to %lld are out of range for dimension %d of size %lld (shape %s)",
+                   (long long)start + 1, (long long)(start + length), d + 1, (long long)t->sizes[d], nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        return NULL;
+    }
+    int64_t s[NNR_MAX_DIMS];
+    memcpy(s, t->sizes, sizeof s);
+    s[d] = length;
+    return nnr_tensor_new_view(t, t->ndim, s, t->strides, t->offset + start * t->strides[d]);
+}
+
+nnr_tensor *nnr_select(const nnr_tensor *t, int dim, int64_t index)
+{
+    if (t->ndim == 0) { nnr_errorf(NNR_ERR_INVALID, "select: cannot index a 0-dimensional tensor"); return NULL; }
+    int d = wrap_dim("select", t, dim, 0);
+    if (d < 0) return NULL;
+    if (index < 0 || index >= t->sizes[d]) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "index %lld is out of range for dimension %d of size %lld (shape %s)", (long long)index + 1, d + 1,
+                   (long long)t->sizes[d], nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
+        return NULL;
+    }
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    int k = 0;
+    for (int i = 0; i < t->ndim; i++)
+        if (i != d) { s[k] = t->sizes[i]; st[k] = t->strides[i]; k++; }
+    return nnr_tensor_new_view(t, t->ndim - 1, s, st, t->offset + index * t->strides[d]);
+}
+
+nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes)
+{
+    if (ndim < t->ndim || ndim > NNR_MAX_DIMS) goto bad;
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    for (int i = ndim - 1, j = t->ndim - 1; i >= 0; i--, j--) {
+        int64_t want = sizes[i];
+        if (j >= 0) {
+            if (want == -1) want = t->sizes[j];
+            if (t->sizes[j] == want) { s[i] = want; st[i] = t->strides[j]; }
+            else if (t->sizes[j] == 1 && want >= 0) { s[i] = want; st[i] = 0; }
+            else goto bad;
+        } else {
+            if (want < 0) goto bad;
+            s[i] = want; st[i] = 0;
+        }
+    }
+    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+bad:;
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    nnr_errorf(NNR_ERR_INVALID, "expand: cannot expand shape %s to %s (only size-1 dimensions can grow)",
+               nnr_shape_str(a, sizeof a, t->ndim, t->sizes), nnr_shape_str(b, sizeof b, ndim, sizes));
+    return NULL;
+}
+
+nnr_tensor *nnr_squeeze(const nnr_tensor *t, int dim)
+{
+    int d = -1;
+    if (dim != -1 || t->ndim == 0) {
+        if (t->ndim == 0) return nnr_tensor_new_view(t, 0, t->sizes, t->strides, t->offset);
+        d = wrap_dim("squeeze", t, dim, 0);
+        if (d < 0) return NULL;
+    }
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    int k = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->sizes[i] == 1 && (d < 0 || d == i)) continue;
+        s[k] = t->sizes[i]; st[k] = t->strides[i]; k++;
+    }
+    return nnr_tensor_new_view(t, k, s, st, t->offset);
+}
+
+nnr_tensor *nnr_unsqueeze(const nnr_tensor *t, int dim)
+{
+    if (t->ndim >= NNR_MAX_DIMS) { nnr_errorf(NNR_ERR_INVALID, "unsqueeze: a tensor has at most %d dimensions", NNR_MAX_DIMS); return NULL; }
+    int d = wrap_dim("unsqueeze", t, dim, 1);
+    if (d < 0) return NULL;
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    for (int i = 0, k = 0; i <= t->ndim; i++) {
+        if (i == d) {
+            s[i] = 1;
+            st[i] = k < t->ndim ? t->strides[k] * t->sizes[k] : 1;
+            continue;
+        }
+        s[i] = t->sizes[k]; st[i] = t->strides[k]; k++;
+    }
+    return nnr_tensor_new_view(t, t->ndim + 1, s, st, t->offset);
+}
+
+nnr_tensor *nnr_flatten(const nnr_tensor *t, int start_dim, int end_dim)
+{
+    if (t->ndim == 0) { int64_t one = 1; return nnr_reshape(t, 1, &one); }
+    int a = wrap_dim("flatten", t, start_dim, 0), b = a < 0 ? -1 : wrap_dim("flatten", t, end_dim, 0);
+    if (a < 0 || b < 0) return NULL;
+    if (a > b) { nnr_errorf(NNR_ERR_INVALID, "flatten: start dimension %d comes after end dimension %d", a + 1, b + 1); return NULL; }
+    int64_t s[NNR_MAX_DIMS];
+    int k = 0;
+    for (int i = 0; i < a; i++) s[k++] = t->sizes[i];
+    int64_t m = 1;
+    for (int i = a; i <= b; i++) m *= t->sizes[i];
+    s[k++] = m;
+    for (int i = b + 1; i < t->ndim; i++) s[k++] = t->sizes[i];
+    return nnr_reshape(t, k, s);
+}
+
+nnr_tensor *nnr_as_strided(const nnr_tensor *t, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset)
+{
+    if (!nnr_check_sizes("as_strided", ndim, sizes)) return NULL;
+    int64_t max_off = offset;
+    for (int i = 0; i < ndim; i++) {
+        if (strides[i] < 0) { nnr_errorf(NNR_ERR_INVALID, "as_strided: negative stride"); return NULL; }
+        if (sizes[i] == 0) { max_off = -1; break; }
+        max_off += (sizes[i] - 1) * strides[i];
+    }
+    int64_t cap = (int64_t)(t->storage->nbytes / nnr_dtype_bytes(t->dtype));
+    if (offset < 0 || max_off >= cap) {
+        nnr_errorf(NNR_ERR_INVALID, "as_strided: the view reaches element %lld of a storage of %lld elements", (long long)max_off + 1, (long long)cap);
+        return NULL;
+    }
+    return nnr_tensor_new_view(t, ndim, sizes, strides, offset);
+}

@@ -1,0 +1,71 @@
+-- nnr: the Lua package of nnrun.   local nnr = require "nnr"
+local core = require "nnr.core"
+local T = require "nnr.tensor"
+local ffi, C = core.ffi, core.C
+
+local nnr = {}
+for k, v in pairs(T) do nnr[k] = v end
+nnr.Tensor = T.methods
+
+nnr.float32, nnr.float64, nnr.float16, nnr.bfloat16 = "f32", "f64", "f16", "bf16"
+nnr.int8, nnr.uint8, nnr.int32, nnr.int64, nnr.bool = "i8", "u8", "i32", "i64", "bool"
+
+function nnr.version() return ffi.string(C.nnr_version()) end
+
+function nnr.set_default_dtype(d)
+  local id = core.dtype_id(d, "set_default_dtype")
+  if id ~= C.NNR_F32 and id ~= C.NNR_F64 then error("set_default_dtype: expected f32 or f64, got " .. tostring(d), 0) end
+  core.default_dtype = id
+end
+function nnr.get_default_dtype() return core.dtype_names[core.default_dtype] end
+
+-- devices and plugins ------------------------------------------------------------
+local Device = {}
+Device.__index = Device
+Device.__tostring = function(d) return d.name end
+
+-- nnr.device("cuda:1") -> {id=, name=, type=, index=}
+function nnr.device(spec)
+  local id = core.device_id(spec, "device")
+  return setmetatable({
+    id = id,
+    name = ffi.string(C.nnr_device_name(id)),
+    type = ffi.string(C.nnr_device_type(id)),
+    index = C.nnr_device_local_index(id),
+  }, Device)
+end
+
+function nnr.devices()
+  local list = {}
+  for i = 0, C.nnr_device_count() - 1 do list[#list + 1] = nnr.device(i) end
+  return list
+end
+
+function nnr.plugins()
+  local list = {}
+  for i = 0, C.nnr_plugin_count() - 1 do
+    list[#list + 1] = {
+      name = ffi.string(C.nnr_plugin_name(i)),
+      path = ffi.string(C.nnr_plugin_path(i)),
+      version = ffi.string(C.nnr_plugin_version(i)),
+      loaded = C.nnr_plugin_loaded(i) ~= 0,
+      message = ffi.string(C.nnr_plugin_message(i)),
+    }
+  end
+  return list
+end
+
+function nnr.synchronize(device) core.check(C.nnr_synchronize(core.device_id(device))) end
+function nnr.set_num_threads(n) C.nnr_set_num_threads(n) end
+function nnr.get_num_threads() return C.nnr_get_num_threads() end
+
+function nnr.memory_stats()
+  return {
+    live_bytes = tonumber(C.nnr_live_bytes()),
+    peak_bytes = tonumber(C.nnr_peak_bytes()),
+    cached_bytes = tonumber(C.nnr_cached_bytes()),
+  }
+end
+function nnr.empty_cache() C.nnr_empty_cache() end
+
+return nnr

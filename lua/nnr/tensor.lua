@@ -1,0 +1,673 @@
+-- Tensors on the Lua side: an ffi.metatype over the core's opaque
+-- nnr_tensor*, with 1-based indices and dimensions (negative ones count from
+-- the end), PyTorch's method names and Lua operators.
+local core = require "nnr.core"
+local ffi, C = core.ffi, core.C
+local own, check, raise = core.own, core.check, core.raise
+local dtype_id, device_id, dtype_names = core.dtype_id, core.device_id, core.dtype_names
+local type, select, floor, tostring = type, select, math.floor, tostring
+
+local T = {}          -- the public functions (nnr.zeros, ...)
+local methods = {}    -- tensor methods
+local mt = {}
+
+local sizebuf = ffi.new("int64_t[8]")
+local sizebuf2 = ffi.new("int64_t[8]")
+local intbuf = ffi.new("int[8]")
+local dbl = ffi.new("double[1]")
+local tensor_ct = ffi.typeof("nnr_tensor *")
+
+local function is_tensor(x) return type(x) == "cdata" and ffi.istype(tensor_ct, x) end
+T.is_tensor = is_tensor
+
+local function shape_str(sizes)
+  return "[" .. table.concat(sizes, ", ") .. "]"
+end
+
+local function sizes_of(t)
+  local n = C.nnr_tensor_ndim(t)
+  local s = {}
+  for i = 1, n do s[i] = tonumber(C.nnr_tensor_size(t, i - 1)) end
+  return s
+end
+
+-- 1-based (negative from the end) -> 0-based, with a clear error
+local function cdim(op, t, d, extra)
+  local n = C.nnr_tensor_ndim(t) + (extra or 0)
+  if type(d) ~= "number" or d ~= floor(d) then
+    error(op .. ": dimension must be an integer, got " .. tostring(d), 0)
+  end
+  local w = d < 0 and d + n + 1 or d
+  if w < 1 or w > n then
+    if n == 0 then error(op .. ": dimension " .. d .. " given for a 0-dimensional tensor", 0) end
+    error(op .. ": dimension " .. d .. " is out of range for a tensor of shape " .. shape_str(sizes_of(t)) ..
+      " (expected 1.." .. n .. " or -" .. n .. "..-1)", 0)
+  end
+  return w - 1
+end
+
+-- 1-based element index (negative from the end) -> 0-based
+local function cindex(op, i, size, dim)
+  if type(i) ~= "number" or i ~= floor(i) then error(op .. ": index must be an integer, got " .. tostring(i), 0) end
+  local w = i < 0 and i + size + 1 or i
+  if i == 0 or w < 1 or w > size then
+    error(op .. ": index " .. i .. " is out of range for dimension " .. dim .. " of size " .. size ..
+      (i == 0 and " (indices are 1-based)" or ""), 0)
+  end
+  return w - 1
+end
+
+-- sizes given as numbers or one table; fills buf, returns count
+local function fill_sizes(op, buf, first, ...)
+  if type(first) == "table" and not is_tensor(first) then
+    local n = #first
+    if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
+    for i = 1, n do buf[i - 1] = first[i] end
+    return n
+  end
+  local n = first == nil and 0 or select("#", ...) + 1
+  if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
+  if n > 0 then
+    buf[0] = first
+    for i = 2, n do
+      local v = select(i - 1, ...)
+      if type(v) ~= "number" then error(op .. ": sizes must be numbers, got " .. type(v), 0) end
+      buf[i - 1] = v
+    end
+  end
+  return n
+end
+
+-- splits trailing options ({dtype=, device=}) from size arguments
+local function split_opts(...)
+  local n = select("#", ...)
+  local last = select(n, ...)
+  if n > 0 and type(last) == "table" and not is_tensor(last) and
+     (last.dtype or last.device or last.requires_grad ~= nil or (next(last) ~= nil and #last == 0)) then
+    return last, n - 1
+  end
+  return nil, n
+end
+
+local function opts_dtype_device(op, opts, default_dtype)
+  local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or core.default_dtype
+  return dt, device_id(opts and opts.device, op)
+end
+
+-- creation ---------------------------------------------------------------------
+local function sized(op, ...)
+  local opts, n = split_opts(...)
+  local first = ...
+  if type(first) == "table" and not is_tensor(first) and first ~= opts then
+    return opts, fill_sizes(op, sizebuf, first)
+  end
+  if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
+  for i = 1, n do
+    local v = select(i, ...)
+    if type(v) ~= "number" then error(op .. ": sizes must be numbers, got " .. type(v), 0) end
+    sizebuf[i - 1] = v
+  end
+  return opts, n
+end
+
+function T.empty(...)
+  local opts, nd = sized("empty", ...)
+  local dt, dev = opts_dtype_device("empty", opts)
+  return own(C.nnr_empty(dt, nd, sizebuf, dev), C.nnr_empty, dt, nd, sizebuf, dev)
+end
+
+function T.full(size, value, opts)
+  local nd = fill_sizes("full", sizebuf, size)
+  if type(value) == "boolean" then value = value and 1 or 0 end
+  local dt, dev = opts_dtype_device("full", opts)
+  return own(C.nnr_full(dt, nd, sizebuf, value, dev), C.nnr_full, dt, nd, sizebuf, value, dev)
+end
+
+function T.zeros(...)
+  local opts, nd = sized("zeros", ...)
+  local dt, dev = opts_dtype_device("zeros", opts)
+  return own(C.nnr_full(dt, nd, sizebuf, 0, dev), C.nnr_full, dt, nd, sizebuf, 0, dev)
+end
+
+function T.ones(...)
+  local opts, nd = sized("ones", ...)
+  local dt, dev = opts_dtype_device("ones", opts)
+  return own(C.nnr_full(dt, nd, sizebuf, 1, dev), C.nnr_full, dt, nd, sizebuf, 1, dev)
+end
+
+local function like(op, fill)
+  return function(t, opts)
+    local nd = C.nnr_tensor_ndim(t)
+    for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t, i) end
+    local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or C.nnr_tensor_dtype(t)
+    local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t)
+    if fill == nil then return own(C.nnr_empty(dt, nd, sizebuf, dev)) end
+    return own(C.nnr_full(dt, nd, sizebuf, fill, dev))
+  end
+end
+T.zeros_like, T.ones_like, T.empty_like = like("zeros_like", 0), like("ones_like", 1), like("empty_like", nil)
+function T.full_like(t, v, opts) return like("full_like", v)(t, opts) end
+
+function T.arange(a, b, c, d)
+  local opts
+  if type(b) == "table" then opts, b = b, nil elseif type(c) == "table" then opts, c = c, nil elseif type(d) == "table" then opts = d end
+  local start, stop, step = a, b, c or 1
+  if stop == nil then start, stop = 0, a end
+  local dt, dev = opts_dtype_device("arange", opts)
+  return own(C.nnr_arange(start, stop, step, dt, dev))
+end
+
+function T.linspace(a, b, steps, opts)
+  local dt, dev = opts_dtype_device("linspace", opts)
+  return own(C.nnr_linspace(a, b, steps or 100, dt, dev))
+end
+
+function T.eye(n, m, opts)
+  if type(m) == "table" then opts, m = m, nil end
+  local dt, dev = opts_dtype_device("eye", opts)
+  return own(C.nnr_eye(n, m or -1, dt, dev))
+end
+
+local function random(kind, op, a, b, ...)
+  local opts, nd = sized(op, ...)
+  local dt, dev = opts_dtype_device(op, opts, kind == C.NNR_OP_RAND_INT and C.NNR_I64 or nil)
+  return own(C.nnr_random(kind, dt, nd, sizebuf, a, b, dev))
+end
+function T.rand(...) return random(C.NNR_OP_RAND_UNIFORM, "rand", 0, 1, ...) end
+function T.randn(...) return random(C.NNR_OP_RAND_NORMAL, "randn", 0, 1, ...) end
+function T.randint(low, high, ...)
+  if type(high) ~= "number" then -- randint(high, size)
+    return random(C.NNR_OP_RAND_INT, "randint", 0, low, high, ...)
+  end
+  return random(C.NNR_OP_RAND_INT, "randint", low, high, ...)
+end
+function T.manual_seed(seed) C.nnr_manual_seed(seed) end
+function T.get_rng_state() return { seed = tonumber(C.nnr_rng_seed()), offset = tonumber(C.nnr_rng_offset()) } end
+function T.set_rng_state(s) C.nnr_rng_set_state(s.seed, s.offset) end
+
+-- nnr.tensor{...}: nested tables of numbers or booleans
+function T.tensor(data, opts)
+  if is_tensor(data) then
+    local dt, dev = opts_dtype_device("tensor", opts, C.nnr_tensor_dtype(data))
+    return own(C.nnr_to(data, dt, opts and opts.device and dev or C.nnr_tensor_device(data))):clone()
+  end
+  local shape, flat, n, allbool = {}, {}, 0, true
+  local function walk(x, depth)
+    if type(x) == "table" then
+      local len = #x
+      if shape[depth] == nil then
+        if depth > 8 then error("tensor: more than 8 levels of nesting", 0) end
+        shape[depth] = len
+      elseif shape[depth] ~= len then
+        error("tensor: ragged nested table: a row at depth " .. depth .. " has " .. len .. " elements, expected " .. shape[depth], 0)
+      end
+      for i = 1, len do walk(x[i], depth + 1) end
+      if len == 0 then
+        for d = depth + 1, #shape do if shape[d] ~= 0 then error("tensor: ragged nested table", 0) end end
+      end
+    elseif type(x) == "number" or type(x) == "boolean" then
+      if shape[depth] ~= nil or (depth <= #shape) then error("tensor: ragged nested table: a number where a table was expected at depth " .. depth, 0) end
+      n = n + 1
+      if type(x) == "boolean" then flat[n] = x and 1 or 0 else flat[n] = x; allbool = false end
+    else
+      error("tensor: expected numbers, booleans or nested tables, got " .. type(x), 0)
+    end
+  end
+  walk(data, 1)
+  local values = ffi.new("double[?]", n > 0 and n or 1)
+  for i = 1, n do values[i - 1] = flat[i] end
+  for i = 1, #shape do sizebuf[i - 1] = shape[i] end
+  local default = (allbool and n > 0) and C.NNR_BOOL or nil
+  local dt, dev = opts_dtype_device("tensor", opts, default)
+  return own(C.nnr_from_doubles(values, n, dt, #shape, sizebuf, dev))
+end
+
+-- metadata -----------------------------------------------------------------------
+function methods.dim(t) return C.nnr_tensor_ndim(t) end
+methods.ndimension = methods.dim
+function methods.numel(t) return tonumber(C.nnr_tensor_numel(t)) end
+methods.nelement = methods.numel
+function methods.size(t, d)
+  if d == nil then return setmetatable(sizes_of(t), { __tostring = shape_str }) end
+  return tonumber(C.nnr_tensor_size(t, cdim("size", t, d)))
+end
+function methods.stride(t, d)
+  if d == nil then
+    local s = {}
+    for i = 1, C.nnr_tensor_ndim(t) do s[i] = tonumber(C.nnr_tensor_stride(t, i - 1)) end
+    return s
+  end
+  return tonumber(C.nnr_tensor_stride(t, cdim("stride", t, d)))
+end
+function methods.storage_offset(t) return tonumber(C.nnr_tensor_offset(t)) end
+function methods.is_contiguous(t) return C.nnr_tensor_is_contiguous(t) ~= 0 end
+function methods.type(t) return dtype_names[C.nnr_tensor_dtype(t)] end
+function methods.data_ptr(t) return C.nnr_tensor_data(t) end
+function methods.is_floating_point(t) return C.nnr_tensor_dtype(t) <= C.NNR_BF16 end
+function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t, o) ~= 0 end
+
+local props = {
+  shape = function(t) return methods.size(t) end,
+  dtype = function(t) return dtype_names[C.nnr_tensor_dtype(t)] end,
+  device = function(t) return ffi.string(C.nnr_device_name(C.nnr_tensor_device(t))) end,
+  ndim = function(t) return C.nnr_tensor_ndim(t) end,
+}
+
+-- conversions ---------------------------------------------------------------------
+-- t:to("f64"), t:to("cuda:0"), t:to("cuda", "f16"), t:to{dtype=, device=}
+function methods.to(t, a, b)
+  local dt, dev = C.nnr_tensor_dtype(t), C.nnr_tensor_device(t)
+  local function take(x)
+    if x == nil then return end
+    if type(x) == "table" and not x.id then
+      if x.dtype then dt = dtype_id(x.dtype, "to") end
+      if x.device then dev = device_id(x.device, "to") end
+    elseif core.is_dtype(x) then dt = dtype_id(x, "to")
+    else dev = device_id(x, "to") end
+  end
+  take(a); take(b)
+  return own(C.nnr_to(t, dt, dev))
+end
+local function caster(name) return function(t) return own(C.nnr_to(t, dtype_id(name), C.nnr_tensor_device(t))) end end
+methods.float, methods.double, methods.half, methods.bfloat16 = caster("f32"), caster("f64"), caster("f16"), caster("bf16")
+methods.long, methods.int, methods.byte, methods.char, methods.bool = caster("i64"), caster("i32"), caster("u8"), caster("i8"), caster("bool")
+function methods.cpu(t) return own(C.nnr_to(t, C.nnr_tensor_dtype(t), 0)) end
+function methods.cuda(t, i) return methods.to(t, "cuda:" .. (i or 0)) end
+
+function methods.item(t)
+  check(C.nnr_item(t, dbl))
+  local v = dbl[0]
+  if C.nnr_tensor_dtype(t) == C.NNR_BOOL then return v ~= 0 end
+  return v
+end
+
+function methods.totable(t)
+  local n = tonumber(C.nnr_tensor_numel(t))
+  local buf = ffi.new("double[?]", n > 0 and n or 1)
+  check(C.nnr_to_doubles(t, buf, n))
+  local sizes = sizes_of(t)
+  local isbool = C.nnr_tensor_dtype(t) == C.NNR_BOOL
+  local pos = 0
+  local function build(d)
+    if d > #sizes then
+      local v = buf[pos]; pos = pos + 1
+      if isbool then return v ~= 0 end
+      return v
+    end
+    local r = {}
+    for i = 1, sizes[d] do r[i] = build(d + 1) end
+    return r
+  end
+  if #sizes == 0 then return build(1) end
+  return build(1)
+end
+
+-- views ------------------------------------------------------------------------------
+function methods.view(t, ...)
+  local nd = fill_sizes("view", sizebuf, ...)
+  return own(C.nnr_view(t, nd, sizebuf))
+end
+function methods.reshape(t, ...)
+  local nd = fill_sizes("reshape", sizebuf, ...)
+  return own(C.nnr_reshape(t, nd, sizebuf))
+end
+function methods.view_as(t, o) return methods.view(t, sizes_of(o)) end
+function methods.permute(t, ...)
+  local dims = type((...)) == "table" and (...) or { ... }
+  local nd = C.nnr_tensor_ndim(t)
+  if #dims ~= nd then error("permute: " .. #dims .. " dimensions given for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
+  for i = 1, #dims do intbuf[i - 1] = cdim("permute", t, dims[i]) end
+  return own(C.nnr_permute(t, #dims, intbuf))
+end
+function methods.transpose(t, a, b)
+  return own(C.nnr_transpose(t, cdim("transpose", t, a), cdim("transpose", t, b)))
+end
+function methods.t(t)
+  local nd = C.nnr_tensor_ndim(t)
+  if nd > 2 then error("t: expects a tensor with at most 2 dimensions, got shape " .. shape_str(sizes_of(t)), 0) end
+  if nd < 2 then return own(C.nnr_view(t, nd, sizebuf)) end
+  return own(C.nnr_transpose(t, 0, 1))
+end
+-- narrow(dim, start, length): start is 1-based
+function methods.narrow(t, d, start, length)
+  local cd = cdim("narrow", t, d)
+  local size = tonumber(C.nnr_tensor_size(t, cd))
+  local s = start < 0 and start + size + 1 or start
+  if start == 0 then error("narrow: start 0 is invalid (indices are 1-based)", 0) end
+  return own(C.nnr_narrow(t, cd, s - 1, length))
+end
+function methods.select(t, d, i)
+  local cd = cdim("select", t, d)
+  return own(C.nnr_select(t, cd, cindex("select", i, tonumber(C.nnr_tensor_size(t, cd)), cd + 1)))
+end
+function methods.expand(t, ...)
+  local nd = fill_sizes("expand", sizebuf, ...)
+  return own(C.nnr_expand(t, nd, sizebuf))
+end
+function methods.expand_as(t, o) return methods.expand(t, sizes_of(o)) end
+function methods.squeeze(t, d)
+  if d == nil then return own(C.nnr_squeeze(t, -1)) end
+  return own(C.nnr_squeeze(t, cdim("squeeze", t, d)))
+end
+function methods.unsqueeze(t, d) return own(C.nnr_unsqueeze(t, cdim("unsqueeze", t, d, 1))) end
+function methods.flatten(t, a, b)
+  if C.nnr_tensor_ndim(t) == 0 then return own(C.nnr_flatten(t, 0, 0)) end
+  return own(C.nnr_flatten(t, cdim("flatten", t, a or 1), cdim("flatten", t, b or -1)))
+end
+function methods.contiguous(t) return own(C.nnr_contiguous(t)) end
+function methods.clone(t) return own(C.nnr_clone(t)) end
+
+-- in-place writes ----------------------------------------------------------------------
+function methods.copy_(t, src)
+  if not is_tensor(src) then src = T.tensor(src, { dtype = dtype_names[C.nnr_tensor_dtype(t)] }) end
+  check(C.nnr_copy_(t, src)); return t
+end
+function methods.fill_(t, v)
+  if type(v) == "boolean" then v = v and 1 or 0 end
+  if is_tensor(v) then v = methods.item(v) end
+  check(C.nnr_fill_(t, v)); return t
+end
+function methods.zero_(t) check(C.nnr_fill_(t, 0)); return t end
+function methods.uniform_(t, a, b) check(C.nnr_random_(t, C.NNR_OP_RAND_UNIFORM, a or 0, b or 1)); return t end
+function methods.normal_(t, mean, std) check(C.nnr_random_(t, C.NNR_OP_RAND_NORMAL, mean or 0, std or 1)); return t end
+
+-- elementwise ---------------------------------------------------------------------------
+local OP = {
+  neg = C.NNR_OP_NEG, abs = C.NNR_OP_ABS, exp = C.NNR_OP_EXP, log = C.NNR_OP_LOG, sqrt = C.NNR_OP_SQRT,
+  tanh = C.NNR_OP_TANH, sigmoid = C.NNR_OP_SIGMOID, relu = C.NNR_OP_RELU, sin = C.NNR_OP_SIN, cos = C.NNR_OP_COS,
+  sign = C.NNR_OP_SIGN, reciprocal = C.NNR_OP_RECIPROCAL, logical_not = C.NNR_OP_LOGICAL_NOT,
+  add = C.NNR_OP_ADD, sub = C.NNR_OP_SUB, mul = C.NNR_OP_MUL, div = C.NNR_OP_DIV, pow = C.NNR_OP_POW,
+  maximum = C.NNR_OP_MAXIMUM, minimum = C.NNR_OP_MINIMUM, eq = C.NNR_OP_EQ, ne = C.NNR_OP_NE,
+  lt = C.NNR_OP_LT, le = C.NNR_OP_LE, gt = C.NNR_OP_GT, ge = C.NNR_OP_GE,
+  logical_and = C.NNR_OP_LOGICAL_AND, logical_or = C.NNR_OP_LOGICAL_OR,
+}
+T.ops = OP
+
+local binary, binary_scalar, binary_ = C.nnr_binary, C.nnr_binary_scalar, C.nnr_binary_
+local function arith(op, a, b)
+  if type(b) == "number" then return own(binary_scalar(op, a, b, 0)) end
+  if type(a) == "number" then return own(binary_scalar(op, b, a, 1)) end
+  if type(b) == "boolean" then b = b and 1 or 0; return own(binary_scalar(op, a, b, 0)) end
+  return own(binary(op, a, b))
+end
+T.arith = arith
+
+for name, op in pairs(OP) do
+  if op < C.NNR_OP_ADD then
+    methods[name] = function(t) return own(C.nnr_unary(op, t)) end
+    methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t)); return t end
+  else
+    methods[name] = function(a, b) return arith(op, a, b) end
+    methods[name .. "_"] = function(a, b)
+      if type(b) == "number" then check(C.nnr_binary_scalar_(op, a, b)) else check(binary_(op, a, b)) end
+      return a
+    end
+  end
+  T[name] = methods[name]
+end
+methods.negative = methods.neg
+methods.subtract, methods.multiply, methods.divide = methods.sub, methods.mul, methods.div
+T.mul, T.div = methods.mul, methods.div
+
+-- out-variant for benchmarks and fused loops: nnr.add(a, b, {out=c}) style
+function T.binary_out(op, a, b, out) check(C.nnr_binary_out(OP[op] or op, a, b, out)); return out end
+
+mt.__add = function(a, b) return arith(OP.add, a, b) end
+mt.__sub = function(a, b) return arith(OP.sub, a, b) end
+mt.__mul = function(a, b) return arith(OP.mul, a, b) end
+mt.__div = function(a, b) return arith(OP.div, a, b) end
+mt.__pow = function(a, b) return arith(OP.pow, a, b) end
+mt.__unm = function(a) return own(C.nnr_unary(OP.neg, a)) end
+
+function methods.clamp(t, lo, hi)
+  local flags = (lo and 1 or 0) + (hi and 2 or 0)
+  return own(C.nnr_clamp(t, lo or 0, hi or 0, flags))
+end
+function methods.clamp_(t, lo, hi)
+  check(C.nnr_clamp_(t, lo or 0, hi or 0, (lo and 1 or 0) + (hi and 2 or 0))); return t
+end
+methods.clip = methods.clamp
+
+function T.where(cond, a, b)
+  local ta, tb = is_tensor(a), is_tensor(b)
+  if ta and tb then return own(C.nnr_where(cond, a, b)) end
+  local function num(x, what)
+    if type(x) == "boolean" then return x and 1 or 0 end
+    if type(x) ~= "number" then error("where: " .. what .. " must be a tensor or a number, got " .. type(x), 0) end
+    return x
+  end
+  return own(C.nnr_where_scalar(cond, ta and a or nil, ta and 0 or num(a, "a"), tb and b or nil, tb and 0 or num(b, "b")))
+end
+function methods.where(t, cond, other) return T.where(cond, t, other) end
+
+function methods.masked_fill(t, mask, v)
+  if type(v) == "boolean" then v = v and 1 or 0 end
+  return own(C.nnr_masked_fill(t, mask, v))
+end
+function methods.masked_fill_(t, mask, v)
+  if type(v) == "boolean" then v = v and 1 or 0 end
+  check(C.nnr_masked_fill_(t, mask, v)); return t
+end
+
+-- reductions -------------------------------------------------------------------------------
+local function dims_of(op, t, dim)
+  if dim == nil then return 0 end
+  if type(dim) == "table" then
+    for i = 1, #dim do intbuf[i - 1] = cdim(op, t, dim[i]) end
+    return #dim
+  end
+  intbuf[0] = cdim(op, t, dim)
+  return 1
+end
+
+local function reducer(name, op)
+  return function(t, dim, keepdim)
+    local n = dims_of(name, t, dim)
+    return own(C.nnr_reduce(op, t, n, intbuf, keepdim and 1 or 0, 0))
+  end
+end
+methods.sum = reducer("sum", C.NNR_OP_SUM)
+methods.prod = reducer("prod", C.NNR_OP_PROD)
+methods.mean = reducer("mean", C.NNR_OP_MEAN)
+
+-- argmax/argmin give 1-based indices
+local function arg_reducer(name, op)
+  return function(t, dim, keepdim)
+    local n = dims_of(name, t, dim)
+    local r = own(C.nnr_reduce(op, t, n, intbuf, keepdim and 1 or 0, 0))
+    check(C.nnr_binary_scalar_(OP.add, r, 1))
+    return r
+  end
+end
+methods.argmax = arg_reducer("argmax", C.NNR_OP_ARGMAX)
+methods.argmin = arg_reducer("argmin", C.NNR_OP_ARGMIN)
+
+-- max(): the maximum; max(dim[, keepdim]): values and 1-based indices; max(tensor): elementwise
+local function extreme(name, vop, aop, eop)
+  local amax = arg_reducer("arg" .. name, aop)
+  return function(t, dim, keepdim)
+    if is_tensor(dim) or type(dim) == "number" and dim ~= floor(dim) then return arith(eop, t, dim) end
+    local n = dims_of(name, t, dim)
+    local v = own(C.nnr_reduce(vop, t, n, intbuf, keepdim and 1 or 0, 0))
+    if dim == nil then return v end
+    return v, amax(t, dim, keepdim)
+  end
+end
+methods.max = extreme("max", C.NNR_OP_MAX, C.NNR_OP_ARGMAX, OP.maximum)
+methods.min = extreme("min", C.NNR_OP_MIN, C.NNR_OP_ARGMIN, OP.minimum)
+
+-- var/std: correction 1 (unbiased) unless given
+function methods.var(t, dim, keepdim, correction)
+  local n = dims_of("var", t, dim)
+  return own(C.nnr_reduce(C.NNR_OP_VAR, t, n, intbuf, keepdim and 1 or 0, correction or 1))
+end
+function methods.std(t, dim, keepdim, correction)
+  local v = methods.var(t, dim, keepdim, correction)
+  check(C.nnr_unary_(OP.sqrt, v))
+  return v
+end
+
+function methods.softmax(t, dim) return own(C.nnr_softmax(t, cdim("softmax", t, dim or -1), 0)) end
+function methods.log_softmax(t, dim) return own(C.nnr_softmax(t, cdim("log_softmax", t, dim or -1), 1)) end
+for _, k in ipairs { "sum", "prod", "mean", "argmax", "argmin", "max", "min", "var", "std", "softmax", "log_softmax" } do
+  T[k] = methods[k]
+end
+
+-- linear algebra and indexing ------------------------------------------------------------------
+function methods.matmul(a, b) return own(C.nnr_matmul(a, b)) end
+function methods.mm(a, b) return own(C.nnr_mm(a, b)) end
+function methods.bmm(a, b) return own(C.nnr_bmm(a, b)) end
+function methods.dot(a, b)
+  if C.nnr_tensor_ndim(a) ~= 1 or C.nnr_tensor_ndim(b) ~= 1 then
+    error("dot: expected two 1-d tensors, got shapes " .. shape_str(sizes_of(a)) .. " and " .. shape_str(sizes_of(b)), 0)
+  end
+  return own(C.nnr_matmul(a, b))
+end
+T.matmul, T.mm, T.bmm, T.dot = methods.matmul, methods.mm, methods.bmm, methods.dot
+
+local ptrs = ffi.new("nnr_tensor *[?]", 1024)
+function T.cat(list, dim)
+  local n = #list
+  if n == 0 then error("cat: expected a non-empty list of tensors", 0) end
+  if n > 1024 then error("cat: at most 1024 tensors", 0) end
+  for i = 1, n do
+    if not is_tensor(list[i]) then error("cat: element " .. i .. " is a " .. type(list[i]) .. ", expected a tensor", 0) end
+    ptrs[i - 1] = list[i]
+  end
+  local d = cdim("cat", list[1], dim or 1)
+  return own(C.nnr_cat(n, ptrs, d))
+end
+function T.stack(list, dim)
+  if #list == 0 then error("stack: expected a non-empty list of tensors", 0) end
+  local first = sizes_of(list[1])
+  local d = cdim("stack", list[1], dim or 1, 1)
+  local parts = {}
+  for i = 1, #list do
+    local s = sizes_of(list[i])
+    if shape_str(s) ~= shape_str(first) then
+      error("stack: tensor " .. i .. " has shape " .. shape_str(s) .. ", expected " .. shape_str(first), 0)
+    end
+    parts[i] = own(C.nnr_unsqueeze(list[i], d))
+  end
+  return T.cat(parts, d + 1)
+end
+-- split(size or {sizes}, dim): views
+function methods.split(t, size, dim)
+  local d = cdim("split", t, dim or 1)
+  local total = tonumber(C.nnr_tensor_size(t, d))
+  local parts, at = {}, 0
+  if type(size) == "table" then
+    local sum = 0
+    for i = 1, #size do sum = sum + size[i] end
+    if sum ~= total then error("split: sizes add up to " .. sum .. ", dimension " .. (d + 1) .. " has " .. total, 0) end
+    for i = 1, #size do parts[i] = own(C.nnr_narrow(t, d, at, size[i])); at = at + size[i] end
+    return parts
+  end
+  if type(size) ~= "number" or size < 1 then error("split: size must be a positive integer", 0) end
+  while at < total do
+    local len = math.min(size, total - at)
+    parts[#parts + 1] = own(C.nnr_narrow(t, d, at, len))
+    at = at + len
+  end
+  return parts
+end
+function methods.chunk(t, n, dim)
+  local d = cdim("chunk", t, dim or 1)
+  local total = tonumber(C.nnr_tensor_size(t, d))
+  if type(n) ~= "number" or n < 1 then error("chunk: number of chunks must be a positive integer", 0) end
+  return methods.split(t, math.max(1, math.ceil(total / n)), d + 1)
+end
+T.split, T.chunk = methods.split, methods.chunk
+
+-- index tensors are 1-based on the Lua side
+local function zero_based(index)
+  return own(C.nnr_binary_scalar(OP.sub, index, 1, 0))
+end
+function methods.gather(t, dim, index)
+  return own(C.nnr_gather(t, cdim("gather", t, dim), zero_based(index)))
+end
+function methods.index_select(t, dim, index)
+  if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
+  return own(C.nnr_index_select(t, cdim("index_select", t, dim), zero_based(index)))
+end
+T.gather, T.index_select = methods.gather, methods.index_select
+
+-- indexing: t[i], t[{i, j}], t[{{a, b}, j}] ------------------------------------------------------
+-- A number selects (1-d tensors give a Lua number); {a, b} narrows to a..b inclusive; {} keeps a dim.
+local function index_view(t, key, op)
+  if type(key) == "number" then
+    if C.nnr_tensor_ndim(t) == 0 then error(op .. ": cannot index a 0-dimensional tensor (use :item())", 0) end
+    local i = cindex(op, key, tonumber(C.nnr_tensor_size(t, 0)), 1)
+    return own(C.nnr_select(t, 0, i))
+  end
+  local nd = C.nnr_tensor_ndim(t)
+  if #key > nd then error(op .. ": " .. #key .. " indices for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
+  local v, d = t, 0
+  for k = 1, #key do
+    local e = key[k]
+    local size = tonumber(C.nnr_tensor_size(v, d))
+    if type(e) == "number" then
+      v = own(C.nnr_select(v, d, cindex(op, e, size, k)))
+    elseif type(e) == "table" then
+      local a, b = e[1] or 1, e[2] or e[1] or -1
+      if e[1] == nil then b = -1 end
+      local s = a < 0 and a + size + 1 or a
+      local f = b < 0 and b + size + 1 or b
+      if a == 0 or b == 0 or s < 1 or f > size or f < s - 1 then
+        error(op .. ": range {" .. tostring(e[1]) .. ", " .. tostring(e[2]) .. "} is out of range for dimension " .. k .. " of size " .. size, 0)
+      end
+      v = own(C.nnr_narrow(v, d, s - 1, f - s + 1))
+      d = d + 1
+    else
+      error(op .. ": index entries must be numbers or {first, last} ranges, got " .. type(e), 0)
+    end
+  end
+  return v
+end
+
+mt.__index = function(t, k)
+  local m = methods[k]
+  if m ~= nil then return m end
+  local kind = type(k)
+  if kind == "number" then
+    if C.nnr_tensor_ndim(t) == 1 then
+      sizebuf2[0] = cindex("index", k, tonumber(C.nnr_tensor_size(t, 0)), 1)
+      check(C.nnr_get(t, sizebuf2, dbl))
+      if C.nnr_tensor_dtype(t) == C.NNR_BOOL then return dbl[0] ~= 0 end
+      return dbl[0]
+    end
+    return index_view(t, k, "index")
+  elseif kind == "table" then
+    local v = index_view(t, k, "index")
+    if C.nnr_tensor_ndim(v) == 0 and #k == C.nnr_tensor_ndim(t) then return methods.item(v) end
+    return v
+  end
+  local p = props[k]
+  if p then return p(t) end
+  return nil
+end
+
+mt.__newindex = function(t, k, value)
+  if type(k) ~= "number" and type(k) ~= "table" then
+    error("tensor: cannot set field '" .. tostring(k) .. "'", 0)
+  end
+  local v = index_view(t, k, "index")
+  if type(value) == "number" or type(value) == "boolean" then methods.fill_(v, value)
+  elseif is_tensor(value) then check(C.nnr_copy_(v, value))
+  else methods.copy_(v, value) end
+end
+
+mt.__len = function(t)
+  if C.nnr_tensor_ndim(t) == 0 then error("len: a 0-dimensional tensor has no length", 0) end
+  return tonumber(C.nnr_tensor_size(t, 0))
+end
+
+mt.__tostring = function(t) return require("nnr.format").tensor(t) end
+mt.__concat = function(a, b) return tostring(a) .. tostring(b) end
+
+T.methods = methods
+T.shape_str = shape_str
+T.sizes_of = sizes_of
+T.cdim = cdim
+ffi.metatype("struct nnr_tensor", mt)
+return T

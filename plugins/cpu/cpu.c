@@ -1,0 +1,157 @@
+/* The cpu backend: a plugin like any other, loaded through plugin.h. It owns
+ * one device (host memory), runs every op, and is the reference the other
+ * backends are checked against. */
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "kernels.h"
+
+const nnr_host_api *cpu_host;
+
+int cpu_error(int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cpu_host->set_error(msg);
+    return status;
+}
+
+static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *count = 1; return NNR_OK; }
+
+static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
+{
+    (void)self; (void)device;
+    char model[128] = "cpu";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "model name", 10) == 0) {
+                char *colon = strchr(line, ':');
+                if (colon) {
+                    snprintf(model, sizeof model, "%s", colon + 2);
+                    model[strcspn(model, "\n")] = 0;
+                }
+                break;
+            }
+        fclose(f);
+    }
+    snprintf(buf, n, "%s, %ld cores", model, sysconf(_SC_NPROCESSORS_ONLN));
+    return NNR_OK;
+}
+
+static nnr_status buffer_alloc(nnr_plugin *self, int device, size_t nbytes, void **out)
+{
+    (void)self; (void)device;
+    *out = cpu_host->host_alloc(nbytes);
+    return *out ? NNR_OK : NNR_ERR_OOM;
+}
+
+static void buffer_free(nnr_plugin *self, int device, void *ptr) { (void)self; (void)device; cpu_host->host_free(ptr); }
+
+static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes)
+{
+    (void)self; (void)device; (void)kind;
+    memmove(dst, src, nbytes);
+    return NNR_OK;
+}
+
+static int dtype_ok(int dt) { return dt >= 0 && dt < NNR_DTYPE_COUNT; }
+
+static int supports(nnr_plugin *self, const nnr_op_call *call)
+{
+    (void)self;
+    if (call->struct_size < sizeof(nnr_op_call) || call->n_outputs < 1) return 0;
+    for (int i = 0; i < call->n_inputs; i++) if (!dtype_ok(call->inputs[i]->dtype)) return 0;
+    for (int i = 0; i < call->n_outputs; i++) if (!dtype_ok(call->outputs[i]->dtype)) return 0;
+    int out = call->outputs[0]->dtype;
+    switch (call->op) {
+    case NNR_OP_MATMUL: return (out == NNR_F32 || out == NNR_F64) && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out;
+    case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return !nnr_dtype_is_integral(out);
+    case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
+    default: break;
+    }
+    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_LOGICAL_NOT) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR)) return 1;
+    if (call->op >= NNR_OP_WHERE && call->op <= NNR_OP_ARANGE) return 1;
+    if (call->op == NNR_OP_RAND_INT) return 1;
+    if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return 1;
+    if (call->op == NNR_OP_GATHER || call->op == NNR_OP_INDEX_SELECT) return 1;
+    return 0;
+}
+
+static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
+{
+    (void)self;
+    switch (call->op) {
+    case NNR_OP_COPY: return cpu_copy(call);
+    case NNR_OP_FILL: return cpu_fill(call);
+    case NNR_OP_ARANGE: return cpu_arange(call);
+    case NNR_OP_WHERE: return cpu_where(call);
+    case NNR_OP_CLAMP: return cpu_clamp(call);
+    case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: case NNR_OP_RAND_INT: return cpu_random(call);
+    case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return cpu_softmax(call);
+    case NNR_OP_MATMUL: return cpu_matmul(call);
+    case NNR_OP_GATHER: return cpu_gather(call);
+    case NNR_OP_INDEX_SELECT: return cpu_index_select(call);
+    default: break;
+    }
+    if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_LOGICAL_NOT) return cpu_unary(call);
+    if (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR) return cpu_binary(call);
+    if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return cpu_reduce(call);
+    return cpu_error(NNR_ERR_UNSUPPORTED, "op %u is not implemented by the cpu backend", call->op);
+}
+
+static nnr_status set_num_threads(nnr_plugin *self, int n)
+{
+    (void)self;
+    cpu_pool_set_threads(n);
+    openblas_set_num_threads(n);
+    return NNR_OK;
+}
+
+static void shutdown(nnr_plugin *self)
+{
+    (void)self;
+    cpu_pool_shutdown();
+}
+
+static nnr_plugin cpu_plugin = {
+    .struct_size = sizeof(nnr_plugin),
+    .abi_version = NNR_ABI_VERSION,
+    .name = "cpu",
+    .version = "0.1.0",
+    .description = "host memory; OpenBLAS gemm, vectorized kernels (AVX-512/AVX2/baseline chosen at load)",
+    .kind = NNR_PLUGIN_BACKEND,
+    .device_count = device_count,
+    .device_name = device_name,
+    .buffer_alloc = buffer_alloc,
+    .buffer_free = buffer_free,
+    .copy = copy,
+    .supports = supports,
+    .run = run,
+    .set_num_threads = set_num_threads,
+    .shutdown = shutdown,
+};
+
+NNR_PLUGIN_EXPORT int nnr_plugin_probe(void)
+{
+    /* the baseline build runs on any x86-64/aarch64; wider kernels are picked per function at load */
+    return 100;
+}
+
+NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t host_abi, nnr_plugin **out)
+{
+    if (NNR_ABI_MAJOR_OF(host_abi) != NNR_ABI_MAJOR || !host || !NNR_HAS_FIELD(host, nnr_host_api, num_threads)) {
+        if (host && host->set_error) host->set_error("cpu plugin: host ABI major differs or host API table is too old");
+        return NNR_ERR_ABI;
+    }
+    cpu_host = host;
+    *out = &cpu_plugin;
+    return NNR_OK;
+}

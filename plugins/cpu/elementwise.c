@@ -1,0 +1,433 @@
+/* Elementwise kernels: unary, binary (tensor-tensor and tensor-scalar),
+ * where, clamp, copy (casts), fill and arange.
+ *
+ * f32 has dedicated loops (contiguous, scalar-broadcast and strided cases
+ * compiled separately so the contiguous ones vectorize; target_clones picks
+ * AVX-512, AVX2 or baseline at load time). Every other dtype runs through
+ * double or int64 chunk buffers (rows.h). Operand 0 of the iterator is the
+ * output, then the inputs. */
+#include <math.h>
+#include <string.h>
+#include "rows.h"
+
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct ew_ctx {
+    int op;
+    int in_dtype, out_dtype, cond_dtype;
+    int nin;             /* tensor inputs after the output */
+    int scalar_first;
+    double s0, s1;       /* scalar operands / clamp bounds */
+    int flags;
+} ew_ctx;
+
+static int is_compare(int op) { return op >= NNR_OP_EQ && op <= NNR_OP_LOGICAL_OR; }
+
+/* ---------------- scalar math shared by every path ---------------- */
+
+INLINE double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+INLINE float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+
+static double unary_d(int op, double x)
+{
+    switch (op) {
+    case NNR_OP_NEG: return -x;
+    case NNR_OP_ABS: return fabs(x);
+    case NNR_OP_EXP: return exp(x);
+    case NNR_OP_LOG: return log(x);
+    case NNR_OP_SQRT: return sqrt(x);
+    case NNR_OP_TANH: return tanh(x);
+    case NNR_OP_SIGMOID: return sigmoid_d(x);
+    case NNR_OP_RELU: return x > 0 ? x : (x != x ? x : 0.0);
+    case NNR_OP_SIN: return sin(x);
+    case NNR_OP_COS: return cos(x);
+    case NNR_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : (x != x ? x : 0.0);
+    case NNR_OP_RECIPROCAL: return 1.0 / x;
+    case NNR_OP_LOGICAL_NOT: return x == 0;
+    }
+    return 0;
+}
+
+static int64_t unary_i(int op, int64_t x)
+{
+    switch (op) {
+    case NNR_OP_NEG: return (int64_t)(0 - (uint64_t)x);
+    case NNR_OP_ABS: return x < 0 ? (int64_t)(0 - (uint64_t)x) : x;
+    case NNR_OP_RELU: return x > 0 ? x : 0;
+    case NNR_OP_SIGN: return (x > 0) - (x < 0);
+    case NNR_OP_LOGICAL_NOT: return x == 0;
+    }
+    return 0;
+}
+
+INLINE double maximum_d(double a, double b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
+INLINE double minimum_d(double a, double b) { return (a != a || b != b) ? NAN : (a < b ? a : b); }
+
+static double binary_d(int op, double a, double b)
+{
+    switch (op) {
+    case NNR_OP_ADD: return a + b;
+    case NNR_OP_SUB: return a - b;
+    case NNR_OP_MUL: return a * b;
+    case NNR_OP_DIV: return a / b;
+    case NNR_OP_POW: return pow(a, b);
+    case NNR_OP_MAXIMUM: return maximum_d(a, b);
+    case NNR_OP_MINIMUM: return minimum_d(a, b);
+    case NNR_OP_EQ: return a == b;
+    case NNR_OP_NE: return a != b;
+    case NNR_OP_LT: return a < b;
+    case NNR_OP_LE: return a <= b;
+    case NNR_OP_GT: return a > b;
+    case NNR_OP_GE: return a >= b;
+    case NNR_OP_LOGICAL_AND: return a != 0 && b != 0;
+    case NNR_OP_LOGICAL_OR: return a != 0 || b != 0;
+    }
+    return 0;
+}
+
+static int64_t ipow(int64_t base, int64_t e)
+{
+    if (e < 0) return base == 1 ? 1 : base == -1 ? ((e & 1) ? -1 : 1) : 0;
+    uint64_t r = 1, b = (uint64_t)base;
+    while (e) { if (e & 1) r *= b; b *= b; e >>= 1; }
+    return (int64_t)r;
+}
+
+static int64_t binary_i(int op, int64_t a, int64_t b)
+{
+    switch (op) {
+    case NNR_OP_ADD: return (int64_t)((uint64_t)a + (uint64_t)b);
+    case NNR_OP_SUB: return (int64_t)((uint64_t)a - (uint64_t)b);
+    case NNR_OP_MUL: return (int64_t)((uint64_t)a * (uint64_t)b);
+    case NNR_OP_DIV: return b == 0 ? 0 : (a == INT64_MIN && b == -1) ? a : a / b;
+    case NNR_OP_POW: return ipow(a, b);
+    case NNR_OP_MAXIMUM: return a > b ? a : b;
+    case NNR_OP_MINIMUM: return a < b ? a : b;
+    case NNR_OP_EQ: return a == b;
+    case NNR_OP_NE: return a != b;
+    case NNR_OP_LT: return a < b;
+    case NNR_OP_LE: return a <= b;
+    case NNR_OP_GT: return a > b;
+    case NNR_OP_GE: return a >= b;
+    case NNR_OP_LOGICAL_AND: return a != 0 && b != 0;
+    case NNR_OP_LOGICAL_OR: return a != 0 || b != 0;
+    }
+    return 0;
+}
+
+/* ---------------- f32 fast loops ---------------- */
+
+INLINE void bin_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a, int64_t sa, const float *b, int64_t sb)
+{
+    switch (op) {
+    case NNR_OP_ADD: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] + b[i * sb]; return;
+    case NNR_OP_SUB: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] - b[i * sb]; return;
+    case NNR_OP_MUL: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] * b[i * sb]; return;
+    case NNR_OP_DIV: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] / b[i * sb]; return;
+    case NNR_OP_MAXIMUM:
+        for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i * so] = (x != x || y != y) ? NAN : (x > y ? x : y); }
+        return;
+    case NNR_OP_MINIMUM:
+        for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i * so] = (x != x || y != y) ? NAN : (x < y ? x : y); }
+        return;
+    default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)binary_d(op, a[i * sa], b[i * sb]); return;
+    }
+}
+
+INLINE void cmp_f32_loop(int op, int64_t n, uint8_t *o, int64_t so, const float *a, int64_t sa, const float *b, int64_t sb)
+{
+    switch (op) {
+    case NNR_OP_EQ: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] == b[i * sb]; return;
+    case NNR_OP_NE: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] != b[i * sb]; return;
+    case NNR_OP_LT: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] < b[i * sb]; return;
+    case NNR_OP_LE: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] <= b[i * sb]; return;
+    case NNR_OP_GT: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] > b[i * sb]; return;
+    case NNR_OP_GE: for (int64_t i = 0; i < n; i++) o[i * so] = a[i * sa] >= b[i * sb]; return;
+    default: for (int64_t i = 0; i < n; i++) o[i * so] = binary_d(op, a[i * sa], b[i * sb]) != 0; return;
+    }
+}
+
+CLONES static void bin_f32_contig(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 1, b, 1); }
+CLONES static void bin_f32_scalar_b(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 1, b, 0); }
+CLONES static void bin_f32_scalar_a(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 0, b, 1); }
+
+static void binary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    float *o = (float *)p[0];
+    float scalar = (float)c->s0;
+    const float *a, *b;
+    int64_t sa, sb, so = s[0] / 4;
+    if (c->nin == 2) { a = (const float *)p[1]; b = (const float *)p[2]; sa = s[1] / 4; sb = s[2] / 4; }
+    else if (c->scalar_first) { a = &scalar; sa = 0; b = (const float *)p[1]; sb = s[1] / 4; }
+    else { a = (const float *)p[1]; sa = s[1] / 4; b = &scalar; sb = 0; }
+    if (is_compare(c->op)) {
+        uint8_t *ob = (uint8_t *)p[0];
+        if (s[0] == 1 && sa == 1 && sb == 1) cmp_f32_loop(c->op, n, ob, 1, a, 1, b, 1);
+        else if (s[0] == 1 && sa == 1 && sb == 0) cmp_f32_loop(c->op, n, ob, 1, a, 1, b, 0);
+        else cmp_f32_loop(c->op, n, ob, s[0], a, sa, b, sb);
+        return;
+    }
+    if (so == 1 && sa == 1 && sb == 1) bin_f32_contig(c->op, n, o, a, b);
+    else if (so == 1 && sa == 1 && sb == 0) bin_f32_scalar_b(c->op, n, o, a, b);
+    else if (so == 1 && sa == 0 && sb == 1) bin_f32_scalar_a(c->op, n, o, a, b);
+    else bin_f32_loop(c->op, n, o, so, a, sa, b, sb);
+}
+
+INLINE void un_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a, int64_t sa)
+{
+    switch (op) {
+    case NNR_OP_NEG: for (int64_t i = 0; i < n; i++) o[i * so] = -a[i * sa]; return;
+    case NNR_OP_ABS: for (int64_t i = 0; i < n; i++) o[i * so] = fabsf(a[i * sa]); return;
+    case NNR_OP_RELU: for (int64_t i = 0; i < n; i++) { float x = a[i * sa]; o[i * so] = x > 0 ? x : (x != x ? x : 0.0f); } return;
+    case NNR_OP_EXP: for (int64_t i = 0; i < n; i++) o[i * so] = expf(a[i * sa]); return;
+    case NNR_OP_LOG: for (int64_t i = 0; i < n; i++) o[i * so] = logf(a[i * sa]); return;
+    case NNR_OP_SQRT: for (int64_t i = 0; i < n; i++) o[i * so] = sqrtf(a[i * sa]); return;
+    case NNR_OP_TANH: for (int64_t i = 0; i < n; i++) o[i * so] = tanhf(a[i * sa]); return;
+    case NNR_OP_SIGMOID: for (int64_t i = 0; i < n; i++) o[i * so] = sigmoid_f(a[i * sa]); return;
+    case NNR_OP_SIN: for (int64_t i = 0; i < n; i++) o[i * so] = sinf(a[i * sa]); return;
+    case NNR_OP_COS: for (int64_t i = 0; i < n; i++) o[i * so] = cosf(a[i * sa]); return;
+    case NNR_OP_RECIPROCAL: for (int64_t i = 0; i < n; i++) o[i * so] = 1.0f / a[i * sa]; return;
+    default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)unary_d(op, a[i * sa]); return;
+    }
+}
+
+CLONES static void un_f32_contig(int op, int64_t n, float *o, const float *a) { un_f32_loop(op, n, o, 1, a, 1); }
+
+static void unary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    if (s[0] == 4 && s[1] == 4) un_f32_contig(c->op, n, (float *)p[0], (const float *)p[1]);
+    else un_f32_loop(c->op, n, (float *)p[0], s[0] / 4, (const float *)p[1], s[1] / 4);
+}
+
+/* ---------------- generic chunked paths ---------------- */
+
+static int integral_path(int dtype) { return nnr_dtype_is_integral(dtype); }
+
+static void unary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        if (integral_path(c->in_dtype)) {
+            int64_t x[CPU_CHUNK];
+            load_row_i64(c->in_dtype, p[1] + at * s[1], s[1], m, x);
+            for (int64_t i = 0; i < m; i++) x[i] = unary_i(c->op, x[i]);
+            store_row_i64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        } else {
+            double x[CPU_CHUNK];
+            load_row_f64(c->in_dtype, p[1] + at * s[1], s[1], m, x);
+            for (int64_t i = 0; i < m; i++) x[i] = unary_d(c->op, x[i]);
+            store_row_f64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        }
+    }
+}
+
+static void binary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int one_scalar = c->nin == 1;
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        if (integral_path(c->in_dtype)) {
+            int64_t x[CPU_CHUNK], y[CPU_CHUNK], sc = nnr_double_to_i64(c->s0);
+            load_row_i64(c->in_dtype, p[1] + at * s[1], s[1], m, x);
+            if (!one_scalar) load_row_i64(c->in_dtype, p[2] + at * s[2], s[2], m, y);
+            for (int64_t i = 0; i < m; i++) {
+                int64_t l = x[i], r = one_scalar ? sc : y[i];
+                if (one_scalar && c->scalar_first) { r = l; l = sc; }
+                x[i] = binary_i(c->op, l, r);
+            }
+            store_row_i64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        } else {
+            double x[CPU_CHUNK], y[CPU_CHUNK];
+            load_row_f64(c->in_dtype, p[1] + at * s[1], s[1], m, x);
+            if (!one_scalar) load_row_f64(c->in_dtype, p[2] + at * s[2], s[2], m, y);
+            for (int64_t i = 0; i < m; i++) {
+                double l = x[i], r = one_scalar ? c->s0 : y[i];
+                if (one_scalar && c->scalar_first) { r = l; l = c->s0; }
+                x[i] = binary_d(c->op, l, r);
+            }
+            store_row_f64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        }
+    }
+}
+
+static int run_elementwise(const nnr_op_call *call, cpu_row_fn fn, ew_ctx *c)
+{
+    const nnr_tensor_desc *descs[CPU_ITER_MAX_OPS];
+    descs[0] = call->outputs[0];
+    for (int i = 0; i < call->n_inputs; i++) descs[1 + i] = call->inputs[i];
+    cpu_iter it;
+    cpu_iter_init(&it, 1 + call->n_inputs, descs);
+    return cpu_iter_run(&it, fn, c);
+}
+
+int cpu_unary(const nnr_op_call *call)
+{
+    ew_ctx c = {.op = (int)call->op, .in_dtype = call->inputs[0]->dtype, .out_dtype = call->outputs[0]->dtype, .nin = 1};
+    int fast = c.in_dtype == NNR_F32 && c.out_dtype == NNR_F32;
+    return run_elementwise(call, fast ? unary_f32_row : unary_generic_row, &c);
+}
+
+int cpu_binary(const nnr_op_call *call)
+{
+    ew_ctx c = {.op = (int)call->op, .in_dtype = call->inputs[0]->dtype, .out_dtype = call->outputs[0]->dtype, .nin = call->n_inputs};
+    if (call->n_inputs == 1) {
+        c.s0 = call->params->f[0];
+        c.scalar_first = call->params->i[0] != 0;
+    }
+    int fast = c.in_dtype == NNR_F32 && (c.out_dtype == NNR_F32 || (is_compare(c.op) && c.out_dtype == NNR_BOOL));
+    return run_elementwise(call, fast ? binary_f32_row : binary_generic_row, &c);
+}
+
+/* where(cond, a, b): operands out, cond, then a and b unless they are scalars */
+static void where_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int has_a = !(c->flags & 1), has_b = !(c->flags & 2);
+    int ia = 2, ib = has_a ? 3 : 2;
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        int64_t cond[CPU_CHUNK];
+        load_row_i64(c->cond_dtype, p[1] + at * s[1], s[1], m, cond);
+        if (integral_path(c->out_dtype)) {
+            int64_t x[CPU_CHUNK], y[CPU_CHUNK];
+            if (has_a) load_row_i64(c->out_dtype, p[ia] + at * s[ia], s[ia], m, x);
+            if (has_b) load_row_i64(c->out_dtype, p[ib] + at * s[ib], s[ib], m, y);
+            for (int64_t i = 0; i < m; i++)
+                x[i] = cond[i] ? (has_a ? x[i] : nnr_double_to_i64(c->s0)) : (has_b ? y[i] : nnr_double_to_i64(c->s1));
+            store_row_i64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        } else {
+            double x[CPU_CHUNK], y[CPU_CHUNK];
+            if (has_a) load_row_f64(c->out_dtype, p[ia] + at * s[ia], s[ia], m, x);
+            if (has_b) load_row_f64(c->out_dtype, p[ib] + at * s[ib], s[ib], m, y);
+            for (int64_t i = 0; i < m; i++) x[i] = cond[i] ? (has_a ? x[i] : c->s0) : (has_b ? y[i] : c->s1);
+            store_row_f64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        }
+    }
+}
+
+int cpu_where(const nnr_op_call *call)
+{
+    ew_ctx c = {.op = NNR_OP_WHERE, .out_dtype = call->outputs[0]->dtype, .cond_dtype = call->inputs[0]->dtype,
+                .s0 = call->params->f[0], .s1 = call->params->f[1], .flags = (int)call->params->i[0]};
+    return run_elementwise(call, where_row, &c);
+}
+
+static void clamp_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int lo_on = c->flags & 1, hi_on = c->flags & 2;
+    if (c->out_dtype == NNR_F32) {
+        float lo = (float)c->s0, hi = (float)c->s1;
+        for (int64_t i = 0; i < n; i++) {
+            float x = *(const float *)(p[1] + i * s[1]);
+            if (lo_on && x < lo) x = lo;
+            if (hi_on && x > hi) x = hi;
+            *(float *)(p[0] + i * s[0]) = x;
+        }
+        return;
+    }
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        if (integral_path(c->out_dtype)) {
+            int64_t x[CPU_CHUNK], lo = nnr_double_to_i64(ceil(c->s0)), hi = nnr_double_to_i64(floor(c->s1));
+            load_row_i64(c->out_dtype, p[1] + at * s[1], s[1], m, x);
+            for (int64_t i = 0; i < m; i++) {
+                if (lo_on && x[i] < lo) x[i] = lo;
+                if (hi_on && x[i] > hi) x[i] = hi;
+            }
+            store_row_i64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        } else {
+            double x[CPU_CHUNK];
+            load_row_f64(c->out_dtype, p[1] + at * s[1], s[1], m, x);
+            for (int64_t i = 0; i < m; i++) {
+                if (lo_on && x[i] < c->s0) x[i] = c->s0;
+                if (hi_on && x[i] > c->s1) x[i] = c->s1;
+            }
+            store_row_f64(c->out_dtype, p[0] + at * s[0], s[0], m, x);
+        }
+    }
+}
+
+int cpu_clamp(const nnr_op_call *call)
+{
+    ew_ctx c = {.out_dtype = call->outputs[0]->dtype, .s0 = call->params->f[0], .s1 = call->params->f[1], .flags = (int)call->params->i[0]};
+    return run_elementwise(call, clamp_row, &c);
+}
+
+/* ---------------- copy and casts ---------------- */
+
+CLONES static void f32_from_u8(int64_t n, float *o, const uint8_t *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
+CLONES static void f64_from_f32(int64_t n, double *o, const float *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
+CLONES static void f32_from_f64(int64_t n, float *o, const double *a) { for (int64_t i = 0; i < n; i++) o[i] = (float)a[i]; }
+
+static void copy_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int to = c->out_dtype, from = c->in_dtype;
+    size_t es = nnr_dtype_nbytes(to);
+    if (to == from) {
+        if (s[0] == (int64_t)es && s[1] == (int64_t)es) { memmove(p[0], p[1], (size_t)n * es); return; }
+        switch (es) {
+        case 1: for (int64_t i = 0; i < n; i++) *(uint8_t *)(p[0] + i * s[0]) = *(const uint8_t *)(p[1] + i * s[1]); return;
+        case 2: for (int64_t i = 0; i < n; i++) *(uint16_t *)(p[0] + i * s[0]) = *(const uint16_t *)(p[1] + i * s[1]); return;
+        case 4: for (int64_t i = 0; i < n; i++) *(uint32_t *)(p[0] + i * s[0]) = *(const uint32_t *)(p[1] + i * s[1]); return;
+        default: for (int64_t i = 0; i < n; i++) *(uint64_t *)(p[0] + i * s[0]) = *(const uint64_t *)(p[1] + i * s[1]); return;
+        }
+    }
+    int contiguous = s[0] == (int64_t)es && s[1] == (int64_t)nnr_dtype_nbytes(from);
+    if (contiguous && to == NNR_F32 && from == NNR_U8) { f32_from_u8(n, (float *)p[0], (const uint8_t *)p[1]); return; }
+    if (contiguous && to == NNR_F64 && from == NNR_F32) { f64_from_f32(n, (double *)p[0], (const float *)p[1]); return; }
+    if (contiguous && to == NNR_F32 && from == NNR_F64) { f32_from_f64(n, (float *)p[0], (const double *)p[1]); return; }
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        if (nnr_dtype_is_integral(from) && nnr_dtype_is_integral(to)) {
+            int64_t x[CPU_CHUNK];
+            load_row_i64(from, p[1] + at * s[1], s[1], m, x);
+            store_row_i64(to, p[0] + at * s[0], s[0], m, x);
+        } else {
+            double x[CPU_CHUNK];
+            load_row_f64(from, p[1] + at * s[1], s[1], m, x);
+            store_row_f64(to, p[0] + at * s[0], s[0], m, x);
+        }
+    }
+}
+
+int cpu_copy(const nnr_op_call *call)
+{
+    ew_ctx c = {.in_dtype = call->inputs[0]->dtype, .out_dtype = call->outputs[0]->dtype};
+    return run_elementwise(call, copy_row, &c);
+}
+
+static void fill_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    unsigned char v[8];
+    nnr_store_f64(c->out_dtype, v, c->s0);
+    size_t es = nnr_dtype_nbytes(c->out_dtype);
+    if (es == 4) { uint32_t x; memcpy(&x, v, 4); for (int64_t i = 0; i < n; i++) *(uint32_t *)(p[0] + i * s[0]) = x; }
+    else if (es == 8) { uint64_t x; memcpy(&x, v, 8); for (int64_t i = 0; i < n; i++) *(uint64_t *)(p[0] + i * s[0]) = x; }
+    else if (es == 2) { uint16_t x; memcpy(&x, v, 2); for (int64_t i = 0; i < n; i++) *(uint16_t *)(p[0] + i * s[0]) = x; }
+    else if (s[0] == 1) memset(p[0], v[0], (size_t)n);
+    else for (int64_t i = 0; i < n; i++) *(uint8_t *)(p[0] + i * s[0]) = v[0];
+}
+
+int cpu_fill(const nnr_op_call *call)
+{
+    ew_ctx c = {.out_dtype = call->outputs[0]->dtype, .s0 = call->params->f[0]};
+    return run_elementwise(call, fill_row, &c);
+}
+
+int cpu_arange(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *o = call->outputs[0];
+    double start = call->params->f[0], step = call->params->f[1];
+    int64_t es = (int64_t)nnr_dtype_nbytes(o->dtype);
+    for (int64_t k = 0; k < o->sizes[0]; k++)
+        nnr_store_f64(o->dtype, (char *)o->data + k * o->strides[0] * es, start + (double)k * step);
+    return NNR_OK;
+}

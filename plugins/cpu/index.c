@@ -1,0 +1,54 @@
+/* gather and index_select. Indices are int64 and 0-based here; an index out
+ * of range stops the kernel with an error that names it (1-based, as the Lua
+ * user wrote it). */
+#include <string.h>
+#include "kernels.h"
+
+int cpu_gather(const nnr_op_call *call)
+{
+    /* out[i...] = in[i... with dim replaced by index[i...]]; out and index share a shape */
+    const nnr_tensor_desc *in = call->inputs[0], *ix = call->inputs[1], *out = call->outputs[0];
+    int dim = (int)call->params->i[0], nd = out->ndim;
+    int64_t es = (int64_t)nnr_dtype_nbytes(in->dtype);
+    int64_t n = 1;
+    for (int d = 0; d < nd; d++) n *= out->sizes[d];
+    int64_t idx[NNR_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t io = 0, xo = 0, oo = 0;
+        for (int d = 0; d < nd; d++) { xo += idx[d] * ix->strides[d]; oo += idx[d] * out->strides[d]; }
+        int64_t j = ((const int64_t *)ix->data)[xo];
+        int64_t limit = in->ndim ? in->sizes[dim] : 1;
+        if (j < 0 || j >= limit)
+            return cpu_error(NNR_ERR_INVALID, "gather: index %lld is out of range [1, %lld] for dimension %d", (long long)j + 1,
+                             (long long)limit, dim + 1);
+        for (int d = 0; d < nd; d++) io += (d == dim ? j : idx[d]) * in->strides[d];
+        memcpy((char *)out->data + oo * es, (const char *)in->data + io * es, (size_t)es);
+        for (int d = nd - 1; d >= 0; d--) { if (++idx[d] < out->sizes[d]) break; idx[d] = 0; }
+    }
+    return NNR_OK;
+}
+
+int cpu_index_select(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *in = call->inputs[0], *ix = call->inputs[1], *out = call->outputs[0];
+    int dim = (int)call->params->i[0];
+    int64_t count = ix->sizes[0];
+    int64_t es = (int64_t)nnr_dtype_nbytes(in->dtype);
+    for (int64_t j = 0; j < count; j++) {
+        int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
+        if (v < 0 || v >= in->sizes[dim])
+            return cpu_error(NNR_ERR_INVALID, "index_select: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
+                             (long long)in->sizes[dim], dim + 1);
+        /* copy the slice in.select(dim, v) to out.select(dim, j) */
+        nnr_tensor_desc src = *in, dst = *out;
+        src.data = (char *)in->data + v * in->strides[dim] * es;
+        dst.data = (char *)out->data + j * out->strides[dim] * es;
+        src.sizes[dim] = dst.sizes[dim] = 1;
+        const nnr_tensor_desc *ins[1] = {&src};
+        const nnr_tensor_desc *outs[1] = {&dst};
+        nnr_op_call c = {.struct_size = sizeof c, .op = NNR_OP_COPY, .n_inputs = 1, .n_outputs = 1, .inputs = {ins[0]}, .outputs = {outs[0]}};
+        int st = cpu_copy(&c);
+        if (st) return st;
+    }
+    return NNR_OK;
+}

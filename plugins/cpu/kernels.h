@@ -1,0 +1,55 @@
+/* Shared by the cpu backend's files: the thread pool, the strided iterator
+ * and the kernel entry points. One kernel, one job; shapes at the top. */
+#ifndef NNR_CPU_KERNELS_H
+#define NNR_CPU_KERNELS_H
+
+#include <stdint.h>
+#include "nnr/plugin.h"
+#include "half.h"
+
+extern const nnr_host_api *cpu_host;
+
+/* reports an error through the host and returns status */
+int cpu_error(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- thread pool (pool.c) ---- */
+typedef void (*cpu_range_fn)(void *ctx, int64_t begin, int64_t end);
+void cpu_pool_set_threads(int n);
+int cpu_pool_threads(void);
+/* runs fn over [0, n) in up to num_threads contiguous pieces; pieces smaller
+ * than grain are not split further. Returns NNR_ERR_INTERRUPTED on Ctrl-C. */
+int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
+void cpu_pool_shutdown(void);
+
+/* ---- strided iteration over operands of one shape (iter.c) ---- */
+enum { CPU_ITER_MAX_OPS = 5 };
+typedef struct cpu_iter {
+    int ndim, nops;
+    int64_t sizes[NNR_MAX_DIMS];
+    int64_t strides[CPU_ITER_MAX_OPS][NNR_MAX_DIMS];   /* bytes */
+    char *base[CPU_ITER_MAX_OPS];
+} cpu_iter;
+/* a row: n elements, ptrs[k] the first element of operand k, strides in bytes */
+typedef void (*cpu_row_fn)(void *ctx, int64_t n, char **ptrs, const int64_t *strides);
+/* operand 0 gives the shape; dims are coalesced where every operand allows */
+void cpu_iter_init(cpu_iter *it, int nops, const nnr_tensor_desc *const *descs);
+int cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, void *ctx);
+int64_t cpu_iter_numel(const cpu_iter *it);
+
+/* ---- kernels ---- */
+int cpu_supports_elementwise(const nnr_op_call *call);
+int cpu_unary(const nnr_op_call *call);
+int cpu_binary(const nnr_op_call *call);
+int cpu_where(const nnr_op_call *call);
+int cpu_clamp(const nnr_op_call *call);
+int cpu_copy(const nnr_op_call *call);
+int cpu_fill(const nnr_op_call *call);
+int cpu_arange(const nnr_op_call *call);
+int cpu_random(const nnr_op_call *call);
+int cpu_reduce(const nnr_op_call *call);
+int cpu_softmax(const nnr_op_call *call);
+int cpu_matmul(const nnr_op_call *call);
+int cpu_gather(const nnr_op_call *call);
+int cpu_index_select(const nnr_op_call *call);
+
+#endif

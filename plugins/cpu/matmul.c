@@ -1,0 +1,107 @@
+/* Batched matmul through OpenBLAS.
+ * inputs [..., M, K] and [..., K, N], output [..., M, N], equal batch dims
+ * (broadcast inputs have stride 0). A matrix operand goes to gemm directly
+ * when one of its strides is 1 (as NoTrans or Trans); otherwise it is packed
+ * into a contiguous scratch copy first. */
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
+
+typedef struct mat {
+    const char *p;
+    int64_t rs, cs;     /* element strides of rows and columns */
+} mat;
+
+/* how gemm can read a rows x cols matrix: sets trans and ld, or returns 0 */
+static int gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *trans, int64_t *ld)
+{
+    if ((cs == 1 || cols == 1) && (rs >= (cols > 1 ? cols : 1) || rows == 1)) {
+        *trans = CblasNoTrans;
+        *ld = rows == 1 ? (cols > 1 ? cols : 1) : rs;
+        return 1;
+    }
+    if ((rs == 1 || rows == 1) && (cs >= (rows > 1 ? rows : 1) || cols == 1)) {
+        *trans = CblasTrans;
+        *ld = cols == 1 ? (rows > 1 ? rows : 1) : cs;
+        return 1;
+    }
+    return 0;
+}
+
+static void pack(int dtype, int64_t rows, int64_t cols, const char *p, int64_t rs, int64_t cs, void *out)
+{
+    if (dtype == NNR_F32) {
+        float *o = out;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) o[r * cols + c] = ((const float *)p)[r * rs + c * cs];
+    } else {
+        double *o = out;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) o[r * cols + c] = ((const double *)p)[r * rs + c * cs];
+    }
+}
+
+int cpu_matmul(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
+    int nd = C->ndim, dt = C->dtype;
+    int64_t M = C->sizes[nd - 2], N = C->sizes[nd - 1], K = A->sizes[nd - 1];
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt);
+    int64_t batch = 1;
+    for (int d = 0; d < nd - 2; d++) batch *= C->sizes[d];
+    if (batch == 0 || M == 0 || N == 0) return NNR_OK;
+
+    int64_t ars = A->strides[nd - 2], acs = A->strides[nd - 1];
+    int64_t brs = B->strides[nd - 2], bcs = B->strides[nd - 1];
+    int64_t crs = C->strides[nd - 2], ccs = C->strides[nd - 1];
+    CBLAS_TRANSPOSE ta, tb, tc;
+    int64_t lda, ldb, ldc;
+    int direct_a = gemm_layout(M, K, ars, acs, &ta, &lda);
+    int direct_b = gemm_layout(K, N, brs, bcs, &tb, &ldb);
+    int direct_c = gemm_layout(M, N, crs, ccs, &tc, &ldc) && tc == CblasNoTrans;
+    void *sa = direct_a ? NULL : malloc((size_t)(M * K * es) + 64);
+    void *sb = direct_b ? NULL : malloc((size_t)(K * N * es) + 64);
+    void *sc = direct_c ? NULL : malloc((size_t)(M * N * es) + 64);
+    if ((!direct_a && !sa) || (!direct_b && !sb) || (!direct_c && !sc)) {
+        free(sa); free(sb); free(sc);
+        return cpu_error(NNR_ERR_OOM, "matmul: out of memory for scratch matrices");
+    }
+    if (!direct_a) { ta = CblasNoTrans; lda = K > 0 ? K : 1; }
+    if (!direct_b) { tb = CblasNoTrans; ldb = N; }
+    if (!direct_c) ldc = N;
+
+    int64_t idx[NNR_MAX_DIMS] = {0};
+    for (int64_t b = 0; b < batch; b++) {
+        const char *pa = A->data, *pb = B->data;
+        char *pc = C->data;
+        for (int d = 0; d < nd - 2; d++) {
+            pa += idx[d] * A->strides[d] * es;
+            pb += idx[d] * B->strides[d] * es;
+            pc += idx[d] * C->strides[d] * es;
+        }
+        if (!direct_a) { pack(dt, M, K, pa, ars, acs, sa); pa = sa; }
+        if (!direct_b) { pack(dt, K, N, pb, brs, bcs, sb); pb = sb; }
+        char *out = direct_c ? pc : sc;
+        if (K == 0) {
+            for (int64_t r = 0; r < M; r++) memset(out + r * ldc * es, 0, (size_t)(N * es));
+        } else if (dt == NNR_F32) {
+            cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f, (const float *)pa, (int)lda,
+                        (const float *)pb, (int)ldb, 0.0f, (float *)out, (int)ldc);
+        } else {
+            cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0, (const double *)pa, (int)lda,
+                        (const double *)pb, (int)ldb, 0.0, (double *)out, (int)ldc);
+        }
+        if (!direct_c) {
+            for (int64_t r = 0; r < M; r++)
+                for (int64_t c = 0; c < N; c++) {
+                    if (dt == NNR_F32) ((float *)pc)[r * crs + c * ccs] = ((float *)sc)[r * N + c];
+                    else ((double *)pc)[r * crs + c * ccs] = ((double *)sc)[r * N + c];
+                }
+        }
+        for (int d = nd - 3; d >= 0; d--) { if (++idx[d] < C->sizes[d]) break; idx[d] = 0; }
+        if ((b & 63) == 63 && cpu_host->interrupted()) break;
+    }
+    free(sa); free(sb); free(sc);
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}

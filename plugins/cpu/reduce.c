@@ -1,0 +1,213 @@
+/* Reductions and softmax.
+ *
+ * reduce: inputs[0] is [kept..., reduced...] (i[0] reduced dims), outputs[0]
+ * is [kept...]. Each output element walks its reduced sub-tensor row by row;
+ * outputs are split across threads. Accumulation is in double (int64 for
+ * integer sums and products), so f32 sums are accurate to f32 rounding. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "rows.h"
+
+typedef struct red_ctx {
+    int op;
+    int in_dtype, out_dtype;
+    const nnr_tensor_desc *in, *out;
+    int nkept, nred;
+    int64_t red_sizes[NNR_MAX_DIMS], red_strides[NNR_MAX_DIMS];   /* bytes, coalesced */
+    int64_t count;
+    int64_t correction;
+    int sqrt_result;
+} red_ctx;
+
+typedef struct acc {
+    double d;            /* sum/prod/max/min/mean */
+    int64_t i;           /* integer sum/prod, or arg index */
+    double mean, m2;     /* Welford */
+    int64_t n;
+    int started;
+} acc;
+
+static void acc_row_f64(const red_ctx *c, acc *a, const double *x, int64_t m, int64_t base_index)
+{
+    switch (c->op) {
+    case NNR_OP_SUM: case NNR_OP_MEAN: { double s = 0; for (int64_t i = 0; i < m; i++) s += x[i]; a->d += s; break; }
+    case NNR_OP_PROD: for (int64_t i = 0; i < m; i++) a->d *= x[i]; break;
+    case NNR_OP_MAX: case NNR_OP_ARGMAX:
+        for (int64_t i = 0; i < m; i++) {
+            if (a->d != a->d) break;                                  /* NaN wins and stays */
+            if (!a->started || x[i] > a->d || x[i] != x[i]) { a->d = x[i]; a->i = base_index + i; a->started = 1; }
+        }
+        break;
+    case NNR_OP_MIN: case NNR_OP_ARGMIN:
+        for (int64_t i = 0; i < m; i++) {
+            if (a->d != a->d) break;
+            if (!a->started || x[i] < a->d || x[i] != x[i]) { a->d = x[i]; a->i = base_index + i; a->started = 1; }
+        }
+        break;
+    case NNR_OP_VAR:
+        for (int64_t i = 0; i < m; i++) {
+            a->n++;
+            double delta = x[i] - a->mean;
+            a->mean += delta / (double)a->n;
+            a->m2 += delta * (x[i] - a->mean);
+        }
+        break;
+    }
+}
+
+static void acc_row_i64(const red_ctx *c, acc *a, const int64_t *x, int64_t m, int64_t base_index)
+{
+    switch (c->op) {
+    case NNR_OP_SUM: for (int64_t i = 0; i < m; i++) a->i = (int64_t)((uint64_t)a->i + (uint64_t)x[i]); break;
+    case NNR_OP_PROD: for (int64_t i = 0; i < m; i++) a->i = (int64_t)((uint64_t)a->i * (uint64_t)x[i]); break;
+    case NNR_OP_MAX: case NNR_OP_ARGMAX:
+        for (int64_t i = 0; i < m; i++)
+            if (!a->started || x[i] > a->n) { a->d = (double)x[i]; a->n = x[i]; a->i = base_index + i; a->started = 1; }
+        break;
+    case NNR_OP_MIN: case NNR_OP_ARGMIN:
+        for (int64_t i = 0; i < m; i++)
+            if (!a->started || x[i] < a->n) { a->d = (double)x[i]; a->n = x[i]; a->i = base_index + i; a->started = 1; }
+        break;
+    }
+}
+
+static void reduce_range(void *vc, int64_t begin, int64_t end)
+{
+    const red_ctx *c = vc;
+    int integral = nnr_dtype_is_integral(c->in_dtype);
+    int64_t in_es = (int64_t)nnr_dtype_nbytes(c->in_dtype), out_es = (int64_t)nnr_dtype_nbytes(c->out_dtype);
+    int nr = c->nred;
+    int64_t inner = nr ? c->red_sizes[nr - 1] : 1, inner_stride = nr ? c->red_strides[nr - 1] : 0;
+    for (int64_t o = begin; o < end; o++) {
+        /* base pointers of this output element */
+        const char *ip = (const char *)c->in->data;
+        char *op = (char *)c->out->data;
+        int64_t rem = o;
+        for (int d = c->nkept - 1; d >= 0; d--) {
+            int64_t k = rem % c->in->sizes[d];
+            rem /= c->in->sizes[d];
+            ip += k * c->in->strides[d] * in_es;
+            op += k * c->out->strides[d] * out_es;
+        }
+        acc a = {0};
+        if (c->op == NNR_OP_PROD) { a.d = 1; a.i = 1; }
+        int64_t idx[NNR_MAX_DIMS] = {0}, flat = 0;
+        int64_t rows = c->count / (inner ? inner : 1);
+        for (int64_t r = 0; r < rows && inner > 0; r++) {
+            const char *rp = ip;
+            for (int d = 0; d < nr - 1; d++) rp += idx[d] * c->red_strides[d];
+            for (int64_t at = 0; at < inner; at += CPU_CHUNK) {
+                int64_t m = inner - at < CPU_CHUNK ? inner - at : CPU_CHUNK;
+                if (integral) {
+                    int64_t x[CPU_CHUNK];
+                    load_row_i64(c->in_dtype, rp + at * inner_stride, inner_stride, m, x);
+                    acc_row_i64(c, &a, x, m, flat + at);
+                } else {
+                    double x[CPU_CHUNK];
+                    load_row_f64(c->in_dtype, rp + at * inner_stride, inner_stride, m, x);
+                    acc_row_f64(c, &a, x, m, flat + at);
+                }
+            }
+            flat += inner;
+            for (int d = nr - 2; d >= 0; d--) { if (++idx[d] < c->red_sizes[d]) break; idx[d] = 0; }
+        }
+        switch (c->op) {
+        case NNR_OP_SUM: case NNR_OP_PROD:
+            if (integral) nnr_store_i64(c->out_dtype, op, a.i); else nnr_store_f64(c->out_dtype, op, a.d);
+            break;
+        case NNR_OP_MEAN: nnr_store_f64(c->out_dtype, op, c->count ? a.d / (double)c->count : NAN); break;
+        case NNR_OP_MAX: case NNR_OP_MIN:
+            if (integral) nnr_store_i64(c->out_dtype, op, a.n); else nnr_store_f64(c->out_dtype, op, a.d);
+            break;
+        case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: nnr_store_i64(c->out_dtype, op, a.i); break;
+        case NNR_OP_VAR: {
+            double dof = (double)(a.n - c->correction);
+            double v = dof > 0 ? a.m2 / dof : NAN;
+            nnr_store_f64(c->out_dtype, op, c->sqrt_result ? sqrt(v) : v);
+            break;
+        }
+        }
+    }
+}
+
+int cpu_reduce(const nnr_op_call *call)
+{
+    red_ctx c = {.op = (int)call->op, .in = call->inputs[0], .out = call->outputs[0]};
+    c.in_dtype = c.in->dtype;
+    c.out_dtype = c.out->dtype;
+    c.nred = (int)call->params->i[0];
+    c.nkept = c.in->ndim - c.nred;
+    c.correction = call->params->i[1];
+    c.sqrt_result = call->params->i[2] != 0;
+    int64_t es = (int64_t)nnr_dtype_nbytes(c.in_dtype);
+    c.count = 1;
+    int w = 0;
+    for (int d = c.nkept; d < c.in->ndim; d++) {
+        int64_t sz = c.in->sizes[d], st = c.in->strides[d] * es;
+        c.count *= sz;
+        if (sz == 1) continue;
+        if (w > 0 && c.red_strides[w - 1] == st * sz) { c.red_sizes[w - 1] *= sz; c.red_strides[w - 1] = st; continue; }
+        c.red_sizes[w] = sz; c.red_strides[w] = st; w++;
+    }
+    if (w == 0) { c.red_sizes[0] = c.count ? 1 : 0; c.red_strides[0] = 0; w = 1; }
+    c.nred = w;
+    int64_t nout = 1;
+    for (int d = 0; d < c.nkept; d++) nout *= c.in->sizes[d];
+    int64_t grain = c.count > 0 ? (1 << 15) / c.count : 1 << 15;
+    return cpu_parallel_for(nout, grain > 0 ? grain : 1, reduce_range, &c);
+}
+
+/* ---------------- softmax over the last dim ---------------- */
+
+typedef struct sm_ctx { const nnr_tensor_desc *in, *out; int log; } sm_ctx;
+
+static void softmax_range(void *vc, int64_t begin, int64_t end)
+{
+    const sm_ctx *c = vc;
+    int nd = c->in->ndim;
+    int64_t n = c->in->sizes[nd - 1];
+    int64_t ies = (int64_t)nnr_dtype_nbytes(c->in->dtype), oes = (int64_t)nnr_dtype_nbytes(c->out->dtype);
+    int64_t is = c->in->strides[nd - 1] * ies, os = c->out->strides[nd - 1] * oes;
+    double stackbuf[256];
+    double *x = n <= 256 ? stackbuf : malloc(sizeof(double) * (size_t)n);
+    if (!x) return;
+    for (int64_t r = begin; r < end; r++) {
+        const char *ip = (const char *)c->in->data;
+        char *op = (char *)c->out->data;
+        int64_t rem = r;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t k = rem % c->in->sizes[d];
+            rem /= c->in->sizes[d];
+            ip += k * c->in->strides[d] * ies;
+            op += k * c->out->strides[d] * oes;
+        }
+        load_row_f64(c->in->dtype, ip, is, n, x);
+        double mx = -INFINITY;
+        for (int64_t i = 0; i < n; i++) if (x[i] > mx || x[i] != x[i]) mx = x[i];
+        if (mx == -INFINITY) mx = 0;
+        double sum = 0;
+        if (c->log) {
+            for (int64_t i = 0; i < n; i++) sum += exp(x[i] - mx);
+            double lse = mx + log(sum);
+            for (int64_t i = 0; i < n; i++) x[i] -= lse;
+        } else {
+            for (int64_t i = 0; i < n; i++) { x[i] = exp(x[i] - mx); sum += x[i]; }
+            for (int64_t i = 0; i < n; i++) x[i] /= sum;
+        }
+        store_row_f64(c->out->dtype, op, os, n, x);
+    }
+    if (x != stackbuf) free(x);
+}
+
+int cpu_softmax(const nnr_op_call *call)
+{
+    sm_ctx c = {call->inputs[0], call->outputs[0], call->op == NNR_OP_LOG_SOFTMAX};
+    int nd = c.in->ndim;
+    int64_t rows = 1;
+    for (int d = 0; d < nd - 1; d++) rows *= c.in->sizes[d];
+    int64_t n = c.in->sizes[nd - 1];
+    if (n == 0 || rows == 0) return NNR_OK;
+    int64_t grain = (1 << 14) / n;
+    return cpu_parallel_for(rows, grain > 0 ? grain : 1, softmax_range, &c);
+}
