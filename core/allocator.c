@@ -22,7 +22,7 @@ typedef struct device_cache {
 
 static device_cache caches[MAX_DEVICES];
 static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
-static _Atomic int64_t live_bytes, peak_bytes, since_gc, live_at_gc;
+static _Atomic int64_t live_bytes, peak_bytes, live_at_gc;
 static volatile int32_t gc_flag;
 static int64_t cache_limit = (int64_t)1 << 30;
 
@@ -51,19 +51,18 @@ static int size_class(size_t n, size_t *rounded)
     return cls < N_BINS ? cls : -1;
 }
 
+/* one atomic add per call; the peak and the GC trigger read it without locks */
 void nnr_account(int64_t delta)
 {
-    int64_t now = atomic_fetch_add(&live_bytes, delta) + delta;
+    int64_t now = atomic_fetch_add_explicit(&live_bytes, delta, memory_order_relaxed) + delta;
     if (delta > 0) {
-        int64_t peak = atomic_load(&peak_bytes);
-        while (now > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, now)) {}
-        int64_t grown = atomic_fetch_add(&since_gc, delta) + delta;
-        int64_t threshold = atomic_load(&live_at_gc);
-        if (threshold < ((int64_t)64 << 20)) threshold = (int64_t)64 << 20;
-        if (grown > threshold) gc_flag = 1;
+        if (now > atomic_load_explicit(&peak_bytes, memory_order_relaxed))
+            atomic_store_explicit(&peak_bytes, now, memory_order_relaxed);
+        int64_t base = atomic_load_explicit(&live_at_gc, memory_order_relaxed);
+        int64_t threshold = base < ((int64_t)64 << 20) ? ((int64_t)64 << 20) : base;
+        if (now - base > threshold) gc_flag = 1;      /* live bytes doubled (or grew 64 MiB) since the last GC */
     }
 }
-
 static void *raw_alloc(const nnr_device_entry *d, size_t nbytes)
 {
     void *p = NULL;
@@ -171,7 +170,6 @@ volatile int32_t *nnr_gc_flag(void) { return &gc_flag; }
 
 void nnr_gc_done(void)
 {
-    atomic_store(&since_gc, 0);
     atomic_store(&live_at_gc, atomic_load(&live_bytes));
     gc_flag = 0;
 }

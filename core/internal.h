@@ -19,12 +19,14 @@ typedef struct nnr_device_entry {
 typedef struct nnr_storage {
     atomic_int refcount;
     int device;
+    int small;           /* data lives inline in this block (small cpu tensors) */
     void *data;
     size_t nbytes;
 } nnr_storage;
 
 struct nnr_tensor {
     atomic_int refcount;
+    int32_t embedded;                /* this struct lives inside its storage's block */
     int32_t dtype;
     int32_t ndim;
     int32_t device;

@@ -392,11 +392,12 @@ static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b,
         }
         nnr_tensor_retain(out);
     } else if (!(out = nnr_tensor_alloc(result, n, shape, a->device))) return NULL;
-    nnr_tensor *x = as_dtype(a, compute), *y = x ? as_dtype(b, compute) : NULL;
-    if (!y) goto fail;
+    nnr_tensor *x = a->dtype == compute ? NULL : nnr_to(a, compute, a->device);
+    nnr_tensor *y = b->dtype == compute ? NULL : nnr_to(b, compute, b->device);
+    if ((a->dtype != compute && !x) || (b->dtype != compute && !y)) goto fail;
     nnr_tensor_desc dx, dy, dout;
-    desc_broadcast(x, n, shape, &dx);
-    desc_broadcast(y, n, shape, &dy);
+    desc_broadcast(x ? x : a, n, shape, &dx);
+    desc_broadcast(y ? y : b, n, shape, &dy);
     nnr_tensor_desc_of(out, &dout);
     const nnr_tensor_desc *in[2] = {&dx, &dy};
     if (run1(name, op, a->device, 2, in, &dout, NULL)) goto fail;
@@ -435,10 +436,10 @@ nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_
     if (check_binary_op(op)) return NULL;
     int compute, result;
     binary_dtypes(op, promote_with_scalar(a->dtype, s), &compute, &result);
-    nnr_tensor *x = as_dtype(a, compute);
-    if (!x) return NULL;
+    nnr_tensor *x = a->dtype == compute ? NULL : nnr_to(a, compute, a->device);
+    if (a->dtype != compute && !x) return NULL;
     nnr_tensor *r = nnr_tensor_alloc(result, a->ndim, a->sizes, a->device);
-    if (r && run_scalar(op, x, s, scalar_first, r)) { nnr_tensor_release(r); r = NULL; }
+    if (r && run_scalar(op, x ? x : a, s, scalar_first, r)) { nnr_tensor_release(r); r = NULL; }
     nnr_tensor_release(x);
     return r;
 }

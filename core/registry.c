@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -313,6 +314,13 @@ void nnr_set_num_threads(int n)
         if (plugins[i].loaded && NNR_HAS_FIELD(p, nnr_plugin, set_num_threads) && p->set_num_threads)
             p->set_num_threads(p, n);
     }
+}
+
+double nnr_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 int nnr_get_num_threads(void) { return num_threads > 0 ? num_threads : 1; }

@@ -1,5 +1,6 @@
 /* Tensors: size/stride/offset over a refcounted storage (DESIGN.md decision
  * 3), creation, and every view. Views never copy; they share the storage. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "half.h"
@@ -63,6 +64,92 @@ static int64_t numel_of(int ndim, const int64_t *sizes)
     return n;
 }
 
+/* Small cpu tensors (what a Lua loop of tiny ops allocates) come as one
+ * block holding the tensor struct, its storage and the data, recycled through
+ * per-thread free lists: no malloc, no lock, one cache-friendly object. The
+ * block is freed when its storage's last reference goes; the owning tensor's
+ * struct simply stays inside it until then. View structs have their own list. */
+enum { SMALL_DATA = 128, FREELIST_MAX = 16384 };
+typedef struct small_block {
+    nnr_tensor t;
+    nnr_storage s;
+    _Alignas(64) unsigned char data[SMALL_DATA];
+} small_block;
+
+typedef struct freelists {
+    nnr_tensor *tensors;       /* linked through ->storage */
+    small_block *blocks;       /* linked through ->s.data */
+    int n_tensors, n_blocks;
+} freelists;
+
+static _Thread_local freelists tl_free __attribute__((tls_model("initial-exec")));
+static pthread_key_t freelist_key;
+static pthread_once_t freelist_once = PTHREAD_ONCE_INIT;
+
+static void drain(freelists *f)
+{
+    while (f->tensors) { nnr_tensor *t = f->tensors; f->tensors = (nnr_tensor *)t->storage; free(t); }
+    while (f->blocks) { small_block *b = f->blocks; f->blocks = (small_block *)b->s.data; free(b); }
+    f->n_tensors = f->n_blocks = 0;
+}
+
+static void thread_exit(void *arg) { drain(arg); }
+static void make_key(void) { pthread_key_create(&freelist_key, thread_exit); }
+__attribute__((destructor)) static void process_exit(void) { drain(&tl_free); }
+
+static void register_thread(void)
+{
+    pthread_once(&freelist_once, make_key);
+    if (!pthread_getspecific(freelist_key)) pthread_setspecific(freelist_key, &tl_free);
+}
+
+static nnr_tensor *tensor_struct(void)
+{
+    nnr_tensor *t = tl_free.tensors;
+    if (t) { tl_free.tensors = (nnr_tensor *)t->storage; tl_free.n_tensors--; }
+    else if (!(t = malloc(sizeof *t))) return NULL;
+    t->embedded = 0;
+    return t;
+}
+
+static void tensor_struct_free(nnr_tensor *t)
+{
+    if (tl_free.n_tensors >= FREELIST_MAX) { free(t); return; }
+    if (!tl_free.tensors && !tl_free.blocks) register_thread();
+    t->storage = (nnr_storage *)tl_free.tensors;
+    tl_free.tensors = t;
+    tl_free.n_tensors++;
+}
+
+static small_block *small_block_get(size_t nbytes)
+{
+    small_block *b = tl_free.blocks;
+    if (b) { tl_free.blocks = (small_block *)b->s.data; tl_free.n_blocks--; }
+    else if (posix_memalign((void **)&b, 64, sizeof *b) != 0) return NULL;
+    b->s.small = 1;
+    b->s.data = b->data;
+    b->t.embedded = 1;
+    b->t.storage = &b->s;
+    nnr_account((int64_t)nbytes);
+    return b;
+}
+
+static void storage_free(nnr_storage *s)
+{
+    if (!s->small) {
+        nnr_free_device(s->device, s->data, s->nbytes);
+        free(s);
+        return;
+    }
+    nnr_account(-(int64_t)s->nbytes);
+    small_block *b = (small_block *)((char *)s - offsetof(small_block, s));
+    if (tl_free.n_blocks >= FREELIST_MAX) { free(b); return; }
+    if (!tl_free.tensors && !tl_free.blocks) register_thread();
+    b->s.data = tl_free.blocks;
+    tl_free.blocks = b;
+    tl_free.n_blocks++;
+}
+
 nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int device)
 {
     if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "empty: unknown dtype %d", dtype); return NULL; }
@@ -72,17 +159,23 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
         if (!nnr_device_get(device)) { nnr_errorf(NNR_ERR_DEVICE, "empty: no device %d (%s)", device, nnr_last_error()); return NULL; }
     }
     size_t nbytes = (size_t)numel_of(ndim, sizes) * nnr_dtype_bytes(dtype);
-    nnr_tensor *t = malloc(sizeof *t);
-    nnr_storage *s = malloc(sizeof *s);
-    void *data = (t && s) ? nnr_alloc_device(device, nbytes) : NULL;
-    if (!data) {
-        free(t); free(s);
+    nnr_tensor *t = NULL;
+    nnr_storage *s = NULL;
+    if (device == 0 && nbytes <= SMALL_DATA) {
+        small_block *b = small_block_get(nbytes);
+        if (b) { t = &b->t; s = &b->s; }
+    } else if ((t = tensor_struct()) && (s = malloc(sizeof *s))) {
+        s->small = 0;
+        s->data = nnr_alloc_device(device, nbytes);
+        if (!s->data) { free(s); s = NULL; }
+    }
+    if (!s) {
+        if (t) tensor_struct_free(t);
         if (nnr_last_status() != NNR_ERR_OOM) nnr_errorf(NNR_ERR_OOM, "out of memory allocating %zu bytes", nbytes);
         return NULL;
     }
     atomic_init(&s->refcount, 1);
     s->device = device;
-    s->data = data;
     s->nbytes = nbytes;
     atomic_init(&t->refcount, 1);
     t->dtype = dtype;
@@ -97,7 +190,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
 
 nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset)
 {
-    nnr_tensor *t = malloc(sizeof *t);
+    nnr_tensor *t = tensor_struct();
     if (!t) { nnr_errorf(NNR_ERR_OOM, "view: out of memory"); return NULL; }
     atomic_init(&t->refcount, 1);
     t->dtype = base->dtype;
@@ -111,17 +204,15 @@ nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t 
     return t;
 }
 
-void nnr_tensor_retain(nnr_tensor *t) { if (t) atomic_fetch_add(&t->refcount, 1); }
+void nnr_tensor_retain(nnr_tensor *t) { if (t) atomic_fetch_add_explicit(&t->refcount, 1, memory_order_relaxed); }
 
 void nnr_tensor_release(nnr_tensor *t)
 {
-    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    if (!t || atomic_fetch_sub_explicit(&t->refcount, 1, memory_order_acq_rel) != 1) return;
     nnr_storage *s = t->storage;
-    if (atomic_fetch_sub(&s->refcount, 1) == 1) {
-        nnr_free_device(s->device, s->data, s->nbytes);
-        free(s);
-    }
-    free(t);
+    int embedded = t->embedded;
+    if (atomic_fetch_sub_explicit(&s->refcount, 1, memory_order_acq_rel) == 1) storage_free(s);   /* frees an embedding block too */
+    if (!embedded) tensor_struct_free(t);
 }
 
 int nnr_tensor_dtype(const nnr_tensor *t) { return t->dtype; }

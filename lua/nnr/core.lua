@@ -37,7 +37,20 @@ function M.raise()
   error(ffi.string(C.nnr_last_error()), 0)
 end
 
+-- Under nnrun, tensors are finalized by a plain C function (nnr.native),
+-- much cheaper for the GC to call than an FFI function; plain luajit falls
+-- back to the FFI one. A self-test guards the cdata-payload assumption.
 local release = C.nnr_tensor_release
+do
+  local ok, native = pcall(require, "nnr.native")
+  if ok then
+    local probe = C.nnr_empty(C.NNR_F32, 0, nil, 0)
+    if probe ~= nil then
+      if native.address(probe) == tonumber(ffi.cast("uintptr_t", probe)) then release = native.release end
+      C.nnr_tensor_release(probe)
+    end
+  end
+end
 local gc_flag = C.nnr_gc_flag()
 local OOM = C.NNR_ERR_OOM
 

@@ -56,6 +56,8 @@ function nnr.plugins()
 end
 
 function nnr.synchronize(device) core.check(C.nnr_synchronize(core.device_id(device))) end
+-- wall-clock seconds (monotonic)
+nnr.clock = C.nnr_clock
 function nnr.set_num_threads(n) C.nnr_set_num_threads(n) end
 function nnr.get_num_threads() return C.nnr_get_num_threads() end
 

@@ -54,6 +54,9 @@ const char *nnr_device_name(int device);
 int nnr_device_find(const char *spec);
 int nnr_synchronize(int device);
 
+/* monotonic wall-clock time in seconds (for benchmarks and progress bars) */
+double nnr_clock(void);
+
 void nnr_set_num_threads(int n);
 int nnr_get_num_threads(void);
 
