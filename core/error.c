@@ -15,7 +15,7 @@ int nnr_last_status(void) { return last_status; }
 int nnr_set_error(int status, const char *message)
 {
     last_status = status;
-    snprintf(last_error, sizeof last_error, "%s", message ? message : "");
+    if (message != last_error) snprintf(last_error, sizeof last_error, "%s", message ? message : "");
     return status;
 }
 

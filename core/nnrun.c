@@ -53,6 +53,7 @@ static void install_sigint(void)
 
 static int traceback(lua_State *L)
 {
+    if (lua_isnil(L, 1)) return 1;
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) return 1;
@@ -73,8 +74,9 @@ static int docall(lua_State *L, int nargs, int nresults)
     lua_sethook(L, NULL, 0, 0);
     if (status != 0) {
         nnr_clear_interrupt();
-        const char *msg = lua_tostring(L, -1);
-        fprintf(stderr, "%s\n", msg ? msg : "(error)");
+        /* error() with no value (busted's way to exit non-zero) prints nothing */
+        const char *msg = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+        if (msg) fprintf(stderr, "%s\n", msg);
         fflush(stderr);
         lua_pop(L, 1);
     }

@@ -37,16 +37,25 @@ function M.raise()
   error(ffi.string(C.nnr_last_error()), 0)
 end
 
--- Under nnrun, tensors are finalized by a plain C function (nnr.native),
+-- A tensor on the Lua side is a handle: a small struct holding the core's
+-- pointer. (A bare pointer cdata cannot take t[i]: LuaJIT reserves numeric
+-- indexing of pointers for pointer arithmetic.) The struct is Lua's own, not
+-- a mirror of any C layout; C functions receive h.p.
+ffi.cdef "typedef struct nnr_handle { nnr_tensor *p; } nnr_handle;"
+local handle_ct = ffi.typeof("nnr_handle")
+M.handle_ct = handle_ct
+function M.set_handle_metatable(mt) handle_ct = ffi.metatype("nnr_handle", mt); M.handle_ct = handle_ct end
+
+-- Under nnrun, handles are finalized by a plain C function (nnr.native),
 -- much cheaper for the GC to call than an FFI function; plain luajit falls
--- back to the FFI one. A self-test guards the cdata-payload assumption.
-local release = C.nnr_tensor_release
+-- back to a Lua function. A self-test guards the cdata-payload assumption.
+local release = function(h) C.nnr_tensor_release(h.p) end
 do
   local ok, native = pcall(require, "nnr.native")
   if ok then
     local probe = C.nnr_empty(C.NNR_F32, 0, nil, 0)
     if probe ~= nil then
-      if native.address(probe) == tonumber(ffi.cast("uintptr_t", probe)) then release = native.release end
+      if native.address(handle_ct(probe)) == tonumber(ffi.cast("uintptr_t", probe)) then release = native.release end
       C.nnr_tensor_release(probe)
     end
   end
@@ -54,24 +63,29 @@ end
 local gc_flag = C.nnr_gc_flag()
 local OOM = C.NNR_ERR_OOM
 
--- Takes ownership of a new nnr_tensor* from the core. On NULL: after an
--- out-of-memory failure, collect garbage, drop cached blocks and retry the
--- call once (f and its arguments); otherwise raise. When tensors have grown
--- enough, run the GC (DESIGN.md decision 5): no collectgarbage() in user code.
-function M.own(p, f, a, b, c, d, e, g)
+-- Takes ownership of a new nnr_tensor* from the core and returns its handle.
+-- On NULL: after an out-of-memory failure, collect garbage, drop cached
+-- blocks and retry the call once (f and its arguments); otherwise raise. When
+-- tensors have grown enough, run the GC (DESIGN.md decision 5): no
+-- collectgarbage() in user code.
+local function retry(f, ...)
+  if f and C.nnr_last_status() == OOM then
+    collectgarbage(); collectgarbage()
+    C.nnr_empty_cache()
+    return f(...)
+  end
+end
+
+function M.own(p, f, ...)
   if p == nil then
-    if f and C.nnr_last_status() == OOM then
-      collectgarbage(); collectgarbage()
-      C.nnr_empty_cache()
-      p = f(a, b, c, d, e, g)
-    end
+    p = retry(f, ...)
     if p == nil then M.raise() end
   end
   if gc_flag[0] ~= 0 then
     collectgarbage()
     C.nnr_gc_done()
   end
-  return ffi.gc(p, release)
+  return ffi.gc(handle_ct(p), release)
 end
 
 function M.check(status)

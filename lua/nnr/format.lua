@@ -10,7 +10,7 @@ local out = ffi.new("double[1]")
 
 local function shape_of(t)
   local s = {}
-  for i = 1, C.nnr_tensor_ndim(t) do s[i] = tonumber(C.nnr_tensor_size(t, i - 1)) end
+  for i = 1, C.nnr_tensor_ndim(t.p) do s[i] = tonumber(C.nnr_tensor_size(t.p, i - 1)) end
   return s
 end
 
@@ -58,7 +58,7 @@ end
 function M.tensor(t)
   local shape = shape_of(t)
   local nd = #shape
-  local numel = tonumber(C.nnr_tensor_numel(t))
+  local numel = tonumber(C.nnr_tensor_numel(t.p))
   local summarise = numel > THRESHOLD
   local lists = {}
   for d = 1, nd do lists[d] = shown(shape[d], summarise) end
@@ -66,7 +66,7 @@ function M.tensor(t)
   local values, flat = {}, {}
   local function fetch(d)
     if d > nd then
-      if C.nnr_get(t, idx, out) ~= 0 then core.raise() end
+      if C.nnr_get(t.p, idx, out) ~= 0 then core.raise() end
       local v = out[0]
       flat[#flat + 1] = v
       return v
@@ -78,7 +78,7 @@ function M.tensor(t)
     return r
   end
   local tree = numel > 0 and fetch(1) or {}
-  local fmt = formatter(flat, C.nnr_tensor_dtype(t))
+  local fmt = formatter(flat, C.nnr_tensor_dtype(t.p))
   local strs, width = {}, 0
   for i, v in ipairs(flat) do
     strs[i] = fmt(v)
@@ -114,8 +114,8 @@ function M.tensor(t)
   end
   local body
   if nd == 0 then body = fmt(flat[1]) else body = render(tree, 1, string.rep(" ", 7)) end
-  local dtype = core.dtype_names[C.nnr_tensor_dtype(t)]
-  local device = ffi.string(C.nnr_device_name(C.nnr_tensor_device(t)))
+  local dtype = core.dtype_names[C.nnr_tensor_dtype(t.p)]
+  local device = ffi.string(C.nnr_device_name(C.nnr_tensor_device(t.p)))
   return string.format("tensor(%s, shape=[%s], dtype=%s, device=%s)", body, table.concat(shape, ", "), dtype, device)
 end
 

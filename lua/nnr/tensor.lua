@@ -15,7 +15,7 @@ local sizebuf = ffi.new("int64_t[8]")
 local sizebuf2 = ffi.new("int64_t[8]")
 local intbuf = ffi.new("int[8]")
 local dbl = ffi.new("double[1]")
-local tensor_ct = ffi.typeof("nnr_tensor *")
+local tensor_ct = core.handle_ct
 
 local function is_tensor(x) return type(x) == "cdata" and ffi.istype(tensor_ct, x) end
 T.is_tensor = is_tensor
@@ -25,15 +25,15 @@ local function shape_str(sizes)
 end
 
 local function sizes_of(t)
-  local n = C.nnr_tensor_ndim(t)
+  local n = C.nnr_tensor_ndim(t.p)
   local s = {}
-  for i = 1, n do s[i] = tonumber(C.nnr_tensor_size(t, i - 1)) end
+  for i = 1, n do s[i] = tonumber(C.nnr_tensor_size(t.p, i - 1)) end
   return s
 end
 
 -- 1-based (negative from the end) -> 0-based, with a clear error
 local function cdim(op, t, d, extra)
-  local n = C.nnr_tensor_ndim(t) + (extra or 0)
+  local n = C.nnr_tensor_ndim(t.p) + (extra or 0)
   if type(d) ~= "number" or d ~= floor(d) then
     error(op .. ": dimension must be an integer, got " .. tostring(d), 0)
   end
@@ -137,10 +137,10 @@ end
 
 local function like(op, fill)
   return function(t, opts)
-    local nd = C.nnr_tensor_ndim(t)
-    for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t, i) end
-    local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or C.nnr_tensor_dtype(t)
-    local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t)
+    local nd = C.nnr_tensor_ndim(t.p)
+    for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end
+    local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or C.nnr_tensor_dtype(t.p)
+    local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t.p)
     if fill == nil then return own(C.nnr_empty(dt, nd, sizebuf, dev)) end
     return own(C.nnr_full(dt, nd, sizebuf, fill, dev))
   end
@@ -188,8 +188,8 @@ function T.set_rng_state(s) C.nnr_rng_set_state(s.seed, s.offset) end
 -- nnr.tensor{...}: nested tables of numbers or booleans
 function T.tensor(data, opts)
   if is_tensor(data) then
-    local dt, dev = opts_dtype_device("tensor", opts, C.nnr_tensor_dtype(data))
-    return own(C.nnr_to(data, dt, opts and opts.device and dev or C.nnr_tensor_device(data))):clone()
+    local dt, dev = opts_dtype_device("tensor", opts, C.nnr_tensor_dtype(data.p))
+    return own(C.nnr_to(data.p, dt, opts and opts.device and dev or C.nnr_tensor_device(data.p))):clone()
   end
   local shape, flat, n, allbool = {}, {}, 0, true
   local function walk(x, depth)
@@ -223,40 +223,40 @@ function T.tensor(data, opts)
 end
 
 -- metadata -----------------------------------------------------------------------
-function methods.dim(t) return C.nnr_tensor_ndim(t) end
+function methods.dim(t) return C.nnr_tensor_ndim(t.p) end
 methods.ndimension = methods.dim
-function methods.numel(t) return tonumber(C.nnr_tensor_numel(t)) end
+function methods.numel(t) return tonumber(C.nnr_tensor_numel(t.p)) end
 methods.nelement = methods.numel
 function methods.size(t, d)
   if d == nil then return setmetatable(sizes_of(t), { __tostring = shape_str }) end
-  return tonumber(C.nnr_tensor_size(t, cdim("size", t, d)))
+  return tonumber(C.nnr_tensor_size(t.p, cdim("size", t, d)))
 end
 function methods.stride(t, d)
   if d == nil then
     local s = {}
-    for i = 1, C.nnr_tensor_ndim(t) do s[i] = tonumber(C.nnr_tensor_stride(t, i - 1)) end
+    for i = 1, C.nnr_tensor_ndim(t.p) do s[i] = tonumber(C.nnr_tensor_stride(t.p, i - 1)) end
     return s
   end
-  return tonumber(C.nnr_tensor_stride(t, cdim("stride", t, d)))
+  return tonumber(C.nnr_tensor_stride(t.p, cdim("stride", t, d)))
 end
-function methods.storage_offset(t) return tonumber(C.nnr_tensor_offset(t)) end
-function methods.is_contiguous(t) return C.nnr_tensor_is_contiguous(t) ~= 0 end
-function methods.type(t) return dtype_names[C.nnr_tensor_dtype(t)] end
-function methods.data_ptr(t) return C.nnr_tensor_data(t) end
-function methods.is_floating_point(t) return C.nnr_tensor_dtype(t) <= C.NNR_BF16 end
-function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t, o) ~= 0 end
+function methods.storage_offset(t) return tonumber(C.nnr_tensor_offset(t.p)) end
+function methods.is_contiguous(t) return C.nnr_tensor_is_contiguous(t.p) ~= 0 end
+function methods.type(t) return dtype_names[C.nnr_tensor_dtype(t.p)] end
+function methods.data_ptr(t) return C.nnr_tensor_data(t.p) end
+function methods.is_floating_point(t) return C.nnr_tensor_dtype(t.p) <= C.NNR_BF16 end
+function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t.p, o.p) ~= 0 end
 
 local props = {
   shape = function(t) return methods.size(t) end,
-  dtype = function(t) return dtype_names[C.nnr_tensor_dtype(t)] end,
-  device = function(t) return ffi.string(C.nnr_device_name(C.nnr_tensor_device(t))) end,
-  ndim = function(t) return C.nnr_tensor_ndim(t) end,
+  dtype = function(t) return dtype_names[C.nnr_tensor_dtype(t.p)] end,
+  device = function(t) return ffi.string(C.nnr_device_name(C.nnr_tensor_device(t.p))) end,
+  ndim = function(t) return C.nnr_tensor_ndim(t.p) end,
 }
 
 -- conversions ---------------------------------------------------------------------
 -- t:to("f64"), t:to("cuda:0"), t:to("cuda", "f16"), t:to{dtype=, device=}
 function methods.to(t, a, b)
-  local dt, dev = C.nnr_tensor_dtype(t), C.nnr_tensor_device(t)
+  local dt, dev = C.nnr_tensor_dtype(t.p), C.nnr_tensor_device(t.p)
   local function take(x)
     if x == nil then return end
     if type(x) == "table" and not x.id then
@@ -266,27 +266,27 @@ function methods.to(t, a, b)
     else dev = device_id(x, "to") end
   end
   take(a); take(b)
-  return own(C.nnr_to(t, dt, dev))
+  return own(C.nnr_to(t.p, dt, dev))
 end
-local function caster(name) return function(t) return own(C.nnr_to(t, dtype_id(name), C.nnr_tensor_device(t))) end end
+local function caster(name) return function(t) return own(C.nnr_to(t.p, dtype_id(name), C.nnr_tensor_device(t.p))) end end
 methods.float, methods.double, methods.half, methods.bfloat16 = caster("f32"), caster("f64"), caster("f16"), caster("bf16")
 methods.long, methods.int, methods.byte, methods.char, methods.bool = caster("i64"), caster("i32"), caster("u8"), caster("i8"), caster("bool")
-function methods.cpu(t) return own(C.nnr_to(t, C.nnr_tensor_dtype(t), 0)) end
+function methods.cpu(t) return own(C.nnr_to(t.p, C.nnr_tensor_dtype(t.p), 0)) end
 function methods.cuda(t, i) return methods.to(t, "cuda:" .. (i or 0)) end
 
 function methods.item(t)
-  check(C.nnr_item(t, dbl))
+  check(C.nnr_item(t.p, dbl))
   local v = dbl[0]
-  if C.nnr_tensor_dtype(t) == C.NNR_BOOL then return v ~= 0 end
+  if C.nnr_tensor_dtype(t.p) == C.NNR_BOOL then return v ~= 0 end
   return v
 end
 
 function methods.totable(t)
-  local n = tonumber(C.nnr_tensor_numel(t))
+  local n = tonumber(C.nnr_tensor_numel(t.p))
   local buf = ffi.new("double[?]", n > 0 and n or 1)
-  check(C.nnr_to_doubles(t, buf, n))
+  check(C.nnr_to_doubles(t.p, buf, n))
   local sizes = sizes_of(t)
-  local isbool = C.nnr_tensor_dtype(t) == C.NNR_BOOL
+  local isbool = C.nnr_tensor_dtype(t.p) == C.NNR_BOOL
   local pos = 0
   local function build(d)
     if d > #sizes then
@@ -305,71 +305,71 @@ end
 -- views ------------------------------------------------------------------------------
 function methods.view(t, ...)
   local nd = fill_sizes("view", sizebuf, ...)
-  return own(C.nnr_view(t, nd, sizebuf))
+  return own(C.nnr_view(t.p, nd, sizebuf))
 end
 function methods.reshape(t, ...)
   local nd = fill_sizes("reshape", sizebuf, ...)
-  return own(C.nnr_reshape(t, nd, sizebuf))
+  return own(C.nnr_reshape(t.p, nd, sizebuf))
 end
 function methods.view_as(t, o) return methods.view(t, sizes_of(o)) end
 function methods.permute(t, ...)
   local dims = type((...)) == "table" and (...) or { ... }
-  local nd = C.nnr_tensor_ndim(t)
+  local nd = C.nnr_tensor_ndim(t.p)
   if #dims ~= nd then error("permute: " .. #dims .. " dimensions given for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
   for i = 1, #dims do intbuf[i - 1] = cdim("permute", t, dims[i]) end
-  return own(C.nnr_permute(t, #dims, intbuf))
+  return own(C.nnr_permute(t.p, #dims, intbuf))
 end
 function methods.transpose(t, a, b)
-  return own(C.nnr_transpose(t, cdim("transpose", t, a), cdim("transpose", t, b)))
+  return own(C.nnr_transpose(t.p, cdim("transpose", t, a), cdim("transpose", t, b)))
 end
 function methods.t(t)
-  local nd = C.nnr_tensor_ndim(t)
+  local nd = C.nnr_tensor_ndim(t.p)
   if nd > 2 then error("t: expects a tensor with at most 2 dimensions, got shape " .. shape_str(sizes_of(t)), 0) end
-  if nd < 2 then return own(C.nnr_view(t, nd, sizebuf)) end
-  return own(C.nnr_transpose(t, 0, 1))
+  if nd < 2 then return own(C.nnr_view(t.p, nd, sizebuf)) end
+  return own(C.nnr_transpose(t.p, 0, 1))
 end
 -- narrow(dim, start, length): start is 1-based
 function methods.narrow(t, d, start, length)
   local cd = cdim("narrow", t, d)
-  local size = tonumber(C.nnr_tensor_size(t, cd))
+  local size = tonumber(C.nnr_tensor_size(t.p, cd))
   local s = start < 0 and start + size + 1 or start
   if start == 0 then error("narrow: start 0 is invalid (indices are 1-based)", 0) end
-  return own(C.nnr_narrow(t, cd, s - 1, length))
+  return own(C.nnr_narrow(t.p, cd, s - 1, length))
 end
 function methods.select(t, d, i)
   local cd = cdim("select", t, d)
-  return own(C.nnr_select(t, cd, cindex("select", i, tonumber(C.nnr_tensor_size(t, cd)), cd + 1)))
+  return own(C.nnr_select(t.p, cd, cindex("select", i, tonumber(C.nnr_tensor_size(t.p, cd)), cd + 1)))
 end
 function methods.expand(t, ...)
   local nd = fill_sizes("expand", sizebuf, ...)
-  return own(C.nnr_expand(t, nd, sizebuf))
+  return own(C.nnr_expand(t.p, nd, sizebuf))
 end
 function methods.expand_as(t, o) return methods.expand(t, sizes_of(o)) end
 function methods.squeeze(t, d)
-  if d == nil then return own(C.nnr_squeeze(t, -1)) end
-  return own(C.nnr_squeeze(t, cdim("squeeze", t, d)))
+  if d == nil then return own(C.nnr_squeeze(t.p, -1)) end
+  return own(C.nnr_squeeze(t.p, cdim("squeeze", t, d)))
 end
-function methods.unsqueeze(t, d) return own(C.nnr_unsqueeze(t, cdim("unsqueeze", t, d, 1))) end
+function methods.unsqueeze(t, d) return own(C.nnr_unsqueeze(t.p, cdim("unsqueeze", t, d, 1))) end
 function methods.flatten(t, a, b)
-  if C.nnr_tensor_ndim(t) == 0 then return own(C.nnr_flatten(t, 0, 0)) end
-  return own(C.nnr_flatten(t, cdim("flatten", t, a or 1), cdim("flatten", t, b or -1)))
+  if C.nnr_tensor_ndim(t.p) == 0 then return own(C.nnr_flatten(t.p, 0, 0)) end
+  return own(C.nnr_flatten(t.p, cdim("flatten", t, a or 1), cdim("flatten", t, b or -1)))
 end
-function methods.contiguous(t) return own(C.nnr_contiguous(t)) end
-function methods.clone(t) return own(C.nnr_clone(t)) end
+function methods.contiguous(t) return own(C.nnr_contiguous(t.p)) end
+function methods.clone(t) return own(C.nnr_clone(t.p)) end
 
 -- in-place writes ----------------------------------------------------------------------
 function methods.copy_(t, src)
-  if not is_tensor(src) then src = T.tensor(src, { dtype = dtype_names[C.nnr_tensor_dtype(t)] }) end
-  check(C.nnr_copy_(t, src)); return t
+  if not is_tensor(src) then src = T.tensor(src, { dtype = dtype_names[C.nnr_tensor_dtype(t.p)] }) end
+  check(C.nnr_copy_(t.p, src.p)); return t
 end
 function methods.fill_(t, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
   if is_tensor(v) then v = methods.item(v) end
-  check(C.nnr_fill_(t, v)); return t
+  check(C.nnr_fill_(t.p, v)); return t
 end
-function methods.zero_(t) check(C.nnr_fill_(t, 0)); return t end
-function methods.uniform_(t, a, b) check(C.nnr_random_(t, C.NNR_OP_RAND_UNIFORM, a or 0, b or 1)); return t end
-function methods.normal_(t, mean, std) check(C.nnr_random_(t, C.NNR_OP_RAND_NORMAL, mean or 0, std or 1)); return t end
+function methods.zero_(t) check(C.nnr_fill_(t.p, 0)); return t end
+function methods.uniform_(t, a, b) check(C.nnr_random_(t.p, C.NNR_OP_RAND_UNIFORM, a or 0, b or 1)); return t end
+function methods.normal_(t, mean, std) check(C.nnr_random_(t.p, C.NNR_OP_RAND_NORMAL, mean or 0, std or 1)); return t end
 
 -- elementwise ---------------------------------------------------------------------------
 local OP = {
@@ -385,21 +385,21 @@ T.ops = OP
 
 local binary, binary_scalar, binary_ = C.nnr_binary, C.nnr_binary_scalar, C.nnr_binary_
 local function arith(op, a, b)
-  if type(b) == "number" then return own(binary_scalar(op, a, b, 0)) end
-  if type(a) == "number" then return own(binary_scalar(op, b, a, 1)) end
-  if type(b) == "boolean" then b = b and 1 or 0; return own(binary_scalar(op, a, b, 0)) end
-  return own(binary(op, a, b))
+  if type(b) == "number" then return own(binary_scalar(op, a.p, b, 0)) end
+  if type(a) == "number" then return own(binary_scalar(op, b.p, a, 1)) end
+  if type(b) == "boolean" then b = b and 1 or 0; return own(binary_scalar(op, a.p, b, 0)) end
+  return own(binary(op, a.p, b.p))
 end
 T.arith = arith
 
 for name, op in pairs(OP) do
   if op < C.NNR_OP_ADD then
-    methods[name] = function(t) return own(C.nnr_unary(op, t)) end
-    methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t)); return t end
+    methods[name] = function(t) return own(C.nnr_unary(op, t.p)) end
+    methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t.p)); return t end
   else
     methods[name] = function(a, b) return arith(op, a, b) end
     methods[name .. "_"] = function(a, b)
-      if type(b) == "number" then check(C.nnr_binary_scalar_(op, a, b)) else check(binary_(op, a, b)) end
+      if type(b) == "number" then check(C.nnr_binary_scalar_(op, a.p, b)) else check(binary_(op, a.p, b.p)) end
       return a
     end
   end
@@ -410,43 +410,43 @@ methods.subtract, methods.multiply, methods.divide = methods.sub, methods.mul, m
 T.mul, T.div = methods.mul, methods.div
 
 -- out-variant for benchmarks and fused loops: nnr.add(a, b, {out=c}) style
-function T.binary_out(op, a, b, out) check(C.nnr_binary_out(OP[op] or op, a, b, out)); return out end
+function T.binary_out(op, a, b, out) check(C.nnr_binary_out(OP[op] or op, a.p, b.p, out.p)); return out end
 
 mt.__add = function(a, b) return arith(OP.add, a, b) end
 mt.__sub = function(a, b) return arith(OP.sub, a, b) end
 mt.__mul = function(a, b) return arith(OP.mul, a, b) end
 mt.__div = function(a, b) return arith(OP.div, a, b) end
 mt.__pow = function(a, b) return arith(OP.pow, a, b) end
-mt.__unm = function(a) return own(C.nnr_unary(OP.neg, a)) end
+mt.__unm = function(a) return own(C.nnr_unary(OP.neg, a.p)) end
 
 function methods.clamp(t, lo, hi)
   local flags = (lo and 1 or 0) + (hi and 2 or 0)
-  return own(C.nnr_clamp(t, lo or 0, hi or 0, flags))
+  return own(C.nnr_clamp(t.p, lo or 0, hi or 0, flags))
 end
 function methods.clamp_(t, lo, hi)
-  check(C.nnr_clamp_(t, lo or 0, hi or 0, (lo and 1 or 0) + (hi and 2 or 0))); return t
+  check(C.nnr_clamp_(t.p, lo or 0, hi or 0, (lo and 1 or 0) + (hi and 2 or 0))); return t
 end
 methods.clip = methods.clamp
 
 function T.where(cond, a, b)
   local ta, tb = is_tensor(a), is_tensor(b)
-  if ta and tb then return own(C.nnr_where(cond, a, b)) end
+  if ta and tb then return own(C.nnr_where(cond.p, a.p, b.p)) end
   local function num(x, what)
     if type(x) == "boolean" then return x and 1 or 0 end
     if type(x) ~= "number" then error("where: " .. what .. " must be a tensor or a number, got " .. type(x), 0) end
     return x
   end
-  return own(C.nnr_where_scalar(cond, ta and a or nil, ta and 0 or num(a, "a"), tb and b or nil, tb and 0 or num(b, "b")))
+  return own(C.nnr_where_scalar(cond.p, ta and a.p or nil, ta and 0 or num(a, "a"), tb and b.p or nil, tb and 0 or num(b, "b")))
 end
 function methods.where(t, cond, other) return T.where(cond, t, other) end
 
 function methods.masked_fill(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
-  return own(C.nnr_masked_fill(t, mask, v))
+  return own(C.nnr_masked_fill(t.p, mask.p, v))
 end
 function methods.masked_fill_(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
-  check(C.nnr_masked_fill_(t, mask, v)); return t
+  check(C.nnr_masked_fill_(t.p, mask.p, v)); return t
 end
 
 -- reductions -------------------------------------------------------------------------------
@@ -463,7 +463,7 @@ end
 local function reducer(name, op)
   return function(t, dim, keepdim)
     local n = dims_of(name, t, dim)
-    return own(C.nnr_reduce(op, t, n, intbuf, keepdim and 1 or 0, 0))
+    return own(C.nnr_reduce(op, t.p, n, intbuf, keepdim and 1 or 0, 0))
   end
 end
 methods.sum = reducer("sum", C.NNR_OP_SUM)
@@ -474,8 +474,8 @@ methods.mean = reducer("mean", C.NNR_OP_MEAN)
 local function arg_reducer(name, op)
   return function(t, dim, keepdim)
     local n = dims_of(name, t, dim)
-    local r = own(C.nnr_reduce(op, t, n, intbuf, keepdim and 1 or 0, 0))
-    check(C.nnr_binary_scalar_(OP.add, r, 1))
+    local r = own(C.nnr_reduce(op, t.p, n, intbuf, keepdim and 1 or 0, 0))
+    check(C.nnr_binary_scalar_(OP.add, r.p, 1))
     return r
   end
 end
@@ -488,7 +488,7 @@ local function extreme(name, vop, aop, eop)
   return function(t, dim, keepdim)
     if is_tensor(dim) or type(dim) == "number" and dim ~= floor(dim) then return arith(eop, t, dim) end
     local n = dims_of(name, t, dim)
-    local v = own(C.nnr_reduce(vop, t, n, intbuf, keepdim and 1 or 0, 0))
+    local v = own(C.nnr_reduce(vop, t.p, n, intbuf, keepdim and 1 or 0, 0))
     if dim == nil then return v end
     return v, amax(t, dim, keepdim)
   end
@@ -499,29 +499,29 @@ methods.min = extreme("min", C.NNR_OP_MIN, C.NNR_OP_ARGMIN, OP.minimum)
 -- var/std: correction 1 (unbiased) unless given
 function methods.var(t, dim, keepdim, correction)
   local n = dims_of("var", t, dim)
-  return own(C.nnr_reduce(C.NNR_OP_VAR, t, n, intbuf, keepdim and 1 or 0, correction or 1))
+  return own(C.nnr_reduce(C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1))
 end
 function methods.std(t, dim, keepdim, correction)
   local v = methods.var(t, dim, keepdim, correction)
-  check(C.nnr_unary_(OP.sqrt, v))
+  check(C.nnr_unary_(OP.sqrt, v.p))
   return v
 end
 
-function methods.softmax(t, dim) return own(C.nnr_softmax(t, cdim("softmax", t, dim or -1), 0)) end
-function methods.log_softmax(t, dim) return own(C.nnr_softmax(t, cdim("log_softmax", t, dim or -1), 1)) end
+function methods.softmax(t, dim) return own(C.nnr_softmax(t.p, cdim("softmax", t, dim or -1), 0)) end
+function methods.log_softmax(t, dim) return own(C.nnr_softmax(t.p, cdim("log_softmax", t, dim or -1), 1)) end
 for _, k in ipairs { "sum", "prod", "mean", "argmax", "argmin", "max", "min", "var", "std", "softmax", "log_softmax" } do
   T[k] = methods[k]
 end
 
 -- linear algebra and indexing ------------------------------------------------------------------
-function methods.matmul(a, b) return own(C.nnr_matmul(a, b)) end
-function methods.mm(a, b) return own(C.nnr_mm(a, b)) end
-function methods.bmm(a, b) return own(C.nnr_bmm(a, b)) end
+function methods.matmul(a, b) return own(C.nnr_matmul(a.p, b.p)) end
+function methods.mm(a, b) return own(C.nnr_mm(a.p, b.p)) end
+function methods.bmm(a, b) return own(C.nnr_bmm(a.p, b.p)) end
 function methods.dot(a, b)
-  if C.nnr_tensor_ndim(a) ~= 1 or C.nnr_tensor_ndim(b) ~= 1 then
+  if C.nnr_tensor_ndim(a.p) ~= 1 or C.nnr_tensor_ndim(b.p) ~= 1 then
     error("dot: expected two 1-d tensors, got shapes " .. shape_str(sizes_of(a)) .. " and " .. shape_str(sizes_of(b)), 0)
   end
-  return own(C.nnr_matmul(a, b))
+  return own(C.nnr_matmul(a.p, b.p))
 end
 T.matmul, T.mm, T.bmm, T.dot = methods.matmul, methods.mm, methods.bmm, methods.dot
 
@@ -532,7 +532,7 @@ function T.cat(list, dim)
   if n > 1024 then error("cat: at most 1024 tensors", 0) end
   for i = 1, n do
     if not is_tensor(list[i]) then error("cat: element " .. i .. " is a " .. type(list[i]) .. ", expected a tensor", 0) end
-    ptrs[i - 1] = list[i]
+    ptrs[i - 1] = list[i].p
   end
   local d = cdim("cat", list[1], dim or 1)
   return own(C.nnr_cat(n, ptrs, d))
@@ -547,33 +547,33 @@ function T.stack(list, dim)
     if shape_str(s) ~= shape_str(first) then
       error("stack: tensor " .. i .. " has shape " .. shape_str(s) .. ", expected " .. shape_str(first), 0)
     end
-    parts[i] = own(C.nnr_unsqueeze(list[i], d))
+    parts[i] = own(C.nnr_unsqueeze(list[i].p, d))
   end
   return T.cat(parts, d + 1)
 end
 -- split(size or {sizes}, dim): views
 function methods.split(t, size, dim)
   local d = cdim("split", t, dim or 1)
-  local total = tonumber(C.nnr_tensor_size(t, d))
+  local total = tonumber(C.nnr_tensor_size(t.p, d))
   local parts, at = {}, 0
   if type(size) == "table" then
     local sum = 0
     for i = 1, #size do sum = sum + size[i] end
     if sum ~= total then error("split: sizes add up to " .. sum .. ", dimension " .. (d + 1) .. " has " .. total, 0) end
-    for i = 1, #size do parts[i] = own(C.nnr_narrow(t, d, at, size[i])); at = at + size[i] end
+    for i = 1, #size do parts[i] = own(C.nnr_narrow(t.p, d, at, size[i])); at = at + size[i] end
     return parts
   end
   if type(size) ~= "number" or size < 1 then error("split: size must be a positive integer", 0) end
   while at < total do
     local len = math.min(size, total - at)
-    parts[#parts + 1] = own(C.nnr_narrow(t, d, at, len))
+    parts[#parts + 1] = own(C.nnr_narrow(t.p, d, at, len))
     at = at + len
   end
   return parts
 end
 function methods.chunk(t, n, dim)
   local d = cdim("chunk", t, dim or 1)
-  local total = tonumber(C.nnr_tensor_size(t, d))
+  local total = tonumber(C.nnr_tensor_size(t.p, d))
   if type(n) ~= "number" or n < 1 then error("chunk: number of chunks must be a positive integer", 0) end
   return methods.split(t, math.max(1, math.ceil(total / n)), d + 1)
 end
@@ -581,14 +581,14 @@ T.split, T.chunk = methods.split, methods.chunk
 
 -- index tensors are 1-based on the Lua side
 local function zero_based(index)
-  return own(C.nnr_binary_scalar(OP.sub, index, 1, 0))
+  return own(C.nnr_binary_scalar(OP.sub, index.p, 1, 0))
 end
 function methods.gather(t, dim, index)
-  return own(C.nnr_gather(t, cdim("gather", t, dim), zero_based(index)))
+  return own(C.nnr_gather(t.p, cdim("gather", t, dim), zero_based(index).p))
 end
 function methods.index_select(t, dim, index)
   if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
-  return own(C.nnr_index_select(t, cdim("index_select", t, dim), zero_based(index)))
+  return own(C.nnr_index_select(t.p, cdim("index_select", t, dim), zero_based(index).p))
 end
 T.gather, T.index_select = methods.gather, methods.index_select
 
@@ -596,18 +596,18 @@ T.gather, T.index_select = methods.gather, methods.index_select
 -- A number selects (1-d tensors give a Lua number); {a, b} narrows to a..b inclusive; {} keeps a dim.
 local function index_view(t, key, op)
   if type(key) == "number" then
-    if C.nnr_tensor_ndim(t) == 0 then error(op .. ": cannot index a 0-dimensional tensor (use :item())", 0) end
-    local i = cindex(op, key, tonumber(C.nnr_tensor_size(t, 0)), 1)
-    return own(C.nnr_select(t, 0, i))
+    if C.nnr_tensor_ndim(t.p) == 0 then error(op .. ": cannot index a 0-dimensional tensor (use :item())", 0) end
+    local i = cindex(op, key, tonumber(C.nnr_tensor_size(t.p, 0)), 1)
+    return own(C.nnr_select(t.p, 0, i))
   end
-  local nd = C.nnr_tensor_ndim(t)
+  local nd = C.nnr_tensor_ndim(t.p)
   if #key > nd then error(op .. ": " .. #key .. " indices for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
   local v, d = t, 0
   for k = 1, #key do
     local e = key[k]
-    local size = tonumber(C.nnr_tensor_size(v, d))
+    local size = tonumber(C.nnr_tensor_size(v.p, d))
     if type(e) == "number" then
-      v = own(C.nnr_select(v, d, cindex(op, e, size, k)))
+      v = own(C.nnr_select(v.p, d, cindex(op, e, size, k)))
     elseif type(e) == "table" then
       local a, b = e[1] or 1, e[2] or e[1] or -1
       if e[1] == nil then b = -1 end
@@ -616,7 +616,7 @@ local function index_view(t, key, op)
       if a == 0 or b == 0 or s < 1 or f > size or f < s - 1 then
         error(op .. ": range {" .. tostring(e[1]) .. ", " .. tostring(e[2]) .. "} is out of range for dimension " .. k .. " of size " .. size, 0)
       end
-      v = own(C.nnr_narrow(v, d, s - 1, f - s + 1))
+      v = own(C.nnr_narrow(v.p, d, s - 1, f - s + 1))
       d = d + 1
     else
       error(op .. ": index entries must be numbers or {first, last} ranges, got " .. type(e), 0)
@@ -630,16 +630,16 @@ mt.__index = function(t, k)
   if m ~= nil then return m end
   local kind = type(k)
   if kind == "number" then
-    if C.nnr_tensor_ndim(t) == 1 then
-      sizebuf2[0] = cindex("index", k, tonumber(C.nnr_tensor_size(t, 0)), 1)
-      check(C.nnr_get(t, sizebuf2, dbl))
-      if C.nnr_tensor_dtype(t) == C.NNR_BOOL then return dbl[0] ~= 0 end
+    if C.nnr_tensor_ndim(t.p) == 1 then
+      sizebuf2[0] = cindex("index", k, tonumber(C.nnr_tensor_size(t.p, 0)), 1)
+      check(C.nnr_get(t.p, sizebuf2, dbl))
+      if C.nnr_tensor_dtype(t.p) == C.NNR_BOOL then return dbl[0] ~= 0 end
       return dbl[0]
     end
     return index_view(t, k, "index")
   elseif kind == "table" then
     local v = index_view(t, k, "index")
-    if C.nnr_tensor_ndim(v) == 0 and #k == C.nnr_tensor_ndim(t) then return methods.item(v) end
+    if C.nnr_tensor_ndim(v.p) == 0 and #k == C.nnr_tensor_ndim(t.p) then return methods.item(v) end
     return v
   end
   local p = props[k]
@@ -653,13 +653,13 @@ mt.__newindex = function(t, k, value)
   end
   local v = index_view(t, k, "index")
   if type(value) == "number" or type(value) == "boolean" then methods.fill_(v, value)
-  elseif is_tensor(value) then check(C.nnr_copy_(v, value))
+  elseif is_tensor(value) then check(C.nnr_copy_(v.p, value.p))
   else methods.copy_(v, value) end
 end
 
 mt.__len = function(t)
-  if C.nnr_tensor_ndim(t) == 0 then error("len: a 0-dimensional tensor has no length", 0) end
-  return tonumber(C.nnr_tensor_size(t, 0))
+  if C.nnr_tensor_ndim(t.p) == 0 then error("len: a 0-dimensional tensor has no length", 0) end
+  return tonumber(C.nnr_tensor_size(t.p, 0))
 end
 
 mt.__tostring = function(t) return require("nnr.format").tensor(t) end
@@ -669,5 +669,5 @@ T.methods = methods
 T.shape_str = shape_str
 T.sizes_of = sizes_of
 T.cdim = cdim
-ffi.metatype("struct nnr_tensor", mt)
+core.set_handle_metatable(mt)
 return T

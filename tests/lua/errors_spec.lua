@@ -1,0 +1,44 @@
+local nnr = require "nnr"
+local H = require "helpers"
+
+describe("errors name the op and what was wrong", function()
+  it("broadcasting", function()
+    assert.equal("add: shapes [2, 3] and [4] cannot broadcast (dimension 2: 3 vs 4)",
+      H.errmsg(function() return nnr.ones(2, 3) + nnr.ones(4) end))
+    assert.matches("^mul: shapes %[2, 3%] and %[3, 2%] cannot broadcast",
+      H.errmsg(function() return nnr.ones(2, 3) * nnr.ones(3, 2) end))
+    assert.matches("^where: shapes", H.errmsg(function() return nnr.where(nnr.ones(2):gt(0), nnr.ones(3), 0) end))
+  end)
+
+  it("views, indices and dimensions", function()
+    assert.matches("^view: shape %[4, 2%] is invalid for a tensor of shape %[3, 3%]", H.errmsg(function() return nnr.ones(3, 3):view(4, 2) end))
+    assert.matches("incompatible with the strides", H.errmsg(function() return nnr.ones(3, 4):t():view(12) end))
+    assert.equal("index: index 4 is out of range for dimension 1 of size 3", H.errmsg(function() return nnr.ones(3)[4] end))
+    assert.equal("index: index 0 is out of range for dimension 1 of size 3 (indices are 1-based)", H.errmsg(function() return nnr.ones(3, 2)[0] end))
+    assert.equal("select: index -4 is out of range for dimension 1 of size 3", H.errmsg(function() return nnr.ones(3):select(1, -4) end))
+    assert.equal("sum: dimension 3 is out of range for a tensor of shape [2, 2] (expected 1..2 or -2..-1)",
+      H.errmsg(function() return nnr.ones(2, 2):sum(3) end))
+    assert.matches("^narrow: elements 2 to 4 are out of range for dimension 1 of size 3", H.errmsg(function() return nnr.ones(3):narrow(1, 2, 3) end))
+    assert.matches("^expand: cannot expand shape %[2, 3%] to %[4, 3%]", H.errmsg(function() return nnr.ones(2, 3):expand(4, 3) end))
+    assert.matches("^permute: dimension 1 repeated", H.errmsg(function() return nnr.ones(2, 3):permute(1, 1) end))
+    assert.matches("^item: tensor of shape %[2%] has 2 elements, expected exactly 1", H.errmsg(function() return nnr.ones(2):item() end))
+    assert.matches("^tensor: ragged nested table", H.errmsg(function() return nnr.tensor({ { 1, 2 }, { 3 } }) end))
+    assert.matches("^empty: negative size in shape %[2, %-1%]", H.errmsg(function() return nnr.empty(2, -1) end))
+  end)
+
+  it("dtypes and devices", function()
+    assert.matches("unknown dtype 'f8'", H.errmsg(function() return nnr.zeros(2, { dtype = "f8" }) end))
+    assert.matches("device 'tpu:0': no backend plugin provides 'tpu'", H.errmsg(function() return nnr.zeros(2, { device = "tpu:0" }) end))
+    assert.matches("device 'cpu:3': only 1 cpu device", H.errmsg(function() return nnr.zeros(2):to("cpu:3") end))
+    assert.matches("where: condition must be a bool tensor, got f32", H.errmsg(function() return nnr.where(nnr.ones(2), 1, 2) end))
+    assert.matches("masked_fill: mask must be a bool tensor", H.errmsg(function() return nnr.ones(2):masked_fill(nnr.ones(2), 0) end))
+  end)
+
+  it("out of memory is an error, and the process goes on", function()
+    local msg = H.errmsg(function() return nnr.empty(1e6, 1e6, 1e3) end)
+    assert.matches("out of memory", msg)
+    msg = H.errmsg(function() return nnr.empty(2 ^ 40) end)   -- 4 TiB
+    assert.matches("out of memory: cannot allocate 4398046511104 bytes on cpu", msg)
+    assert.equal(3, (nnr.ones(3) + 0):sum():item())
+  end)
+end)
