@@ -200,7 +200,7 @@ static int incomplete(lua_State *L, int status)
     if (status == LUA_ERRSYNTAX) {
         size_t len;
         const char *msg = lua_tolstring(L, -1, &len);
-        if (len >= 5 && strcmp(msg + len - 5, "<eof>") == 0) { lua_pop(L, 1); return 1; }
+        if (len >= 7 && strcmp(msg + len - 7, "'<eof>'") == 0) { lua_pop(L, 1); return 1; }
     }
     return 0;
 }
@@ -361,7 +361,7 @@ int main(int argc, char **argv)
     }
     if (status == 0 && (interactive || !ran_code)) {
         if (!ran_code && !interactive && !isatty(0)) {
-            status = run_stdin(L);
+            status = preload_nnr(L) ? 1 : run_stdin(L);
         } else {
             if (preload_nnr(L) == 0) repl(L);
         }

@@ -1,0 +1,1 @@
+int nnr_not_a_plugin_marker = 1;

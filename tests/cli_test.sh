@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Tests of the nnrun executable: options, scripts and their arguments, exit
+# codes, piped stdin, the REPL (multi-line input, errors, results printed)
+# and Ctrl-C. Usage: cli_test.sh path/to/nnrun test-plugin-dir
+set -u
+NNRUN=$1
+PLUGINS=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+
+check() {   # check NAME CONDITION-COMMAND...
+  local name=$1; shift
+  if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $name"; fi
+}
+contains() { grep -qF -- "$2" <<<"$1" || { echo "  expected to find: $2"; echo "  in: $1" | head -20; return 1; }; }
+
+out=$("$NNRUN" --version); check "--version" contains "$out" "nnrun 0.1.0"
+out=$("$NNRUN" --help); check "--help" contains "$out" "usage: nnrun"
+out=$("$NNRUN" -e 'print((nnr.ones(3) * 2):sum():item())'); check "-e" contains "$out" "6"
+
+cat >"$tmp/script.lua" <<'LUA'
+local nnr = require "nnr"
+print("args", arg[0] ~= nil, arg[1], arg[2], select("#", ...))
+print(nnr.arange(3))
+LUA
+out=$("$NNRUN" "$tmp/script.lua" a b); check "script args" contains "$out" "args	true	a	b	2"
+check "script output" contains "$out" "tensor([0., 1., 2.], shape=[3], dtype=f32, device=cpu)"
+
+echo 'error("boom")' >"$tmp/bad.lua"
+err=$("$NNRUN" "$tmp/bad.lua" 2>&1); code=$?
+check "error exit code" test "$code" -eq 1
+check "error message" contains "$err" "boom"
+err=$("$NNRUN" -e 'local x = nnr.ones(2, 3) + nnr.ones(4)' 2>&1); code=$?
+check "op error exit code" test "$code" -eq 1
+check "op error message" contains "$err" "add: shapes [2, 3] and [4] cannot broadcast"
+err=$("$NNRUN" "$tmp/missing.lua" 2>&1); code=$?
+check "missing script" test "$code" -eq 1
+check "missing script message" contains "$err" "cannot open"
+err=$("$NNRUN" --bogus 2>&1); code=$?
+check "unknown option" test "$code" -eq 1
+
+out=$(echo 'print(nnr.ones(2):sum():item() + 1)' | "$NNRUN"); check "piped stdin" contains "$out" "3"
+check "piped stdin has no prompt" bash -c "! grep -qF '> ' <<<\"$out\""
+
+printf '%s\n' 'x = 2' 'x * 3' 'for i = 1, 2 do' 'print("loop", i)' 'end' 'error("oops")' 'print("still here")' \
+  'nnr.tensor({1, 2})' '= 7' >"$tmp/repl.txt"
+out=$("$NNRUN" -i <"$tmp/repl.txt" 2>&1); code=$?
+check "repl exit code" test "$code" -eq 0
+check "repl expression" contains "$out" "6"
+check "repl multi-line" contains "$out" "loop	2"
+check "repl error goes on" contains "$out" "oops"
+check "repl after error" contains "$out" "still here"
+check "repl tensor printed" contains "$out" "tensor([1., 2.], shape=[2], dtype=f32, device=cpu)"
+check "repl =expr" contains "$out" "7"
+
+# Ctrl-C stops a loop of ops and returns to the prompt; the next line runs
+printf '%s\n' 'while true do local y = nnr.ones(4) + 1 end' 'print("after interrupt")' >"$tmp/loop.txt"
+"$NNRUN" -i <"$tmp/loop.txt" >"$tmp/loop.out" 2>&1 &
+pid=$!
+sleep 1.5
+kill -INT "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "REPL hung after Ctrl-C"; }
+wait "$pid"; code=$?
+out=$(cat "$tmp/loop.out")
+check "ctrl-c interrupts" contains "$out" "interrupted"
+check "ctrl-c back to prompt" contains "$out" "after interrupt"
+check "ctrl-c exit" test "$code" -eq 0
+
+# Ctrl-C in a script ends it with an error
+"$NNRUN" -e 'while true do local y = nnr.ones(4) * 2 end' >"$tmp/s.out" 2>&1 &
+pid=$!
+sleep 1
+kill -INT "$pid"
+wait "$pid"; code=$?
+check "ctrl-c script exit code" test "$code" -eq 1
+check "ctrl-c script message" contains "$(cat "$tmp/s.out")" "interrupted"
+
+out=$(NNR_PLUGIN_PATH="$PLUGINS" "$NNRUN" --plugins 2>&1)
+check "--plugins lists cpu" contains "$out" "loaded: host memory"
+check "--plugins lists refusals" contains "$out" "REFUSED: ABI mismatch"
+check "--plugins lists devices" contains "$out" "testdev:1"
+out=$(NNR_PLUGIN_PATH="$PLUGINS" "$NNRUN" -e 'local t = nnr.ones(3, {device = "testdev:1"}); print(t.device, (t + t):sum():item(), (t * 3):cpu():sum():item())' 2>&1)
+check "second backend from Lua" contains "$out" "testdev:1	6	9"
+check "fallback warns once" contains "$out" "running it on the cpu"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
