@@ -183,7 +183,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
     t->device = device;
     t->offset = 0;
     t->storage = s;
-    memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
     nnr_contiguous_strides(ndim, sizes, t->strides);
     return t;
 }
@@ -199,8 +199,8 @@ nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t 
     t->offset = offset;
     t->storage = base->storage;
     atomic_fetch_add(&base->storage->refcount, 1);
-    memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
-    memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    if (ndim > 0) memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
     return t;
 }
 

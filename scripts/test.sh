@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets everything up, then builds and runs every test twice: the release
+# build, and an AddressSanitizer + UndefinedBehaviorSanitizer build. Warnings
+# are errors here. Ends with one line: "total: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+passed=0 failed=0
+run_suite() {   # run_suite BUILD_DIR CMAKE_ARGS
+  NNR_BUILD_DIR=$1 NNR_CMAKE_ARGS="-DNNR_WERROR=ON $2" scripts/setup.sh || { failed=$((failed + 1)); return; }
+  local log
+  log=$(mktemp)
+  ctest --test-dir "$1" --output-on-failure 2>&1 | tee "$log"
+  local line
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
+  if [ -z "$line" ]; then failed=$((failed + 1)); rm -f "$log"; return; fi
+  local total fail
+  total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
+  fail=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
+  passed=$((passed + total - fail))
+  failed=$((failed + fail))
+  rm -f "$log"
+}
+echo "== release build"
+run_suite build ""
+echo "== sanitizer build (ASan + UBSan)"
+run_suite build-asan "-DNNR_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
