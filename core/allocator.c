@@ -59,8 +59,8 @@ void nnr_account(int64_t delta)
         if (now > atomic_load_explicit(&peak_bytes, memory_order_relaxed))
             atomic_store_explicit(&peak_bytes, now, memory_order_relaxed);
         int64_t base = atomic_load_explicit(&live_at_gc, memory_order_relaxed);
-        int64_t threshold = base < ((int64_t)64 << 20) ? ((int64_t)64 << 20) : base;
-        if (now - base > threshold) gc_flag = 1;      /* live bytes doubled (or grew 64 MiB) since the last GC */
+        int64_t threshold = base / 2 < ((int64_t)32 << 20) ? ((int64_t)32 << 20) : base / 2;
+        if (now - base > threshold) gc_flag = 1;      /* live bytes grew by half (or 32 MiB) since the last GC */
     }
 }
 static void *raw_alloc(const nnr_device_entry *d, size_t nbytes)

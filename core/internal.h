@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include "nnr/nnr.h"
 
+/* everything below is private to libnnr: direct calls, no PLT */
+#pragma GCC visibility push(hidden)
+
 typedef struct nnr_device_entry {
     nnr_plugin *plugin;
     int local_index;
@@ -70,4 +73,5 @@ const char *nnr_op_name(int op);
 /* random.c */
 void nnr_rng_take(uint64_t count, uint64_t *seed, uint64_t *offset);
 
+#pragma GCC visibility pop
 #endif

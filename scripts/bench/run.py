@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Foundation benchmark: nnrun and PyTorch side by side in one run.
+
+Runs scripts/bench/tensor_ops.lua under nnrun, the same workloads under
+PyTorch (1 and 2 threads, OMP_WAIT_POLICY=PASSIVE, the better of the two per
+figure), a STREAM-style bandwidth probe and nnrun's start-up time against
+`import torch`, prints a table with ratios, and rewrites the foundation
+section of docs/perf.md. Usage: scripts/bench/run.py [--no-write]
+PyTorch comes from Debian's python3-torch or pip's torch; without it the
+PyTorch columns are left empty."""
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("NNR_BUILD_DIR", os.path.join(ROOT, "build"))
+NNRUN = os.path.join(BUILD, "bin", "nnrun")
+STREAM = os.path.join(BUILD, "bin", "nnr_stream")
+
+
+def find_torch_python():
+    for py in [os.environ.get("TORCH_PYTHON"), "/usr/bin/python3", sys.executable, "python3"]:
+        if py and subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def blas_env():
+    """The OpenBLAS kernels nnrun picks (see core/registry.c), given to every side alike."""
+    env = dict(os.environ)
+    if "OPENBLAS_CORETYPE" not in env:
+        out = subprocess.run([NNRUN, "-e", "io.write(os.getenv('OPENBLAS_CORETYPE') or '')"], capture_output=True, text=True)
+        if out.stdout:
+            env["OPENBLAS_CORETYPE"] = out.stdout
+    return env
+
+
+def startup(cmd, runs):
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main():
+    write = "--no-write" not in sys.argv
+    env = blas_env()
+    nn = json.loads(subprocess.run([NNRUN, os.path.join(ROOT, "scripts/bench/tensor_ops.lua")], check=True,
+                                   capture_output=True, text=True, env=env).stdout)
+    stream = json.loads(subprocess.run([STREAM, "add", str(2 ** 25), "2", "11"], check=True, capture_output=True,
+                                       text=True, env=env).stdout)
+    nn_start = startup([NNRUN, "-e", ""], 31)
+    torch_py = find_torch_python()
+    th, torch_start, torch_version = {}, None, "not installed"
+    if torch_py:
+        tenv = dict(env, OMP_WAIT_POLICY="PASSIVE")
+        runs = [json.loads(subprocess.run([torch_py, os.path.join(ROOT, "scripts/bench/tensor_ops_torch.py"), str(t)],
+                                          check=True, capture_output=True, text=True, env=tenv).stdout) for t in (1, 2)]
+        torch_version = runs[0]["version"]
+        th = {"small_add_us": min(r["small_add_us"] for r in runs)}
+        for k in ("add_alloc_gbs", "add_out_gbs", "relu_gbs", "matmul_gflops"):
+            th[k] = max(r[k] for r in runs)
+        torch_start = startup([torch_py, "-c", "import torch"], 5)
+
+    bw = stream["median_gbs"]
+    rows = [
+        ("start-up: `nnrun -e ''` vs `python3 -c 'import torch'`", f"{nn_start:.1f} ms",
+         f"{torch_start:.0f} ms" if torch_start else "-", f"{torch_start / nn_start:.0f}x faster" if torch_start else "-", "< 20 ms"),
+        ("`a + b`, 4-element f32, from a loop", f"{nn['small_add_us']:.3f} us", f"{th['small_add_us']:.3f} us" if th else "-",
+         f"{th['small_add_us'] / nn['small_add_us']:.2f}x less" if th else "-", ">= 3x less than PyTorch"),
+        ("`c = a + b`, 2^25 f32 (allocating)", f"{nn['add_alloc_gbs']:.1f} GB/s = {nn['add_alloc_gbs'] / bw:.0%} of STREAM",
+         f"{th['add_alloc_gbs']:.1f} GB/s" if th else "-", f"{nn['add_alloc_gbs'] / th['add_alloc_gbs']:.2f}x" if th else "-", ">= 70% of bandwidth"),
+        ("`add(a, b, out=c)`, 2^25 f32", f"{nn['add_out_gbs']:.1f} GB/s = {nn['add_out_gbs'] / bw:.0%} of STREAM",
+         f"{th['add_out_gbs']:.1f} GB/s" if th else "-", f"{nn['add_out_gbs'] / th['add_out_gbs']:.2f}x" if th else "-", ">= 70% of bandwidth"),
+        ("`relu(a)`, 2^25 f32 (8 bytes/element)", f"{nn['relu_gbs']:.1f} GB/s = {nn['relu_gbs'] / bw:.0%} of STREAM",
+         f"{th['relu_gbs']:.1f} GB/s" if th else "-", f"{nn['relu_gbs'] / th['relu_gbs']:.2f}x" if th else "-", ""),
+        ("f32 matmul 1024^3", f"{nn['matmul_gflops']:.0f} GFLOP/s = {nn['matmul_gflops'] / nn['sgemm_gflops']:.0%} of direct sgemm ({nn['sgemm_gflops']:.0f})",
+         f"{th['matmul_gflops']:.0f} GFLOP/s" if th else "-", f"{nn['matmul_gflops'] / th['matmul_gflops']:.2f}x" if th else "-", ">= 95% of cblas_sgemm"),
+    ]
+    header = "| workload | nnrun | PyTorch (best of 1, 2 threads) | ratio | target |\n|---|---|---|---|---|\n"
+    table = header + "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores; STREAM-style add bandwidth (2 threads) {bw:.1f} GB/s; "
+               f"OpenBLAS 0.3.21 ({nn['blas_core']} kernels); nnrun {nn['version']} ({nn['luajit']}, {nn['threads']} threads); "
+               f"PyTorch {torch_version} (OMP_WAIT_POLICY=PASSIVE, same OpenBLAS kernels)")
+    print(machine)
+    print(table)
+    if write:
+        section = (f"<!-- BEGIN foundation -->\n## Foundation: per-op overhead, bandwidth, matmul\n\n"
+                   f"`scripts/bench/run.py`, {time.strftime('%Y-%m-%d')}. Medians of repeated runs.\n\n"
+                   f"Machine: {machine}.\n\n{table}<!-- END foundation -->")
+        path = os.path.join(ROOT, "docs", "perf.md")
+        text = open(path).read() if os.path.exists(path) else "# Performance\n\n"
+        if "<!-- BEGIN foundation -->" in text:
+            text = re.sub(r"<!-- BEGIN foundation -->.*?<!-- END foundation -->", lambda m: section, text, flags=re.S)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with open(path, "w") as f:
+            f.write(text)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
