@@ -290,6 +290,8 @@ static void usage(FILE *f)
             "  -i                open the REPL after running the script or -e code\n"
             "  -                 run standard input\n"
             "  --plugins         list plugins, devices and any refusals\n"
+            "  --check-backend lib.so\n"
+            "                    load a backend plugin and check every op on its devices against the cpu backend\n"
             "  --version         print versions\n"
             "  --help            this text\n"
             "With no script, nnrun opens the REPL (or runs stdin when it is not a terminal).\n"
@@ -308,6 +310,43 @@ static int list_plugins(void)
     return nnr_device_count() > 0 ? 0 : 1;
 }
 
+/* runs the conformance kit (lua/nnr/conformance.lua) on the plugin at path */
+static int check_backend(const char *path)
+{
+    const char *old = getenv("NNR_PLUGIN_PATH");
+    char *paths = malloc(strlen(path) + (old ? strlen(old) : 0) + 2);
+    if (!paths) return 1;
+    sprintf(paths, "%s%s%s", path, old ? ":" : "", old ? old : "");
+    setenv("NNR_PLUGIN_PATH", paths, 1);
+    free(paths);
+    nnr_init();
+    const char *name = NULL;
+    char real[PATH_MAX];
+    if (!realpath(path, real)) { fprintf(stderr, "nnrun: cannot find %s\n", path); return 1; }
+    for (int i = 0; i < nnr_plugin_count(); i++)
+        if (strcmp(nnr_plugin_path(i), real) == 0) {
+            if (!nnr_plugin_loaded(i)) { fprintf(stderr, "nnrun: %s was refused: %s\n", path, nnr_plugin_message(i)); return 1; }
+            name = nnr_plugin_name(i);
+        }
+    if (!name) { fprintf(stderr, "nnrun: %s was not loaded\n", path); return 1; }
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    set_paths(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open_native);
+    lua_setfield(L, -2, "nnr.native");
+    lua_pop(L, 2);
+    char code[512];
+    snprintf(code, sizeof code,
+             "local ok, lines = require('nnr.conformance').check(%s%s%s)\n"
+             "print(table.concat(lines, '\\n'))\nif not ok then os.exit(1) end",
+             "'", name, "'");
+    int status = run_string(L, code, "=check-backend");
+    lua_close(L);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     int interactive = 0, script = 0, ran_code = 0;
@@ -318,6 +357,10 @@ int main(int argc, char **argv)
             return 0;
         }
         if (strcmp(argv[i], "--plugins") == 0) return list_plugins();
+        if (strcmp(argv[i], "--check-backend") == 0) {
+            if (i + 1 >= argc) { fprintf(stderr, "nnrun: --check-backend needs a plugin library\n"); return 1; }
+            return check_backend(argv[i + 1]);
+        }
     }
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "nnrun: cannot create a Lua state\n"); return 1; }

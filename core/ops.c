@@ -90,6 +90,10 @@ static int run_on_cpu_fallback(const char *opname, const nnr_device_entry *dev, 
     return st;
 }
 
+static _Atomic int64_t fallback_counts[256];
+
+int64_t nnr_fallback_count(int op) { return (op >= 0 && op < 256) ? atomic_load(&fallback_counts[op]) : 0; }
+
 int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
 {
     if (nnr_interrupted_flag()) {
@@ -109,6 +113,7 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
             snprintf(msg, sizeof msg, "%s is not implemented by the %s backend; running it on the cpu (copies inserted)", opname, p->name);
             nnr_host.log(NNR_LOG_WARN, NULL, msg);
         }
+        if (call->op < 256) atomic_fetch_add(&fallback_counts[call->op], 1);
         st = run_on_cpu_fallback(opname, dev, call);
     } else {
         const nnr_tensor_desc *d = call->n_inputs ? call->inputs[0] : call->outputs[0];

@@ -272,6 +272,15 @@ int nnr_init(void)
     return n;
 }
 
+/* at exit, let plugins join their threads and free what they hold */
+__attribute__((destructor)) static void shutdown_plugins(void)
+{
+    for (int i = n_plugins - 1; i >= 0; i--) {
+        nnr_plugin *p = plugins[i].plugin;
+        if (plugins[i].loaded && NNR_HAS_FIELD(p, nnr_plugin, shutdown) && p->shutdown) p->shutdown(p);
+    }
+}
+
 int nnr_plugin_count(void) { nnr_init(); return n_plugins; }
 static const plugin_record *rec(int i) { return (i >= 0 && i < n_plugins) ? &plugins[i] : NULL; }
 const char *nnr_plugin_name(int i) { return rec(i) ? rec(i)->name : NULL; }

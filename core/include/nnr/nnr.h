@@ -53,6 +53,8 @@ const char *nnr_device_name(int device);
 /* "cpu", "cuda:1" -> global device id, or -1 with an error */
 int nnr_device_find(const char *spec);
 int nnr_synchronize(int device);
+/* how many calls of op ran on the cpu fallback because a backend lacked it */
+int64_t nnr_fallback_count(int op);
 
 /* monotonic wall-clock time in seconds (for benchmarks and progress bars) */
 double nnr_clock(void);
