@@ -55,12 +55,17 @@ check "repl tensor printed" contains "$out" "tensor([1., 2.], shape=[2], dtype=f
 check "repl =expr" contains "$out" "7"
 
 # Ctrl-C stops a loop of ops and returns to the prompt; the next line runs
-printf '%s\n' 'while true do local y = nnr.ones(4) + 1 end' 'print("after interrupt")' >"$tmp/loop.txt"
+wait_for() {   # wait_for FILE TEXT: until TEXT shows up in FILE (at most 30 s)
+  for _ in $(seq 300); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+printf '%s\n' 'io.write("looping\n"); io.flush(); while true do local y = nnr.ones(4) + 1 end' 'print("after interrupt")' >"$tmp/loop.txt"
 "$NNRUN" -i <"$tmp/loop.txt" >"$tmp/loop.out" 2>&1 &
 pid=$!
-sleep 1.5
+wait_for "$tmp/loop.out" looping
+sleep 0.3
 kill -INT "$pid"
-for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "REPL hung after Ctrl-C"; }
 wait "$pid"; code=$?
 out=$(cat "$tmp/loop.out")
@@ -69,9 +74,10 @@ check "ctrl-c back to prompt" contains "$out" "after interrupt"
 check "ctrl-c exit" test "$code" -eq 0
 
 # Ctrl-C in a script ends it with an error
-"$NNRUN" -e 'while true do local y = nnr.ones(4) * 2 end' >"$tmp/s.out" 2>&1 &
+"$NNRUN" -e 'io.write("looping\n"); io.flush(); while true do local y = nnr.ones(4) * 2 end' >"$tmp/s.out" 2>&1 &
 pid=$!
-sleep 1
+wait_for "$tmp/s.out" looping
+sleep 0.3
 kill -INT "$pid"
 wait "$pid"; code=$?
 check "ctrl-c script exit code" test "$code" -eq 1
