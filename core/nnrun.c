@@ -24,7 +24,7 @@
 #include "nnr/nnr.h"
 
 static lua_State *globalL;
-static volatile sig_atomic_t in_repl_prompt;
+static volatile sig_atomic_t in_repl_prompt, prompt_interrupted;
 
 static void lstop(lua_State *L, lua_Debug *ar)
 {
@@ -36,7 +36,7 @@ static void lstop(lua_State *L, lua_Debug *ar)
 static void on_sigint(int sig)
 {
     (void)sig;
-    if (in_repl_prompt) return;
+    if (in_repl_prompt) { prompt_interrupted = 1; return; }
     nnr_interrupt();
     if (globalL) lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
@@ -205,11 +205,20 @@ static int incomplete(lua_State *L, int status)
     return 0;
 }
 
-static char *read_line(const char *prompt)
+/* a line, or NULL at end of input; *cancelled is set when Ctrl-C ended the
+ * prompt (libedit then returns NULL too): the caller drops the pending input */
+static char *read_line(const char *prompt, int *cancelled)
 {
+    prompt_interrupted = 0;
     in_repl_prompt = 1;
     char *line = readline(prompt);
     in_repl_prompt = 0;
+    *cancelled = prompt_interrupted;
+    if (*cancelled) {
+        free(line);
+        printf("\n");
+        return NULL;
+    }
     return line;
 }
 
@@ -236,7 +245,9 @@ static void repl(lua_State *L)
     }
     printf("nnrun %s (%s). nnr is loaded; Ctrl-D exits, Ctrl-C stops a computation.\n", nnr_version(), LUAJIT_VERSION);
     for (;;) {
-        char *line = read_line("> ");
+        int cancelled;
+        char *line = read_line("> ", &cancelled);
+        if (cancelled) continue;
         if (!line) break;
         size_t cap = strlen(line) + 1;
         char *chunk = malloc(cap);
@@ -257,8 +268,8 @@ static void repl(lua_State *L)
             lua_pop(L, 1);
             status = luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
             if (!incomplete(L, status)) break;
-            char *more = read_line(">> ");
-            if (!more) break;
+            char *more = read_line(">> ", &cancelled);
+            if (!more) { status = -1; break; }      /* Ctrl-C or end of input: drop the statement */
             size_t nl = strlen(chunk) + strlen(more) + 2;
             char *joined = malloc(nl);
             if (!joined) { free(more); break; }
@@ -270,7 +281,7 @@ static void repl(lua_State *L)
         if (chunk[0]) add_history(chunk);
         if (status == 0) {
             if (docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
-        } else if (lua_gettop(L) > base) {
+        } else if (status != -1 && lua_gettop(L) > base) {
             fprintf(stderr, "%s\n", lua_tostring(L, -1));
             lua_pop(L, 1);
         }
