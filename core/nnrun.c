@@ -321,6 +321,21 @@ static int list_plugins(void)
     return nnr_device_count() > 0 ? 0 : 1;
 }
 
+/* a Lua state with the standard libraries, our package path and nnr.native */
+static lua_State *new_state(void)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) { fprintf(stderr, "nnrun: cannot create a Lua state\n"); return NULL; }
+    luaL_openlibs(L);
+    set_paths(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open_native);
+    lua_setfield(L, -2, "nnr.native");
+    lua_pop(L, 2);
+    return L;
+}
+
 /* runs the conformance kit (lua/nnr/conformance.lua) on the plugin at path */
 static int check_backend(const char *path)
 {
@@ -340,20 +355,18 @@ static int check_backend(const char *path)
             name = nnr_plugin_name(i);
         }
     if (!name) { fprintf(stderr, "nnrun: %s was not loaded\n", path); return 1; }
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    set_paths(L);
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, open_native);
-    lua_setfield(L, -2, "nnr.native");
-    lua_pop(L, 2);
-    char code[512];
-    snprintf(code, sizeof code,
-             "local ok, lines = require('nnr.conformance').check(%s%s%s)\n"
-             "print(table.concat(lines, '\\n'))\nif not ok then os.exit(1) end",
-             "'", name, "'");
-    int status = run_string(L, code, "=check-backend");
+    lua_State *L = new_state();
+    if (!L) return 1;
+    static const char code[] =
+        "local ok, lines = require('nnr.conformance').check(...)\n"
+        "print(table.concat(lines, '\\n'))\n"
+        "return ok";
+    int status = luaL_loadbuffer(L, code, sizeof code - 1, "=check-backend");
+    if (status == 0) {
+        lua_pushstring(L, name);
+        status = docall(L, 1, 1);
+        if (status == 0) status = lua_toboolean(L, -1) ? 0 : 1;
+    }
     lua_close(L);
     return status;
 }
@@ -373,16 +386,9 @@ int main(int argc, char **argv)
             return check_backend(argv[i + 1]);
         }
     }
-    lua_State *L = luaL_newstate();
-    if (!L) { fprintf(stderr, "nnrun: cannot create a Lua state\n"); return 1; }
+    lua_State *L = new_state();
+    if (!L) return 1;
     globalL = L;
-    luaL_openlibs(L);
-    set_paths(L);
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, open_native);
-    lua_setfield(L, -2, "nnr.native");
-    lua_pop(L, 2);
     install_sigint();
 
     int status = 0;
