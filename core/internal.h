@@ -21,6 +21,7 @@ typedef struct nnr_device_entry {
 /* Refcounted memory on one device. */
 typedef struct nnr_storage {
     atomic_int refcount;
+    atomic_uint version;     /* bumped by every in-place write: saved tensors check it */
     int device;
     int small;           /* data lives inline in this block (small cpu tensors) */
     void *data;
@@ -37,7 +38,60 @@ struct nnr_tensor {
     int64_t sizes[NNR_MAX_DIMS];
     int64_t strides[NNR_MAX_DIMS];
     nnr_storage *storage;
+    /* autograd (autograd.c) */
+    int8_t requires_grad;            /* leaf: set by the user; non-leaf: has a grad_fn */
+    int8_t retains_grad;             /* non-leaf whose .grad is kept (retain_grad) */
+    int8_t is_view;                  /* made by a view op from a tensor that requires grad */
+    struct nnr_node *grad_fn;        /* the node that made it (NULL for leaves) */
+    struct nnr_node *grad_acc;       /* leaves: their AccumulateGrad node, created on demand */
+    struct nnr_tensor *grad;
 };
+
+/* ---- autograd (autograd.c; the derivatives live in derivatives.c) ---- */
+enum { NNR_NODE_MAX_SAVED = 4 };
+typedef struct nnr_node nnr_node;
+/* computes the gradients of the node's inputs from the gradient of its
+ * output; grads[k] may stay NULL for an input that gets none */
+typedef int (*nnr_backward_fn)(nnr_node *node, const nnr_tensor *grad, nnr_tensor **grads);
+
+struct nnr_node {
+    atomic_int refcount;
+    const char *name;                /* "MulBackward" */
+    nnr_backward_fn backward;        /* NULL for AccumulateGrad */
+    unsigned visit;                  /* pass marker of the current backward */
+    int n_saved;
+    nnr_tensor *saved[NNR_NODE_MAX_SAVED];
+    unsigned saved_version[NNR_NODE_MAX_SAVED];
+    double f[4];
+    int64_t i[NNR_MAX_DIMS];
+    int released;                    /* saved tensors were freed after a backward */
+    nnr_tensor *leaf;                /* AccumulateGrad: the leaf (weak; cleared when it dies) */
+    nnr_tensor *retained;            /* retain_grad: the non-leaf output (weak) */
+    /* scratch of one backward pass */
+    int deps;
+    nnr_tensor *pending;
+    int n_inputs;
+    struct nnr_node_input {
+        nnr_node *node;              /* where this input's gradient goes; NULL: it needs none */
+        int ndim, dtype, device;
+        int64_t sizes[NNR_MAX_DIMS];
+    } in[];
+};
+
+bool nnr_grad_mode(void);
+/* true when recording is on and any input requires grad */
+bool nnr_should_record(int n, const nnr_tensor *const *inputs);
+/* a node for an op over inputs (edges and input shapes filled in) */
+nnr_node *nnr_node_new(const char *name, nnr_backward_fn backward, int n, const nnr_tensor *const *inputs);
+int nnr_node_save(nnr_node *node, const nnr_tensor *t);
+/* t gets node as grad_fn (takes the caller's reference to node) */
+void nnr_node_attach(nnr_tensor *t, nnr_node *node);
+void nnr_node_release(nnr_node *node);
+/* the saved tensor k, or NULL with an error if it was freed or modified in place */
+const nnr_tensor *nnr_node_saved(nnr_node *node, int k);
+/* in-place op on t: check it may be modified, bump its version */
+int nnr_autograd_check_inplace(const char *op, nnr_tensor *t);
+void nnr_autograd_release_tensor(nnr_tensor *t);
 
 /* error.c */
 int nnr_errorf(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

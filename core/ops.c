@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "derivatives.h"
 #include "half.h"
 #include "internal.h"
 
@@ -27,6 +28,7 @@ const char *nnr_op_name(int op)
     case NNR_OP_ARGMAX: return "argmax"; case NNR_OP_ARGMIN: return "argmin"; case NNR_OP_MEAN: return "mean"; case NNR_OP_VAR: return "var";
     case NNR_OP_SOFTMAX: return "softmax"; case NNR_OP_LOG_SOFTMAX: return "log_softmax";
     case NNR_OP_MATMUL: return "matmul"; case NNR_OP_GATHER: return "gather"; case NNR_OP_INDEX_SELECT: return "index_select";
+    case NNR_OP_SCATTER_ADD: return "scatter_add"; case NNR_OP_INDEX_ADD: return "index_add";
     }
     return "op";
 }
@@ -183,10 +185,37 @@ static int run1(const char *op, int opid, int device, int nin, const nnr_tensor_
     return nnr_dispatch(op, device, &call);
 }
 
+/* records into r with fn's result; on failure drops r */
+#define RECORD(r, call) do { if ((r) && (call) != NNR_OK) { nnr_tensor_release(r); (r) = NULL; } } while (0)
+
+static int copy_same_device(nnr_tensor *dst, const nnr_tensor *src);
+
+/* the end of an in-place op computed out of place while recording: a takes
+ * r's values and r's history */
+static int inplace_recorded(nnr_tensor *a, nnr_tensor *r)
+{
+    if (!r) return nnr_last_status();
+    int st = copy_same_device(a, r);
+    if (st == NNR_OK && r->grad_fn) {
+        atomic_fetch_add(&r->grad_fn->refcount, 1);
+        nnr_node_attach(a, r->grad_fn);
+    }
+    nnr_tensor_release(r);
+    return st;
+}
+
+/* a's current value as a separate tensor that carries a's history */
+static nnr_tensor *old_value(nnr_tensor *a)
+{
+    return nnr_clone(a);
+}
+
 /* ---------- copy, fill, to ---------- */
 
 int nnr_fill_(nnr_tensor *t, double value)
 {
+    if (nnr_autograd_check_inplace("fill_", t)) return nnr_last_status();
+    if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     nnr_tensor_desc d;
     nnr_tensor_desc_of(t, &d);
     nnr_op_params p = {.struct_size = sizeof p, .f = {value}};
@@ -212,6 +241,10 @@ int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src)
         return nnr_errorf(NNR_ERR_INVALID, "copy_: source of shape %s cannot be broadcast to destination shape %s",
                           nnr_shape_str(a, sizeof a, src->ndim, src->sizes), nnr_shape_str(b, sizeof b, dst->ndim, dst->sizes));
     }
+    if (nnr_autograd_check_inplace("copy_", dst)) return nnr_last_status();
+    if (nnr_grad_mode() && (dst->requires_grad || src->requires_grad) &&
+        nnr_record_overwrite("CopyBackward", dst, src->requires_grad ? src : NULL))
+        return nnr_last_status();
     if (dst->device == src->device) return copy_same_device(dst, src);
 
     /* across devices: a contiguous block of dst's dtype travels through the plugins' copy */
@@ -251,7 +284,10 @@ nnr_tensor *nnr_to(const nnr_tensor *t, int dtype, int device)
     if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "to: unknown dtype %d", dtype); return NULL; }
     if (dtype == t->dtype && device == t->device) { nnr_tensor_retain((nnr_tensor *)t); return (nnr_tensor *)t; }
     nnr_tensor *r = nnr_tensor_alloc(dtype, t->ndim, t->sizes, device);
-    if (r && nnr_copy_(r, t)) { nnr_tensor_release(r); return NULL; }
+    int prev = nnr_set_grad_enabled(0);         /* the cast records itself below */
+    if (r && nnr_copy_(r, t)) { nnr_tensor_release(r); r = NULL; }
+    nnr_set_grad_enabled(prev);
+    if (nnr_dtype_is_float(dtype) && nnr_should_record(1, &t)) RECORD(r, nnr_record_view(NNR_VIEW_CAST, t, r, NULL, 0));
     return r;
 }
 
@@ -259,6 +295,7 @@ nnr_tensor *nnr_clone(const nnr_tensor *t)
 {
     nnr_tensor *r = nnr_tensor_alloc(t->dtype, t->ndim, t->sizes, t->device);
     if (r && copy_same_device(r, t)) { nnr_tensor_release(r); return NULL; }
+    if (nnr_should_record(1, &t)) RECORD(r, nnr_record_view(NNR_VIEW_IDENTITY, t, r, NULL, 0));
     return r;
 }
 
@@ -278,6 +315,8 @@ int nnr_random_(nnr_tensor *t, int kind, double a, double b)
         return nnr_errorf(NNR_ERR_INVALID, "randint: empty range [%g, %g)", a, b);
     if (kind != NNR_OP_RAND_INT && !nnr_dtype_is_float(t->dtype))
         return nnr_errorf(NNR_ERR_INVALID, "%s: dtype %s is not a floating-point type", nnr_op_name(kind), nnr_dtype_name(t->dtype));
+    if (nnr_autograd_check_inplace(nnr_op_name(kind), t)) return nnr_last_status();
+    if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     /* the counter advances by the element count, rounded to Philox's 4-wide blocks */
     uint64_t seed, offset, n = (uint64_t)nnr_tensor_numel(t);
     nnr_rng_take((n + 3) / 4 * 4, &seed, &offset);
@@ -336,6 +375,7 @@ nnr_tensor *nnr_unary(int op, const nnr_tensor *a)
         const nnr_tensor_desc *in[1] = {&di};
         if (run1(nnr_op_name(op), op, a->device, 1, in, &dout, NULL)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (nnr_should_record(1, (const nnr_tensor **)&x)) RECORD(r, nnr_record_unary(op, x, r));
     nnr_tensor_release(x);
     return r;
 }
@@ -348,6 +388,12 @@ int nnr_unary_(int op, nnr_tensor *a)
     if (odt != a->dtype)
         return nnr_errorf(NNR_ERR_INVALID, "%s_: result type %s cannot be stored in place in a %s tensor", nnr_op_name(op),
                           nnr_dtype_name(odt), nnr_dtype_name(a->dtype));
+    if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
+    if (nnr_should_record(1, (const nnr_tensor **)&a)) {
+        nnr_tensor *old = old_value(a), *r = old ? nnr_unary(op, old) : NULL;
+        nnr_tensor_release(old);
+        return inplace_recorded(a, r);
+    }
     nnr_tensor_desc d;
     nnr_tensor_desc_of(a, &d);
     const nnr_tensor_desc *in[1] = {&d};
@@ -389,6 +435,11 @@ static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b,
     int compute, result;
     binary_dtypes(op, nnr_promote_types(a->dtype, b->dtype), &compute, &result);
     if (out) {
+        const nnr_tensor *in2[2] = {a, b};
+        if (nnr_should_record(2, in2) || (out->requires_grad && nnr_grad_mode())) {
+            nnr_errorf(NNR_ERR_INVALID, "%s: the out= variant does not record gradients; use it inside nnr.no_grad", name);
+            return NULL;
+        }
         if (out->ndim != n || memcmp(out->sizes, shape, sizeof(int64_t) * (size_t)n) != 0 || out->dtype != result || out->device != a->device) {
             char x[NNR_SHAPE_BUF], y[NNR_SHAPE_BUF];
             nnr_errorf(NNR_ERR_INVALID, "%s: out tensor is %s %s, expected %s %s", name, nnr_shape_str(x, sizeof x, out->ndim, out->sizes),
@@ -406,6 +457,8 @@ static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b,
     nnr_tensor_desc_of(out, &dout);
     const nnr_tensor_desc *in[2] = {&dx, &dy};
     if (run1(name, op, a->device, 2, in, &dout, NULL)) goto fail;
+    const nnr_tensor *used[2] = {x ? x : a, y ? y : b};
+    if (nnr_should_record(2, used) && nnr_record_binary(op, used[0], used[1], out)) goto fail;
     nnr_tensor_release(x);
     nnr_tensor_release(y);
     return out;
@@ -444,7 +497,9 @@ nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_
     nnr_tensor *x = a->dtype == compute ? NULL : nnr_to(a, compute, a->device);
     if (a->dtype != compute && !x) return NULL;
     nnr_tensor *r = nnr_tensor_alloc(result, a->ndim, a->sizes, a->device);
-    if (r && run_scalar(op, x ? x : a, s, scalar_first, r)) { nnr_tensor_release(r); r = NULL; }
+    const nnr_tensor *used = x ? x : a;
+    if (r && run_scalar(op, used, s, scalar_first, r)) { nnr_tensor_release(r); r = NULL; }
+    if (nnr_should_record(1, &used)) RECORD(r, nnr_record_binary_scalar(op, used, s, scalar_first, r));
     nnr_tensor_release(x);
     return r;
 }
@@ -471,16 +526,22 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
     }
     int compute, result;
     binary_dtypes(op, nnr_promote_types(a->dtype, b->dtype), &compute, &result);
-    if (is_compare(op)) compute = result = a->dtype;      /* stored as 0/1 in a's type */
+    if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", name);
     if (inplace_check(op, a, result)) return nnr_last_status();
+    if (nnr_autograd_check_inplace(name, a)) return nnr_last_status();
+    const nnr_tensor *in2[2] = {a, b};
+    if (nnr_should_record(2, in2)) {
+        nnr_tensor *old = old_value(a), *r = old ? nnr_binary(op, old, b) : NULL;
+        nnr_tensor_release(old);
+        return inplace_recorded(a, r);
+    }
     nnr_tensor *y = as_dtype(b, compute);
     if (!y) return nnr_last_status();
     nnr_tensor_desc da, dy;
     nnr_tensor_desc_of(a, &da);
     desc_broadcast(y, n, shape, &dy);
     const nnr_tensor_desc *in[2] = {&da, &dy};
-    int st = is_compare(op) ? nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", name)
-                            : run1(name, op, a->device, 2, in, &da, NULL);
+    int st = run1(name, op, a->device, 2, in, &da, NULL);
     nnr_tensor_release(y);
     return st;
 }
@@ -492,6 +553,12 @@ int nnr_binary_scalar_(int op, nnr_tensor *a, double s)
     int compute, result;
     binary_dtypes(op, promote_with_scalar(a->dtype, s), &compute, &result);
     if (inplace_check(op, a, result)) return nnr_last_status();
+    if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
+    if (nnr_should_record(1, (const nnr_tensor **)&a)) {
+        nnr_tensor *old = old_value(a), *r = old ? nnr_binary_scalar(op, old, s, 0) : NULL;
+        nnr_tensor_release(old);
+        return inplace_recorded(a, r);
+    }
     return run_scalar(op, a, s, 0, a);
 }
 
@@ -526,6 +593,8 @@ nnr_tensor *nnr_where_scalar(const nnr_tensor *cond, const nnr_tensor *a, double
         nnr_op_params p = {.struct_size = sizeof p, .f = {sa, sb}, .i = {(x ? 0 : 1) | (y ? 0 : 2)}};
         if (run1("where", NNR_OP_WHERE, cond->device, nin, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
     }
+    const nnr_tensor *used[2] = {x, y};
+    if (nnr_should_record(2, used)) RECORD(r, nnr_record_where(cond, x, y, r));
     nnr_tensor_release(x);
     nnr_tensor_release(y);
     return r;
@@ -565,6 +634,12 @@ nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double 
 
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value)
 {
+    if (nnr_autograd_check_inplace("masked_fill_", a)) return nnr_last_status();
+    if (nnr_should_record(1, (const nnr_tensor **)&a)) {
+        nnr_tensor *old = old_value(a), *r = old ? nnr_masked_fill(old, mask, value) : NULL;
+        nnr_tensor_release(old);
+        return inplace_recorded(a, r);
+    }
     nnr_tensor *r = nnr_masked_fill(a, mask, value);
     if (!r) return nnr_last_status();
     int st = copy_same_device(a, r);
@@ -588,6 +663,7 @@ nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags)
         const nnr_tensor_desc *in[1] = {&dx};
         if (run1("clamp", NNR_OP_CLAMP, a->device, 1, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (x && nnr_should_record(1, (const nnr_tensor **)&x)) RECORD(r, nnr_record_clamp(x, lo, hi, flags, r));
     nnr_tensor_release(x);
     return r;
 }
@@ -595,6 +671,12 @@ nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags)
 int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags)
 {
     if (a->dtype == NNR_BOOL) return nnr_errorf(NNR_ERR_INVALID, "clamp_: not defined for bool tensors");
+    if (nnr_autograd_check_inplace("clamp_", a)) return nnr_last_status();
+    if (nnr_should_record(1, (const nnr_tensor **)&a)) {
+        nnr_tensor *old = old_value(a), *r = old ? nnr_clamp(old, lo, hi, flags) : NULL;
+        nnr_tensor_release(old);
+        return inplace_recorded(a, r);
+    }
     nnr_tensor_desc d;
     nnr_tensor_desc_of(a, &d);
     nnr_op_params p = {.struct_size = sizeof p, .f = {lo, hi}, .i = {flags}};
@@ -665,6 +747,11 @@ nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, 
         const nnr_tensor_desc *in[1] = {&din};
         if (run1(name, op, a->device, 1, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (nnr_should_record(1, (const nnr_tensor **)&x)) {
+        unsigned mask = 0;
+        for (int d = 0; d < a->ndim; d++) if (reduced[d]) mask |= 1u << d;
+        RECORD(r, nnr_record_reduce(op, x, mask, rcount, correction, r));
+    }
     nnr_tensor_release(x);
     return r;
 }
@@ -698,6 +785,7 @@ nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log)
         int op = log ? NNR_OP_LOG_SOFTMAX : NNR_OP_SOFTMAX;
         if (run1(name, op, a->device, 1, in, &dout, NULL)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (a->ndim > 0 && x && nnr_should_record(1, (const nnr_tensor **)&x)) RECORD(r, nnr_record_softmax(x, d, log, r));
     nnr_tensor_release(x);
     return r;
 }
@@ -762,6 +850,8 @@ static nnr_tensor *matmul_impl(const char *name, const nnr_tensor *a, const nnr_
         const nnr_tensor_desc *in[2] = {&da, &db};
         if (run1(name, NNR_OP_MATMUL, a->device, 2, in, &dout, NULL)) { nnr_tensor_release(r); r = NULL; }
     }
+    const nnr_tensor *used[2] = {xa, xb};
+    if (r && nnr_should_record(2, used)) RECORD(r, nnr_record_matmul(xa, xb, r));
     nnr_tensor_release(xa);
     nnr_tensor_release(xb);
     if (r && (drop_m || drop_n)) {
@@ -841,6 +931,7 @@ nnr_tensor *nnr_cat(int n, nnr_tensor *const *ts, int dim)
         if (st) { nnr_tensor_release(r); return NULL; }
         at += ts[i]->sizes[d];
     }
+    if (r && nnr_should_record(n, (const nnr_tensor *const *)ts)) RECORD(r, nnr_record_cat(n, ts, d, r));
     return r;
 }
 
@@ -880,6 +971,7 @@ nnr_tensor *nnr_gather(const nnr_tensor *a, int dim, const nnr_tensor *index)
         const nnr_tensor_desc *in[2] = {&da, &di};
         if (run1("gather", NNR_OP_GATHER, a->device, 2, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (r && nnr_should_record(1, &a)) RECORD(r, nnr_record_index(0, a, d, idx, NULL, r));
     nnr_tensor_release(idx);
     return r;
 }
@@ -911,6 +1003,65 @@ nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *ind
         const nnr_tensor_desc *in[2] = {&da, &di};
         if (run1("index_select", NNR_OP_INDEX_SELECT, a->device, 2, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
     }
+    if (r && nnr_should_record(1, &a)) RECORD(r, nnr_record_index(1, a, d, idx, NULL, r));
     nnr_tensor_release(idx);
     return r;
+}
+
+/* out = a with src added at index along dim (SCATTER_ADD) or at index[j] slices (INDEX_ADD) */
+static nnr_tensor *accumulate_at(int kind, const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src)
+{
+    const char *name = kind == NNR_OP_SCATTER_ADD ? "scatter_add" : "index_add";
+    char x[NNR_SHAPE_BUF], y[NNR_SHAPE_BUF];
+    int d = dim < 0 ? dim + a->ndim : dim;
+    if (a->ndim == 0 || d < 0 || d >= a->ndim) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: dimension %d is out of range for a tensor of shape %s", name, dim + 1, nnr_shape_str(x, sizeof x, a->ndim, a->sizes));
+        return NULL;
+    }
+    if (same_device(name, a, src)) return NULL;
+    int ok;
+    if (kind == NNR_OP_SCATTER_ADD) {
+        ok = index->ndim == a->ndim && src->ndim == a->ndim;
+        for (int k = 0; ok && k < a->ndim; k++) ok = index->sizes[k] == src->sizes[k] && (k == d || index->sizes[k] <= a->sizes[k]);
+    } else {
+        ok = index->ndim <= 1 && src->ndim == a->ndim && src->sizes[d] == nnr_tensor_numel(index);
+        for (int k = 0; ok && k < a->ndim; k++) ok = k == d || src->sizes[k] == a->sizes[k];
+    }
+    if (!ok) {
+        char z[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "%s: index %s and source %s do not fit a tensor of shape %s along dimension %d", name,
+                   nnr_shape_str(y, sizeof y, index->ndim, index->sizes), nnr_shape_str(z, sizeof z, src->ndim, src->sizes),
+                   nnr_shape_str(x, sizeof x, a->ndim, a->sizes), d + 1);
+        return NULL;
+    }
+    nnr_tensor *idx = index_as_i64(name, a, index);
+    nnr_tensor *s = idx ? as_dtype(src, a->dtype) : NULL;
+    nnr_tensor *r = s ? nnr_tensor_alloc(a->dtype, a->ndim, a->sizes, a->device) : NULL;
+    if (r && copy_same_device(r, a)) { nnr_tensor_release(r); r = NULL; }
+    if (r) {
+        nnr_tensor_desc di, ds, dout;
+        nnr_tensor_desc_of(idx, &di);
+        if (di.ndim == 0) { di.ndim = 1; di.sizes[0] = 1; di.strides[0] = 1; }
+        nnr_tensor_desc_of(s, &ds);
+        nnr_tensor_desc_of(r, &dout);
+        nnr_op_params p = {.struct_size = sizeof p, .i = {d}};
+        const nnr_tensor_desc *in[2] = {&di, &ds};
+        if (run1(name, kind, a->device, 2, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
+    }
+    const nnr_tensor *used[2] = {a, s};
+    if (r && nnr_should_record(2, used))
+        RECORD(r, nnr_record_index(kind == NNR_OP_SCATTER_ADD ? 2 : 3, a, d, idx, s, r));
+    nnr_tensor_release(idx);
+    nnr_tensor_release(s);
+    return r;
+}
+
+nnr_tensor *nnr_scatter_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src)
+{
+    return accumulate_at(NNR_OP_SCATTER_ADD, a, dim, index, src);
+}
+
+nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src)
+{
+    return accumulate_at(NNR_OP_INDEX_ADD, a, dim, index, src);
 }

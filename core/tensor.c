@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "derivatives.h"
 #include "half.h"
 #include "internal.h"
 
@@ -175,6 +176,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
         return NULL;
     }
     atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
     s->device = device;
     s->nbytes = nbytes;
     atomic_init(&t->refcount, 1);
@@ -183,6 +185,9 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
     t->device = device;
     t->offset = 0;
     t->storage = s;
+    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->grad_fn = t->grad_acc = NULL;
+    t->grad = NULL;
     if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
     nnr_contiguous_strides(ndim, sizes, t->strides);
     return t;
@@ -198,6 +203,9 @@ nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t 
     t->device = base->device;
     t->offset = offset;
     t->storage = base->storage;
+    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->grad_fn = t->grad_acc = NULL;
+    t->grad = NULL;
     atomic_fetch_add(&base->storage->refcount, 1);
     if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
     if (ndim > 0) memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
@@ -209,6 +217,7 @@ void nnr_tensor_retain(nnr_tensor *t) { if (t) atomic_fetch_add_explicit(&t->ref
 void nnr_tensor_release(nnr_tensor *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refcount, 1, memory_order_acq_rel) != 1) return;
+    if (t->grad_fn || t->grad_acc || t->grad) nnr_autograd_release_tensor(t);
     nnr_storage *s = t->storage;
     int embedded = t->embedded;
     if (atomic_fetch_sub_explicit(&s->refcount, 1, memory_order_acq_rel) == 1) storage_free(s);   /* frees an embedding block too */
@@ -329,6 +338,10 @@ int nnr_set(nnr_tensor *t, const int64_t *index, double value)
     int64_t off;
     int st = element_offset("set", t, index, &off);
     if (st) return st;
+    if ((st = nnr_autograd_check_inplace("set", t))) return st;
+    if (t->requires_grad && nnr_grad_mode())
+        return nnr_errorf(NNR_ERR_INVALID, "set: writing one element of a tensor that requires grad is not supported; "
+                          "clone() it, or write inside nnr.no_grad");
     size_t es = nnr_dtype_bytes(t->dtype);
     const nnr_device_entry *d = nnr_device_get(t->device);
     if (t->device == 0) { nnr_store_f64(t->dtype, (char *)t->storage->data + off * (int64_t)es, value); return NNR_OK; }
@@ -395,6 +408,16 @@ nnr_tensor *nnr_eye(int64_t n, int64_t m, int dtype, int device)
 }
 
 /* ---------- views ---------- */
+
+/* a new view records how to send its gradient back to the base */
+static nnr_tensor *finish_view(nnr_tensor *v, int kind, const nnr_tensor *base, const int64_t *params, int nparams)
+{
+    if (v && nnr_should_record(1, &base) && nnr_record_view(kind, base, v, params, nparams)) {
+        nnr_tensor_release(v);
+        return NULL;
+    }
+    return v;
+}
 
 static int wrap_dim(const char *op, const nnr_tensor *t, int dim, int extra)
 {
@@ -471,18 +494,18 @@ nnr_tensor *nnr_view(const nnr_tensor *t, int ndim, const int64_t *sizes)
                    nnr_shape_str(a, sizeof a, ndim, s), nnr_shape_str(c, sizeof c, t->ndim, t->strides), nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
         return NULL;
     }
-    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+    return finish_view(nnr_tensor_new_view(t, ndim, s, st, t->offset), NNR_VIEW_RESHAPE, t, NULL, 0);
 }
 
 nnr_tensor *nnr_reshape(const nnr_tensor *t, int ndim, const int64_t *sizes)
 {
     int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
     if (infer_sizes("reshape", t, ndim, sizes, s)) return NULL;
-    if (view_strides(t, ndim, s, st)) return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+    if (view_strides(t, ndim, s, st)) return finish_view(nnr_tensor_new_view(t, ndim, s, st, t->offset), NNR_VIEW_RESHAPE, t, NULL, 0);
     nnr_tensor *c = nnr_contiguous(t);
     if (!c) return NULL;
     nnr_contiguous_strides(ndim, s, st);
-    nnr_tensor *v = nnr_tensor_new_view(c, ndim, s, st, c->offset);
+    nnr_tensor *v = finish_view(nnr_tensor_new_view(c, ndim, s, st, c->offset), NNR_VIEW_RESHAPE, c, NULL, 0);
     nnr_tensor_release(c);
     return v;
 }
@@ -494,7 +517,7 @@ nnr_tensor *nnr_permute(const nnr_tensor *t, int ndim, const int *dims)
         nnr_errorf(NNR_ERR_INVALID, "permute: %d dimensions given for a tensor of shape %s", ndim, nnr_shape_str(b, sizeof b, t->ndim, t->sizes));
         return NULL;
     }
-    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS];
+    int64_t s[NNR_MAX_DIMS], st[NNR_MAX_DIMS], perm[NNR_MAX_DIMS];
     int seen[NNR_MAX_DIMS] = {0};
     for (int i = 0; i < ndim; i++) {
         int d = wrap_dim("permute", t, dims[i], 0);
@@ -502,8 +525,9 @@ nnr_tensor *nnr_permute(const nnr_tensor *t, int ndim, const int *dims)
         if (seen[d]++) { nnr_errorf(NNR_ERR_INVALID, "permute: dimension %d repeated", d + 1); return NULL; }
         s[i] = t->sizes[d];
         st[i] = t->strides[d];
+        perm[i] = d;
     }
-    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+    return finish_view(nnr_tensor_new_view(t, ndim, s, st, t->offset), NNR_VIEW_PERMUTE, t, perm, ndim);
 }
 
 nnr_tensor *nnr_transpose(const nnr_tensor *t, int dim0, int dim1)
@@ -515,7 +539,8 @@ nnr_tensor *nnr_transpose(const nnr_tensor *t, int dim0, int dim1)
     memcpy(st, t->strides, sizeof st);
     s[a] = t->sizes[b]; s[b] = t->sizes[a];
     st[a] = t->strides[b]; st[b] = t->strides[a];
-    return nnr_tensor_new_view(t, t->ndim, s, st, t->offset);
+    int64_t params[2] = {a, b};
+    return finish_view(nnr_tensor_new_view(t, t->ndim, s, st, t->offset), NNR_VIEW_TRANSPOSE, t, params, 2);
 }
 
 nnr_tensor *nnr_narrow(const nnr_tensor *t, int dim, int64_t start, int64_t length)
@@ -531,7 +556,8 @@ nnr_tensor *nnr_narrow(const nnr_tensor *t, int dim, int64_t start, int64_t leng
     int64_t s[NNR_MAX_DIMS];
     memcpy(s, t->sizes, sizeof s);
     s[d] = length;
-    return nnr_tensor_new_view(t, t->ndim, s, t->strides, t->offset + start * t->strides[d]);
+    int64_t params[3] = {d, start, length};
+    return finish_view(nnr_tensor_new_view(t, t->ndim, s, t->strides, t->offset + start * t->strides[d]), NNR_VIEW_NARROW, t, params, 3);
 }
 
 nnr_tensor *nnr_select(const nnr_tensor *t, int dim, int64_t index)
@@ -549,7 +575,8 @@ nnr_tensor *nnr_select(const nnr_tensor *t, int dim, int64_t index)
     int k = 0;
     for (int i = 0; i < t->ndim; i++)
         if (i != d) { s[k] = t->sizes[i]; st[k] = t->strides[i]; k++; }
-    return nnr_tensor_new_view(t, t->ndim - 1, s, st, t->offset + index * t->strides[d]);
+    int64_t params[2] = {d, index};
+    return finish_view(nnr_tensor_new_view(t, t->ndim - 1, s, st, t->offset + index * t->strides[d]), NNR_VIEW_SELECT, t, params, 2);
 }
 
 nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes)
@@ -568,7 +595,7 @@ nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes)
             s[i] = want; st[i] = 0;
         }
     }
-    return nnr_tensor_new_view(t, ndim, s, st, t->offset);
+    return finish_view(nnr_tensor_new_view(t, ndim, s, st, t->offset), NNR_VIEW_EXPAND, t, NULL, 0);
 bad:;
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
     nnr_errorf(NNR_ERR_INVALID, "expand: cannot expand shape %s to %s (only size-1 dimensions can grow)",
@@ -580,7 +607,7 @@ nnr_tensor *nnr_squeeze(const nnr_tensor *t, int dim)
 {
     int d = -1;
     if (dim != -1 || t->ndim == 0) {
-        if (t->ndim == 0) return nnr_tensor_new_view(t, 0, t->sizes, t->strides, t->offset);
+        if (t->ndim == 0) return finish_view(nnr_tensor_new_view(t, 0, t->sizes, t->strides, t->offset), NNR_VIEW_RESHAPE, t, NULL, 0);
         d = wrap_dim("squeeze", t, dim, 0);
         if (d < 0) return NULL;
     }
@@ -590,7 +617,7 @@ nnr_tensor *nnr_squeeze(const nnr_tensor *t, int dim)
         if (t->sizes[i] == 1 && (d < 0 || d == i)) continue;
         s[k] = t->sizes[i]; st[k] = t->strides[i]; k++;
     }
-    return nnr_tensor_new_view(t, k, s, st, t->offset);
+    return finish_view(nnr_tensor_new_view(t, k, s, st, t->offset), NNR_VIEW_RESHAPE, t, NULL, 0);
 }
 
 nnr_tensor *nnr_unsqueeze(const nnr_tensor *t, int dim)
@@ -607,7 +634,7 @@ nnr_tensor *nnr_unsqueeze(const nnr_tensor *t, int dim)
         }
         s[i] = t->sizes[k]; st[i] = t->strides[k]; k++;
     }
-    return nnr_tensor_new_view(t, t->ndim + 1, s, st, t->offset);
+    return finish_view(nnr_tensor_new_view(t, t->ndim + 1, s, st, t->offset), NNR_VIEW_RESHAPE, t, NULL, 0);
 }
 
 nnr_tensor *nnr_flatten(const nnr_tensor *t, int start_dim, int end_dim)
@@ -628,6 +655,10 @@ nnr_tensor *nnr_flatten(const nnr_tensor *t, int start_dim, int end_dim)
 
 nnr_tensor *nnr_as_strided(const nnr_tensor *t, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset)
 {
+    if (nnr_should_record(1, &t)) {
+        nnr_errorf(NNR_ERR_UNSUPPORTED, "as_strided: not differentiable; use it inside nnr.no_grad or on a detach()ed tensor");
+        return NULL;
+    }
     if (!nnr_check_sizes("as_strided", ndim, sizes)) return NULL;
     int64_t max_off = offset;
     for (int i = 0; i < ndim; i++) {

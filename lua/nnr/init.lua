@@ -12,6 +12,22 @@ nnr.int8, nnr.uint8, nnr.int32, nnr.int64, nnr.bool = "i8", "u8", "i32", "i64", 
 
 function nnr.version() return ffi.string(C.nnr_version()) end
 
+-- gradient recording -----------------------------------------------------------
+local function with_grad_mode(on, fn, ...)
+  local prev = C.nnr_set_grad_enabled(on and 1 or 0)
+  local results = { pcall(fn, ...) }
+  C.nnr_set_grad_enabled(prev)
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, table.maxn(results))
+end
+-- nnr.no_grad(fn, ...): runs fn with recording off and returns its results
+function nnr.no_grad(fn, ...) return with_grad_mode(false, fn, ...) end
+function nnr.enable_grad(fn, ...) return with_grad_mode(true, fn, ...) end
+-- returns the previous setting
+function nnr.set_grad_enabled(on) return C.nnr_set_grad_enabled(on and 1 or 0) ~= 0 end
+function nnr.is_grad_enabled() return C.nnr_is_grad_enabled() ~= 0 end
+nnr.autograd = require "nnr.autograd"
+
 function nnr.set_default_dtype(d)
   local id = core.dtype_id(d, "set_default_dtype")
   if id ~= C.NNR_F32 and id ~= C.NNR_F64 then error("set_default_dtype: expected f32 or f64, got " .. tostring(d), 0) end

@@ -94,6 +94,12 @@ local function opts_dtype_device(op, opts, default_dtype)
   return dt, device_id(opts and opts.device, op)
 end
 
+-- applies {requires_grad = true} of a creation call
+local function created(t, opts)
+  if opts and opts.requires_grad then check(C.nnr_requires_grad_(t.p, 1)) end
+  return t
+end
+
 -- creation ---------------------------------------------------------------------
 local function sized(op, ...)
   local opts, n = split_opts(...)
@@ -113,26 +119,26 @@ end
 function T.empty(...)
   local opts, nd = sized("empty", ...)
   local dt, dev = opts_dtype_device("empty", opts)
-  return own(C.nnr_empty(dt, nd, sizebuf, dev), C.nnr_empty, dt, nd, sizebuf, dev)
+  return created(own(C.nnr_empty(dt, nd, sizebuf, dev), C.nnr_empty, dt, nd, sizebuf, dev), opts)
 end
 
 function T.full(size, value, opts)
   local nd = fill_sizes("full", sizebuf, size)
   if type(value) == "boolean" then value = value and 1 or 0 end
   local dt, dev = opts_dtype_device("full", opts)
-  return own(C.nnr_full(dt, nd, sizebuf, value, dev), C.nnr_full, dt, nd, sizebuf, value, dev)
+  return created(own(C.nnr_full(dt, nd, sizebuf, value, dev), C.nnr_full, dt, nd, sizebuf, value, dev), opts)
 end
 
 function T.zeros(...)
   local opts, nd = sized("zeros", ...)
   local dt, dev = opts_dtype_device("zeros", opts)
-  return own(C.nnr_full(dt, nd, sizebuf, 0, dev), C.nnr_full, dt, nd, sizebuf, 0, dev)
+  return created(own(C.nnr_full(dt, nd, sizebuf, 0, dev), C.nnr_full, dt, nd, sizebuf, 0, dev), opts)
 end
 
 function T.ones(...)
   local opts, nd = sized("ones", ...)
   local dt, dev = opts_dtype_device("ones", opts)
-  return own(C.nnr_full(dt, nd, sizebuf, 1, dev), C.nnr_full, dt, nd, sizebuf, 1, dev)
+  return created(own(C.nnr_full(dt, nd, sizebuf, 1, dev), C.nnr_full, dt, nd, sizebuf, 1, dev), opts)
 end
 
 local function like(op, fill)
@@ -154,24 +160,24 @@ function T.arange(a, b, c, d)
   local start, stop, step = a, b, c or 1
   if stop == nil then start, stop = 0, a end
   local dt, dev = opts_dtype_device("arange", opts)
-  return own(C.nnr_arange(start, stop, step, dt, dev))
+  return created(own(C.nnr_arange(start, stop, step, dt, dev)), opts)
 end
 
 function T.linspace(a, b, steps, opts)
   local dt, dev = opts_dtype_device("linspace", opts)
-  return own(C.nnr_linspace(a, b, steps or 100, dt, dev))
+  return created(own(C.nnr_linspace(a, b, steps or 100, dt, dev)), opts)
 end
 
 function T.eye(n, m, opts)
   if type(m) == "table" then opts, m = m, nil end
   local dt, dev = opts_dtype_device("eye", opts)
-  return own(C.nnr_eye(n, m or -1, dt, dev))
+  return created(own(C.nnr_eye(n, m or -1, dt, dev)), opts)
 end
 
 local function random(kind, op, a, b, ...)
   local opts, nd = sized(op, ...)
   local dt, dev = opts_dtype_device(op, opts, kind == C.NNR_OP_RAND_INT and C.NNR_I64 or nil)
-  return own(C.nnr_random(kind, dt, nd, sizebuf, a, b, dev))
+  return created(own(C.nnr_random(kind, dt, nd, sizebuf, a, b, dev)), opts)
 end
 function T.rand(...) return random(C.NNR_OP_RAND_UNIFORM, "rand", 0, 1, ...) end
 function T.randn(...) return random(C.NNR_OP_RAND_NORMAL, "randn", 0, 1, ...) end
@@ -185,11 +191,21 @@ function T.manual_seed(seed) C.nnr_manual_seed(seed) end
 function T.get_rng_state() return { seed = tonumber(C.nnr_rng_seed()), offset = tonumber(C.nnr_rng_offset()) } end
 function T.set_rng_state(s) C.nnr_rng_set_state(s.seed, s.offset) end
 
+-- a copy cut from the graph (nnr.tensor(t) makes new data, as torch.tensor does)
+local function nnr_no_grad_clone(t)
+  local prev = C.nnr_set_grad_enabled(0)
+  local ok, r = pcall(methods.clone, t)
+  C.nnr_set_grad_enabled(prev)
+  if not ok then error(r, 0) end
+  return r
+end
+
 -- nnr.tensor{...}: nested tables of numbers or booleans
 function T.tensor(data, opts)
   if is_tensor(data) then
     local dt, dev = opts_dtype_device("tensor", opts, C.nnr_tensor_dtype(data.p))
-    return own(C.nnr_to(data.p, dt, opts and opts.device and dev or C.nnr_tensor_device(data.p))):clone()
+    local copy = nnr_no_grad_clone(own(C.nnr_to(data.p, dt, opts and opts.device and dev or C.nnr_tensor_device(data.p))))
+    return created(copy, opts)
   end
   local shape, flat, n, allbool = {}, {}, 0, true
   local function walk(x, depth)
@@ -219,7 +235,7 @@ function T.tensor(data, opts)
   for i = 1, #shape do sizebuf[i - 1] = shape[i] end
   local default = (allbool and n > 0) and C.NNR_BOOL or nil
   local dt, dev = opts_dtype_device("tensor", opts, default)
-  return own(C.nnr_from_doubles(values, n, dt, #shape, sizebuf, dev))
+  return created(own(C.nnr_from_doubles(values, n, dt, #shape, sizebuf, dev)), opts)
 end
 
 -- metadata -----------------------------------------------------------------------
@@ -247,6 +263,18 @@ function methods.is_floating_point(t) return C.nnr_tensor_dtype(t.p) <= C.NNR_BF
 function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t.p, o.p) ~= 0 end
 
 local props = {
+  grad = function(t)
+    local g = C.nnr_grad(t.p)
+    if g == nil then return nil end
+    return own(g)
+  end,
+  requires_grad = function(t) return C.nnr_requires_grad(t.p) ~= 0 end,
+  is_leaf = function(t) return C.nnr_is_leaf(t.p) ~= 0 end,
+  grad_fn = function(t)
+    local name = C.nnr_grad_fn_name(t.p)
+    if name == nil then return nil end
+    return ffi.string(name)
+  end,
   shape = function(t) return methods.size(t) end,
   dtype = function(t) return dtype_names[C.nnr_tensor_dtype(t.p)] end,
   device = function(t) return ffi.string(C.nnr_device_name(C.nnr_tensor_device(t.p))) end,
@@ -356,6 +384,21 @@ function methods.flatten(t, a, b)
 end
 function methods.contiguous(t) return own(C.nnr_contiguous(t.p)) end
 function methods.clone(t) return own(C.nnr_clone(t.p)) end
+
+-- autograd ---------------------------------------------------------------------------------
+function methods.requires_grad_(t, flag)
+  if flag == nil then flag = true end
+  check(C.nnr_requires_grad_(t.p, flag and 1 or 0))
+  return t
+end
+-- t:backward([grad][, retain_graph]) or t:backward{grad = g, retain_graph = true}
+function methods.backward(t, grad, retain_graph)
+  if type(grad) == "table" and not is_tensor(grad) then grad, retain_graph = grad.grad, grad.retain_graph end
+  if type(grad) == "boolean" then grad, retain_graph = nil, grad end
+  check(C.nnr_backward(t.p, grad and grad.p or nil, retain_graph and 1 or 0))
+end
+function methods.detach(t) return own(C.nnr_detach(t.p)) end
+function methods.retain_grad(t) check(C.nnr_retain_grad(t.p)); return t end
 
 -- in-place writes ----------------------------------------------------------------------
 function methods.copy_(t, src)
@@ -502,9 +545,7 @@ function methods.var(t, dim, keepdim, correction)
   return own(C.nnr_reduce(C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1))
 end
 function methods.std(t, dim, keepdim, correction)
-  local v = methods.var(t, dim, keepdim, correction)
-  check(C.nnr_unary_(OP.sqrt, v.p))
-  return v
+  return own(C.nnr_unary(OP.sqrt, methods.var(t, dim, keepdim, correction).p))
 end
 
 function methods.softmax(t, dim) return own(C.nnr_softmax(t.p, cdim("softmax", t, dim or -1), 0)) end
@@ -590,7 +631,14 @@ function methods.index_select(t, dim, index)
   if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
   return own(C.nnr_index_select(t.p, cdim("index_select", t, dim), zero_based(index).p))
 end
-T.gather, T.index_select = methods.gather, methods.index_select
+function methods.scatter_add(t, dim, index, src)
+  return own(C.nnr_scatter_add(t.p, cdim("scatter_add", t, dim), zero_based(index).p, src.p))
+end
+function methods.index_add(t, dim, index, src)
+  if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
+  return own(C.nnr_index_add(t.p, cdim("index_add", t, dim), zero_based(index).p, src.p))
+end
+T.gather, T.index_select, T.scatter_add, T.index_add = methods.gather, methods.index_select, methods.scatter_add, methods.index_add
 
 -- indexing: t[i], t[{i, j}], t[{{a, b}, j}] ------------------------------------------------------
 -- A number selects (1-d tensors give a Lua number); {a, b} narrows to a..b inclusive; {} keeps a dim.
@@ -647,7 +695,17 @@ mt.__index = function(t, k)
   return nil
 end
 
+local setters = {
+  grad = function(t, g)
+    if g ~= nil and not is_tensor(g) then error("grad: expected a tensor or nil, got " .. type(g), 0) end
+    check(C.nnr_set_grad(t.p, g and g.p or nil))
+  end,
+  requires_grad = function(t, flag) check(C.nnr_requires_grad_(t.p, flag and 1 or 0)) end,
+}
+
 mt.__newindex = function(t, k, value)
+  local setter = setters[k]
+  if setter then return setter(t, value) end
   if type(k) ~= "number" and type(k) ~= "table" then
     error("tensor: cannot set field '" .. tostring(k) .. "'", 0)
   end

@@ -81,7 +81,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     if (call->op >= NNR_OP_WHERE && call->op <= NNR_OP_ARANGE) return 1;
     if (call->op == NNR_OP_RAND_INT) return 1;
     if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return 1;
-    if (call->op == NNR_OP_GATHER || call->op == NNR_OP_INDEX_SELECT) return 1;
+    if (call->op >= NNR_OP_GATHER && call->op <= NNR_OP_INDEX_ADD) return 1;
     return 0;
 }
 
@@ -99,6 +99,8 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_MATMUL: return cpu_matmul(call);
     case NNR_OP_GATHER: return cpu_gather(call);
     case NNR_OP_INDEX_SELECT: return cpu_index_select(call);
+    case NNR_OP_SCATTER_ADD: return cpu_scatter_add(call);
+    case NNR_OP_INDEX_ADD: return cpu_index_add(call);
     default: break;
     }
     if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_LOGICAL_NOT) return cpu_unary(call);

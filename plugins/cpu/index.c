@@ -52,3 +52,53 @@ int cpu_index_select(const nnr_op_call *call)
     }
     return NNR_OK;
 }
+
+/* out[.. index[j..] ..] += src[j..] along dim; index and src share a shape */
+int cpu_scatter_add(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *ix = call->inputs[0], *src = call->inputs[1], *out = call->outputs[0];
+    int dim = (int)call->params->i[0], nd = src->ndim;
+    int64_t es = (int64_t)nnr_dtype_nbytes(out->dtype);
+    int64_t n = 1;
+    for (int d = 0; d < nd; d++) n *= src->sizes[d];
+    int64_t idx[NNR_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t xo = 0, so = 0, oo = 0;
+        for (int d = 0; d < nd; d++) { xo += idx[d] * ix->strides[d]; so += idx[d] * src->strides[d]; }
+        int64_t j = ((const int64_t *)ix->data)[xo];
+        if (j < 0 || j >= out->sizes[dim])
+            return cpu_error(NNR_ERR_INVALID, "scatter_add: index %lld is out of range [1, %lld] for dimension %d", (long long)j + 1,
+                             (long long)out->sizes[dim], dim + 1);
+        for (int d = 0; d < nd; d++) oo += (d == dim ? j : idx[d]) * out->strides[d];
+        char *op = (char *)out->data + oo * es;
+        double v = nnr_load_f64(out->dtype, op) + nnr_load_f64(src->dtype, (const char *)src->data + so * es);
+        nnr_store_f64(out->dtype, op, v);
+        for (int d = nd - 1; d >= 0; d--) { if (++idx[d] < src->sizes[d]) break; idx[d] = 0; }
+    }
+    return NNR_OK;
+}
+
+/* out.select(dim, index[j]) += src.select(dim, j) */
+int cpu_index_add(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *ix = call->inputs[0], *src = call->inputs[1], *out = call->outputs[0];
+    int dim = (int)call->params->i[0], nd = out->ndim;
+    int64_t es = (int64_t)nnr_dtype_nbytes(out->dtype);
+    int64_t inner = 1;
+    for (int d = 0; d < nd; d++) if (d != dim) inner *= out->sizes[d];
+    for (int64_t j = 0; j < ix->sizes[0]; j++) {
+        int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
+        if (v < 0 || v >= out->sizes[dim])
+            return cpu_error(NNR_ERR_INVALID, "index_add: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
+                             (long long)out->sizes[dim], dim + 1);
+        int64_t idx[NNR_MAX_DIMS] = {0};
+        for (int64_t k = 0; k < inner; k++) {
+            int64_t so = j * src->strides[dim], oo = v * out->strides[dim];
+            for (int d = 0; d < nd; d++) if (d != dim) { so += idx[d] * src->strides[d]; oo += idx[d] * out->strides[d]; }
+            char *op = (char *)out->data + oo * es;
+            nnr_store_f64(out->dtype, op, nnr_load_f64(out->dtype, op) + nnr_load_f64(src->dtype, (const char *)src->data + so * es));
+            for (int d = nd - 1; d >= 0; d--) { if (d == dim) continue; if (++idx[d] < out->sizes[d]) break; idx[d] = 0; }
+        }
+    }
+    return NNR_OK;
+}

@@ -156,6 +156,26 @@ int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
 nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction);
 nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log);
 
+/* --- autograd (DESIGN.md decision 4) --- */
+/* recording on or off for this thread; returns the previous setting */
+int nnr_set_grad_enabled(int on);
+int nnr_is_grad_enabled(void);
+int nnr_requires_grad(const nnr_tensor *t);
+/* leaves only: floating-point tensors may require grad */
+int nnr_requires_grad_(nnr_tensor *t, int flag);
+int nnr_is_leaf(const nnr_tensor *t);
+/* the accumulated gradient (new reference), or NULL when there is none */
+nnr_tensor *nnr_grad(const nnr_tensor *t);
+/* replaces .grad (g may be NULL) */
+int nnr_set_grad(nnr_tensor *t, nnr_tensor *g);
+int nnr_retain_grad(nnr_tensor *t);
+/* "MulBackward", or NULL for a leaf */
+const char *nnr_grad_fn_name(const nnr_tensor *t);
+/* the same data, cut from the graph */
+nnr_tensor *nnr_detach(const nnr_tensor *t);
+/* gradients of t (grad NULL: t must have one element) into the leaves' .grad */
+int nnr_backward(nnr_tensor *t, const nnr_tensor *grad, int retain_graph);
+
 /* --- linear algebra and indexing --- */
 nnr_tensor *nnr_matmul(const nnr_tensor *a, const nnr_tensor *b);
 nnr_tensor *nnr_mm(const nnr_tensor *a, const nnr_tensor *b);
@@ -163,6 +183,10 @@ nnr_tensor *nnr_bmm(const nnr_tensor *a, const nnr_tensor *b);
 nnr_tensor *nnr_cat(int n, nnr_tensor *const *tensors, int dim);
 nnr_tensor *nnr_gather(const nnr_tensor *a, int dim, const nnr_tensor *index);
 nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *index);
+/* out-of-place scatter-add and index-add (the backward of gather and index_select):
+ * a copy of a with src added at index along dim */
+nnr_tensor *nnr_scatter_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
+nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
 /* NNR_CDEF_END */
 
 #ifdef __cplusplus

@@ -106,7 +106,12 @@ typedef enum nnr_op {
     /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
     NNR_OP_GATHER = 144,
     /* index_select along dim i[0] with 1-d I64 index inputs[1] */
-    NNR_OP_INDEX_SELECT = 145
+    NNR_OP_INDEX_SELECT = 145,
+    /* accumulate into outputs[0] (read and written) along dim i[0]:
+     * SCATTER_ADD: out[..index[j..]..] += src[j..] (index and src share a shape)
+     * INDEX_ADD: out.select(dim, index[j]) += src.select(dim, j) (index 1-d)
+     * inputs: index (I64, 0-based), src */
+    NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147
 } nnr_op;
 
 /* A strided view of device memory, as a kernel sees it. */

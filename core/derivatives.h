@@ -1,0 +1,40 @@
+/* Recording of differentiable ops (derivatives.c). Each record_* is called
+ * by an op after computing `out` when nnr_should_record() says so; it makes
+ * the node, saves what the backward needs and attaches it to out. */
+#ifndef NNR_DERIVATIVES_H
+#define NNR_DERIVATIVES_H
+
+#include "internal.h"
+
+#pragma GCC visibility push(hidden)
+
+enum nnr_view_kind {
+    NNR_VIEW_RESHAPE = 0,    /* view, reshape, squeeze, unsqueeze, flatten */
+    NNR_VIEW_PERMUTE = 1,    /* params: the permutation */
+    NNR_VIEW_TRANSPOSE = 2,  /* params: dim0, dim1 */
+    NNR_VIEW_NARROW = 3,     /* params: dim, start, length */
+    NNR_VIEW_SELECT = 4,     /* params: dim, index */
+    NNR_VIEW_EXPAND = 5,
+    NNR_VIEW_IDENTITY = 6,   /* clone, contiguous */
+    NNR_VIEW_CAST = 7        /* to(dtype, device) */
+};
+
+int nnr_record_unary(int op, const nnr_tensor *x, nnr_tensor *out);
+int nnr_record_binary(int op, const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out);
+int nnr_record_binary_scalar(int op, const nnr_tensor *x, double s, int scalar_first, nnr_tensor *out);
+/* a or b may be NULL (a scalar there) */
+int nnr_record_where(const nnr_tensor *cond, const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out);
+int nnr_record_clamp(const nnr_tensor *x, double lo, double hi, int flags, nnr_tensor *out);
+/* dim_mask: bit d set for each reduced dim of x; count: elements reduced per output */
+int nnr_record_reduce(int op, const nnr_tensor *x, unsigned dim_mask, int64_t count, int64_t correction, nnr_tensor *out);
+int nnr_record_softmax(const nnr_tensor *x, int dim, int log, nnr_tensor *out);
+int nnr_record_matmul(const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out);
+int nnr_record_view(int kind, const nnr_tensor *base, nnr_tensor *out, const int64_t *params, int nparams);
+int nnr_record_cat(int n, nnr_tensor *const *ts, int dim, nnr_tensor *out);
+/* kind 0 gather, 1 index_select, 2 scatter_add, 3 index_add (src only for 2 and 3) */
+int nnr_record_index(int kind, const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src, nnr_tensor *out);
+/* dst was overwritten (copy_ from src, or fill_ with src NULL): its history restarts here */
+int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *src);
+
+#pragma GCC visibility pop
+#endif
