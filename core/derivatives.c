@@ -77,7 +77,7 @@ static int save(nnr_node *node, const nnr_tensor *t, int is_output)
 static int unary_needs(int op)
 {
     switch (op) {
-    case NNR_OP_ABS: case NNR_OP_LOG: case NNR_OP_RELU: case NNR_OP_SIN: case NNR_OP_COS: return 1;
+    case NNR_OP_ABS: case NNR_OP_LOG: case NNR_OP_RELU: case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_ERF: return 1;
     case NNR_OP_EXP: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID: case NNR_OP_RECIPROCAL: return 2;
     }
     return 0;
@@ -115,6 +115,15 @@ static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grad
     case NNR_OP_SIN: t = nnr_unary(NNR_OP_COS, x); r = mul_into(t, g); break;
     case NNR_OP_COS: t = nnr_unary(NNR_OP_SIN, x); r = mul_into(t, g); if (r) { t = nnr_unary(NNR_OP_NEG, r); nnr_tensor_release(r); r = t; } break;
     case NNR_OP_SIGN: r = nnr_full(g->dtype, g->ndim, g->sizes, 0.0, g->device); break;
+    case NNR_OP_ERF: {                         /* 2/sqrt(pi) exp(-x^2) */
+        nnr_tensor *sq = mul(x, x);
+        nnr_tensor *e = sq ? nnr_binary_scalar(NNR_OP_MUL, sq, -1, 0) : NULL;
+        nnr_tensor *ex = e ? nnr_unary(NNR_OP_EXP, e) : NULL;
+        nnr_tensor *sc = ex ? mul_s(ex, 1.1283791670955126) : NULL;
+        r = sc ? mul(sc, g) : NULL;
+        nnr_tensor_release(sq); nnr_tensor_release(e); nnr_tensor_release(ex); nnr_tensor_release(sc);
+        break;
+    }
     case NNR_OP_RECIPROCAL:   /* -y^2 */
         t = mul(y, y);
         t = mul_into(t, g);
@@ -134,6 +143,7 @@ static const char *unary_name(int op)
     case NNR_OP_LOG: return "LogBackward"; case NNR_OP_SQRT: return "SqrtBackward"; case NNR_OP_TANH: return "TanhBackward";
     case NNR_OP_SIGMOID: return "SigmoidBackward"; case NNR_OP_RELU: return "ReluBackward"; case NNR_OP_SIN: return "SinBackward";
     case NNR_OP_COS: return "CosBackward"; case NNR_OP_SIGN: return "SignBackward"; case NNR_OP_RECIPROCAL: return "ReciprocalBackward";
+    case NNR_OP_ERF: return "ErfBackward";
     }
     return NULL;
 }
@@ -726,4 +736,51 @@ int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *sr
 {
     nnr_node *node = make(name, copy_backward, src ? 1 : 0, &src);
     return attach(dst, node);
+}
+
+/* ---------------- convolution and pooling ---------------- */
+
+static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
+    if (!x || !w) return nnr_last_status();
+    int has_bias = node->n_inputs > 2 && node->in[2].node;
+    return nnr_conv2d_grads(x, w, g, node->i, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
+                            has_bias ? &grads[2] : NULL);
+}
+
+int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, nnr_tensor *out)
+{
+    nnr_node *node = make("ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
+    if (!node) return nnr_last_status();
+    memcpy(node->i, geom, sizeof(int64_t) * 7);
+    int st = save(node, xc, 0);
+    if (!st) st = save(node, wc, 0);
+    if (st) { nnr_node_release(node); return st; }
+    return attach(out, node);
+}
+
+static int pool_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0);
+    const nnr_tensor *idx = node->n_saved > 1 ? nnr_node_saved(node, 1) : NULL;
+    if (!x || (node->n_saved > 1 && !idx)) return nnr_last_status();
+    int64_t params[NNR_MAX_DIMS];
+    memcpy(params, node->i, sizeof params);
+    int op = (int)node->f[0];
+    grads[0] = nnr_pool_grad(op, x, idx, g, params);
+    return grads[0] ? NNR_OK : nnr_last_status();
+}
+
+int nnr_record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const nnr_tensor *indices, const int64_t *params, nnr_tensor *out)
+{
+    const char *name = op == NNR_OP_MAXPOOL2D ? "MaxPool2DBackward" : op == NNR_OP_AVGPOOL2D ? "AvgPool2DBackward" : "AdaptiveAvgPool2DBackward";
+    nnr_node *node = make(name, pool_backward, 1, &x);
+    if (!node) return nnr_last_status();
+    memcpy(node->i, params, sizeof node->i);
+    node->f[0] = op;
+    int st = save(node, xc, 0);
+    if (!st && indices) st = save(node, indices, 0);
+    if (st) { nnr_node_release(node); return st; }
+    return attach(out, node);
 }

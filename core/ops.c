@@ -15,7 +15,9 @@ const char *nnr_op_name(int op)
     case NNR_OP_LOG: return "log"; case NNR_OP_SQRT: return "sqrt"; case NNR_OP_TANH: return "tanh";
     case NNR_OP_SIGMOID: return "sigmoid"; case NNR_OP_RELU: return "relu"; case NNR_OP_SIN: return "sin";
     case NNR_OP_COS: return "cos"; case NNR_OP_SIGN: return "sign"; case NNR_OP_RECIPROCAL: return "reciprocal";
-    case NNR_OP_LOGICAL_NOT: return "logical_not";
+    case NNR_OP_LOGICAL_NOT: return "logical_not"; case NNR_OP_ERF: return "erf";
+    case NNR_OP_CONV2D: return "conv2d"; case NNR_OP_MAXPOOL2D: return "max_pool2d"; case NNR_OP_AVGPOOL2D: return "avg_pool2d";
+    case NNR_OP_SGD_STEP: return "sgd"; case NNR_OP_ADAM_STEP: return "adam"; case NNR_OP_RMSPROP_STEP: return "rmsprop";
     case NNR_OP_ADD: return "add"; case NNR_OP_SUB: return "sub"; case NNR_OP_MUL: return "mul";
     case NNR_OP_DIV: return "div"; case NNR_OP_POW: return "pow"; case NNR_OP_MAXIMUM: return "maximum";
     case NNR_OP_MINIMUM: return "minimum"; case NNR_OP_EQ: return "eq"; case NNR_OP_NE: return "ne";
@@ -33,7 +35,7 @@ const char *nnr_op_name(int op)
     return "op";
 }
 
-static int is_unary(int op) { return op >= NNR_OP_NEG && op <= NNR_OP_LOGICAL_NOT; }
+static int is_unary(int op) { return op >= NNR_OP_NEG && op <= NNR_OP_ERF; }
 static int is_binary(int op) { return op >= NNR_OP_ADD && op <= NNR_OP_LOGICAL_OR; }
 static int is_compare(int op) { return op >= NNR_OP_EQ && op <= NNR_OP_LOGICAL_OR; }
 
@@ -345,7 +347,7 @@ static int unary_dtype(int op, int dtype, int *out)
 {
     switch (op) {
     case NNR_OP_EXP: case NNR_OP_LOG: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID:
-    case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL:
+    case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL: case NNR_OP_ERF:
         *out = nnr_dtype_is_float(dtype) ? dtype : NNR_F32;
         return NNR_OK;
     case NNR_OP_LOGICAL_NOT: *out = NNR_BOOL; return NNR_OK;

@@ -11,6 +11,8 @@ nnr.float32, nnr.float64, nnr.float16, nnr.bfloat16 = "f32", "f64", "f16", "bf16
 nnr.int8, nnr.uint8, nnr.int32, nnr.int64, nnr.bool = "i8", "u8", "i32", "i64", "bool"
 
 function nnr.version() return ffi.string(C.nnr_version()) end
+function nnr.dtype_size(d) return C.nnr_dtype_size(core.dtype_id(d, "dtype_size")) end
+nnr.is_dtype = core.is_dtype
 
 -- gradient recording -----------------------------------------------------------
 local function with_grad_mode(on, fn, ...)
@@ -27,6 +29,10 @@ function nnr.enable_grad(fn, ...) return with_grad_mode(true, fn, ...) end
 function nnr.set_grad_enabled(on) return C.nnr_set_grad_enabled(on and 1 or 0) ~= 0 end
 function nnr.is_grad_enabled() return C.nnr_is_grad_enabled() ~= 0 end
 nnr.autograd = require "nnr.autograd"
+local serialize = require "nnr.serialize"
+nnr.save, nnr.load = serialize.save, serialize.load
+nnr.save_checkpoint, nnr.load_checkpoint = serialize.save_checkpoint, serialize.load_checkpoint
+nnr.load_idx = serialize.load_idx
 
 function nnr.set_default_dtype(d)
   local id = core.dtype_id(d, "set_default_dtype")
@@ -85,5 +91,14 @@ function nnr.memory_stats()
   }
 end
 function nnr.empty_cache() C.nnr_empty_cache() end
+
+-- submodules load on first use: nnr.nn, nnr.optim
+setmetatable(nnr, { __index = function(t, k)
+  if k == "nn" or k == "optim" then
+    local m = require("nnr." .. k)
+    rawset(t, k, m)
+    return m
+  end
+end })
 
 return nnr

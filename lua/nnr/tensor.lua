@@ -83,7 +83,7 @@ local function split_opts(...)
   local n = select("#", ...)
   local last = select(n, ...)
   if n > 0 and type(last) == "table" and not is_tensor(last) and
-     (last.dtype or last.device or last.requires_grad ~= nil or (next(last) ~= nil and #last == 0)) then
+     (last.dtype or last.device or last.requires_grad ~= nil or (next(last) ~= nil and #last == 0) or (n > 1 and next(last) == nil)) then
     return last, n - 1
   end
   return nil, n
@@ -398,6 +398,19 @@ function methods.backward(t, grad, retain_graph)
   check(C.nnr_backward(t.p, grad and grad.p or nil, retain_graph and 1 or 0))
 end
 function methods.detach(t) return own(C.nnr_detach(t.p)) end
+-- t takes src's data, shape, dtype and device, in place: every reference to
+-- t sees the new data (what module:to() uses, as PyTorch's param.data = src)
+function methods.set_data_(t, src)
+  local d = C.nnr_detach(src.p)
+  if d == nil then core.raise() end
+  if C.nnr_requires_grad(t.p) ~= 0 and C.nnr_requires_grad_(d, 1) ~= 0 then
+    C.nnr_tensor_release(d); core.raise()
+  end
+  local old = t.p
+  t.p = d
+  C.nnr_tensor_release(old)
+  return t
+end
 function methods.retain_grad(t) check(C.nnr_retain_grad(t.p)); return t end
 
 -- in-place writes ----------------------------------------------------------------------

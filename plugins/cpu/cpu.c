@@ -73,11 +73,19 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     int out = call->outputs[0]->dtype;
     switch (call->op) {
     case NNR_OP_MATMUL: return (out == NNR_F32 || out == NNR_F64) && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out;
+    case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
+    case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
+    case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD:
+    case NNR_OP_SGD_STEP: case NNR_OP_ADAM_STEP: case NNR_OP_RMSPROP_STEP:
+        if (out != NNR_F32 && out != NNR_F64) return 0;
+        for (int i = 0; i < call->n_inputs; i++)
+            if (call->inputs[i]->dtype != out && call->inputs[i]->dtype != NNR_I64) return 0;
+        return 1;
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return !nnr_dtype_is_integral(out);
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
     default: break;
     }
-    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_LOGICAL_NOT) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR)) return 1;
+    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR)) return 1;
     if (call->op >= NNR_OP_WHERE && call->op <= NNR_OP_ARANGE) return 1;
     if (call->op == NNR_OP_RAND_INT) return 1;
     if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return 1;
@@ -101,9 +109,19 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_INDEX_SELECT: return cpu_index_select(call);
     case NNR_OP_SCATTER_ADD: return cpu_scatter_add(call);
     case NNR_OP_INDEX_ADD: return cpu_index_add(call);
+    case NNR_OP_CONV2D: return cpu_conv2d(call);
+    case NNR_OP_CONV2D_GRAD_INPUT: return cpu_conv2d_grad_input(call);
+    case NNR_OP_CONV2D_GRAD_WEIGHT: return cpu_conv2d_grad_weight(call);
+    case NNR_OP_MAXPOOL2D: return cpu_maxpool2d(call);
+    case NNR_OP_MAXPOOL2D_BACKWARD: return cpu_maxpool2d_backward(call);
+    case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
+    case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD: return cpu_avgpool2d(call);
+    case NNR_OP_SGD_STEP: return cpu_sgd_step(call);
+    case NNR_OP_ADAM_STEP: return cpu_adam_step(call);
+    case NNR_OP_RMSPROP_STEP: return cpu_rmsprop_step(call);
     default: break;
     }
-    if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_LOGICAL_NOT) return cpu_unary(call);
+    if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) return cpu_unary(call);
     if (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR) return cpu_binary(call);
     if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return cpu_reduce(call);
     return cpu_error(NNR_ERR_UNSUPPORTED, "op %u is not implemented by the cpu backend", call->op);

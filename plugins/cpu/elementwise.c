@@ -45,6 +45,7 @@ static double unary_d(int op, double x)
     case NNR_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : (x != x ? x : 0.0);
     case NNR_OP_RECIPROCAL: return 1.0 / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
+    case NNR_OP_ERF: return erf(x);
     }
     return 0;
 }
@@ -189,6 +190,7 @@ INLINE void un_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a,
     case NNR_OP_SIN: for (int64_t i = 0; i < n; i++) o[i * so] = sinf(a[i * sa]); return;
     case NNR_OP_COS: for (int64_t i = 0; i < n; i++) o[i * so] = cosf(a[i * sa]); return;
     case NNR_OP_RECIPROCAL: for (int64_t i = 0; i < n; i++) o[i * so] = 1.0f / a[i * sa]; return;
+    case NNR_OP_ERF: for (int64_t i = 0; i < n; i++) o[i * so] = erff(a[i * sa]); return;
     default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)unary_d(op, a[i * sa]); return;
     }
 }

@@ -52,6 +52,15 @@ int cpu_matmul(const nnr_op_call *call);
 int cpu_gather(const nnr_op_call *call);
 int cpu_index_select(const nnr_op_call *call);
 int cpu_scatter_add(const nnr_op_call *call);
+int cpu_conv2d(const nnr_op_call *call);
+int cpu_conv2d_grad_input(const nnr_op_call *call);
+int cpu_conv2d_grad_weight(const nnr_op_call *call);
+int cpu_maxpool2d(const nnr_op_call *call);
+int cpu_maxpool2d_backward(const nnr_op_call *call);
+int cpu_avgpool2d(const nnr_op_call *call);   /* avg, adaptive, and their backwards */
+int cpu_sgd_step(const nnr_op_call *call);
+int cpu_adam_step(const nnr_op_call *call);
+int cpu_rmsprop_step(const nnr_op_call *call);
 int cpu_index_add(const nnr_op_call *call);
 
 #endif

@@ -1,107 +1,143 @@
-/* A small fork-join pool: the caller runs the first piece, parked workers the
- * rest. Workers sleep on a condition variable (no spinning), so they do not
- * compete with OpenBLAS's threads between ops. */
-#include <pthread.h>
-#include <stdlib.h>
+/* Pooling over NCHW planes, parallel over (n, c) planes. Max pooling keeps
+ * the argmax (flat h*W+w in the input plane) for its backward. Inputs are
+ * contiguous; f32 and f64 through double accumulation. */
+#include <math.h>
+#include <string.h>
 #include "kernels.h"
 
-enum { MAX_THREADS = 64 };
+typedef struct pool_job {
+    const nnr_tensor_desc *x, *y, *idx;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    int count_include_pad, adaptive;
+} pool_job;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
-static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;   /* one parallel region at a time */
-static pthread_t workers[MAX_THREADS];
-static int n_workers, want_threads = 1, stopping;
-static uint64_t generation;
-static int pending;
-static cpu_range_fn job_fn;
-static void *job_ctx;
-static int64_t job_n, job_pieces;
+static double ld(int dt, const void *p, int64_t i) { return dt == NNR_F32 ? ((const float *)p)[i] : ((const double *)p)[i]; }
+static void st(int dt, void *p, int64_t i, double v) { if (dt == NNR_F32) ((float *)p)[i] = (float)v; else ((double *)p)[i] = v; }
 
-static void piece(int64_t k, int64_t *b, int64_t *e)
+static void max_planes(void *arg, int64_t begin, int64_t end)
 {
-    *b = job_n * k / job_pieces;
-    *e = job_n * (k + 1) / job_pieces;
+    const pool_job *j = arg;
+    int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
+    int dt = j->x->dtype;
+    for (int64_t p = begin; p < end; p++) {
+        const char *x = (const char *)j->x->data + p * H * W * (dt == NNR_F32 ? 4 : 8);
+        for (int64_t ho = 0; ho < HO; ho++)
+            for (int64_t wo = 0; wo < WO; wo++) {
+                double best = -INFINITY;
+                int64_t arg = -1;
+                for (int64_t a = 0; a < j->kh; a++) {
+                    int64_t h = ho * j->sh - j->ph + a * j->dh;
+                    if (h < 0 || h >= H) continue;
+                    for (int64_t b = 0; b < j->kw; b++) {
+                        int64_t w = wo * j->sw - j->pw + b * j->dw;
+                        if (w < 0 || w >= W) continue;
+                        double v = ld(dt, x, h * W + w);
+                        if (v > best || v != v || arg < 0) { best = v; arg = h * W + w; if (v != v) goto done; }
+                    }
+                }
+            done:
+                st(dt, j->y->data, (p * HO + ho) * WO + wo, best);
+                ((int64_t *)j->idx->data)[(p * HO + ho) * WO + wo] = arg;
+            }
+    }
 }
 
-static void *worker_main(void *arg)
+int cpu_maxpool2d(const nnr_op_call *call)
 {
-    int64_t id = (int64_t)(intptr_t)arg;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&lock);
-    for (;;) {
-        while (!stopping && generation == seen) pthread_cond_wait(&work_cv, &lock);
-        if (stopping) break;
-        seen = generation;
-        if (id + 1 < job_pieces) {
-            int64_t b, e;
-            piece(id + 1, &b, &e);
-            cpu_range_fn fn = job_fn;
-            void *ctx = job_ctx;
-            pthread_mutex_unlock(&lock);
-            fn(ctx, b, e);
-            pthread_mutex_lock(&lock);
-            if (--pending == 0) pthread_cond_signal(&done_cv);
+    const int64_t *i = call->params->i;
+    pool_job j = {call->inputs[0], call->outputs[0], call->outputs[1], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
+    int64_t planes = j.x->sizes[0] * j.x->sizes[1];
+    return cpu_parallel_for(planes, 1, max_planes, &j);
+}
+
+/* grad_x: zero, then each output's gradient added at its argmax (windows may overlap) */
+static void max_back_planes(void *arg, int64_t begin, int64_t end)
+{
+    const pool_job *j = arg;   /* x: grad_out, y: grad_x, idx: argmax */
+    int64_t HO = j->x->sizes[2], WO = j->x->sizes[3], H = j->y->sizes[2], W = j->y->sizes[3];
+    int dt = j->y->dtype;
+    for (int64_t p = begin; p < end; p++) {
+        for (int64_t k = 0; k < H * W; k++) st(dt, j->y->data, p * H * W + k, 0);
+        for (int64_t k = 0; k < HO * WO; k++) {
+            int64_t a = ((const int64_t *)j->idx->data)[p * HO * WO + k];
+            if (a < 0) continue;
+            int64_t at = p * H * W + a;
+            st(dt, j->y->data, at, ld(dt, j->y->data, at) + ld(dt, j->x->data, p * HO * WO + k));
         }
     }
-    pthread_mutex_unlock(&lock);
-    return NULL;
 }
 
-static void grow(int n)
+int cpu_maxpool2d_backward(const nnr_op_call *call)
 {
-    pthread_mutex_lock(&lock);
-    while (n_workers < n - 1 && n_workers < MAX_THREADS) {
-        if (pthread_create(&workers[n_workers], NULL, worker_main, (void *)(intptr_t)n_workers) != 0) break;
-        n_workers++;
+    pool_job j = {call->inputs[0], call->outputs[0], call->inputs[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t planes = j.y->sizes[0] * j.y->sizes[1];
+    return cpu_parallel_for(planes, 1, max_back_planes, &j);
+}
+
+/* the input window of output (ho, wo): [h0, h1) x [w0, w1), and the divisor */
+static void avg_window(const pool_job *j, int64_t H, int64_t W, int64_t HO, int64_t WO, int64_t ho, int64_t wo,
+                       int64_t *h0, int64_t *h1, int64_t *w0, int64_t *w1, int64_t *div)
+{
+    if (j->adaptive) {
+        *h0 = ho * H / HO; *h1 = ((ho + 1) * H + HO - 1) / HO;
+        *w0 = wo * W / WO; *w1 = ((wo + 1) * W + WO - 1) / WO;
+        *div = (*h1 - *h0) * (*w1 - *w0);
+        return;
     }
-    pthread_mutex_unlock(&lock);
+    int64_t hs = ho * j->sh - j->ph, ws = wo * j->sw - j->pw;
+    int64_t he = hs + j->kh, we = ws + j->kw;
+    int64_t pad_he = he < H + j->ph ? he : H + j->ph, pad_we = we < W + j->pw ? we : W + j->pw;
+    int64_t padded = (pad_he - hs) * (pad_we - ws);
+    *h0 = hs < 0 ? 0 : hs; *w0 = ws < 0 ? 0 : ws;
+    *h1 = he > H ? H : he; *w1 = we > W ? W : we;
+    *div = j->count_include_pad ? padded : (*h1 - *h0) * (*w1 - *w0);
 }
 
-void cpu_pool_set_threads(int n)
+static void avg_planes(void *arg, int64_t begin, int64_t end)
 {
-    if (n < 1) n = 1;
-    if (n > MAX_THREADS) n = MAX_THREADS;
-    want_threads = n;
+    const pool_job *j = arg;
+    int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
+    int dt = j->x->dtype;
+    for (int64_t p = begin; p < end; p++)
+        for (int64_t ho = 0; ho < HO; ho++)
+            for (int64_t wo = 0; wo < WO; wo++) {
+                int64_t h0, h1, w0, w1, div;
+                avg_window(j, H, W, HO, WO, ho, wo, &h0, &h1, &w0, &w1, &div);
+                double s = 0;
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++) s += ld(dt, j->x->data, p * H * W + h * W + w);
+                st(dt, j->y->data, (p * HO + ho) * WO + wo, div > 0 ? s / (double)div : 0);
+            }
 }
 
-int cpu_pool_threads(void) { return want_threads; }
-
-int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx)
+static void avg_back_planes(void *arg, int64_t begin, int64_t end)
 {
-    if (n <= 0) return NNR_OK;
-    if (grain < 1) grain = 1;
-    int64_t pieces = n / grain;
-    if (pieces > want_threads) pieces = want_threads;
-    if (pieces <= 1 || pthread_mutex_trylock(&run_lock) != 0) {   /* nested or small: inline */
-        fn(ctx, 0, n);
-        return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+    const pool_job *j = arg;   /* x: grad_out [.., HO, WO], y: grad_x [.., H, W] */
+    int64_t HO = j->x->sizes[2], WO = j->x->sizes[3], H = j->y->sizes[2], W = j->y->sizes[3];
+    int dt = j->y->dtype;
+    for (int64_t p = begin; p < end; p++) {
+        for (int64_t k = 0; k < H * W; k++) st(dt, j->y->data, p * H * W + k, 0);
+        for (int64_t ho = 0; ho < HO; ho++)
+            for (int64_t wo = 0; wo < WO; wo++) {
+                int64_t h0, h1, w0, w1, div;
+                avg_window(j, H, W, HO, WO, ho, wo, &h0, &h1, &w0, &w1, &div);
+                if (div <= 0) continue;
+                double g = ld(dt, j->x->data, (p * HO + ho) * WO + wo) / (double)div;
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++) {
+                        int64_t at = p * H * W + h * W + w;
+                        st(dt, j->y->data, at, ld(dt, j->y->data, at) + g);
+                    }
+            }
     }
-    if (n_workers < pieces - 1) grow((int)pieces);
-    if (pieces > n_workers + 1) pieces = n_workers + 1;
-    pthread_mutex_lock(&lock);
-    job_fn = fn; job_ctx = ctx; job_n = n; job_pieces = pieces;
-    pending = (int)pieces - 1;
-    generation++;
-    pthread_cond_broadcast(&work_cv);
-    pthread_mutex_unlock(&lock);
-    int64_t b, e;
-    piece(0, &b, &e);
-    fn(ctx, b, e);
-    pthread_mutex_lock(&lock);
-    while (pending > 0) pthread_cond_wait(&done_cv, &lock);
-    pthread_mutex_unlock(&lock);
-    pthread_mutex_unlock(&run_lock);
-    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
-void cpu_pool_shutdown(void)
+int cpu_avgpool2d(const nnr_op_call *call)
 {
-    pthread_mutex_lock(&lock);
-    stopping = 1;
-    pthread_cond_broadcast(&work_cv);
-    pthread_mutex_unlock(&lock);
-    for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
-    n_workers = 0;
-    stopping = 0;
+    const int64_t *i = call->params->i;
+    int adaptive = call->op == NNR_OP_ADAPTIVE_AVGPOOL2D || call->op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    int backward = call->op == NNR_OP_AVGPOOL2D_BACKWARD || call->op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    pool_job j = {call->inputs[0], call->outputs[0], NULL, i[0], i[1], i[2], i[3], i[4], i[5], 1, 1, (int)i[6], adaptive};
+    int64_t planes = j.x->sizes[0] * j.x->sizes[1];
+    return cpu_parallel_for(planes, 1, backward ? avg_back_planes : avg_planes, &j);
 }

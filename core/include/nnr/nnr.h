@@ -156,6 +156,38 @@ int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
 nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction);
 nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log);
 
+/* --- files --- */
+/* a safetensors file, opened and validated; tensors are read on demand */
+typedef struct nnr_file nnr_file;
+nnr_file *nnr_safetensors_open(const char *path);
+void nnr_file_close(nnr_file *file);
+int nnr_file_count(const nnr_file *file);
+const char *nnr_file_name(const nnr_file *file, int i);
+nnr_tensor *nnr_file_tensor(nnr_file *file, int i, int device);
+int nnr_file_metadata_count(const nnr_file *file);
+const char *nnr_file_metadata_key(const nnr_file *file, int i);
+const char *nnr_file_metadata_value(const nnr_file *file, int i);
+/* writes atomically (temporary file, fsync, rename) */
+int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_tensor *const *tensors,
+                         int nmeta, const char *const *keys, const char *const *values);
+/* an IDX file (MNIST family), raw or gzip */
+nnr_tensor *nnr_load_idx(const char *path);
+
+/* --- neural-network ops (f32/f64, NCHW) --- */
+nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
+                       int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
+nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);
+nnr_tensor *nnr_avg_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int ceil_mode, int count_include_pad);
+nnr_tensor *nnr_adaptive_avg_pool2d(const nnr_tensor *x, int out_h, int out_w);
+/* fused optimizer steps: update param and its state in place from grad
+ * (PyTorch's rules); a buffer may be NULL when its feature is off */
+int nnr_sgd_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *momentum_buffer, double lr, double momentum,
+                 double dampening, double weight_decay, int nesterov, int buffer_is_new);
+int nnr_adam_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *exp_avg, nnr_tensor *exp_avg_sq, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int64_t step, int decoupled_weight_decay);
+int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *square_avg, nnr_tensor *momentum_buffer,
+                     double lr, double alpha, double eps, double weight_decay, double momentum);
+
 /* --- autograd (DESIGN.md decision 4) --- */
 /* recording on or off for this thread; returns the previous setting */
 int nnr_set_grad_enabled(int on);

@@ -37,7 +37,7 @@ enum {
     NNR_ABI_MINOR = 0,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
-    NNR_MAX_OUTPUTS = 2,
+    NNR_MAX_OUTPUTS = 4,
     NNR_MAX_PARAMS = 8
 };
 
@@ -65,7 +65,7 @@ typedef enum nnr_op {
     NNR_OP_NEG = 1, NNR_OP_ABS = 2, NNR_OP_EXP = 3, NNR_OP_LOG = 4,
     NNR_OP_SQRT = 5, NNR_OP_TANH = 6, NNR_OP_SIGMOID = 7, NNR_OP_RELU = 8,
     NNR_OP_SIN = 9, NNR_OP_COS = 10, NNR_OP_SIGN = 11, NNR_OP_RECIPROCAL = 12,
-    NNR_OP_LOGICAL_NOT = 13,
+    NNR_OP_LOGICAL_NOT = 13, NNR_OP_ERF = 14,
     /* binary elementwise: inputs[0], inputs[1] (same dtype, broadcast to the
      * output's shape with zero strides) -> outputs[0]. With one input the
      * other operand is the scalar params.f[0]; params.i[0] = 1 when the
@@ -111,7 +111,30 @@ typedef enum nnr_op {
      * SCATTER_ADD: out[..index[j..]..] += src[j..] (index and src share a shape)
      * INDEX_ADD: out.select(dim, index[j]) += src.select(dim, j) (index 1-d)
      * inputs: index (I64, 0-based), src */
-    NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147
+    NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147,
+    /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups.
+     * CONV2D: inputs x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO]
+     * CONV2D_GRAD_INPUT: inputs grad_out, weight -> grad_x (its shape given by the output)
+     * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight */
+    NNR_OP_CONV2D = 160, NNR_OP_CONV2D_GRAD_INPUT = 161, NNR_OP_CONV2D_GRAD_WEIGHT = 162,
+    /* pooling, NCHW. i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or
+     * count_include_pad (avg, i[6]).
+     * MAXPOOL2D: x -> outputs[0] values, outputs[1] I64 argmax (flat h*W+w within the plane)
+     * MAXPOOL2D_BACKWARD: inputs grad_out, argmax -> grad_x (fully written)
+     * AVGPOOL2D / _BACKWARD: x -> y; grad_out -> grad_x
+     * ADAPTIVE_AVGPOOL2D / _BACKWARD: output size from the output's shape */
+    NNR_OP_MAXPOOL2D = 163, NNR_OP_MAXPOOL2D_BACKWARD = 164,
+    NNR_OP_AVGPOOL2D = 165, NNR_OP_AVGPOOL2D_BACKWARD = 166,
+    NNR_OP_ADAPTIVE_AVGPOOL2D = 167, NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD = 168,
+    /* fused optimizer steps: outputs are read and updated in place, inputs[0] is the
+     * gradient; all contiguous, one dtype.
+     * SGD: outputs param, momentum buffer (absent when momentum is 0);
+     *      f: lr, momentum, dampening, weight_decay; i[0]: nesterov, i[1]: buffer is new
+     * ADAM: outputs param, exp_avg, exp_avg_sq; f: lr, beta1, beta2, eps, weight_decay,
+     *       bias_correction1, bias_correction2; i[0]: decoupled weight decay (AdamW)
+     * RMSPROP: outputs param, square_avg, momentum buffer (absent when momentum is 0);
+     *       f: lr, alpha, eps, weight_decay, momentum */
+    NNR_OP_SGD_STEP = 192, NNR_OP_ADAM_STEP = 193, NNR_OP_RMSPROP_STEP = 194
 } nnr_op;
 
 /* A strided view of device memory, as a kernel sees it. */
@@ -138,7 +161,7 @@ typedef struct nnr_op_call {
     int32_t n_inputs;
     int32_t n_outputs;
     const nnr_tensor_desc *inputs[4];   /* NNR_MAX_INPUTS */
-    const nnr_tensor_desc *outputs[2];  /* NNR_MAX_OUTPUTS; written, never reallocated */
+    const nnr_tensor_desc *outputs[4];  /* NNR_MAX_OUTPUTS; written, never reallocated */
     const nnr_op_params *params;
 } nnr_op_call;
 

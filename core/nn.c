@@ -1,0 +1,284 @@
+/* Neural-network ops of the core: convolution, pooling and the fused
+ * optimizer steps. Shapes are checked here with errors that name the op and
+ * both shapes; kernels get contiguous f32/f64 operands. */
+#include <math.h>
+#include <string.h>
+#include "derivatives.h"
+#include "internal.h"
+
+static int float_dtype(const char *op, const nnr_tensor *t)
+{
+    if (t->dtype == NNR_F32 || t->dtype == NNR_F64) return NNR_OK;
+    return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32 or f64)", op, nnr_dtype_name(t->dtype));
+}
+
+static int run_call(const char *op, int opid, int device, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out,
+                    const nnr_op_params *p)
+{
+    nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
+    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = nout, .params = p};
+    for (int k = 0; k < nin; k++) { nnr_tensor_desc_of(in[k], &din[k]); call.inputs[k] = &din[k]; }
+    for (int k = 0; k < nout; k++) { nnr_tensor_desc_of(out[k], &dout[k]); call.outputs[k] = &dout[k]; }
+    return nnr_dispatch(op, device, &call);
+}
+
+/* contiguous copies in the given dtype (new references) */
+static int prepare(int n, const nnr_tensor *const *in, int dtype, nnr_tensor **out)
+{
+    for (int k = 0; k < n; k++) {
+        out[k] = NULL;
+        if (!in[k]) continue;
+        int prev = nnr_set_grad_enabled(0);
+        nnr_tensor *c = nnr_to(in[k], dtype, in[k]->device);
+        nnr_tensor *cc = c ? nnr_contiguous(c) : NULL;
+        nnr_set_grad_enabled(prev);
+        nnr_tensor_release(c);
+        if (!cc) { for (int j = 0; j < k; j++) nnr_tensor_release(out[j]); return nnr_last_status(); }
+        out[k] = cc;
+    }
+    return NNR_OK;
+}
+
+static void release_all(int n, nnr_tensor **ts) { for (int k = 0; k < n; k++) nnr_tensor_release(ts[k]); }
+
+static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode)
+{
+    int64_t span = in + 2 * p - d * (k - 1) - 1;
+    if (span < 0) return 0;
+    int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) o--;   /* the last window must start inside the input */
+    return o;
+}
+
+/* ---------------- convolution ---------------- */
+
+nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                       int pad_w, int dil_h, int dil_w, int groups)
+{
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (x->ndim != 4 || w->ndim != 4) {
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: expected a 4-d input [N, C, H, W] and a 4-d weight [O, C/groups, KH, KW], got %s and %s",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes));
+        return NULL;
+    }
+    if (stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_h < 0 || pad_w < 0 || groups < 1) {
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: stride and dilation must be >= 1, padding >= 0, groups >= 1");
+        return NULL;
+    }
+    int64_t C = x->sizes[1], O = w->sizes[0];
+    if (C % groups || O % groups || w->sizes[1] != C / groups) {
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: input of shape %s has %lld channels, weight of shape %s expects %lld (groups %d)",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)C, nnr_shape_str(b, sizeof b, w->ndim, w->sizes),
+                   (long long)(w->sizes[1] * groups), groups);
+        return NULL;
+    }
+    if (bias && (bias->ndim != 1 || bias->sizes[0] != O)) {
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: bias of shape %s, expected [%lld]", nnr_shape_str(a, sizeof a, bias->ndim, bias->sizes), (long long)O);
+        return NULL;
+    }
+    if (x->device != w->device || (bias && bias->device != x->device)) {
+        nnr_errorf(NNR_ERR_DEVICE, "conv2d: input, weight and bias must be on one device");
+        return NULL;
+    }
+    int64_t HO = out_size(x->sizes[2], w->sizes[2], stride_h, pad_h, dil_h, 0);
+    int64_t WO = out_size(x->sizes[3], w->sizes[3], stride_w, pad_w, dil_w, 0);
+    if (HO < 1 || WO < 1) {
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: input of shape %s is too small for a %lldx%lld kernel (padding %d, dilation %d)",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)w->sizes[2], (long long)w->sizes[3], pad_h, dil_h);
+        return NULL;
+    }
+    int dt = nnr_promote_types(x->dtype, w->dtype);
+    if (float_dtype("conv2d", x) || float_dtype("conv2d", w)) return NULL;
+    const nnr_tensor *in[3] = {x, w, bias};
+    nnr_tensor *c[3];
+    if (prepare(3, in, dt, c)) return NULL;
+    int64_t sizes[4] = {x->sizes[0], O, HO, WO};
+    nnr_tensor *y = nnr_tensor_alloc(dt, 4, sizes, x->device);
+    nnr_op_params p = {.struct_size = sizeof p, .i = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups}};
+    if (y && run_call("conv2d", NNR_OP_CONV2D, x->device, bias ? 3 : 2, c, 1, &y, &p)) { nnr_tensor_release(y); y = NULL; }
+    if (y && nnr_should_record(3, in) && nnr_record_conv2d(in, c[0], c[1], p.i, y)) { nnr_tensor_release(y); y = NULL; }
+    release_all(3, c);
+    return y;
+}
+
+/* the gradients of a convolution, for its backward (recording is off) */
+int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom,
+                     nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb)
+{
+    nnr_tensor *g = nnr_contiguous(gy);
+    if (!g) return nnr_last_status();
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof(int64_t) * 7);
+    int st = NNR_OK;
+    if (gx) {
+        *gx = nnr_tensor_alloc(x->dtype, 4, x->sizes, x->device);
+        nnr_tensor *in[2] = {g, (nnr_tensor *)w};
+        if (!*gx || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, 2, in, 1, gx, &p)) st = nnr_last_status();
+    }
+    if (gw && st == NNR_OK) {
+        *gw = nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device);
+        nnr_tensor *in[2] = {(nnr_tensor *)x, g};
+        if (!*gw || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, in, 1, gw, &p)) st = nnr_last_status();
+    }
+    if (gb && st == NNR_OK) {
+        int dims[3] = {0, 2, 3};
+        *gb = nnr_reduce(NNR_OP_SUM, g, 3, dims, 0, 0);
+        if (!*gb) st = nnr_last_status();
+    }
+    nnr_tensor_release(g);
+    return st;
+}
+
+/* ---------------- pooling ---------------- */
+
+static int check_pool_input(const char *op, const nnr_tensor *x)
+{
+    char a[NNR_SHAPE_BUF];
+    if (x->ndim != 4) return nnr_errorf(NNR_ERR_INVALID, "%s: expected a 4-d input [N, C, H, W], got %s", op, nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
+    return float_dtype(op, x);
+}
+
+nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode)
+{
+    char a[NNR_SHAPE_BUF];
+    if (check_pool_input("max_pool2d", x)) return NULL;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw) {
+        nnr_errorf(NNR_ERR_INVALID, "max_pool2d: kernel %dx%d, stride %dx%d, padding %dx%d: padding must be at most half the kernel", kh, kw, sh, sw, ph, pw);
+        return NULL;
+    }
+    int64_t HO = out_size(x->sizes[2], kh, sh, ph, dh, ceil_mode), WO = out_size(x->sizes[3], kw, sw, pw, dw, ceil_mode);
+    if (HO < 1 || WO < 1) {
+        nnr_errorf(NNR_ERR_INVALID, "max_pool2d: input of shape %s is too small for a %dx%d window", nnr_shape_str(a, sizeof a, x->ndim, x->sizes), kh, kw);
+        return NULL;
+    }
+    nnr_tensor *c;
+    if (prepare(1, &x, x->dtype, &c)) return NULL;
+    int64_t sizes[4] = {x->sizes[0], x->sizes[1], HO, WO};
+    nnr_tensor *out[2] = {nnr_tensor_alloc(x->dtype, 4, sizes, x->device), nnr_tensor_alloc(NNR_I64, 4, sizes, x->device)};
+    nnr_op_params p = {.struct_size = sizeof p, .i = {kh, kw, sh, sw, ph, pw, dh, dw}};
+    int st = (out[0] && out[1]) ? run_call("max_pool2d", NNR_OP_MAXPOOL2D, x->device, 1, &c, 2, out, &p) : nnr_last_status();
+    if (st == NNR_OK && nnr_should_record(1, &x)) st = nnr_record_pool(NNR_OP_MAXPOOL2D, x, c, out[1], p.i, out[0]);
+    nnr_tensor_release(c);
+    nnr_tensor_release(out[1]);
+    if (st) { nnr_tensor_release(out[0]); return NULL; }
+    return out[0];
+}
+
+static nnr_tensor *avg_pool_impl(int op, const nnr_tensor *x, const int64_t *params, int64_t HO, int64_t WO)
+{
+    const char *name = op == NNR_OP_AVGPOOL2D ? "avg_pool2d" : "adaptive_avg_pool2d";
+    nnr_tensor *c;
+    if (prepare(1, &x, x->dtype, &c)) return NULL;
+    int64_t sizes[4] = {x->sizes[0], x->sizes[1], HO, WO};
+    nnr_tensor *y = nnr_tensor_alloc(x->dtype, 4, sizes, x->device);
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, params, sizeof p.i);
+    int st = y ? run_call(name, op, x->device, 1, &c, 1, &y, &p) : nnr_last_status();
+    if (st == NNR_OK && nnr_should_record(1, &x)) st = nnr_record_pool(op, x, c, NULL, p.i, y);
+    nnr_tensor_release(c);
+    if (st) { nnr_tensor_release(y); return NULL; }
+    return y;
+}
+
+nnr_tensor *nnr_avg_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int ceil_mode, int count_include_pad)
+{
+    if (check_pool_input("avg_pool2d", x)) return NULL;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw) {
+        nnr_errorf(NNR_ERR_INVALID, "avg_pool2d: kernel %dx%d, stride %dx%d, padding %dx%d: padding must be at most half the kernel", kh, kw, sh, sw, ph, pw);
+        return NULL;
+    }
+    int64_t HO = out_size(x->sizes[2], kh, sh, ph, 1, ceil_mode), WO = out_size(x->sizes[3], kw, sw, pw, 1, ceil_mode);
+    if (HO < 1 || WO < 1) {
+        char a[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "avg_pool2d: input of shape %s is too small for a %dx%d window", nnr_shape_str(a, sizeof a, x->ndim, x->sizes), kh, kw);
+        return NULL;
+    }
+    int64_t params[8] = {kh, kw, sh, sw, ph, pw, count_include_pad, 0};
+    return avg_pool_impl(NNR_OP_AVGPOOL2D, x, params, HO, WO);
+}
+
+nnr_tensor *nnr_adaptive_avg_pool2d(const nnr_tensor *x, int oh, int ow)
+{
+    if (check_pool_input("adaptive_avg_pool2d", x)) return NULL;
+    if (oh < 1 || ow < 1) { nnr_errorf(NNR_ERR_INVALID, "adaptive_avg_pool2d: output size %dx%d must be positive", oh, ow); return NULL; }
+    int64_t params[8] = {0};
+    return avg_pool_impl(NNR_OP_ADAPTIVE_AVGPOOL2D, x, params, oh, ow);
+}
+
+/* gradient of a pooling op for its backward */
+nnr_tensor *nnr_pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indices, const nnr_tensor *gy, const int64_t *params)
+{
+    nnr_tensor *g = nnr_contiguous(gy);
+    if (!g) return NULL;
+    nnr_tensor *gx = nnr_tensor_alloc(x->dtype, 4, x->sizes, x->device);
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, params, sizeof p.i);
+    int bop = op == NNR_OP_MAXPOOL2D ? NNR_OP_MAXPOOL2D_BACKWARD : op == NNR_OP_AVGPOOL2D ? NNR_OP_AVGPOOL2D_BACKWARD : NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    nnr_tensor *in[2] = {g, (nnr_tensor *)indices};
+    if (gx && run_call("pool backward", bop, x->device, indices ? 2 : 1, in, 1, &gx, &p)) { nnr_tensor_release(gx); gx = NULL; }
+    nnr_tensor_release(g);
+    return gx;
+}
+
+/* ---------------- optimizer steps ---------------- */
+
+static int check_state(const char *op, const nnr_tensor *param, const nnr_tensor *t, const char *what)
+{
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (!t) return NNR_OK;
+    if (t->ndim != param->ndim || memcmp(t->sizes, param->sizes, sizeof(int64_t) * (size_t)t->ndim) || t->dtype != param->dtype ||
+        t->device != param->device || !nnr_tensor_is_contiguous(t))
+        return nnr_errorf(NNR_ERR_INVALID, "%s: %s is %s %s on %s, expected a contiguous %s %s on %s like the parameter", op, what,
+                          nnr_dtype_name(t->dtype), nnr_shape_str(a, sizeof a, t->ndim, t->sizes), nnr_device_name(t->device),
+                          nnr_dtype_name(param->dtype), nnr_shape_str(b, sizeof b, param->ndim, param->sizes), nnr_device_name(param->device));
+    return NNR_OK;
+}
+
+static int step(const char *op, int opid, nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *s1, nnr_tensor *s2, const nnr_op_params *p)
+{
+    if (float_dtype(op, param)) return nnr_last_status();
+    if (!nnr_tensor_is_contiguous(param)) return nnr_errorf(NNR_ERR_INVALID, "%s: the parameter must be contiguous", op);
+    if (check_state(op, param, s1, "optimizer state") || check_state(op, param, s2, "optimizer state")) return nnr_last_status();
+    nnr_tensor *g = nnr_to(grad, param->dtype, param->device);
+    nnr_tensor *gc = g ? nnr_contiguous(g) : NULL;
+    nnr_tensor_release(g);
+    if (!gc) return nnr_last_status();
+    if (gc->ndim != param->ndim || memcmp(gc->sizes, param->sizes, sizeof(int64_t) * (size_t)param->ndim)) {
+        char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+        nnr_tensor_release(gc);
+        return nnr_errorf(NNR_ERR_INVALID, "%s: gradient of shape %s for a parameter of shape %s", op,
+                          nnr_shape_str(a, sizeof a, grad->ndim, grad->sizes), nnr_shape_str(b, sizeof b, param->ndim, param->sizes));
+    }
+    nnr_tensor *outs[3] = {param, s1, s2};
+    int nout = 1 + (s1 != NULL) + (s2 != NULL);
+    if (!s1 && s2) { outs[1] = s2; }
+    for (int k = 0; k < nout; k++) atomic_fetch_add(&outs[k]->storage->version, 1);
+    int st = run_call(op, opid, param->device, 1, &gc, nout, outs, p);
+    nnr_tensor_release(gc);
+    return st;
+}
+
+int nnr_sgd_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *momentum_buffer, double lr, double momentum,
+                 double dampening, double weight_decay, int nesterov, int buffer_is_new)
+{
+    nnr_op_params p = {.struct_size = sizeof p, .f = {lr, momentum, dampening, weight_decay}, .i = {nesterov, buffer_is_new}};
+    return step("sgd", NNR_OP_SGD_STEP, param, grad, momentum != 0 ? momentum_buffer : NULL, NULL, &p);
+}
+
+int nnr_adam_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *exp_avg, nnr_tensor *exp_avg_sq, double lr, double beta1,
+                  double beta2, double eps, double weight_decay, int64_t step_count, int decoupled)
+{
+    if (!exp_avg || !exp_avg_sq) return nnr_errorf(NNR_ERR_INVALID, "adam: both moment buffers are needed");
+    if (step_count < 1) return nnr_errorf(NNR_ERR_INVALID, "adam: step count must be >= 1");
+    double bc1 = 1 - pow(beta1, (double)step_count), bc2 = 1 - pow(beta2, (double)step_count);
+    nnr_op_params p = {.struct_size = sizeof p, .f = {lr, beta1, beta2, eps, weight_decay, bc1, bc2}, .i = {decoupled}};
+    return step(decoupled ? "adamw" : "adam", NNR_OP_ADAM_STEP, param, grad, exp_avg, exp_avg_sq, &p);
+}
+
+int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *square_avg, nnr_tensor *momentum_buffer, double lr,
+                     double alpha, double eps, double weight_decay, double momentum)
+{
+    if (!square_avg) return nnr_errorf(NNR_ERR_INVALID, "rmsprop: the square average buffer is needed");
+    nnr_op_params p = {.struct_size = sizeof p, .f = {lr, alpha, eps, weight_decay, momentum}};
+    return step("rmsprop", NNR_OP_RMSPROP_STEP, param, grad, square_avg, momentum != 0 ? momentum_buffer : NULL, &p);
+}

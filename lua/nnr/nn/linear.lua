@@ -1,0 +1,33 @@
+-- nn.Linear(in, out[, {bias = true}]): y = x W^T + b, x [..., in].
+-- Weights and bias are initialised as PyTorch does: U(-1/sqrt(in), 1/sqrt(in)).
+local nnr = require "nnr"
+local Module = require "nnr.nn.module"
+local F = require "nnr.nn.functional"
+
+local Linear = Module:extend("Linear")
+
+function Linear:__init(in_features, out_features, opts)
+  Module.__init(self)
+  opts = opts or {}
+  self.in_features, self.out_features = in_features, out_features
+  local bound = 1 / math.sqrt(in_features)
+  local o = { dtype = opts.dtype, device = opts.device }
+  self:register_parameter("weight", nnr.empty(out_features, in_features, o):uniform_(-bound, bound))
+  if opts.bias ~= false then
+    self:register_parameter("bias", nnr.empty(out_features, o):uniform_(-bound, bound))
+  end
+end
+
+function Linear:forward(x)
+  if x:dim() < 1 or x:size(-1) ~= self.in_features then
+    error(string.format("Linear(%d -> %d): input of shape %s, expected [..., %d]", self.in_features, self.out_features,
+      nnr.shape_str(x:size()), self.in_features), 0)
+  end
+  return F.linear(x, self.weight, self.bias)
+end
+
+function Linear:extra_repr()
+  return string.format("in_features=%d, out_features=%d, bias=%s", self.in_features, self.out_features, tostring(self.bias ~= nil))
+end
+
+return Linear

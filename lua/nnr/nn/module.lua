@@ -1,0 +1,278 @@
+-- nn.Module: the base of every layer. A module holds parameters, buffers
+-- and child modules in registration order; a subclass writes forward() and
+-- gets the rest (parameters, state_dict, train/eval, to, summary).
+--
+--   local MyLayer = nn.Module:extend("MyLayer")
+--   function MyLayer:__init(n) nn.Module.__init(self); self:register_parameter("w", nnr.randn(n)) end
+--   function MyLayer:forward(x) return x * self.w end
+local nnr = require "nnr"
+local is_dtype = require("nnr.core").is_dtype
+
+local Module = {}
+
+-- to("f64"), to("cuda:0"), to("cuda", "f16"): which is the dtype and which the device
+local function split_to_args(a, b)
+  local dtype, device
+  for _, x in ipairs { a or false, b or false } do
+    if x then if is_dtype(x) then dtype = x else device = x end end
+  end
+  return dtype, device
+end
+Module.__index = Module
+Module.__name = "Module"
+
+-- a subclass; calling it constructs an instance through __init
+function Module:extend(name)
+  local cls = setmetatable({}, { __index = self, __call = function(c, ...)
+    local obj = setmetatable({}, c)
+    obj:__init(...)
+    return obj
+  end })
+  cls.__index = cls
+  cls.__name = name
+  cls.__tostring = self.__tostring
+  cls.__call = self.__call
+  cls.super = self
+  return cls
+end
+
+function Module:__init()
+  rawset(self, "_params", {})       -- names, in order
+  rawset(self, "_buffers", {})
+  rawset(self, "_children", {})
+  rawset(self, "training", true)
+end
+
+function Module:register_parameter(name, t)
+  if t ~= nil and not nnr.is_tensor(t) then error(self.__name .. ": parameter '" .. name .. "' must be a tensor", 0) end
+  if t and not t.requires_grad and t:is_floating_point() then t:requires_grad_(true) end
+  if self[name] == nil or not self:_has(self._params, name) then table.insert(self._params, name) end
+  rawset(self, name, t)
+  return t
+end
+
+function Module:register_buffer(name, t)
+  if not self:_has(self._buffers, name) then table.insert(self._buffers, name) end
+  rawset(self, name, t)
+  return t
+end
+
+function Module:add_module(name, m)
+  if not self:_has(self._children, name) then table.insert(self._children, name) end
+  rawset(self, name, m)
+  return m
+end
+
+function Module:_has(list, name)
+  for _, n in ipairs(list) do if n == name then return true end end
+  return false
+end
+
+function Module:forward()
+  error(self.__name .. ": forward is not implemented", 0)
+end
+
+Module.__call = function(self, ...) return self:forward(...) end
+
+-- {name, module} of the direct children
+function Module:named_children()
+  local out = {}
+  for _, n in ipairs(self._children) do out[#out + 1] = { n, self[n] } end
+  return out
+end
+
+function Module:children()
+  local out = {}
+  for _, nc in ipairs(self:named_children()) do out[#out + 1] = nc[2] end
+  return out
+end
+
+-- this module and every descendant, depth first
+function Module:modules(out)
+  out = out or {}
+  out[#out + 1] = self
+  for _, c in ipairs(self:children()) do c:modules(out) end
+  return out
+end
+
+-- {name, tensor} for every parameter; a tensor shared by two modules appears once
+function Module:named_parameters(prefix, seen, out)
+  prefix, seen, out = prefix or "", seen or {}, out or {}
+  for _, n in ipairs(self._params) do
+    local p = self[n]
+    if p and not seen[p] then
+      seen[p] = true
+      out[#out + 1] = { prefix .. n, p }
+    end
+  end
+  for _, nc in ipairs(self:named_children()) do nc[2]:named_parameters(prefix .. nc[1] .. ".", seen, out) end
+  return out
+end
+
+function Module:parameters()
+  local out = {}
+  for _, np in ipairs(self:named_parameters()) do out[#out + 1] = np[2] end
+  return out
+end
+
+function Module:named_buffers(prefix, out)
+  prefix, out = prefix or "", out or {}
+  for _, n in ipairs(self._buffers) do
+    if self[n] then out[#out + 1] = { prefix .. n, self[n] } end
+  end
+  for _, nc in ipairs(self:named_children()) do nc[2]:named_buffers(prefix .. nc[1] .. ".", out) end
+  return out
+end
+
+function Module:train(mode)
+  if mode == nil then mode = true end
+  for _, m in ipairs(self:modules()) do rawset(m, "training", mode) end
+  return self
+end
+
+function Module:eval() return self:train(false) end
+
+-- gradients to nil (the default) or zero
+function Module:zero_grad(set_to_zero)
+  for _, p in ipairs(self:parameters()) do
+    if set_to_zero and p.grad then p.grad:zero_() else p.grad = nil end
+  end
+end
+
+function Module:apply(fn)
+  for _, c in ipairs(self:children()) do c:apply(fn) end
+  fn(self)
+  return self
+end
+
+-- moves or casts every parameter and buffer; references to parameters stay valid
+-- (the tensors are updated in place, as PyTorch's module.to does)
+function Module:to(a, b)
+  nnr.no_grad(function()
+    for _, m in ipairs(self:modules()) do
+      for _, n in ipairs(m._params) do
+        local p = m[n]
+        if p then
+          local moved = p:to(a, b)
+          if moved ~= p then p:set_data_(moved) end
+        end
+      end
+      for _, n in ipairs(m._buffers) do
+        local t = m[n]
+        if t then
+          local dtype, device = split_to_args(a, b)
+          if not t:is_floating_point() then dtype = nil end   -- counters stay integers
+          rawset(m, n, t:to({ dtype = dtype, device = device }))
+        end
+      end
+    end
+  end)
+  return self
+end
+
+function Module:float() return self:to("f32") end
+function Module:double() return self:to("f64") end
+function Module:cuda(i) return self:to("cuda:" .. (i or 0)) end
+function Module:cpu() return self:to("cpu") end
+
+-- name -> tensor for parameters and buffers (PyTorch's key names)
+function Module:state_dict()
+  local sd, order = {}, {}
+  for _, np in ipairs(self:named_parameters()) do sd[np[1]] = np[2]; order[#order + 1] = np[1] end
+  for _, nb in ipairs(self:named_buffers()) do sd[nb[1]] = nb[2]; order[#order + 1] = nb[1] end
+  return setmetatable(sd, { __index = { _order = order } })
+end
+
+-- copies values in; strict (the default) wants exactly the same keys
+function Module:load_state_dict(sd, strict)
+  if strict == nil then strict = true end
+  local mine = self:state_dict()
+  local missing, unexpected = {}, {}
+  for _, k in ipairs(mine._order) do if sd[k] == nil then missing[#missing + 1] = k end end
+  for k in pairs(sd) do if mine[k] == nil then unexpected[#unexpected + 1] = k end end
+  table.sort(unexpected)
+  if strict and (#missing > 0 or #unexpected > 0) then
+    error(string.format("%s:load_state_dict: missing keys {%s}, unexpected keys {%s}", self.__name,
+      table.concat(missing, ", "), table.concat(unexpected, ", ")), 0)
+  end
+  nnr.no_grad(function()
+    for _, k in ipairs(mine._order) do
+      local src = sd[k]
+      if src ~= nil then
+        local dst = mine[k]
+        if nnr.shape_str(src:size()) ~= nnr.shape_str(dst:size()) then
+          error(string.format("%s:load_state_dict: '%s' has shape %s in the checkpoint, %s in the model", self.__name, k,
+            nnr.shape_str(src:size()), nnr.shape_str(dst:size())), 0)
+        end
+        dst:copy_(src)
+      end
+    end
+  end)
+  return missing, unexpected
+end
+
+function Module:num_parameters()
+  local n = 0
+  for _, p in ipairs(self:parameters()) do n = n + p:numel() end
+  return n
+end
+
+-- one line for a leaf module; subclasses give extra_repr()
+function Module:extra_repr() return "" end
+
+Module.__tostring = function(self)
+  local children = self:named_children()
+  if #children == 0 then return self.__name .. "(" .. self:extra_repr() .. ")" end
+  local lines = { self.__name .. "(" }
+  for _, nc in ipairs(children) do
+    local s = tostring(nc[2]):gsub("\n", "\n  ")
+    lines[#lines + 1] = "  (" .. nc[1] .. "): " .. s
+  end
+  lines[#lines + 1] = ")"
+  return table.concat(lines, "\n")
+end
+
+-- a table of layers with their output shapes and parameter counts, from one
+-- forward pass on zeros of input_shape (in eval mode, without recording)
+function Module:summary(input_shape, opts)
+  opts = opts or {}
+  local rows, depth = {}, 0
+  local originals = {}
+  for _, m in ipairs(self:modules()) do
+    local fwd = m.forward
+    originals[m] = rawget(m, "forward")
+    rawset(m, "forward", function(mod, ...)
+      depth = depth + 1
+      local row = { depth = depth }
+      rows[#rows + 1] = row
+      local out = fwd(mod, ...)
+      depth = depth - 1
+      local own_params = 0
+      for _, n in ipairs(mod._params) do if mod[n] then own_params = own_params + mod[n]:numel() end end
+      row.name = mod.__name
+      row.shape = nnr.is_tensor(out) and nnr.shape_str(out:size()) or "-"
+      row.params = own_params
+      return out
+    end)
+  end
+  local was_training = self.training
+  self:eval()
+  local ok, err = pcall(function()
+    nnr.no_grad(function() self:forward(nnr.zeros(input_shape, { dtype = opts.dtype, device = opts.device })) end)
+  end)
+  for m, f in pairs(originals) do rawset(m, "forward", f) end
+  self:train(was_training)
+  if not ok then error(err, 0) end
+  local lines = { string.format("%-40s %-22s %12s", "layer", "output shape", "parameters") }
+  local total = 0
+  for _, r in ipairs(rows) do
+    lines[#lines + 1] = string.format("%-40s %-22s %12d", string.rep("  ", r.depth - 1) .. r.name, r.shape, r.params)
+    total = total + r.params
+  end
+  local bytes = 0
+  for _, p in ipairs(self:parameters()) do bytes = bytes + p:numel() * nnr.dtype_size(p.dtype) end
+  lines[#lines + 1] = string.format("total parameters: %d (%.1f kB)", total, bytes / 1024)
+  return table.concat(lines, "\n")
+end
+
+return Module

@@ -1,0 +1,47 @@
+-- Pooling layers over NCHW input: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d.
+local nnr = require "nnr"
+local Module = require "nnr.nn.module"
+local F = require "nnr.nn.functional"
+
+local M = {}
+
+local function batched(name, x, fn)
+  if x:dim() == 3 then return fn(x:unsqueeze(1)):squeeze(1) end
+  if x:dim() ~= 4 then error(name .. ": input of shape " .. nnr.shape_str(x:size()) .. ", expected [N, C, H, W]", 0) end
+  return fn(x)
+end
+
+local MaxPool2d = Module:extend("MaxPool2d")
+M.MaxPool2d = MaxPool2d
+function MaxPool2d:__init(kernel_size, opts)
+  Module.__init(self)
+  self.kernel_size, self.opts = kernel_size, opts or {}
+end
+function MaxPool2d:forward(x)
+  return batched("MaxPool2d", x, function(t) return F.max_pool2d(t, self.kernel_size, self.opts) end)
+end
+function MaxPool2d:extra_repr() return "kernel_size=" .. tostring(self.kernel_size) end
+
+local AvgPool2d = Module:extend("AvgPool2d")
+M.AvgPool2d = AvgPool2d
+function AvgPool2d:__init(kernel_size, opts)
+  Module.__init(self)
+  self.kernel_size, self.opts = kernel_size, opts or {}
+end
+function AvgPool2d:forward(x)
+  return batched("AvgPool2d", x, function(t) return F.avg_pool2d(t, self.kernel_size, self.opts) end)
+end
+function AvgPool2d:extra_repr() return "kernel_size=" .. tostring(self.kernel_size) end
+
+local AdaptiveAvgPool2d = Module:extend("AdaptiveAvgPool2d")
+M.AdaptiveAvgPool2d = AdaptiveAvgPool2d
+function AdaptiveAvgPool2d:__init(output_size)
+  Module.__init(self)
+  self.output_size = output_size
+end
+function AdaptiveAvgPool2d:forward(x)
+  return batched("AdaptiveAvgPool2d", x, function(t) return F.adaptive_avg_pool2d(t, self.output_size) end)
+end
+function AdaptiveAvgPool2d:extra_repr() return "output_size=" .. tostring(self.output_size) end
+
+return M

@@ -1,0 +1,34 @@
+-- nn.utils: gradient clipping.
+local nnr = require "nnr"
+
+local M = {}
+
+-- scales the gradients of params so that their joint norm is at most max_norm;
+-- returns the norm before clipping (norm_type 2 by default, or math.huge)
+function M.clip_grad_norm(params, max_norm, norm_type)
+  norm_type = norm_type or 2
+  local grads = {}
+  for _, p in ipairs(params) do if p.grad then grads[#grads + 1] = p.grad end end
+  if #grads == 0 then return 0 end
+  local total
+  return nnr.no_grad(function()
+    if norm_type == math.huge then
+      total = 0
+      for _, g in ipairs(grads) do total = math.max(total, g:abs():max():item()) end
+    else
+      local s = 0
+      for _, g in ipairs(grads) do s = s + (g:abs():double() ^ norm_type):sum():item() end
+      total = s ^ (1 / norm_type)
+    end
+    local scale = max_norm / (total + 1e-6)
+    if scale < 1 then
+      for _, p in ipairs(params) do
+        if p.grad then p.grad = p.grad * scale end
+      end
+    end
+    return total
+  end)
+end
+M.clip_grad_norm_ = M.clip_grad_norm
+
+return M

@@ -1,0 +1,125 @@
+-- The base of every optimizer: parameter groups, per-parameter state,
+-- zero_grad, and state_dict/load_state_dict (state keyed by the parameter's
+-- position across groups, as PyTorch does).
+local nnr = require "nnr"
+
+local Optimizer = {}
+Optimizer.__index = Optimizer
+
+function Optimizer:extend(name, defaults)
+  local cls = setmetatable({}, { __index = self, __call = function(c, params, opts)
+    local o = setmetatable({}, c)
+    o:__init(params, opts)
+    return o
+  end })
+  cls.__index = cls
+  cls.__name = name
+  cls.defaults = defaults
+  return cls
+end
+
+-- params: a list of tensors, or a list of groups {params = {...}, lr = ...}
+function Optimizer:__init(params, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if self.defaults[k] == nil then error(self.__name .. ": unknown option '" .. tostring(k) .. "'", 0) end
+  end
+  if type(params) ~= "table" or #params == 0 then error(self.__name .. ": expected a non-empty list of parameters or groups", 0) end
+  local groups = nnr.is_tensor(params[1]) and { { params = params } } or params
+  self.param_groups, self.state = {}, {}
+  for gi, g in ipairs(groups) do
+    local group = { params = g.params }
+    for k, v in pairs(self.defaults) do
+      local value = g[k]
+      if value == nil then value = opts[k] end
+      if value == nil then value = v end
+      group[k] = value
+    end
+    for pi, p in ipairs(group.params) do
+      if not nnr.is_tensor(p) then error(string.format("%s: group %d entry %d is not a tensor", self.__name, gi, pi), 0) end
+      if not p.requires_grad then error(string.format("%s: group %d parameter %d does not require grad", self.__name, gi, pi), 0) end
+    end
+    self:check_group(group)
+    self.param_groups[gi] = group
+  end
+end
+
+function Optimizer:check_group(group)
+  if group.lr == nil or group.lr < 0 then error(self.__name .. ": learning rate must be >= 0, got " .. tostring(group.lr), 0) end
+end
+
+function Optimizer:zero_grad(set_to_zero)
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do
+      if set_to_zero and p.grad then p.grad:zero_() else p.grad = nil end
+    end
+  end
+end
+
+-- parameters in order across groups: the keys of the state
+function Optimizer:each_param()
+  local list = {}
+  for gi, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do list[#list + 1] = { p, g } end
+  end
+  return list
+end
+
+function Optimizer:state_dict()
+  local state, groups, index = {}, {}, 0
+  for gi, g in ipairs(self.param_groups) do
+    local entry = { params = {} }
+    for k, v in pairs(g) do if k ~= "params" then entry[k] = v end end
+    for _, p in ipairs(g.params) do
+      index = index + 1
+      entry.params[#entry.params + 1] = index
+      if self.state[p] then
+        local s = {}
+        for k, v in pairs(self.state[p]) do s[k] = v end
+        state[index] = s
+      end
+    end
+    groups[gi] = entry
+  end
+  return { state = state, param_groups = groups }
+end
+
+function Optimizer:load_state_dict(sd)
+  if #sd.param_groups ~= #self.param_groups then
+    error(string.format("%s:load_state_dict: %d parameter groups in the state, %d in the optimizer", self.__name,
+      #sd.param_groups, #self.param_groups), 0)
+  end
+  local index = 0
+  for gi, g in ipairs(self.param_groups) do
+    local src = sd.param_groups[gi]
+    if #src.params ~= #g.params then
+      error(string.format("%s:load_state_dict: group %d has %d parameters in the state, %d in the optimizer", self.__name, gi,
+        #src.params, #g.params), 0)
+    end
+    for k, v in pairs(src) do if k ~= "params" then g[k] = v end end
+    for _, p in ipairs(g.params) do
+      index = index + 1
+      local s = sd.state[index] or sd.state[tostring(index)]
+      if s then
+        local mine = {}
+        for k, v in pairs(s) do
+          if nnr.is_tensor(v) and k ~= "step" then
+            if nnr.shape_str(v:size()) ~= nnr.shape_str(p:size()) then
+              error(string.format("%s:load_state_dict: state '%s' of parameter %d has shape %s, the parameter %s", self.__name,
+                k, index, nnr.shape_str(v:size()), nnr.shape_str(p:size())), 0)
+            end
+            v = v:to(p.device, p.dtype):clone()
+          elseif nnr.is_tensor(v) then
+            v = v:item()
+          end
+          mine[k] = v
+        end
+        self.state[p] = mine
+      else
+        self.state[p] = nil
+      end
+    end
+  end
+end
+
+return Optimizer

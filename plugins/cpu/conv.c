@@ -1,0 +1,189 @@
+/* 2-d convolution by im2col + sgemm/dgemm over the whole batch at once.
+ *
+ * x [N,C,H,W], weight [O,C/g,KH,KW], out [N,O,HO,WO]. For each group, the
+ * columns matrix has one row per (c, kh, kw) of the group and one column per
+ * (n, ho, wo) of the batch: a single gemm [O/g x CK] x [CK x N*HO*WO] per
+ * group, rather than a small one per image. Backward: grad_input =
+ * col2im(W^T x grad), grad_weight = grad x cols^T. Inputs are contiguous
+ * (the core makes them so). */
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
+
+typedef struct conv_geom {
+    int64_t N, C, H, W, O, KH, KW, HO, WO;
+    int64_t sh, sw, ph, pw, dh, dw, groups;
+    int64_t cg, og, ck, cols;   /* channels and outputs per group, rows and columns of the columns matrix */
+} conv_geom;
+
+static conv_geom geometry(const nnr_tensor_desc *x, const nnr_tensor_desc *w, const nnr_tensor_desc *y, const int64_t *i)
+{
+    conv_geom g = {x->sizes[0], x->sizes[1], x->sizes[2], x->sizes[3], w->sizes[0], w->sizes[2], w->sizes[3], y->sizes[2], y->sizes[3],
+                   i[0], i[1], i[2], i[3], i[4], i[5], i[6], 0, 0, 0, 0};
+    g.cg = g.C / g.groups;
+    g.og = g.O / g.groups;
+    g.ck = g.cg * g.KH * g.KW;
+    g.cols = g.N * g.HO * g.WO;
+    return g;
+}
+
+typedef struct im2col_job { const conv_geom *g; const void *x; void *cols; int64_t group; int dt; } im2col_job;
+
+/* rows [begin, end) of the columns matrix of one group */
+static void im2col_rows(void *arg, int64_t begin, int64_t end)
+{
+    const im2col_job *j = arg;
+    const conv_geom *g = j->g;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t c = j->group * g->cg + r / (g->KH * g->KW), kh = (r / g->KW) % g->KH, kw = r % g->KW;
+        for (int64_t n = 0; n < g->N; n++)
+            for (int64_t ho = 0; ho < g->HO; ho++) {
+                int64_t h = ho * g->sh - g->ph + kh * g->dh;
+                int64_t base = r * g->cols + (n * g->HO + ho) * g->WO;
+                int64_t src = ((n * g->C + c) * g->H + h) * g->W;
+                for (int64_t wo = 0; wo < g->WO; wo++) {
+                    int64_t w = wo * g->sw - g->pw + kw * g->dw;
+                    int inside = h >= 0 && h < g->H && w >= 0 && w < g->W;
+                    if (j->dt == NNR_F32) ((float *)j->cols)[base + wo] = inside ? ((const float *)j->x)[src + w] : 0.0f;
+                    else ((double *)j->cols)[base + wo] = inside ? ((const double *)j->x)[src + w] : 0.0;
+                }
+            }
+    }
+}
+
+static void im2col(const conv_geom *g, int dt, const void *x, void *cols, int64_t group)
+{
+    im2col_job j = {g, x, cols, group, dt};
+    cpu_parallel_for(g->ck, 1, im2col_rows, &j);
+}
+
+/* adds the columns matrix back into grad_x (channels of one group); parallel over channels */
+typedef struct col2im_job { const conv_geom *g; const void *cols; void *dx; int64_t group; int dt; } col2im_job;
+
+static void col2im_channels(void *arg, int64_t begin, int64_t end)
+{
+    const col2im_job *j = arg;
+    const conv_geom *g = j->g;
+    for (int64_t cl = begin; cl < end; cl++) {
+        int64_t c = j->group * g->cg + cl;
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                int64_t r = (cl * g->KH + kh) * g->KW + kw;
+                for (int64_t n = 0; n < g->N; n++)
+                    for (int64_t ho = 0; ho < g->HO; ho++) {
+                        int64_t h = ho * g->sh - g->ph + kh * g->dh;
+                        if (h < 0 || h >= g->H) continue;
+                        int64_t base = r * g->cols + (n * g->HO + ho) * g->WO;
+                        int64_t dst = ((n * g->C + c) * g->H + h) * g->W;
+                        for (int64_t wo = 0; wo < g->WO; wo++) {
+                            int64_t w = wo * g->sw - g->pw + kw * g->dw;
+                            if (w < 0 || w >= g->W) continue;
+                            if (j->dt == NNR_F32) ((float *)j->dx)[dst + w] += ((const float *)j->cols)[base + wo];
+                            else ((double *)j->dx)[dst + w] += ((const double *)j->cols)[base + wo];
+                        }
+                    }
+            }
+    }
+}
+
+static void gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
+                 const void *b, int64_t ldb, double beta, void *c, int64_t ldc)
+{
+    if (dt == NNR_F32)
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, (float)beta, c, (int)ldc);
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* out [O, N*HO*WO] (group-major rows) <-> y [N, O, HO, WO] */
+static void scatter_rows(const conv_geom *g, int dt, const void *rows, void *y, const void *bias)
+{
+    int64_t plane = g->HO * g->WO;
+    for (int64_t o = 0; o < g->O; o++)
+        for (int64_t n = 0; n < g->N; n++) {
+            const char *src = (const char *)rows + ((o * g->N + n) * plane) * (dt == NNR_F32 ? 4 : 8);
+            char *dst = (char *)y + ((n * g->O + o) * plane) * (dt == NNR_F32 ? 4 : 8);
+            if (dt == NNR_F32) {
+                float b = bias ? ((const float *)bias)[o] : 0.0f;
+                for (int64_t p = 0; p < plane; p++) ((float *)dst)[p] = ((const float *)src)[p] + b;
+            } else {
+                double b = bias ? ((const double *)bias)[o] : 0.0;
+                for (int64_t p = 0; p < plane; p++) ((double *)dst)[p] = ((const double *)src)[p] + b;
+            }
+        }
+}
+
+static void gather_rows(const conv_geom *g, int dt, const void *y, void *rows)
+{
+    int64_t plane = g->HO * g->WO, es = dt == NNR_F32 ? 4 : 8;
+    for (int64_t o = 0; o < g->O; o++)
+        for (int64_t n = 0; n < g->N; n++)
+            memcpy((char *)rows + (o * g->N + n) * plane * es, (const char *)y + (n * g->O + o) * plane * es, (size_t)(plane * es));
+}
+
+int cpu_conv2d(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
+    const nnr_tensor_desc *bias = call->n_inputs > 2 ? call->inputs[2] : NULL;
+    conv_geom g = geometry(x, w, y, call->params->i);
+    int dt = x->dtype;
+    int64_t es = dt == NNR_F32 ? 4 : 8;
+    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
+    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix"); }
+    for (int64_t gr = 0; gr < g.groups; gr++) {
+        im2col(&g, dt, x->data, cols, gr);
+        /* rows[og] = W_g [og x ck] @ cols [ck x cols] */
+        gemm(dt, CblasNoTrans, CblasNoTrans, g.og, g.cols, g.ck, (const char *)w->data + gr * g.og * g.ck * es, g.ck, cols, g.cols, 0.0,
+             (char *)rows + gr * g.og * g.cols * es, g.cols);
+    }
+    scatter_rows(&g, dt, rows, y->data, bias ? bias->data : NULL);
+    free(cols);
+    free(rows);
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}
+
+int cpu_conv2d_grad_input(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *gy = call->inputs[0], *w = call->inputs[1], *gx = call->outputs[0];
+    conv_geom g = geometry(gx, w, gy, call->params->i);
+    int dt = gy->dtype;
+    int64_t es = dt == NNR_F32 ? 4 : 8;
+    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
+    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
+    gather_rows(&g, dt, gy->data, rows);
+    memset(gx->data, 0, (size_t)(g.N * g.C * g.H * g.W * es));
+    for (int64_t gr = 0; gr < g.groups; gr++) {
+        /* cols [ck x cols] = W_g^T [ck x og] @ rows_g [og x cols] */
+        gemm(dt, CblasTrans, CblasNoTrans, g.ck, g.cols, g.og, (const char *)w->data + gr * g.og * g.ck * es, g.ck,
+             (const char *)rows + gr * g.og * g.cols * es, g.cols, 0.0, cols, g.cols);
+        col2im_job j = {&g, cols, gx->data, gr, dt};
+        cpu_parallel_for(g.cg, 1, col2im_channels, &j);
+    }
+    free(cols);
+    free(rows);
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}
+
+int cpu_conv2d_grad_weight(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *x = call->inputs[0], *gy = call->inputs[1], *gw = call->outputs[0];
+    conv_geom g = geometry(x, gw, gy, call->params->i);
+    int dt = x->dtype;
+    int64_t es = dt == NNR_F32 ? 4 : 8;
+    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
+    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
+    gather_rows(&g, dt, gy->data, rows);
+    for (int64_t gr = 0; gr < g.groups; gr++) {
+        im2col(&g, dt, x->data, cols, gr);
+        /* gW_g [og x ck] = rows_g [og x cols] @ cols^T [cols x ck] */
+        gemm(dt, CblasNoTrans, CblasTrans, g.og, g.ck, g.cols, (const char *)rows + gr * g.og * g.cols * es, g.cols, cols, g.cols, 0.0,
+             (char *)gw->data + gr * g.og * g.ck * es, g.ck);
+    }
+    free(cols);
+    free(rows);
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}
