@@ -52,6 +52,14 @@ static int size_class(size_t n, size_t *rounded)
 }
 
 /* one atomic add per call; the peak and the GC trigger read it without locks */
+/* the block size of class k (the inverse of size_class) */
+static void size_class_bytes(int k, size_t *bytes)
+{
+    if (k < 16) { *bytes = (size_t)(k + 1) * 64; return; }
+    int lg = (k - 16) / 4 + 10, q = (k - 16) % 4 + 1;
+    *bytes = (size_t)(4 + q) << (lg - 2);
+}
+
 void nnr_account(int64_t delta)
 {
     int64_t now = atomic_fetch_add_explicit(&live_bytes, delta, memory_order_relaxed) + delta;
@@ -130,9 +138,21 @@ void nnr_free_device(int device, void *ptr, size_t nbytes)
     int cls = size_class(nbytes, &rounded);
     nnr_account(-(int64_t)rounded);
     device_cache *c = &caches[device];
-    block *b = cls >= 0 ? malloc(sizeof *b) : NULL;
+    block *b = cls >= 0 && (int64_t)rounded <= cache_limit / 4 ? malloc(sizeof *b) : NULL;
     if (b) {
         pthread_mutex_lock(&c->lock);
+        /* full: make room by dropping the largest cached blocks (stale big ones go first) */
+        for (int k = N_BINS - 1; k > cls && c->cached + (int64_t)rounded > cache_limit; k--) {
+            while (c->bins[k] && c->cached + (int64_t)rounded > cache_limit) {
+                block *victim = c->bins[k];
+                c->bins[k] = victim->next;
+                size_t vr;
+                size_class_bytes(k, &vr);
+                c->cached -= (int64_t)vr;
+                d->plugin->buffer_free(d->plugin, d->local_index, victim->ptr);
+                free(victim);
+            }
+        }
         if (c->cached + (int64_t)rounded <= cache_limit) {
             b->ptr = ptr;
             b->next = c->bins[cls];

@@ -225,9 +225,10 @@ nnr_tensor *nnr_detach(const nnr_tensor *t)
 /* dst += g, allocating dst when it is NULL (g itself is never written) */
 static int accumulate(nnr_tensor **dst, const nnr_tensor *g)
 {
-    if (!*dst) {
-        *dst = nnr_clone(g);
-        return *dst ? NNR_OK : nnr_last_status();
+    if (!*dst) {                  /* pending gradients are never written in place: share g */
+        nnr_tensor_retain((nnr_tensor *)g);
+        *dst = (nnr_tensor *)g;
+        return NNR_OK;
     }
     nnr_tensor *sum = nnr_binary(NNR_OP_ADD, *dst, g);
     if (!sum) return nnr_last_status();

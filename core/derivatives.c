@@ -106,12 +106,7 @@ static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grad
         t = mul_into(t, y);
         r = mul_into(t, g);
         break;
-    case NNR_OP_RELU: {
-        nnr_tensor *pos = nnr_binary_scalar(NNR_OP_GT, x, 0, 0);
-        r = pos ? nnr_where_scalar(pos, g, 0, NULL, 0) : NULL;
-        nnr_tensor_release(pos);
-        break;
-    }
+    case NNR_OP_RELU: r = nnr_binary(NNR_OP_RELU_GRAD, g, x); break;
     case NNR_OP_SIN: t = nnr_unary(NNR_OP_COS, x); r = mul_into(t, g); break;
     case NNR_OP_COS: t = nnr_unary(NNR_OP_SIN, x); r = mul_into(t, g); if (r) { t = nnr_unary(NNR_OP_NEG, r); nnr_tensor_release(r); r = t; } break;
     case NNR_OP_SIGN: r = nnr_full(g->dtype, g->ndim, g->sizes, 0.0, g->device); break;
@@ -456,7 +451,7 @@ static int reduce_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
     nnr_tensor *ge = expand_back(node, g), *r = NULL;
     if (!ge) return nnr_last_status();
     switch (op) {
-    case NNR_OP_SUM: r = nnr_clone(ge); break;
+    case NNR_OP_SUM: r = ge; nnr_tensor_retain(ge); break;   /* the expanded view: no copy */
     case NNR_OP_MEAN: r = mul_s(ge, count ? 1.0 / (double)count : 0.0); break;
     case NNR_OP_PROD: case NNR_OP_MAX: case NNR_OP_MIN: case NNR_OP_VAR: {
         const nnr_tensor *x = nnr_node_saved(node, 0), *y = op == NNR_OP_VAR ? x : nnr_node_saved(node, 1);

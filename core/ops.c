@@ -23,6 +23,7 @@ const char *nnr_op_name(int op)
     case NNR_OP_MINIMUM: return "minimum"; case NNR_OP_EQ: return "eq"; case NNR_OP_NE: return "ne";
     case NNR_OP_LT: return "lt"; case NNR_OP_LE: return "le"; case NNR_OP_GT: return "gt"; case NNR_OP_GE: return "ge";
     case NNR_OP_LOGICAL_AND: return "logical_and"; case NNR_OP_LOGICAL_OR: return "logical_or";
+    case NNR_OP_RELU_GRAD: return "relu_grad";
     case NNR_OP_WHERE: return "where"; case NNR_OP_CLAMP: return "clamp"; case NNR_OP_COPY: return "copy";
     case NNR_OP_FILL: return "fill"; case NNR_OP_ARANGE: return "arange";
     case NNR_OP_RAND_UNIFORM: return "rand"; case NNR_OP_RAND_NORMAL: return "randn"; case NNR_OP_RAND_INT: return "randint";
@@ -36,7 +37,7 @@ const char *nnr_op_name(int op)
 }
 
 static int is_unary(int op) { return op >= NNR_OP_NEG && op <= NNR_OP_ERF; }
-static int is_binary(int op) { return op >= NNR_OP_ADD && op <= NNR_OP_LOGICAL_OR; }
+static int is_binary(int op) { return op >= NNR_OP_ADD && op <= NNR_OP_RELU_GRAD; }
 static int is_compare(int op) { return op >= NNR_OP_EQ && op <= NNR_OP_LOGICAL_OR; }
 
 /* ---------- dispatch, with the cpu fallback ---------- */

@@ -216,6 +216,9 @@ static void add_devices(nnr_plugin *p)
  * widest kernel family the CPU and the OS support, unless the user chose one. */
 static void choose_blas_kernels(void)
 {
+    /* OpenBLAS's idle threads spin (sched_yield) for 2^28 cycles after each call,
+     * taking the cores from our own kernels between gemms; let them sleep sooner */
+    setenv("OPENBLAS_THREAD_TIMEOUT", "12", 0);
 #if defined(__x86_64__)
     if (getenv("OPENBLAS_CORETYPE")) return;
     __builtin_cpu_init();

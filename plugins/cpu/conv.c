@@ -30,11 +30,47 @@ static conv_geom geometry(const nnr_tensor_desc *x, const nnr_tensor_desc *w, co
 
 typedef struct im2col_job { const conv_geom *g; const void *x; void *cols; int64_t group; int dt; } im2col_job;
 
-/* rows [begin, end) of the columns matrix of one group */
+/* the wo range [lo, hi) whose input column w = wo*sw - pw + kw*dw lies inside [0, W) */
+static void valid_range(int64_t W, int64_t WO, int64_t sw, int64_t off, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off < 0 ? (-off + sw - 1) / sw : 0;
+    int64_t h = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
+    if (h > WO) h = WO;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* rows [begin, end) of the columns matrix of one group, f32: whole runs of
+ * valid columns at once (a memcpy when the stride is 1), zeros elsewhere */
+static void im2col_rows_f32(const im2col_job *j, int64_t begin, int64_t end)
+{
+    const conv_geom *g = j->g;
+    const float *x = j->x;
+    float *cols = j->cols;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t c = j->group * g->cg + r / (g->KH * g->KW), kh = (r / g->KW) % g->KH, kw = r % g->KW;
+        int64_t off = kw * g->dw - g->pw, lo, hi;
+        valid_range(g->W, g->WO, g->sw, off, &lo, &hi);
+        for (int64_t n = 0; n < g->N; n++)
+            for (int64_t ho = 0; ho < g->HO; ho++) {
+                int64_t h = ho * g->sh - g->ph + kh * g->dh;
+                float *dst = cols + r * g->cols + (n * g->HO + ho) * g->WO;
+                if (h < 0 || h >= g->H) { memset(dst, 0, sizeof(float) * (size_t)g->WO); continue; }
+                const float *src = x + ((n * g->C + c) * g->H + h) * g->W + off;
+                for (int64_t wo = 0; wo < lo; wo++) dst[wo] = 0;
+                if (g->sw == 1) memcpy(dst + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
+                else for (int64_t wo = lo; wo < hi; wo++) dst[wo] = src[wo * g->sw];
+                for (int64_t wo = hi; wo < g->WO; wo++) dst[wo] = 0;
+            }
+    }
+}
+
 static void im2col_rows(void *arg, int64_t begin, int64_t end)
 {
     const im2col_job *j = arg;
     const conv_geom *g = j->g;
+    if (j->dt == NNR_F32) { im2col_rows_f32(j, begin, end); return; }
     for (int64_t r = begin; r < end; r++) {
         int64_t c = j->group * g->cg + r / (g->KH * g->KW), kh = (r / g->KW) % g->KH, kw = r % g->KW;
         for (int64_t n = 0; n < g->N; n++)
@@ -61,10 +97,35 @@ static void im2col(const conv_geom *g, int dt, const void *x, void *cols, int64_
 /* adds the columns matrix back into grad_x (channels of one group); parallel over channels */
 typedef struct col2im_job { const conv_geom *g; const void *cols; void *dx; int64_t group; int dt; } col2im_job;
 
+static void col2im_channels_f32(const col2im_job *j, int64_t begin, int64_t end)
+{
+    const conv_geom *g = j->g;
+    const float *cols = j->cols;
+    float *dx = j->dx;
+    for (int64_t cl = begin; cl < end; cl++) {
+        int64_t c = j->group * g->cg + cl;
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                int64_t r = (cl * g->KH + kh) * g->KW + kw, off = kw * g->dw - g->pw, lo, hi;
+                valid_range(g->W, g->WO, g->sw, off, &lo, &hi);
+                for (int64_t n = 0; n < g->N; n++)
+                    for (int64_t ho = 0; ho < g->HO; ho++) {
+                        int64_t h = ho * g->sh - g->ph + kh * g->dh;
+                        if (h < 0 || h >= g->H) continue;
+                        const float *src = cols + r * g->cols + (n * g->HO + ho) * g->WO;
+                        float *dst = dx + ((n * g->C + c) * g->H + h) * g->W + off;
+                        if (g->sw == 1) for (int64_t wo = lo; wo < hi; wo++) dst[wo] += src[wo];
+                        else for (int64_t wo = lo; wo < hi; wo++) dst[wo * g->sw] += src[wo];
+                    }
+            }
+    }
+}
+
 static void col2im_channels(void *arg, int64_t begin, int64_t end)
 {
     const col2im_job *j = arg;
     const conv_geom *g = j->g;
+    if (j->dt == NNR_F32) { col2im_channels_f32(j, begin, end); return; }
     for (int64_t cl = begin; cl < end; cl++) {
         int64_t c = j->group * g->cg + cl;
         for (int64_t kh = 0; kh < g->KH; kh++)
@@ -85,6 +146,26 @@ static void col2im_channels(void *arg, int64_t begin, int64_t end)
                     }
             }
     }
+}
+
+/* grow-only scratch per calling thread: no page faults after the first step */
+typedef struct scratch { void *p; size_t n; } scratch;
+static _Thread_local scratch tl_cols, tl_rows;
+
+static void *scratch_get(scratch *s, size_t n)
+{
+    if (s->n >= n) return s->p;
+    free(s->p);
+    s->p = malloc(n);
+    s->n = s->p ? n : 0;
+    return s->p;
+}
+
+void cpu_conv_scratch_free(void)
+{
+    free(tl_cols.p); free(tl_rows.p);
+    tl_cols.p = tl_rows.p = NULL;
+    tl_cols.n = tl_rows.n = 0;
 }
 
 static void gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
@@ -129,9 +210,9 @@ int cpu_conv2d(const nnr_op_call *call)
     conv_geom g = geometry(x, w, y, call->params->i);
     int dt = x->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8;
-    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
-    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
-    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix"); }
+    void *cols = scratch_get(&tl_cols, (size_t)(g.ck * g.cols * es) + 64);
+    void *rows = scratch_get(&tl_rows, (size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix");
     for (int64_t gr = 0; gr < g.groups; gr++) {
         im2col(&g, dt, x->data, cols, gr);
         /* rows[og] = W_g [og x ck] @ cols [ck x cols] */
@@ -139,8 +220,6 @@ int cpu_conv2d(const nnr_op_call *call)
              (char *)rows + gr * g.og * g.cols * es, g.cols);
     }
     scatter_rows(&g, dt, rows, y->data, bias ? bias->data : NULL);
-    free(cols);
-    free(rows);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
@@ -150,9 +229,9 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gy->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8;
-    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
-    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
-    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
+    void *cols = scratch_get(&tl_cols, (size_t)(g.ck * g.cols * es) + 64);
+    void *rows = scratch_get(&tl_rows, (size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
     gather_rows(&g, dt, gy->data, rows);
     memset(gx->data, 0, (size_t)(g.N * g.C * g.H * g.W * es));
     for (int64_t gr = 0; gr < g.groups; gr++) {
@@ -162,8 +241,6 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
         col2im_job j = {&g, cols, gx->data, gr, dt};
         cpu_parallel_for(g.cg, 1, col2im_channels, &j);
     }
-    free(cols);
-    free(rows);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
@@ -173,9 +250,9 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     conv_geom g = geometry(x, gw, gy, call->params->i);
     int dt = x->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8;
-    void *cols = malloc((size_t)(g.ck * g.cols * es) + 64);
-    void *rows = malloc((size_t)(g.O * g.cols * es) + 64);
-    if (!cols || !rows) { free(cols); free(rows); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
+    void *cols = scratch_get(&tl_cols, (size_t)(g.ck * g.cols * es) + 64);
+    void *rows = scratch_get(&tl_rows, (size_t)(g.O * g.cols * es) + 64);
+    if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
     gather_rows(&g, dt, gy->data, rows);
     for (int64_t gr = 0; gr < g.groups; gr++) {
         im2col(&g, dt, x->data, cols, gr);
@@ -183,7 +260,5 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
         gemm(dt, CblasNoTrans, CblasTrans, g.og, g.ck, g.cols, (const char *)rows + gr * g.og * g.cols * es, g.cols, cols, g.cols, 0.0,
              (char *)gw->data + gr * g.og * g.ck * es, g.ck);
     }
-    free(cols);
-    free(rows);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }

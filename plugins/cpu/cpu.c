@@ -85,7 +85,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
     default: break;
     }
-    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR)) return 1;
+    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_RELU_GRAD)) return 1;
     if (call->op >= NNR_OP_WHERE && call->op <= NNR_OP_ARANGE) return 1;
     if (call->op == NNR_OP_RAND_INT) return 1;
     if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return 1;
@@ -122,7 +122,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     default: break;
     }
     if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) return cpu_unary(call);
-    if (call->op >= NNR_OP_ADD && call->op <= NNR_OP_LOGICAL_OR) return cpu_binary(call);
+    if (call->op >= NNR_OP_ADD && call->op <= NNR_OP_RELU_GRAD) return cpu_binary(call);
     if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return cpu_reduce(call);
     return cpu_error(NNR_ERR_UNSUPPORTED, "op %u is not implemented by the cpu backend", call->op);
 }
@@ -135,10 +135,13 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
     return NNR_OK;
 }
 
+void cpu_conv_scratch_free(void);
+
 static void shutdown(nnr_plugin *self)
 {
     (void)self;
     cpu_pool_shutdown();
+    cpu_conv_scratch_free();
 }
 
 static nnr_plugin cpu_plugin = {

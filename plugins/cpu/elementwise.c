@@ -83,6 +83,7 @@ static double binary_d(int op, double a, double b)
     case NNR_OP_GE: return a >= b;
     case NNR_OP_LOGICAL_AND: return a != 0 && b != 0;
     case NNR_OP_LOGICAL_OR: return a != 0 || b != 0;
+    case NNR_OP_RELU_GRAD: return b > 0 ? a : 0;
     }
     return 0;
 }
@@ -113,6 +114,7 @@ static int64_t binary_i(int op, int64_t a, int64_t b)
     case NNR_OP_GE: return a >= b;
     case NNR_OP_LOGICAL_AND: return a != 0 && b != 0;
     case NNR_OP_LOGICAL_OR: return a != 0 || b != 0;
+    case NNR_OP_RELU_GRAD: return b > 0 ? a : 0;
     }
     return 0;
 }
@@ -132,6 +134,7 @@ INLINE void bin_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a
     case NNR_OP_MINIMUM:
         for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i * so] = (x != x || y != y) ? NAN : (x < y ? x : y); }
         return;
+    case NNR_OP_RELU_GRAD: for (int64_t i = 0; i < n; i++) o[i * so] = b[i * sb] > 0 ? a[i * sa] : 0.0f; return;
     default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)binary_d(op, a[i * sa], b[i * sb]); return;
     }
 }
@@ -291,6 +294,15 @@ static void where_row(void *vc, int64_t n, char **p, const int64_t *s)
     const ew_ctx *c = vc;
     int has_a = !(c->flags & 1), has_b = !(c->flags & 2);
     int ia = 2, ib = has_a ? 3 : 2;
+    if (c->out_dtype == NNR_F32 && c->cond_dtype == NNR_BOOL) {
+        float sa = (float)c->s0, sb = (float)c->s1;
+        for (int64_t i = 0; i < n; i++) {
+            float a = has_a ? *(const float *)(p[ia] + i * s[ia]) : sa;
+            float b = has_b ? *(const float *)(p[ib] + i * s[ib]) : sb;
+            *(float *)(p[0] + i * s[0]) = *(const uint8_t *)(p[1] + i * s[1]) ? a : b;
+        }
+        return;
+    }
     for (int64_t at = 0; at < n; at += CPU_CHUNK) {
         int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
         int64_t cond[CPU_CHUNK];

@@ -14,11 +14,79 @@ typedef struct pool_job {
 static double ld(int dt, const void *p, int64_t i) { return dt == NNR_F32 ? ((const float *)p)[i] : ((const double *)p)[i]; }
 static void st(int dt, void *p, int64_t i, double v) { if (dt == NNR_F32) ((float *)p)[i] = (float)v; else ((double *)p)[i] = v; }
 
+/* the commonest pooling, 2x2 with stride 2: four loads, branch-light; NaN wins as in the generic path */
+/* selects, not branches: on real data the comparisons are unpredictable */
+static inline void max4(float a, float b, float c, float d, int64_t ia, int64_t ib, int64_t ic, int64_t id, float *best, int64_t *arg)
+{
+    if (__builtin_expect(a != a || b != b || c != c || d != d, 0)) {   /* the first NaN wins */
+        *best = NAN;
+        *arg = a != a ? ia : b != b ? ib : c != c ? ic : id;
+        return;
+    }
+    int tb = b > a;
+    float m = tb ? b : a;
+    int64_t k = tb ? ib : ia;
+    int tc = c > m;
+    m = tc ? c : m;
+    k = tc ? ic : k;
+    int td = d > m;
+    m = td ? d : m;
+    k = td ? id : k;
+    *best = m;
+    *arg = k;
+}
+
+static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
+{
+    int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = (const float *)j->x->data + p * H * W;
+        float *y = (float *)j->y->data + p * HO * WO;
+        int64_t *idx = (int64_t *)j->idx->data + p * HO * WO;
+        for (int64_t ho = 0; ho < HO; ho++) {
+            const float *r0 = x + 2 * ho * W, *r1 = r0 + W;
+            int64_t base = 2 * ho * W;
+            for (int64_t wo = 0; wo < WO; wo++) {
+                int64_t c = 2 * wo;
+                max4(r0[c], r0[c + 1], r1[c], r1[c + 1], base + c, base + c + 1, base + W + c, base + W + c + 1, &y[ho * WO + wo],
+                     &idx[ho * WO + wo]);
+            }
+        }
+    }
+}
+
+/* f32, no padding or dilation: every window lies inside the plane */
+static void max_planes_f32_plain(const pool_job *j, int64_t begin, int64_t end)
+{
+    int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
+    if (j->kh == 2 && j->kw == 2 && j->sh == 2 && j->sw == 2) { max_planes_f32_2x2(j, begin, end); return; }
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = (const float *)j->x->data + p * H * W;
+        float *y = (float *)j->y->data + p * HO * WO;
+        int64_t *idx = (int64_t *)j->idx->data + p * HO * WO;
+        for (int64_t ho = 0; ho < HO; ho++)
+            for (int64_t wo = 0; wo < WO; wo++) {
+                int64_t h0 = ho * j->sh, w0 = wo * j->sw, arg = h0 * W + w0;
+                float best = x[arg];
+                for (int64_t a = 0; a < j->kh && best == best; a++)
+                    for (int64_t b = 0; b < j->kw; b++) {
+                        int64_t at = (h0 + a) * W + w0 + b;
+                        float v = x[at];
+                        if (v > best || v != v) { best = v; arg = at; if (v != v) break; }
+                    }
+                y[ho * WO + wo] = best;
+                idx[ho * WO + wo] = arg;
+            }
+    }
+}
+
 static void max_planes(void *arg, int64_t begin, int64_t end)
 {
     const pool_job *j = arg;
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
     int dt = j->x->dtype;
+    int inside = j->ph == 0 && j->pw == 0 && j->dh == 1 && j->dw == 1 && (HO - 1) * j->sh + j->kh <= H && (WO - 1) * j->sw + j->kw <= W;
+    if (dt == NNR_F32 && inside) { max_planes_f32_plain(j, begin, end); return; }
     for (int64_t p = begin; p < end; p++) {
         const char *x = (const char *)j->x->data + p * H * W * (dt == NNR_F32 ? 4 : 8);
         for (int64_t ho = 0; ho < HO; ho++)
@@ -56,6 +124,16 @@ static void max_back_planes(void *arg, int64_t begin, int64_t end)
     const pool_job *j = arg;   /* x: grad_out, y: grad_x, idx: argmax */
     int64_t HO = j->x->sizes[2], WO = j->x->sizes[3], H = j->y->sizes[2], W = j->y->sizes[3];
     int dt = j->y->dtype;
+    if (dt == NNR_F32) {
+        for (int64_t p = begin; p < end; p++) {
+            float *gx = (float *)j->y->data + p * H * W;
+            const float *gy = (const float *)j->x->data + p * HO * WO;
+            const int64_t *idx = (const int64_t *)j->idx->data + p * HO * WO;
+            memset(gx, 0, sizeof(float) * (size_t)(H * W));
+            for (int64_t k = 0; k < HO * WO; k++) if (idx[k] >= 0) gx[idx[k]] += gy[k];
+        }
+        return;
+    }
     for (int64_t p = begin; p < end; p++) {
         for (int64_t k = 0; k < H * W; k++) st(dt, j->y->data, p * H * W + k, 0);
         for (int64_t k = 0; k < HO * WO; k++) {

@@ -74,6 +74,8 @@ typedef enum nnr_op {
     NNR_OP_POW = 36, NNR_OP_MAXIMUM = 37, NNR_OP_MINIMUM = 38,
     NNR_OP_EQ = 39, NNR_OP_NE = 40, NNR_OP_LT = 41, NNR_OP_LE = 42,
     NNR_OP_GT = 43, NNR_OP_GE = 44, NNR_OP_LOGICAL_AND = 45, NNR_OP_LOGICAL_OR = 46,
+    /* inputs[0] where inputs[1] > 0, else 0: the gradient of relu (grad, x) */
+    NNR_OP_RELU_GRAD = 47,
     /* where(cond bool, a, b) -> out; a and b may be replaced by scalars:
      * i[0] bit 0: a is f[0]; bit 1: b is f[1] (then inputs hold only those given) */
     NNR_OP_WHERE = 64,
