@@ -241,6 +241,14 @@ static int accumulate(nnr_tensor **dst, const nnr_tensor *g)
 static int accumulate_leaf(nnr_tensor *leaf, const nnr_tensor *g)
 {
     if (leaf->grad) return nnr_binary_(NNR_OP_ADD, leaf->grad, g);
+    /* a gradient nobody else holds can become .grad as it is: no copy */
+    if (atomic_load(&g->refcount) == 1 && atomic_load(&g->storage->refcount) == 1 && nnr_tensor_is_contiguous(g) &&
+        g->dtype == leaf->dtype && g->device == leaf->device && !g->grad_fn && g->ndim == leaf->ndim &&
+        memcmp(g->sizes, leaf->sizes, sizeof(int64_t) * (size_t)leaf->ndim) == 0) {
+        nnr_tensor_retain((nnr_tensor *)g);
+        leaf->grad = (nnr_tensor *)g;
+        return NNR_OK;
+    }
     nnr_tensor *c = nnr_tensor_alloc(leaf->dtype, leaf->ndim, leaf->sizes, leaf->device);
     if (!c) return nnr_last_status();
     int st = nnr_copy_(c, g);

@@ -779,3 +779,44 @@ int nnr_record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const nnr
     if (st) { nnr_node_release(node); return st; }
     return attach(out, node);
 }
+
+/* ---------------- linear ---------------- */
+
+static int linear_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
+    if (!x || !w) return nnr_last_status();
+    int64_t in_f = w->sizes[1], out_f = w->sizes[0];
+    int64_t g2s[2] = {-1, out_f}, x2s[2] = {-1, in_f};
+    nnr_tensor *g2 = nnr_reshape(g, 2, g2s), *x2 = NULL, *gt = NULL;
+    int st = g2 ? NNR_OK : nnr_last_status();
+    if (st == NNR_OK && node->in[0].node) {        /* dx = G W */
+        nnr_tensor *dx = nnr_matmul(g2, w);
+        grads[0] = dx ? nnr_reshape(dx, node->in[0].ndim, node->in[0].sizes) : NULL;
+        nnr_tensor_release(dx);
+        if (!grads[0]) st = nnr_last_status();
+    }
+    if (st == NNR_OK && node->in[1].node) {        /* dW = G^T x */
+        x2 = nnr_reshape(x, 2, x2s);
+        gt = x2 ? nnr_transpose(g2, 0, 1) : NULL;
+        grads[1] = gt ? nnr_matmul(gt, x2) : NULL;
+        if (!grads[1]) st = nnr_last_status();
+    }
+    if (st == NNR_OK && node->n_inputs > 2 && node->in[2].node) {   /* db = sum over rows */
+        int dim0 = 0;
+        grads[2] = nnr_reduce(NNR_OP_SUM, g2, 1, &dim0, 0, 0);
+        if (!grads[2]) st = nnr_last_status();
+    }
+    nnr_tensor_release(g2); nnr_tensor_release(x2); nnr_tensor_release(gt);
+    return st;
+}
+
+int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out)
+{
+    nnr_node *node = make("LinearBackward", linear_backward, inputs[2] ? 3 : 2, inputs);
+    if (!node) return nnr_last_status();
+    int st = save(node, inputs[0], 0);
+    if (!st) st = save(node, inputs[1], 0);
+    if (st) { nnr_node_release(node); return st; }
+    return attach(out, node);
+}

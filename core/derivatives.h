@@ -42,6 +42,8 @@ int nnr_record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const nnr
 int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom,
                      nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb);
 nnr_tensor *nnr_pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indices, const nnr_tensor *gy, const int64_t *params);
+/* inputs: x, weight, bias (NULL when absent) */
+int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out);
 /* dst was overwritten (copy_ from src, or fill_ with src NULL): its history restarts here */
 int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *src);
 

@@ -282,3 +282,34 @@ int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *squa
     nnr_op_params p = {.struct_size = sizeof p, .f = {lr, alpha, eps, weight_decay, momentum}};
     return step("rmsprop", NNR_OP_RMSPROP_STEP, param, grad, square_avg, momentum != 0 ? momentum_buffer : NULL, &p);
 }
+
+/* ---------------- linear ---------------- */
+
+/* y = x W^T + b, x [..., in], W [out, in], b [out]. Its own derivative gives
+ * dW = G^T x directly in W's layout (through matmul and a transpose view it
+ * would come out transposed and need a strided copy). */
+nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias)
+{
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (w->ndim != 2 || x->ndim < 1 || x->sizes[x->ndim - 1] != w->sizes[1]) {
+        nnr_errorf(NNR_ERR_INVALID, "linear: input of shape %s does not fit weight of shape %s (expected [..., %lld])",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes),
+                   (long long)(w->ndim == 2 ? w->sizes[1] : -1));
+        return NULL;
+    }
+    if (bias && (bias->ndim != 1 || bias->sizes[0] != w->sizes[0])) {
+        nnr_errorf(NNR_ERR_INVALID, "linear: bias of shape %s, expected [%lld]", nnr_shape_str(a, sizeof a, bias->ndim, bias->sizes),
+                   (long long)w->sizes[0]);
+        return NULL;
+    }
+    const nnr_tensor *in[3] = {x, w, bias};
+    int record = nnr_should_record(3, in);
+    int prev = nnr_set_grad_enabled(0);
+    nnr_tensor *wt = nnr_transpose(w, 0, 1);
+    nnr_tensor *y = wt ? nnr_matmul(x, wt) : NULL;
+    nnr_tensor_release(wt);
+    if (y && bias && nnr_binary_(NNR_OP_ADD, y, bias)) { nnr_tensor_release(y); y = NULL; }
+    nnr_set_grad_enabled(prev);
+    if (y && record && nnr_record_linear(in, y)) { nnr_tensor_release(y); y = NULL; }
+    return y;
+}

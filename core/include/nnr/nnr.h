@@ -174,6 +174,8 @@ int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_
 nnr_tensor *nnr_load_idx(const char *path);
 
 /* --- neural-network ops (f32/f64, NCHW) --- */
+/* y = x W^T + b (bias may be NULL) */
+nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
 nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
                        int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
 nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);

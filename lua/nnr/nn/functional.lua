@@ -17,9 +17,7 @@ local function shape(t) return nnr.shape_str(t:size()) end
 
 -- y = x W^T + b;  x [..., in], weight [out, in], bias [out]
 function F.linear(x, weight, bias)
-  local y = x:matmul(weight:t())
-  if bias then y = y + bias end
-  return y
+  return own(C.nnr_linear(x.p, weight.p, bias and bias.p or nil))
 end
 
 function F.conv2d(x, weight, bias, opts)

@@ -1,0 +1,46 @@
+"""PyTorch side of the training benchmark: the same models, batches drawn the
+same way, SGD lr 0.01 momentum 0.9. Usage: train_torch.py MODEL BATCH THREADS STEPS.
+Prints {"samples_per_s": ...} (median over windows of steps after a warm-up)."""
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+model_kind, batch, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+if model_kind == "mlp":
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+else:
+    layers = [nn.Conv2d(1, 32, 3, padding=1)]
+    if model_kind == "cnn-bn":
+        layers.append(nn.BatchNorm2d(32))
+    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1)]
+    if model_kind == "cnn-bn":
+        layers.append(nn.BatchNorm2d(64))
+    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)]
+    model = nn.Sequential(*layers)
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+data = torch.randn(60000, 1, 28, 28)
+labels = torch.randint(0, 10, (60000,))
+perm = torch.randperm(60000)
+loss_fn = nn.CrossEntropyLoss()
+times = []
+for s in range(steps):
+    i = (s * batch) % (60000 - batch)
+    idx = perm[i:i + batch]
+    t0 = time.perf_counter()
+    x, y = data.index_select(0, idx), labels.index_select(0, idx)
+    loss = loss_fn(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    loss.item()
+    times.append(time.perf_counter() - t0)
+times = times[len(times) // 5:]
+window = max(1, len(times) // 5)
+rates = [batch * window / sum(times[k:k + window]) for k in range(0, len(times) - window + 1, window)]
+print(json.dumps({"samples_per_s": statistics.median(rates), "version": torch.__version__, "threads": threads}))
