@@ -1,0 +1,74 @@
+-- Fashion-MNIST for the scripts: the IDX files of Debian's
+-- dataset-fashion-mnist package, a per-epoch permutation that depends only on
+-- (seed, epoch), and the three models of the training script.
+--   local fm = dofile("scripts/fashion_mnist.lua")
+local nnr = require "nnr"
+local bit = require "bit"
+local nn = nnr.nn
+
+local M = {}
+M.DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
+local DEFAULT_DATA = M.DEFAULT_DATA
+local MEAN, STD = 0.2860, 0.3530          -- of the training images, as torchvision's Normalize uses
+
+-- data -----------------------------------------------------------------------------
+function M.load_split(dir, prefix)
+  local function path(kind)
+    local p = string.format("%s/%s-%s-idx%d-ubyte", dir, prefix, kind, kind == "images" and 3 or 1)
+    local f = io.open(p .. ".gz") or io.open(p)
+    if not f then
+      if dir == DEFAULT_DATA then
+        error(string.format("%s.gz is missing: install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or pass --data DIR", p), 0)
+      end
+      error(p .. ".gz is missing (--data " .. dir .. ")", 0)
+    end
+    f:close()
+    return io.open(p .. ".gz") and p .. ".gz" or p
+  end
+  local images = nnr.load_idx(path("images"))
+  local labels = nnr.load_idx(path("labels"))
+  if images:dim() ~= 3 or images:size(2) ~= 28 or images:size(3) ~= 28 or labels:dim() ~= 1 or labels:size(1) ~= images:size(1) then
+    error(string.format("%s: images %s and labels %s do not form a Fashion-MNIST split", dir, nnr.shape_str(images:size()),
+      nnr.shape_str(labels:size())), 0)
+  end
+  -- [N, 1, 28, 28] f32 normalised; labels 1-based classes
+  local x = images:float():div_(255):sub_(MEAN):div_(STD)
+  return x:view(-1, 1, 28, 28), labels:long():add_(1)
+end
+
+-- a permutation of 1..n that depends only on (seed, epoch): resuming needs no generator state
+function M.permutation(n, seed, epoch)
+  local state = bit.tobit(seed * 2654435761 + epoch * 40503 + 1)
+  local function next_u32()
+    state = bit.bxor(state, bit.lshift(state, 13))
+    state = bit.bxor(state, bit.rshift(state, 17))
+    state = bit.bxor(state, bit.lshift(state, 5))
+    return state % 4294967296
+  end
+  for _ = 1, 8 do next_u32() end
+  local p = {}
+  for i = 1, n do p[i] = i end
+  for i = n, 2, -1 do
+    local j = next_u32() % i + 1
+    p[i], p[j] = p[j], p[i]
+  end
+  return p
+end
+
+-- models -----------------------------------------------------------------------------
+function M.build_model(kind)
+  if kind == "mlp" then
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+  end
+  local bn = kind == "cnn-bn"
+  local layers = { nn.Conv2d(1, 32, 3, { padding = 1 }) }
+  if bn then layers[#layers + 1] = nn.BatchNorm2d(32) end
+  for _, l in ipairs { nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, { padding = 1 }) } do layers[#layers + 1] = l end
+  if bn then layers[#layers + 1] = nn.BatchNorm2d(64) end
+  for _, l in ipairs { nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10) } do
+    layers[#layers + 1] = l
+  end
+  return nn.Sequential(layers)
+end
+
+return M
