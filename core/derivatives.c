@@ -820,3 +820,30 @@ int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out)
     if (st) { nnr_node_release(node); return st; }
     return attach(out, node);
 }
+
+/* ---------------- batch norm ---------------- */
+
+static int batch_norm_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *xc = nnr_node_saved(node, 0), *mean = nnr_node_saved(node, 1), *invstd = nnr_node_saved(node, 2);
+    const nnr_tensor *w = node->i[1] ? nnr_node_saved(node, 3) : NULL;
+    if (!xc || !mean || !invstd || (node->i[1] && !w)) return nnr_last_status();
+    int has_w = node->n_inputs > 1 && node->in[1].node, has_b = node->n_inputs > 2 && node->in[2].node;
+    return nnr_batch_norm_grads(xc, w, mean, invstd, (int)node->i[0], g, node->in[0].node ? &grads[0] : NULL,
+                                has_w ? &grads[1] : NULL, has_b ? &grads[2] : NULL);
+}
+
+int nnr_record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *w, const nnr_tensor *mean,
+                          const nnr_tensor *invstd, int training, nnr_tensor *out)
+{
+    nnr_node *node = make("BatchNormBackward", batch_norm_backward, 3, inputs);
+    if (!node) return nnr_last_status();
+    node->i[0] = training;
+    node->i[1] = w != NULL;
+    int st = save(node, xc, 0);
+    if (!st) st = save(node, mean, 0);
+    if (!st) st = save(node, invstd, 0);
+    if (!st && w) st = save(node, w, 0);
+    if (st) { nnr_node_release(node); return st; }
+    return attach(out, node);
+}

@@ -44,6 +44,11 @@ int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor 
 nnr_tensor *nnr_pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indices, const nnr_tensor *gy, const int64_t *params);
 /* inputs: x, weight, bias (NULL when absent) */
 int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out);
+/* x, weight, bias as given; xc: contiguous x; w: weight in x's dtype (or NULL) */
+int nnr_record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *w, const nnr_tensor *mean,
+                          const nnr_tensor *invstd, int training, nnr_tensor *out);
+int nnr_batch_norm_grads(const nnr_tensor *xc, const nnr_tensor *w, const nnr_tensor *mean, const nnr_tensor *invstd, int training,
+                         const nnr_tensor *gy, nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb);
 /* dst was overwritten (copy_ from src, or fill_ with src NULL): its history restarts here */
 int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *src);
 

@@ -143,13 +143,13 @@ local function main(argv)
   local first_epoch = 1
   if opts.resume then
     local ck = nnr.load_checkpoint(opts.resume)
+    if ck.model_kind and ck.model_kind ~= opts.model then
+      error(string.format("--resume %s holds a %s model, not %s", opts.resume, ck.model_kind, opts.model), 0)
+    end
     model:load_state_dict(ck.model)
     opt:load_state_dict(ck.optimizer)
     nnr.set_rng_state(ck.rng)
     first_epoch = ck.epoch + 1
-    if ck.model_kind and ck.model_kind ~= opts.model then
-      error(string.format("--resume %s holds a %s model, not %s", opts.resume, ck.model_kind, opts.model), 0)
-    end
     if not opts.quiet then print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
   end
   if not opts.quiet then
@@ -185,7 +185,7 @@ local function main(argv)
       progress:update(s, running / seen, seen)
     end
     local train_seconds = nnr.clock() - t0
-    local test_loss, accuracy = evaluate(model, test_x, test_y, 1000)
+    local test_loss, accuracy = evaluate(model, test_x, test_y, 256)
     local seconds = nnr.clock() - t0
     local rss = rss_mib()
     if not opts.quiet then

@@ -148,9 +148,11 @@ static void col2im_channels(void *arg, int64_t begin, int64_t end)
     }
 }
 
-/* grow-only scratch per calling thread: no page faults after the first step */
+/* grow-only scratch per calling thread: no page faults after the first step.
+ * Past 64 MiB a buffer is given back after the call (scratch_done) rather than kept. */
 typedef struct scratch { void *p; size_t n; } scratch;
 static _Thread_local scratch tl_cols, tl_rows;
+enum { SCRATCH_KEEP = 64 << 20 };
 
 static void *scratch_get(scratch *s, size_t n)
 {
@@ -159,6 +161,13 @@ static void *scratch_get(scratch *s, size_t n)
     s->p = malloc(n);
     s->n = s->p ? n : 0;
     return s->p;
+}
+
+static void scratch_done(void)
+{
+    scratch *all[2] = {&tl_cols, &tl_rows};
+    for (int i = 0; i < 2; i++)
+        if (all[i]->n > SCRATCH_KEEP) { free(all[i]->p); all[i]->p = NULL; all[i]->n = 0; }
 }
 
 void cpu_conv_scratch_free(void)
@@ -220,6 +229,7 @@ int cpu_conv2d(const nnr_op_call *call)
              (char *)rows + gr * g.og * g.cols * es, g.cols);
     }
     scatter_rows(&g, dt, rows, y->data, bias ? bias->data : NULL);
+    scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
@@ -241,6 +251,7 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
         col2im_job j = {&g, cols, gx->data, gr, dt};
         cpu_parallel_for(g.cg, 1, col2im_channels, &j);
     }
+    scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
@@ -260,5 +271,6 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
         gemm(dt, CblasNoTrans, CblasTrans, g.og, g.ck, g.cols, (const char *)rows + gr * g.og * g.cols * es, g.cols, cols, g.cols, 0.0,
              (char *)gw->data + gr * g.og * g.ck * es, g.ck);
     }
+    scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }

@@ -76,6 +76,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
     case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
     case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD:
+    case NNR_OP_BN_STATS: case NNR_OP_BN_AFFINE: case NNR_OP_BN_BACKWARD_REDUCE: case NNR_OP_BN_BACKWARD_APPLY:
     case NNR_OP_SGD_STEP: case NNR_OP_ADAM_STEP: case NNR_OP_RMSPROP_STEP:
         if (out != NNR_F32 && out != NNR_F64) return 0;
         for (int i = 0; i < call->n_inputs; i++)
@@ -116,6 +117,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_MAXPOOL2D_BACKWARD: return cpu_maxpool2d_backward(call);
     case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
     case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD: return cpu_avgpool2d(call);
+    case NNR_OP_BN_STATS: case NNR_OP_BN_AFFINE: case NNR_OP_BN_BACKWARD_REDUCE: case NNR_OP_BN_BACKWARD_APPLY: return cpu_batchnorm(call);
     case NNR_OP_SGD_STEP: return cpu_sgd_step(call);
     case NNR_OP_ADAM_STEP: return cpu_adam_step(call);
     case NNR_OP_RMSPROP_STEP: return cpu_rmsprop_step(call);

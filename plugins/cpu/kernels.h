@@ -58,6 +58,7 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call);
 int cpu_maxpool2d(const nnr_op_call *call);
 int cpu_maxpool2d_backward(const nnr_op_call *call);
 int cpu_avgpool2d(const nnr_op_call *call);   /* avg, adaptive, and their backwards */
+int cpu_batchnorm(const nnr_op_call *call);   /* the four BN_ ops */
 int cpu_sgd_step(const nnr_op_call *call);
 int cpu_adam_step(const nnr_op_call *call);
 int cpu_rmsprop_step(const nnr_op_call *call);

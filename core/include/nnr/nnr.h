@@ -176,6 +176,10 @@ nnr_tensor *nnr_load_idx(const char *path);
 /* --- neural-network ops (f32/f64, NCHW) --- */
 /* y = x W^T + b (bias may be NULL) */
 nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
+/* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
+ * training the batch statistics are used and the running ones updated in place */
+nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, nnr_tensor *running_mean,
+                           nnr_tensor *running_var, int training, double momentum, double eps);
 nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
                        int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
 nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);

@@ -128,6 +128,12 @@ typedef enum nnr_op {
     NNR_OP_MAXPOOL2D = 163, NNR_OP_MAXPOOL2D_BACKWARD = 164,
     NNR_OP_AVGPOOL2D = 165, NNR_OP_AVGPOOL2D_BACKWARD = 166,
     NNR_OP_ADAPTIVE_AVGPOOL2D = 167, NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD = 168,
+    /* batch norm over dim 1 of a contiguous [N, C, ...] x, in pieces the core composes:
+     * BN_STATS: x -> outputs mean [C], invstd [C] (biased variance; f[0] = eps)
+     * BN_AFFINE: x, coef [2, C] (scale, shift) -> y = x * scale + shift
+     * BN_BACKWARD_REDUCE: dy, x, coef [2, C] (mean, invstd) -> [2, C] (sum dy, sum dy * xhat)
+     * BN_BACKWARD_APPLY: dy, x, coef [3, C] (a, b, c) -> dx = a dy + b x + c */
+    NNR_OP_BN_STATS = 169, NNR_OP_BN_AFFINE = 170, NNR_OP_BN_BACKWARD_REDUCE = 171, NNR_OP_BN_BACKWARD_APPLY = 172,
     /* fused optimizer steps: outputs are read and updated in place, inputs[0] is the
      * gradient; all contiguous, one dtype.
      * SGD: outputs param, momentum buffer (absent when momentum is 0);

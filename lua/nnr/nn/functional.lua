@@ -73,6 +73,12 @@ end
 
 -- batch norm over dim 2 (channels) of [N, C] or [N, C, ...]; running stats updated in place when training
 function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+  return own(C.nnr_batch_norm(x.p, weight and weight.p or nil, bias and bias.p or nil, running_mean and running_mean.p or nil,
+    running_var and running_var.p or nil, training and 1 or 0, momentum or 0.1, eps or 1e-5))
+end
+
+-- the same, composed from tensor ops (kept as the reference the fused one is tested against)
+function F.batch_norm_reference(x, running_mean, running_var, weight, bias, training, momentum, eps)
   local nd = x:dim()
   local dims = { 1 }
   for d = 3, nd do dims[#dims + 1] = d end

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Tests of scripts/train_fashion_mnist.lua on a prefix of the real dataset:
+# metrics lines, resume giving the same losses as an uninterrupted run,
+# checkpoints, and the bad-input messages. Usage: train_test.sh path/to/nnrun
+set -u
+NNRUN=$1
+SCRIPT=scripts/train_fashion_mnist.lua
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+check() { local name=$1; shift; if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $name"; fi; }
+contains() { grep -qF -- "$2" <<<"$1" || { echo "  expected to find: $2"; echo "  in: $1" | head -5; return 1; }; }
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  echo "skipped: Debian's dataset-fashion-mnist is not installed"
+  echo "0 passed, 0 failed, 1 skipped"
+  exit 0
+fi
+
+common=(--model mlp --limit 640 --batch-size 64 --threads 2 --quiet)
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/straight.jsonl" >/dev/null 2>&1
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 2 --metrics "$tmp/resumed.jsonl" --save "$tmp/ck.safetensors" >/dev/null 2>&1
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/resumed.jsonl" --resume "$tmp/ck.safetensors" >/dev/null 2>&1
+check "three metrics lines" test "$(wc -l <"$tmp/straight.jsonl")" -eq 3
+line=$(head -1 "$tmp/straight.jsonl")
+for key in epoch train_loss test_loss test_accuracy samples_per_s seconds rss_mib; do
+  check "metrics has $key" contains "$line" "\"$key\":"
+done
+straight=$(sed -n 3p "$tmp/straight.jsonl" | grep -o '"train_loss":[^,]*,"test_loss":[^,]*,"test_accuracy":[^,]*')
+resumed=$(sed -n 3p "$tmp/resumed.jsonl" | grep -o '"train_loss":[^,]*,"test_loss":[^,]*,"test_accuracy":[^,]*')
+check "resume reproduces the losses ($straight)" test -n "$straight" -a "$straight" = "$resumed"
+check "checkpoint written" test -s "$tmp/ck.safetensors"
+check "no temporary files" test -z "$(ls "$tmp" | grep tmp)"
+
+out=$("$NNRUN" $SCRIPT --data "$tmp/nowhere" 2>&1); code=$?
+check "missing data exit code" test "$code" -eq 1
+check "missing data names the file" contains "$out" "$tmp/nowhere/train-images-idx3-ubyte.gz is missing"
+mkdir -p "$tmp/bad"
+printf 'not an idx file at all' | gzip >"$tmp/bad/train-images-idx3-ubyte.gz"
+cp /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz "$tmp/bad/"
+out=$("$NNRUN" $SCRIPT --data "$tmp/bad" 2>&1)
+check "corrupt data names the file" contains "$out" "$tmp/bad/train-images-idx3-ubyte.gz: not an IDX file"
+out=$("$NNRUN" $SCRIPT --model resnet 2>&1)
+check "bad model" contains "$out" "--model must be mlp, cnn or cnn-bn, got 'resnet'"
+out=$("$NNRUN" $SCRIPT --epochs x 2>&1)
+check "bad number" contains "$out" "--epochs needs a number, got 'x'"
+out=$("$NNRUN" $SCRIPT --bogus 1 2>&1)
+check "unknown option" contains "$out" "unknown option --bogus"
+out=$("$NNRUN" $SCRIPT "${common[@]}" --epochs 1 --lr 1e6 --detect-anomaly 2>&1); code=$?
+check "anomaly stops training" test "$code" -eq 1
+check "anomaly message" contains "$out" "training stopped: the loss is"
+out=$("$NNRUN" $SCRIPT --model cnn --limit 64 --epochs 1 --resume "$tmp/ck.safetensors" 2>&1)
+check "resume of another model" contains "$out" "holds a mlp model, not cnn"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
