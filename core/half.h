@@ -25,19 +25,38 @@ static inline uint16_t nnr_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* IEEE half precision by bit manipulation (portable: no _Float16 needed) */
 static inline float nnr_f16_to_f32(uint16_t h)
 {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);                 /* inf, nan */
+    else if (exp) u = sign | ((exp + 112) << 23) | (man << 13);            /* normal */
+    else if (man) {                                                        /* subnormal: normalise */
+        int e = -1;
+        do { man <<= 1; e++; } while (!(man & 0x400));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
+    } else u = sign;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 static inline uint16_t nnr_f32_to_f16(float f)
 {
-    _Float16 x = (_Float16)f;
-    uint16_t h;
-    memcpy(&h, &x, 2);
-    return h;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);                   /* nan */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);                  /* overflow (after rounding) -> inf */
+    if (a < 0x38800000u) {                                                   /* subnormal or zero: round to nearest even */
+        if (a < 0x33000000u) return (uint16_t)sign;
+        uint32_t man = (a & 0x7fffff) | 0x800000, shift = 126 - (a >> 23);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1);                               /* round to nearest even */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
 /* saturating float -> integer conversion that never invokes UB */

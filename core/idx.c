@@ -3,9 +3,30 @@
  * big-endian u32 per dimension; then the data, big-endian. Every size is
  * checked against what the file actually holds. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 #include "internal.h"
+
+/* the size the file holds once decompressed: its length, or for gzip the
+ * ISIZE of the trailer (mod 2^32); -1 when unknown. Checked before any large
+ * allocation, so a corrupt header cannot ask for gigabytes. */
+static int64_t content_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    unsigned char head[2], tail[4];
+    int64_t size = -1;
+    if (fread(head, 1, 2, f) == 2 && head[0] == 0x1f && head[1] == 0x8b) {
+        if (fseek(f, -4, SEEK_END) == 0 && fread(tail, 1, 4, f) == 4)
+            size = (int64_t)tail[0] | ((int64_t)tail[1] << 8) | ((int64_t)tail[2] << 16) | ((int64_t)tail[3] << 24);
+        size = size >= 0 ? -(size + 2) : -1;    /* encoded: modulo 2^32 */
+    } else if (fseek(f, 0, SEEK_END) == 0) {
+        size = ftell(f);
+    }
+    fclose(f);
+    return size;
+}
 
 static int idx_dtype(int code, int *dtype, int *width)
 {
@@ -53,6 +74,16 @@ nnr_tensor *nnr_load_idx(const char *path)
         sizes[d] = ((int64_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
         if (sizes[d] && numel > ((int64_t)1 << 40) / sizes[d]) { nnr_errorf(NNR_ERR_IO, "load_idx %s: dimensions are implausibly large", path); goto done; }
         numel *= sizes[d];
+    }
+    int64_t expected = 4 + 4 * (int64_t)ndim + numel * width, holds = content_size(path);
+    int gz = holds < -1;
+    int fits = holds == -1 || (gz ? (expected & 0xffffffffLL) == -(holds + 2) : expected == holds);
+    if (!fits) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_IO, "load_idx %s: the header promises %s elements of %d bytes (%lld bytes in all) but the file %s %lld",
+                   path, nnr_shape_str(b, sizeof b, ndim, sizes), width, (long long)expected,
+                   gz ? "decompresses to" : "holds", (long long)(gz ? -(holds + 2) : holds));
+        goto done;
     }
     t = nnr_tensor_alloc(dtype, ndim, sizes, 0);
     if (!t) goto done;

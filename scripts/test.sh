@@ -24,5 +24,24 @@ echo "== release build"
 run_suite build ""
 echo "== sanitizer build (ASan + UBSan)"
 run_suite build-asan "-DNNR_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+echo "== fuzzing the file parsers (libFuzzer, ${NNR_FUZZ_SECONDS:=30} s each)"
+if CC=clang NNR_BUILD_DIR=build-fuzz NNR_CMAKE_ARGS="-DNNR_WERROR=ON -DNNR_FUZZ=ON -DNNR_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo" \
+     scripts/setup.sh >/dev/null; then
+  for target in safetensors idx; do
+    corpus=$(mktemp -d)
+    cp tests/fuzz/corpus/$target/* "$corpus"/
+    if (cd "$corpus" && ASAN_OPTIONS=allocator_may_return_null=1 "$OLDPWD/build-fuzz/bin/fuzz_$target" \
+          -max_total_time="$NNR_FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1 . >fuzz.log 2>&1); then
+      echo "fuzz_$target: $(grep -o 'Done [0-9]* runs in [0-9]* second' "$corpus/fuzz.log"), no crash"
+      passed=$((passed + 1))
+    else
+      echo "FAIL: fuzz_$target"; tail -30 "$corpus/fuzz.log"
+      failed=$((failed + 1))
+    fi
+    rm -rf "$corpus"
+  done
+else
+  echo "FAIL: the fuzzing build"; failed=$((failed + 1))
+fi
 echo "total: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,40 @@
+/* libFuzzer targets for the file parsers: safetensors (nnr_safetensors_open
+ * plus reading every tensor) and IDX (nnr_load_idx, raw and gzip). The input
+ * goes through a real file, as users' files do. Build with -DNNR_FUZZ=ON
+ * and clang; run e.g. build-fuzz/bin/fuzz_safetensors -max_total_time=30.
+ * A crash, a leak or an ASan report is a failure; a clean error is not. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "nnr/nnr.h"
+
+static const char *input_file(const uint8_t *data, size_t size)
+{
+    static char path[64];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "/tmp/nnr-fuzz-%d", (int)getpid());
+        nnr_init();
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) abort();
+    if (size) fwrite(data, 1, size, f);
+    fclose(f);
+    return path;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *path = input_file(data, size);
+#if defined(FUZZ_SAFETENSORS)
+    nnr_file *f = nnr_safetensors_open(path);
+    if (f) {
+        for (int i = 0; i < nnr_file_count(f); i++) nnr_tensor_release(nnr_file_tensor(f, i, 0));
+        for (int i = 0; i < nnr_file_metadata_count(f); i++) (void)nnr_file_metadata_value(f, i);
+        nnr_file_close(f);
+    }
+#else
+    nnr_tensor_release(nnr_load_idx(path));
+#endif
+    return 0;
+}
