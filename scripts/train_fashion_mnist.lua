@@ -3,13 +3,17 @@
 --   nnrun scripts/train_fashion_mnist.lua [--model mlp|cnn|cnn-bn] [--epochs N]
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
---         [--metrics FILE] [--detect-anomaly] [--quiet]
+--         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH]
+--         [--detect-anomaly] [--quiet]
 --
--- Defaults: cnn, 2 epochs, batch 64, SGD lr 0.01 momentum 0.9, seed 1.
+-- Defaults: cnn, 2 epochs, batch 64, SGD lr 0.01 momentum 0.9, seed 1, and the
+-- learning rate annealed per step along a cosine from --lr to 0 over the run
+-- (--lr-schedule none keeps it constant).
 -- After each epoch it evaluates on the 10,000 test images; with --metrics it
 -- appends one JSON object per epoch; with --save it writes a checkpoint
--- (model, optimizer, epoch, RNG state) that --resume continues from, giving
--- the same losses as a run that never stopped.
+-- (model, optimizer, schedule, epoch, RNG state) that --resume continues from,
+-- giving the same losses as a run that never stopped. --stop-after N ends the
+-- run after epoch N (a job split in parts: resume it with the same arguments).
 local nnr = require "nnr"
 local ffi = require "ffi"
 local nn, optim = nnr.nn, nnr.optim
@@ -23,8 +27,9 @@ local DEFAULT_DATA = fm.DEFAULT_DATA
 -- arguments ------------------------------------------------------------------------
 local function parse_args(argv)
   local opts = { model = "cnn", epochs = 2, batch_size = 64, lr = 0.01, optimizer = "sgd", device = "cpu",
-                 seed = 1, data = DEFAULT_DATA, momentum = 0.9 }
-  local numeric = { epochs = true, batch_size = true, lr = true, threads = true, seed = true, momentum = true, limit = true }
+                 seed = 1, data = DEFAULT_DATA, momentum = 0.9, lr_schedule = "cosine" }
+  local numeric = { epochs = true, batch_size = true, lr = true, threads = true, seed = true, momentum = true, limit = true,
+                    stop_after = true }
   local flags = { detect_anomaly = true, quiet = true }
   local i = 1
   while i <= #argv do
@@ -42,7 +47,7 @@ local function parse_args(argv)
       if v == nil then error("--" .. key:gsub("_", "-") .. " needs a value", 0) end
       if numeric[key] then
         v = tonumber(v) or error("--" .. key:gsub("_", "-") .. " needs a number, got '" .. argv[i + 1] .. "'", 0)
-      elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1 })[key] then
+      elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1 })[key] then
         error("unknown option --" .. key:gsub("_", "-"), 0)
       end
       opts[key] = v
@@ -52,6 +57,7 @@ local function parse_args(argv)
   end
   if not ({ mlp = 1, cnn = 1, ["cnn-bn"] = 1 })[opts.model] then error("--model must be mlp, cnn or cnn-bn, got '" .. opts.model .. "'", 0) end
   if not ({ sgd = 1, adam = 1 })[opts.optimizer] then error("--optimizer must be sgd or adam, got '" .. opts.optimizer .. "'", 0) end
+  if not ({ cosine = 1, none = 1 })[opts.lr_schedule] then error("--lr-schedule must be cosine or none, got '" .. opts.lr_schedule .. "'", 0) end
   if opts.batch_size < 1 or opts.epochs < 0 then error("--batch-size must be >= 1 and --epochs >= 0", 0) end
   return opts
 end
@@ -140,6 +146,10 @@ local function main(argv)
   local opt
   if opts.optimizer == "sgd" then opt = optim.SGD(model:parameters(), { lr = opts.lr, momentum = opts.momentum })
   else opt = optim.Adam(model:parameters(), { lr = opts.lr }) end
+  local n, batch = train_x:size(1), opts.batch_size
+  local steps = math.ceil(n / batch)
+  -- cosine annealing stepped every batch, over the whole run
+  local sched = opts.lr_schedule == "cosine" and optim.CosineAnnealingLR(opt, { T_max = math.max(1, steps * opts.epochs) }) or nil
   local first_epoch = 1
   if opts.resume then
     local ck = nnr.load_checkpoint(opts.resume)
@@ -148,20 +158,19 @@ local function main(argv)
     end
     model:load_state_dict(ck.model)
     opt:load_state_dict(ck.optimizer)
+    if sched and ck.scheduler then sched:load_state_dict(ck.scheduler) end
     nnr.set_rng_state(ck.rng)
     first_epoch = ck.epoch + 1
     if not opts.quiet then print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
   end
   if not opts.quiet then
-    print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g, batch %d, %d threads",
-      train_x:size(1), test_x:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr, opts.batch_size,
-      nnr.get_num_threads()))
+    print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g (%s), batch %d, %d threads",
+      train_x:size(1), test_x:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr,
+      opts.lr_schedule == "cosine" and "cosine to 0" or "constant", opts.batch_size, nnr.get_num_threads()))
   end
 
-  local n, batch = train_x:size(1), opts.batch_size
-  local steps = math.ceil(n / batch)
   local losses = {}
-  for epoch = first_epoch, opts.epochs do
+  for epoch = first_epoch, math.min(opts.epochs, opts.stop_after or opts.epochs) do
     local perm = nnr.tensor(permutation(n, opts.seed, epoch), { dtype = "i64", device = device })
     local progress = Progress.new(steps, epoch, opts.epochs, opts.quiet)
     local t0 = nnr.clock()
@@ -175,6 +184,7 @@ local function main(argv)
       opt:zero_grad()
       loss:backward()
       opt:step()
+      if sched then sched:step() end
       local l = loss:item()
       if opts.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
         error(string.format("training stopped: the loss is %s at epoch %d step %d (--detect-anomaly); lower --lr?", tostring(l), epoch, s), 0)
@@ -201,7 +211,7 @@ local function main(argv)
     end
     if opts.save then
       nnr.save_checkpoint(opts.save, { model = model:state_dict(), optimizer = opt:state_dict(), epoch = epoch,
-        rng = nnr.get_rng_state(), model_kind = opts.model })
+        scheduler = sched and sched:state_dict() or nil, rng = nnr.get_rng_state(), model_kind = opts.model })
     end
   end
   return losses

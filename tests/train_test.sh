@@ -19,7 +19,7 @@ fi
 
 common=(--model mlp --limit 640 --batch-size 64 --threads 2 --quiet)
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/straight.jsonl" >/dev/null 2>&1
-"$NNRUN" $SCRIPT "${common[@]}" --epochs 2 --metrics "$tmp/resumed.jsonl" --save "$tmp/ck.safetensors" >/dev/null 2>&1
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --stop-after 2 --metrics "$tmp/resumed.jsonl" --save "$tmp/ck.safetensors" >/dev/null 2>&1
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/resumed.jsonl" --resume "$tmp/ck.safetensors" >/dev/null 2>&1
 check "three metrics lines" test "$(wc -l <"$tmp/straight.jsonl")" -eq 3
 line=$(head -1 "$tmp/straight.jsonl")
