@@ -80,6 +80,27 @@ describe("nn ops: values", function()
       assert.is_true(math.abs(y[{ n, o, i, j }] - s) < 1e-12)
     end end end end
   end)
+  it("conv2d over a batch larger than one chunk equals image by image, gradients included", function()
+    H.reseed(8)
+    local x = nnr.randn(40, 16, 28, 28, { requires_grad = true })     -- 3 chunks of columns
+    local w = nnr.randn(8, 16, 3, 3, { requires_grad = true })
+    local y = F.conv2d(x, w, nil, { padding = 1 })
+    local g = nnr.randn(y:size())
+    y:backward(g)
+    local gw = nnr.zeros(8, 16, 3, 3)
+    for n = 1, 40 do
+      local xn = x[{ { n, n } }]:detach():requires_grad_()
+      local wn = w:detach():requires_grad_()
+      local yn = F.conv2d(xn, wn, nil, { padding = 1 })
+      yn:backward(g[{ { n, n } }])
+      if n % 13 == 1 then
+        assert.is_true((yn - y[{ { n, n } }]):abs():max():item() < 1e-4)
+        assert.is_true((xn.grad - x.grad[{ { n, n } }]):abs():max():item() < 1e-4)
+      end
+      gw = gw + wn.grad
+    end
+    assert.is_true((gw - w.grad):abs():max():item() < 1e-3 * w.grad:abs():max():item())
+  end)
   it("cross entropy matches log-sum-exp by hand, and label smoothing and reductions", function()
     local x = nnr.tensor({ { 1, 2, 3 }, { 1, 1, 1 } }, { dtype = "f64" })
     local t = nnr.tensor({ 3, 1 }, { dtype = "i64" })
