@@ -131,8 +131,40 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
     }
 }
 
+/* SUM of a contiguous f32 [R, K] over its rows (a bias gradient): add whole
+ * rows into double accumulators, a block of columns per thread, instead of
+ * walking each column with a stride of K. */
+typedef struct colsum_job { const float *x; float *out; int64_t R, K; } colsum_job;
+
+static void colsum_range(void *arg, int64_t begin, int64_t end)
+{
+    const colsum_job *j = arg;
+    double acc[512];
+    for (int64_t c0 = begin; c0 < end; c0 += 512) {
+        int64_t n = end - c0 < 512 ? end - c0 : 512;
+        for (int64_t k = 0; k < n; k++) acc[k] = 0;
+        for (int64_t r = 0; r < j->R; r++) {
+            const float *row = j->x + r * j->K + c0;
+            for (int64_t k = 0; k < n; k++) acc[k] += row[k];
+        }
+        for (int64_t k = 0; k < n; k++) j->out[c0 + k] = (float)acc[k];
+    }
+}
+
+static int column_sum_fast(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *in = call->inputs[0], *out = call->outputs[0];
+    if (call->op != NNR_OP_SUM || in->dtype != NNR_F32 || out->dtype != NNR_F32 || in->ndim != 2 || call->params->i[0] != 1) return -1;
+    int64_t K = in->sizes[0], R = in->sizes[1];   /* kept dim first, reduced last */
+    if (in->strides[0] != 1 || in->strides[1] != K || out->strides[0] != 1 || R < 2) return -1;
+    colsum_job j = {in->data, out->data, R, K};
+    return cpu_parallel_for(K, 512, colsum_range, &j);
+}
+
 int cpu_reduce(const nnr_op_call *call)
 {
+    int fast = column_sum_fast(call);
+    if (fast >= 0) return fast;
     red_ctx c = {.op = (int)call->op, .in = call->inputs[0], .out = call->outputs[0]};
     c.in_dtype = c.in->dtype;
     c.out_dtype = c.out->dtype;
