@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Sets everything up, then builds and runs every test twice: the release
 # build, and an AddressSanitizer + UndefinedBehaviorSanitizer build. Warnings
-# are errors here. Ends with one line: "total: N passed, N failed".
+# are errors here. Ends with one line: "total: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 run_suite() {   # run_suite BUILD_DIR CMAKE_ARGS
   NNR_BUILD_DIR=$1 NNR_CMAKE_ARGS="-DNNR_WERROR=ON $2" scripts/setup.sh || { failed=$((failed + 1)); return; }
   local log
@@ -16,8 +16,11 @@ run_suite() {   # run_suite BUILD_DIR CMAKE_ARGS
   local total fail
   total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
   fail=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
-  passed=$((passed + total - fail))
+  local skip
+  skip=$(grep -c "(Skipped)" "$log")
+  passed=$((passed + total - fail - skip))
   failed=$((failed + fail))
+  skipped=$((skipped + skip))
   rm -f "$log"
 }
 echo "== release build"
@@ -43,5 +46,5 @@ if CC=clang NNR_BUILD_DIR=build-fuzz NNR_CMAKE_ARGS="-DNNR_WERROR=ON -DNNR_FUZZ=
 else
   echo "FAIL: the fuzzing build"; failed=$((failed + 1))
 fi
-echo "total: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
