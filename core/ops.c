@@ -129,7 +129,7 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
         if (st == NNR_ERR_INTERRUPTED) nnr_clear_interrupt();
         if (strncmp(msg, opname, strlen(opname)) != 0) {
             char copy[900];
-            snprintf(copy, sizeof copy, "%s", msg[0] ? msg : "failed");
+            snprintf(copy, sizeof copy, "%s", msg[0] ? msg : st == NNR_ERR_INTERRUPTED ? "interrupted" : "failed");
             nnr_errorf(st, "%s: %s", opname, copy);
         } else nnr_set_error(st, msg);
     }
