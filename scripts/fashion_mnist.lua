@@ -12,7 +12,9 @@ local DEFAULT_DATA = M.DEFAULT_DATA
 local MEAN, STD = 0.2860, 0.3530          -- of the training images, as torchvision's Normalize uses
 
 -- data -----------------------------------------------------------------------------
-function M.load_split(dir, prefix)
+-- images normalised as f32 [N, 1, 28, 28], labels 1-based i64, and the raw u8
+-- images; with raw, the f32 copy is skipped (nil)
+function M.load_split(dir, prefix, raw)
   local function path(kind)
     local p = string.format("%s/%s-%s-idx%d-ubyte", dir, prefix, kind, kind == "images" and 3 or 1)
     local f = io.open(p .. ".gz") or io.open(p)
@@ -32,8 +34,9 @@ function M.load_split(dir, prefix)
       nnr.shape_str(labels:size())), 0)
   end
   -- [N, 1, 28, 28] f32 normalised; labels 1-based classes
+  if raw then return nil, labels:long():add_(1), images end
   local x = images:float():div_(255):sub_(MEAN):div_(STD)
-  return x:view(-1, 1, 28, 28), labels:long():add_(1)
+  return x:view(-1, 1, 28, 28), labels:long():add_(1), images
 end
 
 -- a permutation of 1..n that depends only on (seed, epoch): resuming needs no generator state
@@ -69,6 +72,19 @@ function M.build_model(kind)
     layers[#layers + 1] = l
   end
   return nn.Sequential(layers)
+end
+
+M.MEAN, M.STD = MEAN, STD
+
+-- the training split as a loader: u8 images transformed in the loader's workers
+-- (to float, normalised; with augment, a random 28x28 crop of the image padded by 2
+-- and a random horizontal flip)
+function M.loader(images, labels, opts)
+  local data = nnr.data
+  local t = { data.ToFloat(1 / 255), data.Normalize(MEAN, STD) }
+  if opts.augment then t[#t + 1] = data.RandomCrop(28, 2); t[#t + 1] = data.RandomHorizontalFlip(0.5) end
+  return data.DataLoader(data.TensorDataset(images, labels), { batch_size = opts.batch_size, shuffle = opts.shuffle,
+    seed = opts.seed, num_workers = opts.workers, transform = data.Compose(t) })
 end
 
 return M

@@ -4,7 +4,12 @@
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
 --         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH]
---         [--detect-anomaly] [--quiet]
+--         [--workers N] [--augment] [--detect-anomaly] [--quiet]
+--
+-- Batches come from nnr.data.DataLoader: --workers N (default 2) assemble and
+-- transform them ahead of use on libuv's pool; --augment adds a random crop
+-- (padding 2) and a horizontal flip. Each epoch reports the share of its time
+-- the training loop waited for data.
 --
 -- Defaults: cnn, 2 epochs, batch 64, SGD lr 0.01 momentum 0.9, seed 1, and the
 -- learning rate annealed per step along a cosine from --lr to 0 over the run
@@ -27,10 +32,10 @@ local DEFAULT_DATA = fm.DEFAULT_DATA
 -- arguments ------------------------------------------------------------------------
 local function parse_args(argv)
   local opts = { model = "cnn", epochs = 2, batch_size = 64, lr = 0.01, optimizer = "sgd", device = "cpu",
-                 seed = 1, data = DEFAULT_DATA, momentum = 0.9, lr_schedule = "cosine" }
+                 seed = 1, data = DEFAULT_DATA, momentum = 0.9, lr_schedule = "cosine", workers = 2 }
   local numeric = { epochs = true, batch_size = true, lr = true, threads = true, seed = true, momentum = true, limit = true,
-                    stop_after = true }
-  local flags = { detect_anomaly = true, quiet = true }
+                    stop_after = true, workers = true }
+  local flags = { detect_anomaly = true, quiet = true, augment = true }
   local i = 1
   while i <= #argv do
     local a = argv[i]
@@ -104,16 +109,16 @@ function Progress:update(done, loss, samples)
 end
 
 -- training -------------------------------------------------------------------------------
-local function evaluate(model, x, y, batch)
+local function evaluate(model, loader, device)
   model:eval()
-  local correct, total_loss, n = 0, 0, x:size(1)
+  local correct, total_loss, n = 0, 0, 0
   nnr.no_grad(function()
-    for i = 1, n, batch do
-      local len = math.min(batch, n - i + 1)
-      local xb, yb = x:narrow(1, i, len), y:narrow(1, i, len)
+    for xb, yb in loader:iter() do
+      xb, yb = xb:to(device), yb:to(device)
       local out = model(xb)
       total_loss = total_loss + nn.functional.cross_entropy(out, yb, { reduction = "sum" }):item()
       correct = correct + out:argmax(2):eq(yb):sum():item()
+      n = n + xb:size(1)
     end
   end)
   model:train()
@@ -134,20 +139,22 @@ local function main(argv)
   if opts.threads then nnr.set_num_threads(opts.threads) end
   nnr.manual_seed(opts.seed)
   local device = opts.device
-  local train_x, train_y = load_split(opts.data, "train")
-  local test_x, test_y = load_split(opts.data, "t10k")
+  local _, train_y, train_images = load_split(opts.data, "train", true)
+  local _, test_y, test_images = load_split(opts.data, "t10k", true)
   if opts.limit then   -- for tests: a prefix of each split
-    train_x, train_y = train_x:narrow(1, 1, math.min(opts.limit, train_x:size(1))), train_y:narrow(1, 1, math.min(opts.limit, train_y:size(1)))
-    test_x, test_y = test_x:narrow(1, 1, math.min(opts.limit, test_x:size(1))), test_y:narrow(1, 1, math.min(opts.limit, test_y:size(1)))
+    local function head(t) return t:narrow(1, 1, math.min(opts.limit, t:size(1))) end
+    train_images, train_y, test_images, test_y = head(train_images), head(train_y), head(test_images), head(test_y)
   end
-  train_x, train_y, test_x, test_y = train_x:to(device), train_y:to(device), test_x:to(device), test_y:to(device)
+  local train = fm.loader(train_images, train_y, { batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
+                                                   workers = opts.workers, augment = opts.augment })
+  local test = fm.loader(test_images, test_y, { batch_size = 256, workers = opts.workers })
 
   local model = build_model(opts.model):to(device)
   local opt
   if opts.optimizer == "sgd" then opt = optim.SGD(model:parameters(), { lr = opts.lr, momentum = opts.momentum })
   else opt = optim.Adam(model:parameters(), { lr = opts.lr }) end
-  local n, batch = train_x:size(1), opts.batch_size
-  local steps = math.ceil(n / batch)
+  local n, batch = train_images:size(1), opts.batch_size
+  local steps = #train
   -- cosine annealing stepped every batch, over the whole run
   local sched = opts.lr_schedule == "cosine" and optim.CosineAnnealingLR(opt, { T_max = math.max(1, steps * opts.epochs) }) or nil
   local first_epoch = 1
@@ -164,22 +171,23 @@ local function main(argv)
     if not opts.quiet then print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
   end
   if not opts.quiet then
-    print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g (%s), batch %d, %d threads",
-      train_x:size(1), test_x:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr,
-      opts.lr_schedule == "cosine" and "cosine to 0" or "constant", opts.batch_size, nnr.get_num_threads()))
+    print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g (%s), batch %d, %d threads, %d loader workers%s",
+      train_images:size(1), test_images:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr,
+      opts.lr_schedule == "cosine" and "cosine to 0" or "constant", opts.batch_size, nnr.get_num_threads(), opts.workers,
+      opts.augment and ", augmented" or ""))
   end
 
   local losses = {}
   for epoch = first_epoch, math.min(opts.epochs, opts.stop_after or opts.epochs) do
-    local perm = nnr.tensor(permutation(n, opts.seed, epoch), { dtype = "i64", device = device })
     local progress = Progress.new(steps, epoch, opts.epochs, opts.quiet)
     local t0 = nnr.clock()
-    local running, seen = 0, 0
-    for s = 1, steps do
-      local i = (s - 1) * batch + 1
-      local len = math.min(batch, n - i + 1)
-      local idx = perm:narrow(1, i, len)
-      local xb, yb = train_x:index_select(1, idx), train_y:index_select(1, idx)
+    local wait0 = train:stats().wait_seconds
+    local running, seen, s = 0, 0, 0
+    train.epoch = epoch - 1                       -- the loader's epoch e is the training epoch e, also after --resume
+    for xb, yb in train:iter() do
+      s = s + 1
+      xb, yb = xb:to(device), yb:to(device)
+      local len = xb:size(1)
       local loss = nn.functional.cross_entropy(model(xb), yb)
       opt:zero_grad()
       loss:backward()
@@ -195,18 +203,19 @@ local function main(argv)
       progress:update(s, running / seen, seen)
     end
     local train_seconds = nnr.clock() - t0
-    local test_loss, accuracy = evaluate(model, test_x, test_y, 256)
+    local wait_fraction = (train:stats().wait_seconds - wait0) / train_seconds
+    local test_loss, accuracy = evaluate(model, test, device)
     local seconds = nnr.clock() - t0
     local rss = rss_mib()
     if not opts.quiet then
-      print(string.format("epoch %d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f samples/s, %.1f s, RSS %.0f MiB",
-        epoch, running / seen, test_loss, accuracy, seen / train_seconds, seconds, rss))
+      print(string.format("epoch %d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f samples/s, %.1f s, waited for data %.2f%%, RSS %.0f MiB",
+        epoch, running / seen, test_loss, accuracy, seen / train_seconds, seconds, 100 * wait_fraction, rss))
     end
     if opts.metrics then
       local f = assert(io.open(opts.metrics, "a"))
       f:write(json_line({ epoch = epoch, train_loss = running / seen, test_loss = test_loss, test_accuracy = accuracy,
-        samples_per_s = seen / train_seconds, seconds = seconds, rss_mib = rss },
-        { "epoch", "train_loss", "test_loss", "test_accuracy", "samples_per_s", "seconds", "rss_mib" }), "\n")
+        samples_per_s = seen / train_seconds, seconds = seconds, rss_mib = rss, data_wait_fraction = wait_fraction },
+        { "epoch", "train_loss", "test_loss", "test_accuracy", "samples_per_s", "seconds", "rss_mib", "data_wait_fraction" }), "\n")
       f:close()
     end
     if opts.save then

@@ -17,13 +17,13 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   exit 0
 fi
 
-common=(--model mlp --limit 640 --batch-size 64 --threads 2 --quiet)
+common=(--model mlp --limit 640 --batch-size 64 --threads 2 --workers 2 --augment --quiet)
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/straight.jsonl" >/dev/null 2>&1
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --stop-after 2 --metrics "$tmp/resumed.jsonl" --save "$tmp/ck.safetensors" >/dev/null 2>&1
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 3 --metrics "$tmp/resumed.jsonl" --resume "$tmp/ck.safetensors" >/dev/null 2>&1
 check "three metrics lines" test "$(wc -l <"$tmp/straight.jsonl")" -eq 3
 line=$(head -1 "$tmp/straight.jsonl")
-for key in epoch train_loss test_loss test_accuracy samples_per_s seconds rss_mib; do
+for key in epoch train_loss test_loss test_accuracy samples_per_s seconds rss_mib data_wait_fraction; do
   check "metrics has $key" contains "$line" "\"$key\":"
 done
 straight=$(sed -n 3p "$tmp/straight.jsonl" | grep -o '"train_loss":[^,]*,"test_loss":[^,]*,"test_accuracy":[^,]*')

@@ -92,9 +92,9 @@ function nnr.memory_stats()
 end
 function nnr.empty_cache() C.nnr_empty_cache() end
 
--- submodules load on first use: nnr.nn, nnr.optim
+-- submodules load on first use: nnr.nn, nnr.optim, nnr.data
 setmetatable(nnr, { __index = function(t, k)
-  if k == "nn" or k == "optim" then
+  if k == "nn" or k == "optim" or k == "data" then
     local m = require("nnr." .. k)
     rawset(t, k, m)
     return m

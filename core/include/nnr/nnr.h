@@ -173,6 +173,31 @@ int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_
 /* an IDX file (MNIST family), raw or gzip */
 nnr_tensor *nnr_load_idx(const char *path);
 
+/* --- the data loader (batches assembled on libuv's worker pool) --- */
+typedef struct nnr_loader nnr_loader;
+enum {
+    NNR_TRANSFORM_TO_FLOAT = 1,       /* p: scale */
+    NNR_TRANSFORM_NORMALIZE = 2,      /* p: mean, std (one channel) or mean0, std0, mean1, std1, mean2, std2 */
+    NNR_TRANSFORM_RANDOM_CROP = 3,    /* p: height, width, padding */
+    NNR_TRANSFORM_RANDOM_HFLIP = 4,   /* p: probability */
+    NNR_TRANSFORM_CENTER_CROP = 5,    /* p: height, width */
+    NNR_TRANSFORM_RESIZE = 6          /* p: height, width (bilinear) */
+};
+/* samples are the rows of x (and y); shuffle with seed; num_workers 0 assembles in the caller */
+nnr_loader *nnr_loader_new(const nnr_tensor *x, const nnr_tensor *y, int64_t batch_size, int shuffle, uint64_t seed,
+                           int drop_last, int num_workers, int prefetch);
+/* transforms of each x sample ([H, W] or [C, H, W]), applied in order; x batches become f32 [B, C, H, W] */
+int nnr_loader_add_transform(nnr_loader *loader, int kind, const double *params, int nparams);
+int64_t nnr_loader_length(const nnr_loader *loader);
+/* begins an epoch at a batch position (0, or a saved one) */
+int nnr_loader_start_epoch(nnr_loader *loader, int64_t epoch, int64_t first_batch);
+enum { NNR_LOADER_END = -1 };
+/* NNR_OK with the next batch (new references), NNR_LOADER_END after the epoch's last batch, or an error status */
+int nnr_loader_next(nnr_loader *loader, nnr_tensor **x, nnr_tensor **y);
+int64_t nnr_loader_position(const nnr_loader *loader);
+int nnr_loader_stats(const nnr_loader *loader, double *wait_seconds, double *busy_seconds, int64_t *batches);
+void nnr_loader_free(nnr_loader *loader);
+
 /* --- neural-network ops (f32/f64, NCHW) --- */
 /* y = x W^T + b (bias may be NULL) */
 nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
