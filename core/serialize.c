@@ -73,6 +73,7 @@ int nnr_safetensors_parse(nnr_file *file, const char *header, size_t len, int64_
         if (!name) { st = nnr_errorf(NNR_ERR_IO, "load %s: a header entry has no name", path); break; }
         if (strcmp(name, "__metadata__") == 0) {
             if (!cJSON_IsObject(item)) { st = nnr_errorf(NNR_ERR_IO, "load %s: __metadata__ is not an object", path); break; }
+            if (file->meta_keys) { st = nnr_errorf(NNR_ERR_IO, "load %s: the header has __metadata__ twice", path); break; }
             int m = cJSON_GetArraySize(item);
             file->meta_keys = calloc((size_t)(m ? m : 1), sizeof(char *));
             file->meta_values = calloc((size_t)(m ? m : 1), sizeof(char *));
@@ -83,6 +84,10 @@ int nnr_safetensors_parse(nnr_file *file, const char *header, size_t len, int64_
                 file->meta_keys[file->nmeta] = strdup(kv->string);
                 file->meta_values[file->nmeta] = strdup(kv->valuestring);
                 file->nmeta++;
+                if (!file->meta_keys[file->nmeta - 1] || !file->meta_values[file->nmeta - 1]) {
+                    st = nnr_errorf(NNR_ERR_OOM, "load %s: out of memory", path);
+                    break;
+                }
             }
             if (st) break;
             continue;
@@ -126,6 +131,9 @@ int nnr_safetensors_parse(nnr_file *file, const char *header, size_t len, int64_
                             (long long)(numel * (int64_t)nnr_dtype_bytes(e->dtype)), (long long)(e->end - e->begin));
             break;
         }
+        for (int i = 0; i < file->n && st == NNR_OK; i++)
+            if (strcmp(file->entries[i].name, name) == 0) st = nnr_errorf(NNR_ERR_IO, "load %s: tensor '%.100s' appears twice", path, name);
+        if (st) break;
         e->name = strdup(name);
         if (!e->name) { st = nnr_errorf(NNR_ERR_OOM, "load %s: out of memory", path); break; }
         file->n++;

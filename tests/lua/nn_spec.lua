@@ -348,6 +348,12 @@ describe("checkpoints", function()
     local header = '{"w":{"dtype":"F32","shape":[5],"data_offsets":[0,16]}}'
     local wrong = string.char(#header, 0, 0, 0, 0, 0, 0, 0) .. header .. string.rep("\0", 16)
     assert.matches("shape %[5%] and dtype F32 needs 20 bytes, its offsets give 16", H.errmsg(function() return nnr.load(write("wrong.safetensors", wrong)) end))
+    local function with_header(h) return string.char(#h, 0, 0, 0, 0, 0, 0, 0) .. h .. string.rep("\0", 16) end
+    -- found by the fuzzer: a second __metadata__ overflowed the first one's key array
+    assert.matches("__metadata__ twice", H.errmsg(function()
+      return nnr.load(write("meta2.safetensors", with_header('{"__metadata__":{"k":"v"},"__metadata__":{"k":"v","j":"w"}}'))) end))
+    assert.matches("tensor 'w' appears twice", H.errmsg(function()
+      return nnr.load(write("dup.safetensors", with_header('{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'))) end))
     assert.matches("No such file", H.errmsg(function() return nnr.load(dir .. "/missing.safetensors") end))
     -- a failed save leaves the previous file intact
     assert.has_error(function() nnr.save(path, { w = "not a tensor" }) end)
