@@ -57,6 +57,21 @@ def cpu_model():
     return platform.processor()
 
 
+def write_perf_section(name, body):
+    """Replaces the <!-- BEGIN name --> ... <!-- END name --> section of
+    docs/perf.md with body (appends it the first time)."""
+    section = f"<!-- BEGIN {name} -->\n{body}<!-- END {name} -->"
+    path = os.path.join(ROOT, "docs", "perf.md")
+    text = open(path).read() if os.path.exists(path) else "# Performance\n\n"
+    if f"<!-- BEGIN {name} -->" in text:
+        text = re.sub(f"<!-- BEGIN {name} -->.*?<!-- END {name} -->", lambda m: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {path}")
+
+
 def main():
     write = "--no-write" not in sys.argv
     env = blas_env()
@@ -100,18 +115,9 @@ def main():
     print(machine)
     print(table)
     if write:
-        section = (f"<!-- BEGIN foundation -->\n## Foundation: per-op overhead, bandwidth, matmul\n\n"
-                   f"`scripts/bench/run.py`, {time.strftime('%Y-%m-%d')}. Medians of repeated runs.\n\n"
-                   f"Machine: {machine}.\n\n{table}<!-- END foundation -->")
-        path = os.path.join(ROOT, "docs", "perf.md")
-        text = open(path).read() if os.path.exists(path) else "# Performance\n\n"
-        if "<!-- BEGIN foundation -->" in text:
-            text = re.sub(r"<!-- BEGIN foundation -->.*?<!-- END foundation -->", lambda m: section, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        with open(path, "w") as f:
-            f.write(text)
-        print(f"wrote {path}")
+        write_perf_section("foundation", f"## Foundation: per-op overhead, bandwidth, matmul\n\n"
+                                         f"`scripts/bench/run.py`, {time.strftime('%Y-%m-%d')}. Medians of repeated runs.\n\n"
+                                         f"Machine: {machine}.\n\n{table}")
 
 
 if __name__ == "__main__":

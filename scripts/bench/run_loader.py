@@ -7,13 +7,12 @@ section of docs/perf.md.
 Usage: scripts/bench/run_loader.py [--no-write]"""
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python  # noqa: E402
+from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python, write_perf_section  # noqa: E402
 
 
 def main():
@@ -43,22 +42,14 @@ def main():
     print(machine)
     print(table)
     if "--no-write" not in sys.argv:
-        section = (f"<!-- BEGIN loader -->\n## Data loading (Fashion-MNIST, transforms on every sample)\n\n`scripts/bench/run_loader.py`, "
+        write_perf_section("loader", f"## Data loading (Fashion-MNIST, transforms on every sample)\n\n`scripts/bench/run_loader.py`, "
                    f"{time.strftime('%Y-%m-%d')}: one shuffled epoch of the 60,000 training images through ToFloat, Normalize and "
                    f"a 2-pixel-padded 28x28 RandomCrop, batches consumed and dropped; median of 3 passes after a warm-up (20,000 samples per pass for PyTorch, whole epochs for nnrun). PyTorch "
                    f"runs the same transforms with torch ops in a map-style Dataset (torchvision is not installed), default collate, "
                    f"persistent workers.\n\nMachine: {machine}.\n\n{table}\nPyTorch's time goes to a Python "
                    f"__getitem__ and collate per sample; nnrun builds each batch in one C call per worker. On this 2-core "
                    f"machine the workers share the cores with the consumer, so 2 workers add little; the cnn's training "
-                   f"step (about 30 ms per 64 samples) hides either loader.\n<!-- END loader -->")
-        path = os.path.join(ROOT, "docs", "perf.md")
-        text = open(path).read()
-        if "<!-- BEGIN loader -->" in text:
-            text = re.sub(r"<!-- BEGIN loader -->.*?<!-- END loader -->", lambda m: section, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        open(path, "w").write(text)
-        print(f"wrote {path}")
+                   f"step (about 30 ms per 64 samples) hides either loader.\n")
 
 
 if __name__ == "__main__":

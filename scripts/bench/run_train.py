@@ -6,13 +6,12 @@ with ratios and rewrites the training section of docs/perf.md.
 Usage: scripts/bench/run_train.py [--no-write]"""
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python  # noqa: E402
+from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python, write_perf_section  # noqa: E402
 
 STEPS = {"mlp": 300, "cnn": 60}
 
@@ -43,17 +42,9 @@ def main():
     print(machine)
     print(table)
     if "--no-write" not in sys.argv:
-        section = (f"<!-- BEGIN training -->\n## Training throughput (Fashion-MNIST models)\n\n`scripts/bench/run_train.py`, "
-                   f"{time.strftime('%Y-%m-%d')}: SGD lr 0.01 momentum 0.9, median over windows of steps after a warm-up.\n\n"
-                   f"Machine: {machine}.\n\n{table}<!-- END training -->")
-        path = os.path.join(ROOT, "docs", "perf.md")
-        text = open(path).read()
-        if "<!-- BEGIN training -->" in text:
-            text = re.sub(r"<!-- BEGIN training -->.*?<!-- END training -->", lambda m: section, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        open(path, "w").write(text)
-        print(f"wrote {path}")
+        write_perf_section("training", f"## Training throughput (Fashion-MNIST models)\n\n`scripts/bench/run_train.py`, "
+                                       f"{time.strftime('%Y-%m-%d')}: SGD lr 0.01 momentum 0.9, median over windows of steps after a warm-up.\n\n"
+                                       f"Machine: {machine}.\n\n{table}")
 
 
 if __name__ == "__main__":
