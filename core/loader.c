@@ -80,6 +80,17 @@ static void make_order(nnr_loader *l)
 
 typedef struct image { float *data; int64_t c, h, w; } image;
 
+/* makes *buf hold at least need floats */
+static int grow(float **buf, size_t *n, size_t need)
+{
+    if (*n >= need) return NNR_OK;
+    float *grown = realloc(*buf, need * sizeof(float));
+    if (!grown) return NNR_ERR_OOM;
+    *buf = grown;
+    *n = need;
+    return NNR_OK;
+}
+
 static int apply_transforms(const nnr_loader *l, image *img, float **scratch, size_t *scratch_n, uint64_t rng, char *err, size_t errn)
 {
     for (int t = 0; t < l->ntransforms; t++) {
@@ -124,12 +135,7 @@ static int apply_transforms(const nnr_loader *l, image *img, float **scratch, si
                 left = (pw - ow) / 2;
             }
             size_t need = (size_t)(img->c * oh * ow);
-            if (*scratch_n < need) {
-                float *grown = realloc(*scratch, need * sizeof(float));
-                if (!grown) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
-                *scratch = grown;
-                *scratch_n = need;
-            }
+            if (grow(scratch, scratch_n, need)) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
             for (int64_t c = 0; c < img->c; c++)
                 for (int64_t y = 0; y < oh; y++)
                     for (int64_t x = 0; x < ow; x++) {
@@ -146,12 +152,7 @@ static int apply_transforms(const nnr_loader *l, image *img, float **scratch, si
             int64_t oh = (int64_t)tr->p[0], ow = (int64_t)tr->p[1];
             size_t need = (size_t)(img->c * oh * ow);
             if (oh < 1 || ow < 1) { snprintf(err, errn, "resize to %lldx%lld", (long long)oh, (long long)ow); return NNR_ERR_INVALID; }
-            if (*scratch_n < need) {
-                float *grown = realloc(*scratch, need * sizeof(float));
-                if (!grown) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
-                *scratch = grown;
-                *scratch_n = need;
-            }
+            if (grow(scratch, scratch_n, need)) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
             double sy = (double)img->h / (double)oh, sx = (double)img->w / (double)ow;
             for (int64_t c = 0; c < img->c; c++)
                 for (int64_t y = 0; y < oh; y++) {

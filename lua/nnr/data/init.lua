@@ -125,9 +125,8 @@ end
 
 -- {wait_seconds, busy_seconds, batches}: time the caller waited for data, worker time spent assembling
 function Loader:stats()
-  local busy = ffi.new("double[1]")
-  C.nnr_loader_stats(self.handle, stats_buf, busy, count_buf)
-  return { wait_seconds = stats_buf[0], busy_seconds = busy[0], batches = tonumber(count_buf[0]) }
+  C.nnr_loader_stats(self.handle, stats_buf, stats_buf + 1, count_buf)
+  return { wait_seconds = stats_buf[0], busy_seconds = stats_buf[1], batches = tonumber(count_buf[0]) }
 end
 
 -- the position to resume from: the epoch in progress and the batches it has given
