@@ -12,9 +12,8 @@ local DEFAULT_DATA = M.DEFAULT_DATA
 local MEAN, STD = 0.2860, 0.3530          -- of the training images, as torchvision's Normalize uses
 
 -- data -----------------------------------------------------------------------------
--- images normalised as f32 [N, 1, 28, 28], labels 1-based i64, and the raw u8
--- images; with raw, the f32 copy is skipped (nil)
-function M.load_split(dir, prefix, raw)
+-- the raw split: u8 images [N, 28, 28] and 1-based i64 labels
+function M.read_split(dir, prefix)
   local function path(kind)
     local p = string.format("%s/%s-%s-idx%d-ubyte", dir, prefix, kind, kind == "images" and 3 or 1)
     local f = io.open(p .. ".gz") or io.open(p)
@@ -33,10 +32,13 @@ function M.load_split(dir, prefix, raw)
     error(string.format("%s: images %s and labels %s do not form a Fashion-MNIST split", dir, nnr.shape_str(images:size()),
       nnr.shape_str(labels:size())), 0)
   end
-  -- [N, 1, 28, 28] f32 normalised; labels 1-based classes
-  if raw then return nil, labels:long():add_(1), images end
-  local x = images:float():div_(255):sub_(MEAN):div_(STD)
-  return x:view(-1, 1, 28, 28), labels:long():add_(1), images
+  return images, labels:long():add_(1)
+end
+
+-- images normalised as f32 [N, 1, 28, 28], labels 1-based i64
+function M.load_split(dir, prefix)
+  local images, labels = M.read_split(dir, prefix)
+  return images:float():div_(255):sub_(MEAN):div_(STD):view(-1, 1, 28, 28), labels
 end
 
 -- a permutation of 1..n that depends only on (seed, epoch): resuming needs no generator state
@@ -73,8 +75,6 @@ function M.build_model(kind)
   end
   return nn.Sequential(layers)
 end
-
-M.MEAN, M.STD = MEAN, STD
 
 -- the training split as a loader: u8 images transformed in the loader's workers
 -- (to float, normalised; with augment, a random 28x28 crop of the image padded by 2

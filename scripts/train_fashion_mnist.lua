@@ -23,7 +23,7 @@ local nnr = require "nnr"
 local ffi = require "ffi"
 local nn, optim = nnr.nn, nnr.optim
 local fm = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts") .. "/fashion_mnist.lua")
-local load_split, permutation, build_model = fm.load_split, fm.permutation, fm.build_model
+local read_split, build_model = fm.read_split, fm.build_model
 
 ffi.cdef "int isatty(int fd);"
 
@@ -139,8 +139,8 @@ local function main(argv)
   if opts.threads then nnr.set_num_threads(opts.threads) end
   nnr.manual_seed(opts.seed)
   local device = opts.device
-  local _, train_y, train_images = load_split(opts.data, "train", true)
-  local _, test_y, test_images = load_split(opts.data, "t10k", true)
+  local train_images, train_y = read_split(opts.data, "train")
+  local test_images, test_y = read_split(opts.data, "t10k")
   if opts.limit then   -- for tests: a prefix of each split
     local function head(t) return t:narrow(1, 1, math.min(opts.limit, t:size(1))) end
     train_images, train_y, test_images, test_y = head(train_images), head(train_y), head(test_images), head(test_y)
