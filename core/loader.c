@@ -13,9 +13,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <uv.h>
 #include "half.h"
-#include "internal.h"
+#include "dataset.h"
 
 enum { MAX_TRANSFORMS = 16 };
 
@@ -34,14 +35,21 @@ typedef struct job {
 
 struct nnr_loader {
     uv_loop_t loop;
-    nnr_tensor *x, *y;
-    int64_t n, batch_size, nbatches;
+    nnr_dataset *ds;
+    int64_t batch_size, nbatches;
     int shuffle, drop_last, workers, prefetch;
     uint64_t seed;
     int64_t epoch, position, submitted;
-    int64_t *order;
+    int64_t *order, count, order_cap; /* this epoch's samples (dataset indices) */
+    int64_t *custom, custom_n;        /* a sampler's order for the next epoch (set_order) */
+    int has_custom;
     transform transforms[MAX_TRANSFORMS];
     int ntransforms;
+    nnr_batch_fn batch_fn;            /* batches built by the caller's function (Lua workers) */
+    void *batch_ctx;
+    void (*batch_free)(void *);
+    pthread_mutex_t slot_lock;
+    uint64_t slot_busy;
     job *jobs;              /* prefetch slots; batch k uses slot k % prefetch */
     int in_flight;
     double wait_s, busy_s;
@@ -67,10 +75,11 @@ static double uniform(uint64_t *s) { return (double)(splitmix(s) >> 11) * 0x1p-5
 
 static void make_order(nnr_loader *l)
 {
-    for (int64_t i = 0; i < l->n; i++) l->order[i] = i;
+    if (l->has_custom) { memcpy(l->order, l->custom, sizeof(int64_t) * (size_t)l->custom_n); return; }
+    for (int64_t i = 0; i < l->count; i++) l->order[i] = i;
     if (!l->shuffle) return;
     uint64_t s = l->seed * 0x2545F4914F6CDD1Dull + (uint64_t)l->epoch * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = l->n - 1; i > 0; i--) {
+    for (int64_t i = l->count - 1; i > 0; i--) {
         int64_t j = (int64_t)(splitmix(&s) % (uint64_t)(i + 1));
         int64_t t = l->order[i]; l->order[i] = l->order[j]; l->order[j] = t;
     }
@@ -91,10 +100,10 @@ static int grow(float **buf, size_t *n, size_t need)
     return NNR_OK;
 }
 
-static int apply_transforms(const nnr_loader *l, image *img, float **scratch, size_t *scratch_n, uint64_t rng, char *err, size_t errn)
+static int apply_transforms(const transform *list, int ntransforms, image *img, float **scratch, size_t *scratch_n, uint64_t rng, char *err, size_t errn)
 {
-    for (int t = 0; t < l->ntransforms; t++) {
-        const transform *tr = &l->transforms[t];
+    for (int t = 0; t < ntransforms; t++) {
+        const transform *tr = &list[t];
         int64_t n = img->c * img->h * img->w;
         switch (tr->kind) {
         case NNR_TRANSFORM_TO_FLOAT:
@@ -182,16 +191,12 @@ static int apply_transforms(const nnr_loader *l, image *img, float **scratch, si
     return NNR_OK;
 }
 
-/* the x sample shape after the transforms: [C, H, W] (C = 1 for [H, W] samples) */
-static void out_shape(const nnr_loader *l, int64_t *c, int64_t *h, int64_t *w, int64_t *largest)
+/* the sample shape [C, H, W] after the transforms, and the most floats any step holds */
+static void pipeline_shape(const transform *list, int ntransforms, int64_t *c, int64_t *h, int64_t *w, int64_t *largest)
 {
-    const nnr_tensor *x = l->x;
-    *c = x->ndim >= 4 ? x->sizes[1] : 1;
-    *h = x->ndim >= 3 ? x->sizes[x->ndim - 2] : 1;
-    *w = x->sizes[x->ndim - 1];
     *largest = *c * *h * *w;
-    for (int t = 0; t < l->ntransforms; t++) {
-        const transform *tr = &l->transforms[t];
+    for (int t = 0; t < ntransforms; t++) {
+        const transform *tr = &list[t];
         if (tr->kind == NNR_TRANSFORM_RANDOM_CROP || tr->kind == NNR_TRANSFORM_CENTER_CROP || tr->kind == NNR_TRANSFORM_RESIZE) {
             *h = (int64_t)tr->p[0];
             *w = (int64_t)tr->p[1];
@@ -204,63 +209,146 @@ static void out_shape(const nnr_loader *l, int64_t *c, int64_t *h, int64_t *w, i
 
 static int64_t batch_len(const nnr_loader *l, int64_t k)
 {
-    int64_t start = k * l->batch_size, len = l->n - start;
+    int64_t start = k * l->batch_size, len = l->count - start;
     return len < l->batch_size ? len : l->batch_size;
 }
 
-static int copy_rows(const nnr_tensor *src, const int64_t *rows, int64_t count, nnr_tensor **out, char *err, size_t errn)
+/* the batch tensor for fields like f: [count, f's sizes...] */
+static nnr_tensor *batch_of(const nnr_field *f, int dtype, int64_t count, int ndim, const int64_t *sizes)
 {
-    int64_t sizes[NNR_MAX_DIMS];
-    memcpy(sizes, src->sizes, sizeof sizes);
-    sizes[0] = count;
-    nnr_tensor *t = nnr_tensor_alloc(src->dtype, src->ndim, sizes, 0);
-    if (!t) { snprintf(err, errn, "%s", nnr_last_error()); return NNR_ERR_OOM; }
-    int64_t row = nnr_tensor_numel(src) / (src->sizes[0] ? src->sizes[0] : 1), es = (int64_t)nnr_dtype_bytes(src->dtype);
-    const char *base = nnr_tensor_data(src);
-    char *dst = nnr_tensor_data(t);
-    for (int64_t i = 0; i < count; i++) memcpy(dst + i * row * es, base + rows[i] * src->strides[0] * es, (size_t)(row * es));
-    *out = t;
-    return NNR_OK;
+    int64_t full[NNR_MAX_DIMS];
+    full[0] = count;
+    for (int i = 0; i < ndim; i++) full[i + 1] = sizes[i];
+    (void)f;
+    return nnr_tensor_alloc(dtype, ndim + 1, full, 0);
+}
+
+static int same_sizes(int ndim, const int64_t *a, const int64_t *b) { return memcmp(a, b, sizeof(int64_t) * (size_t)ndim) == 0; }
+
+typedef struct scratch { float *img, *tmp; size_t img_n, tmp_n; } scratch;
+
+/* x of one sample through the transforms into dst ([C, H, W] floats); sets the output shape */
+static int transform_sample(const transform *list, int ntransforms, const nnr_field *x, uint64_t rng, scratch *sc, int64_t out[3], char *err, size_t errn)
+{
+    char a[NNR_SHAPE_BUF];
+    if (x->ndim < 1 || x->ndim > 3) {
+        snprintf(err, errn, "transforms take [W], [H, W] or [C, H, W] samples, got %s", nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
+        return NNR_ERR_INVALID;
+    }
+    int64_t c = x->ndim == 3 ? x->sizes[0] : 1, h = x->ndim >= 2 ? x->sizes[x->ndim - 2] : 1, w = x->sizes[x->ndim - 1];
+    int64_t n = c * h * w, oc = c, oh = h, ow = w, largest;
+    pipeline_shape(list, ntransforms, &oc, &oh, &ow, &largest);
+    if (grow(&sc->img, &sc->img_n, (size_t)largest)) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
+    float *img = sc->img;
+    if (x->dtype == NNR_U8) for (int64_t j = 0; j < n; j++) img[j] = ((const uint8_t *)x->base)[j];
+    else if (x->dtype == NNR_F32) memcpy(img, x->base, sizeof(float) * (size_t)n);
+    else {
+        int64_t es = (int64_t)nnr_dtype_bytes(x->dtype);
+        for (int64_t j = 0; j < n; j++) img[j] = (float)nnr_load_f64_unaligned(x->dtype, x->base + j * es);
+    }
+    image im = {img, c, h, w};
+    int st = apply_transforms(list, ntransforms, &im, &sc->tmp, &sc->tmp_n, rng, err, errn);
+    out[0] = im.c; out[1] = im.h; out[2] = im.w;
+    return st;
 }
 
 static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nnr_tensor **yo, char *err, size_t errn)
 {
     int64_t count = batch_len(l, k);
     const int64_t *rows = l->order + k * l->batch_size;
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF], msg[384] = "";
     int st = NNR_OK;
+    nnr_tensor *x = NULL, *y = NULL;
+    scratch sc = {0};
+    int64_t xsizes[NNR_MAX_DIMS];
+    int xndim = 0;
     *xo = *yo = NULL;
-    if (l->y && (st = copy_rows(l->y, rows, count, yo, err, errn))) return st;
-    if (l->ntransforms == 0) {
-        st = copy_rows(l->x, rows, count, xo, err, errn);
-    } else {
-        int64_t c, h, w, largest;
-        out_shape(l, &c, &h, &w, &largest);
-        int64_t sizes[4] = {count, c, h, w};
-        nnr_tensor *x = nnr_tensor_alloc(NNR_F32, 4, sizes, 0);
-        float *img = malloc(sizeof(float) * (size_t)largest), *scratch = NULL;
-        size_t scratch_n = 0;
-        if (!x || !img) { snprintf(err, errn, "out of memory for a batch"); st = NNR_ERR_OOM; }
-        int64_t in_c = l->x->ndim >= 4 ? l->x->sizes[1] : 1, in_h = l->x->ndim >= 3 ? l->x->sizes[l->x->ndim - 2] : 1;
-        int64_t in_w = l->x->sizes[l->x->ndim - 1], in_n = in_c * in_h * in_w, es = (int64_t)nnr_dtype_bytes(l->x->dtype);
-        const char *base = nnr_tensor_data(l->x);
-        for (int64_t i = 0; i < count && st == NNR_OK; i++) {
-            const char *src = base + rows[i] * l->x->strides[0] * es;
-            if (l->x->dtype == NNR_U8) for (int64_t j = 0; j < in_n; j++) img[j] = ((const uint8_t *)src)[j];
-            else if (l->x->dtype == NNR_F32) memcpy(img, src, sizeof(float) * (size_t)in_n);
-            else for (int64_t j = 0; j < in_n; j++) img[j] = (float)nnr_load_f64(l->x->dtype, src + j * es);
-            image im = {img, in_c, in_h, in_w};
+    for (int64_t i = 0; i < count && st == NNR_OK; i++) {
+        nnr_sample s;
+        if ((st = nnr_sample_fetch(l->ds, rows[i], &s, msg, sizeof msg))) {
+            snprintf(err, errn, "sample %lld: %s", (long long)rows[i] + 1, msg);
+            break;
+        }
+        /* the target */
+        if (s.y.present) {
+            int dt = s.y.classes ? NNR_I64 : s.y.dtype;
+            if (!y && !(y = batch_of(&s.y, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+            else if (s.y.classes) ((int64_t *)nnr_tensor_data(y))[i] = (int64_t)nnr_load_f64_unaligned(s.y.dtype, s.y.base) + 1;
+            else {
+                size_t bytes = (size_t)(nnr_tensor_numel(y) / count) * nnr_dtype_bytes(dt);
+                memcpy((char *)nnr_tensor_data(y) + (size_t)i * bytes, s.y.base, bytes);
+            }
+        }
+        /* the input, transformed or as stored */
+        if (st == NNR_OK && l->ntransforms == 0) {
+            if (!x) {
+                xndim = s.x.ndim;
+                memcpy(xsizes, s.x.sizes, sizeof xsizes);
+                if (!(x = batch_of(&s.x, s.x.dtype, count, xndim, xsizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+            } else if (s.x.ndim != xndim || !same_sizes(xndim, s.x.sizes, xsizes)) {
+                snprintf(msg, sizeof msg, "%s%sshape %s differs from the batch's %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
+                         nnr_shape_str(a, sizeof a, s.x.ndim, s.x.sizes), nnr_shape_str(b, sizeof b, xndim, xsizes));
+                st = NNR_ERR_INVALID;
+            }
+            if (st == NNR_OK) {
+                size_t bytes = (size_t)(nnr_tensor_numel(x) / count) * nnr_dtype_bytes(s.x.dtype);
+                memcpy((char *)nnr_tensor_data(x) + (size_t)i * bytes, s.x.base, bytes);
+            }
+        } else if (st == NNR_OK) {
             uint64_t rng = l->seed ^ ((uint64_t)epoch * 0xD1B54A32D192ED03ull) ^ ((uint64_t)rows[i] * 0x8CB92BA72F3D8DD7ull);
             splitmix(&rng);
-            st = apply_transforms(l, &im, &scratch, &scratch_n, rng, err, errn);
-            if (st == NNR_OK) memcpy((float *)nnr_tensor_data(x) + i * c * h * w, im.data, sizeof(float) * (size_t)(c * h * w));
-            else { char tmp[256]; snprintf(tmp, sizeof tmp, "%s", err); snprintf(err, errn, "sample %lld: %.200s", (long long)rows[i] + 1, tmp); }
+            int64_t out[3];
+            st = transform_sample(l->transforms, l->ntransforms, &s.x, rng, &sc, out, msg, sizeof msg);
+            if (st == NNR_OK && !x) {
+                xndim = 3;
+                memcpy(xsizes, out, sizeof out);
+                if (!(x = batch_of(&s.x, NNR_F32, count, 3, out))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+            } else if (st == NNR_OK && !same_sizes(3, out, xsizes)) {
+                snprintf(msg, sizeof msg, "%s%stransformed to %s, the batch has %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
+                         nnr_shape_str(a, sizeof a, 3, out), nnr_shape_str(b, sizeof b, 3, xsizes));
+                st = NNR_ERR_INVALID;
+            }
+            if (st == NNR_OK) memcpy((float *)nnr_tensor_data(x) + i * out[0] * out[1] * out[2], sc.img, sizeof(float) * (size_t)(out[0] * out[1] * out[2]));
         }
-        free(img);
-        free(scratch);
-        if (st) nnr_tensor_release(x);
-        else *xo = x;
+        free(s.owned);
+        if (st) snprintf(err, errn, "sample %lld: %s", (long long)rows[i] + 1, msg);
     }
-    if (st) { nnr_tensor_release(*yo); *yo = NULL; }
+    if (st && !err[0]) snprintf(err, errn, "%s", msg);
+    free(sc.img);
+    free(sc.tmp);
+    if (st) { nnr_tensor_release(x); nnr_tensor_release(y); return st; }
+    *xo = x;
+    *yo = y;
+    return NNR_OK;
+}
+
+/* a worker slot (0..workers-1) for the batch function's per-worker state */
+static int take_slot(nnr_loader *l)
+{
+    pthread_mutex_lock(&l->slot_lock);
+    int slot = 0;
+    while (l->slot_busy & (1ull << slot)) slot++;
+    l->slot_busy |= 1ull << slot;
+    pthread_mutex_unlock(&l->slot_lock);
+    return slot;
+}
+
+static void give_slot(nnr_loader *l, int slot)
+{
+    pthread_mutex_lock(&l->slot_lock);
+    l->slot_busy &= ~(1ull << slot);
+    pthread_mutex_unlock(&l->slot_lock);
+}
+
+static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_tensor **y, char *err, size_t errn)
+{
+    if (!l->batch_fn) return assemble(l, k, epoch, x, y, err, errn);
+    int slot = take_slot(l);
+    *x = *y = NULL;
+    err[0] = 0;
+    int st = l->batch_fn(l->batch_ctx, slot, epoch, k, l->order + k * l->batch_size, batch_len(l, k), x, y, err, errn);
+    give_slot(l, slot);
+    if (st && !err[0]) snprintf(err, errn, "the batch function failed");
     return st;
 }
 
@@ -268,10 +356,10 @@ static void work_cb(uv_work_t *req)
 {
     job *j = req->data;
     double t0 = now_s();
-    j->status = assemble(j->loader, j->batch, j->loader->epoch, &j->x, &j->y, j->error, sizeof j->error);
+    j->error[0] = 0;
+    j->status = build(j->loader, j->batch, j->loader->epoch, &j->x, &j->y, j->error, sizeof j->error);
     j->busy = now_s() - t0;
 }
-
 static void after_cb(uv_work_t *req, int status)
 {
     job *j = req->data;
@@ -300,16 +388,13 @@ static void fill(nnr_loader *l)
 
 /* ---------------- the public API ---------------- */
 
-nnr_loader *nnr_loader_new(const nnr_tensor *x, const nnr_tensor *y, int64_t batch_size, int shuffle, uint64_t seed, int drop_last,
-                           int num_workers, int prefetch)
+static int64_t batches_for(const nnr_loader *l, int64_t count)
 {
-    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
-    if (x->device != 0 || (y && y->device != 0)) { nnr_errorf(NNR_ERR_INVALID, "DataLoader: datasets live in host memory (cpu tensors)"); return NULL; }
-    if (x->ndim < 1 || (y && (y->ndim < 1 || y->sizes[0] != x->sizes[0]))) {
-        nnr_errorf(NNR_ERR_INVALID, "DataLoader: samples %s and targets %s differ in their first dimension",
-                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), y ? nnr_shape_str(b, sizeof b, y->ndim, y->sizes) : "[]");
-        return NULL;
-    }
+    return l->drop_last ? count / l->batch_size : (count + l->batch_size - 1) / l->batch_size;
+}
+
+nnr_loader *nnr_loader_new(nnr_dataset *ds, int64_t batch_size, int shuffle, uint64_t seed, int drop_last, int num_workers, int prefetch)
+{
     if (batch_size < 1 || num_workers < 0 || num_workers > 64) {
         nnr_errorf(NNR_ERR_INVALID, "DataLoader: batch_size must be >= 1 (got %lld) and num_workers in 0..64 (got %d)", (long long)batch_size, num_workers);
         return NULL;
@@ -322,7 +407,7 @@ nnr_loader *nnr_loader_new(const nnr_tensor *x, const nnr_tensor *y, int64_t bat
     }
     nnr_loader *l = calloc(1, sizeof *l);
     if (!l) { nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory"); return NULL; }
-    l->n = x->sizes[0];
+    l->count = ds->n;
     l->batch_size = batch_size;
     l->shuffle = shuffle;
     l->seed = seed;
@@ -330,19 +415,53 @@ nnr_loader *nnr_loader_new(const nnr_tensor *x, const nnr_tensor *y, int64_t bat
     l->workers = num_workers;
     l->prefetch = prefetch > 0 ? prefetch : (num_workers > 0 ? 2 * num_workers : 1);
     if (l->prefetch < num_workers) l->prefetch = num_workers;
-    l->nbatches = drop_last ? l->n / batch_size : (l->n + batch_size - 1) / batch_size;
-    l->order = malloc(sizeof(int64_t) * (size_t)(l->n ? l->n : 1));
+    l->nbatches = batches_for(l, l->count);
+    l->order_cap = l->count ? l->count : 1;
+    l->order = malloc(sizeof(int64_t) * (size_t)l->order_cap);
     l->jobs = calloc((size_t)l->prefetch, sizeof *l->jobs);
     if (!l->order || !l->jobs || uv_loop_init(&l->loop) != 0) {
         free(l->order); free(l->jobs); free(l);
         nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory");
         return NULL;
     }
-    /* contiguous copies, shared (not copied) with the workers */
-    l->x = nnr_contiguous(x);
-    l->y = y ? nnr_contiguous(y) : NULL;
+    pthread_mutex_init(&l->slot_lock, NULL);
+    nnr_dataset_retain(ds);          /* shared, not copied, with the workers */
+    l->ds = ds;
     l->epoch = -1;
     return l;
+}
+
+int nnr_loader_set_order(nnr_loader *l, int64_t n, const int64_t *indices)
+{
+    if (!indices) {
+        free(l->custom);
+        l->custom = NULL;
+        l->custom_n = 0;
+        l->has_custom = 0;
+        l->nbatches = batches_for(l, l->ds->n);
+        return NNR_OK;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (indices[i] < 0 || indices[i] >= l->ds->n)
+            return nnr_errorf(NNR_ERR_INVALID, "DataLoader: the sampler gave index %lld, outside 1..%lld", (long long)indices[i] + 1, (long long)l->ds->n);
+    int64_t *c = realloc(l->custom, sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!c) return nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory for the sampler's %lld indices", (long long)n);
+    memcpy(c, indices, sizeof(int64_t) * (size_t)n);
+    l->custom = c;
+    l->custom_n = n;
+    l->has_custom = 1;
+    l->nbatches = batches_for(l, n);
+    return NNR_OK;
+}
+
+int nnr_loader_set_batch_fn(nnr_loader *l, nnr_batch_fn fn, void *ctx, void (*free_ctx)(void *))
+{
+    if (l->epoch >= 0) return nnr_errorf(NNR_ERR_INVALID, "DataLoader: the batch function must be set before the first epoch");
+    if (l->batch_free) l->batch_free(l->batch_ctx);
+    l->batch_fn = fn;
+    l->batch_ctx = ctx;
+    l->batch_free = free_ctx;
+    return NNR_OK;
 }
 
 int nnr_loader_add_transform(nnr_loader *l, int kind, const double *params, int nparams)
@@ -355,6 +474,36 @@ int nnr_loader_add_transform(nnr_loader *l, int kind, const double *params, int 
     memset(t->p, 0, sizeof t->p);
     for (int i = 0; i < nparams && i < 8; i++) t->p[i] = params[i];
     return NNR_OK;
+}
+
+nnr_tensor *nnr_transform_apply(int kind, const double *params, int nparams, const nnr_tensor *x, uint64_t seed)
+{
+    char err[384] = "", a[NNR_SHAPE_BUF];
+    if (kind < NNR_TRANSFORM_TO_FLOAT || kind > NNR_TRANSFORM_RESIZE) { nnr_errorf(NNR_ERR_INVALID, "transform: unknown kind %d", kind); return NULL; }
+    if (x->device != 0 || x->ndim < 1 || x->ndim > 3) {
+        nnr_errorf(NNR_ERR_INVALID, "transform: expected a cpu sample [W], [H, W] or [C, H, W], got %s", nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
+        return NULL;
+    }
+    transform t = {kind, {0}};
+    for (int i = 0; i < nparams && i < 8; i++) t.p[i] = params[i];
+    nnr_tensor *src = nnr_contiguous(x);
+    if (!src) return NULL;
+    nnr_field f = {1, src->dtype, src->ndim, {0}, 0, nnr_tensor_data(src), 0};
+    memcpy(f.sizes, src->sizes, sizeof(int64_t) * (size_t)src->ndim);
+    scratch sc = {0};
+    int64_t out[3];
+    uint64_t rng = seed;
+    splitmix(&rng);
+    int st = transform_sample(&t, 1, &f, rng, &sc, out, err, sizeof err);
+    nnr_tensor *r = NULL;
+    if (st == NNR_OK && (r = nnr_tensor_alloc(NNR_F32, 3, out, 0)))
+        memcpy(nnr_tensor_data(r), sc.img, sizeof(float) * (size_t)(out[0] * out[1] * out[2]));
+    else if (st == NNR_OK) nnr_errorf(NNR_ERR_OOM, "transform: out of memory");
+    else nnr_errorf(st, "transform: %s", err);
+    nnr_tensor_release(src);
+    free(sc.img);
+    free(sc.tmp);
+    return r;
 }
 
 int64_t nnr_loader_length(const nnr_loader *l) { return l->nbatches; }
@@ -376,9 +525,18 @@ static void drain(nnr_loader *l)
 
 int nnr_loader_start_epoch(nnr_loader *l, int64_t epoch, int64_t first_batch)
 {
-    if (first_batch < 0 || first_batch > l->nbatches)
-        return nnr_errorf(NNR_ERR_INVALID, "DataLoader: position %lld is outside 0..%lld", (long long)first_batch, (long long)l->nbatches);
     drain(l);
+    int64_t count = l->has_custom ? l->custom_n : l->ds->n;
+    if (batches_for(l, count) < first_batch || first_batch < 0)
+        return nnr_errorf(NNR_ERR_INVALID, "DataLoader: position %lld is outside 0..%lld", (long long)first_batch, (long long)batches_for(l, count));
+    if (count > l->order_cap) {
+        int64_t *o = realloc(l->order, sizeof(int64_t) * (size_t)count);
+        if (!o) return nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory for an epoch of %lld samples", (long long)count);
+        l->order = o;
+        l->order_cap = count;
+    }
+    l->count = count;
+    l->nbatches = batches_for(l, count);
     l->epoch = epoch;
     l->position = l->submitted = first_batch;
     make_order(l);
@@ -396,7 +554,7 @@ int nnr_loader_next(nnr_loader *l, nnr_tensor **x, nnr_tensor **y)
     int st;
     char error[256] = "";
     if (l->workers == 0) {
-        st = assemble(l, k, l->epoch, x, y, error, sizeof error);
+        st = build(l, k, l->epoch, x, y, error, sizeof error);
         l->busy_s += now_s() - t0;
     } else {
         fill(l);
@@ -442,8 +600,10 @@ void nnr_loader_free(nnr_loader *l)
     if (!l) return;
     drain(l);
     uv_loop_close(&l->loop);
-    nnr_tensor_release(l->x);
-    nnr_tensor_release(l->y);
+    if (l->batch_free) l->batch_free(l->batch_ctx);
+    nnr_dataset_release(l->ds);
+    pthread_mutex_destroy(&l->slot_lock);
+    free(l->custom);
     free(l->order);
     free(l->jobs);
     free(l);

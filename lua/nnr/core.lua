@@ -61,6 +61,8 @@ do
   end
 end
 local gc_flag = C.nnr_gc_flag()
+-- a loader's worker state (nnr.data.worker) leaves the process-wide flag to the main state and collects per batch
+if rawget(_G, "NNR_WORKER_STATE") then gc_flag = ffi.new("int32_t[1]") end
 -- Every 1024 new handles the GC takes a small incremental step. Otherwise
 -- cycles are paced by the Lua heap alone: garbage handles pile up (and
 -- LuaJIT's finalizer table with them) for as long as the heap takes to double,

@@ -15,8 +15,57 @@ local ffi, C = core.ffi, core.C
 local M = {}
 
 -- datasets -------------------------------------------------------------------------------
-local TensorDataset = {}
-TensorDataset.__index = TensorDataset
+-- A C-backed dataset is a table with `handle` (an nnr_dataset*, shared read-only with the
+-- loader's workers). A Lua dataset is any table with get(i) and a length (__len, len() or #).
+local CDataset = {}
+CDataset.__index = CDataset
+M._CDataset = CDataset
+
+local function owned_dataset(p) if p == nil then core.raise() end return ffi.gc(p, C.nnr_dataset_release) end
+
+local function cdataset(handle, fields, class)
+  local self = fields or {}
+  self.handle = owned_dataset(handle)
+  return setmetatable(self, class or CDataset)
+end
+
+-- wraps an nnr_dataset* from another state (a worker's copy: the pool keeps the original alive)
+function M._wrap(p)
+  C.nnr_dataset_retain(p)
+  return cdataset(p)
+end
+
+local tensor_pair = ffi.new("nnr_tensor *[2]")
+function CDataset:len() return tonumber(C.nnr_dataset_length(self.handle)) end
+-- sample i (1-based) as tensors x[, y]
+function CDataset:get(i)
+  if type(i) ~= "number" or i ~= math.floor(i) then error("dataset:get: expected an integer index, got " .. tostring(i), 0) end
+  core.check(C.nnr_dataset_get(self.handle, i - 1, tensor_pair, tensor_pair + 1))
+  local x = core.own(tensor_pair[0])
+  local y = tensor_pair[1] ~= nil and core.own(tensor_pair[1]) or nil
+  return x, y
+end
+function CDataset:__tostring() return string.format("%s(%d samples)", self.kind or "Dataset", self:len()) end
+
+local function is_cdataset(ds) return type(ds) == "table" and rawget(ds, "handle") ~= nil and type(ds.handle) == "cdata" end
+M.is_cdataset = is_cdataset
+
+-- the length of any dataset: C-backed, __len (LuaJIT does not call it for tables), len(), or #
+local function dataset_len(ds)
+  if is_cdataset(ds) then return ds:len() end
+  local mt = getmetatable(ds)
+  if mt and mt.__len then return mt.__len(ds) end
+  if type(ds.len) == "function" then return ds:len() end
+  return #ds
+end
+M.len = dataset_len
+
+-- get(ds, i): the dataset's get method (or ds[i] for a plain list of samples)
+function M._getter(ds)
+  if type(ds.get) == "function" then return function(d, i) return d:get(i) end end
+  return function(d, i) local s = d[i]; if type(s) == "table" and not require("nnr").is_tensor(s) then return s[1], s[2] end return s end
+end
+
 -- samples are the rows of x (and y)
 function M.TensorDataset(x, y)
   local nnr = require "nnr"
@@ -24,11 +73,8 @@ function M.TensorDataset(x, y)
   if y and y:size(1) ~= x:size(1) then
     error(string.format("TensorDataset: %d samples but %d targets", x:size(1), y:size(1)), 0)
   end
-  return setmetatable({ x = x, y = y }, TensorDataset)
+  return cdataset(C.nnr_dataset_tensors(x.p, y and y.p or nil), { x = x, y = y, kind = "TensorDataset" })
 end
-function TensorDataset:len() return self.x:size(1) end
--- sample i (1-based): x[i], y[i]
-function TensorDataset:get(i) return self.x[i], self.y and self.y[i] end
 
 -- an IDX pair (the MNIST family, raw or gzip); labels become 1-based i64 classes unless raw_labels
 function M.IDXDataset(images, labels, opts)
@@ -36,7 +82,269 @@ function M.IDXDataset(images, labels, opts)
   local x = nnr.load_idx(images)
   local y = labels and nnr.load_idx(labels) or nil
   if y and not (opts and opts.raw_labels) then y = y:long():add_(1) end
-  return M.TensorDataset(x, y)
+  local ds = M.TensorDataset(x, y)
+  ds.kind = "IDXDataset"
+  return ds
+end
+
+-- CSVDataset(path, {label = name or column (1-based), header = true, delimiter = ",", classes = true})
+-- numeric columns become f32 features; the label column i64 classes (0-based in the file, 1-based here)
+-- or, with classes = false, f32 targets
+function M.CSVDataset(path, opts)
+  opts = opts or {}
+  local header = opts.header ~= false
+  local delim = opts.delimiter or ","
+  if type(delim) ~= "string" or #delim ~= 1 then error("CSVDataset: delimiter must be one character", 0) end
+  local label_name, label_col = nil, -1
+  if type(opts.label) == "string" then label_name = opts.label
+  elseif type(opts.label) == "number" then label_col = opts.label - 1
+  elseif opts.label ~= nil then error("CSVDataset: label must be a column name or number", 0) end
+  core.check(C.nnr_load_csv(path, header and 1 or 0, label_name, label_col, delim:byte(), opts.classes == false and 0 or 1,
+    tensor_pair, tensor_pair + 1))
+  local x = core.own(tensor_pair[0])
+  local y = tensor_pair[1] ~= nil and core.own(tensor_pair[1]) or nil
+  local ds = M.TensorDataset(x, y)
+  ds.kind = "CSVDataset"
+  ds.path = path
+  return ds
+end
+
+-- BinaryRecordDataset(path, {shape = {...}, dtype = "u8", header = 0, record_size, offset = 0,
+--   label_offset, label_dtype = "u8", raw_labels = false}): fixed-size records of a memory-mapped file
+function M.BinaryRecordDataset(path, opts)
+  opts = opts or {}
+  local shape = opts.shape or error("BinaryRecordDataset: shape (the sample's dimensions) is required", 0)
+  if type(shape) == "number" then shape = { shape } end
+  local xdt = core.dtype_id(opts.dtype or "u8", "BinaryRecordDataset")
+  local ydt = core.dtype_id(opts.label_dtype or "u8", "BinaryRecordDataset")
+  local sizes = ffi.new("int64_t[?]", math.max(#shape, 1))
+  local xbytes = C.nnr_dtype_size(xdt)
+  for i, v in ipairs(shape) do sizes[i - 1] = v; xbytes = xbytes * v end
+  local offset = opts.offset or 0
+  local label_offset = opts.label_offset or -1
+  local record = opts.record_size or math.max(offset + xbytes, label_offset >= 0 and label_offset + C.nnr_dtype_size(ydt) or 0)
+  local h = C.nnr_dataset_records(path, opts.header or 0, record, offset, xdt, #shape, sizes, label_offset, ydt,
+    (label_offset >= 0 and not opts.raw_labels) and 1 or 0)
+  return cdataset(h, { kind = "BinaryRecordDataset", path = path })
+end
+
+-- ImageFolder(root, {channels = 3}): root/<class>/<image>.png|jpg|jpeg, classes sorted by name and
+-- numbered from 1 (ds.classes); images are decoded by the loader's workers into u8 [C, H, W]
+function M.ImageFolder(root, opts)
+  opts = opts or {}
+  local channels = opts.channels == nil and 3 or opts.channels
+  local ds = cdataset(C.nnr_dataset_image_folder(root, channels), { kind = "ImageFolder", root = root })
+  ds.classes = {}
+  for i = 1, C.nnr_dataset_class_count(ds.handle) do ds.classes[i] = ffi.string(C.nnr_dataset_class_name(ds.handle, i - 1)) end
+  return ds
+end
+
+-- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
+function M.load_image(path, channels) return core.own(C.nnr_load_image(path, channels or 0)) end
+function M.save_image(path, image, quality) core.check(C.nnr_save_image(path, image.p, quality or 90)) end
+
+-- Subset, ConcatDataset and random_split: C-backed when their parts are, else Lua datasets
+local LuaSubset = {}
+LuaSubset.__index = LuaSubset
+M._LuaSubset = LuaSubset
+function LuaSubset:len() return #self.indices end
+function LuaSubset:get(i) return self.getter(self.dataset, self.indices[i]) end
+
+-- the samples of dataset at the (1-based) indices
+function M.Subset(dataset, indices)
+  local n = dataset_len(dataset)
+  for k, i in ipairs(indices) do
+    if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > n then
+      error(string.format("Subset: index %s (entry %d) is outside 1..%d", tostring(i), k, n), 0)
+    end
+  end
+  if is_cdataset(dataset) then
+    local idx = ffi.new("int64_t[?]", math.max(#indices, 1))
+    for k, i in ipairs(indices) do idx[k - 1] = i - 1 end
+    return cdataset(C.nnr_dataset_subset(dataset.handle, #indices, idx), { kind = "Subset", dataset = dataset, indices = indices })
+  end
+  return setmetatable({ dataset = dataset, indices = indices, getter = M._getter(dataset) }, LuaSubset)
+end
+
+local LuaConcat = {}
+LuaConcat.__index = LuaConcat
+M._LuaConcat = LuaConcat
+function LuaConcat:len() return self.offsets[#self.offsets] end
+function LuaConcat:get(i)
+  for k = 1, #self.parts do
+    if i <= self.offsets[k + 1] then return self.getters[k](self.parts[k], i - self.offsets[k]) end
+  end
+  error(string.format("ConcatDataset: index %d is outside 1..%d", i, self:len()), 0)
+end
+
+function M.ConcatDataset(parts)
+  if type(parts) ~= "table" or #parts == 0 then error("ConcatDataset: expected a list of datasets", 0) end
+  local all_c = true
+  for _, p in ipairs(parts) do all_c = all_c and is_cdataset(p) end
+  if all_c then
+    local hs = ffi.new("nnr_dataset *[?]", #parts)
+    for k, p in ipairs(parts) do hs[k - 1] = p.handle end
+    return cdataset(C.nnr_dataset_concat(#parts, hs), { kind = "ConcatDataset", parts = parts })
+  end
+  local offsets, getters = { 0 }, {}
+  for k, p in ipairs(parts) do offsets[k + 1] = offsets[k] + dataset_len(p); getters[k] = M._getter(p) end
+  return setmetatable({ parts = parts, offsets = offsets, getters = getters }, LuaConcat)
+end
+
+-- random_split(dataset, {lengths} or {fractions}[, seed]): disjoint Subsets of a seeded permutation
+function M.random_split(dataset, lengths, seed)
+  local n = dataset_len(dataset)
+  local sizes, total = {}, 0
+  local fractions = true
+  for _, l in ipairs(lengths) do fractions = fractions and l > 0 and l < 1 end
+  if fractions then
+    for k, f in ipairs(lengths) do sizes[k] = math.floor(f * n) end
+    for _, s in ipairs(sizes) do total = total + s end
+    for k = 1, n - total do local j = (k - 1) % #sizes + 1; sizes[j] = sizes[j] + 1 end    -- remainders round-robin
+  else
+    for k, l in ipairs(lengths) do sizes[k] = l end
+  end
+  total = 0
+  for _, s in ipairs(sizes) do
+    if s < 0 or s ~= math.floor(s) then error("random_split: lengths must be whole numbers or fractions in (0, 1)", 0) end
+    total = total + s
+  end
+  if total ~= n then error(string.format("random_split: lengths sum to %d but the dataset has %d samples", total, n), 0) end
+  local perm = M.permutation(n, seed or 0)
+  local out, at = {}, 0
+  for k, s in ipairs(sizes) do
+    local idx = {}
+    for j = 1, s do idx[j] = perm[at + j] end
+    at = at + s
+    out[k] = M.Subset(dataset, idx)
+  end
+  return unpack(out)
+end
+
+-- samplers ---------------------------------------------------------------------------------
+-- A sampler gives each epoch's sample order: sampler:indices(epoch) -> {i1, i2, ...} (1-based), or a
+-- function(epoch) returning that list. Samplers here draw from (seed, epoch) and repeat exactly.
+local U64 = ffi.typeof("uint64_t")
+local function rng(seed, epoch)
+  local s = U64(seed) * 0x9E3779B97F4A7C15ULL + U64(epoch) * 0xD1B54A32D192ED03ULL + 0x2545F4914F6CDD1DULL
+  return function()            -- splitmix64 -> a double in [0, 1)
+    s = s + 0x9E3779B97F4A7C15ULL
+    local z = s
+    z = bit.bxor(z, bit.rshift(z, 30)) * 0xBF58476D1CE4E5B9ULL
+    z = bit.bxor(z, bit.rshift(z, 27)) * 0x94D049BB133111EBULL
+    z = bit.bxor(z, bit.rshift(z, 31))
+    return tonumber(bit.rshift(z, 11)) * 2 ^ -53
+  end
+end
+
+-- a seeded permutation of 1..n
+function M.permutation(n, seed, epoch)
+  local r, p = rng(seed or 0, epoch or 0), {}
+  for i = 1, n do p[i] = i end
+  for i = n, 2, -1 do
+    local j = math.floor(r() * i) + 1
+    p[i], p[j] = p[j], p[i]
+  end
+  return p
+end
+
+local Sampler = {}
+Sampler.__index = Sampler
+M._Sampler = Sampler
+function Sampler:len() return self.n end
+
+function M.SequentialSampler(n)
+  return setmetatable({ n = n, indices = function(self) local t = {}; for i = 1, self.n do t[i] = i end return t end }, Sampler)
+end
+-- RandomSampler(n, {seed, replacement = false, num_samples = n})
+function M.RandomSampler(n, opts)
+  opts = opts or {}
+  local s = setmetatable({ n = opts.num_samples or n, size = n, seed = opts.seed or 0, replacement = opts.replacement }, Sampler)
+  function s.indices(self, epoch)
+    if self.replacement then
+      local r, t = rng(self.seed, epoch), {}
+      for i = 1, self.n do t[i] = math.floor(r() * self.size) + 1 end
+      return t
+    end
+    local p = M.permutation(self.size, self.seed, epoch)
+    for i = self.n + 1, #p do p[i] = nil end
+    return p
+  end
+  return s
+end
+-- SubsetRandomSampler(indices, {seed}): the given indices, shuffled each epoch
+function M.SubsetRandomSampler(indices, opts)
+  local s = setmetatable({ n = #indices, list = indices, seed = opts and opts.seed or 0 }, Sampler)
+  function s.indices(self, epoch)
+    local p, t = M.permutation(#self.list, self.seed, epoch), {}
+    for i, k in ipairs(p) do t[i] = self.list[k] end
+    return t
+  end
+  return s
+end
+-- WeightedRandomSampler(weights, num_samples, {replacement = true, seed})
+function M.WeightedRandomSampler(weights, num_samples, opts)
+  opts = opts or {}
+  local total = 0
+  for i, w in ipairs(weights) do
+    if type(w) ~= "number" or w < 0 or w ~= w then error("WeightedRandomSampler: weight " .. i .. " is not a non-negative number", 0) end
+    total = total + w
+  end
+  if total <= 0 then error("WeightedRandomSampler: the weights sum to zero", 0) end
+  local replacement = opts.replacement ~= false
+  if not replacement and num_samples > #weights then error("WeightedRandomSampler: more samples than weights without replacement", 0) end
+  local s = setmetatable({ n = num_samples, weights = weights, seed = opts.seed or 0 }, Sampler)
+  function s.indices(self, epoch)
+    local r, t, w = rng(self.seed, epoch), {}, {}
+    for i, v in ipairs(self.weights) do w[i] = v end
+    local cum = {}
+    local function rebuild() local c = 0; for i, v in ipairs(w) do c = c + v; cum[i] = c end end
+    rebuild()
+    for k = 1, self.n do
+      local u = r() * cum[#cum]
+      local lo, hi = 1, #cum
+      while lo < hi do local mid = math.floor((lo + hi) / 2); if cum[mid] > u then hi = mid else lo = mid + 1 end end
+      t[k] = lo
+      if not replacement then w[lo] = 0; rebuild() end
+    end
+    return t
+  end
+  return s
+end
+
+local function sampler_indices(sampler, epoch)
+  local list
+  if type(sampler) == "function" then list = sampler(epoch)
+  elseif type(sampler) == "table" and type(sampler.indices) == "function" then list = sampler:indices(epoch)
+  elseif type(sampler) == "table" then list = sampler
+  else error("DataLoader: sampler must be a sampler, a function(epoch) or a list of indices", 0) end
+  if type(list) ~= "table" then error("DataLoader: the sampler returned " .. type(list) .. ", expected a list of indices", 0) end
+  return list
+end
+
+-- the default collate of Lua datasets: stacks tensors; numbers become an i64 (whole) or f32 tensor
+function M.default_collate(samples)
+  local nnr = require "nnr"
+  local function batch(list, what)
+    local first = list[1]
+    if nnr.is_tensor(first) then
+      for i, v in ipairs(list) do if type(v) == "number" then list[i] = nnr.tensor(v, { dtype = first.dtype }) end end
+      return nnr.stack(list, 1)
+    end
+    if type(first) == "number" then
+      local whole = true
+      for i, v in ipairs(list) do
+        if nnr.is_tensor(v) then v = v:item(); list[i] = v end
+        whole = whole and v == math.floor(v)
+      end
+      return nnr.tensor(list, { dtype = whole and "i64" or "f32" })
+    end
+    if type(first) == "table" then return nnr.tensor(list, { dtype = "f32" }) end
+    error("collate: cannot batch " .. what .. " of type " .. type(first), 0)
+  end
+  local xs, ys = {}, {}
+  for i, s in ipairs(samples) do xs[i], ys[i] = s[1], s[2] end
+  return batch(xs, "x"), ys[1] ~= nil and batch(ys, "y") or nil
 end
 
 -- transforms (applied to x in the workers, in C) ------------------------------------------
@@ -59,10 +367,13 @@ function M.RandomHorizontalFlip(p) return transform(C.NNR_TRANSFORM_RANDOM_HFLIP
 function M.Resize(size) local h, w = hw(size); return transform(C.NNR_TRANSFORM_RESIZE, { h, w }, "Resize") end
 function M.Compose(list) return { compose = list } end
 
+-- a transform is a C one above or a Lua function(x) -> x (run in the worker states)
 local function flatten_transforms(t, out)
   out = out or {}
   if t == nil then return out end
-  if t.compose then for _, x in ipairs(t.compose) do flatten_transforms(x, out) end
+  if type(t) == "function" then out[#out + 1] = t
+  elseif type(t) ~= "table" then error("DataLoader: a transform must be a transform, a function or a list, got " .. type(t), 0)
+  elseif t.compose then for _, x in ipairs(t.compose) do flatten_transforms(x, out) end
   elseif t.kind then out[#out + 1] = t
   else for _, x in ipairs(t) do flatten_transforms(x, out) end end
   return out
@@ -76,47 +387,131 @@ local pair = ffi.new("nnr_tensor *[2]")
 local stats_buf = ffi.new("double[2]")
 local count_buf = ffi.new("int64_t[1]")
 
+local function dataset_name(ds)
+  if is_cdataset(ds) then
+    local where = ds.path or ds.root
+    return string.format("%s(%s%d samples)", ds.kind or "Dataset", where and (where .. ", ") or "", ds:len())
+  end
+  if type(ds.name) == "string" then return ds.name end
+  local mt = getmetatable(ds)
+  if mt and type(mt.__name) == "string" then return mt.__name end
+  return "Lua dataset"
+end
+
+-- the bootstrap each worker state runs (with the payload, tensors and datasets from C)
+local function bootstrap()
+  return string.format([[
+NNR_WORKER_STATE = true
+package.path = %q
+package.cpath = %q
+return (require "nnr.data.worker").start(...)
+]], package.path, package.cpath)
+end
+
+-- hands the dataset, transforms and collate function to per-worker Lua states
+local function lua_pool(p, dataset, transforms, collate, seed, workers, name)
+  local nnr = require "nnr"
+  local serial = require "nnr.data.serial"
+  local payload, tensors, datasets = serial.encode(
+    { dataset = dataset, transforms = transforms, collate = collate, seed = seed, name = name },
+    nnr.is_tensor, function(v) if is_cdataset(v) then return v.handle end end)
+  local tp = ffi.new("nnr_tensor *[?]", #tensors + 1)
+  for i, t in ipairs(tensors) do tp[i - 1] = t.p end
+  local dp = ffi.new("nnr_dataset *[?]", #datasets + 1)
+  for i, d in ipairs(datasets) do dp[i - 1] = d.handle end
+  local pool = C.nnr_lua_pool_new(math.max(workers, 1), bootstrap(), payload, #payload, tp, #tensors, dp, #datasets)
+  if pool == nil then core.raise() end
+  local st = C.nnr_loader_set_batch_fn(p, C.nnr_lua_pool_batch, pool, C.nnr_lua_pool_free)
+  if st ~= 0 then C.nnr_lua_pool_free(pool); core.raise() end
+end
+
+local OPTIONS = { batch_size = 1, shuffle = 1, seed = 1, drop_last = 1, num_workers = 1, prefetch = 1, pin_memory = 1,
+                  sampler = 1, collate = 1, transform = 1 }
+
 function M.DataLoader(dataset, opts)
   opts = opts or {}
-  if getmetatable(dataset) ~= TensorDataset then
-    error("DataLoader: this dataset type is not supported yet (TensorDataset and IDXDataset are)", 0)
+  for k in pairs(opts) do
+    if not OPTIONS[k] then error("DataLoader: unknown option '" .. tostring(k) .. "'", 0) end
   end
+  if type(dataset) ~= "table" then error("DataLoader: expected a dataset, got " .. type(dataset), 0) end
+  if not is_cdataset(dataset) and type(dataset.get) ~= "function" and dataset[1] == nil then
+    error("DataLoader: a Lua dataset needs get(i) and a length (__len, len() or #)", 0)
+  end
+  if opts.sampler ~= nil and opts.shuffle then error("DataLoader: sampler and shuffle cannot both be given", 0) end
   local batch = opts.batch_size or 1
   local workers = opts.num_workers or 0
-  local p = C.nnr_loader_new(dataset.x.p, dataset.y and dataset.y.p or nil, batch, opts.shuffle and 1 or 0, opts.seed or 0,
-    opts.drop_last and 1 or 0, workers, opts.prefetch or 0)
+  local seed = opts.seed or 0
+  local n = dataset_len(dataset)
+  if type(n) ~= "number" or n < 0 then error("DataLoader: the dataset's length is " .. tostring(n), 0) end
+  local transforms = flatten_transforms(opts.transform)
+  local native = is_cdataset(dataset) and opts.collate == nil
+  for _, t in ipairs(transforms) do native = native and type(t) == "table" end
+  local handle = native and dataset.handle or owned_dataset(C.nnr_dataset_indices(n))
+  local p = C.nnr_loader_new(handle, batch, opts.shuffle and 1 or 0, seed, opts.drop_last and 1 or 0, workers, opts.prefetch or 0)
   if p == nil then core.raise() end
   p = ffi.gc(p, C.nnr_loader_free)
-  local params = ffi.new("double[8]")
-  for _, t in ipairs(flatten_transforms(opts.transform)) do
-    for i = 1, 8 do params[i - 1] = t.params[i] or 0 end
-    core.check(C.nnr_loader_add_transform(p, t.kind, params, #t.params))
+  local name = dataset_name(dataset)
+  if native then
+    local params = ffi.new("double[8]")
+    for _, t in ipairs(transforms) do
+      for i = 1, 8 do params[i - 1] = t.params[i] or 0 end
+      core.check(C.nnr_loader_add_transform(p, t.kind, params, #t.params))
+    end
+  else
+    lua_pool(p, dataset, transforms, opts.collate, seed, workers, name)
   end
-  local self = { handle = p, dataset = dataset, epoch = 0, resume_position = nil, batch_size = batch }
+  local self = { handle = p, dataset = dataset, epoch = 0, resume_position = nil, batch_size = batch, sampler = opts.sampler,
+                 drop_last = opts.drop_last, name = name, pin_memory = opts.pin_memory and true or false }
+  if self.sampler then
+    -- the sampler's length gives #loader before the first epoch
+    local len = type(self.sampler) == "table" and (self.sampler.n or (self.sampler.len and self.sampler:len()) or #self.sampler) or n
+    self.sampler_len = len
+  end
   -- a userdata proxy, so that #loader works under Lua 5.1 semantics
   local proxy = newproxy(true)
   local mt = getmetatable(proxy)
   mt.__index = function(_, k) local v = self[k]; if v ~= nil then return v end return Loader[k] end
   mt.__newindex = function(_, k, v) self[k] = v end
-  mt.__len = function() return tonumber(C.nnr_loader_length(p)) end
-  mt.__tostring = function() return string.format("DataLoader(%d batches of %d)", tonumber(C.nnr_loader_length(p)), batch) end
+  mt.__len = function() return Loader.len(self) end
+  mt.__tostring = function() return string.format("DataLoader(%d batches of %d from %s)", Loader.len(self), batch, name) end
   return proxy
 end
 
-function Loader:len() return tonumber(C.nnr_loader_length(self.handle)) end
+function Loader:len()
+  if self.sampler_len and self.epoch == 0 then
+    local n = self.sampler_len
+    return self.drop_last and math.floor(n / self.batch_size) or math.ceil(n / self.batch_size)
+  end
+  return tonumber(C.nnr_loader_length(self.handle))
+end
+
+local function set_sampler_order(self, epoch)
+  local list = sampler_indices(self.sampler, epoch)
+  local idx = ffi.new("int64_t[?]", math.max(#list, 1))
+  for k, i in ipairs(list) do
+    if type(i) ~= "number" then error("DataLoader: the sampler gave " .. type(i) .. " at position " .. k, 0) end
+    idx[k - 1] = i - 1
+  end
+  core.check(C.nnr_loader_set_order(self.handle, #list, idx))
+end
 
 -- one epoch: for x, y in loader:iter() do ... end (the next call starts the next epoch)
 function Loader:iter()
   local own = core.own
   local handle = self.handle
+  local name = self.name
   self.epoch = self.epoch + 1
   local start = self.resume_position or 0
   self.resume_position = nil
+  if self.sampler then set_sampler_order(self, self.epoch) end
   core.check(C.nnr_loader_start_epoch(handle, self.epoch, start))
   return function()
     local st = C.nnr_loader_next(handle, pair, pair + 1)
     if st == C.NNR_LOADER_END then return nil end
-    if st ~= 0 then core.raise() end
+    if st ~= 0 then
+      local msg = core.last_error()
+      error((msg:gsub("^DataLoader: ", "DataLoader over " .. name .. ": ", 1)), 0)
+    end
     local x = own(pair[0])
     local y = pair[1] ~= nil and own(pair[1]) or nil
     return x, y

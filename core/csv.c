@@ -1,0 +1,195 @@
+/* Numeric CSV files (RFC 4180: quoted fields, "" inside quotes, CRLF or LF)
+ * into an f32 feature matrix and an optional label column. Every record must
+ * have the first record's field count; a field that is not a number is an
+ * error naming the file, the line and the column. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include "dataset.h"
+
+enum { MAX_CSV_BYTES = 1 << 30 };
+
+typedef struct parser {
+    const char *p, *end, *path;
+    int64_t line;
+    char field[256];
+    size_t flen;
+    int truncated;
+    char *err; size_t errn;
+} parser;
+
+/* reads one field into ps->field; returns 1 at the end of a record, 0 after a delimiter, -1 on a quote error */
+static int next_field(parser *ps, char delim)
+{
+    ps->flen = 0;
+    ps->truncated = 0;
+    int quoted = 0;
+    int64_t start_line = ps->line;
+    const char *p = ps->p;
+    while (p < ps->end && (*p == ' ' || *p == '\t') && *p != delim) p++;
+    if (p < ps->end && *p == '"') { quoted = 1; p++; }
+    for (;;) {
+        if (p >= ps->end) {
+            if (quoted) { snprintf(ps->err, ps->errn, "%s:%lld: a quoted field is not closed", ps->path, (long long)start_line); return -1; }
+            ps->p = p;
+            return 1;
+        }
+        char ch = *p;
+        if (quoted) {
+            if (ch == '"') {
+                if (p + 1 < ps->end && p[1] == '"') { p += 2; goto add_quote; }
+                quoted = 0;
+                p++;
+                while (p < ps->end && (*p == ' ' || *p == '\t') && *p != delim) p++;
+                if (p < ps->end && *p != delim && *p != '\n' && *p != '\r') {
+                    snprintf(ps->err, ps->errn, "%s:%lld: text after a closing quote", ps->path, (long long)ps->line);
+                    return -1;
+                }
+                continue;
+            }
+            if (ch == '\n') ps->line++;
+            p++;
+        } else {
+            if (ch == delim) { ps->p = p + 1; return 0; }
+            if (ch == '\n' || ch == '\r') {
+                if (ch == '\r' && p + 1 < ps->end && p[1] == '\n') p++;
+                ps->p = p + 1;
+                ps->line++;
+                return 1;
+            }
+            p++;
+        }
+        if (ps->flen + 1 < sizeof ps->field) ps->field[ps->flen++] = ch;
+        else ps->truncated = 1;
+        continue;
+    add_quote:
+        if (ps->flen + 1 < sizeof ps->field) ps->field[ps->flen++] = '"';
+        else ps->truncated = 1;
+    }
+}
+
+static int is_blank_line(const parser *ps)
+{
+    const char *p = ps->p;
+    while (p < ps->end && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
+    return p >= ps->end || *p == '\n';
+}
+
+static int push(double **buf, int64_t *cap, int64_t n, double v)
+{
+    if (n == *cap) {
+        int64_t grown = *cap ? *cap * 2 : 1024;
+        double *b = realloc(*buf, sizeof(double) * (size_t)grown);
+        if (!b) return -1;
+        *buf = b;
+        *cap = grown;
+    }
+    (*buf)[n] = v;
+    return 0;
+}
+
+int nnr_load_csv(const char *path, int header, const char *label_name, int label_column, char delimiter, int label_classes,
+                 nnr_tensor **x, nnr_tensor **y)
+{
+    *x = *y = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return nnr_errorf(NNR_ERR_IO, "CSVDataset: cannot open %s: %s", path, strerror(errno));
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || size > MAX_CSV_BYTES || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return nnr_errorf(NNR_ERR_IO, "CSVDataset: %s is not a readable file of at most 1 GiB", path); }
+    char *text = malloc((size_t)size + 1);
+    if (!text) { fclose(f); return nnr_errorf(NNR_ERR_OOM, "CSVDataset: out of memory reading %s", path); }
+    size_t got = fread(text, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) { free(text); return nnr_errorf(NNR_ERR_IO, "CSVDataset: short read of %s", path); }
+
+    char err[512] = "";
+    parser ps = {text, text + size, path, 1, "", 0, 0, err, sizeof err};
+    if (size >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF) ps.p += 3;  /* UTF-8 BOM */
+    int64_t ncols = -1, rows = 0, n = 0, cap = 0;
+    double *vals = NULL;
+    int st = NNR_OK;
+    if (header) {
+        int col = 0, r;
+        while (ps.p < ps.end && is_blank_line(&ps)) {
+            while (ps.p < ps.end && *ps.p != '\n') ps.p++;
+            if (ps.p < ps.end) { ps.p++; ps.line++; }
+        }
+        do {
+            if ((r = next_field(&ps, delimiter)) < 0) { st = NNR_ERR_IO; goto done; }
+            ps.field[ps.flen] = 0;
+            if (label_name && strcmp(ps.field, label_name) == 0) label_column = col;
+            col++;
+        } while (r == 0);
+        ncols = col;
+        if (label_name && label_column < 0) { snprintf(err, sizeof err, "%s: no column named \"%s\" in the header", path, label_name); st = NNR_ERR_INVALID; goto done; }
+    } else if (label_name) {
+        snprintf(err, sizeof err, "%s: a label column by name needs a header", path);
+        st = NNR_ERR_INVALID;
+        goto done;
+    }
+    while (ps.p < ps.end) {
+        if (is_blank_line(&ps)) {
+            while (ps.p < ps.end && *ps.p != '\n') ps.p++;
+            if (ps.p < ps.end) { ps.p++; ps.line++; }
+            continue;
+        }
+        int64_t line = ps.line, col = 0;
+        int r;
+        do {
+            if ((r = next_field(&ps, delimiter)) < 0) { st = NNR_ERR_IO; goto done; }
+            ps.field[ps.flen] = 0;
+            char *endp;
+            errno = 0;
+            double v = ps.truncated ? NAN : strtod(ps.field, &endp);
+            if (!ps.truncated) while (*endp == ' ' || *endp == '\t') endp++;
+            if (ps.truncated || ps.flen == 0 || *endp != 0) {
+                snprintf(err, sizeof err, "%s:%lld: column %lld: \"%.40s\" is not a number", path, (long long)line, (long long)col + 1, ps.field);
+                st = NNR_ERR_IO;
+                goto done;
+            }
+            if (push(&vals, &cap, n++, v)) { snprintf(err, sizeof err, "out of memory reading %s", path); st = NNR_ERR_OOM; goto done; }
+            col++;
+        } while (r == 0);
+        if (ncols < 0) ncols = col;
+        if (col != ncols) {
+            snprintf(err, sizeof err, "%s:%lld: %lld fields, expected %lld", path, (long long)line, (long long)col, (long long)ncols);
+            st = NNR_ERR_IO;
+            goto done;
+        }
+        rows++;
+    }
+    if (ncols < 0) ncols = 0;
+    if (label_column >= ncols || (label_column >= 0 && ncols < 2)) {
+        snprintf(err, sizeof err, "%s: label column %d of %lld columns (features need at least one more)", path, label_column + 1, (long long)ncols);
+        st = NNR_ERR_INVALID;
+        goto done;
+    }
+    int64_t nfeat = label_column >= 0 ? ncols - 1 : ncols;
+    int64_t xs[2] = {rows, nfeat}, ys[1] = {rows};
+    *x = nnr_tensor_alloc(NNR_F32, 2, xs, 0);
+    if (label_column >= 0) *y = nnr_tensor_alloc(label_classes ? NNR_I64 : NNR_F32, 1, ys, 0);
+    if (!*x || (label_column >= 0 && !*y)) { snprintf(err, sizeof err, "out of memory for %s", path); st = NNR_ERR_OOM; goto done; }
+    float *xd = nnr_tensor_data(*x);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0, k = 0; c < ncols; c++) {
+            double v = vals[r * ncols + c];
+            if (c != label_column) { xd[r * nfeat + k++] = (float)v; continue; }
+            if (!label_classes) { ((float *)nnr_tensor_data(*y))[r] = (float)v; continue; }
+            if (v != floor(v) || v < 0 || v > 1e15) {
+                snprintf(err, sizeof err, "%s: record %lld: label %g is not a class number (0, 1, ...)", path, (long long)r + 1, v);
+                st = NNR_ERR_INVALID;
+                goto done;
+            }
+            ((int64_t *)nnr_tensor_data(*y))[r] = (int64_t)v + 1;
+        }
+done:
+    free(vals);
+    free(text);
+    if (st) {
+        nnr_tensor_release(*x); nnr_tensor_release(*y);
+        *x = *y = NULL;
+        return nnr_errorf(st, "CSVDataset: %s", err);
+    }
+    return NNR_OK;
+}

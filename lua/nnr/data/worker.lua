@@ -1,0 +1,85 @@
+-- Runs inside a loader's worker state (core/luapool.c): rebuilds the dataset,
+-- transforms and collate function sent by nnr.data.serial, then builds
+-- batches on request. Each state belongs to one worker slot and is used by
+-- one thread at a time; it shares nothing with the main state but tensors,
+-- which cross by pointer and refcount.
+local M = {}
+
+-- the random seed of sample i in epoch e: math.random in a Lua dataset or
+-- transform repeats from run to run, whatever the number of workers
+local function sample_seed(seed, epoch, i)
+  return ((seed * 1000003 + epoch * 7919 + i * 104729) % 4503599627370449) + 1
+end
+M.sample_seed = sample_seed
+
+function M.start(payload, tensors_ud, ntensors, slot, datasets_ud, ndatasets)
+  local nnr = require "nnr"
+  local core = require "nnr.core"
+  local data = require "nnr.data"
+  local ffi, C = core.ffi, core.C
+
+  local tp = ffi.cast("nnr_tensor **", tensors_ud)
+  local T = {}
+  for i = 1, ntensors do
+    C.nnr_tensor_retain(tp[i - 1])
+    T[i] = core.own(tp[i - 1])
+  end
+  local dp = ffi.cast("nnr_dataset **", datasets_ud)
+  local function D(i) return data._wrap(dp[i - 1]) end
+  local function F(code) return assert(loadstring(code)) end
+  local spec = assert(loadstring(payload, "=DataLoader payload"))(require, T, D, F)
+
+  local ds, transforms, collate, seed, name = spec.dataset, spec.transforms, spec.collate or data.default_collate, spec.seed, spec.name
+  local get = data._getter(ds)
+  local params = ffi.new("double[8]")
+  local batches = 0
+
+  local function transform(x, i, epoch)
+    for k, t in ipairs(transforms) do
+      if type(t) == "function" then
+        x = t(x)
+      else
+        for j = 1, 8 do params[j - 1] = t.params[j] or 0 end
+        if not nnr.is_tensor(x) then error(t.name .. ": expected a tensor sample, got " .. type(x), 0) end
+        x = core.own(C.nnr_transform_apply(t.kind, params, #t.params, x.p, sample_seed(seed, epoch, i) + k))
+      end
+    end
+    return x
+  end
+
+  local function build(rows, count, epoch)
+    local samples = {}
+    for j = 0, count - 1 do
+      local i = tonumber(rows[j]) + 1
+      math.randomseed(sample_seed(seed, epoch, i))
+      local ok, err = pcall(function()
+        local x, y = get(ds, i)
+        if x == nil then error("get returned nothing", 0) end
+        samples[j + 1] = { transform(x, i, epoch), y }
+      end)
+      if not ok then error(string.format("sample %d: %s", i, tostring(err)), 0) end
+    end
+    local ok, x, y = pcall(collate, samples)
+    if not ok then error("collate: " .. tostring(x), 0) end
+    if not nnr.is_tensor(x) or (y ~= nil and not nnr.is_tensor(y)) then
+      error("collate: expected to return tensors x[, y], got " .. type(x) .. ", " .. type(y), 0)
+    end
+    return x, y
+  end
+
+  return function(rows_ud, count, epoch, batch, out_ud)
+    local rows = ffi.cast("const int64_t *", rows_ud)
+    local ok, x, y = pcall(build, rows, count, epoch)
+    if not ok then return tostring(x) end
+    local out = ffi.cast("nnr_tensor **", out_ud)
+    C.nnr_tensor_retain(x.p)
+    out[0] = x.p
+    if y ~= nil then C.nnr_tensor_retain(y.p); out[1] = y.p end
+    x, y = nil, nil
+    batches = batches + 1
+    if batches % 8 == 0 then collectgarbage() else collectgarbage("step", 256) end
+    return nil
+  end, name, slot
+end
+
+return M
