@@ -26,6 +26,7 @@ typedef struct nnr_storage {
     int small;           /* data lives inline in this block (small cpu tensors) */
     void *data;
     size_t nbytes;
+    nnr_plugin *pinned;  /* host memory page-locked by this plugin (pin_memory) */
 } nnr_storage;
 
 struct nnr_tensor {
@@ -107,6 +108,13 @@ int nnr_interrupted_flag(void);
 
 /* allocator.c: caching allocator per device */
 void *nnr_alloc_device(int device, size_t nbytes);
+/* page-locked host memory from the first plugin that offers it (cached by size); NULL with *plugin
+ * NULL when none does */
+void *nnr_alloc_pinned(size_t nbytes, nnr_plugin **plugin);
+void nnr_free_pinned(nnr_plugin *plugin, void *ptr, size_t nbytes);
+void nnr_drop_pinned_cache(void);
+/* a host tensor in page-locked memory when a plugin offers it, else in ordinary memory */
+nnr_tensor *nnr_tensor_alloc_pinned(int dtype, int ndim, const int64_t *sizes);
 void nnr_free_device(int device, void *ptr, size_t nbytes);
 void nnr_account(int64_t delta);
 

@@ -43,6 +43,7 @@ struct nnr_loader {
     int64_t *order, count, order_cap; /* this epoch's samples (dataset indices) */
     int64_t *custom, custom_n;        /* a sampler's order for the next epoch (set_order) */
     int has_custom;
+    int pin;                          /* batches in page-locked memory */
     transform transforms[MAX_TRANSFORMS];
     int ntransforms;
     nnr_batch_fn batch_fn;            /* batches built by the caller's function (Lua workers) */
@@ -214,13 +215,12 @@ static int64_t batch_len(const nnr_loader *l, int64_t k)
 }
 
 /* the batch tensor for fields like f: [count, f's sizes...] */
-static nnr_tensor *batch_of(const nnr_field *f, int dtype, int64_t count, int ndim, const int64_t *sizes)
+static nnr_tensor *batch_of(int pin, int dtype, int64_t count, int ndim, const int64_t *sizes)
 {
     int64_t full[NNR_MAX_DIMS];
     full[0] = count;
     for (int i = 0; i < ndim; i++) full[i + 1] = sizes[i];
-    (void)f;
-    return nnr_tensor_alloc(dtype, ndim + 1, full, 0);
+    return pin ? nnr_tensor_alloc_pinned(dtype, ndim + 1, full) : nnr_tensor_alloc(dtype, ndim + 1, full, 0);
 }
 
 static int same_sizes(int ndim, const int64_t *a, const int64_t *b) { return memcmp(a, b, sizeof(int64_t) * (size_t)ndim) == 0; }
@@ -272,7 +272,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
         /* the target */
         if (s.y.present) {
             int dt = s.y.classes ? NNR_I64 : s.y.dtype;
-            if (!y && !(y = batch_of(&s.y, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+            if (!y && !(y = batch_of(l->pin, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
             else if (s.y.classes) ((int64_t *)nnr_tensor_data(y))[i] = (int64_t)nnr_load_f64_unaligned(s.y.dtype, s.y.base) + 1;
             else {
                 size_t bytes = (size_t)(nnr_tensor_numel(y) / count) * nnr_dtype_bytes(dt);
@@ -284,7 +284,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
             if (!x) {
                 xndim = s.x.ndim;
                 memcpy(xsizes, s.x.sizes, sizeof xsizes);
-                if (!(x = batch_of(&s.x, s.x.dtype, count, xndim, xsizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+                if (!(x = batch_of(l->pin, s.x.dtype, count, xndim, xsizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
             } else if (s.x.ndim != xndim || !same_sizes(xndim, s.x.sizes, xsizes)) {
                 snprintf(msg, sizeof msg, "%s%sshape %s differs from the batch's %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
                          nnr_shape_str(a, sizeof a, s.x.ndim, s.x.sizes), nnr_shape_str(b, sizeof b, xndim, xsizes));
@@ -302,7 +302,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
             if (st == NNR_OK && !x) {
                 xndim = 3;
                 memcpy(xsizes, out, sizeof out);
-                if (!(x = batch_of(&s.x, NNR_F32, count, 3, out))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+                if (!(x = batch_of(l->pin, NNR_F32, count, 3, out))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
             } else if (st == NNR_OK && !same_sizes(3, out, xsizes)) {
                 snprintf(msg, sizeof msg, "%s%stransformed to %s, the batch has %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
                          nnr_shape_str(a, sizeof a, 3, out), nnr_shape_str(b, sizeof b, 3, xsizes));
@@ -349,6 +349,15 @@ static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_te
     int st = l->batch_fn(l->batch_ctx, slot, epoch, k, l->order + k * l->batch_size, batch_len(l, k), x, y, err, errn);
     give_slot(l, slot);
     if (st && !err[0]) snprintf(err, errn, "the batch function failed");
+    for (int k = 0; k < 2 && st == NNR_OK && l->pin; k++) {     /* a Lua collate's batch: copy it into pinned memory */
+        nnr_tensor **t = k == 0 ? x : y;
+        if (!*t || nnr_tensor_is_pinned(*t) || (*t)->device != 0) continue;
+        nnr_tensor *p = nnr_pin_memory(*t);
+        if (!p) { snprintf(err, errn, "%s", nnr_last_error()); st = NNR_ERR_OOM; break; }
+        nnr_tensor_release(*t);
+        *t = p;
+    }
+    if (st) { nnr_tensor_release(*x); nnr_tensor_release(*y); *x = *y = NULL; }
     return st;
 }
 
@@ -504,6 +513,13 @@ nnr_tensor *nnr_transform_apply(int kind, const double *params, int nparams, con
     free(sc.img);
     free(sc.tmp);
     return r;
+}
+
+int nnr_loader_set_pin_memory(nnr_loader *l, int on)
+{
+    if (l->epoch >= 0) return nnr_errorf(NNR_ERR_INVALID, "DataLoader: pin_memory must be set before the first epoch");
+    l->pin = on != 0;
+    return NNR_OK;
 }
 
 int64_t nnr_loader_length(const nnr_loader *l) { return l->nbatches; }

@@ -278,6 +278,7 @@ int nnr_init(void)
 /* at exit, let plugins join their threads and free what they hold */
 __attribute__((destructor)) static void shutdown_plugins(void)
 {
+    nnr_drop_pinned_cache();
     for (int i = n_plugins - 1; i >= 0; i--) {
         nnr_plugin *p = plugins[i].plugin;
         if (plugins[i].loaded && NNR_HAS_FIELD(p, nnr_plugin, shutdown) && p->shutdown) p->shutdown(p);

@@ -128,6 +128,7 @@ static small_block *small_block_get(size_t nbytes)
     if (b) { tl_free.blocks = (small_block *)b->s.data; tl_free.n_blocks--; }
     else if (posix_memalign((void **)&b, 64, sizeof *b) != 0) return NULL;
     b->s.small = 1;
+    b->s.pinned = NULL;
     b->s.data = b->data;
     b->t.embedded = 1;
     b->t.storage = &b->s;
@@ -137,6 +138,11 @@ static small_block *small_block_get(size_t nbytes)
 
 static void storage_free(nnr_storage *s)
 {
+    if (s->pinned) {
+        nnr_free_pinned(s->pinned, s->data, s->nbytes);
+        free(s);
+        return;
+    }
     if (!s->small) {
         nnr_free_device(s->device, s->data, s->nbytes);
         free(s);
@@ -167,6 +173,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
         if (b) { t = &b->t; s = &b->s; }
     } else if ((t = tensor_struct()) && (s = malloc(sizeof *s))) {
         s->small = 0;
+        s->pinned = NULL;
         s->data = nnr_alloc_device(device, nbytes);
         if (!s->data) { free(s); s = NULL; }
     }
@@ -191,6 +198,67 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
     if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
     nnr_contiguous_strides(ndim, sizes, t->strides);
     return t;
+}
+
+nnr_tensor *nnr_tensor_alloc_pinned(int dtype, int ndim, const int64_t *sizes)
+{
+    if (!nnr_dtype_valid(dtype) || !nnr_check_sizes("pin_memory", ndim, sizes)) return nnr_tensor_alloc(dtype, ndim, sizes, 0);
+    size_t nbytes = (size_t)numel_of(ndim, sizes) * nnr_dtype_bytes(dtype);
+    nnr_plugin *plugin = NULL;
+    void *data = nnr_alloc_pinned(nbytes, &plugin);
+    if (!data) return nnr_tensor_alloc(dtype, ndim, sizes, 0);
+    nnr_tensor *t = tensor_struct();
+    nnr_storage *s = t ? malloc(sizeof *s) : NULL;
+    if (!s) {
+        if (t) tensor_struct_free(t);
+        nnr_free_pinned(plugin, data, nbytes);
+        nnr_errorf(NNR_ERR_OOM, "pin_memory: out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
+    s->device = 0;
+    s->nbytes = nbytes;
+    s->small = 0;
+    s->data = data;
+    s->pinned = plugin;
+    atomic_init(&t->refcount, 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->device = 0;
+    t->offset = 0;
+    t->storage = s;
+    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->grad_fn = t->grad_acc = NULL;
+    t->grad = NULL;
+    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    nnr_contiguous_strides(ndim, sizes, t->strides);
+    return t;
+}
+
+int nnr_tensor_is_pinned(const nnr_tensor *t) { return t->storage->pinned != NULL; }
+
+const char *nnr_pinned_provider(void)
+{
+    int n = nnr_device_count();
+    for (int i = 0; i < n; i++) {
+        const nnr_device_entry *d = nnr_device_get(i);
+        nnr_plugin *p = d ? d->plugin : NULL;
+        if (p && NNR_HAS_FIELD(p, nnr_plugin, host_free_pinned) && p->host_alloc_pinned && p->host_free_pinned) return p->name;
+    }
+    return NULL;
+}
+
+nnr_tensor *nnr_pin_memory(const nnr_tensor *t)
+{
+    if (t->device != 0) { nnr_errorf(NNR_ERR_INVALID, "pin_memory: the tensor is on %s; only host (cpu) tensors can be pinned", nnr_device_name(t->device)); return NULL; }
+    if (t->storage->pinned) { nnr_tensor_retain((nnr_tensor *)t); return (nnr_tensor *)t; }
+    nnr_tensor *src = nnr_contiguous(t);
+    if (!src) return NULL;
+    nnr_tensor *r = nnr_tensor_alloc_pinned(t->dtype, t->ndim, t->sizes);
+    if (r) memcpy(nnr_tensor_data(r), nnr_tensor_data(src), (size_t)numel_of(t->ndim, t->sizes) * nnr_dtype_bytes(t->dtype));
+    nnr_tensor_release(src);
+    return r;
 }
 
 nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset)

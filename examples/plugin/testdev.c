@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <nnr/plugin.h>
 
 static const nnr_host_api *host;
@@ -54,6 +55,24 @@ static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const 
     (void)self; (void)device; (void)kind;
     memmove(dst, src, nbytes);
     return NNR_OK;
+}
+
+/* page-locked host memory: what a GPU plugin gives the loader's pin_memory, here with mlock */
+static nnr_status host_alloc_pinned(nnr_plugin *self, size_t nbytes, void **out)
+{
+    (void)self;
+    void *p = mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { host->set_error("testdev: out of memory"); return NNR_ERR_OOM; }
+    if (mlock(p, nbytes) != 0) { munmap(p, nbytes); host->set_error("testdev: mlock failed (RLIMIT_MEMLOCK)"); return NNR_ERR_OOM; }
+    *out = p;
+    return NNR_OK;
+}
+
+static void host_free_pinned(nnr_plugin *self, void *ptr, size_t nbytes)
+{
+    (void)self;
+    munlock(ptr, nbytes);
+    munmap(ptr, nbytes);
 }
 
 static int supports(nnr_plugin *self, const nnr_op_call *call)
@@ -104,6 +123,8 @@ static nnr_plugin plugin = {
     .copy = copy,
     .supports = supports,
     .run = run,
+    .host_alloc_pinned = host_alloc_pinned,
+    .host_free_pinned = host_free_pinned,
 };
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void) { return 10; }

@@ -258,6 +258,9 @@ end
 function methods.storage_offset(t) return tonumber(C.nnr_tensor_offset(t.p)) end
 function methods.is_contiguous(t) return C.nnr_tensor_is_contiguous(t.p) ~= 0 end
 function methods.type(t) return dtype_names[C.nnr_tensor_dtype(t.p)] end
+-- page-locked host memory (from the cuda plugin when present) for asynchronous copies to a device
+function methods.pin_memory(t) return own(C.nnr_pin_memory(t.p)) end
+function methods.is_pinned(t) return C.nnr_tensor_is_pinned(t.p) ~= 0 end
 function methods.data_ptr(t) return C.nnr_tensor_data(t.p) end
 function methods.is_floating_point(t) return C.nnr_tensor_dtype(t.p) <= C.NNR_BF16 end
 function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t.p, o.p) ~= 0 end

@@ -256,3 +256,31 @@ describe("Subset, ConcatDataset, random_split and samplers", function()
     assert.matches("unknown option 'batchsize'", err_of(function() data.DataLoader(a, { batchsize = 3 }) end))
   end)
 end)
+
+describe("pin_memory", function()
+  it("gives page-locked batches through the plugin that offers them, and ordinary ones otherwise", function()
+    local plain = data.DataLoader(data.TensorDataset(nnr.randn(4, 2)), { batch_size = 2, pin_memory = true })
+    for x in plain:iter() do assert.is_false(x:is_pinned()) end
+    local dir = os.getenv("NNR_TEST_PLUGIN_DIR")
+    if not dir then pending("NNR_TEST_PLUGIN_DIR is not set (run through ctest)"); return end
+    -- the example backend pins with mlock; run where it is loaded
+    local exe = io.popen("readlink -f /proc/$PPID/exe"):read("*l")
+    local script = [[
+      local nnr = require "nnr"; local data = nnr.data
+      local t = nnr.randn(3, 4); local p = t:pin_memory()
+      assert(p:is_pinned() and not t:is_pinned() and (p - t):abs():sum():item() == 0)
+      local ds = data.TensorDataset(nnr.randn(10, 3), nnr.arange(1, 11))
+      local lua_ds = { get = function(_, i) return nnr.tensor({ i }), i end, len = function() return 5 end }
+      for _, d in ipairs({ ds, lua_ds }) do
+        local l = data.DataLoader(d, { batch_size = 4, num_workers = 2, pin_memory = true })
+        assert(l.pin_memory)
+        for x, y in l:iter() do assert(x:is_pinned() and y:is_pinned()) end
+      end
+      print("pinned ok")
+    ]]
+    local f = io.popen(string.format("NNR_PLUGIN_PATH=%s/libtest_testdev.so %s -e %q 2>&1", dir, exe, script))
+    local out = f:read("*a")
+    f:close()
+    assert.matches("pinned ok", out)
+  end)
+end)

@@ -182,6 +182,12 @@ nnr_tensor *nnr_load_image(const char *path, int channels);
 /* u8 [C, H, W] to PNG, or JPEG when the path ends in .jpg/.jpeg (quality 1..100) */
 int nnr_save_image(const char *path, const nnr_tensor *image, int quality);
 
+/* page-locked host memory (from the first plugin offering it, e.g. cuda), for asynchronous copies */
+const char *nnr_pinned_provider(void);            /* the plugin's name, NULL when none offers it */
+int nnr_tensor_is_pinned(const nnr_tensor *t);
+/* t itself when pinned, else a pinned contiguous copy (ordinary memory when no plugin pins) */
+nnr_tensor *nnr_pin_memory(const nnr_tensor *t);
+
 /* --- datasets the loader reads (refcounted, shared read-only by its workers; indices 0-based) --- */
 typedef struct nnr_dataset nnr_dataset;
 /* sample i is row i of x (and y) */
@@ -230,6 +236,8 @@ int nnr_loader_set_order(nnr_loader *loader, int64_t n, const int64_t *indices);
 typedef int (*nnr_batch_fn)(void *ctx, int slot, int64_t epoch, int64_t batch, const int64_t *samples, int64_t count,
                             nnr_tensor **x, nnr_tensor **y, char *err, size_t errn);
 int nnr_loader_set_batch_fn(nnr_loader *loader, nnr_batch_fn fn, void *ctx, void (*free_ctx)(void *));
+/* batches in page-locked memory (nnr_pin_memory) */
+int nnr_loader_set_pin_memory(nnr_loader *loader, int on);
 int64_t nnr_loader_length(const nnr_loader *loader);
 /* begins an epoch at a batch position (0, or a saved one) */
 int nnr_loader_start_epoch(nnr_loader *loader, int64_t epoch, int64_t first_batch);

@@ -34,7 +34,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 0,
+    NNR_ABI_MINOR = 1,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -224,6 +224,10 @@ struct nnr_plugin {
     nnr_status (*synchronize)(nnr_plugin *self, int device);    /* optional */
     nnr_status (*set_num_threads)(nnr_plugin *self, int n);     /* optional */
     void (*shutdown)(nnr_plugin *self);                         /* optional */
+    /* optional, ABI 1.1: page-locked host memory, so copies to this plugin's devices can be
+     * asynchronous (the loader's pin_memory); check NNR_HAS_FIELD before use */
+    nnr_status (*host_alloc_pinned)(nnr_plugin *self, size_t nbytes, void **out);
+    void (*host_free_pinned)(nnr_plugin *self, void *ptr, size_t nbytes);
 };
 
 typedef int (*nnr_plugin_probe_fn)(void);

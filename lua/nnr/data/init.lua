@@ -451,6 +451,15 @@ function M.DataLoader(dataset, opts)
   if p == nil then core.raise() end
   p = ffi.gc(p, C.nnr_loader_free)
   local name = dataset_name(dataset)
+  local pinned = false
+  if opts.pin_memory then
+    pinned = C.nnr_pinned_provider() ~= nil
+    if not pinned and not M._warned_pin then
+      M._warned_pin = true
+      io.stderr:write("DataLoader: pin_memory: no plugin offers page-locked memory (the cuda plugin does); batches stay in ordinary memory\n")
+    end
+    core.check(C.nnr_loader_set_pin_memory(p, 1))
+  end
   if native then
     local params = ffi.new("double[8]")
     for _, t in ipairs(transforms) do
@@ -461,7 +470,7 @@ function M.DataLoader(dataset, opts)
     lua_pool(p, dataset, transforms, opts.collate, seed, workers, name)
   end
   local self = { handle = p, dataset = dataset, epoch = 0, resume_position = nil, batch_size = batch, sampler = opts.sampler,
-                 drop_last = opts.drop_last, name = name, pin_memory = opts.pin_memory and true or false }
+                 drop_last = opts.drop_last, name = name, pin_memory = pinned }
   if self.sampler then
     -- the sampler's length gives #loader before the first epoch
     local len = type(self.sampler) == "table" and (self.sampler.n or (self.sampler.len and self.sampler:len()) or #self.sampler) or n
