@@ -123,6 +123,8 @@ size_t nnr_dtype_bytes(int dtype);
 bool nnr_dtype_valid(int dtype);
 bool nnr_dtype_is_float(int dtype);
 nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int device);
+/* off: this thread's tensors bypass the per-thread free lists (threads producing for others) */
+void nnr_thread_pooling(int on);
 nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset);
 void nnr_contiguous_strides(int ndim, const int64_t *sizes, int64_t *strides);
 bool nnr_check_sizes(const char *op, int ndim, const int64_t *sizes);

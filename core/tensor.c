@@ -84,6 +84,10 @@ typedef struct freelists {
 } freelists;
 
 static _Thread_local freelists tl_free __attribute__((tls_model("initial-exec")));
+/* Threads that make tensors for another thread to free (the loader's workers) opt out of the
+ * free lists: otherwise the consumer's lists would fill with blocks it never asked for. */
+static _Thread_local int tl_unpooled __attribute__((tls_model("initial-exec")));
+void nnr_thread_pooling(int on) { tl_unpooled = !on; }
 static pthread_key_t freelist_key;
 static pthread_once_t freelist_once = PTHREAD_ONCE_INIT;
 
@@ -106,10 +110,10 @@ static void register_thread(void)
 
 static nnr_tensor *tensor_struct(void)
 {
-    nnr_tensor *t = tl_free.tensors;
+    nnr_tensor *t = tl_unpooled ? NULL : tl_free.tensors;
     if (t) { tl_free.tensors = (nnr_tensor *)t->storage; tl_free.n_tensors--; }
     else if (!(t = malloc(sizeof *t))) return NULL;
-    t->embedded = 0;
+    t->embedded = tl_unpooled ? 2 : 0;     /* 2: freed with free(), never pooled */
     return t;
 }
 
@@ -124,10 +128,10 @@ static void tensor_struct_free(nnr_tensor *t)
 
 static small_block *small_block_get(size_t nbytes)
 {
-    small_block *b = tl_free.blocks;
+    small_block *b = tl_unpooled ? NULL : tl_free.blocks;
     if (b) { tl_free.blocks = (small_block *)b->s.data; tl_free.n_blocks--; }
     else if (posix_memalign((void **)&b, 64, sizeof *b) != 0) return NULL;
-    b->s.small = 1;
+    b->s.small = tl_unpooled ? 2 : 1;      /* 2: freed with free(), never pooled */
     b->s.pinned = NULL;
     b->s.data = b->data;
     b->t.embedded = 1;
@@ -150,7 +154,7 @@ static void storage_free(nnr_storage *s)
     }
     nnr_account(-(int64_t)s->nbytes);
     small_block *b = (small_block *)((char *)s - offsetof(small_block, s));
-    if (tl_free.n_blocks >= FREELIST_MAX) { free(b); return; }
+    if (s->small == 2 || tl_free.n_blocks >= FREELIST_MAX) { free(b); return; }
     if (!tl_free.tensors && !tl_free.blocks) register_thread();
     b->s.data = tl_free.blocks;
     tl_free.blocks = b;
@@ -289,7 +293,8 @@ void nnr_tensor_release(nnr_tensor *t)
     nnr_storage *s = t->storage;
     int embedded = t->embedded;
     if (atomic_fetch_sub_explicit(&s->refcount, 1, memory_order_acq_rel) == 1) storage_free(s);   /* frees an embedding block too */
-    if (!embedded) tensor_struct_free(t);
+    if (embedded == 2) free(t);
+    else if (!embedded) tensor_struct_free(t);
 }
 
 int nnr_tensor_dtype(const nnr_tensor *t) { return t->dtype; }

@@ -284,3 +284,43 @@ describe("pin_memory", function()
     assert.matches("pinned ok", out)
   end)
 end)
+
+describe("loader shutdown and memory", function()
+  it("stops Lua workers on break, error and collection, and starts again cleanly", function()
+    local ds = { get = function(_, i) return nnr.randn(8, 8) + i, i end, len = function() return 200 end }
+    for round = 1, 3 do
+      local l = data.DataLoader(ds, { batch_size = 4, num_workers = 3, prefetch = 6 })
+      for x in l:iter() do if x then break end end                 -- break with batches in flight
+      local it = l:iter()                                          -- a new epoch drains the old one
+      it()
+      assert.is_false(pcall(function() for _ in l:iter() do error("in the loop " .. round) end end))
+      l = nil
+      collectgarbage(); collectgarbage()                           -- the loader and its states go
+    end
+  end)
+
+  it("keeps memory flat over epochs without collectgarbage()", function()
+    if os.getenv("NNR_MEMCHECK") then pending("resident size means nothing under " .. os.getenv("NNR_MEMCHECK")); return end
+    local ds = data.TensorDataset((nnr.rand(2000, 1, 28, 28) * 255):byte(), nnr.arange(1, 2001))
+    local l = data.DataLoader(ds, { batch_size = 50, shuffle = true, num_workers = 4,
+      transform = { data.ToFloat(), data.RandomCrop(28, 2), data.RandomHorizontalFlip() } })
+    local function kib()
+      for line in io.lines("/proc/self/status") do
+        local v = line:match("^VmRSS:%s+(%d+)")
+        if v then return tonumber(v) end
+      end
+    end
+    -- the GC runs when tensor bytes grow by 32 MiB (core/allocator.c), about every 5 epochs of
+    -- 6 MiB here: memory saws up and down; its peaks must not climb
+    local function peak(epochs)
+      local m = 0
+      for _ = 1, epochs do
+        for x, y in l:iter() do local _ = x:sum() + y:sum() end
+        m = math.max(m, kib())
+      end
+      return m
+    end
+    local first, second = peak(12), peak(12)
+    assert.is_true(second - first < 4 * 1024, string.format("peaks grew from %d to %d KiB", first, second))
+  end)
+end)
