@@ -41,4 +41,8 @@ const char *nnr_shape_str(char *buf, size_t n, int ndim, const int64_t *sizes)
 void nnr_interrupt(void) { interrupt_flag = 1; }
 int nnr_interrupt_pending(void) { return interrupt_flag != 0; }
 void nnr_clear_interrupt(void) { interrupt_flag = 0; }
-int nnr_interrupted_flag(void) { return interrupt_flag != 0; }
+/* Ctrl-C belongs to the thread that runs the script: the loader's workers never see it (the
+ * waiting caller does, and stops them), so it cannot land on a sample being built */
+static _Thread_local int deaf;
+void nnr_ignore_interrupts(int on) { deaf = on; }
+int nnr_interrupted_flag(void) { return !deaf && interrupt_flag != 0; }

@@ -105,6 +105,8 @@ extern const nnr_host_api nnr_host;
 int nnr_device_total(void);
 const nnr_device_entry *nnr_device_get(int device);
 int nnr_interrupted_flag(void);
+/* this thread ignores Ctrl-C (the loader's workers) */
+void nnr_ignore_interrupts(int on);
 
 /* allocator.c: caching allocator per device */
 void *nnr_alloc_device(int device, size_t nbytes);

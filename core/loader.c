@@ -366,6 +366,7 @@ static void work_cb(uv_work_t *req)
     job *j = req->data;
     double t0 = now_s();
     nnr_thread_pooling(0);      /* the batch is freed by the consumer: keep it off both threads' free lists */
+    nnr_ignore_interrupts(1);   /* Ctrl-C is for the waiting caller */
     j->error[0] = 0;
     j->status = build(j->loader, j->batch, j->loader->epoch, &j->x, &j->y, j->error, sizeof j->error);
     j->busy = now_s() - t0;

@@ -83,6 +83,25 @@ wait "$pid"; code=$?
 check "ctrl-c script exit code" test "$code" -eq 1
 check "ctrl-c script message" contains "$(cat "$tmp/s.out")" "interrupted"
 
+# Ctrl-C while the loop waits on the loader's Lua workers: an error, workers stopped, a prompt exit
+cat >"$tmp/slow.lua" <<'EOF2'
+local nnr = require "nnr"
+local slow = { len = function() return 1000 end,
+               get = function(_, i) local t = os.clock() + 0.05; while os.clock() < t do end return nnr.tensor({ i }) end }
+io.write("loading\n"); io.flush()
+for x in nnr.data.DataLoader(slow, { batch_size = 8, num_workers = 2 }):iter() do end
+EOF2
+"$NNRUN" "$tmp/slow.lua" >"$tmp/slow.out" 2>&1 &
+pid=$!
+wait_for "$tmp/slow.out" loading
+sleep 0.5
+kill -INT "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "loader hung after Ctrl-C"; }
+wait "$pid"; code=$?
+check "ctrl-c loader exit code" test "$code" -eq 1
+check "ctrl-c loader message" contains "$(cat "$tmp/slow.out")" "interrupted"
+
 out=$(NNR_PLUGIN_PATH="$PLUGINS" "$NNRUN" --plugins 2>&1)
 check "--plugins lists cpu" contains "$out" "loaded: host memory"
 check "--plugins lists refusals" contains "$out" "REFUSED: ABI mismatch"
