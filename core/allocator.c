@@ -60,10 +60,32 @@ static void size_class_bytes(int k, size_t *bytes)
     *bytes = (size_t)(4 + q) << (lg - 2);
 }
 
+/* per device: live and peak bytes (the profiler's memory peaks) */
+static _Atomic int64_t dev_live[MAX_DEVICES], dev_peak[MAX_DEVICES];
+/* bytes this thread allocated (the profiler charges them to the next op) */
+_Thread_local int64_t nnr_tl_alloc_bytes __attribute__((tls_model("initial-exec")));
+
+void nnr_account_device(int device, int64_t delta)
+{
+    if (device < 0 || device >= MAX_DEVICES) return;
+    int64_t now = atomic_fetch_add_explicit(&dev_live[device], delta, memory_order_relaxed) + delta;
+    if (delta > 0 && now > atomic_load_explicit(&dev_peak[device], memory_order_relaxed))
+        atomic_store_explicit(&dev_peak[device], now, memory_order_relaxed);
+}
+
+int64_t nnr_device_peak_bytes(int device) { return device >= 0 && device < MAX_DEVICES ? atomic_load(&dev_peak[device]) : -1; }
+int64_t nnr_device_live_bytes(int device) { return device >= 0 && device < MAX_DEVICES ? atomic_load(&dev_live[device]) : -1; }
+void nnr_reset_peak_bytes(void)
+{
+    atomic_store(&peak_bytes, atomic_load(&live_bytes));
+    for (int i = 0; i < MAX_DEVICES; i++) atomic_store(&dev_peak[i], atomic_load(&dev_live[i]));
+}
+
 void nnr_account(int64_t delta)
 {
     int64_t now = atomic_fetch_add_explicit(&live_bytes, delta, memory_order_relaxed) + delta;
     if (delta > 0) {
+        nnr_tl_alloc_bytes += delta;
         if (now > atomic_load_explicit(&peak_bytes, memory_order_relaxed))
             atomic_store_explicit(&peak_bytes, now, memory_order_relaxed);
         int64_t base = atomic_load_explicit(&live_at_gc, memory_order_relaxed);
@@ -71,10 +93,13 @@ void nnr_account(int64_t delta)
         if (now - base > threshold) gc_flag = 1;      /* live bytes grew by half (or 32 MiB) since the last GC */
     }
 }
+/* a block from the device itself (a cache miss): the profiler shows these as "alloc" events */
 static void *raw_alloc(const nnr_device_entry *d, size_t nbytes)
 {
     void *p = NULL;
-    if (d->plugin->buffer_alloc(d->plugin, d->local_index, nbytes, &p) != NNR_OK) return NULL;
+    int64_t t0 = nnr_profiling ? nnr_prof_now() : 0;
+    if (d->plugin->buffer_alloc(d->plugin, d->local_index, nbytes, &p) != NNR_OK) p = NULL;
+    if (nnr_profiling) nnr_prof_record(NNR_PROF_ALLOC, "alloc (cache miss)", t0, nnr_prof_now() - t0, (int64_t)nbytes);
     return p;
 }
 
@@ -127,6 +152,7 @@ void *nnr_alloc_device(int device, size_t nbytes)
         return NULL;
     }
     nnr_account((int64_t)rounded);
+    nnr_account_device(device, (int64_t)rounded);
     return p;
 }
 
@@ -137,6 +163,7 @@ void nnr_free_device(int device, void *ptr, size_t nbytes)
     size_t rounded;
     int cls = size_class(nbytes, &rounded);
     nnr_account(-(int64_t)rounded);
+    nnr_account_device(device, -(int64_t)rounded);
     device_cache *c = &caches[device];
     block *b = cls >= 0 && (int64_t)rounded <= cache_limit / 4 ? malloc(sizeof *b) : NULL;
     if (b) {
@@ -232,12 +259,14 @@ void *nnr_alloc_pinned(size_t nbytes, nnr_plugin **plugin)
     if (!p && (*plugin)->host_alloc_pinned(*plugin, nbytes ? nbytes : 1, &p) != NNR_OK) p = NULL;
     if (!p) { *plugin = NULL; return NULL; }
     nnr_account((int64_t)nbytes);
+    nnr_account_device(0, (int64_t)nbytes);
     return p;
 }
 
 void nnr_free_pinned(nnr_plugin *plugin, void *ptr, size_t nbytes)
 {
     nnr_account(-(int64_t)nbytes);
+    nnr_account_device(0, -(int64_t)nbytes);
     pthread_mutex_lock(&pinned_lock);
     if (pinned_cached < PINNED_CACHE) {
         pinned_cache[pinned_cached].plugin = plugin;

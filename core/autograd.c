@@ -323,7 +323,13 @@ static int run_backward(nnr_tensor *root, nnr_tensor *grad, int retain_graph)
                 if (!grads) st = nnr_errorf(NNR_ERR_OOM, "backward: out of memory");
                 else {
                     memset(grads, 0, sizeof *grads * (size_t)n->n_inputs);
-                    st = n->backward(n, g, grads);
+                    if (__builtin_expect(nnr_profiling, 0)) {
+                        int64_t t0 = nnr_prof_now(), b0 = nnr_tl_alloc_bytes;
+                        st = n->backward(n, g, grads);
+                        nnr_prof_record(NNR_PROF_AUTOGRAD, n->name, t0, nnr_prof_now() - t0, nnr_tl_alloc_bytes - b0);
+                    } else {
+                        st = n->backward(n, g, grads);
+                    }
                     for (int k = 0; k < n->n_inputs; k++) {
                         nnr_tensor *gk = grads[k];
                         nnr_node *next = n->in[k].node;

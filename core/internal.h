@@ -125,6 +125,16 @@ size_t nnr_dtype_bytes(int dtype);
 bool nnr_dtype_valid(int dtype);
 bool nnr_dtype_is_float(int dtype);
 nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int device);
+void nnr_account_device(int device, int64_t delta);
+extern _Thread_local int64_t nnr_tl_alloc_bytes;
+
+/* ---- the profiler (profiler.c): off, it costs one predictable branch per op ---- */
+enum { NNR_PROF_OP = 0, NNR_PROF_SCOPE = 1, NNR_PROF_AUTOGRAD = 2, NNR_PROF_LOADER = 3, NNR_PROF_WAIT = 4, NNR_PROF_ALLOC = 5 };
+extern volatile int nnr_profiling;
+int64_t nnr_prof_now(void);
+/* one finished event of this thread; name must outlive the profile (static strings, interned names) */
+void nnr_prof_record(int kind, const char *name, int64_t start_ns, int64_t dur_ns, int64_t bytes);
+
 /* off: this thread's tensors bypass the per-thread free lists (threads producing for others) */
 void nnr_thread_pooling(int on);
 nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset);

@@ -368,8 +368,14 @@ static void work_cb(uv_work_t *req)
     nnr_thread_pooling(0);      /* the batch is freed by the consumer: keep it off both threads' free lists */
     nnr_ignore_interrupts(1);   /* Ctrl-C is for the waiting caller */
     j->error[0] = 0;
+    int64_t p0 = nnr_profiling ? nnr_prof_now() : 0, b0 = nnr_tl_alloc_bytes;
     j->status = build(j->loader, j->batch, j->loader->epoch, &j->x, &j->y, j->error, sizeof j->error);
     j->busy = now_s() - t0;
+    if (nnr_profiling) {
+        static _Thread_local int labelled;
+        if (!labelled) { nnr_profiler_thread_label("DataLoader worker"); labelled = 1; }
+        nnr_prof_record(NNR_PROF_LOADER, "DataLoader batch", p0, nnr_prof_now() - p0, nnr_tl_alloc_bytes - b0);
+    }
 }
 static void after_cb(uv_work_t *req, int status)
 {
@@ -572,8 +578,10 @@ int nnr_loader_next(nnr_loader *l, nnr_tensor **x, nnr_tensor **y)
     int st;
     char error[256] = "";
     if (l->workers == 0) {
+        int64_t p0 = nnr_profiling ? nnr_prof_now() : 0, b0 = nnr_tl_alloc_bytes;
         st = build(l, k, l->epoch, x, y, error, sizeof error);
         l->busy_s += now_s() - t0;
+        if (nnr_profiling) nnr_prof_record(NNR_PROF_LOADER, "DataLoader batch", p0, nnr_prof_now() - p0, nnr_tl_alloc_bytes - b0);
     } else {
         fill(l);
         job *j = &l->jobs[k % l->prefetch];
@@ -593,7 +601,10 @@ int nnr_loader_next(nnr_loader *l, nnr_tensor **x, nnr_tensor **y)
         j->x = j->y = NULL;
         j->state = 0;
     }
-    l->wait_s += now_s() - t0;
+    double waited = now_s() - t0;
+    l->wait_s += waited;
+    if (nnr_profiling && l->workers > 0)
+        nnr_prof_record(NNR_PROF_WAIT, "DataLoader wait", nnr_prof_now() - (int64_t)(waited * 1e9), (int64_t)(waited * 1e9), 0);
     l->position++;
     if (l->workers > 0) fill(l);
     if (st != NNR_OK) {

@@ -313,6 +313,9 @@ static void usage(FILE *f)
             "  -e code           run code (nnr is preloaded as the global nnr)\n"
             "  -i                open the REPL after running the script or -e code\n"
             "  -                 run standard input\n"
+            "  --profile[=trace.json]\n"
+            "                    profile the whole run: a table by op and by module on stderr at the end,\n"
+            "                    and a Chrome trace (chrome://tracing, Perfetto) when a path is given\n"
             "  --plugins         list plugins, devices and any refusals\n"
             "  --check-backend lib.so\n"
             "                    load a backend plugin and check every op on its devices against the cpu backend\n"
@@ -384,10 +387,34 @@ static int check_backend(const char *path)
     return status;
 }
 
+/* --profile: starts the profiler before the code and reports after it, even when it failed */
+static int profile_run(lua_State *L, int stop, const char *trace)
+{
+    static const char start_code[] = "require('nnr.profiler').start()";
+    static const char stop_code[] =
+        "local trace = ...\n"
+        "local prof = require('nnr.profiler').stop()\n"
+        "io.stderr:write(prof:table(), '\\n')\n"
+        "if trace then prof:write_trace(trace); io.stderr:write('trace written to ', trace, '\\n') end";
+    const char *code = stop ? stop_code : start_code;
+    int top = lua_gettop(L);
+    int status = luaL_loadbuffer(L, code, strlen(code), stop ? "=--profile" : "=--profile");
+    if (status == 0) {
+        if (trace && *trace) lua_pushstring(L, trace);
+        else lua_pushnil(L);
+        status = docall(L, 1, 0);
+    }
+    lua_settop(L, top);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
-    int interactive = 0, script = 0, ran_code = 0;
+    int interactive = 0, script = 0, ran_code = 0, profile = 0;
+    const char *trace = NULL;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-e") == 0) { i++; continue; }
+        if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) break;     /* the script's own arguments follow */
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(stdout); return 0; }
         if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
             printf("nnrun %s (%s, plugin ABI %d.%d)\n", nnr_version(), LUAJIT_VERSION, NNR_ABI_MAJOR, NNR_ABI_MINOR);
@@ -407,6 +434,12 @@ int main(int argc, char **argv)
     int status = 0;
     int i = 1;
     for (; i < argc && status == 0; i++) {
+        if (strncmp(argv[i], "--profile", 9) == 0 && (argv[i][9] == 0 || argv[i][9] == '=')) {
+            profile = 1;
+            trace = argv[i][9] == '=' ? argv[i] + 10 : NULL;
+            if (preload_nnr(L) || profile_run(L, 0, NULL)) { status = 1; break; }
+            continue;
+        }
         if (strcmp(argv[i], "-e") == 0) {
             if (i + 1 >= argc) { fprintf(stderr, "nnrun: -e needs an argument\n"); usage(stderr); return 1; }
             if (!ran_code && preload_nnr(L)) { status = 1; break; }
@@ -432,6 +465,7 @@ int main(int argc, char **argv)
             break;
         }
     }
+    if (profile && profile_run(L, 1, trace)) status = 1;
     if (status == 0 && (interactive || !ran_code)) {
         if (!ran_code && !interactive && !isatty(0)) {
             status = preload_nnr(L) ? 1 : run_stdin(L);

@@ -109,6 +109,8 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
     if (!dev) return nnr_errorf(NNR_ERR_DEVICE, "%s: no device %d", opname, device);
     nnr_plugin *p = dev->plugin;
     int st;
+    int64_t t0 = 0;
+    if (__builtin_expect(nnr_profiling, 0)) t0 = nnr_prof_now();
     if (p->supports(p, call)) {
         st = p->run(p, call);
     } else if (device != 0) {
@@ -123,6 +125,12 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
     } else {
         const nnr_tensor_desc *d = call->n_inputs ? call->inputs[0] : call->outputs[0];
         return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported by the %s backend", opname, nnr_dtype_name(d->dtype), p->name);
+    }
+    if (__builtin_expect(nnr_profiling, 0)) {
+        /* an op's bytes: what its thread allocated since the previous op (the front-end's outputs) */
+        static _Thread_local int64_t charged;
+        nnr_prof_record(NNR_PROF_OP, opname, t0, nnr_prof_now() - t0, nnr_tl_alloc_bytes - charged);
+        charged = nnr_tl_alloc_bytes;
     }
     if (st != NNR_OK) {
         const char *msg = nnr_last_error();

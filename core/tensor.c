@@ -137,6 +137,7 @@ static small_block *small_block_get(size_t nbytes)
     b->t.embedded = 1;
     b->t.storage = &b->s;
     nnr_account((int64_t)nbytes);
+    nnr_account_device(0, (int64_t)nbytes);
     return b;
 }
 
@@ -153,6 +154,7 @@ static void storage_free(nnr_storage *s)
         return;
     }
     nnr_account(-(int64_t)s->nbytes);
+    nnr_account_device(0, -(int64_t)s->nbytes);
     small_block *b = (small_block *)((char *)s - offsetof(small_block, s));
     if (s->small == 2 || tl_free.n_blocks >= FREELIST_MAX) { free(b); return; }
     if (!tl_free.tensors && !tl_free.blocks) register_thread();

@@ -102,6 +102,21 @@ wait "$pid"; code=$?
 check "ctrl-c loader exit code" test "$code" -eq 1
 check "ctrl-c loader message" contains "$(cat "$tmp/slow.out")" "interrupted"
 
+# --profile[=trace.json] profiles a whole script; the script's own options stay its own
+cat >"$tmp/prof.lua" <<'EOF2'
+local nnr = require "nnr"
+local m = nnr.nn.Sequential(nnr.nn.Linear(4, 3), nnr.nn.ReLU())
+for _ = 1, 3 do local _ = m(nnr.randn(2, 4)):sum() end
+print("args:", arg[1], arg[2])
+EOF2
+out=$("$NNRUN" --profile="$tmp/trace.json" "$tmp/prof.lua" --help --version 2>"$tmp/prof.err")
+check "--profile runs the script with its args" contains "$out" "args:	--help	--version"
+check "--profile table by op" contains "$(cat "$tmp/prof.err")" "matmul"
+check "--profile table by module" contains "$(cat "$tmp/prof.err")" "Linear"
+check "--profile trace" contains "$(cat "$tmp/trace.json")" '"cat": "module"'
+out=$("$NNRUN" --profile -e 'error("fails")' 2>&1)
+check "--profile reports a failed run" contains "$out" "peak memory"
+
 out=$(NNR_PLUGIN_PATH="$PLUGINS" "$NNRUN" --plugins 2>&1)
 check "--plugins lists cpu" contains "$out" "loaded: host memory"
 check "--plugins lists refusals" contains "$out" "REFUSED: ABI mismatch"

@@ -92,9 +92,9 @@ function nnr.memory_stats()
 end
 function nnr.empty_cache() C.nnr_empty_cache() end
 
--- submodules load on first use: nnr.nn, nnr.optim, nnr.data
+-- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler
 setmetatable(nnr, { __index = function(t, k)
-  if k == "nn" or k == "optim" or k == "data" then
+  if k == "nn" or k == "optim" or k == "data" or k == "profiler" then
     local m = require("nnr." .. k)
     rawset(t, k, m)
     return m

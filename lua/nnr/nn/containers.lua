@@ -26,7 +26,7 @@ function Sequential:get(i) return self[tostring(i)] end
 function Sequential:forward(x)
   for i, name in ipairs(self._children) do
     local child = self[name]
-    local ok, out = pcall(child.forward, child, x)
+    local ok, out = pcall(child.__call, child, x)
     if not ok then
       local msg = tostring(out)
       if not msg:find("^Sequential%[") and not msg:find("^" .. child.__name) then msg = child.__name .. ": " .. msg end

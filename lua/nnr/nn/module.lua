@@ -72,7 +72,28 @@ function Module:forward()
   error(self.__name .. ": forward is not implemented", 0)
 end
 
-Module.__call = function(self, ...) return self:forward(...) end
+-- While nnr.profiler runs, each module call is a scope: its ops nest under it in the profile.
+local profiling = { on = false, names = {} }
+Module._profiling = profiling
+local function scoped(self, ok, ...)
+  require("nnr.core").C.nnr_profiler_pop()
+  if not ok then error((...), 0) end
+  return ...
+end
+local function profiled_call(self, ...)
+  local name = rawget(self, "_prof_name") or self.__name
+  local p = profiling.names[name]
+  if not p then
+    p = require("nnr.core").C.nnr_profiler_intern(name)
+    profiling.names[name] = p
+  end
+  require("nnr.core").C.nnr_profiler_push(p)
+  return scoped(self, pcall(self.forward, self, ...))
+end
+Module.__call = function(self, ...)
+  if profiling.on then return profiled_call(self, ...) end
+  return self:forward(...)
+end
 
 -- {name, module} of the direct children
 function Module:named_children()
