@@ -115,12 +115,17 @@ int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor 
         nnr_tensor *in[2] = {g, (nnr_tensor *)w};
         if (!*gx || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, 2, in, 1, gx, &p)) st = nnr_last_status();
     }
+    int fused_bias = gb && gw && x->device == 0;      /* the cpu kernel sums the bias gradient from its gathered rows */
     if (gw && st == NNR_OK) {
-        *gw = nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device);
+        nnr_tensor *outs[2] = {nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device), NULL};
+        if (fused_bias) outs[1] = nnr_tensor_alloc(w->dtype, 1, w->sizes, w->device);
         nnr_tensor *in[2] = {(nnr_tensor *)x, g};
-        if (!*gw || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, in, 1, gw, &p)) st = nnr_last_status();
+        *gw = outs[0];
+        if (fused_bias) *gb = outs[1];
+        if (!outs[0] || (fused_bias && !outs[1]) || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, in, fused_bias ? 2 : 1, outs, &p))
+            st = nnr_last_status();
     }
-    if (gb && st == NNR_OK) {
+    if (gb && !fused_bias && st == NNR_OK) {
         int dims[3] = {0, 2, 3};
         *gb = nnr_reduce(NNR_OP_SUM, g, 3, dims, 0, 0);
         if (!*gb) st = nnr_last_status();

@@ -18,6 +18,43 @@ static int64_t numel(const nnr_tensor_desc *d)
     T *s2 = call->n_outputs > 2 ? call->outputs[2]->data : NULL; \
     (void)s1; (void)s2;
 
+/* The f32 steps run on the pool in pieces of GRAIN elements, each a loop the compiler
+ * vectorizes for the widest units the CPU has (target_clones); the profile showed the
+ * step as 15% of an mlp's training time when it ran 4-wide on one thread. */
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+enum { GRAIN = 1 << 14 };
+
+typedef struct sgd_job { float *p, *buf; const float *g; float lr, mom, damp1, wd; int nesterov, fresh; } sgd_job;
+
+CLONES static void sgd_f32(void *arg, int64_t begin, int64_t end)
+{
+    const sgd_job *j = arg;
+    float *restrict p = j->p, *restrict buf = j->buf;
+    const float *restrict g = j->g;
+    const float lr = j->lr, mom = j->mom, damp1 = j->damp1, wd = j->wd;
+    if (!buf) {
+        for (int64_t k = begin; k < end; k++) p[k] -= lr * (g[k] + wd * p[k]);
+    } else if (j->fresh) {
+        for (int64_t k = begin; k < end; k++) {
+            float d = g[k] + wd * p[k];
+            buf[k] = d;
+            p[k] -= lr * (j->nesterov ? d + mom * d : d);
+        }
+    } else if (j->nesterov) {
+        for (int64_t k = begin; k < end; k++) {
+            float d = g[k] + wd * p[k], b = mom * buf[k] + damp1 * d;
+            buf[k] = b;
+            p[k] -= lr * (d + mom * b);
+        }
+    } else {
+        for (int64_t k = begin; k < end; k++) {
+            float b = mom * buf[k] + damp1 * (g[k] + wd * p[k]);
+            buf[k] = b;
+            p[k] -= lr * b;
+        }
+    }
+}
+
 int cpu_sgd_step(const nnr_op_call *call)
 {
     const double *f = call->params->f;
@@ -25,16 +62,9 @@ int cpu_sgd_step(const nnr_op_call *call)
     int nesterov = (int)call->params->i[0], fresh = (int)call->params->i[1];
     int64_t n = numel(call->outputs[0]);
     if (call->outputs[0]->dtype == NNR_F32) {
-        LOOP(float)
-        for (int64_t k = 0; k < n; k++) {
-            float d = g[k] + (float)wd * p[k];
-            if (s1) {
-                float b = fresh ? d : (float)mom * s1[k] + (float)(1 - damp) * d;
-                s1[k] = b;
-                d = nesterov ? d + (float)mom * b : b;
-            }
-            p[k] -= (float)lr * d;
-        }
+        sgd_job j = {call->outputs[0]->data, call->n_outputs > 1 ? call->outputs[1]->data : NULL, call->inputs[0]->data,
+                     (float)lr, (float)mom, (float)(1 - damp), (float)wd, nesterov, fresh};
+        return cpu_parallel_for(n, GRAIN, sgd_f32, &j);
     } else {
         LOOP(double)
         for (int64_t k = 0; k < n; k++) {
@@ -50,6 +80,24 @@ int cpu_sgd_step(const nnr_op_call *call)
     return NNR_OK;
 }
 
+typedef struct adam_job { float *p, *m, *v; const float *g; float b1, b2, eps, wd, decay, step_size, bc2_sqrt; int decoupled; } adam_job;
+
+CLONES static void adam_f32(void *arg, int64_t begin, int64_t end)
+{
+    const adam_job *j = arg;
+    float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
+    const float *restrict g = j->g;
+    const float b1 = j->b1, b2 = j->b2, eps = j->eps, wd = j->wd, decay = j->decay, step = j->step_size, bc = j->bc2_sqrt;
+    for (int64_t k = begin; k < end; k++) {
+        float gk = g[k];
+        if (j->decoupled) p[k] *= decay;
+        else gk += wd * p[k];
+        m[k] = b1 * m[k] + (1 - b1) * gk;
+        v[k] = b2 * v[k] + (1 - b2) * gk * gk;
+        p[k] -= step * m[k] / (sqrtf(v[k]) / bc + eps);
+    }
+}
+
 int cpu_adam_step(const nnr_op_call *call)
 {
     const double *f = call->params->f;
@@ -58,16 +106,9 @@ int cpu_adam_step(const nnr_op_call *call)
     double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
     int64_t n = numel(call->outputs[0]);
     if (call->outputs[0]->dtype == NNR_F32) {
-        LOOP(float)
-        for (int64_t k = 0; k < n; k++) {
-            float gk = g[k];
-            if (decoupled) p[k] *= (float)(1 - lr * wd);
-            else gk += (float)wd * p[k];
-            s1[k] = (float)b1 * s1[k] + (float)(1 - b1) * gk;
-            s2[k] = (float)b2 * s2[k] + (float)(1 - b2) * gk * gk;
-            float denom = sqrtf(s2[k]) / (float)bc2_sqrt + (float)eps;
-            p[k] -= (float)step_size * s1[k] / denom;
-        }
+        adam_job j = {call->outputs[0]->data, call->outputs[1]->data, call->outputs[2]->data, call->inputs[0]->data,
+                      (float)b1, (float)b2, (float)eps, (float)wd, (float)(1 - lr * wd), (float)step_size, (float)bc2_sqrt, decoupled};
+        return cpu_parallel_for(n, GRAIN, adam_f32, &j);
     } else {
         LOOP(double)
         for (int64_t k = 0; k < n; k++) {

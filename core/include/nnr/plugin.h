@@ -117,7 +117,8 @@ typedef enum nnr_op {
     /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups.
      * CONV2D: inputs x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO]
      * CONV2D_GRAD_INPUT: inputs grad_out, weight -> grad_x (its shape given by the output)
-     * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight */
+     * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight, and (optional, ABI 1.1) grad_bias [O] as
+     *   outputs[1]; the core asks for it on the cpu backend only, and sums grad_out itself elsewhere */
     NNR_OP_CONV2D = 160, NNR_OP_CONV2D_GRAD_INPUT = 161, NNR_OP_CONV2D_GRAD_WEIGHT = 162,
     /* pooling, NCHW. i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or
      * count_include_pad (avg, i[6]).
