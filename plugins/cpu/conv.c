@@ -42,26 +42,55 @@ static void valid_range(int64_t W, int64_t WO, int64_t sw, int64_t off, int64_t 
 }
 
 /* rows [begin, end) of the columns matrix of one group, f32: whole runs of
- * valid columns at once (a memcpy when the stride is 1), zeros elsewhere */
+ * valid columns at once, zeros elsewhere. The runs are short (a row of the
+ * output, 14 or 28 floats for small images), so they are plain loops: as
+ * memcpy/memset calls (which gcc makes of such loops unless told not to)
+ * the call overhead was most of the convolution's time. */
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+CLONES __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void im2col_rows_f32(const im2col_job *j, int64_t begin, int64_t end)
 {
     const conv_geom *g = j->g;
     const float *x = j->x;
     float *cols = j->cols;
+    const int64_t WO = g->WO, sw = g->sw;
+    /* stride 1, "same" width (3x3 with padding 1, ...): the valid part of a (c, kh, kw) row
+     * is one contiguous shifted copy of the image plane, then the few edge columns
+     * that wrapped into the neighbouring row are zeroed */
+    int same = sw == 1 && g->sh == 1 && g->dw == 1 && g->dh == 1 && WO == g->W;
     for (int64_t r = begin; r < end; r++) {
         int64_t c = j->group * g->cg + r / (g->KH * g->KW), kh = (r / g->KW) % g->KH, kw = r % g->KW;
         int64_t off = kw * g->dw - g->pw, lo, hi;
-        valid_range(g->W, g->WO, g->sw, off, &lo, &hi);
+        valid_range(g->W, WO, sw, off, &lo, &hi);
+        if (same && lo < hi) {
+            int64_t dh = kh - g->ph, ho_lo = dh < 0 ? -dh : 0, ho_hi = g->H - dh < g->HO ? g->H - dh : g->HO;
+            for (int64_t n = 0; n < g->N; n++) {
+                float *dst = cols + r * g->cols + n * g->HO * WO;
+                const float *plane = x + (n * g->C + c) * g->H * g->W;
+                for (int64_t k = 0; k < ho_lo * WO; k++) dst[k] = 0;
+                for (int64_t k = (ho_hi > ho_lo ? ho_hi : ho_lo) * WO; k < g->HO * WO; k++) dst[k] = 0;
+                if (ho_hi <= ho_lo) continue;
+                int64_t first = ho_lo * WO + lo, last = (ho_hi - 1) * WO + hi;      /* [first, last) */
+                const float *src = plane + (ho_lo + dh) * g->W + off - ho_lo * WO;  /* src[k] pairs with dst[k] */
+                for (int64_t k = first; k < last; k++) dst[k] = src[k];
+                for (int64_t ho = ho_lo; ho < ho_hi; ho++) {
+                    for (int64_t wo = 0; wo < lo; wo++) dst[ho * WO + wo] = 0;
+                    for (int64_t wo = hi; wo < WO; wo++) dst[ho * WO + wo] = 0;
+                }
+            }
+            continue;
+        }
         for (int64_t n = 0; n < g->N; n++)
             for (int64_t ho = 0; ho < g->HO; ho++) {
                 int64_t h = ho * g->sh - g->ph + kh * g->dh;
-                float *dst = cols + r * g->cols + (n * g->HO + ho) * g->WO;
-                if (h < 0 || h >= g->H) { memset(dst, 0, sizeof(float) * (size_t)g->WO); continue; }
+                float *dst = cols + r * g->cols + (n * g->HO + ho) * WO;
+                if (h < 0 || h >= g->H) { for (int64_t wo = 0; wo < WO; wo++) dst[wo] = 0; continue; }
                 const float *src = x + ((n * g->C + c) * g->H + h) * g->W + off;
                 for (int64_t wo = 0; wo < lo; wo++) dst[wo] = 0;
-                if (g->sw == 1) memcpy(dst + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
-                else for (int64_t wo = lo; wo < hi; wo++) dst[wo] = src[wo * g->sw];
-                for (int64_t wo = hi; wo < g->WO; wo++) dst[wo] = 0;
+                if (sw == 1) for (int64_t wo = lo; wo < hi; wo++) dst[wo] = src[wo];
+                else for (int64_t wo = lo; wo < hi; wo++) dst[wo] = src[wo * sw];
+                for (int64_t wo = hi; wo < WO; wo++) dst[wo] = 0;
             }
     }
 }
@@ -97,7 +126,7 @@ static void im2col(const conv_geom *g, int dt, const void *x, void *cols, int64_
 /* adds the columns matrix back into grad_x (channels of one group); parallel over channels */
 typedef struct col2im_job { const conv_geom *g; const void *cols; void *dx; int64_t group; int dt; } col2im_job;
 
-static void col2im_channels_f32(const col2im_job *j, int64_t begin, int64_t end)
+CLONES static void col2im_channels_f32(const col2im_job *j, int64_t begin, int64_t end)
 {
     const conv_geom *g = j->g;
     const float *cols = j->cols;
@@ -180,10 +209,7 @@ void cpu_conv_scratch_free(void)
 static void gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
                  const void *b, int64_t ldb, double beta, void *c, int64_t ldc)
 {
-    if (dt == NNR_F32)
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, (float)beta, c, (int)ldc);
-    else
-        cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    cpu_gemm(dt, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
 }
 
 /* out [O, N*HO*WO] (group-major rows) <-> y [N, O, HO, WO] */
@@ -235,13 +261,139 @@ static conv_geom chunk_geom(const conv_geom *g, int64_t count)
     return c;
 }
 
+/* sum of a contiguous row, in 16 independent lanes (vectorizes without reassociation flags) */
+static double row_sum_f32(const float *r, int64_t n)
+{
+    float acc[16] = {0};
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        for (int l = 0; l < 16; l++) acc[l] += r[k + l];
+    double s = 0;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; k < n; k++) s += r[k];
+    return s;
+}
+
+/* Per image when an image's columns matrix fits in L2 (small images, the common case
+ * here): the pool's threads take whole images, each with its own columns buffer and a
+ * single-threaded gemm that writes the image's [O, HO*WO] output in place (NCHW needs no
+ * transpose), starting from the bias with beta = 1. The columns never leave the cache, and
+ * nothing is gathered or scattered. Larger images go through in chunks as below. */
+enum { PER_IMAGE_BYTES = 1 << 20 };
+
+static int per_image(const conv_geom *g, int64_t es) { return g->ck * g->HO * g->WO * es <= PER_IMAGE_BYTES; }
+
+static _Thread_local scratch tl_image;     /* one image's columns, per pool thread */
+
+static void im2col_one(const conv_geom *g, int dt, const void *x, void *cols, int64_t group)
+{
+    conv_geom one = chunk_geom(g, 1);
+    im2col_job j = {&one, x, cols, group, dt};
+    im2col_rows(&j, 0, g->ck);
+}
+
+typedef struct image_job {
+    const conv_geom *g;
+    int dt, failed;
+    const char *x, *w, *gy, *bias;
+    char *y, *gx;
+    char *partial;          /* grad weight: one [O, CK] (+ [O] bias) accumulator per piece */
+    int64_t pieces, has_bias;
+} image_job;
+
+static void *image_cols(const conv_geom *g, int64_t es) { return scratch_get(&tl_image, (size_t)(g->ck * g->HO * g->WO * es) + 64); }
+
+static void forward_images(void *arg, int64_t begin, int64_t end)
+{
+    image_job *j = arg;
+    const conv_geom *g = j->g;
+    int dt = j->dt;
+    int64_t es = dt == NNR_F32 ? 4 : 8, plane = g->HO * g->WO;
+    void *cols = image_cols(g, es);
+    if (!cols) { j->failed = 1; return; }
+    for (int64_t n = begin; n < end; n++) {
+        const char *xn = j->x + n * g->C * g->H * g->W * es;
+        char *yn = j->y + n * g->O * plane * es;
+        if (j->bias)
+            for (int64_t o = 0; o < g->O; o++) {
+                if (dt == NNR_F32) { float b = ((const float *)j->bias)[o]; for (int64_t p = 0; p < plane; p++) ((float *)yn)[o * plane + p] = b; }
+                else { double b = ((const double *)j->bias)[o]; for (int64_t p = 0; p < plane; p++) ((double *)yn)[o * plane + p] = b; }
+            }
+        for (int64_t gr = 0; gr < g->groups; gr++) {
+            im2col_one(g, dt, xn, cols, gr);
+            cpu_gemm_serial(dt, CblasNoTrans, CblasNoTrans, g->og, plane, g->ck, 1.0, j->w + gr * g->og * g->ck * es, g->ck, cols, plane,
+                            j->bias ? 1.0 : 0.0, yn + gr * g->og * plane * es, plane);
+        }
+    }
+}
+
+static void grad_input_images(void *arg, int64_t begin, int64_t end)
+{
+    image_job *j = arg;
+    const conv_geom *g = j->g;
+    int dt = j->dt;
+    int64_t es = dt == NNR_F32 ? 4 : 8, plane = g->HO * g->WO;
+    void *cols = image_cols(g, es);
+    if (!cols) { j->failed = 1; return; }
+    conv_geom one = chunk_geom(g, 1);
+    for (int64_t n = begin; n < end; n++) {
+        char *gxn = j->gx + n * g->C * g->H * g->W * es;
+        const char *gyn = j->gy + n * g->O * plane * es;
+        memset(gxn, 0, (size_t)(g->C * g->H * g->W * es));
+        for (int64_t gr = 0; gr < g->groups; gr++) {
+            /* cols [ck x plane] = W_g^T [ck x og] @ gy_n,g [og x plane] */
+            cpu_gemm_serial(dt, CblasTrans, CblasNoTrans, g->ck, plane, g->og, 1.0, j->w + gr * g->og * g->ck * es, g->ck,
+                            gyn + gr * g->og * plane * es, plane, 0.0, cols, plane);
+            col2im_job c = {&one, cols, gxn, gr, dt};
+            col2im_channels(&c, 0, g->cg);
+        }
+    }
+}
+
+/* piece p of P takes images [p*N/P, (p+1)*N/P) and sums into its own accumulator */
+static void grad_weight_pieces(void *arg, int64_t begin, int64_t end)
+{
+    image_job *j = arg;
+    const conv_geom *g = j->g;
+    int dt = j->dt;
+    int64_t es = dt == NNR_F32 ? 4 : 8, plane = g->HO * g->WO, wsize = g->O * g->ck + g->O;
+    void *cols = image_cols(g, es);
+    if (!cols) { j->failed = 1; return; }
+    for (int64_t p = begin; p < end; p++) {
+        char *acc = j->partial + p * wsize * es;
+        memset(acc, 0, (size_t)(wsize * es));
+        for (int64_t n = g->N * p / j->pieces; n < g->N * (p + 1) / j->pieces; n++) {
+            const char *xn = j->x + n * g->C * g->H * g->W * es;
+            const char *gyn = j->gy + n * g->O * plane * es;
+            for (int64_t gr = 0; gr < g->groups; gr++) {
+                im2col_one(g, dt, xn, cols, gr);
+                /* gW_g [og x ck] += gy_n,g [og x plane] @ cols^T [plane x ck] */
+                cpu_gemm_serial(dt, CblasNoTrans, CblasTrans, g->og, g->ck, plane, 1.0, gyn + gr * g->og * plane * es, plane, cols, plane,
+                                1.0, acc + gr * g->og * g->ck * es, g->ck);
+            }
+            if (j->has_bias)
+                for (int64_t o = 0; o < g->O; o++) {
+                    if (dt == NNR_F32) ((float *)acc)[g->O * g->ck + o] += (float)row_sum_f32((const float *)gyn + o * plane, plane);
+                    else for (int64_t k = 0; k < plane; k++) ((double *)acc)[g->O * g->ck + o] += ((const double *)gyn)[o * plane + k];
+                }
+        }
+    }
+}
+
 int cpu_conv2d(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
     const nnr_tensor_desc *bias = call->n_inputs > 2 ? call->inputs[2] : NULL;
     conv_geom g = geometry(x, w, y, call->params->i);
     int dt = x->dtype;
-    int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
+    int64_t es = dt == NNR_F32 ? 4 : 8;
+    if (per_image(&g, es)) {
+        image_job j = {&g, dt, 0, x->data, w->data, NULL, bias ? bias->data : NULL, y->data, NULL, NULL, 0, 0};
+        int st = cpu_parallel_for(g.N, 1, forward_images, &j);
+        if (j.failed) return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix");
+        return st;
+    }
+    int64_t step = chunk_images(&g, es);
     void *cols = scratch_get(&tl_cols, (size_t)(g.ck * step * g.HO * g.WO * es) + 64);
     void *rows = scratch_get(&tl_rows, (size_t)(g.O * step * g.HO * g.WO * es) + 64);
     if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix");
@@ -266,6 +418,12 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gy->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
+    if (per_image(&g, es)) {
+        image_job j = {&g, dt, 0, NULL, w->data, gy->data, NULL, NULL, gx->data, NULL, 0, 0};
+        int st = cpu_parallel_for(g.N, 1, grad_input_images, &j);
+        if (j.failed) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
+        return st;
+    }
     void *cols = scratch_get(&tl_cols, (size_t)(g.ck * step * g.HO * g.WO * es) + 64);
     void *rows = scratch_get(&tl_rows, (size_t)(g.O * step * g.HO * g.WO * es) + 64);
     if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
@@ -286,19 +444,6 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
-/* sum of a contiguous row, in 16 independent lanes (vectorizes without reassociation flags) */
-static double row_sum_f32(const float *r, int64_t n)
-{
-    float acc[16] = {0};
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16)
-        for (int l = 0; l < 16; l++) acc[l] += r[k + l];
-    double s = 0;
-    for (int l = 0; l < 16; l++) s += acc[l];
-    for (; k < n; k++) s += r[k];
-    return s;
-}
-
 int cpu_conv2d_grad_weight(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *gy = call->inputs[1], *gw = call->outputs[0];
@@ -306,6 +451,25 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     conv_geom g = geometry(x, gw, gy, call->params->i);
     int dt = x->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
+    if (per_image(&g, es)) {
+        int64_t pieces = cpu_pool_threads() < g.N ? cpu_pool_threads() : g.N, wsize = g.O * g.ck + g.O;
+        if (pieces < 1) pieces = 1;
+        image_job j = {&g, dt, 0, x->data, NULL, gy->data, NULL, NULL, NULL, malloc((size_t)(pieces * wsize * es) + 64), pieces, gb != NULL};
+        if (!j.partial) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
+        int st = cpu_parallel_for(pieces, 1, grad_weight_pieces, &j);
+        if (j.failed) { free(j.partial); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
+        /* the pieces' sums, in piece order */
+        for (int64_t k = 0; k < g.O * g.ck + (gb ? g.O : 0); k++) {
+            double sum = 0;
+            for (int64_t p = 0; p < pieces; p++)
+                sum += dt == NNR_F32 ? ((const float *)j.partial)[p * wsize + k] : ((const double *)j.partial)[p * wsize + k];
+            char *dst = k < g.O * g.ck ? (char *)gw->data + k * es : (char *)gb->data + (k - g.O * g.ck) * es;
+            if (dt == NNR_F32) *(float *)dst = (float)sum;
+            else *(double *)dst = sum;
+        }
+        free(j.partial);
+        return st;
+    }
     void *cols = scratch_get(&tl_cols, (size_t)(g.ck * step * g.HO * g.WO * es) + 64);
     void *rows = scratch_get(&tl_rows, (size_t)(g.O * step * g.HO * g.WO * es) + 64);
     if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");

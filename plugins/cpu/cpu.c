@@ -132,8 +132,14 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 static nnr_status set_num_threads(nnr_plugin *self, int n)
 {
     (void)self;
+    extern int cpu_gemm_openblas_threads;
     cpu_pool_set_threads(n);
-    openblas_set_num_threads(n);
+    if (cpu_gemm_openblas_threads < 0) {
+        const char *env = getenv("NNR_GEMM_THREADS");
+        cpu_gemm_openblas_threads = env && strcmp(env, "openblas") == 0;
+    }
+    /* our pool splits gemms (gemm.c): one set of threads for the backend */
+    openblas_set_num_threads(cpu_gemm_openblas_threads ? n : 1);
     return NNR_OK;
 }
 

@@ -36,6 +36,14 @@ void cpu_iter_init(cpu_iter *it, int nops, const nnr_tensor_desc *const *descs);
 int cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, void *ctx);
 int64_t cpu_iter_numel(const cpu_iter *it);
 
+/* ---- gemm (gemm.c): OpenBLAS single-threaded, split over the pool ---- */
+#include <cblas.h>
+void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
+              const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
+/* for use inside a parallel region (one pool thread) */
+void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
+                     const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
+
 /* ---- kernels ---- */
 int cpu_supports_elementwise(const nnr_op_call *call);
 int cpu_unary(const nnr_op_call *call);

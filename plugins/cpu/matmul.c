@@ -85,12 +85,8 @@ int cpu_matmul(const nnr_op_call *call)
         char *out = direct_c ? pc : sc;
         if (K == 0) {
             for (int64_t r = 0; r < M; r++) memset(out + r * ldc * es, 0, (size_t)(N * es));
-        } else if (dt == NNR_F32) {
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f, (const float *)pa, (int)lda,
-                        (const float *)pb, (int)ldb, 0.0f, (float *)out, (int)ldc);
         } else {
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0, (const double *)pa, (int)lda,
-                        (const double *)pb, (int)ldb, 0.0, (double *)out, (int)ldc);
+            cpu_gemm(dt, ta, tb, M, N, K, 1.0, pa, lda, pb, ldb, 0.0, out, ldc);
         }
         if (!direct_c) {
             for (int64_t r = 0; r < M; r++)
