@@ -25,12 +25,15 @@ static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
 static _Atomic int64_t live_bytes, peak_bytes, live_at_gc;
 static volatile int32_t gc_flag;
 static int64_t cache_limit = (int64_t)1 << 30;
+static int64_t gc_min_growth = (int64_t)32 << 20;
 
 static void caches_init(void)
 {
     for (int i = 0; i < MAX_DEVICES; i++) pthread_mutex_init(&caches[i].lock, NULL);
     const char *env = getenv("NNR_CACHE_LIMIT_MB");
     if (env) cache_limit = (int64_t)atoll(env) << 20;
+    env = getenv("NNR_GC_MIB");
+    if (env && atoll(env) > 0) gc_min_growth = (int64_t)atoll(env) << 20;
 }
 
 /* size class: 64-byte steps below 1 KiB, then 4 steps per power of two */
@@ -89,7 +92,7 @@ void nnr_account(int64_t delta)
         if (now > atomic_load_explicit(&peak_bytes, memory_order_relaxed))
             atomic_store_explicit(&peak_bytes, now, memory_order_relaxed);
         int64_t base = atomic_load_explicit(&live_at_gc, memory_order_relaxed);
-        int64_t threshold = base / 2 < ((int64_t)32 << 20) ? ((int64_t)32 << 20) : base / 2;
+        int64_t threshold = base / 2 < gc_min_growth ? gc_min_growth : base / 2;
         if (now - base > threshold) gc_flag = 1;      /* live bytes grew by half (or 32 MiB) since the last GC */
     }
 }

@@ -159,10 +159,13 @@ nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, 
     nnr_tensor *c;
     if (prepare(1, &x, x->dtype, &c)) return NULL;
     int64_t sizes[4] = {x->sizes[0], x->sizes[1], HO, WO};
-    nnr_tensor *out[2] = {nnr_tensor_alloc(x->dtype, 4, sizes, x->device), nnr_tensor_alloc(NNR_I64, 4, sizes, x->device)};
+    /* the argmax is for the backward: without recording, the cpu backend skips it (ABI 1.1) */
+    int record = nnr_should_record(1, &x), with_idx = record || x->device != 0;
+    nnr_tensor *out[2] = {nnr_tensor_alloc(x->dtype, 4, sizes, x->device), with_idx ? nnr_tensor_alloc(NNR_I64, 4, sizes, x->device) : NULL};
     nnr_op_params p = {.struct_size = sizeof p, .i = {kh, kw, sh, sw, ph, pw, dh, dw}};
-    int st = (out[0] && out[1]) ? run_call("max_pool2d", NNR_OP_MAXPOOL2D, x->device, 1, &c, 2, out, &p) : nnr_last_status();
-    if (st == NNR_OK && nnr_should_record(1, &x)) st = nnr_record_pool(NNR_OP_MAXPOOL2D, x, c, out[1], p.i, out[0]);
+    int st = (out[0] && (out[1] || !with_idx)) ? run_call("max_pool2d", NNR_OP_MAXPOOL2D, x->device, 1, &c, with_idx ? 2 : 1, out, &p)
+                                               : nnr_last_status();
+    if (st == NNR_OK && record) st = nnr_record_pool(NNR_OP_MAXPOOL2D, x, c, out[1], p.i, out[0]);
     nnr_tensor_release(c);
     nnr_tensor_release(out[1]);
     if (st) { nnr_tensor_release(out[0]); return NULL; }
@@ -310,10 +313,34 @@ nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tenso
     const nnr_tensor *in[3] = {x, w, bias};
     int record = nnr_should_record(3, in);
     int prev = nnr_set_grad_enabled(0);
-    nnr_tensor *wt = nnr_transpose(w, 0, 1);
-    nnr_tensor *y = wt ? nnr_matmul(x, wt) : NULL;
-    nnr_tensor_release(wt);
-    if (y && bias && nnr_binary_(NNR_OP_ADD, y, bias)) { nnr_tensor_release(y); y = NULL; }
+    nnr_tensor *y = NULL;
+    const nnr_device_entry *dev = nnr_device_get(x->device);
+    int same = x->device == w->device && (!bias || bias->device == x->device) && x->dtype == w->dtype && (!bias || bias->dtype == x->dtype) &&
+               (x->dtype == NNR_F32 || x->dtype == NNR_F64);
+    if (same && dev && x->device == 0) {
+        /* one fused op: the gemm starts from the bias (beta 1), no separate pass to add it */
+        nnr_tensor *c[3] = {NULL, NULL, NULL};
+        const nnr_tensor *src[3] = {x, w, bias};
+        int ok = 1;
+        for (int k = 0; k < (bias ? 3 : 2) && ok; k++) ok = (c[k] = nnr_contiguous(src[k])) != NULL;
+        int64_t K = w->sizes[1], M = K ? nnr_tensor_numel(x) / K : 0, sizes[NNR_MAX_DIMS];
+        memcpy(sizes, x->sizes, sizeof sizes);
+        sizes[x->ndim - 1] = w->sizes[0];
+        if (ok && (y = nnr_tensor_alloc(x->dtype, x->ndim, sizes, x->device))) {
+            int64_t xs[2] = {M, K}, ys[2] = {M, w->sizes[0]};
+            nnr_tensor *x2 = nnr_reshape(c[0], 2, xs), *y2 = nnr_reshape(y, 2, ys);
+            nnr_tensor *ins[3] = {x2, c[1], c[2]};
+            if (!x2 || !y2 || run_call("linear", NNR_OP_LINEAR, x->device, bias ? 3 : 2, ins, 1, &y2, NULL)) { nnr_tensor_release(y); y = NULL; }
+            nnr_tensor_release(x2);
+            nnr_tensor_release(y2);
+        }
+        for (int k = 0; k < 3; k++) nnr_tensor_release(c[k]);
+    } else {
+        nnr_tensor *wt = nnr_transpose(w, 0, 1);
+        y = wt ? nnr_matmul(x, wt) : NULL;
+        nnr_tensor_release(wt);
+        if (y && bias && nnr_binary_(NNR_OP_ADD, y, bias)) { nnr_tensor_release(y); y = NULL; }
+    }
     nnr_set_grad_enabled(prev);
     if (y && record && nnr_record_linear(in, y)) { nnr_tensor_release(y); y = NULL; }
     return y;

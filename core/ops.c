@@ -30,7 +30,7 @@ const char *nnr_op_name(int op)
     case NNR_OP_SUM: return "sum"; case NNR_OP_PROD: return "prod"; case NNR_OP_MAX: return "max"; case NNR_OP_MIN: return "min";
     case NNR_OP_ARGMAX: return "argmax"; case NNR_OP_ARGMIN: return "argmin"; case NNR_OP_MEAN: return "mean"; case NNR_OP_VAR: return "var";
     case NNR_OP_SOFTMAX: return "softmax"; case NNR_OP_LOG_SOFTMAX: return "log_softmax";
-    case NNR_OP_MATMUL: return "matmul"; case NNR_OP_GATHER: return "gather"; case NNR_OP_INDEX_SELECT: return "index_select";
+    case NNR_OP_MATMUL: return "matmul"; case NNR_OP_LINEAR: return "linear"; case NNR_OP_GATHER: return "gather"; case NNR_OP_INDEX_SELECT: return "index_select";
     case NNR_OP_SCATTER_ADD: return "scatter_add"; case NNR_OP_INDEX_ADD: return "index_add";
     }
     return "op";

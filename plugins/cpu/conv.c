@@ -303,6 +303,10 @@ typedef struct image_job {
 
 static void *image_cols(const conv_geom *g, int64_t es) { return scratch_get(&tl_image, (size_t)(g->ck * g->HO * g->WO * es) + 64); }
 
+/* fewer images than threads (inference at batch 1): the caller takes the images one by one
+ * and the gemm itself is split over the pool */
+static int split_gemm(const conv_geom *g) { return g->N < cpu_pool_threads(); }
+
 static void forward_images(void *arg, int64_t begin, int64_t end)
 {
     image_job *j = arg;
@@ -321,8 +325,8 @@ static void forward_images(void *arg, int64_t begin, int64_t end)
             }
         for (int64_t gr = 0; gr < g->groups; gr++) {
             im2col_one(g, dt, xn, cols, gr);
-            cpu_gemm_serial(dt, CblasNoTrans, CblasNoTrans, g->og, plane, g->ck, 1.0, j->w + gr * g->og * g->ck * es, g->ck, cols, plane,
-                            j->bias ? 1.0 : 0.0, yn + gr * g->og * plane * es, plane);
+            (split_gemm(g) ? cpu_gemm : cpu_gemm_serial)(dt, CblasNoTrans, CblasNoTrans, g->og, plane, g->ck, 1.0,
+                j->w + gr * g->og * g->ck * es, g->ck, cols, plane, j->bias ? 1.0 : 0.0, yn + gr * g->og * plane * es, plane);
         }
     }
 }
@@ -342,8 +346,8 @@ static void grad_input_images(void *arg, int64_t begin, int64_t end)
         memset(gxn, 0, (size_t)(g->C * g->H * g->W * es));
         for (int64_t gr = 0; gr < g->groups; gr++) {
             /* cols [ck x plane] = W_g^T [ck x og] @ gy_n,g [og x plane] */
-            cpu_gemm_serial(dt, CblasTrans, CblasNoTrans, g->ck, plane, g->og, 1.0, j->w + gr * g->og * g->ck * es, g->ck,
-                            gyn + gr * g->og * plane * es, plane, 0.0, cols, plane);
+            (split_gemm(g) ? cpu_gemm : cpu_gemm_serial)(dt, CblasTrans, CblasNoTrans, g->ck, plane, g->og, 1.0,
+                j->w + gr * g->og * g->ck * es, g->ck, gyn + gr * g->og * plane * es, plane, 0.0, cols, plane);
             col2im_job c = {&one, cols, gxn, gr, dt};
             col2im_channels(&c, 0, g->cg);
         }
@@ -389,7 +393,9 @@ int cpu_conv2d(const nnr_op_call *call)
     int64_t es = dt == NNR_F32 ? 4 : 8;
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, x->data, w->data, NULL, bias ? bias->data : NULL, y->data, NULL, NULL, 0, 0};
-        int st = cpu_parallel_for(g.N, 1, forward_images, &j);
+        int st = NNR_OK;
+        if (split_gemm(&g)) forward_images(&j, 0, g.N);
+        else st = cpu_parallel_for(g.N, 1, forward_images, &j);
         if (j.failed) return cpu_error(NNR_ERR_OOM, "conv2d: out of memory for the columns matrix");
         return st;
     }
@@ -420,7 +426,9 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, NULL, w->data, gy->data, NULL, NULL, gx->data, NULL, 0, 0};
-        int st = cpu_parallel_for(g.N, 1, grad_input_images, &j);
+        int st = NNR_OK;
+        if (split_gemm(&g)) grad_input_images(&j, 0, g.N);
+        else st = cpu_parallel_for(g.N, 1, grad_input_images, &j);
         if (j.failed) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
         return st;
     }

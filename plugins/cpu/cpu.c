@@ -64,6 +64,16 @@ static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const 
 
 static int dtype_ok(int dt) { return dt >= 0 && dt < NNR_DTYPE_COUNT; }
 
+static int contiguous(const nnr_tensor_desc *d)
+{
+    int64_t expect = 1;
+    for (int i = d->ndim - 1; i >= 0; i--) {
+        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
+        expect *= d->sizes[i];
+    }
+    return 1;
+}
+
 static int supports(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
@@ -73,6 +83,11 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     int out = call->outputs[0]->dtype;
     switch (call->op) {
     case NNR_OP_MATMUL: return (out == NNR_F32 || out == NNR_F64) && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out;
+    case NNR_OP_LINEAR: {
+        if (out != NNR_F32 && out != NNR_F64) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !contiguous(call->inputs[i])) return 0;
+        return contiguous(call->outputs[0]) && call->inputs[0]->ndim == 2 && call->inputs[1]->ndim == 2;
+    }
     case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
     case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
     case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD:
@@ -113,6 +128,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_CONV2D: return cpu_conv2d(call);
     case NNR_OP_CONV2D_GRAD_INPUT: return cpu_conv2d_grad_input(call);
     case NNR_OP_CONV2D_GRAD_WEIGHT: return cpu_conv2d_grad_weight(call);
+    case NNR_OP_LINEAR: return cpu_linear(call);
     case NNR_OP_MAXPOOL2D: return cpu_maxpool2d(call);
     case NNR_OP_MAXPOOL2D_BACKWARD: return cpu_maxpool2d_backward(call);
     case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:

@@ -28,12 +28,44 @@ int cpu_gather(const nnr_op_call *call)
     return NNR_OK;
 }
 
+/* whole rows of contiguous tensors (batching a dataset: x:index_select(1, idx)): one
+ * memcpy per row, rows spread over the pool */
+typedef struct rows_job { const char *in; char *out; const int64_t *ix; int64_t ixs, row; } rows_job;
+
+static void copy_rows(void *arg, int64_t begin, int64_t end)
+{
+    const rows_job *j = arg;
+    for (int64_t r = begin; r < end; r++) memcpy(j->out + r * j->row, j->in + j->ix[r * j->ixs] * j->row, (size_t)j->row);
+}
+
+static int contiguous_desc(const nnr_tensor_desc *d)
+{
+    int64_t expect = 1;
+    for (int i = d->ndim - 1; i >= 0; i--) {
+        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
+        expect *= d->sizes[i];
+    }
+    return 1;
+}
+
 int cpu_index_select(const nnr_op_call *call)
 {
     const nnr_tensor_desc *in = call->inputs[0], *ix = call->inputs[1], *out = call->outputs[0];
     int dim = (int)call->params->i[0];
     int64_t count = ix->sizes[0];
     int64_t es = (int64_t)nnr_dtype_nbytes(in->dtype);
+    for (int64_t j = 0; j < count; j++) {
+        int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
+        if (v < 0 || v >= in->sizes[dim])
+            return cpu_error(NNR_ERR_INVALID, "index_select: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
+                             (long long)in->sizes[dim], dim + 1);
+    }
+    if (dim == 0 && contiguous_desc(in) && contiguous_desc(out)) {
+        int64_t row = es;
+        for (int d = 1; d < in->ndim; d++) row *= in->sizes[d];
+        rows_job j = {in->data, out->data, ix->data, ix->strides[0], row};
+        return cpu_parallel_for(count, row >= 65536 ? 1 : (65536 + row - 1) / row, copy_rows, &j);
+    }
     for (int64_t j = 0; j < count; j++) {
         int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
         if (v < 0 || v >= in->sizes[dim])

@@ -57,6 +57,7 @@ int cpu_random(const nnr_op_call *call);
 int cpu_reduce(const nnr_op_call *call);
 int cpu_softmax(const nnr_op_call *call);
 int cpu_matmul(const nnr_op_call *call);
+int cpu_linear(const nnr_op_call *call);
 int cpu_gather(const nnr_op_call *call);
 int cpu_index_select(const nnr_op_call *call);
 int cpu_scatter_add(const nnr_op_call *call);

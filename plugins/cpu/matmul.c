@@ -101,3 +101,24 @@ int cpu_matmul(const nnr_op_call *call)
     free(sa); free(sb); free(sc);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
+
+/* y = x W^T (+ b), all contiguous: the bias rows first, then one gemm with beta = 1 */
+int cpu_linear(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
+    const nnr_tensor_desc *b = call->n_inputs > 2 ? call->inputs[2] : NULL;
+    int dt = y->dtype;
+    int64_t M = x->sizes[0], K = x->sizes[1], N = w->sizes[0];
+    if (b) {
+        for (int64_t r = 0; r < M; r++) {
+            if (dt == NNR_F32) memcpy((float *)y->data + r * N, b->data, sizeof(float) * (size_t)N);
+            else memcpy((double *)y->data + r * N, b->data, sizeof(double) * (size_t)N);
+        }
+    }
+    if (K == 0) {
+        if (!b) memset(y->data, 0, (size_t)(M * N) * nnr_dtype_nbytes(dt));
+        return NNR_OK;
+    }
+    cpu_gemm(dt, CblasNoTrans, CblasTrans, M, N, K, 1.0, x->data, K, w->data, K, b ? 1.0 : 0.0, y->data, N);
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}

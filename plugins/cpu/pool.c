@@ -36,20 +36,46 @@ static inline void max4(float a, float b, float c, float d, int64_t ia, int64_t 
     *arg = k;
 }
 
+/* one output row of a 2x2/2 window, vectorized: the max of the four, then (for the backward)
+ * the first of the four that equals it, which is what the sequential strict-greater rule picks.
+ * Returns 1 when the row holds a NaN: the caller redoes it the careful way. */
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+CLONES static int max_row_2x2(const float *restrict r0, const float *restrict r1, int64_t base, int64_t W, int64_t WO,
+                              float *restrict y, int64_t *restrict idx)
+{
+    int nan = 0;
+    for (int64_t wo = 0; wo < WO; wo++) {
+        float a = r0[2 * wo], b = r0[2 * wo + 1], c = r1[2 * wo], d = r1[2 * wo + 1];
+        nan |= (a != a) | (b != b) | (c != c) | (d != d);
+        float m1 = b > a ? b : a, m2 = d > c ? d : c;
+        y[wo] = m2 > m1 ? m2 : m1;
+    }
+    if (nan) return 1;
+    if (idx)
+        for (int64_t wo = 0; wo < WO; wo++) {
+            float m = y[wo];
+            int64_t k = base + 2 * wo;
+            idx[wo] = r0[2 * wo] == m ? k : r0[2 * wo + 1] == m ? k + 1 : r1[2 * wo] == m ? k + W : k + W + 1;
+        }
+    return 0;
+}
+
 static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
 {
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
     for (int64_t p = begin; p < end; p++) {
         const float *x = (const float *)j->x->data + p * H * W;
         float *y = (float *)j->y->data + p * HO * WO;
-        int64_t *idx = (int64_t *)j->idx->data + p * HO * WO;
+        int64_t *idx = j->idx ? (int64_t *)j->idx->data + p * HO * WO : NULL;
         for (int64_t ho = 0; ho < HO; ho++) {
             const float *r0 = x + 2 * ho * W, *r1 = r0 + W;
             int64_t base = 2 * ho * W;
+            if (!max_row_2x2(r0, r1, base, W, WO, y + ho * WO, idx ? idx + ho * WO : NULL)) continue;
+            int64_t scratch_idx;
             for (int64_t wo = 0; wo < WO; wo++) {
                 int64_t c = 2 * wo;
                 max4(r0[c], r0[c + 1], r1[c], r1[c + 1], base + c, base + c + 1, base + W + c, base + W + c + 1, &y[ho * WO + wo],
-                     &idx[ho * WO + wo]);
+                     idx ? &idx[ho * WO + wo] : &scratch_idx);
             }
         }
     }
@@ -63,7 +89,7 @@ static void max_planes_f32_plain(const pool_job *j, int64_t begin, int64_t end)
     for (int64_t p = begin; p < end; p++) {
         const float *x = (const float *)j->x->data + p * H * W;
         float *y = (float *)j->y->data + p * HO * WO;
-        int64_t *idx = (int64_t *)j->idx->data + p * HO * WO;
+        int64_t *idx = j->idx ? (int64_t *)j->idx->data + p * HO * WO : NULL;
         for (int64_t ho = 0; ho < HO; ho++)
             for (int64_t wo = 0; wo < WO; wo++) {
                 int64_t h0 = ho * j->sh, w0 = wo * j->sw, arg = h0 * W + w0;
@@ -75,7 +101,7 @@ static void max_planes_f32_plain(const pool_job *j, int64_t begin, int64_t end)
                         if (v > best || v != v) { best = v; arg = at; if (v != v) break; }
                     }
                 y[ho * WO + wo] = best;
-                idx[ho * WO + wo] = arg;
+                if (idx) idx[ho * WO + wo] = arg;
             }
     }
 }
@@ -105,7 +131,7 @@ static void max_planes(void *arg, int64_t begin, int64_t end)
                 }
             done:
                 st(dt, j->y->data, (p * HO + ho) * WO + wo, best);
-                ((int64_t *)j->idx->data)[(p * HO + ho) * WO + wo] = arg;
+                if (j->idx) ((int64_t *)j->idx->data)[(p * HO + ho) * WO + wo] = arg;
             }
     }
 }
@@ -113,9 +139,10 @@ static void max_planes(void *arg, int64_t begin, int64_t end)
 int cpu_maxpool2d(const nnr_op_call *call)
 {
     const int64_t *i = call->params->i;
-    pool_job j = {call->inputs[0], call->outputs[0], call->outputs[1], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
-    int64_t planes = j.x->sizes[0] * j.x->sizes[1];
-    return cpu_parallel_for(planes, 1, max_planes, &j);
+    pool_job j = {call->inputs[0], call->outputs[0], call->n_outputs > 1 ? call->outputs[1] : NULL, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
+    int64_t planes = j.x->sizes[0] * j.x->sizes[1], plane = j.x->sizes[2] * j.x->sizes[3];
+    /* pieces of at least ~16K input elements: below that, waking a thread costs more than it saves */
+    return cpu_parallel_for(planes, plane > 0 ? (16384 + plane - 1) / plane : 1, max_planes, &j);
 }
 
 /* grad_x: zero, then each output's gradient added at its argmax (windows may overlap) */

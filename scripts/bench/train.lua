@@ -1,10 +1,35 @@
--- nnrun side of the training benchmark (scripts/bench/run_train.py runs it
+-- nnrun side of the CPU benchmark (scripts/bench/run_cpu.py runs it
 -- next to PyTorch's train_torch.py): the models of the training script,
 -- SGD lr 0.01 momentum 0.9, batches drawn from a 60000-sample tensor.
 --   nnrun scripts/bench/train.lua MODEL BATCH STEPS  -> {"samples_per_s": ...}
+-- Inference (eval mode, no gradients), the median over ITERS forward passes:
+--   nnrun scripts/bench/train.lua infer MODEL BATCH ITERS -> {"us_per_batch": ..., "samples_per_s": ...}
+-- The profile's top ops of a training run (for docs/perf.md):
+--   nnrun scripts/bench/train.lua profile MODEL BATCH STEPS -> {"ops": [[name, share], ...]}
 local nnr = require "nnr"
 local fm = dofile((arg[0]:match("^(.*)/bench/[^/]*$") or "scripts") .. "/fashion_mnist.lua")
+local mode = "train"
+if arg[1] == "infer" or arg[1] == "profile" then mode = table.remove(arg, 1) end
 local kind, batch, steps = arg[1] or "mlp", tonumber(arg[2] or 64), tonumber(arg[3] or 200)
+if mode == "infer" then
+  nnr.manual_seed(0)
+  local model = fm.build_model(kind)
+  model:eval()
+  local x = nnr.randn(batch, 1, 28, 28)
+  local times = {}
+  nnr.no_grad(function()
+    for _ = 1, math.max(5, math.floor(steps / 10)) do model(x):sum():item() end
+    for s = 1, steps do
+      local t0 = nnr.clock()
+      model(x):sum():item()
+      times[s] = nnr.clock() - t0
+    end
+  end)
+  table.sort(times)
+  local med = times[math.floor(#times / 2) + 1]
+  print(string.format('{"us_per_batch": %.2f, "samples_per_s": %.1f}', med * 1e6, batch / med))
+  return
+end
 nnr.manual_seed(0)
 local model = fm.build_model(kind)
 local opt = nnr.optim.SGD(model:parameters(), { lr = 0.01, momentum = 0.9 })
@@ -12,6 +37,7 @@ local data = nnr.randn(60000, 1, 28, 28)
 local labels = nnr.randint(1, 11, { 60000 })
 local perm = nnr.tensor(fm.permutation(60000, 0, 1), { dtype = "i64" })
 local times = {}
+if mode == "profile" then nnr.profiler.start({ model = model }) end
 for s = 1, steps do
   local i = ((s - 1) * batch) % (60000 - batch) + 1
   local idx = perm:narrow(1, i, batch)
@@ -23,6 +49,18 @@ for s = 1, steps do
   opt:step()
   loss:item()
   times[s] = nnr.clock() - t0
+end
+if mode == "profile" then
+  local prof = nnr.profiler.stop()
+  local parts = {}
+  local total = 0
+  for _, r in ipairs(prof:ops()) do total = total + r.total end
+  for i, r in ipairs(prof:ops()) do
+    if i > 6 then break end
+    parts[#parts + 1] = string.format('["%s", %.4f]', r.name, r.total / total)
+  end
+  print('{"ops": [' .. table.concat(parts, ", ") .. ']}')
+  return
 end
 -- median of the rates of 5 windows, after dropping the first fifth (warm-up)
 local start = math.floor(steps / 5) + 1

@@ -1,6 +1,8 @@
 """PyTorch side of the training benchmark: the same models, batches drawn the
 same way, SGD lr 0.01 momentum 0.9. Usage: train_torch.py MODEL BATCH THREADS STEPS.
-Prints {"samples_per_s": ...} (median over windows of steps after a warm-up)."""
+Prints {"samples_per_s": ...} (median over windows of steps after a warm-up).
+train_torch.py infer MODEL BATCH THREADS ITERS: eval mode under no_grad, the
+median forward pass -> {"us_per_batch": ..., "samples_per_s": ...}."""
 import json
 import statistics
 import sys
@@ -9,6 +11,9 @@ import time
 import torch
 import torch.nn as nn
 
+infer = sys.argv[1] == "infer"
+if infer:
+    sys.argv.pop(1)
 model_kind, batch, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
@@ -23,6 +28,20 @@ else:
         layers.append(nn.BatchNorm2d(64))
     layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)]
     model = nn.Sequential(*layers)
+if infer:
+    model.eval()
+    x = torch.randn(batch, 1, 28, 28)
+    ts = []
+    with torch.no_grad():
+        for _ in range(max(5, steps // 10)):
+            model(x).sum().item()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            model(x).sum().item()
+            ts.append(time.perf_counter() - t0)
+    med = statistics.median(ts)
+    print(json.dumps({"us_per_batch": med * 1e6, "samples_per_s": batch / med, "version": torch.__version__, "threads": threads}))
+    sys.exit(0)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 data = torch.randn(60000, 1, 28, 28)
 labels = torch.randint(0, 10, (60000,))

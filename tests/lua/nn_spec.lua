@@ -398,3 +398,45 @@ describe("checkpoints", function()
     H.assert_close(nnr.load_idx(i32), { -2, 256 }, 0)
   end)
 end)
+
+describe("cpu fast paths", function()
+  local F = nnr.nn.functional
+  it("max_pool2d gives the same values with and without the argmax, NaNs and ties included", function()
+    nnr.manual_seed(5)
+    local x = nnr.randn(2, 3, 6, 8)
+    x[1][1][1][1] = 0 / 0                                   -- a NaN wins its window
+    x[2][2][3][3], x[2][2][3][4] = 100, 100                 -- a tie for the max: the first one wins
+    local plain = nnr.no_grad(function() return F.max_pool2d(x, 2) end)
+    local xr = x:clone():requires_grad_(true)
+    local y = F.max_pool2d(xr, 2)
+    local function nan_free(t) return t:masked_fill(t:ne(t), 999):totable() end
+    assert.same(nan_free(y:detach()), nan_free(plain))
+    local v = plain[1][1][1][1]
+    assert.is_true(v ~= v)
+    y:sum():backward()
+    -- each window sends its gradient to one element: the first maximum (or the NaN)
+    assert.equal(2 * 3 * 3 * 4, xr.grad:sum():item())
+    assert.equal(1, xr.grad[1][1][1][1])
+    assert.equal(1, xr.grad[2][2][3][3] + xr.grad[2][2][3][4])
+    assert.equal(1, xr.grad[2][2][3][3])
+  end)
+
+  it("linear's fused op matches matmul plus bias, with leading dimensions and strided inputs", function()
+    nnr.manual_seed(6)
+    local x, w, b = nnr.randn(2, 3, 7), nnr.randn(5, 7), nnr.randn(5)
+    local ref = x:matmul(w:t()) + b
+    H.assert_close(ref:totable(), F.linear(x, w, b):totable(), 1e-5)
+    H.assert_close(x:matmul(w:t()):totable(), F.linear(x, w):totable(), 1e-5)
+    local xt = nnr.randn(7, 4):t()                          -- a transposed (strided) input
+    H.assert_close((xt:matmul(w:t()) + b):totable(), F.linear(xt, w, b):totable(), 1e-5)
+  end)
+
+  it("index_select of whole rows matches gathering them one by one", function()
+    nnr.manual_seed(7)
+    local data = nnr.randn(50, 3, 4)
+    local idx = nnr.tensor({ 50, 1, 7, 7, 23 }, { dtype = "i64" })
+    local got = data:index_select(1, idx)
+    for k, i in ipairs({ 50, 1, 7, 7, 23 }) do assert.same(data[i]:totable(), got[k]:totable()) end
+    assert.matches("index 51 is out of range", H.errmsg(function() data:index_select(1, nnr.tensor({ 51 }, { dtype = "i64" })) end))
+  end)
+end)

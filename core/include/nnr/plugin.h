@@ -105,6 +105,10 @@ typedef enum nnr_op {
      * the leading batch dims are equal in all three (inputs broadcast with
      * stride 0); any strides */
     NNR_OP_MATMUL = 128,
+    /* ABI 1.1: y = x W^T (+ b): inputs x [M, K], weight [N, K], optional bias [N], all
+     * contiguous -> out [M, N] contiguous. The core uses it where the device supports it and
+     * falls back to MATMUL and ADD elsewhere. */
+    NNR_OP_LINEAR = 129,
     /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
     NNR_OP_GATHER = 144,
     /* index_select along dim i[0] with 1-d I64 index inputs[1] */
@@ -122,7 +126,8 @@ typedef enum nnr_op {
     NNR_OP_CONV2D = 160, NNR_OP_CONV2D_GRAD_INPUT = 161, NNR_OP_CONV2D_GRAD_WEIGHT = 162,
     /* pooling, NCHW. i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or
      * count_include_pad (avg, i[6]).
-     * MAXPOOL2D: x -> outputs[0] values, outputs[1] I64 argmax (flat h*W+w within the plane)
+     * MAXPOOL2D: x -> outputs[0] values, outputs[1] I64 argmax (flat h*W+w within the plane); the core
+     *   leaves the argmax out (n_outputs 1) on the cpu backend when no gradient is recorded (ABI 1.1)
      * MAXPOOL2D_BACKWARD: inputs grad_out, argmax -> grad_x (fully written)
      * AVGPOOL2D / _BACKWARD: x -> y; grad_out -> grad_x
      * ADAPTIVE_AVGPOOL2D / _BACKWARD: output size from the output's shape */

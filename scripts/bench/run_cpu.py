@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""CPU performance, nnrun vs PyTorch in one run (issue 5's table):
+  - training throughput: mlp and cnn at batch 64 and 256 (SGD lr 0.01 momentum 0.9);
+  - inference: latency at batch 1 and throughput at batch 256 (eval, no gradients);
+  - the OpenBLAS sgemm rate (1024^3, its own 2 threads) measured in the same run, and the
+    share of it the mlp reaches at batch 256 (2.4 MFLOP per sample per step);
+  - the profile's top ops for each training workload (nnr.profiler).
+nnrun uses 2 threads; PyTorch its best of 1 or 2 threads with OMP_WAIT_POLICY=PASSIVE and
+the same OpenBLAS kernels. Prints the tables with ratios and rewrites the "cpu" section of
+docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick]"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import NNRUN, ROOT, STREAM, blas_env, cpu_model, find_torch_python, write_perf_section  # noqa: E402
+
+BENCH = os.path.join(ROOT, "scripts/bench")
+QUICK = "--quick" in sys.argv
+STEPS = {"mlp": 150 if QUICK else 300, "cnn": 30 if QUICK else 60}
+MLP_FLOP = 2.4e6   # per sample per training step (issue 5)
+
+
+def ours(*args):
+    return json.loads(subprocess.run([NNRUN, os.path.join(BENCH, "train.lua"), *map(str, args)], check=True,
+                                     capture_output=True, text=True, env=dict(ENV, NNR_NUM_THREADS="2")).stdout)
+
+
+def theirs(*args):
+    """PyTorch's best of 1 or 2 threads; args as train_torch.py takes them, threads inserted"""
+    best = None
+    for t in (1, 2):
+        a = list(map(str, args))
+        a.insert(3 if a[0] == "infer" else 2, str(t))
+        r = json.loads(subprocess.run([TORCH, os.path.join(BENCH, "train_torch.py"), *a], check=True, capture_output=True,
+                                      text=True, env=dict(ENV, OMP_WAIT_POLICY="PASSIVE")).stdout)
+        if best is None or r["samples_per_s"] > best["samples_per_s"]:
+            best = r
+    return best
+
+
+def main():
+    global ENV, TORCH
+    ENV = blas_env()
+    TORCH = find_torch_python()
+    version = "not installed"
+    sgemm = json.loads(subprocess.run([STREAM, "sgemm", "1024", "15"], check=True, capture_output=True, text=True,
+                                      env=dict(ENV, OPENBLAS_NUM_THREADS="2")).stdout)["median_gflops"]
+    train = "| training | nnrun (2 threads) | PyTorch (best threads) | nnrun / PyTorch | target |\n|---|---|---|---|---|\n"
+    tops = ""
+    mlp256 = None
+    for kind in ("mlp", "cnn"):
+        for batch in (64, 256):
+            steps = STEPS[kind] if batch == 64 else STEPS[kind] // 2
+            o = ours(kind, batch, steps)["samples_per_s"]
+            t = theirs(kind, batch, steps) if TORCH else None
+            if t:
+                version = t["version"]
+            if kind == "mlp" and batch == 256:
+                mlp256 = o
+            train += f"| {kind}, batch {batch} | {o:,.0f} samples/s | " + (f"{t['samples_per_s']:,.0f} ({t['threads']})" if t else "-") + \
+                     " | " + (f"{o / t['samples_per_s']:.2f}x" if t else "-") + " | >= 1.5x |\n"
+            print(train.splitlines()[-1], flush=True)
+            prof = ours("profile", kind, batch, max(10, steps // 3))["ops"]
+            tops += f"| {kind}, batch {batch} | " + ", ".join(f"{n} {100 * s:.0f}%" for n, s in prof) + " |\n"
+    infer = "| inference | nnrun (2 threads) | PyTorch (best threads) | nnrun / PyTorch | target |\n|---|---|---|---|---|\n"
+    for kind in ("mlp", "cnn"):
+        for batch, iters, target in ((1, 2000 if kind == "mlp" else 1000, ">= 2x"), (256, 100 if kind == "mlp" else 20, ">= 1.2x" if kind == "mlp" else ">= 2x")):
+            o = ours("infer", kind, batch, iters)
+            t = theirs("infer", kind, batch, iters) if TORCH else None
+            if batch == 1:
+                cell_o, cell_t = f"{o['us_per_batch']:.1f} us", (f"{t['us_per_batch']:.1f} us ({t['threads']})" if t else "-")
+            else:
+                cell_o, cell_t = f"{o['samples_per_s']:,.0f} samples/s", (f"{t['samples_per_s']:,.0f} samples/s ({t['threads']})" if t else "-")
+            infer += f"| {kind}, batch {batch} | {cell_o} | {cell_t} | " + (f"{o['samples_per_s'] / t['samples_per_s']:.2f}x" if t else "-") + f" | {target} |\n"
+            print(infer.splitlines()[-1], flush=True)
+    share = mlp256 * MLP_FLOP / 1e9 / sgemm
+    gemm = f"OpenBLAS sgemm 1024^3 with its own 2 threads: {sgemm:.0f} GFLOP/s (median of 15). The mlp at batch 256 trains at " \
+           f"{mlp256 * MLP_FLOP / 1e9:.0f} GFLOP/s = {100 * share:.0f}% of it (target >= 60%)."
+    print(gemm)
+    machine = f"{cpu_model()}, {os.cpu_count()} cores; PyTorch {version} (OMP_WAIT_POLICY=PASSIVE, same OpenBLAS kernels)"
+    print(machine)
+    if "--no-write" not in sys.argv:
+        write_perf_section("training", f"## CPU: training and inference against PyTorch\n\n`scripts/bench/run_cpu.py`, "
+                           f"{time.strftime('%Y-%m-%d')}. Training: SGD lr 0.01 momentum 0.9, median over windows of steps after a "
+                           f"warm-up. Inference: eval mode without gradients, the median pass. Machine: {machine}.\n\n{train}\n{infer}\n"
+                           f"{gemm}\n\nWhere the time goes (nnr.profiler, share of op time, top 6):\n\n| workload | top ops |\n|---|---|\n{tops}")
+
+
+if __name__ == "__main__":
+    main()
