@@ -111,7 +111,7 @@ print("args:", arg[1], arg[2])
 EOF2
 out=$("$NNRUN" --profile="$tmp/trace.json" "$tmp/prof.lua" --help --version 2>"$tmp/prof.err")
 check "--profile runs the script with its args" contains "$out" "args:	--help	--version"
-check "--profile table by op" contains "$(cat "$tmp/prof.err")" "matmul"
+check "--profile table by op" contains "$(cat "$tmp/prof.err")" "linear"
 check "--profile table by module" contains "$(cat "$tmp/prof.err")" "Linear"
 check "--profile trace" contains "$(cat "$tmp/trace.json")" '"cat": "module"'
 out=$("$NNRUN" --profile -e 'error("fails")' 2>&1)
