@@ -811,6 +811,30 @@ static int linear_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
     return st;
 }
 
+/* linear followed by relu, fused: the relu's mask is read from the output (y > 0 exactly
+ * where x W^T + b > 0), then the linear's own backward */
+static int linear_relu_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *y = nnr_node_saved(node, 2);
+    if (!y) return nnr_last_status();
+    nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, g, y);
+    if (!gm) return nnr_last_status();
+    int st = linear_backward(node, gm, grads);
+    nnr_tensor_release(gm);
+    return st;
+}
+
+int nnr_record_linear_relu(const nnr_tensor *const *inputs, nnr_tensor *out)
+{
+    nnr_node *node = make("LinearReluBackward", linear_relu_backward, inputs[2] ? 3 : 2, inputs);
+    if (!node) return nnr_last_status();
+    int st = save(node, inputs[0], 0);
+    if (!st) st = save(node, inputs[1], 0);
+    if (!st) st = save(node, out, 1);
+    if (st) { nnr_node_release(node); return st; }
+    return attach(out, node);
+}
+
 int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out)
 {
     nnr_node *node = make("LinearBackward", linear_backward, inputs[2] ? 3 : 2, inputs);

@@ -44,6 +44,7 @@ int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor 
 nnr_tensor *nnr_pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indices, const nnr_tensor *gy, const int64_t *params);
 /* inputs: x, weight, bias (NULL when absent) */
 int nnr_record_linear(const nnr_tensor *const *inputs, nnr_tensor *out);
+int nnr_record_linear_relu(const nnr_tensor *const *inputs, nnr_tensor *out);
 /* x, weight, bias as given; xc: contiguous x; w: weight in x's dtype (or NULL) */
 int nnr_record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *w, const nnr_tensor *mean,
                           const nnr_tensor *invstd, int training, nnr_tensor *out);

@@ -296,7 +296,13 @@ int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *squa
 /* y = x W^T + b, x [..., in], W [out, in], b [out]. Its own derivative gives
  * dW = G^T x directly in W's layout (through matmul and a transpose view it
  * would come out transposed and need a strided copy). */
-nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias)
+static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int relu);
+
+nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias) { return linear_impl(x, w, bias, 0); }
+/* relu(x W^T + b) in one op on the cpu backend (nn.Sequential fuses Linear then ReLU into it) */
+nnr_tensor *nnr_linear_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias) { return linear_impl(x, w, bias, 1); }
+
+static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int relu)
 {
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
     if (w->ndim != 2 || x->ndim < 1 || x->sizes[x->ndim - 1] != w->sizes[1]) {
@@ -330,7 +336,8 @@ nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tenso
             int64_t xs[2] = {M, K}, ys[2] = {M, w->sizes[0]};
             nnr_tensor *x2 = nnr_reshape(c[0], 2, xs), *y2 = nnr_reshape(y, 2, ys);
             nnr_tensor *ins[3] = {x2, c[1], c[2]};
-            if (!x2 || !y2 || run_call("linear", NNR_OP_LINEAR, x->device, bias ? 3 : 2, ins, 1, &y2, NULL)) { nnr_tensor_release(y); y = NULL; }
+            nnr_op_params p = {.struct_size = sizeof p, .i = {relu}};
+            if (!x2 || !y2 || run_call("linear", NNR_OP_LINEAR, x->device, bias ? 3 : 2, ins, 1, &y2, &p)) { nnr_tensor_release(y); y = NULL; }
             nnr_tensor_release(x2);
             nnr_tensor_release(y2);
         }
@@ -340,9 +347,10 @@ nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tenso
         y = wt ? nnr_matmul(x, wt) : NULL;
         nnr_tensor_release(wt);
         if (y && bias && nnr_binary_(NNR_OP_ADD, y, bias)) { nnr_tensor_release(y); y = NULL; }
+        if (y && relu) { nnr_tensor *r = nnr_unary(NNR_OP_RELU, y); nnr_tensor_release(y); y = r; }
     }
     nnr_set_grad_enabled(prev);
-    if (y && record && nnr_record_linear(in, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && record && (relu ? nnr_record_linear_relu(in, y) : nnr_record_linear(in, y))) { nnr_tensor_release(y); y = NULL; }
     return y;
 }
 

@@ -102,6 +102,22 @@ int cpu_matmul(const nnr_op_call *call)
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
+typedef struct relu_job { void *y; int dt; } relu_job;
+
+/* NaN stays NaN, as the RELU op does */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void relu_range(void *arg, int64_t begin, int64_t end)
+{
+    const relu_job *j = arg;
+    if (j->dt == NNR_F32) {
+        float *y = j->y;
+        for (int64_t i = begin; i < end; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f);
+    } else {
+        double *y = j->y;
+        for (int64_t i = begin; i < end; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0);
+    }
+}
+
 /* y = x W^T (+ b), all contiguous: the bias rows first, then one gemm with beta = 1 */
 int cpu_linear(const nnr_op_call *call)
 {
@@ -120,5 +136,9 @@ int cpu_linear(const nnr_op_call *call)
         return NNR_OK;
     }
     cpu_gemm(dt, CblasNoTrans, CblasTrans, M, N, K, 1.0, x->data, K, w->data, K, b ? 1.0 : 0.0, y->data, N);
+    if (call->params && call->params->i[0] == 1) {      /* relu, while the output is still in cache */
+        relu_job j = {y->data, dt};
+        return cpu_parallel_for(M * N, 1 << 15, relu_range, &j);
+    }
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }

@@ -30,16 +30,16 @@ describe("nnr.profiler", function()
     local by = function(rows, name) for _, r in ipairs(rows) do if r.name == name then return r end end end
     local mods = prof:modules()
     assert.equal(3, by(mods, "Sequential").calls)
-    assert.equal(3, by(mods, "1 (Linear)").calls)
+    assert.equal(3, by(mods, "1 (Linear)+ReLU").calls)     -- Sequential fuses Linear then ReLU
     assert.equal(3, by(mods, "3 (Linear)").calls)
     local ops = prof:ops()
-    local mm = by(ops, "matmul")
-    assert.is_truthy(mm)
-    assert.is_true(mm.calls >= 6)                          -- two forward matmuls per step, more in backward
+    assert.equal(6, by(ops, "linear").calls)              -- two forward linears per step
+    assert.is_true(by(ops, "matmul").calls >= 6)           -- the backward's
     assert.is_true(by(ops, "sgd").calls >= 12)             -- one fused step per parameter per step
     assert.is_truthy(by(prof:summary({ "autograd" }), "LinearBackward"))
+    assert.is_truthy(by(prof:summary({ "autograd" }), "LinearReluBackward"))
     -- the Sequential's time holds its children's; self time is what is left
-    local seq, l1 = by(mods, "Sequential"), by(mods, "1 (Linear)")
+    local seq, l1 = by(mods, "Sequential"), by(mods, "1 (Linear)+ReLU")
     assert.is_true(seq.total >= l1.total)
     assert.is_true(seq.self <= seq.total and seq.self >= 0)
     for _, r in ipairs(ops) do assert.is_true(r.share >= 0 and r.share <= 1.0001) end

@@ -287,6 +287,8 @@ void nnr_lua_pool_free(void *pool);
 /* --- neural-network ops (f32/f64, NCHW) --- */
 /* y = x W^T + b (bias may be NULL) */
 nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
+/* relu(x W^T + b), one fused op on the cpu backend */
+nnr_tensor *nnr_linear_relu(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
 /* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
  * training the batch statistics are used and the running ones updated in place */
 nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, nnr_tensor *running_mean,

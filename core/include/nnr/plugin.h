@@ -106,8 +106,8 @@ typedef enum nnr_op {
      * stride 0); any strides */
     NNR_OP_MATMUL = 128,
     /* ABI 1.1: y = x W^T (+ b): inputs x [M, K], weight [N, K], optional bias [N], all
-     * contiguous -> out [M, N] contiguous. The core uses it where the device supports it and
-     * falls back to MATMUL and ADD elsewhere. */
+     * contiguous -> out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0).
+     * The core uses it on the cpu backend and MATMUL, ADD (and RELU) elsewhere. */
     NNR_OP_LINEAR = 129,
     /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
     NNR_OP_GATHER = 144,

@@ -23,16 +23,57 @@ function Sequential:__len() return #self._children end
 
 function Sequential:get(i) return self[tostring(i)] end
 
+-- A Linear followed by a ReLU runs as one fused op (F.linear_relu: the relu is applied while
+-- the gemm's output is still in cache, and its backward reads the mask from the output).
+-- Only the library's own classes fuse, so a subclass with its own forward runs as written.
+local Linear, ReLU
+local function fusable(a, b)
+  if not Linear then
+    local nn = require "nnr.nn"
+    Linear, ReLU = nn.Linear, nn.ReLU
+  end
+  return b ~= nil and getmetatable(a) == Linear and getmetatable(b) == ReLU and rawget(a, "forward") == nil
+    and rawget(b, "forward") == nil
+end
+
+local function linear_relu(m, x)
+  local F = require "nnr.nn.functional"
+  if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
+  local prof = Module._profiling
+  if not prof.on then return F.linear_relu(x, m.weight, m.bias) end
+  -- profiled: one scope for the pair, "2 (Linear)+ReLU"
+  local name = (rawget(m, "_prof_name") or m.__name) .. "+ReLU"
+  local p = prof.names[name]
+  local C = require("nnr.core").C
+  if not p then p = C.nnr_profiler_intern(name); prof.names[name] = p end
+  C.nnr_profiler_push(p)
+  local ok, y = pcall(F.linear_relu, x, m.weight, m.bias)
+  C.nnr_profiler_pop()
+  if not ok then error(y, 0) end
+  return y
+end
+
 function Sequential:forward(x)
-  for i, name in ipairs(self._children) do
+  local children = self._children
+  local skip = false
+  for i, name in ipairs(children) do
+    if skip then skip = false; goto continue end
     local child = self[name]
-    local ok, out = pcall(child.__call, child, x)
+    local fuse = fusable(child, self[children[i + 1] or ""])
+    local ok, out
+    if fuse then
+      ok, out = pcall(linear_relu, child, x)
+      skip = true
+    else
+      ok, out = pcall(child.__call, child, x)
+    end
     if not ok then
       local msg = tostring(out)
       if not msg:find("^Sequential%[") and not msg:find("^" .. child.__name) then msg = child.__name .. ": " .. msg end
       error(string.format("Sequential[%d] %s", i, msg), 0)
     end
     x = out
+    ::continue::
   end
   return x
 end

@@ -20,6 +20,11 @@ function F.linear(x, weight, bias)
   return own(C.nnr_linear(x.p, weight.p, bias and bias.p or nil))
 end
 
+-- relu(linear(x, weight, bias)) as one op on the cpu backend (nn.Sequential uses it for Linear then ReLU)
+function F.linear_relu(x, weight, bias)
+  return own(C.nnr_linear_relu(x.p, weight.p, bias and bias.p or nil))
+end
+
 function F.conv2d(x, weight, bias, opts)
   opts = opts or {}
   local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
