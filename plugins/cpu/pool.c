@@ -36,30 +36,6 @@ static inline void max4(float a, float b, float c, float d, int64_t ia, int64_t 
     *arg = k;
 }
 
-/* one output row of a 2x2/2 window, vectorized: the max of the four, then (for the backward)
- * the first of the four that equals it, which is what the sequential strict-greater rule picks.
- * Returns 1 when the row holds a NaN: the caller redoes it the careful way. */
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-CLONES static int max_row_2x2(const float *restrict r0, const float *restrict r1, int64_t base, int64_t W, int64_t WO,
-                              float *restrict y, int64_t *restrict idx)
-{
-    int nan = 0;
-    for (int64_t wo = 0; wo < WO; wo++) {
-        float a = r0[2 * wo], b = r0[2 * wo + 1], c = r1[2 * wo], d = r1[2 * wo + 1];
-        nan |= (a != a) | (b != b) | (c != c) | (d != d);
-        float m1 = b > a ? b : a, m2 = d > c ? d : c;
-        y[wo] = m2 > m1 ? m2 : m1;
-    }
-    if (nan) return 1;
-    if (idx)
-        for (int64_t wo = 0; wo < WO; wo++) {
-            float m = y[wo];
-            int64_t k = base + 2 * wo;
-            idx[wo] = r0[2 * wo] == m ? k : r0[2 * wo + 1] == m ? k + 1 : r1[2 * wo] == m ? k + W : k + W + 1;
-        }
-    return 0;
-}
-
 static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
 {
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
@@ -70,7 +46,6 @@ static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
         for (int64_t ho = 0; ho < HO; ho++) {
             const float *r0 = x + 2 * ho * W, *r1 = r0 + W;
             int64_t base = 2 * ho * W;
-            if (!max_row_2x2(r0, r1, base, W, WO, y + ho * WO, idx ? idx + ho * WO : NULL)) continue;
             int64_t scratch_idx;
             for (int64_t wo = 0; wo < WO; wo++) {
                 int64_t c = 2 * wo;
