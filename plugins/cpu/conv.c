@@ -503,3 +503,12 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
+
+/* a pool thread's image buffer, at its exit */
+void cpu_conv_thread_exit(void)
+{
+    free(tl_image.p);
+    tl_image.p = NULL;
+    tl_image.n = 0;
+    cpu_conv_scratch_free();
+}

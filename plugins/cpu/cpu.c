@@ -165,7 +165,7 @@ static void shutdown(nnr_plugin *self)
 {
     (void)self;
     cpu_pool_shutdown();
-    cpu_conv_scratch_free();
+    cpu_conv_thread_exit();
 }
 
 static nnr_plugin cpu_plugin = {

@@ -20,6 +20,8 @@ int cpu_pool_threads(void);
  * than grain are not split further. Returns NNR_ERR_INTERRUPTED on Ctrl-C. */
 int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
 void cpu_pool_shutdown(void);
+/* frees the calling thread's convolution scratch (pool threads call it as they exit) */
+void cpu_conv_thread_exit(void);
 
 /* ---- strided iteration over operands of one shape (iter.c) ---- */
 enum { CPU_ITER_MAX_OPS = 5 };

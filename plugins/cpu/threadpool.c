@@ -45,6 +45,7 @@ static void *worker_main(void *arg)
         }
     }
     pthread_mutex_unlock(&lock);
+    cpu_conv_thread_exit();        /* the thread's scratch buffers */
     return NULL;
 }
 
