@@ -47,8 +47,13 @@ static void valid_range(int64_t W, int64_t WO, int64_t sw, int64_t off, int64_t 
  * memcpy/memset calls (which gcc makes of such loops unless told not to)
  * the call overhead was most of the convolution's time. */
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_MEMCPY_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NO_MEMCPY_CALLS
+#endif
 
-CLONES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+CLONES NO_MEMCPY_CALLS
 static void im2col_rows_f32(const im2col_job *j, int64_t begin, int64_t end)
 {
     const conv_geom *g = j->g;
