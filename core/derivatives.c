@@ -744,13 +744,28 @@ static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads
                             has_bias ? &grads[2] : NULL);
 }
 
-int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, nnr_tensor *out)
+/* convolution followed by relu, fused: the mask comes from the output */
+static int conv_relu_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
-    nnr_node *node = make("ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
+    const nnr_tensor *y = nnr_node_saved(node, 2);
+    if (!y) return nnr_last_status();
+    nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, g, y);
+    if (!gm) return nnr_last_status();
+    int st = conv_backward(node, gm, grads);
+    nnr_tensor_release(gm);
+    return st;
+}
+
+int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,
+                      nnr_tensor *out)
+{
+    nnr_node *node = relu ? make("ConvolutionReluBackward", conv_relu_backward, inputs[2] ? 3 : 2, inputs)
+                          : make("ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
     memcpy(node->i, geom, sizeof(int64_t) * 7);
     int st = save(node, xc, 0);
     if (!st) st = save(node, wc, 0);
+    if (!st && relu) st = save(node, out, 1);
     if (st) { nnr_node_release(node); return st; }
     return attach(out, node);
 }

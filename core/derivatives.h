@@ -35,7 +35,8 @@ int nnr_record_cat(int n, nnr_tensor *const *ts, int dim, nnr_tensor *out);
 int nnr_record_index(int kind, const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src, nnr_tensor *out);
 /* inputs: x, weight, bias (NULL when absent) as the user gave them (the graph's edges);
  * xc, wc: the contiguous copies the kernel used (saved) */
-int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, nnr_tensor *out);
+int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,
+                      nnr_tensor *out);
 /* op: NNR_OP_MAXPOOL2D (indices given), AVGPOOL2D or ADAPTIVE_AVGPOOL2D; params as the kernel's */
 int nnr_record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const nnr_tensor *indices, const int64_t *params, nnr_tensor *out);
 /* nn.c: the gradients, for the backward functions */

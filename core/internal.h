@@ -131,6 +131,8 @@ extern _Thread_local int64_t nnr_tl_alloc_bytes;
 /* ---- the profiler (profiler.c): off, it costs one predictable branch per op ---- */
 enum { NNR_PROF_OP = 0, NNR_PROF_SCOPE = 1, NNR_PROF_AUTOGRAD = 2, NNR_PROF_LOADER = 3, NNR_PROF_WAIT = 4, NNR_PROF_ALLOC = 5 };
 extern volatile int nnr_profiling;
+unsigned nnr_prof_generation(void);     /* changes at each nnr_profiler_start */
+void nnr_prof_charge_from_now(void);    /* this thread's next op is charged from here (ops.c) */
 int64_t nnr_prof_now(void);
 /* one finished event of this thread; name must outlive the profile (static strings, interned names) */
 void nnr_prof_record(int kind, const char *name, int64_t start_ns, int64_t dur_ns, int64_t bytes);

@@ -52,8 +52,8 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, 
 
 /* ---------------- convolution ---------------- */
 
-nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
-                       int pad_w, int dil_h, int dil_w, int groups)
+static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                       int pad_w, int dil_h, int dil_w, int groups, int relu)
 {
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
     if (x->ndim != 4 || w->ndim != 4) {
@@ -94,11 +94,33 @@ nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tenso
     if (prepare(3, in, dt, c)) return NULL;
     int64_t sizes[4] = {x->sizes[0], O, HO, WO};
     nnr_tensor *y = nnr_tensor_alloc(dt, 4, sizes, x->device);
-    nnr_op_params p = {.struct_size = sizeof p, .i = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups}};
+    /* i[7] = 1: relu fused (the cpu backend applies it per image while the output is in cache) */
+    int fused = relu && x->device == 0;
+    nnr_op_params p = {.struct_size = sizeof p, .i = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, fused}};
     if (y && run_call("conv2d", NNR_OP_CONV2D, x->device, bias ? 3 : 2, c, 1, &y, &p)) { nnr_tensor_release(y); y = NULL; }
-    if (y && nnr_should_record(3, in) && nnr_record_conv2d(in, c[0], c[1], p.i, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && relu && !fused) {
+        int prev = nnr_set_grad_enabled(0);
+        nnr_tensor *r = nnr_unary(NNR_OP_RELU, y);
+        nnr_set_grad_enabled(prev);
+        nnr_tensor_release(y);
+        y = r;
+    }
+    if (y && nnr_should_record(3, in) && nnr_record_conv2d(in, c[0], c[1], p.i, relu, y)) { nnr_tensor_release(y); y = NULL; }
     release_all(3, c);
     return y;
+}
+
+nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                       int pad_w, int dil_h, int dil_w, int groups)
+{
+    return conv_impl(x, w, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, 0);
+}
+
+/* relu(conv2d(...)) as one op on the cpu backend (nn.Sequential fuses Conv2d then ReLU into it) */
+nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                            int pad_w, int dil_h, int dil_w, int groups)
+{
+    return conv_impl(x, w, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, 1);
 }
 
 /* the gradients of a convolution, for its backward (recording is off) */

@@ -99,6 +99,11 @@ static _Atomic int64_t fallback_counts[256];
 
 int64_t nnr_fallback_count(int op) { return (op >= 0 && op < 256) ? atomic_load(&fallback_counts[op]) : 0; }
 
+/* an op's bytes are what its thread allocated since the thread's previous op (or the profile's start) */
+static _Thread_local int64_t prof_charged;
+static _Thread_local unsigned prof_gen;
+void nnr_prof_charge_from_now(void) { prof_gen = nnr_prof_generation(); prof_charged = nnr_tl_alloc_bytes; }
+
 int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
 {
     if (nnr_interrupted_flag()) {
@@ -128,9 +133,9 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
     }
     if (__builtin_expect(nnr_profiling, 0)) {
         /* an op's bytes: what its thread allocated since the previous op (the front-end's outputs) */
-        static _Thread_local int64_t charged;
-        nnr_prof_record(NNR_PROF_OP, opname, t0, nnr_prof_now() - t0, nnr_tl_alloc_bytes - charged);
-        charged = nnr_tl_alloc_bytes;
+        if (prof_gen != nnr_prof_generation()) { prof_gen = nnr_prof_generation(); prof_charged = nnr_tl_alloc_bytes; }   /* a new profile */
+        nnr_prof_record(NNR_PROF_OP, opname, t0, nnr_prof_now() - t0, nnr_tl_alloc_bytes - prof_charged);
+        prof_charged = nnr_tl_alloc_bytes;
     }
     if (st != NNR_OK) {
         const char *msg = nnr_last_error();

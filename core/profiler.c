@@ -34,6 +34,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static prof_thread *threads;
 static int n_threads;
 static unsigned generation = 1;
+unsigned nnr_prof_generation(void) { return generation; }
 static _Atomic int64_t total_events, dropped;
 static int64_t t_start, t_stop;
 static char *names[MAX_NAMES];
@@ -106,6 +107,7 @@ int nnr_profiler_start(void)
     t_stop = 0;
     prof_thread *t = this_thread();
     if (t) snprintf(t->label, sizeof t->label, "main");
+    nnr_prof_charge_from_now();
     nnr_profiling = 1;
     return NNR_OK;
 }

@@ -297,9 +297,16 @@ static void im2col_one(const conv_geom *g, int dt, const void *x, void *cols, in
     im2col_rows(&j, 0, g->ck);
 }
 
+/* relu in place (NaN stays NaN, as the RELU op does) */
+CLONES static void relu_inplace(int dt, void *p, int64_t n)
+{
+    if (dt == NNR_F32) { float *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f); }
+    else { double *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0); }
+}
+
 typedef struct image_job {
     const conv_geom *g;
-    int dt, failed;
+    int dt, failed, relu;
     const char *x, *w, *gy, *bias;
     char *y, *gx;
     char *partial;          /* grad weight: one [O, CK] (+ [O] bias) accumulator per piece */
@@ -333,6 +340,7 @@ static void forward_images(void *arg, int64_t begin, int64_t end)
             (split_gemm(g) ? cpu_gemm : cpu_gemm_serial)(dt, CblasNoTrans, CblasNoTrans, g->og, plane, g->ck, 1.0,
                 j->w + gr * g->og * g->ck * es, g->ck, cols, plane, j->bias ? 1.0 : 0.0, yn + gr * g->og * plane * es, plane);
         }
+        if (j->relu) relu_inplace(dt, yn, g->O * plane);     /* while the image's output is in cache */
     }
 }
 
@@ -394,10 +402,10 @@ int cpu_conv2d(const nnr_op_call *call)
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
     const nnr_tensor_desc *bias = call->n_inputs > 2 ? call->inputs[2] : NULL;
     conv_geom g = geometry(x, w, y, call->params->i);
-    int dt = x->dtype;
+    int dt = x->dtype, relu = call->params->i[7] == 1;
     int64_t es = dt == NNR_F32 ? 4 : 8;
     if (per_image(&g, es)) {
-        image_job j = {&g, dt, 0, x->data, w->data, NULL, bias ? bias->data : NULL, y->data, NULL, NULL, 0, 0};
+        image_job j = {&g, dt, 0, relu, x->data, w->data, NULL, bias ? bias->data : NULL, y->data, NULL, NULL, 0, 0};
         int st = NNR_OK;
         if (split_gemm(&g)) forward_images(&j, 0, g.N);
         else st = cpu_parallel_for(g.N, 1, forward_images, &j);
@@ -418,6 +426,7 @@ int cpu_conv2d(const nnr_op_call *call)
                  0.0, (char *)rows + gr * c.og * c.cols * es, c.cols);
         }
         scatter_rows(&c, dt, rows, (char *)y->data + n0 * g.O * g.HO * g.WO * es, bias ? bias->data : NULL);
+        if (relu) relu_inplace(dt, (char *)y->data + n0 * g.O * g.HO * g.WO * es, c.N * g.O * g.HO * g.WO);
     }
     scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
@@ -430,7 +439,7 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     int dt = gy->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
-        image_job j = {&g, dt, 0, NULL, w->data, gy->data, NULL, NULL, gx->data, NULL, 0, 0};
+        image_job j = {&g, dt, 0, 0, NULL, w->data, gy->data, NULL, NULL, gx->data, NULL, 0, 0};
         int st = NNR_OK;
         if (split_gemm(&g)) grad_input_images(&j, 0, g.N);
         else st = cpu_parallel_for(g.N, 1, grad_input_images, &j);
@@ -467,7 +476,7 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     if (per_image(&g, es)) {
         int64_t pieces = cpu_pool_threads() < g.N ? cpu_pool_threads() : g.N, wsize = g.O * g.ck + g.O;
         if (pieces < 1) pieces = 1;
-        image_job j = {&g, dt, 0, x->data, NULL, gy->data, NULL, NULL, NULL, malloc((size_t)(pieces * wsize * es) + 64), pieces, gb != NULL};
+        image_job j = {&g, dt, 0, 0, x->data, NULL, gy->data, NULL, NULL, NULL, malloc((size_t)(pieces * wsize * es) + 64), pieces, gb != NULL};
         if (!j.partial) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
         int st = cpu_parallel_for(pieces, 1, grad_weight_pieces, &j);
         if (j.failed) { free(j.partial); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }

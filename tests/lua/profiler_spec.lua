@@ -50,6 +50,17 @@ describe("nnr.profiler", function()
     assert.is_true(prof.devices[1].peak_bytes > 0)
   end)
 
+  it("charges each op the bytes its outputs took, from the first op of a profile on", function()
+    local a, b = nnr.randn(1000), nnr.randn(1000)
+    local keep = {}
+    for i = 1, 50 do keep[i] = nnr.randn(100, 100) end      -- allocations before the profile are not charged
+    local prof = nnr.profiler.profile(function() for i = 1, 5 do keep[i] = a + b end end)
+    local add
+    for _, r in ipairs(prof:ops()) do if r.name == "add" then add = r end end
+    assert.equal(5, add.calls)
+    assert.is_true(add.bytes >= 5 * 4000 and add.bytes <= 5 * 8192, "add charged " .. add.bytes .. " bytes")
+  end)
+
   it("gives the same results with and without the profiler", function()
     local a = train(mlp(), 4, x, y)
     local _, b = nnr.profiler.profile(train, nil, mlp(), 4, x, y)

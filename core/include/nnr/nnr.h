@@ -295,6 +295,9 @@ nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const 
                            nnr_tensor *running_var, int training, double momentum, double eps);
 nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
                        int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
+/* relu(conv2d(...)), one fused op on the cpu backend */
+nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
+                       int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
 nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);
 nnr_tensor *nnr_avg_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int ceil_mode, int count_include_pad);
 nnr_tensor *nnr_adaptive_avg_pool2d(const nnr_tensor *x, int out_h, int out_w);

@@ -118,7 +118,8 @@ typedef enum nnr_op {
      * INDEX_ADD: out.select(dim, index[j]) += src.select(dim, j) (index 1-d)
      * inputs: index (I64, 0-based), src */
     NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147,
-    /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups.
+    /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups; and for CONV2D
+     * i[7] = 1: relu applied to the output (ABI 1.1; the core asks for it on the cpu backend only).
      * CONV2D: inputs x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO]
      * CONV2D_GRAD_INPUT: inputs grad_out, weight -> grad_x (its shape given by the output)
      * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight, and (optional, ABI 1.1) grad_bias [O] as

@@ -23,31 +23,39 @@ function Sequential:__len() return #self._children end
 
 function Sequential:get(i) return self[tostring(i)] end
 
--- A Linear followed by a ReLU runs as one fused op (F.linear_relu: the relu is applied while
--- the gemm's output is still in cache, and its backward reads the mask from the output).
--- Only the library's own classes fuse, so a subclass with its own forward runs as written.
-local Linear, ReLU
+-- A Linear or Conv2d followed by a ReLU runs as one fused op (F.linear_relu, F.conv2d_relu:
+-- the relu is applied while the output is still in cache, and the backward reads the mask
+-- from the output). Only the library's own classes fuse, so a subclass with its own forward
+-- runs as written.
+local Linear, Conv2d, ReLU
 local function fusable(a, b)
   if not Linear then
     local nn = require "nnr.nn"
-    Linear, ReLU = nn.Linear, nn.ReLU
+    Linear, Conv2d, ReLU = nn.Linear, nn.Conv2d, nn.ReLU
   end
-  return b ~= nil and getmetatable(a) == Linear and getmetatable(b) == ReLU and rawget(a, "forward") == nil
+  local ma = getmetatable(a)
+  return b ~= nil and (ma == Linear or ma == Conv2d) and getmetatable(b) == ReLU and rawget(a, "forward") == nil
     and rawget(b, "forward") == nil
 end
 
-local function linear_relu(m, x)
+local function fused(m, x)
   local F = require "nnr.nn.functional"
-  if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
+  local run
+  if getmetatable(m) == Conv2d then
+    run = function() return m:_forward(x, true) end
+  else
+    if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
+    run = function() return F.linear_relu(x, m.weight, m.bias) end
+  end
   local prof = Module._profiling
-  if not prof.on then return F.linear_relu(x, m.weight, m.bias) end
+  if not prof.on then return run() end
   -- profiled: one scope for the pair, "2 (Linear)+ReLU"
   local name = (rawget(m, "_prof_name") or m.__name) .. "+ReLU"
   local p = prof.names[name]
   local C = require("nnr.core").C
   if not p then p = C.nnr_profiler_intern(name); prof.names[name] = p end
   C.nnr_profiler_push(p)
-  local ok, y = pcall(F.linear_relu, x, m.weight, m.bias)
+  local ok, y = pcall(run)
   C.nnr_profiler_pop()
   if not ok then error(y, 0) end
   return y
@@ -62,7 +70,7 @@ function Sequential:forward(x)
     local fuse = fusable(child, self[children[i + 1] or ""])
     local ok, out
     if fuse then
-      ok, out = pcall(linear_relu, child, x)
+      ok, out = pcall(fused, child, x)
       skip = true
     else
       ok, out = pcall(child.__call, child, x)

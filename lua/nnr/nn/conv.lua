@@ -25,14 +25,18 @@ function Conv2d:__init(in_channels, out_channels, kernel_size, opts)
   if opts.bias ~= false then self:register_parameter("bias", nnr.empty(out_channels, o):uniform_(-bound, bound)) end
 end
 
-function Conv2d:forward(x)
+function Conv2d:forward(x) return self:_forward(x, false) end
+
+-- relu: the ReLU that follows in a Sequential, fused into the convolution (F.conv2d_relu)
+function Conv2d:_forward(x, relu)
   local unbatched = x:dim() == 3
   if unbatched then x = x:unsqueeze(1) end
   if x:dim() ~= 4 or x:size(2) ~= self.in_channels then
     error(string.format("Conv2d(%d -> %d, %dx%d): input of shape %s, expected [N, %d, H, W]", self.in_channels, self.out_channels,
       self.kh, self.kw, nnr.shape_str(x:size()), self.in_channels), 0)
   end
-  local y = F.conv2d(x, self.weight, self.bias, { stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups })
+  local y = (relu and F.conv2d_relu or F.conv2d)(x, self.weight, self.bias,
+    { stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups })
   if unbatched then y = y:squeeze(1) end
   return y
 end
