@@ -1,6 +1,7 @@
 /* Pooling over NCHW planes, parallel over (n, c) planes. Max pooling keeps
  * the argmax (flat h*W+w in the input plane) for its backward. Inputs are
  * contiguous; f32 and f64 through double accumulation. */
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
@@ -36,8 +37,65 @@ static inline void max4(float a, float b, float c, float d, int64_t ia, int64_t 
     *arg = k;
 }
 
+#if defined(__x86_64__)
+/* One output row of 2x2/2 max pooling, 16 outputs at a time with AVX-512: even and odd
+ * columns split by permutes, the max by compare-and-blend (so the first of equal values
+ * wins, as in max4), the argmax by blends of the four offsets. Returns 1, having written
+ * nothing useful, when the row holds a NaN: the caller redoes it with max4. */
+__attribute__((target("avx512f")))
+static int max_row_2x2_avx512(const float *r0, const float *r1, int64_t base, int64_t W, int64_t WO, float *y, int64_t *idx)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t wo = 0; wo < WO; wo += 16) {
+        int64_t n = WO - wo < 16 ? WO - wo : 16;            /* outputs in this step */
+        int64_t in = 2 * n;                                  /* input floats per row */
+        __mmask16 m0 = in >= 16 ? 0xFFFF : (__mmask16)((1u << in) - 1);
+        __mmask16 m1 = in > 16 ? (__mmask16)((1u << (in - 16)) - 1) : 0;
+        if (in >= 32) m1 = 0xFFFF;
+        __mmask16 out = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+        const float *p0 = r0 + 2 * wo, *p1 = r1 + 2 * wo;
+        __m512 a0 = _mm512_maskz_loadu_ps(m0, p0), a1 = _mm512_maskz_loadu_ps(m1, p0 + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, p1), b1 = _mm512_maskz_loadu_ps(m1, p1 + 16);
+        __m512 a = _mm512_permutex2var_ps(a0, even, a1), b = _mm512_permutex2var_ps(a0, odd, a1);
+        __m512 c = _mm512_permutex2var_ps(b0, even, b1), d = _mm512_permutex2var_ps(b0, odd, b1);
+        __mmask16 nan = _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(c, d, _CMP_UNORD_Q);
+        if (nan & out) return 1;
+        __m512 mab = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(b, a, _CMP_GT_OQ), a, b);
+        __m512 mcd = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(d, c, _CMP_GT_OQ), c, d);
+        __m512 m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mcd, mab, _CMP_GT_OQ), mab, mcd);
+        _mm512_mask_storeu_ps(y + wo, out, m);
+        if (!idx) continue;
+        __m512i o = _mm512_set1_epi32((int)W + 1);
+        o = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(c, m, _CMP_EQ_OQ), o, _mm512_set1_epi32((int)W));
+        o = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(b, m, _CMP_EQ_OQ), o, _mm512_set1_epi32(1));
+        o = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(a, m, _CMP_EQ_OQ), o, _mm512_setzero_si512());
+        o = _mm512_add_epi32(o, _mm512_slli_epi32(lane, 1));                 /* + 2 * lane */
+        __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(o));
+        __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(o, 1));
+        __m512i start = _mm512_set1_epi64(base + 2 * wo);
+        _mm512_mask_storeu_epi64(idx + wo, (__mmask8)(out & 0xFF), _mm512_add_epi64(lo, start));
+        _mm512_mask_storeu_epi64(idx + wo + 8, (__mmask8)(out >> 8), _mm512_add_epi64(hi, start));
+    }
+    return 0;
+}
+#endif
+
+static int have_avx512(void)
+{
+#if defined(__x86_64__)
+    static int cached = -1;
+    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx512f") ? 1 : 0; }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
 static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
 {
+    int fast = have_avx512();
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
     for (int64_t p = begin; p < end; p++) {
         const float *x = (const float *)j->x->data + p * H * W;
@@ -46,6 +104,9 @@ static void max_planes_f32_2x2(const pool_job *j, int64_t begin, int64_t end)
         for (int64_t ho = 0; ho < HO; ho++) {
             const float *r0 = x + 2 * ho * W, *r1 = r0 + W;
             int64_t base = 2 * ho * W;
+#if defined(__x86_64__)
+            if (fast && !max_row_2x2_avx512(r0, r1, base, W, WO, y + ho * WO, idx ? idx + ho * WO : NULL)) continue;
+#endif
             int64_t scratch_idx;
             for (int64_t wo = 0; wo < WO; wo++) {
                 int64_t c = 2 * wo;

@@ -457,6 +457,32 @@ describe("cpu fast paths", function()
     assert.equal(1, xr.grad[2][2][3][3])
   end)
 
+  it("max_pool2d 2x2 (the vectorized rows) matches a plain reference on odd and wide shapes, argmax included", function()
+    nnr.manual_seed(8)
+    for _, shape in ipairs({ { 1, 2, 4, 5 }, { 2, 1, 6, 9 }, { 1, 1, 2, 33 }, { 1, 3, 5, 40 }, { 1, 1, 4, 64 } }) do
+      local x = nnr.randint(-3, 4, shape):float()             -- small integers: plenty of ties
+      local xr = x:clone():requires_grad_(true)
+      local y = F.max_pool2d(xr, 2)
+      y:sum():backward()
+      local xt, yt, gt = x:totable(), y:detach():totable(), xr.grad:totable()
+      local HO, WO = math.floor(shape[3] / 2), math.floor(shape[4] / 2)
+      for n = 1, shape[1] do for c = 1, shape[2] do
+        local want_grad = {}
+        for h = 1, shape[3] do want_grad[h] = {} for w = 1, shape[4] do want_grad[h][w] = 0 end end
+        for ho = 1, HO do for wo = 1, WO do
+          local best, bh, bw = -math.huge, 0, 0
+          for dh = 0, 1 do for dw = 0, 1 do
+            local v = xt[n][c][2 * ho - 1 + dh][2 * wo - 1 + dw]
+            if v > best then best, bh, bw = v, 2 * ho - 1 + dh, 2 * wo - 1 + dw end
+          end end
+          assert.equal(best, yt[n][c][ho][wo])
+          want_grad[bh][bw] = want_grad[bh][bw] + 1
+        end end
+        assert.same(want_grad, gt[n][c])
+      end end
+    end
+  end)
+
   it("linear's fused op matches matmul plus bias, with leading dimensions and strided inputs", function()
     nnr.manual_seed(6)
     local x, w, b = nnr.randn(2, 3, 7), nnr.randn(5, 7), nnr.randn(5)
