@@ -66,7 +66,11 @@ def main():
 
     subprocess.run([NNRUN, os.path.join(BENCH, "make_image_folder.lua"), IMAGES], check=True, env=env, capture_output=True)
     o = ours(env, "images", 64, 2, IMAGES)["samples_per_s"]
-    t = theirs(env, torch_py, "images", 64, 2, IMAGES) if torch_py else None
+    try:       # PyTorch's side needs PIL (Debian: python3-pil)
+        t = theirs(env, torch_py, "images", 64, 2, IMAGES) if torch_py else None
+    except subprocess.CalledProcessError as e:
+        print(f"PyTorch ImageFolder run failed (is python3-pil installed?): {e.stderr[-300:] if e.stderr else e}", file=sys.stderr)
+        t = None
     table += ratio_row("ImageFolder, 10,000 JPEGs 32x32, batch 64, 2 workers", o, t)
     print(table.splitlines()[-1], flush=True)
 
