@@ -214,7 +214,7 @@ static int64_t batch_len(const nnr_loader *l, int64_t k)
     return len < l->batch_size ? len : l->batch_size;
 }
 
-/* the batch tensor for fields like f: [count, f's sizes...] */
+/* a batch tensor [count, sizes...], page-locked when pin */
 static nnr_tensor *batch_of(int pin, int dtype, int64_t count, int ndim, const int64_t *sizes)
 {
     int64_t full[NNR_MAX_DIMS];
