@@ -735,25 +735,23 @@ int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *sr
 
 /* ---------------- convolution and pooling ---------------- */
 
-static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+static int conv_grads(nnr_node *node, const nnr_tensor *g, const nnr_tensor *relu_out, nnr_tensor **grads)
 {
     const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
     if (!x || !w) return nnr_last_status();
     int has_bias = node->n_inputs > 2 && node->in[2].node;
-    return nnr_conv2d_grads(x, w, g, node->i, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
+    return nnr_conv2d_grads(x, w, g, node->i, relu_out, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
                             has_bias ? &grads[2] : NULL);
 }
+
+static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads) { return conv_grads(node, g, NULL, grads); }
 
 /* convolution followed by relu, fused: the mask comes from the output */
 static int conv_relu_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     const nnr_tensor *y = nnr_node_saved(node, 2);
     if (!y) return nnr_last_status();
-    nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, g, y);
-    if (!gm) return nnr_last_status();
-    int st = conv_backward(node, gm, grads);
-    nnr_tensor_release(gm);
-    return st;
+    return conv_grads(node, g, y, grads);
 }
 
 int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,

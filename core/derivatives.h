@@ -40,7 +40,7 @@ int nnr_record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, con
 /* op: NNR_OP_MAXPOOL2D (indices given), AVGPOOL2D or ADAPTIVE_AVGPOOL2D; params as the kernel's */
 int nnr_record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const nnr_tensor *indices, const int64_t *params, nnr_tensor *out);
 /* nn.c: the gradients, for the backward functions */
-int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom,
+int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom, const nnr_tensor *relu_out,
                      nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb);
 nnr_tensor *nnr_pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indices, const nnr_tensor *gy, const int64_t *params);
 /* inputs: x, weight, bias (NULL when absent) */

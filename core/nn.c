@@ -123,28 +123,38 @@ nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_
     return conv_impl(x, w, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, 1);
 }
 
-/* the gradients of a convolution, for its backward (recording is off) */
-int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom,
+/* the gradients of a convolution, for its backward (recording is off). relu_out: the output of a
+ * fused conv+relu, whose mask (> 0) applies to gy; the cpu kernels apply it per image, in cache. */
+int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom, const nnr_tensor *relu_out,
                      nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb)
 {
-    nnr_tensor *g = nnr_contiguous(gy);
-    if (!g) return nnr_last_status();
+    if (relu_out && (x->device != 0 || (gb && !gw))) {      /* elsewhere: mask first, as a separate op */
+        nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, gy, relu_out);
+        if (!gm) return nnr_last_status();
+        int st = nnr_conv2d_grads(x, w, gm, geom, NULL, gx, gw, gb);
+        nnr_tensor_release(gm);
+        return st;
+    }
+    nnr_tensor *g = nnr_contiguous(gy), *m = relu_out ? nnr_contiguous(relu_out) : NULL;
+    if (!g || (relu_out && !m)) { nnr_tensor_release(g); return nnr_last_status(); }
     nnr_op_params p = {.struct_size = sizeof p};
     memcpy(p.i, geom, sizeof(int64_t) * 7);
+    p.i[7] = m != NULL;
     int st = NNR_OK;
     if (gx) {
         *gx = nnr_tensor_alloc(x->dtype, 4, x->sizes, x->device);
-        nnr_tensor *in[2] = {g, (nnr_tensor *)w};
-        if (!*gx || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, 2, in, 1, gx, &p)) st = nnr_last_status();
+        nnr_tensor *in[3] = {g, (nnr_tensor *)w, m};
+        if (!*gx || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, m ? 3 : 2, in, 1, gx, &p)) st = nnr_last_status();
     }
     int fused_bias = gb && gw && x->device == 0;      /* the cpu kernel sums the bias gradient from its gathered rows */
     if (gw && st == NNR_OK) {
         nnr_tensor *outs[2] = {nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device), NULL};
         if (fused_bias) outs[1] = nnr_tensor_alloc(w->dtype, 1, w->sizes, w->device);
-        nnr_tensor *in[2] = {(nnr_tensor *)x, g};
+        nnr_tensor *in[3] = {(nnr_tensor *)x, g, m};
         *gw = outs[0];
         if (fused_bias) *gb = outs[1];
-        if (!outs[0] || (fused_bias && !outs[1]) || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, in, fused_bias ? 2 : 1, outs, &p))
+        if (!outs[0] || (fused_bias && !outs[1]) ||
+            run_call("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, m ? 3 : 2, in, fused_bias ? 2 : 1, outs, &p))
             st = nnr_last_status();
     }
     if (gb && !fused_bias && st == NNR_OK) {
@@ -153,6 +163,7 @@ int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor 
         if (!*gb) st = nnr_last_status();
     }
     nnr_tensor_release(g);
+    nnr_tensor_release(m);
     return st;
 }
 

@@ -235,12 +235,29 @@ static void scatter_rows(const conv_geom *g, int dt, const void *rows, void *y, 
         }
 }
 
-static void gather_rows(const conv_geom *g, int dt, const void *y, void *rows)
+/* grad [N, O, HO*WO] -> rows [O, N*HO*WO]; with mask (the output of a fused conv+relu), grad * (mask > 0) */
+/* selects, not branches: the mask is as good as random (a branch per element cost more than the convolution) */
+CLONES static void mask_f32(float *restrict d, const float *restrict a, const float *restrict m, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++) d[k] = m[k] > 0 ? a[k] : 0.0f;
+}
+
+static void mask_copy(int dt, void *dst, const void *src, const void *mask, int64_t n)
+{
+    if (!mask) { memcpy(dst, src, (size_t)(n * (dt == NNR_F32 ? 4 : 8))); return; }
+    if (dt == NNR_F32) { mask_f32(dst, src, mask, n); return; }
+    double *d = dst;
+    const double *a = src, *m = mask;
+    for (int64_t k = 0; k < n; k++) d[k] = m[k] > 0 ? a[k] : 0.0;
+}
+
+static void gather_rows(const conv_geom *g, int dt, const void *y, const void *mask, void *rows)
 {
     int64_t plane = g->HO * g->WO, es = dt == NNR_F32 ? 4 : 8;
     for (int64_t o = 0; o < g->O; o++)
         for (int64_t n = 0; n < g->N; n++)
-            memcpy((char *)rows + (o * g->N + n) * plane * es, (const char *)y + (n * g->O + o) * plane * es, (size_t)(plane * es));
+            mask_copy(dt, (char *)rows + (o * g->N + n) * plane * es, (const char *)y + (n * g->O + o) * plane * es,
+                      mask ? (const char *)mask + (n * g->O + o) * plane * es : NULL, plane);
 }
 
 /* The batch goes through in chunks of images whose columns matrix stays
@@ -307,13 +324,28 @@ CLONES static void relu_inplace(int dt, void *p, int64_t n)
 typedef struct image_job {
     const conv_geom *g;
     int dt, failed, relu;
-    const char *x, *w, *gy, *bias;
+    const char *x, *w, *gy, *bias, *mask;
     char *y, *gx;
     char *partial;          /* grad weight: one [O, CK] (+ [O] bias) accumulator per piece */
     int64_t pieces, has_bias;
 } image_job;
 
 static void *image_cols(const conv_geom *g, int64_t es) { return scratch_get(&tl_image, (size_t)(g->ck * g->HO * g->WO * es) + 64); }
+
+static _Thread_local scratch tl_masked;    /* one image's masked gradient, per pool thread */
+
+/* image n's output gradient, masked by the fused relu's output when there is one (in cache) */
+static const char *image_grad(const image_job *j, int64_t n, int64_t es)
+{
+    const conv_geom *g = j->g;
+    int64_t size = g->O * g->HO * g->WO;
+    const char *gyn = j->gy + n * size * es;
+    if (!j->mask) return gyn;
+    void *buf = scratch_get(&tl_masked, (size_t)(size * es) + 64);
+    if (!buf) return NULL;
+    mask_copy(j->dt, buf, gyn, j->mask + n * size * es, size);
+    return buf;
+}
 
 /* fewer images than threads (inference at batch 1): the caller takes the images one by one
  * and the gemm itself is split over the pool */
@@ -355,7 +387,8 @@ static void grad_input_images(void *arg, int64_t begin, int64_t end)
     conv_geom one = chunk_geom(g, 1);
     for (int64_t n = begin; n < end; n++) {
         char *gxn = j->gx + n * g->C * g->H * g->W * es;
-        const char *gyn = j->gy + n * g->O * plane * es;
+        const char *gyn = image_grad(j, n, es);
+        if (!gyn) { j->failed = 1; return; }
         memset(gxn, 0, (size_t)(g->C * g->H * g->W * es));
         for (int64_t gr = 0; gr < g->groups; gr++) {
             /* cols [ck x plane] = W_g^T [ck x og] @ gy_n,g [og x plane] */
@@ -381,7 +414,8 @@ static void grad_weight_pieces(void *arg, int64_t begin, int64_t end)
         memset(acc, 0, (size_t)(wsize * es));
         for (int64_t n = g->N * p / j->pieces; n < g->N * (p + 1) / j->pieces; n++) {
             const char *xn = j->x + n * g->C * g->H * g->W * es;
-            const char *gyn = j->gy + n * g->O * plane * es;
+            const char *gyn = image_grad(j, n, es);
+            if (!gyn) { j->failed = 1; return; }
             for (int64_t gr = 0; gr < g->groups; gr++) {
                 im2col_one(g, dt, xn, cols, gr);
                 /* gW_g [og x ck] += gy_n,g [og x plane] @ cols^T [plane x ck] */
@@ -405,7 +439,7 @@ int cpu_conv2d(const nnr_op_call *call)
     int dt = x->dtype, relu = call->params->i[7] == 1;
     int64_t es = dt == NNR_F32 ? 4 : 8;
     if (per_image(&g, es)) {
-        image_job j = {&g, dt, 0, relu, x->data, w->data, NULL, bias ? bias->data : NULL, y->data, NULL, NULL, 0, 0};
+        image_job j = {&g, dt, 0, relu, x->data, w->data, NULL, bias ? bias->data : NULL, NULL, y->data, NULL, NULL, 0, 0};
         int st = NNR_OK;
         if (split_gemm(&g)) forward_images(&j, 0, g.N);
         else st = cpu_parallel_for(g.N, 1, forward_images, &j);
@@ -435,11 +469,12 @@ int cpu_conv2d(const nnr_op_call *call)
 int cpu_conv2d_grad_input(const nnr_op_call *call)
 {
     const nnr_tensor_desc *gy = call->inputs[0], *w = call->inputs[1], *gx = call->outputs[0];
+    const char *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2]->data : NULL;   /* fused relu's output */
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gy->dtype;
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
-        image_job j = {&g, dt, 0, 0, NULL, w->data, gy->data, NULL, NULL, gx->data, NULL, 0, 0};
+        image_job j = {&g, dt, 0, 0, NULL, w->data, gy->data, NULL, mask, NULL, gx->data, NULL, 0, 0};
         int st = NNR_OK;
         if (split_gemm(&g)) grad_input_images(&j, 0, g.N);
         else st = cpu_parallel_for(g.N, 1, grad_input_images, &j);
@@ -452,7 +487,7 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     memset(gx->data, 0, (size_t)(g.N * g.C * g.H * g.W * es));
     for (int64_t n0 = 0; n0 < g.N; n0 += step) {
         conv_geom c = chunk_geom(&g, g.N - n0 < step ? g.N - n0 : step);
-        gather_rows(&c, dt, (const char *)gy->data + n0 * g.O * g.HO * g.WO * es, rows);
+        gather_rows(&c, dt, (const char *)gy->data + n0 * g.O * g.HO * g.WO * es, mask ? mask + n0 * g.O * g.HO * g.WO * es : NULL, rows);
         char *gxc = (char *)gx->data + n0 * g.C * g.H * g.W * es;
         for (int64_t gr = 0; gr < g.groups; gr++) {
             /* cols [ck x cols] = W_g^T [ck x og] @ rows_g [og x cols] */
@@ -469,6 +504,7 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
 int cpu_conv2d_grad_weight(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *gy = call->inputs[1], *gw = call->outputs[0];
+    const char *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2]->data : NULL;   /* fused relu's output */
     const nnr_tensor_desc *gb = call->n_outputs > 1 ? call->outputs[1] : NULL;      /* the bias gradient, from the same rows */
     conv_geom g = geometry(x, gw, gy, call->params->i);
     int dt = x->dtype;
@@ -476,7 +512,7 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     if (per_image(&g, es)) {
         int64_t pieces = cpu_pool_threads() < g.N ? cpu_pool_threads() : g.N, wsize = g.O * g.ck + g.O;
         if (pieces < 1) pieces = 1;
-        image_job j = {&g, dt, 0, 0, x->data, NULL, gy->data, NULL, NULL, NULL, malloc((size_t)(pieces * wsize * es) + 64), pieces, gb != NULL};
+        image_job j = {&g, dt, 0, 0, x->data, NULL, gy->data, NULL, mask, NULL, NULL, malloc((size_t)(pieces * wsize * es) + 64), pieces, gb != NULL};
         if (!j.partial) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
         int st = cpu_parallel_for(pieces, 1, grad_weight_pieces, &j);
         if (j.failed) { free(j.partial); return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory"); }
@@ -497,7 +533,7 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     if (!cols || !rows) return cpu_error(NNR_ERR_OOM, "conv2d backward: out of memory");
     for (int64_t n0 = 0; n0 < g.N; n0 += step) {
         conv_geom c = chunk_geom(&g, g.N - n0 < step ? g.N - n0 : step);
-        gather_rows(&c, dt, (const char *)gy->data + n0 * g.O * g.HO * g.WO * es, rows);
+        gather_rows(&c, dt, (const char *)gy->data + n0 * g.O * g.HO * g.WO * es, mask ? mask + n0 * g.O * g.HO * g.WO * es : NULL, rows);
         if (gb)
             for (int64_t o = 0; o < g.O; o++) {
                 double sum = 0;
@@ -524,5 +560,8 @@ void cpu_conv_thread_exit(void)
     free(tl_image.p);
     tl_image.p = NULL;
     tl_image.n = 0;
+    free(tl_masked.p);
+    tl_masked.p = NULL;
+    tl_masked.n = 0;
     cpu_conv_scratch_free();
 }

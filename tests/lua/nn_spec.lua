@@ -483,6 +483,25 @@ describe("cpu fast paths", function()
     end
   end)
 
+  it("conv2d_relu's gradients match the unfused ones, per image and in chunks (large images)", function()
+    nnr.manual_seed(9)
+    for _, shape in ipairs({ { 3, 4, 9, 9 }, { 2, 16, 48, 48 } }) do       -- the second has > 1 MiB of columns per image
+      local x = nnr.randn(unpack(shape))
+      local w, b = nnr.randn(8, shape[2], 3, 3):mul_(0.2), nnr.randn(8)
+      local function grads(fused)
+        local xr, wr, br = x:clone():requires_grad_(true), w:clone():requires_grad_(true), b:clone():requires_grad_(true)
+        local y = fused and F.conv2d_relu(xr, wr, br, { padding = 1 }) or F.relu(F.conv2d(xr, wr, br, { padding = 1 }))
+        nnr.manual_seed(10)
+        ;(y * nnr.randn(unpack(y.shape))):sum():backward()
+        return y:detach(), xr.grad, wr.grad, br.grad
+      end
+      nnr.manual_seed(10)
+      local a = { grads(true) }
+      local r = { grads(false) }
+      for k = 1, 4 do H.assert_close(r[k]:totable(), a[k]:totable(), 1e-4) end
+    end
+  end)
+
   it("linear's fused op matches matmul plus bias, with leading dimensions and strided inputs", function()
     nnr.manual_seed(6)
     local x, w, b = nnr.randn(2, 3, 7), nnr.randn(5, 7), nnr.randn(5)
