@@ -114,13 +114,17 @@ int nnr_profiler_start(void)
 
 int nnr_profiler_stop(void)
 {
+    if (nnr_profiling) t_stop = nnr_prof_now();      /* a second stop keeps the first one's span */
     nnr_profiling = 0;
-    t_stop = nnr_prof_now();
     return NNR_OK;
 }
 
 int nnr_profiler_enabled(void) { return nnr_profiling; }
-double nnr_profiler_seconds(void) { return (double)((t_stop ? t_stop : nnr_prof_now()) - t_start) * 1e-9; }
+double nnr_profiler_seconds(void)
+{
+    if (!t_start) return 0;            /* never started */
+    return (double)((t_stop ? t_stop : nnr_prof_now()) - t_start) * 1e-9;
+}
 int64_t nnr_profiler_dropped(void) { return atomic_load(&dropped); }
 
 void nnr_profiler_thread_label(const char *label)

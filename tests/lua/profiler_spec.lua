@@ -98,6 +98,8 @@ describe("nnr.profiler", function()
   end)
 
   it("stops cleanly when the profiled function fails", function()
+    local empty = nnr.profiler.stop()                      -- stopping a stopped profiler is harmless
+    assert.is_true(empty.seconds >= 0 and empty.seconds < 3600)
     local ok, err = pcall(nnr.profiler.profile, function() error("boom", 0) end)
     assert.is_false(ok)
     assert.equal("boom", err)
