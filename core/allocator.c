@@ -235,7 +235,7 @@ static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct { nnr_plugin *plugin; void *ptr; size_t nbytes; } pinned_cache[PINNED_CACHE];
 static int pinned_cached;
 
-static nnr_plugin *pinned_provider(void)
+nnr_plugin *nnr_pinned_plugin(void)
 {
     int n = nnr_device_count();
     for (int i = 0; i < n; i++) {
@@ -248,7 +248,7 @@ static nnr_plugin *pinned_provider(void)
 
 void *nnr_alloc_pinned(size_t nbytes, nnr_plugin **plugin)
 {
-    *plugin = pinned_provider();
+    *plugin = nnr_pinned_plugin();
     if (!*plugin) return NULL;
     void *p = NULL;
     pthread_mutex_lock(&pinned_lock);

@@ -113,6 +113,7 @@ void *nnr_alloc_device(int device, size_t nbytes);
 /* page-locked host memory from the first plugin that offers it (cached by size); NULL with *plugin
  * NULL when none does */
 void *nnr_alloc_pinned(size_t nbytes, nnr_plugin **plugin);
+nnr_plugin *nnr_pinned_plugin(void);    /* the first plugin offering page-locked memory, or NULL */
 void nnr_free_pinned(nnr_plugin *plugin, void *ptr, size_t nbytes);
 void nnr_drop_pinned_cache(void);
 /* a host tensor in page-locked memory when a plugin offers it, else in ordinary memory */

@@ -163,6 +163,27 @@ static void storage_free(nnr_storage *s)
     tl_free.n_blocks++;
 }
 
+/* a new contiguous tensor over a new storage s (its data, small and pinned fields already set) */
+static nnr_tensor *init_tensor(nnr_tensor *t, nnr_storage *s, int dtype, int ndim, const int64_t *sizes, int device, size_t nbytes)
+{
+    atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
+    s->device = device;
+    s->nbytes = nbytes;
+    atomic_init(&t->refcount, 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->device = device;
+    t->offset = 0;
+    t->storage = s;
+    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->grad_fn = t->grad_acc = NULL;
+    t->grad = NULL;
+    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
+    nnr_contiguous_strides(ndim, sizes, t->strides);
+    return t;
+}
+
 nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int device)
 {
     if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "empty: unknown dtype %d", dtype); return NULL; }
@@ -188,22 +209,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
         if (nnr_last_status() != NNR_ERR_OOM) nnr_errorf(NNR_ERR_OOM, "out of memory allocating %zu bytes", nbytes);
         return NULL;
     }
-    atomic_init(&s->refcount, 1);
-    atomic_init(&s->version, 0);
-    s->device = device;
-    s->nbytes = nbytes;
-    atomic_init(&t->refcount, 1);
-    t->dtype = dtype;
-    t->ndim = ndim;
-    t->device = device;
-    t->offset = 0;
-    t->storage = s;
-    t->requires_grad = t->retains_grad = t->is_view = 0;
-    t->grad_fn = t->grad_acc = NULL;
-    t->grad = NULL;
-    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
-    nnr_contiguous_strides(ndim, sizes, t->strides);
-    return t;
+    return init_tensor(t, s, dtype, ndim, sizes, device, nbytes);
 }
 
 nnr_tensor *nnr_tensor_alloc_pinned(int dtype, int ndim, const int64_t *sizes)
@@ -221,38 +227,18 @@ nnr_tensor *nnr_tensor_alloc_pinned(int dtype, int ndim, const int64_t *sizes)
         nnr_errorf(NNR_ERR_OOM, "pin_memory: out of memory");
         return NULL;
     }
-    atomic_init(&s->refcount, 1);
-    atomic_init(&s->version, 0);
-    s->device = 0;
-    s->nbytes = nbytes;
     s->small = 0;
     s->data = data;
     s->pinned = plugin;
-    atomic_init(&t->refcount, 1);
-    t->dtype = dtype;
-    t->ndim = ndim;
-    t->device = 0;
-    t->offset = 0;
-    t->storage = s;
-    t->requires_grad = t->retains_grad = t->is_view = 0;
-    t->grad_fn = t->grad_acc = NULL;
-    t->grad = NULL;
-    if (ndim > 0) memcpy(t->sizes, sizes, sizeof(int64_t) * (size_t)ndim);
-    nnr_contiguous_strides(ndim, sizes, t->strides);
-    return t;
+    return init_tensor(t, s, dtype, ndim, sizes, 0, nbytes);
 }
 
 int nnr_tensor_is_pinned(const nnr_tensor *t) { return t->storage->pinned != NULL; }
 
 const char *nnr_pinned_provider(void)
 {
-    int n = nnr_device_count();
-    for (int i = 0; i < n; i++) {
-        const nnr_device_entry *d = nnr_device_get(i);
-        nnr_plugin *p = d ? d->plugin : NULL;
-        if (p && NNR_HAS_FIELD(p, nnr_plugin, host_free_pinned) && p->host_alloc_pinned && p->host_free_pinned) return p->name;
-    }
-    return NULL;
+    nnr_plugin *p = nnr_pinned_plugin();
+    return p ? p->name : NULL;
 }
 
 nnr_tensor *nnr_pin_memory(const nnr_tensor *t)
