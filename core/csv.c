@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include "dataset.h"
 
-enum { MAX_CSV_BYTES = 1 << 30 };
+static const size_t MAX_CSV_BYTES = (size_t)1 << 30;
 
 typedef struct parser {
     const char *p, *end, *path;
@@ -92,18 +92,13 @@ int nnr_load_csv(const char *path, int header, const char *label_name, int label
                  nnr_tensor **x, nnr_tensor **y)
 {
     *x = *y = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnr_errorf(NNR_ERR_IO, "CSVDataset: cannot open %s: %s", path, strerror(errno));
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || size > MAX_CSV_BYTES || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return nnr_errorf(NNR_ERR_IO, "CSVDataset: %s is not a readable file of at most 1 GiB", path); }
-    char *text = malloc((size_t)size + 1);
-    if (!text) { fclose(f); return nnr_errorf(NNR_ERR_OOM, "CSVDataset: out of memory reading %s", path); }
-    size_t got = fread(text, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) { free(text); return nnr_errorf(NNR_ERR_IO, "CSVDataset: short read of %s", path); }
-
     char err[512] = "";
+    unsigned char *bytes = NULL;
+    size_t size = 0;
+    int rst = nnr_read_whole_file(path, MAX_CSV_BYTES, &bytes, &size, err, sizeof err);
+    if (rst) return nnr_errorf(rst, "CSVDataset: %s", err);
+    char *text = (char *)bytes;
+
     parser ps = {text, text + size, path, 1, "", 0, 0, err, sizeof err};
     if (size >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF) ps.p += 3;  /* UTF-8 BOM */
     int64_t ncols = -1, rows = 0, n = 0, cap = 0;

@@ -47,6 +47,9 @@ typedef struct nnr_sample {
 
 int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, size_t errn);
 
+/* a whole file into a malloc'd buffer (one spare byte), refusing files over max_bytes */
+int nnr_read_whole_file(const char *path, size_t max_bytes, unsigned char **buf, size_t *n, char *err, size_t errn);
+
 /* reads a PNG or JPEG file into u8 [C, H, W] (malloc'd); channels 0 keeps the file's */
 int nnr_decode_image_file(const char *path, int channels, uint8_t **pixels, int64_t sizes[3], char *err, size_t errn);
 

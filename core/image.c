@@ -13,15 +13,15 @@
 enum { MAX_FILE_BYTES = 256 << 20 };
 static const int64_t MAX_PIXELS = (int64_t)1 << 28;
 
-static int read_file(const char *path, unsigned char **buf, size_t *n, char *err, size_t errn)
+int nnr_read_whole_file(const char *path, size_t max_bytes, unsigned char **buf, size_t *n, char *err, size_t errn)
 {
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)); return NNR_ERR_IO; }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || size > MAX_FILE_BYTES || fseek(f, 0, SEEK_SET) != 0) {
+    if (size < 0 || (size_t)size > max_bytes || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
-        snprintf(err, errn, "%s: not a readable file of at most %d MiB", path, MAX_FILE_BYTES >> 20);
+        snprintf(err, errn, "%s: not a readable file of at most %zu MiB", path, max_bytes >> 20);
         return NNR_ERR_IO;
     }
     *buf = malloc((size_t)size + 1);
@@ -120,7 +120,7 @@ int nnr_decode_image_file(const char *path, int channels, uint8_t **pixels, int6
     unsigned char *buf = NULL;
     size_t n = 0;
     *pixels = NULL;
-    int st = read_file(path, &buf, &n, err, errn);
+    int st = nnr_read_whole_file(path, MAX_FILE_BYTES, &buf, &n, err, errn);
     if (st) return st;
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (n >= 8 && memcmp(buf, png_sig, 8) == 0) st = decode_png(path, buf, n, channels, pixels, sizes, err, errn);
