@@ -314,13 +314,6 @@ static void im2col_one(const conv_geom *g, int dt, const void *x, void *cols, in
     im2col_rows(&j, 0, g->ck);
 }
 
-/* relu in place (NaN stays NaN, as the RELU op does) */
-CLONES static void relu_inplace(int dt, void *p, int64_t n)
-{
-    if (dt == NNR_F32) { float *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f); }
-    else { double *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0); }
-}
-
 typedef struct image_job {
     const conv_geom *g;
     int dt, failed, relu;
@@ -372,7 +365,7 @@ static void forward_images(void *arg, int64_t begin, int64_t end)
             (split_gemm(g) ? cpu_gemm : cpu_gemm_serial)(dt, CblasNoTrans, CblasNoTrans, g->og, plane, g->ck, 1.0,
                 j->w + gr * g->og * g->ck * es, g->ck, cols, plane, j->bias ? 1.0 : 0.0, yn + gr * g->og * plane * es, plane);
         }
-        if (j->relu) relu_inplace(dt, yn, g->O * plane);     /* while the image's output is in cache */
+        if (j->relu) cpu_relu_inplace(dt, yn, g->O * plane);     /* while the image's output is in cache */
     }
 }
 
@@ -460,7 +453,7 @@ int cpu_conv2d(const nnr_op_call *call)
                  0.0, (char *)rows + gr * c.og * c.cols * es, c.cols);
         }
         scatter_rows(&c, dt, rows, (char *)y->data + n0 * g.O * g.HO * g.WO * es, bias ? bias->data : NULL);
-        if (relu) relu_inplace(dt, (char *)y->data + n0 * g.O * g.HO * g.WO * es, c.N * g.O * g.HO * g.WO);
+        if (relu) cpu_relu_inplace(dt, (char *)y->data + n0 * g.O * g.HO * g.WO * es, c.N * g.O * g.HO * g.WO);
     }
     scratch_done();
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;

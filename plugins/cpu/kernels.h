@@ -60,6 +60,8 @@ int cpu_reduce(const nnr_op_call *call);
 int cpu_softmax(const nnr_op_call *call);
 int cpu_matmul(const nnr_op_call *call);
 int cpu_linear(const nnr_op_call *call);
+/* relu in place over n elements of dt (f32/f64), NaN kept */
+void cpu_relu_inplace(int dt, void *p, int64_t n);
 int cpu_gather(const nnr_op_call *call);
 int cpu_index_select(const nnr_op_call *call);
 int cpu_scatter_add(const nnr_op_call *call);

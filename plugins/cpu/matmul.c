@@ -102,20 +102,20 @@ int cpu_matmul(const nnr_op_call *call)
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
-typedef struct relu_job { void *y; int dt; } relu_job;
-
-/* NaN stays NaN, as the RELU op does */
+/* relu in place (NaN stays NaN, as the RELU op does); the fused linear and conv use it */
 __attribute__((target_clones("avx512f", "avx2", "default")))
+void cpu_relu_inplace(int dt, void *p, int64_t n)
+{
+    if (dt == NNR_F32) { float *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f); }
+    else { double *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0); }
+}
+
+typedef struct relu_job { char *y; int dt; } relu_job;
+
 static void relu_range(void *arg, int64_t begin, int64_t end)
 {
     const relu_job *j = arg;
-    if (j->dt == NNR_F32) {
-        float *y = j->y;
-        for (int64_t i = begin; i < end; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f);
-    } else {
-        double *y = j->y;
-        for (int64_t i = begin; i < end; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0);
-    }
+    cpu_relu_inplace(j->dt, j->y + begin * (j->dt == NNR_F32 ? 4 : 8), end - begin);
 }
 
 /* y = x W^T (+ b), all contiguous: the bias rows first, then one gemm with beta = 1 */
