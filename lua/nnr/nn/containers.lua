@@ -47,18 +47,9 @@ local function fused(m, x)
     if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
     run = function() return F.linear_relu(x, m.weight, m.bias) end
   end
-  local prof = Module._profiling
-  if not prof.on then return run() end
+  if not Module._profiling.on then return run() end
   -- profiled: one scope for the pair, "2 (Linear)+ReLU"
-  local name = (rawget(m, "_prof_name") or m.__name) .. "+ReLU"
-  local p = prof.names[name]
-  local C = require("nnr.core").C
-  if not p then p = C.nnr_profiler_intern(name); prof.names[name] = p end
-  C.nnr_profiler_push(p)
-  local ok, y = pcall(run)
-  C.nnr_profiler_pop()
-  if not ok then error(y, 0) end
-  return y
+  return Module._in_scope((rawget(m, "_prof_name") or m.__name) .. "+ReLU", run)
 end
 
 function Sequential:forward(x)

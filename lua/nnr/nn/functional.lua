@@ -25,22 +25,17 @@ function F.linear_relu(x, weight, bias)
   return own(C.nnr_linear_relu(x.p, weight.p, bias and bias.p or nil))
 end
 
-function F.conv2d(x, weight, bias, opts)
+local function conv(cfn, x, weight, bias, opts)
   opts = opts or {}
   local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
   local ph, pw = pair(opts.padding or 0, "padding", "conv2d")
   local dh, dw = pair(opts.dilation or 1, "dilation", "conv2d")
-  return own(C.nnr_conv2d(x.p, weight.p, bias and bias.p or nil, sh, sw, ph, pw, dh, dw, opts.groups or 1))
+  return own(cfn(x.p, weight.p, bias and bias.p or nil, sh, sw, ph, pw, dh, dw, opts.groups or 1))
 end
 
+function F.conv2d(x, weight, bias, opts) return conv(C.nnr_conv2d, x, weight, bias, opts) end
 -- relu(conv2d(...)) as one op on the cpu backend (nn.Sequential uses it for Conv2d then ReLU)
-function F.conv2d_relu(x, weight, bias, opts)
-  opts = opts or {}
-  local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
-  local ph, pw = pair(opts.padding or 0, "padding", "conv2d")
-  local dh, dw = pair(opts.dilation or 1, "dilation", "conv2d")
-  return own(C.nnr_conv2d_relu(x.p, weight.p, bias and bias.p or nil, sh, sw, ph, pw, dh, dw, opts.groups or 1))
-end
+function F.conv2d_relu(x, weight, bias, opts) return conv(C.nnr_conv2d_relu, x, weight, bias, opts) end
 
 function F.max_pool2d(x, kernel, opts)
   opts = opts or {}

@@ -75,20 +75,23 @@ end
 -- While nnr.profiler runs, each module call is a scope: its ops nest under it in the profile.
 local profiling = { on = false, names = {} }
 Module._profiling = profiling
-local function scoped(self, ok, ...)
+local function scoped(ok, ...)
   require("nnr.core").C.nnr_profiler_pop()
   if not ok then error((...), 0) end
   return ...
 end
-local function profiled_call(self, ...)
-  local name = rawget(self, "_prof_name") or self.__name
+-- fn(...) as a profiler scope named name (a module's call; Sequential's fused pairs)
+function Module._in_scope(name, fn, ...)
   local p = profiling.names[name]
   if not p then
     p = require("nnr.core").C.nnr_profiler_intern(name)
     profiling.names[name] = p
   end
   require("nnr.core").C.nnr_profiler_push(p)
-  return scoped(self, pcall(self.forward, self, ...))
+  return scoped(pcall(fn, ...))
+end
+local function profiled_call(self, ...)
+  return Module._in_scope(rawget(self, "_prof_name") or self.__name, self.forward, self, ...)
 end
 Module.__call = function(self, ...)
   if profiling.on then return profiled_call(self, ...) end
