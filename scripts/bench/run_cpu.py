@@ -12,13 +12,12 @@ medians are compared. Prints the tables with ratios and rewrites the "training" 
 docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick]"""
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import NNRUN, ROOT, STREAM, blas_env, cpu_model, find_torch_python, write_perf_section  # noqa: E402
+from run import NNRUN, ROOT, STREAM, blas_env, cpu_model, find_torch_python, torch_best, write_perf_section  # noqa: E402
 
 BENCH = os.path.join(ROOT, "scripts/bench")
 QUICK = "--quick" in sys.argv
@@ -34,15 +33,7 @@ def ours(*args):
 
 def theirs(*args):
     """PyTorch's best of 1 or 2 threads; args as train_torch.py takes them, threads inserted"""
-    best = None
-    for t in (1, 2):
-        a = list(map(str, args))
-        a.insert(3 if a[0] == "infer" else 2, str(t))
-        r = json.loads(subprocess.run([TORCH, os.path.join(BENCH, "train_torch.py"), *a], check=True, capture_output=True,
-                                      text=True, env=dict(ENV, OMP_WAIT_POLICY="PASSIVE")).stdout)
-        if best is None or r["samples_per_s"] > best["samples_per_s"]:
-            best = r
-    return best
+    return torch_best(TORCH, os.path.join(BENCH, "train_torch.py"), args, 3 if args[0] == "infer" else 2, ENV)[0]
 
 
 def interleaved(args, torch_args):

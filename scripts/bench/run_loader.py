@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python, write_perf_section  # noqa: E402
+from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python, torch_best, write_perf_section  # noqa: E402
 
 BENCH = os.path.join(ROOT, "scripts/bench")
 IMAGES = os.environ.get("NNR_BENCH_IMAGES", os.path.join(tempfile.gettempdir(), "nnr-bench-images"))
@@ -31,15 +31,7 @@ def ours(env, *args):
 
 def theirs(env, torch_py, *args):
     """the faster of 1 or 2 threads: (result, threads)"""
-    best = None
-    for t in (1, 2):
-        a = list(map(str, args))
-        a.insert(3, str(t))
-        r = json.loads(subprocess.run([torch_py, os.path.join(BENCH, "loader_torch.py"), *a], check=True, capture_output=True,
-                                      text=True, env=dict(env, OMP_WAIT_POLICY="PASSIVE")).stdout)
-        if best is None or r["samples_per_s"] > best[0]["samples_per_s"]:
-            best = (r, t)
-    return best
+    return torch_best(torch_py, os.path.join(BENCH, "loader_torch.py"), args, 3, env)
 
 
 def ratio_row(label, o, t):
