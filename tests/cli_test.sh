@@ -59,15 +59,18 @@ wait_for() {   # wait_for FILE TEXT: until TEXT shows up in FILE (at most 30 s)
   for _ in $(seq 300); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
+stop_within() {   # stop_within PID WHAT: after Ctrl-C, PID exits within 10 s (else it is killed and reported); its status
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && { kill -KILL "$1"; echo "$2 hung after Ctrl-C"; }
+  wait "$1"
+}
 printf '%s\n' 'io.write("looping\n"); io.flush(); while true do local y = nnr.ones(4) + 1 end' 'print("after interrupt")' >"$tmp/loop.txt"
 "$NNRUN" -i <"$tmp/loop.txt" >"$tmp/loop.out" 2>&1 &
 pid=$!
 wait_for "$tmp/loop.out" looping
 sleep 0.3
 kill -INT "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "REPL hung after Ctrl-C"; }
-wait "$pid"; code=$?
+stop_within "$pid" REPL; code=$?
 out=$(cat "$tmp/loop.out")
 check "ctrl-c interrupts" contains "$out" "interrupted"
 check "ctrl-c back to prompt" contains "$out" "after interrupt"
@@ -96,9 +99,7 @@ pid=$!
 wait_for "$tmp/slow.out" loading
 sleep 0.5
 kill -INT "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; echo "loader hung after Ctrl-C"; }
-wait "$pid"; code=$?
+stop_within "$pid" loader; code=$?
 check "ctrl-c loader exit code" test "$code" -eq 1
 check "ctrl-c loader message" contains "$(cat "$tmp/slow.out")" "interrupted"
 
