@@ -38,16 +38,6 @@ static void copy_rows(void *arg, int64_t begin, int64_t end)
     for (int64_t r = begin; r < end; r++) memcpy(j->out + r * j->row, j->in + j->ix[r * j->ixs] * j->row, (size_t)j->row);
 }
 
-static int contiguous_desc(const nnr_tensor_desc *d)
-{
-    int64_t expect = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
-        expect *= d->sizes[i];
-    }
-    return 1;
-}
-
 int cpu_index_select(const nnr_op_call *call)
 {
     const nnr_tensor_desc *in = call->inputs[0], *ix = call->inputs[1], *out = call->outputs[0];
@@ -60,7 +50,7 @@ int cpu_index_select(const nnr_op_call *call)
             return cpu_error(NNR_ERR_INVALID, "index_select: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
                              (long long)in->sizes[dim], dim + 1);
     }
-    if (dim == 0 && contiguous_desc(in) && contiguous_desc(out)) {
+    if (dim == 0 && cpu_contiguous(in) && cpu_contiguous(out)) {
         int64_t row = es;
         for (int d = 1; d < in->ndim; d++) row *= in->sizes[d];
         rows_job j = {in->data, out->data, ix->data, ix->strides[0], row};
