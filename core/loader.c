@@ -340,7 +340,7 @@ static void give_slot(nnr_loader *l, int slot)
     pthread_mutex_unlock(&l->slot_lock);
 }
 
-static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_tensor **y, char *err, size_t errn)
+static int make_batch(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_tensor **y, char *err, size_t errn)
 {
     if (!l->batch_fn) return assemble(l, k, epoch, x, y, err, errn);
     int slot = take_slot(l);
@@ -349,8 +349,8 @@ static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_te
     int st = l->batch_fn(l->batch_ctx, slot, epoch, k, l->order + k * l->batch_size, batch_len(l, k), x, y, err, errn);
     give_slot(l, slot);
     if (st && !err[0]) snprintf(err, errn, "the batch function failed");
-    for (int k = 0; k < 2 && st == NNR_OK && l->pin; k++) {     /* a Lua collate's batch: copy it into pinned memory */
-        nnr_tensor **t = k == 0 ? x : y;
+    for (int i = 0; i < 2 && st == NNR_OK && l->pin; i++) {     /* a Lua collate's batch: copy it into pinned memory */
+        nnr_tensor **t = i == 0 ? x : y;
         if (!*t || nnr_tensor_is_pinned(*t) || (*t)->device != 0) continue;
         nnr_tensor *p = nnr_pin_memory(*t);
         if (!p) { snprintf(err, errn, "%s", nnr_last_error()); st = NNR_ERR_OOM; break; }
@@ -361,6 +361,15 @@ static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_te
     return st;
 }
 
+/* batch k on whichever thread builds it (a worker, or the caller with no workers); the profiler sees it there */
+static int build(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, nnr_tensor **y, char *err, size_t errn)
+{
+    int64_t p0 = nnr_profiling ? nnr_prof_now() : 0, b0 = nnr_tl_alloc_bytes;
+    int st = make_batch(l, k, epoch, x, y, err, errn);
+    if (nnr_profiling) nnr_prof_record(NNR_PROF_LOADER, "DataLoader batch", p0, nnr_prof_now() - p0, nnr_tl_alloc_bytes - b0);
+    return st;
+}
+
 static void work_cb(uv_work_t *req)
 {
     job *j = req->data;
@@ -368,13 +377,11 @@ static void work_cb(uv_work_t *req)
     nnr_thread_pooling(0);      /* the batch is freed by the consumer: keep it off both threads' free lists */
     nnr_ignore_interrupts(1);   /* Ctrl-C is for the waiting caller */
     j->error[0] = 0;
-    int64_t p0 = nnr_profiling ? nnr_prof_now() : 0, b0 = nnr_tl_alloc_bytes;
     j->status = build(j->loader, j->batch, j->loader->epoch, &j->x, &j->y, j->error, sizeof j->error);
     j->busy = now_s() - t0;
     if (nnr_profiling) {
         static _Thread_local int labelled;
         if (!labelled) { nnr_profiler_thread_label("DataLoader worker"); labelled = 1; }
-        nnr_prof_record(NNR_PROF_LOADER, "DataLoader batch", p0, nnr_prof_now() - p0, nnr_tl_alloc_bytes - b0);
     }
 }
 static void after_cb(uv_work_t *req, int status)
@@ -578,10 +585,8 @@ int nnr_loader_next(nnr_loader *l, nnr_tensor **x, nnr_tensor **y)
     int st;
     char error[256] = "";
     if (l->workers == 0) {
-        int64_t p0 = nnr_profiling ? nnr_prof_now() : 0, b0 = nnr_tl_alloc_bytes;
         st = build(l, k, l->epoch, x, y, error, sizeof error);
         l->busy_s += now_s() - t0;
-        if (nnr_profiling) nnr_prof_record(NNR_PROF_LOADER, "DataLoader batch", p0, nnr_prof_now() - p0, nnr_tl_alloc_bytes - b0);
     } else {
         fill(l);
         job *j = &l->jobs[k % l->prefetch];
