@@ -148,7 +148,6 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 static nnr_status set_num_threads(nnr_plugin *self, int n)
 {
     (void)self;
-    extern int cpu_gemm_openblas_threads;
     cpu_pool_set_threads(n);
     if (cpu_gemm_openblas_threads < 0) {
         const char *env = getenv("NNR_GEMM_THREADS");

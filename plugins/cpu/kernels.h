@@ -45,6 +45,8 @@ int64_t cpu_iter_numel(const cpu_iter *it);
 #include <cblas.h>
 void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
               const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
+/* 1: NNR_GEMM_THREADS=openblas, OpenBLAS threads its own gemms (read at set_num_threads; -1 unset) */
+extern int cpu_gemm_openblas_threads;
 /* for use inside a parallel region (one pool thread) */
 void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
                      const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
