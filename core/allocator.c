@@ -198,6 +198,23 @@ void nnr_free_device(int device, void *ptr, size_t nbytes)
 
 void nnr_drop_pinned_cache(void);
 
+int64_t nnr_device_cached_bytes(int device)
+{
+    if (device < 0 || device >= MAX_DEVICES || !nnr_device_get(device)) return -1;
+    pthread_once(&caches_once, caches_init);
+    pthread_mutex_lock(&caches[device].lock);
+    int64_t n = caches[device].cached;
+    pthread_mutex_unlock(&caches[device].lock);
+    return n;
+}
+
+void nnr_device_empty_cache(int device)
+{
+    if (device < 0 || device >= MAX_DEVICES || !nnr_device_get(device)) return;
+    pthread_once(&caches_once, caches_init);
+    drop_cache(device);
+}
+
 void nnr_empty_cache(void)
 {
     pthread_once(&caches_once, caches_init);
@@ -259,6 +276,14 @@ void *nnr_alloc_pinned(size_t nbytes, nnr_plugin **plugin)
             break;
         }
     pthread_mutex_unlock(&pinned_lock);
+    if (p) {
+        /* a reused block may still be the source of an asynchronous copy to the device */
+        int n = nnr_device_count();
+        for (int i = 0; i < n; i++) {
+            const nnr_device_entry *d = nnr_device_get(i);
+            if (d->plugin == *plugin && d->plugin->synchronize) d->plugin->synchronize(d->plugin, d->local_index);
+        }
+    }
     if (!p && (*plugin)->host_alloc_pinned(*plugin, nbytes ? nbytes : 1, &p) != NNR_OK) p = NULL;
     if (!p) { *plugin = NULL; return NULL; }
     nnr_account((int64_t)nbytes);

@@ -22,6 +22,26 @@ static int run_call(const char *op, int opid, int device, int nin, nnr_tensor *c
     return nnr_dispatch(op, device, &call);
 }
 
+/* 1 when the device's backend takes this call itself (no cpu fallback) */
+static int device_takes(int device, int opid, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *p)
+{
+    const nnr_device_entry *dev = nnr_device_get(device);
+    if (!dev) return 0;
+    nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
+    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = nout, .params = p};
+    for (int k = 0; k < nin; k++) { nnr_tensor_desc_of(in[k], &din[k]); call.inputs[k] = &din[k]; }
+    for (int k = 0; k < nout; k++) { nnr_tensor_desc_of(out[k], &dout[k]); call.outputs[k] = &dout[k]; }
+    return dev->plugin->supports(dev->plugin, &call);
+}
+
+/* the fused forms of ABI 1.1 (LINEAR, CONV2D's i[7] relu) go to the cpu backend and to plugins built
+ * against 1.1 or later, which know them; older plugins get the unfused ops */
+static int backend_fuses(int device)
+{
+    const nnr_device_entry *dev = nnr_device_get(device);
+    return dev && (device == 0 || (dev->plugin->abi_version & 0xffff) >= 1);
+}
+
 /* contiguous copies in the given dtype (new references) */
 static int prepare(int n, const nnr_tensor *const *in, int dtype, nnr_tensor **out)
 {
@@ -95,7 +115,7 @@ static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr
     int64_t sizes[4] = {x->sizes[0], O, HO, WO};
     nnr_tensor *y = nnr_tensor_alloc(dt, 4, sizes, x->device);
     /* i[7] = 1: relu fused (the cpu backend applies it per image while the output is in cache) */
-    int fused = relu && x->device == 0;
+    int fused = relu && backend_fuses(x->device);
     nnr_op_params p = {.struct_size = sizeof p, .i = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, fused}};
     if (y && run_call("conv2d", NNR_OP_CONV2D, x->device, bias ? 3 : 2, c, 1, &y, &p)) { nnr_tensor_release(y); y = NULL; }
     if (y && relu && !fused) {
@@ -355,9 +375,10 @@ static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const n
     nnr_tensor *y = NULL;
     const nnr_device_entry *dev = nnr_device_get(x->device);
     int same = x->device == w->device && (!bias || bias->device == x->device) && x->dtype == w->dtype && (!bias || bias->dtype == x->dtype) &&
-               (x->dtype == NNR_F32 || x->dtype == NNR_F64);
-    if (same && dev && x->device == 0) {
-        /* one fused op: the gemm starts from the bias (beta 1), no separate pass to add it */
+               (x->dtype == NNR_F32 || x->dtype == NNR_F64 || (x->device != 0 && (x->dtype == NNR_F16 || x->dtype == NNR_BF16)));
+    int fused = 0;
+    if (same && dev && backend_fuses(x->device)) {
+        /* one fused op: the gemm starts from the bias (beta 1) or adds it in its epilogue, relu included */
         nnr_tensor *c[3] = {NULL, NULL, NULL};
         const nnr_tensor *src[3] = {x, w, bias};
         int ok = 1;
@@ -370,12 +391,19 @@ static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const n
             nnr_tensor *x2 = nnr_reshape(c[0], 2, xs), *y2 = nnr_reshape(y, 2, ys);
             nnr_tensor *ins[3] = {x2, c[1], c[2]};
             nnr_op_params p = {.struct_size = sizeof p, .i = {relu}};
-            if (!x2 || !y2 || run_call("linear", NNR_OP_LINEAR, x->device, bias ? 3 : 2, ins, 1, &y2, &p)) { nnr_tensor_release(y); y = NULL; }
+            if (x2 && y2 && !device_takes(x->device, NNR_OP_LINEAR, bias ? 3 : 2, ins, 1, &y2, &p)) {
+                nnr_tensor_release(y);      /* this backend has no LINEAR for these operands: matmul and add below */
+                y = NULL;
+            } else {
+                fused = 1;
+                if (!x2 || !y2 || run_call("linear", NNR_OP_LINEAR, x->device, bias ? 3 : 2, ins, 1, &y2, &p)) { nnr_tensor_release(y); y = NULL; }
+            }
             nnr_tensor_release(x2);
             nnr_tensor_release(y2);
-        }
+        } else fused = 1;      /* the failure is the error */
         for (int k = 0; k < 3; k++) nnr_tensor_release(c[k]);
-    } else {
+    }
+    if (!fused) {
         nnr_tensor *wt = nnr_transpose(w, 0, 1);
         y = wt ? nnr_matmul(x, wt) : NULL;
         nnr_tensor_release(wt);

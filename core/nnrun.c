@@ -333,7 +333,7 @@ static int list_plugins(void)
         printf("  %-8s %-8s %s\n           %s: %s\n", nnr_plugin_name(i), nnr_plugin_version(i), nnr_plugin_path(i),
                nnr_plugin_loaded(i) ? "loaded" : "REFUSED", nnr_plugin_message(i));
     printf("devices:\n");
-    for (int d = 0; d < nnr_device_count(); d++) printf("  %-8s %s\n", nnr_device_name(d), "");
+    for (int d = 0; d < nnr_device_count(); d++) printf("  %-8s %s\n", nnr_device_name(d), nnr_device_label(d));
     return nnr_device_count() > 0 ? 0 : 1;
 }
 
@@ -377,11 +377,12 @@ static int check_backend(const char *path)
         "local ok, lines = require('nnr.conformance').check(...)\n"
         "print(table.concat(lines, '\\n'))\n"
         "return ok";
+    /* exit 77 (ctest's SKIP_RETURN_CODE) when the plugin loaded but has no device, e.g. no GPU */
     int status = luaL_loadbuffer(L, code, sizeof code - 1, "=check-backend");
     if (status == 0) {
         lua_pushstring(L, name);
         status = docall(L, 1, 1);
-        if (status == 0) status = lua_toboolean(L, -1) ? 0 : 1;
+        if (status == 0) status = lua_isstring(L, -1) ? 77 : lua_toboolean(L, -1) ? 0 : 1;
     }
     lua_close(L);
     return status;

@@ -23,6 +23,7 @@ typedef struct plugin_record {
     char message[256];
     int loaded;
     int score;
+    int devices;         /* how many it added */
     void *handle;
     nnr_plugin *plugin;
 } plugin_record;
@@ -195,10 +196,18 @@ static void scan_path_entry(const char *entry)
     else scan_dir(entry);
 }
 
-static void add_devices(nnr_plugin *p)
+static void add_devices(plugin_record *r)
 {
+    nnr_plugin *p = r->plugin;
     int count = 0;
-    if (p->kind != NNR_PLUGIN_BACKEND || p->device_count(p, &count) != NNR_OK) return;
+    if (p->kind != NNR_PLUGIN_BACKEND) return;
+    if (p->device_count(p, &count) != NNR_OK || count <= 0) {
+        /* loaded, but no device: keep the plugin's reason (e.g. CUDA's "insufficient driver") */
+        const char *why = nnr_last_error();
+        snprintf(r->message, sizeof r->message, "%.250s", why && why[0] ? why : "no device");
+        r->devices = 0;
+        return;
+    }
     for (int i = 0; i < count && n_devices < MAX_DEVICES; i++) {
         nnr_device_entry *d = &devices[n_devices++];
         d->plugin = p;
@@ -207,6 +216,7 @@ static void add_devices(nnr_plugin *p)
         else snprintf(d->name, sizeof d->name, "%s:%d", p->name, i);
         d->label[0] = 0;
         if (p->device_name) p->device_name(p, i, d->label, sizeof d->label);
+        r->devices++;
     }
 }
 
@@ -261,7 +271,7 @@ static void do_init(void)
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n_plugins; i++)
             if (plugins[i].loaded && (strcmp(plugins[i].name, "cpu") == 0) == (pass == 0))
-                add_devices(plugins[i].plugin);
+                add_devices(&plugins[i]);
     nnr_set_num_threads(num_threads);
 }
 
@@ -293,6 +303,45 @@ const char *nnr_plugin_version(int i) { return rec(i) ? rec(i)->version : NULL; 
 int nnr_plugin_loaded(int i) { return rec(i) ? rec(i)->loaded : 0; }
 const char *nnr_plugin_message(int i) { return rec(i) ? rec(i)->message : NULL; }
 
+/* a plugin by its name ("cuda"), or, for one refused before it could name itself, by its file
+ * (libnnr_cuda.so); the loaded one first. -1 when none */
+int nnr_plugin_find(const char *name)
+{
+    nnr_init();
+    char file[96];
+    snprintf(file, sizeof file, "libnnr_%.60s.so", name);
+    int refused = -1;
+    for (int i = 0; i < n_plugins; i++) {
+        const char *base = strrchr(plugins[i].path, '/');
+        base = base ? base + 1 : plugins[i].path;
+        if (strcmp(plugins[i].name, name) != 0 && strcmp(base, file) != 0) continue;
+        if (plugins[i].loaded) return i;
+        if (refused < 0) refused = i;
+    }
+    return refused;
+}
+
+int nnr_plugin_set_option(const char *name, const char *key, const char *value)
+{
+    int i = nnr_plugin_find(name);
+    if (i < 0 || !plugins[i].loaded)
+        return nnr_errorf(NNR_ERR_DEVICE, "backend option %s.%s: no %s plugin is loaded%s%s", name, key, name,
+                          i >= 0 ? ": " : "", i >= 0 ? plugins[i].message : "");
+    nnr_plugin *p = plugins[i].plugin;
+    if (!NNR_HAS_FIELD(p, nnr_plugin, set_option) || !p->set_option)
+        return nnr_errorf(NNR_ERR_UNSUPPORTED, "backend option %s.%s: the %s plugin takes no options", name, key, name);
+    nnr_set_error(NNR_OK, "");
+    int st = p->set_option(p, key, value);
+    if (st != NNR_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", nnr_last_error()[0] ? nnr_last_error() : "refused");
+        return nnr_errorf(st, "backend option %s.%s: %s", name, key, msg);
+    }
+    return NNR_OK;
+}
+
+int nnr_plugin_device_count(int i) { return rec(i) ? rec(i)->devices : 0; }
+
 int nnr_device_total(void) { return n_devices; }
 int nnr_device_count(void) { nnr_init(); return n_devices; }
 
@@ -304,6 +353,7 @@ const nnr_device_entry *nnr_device_get(int device)
 const char *nnr_device_type(int device) { return nnr_device_get(device) ? devices[device].plugin->name : NULL; }
 int nnr_device_local_index(int device) { return nnr_device_get(device) ? devices[device].local_index : -1; }
 const char *nnr_device_name(int device) { return nnr_device_get(device) ? devices[device].name : NULL; }
+const char *nnr_device_label(int device) { return nnr_device_get(device) ? devices[device].label : NULL; }
 
 int nnr_device_find(const char *spec)
 {
@@ -328,9 +378,11 @@ int nnr_device_find(const char *spec)
         seen++;
     }
     if (seen) return nnr_errorf(NNR_ERR_DEVICE, "device '%s': only %d %s device(s) present", spec, seen, type), -1;
-    for (int i = 0; i < n_plugins; i++)
-        if (strcmp(plugins[i].name, type) == 0 && !plugins[i].loaded)
-            return nnr_errorf(NNR_ERR_DEVICE, "device '%s': plugin %s was refused: %s", spec, type, plugins[i].message), -1;
+    int r = nnr_plugin_find(type);
+    if (r >= 0 && plugins[r].loaded)
+        return nnr_errorf(NNR_ERR_DEVICE, "device '%s': the %s plugin has no device: %s", spec, type, plugins[r].message), -1;
+    if (r >= 0)
+        return nnr_errorf(NNR_ERR_DEVICE, "device '%s': plugin %s was refused: %s", spec, type, plugins[r].message), -1;
     nnr_errorf(NNR_ERR_DEVICE, "device '%s': no backend plugin provides '%s' (see nnrun --plugins)", spec, type);
     return -1;
 bad:

@@ -44,12 +44,18 @@ const char *nnr_plugin_name(int i);
 const char *nnr_plugin_path(int i);
 const char *nnr_plugin_version(int i);
 int nnr_plugin_loaded(int i);               /* 1 loaded, 0 refused */
-const char *nnr_plugin_message(int i);      /* why it was refused, or its description */
+const char *nnr_plugin_message(int i);      /* why it was refused or has no device, or its description */
+int nnr_plugin_device_count(int i);         /* devices it added */
+/* index of the plugin named name (or whose file is libnnr_<name>.so), -1 when none */
+int nnr_plugin_find(const char *name);
+/* a backend setting, e.g. ("cuda", "allow_tf32", "1"); an error names unknown plugins and keys */
+int nnr_plugin_set_option(const char *name, const char *key, const char *value);
 
 int nnr_device_count(void);
 const char *nnr_device_type(int device);    /* plugin name, "cpu" */
 int nnr_device_local_index(int device);     /* index within its plugin */
 const char *nnr_device_name(int device);
+const char *nnr_device_label(int device);   /* the plugin's description: model, memory */
 /* "cpu", "cuda:1" -> global device id, or -1 with an error */
 int nnr_device_find(const char *spec);
 int nnr_synchronize(int device);
@@ -196,6 +202,8 @@ int64_t nnr_profiler_event_count(void);
 int64_t nnr_profiler_events(nnr_prof_event *out, int64_t max);
 int64_t nnr_device_peak_bytes(int device);          /* since the last reset (nnr_profiler_start) */
 int64_t nnr_device_live_bytes(int device);
+int64_t nnr_device_cached_bytes(int device);        /* held by the caching allocator for reuse */
+void nnr_device_empty_cache(int device);
 void nnr_reset_peak_bytes(void);
 
 /* numeric CSV (header, quoted fields) into f32 x [N, features] and y [N] (the label column; -1 none, or

@@ -34,7 +34,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 1,
+    NNR_ABI_MINOR = 2,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -107,7 +107,8 @@ typedef enum nnr_op {
     NNR_OP_MATMUL = 128,
     /* ABI 1.1: y = x W^T (+ b): inputs x [M, K], weight [N, K], optional bias [N], all
      * contiguous -> out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0).
-     * The core uses it on the cpu backend and MATMUL, ADD (and RELU) elsewhere. */
+     * The core uses it on backends built against ABI 1.1 or later whose supports() takes the call,
+     * and MATMUL, ADD (and RELU) elsewhere. */
     NNR_OP_LINEAR = 129,
     /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
     NNR_OP_GATHER = 144,
@@ -119,7 +120,7 @@ typedef enum nnr_op {
      * inputs: index (I64, 0-based), src */
     NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147,
     /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups; and for CONV2D
-     * i[7] = 1: relu applied to the output (ABI 1.1; the core asks for it on the cpu backend only).
+     * i[7] = 1: relu applied to the output (ABI 1.1; the core asks for it on backends built against 1.1 or later).
      * CONV2D: inputs x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO]
      * CONV2D_GRAD_INPUT: inputs grad_out, weight -> grad_x (its shape given by the output)
      * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight, and (optional, ABI 1.1) grad_bias [O] as
@@ -235,6 +236,9 @@ struct nnr_plugin {
      * asynchronous (the loader's pin_memory); check NNR_HAS_FIELD before use */
     nnr_status (*host_alloc_pinned)(nnr_plugin *self, size_t nbytes, void **out);
     void (*host_free_pinned)(nnr_plugin *self, void *ptr, size_t nbytes);
+    /* optional, ABI 1.2: a named setting (nnr.backends.<name>.<key> = value from Lua, e.g. cuda's
+     * allow_tf32 = "1"); NNR_ERR_INVALID with a message for a key the plugin does not know */
+    nnr_status (*set_option)(nnr_plugin *self, const char *key, const char *value);
 };
 
 typedef int (*nnr_plugin_probe_fn)(void);
