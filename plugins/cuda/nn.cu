@@ -1,0 +1,454 @@
+/* Pooling, batch norm, the fused optimizer steps, and the index ops
+ * (gather, index_select, scatter_add, index_add). Layouts and update rules
+ * are the cpu backend's (plugins/cpu/pool.c, batchnorm.c, optim.c, index.c).
+ * A bad index is caught on the device: the first one is written to a flag
+ * word that the op reads back, so it becomes an error naming the index. */
+#include <math.h>
+#include "dtype.cuh"
+
+#define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* ---------------- pooling ---------------- */
+
+typedef struct pool_geom {
+    int64_t planes, H, W, HO, WO, kh, kw, sh, sw, ph, pw, dh, dw;
+    int count_include_pad, adaptive;
+} pool_geom;
+
+template <typename T>
+__global__ void k_maxpool(const T *__restrict__ x, T *__restrict__ y, int64_t *__restrict__ idx, pool_geom g)
+{
+    GRID_LOOP(i, g.planes * g.HO * g.WO) {
+        int64_t wo = i % g.WO, ho = (i / g.WO) % g.HO, p = i / (g.WO * g.HO);
+        const T *xp = x + p * g.H * g.W;
+        double best = -INFINITY;
+        int64_t arg = -1;
+        for (int64_t a = 0; a < g.kh; a++) {
+            int64_t h = ho * g.sh - g.ph + a * g.dh;
+            if (h < 0 || h >= g.H) continue;
+            for (int64_t b = 0; b < g.kw; b++) {
+                int64_t w = wo * g.sw - g.pw + b * g.dw;
+                if (w < 0 || w >= g.W) continue;
+                double v = (double)xp[h * g.W + w];
+                if (v > best || v != v || arg < 0) { best = v; arg = h * g.W + w; if (v != v) goto done; }
+            }
+        }
+    done:
+        y[i] = (T)best;
+        if (idx) idx[i] = arg;
+    }
+}
+
+/* grad_x from the argmax: each input gathers the outputs that chose it (no atomics, deterministic) */
+template <typename T>
+__global__ void k_maxpool_back(const T *__restrict__ gy, const int64_t *__restrict__ idx, T *__restrict__ gx, pool_geom g)
+{
+    GRID_LOOP(i, g.planes * g.H * g.W) {
+        int64_t w = i % g.W, h = (i / g.W) % g.H, p = i / (g.W * g.H), at = h * g.W + w;
+        /* outputs whose window can contain (h, w) */
+        int64_t ho0 = (h + g.ph - (g.kh - 1) * g.dh), wo0 = (w + g.pw - (g.kw - 1) * g.dw);
+        ho0 = ho0 <= 0 ? 0 : (ho0 + g.sh - 1) / g.sh;
+        wo0 = wo0 <= 0 ? 0 : (wo0 + g.sw - 1) / g.sw;
+        int64_t ho1 = (h + g.ph) / g.sh, wo1 = (w + g.pw) / g.sw;
+        double s = 0;
+        for (int64_t ho = ho0; ho <= ho1 && ho < g.HO; ho++)
+            for (int64_t wo = wo0; wo <= wo1 && wo < g.WO; wo++) {
+                int64_t o = (p * g.HO + ho) * g.WO + wo;
+                if (idx[o] == at) s += (double)gy[o];
+            }
+        gx[i] = (T)s;
+    }
+}
+
+__device__ __forceinline__ void avg_window(const pool_geom &g, int64_t ho, int64_t wo, int64_t *h0, int64_t *h1, int64_t *w0,
+                                           int64_t *w1, int64_t *div)
+{
+    if (g.adaptive) {
+        *h0 = ho * g.H / g.HO; *h1 = ((ho + 1) * g.H + g.HO - 1) / g.HO;
+        *w0 = wo * g.W / g.WO; *w1 = ((wo + 1) * g.W + g.WO - 1) / g.WO;
+        *div = (*h1 - *h0) * (*w1 - *w0);
+        return;
+    }
+    int64_t hs = ho * g.sh - g.ph, ws = wo * g.sw - g.pw, he = hs + g.kh, we = ws + g.kw;
+    int64_t pad_he = he < g.H + g.ph ? he : g.H + g.ph, pad_we = we < g.W + g.pw ? we : g.W + g.pw;
+    int64_t padded = (pad_he - hs) * (pad_we - ws);
+    *h0 = hs < 0 ? 0 : hs; *w0 = ws < 0 ? 0 : ws;
+    *h1 = he > g.H ? g.H : he; *w1 = we > g.W ? g.W : we;
+    *div = g.count_include_pad ? padded : (*h1 - *h0) * (*w1 - *w0);
+}
+
+template <typename T>
+__global__ void k_avgpool(const T *__restrict__ x, T *__restrict__ y, pool_geom g)
+{
+    GRID_LOOP(i, g.planes * g.HO * g.WO) {
+        int64_t wo = i % g.WO, ho = (i / g.WO) % g.HO, p = i / (g.WO * g.HO);
+        int64_t h0, h1, w0, w1, div;
+        avg_window(g, ho, wo, &h0, &h1, &w0, &w1, &div);
+        double s = 0;
+        for (int64_t h = h0; h < h1; h++)
+            for (int64_t w = w0; w < w1; w++) s += (double)x[(p * g.H + h) * g.W + w];
+        y[i] = (T)(div > 0 ? s / (double)div : 0);
+    }
+}
+
+/* grad_x: each input sums g/div over the outputs whose window holds it */
+template <typename T>
+__global__ void k_avgpool_back(const T *__restrict__ gy, T *__restrict__ gx, pool_geom g)
+{
+    GRID_LOOP(i, g.planes * g.H * g.W) {
+        int64_t w = i % g.W, h = (i / g.W) % g.H, p = i / (g.W * g.H);
+        double s = 0;
+        int64_t ho0 = 0, ho1 = g.HO - 1, wo0 = 0, wo1 = g.WO - 1;
+        if (!g.adaptive) {
+            int64_t a = h + g.ph - g.kh + 1, b = w + g.pw - g.kw + 1;
+            ho0 = a <= 0 ? 0 : (a + g.sh - 1) / g.sh;
+            wo0 = b <= 0 ? 0 : (b + g.sw - 1) / g.sw;
+            ho1 = (h + g.ph) / g.sh; wo1 = (w + g.pw) / g.sw;
+            if (ho1 > g.HO - 1) ho1 = g.HO - 1;
+            if (wo1 > g.WO - 1) wo1 = g.WO - 1;
+        }
+        for (int64_t ho = ho0; ho <= ho1; ho++)
+            for (int64_t wo = wo0; wo <= wo1; wo++) {
+                int64_t h0, h1, w0, w1, div;
+                avg_window(g, ho, wo, &h0, &h1, &w0, &w1, &div);
+                if (div <= 0 || h < h0 || h >= h1 || w < w0 || w >= w1) continue;
+                s += (double)gy[(p * g.HO + ho) * g.WO + wo] / (double)div;
+            }
+        gx[i] = (T)s;
+    }
+}
+
+int cu_pool(cu_device *d, const nnr_op_call *call)
+{
+    const int64_t *i = call->params->i;
+    int op = (int)call->op;
+    int backward = op == NNR_OP_MAXPOOL2D_BACKWARD || op == NNR_OP_AVGPOOL2D_BACKWARD || op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    /* x-shaped: the forward's input or the backward's output; y-shaped the other */
+    const nnr_tensor_desc *xs = backward ? call->outputs[0] : call->inputs[0], *ys = backward ? call->inputs[0] : call->outputs[0];
+    pool_geom g;
+    g.planes = xs->sizes[0] * xs->sizes[1];
+    g.H = xs->sizes[2]; g.W = xs->sizes[3]; g.HO = ys->sizes[2]; g.WO = ys->sizes[3];
+    g.kh = i[0]; g.kw = i[1]; g.sh = i[2] > 0 ? i[2] : 1; g.sw = i[3] > 0 ? i[3] : 1; g.ph = i[4]; g.pw = i[5];
+    g.adaptive = op == NNR_OP_ADAPTIVE_AVGPOOL2D || op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    int is_max = op == NNR_OP_MAXPOOL2D || op == NNR_OP_MAXPOOL2D_BACKWARD;
+    g.dh = is_max ? (i[6] > 0 ? i[6] : 1) : 1;
+    g.dw = is_max ? (i[7] > 0 ? i[7] : 1) : 1;
+    g.count_include_pad = is_max ? 0 : (int)i[6];
+    int dbl = xs->dtype == NNR_F64;
+    int64_t n = backward ? g.planes * g.H * g.W : g.planes * g.HO * g.WO;
+    if (n == 0) return NNR_OK;
+    unsigned grid = cu_blocks(n, 256);
+    void *x = call->inputs[0]->data, *y = call->outputs[0]->data;
+    switch (op) {
+    case NNR_OP_MAXPOOL2D: {
+        int64_t *idx = call->n_outputs > 1 ? (int64_t *)call->outputs[1]->data : NULL;
+        if (dbl) k_maxpool<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, idx, g);
+        else k_maxpool<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, idx, g);
+        break;
+    }
+    case NNR_OP_MAXPOOL2D_BACKWARD: {
+        const int64_t *idx = (const int64_t *)call->inputs[1]->data;
+        /* the core passes no geometry for the backward: windows are found from the argmax alone */
+        g.kh = g.H; g.kw = g.W; g.sh = 1; g.sw = 1; g.ph = 0; g.pw = 0; g.dh = 1; g.dw = 1;
+        if (i[0] > 0 && i[2] > 0) { g.kh = i[0]; g.kw = i[1]; g.sh = i[2]; g.sw = i[3]; g.ph = i[4]; g.pw = i[5]; g.dh = i[6] > 0 ? i[6] : 1; g.dw = i[7] > 0 ? i[7] : 1; }
+        if (dbl) k_maxpool_back<double><<<grid, 256, 0, d->stream>>>((const double *)x, idx, (double *)y, g);
+        else k_maxpool_back<float><<<grid, 256, 0, d->stream>>>((const float *)x, idx, (float *)y, g);
+        break;
+    }
+    case NNR_OP_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D:
+        if (dbl) k_avgpool<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, g);
+        else k_avgpool<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, g);
+        break;
+    default:
+        if (dbl) k_avgpool_back<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, g);
+        else k_avgpool_back<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, g);
+        break;
+    }
+    CU_LAUNCHED("pooling");
+    return NNR_OK;
+}
+
+/* ---------------- batch norm: a block per channel for the sums ---------------- */
+
+__device__ __forceinline__ double block_sum(double v, double *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+template <typename T>
+__global__ void k_bn_stats(const T *__restrict__ x, T *mean, T *invstd, int64_t N, int64_t C, int64_t P, double eps)
+{
+    __shared__ double sh[256];
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        double s = 0, sq = 0;
+        for (int64_t k = threadIdx.x; k < N * P; k += blockDim.x) {
+            double v = (double)x[((k / P) * C + c) * P + k % P];
+            s += v; sq += v * v;
+        }
+        s = block_sum(s, sh);
+        sq = block_sum(sq, sh);
+        if (threadIdx.x == 0) {
+            double m = (double)(N * P), mu = s / m, var = sq / m - mu * mu;
+            if (var < 0) var = 0;
+            mean[c] = (T)mu;
+            invstd[c] = (T)(1.0 / sqrt(var + eps));
+        }
+    }
+}
+
+template <typename T>
+__global__ void k_bn_back_reduce(const T *__restrict__ dy, const T *__restrict__ x, const T *coef, T *out, int64_t N, int64_t C, int64_t P)
+{
+    __shared__ double sh[256];
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        double mean = (double)coef[c], invstd = (double)coef[C + c], sdy = 0, sdyx = 0;
+        for (int64_t k = threadIdx.x; k < N * P; k += blockDim.x) {
+            int64_t at = ((k / P) * C + c) * P + k % P;
+            double g = (double)dy[at];
+            sdy += g;
+            sdyx += g * ((double)x[at] - mean) * invstd;
+        }
+        sdy = block_sum(sdy, sh);
+        sdyx = block_sum(sdyx, sh);
+        if (threadIdx.x == 0) { out[c] = (T)sdy; out[C + c] = (T)sdyx; }
+    }
+}
+
+/* y = x * coef[0][c] + coef[1][c] (affine), or dx = a dy + b x + c (apply: dy given) */
+template <typename T>
+__global__ void k_bn_elementwise(const T *__restrict__ dy, const T *__restrict__ x, const T *coef, T *out, int64_t N, int64_t C, int64_t P)
+{
+    GRID_LOOP(i, N * C * P) {
+        int64_t c = (i / P) % C;
+        if (dy) out[i] = coef[c] * dy[i] + coef[C + c] * x[i] + coef[2 * C + c];
+        else out[i] = x[i] * coef[c] + coef[C + c];
+    }
+}
+
+int cu_batchnorm(cu_device *d, const nnr_op_call *call)
+{
+    int op = (int)call->op;
+    const nnr_tensor_desc *x = op == NNR_OP_BN_STATS || op == NNR_OP_BN_AFFINE ? call->inputs[0] : call->inputs[1];
+    int64_t N = x->sizes[0], C = x->ndim > 1 ? x->sizes[1] : 1, P = 1;
+    for (int k = 2; k < x->ndim; k++) P *= x->sizes[k];
+    if (C == 0) return NNR_OK;
+    int dbl = x->dtype == NNR_F64;
+    unsigned cgrid = (unsigned)(C < 65535 ? C : 65535), grid = cu_blocks(N * C * P, 256);
+    double eps = call->params ? call->params->f[0] : 0;
+#define BN_T(T)                                                                                                          \
+    switch (op) {                                                                                                        \
+    case NNR_OP_BN_STATS:                                                                                                \
+        k_bn_stats<T><<<cgrid, 256, 0, d->stream>>>((const T *)x->data, (T *)call->outputs[0]->data,                     \
+                                                    (T *)call->outputs[1]->data, N, C, P, eps);                          \
+        break;                                                                                                           \
+    case NNR_OP_BN_AFFINE:                                                                                               \
+        if (N * P > 0) k_bn_elementwise<T><<<grid, 256, 0, d->stream>>>(NULL, (const T *)x->data, (const T *)call->inputs[1]->data, \
+                                                          (T *)call->outputs[0]->data, N, C, P);                        \
+        break;                                                                                                           \
+    case NNR_OP_BN_BACKWARD_REDUCE:                                                                                      \
+        k_bn_back_reduce<T><<<cgrid, 256, 0, d->stream>>>((const T *)call->inputs[0]->data, (const T *)x->data,          \
+                                                          (const T *)call->inputs[2]->data, (T *)call->outputs[0]->data, N, C, P); \
+        break;                                                                                                           \
+    default:                                                                                                             \
+        if (N * P > 0) k_bn_elementwise<T><<<grid, 256, 0, d->stream>>>((const T *)call->inputs[0]->data, (const T *)x->data,  \
+                                                          (const T *)call->inputs[2]->data, (T *)call->outputs[0]->data, N, C, P); \
+        break;                                                                                                           \
+    }
+    if (dbl) { BN_T(double) } else { BN_T(float) }
+#undef BN_T
+    CU_LAUNCHED("batch_norm");
+    return NNR_OK;
+}
+
+/* ---------------- optimizer steps (PyTorch's rules, as plugins/cpu/optim.c) ---------------- */
+
+template <typename T>
+__global__ void k_sgd(T *p, T *buf, const T *g, int64_t n, T lr, T mom, T damp1, T wd, int nesterov, int fresh)
+{
+    GRID_LOOP(k, n) {
+        T dd = g[k] + wd * p[k];
+        if (buf) {
+            T b = fresh ? dd : mom * buf[k] + damp1 * dd;
+            buf[k] = b;
+            dd = nesterov ? dd + mom * b : b;
+        }
+        p[k] -= lr * dd;
+    }
+}
+
+template <typename T>
+__global__ void k_adam(T *p, T *m, T *v, const T *g, int64_t n, T b1, T b2, T eps, T wd, T decay, T step, T bc2_sqrt, int decoupled)
+{
+    GRID_LOOP(k, n) {
+        T gk = g[k];
+        if (decoupled) p[k] *= decay;
+        else gk += wd * p[k];
+        m[k] = b1 * m[k] + (T(1) - b1) * gk;
+        v[k] = b2 * v[k] + (T(1) - b2) * gk * gk;
+        p[k] -= step * m[k] / (sqrt(v[k]) / bc2_sqrt + eps);
+    }
+}
+
+template <typename T>
+__global__ void k_rmsprop(T *p, T *sq, T *buf, const T *g, int64_t n, T lr, T alpha, T eps, T wd, T mom)
+{
+    GRID_LOOP(k, n) {
+        T gk = g[k] + wd * p[k];
+        sq[k] = alpha * sq[k] + (T(1) - alpha) * gk * gk;
+        T avg = sqrt(sq[k]) + eps;
+        if (buf) { buf[k] = mom * buf[k] + gk / avg; p[k] -= lr * buf[k]; }
+        else p[k] -= lr * gk / avg;
+    }
+}
+
+int cu_optim(cu_device *d, const nnr_op_call *call)
+{
+    const double *f = call->params->f;
+    const int64_t *pi = call->params->i;
+    int64_t n = cu_numel(call->outputs[0]);
+    if (n == 0) return NNR_OK;
+    unsigned grid = cu_blocks(n, 256);
+    void *p = call->outputs[0]->data, *s1 = call->n_outputs > 1 ? call->outputs[1]->data : NULL;
+    void *s2 = call->n_outputs > 2 ? call->outputs[2]->data : NULL;
+    const void *g = call->inputs[0]->data;
+    int dbl = call->outputs[0]->dtype == NNR_F64;
+    switch (call->op) {
+    case NNR_OP_SGD_STEP:
+        if (dbl) k_sgd<double><<<grid, 256, 0, d->stream>>>((double *)p, (double *)s1, (const double *)g, n, f[0], f[1], 1 - f[2], f[3], (int)pi[0], (int)pi[1]);
+        else k_sgd<float><<<grid, 256, 0, d->stream>>>((float *)p, (float *)s1, (const float *)g, n, (float)f[0], (float)f[1], (float)(1 - f[2]), (float)f[3], (int)pi[0], (int)pi[1]);
+        break;
+    case NNR_OP_ADAM_STEP: {
+        double lr = f[0], wd = f[4], step = lr / f[5], bc = sqrt(f[6]);
+        if (dbl) k_adam<double><<<grid, 256, 0, d->stream>>>((double *)p, (double *)s1, (double *)s2, (const double *)g, n, f[1], f[2], f[3], wd, 1 - lr * wd, step, bc, (int)pi[0]);
+        else k_adam<float><<<grid, 256, 0, d->stream>>>((float *)p, (float *)s1, (float *)s2, (const float *)g, n, (float)f[1], (float)f[2], (float)f[3], (float)wd, (float)(1 - lr * wd), (float)step, (float)bc, (int)pi[0]);
+        break;
+    }
+    default:
+        if (dbl) k_rmsprop<double><<<grid, 256, 0, d->stream>>>((double *)p, (double *)s1, (double *)s2, (const double *)g, n, f[0], f[1], f[2], f[3], f[4]);
+        else k_rmsprop<float><<<grid, 256, 0, d->stream>>>((float *)p, (float *)s1, (float *)s2, (const float *)g, n, (float)f[0], (float)f[1], (float)f[2], (float)f[3], (float)f[4]);
+        break;
+    }
+    CU_LAUNCHED("optimizer step");
+    return NNR_OK;
+}
+
+/* ---------------- index ops ---------------- */
+
+__device__ __forceinline__ void flag_bad(int64_t *flag, int64_t v)
+{
+    atomicCAS((unsigned long long *)flag, (unsigned long long)-1LL, (unsigned long long)v);
+}
+
+typedef struct idx_geom {
+    int nd, dim, dt;
+    int64_t sizes[NNR_MAX_DIMS];                  /* the iteration shape */
+    int64_t a[NNR_MAX_DIMS], b[NNR_MAX_DIMS], c[NNR_MAX_DIMS];   /* strides (elements) of the operands */
+    int64_t limit, n;
+    const char *pa;
+    const char *pb;
+    char *pc;
+} idx_geom;
+
+/* GATHER: a = index, b = in, c = out;  out[i] = in[i with dim := index[i]] */
+__global__ void k_gather2(idx_geom g, int64_t *flag)
+{
+    int es = dt_size(g.dt);
+    GRID_LOOP(k, g.n) {
+        int64_t rem = k, oa = 0, ob = 0, oc = 0, id[NNR_MAX_DIMS];
+        for (int d = g.nd - 1; d >= 0; d--) { id[d] = rem % g.sizes[d]; rem /= g.sizes[d]; }
+        for (int d = 0; d < g.nd; d++) { oa += id[d] * g.a[d]; oc += id[d] * g.c[d]; }
+        int64_t j = ((const int64_t *)g.pa)[oa];
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        for (int d = 0; d < g.nd; d++) ob += (d == g.dim ? j : id[d]) * g.b[d];
+        for (int e = 0; e < es; e++) g.pc[oc * es + e] = g.pb[ob * es + e];
+    }
+}
+
+/* INDEX_SELECT: a = index (1-d, stride a[0]), b = in, c = out; iteration over out */
+__global__ void k_index_select(idx_geom g, int64_t *flag)
+{
+    int es = dt_size(g.dt);
+    GRID_LOOP(k, g.n) {
+        int64_t rem = k, ob = 0, oc = 0, id[NNR_MAX_DIMS];
+        for (int d = g.nd - 1; d >= 0; d--) { id[d] = rem % g.sizes[d]; rem /= g.sizes[d]; }
+        int64_t j = ((const int64_t *)g.pa)[id[g.dim] * g.a[0]];
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        for (int d = 0; d < g.nd; d++) { ob += (d == g.dim ? j : id[d]) * g.b[d]; oc += id[d] * g.c[d]; }
+        for (int e = 0; e < es; e++) g.pc[oc * es + e] = g.pb[ob * es + e];
+    }
+}
+
+__device__ __forceinline__ void atomic_add_dt(int dt, char *p, double v)
+{
+    if (dt == NNR_F32) atomicAdd((float *)p, (float)v);
+    else atomicAdd((double *)p, v);
+}
+
+/* SCATTER_ADD: a = index, b = src (both the iteration shape), c = out; out[i with dim := index[i]] += src[i]
+ * INDEX_ADD: a = index (1-d), b = src (iteration shape), c = out; out[i with dim := index[i_dim]] += src[i] */
+__global__ void k_scatter(idx_geom g, int64_t *flag, int index_add, int src_dt)
+{
+    GRID_LOOP(k, g.n) {
+        int64_t rem = k, oa = 0, ob = 0, oc = 0, id[NNR_MAX_DIMS];
+        for (int d = g.nd - 1; d >= 0; d--) { id[d] = rem % g.sizes[d]; rem /= g.sizes[d]; }
+        if (index_add) oa = id[g.dim] * g.a[0];
+        else for (int d = 0; d < g.nd; d++) oa += id[d] * g.a[d];
+        int64_t j = ((const int64_t *)g.pa)[oa];
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        for (int d = 0; d < g.nd; d++) { ob += id[d] * g.b[d]; oc += (d == g.dim ? j : id[d]) * g.c[d]; }
+        atomic_add_dt(g.dt, g.pc + oc * dt_size(g.dt), ld_f64(src_dt, g.pb + ob * dt_size(src_dt)));
+    }
+}
+
+int cu_index(cu_device *d, const nnr_op_call *call)
+{
+    int op = (int)call->op;
+    idx_geom g;
+    memset(&g, 0, sizeof g);
+    g.dim = (int)call->params->i[0];
+    const nnr_tensor_desc *shape, *a, *b, *c;
+    const char *name;
+    switch (op) {
+    case NNR_OP_GATHER: name = "gather"; a = call->inputs[1]; b = call->inputs[0]; c = call->outputs[0]; shape = c; g.dt = c->dtype;
+        g.limit = b->ndim ? b->sizes[g.dim] : 1; break;
+    case NNR_OP_INDEX_SELECT: name = "index_select"; a = call->inputs[1]; b = call->inputs[0]; c = call->outputs[0]; shape = c; g.dt = c->dtype;
+        g.limit = b->sizes[g.dim]; break;
+    case NNR_OP_SCATTER_ADD: name = "scatter_add"; a = call->inputs[0]; b = call->inputs[1]; c = call->outputs[0]; shape = b; g.dt = c->dtype;
+        g.limit = c->sizes[g.dim]; break;
+    default: name = "index_add"; a = call->inputs[0]; b = call->inputs[1]; c = call->outputs[0]; shape = b; g.dt = c->dtype;
+        g.limit = c->sizes[g.dim]; break;
+    }
+    g.nd = shape->ndim;
+    g.n = cu_numel(shape);
+    for (int k = 0; k < g.nd; k++) {
+        g.sizes[k] = shape->sizes[k];
+        g.b[k] = k < b->ndim ? b->strides[k] : 0;
+        g.c[k] = k < c->ndim ? c->strides[k] : 0;
+        g.a[k] = k < a->ndim ? a->strides[k] : 0;
+    }
+    g.pa = (const char *)a->data; g.pb = (const char *)b->data; g.pc = (char *)c->data;
+    if (g.n == 0) return NNR_OK;
+    CU_CHECK(cudaMemsetAsync(d->flag, 0xff, sizeof(int64_t), d->stream), name);
+    unsigned grid = cu_blocks(g.n, 256);
+    switch (op) {
+    case NNR_OP_GATHER: k_gather2<<<grid, 256, 0, d->stream>>>(g, d->flag); break;
+    case NNR_OP_INDEX_SELECT: k_index_select<<<grid, 256, 0, d->stream>>>(g, d->flag); break;
+    default: k_scatter<<<grid, 256, 0, d->stream>>>(g, d->flag, op == NNR_OP_INDEX_ADD, b->dtype); break;
+    }
+    CU_LAUNCHED(name);
+    /* the flag is read back: an index op waits for its kernel (a bad index must be an error, not garbage) */
+    CU_CHECK(cudaMemcpyAsync(d->flag_host, d->flag, sizeof(int64_t), cudaMemcpyDeviceToHost, d->stream), name);
+    CU_CHECK(cudaStreamSynchronize(d->stream), name);
+    if (*d->flag_host != -1)
+        return cu_errorf(NNR_ERR_INVALID, "%s: index %lld is out of range [1, %lld] for dimension %d", name, (long long)*d->flag_host + 1,
+                         (long long)g.limit, g.dim + 1);
+    return NNR_OK;
+}
