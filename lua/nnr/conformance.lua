@@ -4,6 +4,7 @@
 -- fallback; the report says which ran natively. As ggml's test-backend-ops.
 local nnr = require "nnr"
 local C = require("nnr.core").C
+local ffi = require "ffi"
 
 local M = {}
 
@@ -87,6 +88,98 @@ local function cases()
   add("index_select", { 145 }, { "f32", "f64" }, function(dev, dt)
     return input(dev, dt, -1, 1, 4, 5):index_select(2, nnr.tensor({ 5, 1, 3 }, { dtype = "i64", device = dev }))
   end)
+  add("matmul (strided, batch broadcast)", { 128 }, { "f32", "f64" }, function(dev, dt)
+    local a = input(dev, dt, -1, 1, 2, 3, 7, 5):transpose(3, 4)      -- [2, 3, 5, 7], column-major matrices
+    return a:matmul(input(dev, dt, -1, 1, 3, 7, 4))
+  end)
+  -- half precision: the cpu computes in f32 from the same rounded inputs
+  add("matmul (half)", { 128 }, { "f16", "bf16" }, function(dev, dt)
+    local a, b = input(dev, dt, -1, 1, 2, 33, 40), input(dev, dt, -1, 1, 40, 24)
+    if dev == "cpu" then return a:float():matmul(b:float()):to(dt) end
+    return a:matmul(b)
+  end)
+  add("linear+relu (fused)", { 129 }, { "f32", "f64" }, function(dev, dt)
+    return nnr.nn.functional.linear_relu(input(dev, dt, -1, 1, 6, 9), input(dev, dt, -1, 1, 5, 9), input(dev, dt, -1, 1, 5))
+  end)
+  add("erf", { O.erf }, floats, function(dev, dt) return input(dev, dt, -2, 2, 7, 9):erf() end)
+  add("logical_not", { O.logical_not }, { "f32", "i64" }, function(dev, dt) return input(dev, "f32", -2, 2, 30):gt(0):to(dt):logical_not() end)
+  add("scatter_add", { 146 }, { "f32", "f64" }, function(dev, dt)
+    local idx = nnr.tensor({ { 1, 2, 1 }, { 3, 1, 2 } }, { dtype = "i64", device = dev })
+    return input(dev, dt, -1, 1, 3, 3):scatter_add(1, idx, input(dev, dt, -1, 1, 2, 3))
+  end)
+  add("index_add", { 147 }, { "f32", "f64" }, function(dev, dt)
+    local idx = nnr.tensor({ 2, 4, 2 }, { dtype = "i64", device = dev })
+    return input(dev, dt, -1, 1, 5, 3):index_add(1, idx, input(dev, dt, -1, 1, 3, 3))
+  end)
+  local F = nnr.nn.functional
+  -- an op and its gradients: the outputs, then each input's gradient, flattened into one tensor
+  local function with_grads(dev, dt, inputs, f)
+    local xs = {}
+    for i, spec in ipairs(inputs) do xs[i] = input(dev, dt, spec[1], spec[2], unpack(spec, 3)):requires_grad_() end
+    local y = f(unpack(xs))
+    local r = input(dev, dt, -1, 1, unpack(y:size()))
+    ;(y * r):sum():backward()
+    local flat = { y:detach():double():flatten() }
+    for i, x in ipairs(xs) do flat[#flat + 1] = x.grad:double():flatten() end
+    return nnr.cat(flat)
+  end
+  add("conv2d (groups, stride, pad)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 2, 4, 7, 6 }, { -1, 1, 6, 2, 3, 3 }, { -1, 1, 6 } }, function(x, w, b)
+      return F.conv2d(x, w, b, { stride = 2, padding = 1, groups = 2 })
+    end)
+  end)
+  add("conv2d (dilation, no bias)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 3, 3, 9, 8 }, { -1, 1, 4, 3, 3, 2 } }, function(x, w)
+      return F.conv2d(x, w, nil, { padding = { 2, 1 }, dilation = { 2, 1 } })
+    end)
+  end)
+  add("conv2d+relu (fused)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 2, 3, 6, 6 }, { -1, 1, 5, 3, 3, 3 }, { -1, 1, 5 } }, function(x, w, b)
+      return F.conv2d_relu(x, w, b, { padding = 1 })
+    end)
+  end)
+  add("max_pool2d", { 163, 164 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 8 } }, function(x) return F.max_pool2d(x, 3, { stride = 2, padding = 1 }) end)
+  end)
+  add("max_pool2d 2x2", { 163, 164 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 4, 5, 8, 10 } }, function(x) return F.max_pool2d(x, 2) end)
+  end)
+  add("avg_pool2d", { 165, 166 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 8 } }, function(x)
+      return F.avg_pool2d(x, 3, { stride = 2, padding = 1, count_include_pad = false })
+    end)
+  end)
+  add("adaptive_avg_pool2d", { 167, 168 }, { "f32", "f64" }, function(dev, dt)
+    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 7 } }, function(x) return F.adaptive_avg_pool2d(x, { 4, 3 }) end)
+  end)
+  add("batch_norm (training)", { 169, 170, 171, 172 }, { "f32", "f64" }, function(dev, dt)
+    local rm, rv = nnr.zeros(3, { dtype = dt, device = dev }), nnr.ones(3, { dtype = dt, device = dev })
+    local g = with_grads(dev, dt, { { -1, 2, 4, 3, 5, 5 }, { 0.5, 1.5, 3 }, { -1, 1, 3 } }, function(x, w, b)
+      return F.batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5)
+    end)
+    return nnr.cat { g, rm:double(), rv:double() }
+  end)
+  add("cross_entropy", { 113, 144 }, { "f32", "f64" }, function(dev, dt)
+    local target = nnr.tensor({ 3, 1, 5, 2 }, { dtype = "i64", device = dev })
+    return with_grads(dev, dt, { { -2, 2, 4, 5 } }, function(x) return F.cross_entropy(x, target):reshape(1) end)
+  end)
+  local optimizers = {
+    { "sgd (momentum, nesterov)", 192, function(p) return nnr.optim.SGD({ p }, { lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 0.01 }) end },
+    { "adam", 193, function(p) return nnr.optim.Adam({ p }, { lr = 0.01, weight_decay = 0.01 }) end },
+    { "adamw", 193, function(p) return nnr.optim.AdamW({ p }, { lr = 0.01, weight_decay = 0.1 }) end },
+    { "rmsprop (momentum)", 194, function(p) return nnr.optim.RMSprop({ p }, { lr = 0.01, momentum = 0.5, weight_decay = 0.01 }) end },
+  }
+  for _, o in ipairs(optimizers) do
+    add(o[1], { o[2] }, { "f32", "f64" }, function(dev, dt)
+      local p = input(dev, dt, -1, 1, 37):requires_grad_()
+      local opt = o[3](p)
+      for step = 1, 3 do
+        p.grad = input(dev, dt, -1 + step, 1 + step, 37)
+        opt:step()
+      end
+      return p:detach()
+    end)
+  end
   return list
 end
 
@@ -94,7 +187,12 @@ end
 function M.check(plugin)
   local devices = {}
   for _, d in ipairs(nnr.devices()) do if d.type == plugin then devices[#devices + 1] = d end end
-  if #devices == 0 then return false, { "no device of backend '" .. plugin .. "' (see nnrun --plugins)" } end
+  if #devices == 0 then
+    -- a plugin that loaded but found no device (no GPU, no driver) is skipped with its reason
+    local i = C.nnr_plugin_find(plugin)
+    local why = i >= 0 and ffi.string(C.nnr_plugin_message(i)) or "see nnrun --plugins"
+    return "skip", { "skip: no device of backend '" .. plugin .. "': " .. why }
+  end
   local lines, failures, total = {}, 0, 0
   for _, dev in ipairs(devices) do
     lines[#lines + 1] = string.format("device %s", dev.name)
@@ -111,6 +209,9 @@ function M.check(plugin)
         local status
         if not ok_ref then
           status = "skip (cpu: " .. tostring(ref) .. ")"
+          total = total - 1
+        elseif not ok_dev and tostring(got):match("not supported for dtype %w+ by %w+ or the cpu fallback") then
+          status = "skip (neither this backend nor the cpu fallback has it)"
           total = total - 1
         elseif not ok_dev then
           status = "FAIL: " .. tostring(got)

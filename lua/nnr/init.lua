@@ -54,6 +54,7 @@ function nnr.device(spec)
     name = ffi.string(C.nnr_device_name(id)),
     type = ffi.string(C.nnr_device_type(id)),
     index = C.nnr_device_local_index(id),
+    label = ffi.string(C.nnr_device_label(id)),
   }, Device)
 end
 
@@ -92,9 +93,9 @@ function nnr.memory_stats()
 end
 function nnr.empty_cache() C.nnr_empty_cache() end
 
--- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler
+-- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler, nnr.cuda, nnr.backends
 setmetatable(nnr, { __index = function(t, k)
-  if k == "nn" or k == "optim" or k == "data" or k == "profiler" then
+  if k == "nn" or k == "optim" or k == "data" or k == "profiler" or k == "cuda" or k == "backends" then
     local m = require("nnr." .. k)
     rawset(t, k, m)
     return m
