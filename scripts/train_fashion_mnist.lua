@@ -1,7 +1,7 @@
 -- Trains a network on Fashion-MNIST (Debian's dataset-fashion-mnist package).
 --
 --   nnrun scripts/train_fashion_mnist.lua [--model mlp|cnn|cnn-bn] [--epochs N]
---         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu]
+--         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu|cuda|cuda:N]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
 --         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH]
 --         [--workers N] [--augment] [--detect-anomaly] [--quiet]
@@ -139,15 +139,19 @@ local function main(argv)
   if opts.threads then nnr.set_num_threads(opts.threads) end
   nnr.manual_seed(opts.seed)
   local device = opts.device
+  local ok, err = pcall(nnr.device, device)        -- before any work: say at once why a device is unusable
+  if not ok then error("--device " .. device .. ": " .. tostring(err), 0) end
   local train_images, train_y = read_split(opts.data, "train")
   local test_images, test_y = read_split(opts.data, "t10k")
   if opts.limit then   -- for tests: a prefix of each split
     local function head(t) return t:narrow(1, 1, math.min(opts.limit, t:size(1))) end
     train_images, train_y, test_images, test_y = head(train_images), head(train_y), head(test_images), head(test_y)
   end
+  -- batches bound for a GPU are built in page-locked memory, so their copies are asynchronous
+  local pin = not device:match("^cpu")
   local train = fm.loader(train_images, train_y, { batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
-                                                   workers = opts.workers, augment = opts.augment })
-  local test = fm.loader(test_images, test_y, { batch_size = 256, workers = opts.workers })
+                                                   workers = opts.workers, augment = opts.augment, pin_memory = pin })
+  local test = fm.loader(test_images, test_y, { batch_size = 256, workers = opts.workers, pin_memory = pin })
 
   local model = build_model(opts.model):to(device)
   local opt

@@ -11,11 +11,13 @@ local fm = dofile((arg[0]:match("^(.*)/bench/[^/]*$") or "scripts") .. "/fashion
 local mode = "train"
 if arg[1] == "infer" or arg[1] == "profile" then mode = table.remove(arg, 1) end
 local kind, batch, steps = arg[1] or "mlp", tonumber(arg[2] or 64), tonumber(arg[3] or 200)
+-- NNR_BENCH_DEVICE=cuda runs the same on a GPU (scripts/bench/run_gpu.py); loss:item() waits for each step
+local device = os.getenv("NNR_BENCH_DEVICE") or "cpu"
 if mode == "infer" then
   nnr.manual_seed(0)
-  local model = fm.build_model(kind)
+  local model = fm.build_model(kind):to(device)
   model:eval()
-  local x = nnr.randn(batch, 1, 28, 28)
+  local x = nnr.randn(batch, 1, 28, 28):to(device)
   local times = {}
   nnr.no_grad(function()
     for _ = 1, math.max(5, math.floor(steps / 10)) do model(x):sum():item() end
@@ -31,11 +33,11 @@ if mode == "infer" then
   return
 end
 nnr.manual_seed(0)
-local model = fm.build_model(kind)
+local model = fm.build_model(kind):to(device)
 local opt = nnr.optim.SGD(model:parameters(), { lr = 0.01, momentum = 0.9 })
-local data = nnr.randn(60000, 1, 28, 28)
-local labels = nnr.randint(1, 11, { 60000 })
-local perm = nnr.tensor(fm.permutation(60000, 0, 1), { dtype = "i64" })
+local data = nnr.randn(60000, 1, 28, 28):to(device)
+local labels = nnr.randint(1, 11, { 60000 }):to(device)
+local perm = nnr.tensor(fm.permutation(60000, 0, 1), { dtype = "i64" }):to(device)
 local times = {}
 if mode == "profile" then nnr.profiler.start({ model = model }) end
 for s = 1, steps do

@@ -4,6 +4,7 @@ Prints {"samples_per_s": ...} (median over windows of steps after a warm-up).
 train_torch.py infer MODEL BATCH THREADS ITERS: eval mode under no_grad, the
 median forward pass -> {"us_per_batch": ..., "samples_per_s": ...}."""
 import json
+import os
 import statistics
 import sys
 import time
@@ -17,6 +18,7 @@ if infer:
 model_kind, batch, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
+device = os.environ.get("BENCH_DEVICE", "cpu")   # run_gpu.py: the same on cuda (loss.item() waits for each step)
 if model_kind == "mlp":
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
 else:
@@ -28,9 +30,10 @@ else:
         layers.append(nn.BatchNorm2d(64))
     layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)]
     model = nn.Sequential(*layers)
+model = model.to(device)
 if infer:
     model.eval()
-    x = torch.randn(batch, 1, 28, 28)
+    x = torch.randn(batch, 1, 28, 28, device=device)
     ts = []
     with torch.no_grad():
         for _ in range(max(5, steps // 10)):
@@ -43,9 +46,9 @@ if infer:
     print(json.dumps({"us_per_batch": med * 1e6, "samples_per_s": batch / med, "version": torch.__version__, "threads": threads}))
     sys.exit(0)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-data = torch.randn(60000, 1, 28, 28)
-labels = torch.randint(0, 10, (60000,))
-perm = torch.randperm(60000)
+data = torch.randn(60000, 1, 28, 28, device=device)
+labels = torch.randint(0, 10, (60000,), device=device)
+perm = torch.randperm(60000, device=device)
 loss_fn = nn.CrossEntropyLoss()
 times = []
 for s in range(steps):
