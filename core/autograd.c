@@ -27,6 +27,18 @@ int nnr_set_grad_enabled(int on)
     return previous;
 }
 
+/* mixed precision (nnr.autocast): the dtype f32 matmuls and convolutions run in on this thread, -1 off */
+static _Thread_local int autocast_dtype = -1;
+int nnr_get_autocast(void) { return autocast_dtype; }
+int nnr_set_autocast(int dtype)
+{
+    if (dtype != -1 && dtype != NNR_F16 && dtype != NNR_BF16)
+        return nnr_errorf(NNR_ERR_INVALID, "autocast: dtype %s, expected f16 or bf16", nnr_dtype_name(dtype)), -2;
+    int previous = autocast_dtype;
+    autocast_dtype = dtype;
+    return previous;
+}
+
 bool nnr_should_record(int n, const nnr_tensor *const *inputs)
 {
     if (grad_disabled) return false;

@@ -6,10 +6,13 @@
 #include "derivatives.h"
 #include "internal.h"
 
+/* f32 and f64 everywhere; f16 and bf16 off the cpu, for the backends that have them (cuda, under autocast) */
 static int float_dtype(const char *op, const nnr_tensor *t)
 {
     if (t->dtype == NNR_F32 || t->dtype == NNR_F64) return NNR_OK;
-    return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32 or f64)", op, nnr_dtype_name(t->dtype));
+    if ((t->dtype == NNR_F16 || t->dtype == NNR_BF16) && t->device != 0) return NNR_OK;
+    return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32 or f64; f16 and bf16 on backends that have them)",
+                      op, nnr_dtype_name(t->dtype));
 }
 
 static int run_call(const char *op, int opid, int device, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out,
@@ -72,10 +75,59 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, 
 
 /* ---------------- convolution ---------------- */
 
+/* autocast: the operands of a matmul-like op (f32, or already in the autocast dtype) as recorded casts to
+ * the autocast dtype: 1, or 0 when autocast is off or an operand has another dtype, -1 on error */
+static int autocast_operands(int n, const nnr_tensor *const *in, nnr_tensor **out)
+{
+    int ac = nnr_get_autocast();
+    if (ac < 0) return 0;
+    int any = 0;
+    for (int k = 0; k < n; k++) {
+        if (in[k] && in[k]->dtype != NNR_F32 && in[k]->dtype != ac) return 0;    /* f64 and others stay as they are */
+        any |= in[k] && in[k]->dtype == NNR_F32;
+    }
+    if (!any) return 0;
+    for (int k = 0; k < n; k++) {
+        out[k] = in[k] ? nnr_to(in[k], ac, in[k]->device) : NULL;
+        if (in[k] && !out[k]) { for (int j = 0; j < k; j++) nnr_tensor_release(out[j]); return -1; }
+    }
+    return 1;
+}
+
+/* whether x's backend has a convolution in dtype (autocast keeps f32 where it has none, e.g. the cpu) */
+static int conv_takes_half(const nnr_tensor *x, const nnr_tensor *w, int dtype)
+{
+    const nnr_device_entry *dev = nnr_device_get(x->device);
+    if (!dev) return 0;
+    nnr_tensor_desc dx, dw, dy;
+    nnr_tensor_desc_of(x, &dx);
+    nnr_tensor_desc_of(w, &dw);
+    dx.dtype = dw.dtype = dtype;
+    dy = dx;
+    dy.sizes[1] = w->sizes[0];
+    nnr_op_params p = {.struct_size = sizeof p, .i = {1, 1, 0, 0, 1, 1, 1, 0}};
+    nnr_op_call call = {.struct_size = sizeof call, .op = NNR_OP_CONV2D, .n_inputs = 2, .n_outputs = 1,
+                        .inputs = {&dx, &dw}, .outputs = {&dy}, .params = &p};
+    return dev->plugin->supports(dev->plugin, &call);
+}
+
 static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
                        int pad_w, int dil_h, int dil_w, int groups, int relu)
 {
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (nnr_get_autocast() >= 0 && x->ndim == 4 && w->ndim == 4 && x->device == w->device && conv_takes_half(x, w, nnr_get_autocast())) {
+        const nnr_tensor *ops[3] = {x, w, bias};
+        nnr_tensor *low[3];
+        int ac = autocast_operands(3, ops, low);
+        if (ac < 0) return NULL;
+        if (ac) {
+            int prev = nnr_set_autocast(-1);
+            nnr_tensor *y = conv_impl(low[0], low[1], low[2], stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, relu);
+            nnr_set_autocast(prev);
+            for (int k = 0; k < 3; k++) nnr_tensor_release(low[k]);
+            return y;
+        }
+    }
     if (x->ndim != 4 || w->ndim != 4) {
         nnr_errorf(NNR_ERR_INVALID, "conv2d: expected a 4-d input [N, C, H, W] and a 4-d weight [O, C/groups, KH, KW], got %s and %s",
                    nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes));
@@ -358,6 +410,15 @@ nnr_tensor *nnr_linear_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_
 static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int relu)
 {
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    const nnr_tensor *ops[3] = {x, w, bias};
+    nnr_tensor *low[3];
+    int ac = x->device == w->device ? autocast_operands(3, ops, low) : 0;
+    if (ac < 0) return NULL;
+    if (ac) {
+        nnr_tensor *y = linear_impl(low[0], low[1], low[2], relu);
+        for (int k = 0; k < 3; k++) nnr_tensor_release(low[k]);
+        return y;
+    }
     if (w->ndim != 2 || x->ndim < 1 || x->sizes[x->ndim - 1] != w->sizes[1]) {
         nnr_errorf(NNR_ERR_INVALID, "linear: input of shape %s does not fit weight of shape %s (expected [..., %lld])",
                    nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes),
@@ -442,6 +503,13 @@ nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const 
     if (x->ndim < 2) {
         nnr_errorf(NNR_ERR_INVALID, "batch_norm: input of shape %s, expected [N, C, ...]", nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
         return NULL;
+    }
+    if (nnr_get_autocast() >= 0 && (x->dtype == NNR_F16 || x->dtype == NNR_BF16)) {
+        /* autocast normalises in f32, as PyTorch's does: half statistics lose too much */
+        nnr_tensor *x32 = nnr_to(x, NNR_F32, x->device);
+        nnr_tensor *y = x32 ? nnr_batch_norm(x32, weight, bias, running_mean, running_var, training, momentum, eps) : NULL;
+        nnr_tensor_release(x32);
+        return y;
     }
     if (float_dtype("batch_norm", x)) return NULL;
     int64_t C = x->sizes[1];

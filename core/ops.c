@@ -782,7 +782,9 @@ nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log)
         nnr_errorf(NNR_ERR_INVALID, "%s: dimension %d is out of range for a tensor of shape %s", name, dim + 1, nnr_shape_str(b, sizeof b, a->ndim, a->sizes));
         return NULL;
     }
-    nnr_tensor *x = as_dtype(a, nnr_dtype_is_float(a->dtype) ? a->dtype : NNR_F32);
+    /* under autocast, half inputs are normalised in f32 (as PyTorch's autocast does) */
+    int low = a->dtype == NNR_F16 || a->dtype == NNR_BF16;
+    nnr_tensor *x = as_dtype(a, !nnr_dtype_is_float(a->dtype) || (low && nnr_get_autocast() >= 0) ? NNR_F32 : a->dtype);
     nnr_tensor *r = x ? nnr_tensor_alloc(x->dtype, a->ndim, a->sizes, a->device) : NULL;
     if (r) {
         nnr_tensor_desc di, dout;
@@ -819,9 +821,10 @@ static nnr_tensor *matmul_impl(const char *name, const nnr_tensor *a, const nnr_
     }
     int dt = nnr_promote_types(a->dtype, b->dtype);
     if (dt != NNR_F32 && dt != NNR_F64 && dt != NNR_F16 && dt != NNR_BF16) {
-        nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32 or f64)", name, nnr_dtype_name(dt));
+        nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32, f64, f16 or bf16)", name, nnr_dtype_name(dt));
         return NULL;
     }
+    if (dt == NNR_F32 && nnr_get_autocast() >= 0) dt = nnr_get_autocast();   /* the casts are recorded: gradients reach f32 */
     /* promote 1-d operands to matrices, remember which dims to drop */
     int64_t as[NNR_MAX_DIMS], ast[NNR_MAX_DIMS], bs[NNR_MAX_DIMS], bst[NNR_MAX_DIMS];
     int na = a->ndim, nb = b->ndim;

@@ -138,6 +138,28 @@ local function cases()
       return F.conv2d_relu(x, w, b, { padding = 1 })
     end)
   end)
+  -- half convolution and pooling (autocast on a GPU): the cpu computes in f32 from the same rounded inputs
+  local function half_case(dev, dt, shapes, f)
+    local xs = {}
+    for i, shape in ipairs(shapes) do
+      local t = input(dev, dt, -1, 1, unpack(shape))
+      xs[i] = (dev == "cpu" and t:float() or t):requires_grad_()
+    end
+    local y = f(unpack(xs))
+    local r = input(dev, dt, -1, 1, unpack(y:size()))
+    ;(y * (dev == "cpu" and r:float() or r)):sum():backward()
+    local flat = { y:detach():double():flatten() }
+    for _, x in ipairs(xs) do flat[#flat + 1] = x.grad:double():flatten() end
+    return nnr.cat(flat):to(dt)
+  end
+  add("conv2d (half)", { 160, 161, 162 }, { "f16", "bf16" }, function(dev, dt)
+    return half_case(dev, dt, { { 2, 4, 7, 6 }, { 6, 2, 3, 3 }, { 6 } }, function(x, w, b)
+      return F.conv2d(x, w, b, { stride = 2, padding = 1, groups = 2 })
+    end)
+  end)
+  add("max_pool2d (half)", { 163, 164 }, { "f16", "bf16" }, function(dev, dt)
+    return half_case(dev, dt, { { 2, 3, 8, 8 } }, function(x) return F.max_pool2d(x, 2) end)
+  end)
   add("max_pool2d", { 163, 164 }, { "f32", "f64" }, function(dev, dt)
     return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 8 } }, function(x) return F.max_pool2d(x, 3, { stride = 2, padding = 1 }) end)
   end)

@@ -82,7 +82,9 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     for (int i = 0; i < call->n_outputs; i++) if (!dtype_ok(call->outputs[i]->dtype)) return 0;
     int out = call->outputs[0]->dtype;
     switch (call->op) {
-    case NNR_OP_MATMUL: return (out == NNR_F32 || out == NNR_F64) && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out;
+    case NNR_OP_MATMUL:
+        return (out == NNR_F32 || out == NNR_F64 || out == NNR_F16 || out == NNR_BF16) && call->inputs[0]->dtype == out &&
+               call->inputs[1]->dtype == out;
     case NNR_OP_LINEAR: {
         if (out != NNR_F32 && out != NNR_F64) return 0;
         for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cpu_contiguous(call->inputs[i])) return 0;

@@ -42,10 +42,87 @@ static void pack(int dtype, int64_t rows, int64_t cols, const char *p, int64_t r
     }
 }
 
+/* a strided tensor of any float dtype as a contiguous f32 copy (to) or back (from) */
+static void to_f32(const nnr_tensor_desc *d, float *out)
+{
+    int64_t n = 1, idx[NNR_MAX_DIMS] = {0}, es = (int64_t)nnr_dtype_nbytes(d->dtype);
+    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int i = 0; i < d->ndim; i++) off += idx[i] * d->strides[i];
+        out[k] = (float)nnr_load_f64(d->dtype, (const char *)d->data + off * es);
+        for (int i = d->ndim - 1; i >= 0; i--) { if (++idx[i] < d->sizes[i]) break; idx[i] = 0; }
+    }
+}
+
+static void from_f32(const float *in, const nnr_tensor_desc *d)
+{
+    int64_t n = 1, idx[NNR_MAX_DIMS] = {0}, es = (int64_t)nnr_dtype_nbytes(d->dtype);
+    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int i = 0; i < d->ndim; i++) off += idx[i] * d->strides[i];
+        nnr_store_f64(d->dtype, (char *)d->data + off * es, in[k]);
+        for (int i = d->ndim - 1; i >= 0; i--) { if (++idx[i] < d->sizes[i]) break; idx[i] = 0; }
+    }
+}
+
+static nnr_tensor_desc contiguous_f32(const nnr_tensor_desc *d, float *data)
+{
+    nnr_tensor_desc c = *d;
+    c.dtype = NNR_F32;
+    c.data = data;
+    int64_t st = 1;
+    for (int i = c.ndim - 1; i >= 0; i--) { c.strides[i] = c.sizes[i] == 1 ? 0 : st; st *= c.sizes[i]; }
+    for (int i = 0; i < c.ndim; i++) if (d->strides[i] == 0) c.strides[i] = 0;   /* keep broadcasts */
+    return c;
+}
+
+static int64_t extent(const nnr_tensor_desc *d)
+{
+    int64_t n = 1;
+    for (int i = 0; i < d->ndim; i++) n *= d->strides[i] == 0 ? 1 : d->sizes[i];
+    return n;
+}
+
+/* f16 and bf16: products summed in f32 (as cuBLAS does for these types), rounded once at the end */
+static int half_matmul(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
+    nnr_tensor_desc a = *A, b = *B;
+    /* broadcast dims stay broadcast in the copies: copy the distinct elements only */
+    for (int i = 0; i < a.ndim; i++) if (a.strides[i] == 0) a.sizes[i] = 1;
+    for (int i = 0; i < b.ndim; i++) if (b.strides[i] == 0) b.sizes[i] = 1;
+    float *fa = malloc(sizeof(float) * (size_t)extent(A) + 64), *fb = malloc(sizeof(float) * (size_t)extent(B) + 64);
+    int64_t nc = 1;
+    for (int i = 0; i < C->ndim; i++) nc *= C->sizes[i];
+    float *fc = malloc(sizeof(float) * (size_t)nc + 64);
+    if (!fa || !fb || !fc) { free(fa); free(fb); free(fc); return cpu_error(NNR_ERR_OOM, "matmul: out of memory for f32 copies"); }
+    to_f32(&a, fa);
+    to_f32(&b, fb);
+    nnr_tensor_desc ca = contiguous_f32(A, fa), cb = contiguous_f32(B, fb), cc = contiguous_f32(C, fc);
+    /* strides of the compacted copies, with the broadcast dims at 0 */
+    int64_t st = 1;
+    for (int i = ca.ndim - 1; i >= 0; i--) { ca.strides[i] = A->strides[i] == 0 ? 0 : st; st *= A->strides[i] == 0 ? 1 : A->sizes[i]; }
+    st = 1;
+    for (int i = cb.ndim - 1; i >= 0; i--) { cb.strides[i] = B->strides[i] == 0 ? 0 : st; st *= B->strides[i] == 0 ? 1 : B->sizes[i]; }
+    st = 1;
+    for (int i = cc.ndim - 1; i >= 0; i--) { cc.strides[i] = st; st *= C->sizes[i]; }
+    nnr_op_call c = *call;
+    c.inputs[0] = &ca;
+    c.inputs[1] = &cb;
+    c.outputs[0] = &cc;
+    int status = cpu_matmul(&c);
+    if (status == NNR_OK) from_f32(fc, C);
+    free(fa); free(fb); free(fc);
+    return status;
+}
+
 int cpu_matmul(const nnr_op_call *call)
 {
     const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
     int nd = C->ndim, dt = C->dtype;
+    if (dt == NNR_F16 || dt == NNR_BF16) return half_matmul(call);
     int64_t M = C->sizes[nd - 2], N = C->sizes[nd - 1], K = A->sizes[nd - 1];
     int64_t es = (int64_t)nnr_dtype_nbytes(dt);
     int64_t batch = 1;

@@ -171,6 +171,7 @@ int cu_linear(cu_device *d, const nnr_op_call *call)
 
 /* ---------------- convolution ---------------- */
 
+
 typedef struct conv_geom {
     int64_t N, C, H, W, O, KH, KW, HO, WO, sh, sw, ph, pw, dh, dw, groups;
     int64_t Cg, Og, CK, P;     /* per group: channels, outputs, C/g*KH*KW; HO*WO */
@@ -197,7 +198,7 @@ __global__ void k_im2col(const T *__restrict__ x, T *__restrict__ cols, conv_geo
         int64_t n = col / g.P, p = col % g.P, ho = p / g.WO, wo = p % g.WO;
         int64_t kw = row % g.KW, kh = (row / g.KW) % g.KH, c = row / (g.KW * g.KH);
         int64_t h = ho * g.sh - g.ph + kh * g.dh, w = wo * g.sw - g.pw + kw * g.dw;
-        cols[i] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? x[(((n0 + n) * g.C + c) * g.H + h) * g.W + w] : T(0);
+        cols[i] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? x[(((n0 + n) * g.C + c) * g.H + h) * g.W + w] : from_d<T>(0.0);
     }
 }
 
@@ -219,10 +220,10 @@ __global__ void k_col2im(const T *__restrict__ cols, T *__restrict__ gx, conv_ge
                 if (wn < 0 || wn % g.sw) continue;
                 int64_t wo = wn / g.sw;
                 if (wo >= g.WO) continue;
-                s += (double)cols[((c * g.KH + kh) * g.KW + kw) * wide + n * g.P + ho * g.WO + wo];
+                s += to_d(cols[((c * g.KH + kh) * g.KW + kw) * wide + n * g.P + ho * g.WO + wo]);
             }
         }
-        gx[n0 * g.C * g.H * g.W + i] = (T)s;
+        gx[n0 * g.C * g.H * g.W + i] = from_d<T>(s);
     }
 }
 
@@ -234,10 +235,10 @@ __global__ void k_wide_to_nchw(const T *__restrict__ Y, const T *__restrict__ bi
     int64_t total = nb * g.O * g.P, wide = nb * g.P;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t p = i % g.P, o = (i / g.P) % g.O, n = i / (g.P * g.O);
-        T v = Y[o * wide + n * g.P + p];
-        if (bias) v += bias[o];
-        if (relu) v = v > T(0) ? v : (v != v ? v : T(0));
-        y[n0 * g.O * g.P + i] = v;
+        double v = to_d(Y[o * wide + n * g.P + p]);
+        if (bias) v += to_d(bias[o]);
+        if (relu) v = v > 0 ? v : (v != v ? v : 0.0);
+        y[n0 * g.O * g.P + i] = from_d<T>(v);
     }
 }
 
@@ -251,7 +252,7 @@ __global__ void k_nchw_to_wide(const T *__restrict__ gy, const T *__restrict__ m
         int64_t p = i % g.P, o = (i / g.P) % g.O, n = i / (g.P * g.O);
         int64_t src = n0 * g.O * g.P + i;
         T v = gy[src];
-        if (mask && !(mask[src] > T(0))) v = T(0);
+        if (mask && !(to_d(mask[src]) > 0)) v = from_d<T>(0.0);
         GY[o * wide + n * g.P + p] = v;
     }
 }
@@ -263,14 +264,14 @@ __global__ void k_rowsum(const T *__restrict__ GY, T *__restrict__ gb, int64_t O
     __shared__ double sh[256];
     for (int64_t o = blockIdx.x; o < O; o += gridDim.x) {
         double s = 0;
-        for (int64_t k = threadIdx.x; k < wide; k += blockDim.x) s += (double)GY[o * wide + k];
+        for (int64_t k = threadIdx.x; k < wide; k += blockDim.x) s += to_d(GY[o * wide + k]);
         sh[threadIdx.x] = s;
         __syncthreads();
         for (int t = blockDim.x / 2; t > 0; t >>= 1) {
             if ((int)threadIdx.x < t) sh[threadIdx.x] += sh[threadIdx.x + t];
             __syncthreads();
         }
-        if (threadIdx.x == 0) gb[o] = (T)((accumulate ? (double)gb[o] : 0.0) + sh[0]);
+        if (threadIdx.x == 0) gb[o] = from_d<T>((accumulate ? to_d(gb[o]) : 0.0) + sh[0]);
         __syncthreads();
     }
 }
@@ -284,6 +285,7 @@ static int64_t chunk_images(const conv_geom *g, int64_t es)
 }
 
 template <typename T> static T *tp(const void *p) { return (T *)p; }
+
 
 int cu_conv2d(cu_device *d, const nnr_op_call *call)
 {
@@ -299,17 +301,14 @@ int cu_conv2d(cu_device *d, const nnr_op_call *call)
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(g.C * g.KH * g.KW * wide, 256);
-        if (dt == NNR_F64) k_im2col<double><<<grid, 256, 0, d->stream>>>(tp<double>(x->data), tp<double>(cols), g, n0, m);
-        else k_im2col<float><<<grid, 256, 0, d->stream>>>(tp<float>(x->data), tp<float>(cols), g, n0, m);
+        LAUNCH(dt, k_im2col, grid, tp<T>(x->data), tp<T>(cols), g, n0, m);
         CU_LAUNCHED("conv2d");
         /* per group: Y_g [Og, wide] = W_g [Og, CK] * cols_g [CK, wide] */
         int st = gemm_rm(d, dt, g.Og, wide, g.CK, w->data, 1, g.CK, g.Og * g.CK, cols, 1, wide, g.CK * wide, Y, wide, g.Og * wide,
                          g.groups, 0.0, "conv2d");
         if (st) return st;
         grid = cu_blocks(m * g.O * g.P, 256);
-        if (dt == NNR_F64)
-            k_wide_to_nchw<double><<<grid, 256, 0, d->stream>>>(tp<double>(Y), b ? tp<double>(b->data) : NULL, tp<double>(y->data), g, n0, m, relu);
-        else k_wide_to_nchw<float><<<grid, 256, 0, d->stream>>>(tp<float>(Y), b ? tp<float>(b->data) : NULL, tp<float>(y->data), g, n0, m, relu);
+        LAUNCH(dt, k_wide_to_nchw, grid, tp<T>(Y), b ? tp<T>(b->data) : NULL, tp<T>(y->data), g, n0, m, relu);
         CU_LAUNCHED("conv2d");
     }
     return NNR_OK;
@@ -334,17 +333,14 @@ int cu_conv2d_grad_input(cu_device *d, const nnr_op_call *call)
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(m * g.O * g.P, 256);
-        if (dt == NNR_F64)
-            k_nchw_to_wide<double><<<grid, 256, 0, d->stream>>>(tp<double>(gy->data), mask ? tp<double>(mask->data) : NULL, tp<double>(GY), g, n0, m);
-        else k_nchw_to_wide<float><<<grid, 256, 0, d->stream>>>(tp<float>(gy->data), mask ? tp<float>(mask->data) : NULL, tp<float>(GY), g, n0, m);
+        LAUNCH(dt, k_nchw_to_wide, grid, tp<T>(gy->data), mask ? tp<T>(mask->data) : NULL, tp<T>(GY), g, n0, m);
         CU_LAUNCHED("conv2d backward");
         /* per group: cols_g [CK, wide] = W_g^T [CK, Og] * GY_g [Og, wide]; W_g^T is W_g read column-major */
         int st = gemm_rm(d, dt, g.CK, wide, g.Og, w->data, 0, g.CK, g.Og * g.CK, GY, 1, wide, g.Og * wide, cols, wide, g.CK * wide,
                          g.groups, 0.0, "conv2d backward");
         if (st) return st;
         grid = cu_blocks(m * g.C * g.H * g.W, 256);
-        if (dt == NNR_F64) k_col2im<double><<<grid, 256, 0, d->stream>>>(tp<double>(cols), tp<double>(gx->data), g, n0, m);
-        else k_col2im<float><<<grid, 256, 0, d->stream>>>(tp<float>(cols), tp<float>(gx->data), g, n0, m);
+        LAUNCH(dt, k_col2im, grid, tp<T>(cols), tp<T>(gx->data), g, n0, m);
         CU_LAUNCHED("conv2d backward");
     }
     return NNR_OK;
@@ -370,12 +366,9 @@ int cu_conv2d_grad_weight(cu_device *d, const nnr_op_call *call)
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(g.C * g.KH * g.KW * wide, 256);
-        if (dt == NNR_F64) k_im2col<double><<<grid, 256, 0, d->stream>>>(tp<double>(x->data), tp<double>(cols), g, n0, m);
-        else k_im2col<float><<<grid, 256, 0, d->stream>>>(tp<float>(x->data), tp<float>(cols), g, n0, m);
+        LAUNCH(dt, k_im2col, grid, tp<T>(x->data), tp<T>(cols), g, n0, m);
         grid = cu_blocks(m * g.O * g.P, 256);
-        if (dt == NNR_F64)
-            k_nchw_to_wide<double><<<grid, 256, 0, d->stream>>>(tp<double>(gy->data), mask ? tp<double>(mask->data) : NULL, tp<double>(GY), g, n0, m);
-        else k_nchw_to_wide<float><<<grid, 256, 0, d->stream>>>(tp<float>(gy->data), mask ? tp<float>(mask->data) : NULL, tp<float>(GY), g, n0, m);
+        LAUNCH(dt, k_nchw_to_wide, grid, tp<T>(gy->data), mask ? tp<T>(mask->data) : NULL, tp<T>(GY), g, n0, m);
         CU_LAUNCHED("conv2d backward");
         /* per group: GW_g [Og, CK] (+)= GY_g [Og, wide] * cols_g^T [wide, CK]; cols_g^T is cols_g read column-major */
         int st = gemm_rm(d, dt, g.Og, g.CK, wide, GY, 1, wide, g.Og * wide, cols, 0, wide, g.CK * wide, gw->data, g.CK, g.Og * g.CK,
@@ -383,8 +376,7 @@ int cu_conv2d_grad_weight(cu_device *d, const nnr_op_call *call)
         if (st) return st;
         if (gb) {
             unsigned og = (unsigned)(g.O < 65535 ? g.O : 65535);
-            if (dt == NNR_F64) k_rowsum<double><<<og, 256, 0, d->stream>>>(tp<double>(GY), tp<double>(gb->data), g.O, wide, n0 > 0);
-            else k_rowsum<float><<<og, 256, 0, d->stream>>>(tp<float>(GY), tp<float>(gb->data), g.O, wide, n0 > 0);
+            LAUNCH(dt, k_rowsum, og, tp<T>(GY), tp<T>(gb->data), g.O, wide, n0 > 0);
             CU_LAUNCHED("conv2d backward");
         }
     }

@@ -85,4 +85,24 @@ __device__ __forceinline__ int64_t st_offset(const cu_strided &s, int k, int64_t
     return off * dt_size(s.dtype[k]);
 }
 
+/* element conversions for the four float dtypes the templated kernels take (convolution, pooling) */
+__device__ __forceinline__ double to_d(float v) { return v; }
+__device__ __forceinline__ double to_d(double v) { return v; }
+__device__ __forceinline__ double to_d(__half v) { return __half2float(v); }
+__device__ __forceinline__ double to_d(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_d(double v) { return (T)v; }
+template <> __device__ __forceinline__ __half from_d<__half>(double v) { return __float2half_rn((float)v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_d<__nv_bfloat16>(double v) { return __float2bfloat16_rn((float)v); }
+
+/* kernel<T> for the call's float dtype */
+#define LAUNCH(dt, kernel, grid, ...)                                                                               \
+    do {                                                                                                            \
+        switch (dt) {                                                                                               \
+        case NNR_F64: { typedef double T; kernel<T><<<grid, 256, 0, d->stream>>>(__VA_ARGS__); break; }            \
+        case NNR_F16: { typedef __half T; kernel<T><<<grid, 256, 0, d->stream>>>(__VA_ARGS__); break; }            \
+        case NNR_BF16: { typedef __nv_bfloat16 T; kernel<T><<<grid, 256, 0, d->stream>>>(__VA_ARGS__); break; }    \
+        default: { typedef float T; kernel<T><<<grid, 256, 0, d->stream>>>(__VA_ARGS__); break; }                  \
+        }                                                                                                           \
+    } while (0)
+
 #endif

@@ -29,12 +29,12 @@ __global__ void k_maxpool(const T *__restrict__ x, T *__restrict__ y, int64_t *_
             for (int64_t b = 0; b < g.kw; b++) {
                 int64_t w = wo * g.sw - g.pw + b * g.dw;
                 if (w < 0 || w >= g.W) continue;
-                double v = (double)xp[h * g.W + w];
+                double v = to_d(xp[h * g.W + w]);
                 if (v > best || v != v || arg < 0) { best = v; arg = h * g.W + w; if (v != v) goto done; }
             }
         }
     done:
-        y[i] = (T)best;
+        y[i] = from_d<T>(best);
         if (idx) idx[i] = arg;
     }
 }
@@ -54,9 +54,9 @@ __global__ void k_maxpool_back(const T *__restrict__ gy, const int64_t *__restri
         for (int64_t ho = ho0; ho <= ho1 && ho < g.HO; ho++)
             for (int64_t wo = wo0; wo <= wo1 && wo < g.WO; wo++) {
                 int64_t o = (p * g.HO + ho) * g.WO + wo;
-                if (idx[o] == at) s += (double)gy[o];
+                if (idx[o] == at) s += to_d(gy[o]);
             }
-        gx[i] = (T)s;
+        gx[i] = from_d<T>(s);
     }
 }
 
@@ -86,8 +86,8 @@ __global__ void k_avgpool(const T *__restrict__ x, T *__restrict__ y, pool_geom 
         avg_window(g, ho, wo, &h0, &h1, &w0, &w1, &div);
         double s = 0;
         for (int64_t h = h0; h < h1; h++)
-            for (int64_t w = w0; w < w1; w++) s += (double)x[(p * g.H + h) * g.W + w];
-        y[i] = (T)(div > 0 ? s / (double)div : 0);
+            for (int64_t w = w0; w < w1; w++) s += to_d(x[(p * g.H + h) * g.W + w]);
+        y[i] = from_d<T>(div > 0 ? s / (double)div : 0);
     }
 }
 
@@ -112,9 +112,9 @@ __global__ void k_avgpool_back(const T *__restrict__ gy, T *__restrict__ gx, poo
                 int64_t h0, h1, w0, w1, div;
                 avg_window(g, ho, wo, &h0, &h1, &w0, &w1, &div);
                 if (div <= 0 || h < h0 || h >= h1 || w < w0 || w >= w1) continue;
-                s += (double)gy[(p * g.HO + ho) * g.WO + wo] / (double)div;
+                s += to_d(gy[(p * g.HO + ho) * g.WO + wo]) / (double)div;
             }
-        gx[i] = (T)s;
+        gx[i] = from_d<T>(s);
     }
 }
 
@@ -134,7 +134,7 @@ int cu_pool(cu_device *d, const nnr_op_call *call)
     g.dh = is_max ? (i[6] > 0 ? i[6] : 1) : 1;
     g.dw = is_max ? (i[7] > 0 ? i[7] : 1) : 1;
     g.count_include_pad = is_max ? 0 : (int)i[6];
-    int dbl = xs->dtype == NNR_F64;
+    int dt = xs->dtype;
     int64_t n = backward ? g.planes * g.H * g.W : g.planes * g.HO * g.WO;
     if (n == 0) return NNR_OK;
     unsigned grid = cu_blocks(n, 256);
@@ -142,27 +142,19 @@ int cu_pool(cu_device *d, const nnr_op_call *call)
     switch (op) {
     case NNR_OP_MAXPOOL2D: {
         int64_t *idx = call->n_outputs > 1 ? (int64_t *)call->outputs[1]->data : NULL;
-        if (dbl) k_maxpool<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, idx, g);
-        else k_maxpool<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, idx, g);
+        LAUNCH(dt, k_maxpool, grid, (const T *)x, (T *)y, idx, g);
         break;
     }
     case NNR_OP_MAXPOOL2D_BACKWARD: {
         const int64_t *idx = (const int64_t *)call->inputs[1]->data;
-        /* the core passes no geometry for the backward: windows are found from the argmax alone */
+        /* without the forward's geometry, every output of the plane is a candidate */
         g.kh = g.H; g.kw = g.W; g.sh = 1; g.sw = 1; g.ph = 0; g.pw = 0; g.dh = 1; g.dw = 1;
         if (i[0] > 0 && i[2] > 0) { g.kh = i[0]; g.kw = i[1]; g.sh = i[2]; g.sw = i[3]; g.ph = i[4]; g.pw = i[5]; g.dh = i[6] > 0 ? i[6] : 1; g.dw = i[7] > 0 ? i[7] : 1; }
-        if (dbl) k_maxpool_back<double><<<grid, 256, 0, d->stream>>>((const double *)x, idx, (double *)y, g);
-        else k_maxpool_back<float><<<grid, 256, 0, d->stream>>>((const float *)x, idx, (float *)y, g);
+        LAUNCH(dt, k_maxpool_back, grid, (const T *)x, idx, (T *)y, g);
         break;
     }
-    case NNR_OP_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D:
-        if (dbl) k_avgpool<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, g);
-        else k_avgpool<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, g);
-        break;
-    default:
-        if (dbl) k_avgpool_back<double><<<grid, 256, 0, d->stream>>>((const double *)x, (double *)y, g);
-        else k_avgpool_back<float><<<grid, 256, 0, d->stream>>>((const float *)x, (float *)y, g);
-        break;
+    case NNR_OP_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D: LAUNCH(dt, k_avgpool, grid, (const T *)x, (T *)y, g); break;
+    default: LAUNCH(dt, k_avgpool_back, grid, (const T *)x, (T *)y, g); break;
     }
     CU_LAUNCHED("pooling");
     return NNR_OK;

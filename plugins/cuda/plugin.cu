@@ -289,8 +289,20 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cu_contiguous(call->inputs[i])) return 0;
         return 1;
     case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
+        /* f16/bf16 too (autocast): products summed in f32 by cuBLAS */
+        if (!is_float(out)) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cu_contiguous(call->inputs[i])) return 0;
+        for (int i = 0; i < call->n_outputs; i++) if (!cu_contiguous(call->outputs[i])) return 0;
+        return 1;
     case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
     case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD:
+        if (!is_float(out)) return 0;
+        for (int i = 0; i < call->n_inputs; i++) {
+            if (call->inputs[i]->dtype != out && call->inputs[i]->dtype != NNR_I64) return 0;
+            if (!cu_contiguous(call->inputs[i])) return 0;
+        }
+        for (int i = 0; i < call->n_outputs; i++) if (!cu_contiguous(call->outputs[i])) return 0;
+        return 1;
     case NNR_OP_BN_STATS: case NNR_OP_BN_AFFINE: case NNR_OP_BN_BACKWARD_REDUCE: case NNR_OP_BN_BACKWARD_APPLY:
     case NNR_OP_SGD_STEP: case NNR_OP_ADAM_STEP: case NNR_OP_RMSPROP_STEP:
         if (!f32_f64(out)) return 0;

@@ -148,6 +148,35 @@ describe("cuda device", function()
     assert.are.equal(0, nnr.cuda.memory_stats(0).cached_bytes)
   end)
 
+  it("trains under autocast: bf16, and f16 with a GradScaler, master weights in f32", function()
+    for _, dt in ipairs { "bf16", "f16" } do
+      nnr.manual_seed(11)
+      local model = nnr.nn.Sequential(nnr.nn.Conv2d(1, 8, 3, { padding = 1 }), nnr.nn.ReLU(), nnr.nn.MaxPool2d(2),
+        nnr.nn.Flatten(), nnr.nn.Linear(8 * 14 * 14, 10)):to("cuda")
+      local opt = nnr.optim.SGD(model:parameters(), { lr = 0.05, momentum = 0.9 })
+      local scaler = nnr.amp.GradScaler({ enabled = dt == "f16" })
+      nnr.manual_seed(12)
+      local x, y = nnr.randn(64, 1, 28, 28):to("cuda"), nnr.randint(1, 11, { 64 }):to("cuda")
+      local first, last
+      for step = 1, 30 do
+        local loss = nnr.autocast(dt, function()
+          local h = model:get(1)(x)
+          assert.are.equal(dt, h.dtype)               -- the convolution ran in half
+          return F.cross_entropy(model(x), y)
+        end)
+        assert.are.equal("f32", loss.dtype)
+        opt:zero_grad()
+        scaler:scale(loss):backward()
+        scaler:step(opt)
+        scaler:update()
+        first = first or loss:item()
+        last = loss:item()
+      end
+      for _, p in ipairs(model:parameters()) do assert.are.equal("f32", p.dtype) end
+      assert.is_true(last < 0.5 * first, string.format("%s: loss %.4f -> %.4f", dt, first, last))
+    end
+  end)
+
   it("copies pinned loader batches to the device", function()
     local ds = nnr.data.TensorDataset(nnr.randn(64, 3), nnr.arange(0, 64))
     local loader = nnr.data.DataLoader(ds, { batch_size = 16, num_workers = 1, pin_memory = true })

@@ -72,10 +72,13 @@ describe("matmul", function()
       H.errmsg(function() return nnr.rand(2, 3):matmul(nnr.rand(4, 5)) end))
     assert.matches("mm: expected two 2%-d tensors", H.errmsg(function() return nnr.rand(2, 3, 4):mm(nnr.rand(4, 5)) end))
     assert.matches("bmm: expected two 3%-d tensors with equal batch sizes", H.errmsg(function() return nnr.rand(2, 3, 4):bmm(nnr.rand(3, 4, 5)) end))
-    assert.equal("matmul: dtype i64 is not supported (expected f32 or f64)",
+    assert.equal("matmul: dtype i64 is not supported (expected f32, f64, f16 or bf16)",
       H.errmsg(function() return nnr.ones(2, 2, { dtype = "i64" }):matmul(nnr.ones(2, 2, { dtype = "i64" })) end))
-    assert.matches("matmul: dtype f16 is not supported by the cpu backend",
-      H.errmsg(function() return nnr.ones(2, 2, { dtype = "f16" }):matmul(nnr.ones(2, 2, { dtype = "f16" })) end))
+    -- f16 and bf16 multiply with f32 sums (as cuBLAS does), rounded once
+    local a, b = nnr.rand(3, 5):to("bf16"), nnr.rand(5, 2):to("bf16")
+    local got = a:matmul(b)
+    assert.equal("bf16", got.dtype)
+    assert.is_true((got:float() - a:float():matmul(b:float())):abs():max():item() < 1e-2)
   end)
 end)
 

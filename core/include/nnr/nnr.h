@@ -322,6 +322,11 @@ int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *squa
 /* recording on or off for this thread; returns the previous setting */
 int nnr_set_grad_enabled(int on);
 int nnr_is_grad_enabled(void);
+/* mixed precision for this thread: f32 matmul, linear and (where the backend has it) convolution run
+ * in dtype (f16 or bf16; -1 off), softmax and log_softmax of half inputs in f32. Returns the previous
+ * setting, or -2 with an error for another dtype. */
+int nnr_set_autocast(int dtype);
+int nnr_get_autocast(void);
 int nnr_requires_grad(const nnr_tensor *t);
 /* leaves only: floating-point tensors may require grad */
 int nnr_requires_grad_(nnr_tensor *t, int flag);
