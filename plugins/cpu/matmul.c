@@ -67,14 +67,12 @@ static void from_f32(const float *in, const nnr_tensor_desc *d)
     }
 }
 
-static nnr_tensor_desc contiguous_f32(const nnr_tensor_desc *d, float *data)
+/* d's shape over f32 data; the caller sets the strides */
+static nnr_tensor_desc as_f32(const nnr_tensor_desc *d, float *data)
 {
     nnr_tensor_desc c = *d;
     c.dtype = NNR_F32;
     c.data = data;
-    int64_t st = 1;
-    for (int i = c.ndim - 1; i >= 0; i--) { c.strides[i] = c.sizes[i] == 1 ? 0 : st; st *= c.sizes[i]; }
-    for (int i = 0; i < c.ndim; i++) if (d->strides[i] == 0) c.strides[i] = 0;   /* keep broadcasts */
     return c;
 }
 
@@ -100,7 +98,7 @@ static int half_matmul(const nnr_op_call *call)
     if (!fa || !fb || !fc) { free(fa); free(fb); free(fc); return cpu_error(NNR_ERR_OOM, "matmul: out of memory for f32 copies"); }
     to_f32(&a, fa);
     to_f32(&b, fb);
-    nnr_tensor_desc ca = contiguous_f32(A, fa), cb = contiguous_f32(B, fb), cc = contiguous_f32(C, fc);
+    nnr_tensor_desc ca = as_f32(A, fa), cb = as_f32(B, fb), cc = as_f32(C, fc);
     /* strides of the compacted copies, with the broadcast dims at 0 */
     int64_t st = 1;
     for (int i = ca.ndim - 1; i >= 0; i--) { ca.strides[i] = A->strides[i] == 0 ? 0 : st; st *= A->strides[i] == 0 ? 1 : A->sizes[i]; }
