@@ -104,6 +104,7 @@ const char *nnr_shape_str(char *buf, size_t n, int ndim, const int64_t *sizes);
 extern const nnr_host_api nnr_host;
 int nnr_device_total(void);
 const nnr_device_entry *nnr_device_get(int device);
+nnr_plugin *nnr_extension_for(const nnr_op_call *call);
 int nnr_interrupted_flag(void);
 /* this thread ignores Ctrl-C (the loader's workers) */
 void nnr_ignore_interrupts(int on);

@@ -342,6 +342,17 @@ int nnr_plugin_set_option(const char *name, const char *key, const char *value)
 
 int nnr_plugin_device_count(int i) { return rec(i) ? rec(i)->devices : 0; }
 
+/* the first loaded extension plugin (kind NNR_PLUGIN_EXTENSION) that takes this call, or NULL.
+ * Extensions add ops on the cpu device (host memory): quantized kernels, say. */
+nnr_plugin *nnr_extension_for(const nnr_op_call *call)
+{
+    for (int i = 0; i < n_plugins; i++) {
+        nnr_plugin *p = plugins[i].plugin;
+        if (plugins[i].loaded && p && p->kind == NNR_PLUGIN_EXTENSION && p->supports && p->run && p->supports(p, call)) return p;
+    }
+    return NULL;
+}
+
 int nnr_device_total(void) { return n_devices; }
 int nnr_device_count(void) { nnr_init(); return n_devices; }
 

@@ -59,6 +59,9 @@ const char *nnr_device_label(int device);   /* the plugin's description: model, 
 /* "cpu", "cuda:1" -> global device id, or -1 with an error */
 int nnr_device_find(const char *spec);
 int nnr_synchronize(int device);
+/* runs op on preallocated outputs (ops that extension plugins add, e.g. plugins/quant); the op's
+ * name is for errors; params may be NULL */
+int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
 /* how many calls of op ran on the cpu fallback because a backend lacked it */
 int64_t nnr_fallback_count(int op);
 

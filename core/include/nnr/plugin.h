@@ -150,7 +150,17 @@ typedef enum nnr_op {
      *       bias_correction1, bias_correction2; i[0]: decoupled weight decay (AdamW)
      * RMSPROP: outputs param, square_avg, momentum buffer (absent when momentum is 0);
      *       f: lr, alpha, eps, weight_decay, momentum */
-    NNR_OP_SGD_STEP = 192, NNR_OP_ADAM_STEP = 193, NNR_OP_RMSPROP_STEP = 194
+    NNR_OP_SGD_STEP = 192, NNR_OP_ADAM_STEP = 193, NNR_OP_RMSPROP_STEP = 194,
+    /* ABI 1.2: int8 ops that the quant extension plugin (plugins/quant) adds on the cpu device.
+     * QUANT_WEIGHT: W f32 [N, K] -> q i8 [N, K], scale f32 [N]: symmetric per output channel,
+     *   scale = max|W_n| / 127 (1 for a zero row), q = round-to-nearest-even(W / scale) in [-127, 127]
+     * QUANT_PACK: q i8 [N, K] -> packed i8 [ceil(N/16), ceil(K/4), 16, 4] (blocks of 16 channels by 4
+     *   k, the layout of vpdpbusd), wsum i32 [N] (the row sums of q)
+     * QUANT_LINEAR: x f32 [M, K], packed, meta f32 [3, N] (scale, wsum, bias) -> y f32 [M, N]: each
+     *   row of x quantized symmetrically (max|x_m| / 127, nearest even), int32 dot products, then
+     *   y = fma(acc, sx * sw, bias); i[0] = 1: relu; i[1] = K; i[2] kernel: 0 the best this CPU has,
+     *   1 portable C, 2 AVX2, 3 AVX-VNNI, 4 AVX-512 VNNI (all give identical results) */
+    NNR_OP_QUANT_WEIGHT = 208, NNR_OP_QUANT_PACK = 209, NNR_OP_QUANT_LINEAR = 210
 } nnr_op;
 
 /* A strided view of device memory, as a kernel sees it. */

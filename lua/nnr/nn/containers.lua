@@ -34,8 +34,9 @@ local function fusable(a, b)
     Linear, Conv2d, ReLU = nn.Linear, nn.Conv2d, nn.ReLU
   end
   local ma = getmetatable(a)
-  return b ~= nil and (ma == Linear or ma == Conv2d) and getmetatable(b) == ReLU and rawget(a, "forward") == nil
-    and rawget(b, "forward") == nil
+  if b == nil or getmetatable(b) ~= ReLU or rawget(b, "forward") ~= nil or rawget(a, "forward") ~= nil then return false end
+  -- any module with forward_relu(x) (nnr.quant's QuantizedLinear) fuses the same way
+  return ma == Linear or ma == Conv2d or type(a.forward_relu) == "function"
 end
 
 local function fused(m, x)
@@ -43,6 +44,8 @@ local function fused(m, x)
   local run
   if getmetatable(m) == Conv2d then
     run = function() return m:_forward(x, true) end
+  elseif type(m.forward_relu) == "function" then
+    run = function() return m:forward_relu(x) end
   else
     if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
     run = function() return F.linear_relu(x, m.weight, m.bias) end

@@ -232,7 +232,16 @@ function Module:load_state_dict(sd, strict)
       end
     end
   end)
+  -- modules that derive state from what was loaded (QuantizedLinear repacks its weights)
+  for _, m in ipairs(self:modules()) do if m.after_load then m:after_load() end end
   return missing, unexpected
+end
+
+-- bytes of the state dict (parameters and buffers), what a checkpoint of the model holds
+function Module:size_bytes()
+  local bytes = 0
+  for _, t in pairs(self:state_dict()) do bytes = bytes + t:numel() * nnr.dtype_size(t.dtype) end
+  return bytes
 end
 
 function Module:num_parameters()
@@ -273,6 +282,7 @@ function Module:summary(input_shape, opts)
       depth = depth - 1
       local own_params = 0
       for _, n in ipairs(mod._params) do if mod[n] then own_params = own_params + mod[n]:numel() end end
+      if mod.num_weights then own_params = own_params + mod:num_weights() end   -- weights kept as buffers (int8)
       row.name = mod.__name
       row.shape = nnr.is_tensor(out) and nnr.shape_str(out:size()) or "-"
       row.params = own_params
@@ -293,9 +303,8 @@ function Module:summary(input_shape, opts)
     lines[#lines + 1] = string.format("%-40s %-22s %12d", string.rep("  ", r.depth - 1) .. r.name, r.shape, r.params)
     total = total + r.params
   end
-  local bytes = 0
-  for _, p in ipairs(self:parameters()) do bytes = bytes + p:numel() * nnr.dtype_size(p.dtype) end
-  lines[#lines + 1] = string.format("total parameters: %d (%.1f kB)", total, bytes / 1024)
+  lines[#lines + 1] = string.format("total parameters: %d, size %.1f kB (parameters and buffers as saved)", total,
+    self:size_bytes() / 1024)
   return table.concat(lines, "\n")
 end
 

@@ -1,0 +1,170 @@
+-- Int8 dynamic quantization (plugins/quant, lua/nnr/quant.lua): the int8 gemm against an exact
+-- integer reference computed here, every kernel variant in turn, saturation, error bounds,
+-- modules, saving and loading, and bad input.
+local nnr = require "nnr"
+local ffi = require "ffi"
+local nn = nnr.nn
+local quant = nnr.quant
+
+local f32 = ffi.new("float[1]")
+local function fl(v) f32[0] = v; return f32[0] end          -- round a double to f32
+local function rne(v)                                        -- round half to even
+  local f = math.floor(v)
+  local d = v - f
+  if d > 0.5 or (d == 0.5 and f % 2 == 1) then return f + 1 end
+  return f
+end
+
+-- the quantization of one row as the kernels do it (f32 arithmetic), and its scale
+local function quant_row(row)
+  local amax = 0
+  for _, v in ipairs(row) do amax = math.max(amax, math.abs(v)) end
+  local s = amax > 0 and fl(fl(amax) / 127) or 1
+  local inv = fl(1 / s)
+  local q = {}
+  for k, v in ipairs(row) do q[k] = math.max(-127, math.min(127, rne(fl(fl(v) * inv)))) end
+  return q, s
+end
+
+local function rows_of(t)
+  local r = {}
+  for i = 1, t:size(1) do
+    r[i] = {}
+    for j = 1, t:size(2) do r[i][j] = t[i][j] end      -- 1-based, a number
+  end
+  return r
+end
+
+local function kernels()
+  local list = {}
+  for _, name in ipairs { "c", "avx2", "avxvnni", "avx512vnni" } do list[#list + 1] = name end
+  return list
+end
+
+describe("quant plugin", function()
+  if not quant.available() then pending("the quant plugin is not loaded") return end
+
+  it("quantizes weights per output channel within half a step", function()
+    nnr.manual_seed(1)
+    local w = nnr.randn(7, 13)
+    w[3]:zero_()                                    -- a zero row keeps scale 1
+    local q, scale = quant.quantize_weight(w)
+    assert.are.equal("i8", q.dtype)
+    assert.is_true(q:abs():max():item() <= 127)
+    assert.are.equal(1, scale[3])
+    local deq = q:float() * scale:view(7, 1)
+    local err = (deq - w):abs()
+    for i = 1, 7 do
+      assert.is_true(err[i]:max():item() <= scale[i] / 2 + 1e-6, "row " .. i)
+    end
+  end)
+
+  it("gives the exact integer products on random shapes, with every kernel", function()
+    nnr.manual_seed(2)
+    local shapes = { { 1, 5, 3 }, { 3, 4, 17 }, { 9, 33, 40 }, { 17, 7, 130 }, { 2, 1, 1 } }   -- M, K (odd, < 4, ...), N
+    for _, sh in ipairs(shapes) do
+      local M, K, N = sh[1], sh[2], sh[3]
+      local lin = nn.Linear(K, N)
+      local x = nnr.randn(M, K) * 3
+      local q, scale = quant.quantize_weight(lin.weight)
+      local qw, xr, sw, b = rows_of(q), rows_of(x), {}, {}
+      for n = 1, N do sw[n] = scale[n]; b[n] = lin.bias[n] end
+      -- reference: integer dot products, then fma(acc, sx * sw, bias) in f32
+      local expect = {}
+      for m = 1, M do
+        local qx, sx = quant_row(xr[m])
+        expect[m] = {}
+        for n = 1, N do
+          local acc = 0
+          for k = 1, K do acc = acc + qx[k] * qw[n][k] end
+          expect[m][n] = fl(acc * fl(sx * sw[n]) + b[n])     -- acc * scale is exact in double: one rounding, as fma
+        end
+      end
+      for _, k in ipairs(kernels()) do
+        local ok, ql = pcall(quant.QuantizedLinear, lin, { kernel = k })
+        assert.is_true(ok, tostring(ql))
+        local ok2, y = pcall(ql.forward, ql, x)
+        if not ok2 and tostring(y):match("this CPU has no") then
+          -- a kernel this machine cannot run
+        else
+          assert.is_true(ok2, tostring(y))
+          for m = 1, M do
+            for n = 1, N do
+              assert.are.equal(expect[m][n], y[m][n], string.format("%s kernel, shape %d x %d -> %d, [%d][%d]", k, M, K, N, m, n))
+            end
+          end
+        end
+      end
+    end
+  end)
+
+  it("does not saturate where vpmaddubsw would (pytorch#44939)", function()
+    -- all activations and weights at the extremes: pairs of 127 * 127 products
+    local K, N = 64, 16
+    local lin = nn.Linear(K, N)
+    nnr.no_grad(function() lin.weight:fill_(1); lin.bias:zero_() end)
+    local x = nnr.full({ 2, K }, 1)
+    x[2]:fill_(-1)
+    for _, k in ipairs(kernels()) do
+      local ql = quant.QuantizedLinear(lin, { kernel = k })
+      local ok, y = pcall(ql.forward, ql, x)
+      if ok then
+        -- acc = 64 * 127 * 127, times (1/127)^2: exactly 64
+        assert.are.equal(64, y[1][1], k)
+        assert.are.equal(-64, y[2][N], k)
+      else
+        assert.is_truthy(tostring(y):match("this CPU has no"), tostring(y))
+      end
+    end
+  end)
+
+  it("stays close to the f32 model and fuses Linear + ReLU", function()
+    nnr.manual_seed(3)
+    local model = nn.Sequential(nn.Flatten(), nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 10))
+    local q = quant.dynamic(model, { nn.Linear })
+    assert.are.equal("QuantizedLinear", q:get(2).__name)
+    assert.are.equal("Linear", model:get(2).__name)       -- the original is untouched
+    local x = nnr.randn(8, 10, 20)
+    local a, b = model(x), q(x)
+    local rel = (a - b):abs():max():item() / a:abs():max():item()
+    assert.is_true(rel < 0.05, "relative error " .. rel)
+    assert.is_true(model:size_bytes() / q:size_bytes() > 3.5)
+    assert.matches("QuantizedLinear", q:summary({ 1, 200 }))
+  end)
+
+  it("saves to and loads from safetensors", function()
+    nnr.manual_seed(4)
+    local model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    local q = quant.dynamic(model)
+    local path = os.tmpname()
+    nnr.save(path, q:state_dict())
+    local sd = nnr.load(path)
+    os.remove(path)
+    assert.are.equal("i8", sd["1.weight"].dtype)
+    local fresh = quant.dynamic(nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5)))
+    fresh:load_state_dict(sd)
+    local x = nnr.randn(4, 30)
+    assert.are.equal(0, (fresh(x) - q(x)):abs():max():item())
+  end)
+
+  it("refuses bad input with the layer's name", function()
+    local model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    nnr.no_grad(function() model:get(2).weight[2][3] = 0 / 0 end)
+    local ok, err = pcall(quant.dynamic, model)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):match("layer '2' %(Linear 3 %-> 2%): weight row 2 holds NaN at column 3"), tostring(err))
+    nnr.no_grad(function() model:get(2).weight[2][3] = math.huge end)
+    ok, err = pcall(quant.dynamic, model)
+    assert.is_truthy(tostring(err):match("an infinity"), tostring(err))
+    -- unsupported module types are named and left in f32
+    local m2 = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))
+    local q2 = quant.dynamic(m2, { nn.Conv2d, nn.Linear }, { quiet = true })
+    assert.are.equal("Conv2d", q2:get(1).__name)
+    assert.are.equal("QuantizedLinear", q2:get(3).__name)
+    ok, err = pcall(quant.dynamic, m2, { nn.Linear }, { per_channel = false })
+    assert.is_false(ok)
+    local ql = quant.QuantizedLinear(nn.Linear(4, 3))
+    ok, err = pcall(ql.forward, ql, nnr.randn(2, 5))
+    assert.is_truthy(tostring(err):match("input of shape %[2, 5%], expected %[..., 4%]"), tostring(err))
+  end)
+end)
