@@ -474,7 +474,11 @@ int main(int argc, char **argv)
             if (preload_nnr(L) == 0) repl(L);
         }
     }
-    lua_close(L);
     fflush(stdout);
+    /* a rank of an MPI job whose script failed takes the job down, so that the other ranks stop with
+     * a message naming it instead of waiting for it in a collective */
+    if (status && nnr_dist_initialized()) nnr_dist_abort(1);
+    lua_close(L);
+    if (!status) nnr_dist_finalize();
     return status ? 1 : 0;
 }

@@ -84,7 +84,8 @@ function M.loader(images, labels, opts)
   local t = { data.ToFloat(1 / 255), data.Normalize(MEAN, STD) }
   if opts.augment then t[#t + 1] = data.RandomCrop(28, 2); t[#t + 1] = data.RandomHorizontalFlip(0.5) end
   return data.DataLoader(data.TensorDataset(images, labels), { batch_size = opts.batch_size, shuffle = opts.shuffle,
-    seed = opts.seed, num_workers = opts.workers, transform = data.Compose(t), pin_memory = opts.pin_memory })
+    seed = opts.seed, num_workers = opts.workers, transform = data.Compose(t), pin_memory = opts.pin_memory,
+    sampler = opts.sampler })
 end
 
 return M

@@ -3,7 +3,7 @@
 --   nnrun scripts/train_fashion_mnist.lua [--model mlp|cnn|cnn-bn] [--epochs N]
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu|cuda|cuda:N]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
---         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH]
+--         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH] [--distributed]
 --         [--workers N] [--augment] [--detect-anomaly] [--quiet]
 --
 -- Batches come from nnr.data.DataLoader: --workers N (default 2) assemble and
@@ -35,7 +35,7 @@ local function parse_args(argv)
                  seed = 1, data = DEFAULT_DATA, momentum = 0.9, lr_schedule = "cosine", workers = 2 }
   local numeric = { epochs = true, batch_size = true, lr = true, threads = true, seed = true, momentum = true, limit = true,
                     stop_after = true, workers = true }
-  local flags = { detect_anomaly = true, quiet = true, augment = true }
+  local flags = { detect_anomaly = true, quiet = true, augment = true, distributed = true }
   local i = 1
   while i <= #argv do
     local a = argv[i]
@@ -138,6 +138,18 @@ local function main(argv)
   local opts = parse_args(argv)
   if opts.threads then nnr.set_num_threads(opts.threads) end
   nnr.manual_seed(opts.seed)
+  -- --distributed (under mpirun -np N): --batch-size stays the global batch, each rank takes its
+  -- share of every batch (DistributedSampler), gradients are averaged (DistributedDataParallel),
+  -- and only rank 0 prints, writes metrics and saves checkpoints
+  local D, world, rank = nil, 1, 0
+  if opts.distributed then
+    D = nnr.parallel.Distributed
+    rank, world = D.init()
+    if opts.batch_size % world ~= 0 then
+      error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, world, world), 0)
+    end
+    if rank ~= 0 then opts.quiet, opts.metrics, opts.save = true, nil, nil end
+  end
   local device = opts.device
   local ok, err = pcall(nnr.device, device)        -- before any work: say at once why a device is unusable
   if not ok then error("--device " .. device .. ": " .. tostring(err), 0) end
@@ -149,11 +161,13 @@ local function main(argv)
   end
   -- batches bound for a GPU are built in page-locked memory, so their copies are asynchronous
   local pin = not device:match("^cpu")
-  local train = fm.loader(train_images, train_y, { batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
-                                                   workers = opts.workers, augment = opts.augment, pin_memory = pin })
+  local sampler = D and nnr.data.DistributedSampler(train_images:size(1), { seed = opts.seed }) or nil
+  local train = fm.loader(train_images, train_y, { batch_size = math.floor(opts.batch_size / world), shuffle = not sampler, seed = opts.seed,
+                                                   sampler = sampler, workers = opts.workers, augment = opts.augment, pin_memory = pin })
   local test = fm.loader(test_images, test_y, { batch_size = 256, workers = opts.workers, pin_memory = pin })
 
   local model = build_model(opts.model):to(device)
+  local ddp = D and nnr.parallel.DistributedDataParallel(model) or nil       -- rank 0's initial weights everywhere
   local opt
   if opts.optimizer == "sgd" then opt = optim.SGD(model:parameters(), { lr = opts.lr, momentum = opts.momentum })
   else opt = optim.Adam(model:parameters(), { lr = opts.lr }) end
@@ -194,7 +208,7 @@ local function main(argv)
       local len = xb:size(1)
       local loss = nn.functional.cross_entropy(model(xb), yb)
       opt:zero_grad()
-      loss:backward()
+      if ddp then ddp:backward(loss) else loss:backward() end
       opt:step()
       if sched then sched:step() end
       local l = loss:item()
@@ -208,6 +222,10 @@ local function main(argv)
     end
     local train_seconds = nnr.clock() - t0
     local wait_fraction = (train:stats().wait_seconds - wait0) / train_seconds
+    if D then     -- the epoch's loss and samples over all ranks
+      local t = D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
+      running, seen = t[1], t[2]
+    end
     local test_loss, accuracy = evaluate(model, test, device)
     local seconds = nnr.clock() - t0
     local rss = rss_mib()

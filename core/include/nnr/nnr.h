@@ -62,6 +62,20 @@ int nnr_synchronize(int device);
 /* runs op on preallocated outputs (ops that extension plugins add, e.g. plugins/quant); the op's
  * name is for errors; params may be NULL */
 int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
+/* --- processes (nnr.parallel.Distributed, core/dist.c): MPI collectives on contiguous cpu tensors;
+ * op 0 sum, 1 max, 2 min, 3 product. Built without MPI they return an error saying how to enable it. --- */
+int nnr_dist_available(void);
+int nnr_dist_init(int *rank, int *size);
+int nnr_dist_initialized(void);
+int nnr_dist_barrier(void);
+int nnr_dist_all_reduce(nnr_tensor *t, int op);
+int nnr_dist_all_reduce_start(nnr_tensor *t, int op);   /* non-blocking; finished by nnr_dist_wait_all */
+int nnr_dist_wait_all(void);
+int nnr_dist_broadcast(nnr_tensor *t, int root);
+int nnr_dist_all_gather(nnr_tensor *out, const nnr_tensor *in);
+void nnr_dist_abort(int code);
+void nnr_dist_finalize(void);            /* nnrun calls it after a script that succeeded */
+double nnr_dist_bench_raw_allreduce(int64_t n, int reps);   /* seconds, median; the benchmark's reference */
 /* how many calls of op ran on the cpu fallback because a backend lacked it */
 int64_t nnr_fallback_count(int op);
 

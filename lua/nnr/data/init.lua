@@ -272,6 +272,37 @@ function M.RandomSampler(n, opts)
   end
   return s
 end
+-- DistributedSampler(n or dataset[, {num_replicas, rank, shuffle = true, seed = 0, drop_last = false}]):
+-- this rank's share of each epoch, for nnr.parallel.Distributed. Every rank draws the same seeded
+-- permutation of the epoch (RandomSampler's), pads it by repeating its start to a multiple of
+-- num_replicas (or drops the tail with drop_last), and takes every num_replicas-th index from
+-- position rank + 1. num_replicas and rank default to the MPI world's.
+function M.DistributedSampler(n, opts)
+  opts = opts or {}
+  if type(n) ~= "number" then n = dataset_len(n) end
+  local D = require("nnr.parallel").Distributed
+  local replicas = opts.num_replicas or D.world_size()
+  local rank = opts.rank or D.rank()
+  if replicas < 1 or rank < 0 or rank >= replicas then
+    error(string.format("DistributedSampler: rank %s of %s replicas", tostring(rank), tostring(replicas)), 2)
+  end
+  local per = opts.drop_last and math.floor(n / replicas) or math.ceil(n / replicas)
+  local s = setmetatable({ n = per, size = n, seed = opts.seed or 0, shuffle = opts.shuffle ~= false, replicas = replicas, rank = rank },
+    Sampler)
+  function s.indices(self, epoch)
+    local p
+    if self.shuffle then p = M.permutation(self.size, self.seed, epoch)
+    else p = {}; for i = 1, self.size do p[i] = i end end
+    local t = {}
+    for k = 1, self.n do
+      local pos = self.rank + 1 + (k - 1) * self.replicas
+      t[k] = p[(pos - 1) % self.size + 1]
+    end
+    return t
+  end
+  return s
+end
+
 -- SubsetRandomSampler(indices, {seed}): the given indices, shuffled each epoch
 function M.SubsetRandomSampler(indices, opts)
   local s = setmetatable({ n = #indices, list = indices, seed = opts and opts.seed or 0 }, Sampler)
