@@ -8,7 +8,16 @@
 #include <string.h>
 #include "nnr/plugin.h"
 
-static inline float nnr_bf16_to_f32(uint16_t h)
+/* host and device (the cuda plugin includes this header too) */
+#ifndef NNR_HD
+#ifdef __CUDACC__
+#define NNR_HD __host__ __device__
+#else
+#define NNR_HD
+#endif
+#endif
+
+static inline NNR_HD float nnr_bf16_to_f32(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -16,7 +25,7 @@ static inline float nnr_bf16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t nnr_f32_to_bf16(float f)
+static inline NNR_HD uint16_t nnr_f32_to_bf16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -26,7 +35,7 @@ static inline uint16_t nnr_f32_to_bf16(float f)
 }
 
 /* IEEE half precision by bit manipulation (portable: no _Float16 needed) */
-static inline float nnr_f16_to_f32(uint16_t h)
+static inline NNR_HD float nnr_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
     if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);                 /* inf, nan */
@@ -41,7 +50,7 @@ static inline float nnr_f16_to_f32(uint16_t h)
     return f;
 }
 
-static inline uint16_t nnr_f32_to_f16(float f)
+static inline NNR_HD uint16_t nnr_f32_to_f16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -60,7 +69,7 @@ static inline uint16_t nnr_f32_to_f16(float f)
 }
 
 /* saturating float -> integer conversion that never invokes UB */
-static inline int64_t nnr_double_to_i64(double v)
+static inline NNR_HD int64_t nnr_double_to_i64(double v)
 {
     if (v != v) return 0;
     if (v >= 9.2233720368547758e18) return INT64_MAX;
@@ -68,7 +77,7 @@ static inline int64_t nnr_double_to_i64(double v)
     return (int64_t)v;
 }
 
-static inline double nnr_load_f64(int dtype, const void *p)
+static inline NNR_HD double nnr_load_f64(int dtype, const void *p)
 {
     switch (dtype) {
     case NNR_F32: return *(const float *)p;
@@ -84,7 +93,7 @@ static inline double nnr_load_f64(int dtype, const void *p)
     return 0;
 }
 
-static inline int64_t nnr_load_i64(int dtype, const void *p)
+static inline NNR_HD int64_t nnr_load_i64(int dtype, const void *p)
 {
     switch (dtype) {
     case NNR_I8: return *(const int8_t *)p;
@@ -97,7 +106,7 @@ static inline int64_t nnr_load_i64(int dtype, const void *p)
 }
 
 /* integer stores wrap modulo 2^bits like C casts of int64 (PyTorch does the same) */
-static inline void nnr_store_i64(int dtype, void *p, int64_t v)
+static inline NNR_HD void nnr_store_i64(int dtype, void *p, int64_t v)
 {
     switch (dtype) {
     case NNR_F32: *(float *)p = (float)v; break;
@@ -112,7 +121,7 @@ static inline void nnr_store_i64(int dtype, void *p, int64_t v)
     }
 }
 
-static inline void nnr_store_f64(int dtype, void *p, double v)
+static inline NNR_HD void nnr_store_f64(int dtype, void *p, double v)
 {
     switch (dtype) {
     case NNR_F32: *(float *)p = (float)v; break;
@@ -124,12 +133,12 @@ static inline void nnr_store_f64(int dtype, void *p, double v)
     }
 }
 
-static inline int nnr_dtype_is_integral(int dtype)
+static inline NNR_HD int nnr_dtype_is_integral(int dtype)
 {
     return dtype == NNR_I8 || dtype == NNR_U8 || dtype == NNR_I32 || dtype == NNR_I64 || dtype == NNR_BOOL;
 }
 
-static inline size_t nnr_dtype_nbytes(int dtype)
+static inline NNR_HD size_t nnr_dtype_nbytes(int dtype)
 {
     static const unsigned char sz[NNR_DTYPE_COUNT] = {4, 8, 2, 2, 1, 1, 4, 8, 1};
     return (dtype >= 0 && dtype < NNR_DTYPE_COUNT) ? sz[dtype] : 0;

@@ -4,20 +4,7 @@
  * numbers. */
 #include <math.h>
 #include "kernels.h"
-
-static void philox(uint64_t counter, uint64_t seed, uint32_t out[4])
-{
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1; c3 = (uint32_t)p0;
-        c0 = n0; c2 = n2;
-        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
+#include "philox.h"
 
 typedef struct rng_ctx { int kind; const nnr_tensor_desc *o; uint64_t seed, offset; double a, b; } rng_ctx;
 
@@ -32,7 +19,7 @@ static void rng_range(void *vc, int64_t begin, int64_t end)
     for (int d = 0; d < c->o->ndim; d++) n *= c->o->sizes[d];
     for (int64_t blk = begin; blk < end; blk++) {
         uint32_t w[4];
-        philox(c->offset / 4 + (uint64_t)blk, c->seed, w);
+        nnr_philox(c->offset / 4 + (uint64_t)blk, c->seed, w);
         double v[4];
         if (c->kind == NNR_OP_RAND_NORMAL) {
             for (int j = 0; j < 4; j += 2) {

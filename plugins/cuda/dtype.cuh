@@ -1,72 +1,18 @@
-/* Loads and stores of any nnr dtype as double, float or int64 on the device,
- * with the cpu backend's conversion rules (core/half.h): float -> integer
- * saturates, integer -> integer wraps, bool is "not zero". */
+/* Loads and stores of any nnr dtype as double or int64 on the device, with the
+ * cpu backend's conversion rules (core/half.h): float -> integer saturates,
+ * integer -> integer wraps, bool is "not zero". */
 #ifndef NNR_CUDA_DTYPE_CUH
 #define NNR_CUDA_DTYPE_CUH
 #include "cuda_internal.h"
+#include "half.h"
 
-__device__ __forceinline__ int64_t cu_d2i(double v)
-{
-    if (v != v) return 0;
-    if (v >= 9.2233720368547758e18) return INT64_MAX;
-    if (v <= -9.2233720368547758e18) return INT64_MIN;
-    return (int64_t)v;
-}
-
-__device__ __forceinline__ double ld_f64(int dt, const char *p)
-{
-    switch (dt) {
-    case NNR_F32: return *(const float *)p;
-    case NNR_F64: return *(const double *)p;
-    case NNR_F16: return __half2float(*(const __half *)p);
-    case NNR_BF16: return __bfloat162float(*(const __nv_bfloat16 *)p);
-    case NNR_I8: return *(const int8_t *)p;
-    case NNR_U8: return *(const uint8_t *)p;
-    case NNR_I32: return *(const int32_t *)p;
-    case NNR_I64: return (double)*(const int64_t *)p;
-    case NNR_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
-    }
-    return 0;
-}
-
-__device__ __forceinline__ int64_t ld_i64(int dt, const char *p)
-{
-    switch (dt) {
-    case NNR_I8: return *(const int8_t *)p;
-    case NNR_U8: return *(const uint8_t *)p;
-    case NNR_I32: return *(const int32_t *)p;
-    case NNR_I64: return *(const int64_t *)p;
-    case NNR_BOOL: return *(const uint8_t *)p ? 1 : 0;
-    }
-    return cu_d2i(ld_f64(dt, p));
-}
-
-__device__ __forceinline__ void st_i64(int dt, char *p, int64_t v)
-{
-    switch (dt) {
-    case NNR_F32: *(float *)p = (float)v; break;
-    case NNR_F64: *(double *)p = (double)v; break;
-    case NNR_F16: *(__half *)p = __float2half_rn((float)v); break;
-    case NNR_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v); break;
-    case NNR_I8: *(int8_t *)p = (int8_t)(uint8_t)(uint64_t)v; break;
-    case NNR_U8: *(uint8_t *)p = (uint8_t)(uint64_t)v; break;
-    case NNR_I32: *(int32_t *)p = (int32_t)(uint32_t)(uint64_t)v; break;
-    case NNR_I64: *(int64_t *)p = v; break;
-    case NNR_BOOL: *(uint8_t *)p = v != 0; break;
-    }
-}
-
-__device__ __forceinline__ void st_f64(int dt, char *p, double v)
-{
-    switch (dt) {
-    case NNR_F32: *(float *)p = (float)v; break;
-    case NNR_F64: *(double *)p = v; break;
-    case NNR_F16: *(__half *)p = __float2half_rn((float)v); break;
-    case NNR_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v); break;
-    case NNR_BOOL: *(uint8_t *)p = v != 0; break;
-    default: st_i64(dt, p, cu_d2i(v)); break;
-    }
-}
+/* the scalar conversions are core/half.h's, compiled for the device too: the same rounding, NaN
+ * and saturation rules as the cpu backend, from one definition */
+__device__ __forceinline__ int64_t cu_d2i(double v) { return nnr_double_to_i64(v); }
+__device__ __forceinline__ double ld_f64(int dt, const char *p) { return nnr_load_f64(dt, p); }
+__device__ __forceinline__ int64_t ld_i64(int dt, const char *p) { return nnr_load_i64(dt, p); }
+__device__ __forceinline__ void st_i64(int dt, char *p, int64_t v) { nnr_store_i64(dt, p, v); }
+__device__ __forceinline__ void st_f64(int dt, char *p, double v) { nnr_store_f64(dt, p, v); }
 
 __device__ __forceinline__ int dt_size(int dt)
 {

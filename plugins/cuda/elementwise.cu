@@ -6,6 +6,7 @@
  * f32/f16/bf16, double for f64 and int64 for integer dtypes, as on the cpu. */
 #include <math.h>
 #include "dtype.cuh"
+#include "philox.h"
 
 int64_t cu_numel(const nnr_tensor_desc *d)
 {
@@ -410,28 +411,14 @@ int cu_arange(cu_device *d, const nnr_op_call *call)
     return NNR_OK;
 }
 
-/* ---------------- Philox4x32-10, the cpu backend's numbers exactly ---------------- */
-
-__device__ __forceinline__ void philox(uint64_t counter, uint64_t seed, uint32_t out[4])
-{
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1; c3 = (uint32_t)p0;
-        c0 = n0; c2 = n2;
-        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
+/* ---------------- random fills: Philox4x32-10 (core/philox.h), the cpu backend's numbers exactly ---------------- */
 
 __global__ void k_random(char *base, int dt, int64_t n, int kind, uint64_t seed, uint64_t offset, double a, double b)
 {
     int es = dt_size(dt);
     GRID_LOOP(blk, (n + 3) / 4) {
         uint32_t w[4];
-        philox(offset / 4 + (uint64_t)blk, seed, w);
+        nnr_philox(offset / 4 + (uint64_t)blk, seed, w);
         double v[4];
         if (kind == NNR_OP_RAND_NORMAL) {
             for (int j = 0; j < 4; j += 2) {
