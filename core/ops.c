@@ -140,12 +140,15 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
         nnr_prof_record(NNR_PROF_OP, opname, t0, nnr_prof_now() - t0, nnr_tl_alloc_bytes - prof_charged);
         prof_charged = nnr_tl_alloc_bytes;
     }
+    if (st == NNR_ERR_INTERRUPTED) {      /* whatever message the thread held before, this op was interrupted */
+        nnr_clear_interrupt();
+        return nnr_errorf(st, "%s: interrupted", opname);
+    }
     if (st != NNR_OK) {
         const char *msg = nnr_last_error();
-        if (st == NNR_ERR_INTERRUPTED) nnr_clear_interrupt();
         if (strncmp(msg, opname, strlen(opname)) != 0) {
             char copy[900];
-            snprintf(copy, sizeof copy, "%s", msg[0] ? msg : st == NNR_ERR_INTERRUPTED ? "interrupted" : "failed");
+            snprintf(copy, sizeof copy, "%s", msg[0] ? msg : "failed");
             nnr_errorf(st, "%s: %s", opname, copy);
         } else nnr_set_error(st, msg);
     }

@@ -205,6 +205,7 @@ static void add_devices(plugin_record *r)
         /* loaded, but no device: keep the plugin's reason (e.g. CUDA's "insufficient driver") */
         const char *why = nnr_last_error();
         snprintf(r->message, sizeof r->message, "%.250s", why && why[0] ? why : "no device");
+        nnr_set_error(NNR_OK, "");      /* kept in the record; not this thread's error any more */
         r->devices = 0;
         return;
     }
