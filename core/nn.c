@@ -6,11 +6,18 @@
 #include "derivatives.h"
 #include "internal.h"
 
+/* a device of the cpu backend ("cpu", or "cpu:1"... with NNR_CPU_DEVICES): its fused kernels apply */
+static int on_cpu_backend(int device)
+{
+    const nnr_device_entry *dev = nnr_device_get(device), *cpu = nnr_device_get(0);
+    return dev && cpu && dev->plugin == cpu->plugin;
+}
+
 /* f32 and f64 everywhere; f16 and bf16 off the cpu, for the backends that have them (cuda, under autocast) */
 static int float_dtype(const char *op, const nnr_tensor *t)
 {
     if (t->dtype == NNR_F32 || t->dtype == NNR_F64) return NNR_OK;
-    if ((t->dtype == NNR_F16 || t->dtype == NNR_BF16) && t->device != 0) return NNR_OK;
+    if ((t->dtype == NNR_F16 || t->dtype == NNR_BF16) && !on_cpu_backend(t->device)) return NNR_OK;
     return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported (expected f32 or f64; f16 and bf16 on backends that have them)",
                       op, nnr_dtype_name(t->dtype));
 }
@@ -42,7 +49,7 @@ static int device_takes(int device, int opid, int nin, nnr_tensor *const *in, in
 static int backend_fuses(int device)
 {
     const nnr_device_entry *dev = nnr_device_get(device);
-    return dev && (device == 0 || (dev->plugin->abi_version & 0xffff) >= 1);
+    return dev && (on_cpu_backend(device) || (dev->plugin->abi_version & 0xffff) >= 1);
 }
 
 /* contiguous copies in the given dtype (new references) */
@@ -200,7 +207,7 @@ nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_
 int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom, const nnr_tensor *relu_out,
                      nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb)
 {
-    if (relu_out && (x->device != 0 || (gb && !gw))) {      /* elsewhere: mask first, as a separate op */
+    if (relu_out && (!on_cpu_backend(x->device) || (gb && !gw))) {      /* elsewhere: mask first, as a separate op */
         nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, gy, relu_out);
         if (!gm) return nnr_last_status();
         int st = nnr_conv2d_grads(x, w, gm, geom, NULL, gx, gw, gb);
@@ -218,7 +225,7 @@ int nnr_conv2d_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor 
         nnr_tensor *in[3] = {g, (nnr_tensor *)w, m};
         if (!*gx || run_call("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, m ? 3 : 2, in, 1, gx, &p)) st = nnr_last_status();
     }
-    int fused_bias = gb && gw && x->device == 0;      /* the cpu kernel sums the bias gradient from its gathered rows */
+    int fused_bias = gb && gw && on_cpu_backend(x->device);      /* the cpu kernel sums the bias gradient from its gathered rows */
     if (gw && st == NNR_OK) {
         nnr_tensor *outs[2] = {nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device), NULL};
         if (fused_bias) outs[1] = nnr_tensor_alloc(w->dtype, 1, w->sizes, w->device);
@@ -265,7 +272,7 @@ nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, 
     if (prepare(1, &x, x->dtype, &c)) return NULL;
     int64_t sizes[4] = {x->sizes[0], x->sizes[1], HO, WO};
     /* the argmax is for the backward: without recording, the cpu backend skips it (ABI 1.1) */
-    int record = nnr_should_record(1, &x), with_idx = record || x->device != 0;
+    int record = nnr_should_record(1, &x), with_idx = record || !on_cpu_backend(x->device);
     nnr_tensor *out[2] = {nnr_tensor_alloc(x->dtype, 4, sizes, x->device), with_idx ? nnr_tensor_alloc(NNR_I64, 4, sizes, x->device) : NULL};
     nnr_op_params p = {.struct_size = sizeof p, .i = {kh, kw, sh, sw, ph, pw, dh, dw}};
     int st = (out[0] && (out[1] || !with_idx)) ? run_call("max_pool2d", NNR_OP_MAXPOOL2D, x->device, 1, &c, with_idx ? 2 : 1, out, &p)
@@ -436,7 +443,7 @@ static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const n
     nnr_tensor *y = NULL;
     const nnr_device_entry *dev = nnr_device_get(x->device);
     int same = x->device == w->device && (!bias || bias->device == x->device) && x->dtype == w->dtype && (!bias || bias->dtype == x->dtype) &&
-               (x->dtype == NNR_F32 || x->dtype == NNR_F64 || (x->device != 0 && (x->dtype == NNR_F16 || x->dtype == NNR_BF16)));
+               (x->dtype == NNR_F32 || x->dtype == NNR_F64 || (!on_cpu_backend(x->device) && (x->dtype == NNR_F16 || x->dtype == NNR_BF16)));
     int fused = 0;
     if (same && dev && backend_fuses(x->device)) {
         /* one fused op: the gemm starts from the bias (beta 1) or adds it in its epilogue, relu included */

@@ -213,7 +213,7 @@ static void add_devices(plugin_record *r)
         nnr_device_entry *d = &devices[n_devices++];
         d->plugin = p;
         d->local_index = i;
-        if (strcmp(p->name, "cpu") == 0 && count == 1) snprintf(d->name, sizeof d->name, "cpu");
+        if (strcmp(p->name, "cpu") == 0 && i == 0) snprintf(d->name, sizeof d->name, "cpu");   /* also "cpu:0" */
         else snprintf(d->name, sizeof d->name, "%s:%d", p->name, i);
         d->label[0] = 0;
         if (p->device_name) p->device_name(p, i, d->label, sizeof d->label);
@@ -389,7 +389,9 @@ int nnr_device_find(const char *spec)
         if (devices[i].local_index == index) return i;
         seen++;
     }
-    if (seen) return nnr_errorf(NNR_ERR_DEVICE, "device '%s': only %d %s device(s) present", spec, seen, type), -1;
+    if (seen)
+        return nnr_errorf(NNR_ERR_DEVICE, "device '%s': only %d %s device(s) present%s", spec, seen, type,
+                          strcmp(type, "cpu") == 0 ? " (NNR_CPU_DEVICES=N before the start gives N cpu devices)" : ""), -1;
     int r = nnr_plugin_find(type);
     if (r >= 0 && plugins[r].loaded)
         return nnr_errorf(NNR_ERR_DEVICE, "device '%s': the %s plugin has no device: %s", spec, type, plugins[r].message), -1;

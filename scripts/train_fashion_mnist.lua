@@ -4,6 +4,7 @@
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu|cuda|cuda:N]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
 --         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH] [--distributed]
+--         [--data-parallel DEV,DEV,...]
 --         [--workers N] [--augment] [--detect-anomaly] [--quiet]
 --
 -- Batches come from nnr.data.DataLoader: --workers N (default 2) assemble and
@@ -52,7 +53,8 @@ local function parse_args(argv)
       if v == nil then error("--" .. key:gsub("_", "-") .. " needs a value", 0) end
       if numeric[key] then
         v = tonumber(v) or error("--" .. key:gsub("_", "-") .. " needs a number, got '" .. argv[i + 1] .. "'", 0)
-      elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1 })[key] then
+      elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1,
+                                          data_parallel = 1 })[key] then
         error("unknown option --" .. key:gsub("_", "-"), 0)
       end
       opts[key] = v
@@ -168,6 +170,16 @@ local function main(argv)
 
   local model = build_model(opts.model):to(device)
   local ddp = D and nnr.parallel.DistributedDataParallel(model) or nil       -- rank 0's initial weights everywhere
+  -- --data-parallel cpu:0,cpu:1 (NNR_CPU_DEVICES=2), or cuda:0,cuda:1: a replica per device, one thread each
+  local dpar
+  if opts.data_parallel then
+    local devs = {}
+    for d in opts.data_parallel:gmatch("[^,]+") do devs[#devs + 1] = d end
+    if D then error("--data-parallel and --distributed do not combine (yet)", 0) end
+    model:to(devs[1])
+    device = nnr.device(devs[1]).name
+    dpar = nnr.parallel.DataParallel(model, devs)
+  end
   local opt
   if opts.optimizer == "sgd" then opt = optim.SGD(model:parameters(), { lr = opts.lr, momentum = opts.momentum })
   else opt = optim.Adam(model:parameters(), { lr = opts.lr }) end
@@ -206,9 +218,14 @@ local function main(argv)
       s = s + 1
       xb, yb = xb:to(device), yb:to(device)
       local len = xb:size(1)
-      local loss = nn.functional.cross_entropy(model(xb), yb)
+      local loss
       opt:zero_grad()
-      if ddp then ddp:backward(loss) else loss:backward() end
+      if dpar then
+        loss = nnr.tensor({ (dpar:backward(xb, yb)) })        -- each replica's forward and backward, at once
+      else
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        if ddp then ddp:backward(loss) else loss:backward() end
+      end
       opt:step()
       if sched then sched:step() end
       local l = loss:item()

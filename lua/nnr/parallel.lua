@@ -180,4 +180,184 @@ end
 
 function DDP:extra_repr() return string.format("world_size=%d, rank=%d", D.world_size(), D.rank()) end
 
+-- DataParallel ----------------------------------------------------------------------------
+
+local DP = Module:extend("DataParallel")
+P.DataParallel = DP
+
+local function deep_copy_to(model, device)
+  local seen = {}
+  local function cp(v)
+    if nnr.is_tensor(v) then
+      if not seen[v] then
+        local c = v:detach():to(device):clone()
+        if v.requires_grad then c:requires_grad_(true) end
+        seen[v] = c
+      end
+      return seen[v]
+    end
+    if type(v) ~= "table" then return v end
+    if seen[v] then return seen[v] end
+    local t = {}
+    seen[v] = t
+    for k, x in pairs(v) do rawset(t, cp(k), cp(x)) end
+    return setmetatable(t, getmetatable(v))
+  end
+  return cp(model)
+end
+
+-- a replica state: this state's module paths, then the replica's step function (lua/nnr/parallel_replica.lua)
+local function bootstrap()
+  return string.format([[
+NNR_WORKER_STATE = true
+package.path = %q
+package.cpath = %q
+local payload, tp, n = ...
+return (require "nnr.parallel_replica").start(payload, tp, n)
+]], package.path, package.cpath)
+end
+
+-- DataParallel(module, devices[, {criterion = F.cross_entropy}]): a replica of module on each device
+-- (module itself on devices[1], where its parameters must be), run concurrently, one thread per
+-- device. dp(x) scatters x along dim 1, runs the replicas and gathers their outputs on devices[1];
+-- dp:backward(x, y) also computes criterion(output, y) per replica, weighted by its share of the
+-- batch, backward in every replica at once, and sums the replicas' gradients into module's: the
+-- gradient of criterion over the whole batch. Replicas take module's parameters and buffers
+-- before every call, so they stay identical; batch norm statistics are those of the first
+-- replica's share, as with PyTorch's DataParallel.
+function DP:__init(module, devices, opts)
+  Module.__init(self)
+  opts = opts or {}
+  if type(devices) ~= "table" or #devices < 1 then error("DataParallel: expected a list of devices, e.g. {\"cpu\", \"cpu:1\"}", 2) end
+  self:add_module("module", module)
+  local names = {}
+  for k, d in ipairs(devices) do
+    local ok, dev = pcall(nnr.device, d)
+    if not ok then error("DataParallel: " .. tostring(dev), 0) end
+    names[k] = dev.name
+  end
+  for _, np in ipairs(module:named_parameters()) do
+    if np[2].device ~= names[1] then
+      error(string.format("DataParallel: parameter '%s' is on %s; move the model to %s (the first device) first", np[1], np[2].device,
+        names[1]), 0)
+    end
+  end
+  rawset(self, "devices", names)
+  local criterion = opts.criterion or nnr.nn.functional.cross_entropy
+  local serial = require "nnr.data.serial"
+  local replicas, payloads, lens, tensors, counts = { module }, {}, {}, {}, {}
+  -- cpu devices share the host's memory: their replicas use the module's parameters themselves
+  -- (new leaf tensors on the same storage, with gradients of their own), so nothing is copied
+  -- before a step; other devices get copies, refreshed before every call
+  local shared = {}
+  local first_type = nnr.device(names[1]).type
+  for k = 2, #names do
+    shared[k] = first_type == "cpu" and nnr.device(names[k]).type == "cpu"
+    replicas[k] = deep_copy_to(module, shared[k] and names[1] or names[k])
+    if shared[k] then
+      local mine, theirs = module:modules(), replicas[k]:modules()
+      for i, m in ipairs(mine) do
+        for _, n in ipairs(m._params) do
+          local p = m[n]
+          if p then rawset(theirs[i], n, p:detach():requires_grad_(p.requires_grad)) end
+        end
+      end
+    end
+  end
+  rawset(self, "_shared", shared)
+  for k = 1, #names do
+    local payload, ts = serial.encode({ model = replicas[k], criterion = criterion, own_grads = k > 1 }, nnr.is_tensor,
+      function() return nil end)
+    payloads[k], lens[k], counts[k] = payload, #payload, #ts
+    for _, t in ipairs(ts) do tensors[#tensors + 1] = t end
+  end
+  local cp = ffi.new("const char *[?]", #names)
+  local cl = ffi.new("size_t[?]", #names)
+  local cn = ffi.new("int[?]", #names)
+  local ct = ffi.new("nnr_tensor *[?]", math.max(#tensors, 1))
+  for k = 1, #names do cp[k - 1], cl[k - 1], cn[k - 1] = payloads[k], lens[k], counts[k] end
+  for i, t in ipairs(tensors) do ct[i - 1] = t.p end
+  local set = C.nnr_replicas_new(#names, bootstrap(), cp, cl, ct, cn)
+  if set == nil then core.raise() end
+  rawset(self, "_set", ffi.gc(set, C.nnr_replicas_free))
+  rawset(self, "_replicas", replicas)
+  rawset(self, "_keep", { payloads = payloads })
+end
+
+-- module's parameters and buffers into the other replicas
+function DP:_sync()
+  local src_p, src_b = self.module:parameters(), self.module:named_buffers()
+  nnr.no_grad(function()
+    for k = 2, #self.devices do
+      local r = self._replicas[k]
+      if not self._shared[k] then
+        local dp = r:parameters()
+        for i, p in ipairs(src_p) do dp[i]:copy_(p) end
+      end
+      local db = r:named_buffers()
+      for i, b in ipairs(src_b) do db[i][2]:copy_(b[2]) end
+    end
+  end)
+end
+
+-- the batch split along dim 1 into one share per device (the first ones one larger when it does not divide)
+function DP:_scatter(t)
+  local n, d = t:size(1), #self.devices
+  if n < d then error(string.format("DataParallel: a batch of %d for %d devices", n, d), 3) end
+  local parts, weights, at = {}, {}, 1
+  for k = 1, d do
+    local m = math.floor(n / d) + (k <= n % d and 1 or 0)
+    parts[k] = t:narrow(1, at, m):contiguous():to(self._shared[k] and self.devices[1] or self.devices[k])
+    weights[k] = m / n
+    at = at + m
+  end
+  return parts, weights
+end
+
+function DP:_run(mode, x, y)
+  self:_sync()
+  local d = #self.devices
+  local xs, weights = self:_scatter(x)
+  local ys = y and self:_scatter(y) or nil
+  local cx, cy = ffi.new("nnr_tensor *[?]", d), ffi.new("nnr_tensor *[?]", d)
+  local cw, out, losses = ffi.new("double[?]", d), ffi.new("nnr_tensor *[?]", 2 * d), ffi.new("double[?]", d)
+  for k = 1, d do
+    cx[k - 1] = xs[k].p
+    cy[k - 1] = ys and ys[k].p or nil
+    cw[k - 1] = weights[k]
+  end
+  core.check(C.nnr_replicas_run(self._set, mode, cx, cy, cw, out, losses))
+  local outs, total = {}, 0
+  for k = 1, d do
+    outs[k] = core.own(out[2 * (k - 1)]):to(self.devices[1])
+    if out[2 * (k - 1) + 1] ~= nil then core.own(out[2 * (k - 1) + 1]) end
+    total = total + losses[k - 1]
+  end
+  return nnr.cat(outs, 1), total
+end
+
+-- concurrent forward (no gradient): the gathered output
+function DP:forward(x) return (self:_run(0, x)) end
+
+-- forward, loss and backward on every replica at once; module's gradients hold the whole batch's.
+-- Returns the loss over the batch (a number) and the gathered output.
+function DP:backward(x, y)
+  local out, loss = self:_run(1, x, y)
+  local master = self.module:parameters()
+  nnr.no_grad(function()
+    for k = 2, #self.devices do
+      for i, p in ipairs(self._replicas[k]:parameters()) do
+        local g = p.grad
+        if g then
+          g = g:to(self.devices[1])
+          if master[i].grad then master[i].grad:add_(g) else master[i].grad = g end
+        end
+      end
+    end
+  end)
+  return loss, out
+end
+
+function DP:extra_repr() return "devices=" .. table.concat(self.devices, ", ") end
+
 return P

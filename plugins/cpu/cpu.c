@@ -22,7 +22,16 @@ int cpu_error(int status, const char *fmt, ...)
     return status;
 }
 
-static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *count = 1; return NNR_OK; }
+/* NNR_CPU_DEVICES=N: N cpu devices ("cpu", "cpu:1", ...) over the same memory, for
+ * nnr.parallel.DataParallel on machines without GPUs; every device runs every op */
+static nnr_status device_count(nnr_plugin *self, int *count)
+{
+    (void)self;
+    const char *env = getenv("NNR_CPU_DEVICES");
+    int n = env ? atoi(env) : 1;
+    *count = n < 1 ? 1 : n > 16 ? 16 : n;
+    return NNR_OK;
+}
 
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
 {

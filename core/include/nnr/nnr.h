@@ -62,6 +62,15 @@ int nnr_synchronize(int device);
 /* runs op on preallocated outputs (ops that extension plugins add, e.g. plugins/quant); the op's
  * name is for errors; params may be NULL */
 int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
+/* --- replicas of nnr.parallel.DataParallel (core/replicas.c): a LuaJIT state per device built from
+ * payloads[k] (with ntensors[k] tensors of the flat list), run concurrently --- */
+typedef struct nnr_replica_set nnr_replica_set;
+nnr_replica_set *nnr_replicas_new(int n, const char *bootstrap, const char *const *payloads, const size_t *lens,
+                                  nnr_tensor *const *tensors, const int *ntensors);
+int nnr_replicas_run(nnr_replica_set *s, int mode, nnr_tensor *const *x, nnr_tensor *const *y, const double *weights,
+                     nnr_tensor **out, double *losses);
+void nnr_replicas_free(nnr_replica_set *s);
+
 /* --- processes (nnr.parallel.Distributed, core/dist.c): MPI collectives on contiguous cpu tensors;
  * op 0 sum, 1 max, 2 min, 3 product. Built without MPI they return an error saying how to enable it. --- */
 int nnr_dist_available(void);

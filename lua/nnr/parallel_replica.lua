@@ -1,0 +1,46 @@
+-- Runs inside a replica state of nnr.parallel.DataParallel (core/replicas.c): rebuilds this
+-- device's replica from the payload (nnr.data.serial) and returns the step function the C side
+-- calls, from its own thread, with this device's share of the batch.
+local M = {}
+
+function M.start(payload, tensors_ud, ntensors)
+  local nnr = require "nnr"
+  local core = require "nnr.core"
+  local ffi, C = core.ffi, core.C
+  local tp = ffi.cast("nnr_tensor **", tensors_ud)
+  local T = {}
+  for i = 1, ntensors do
+    C.nnr_tensor_retain(tp[i - 1])
+    T[i] = core.own(tp[i - 1])
+  end
+  local function F(code) return assert(loadstring(code)) end
+  local spec = assert(loadstring(payload, "=DataParallel payload"))(require, T, nil, F)
+  local model, criterion = spec.model, spec.criterion
+  local params = model:parameters()
+
+  local function give(out, k, t)
+    if t then C.nnr_tensor_retain(t.p); out[k] = t.p end
+  end
+
+  -- mode 0: output of the forward (no gradient); 1: forward, weight * criterion, backward
+  return function(mode, xp, yp, weight, out_ud)
+    local out = ffi.cast("nnr_tensor **", out_ud)
+    C.nnr_tensor_retain(ffi.cast("nnr_tensor *", xp))
+    local x = core.own(ffi.cast("nnr_tensor *", xp))
+    if mode == 0 then
+      local y = nnr.no_grad(function() return model(x) end)
+      give(out, 0, y)
+      return 0
+    end
+    C.nnr_tensor_retain(ffi.cast("nnr_tensor *", yp))
+    local y = core.own(ffi.cast("nnr_tensor *", yp))
+    if spec.own_grads then for _, p in ipairs(params) do p.grad = nil end end
+    local o = model(x)
+    local loss = criterion(o, y)
+    ;(loss * weight):backward()
+    give(out, 0, o:detach())
+    return loss:item() * weight
+  end
+end
+
+return M
