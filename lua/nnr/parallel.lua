@@ -185,38 +185,6 @@ function DDP:extra_repr() return string.format("world_size=%d, rank=%d", D.world
 local DP = Module:extend("DataParallel")
 P.DataParallel = DP
 
-local function deep_copy_to(model, device)
-  local seen = {}
-  local function cp(v)
-    if nnr.is_tensor(v) then
-      if not seen[v] then
-        local c = v:detach():to(device):clone()
-        if v.requires_grad then c:requires_grad_(true) end
-        seen[v] = c
-      end
-      return seen[v]
-    end
-    if type(v) ~= "table" then return v end
-    if seen[v] then return seen[v] end
-    local t = {}
-    seen[v] = t
-    for k, x in pairs(v) do rawset(t, cp(k), cp(x)) end
-    return setmetatable(t, getmetatable(v))
-  end
-  return cp(model)
-end
-
--- a replica state: this state's module paths, then the replica's step function (lua/nnr/parallel_replica.lua)
-local function bootstrap()
-  return string.format([[
-NNR_WORKER_STATE = true
-package.path = %q
-package.cpath = %q
-local payload, tp, n = ...
-return (require "nnr.parallel_replica").start(payload, tp, n)
-]], package.path, package.cpath)
-end
-
 -- DataParallel(module, devices[, {criterion = F.cross_entropy}]): a replica of module on each device
 -- (module itself on devices[1], where its parameters must be), run concurrently, one thread per
 -- device. dp(x) scatters x along dim 1, runs the replicas and gathers their outputs on devices[1];
@@ -253,7 +221,7 @@ function DP:__init(module, devices, opts)
   local first_type = nnr.device(names[1]).type
   for k = 2, #names do
     shared[k] = first_type == "cpu" and nnr.device(names[k]).type == "cpu"
-    replicas[k] = deep_copy_to(module, shared[k] and names[1] or names[k])
+    replicas[k] = nnr.nn.utils.deep_copy(module, shared[k] and names[1] or names[k])
     if shared[k] then
       local mine, theirs = module:modules(), replicas[k]:modules()
       for i, m in ipairs(mine) do
@@ -277,7 +245,7 @@ function DP:__init(module, devices, opts)
   local ct = ffi.new("nnr_tensor *[?]", math.max(#tensors, 1))
   for k = 1, #names do cp[k - 1], cl[k - 1], cn[k - 1] = payloads[k], lens[k], counts[k] end
   for i, t in ipairs(tensors) do ct[i - 1] = t.p end
-  local set = C.nnr_replicas_new(#names, bootstrap(), cp, cl, ct, cn)
+  local set = C.nnr_replicas_new(#names, require("nnr.data")._state_bootstrap("nnr.parallel_replica"), cp, cl, ct, cn)
   if set == nil then core.raise() end
   rawset(self, "_set", ffi.gc(set, C.nnr_replicas_free))
   rawset(self, "_replicas", replicas)

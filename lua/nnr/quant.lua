@@ -140,27 +140,8 @@ end
 
 -- dynamic quantization of a model ------------------------------------------------------------
 
--- a deep copy of a module tree: tensors cloned (detached), everything else shared or copied
-function M.copy(model)
-  local seen = {}
-  local function cp(v)
-    if nnr.is_tensor(v) then
-      if not seen[v] then
-        local c = v:detach():clone()
-        if v.requires_grad then c:requires_grad_(true) end
-        seen[v] = c
-      end
-      return seen[v]
-    end
-    if type(v) ~= "table" then return v end
-    if seen[v] then return seen[v] end
-    local t = {}
-    seen[v] = t
-    for k, x in pairs(v) do rawset(t, cp(k), cp(x)) end
-    return setmetatable(t, getmetatable(v))
-  end
-  return cp(model)
-end
+-- a deep copy of a module tree (tensors cloned)
+function M.copy(model) return nn.utils.deep_copy(model) end
 
 local function type_name(cls)
   for name, c in pairs(nn) do if c == cls then return "nn." .. name end end

@@ -430,14 +430,17 @@ local function dataset_name(ds)
 end
 
 -- the bootstrap each worker state runs (with the payload, tensors and datasets from C)
-local function bootstrap()
+-- the first chunk of a worker state (a loader's Lua worker, a DataParallel replica): this state's
+-- module paths, then module_name's start(...) with the arguments the C side passes
+function M._state_bootstrap(module_name)
   return string.format([[
 NNR_WORKER_STATE = true
 package.path = %q
 package.cpath = %q
-return (require "nnr.data.worker").start(...)
-]], package.path, package.cpath)
+return (require %q).start(...)
+]], package.path, package.cpath, module_name)
 end
+local function bootstrap() return M._state_bootstrap("nnr.data.worker") end
 
 -- hands the dataset, transforms and collate function to per-worker Lua states
 local function lua_pool(p, dataset, transforms, collate, seed, workers, name)

@@ -1,4 +1,4 @@
--- nn.utils: gradient clipping.
+-- nn.utils: gradient clipping, deep copies of models.
 local nnr = require "nnr"
 
 local M = {}
@@ -30,5 +30,28 @@ function M.clip_grad_norm(params, max_norm, norm_type)
   end)
 end
 M.clip_grad_norm_ = M.clip_grad_norm
+
+-- a deep copy of a module tree: its tensors cloned (detached, requires_grad kept; moved to device
+-- when given), shared tensors and tables staying shared, metatables (classes) kept
+function M.deep_copy(model, device)
+  local seen = {}
+  local function cp(v)
+    if nnr.is_tensor(v) then
+      if not seen[v] then
+        local c = (device and v:detach():to(device) or v:detach()):clone()
+        if v.requires_grad then c:requires_grad_(true) end
+        seen[v] = c
+      end
+      return seen[v]
+    end
+    if type(v) ~= "table" then return v end
+    if seen[v] then return seen[v] end
+    local t = {}
+    seen[v] = t
+    for k, x in pairs(v) do rawset(t, cp(k), cp(x)) end
+    return setmetatable(t, getmetatable(v))
+  end
+  return cp(model)
+end
 
 return M
