@@ -8,6 +8,8 @@ NNRUN=$1
 command -v mpirun >/dev/null || { echo "skip: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"; exit 77; }
 "$NNRUN" -e 'os.exit(nnr.parallel.Distributed.available() and 0 or 77)' || { echo "skip: nnrun was built without MPI"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# containers often forbid the cross-memory attach of the shared-memory transport: copy instead
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 MPIRUN=(mpirun -np 2 --oversubscribe)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
