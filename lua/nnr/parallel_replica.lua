@@ -30,6 +30,8 @@ function M.start(payload, tensors_ud, ntensors)
     if mode == 0 then
       local y = nnr.no_grad(function() return model(x) end)
       give(out, 0, y)
+      y = nil
+      collectgarbage()
       return 0
     end
     C.nnr_tensor_retain(ffi.cast("nnr_tensor *", yp))
@@ -39,7 +41,12 @@ function M.start(payload, tensors_ud, ntensors)
     local loss = criterion(o, y)
     ;(loss * weight):backward()
     give(out, 0, o:detach())
-    return loss:item() * weight
+    local value = loss:item() * weight
+    -- this state's garbage is the step's activations and graph: megabytes behind a few small
+    -- Lua objects, which its GC would not hurry to collect. The heap is small; a full cycle is cheap.
+    o, loss = nil, nil
+    collectgarbage()
+    return value
   end
 end
 
