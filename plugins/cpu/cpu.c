@@ -30,6 +30,7 @@ static nnr_status device_count(nnr_plugin *self, int *count)
     const char *env = getenv("NNR_CPU_DEVICES");
     int n = env ? atoi(env) : 1;
     *count = n < 1 ? 1 : n > 16 ? 16 : n;
+    cpu_pool_set_devices(*count);       /* each device its share of the threads */
     return NNR_OK;
 }
 
@@ -123,6 +124,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
 static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
+    cpu_pool_select(call->outputs[0]->device);
     switch (call->op) {
     case NNR_OP_COPY: return cpu_copy(call);
     case NNR_OP_FILL: return cpu_fill(call);

@@ -18,6 +18,9 @@ int cpu_error(int status, const char *fmt, ...) __attribute__((format(printf, 2,
 /* ---- thread pool (pool.c) ---- */
 typedef void (*cpu_range_fn)(void *ctx, int64_t begin, int64_t end);
 void cpu_pool_set_threads(int n);
+/* one pool per cpu device, the threads shared out among them; an op runs on its device's pool */
+void cpu_pool_set_devices(int n);
+void cpu_pool_select(int device);
 int cpu_pool_threads(void);
 /* runs fn over [0, n) in up to num_threads contiguous pieces; pieces smaller
  * than grain are not split further. Returns NNR_ERR_INTERRUPTED on Ctrl-C. */

@@ -1,108 +1,169 @@
 /* A small fork-join pool: the caller runs the first piece, parked workers the
  * rest. Workers sleep on a condition variable (no spinning), so they do not
- * compete with OpenBLAS's threads between ops. */
+ * compete with OpenBLAS's threads between ops.
+ *
+ * One pool per cpu device (NNR_CPU_DEVICES): the threads are shared out among
+ * the devices, and an op runs on the pool of its device (cpu_pool_select, at
+ * each call), so DataParallel's replicas on cpu and cpu:1 each use their own
+ * share instead of competing for one pool. */
 #include <pthread.h>
 #include <stdlib.h>
 #include "kernels.h"
 
-enum { MAX_THREADS = 64 };
+enum { MAX_THREADS = 64, MAX_POOLS = 16 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
-static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;   /* one parallel region at a time */
-static pthread_t workers[MAX_THREADS];
-static int n_workers, want_threads = 1, stopping;
-static uint64_t generation;
-static int pending;
-static cpu_range_fn job_fn;
-static void *job_ctx;
-static int64_t job_n, job_pieces;
+typedef struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t work_cv, done_cv;
+    pthread_mutex_t run_lock;      /* one parallel region at a time */
+    pthread_t workers[MAX_THREADS];
+    int n_workers, want_threads, stopping;
+    uint64_t generation;
+    int pending;
+    cpu_range_fn job_fn;
+    void *job_ctx;
+    int64_t job_n, job_pieces;
+} pool;
 
-static void piece(int64_t k, int64_t *b, int64_t *e)
+static pool pools[MAX_POOLS];
+static int n_pools = 1, total_threads = 1;
+static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
+static _Thread_local int current;      /* the pool of the op this thread runs */
+
+static void pools_init(void)
 {
-    *b = job_n * k / job_pieces;
-    *e = job_n * (k + 1) / job_pieces;
+    for (int i = 0; i < MAX_POOLS; i++) {
+        pthread_mutex_init(&pools[i].lock, NULL);
+        pthread_cond_init(&pools[i].work_cv, NULL);
+        pthread_cond_init(&pools[i].done_cv, NULL);
+        pthread_mutex_init(&pools[i].run_lock, NULL);
+        pools[i].want_threads = 1;
+    }
+}
+
+typedef struct worker_arg { pool *p; int64_t id; } worker_arg;
+
+static void piece(const pool *p, int64_t k, int64_t *b, int64_t *e)
+{
+    *b = p->job_n * k / p->job_pieces;
+    *e = p->job_n * (k + 1) / p->job_pieces;
 }
 
 static void *worker_main(void *arg)
 {
-    int64_t id = (int64_t)(intptr_t)arg;
+    pool *p = ((worker_arg *)arg)->p;
+    int64_t id = ((worker_arg *)arg)->id;
+    free(arg);
     uint64_t seen = 0;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!stopping && generation == seen) pthread_cond_wait(&work_cv, &lock);
-        if (stopping) break;
-        seen = generation;
-        if (id + 1 < job_pieces) {
+        while (!p->stopping && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->lock);
+        if (p->stopping) break;
+        seen = p->generation;
+        if (id + 1 < p->job_pieces) {
             int64_t b, e;
-            piece(id + 1, &b, &e);
-            cpu_range_fn fn = job_fn;
-            void *ctx = job_ctx;
-            pthread_mutex_unlock(&lock);
+            piece(p, id + 1, &b, &e);
+            cpu_range_fn fn = p->job_fn;
+            void *ctx = p->job_ctx;
+            pthread_mutex_unlock(&p->lock);
             fn(ctx, b, e);
-            pthread_mutex_lock(&lock);
-            if (--pending == 0) pthread_cond_signal(&done_cv);
+            pthread_mutex_lock(&p->lock);
+            if (--p->pending == 0) pthread_cond_signal(&p->done_cv);
         }
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&p->lock);
     cpu_conv_thread_exit();        /* the thread's scratch buffers */
     return NULL;
 }
 
-static void grow(int n)
+static void grow(pool *p, int n)
 {
-    pthread_mutex_lock(&lock);
-    while (n_workers < n - 1 && n_workers < MAX_THREADS) {
-        if (pthread_create(&workers[n_workers], NULL, worker_main, (void *)(intptr_t)n_workers) != 0) break;
-        n_workers++;
+    pthread_mutex_lock(&p->lock);
+    while (p->n_workers < n - 1 && p->n_workers < MAX_THREADS) {
+        worker_arg *a = malloc(sizeof *a);
+        if (!a) break;
+        a->p = p;
+        a->id = p->n_workers;
+        if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, a) != 0) { free(a); break; }
+        p->n_workers++;
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* the threads shared out among the devices' pools: device k gets total / devices (at least 1) */
+static void share_out(void)
+{
+    for (int i = 0; i < n_pools; i++) {
+        int n = total_threads / n_pools + (i < total_threads % n_pools ? 1 : 0);
+        pools[i].want_threads = n < 1 ? 1 : n;
+    }
+}
+
+void cpu_pool_set_devices(int n)
+{
+    pthread_once(&pools_once, pools_init);
+    n_pools = n < 1 ? 1 : n > MAX_POOLS ? MAX_POOLS : n;
+    share_out();
 }
 
 void cpu_pool_set_threads(int n)
 {
+    pthread_once(&pools_once, pools_init);
     if (n < 1) n = 1;
     if (n > MAX_THREADS) n = MAX_THREADS;
-    want_threads = n;
+    total_threads = n;
+    share_out();
 }
 
-int cpu_pool_threads(void) { return want_threads; }
+void cpu_pool_select(int device) { current = device >= 0 && device < n_pools ? device : 0; }
+
+int cpu_pool_threads(void)
+{
+    pthread_once(&pools_once, pools_init);
+    return pools[current].want_threads;
+}
 
 int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx)
 {
     if (n <= 0) return NNR_OK;
+    pthread_once(&pools_once, pools_init);
+    pool *p = &pools[current];
     if (grain < 1) grain = 1;
     int64_t pieces = n / grain;
-    if (pieces > want_threads) pieces = want_threads;
-    if (pieces <= 1 || pthread_mutex_trylock(&run_lock) != 0) {   /* nested or small: inline */
+    if (pieces > p->want_threads) pieces = p->want_threads;
+    if (pieces <= 1 || pthread_mutex_trylock(&p->run_lock) != 0) {   /* nested or small: inline */
         fn(ctx, 0, n);
         return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
     }
-    if (n_workers < pieces - 1) grow((int)pieces);
-    if (pieces > n_workers + 1) pieces = n_workers + 1;
-    pthread_mutex_lock(&lock);
-    job_fn = fn; job_ctx = ctx; job_n = n; job_pieces = pieces;
-    pending = (int)pieces - 1;
-    generation++;
-    pthread_cond_broadcast(&work_cv);
-    pthread_mutex_unlock(&lock);
+    if (p->n_workers < pieces - 1) grow(p, (int)pieces);
+    if (pieces > p->n_workers + 1) pieces = p->n_workers + 1;
+    pthread_mutex_lock(&p->lock);
+    p->job_fn = fn; p->job_ctx = ctx; p->job_n = n; p->job_pieces = pieces;
+    p->pending = (int)pieces - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->lock);
     int64_t b, e;
-    piece(0, &b, &e);
+    piece(p, 0, &b, &e);
     fn(ctx, b, e);
-    pthread_mutex_lock(&lock);
-    while (pending > 0) pthread_cond_wait(&done_cv, &lock);
-    pthread_mutex_unlock(&lock);
-    pthread_mutex_unlock(&run_lock);
+    pthread_mutex_lock(&p->lock);
+    while (p->pending > 0) pthread_cond_wait(&p->done_cv, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->run_lock);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
 void cpu_pool_shutdown(void)
 {
-    pthread_mutex_lock(&lock);
-    stopping = 1;
-    pthread_cond_broadcast(&work_cv);
-    pthread_mutex_unlock(&lock);
-    for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
-    n_workers = 0;
-    stopping = 0;
+    pthread_once(&pools_once, pools_init);
+    for (int i = 0; i < MAX_POOLS; i++) {
+        pool *p = &pools[i];
+        pthread_mutex_lock(&p->lock);
+        p->stopping = 1;
+        pthread_cond_broadcast(&p->work_cv);
+        pthread_mutex_unlock(&p->lock);
+        for (int k = 0; k < p->n_workers; k++) pthread_join(p->workers[k], NULL);
+        p->n_workers = 0;
+        p->stopping = 0;
+    }
 }
