@@ -13,7 +13,8 @@
 #ifdef NNR_HAVE_MPI
 #include <mpi.h>
 
-static int inited, finalized, my_rank, my_size;
+static int inited, finalized, solo, my_rank, my_size;
+static int comm_ready[64];     /* by device id: the backend's communicator (NCCL) is set up */
 static MPI_Request requests[64];
 static int n_requests;
 
@@ -30,7 +31,7 @@ static int mpi_fail(int code, const char *what)
  * blocking in MPI_Finalize while the others wait for it in a collective. */
 void nnr_dist_finalize(void)
 {
-    if (inited && !finalized) {
+    if (inited && !finalized && !solo) {
         int done = 0;
         MPI_Finalized(&done);
         if (!done) MPI_Finalize();
@@ -45,14 +46,24 @@ int nnr_dist_init(int *rank, int *size)
     if (!inited) {
         int already = 0;
         MPI_Initialized(&already);
-        if (!already) {
+        /* a script not started by mpirun (or another MPI launcher) is a world of one process: no
+         * MPI at all, so it also runs where the MPI library lacks its components (a GPU machine
+         * with our bundle), and the collectives on its devices still go through NCCL */
+        int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+        if (!already && !launched) solo = 1;
+        else if (!already) {
             int provided = 0;
             int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
-            if (rc != MPI_SUCCESS) return nnr_errorf(NNR_ERR_DEVICE, "distributed: MPI_Init failed (%d); start the script with mpirun", rc);
+            if (rc != MPI_SUCCESS) return nnr_errorf(NNR_ERR_DEVICE, "distributed: MPI_Init failed (%d)", rc);
         }
-        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-        MPI_Comm_rank(MPI_COMM_WORLD, &my_rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &my_size);
+        if (!solo) {
+            MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+            MPI_Comm_rank(MPI_COMM_WORLD, &my_rank);
+            MPI_Comm_size(MPI_COMM_WORLD, &my_size);
+        } else {
+            my_rank = 0;
+            my_size = 1;
+        }
         inited = 1;
     }
     *rank = my_rank;
@@ -98,15 +109,68 @@ static void *data_of(const nnr_tensor *t) { return (char *)t->storage->data + t-
 int nnr_dist_barrier(void)
 {
     if (need_init("barrier")) return nnr_last_status();
+    if (solo) return NNR_OK;
     int rc = MPI_Barrier(MPI_COMM_WORLD);
     return rc == MPI_SUCCESS ? NNR_OK : mpi_fail(rc, "barrier");
+}
+
+/* a collective on a backend's own device (NNR_OP_ALL_REDUCE/BROADCAST: the cuda backend's NCCL),
+ * setting up the communicator on first use: rank 0 draws the id, MPI carries it to the others.
+ * NNR_ERR_UNSUPPORTED (no error kept) when the backend has no such path: the caller goes through the host. */
+static int device_collective(const char *what, int op_id, nnr_tensor *t, int64_t param)
+{
+    const nnr_device_entry *d = nnr_device_get(t->device);
+    nnr_plugin *p = d ? d->plugin : NULL;
+    if (!p || t->device >= 64 || !nnr_tensor_is_contiguous(t) || !NNR_HAS_FIELD(p, nnr_plugin, get_option) || !p->get_option ||
+        !p->set_option)
+        return NNR_ERR_UNSUPPORTED;
+    if (!comm_ready[t->device]) {
+        char id[320] = {0};
+        int ok = my_rank == 0 ? p->get_option(p, "nccl_unique_id", id, sizeof id) == NNR_OK : 1;
+        if (!solo) {
+            MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+            if (ok) MPI_Bcast(id, (int)sizeof id, MPI_CHAR, 0, MPI_COMM_WORLD);
+        }
+        char spec[400];
+        snprintf(spec, sizeof spec, "%s:%d:%d:%d", id, my_rank, my_size, d->local_index);
+        int mine = ok && p->set_option(p, "nccl_comm", spec) == NNR_OK, all = mine;
+        if (!solo) MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        nnr_set_error(NNR_OK, "");
+        if (!all) return NNR_ERR_UNSUPPORTED;
+        comm_ready[t->device] = 1;
+    }
+    nnr_op_params prm = {.struct_size = sizeof prm, .i = {param}};
+    nnr_tensor_desc dd;
+    nnr_tensor_desc_of(t, &dd);
+    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)op_id, .n_inputs = 0, .n_outputs = 1, .outputs = {&dd}, .params = &prm};
+    if (!p->supports(p, &call)) return NNR_ERR_UNSUPPORTED;
+    int st = nnr_dispatch(what, t->device, &call);
+    if (st == NNR_OK) atomic_fetch_add(&t->storage->version, 1);
+    return st == NNR_ERR_UNSUPPORTED ? NNR_ERR_DEVICE : st;
+}
+
+/* a tensor off the cpu through host memory: a contiguous cpu copy, the collective, the copy back */
+static int through_host(nnr_tensor *t, int (*fn)(nnr_tensor *, int), int arg)
+{
+    nnr_tensor *h = nnr_to(t, t->dtype, 0);
+    if (!h) return nnr_last_status();
+    int st = fn(h, arg);
+    if (st == NNR_OK) st = nnr_copy_(t, h);
+    nnr_tensor_release(h);
+    return st;
 }
 
 /* in place; op 0 sum, 1 max, 2 min, 3 product. Counts above INT_MAX go in pieces. */
 int nnr_dist_all_reduce(nnr_tensor *t, int op)
 {
     MPI_Datatype type;
+    if (need_init("all_reduce")) return nnr_last_status();
+    if (t->device != 0) {
+        int st = device_collective("all_reduce", NNR_OP_ALL_REDUCE, t, op);
+        return st != NNR_ERR_UNSUPPORTED ? st : through_host(t, nnr_dist_all_reduce, op);
+    }
     if (check_tensor("all_reduce", t, &type)) return nnr_last_status();
+    if (solo) return NNR_OK;
     int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_bytes(t->dtype);
     char *p = data_of(t);
     for (int64_t at = 0; at < n; at += 1 << 30) {
@@ -124,7 +188,7 @@ int nnr_dist_all_reduce_start(nnr_tensor *t, int op)
     MPI_Datatype type;
     if (check_tensor("all_reduce", t, &type)) return nnr_last_status();
     int64_t n = nnr_tensor_numel(t);
-    if (n > (1 << 30)) return nnr_dist_all_reduce(t, op);
+    if (n > (1 << 30) || solo) return nnr_dist_all_reduce(t, op);
     if (n_requests >= 64) return nnr_errorf(NNR_ERR_INVALID, "all_reduce: more than 64 reductions in flight; wait first");
     int rc = MPI_Iallreduce(MPI_IN_PLACE, data_of(t), (int)n, type, mpi_op(op), MPI_COMM_WORLD, &requests[n_requests]);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "all_reduce");
@@ -144,8 +208,14 @@ int nnr_dist_wait_all(void)
 int nnr_dist_broadcast(nnr_tensor *t, int root)
 {
     MPI_Datatype type;
-    if (check_tensor("broadcast", t, &type)) return nnr_last_status();
+    if (need_init("broadcast")) return nnr_last_status();
     if (root < 0 || root >= my_size) return nnr_errorf(NNR_ERR_INVALID, "broadcast: root %d, world size %d", root, my_size);
+    if (t->device != 0) {
+        int st = device_collective("broadcast", NNR_OP_BROADCAST, t, root);
+        return st != NNR_ERR_UNSUPPORTED ? st : through_host(t, nnr_dist_broadcast, root);
+    }
+    if (check_tensor("broadcast", t, &type)) return nnr_last_status();
+    if (solo) return NNR_OK;
     int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_bytes(t->dtype);
     char *p = data_of(t);
     for (int64_t at = 0; at < n; at += 1 << 30) {
@@ -167,6 +237,7 @@ int nnr_dist_all_gather(nnr_tensor *out, const nnr_tensor *in)
         return nnr_errorf(NNR_ERR_INVALID, "all_gather: output of %lld elements, expected %lld (%d ranks)", (long long)nnr_tensor_numel(out),
                           (long long)(n * my_size), my_size);
     if (n > (1 << 30)) return nnr_errorf(NNR_ERR_INVALID, "all_gather: %lld elements per rank is too many", (long long)n);
+    if (solo) { memcpy(data_of(out), data_of(in), (size_t)n * nnr_dtype_bytes(in->dtype)); return NNR_OK; }
     int rc = MPI_Allgather(data_of(in), (int)n, type, data_of(out), (int)n, type, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "all_gather");
     atomic_fetch_add(&out->storage->version, 1);
@@ -176,7 +247,7 @@ int nnr_dist_all_gather(nnr_tensor *out, const nnr_tensor *in)
 /* this rank failed: say so and take the job down (mpirun stops the others and names this rank) */
 void nnr_dist_abort(int code)
 {
-    if (!inited || finalized) return;
+    if (!inited || finalized || solo) return;
     fprintf(stderr, "nnrun: rank %d of %d failed; aborting the job\n", my_rank, my_size);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code);

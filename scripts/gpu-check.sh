@@ -7,7 +7,8 @@
 #   1. every op of the cuda backend against the cpu backend (nnrun --check-backend)
 #   2. the cuda specs: training steps vs the cpu, gradient checks on the GPU, errors, memory
 #   3. train_fashion_mnist.lua --device cuda --model cnn for one epoch, with its accuracy
-#   4. scripts/bench/run_gpu.py: nnrun vs the machine's PyTorch, matmul vs cuBLAS, bandwidth
+#   4. tests/dist/gpu_parallel.lua: NCCL collectives (a world of one), DDP and DataParallel on cuda:0
+#   5. scripts/bench/run_gpu.py: nnrun vs the machine's PyTorch, matmul vs cuBLAS, bandwidth
 # and prints a short table at the end. The full log and the results go to $OUT (the device
 # tool brings that folder back), or ./gpu-check-out elsewhere.
 set -u
@@ -41,7 +42,16 @@ if [ -z "$CUBLAS_DIR" ]; then
   f=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name 'libcublas.so.1[23]*' -print 2>/dev/null | head -1)
   [ -n "$f" ] && CUBLAS_DIR=$(dirname "$f")
 fi
-export LD_LIBRARY_PATH="$B/lib${CUBLAS_DIR:+:$CUBLAS_DIR}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# NCCL (for the collectives on GPU tensors): the toolkit's folder, or PyTorch's wheels
+NCCL_DIR=""
+for d in "$CUBLAS_DIR" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
+  if [ -n "$d" ] && ls "$d"/libnccl.so.2* >/dev/null 2>&1; then NCCL_DIR=$d; break; fi
+done
+if [ -z "$NCCL_DIR" ]; then
+  f=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name 'libnccl.so.2*' -print 2>/dev/null | head -1)
+  [ -n "$f" ] && NCCL_DIR=$(dirname "$f")
+fi
+export LD_LIBRARY_PATH="$B/lib${CUBLAS_DIR:+:$CUBLAS_DIR}${NCCL_DIR:+:$NCCL_DIR}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LUA_PATH="$B/busted/share/?.lua;$B/busted/share/?/init.lua;;"
 export LUA_CPATH="$B/busted/lib/?.so;;"
 DATA=bundle/fashion-mnist
@@ -49,7 +59,7 @@ DATA=bundle/fashion-mnist
 
 echo "== gpu-check $(date -u +%FT%TZ) on $(hostname)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi failed"
-echo "cuBLAS from: ${CUBLAS_DIR:-not found}"
+echo "cuBLAS from: ${CUBLAS_DIR:-not found}; NCCL from: ${NCCL_DIR:-not found}"
 "$NNRUN" --plugins
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 SUMMARY+=("card: ${CARD:-unknown}")
@@ -77,7 +87,13 @@ acc=$(grep -o '"test_accuracy":[0-9.e-]*' "$OUT/train_metrics.jsonl" 2>/dev/null
 sps=$(grep -o '"samples_per_s":[0-9.e+-]*' "$OUT/train_metrics.jsonl" 2>/dev/null | tail -1)
 SUMMARY+=("cnn 1 epoch on cuda (rc $rc): ${acc:-no accuracy} ${sps:-}")
 
-echo "== 4. benchmarks vs PyTorch ($(elapsed))"
+echo "== 4. parallel on the GPU: NCCL collectives, DDP and DataParallel on cuda:0 ($(elapsed))"
+timeout 120 "$NNRUN" tests/dist/gpu_parallel.lua >"$OUT/gpu_parallel.txt" 2>&1
+rc=$?
+tail -5 "$OUT/gpu_parallel.txt"
+SUMMARY+=("parallel on cuda (rc $rc): $(tail -1 "$OUT/gpu_parallel.txt")")
+
+echo "== 5. benchmarks vs PyTorch ($(elapsed))"
 NNRUN="$NNRUN" NNR_CUBLAS_BENCH="$B/bin/nnr_cublas_bench" timeout 330 python3 scripts/bench/run_gpu.py --rounds=2 "$OUT/perf-gpu.md"
 rc=$?
 SUMMARY+=("benchmarks (rc $rc): $OUT/perf-gpu.md")

@@ -40,9 +40,10 @@ function D.is_main() return D.rank() == 0 end
 
 local OPS = { sum = 0, max = 1, min = 2, prod = 3, avg = 0 }
 
--- runs fn(c) on t itself when it is a contiguous cpu tensor, else on a contiguous cpu copy written back
+-- runs fn(c) on t itself when it is contiguous (the core sends a tensor off the cpu through its
+-- backend's collectives, NCCL for cuda, or through host memory), else on a contiguous cpu copy
 local function through_host(t, fn)
-  if t.device == "cpu" and t:is_contiguous() then fn(t) return t end
+  if t:is_contiguous() then fn(t) return t end
   local c = t:detach():to("cpu"):contiguous()
   fn(c)
   nnr.no_grad(function() t:copy_(c) end)
@@ -159,10 +160,11 @@ function DDP:reduce_gradients()
       for k, p in ipairs(b.params) do
         -- a parameter without a gradient this step contributes zeros: every rank reduces the same layout
         local g = p.grad or nnr.zeros_like(p)
-        flats[k] = g:to("cpu"):reshape(-1)
+        flats[k] = g:reshape(-1)
       end
       b.flat = nnr.cat(flats):contiguous()
-      core.check(C.nnr_dist_all_reduce_start(b.flat.p, 0))
+      if b.flat.device == "cpu" then core.check(C.nnr_dist_all_reduce_start(b.flat.p, 0))
+      else core.check(C.nnr_dist_all_reduce(b.flat.p, 0)) end      -- on the device: NCCL, in stream order
     end
     core.check(C.nnr_dist_wait_all())
     for _, b in ipairs(buckets) do

@@ -79,6 +79,11 @@ int cu_optim(cu_device *d, const nnr_op_call *call);
 int cu_index(cu_device *d, const nnr_op_call *call);
 /* relu (i[0] & 1) and a bias over the last dim of a contiguous [M, N] y, in place */
 int cu_bias_relu(cu_device *d, int dtype, void *y, const void *bias, int64_t M, int64_t N, int relu);
+/* NCCL (nccl.cu) */
+int cu_nccl_unique_id(char *buf, size_t n);
+int cu_nccl_comm(const char *spec);
+int cu_nccl_supports(const nnr_op_call *call);
+int cu_nccl_run(cu_device *d, const nnr_op_call *call);
 /* cuBLAS data type of an nnr float dtype */
 cudaDataType_t cu_blas_type(int dt);
 

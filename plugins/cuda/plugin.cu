@@ -260,7 +260,15 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
         allow_tf32 = value && (strcmp(value, "1") == 0 || strcmp(value, "true") == 0);
         return NNR_OK;
     }
-    return (nnr_status)cu_errorf(NNR_ERR_INVALID, "cuda: unknown option '%s' (known: allow_tf32)", key);
+    if (strcmp(key, "nccl_comm") == 0) return (nnr_status)cu_nccl_comm(value ? value : "");
+    return (nnr_status)cu_errorf(NNR_ERR_INVALID, "cuda: unknown option '%s' (known: allow_tf32, nccl_comm)", key);
+}
+
+static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
+{
+    (void)self;
+    if (strcmp(key, "nccl_unique_id") == 0) return (nnr_status)cu_nccl_unique_id(buf, n);
+    return (nnr_status)cu_errorf(NNR_ERR_INVALID, "cuda: unknown value '%s' (known: nccl_unique_id)", key);
 }
 
 /* ---------------- ops ---------------- */
@@ -312,6 +320,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_SCATTER_ADD: case NNR_OP_INDEX_ADD:
         return f32_f64(out) && call->inputs[1]->dtype == out && call->inputs[0]->dtype == NNR_I64;
     case NNR_OP_GATHER: case NNR_OP_INDEX_SELECT: return call->inputs[1]->dtype == NNR_I64 && call->inputs[0]->dtype == out;
+    case NNR_OP_ALL_REDUCE: case NNR_OP_BROADCAST: return cu_nccl_supports(call);
     default: break;
     }
     if ((op >= NNR_OP_NEG && op <= NNR_OP_ERF) || (op >= NNR_OP_ADD && op <= NNR_OP_RELU_GRAD)) return 1;
@@ -365,6 +374,7 @@ static nnr_status run_op(cu_device *d, const nnr_op_call *call)
         return (nnr_status)cu_batchnorm(d, call);
     case NNR_OP_SGD_STEP: case NNR_OP_ADAM_STEP: case NNR_OP_RMSPROP_STEP: return (nnr_status)cu_optim(d, call);
     case NNR_OP_GATHER: case NNR_OP_INDEX_SELECT: case NNR_OP_SCATTER_ADD: case NNR_OP_INDEX_ADD: return (nnr_status)cu_index(d, call);
+    case NNR_OP_ALL_REDUCE: case NNR_OP_BROADCAST: return (nnr_status)cu_nccl_run(d, call);
     }
     return (nnr_status)cu_errorf(NNR_ERR_UNSUPPORTED, "cuda: op %d is not implemented", op);
 }
@@ -412,6 +422,7 @@ extern "C" NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *h, u
     plugin.host_alloc_pinned = host_alloc_pinned;
     plugin.host_free_pinned = host_free_pinned;
     plugin.set_option = set_option;
+    plugin.get_option = get_option;
     *out = &plugin;
     return NNR_OK;
 }

@@ -34,7 +34,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 2,
+    NNR_ABI_MINOR = 3,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -160,7 +160,12 @@ typedef enum nnr_op {
      *   row of x quantized symmetrically (max|x_m| / 127, nearest even), int32 dot products, then
      *   y = fma(acc, sx * sw, bias); i[0] = 1: relu; i[1] = K; i[2] kernel: 0 the best this CPU has,
      *   1 portable C, 2 AVX2, 3 AVX-VNNI, 4 AVX-512 VNNI (all give identical results) */
-    NNR_OP_QUANT_WEIGHT = 208, NNR_OP_QUANT_PACK = 209, NNR_OP_QUANT_LINEAR = 210
+    NNR_OP_QUANT_WEIGHT = 208, NNR_OP_QUANT_PACK = 209, NNR_OP_QUANT_LINEAR = 210,
+    /* ABI 1.3: collectives across processes on a backend's own devices (the cuda backend: NCCL), once
+     * the core has set up the communicator with set_option("nccl_comm", ...). outputs[0] is reduced or
+     * overwritten in place, contiguous. ALL_REDUCE: i[0] = 0 sum, 1 max, 2 min, 3 product.
+     * BROADCAST: i[0] = the root rank. */
+    NNR_OP_ALL_REDUCE = 224, NNR_OP_BROADCAST = 225
 } nnr_op;
 
 /* A strided view of device memory, as a kernel sees it. */
@@ -249,6 +254,9 @@ struct nnr_plugin {
     /* optional, ABI 1.2: a named setting (nnr.backends.<name>.<key> = value from Lua, e.g. cuda's
      * allow_tf32 = "1"); NNR_ERR_INVALID with a message for a key the plugin does not know */
     nnr_status (*set_option)(nnr_plugin *self, const char *key, const char *value);
+    /* optional, ABI 1.3: reads a named value into buf (NUL-terminated), e.g. cuda's "nccl_unique_id"
+     * (hex) that rank 0 makes and the core broadcasts over MPI */
+    nnr_status (*get_option)(nnr_plugin *self, const char *key, char *buf, size_t buflen);
 };
 
 typedef int (*nnr_plugin_probe_fn)(void);
