@@ -22,13 +22,21 @@ static int float_dtype(const char *op, const nnr_tensor *t)
                       op, nnr_dtype_name(t->dtype));
 }
 
+/* the call of op on tensors: their descriptors go in din/dout */
+static nnr_op_call describe(int opid, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *p,
+                            nnr_tensor_desc *din, nnr_tensor_desc *dout)
+{
+    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = nout, .params = p};
+    for (int k = 0; k < nin; k++) { nnr_tensor_desc_of(in[k], &din[k]); call.inputs[k] = &din[k]; }
+    for (int k = 0; k < nout; k++) { nnr_tensor_desc_of(out[k], &dout[k]); call.outputs[k] = &dout[k]; }
+    return call;
+}
+
 static int run_call(const char *op, int opid, int device, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out,
                     const nnr_op_params *p)
 {
     nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
-    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = nout, .params = p};
-    for (int k = 0; k < nin; k++) { nnr_tensor_desc_of(in[k], &din[k]); call.inputs[k] = &din[k]; }
-    for (int k = 0; k < nout; k++) { nnr_tensor_desc_of(out[k], &dout[k]); call.outputs[k] = &dout[k]; }
+    nnr_op_call call = describe(opid, nin, in, nout, out, p, din, dout);
     return nnr_dispatch(op, device, &call);
 }
 
@@ -38,10 +46,26 @@ static int device_takes(int device, int opid, int nin, nnr_tensor *const *in, in
     const nnr_device_entry *dev = nnr_device_get(device);
     if (!dev) return 0;
     nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
-    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = nout, .params = p};
-    for (int k = 0; k < nin; k++) { nnr_tensor_desc_of(in[k], &din[k]); call.inputs[k] = &din[k]; }
-    for (int k = 0; k < nout; k++) { nnr_tensor_desc_of(out[k], &dout[k]); call.outputs[k] = &dout[k]; }
+    nnr_op_call call = describe(opid, nin, in, nout, out, p, din, dout);
     return dev->plugin->supports(dev->plugin, &call);
+}
+
+/* Runs op on preallocated tensors (the ops that extension plugins add, called from their Lua side):
+ * inputs and outputs on one device, any layout the plugin's supports() takes. */
+int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params)
+{
+    if (nin < 0 || nin > NNR_MAX_INPUTS || nout < 1 || nout > NNR_MAX_OUTPUTS)
+        return nnr_errorf(NNR_ERR_INVALID, "%s: %d inputs and %d outputs (at most %d and 1..%d)", name, nin, nout, NNR_MAX_INPUTS, NNR_MAX_OUTPUTS);
+    nnr_op_params p = {.struct_size = sizeof p};
+    if (params) { p = *params; p.struct_size = sizeof p; }
+    int device = out[0] ? out[0]->device : -1;
+    for (int k = 0; k < nin; k++)
+        if (!in[k] || in[k]->device != device) return nnr_errorf(NNR_ERR_DEVICE, "%s: input %d is missing or on another device", name, k + 1);
+    for (int k = 0; k < nout; k++) {
+        if (!out[k] || out[k]->device != device) return nnr_errorf(NNR_ERR_DEVICE, "%s: output %d is missing or on another device", name, k + 1);
+        if (nnr_autograd_check_inplace(name, out[k])) return nnr_last_status();   /* also bumps its version */
+    }
+    return run_call(name, op, device, nin, in, nout, out, &p);
 }
 
 /* the fused forms of ABI 1.1 (LINEAR, CONV2D's i[7] relu) go to the cpu backend and to plugins built

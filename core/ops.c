@@ -155,31 +155,6 @@ int nnr_dispatch(const char *opname, int device, nnr_op_call *call)
     return st;
 }
 
-/* Runs op on preallocated tensors (the ops that extension plugins add, called from their Lua side):
- * inputs and outputs on one device, any layout the plugin's supports() takes. */
-int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params)
-{
-    if (nin < 0 || nin > NNR_MAX_INPUTS || nout < 1 || nout > NNR_MAX_OUTPUTS)
-        return nnr_errorf(NNR_ERR_INVALID, "%s: %d inputs and %d outputs (at most %d and 1..%d)", name, nin, nout, NNR_MAX_INPUTS, NNR_MAX_OUTPUTS);
-    nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
-    nnr_op_params p = {.struct_size = sizeof p};
-    if (params) { p = *params; p.struct_size = sizeof p; }
-    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)op, .n_inputs = nin, .n_outputs = nout, .params = &p};
-    int device = out[0]->device;
-    for (int k = 0; k < nin; k++) {
-        if (!in[k] || in[k]->device != device) return nnr_errorf(NNR_ERR_DEVICE, "%s: input %d is missing or on another device", name, k + 1);
-        nnr_tensor_desc_of(in[k], &din[k]);
-        call.inputs[k] = &din[k];
-    }
-    for (int k = 0; k < nout; k++) {
-        if (!out[k] || out[k]->device != device) return nnr_errorf(NNR_ERR_DEVICE, "%s: output %d is missing or on another device", name, k + 1);
-        if (nnr_autograd_check_inplace(name, out[k])) return nnr_last_status();   /* also bumps its version */
-        nnr_tensor_desc_of(out[k], &dout[k]);
-        call.outputs[k] = &dout[k];
-    }
-    return nnr_dispatch(name, device, &call);
-}
-
 /* ---------- helpers ---------- */
 
 static int broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out)
