@@ -7,14 +7,7 @@ function M.start(payload, tensors_ud, ntensors)
   local nnr = require "nnr"
   local core = require "nnr.core"
   local ffi, C = core.ffi, core.C
-  local tp = ffi.cast("nnr_tensor **", tensors_ud)
-  local T = {}
-  for i = 1, ntensors do
-    C.nnr_tensor_retain(tp[i - 1])
-    T[i] = core.own(tp[i - 1])
-  end
-  local function F(code) return assert(loadstring(code)) end
-  local spec = assert(loadstring(payload, "=DataParallel payload"))(require, T, nil, F)
+  local spec = require("nnr.data.serial").decode(payload, "DataParallel payload", tensors_ud, ntensors)
   local model, criterion = spec.model, spec.criterion
   local params = model:parameters()
 

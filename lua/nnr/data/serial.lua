@@ -134,4 +134,20 @@ function M.encode(root, is_tensor, dataset_handle)
   return table.concat(chunks), tensors, datasets
 end
 
+-- the other side of encode, in the receiving state: the value rebuilt from payload, with the
+-- tensors (ntensors pointers at tensors_ud, each taken with a reference of this state's own) and
+-- dataset(i) giving the C datasets; name labels errors in the payload
+function M.decode(payload, name, tensors_ud, ntensors, dataset)
+  local core = require "nnr.core"
+  local C = core.C
+  local tp = ffi.cast("nnr_tensor **", tensors_ud)
+  local T = {}
+  for i = 1, ntensors do
+    C.nnr_tensor_retain(tp[i - 1])
+    T[i] = core.own(tp[i - 1])
+  end
+  local function F(code) return assert(loadstring(code)) end
+  return assert(loadstring(payload, "=" .. name))(require, T, dataset, F)
+end
+
 return M

@@ -18,16 +18,9 @@ function M.start(payload, tensors_ud, ntensors, slot, datasets_ud, ndatasets)
   local data = require "nnr.data"
   local ffi, C = core.ffi, core.C
 
-  local tp = ffi.cast("nnr_tensor **", tensors_ud)
-  local T = {}
-  for i = 1, ntensors do
-    C.nnr_tensor_retain(tp[i - 1])
-    T[i] = core.own(tp[i - 1])
-  end
   local dp = ffi.cast("nnr_dataset **", datasets_ud)
-  local function D(i) return data._wrap(dp[i - 1]) end
-  local function F(code) return assert(loadstring(code)) end
-  local spec = assert(loadstring(payload, "=DataLoader payload"))(require, T, D, F)
+  local spec = require("nnr.data.serial").decode(payload, "DataLoader payload", tensors_ud, ntensors,
+    function(i) return data._wrap(dp[i - 1]) end)
 
   local ds, transforms, collate, seed, name = spec.dataset, spec.transforms, spec.collate or data.default_collate, spec.seed, spec.name
   local get = data._getter(ds)
