@@ -284,6 +284,17 @@ static int64_t chunk_images(const conv_geom *g, int64_t es)
     return nb < 1 ? 1 : nb > g->N ? g->N : nb;
 }
 
+/* the scratch of a chunk of *nb images: the columns [C*KH*KW, nb*P], then *wide_out [O, nb*P]
+ * (the forward's output or the output gradient, in the wide layout); NULL when out of memory */
+static char *conv_buffers(cu_device *d, const conv_geom *g, int64_t es, int64_t *nb, char **wide_out)
+{
+    *nb = chunk_images(g, es);
+    int64_t cols = g->C * g->KH * g->KW * *nb * g->P * es;
+    char *p = (char *)cu_scratch(d, (size_t)(cols + g->O * *nb * g->P * es));
+    *wide_out = p ? p + cols : NULL;
+    return p;
+}
+
 template <typename T> static T *tp(const void *p) { return (T *)p; }
 
 
@@ -294,10 +305,9 @@ int cu_conv2d(cu_device *d, const nnr_op_call *call)
     int dt = x->dtype, relu = call->params->i[7] == 1;
     int64_t es = (int64_t)cu_dtype_nbytes(dt);
     if (g.N == 0 || g.O == 0 || g.P == 0) return NNR_OK;
-    int64_t nb = chunk_images(&g, es);
-    char *cols = (char *)cu_scratch(d, (size_t)((g.C * g.KH * g.KW + g.O) * nb * g.P * es));
+    int64_t nb;
+    char *Y, *cols = conv_buffers(d, &g, es, &nb, &Y);
     if (!cols) return NNR_ERR_OOM;
-    char *Y = cols + g.C * g.KH * g.KW * nb * g.P * es;
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(g.C * g.KH * g.KW * wide, 256);
@@ -326,10 +336,9 @@ int cu_conv2d_grad_input(cu_device *d, const nnr_op_call *call)
         CU_CHECK(cudaMemsetAsync(gx->data, 0, (size_t)(cu_numel(gx) * es), d->stream), "conv2d backward");
         return NNR_OK;
     }
-    int64_t nb = chunk_images(&g, es);
-    char *cols = (char *)cu_scratch(d, (size_t)((g.C * g.KH * g.KW + g.O) * nb * g.P * es));
+    int64_t nb;
+    char *GY, *cols = conv_buffers(d, &g, es, &nb, &GY);
     if (!cols) return NNR_ERR_OOM;
-    char *GY = cols + g.C * g.KH * g.KW * nb * g.P * es;
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(m * g.O * g.P, 256);
@@ -359,10 +368,9 @@ int cu_conv2d_grad_weight(cu_device *d, const nnr_op_call *call)
         if (gb) CU_CHECK(cudaMemsetAsync(gb->data, 0, (size_t)(cu_numel(gb) * es), d->stream), "conv2d backward");
         return NNR_OK;
     }
-    int64_t nb = chunk_images(&g, es);
-    char *cols = (char *)cu_scratch(d, (size_t)((g.C * g.KH * g.KW + g.O) * nb * g.P * es));
+    int64_t nb;
+    char *GY, *cols = conv_buffers(d, &g, es, &nb, &GY);
     if (!cols) return NNR_ERR_OOM;
-    char *GY = cols + g.C * g.KH * g.KW * nb * g.P * es;
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
         int64_t m = g.N - n0 < nb ? g.N - n0 : nb, wide = m * g.P;
         unsigned grid = cu_blocks(g.C * g.KH * g.KW * wide, 256);
