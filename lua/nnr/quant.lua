@@ -63,10 +63,7 @@ end
 -- the int8 linear on quantized weights: x [M, K] f32 -> [M, N] f32
 function M.linear(x, packed, meta, relu, kernel)
   local y = nnr.empty(x:size(1), meta:size(2))
-  ins[0], ins[1], ins[2], outs[0] = x.p, packed.p, meta.p, y.p
-  params.struct_size = ffi.sizeof(params)
-  params.i[0], params.i[1], params.i[2] = relu and 1 or 0, x:size(2), kernel or 0
-  core.check(C.nnr_run_op("quantized linear", OP_LINEAR, 3, ins, 1, outs, params))
+  run("quantized linear", OP_LINEAR, { x, packed, meta }, { y }, relu and 1 or 0, x:size(2), kernel or 0)
   return y
 end
 
