@@ -18,7 +18,7 @@ typedef struct job {
     int fn_ref, mode;
     nnr_tensor *x, *y;
     double weight;
-    nnr_tensor *out[2];       /* written by the replica (new references) */
+    nnr_tensor *out[1];       /* the replica's output, written by its step function (a new reference) */
     double loss;
     int status;
     char err[600];
@@ -124,7 +124,7 @@ static void *run_one(void *arg)
 }
 
 /* runs every replica k on (x[k], y[k]) at once; mode 0: forward only, 1: forward, weight * loss, backward.
- * out[2k] gets replica k's output, out[2k+1] its loss (new references); losses[k] the loss value. */
+ * out[k] gets replica k's output (a new reference), losses[k] its weighted loss. */
 int nnr_replicas_run(nnr_replica_set *s, int mode, nnr_tensor *const *x, nnr_tensor *const *y, const double *weights,
                      nnr_tensor **out, double *losses)
 {
@@ -147,13 +147,12 @@ int nnr_replicas_run(nnr_replica_set *s, int mode, nnr_tensor *const *x, nnr_ten
     pthread_mutex_unlock(&s->lock);
     int st = NNR_OK;
     for (int k = 0; k < s->n; k++) {
-        out[2 * k] = jobs[k].out[0];
-        out[2 * k + 1] = jobs[k].out[1];
+        out[k] = jobs[k].out[0];
         if (losses) losses[k] = jobs[k].loss;
         if (jobs[k].status && st == NNR_OK) st = nnr_errorf(jobs[k].status, "DataParallel: replica %d: %s", k + 1, jobs[k].err);
     }
     if (st)
-        for (int k = 0; k < 2 * s->n; k++) { nnr_tensor_release(out[k]); out[k] = NULL; }
+        for (int k = 0; k < s->n; k++) { nnr_tensor_release(out[k]); out[k] = NULL; }
     return st;
 }
 

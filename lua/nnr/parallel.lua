@@ -42,7 +42,7 @@ local OPS = { sum = 0, max = 1, min = 2, prod = 3, avg = 0 }
 
 -- runs fn(c) on t itself when it is contiguous (the core sends a tensor off the cpu through its
 -- backend's collectives, NCCL for cuda, or through host memory), else on a contiguous cpu copy
-local function through_host(t, fn)
+local function on_contiguous(t, fn)
   if t:is_contiguous() then fn(t) return t end
   local c = t:detach():to("cpu"):contiguous()
   fn(c)
@@ -55,7 +55,7 @@ function D.all_reduce(t, op)
   op = op or "sum"
   local code = OPS[op] or error("all_reduce: op '" .. tostring(op) .. "', expected sum, avg, max, min or prod", 2)
   D.init()
-  through_host(t, function(c)
+  on_contiguous(t, function(c)
     core.check(C.nnr_dist_all_reduce(c.p, code))
     if op == "avg" then nnr.no_grad(function() c:div_(state.size) end) end
   end)
@@ -65,7 +65,7 @@ end
 -- in place: rank root's values everywhere
 function D.broadcast(t, root)
   D.init()
-  through_host(t, function(c) core.check(C.nnr_dist_broadcast(c.p, root or 0)) end)
+  on_contiguous(t, function(c) core.check(C.nnr_dist_broadcast(c.p, root or 0)) end)
   return t
 end
 
@@ -251,7 +251,6 @@ function DP:__init(module, devices, opts)
   if set == nil then core.raise() end
   rawset(self, "_set", ffi.gc(set, C.nnr_replicas_free))
   rawset(self, "_replicas", replicas)
-  rawset(self, "_keep", { payloads = payloads })
 end
 
 -- module's parameters and buffers into the other replicas
@@ -290,7 +289,7 @@ function DP:_run(mode, x, y)
   local xs, weights = self:_scatter(x)
   local ys = y and self:_scatter(y) or nil
   local cx, cy = ffi.new("nnr_tensor *[?]", d), ffi.new("nnr_tensor *[?]", d)
-  local cw, out, losses = ffi.new("double[?]", d), ffi.new("nnr_tensor *[?]", 2 * d), ffi.new("double[?]", d)
+  local cw, out, losses = ffi.new("double[?]", d), ffi.new("nnr_tensor *[?]", d), ffi.new("double[?]", d)
   for k = 1, d do
     cx[k - 1] = xs[k].p
     cy[k - 1] = ys and ys[k].p or nil
@@ -299,8 +298,7 @@ function DP:_run(mode, x, y)
   core.check(C.nnr_replicas_run(self._set, mode, cx, cy, cw, out, losses))
   local outs, total = {}, 0
   for k = 1, d do
-    outs[k] = core.own(out[2 * (k - 1)]):to(self.devices[1])
-    if out[2 * (k - 1) + 1] ~= nil then core.own(out[2 * (k - 1) + 1]) end
+    outs[k] = core.own(out[k - 1]):to(self.devices[1])
     total = total + losses[k - 1]
   end
   return nnr.cat(outs, 1), total
