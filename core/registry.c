@@ -341,6 +341,26 @@ int nnr_plugin_set_option(const char *name, const char *key, const char *value)
     return NNR_OK;
 }
 
+int nnr_plugin_get_option(const char *name, const char *key, char *buf, size_t buflen)
+{
+    int i = nnr_plugin_find(name);
+    if (buflen) buf[0] = 0;
+    if (i < 0 || !plugins[i].loaded)
+        return nnr_errorf(NNR_ERR_DEVICE, "backend option %s.%s: no %s plugin is loaded%s%s", name, key, name,
+                          i >= 0 ? ": " : "", i >= 0 ? plugins[i].message : "");
+    nnr_plugin *p = plugins[i].plugin;
+    if (!NNR_HAS_FIELD(p, nnr_plugin, get_option) || !p->get_option)
+        return nnr_errorf(NNR_ERR_UNSUPPORTED, "backend option %s.%s: the %s plugin has no values to read", name, key, name);
+    nnr_set_error(NNR_OK, "");
+    int st = p->get_option(p, key, buf, buflen);
+    if (st != NNR_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", nnr_last_error()[0] ? nnr_last_error() : "refused");
+        return nnr_errorf(st, "backend option %s.%s: %s", name, key, msg);
+    }
+    return NNR_OK;
+}
+
 int nnr_plugin_device_count(int i) { return rec(i) ? rec(i)->devices : 0; }
 
 /* the first loaded extension plugin (kind NNR_PLUGIN_EXTENSION) that takes this call, or NULL.

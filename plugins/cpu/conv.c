@@ -189,18 +189,10 @@ typedef struct scratch { void *p; size_t n; } scratch;
 static _Thread_local scratch tl_cols, tl_rows;
 enum { SCRATCH_KEEP = 64 << 20 };
 
-/* any thread that took scratch gives it back when it exits: the pool's threads, and threads of the
- * core such as DataParallel's replicas (a key destructor runs before the thread's TLS goes) */
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
-static void scratch_thread_gone(void *unused) { (void)unused; cpu_conv_thread_exit(); }
-static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_thread_gone); }
-
 static void *scratch_get(scratch *s, size_t n)
 {
     if (s->n >= n) return s->p;
-    pthread_once(&scratch_key_once, scratch_key_init);
-    if (!pthread_getspecific(scratch_key)) pthread_setspecific(scratch_key, (void *)1);
+    cpu_thread_scratch_taken();
     free(s->p);
     s->p = malloc(n);
     s->n = s->p ? n : 0;

@@ -171,13 +171,34 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
     return NNR_OK;
 }
 
-void cpu_conv_scratch_free(void);
+/* nnr.backends.cpu.amx = false: bf16 matmuls without AMX tiles (f32 copies and sgemm);
+ * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default) */
+static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
+{
+    (void)self;
+    int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16 : NULL;
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16)", key);
+    if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
+        return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
+    *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
+    return NNR_OK;
+}
+
+/* "amx": 1 when bf16 matmuls run on AMX tiles; "allow_bf16": 1 when f32 gemms do */
+static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
+{
+    (void)self;
+    if (strcmp(key, "amx") == 0) snprintf(buf, n, "%d", cpu_amx_available());
+    else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%d", cpu_allow_bf16 && cpu_amx_available());
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16)", key);
+    return NNR_OK;
+}
 
 static void shutdown(nnr_plugin *self)
 {
     (void)self;
     cpu_pool_shutdown();
-    cpu_conv_thread_exit();
+    cpu_thread_exit();
 }
 
 static nnr_plugin cpu_plugin = {
@@ -196,6 +217,8 @@ static nnr_plugin cpu_plugin = {
     .run = run,
     .set_num_threads = set_num_threads,
     .shutdown = shutdown,
+    .set_option = set_option,
+    .get_option = get_option,
 };
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void)

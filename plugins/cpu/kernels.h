@@ -26,8 +26,12 @@ int cpu_pool_threads(void);
  * than grain are not split further. Returns NNR_ERR_INTERRUPTED on Ctrl-C. */
 int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
 void cpu_pool_shutdown(void);
-/* frees the calling thread's convolution scratch (pool threads call it as they exit) */
+/* frees the calling thread's scratch buffers (pool threads call it as they exit) */
+void cpu_thread_exit(void);
 void cpu_conv_thread_exit(void);
+void cpu_amx_thread_exit(void);
+/* a thread that keeps scratch calls this: cpu_thread_exit then runs when the thread ends */
+void cpu_thread_scratch_taken(void);
 
 /* ---- strided iteration over operands of one shape (iter.c) ---- */
 enum { CPU_ITER_MAX_OPS = 5 };
@@ -53,6 +57,18 @@ extern int cpu_gemm_openblas_threads;
 /* for use inside a parallel region (one pool thread) */
 void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
                      const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
+
+/* ---- bf16 matmul on AMX tiles (amx.c) ---- */
+/* 1 when the cpu has AMX-BF16, the OS grants it and it is not turned off (NNR_CPU_AMX=0, option "amx") */
+int cpu_amx_available(void);
+extern int cpu_amx_enabled;
+int cpu_amx_matmul(const nnr_op_call *call);
+/* nnr.backends.cpu.allow_bf16 (off by default): f32 gemms of at least 32^3 multiply-adds on AMX, operands
+ * rounded to bf16, sums in f32 */
+extern int cpu_allow_bf16;
+int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K);
+int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* ---- kernels ---- */
 int cpu_supports_elementwise(const nnr_op_call *call);

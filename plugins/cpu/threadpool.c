@@ -72,7 +72,7 @@ static void *worker_main(void *arg)
         }
     }
     pthread_mutex_unlock(&p->lock);
-    cpu_conv_thread_exit();        /* the thread's scratch buffers */
+    cpu_thread_exit();             /* the thread's scratch buffers */
     return NULL;
 }
 
@@ -166,4 +166,24 @@ void cpu_pool_shutdown(void)
         p->n_workers = 0;
         p->stopping = 0;
     }
+}
+
+/* every per-thread scratch buffer of the backend, freed */
+void cpu_thread_exit(void)
+{
+    cpu_conv_thread_exit();
+    cpu_amx_thread_exit();
+}
+
+/* any thread that took scratch gives it back when it exits: the pool's threads, and threads of the
+ * core such as DataParallel's replicas (a key destructor runs before the thread's TLS goes) */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+static void scratch_thread_gone(void *unused) { (void)unused; cpu_thread_exit(); }
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_thread_gone); }
+
+void cpu_thread_scratch_taken(void)
+{
+    pthread_once(&scratch_key_once, scratch_key_init);
+    if (!pthread_getspecific(scratch_key)) pthread_setspecific(scratch_key, (void *)1);
 }

@@ -50,6 +50,8 @@ int nnr_plugin_device_count(int i);         /* devices it added */
 int nnr_plugin_find(const char *name);
 /* a backend setting, e.g. ("cuda", "allow_tf32", "1"); an error names unknown plugins and keys */
 int nnr_plugin_set_option(const char *name, const char *key, const char *value);
+/* reads a plugin's named value (plugin ABI 1.3 get_option) into buf, NUL-terminated */
+int nnr_plugin_get_option(const char *name, const char *key, char *buf, size_t buflen);
 
 int nnr_device_count(void);
 const char *nnr_device_type(int device);    /* plugin name, "cpu" */

@@ -1,0 +1,329 @@
+/* Matrix products on AMX tiles (Intel Sapphire Rapids and later), bf16 products
+ * summed in f32 inside the tiles:
+ *  - bf16 matmul (what nnr.autocast("bf16") runs): rounded to bf16 once at the end,
+ *    the same contract as the portable bf16 path (matmul.c: f32 copies and sgemm);
+ *  - f32 gemm when the user allows it (nnr.backends.cpu.allow_bf16 = true, like
+ *    PyTorch's float32_matmul_precision "medium" or cuda's TF32): the operands are
+ *    rounded to bf16 while they are packed, the sums stay f32, C = alpha AB + beta C.
+ *
+ * Layout: A is packed into tiles of 16 rows x 32 k (row-major, 64 bytes a row), B
+ * into tiles of 16 k-pairs x 16 columns in the "VNNI" order TDPBF16PS reads
+ * (element (k, j) at row k/2, position 2j + k%2), both zero-padded to whole
+ * tiles and to an even number of panels. Each task computes a 32x32 block of C in
+ * four accumulator tiles (tmm0-3) over all of K, with two A tiles (tmm4-5) and
+ * two B tiles (tmm6-7) per 32-wide step; tasks that share A's rows run one after
+ * another so A's panel stays in cache. Packing and the blocks run on the pool.
+ *
+ * Available when CPUID says AMX-TILE and AMX-BF16, XCR0 has the tile state, and
+ * Linux grants it (arch_prctl ARCH_REQ_XCOMP_PERM). NNR_CPU_AMX=0 or
+ * nnr.backends.cpu.amx = false turns it off. */
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "kernels.h"
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_ok;              /* hardware and kernel allow it */
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+int cpu_amx_enabled = -1;       /* -1: from NNR_CPU_AMX (default on); set_option("amx") sets 0/1 */
+
+static void amx_probe(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return;     /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) return;                      /* AMX-TILE, AMX-BF16 */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return;                             /* XTILECFG, XTILEDATA */
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
+    amx_ok = 1;
+}
+
+int cpu_amx_available(void)
+{
+    pthread_once(&amx_once, amx_probe);
+    if (cpu_amx_enabled < 0) {
+        const char *env = getenv("NNR_CPU_AMX");
+        cpu_amx_enabled = !(env && strcmp(env, "0") == 0);
+    }
+    return amx_ok && cpu_amx_enabled;
+}
+
+typedef struct tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+enum { TILE = 512 };    /* bf16 elements in one 16 x 32 tile */
+
+typedef struct amx_job {
+    const void *a, *b;                          /* bf16 or f32 (f32 set) */
+    int64_t ars, acs, brs, bcs, crs, ccs;       /* element strides */
+    void *c;                                    /* bf16, or f32 when f32 is set */
+    int64_t M, N, K, KT, MP, NP;                /* KT: 32-wide k steps; MP, NP: 16-wide panels (even) */
+    int f32;
+    float alpha, beta;
+    uint16_t *pa, *pb;
+} amx_job;
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+/* bf16 mask of the first n (<= 32) elements */
+static inline __mmask32 first(int64_t n) { return n >= 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1); }
+
+/* a 16 x 16 transpose of 32-bit words: rows r[0..15] -> columns, in place */
+AVX512 static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]); }
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* u[4g + c] holds words c, c+4, c+8, c+12 of rows 4g..4g+3, one 128-bit lane each */
+    for (int c = 0; c < 4; c++) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88), v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        r[c + 8] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+        r[c + 4] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        r[c + 12] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+    }
+}
+
+/* 16 floats -> bf16, rounded to nearest even, NaN kept quiet (nnr_f32_to_bf16's rule) */
+AVX512 static inline __m256i to_bf16(__m512 x)
+{
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+/* n (<= 32) consecutive elements at element index at of p (bf16 or f32) as bf16, zeros after */
+AVX512 static inline __m512i load32(const void *p, int f32, int64_t at, int64_t n)
+{
+    if (n <= 0) return _mm512_setzero_si512();
+    if (!f32) return _mm512_maskz_loadu_epi16(first(n), (const uint16_t *)p + at);
+    const float *f = (const float *)p + at;
+    __m256i lo = to_bf16(_mm512_maskz_loadu_ps((__mmask16)first(n), f));
+    __m256i hi = n > 16 ? to_bf16(_mm512_maskz_loadu_ps((__mmask16)first(n - 16), f + 16)) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* n (<= 16) consecutive elements as bf16 in the low halves of 32-bit words, zeros after */
+AVX512 static inline __m512i load16(const void *p, int f32, int64_t at, int64_t n)
+{
+    if (n <= 0) return _mm512_setzero_si512();
+    __mmask16 m = (__mmask16)first(n);
+    if (!f32) return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + at));
+    return _mm512_cvtepu16_epi32(to_bf16(_mm512_maskz_loadu_ps(m, (const float *)p + at)));
+}
+
+static inline uint16_t elem(const void *p, int f32, int64_t at)
+{
+    return f32 ? nnr_f32_to_bf16(((const float *)p)[at]) : ((const uint16_t *)p)[at];
+}
+
+/* One tile of a matrix X read as rows x k: word (r, w) = (X(r0 + r, k0 + 2w), X(r0 + r, k0 + 2w + 1)), stored
+ * row r after row r (A's tiles, X = A) or, with vnni, word row w after word row w (B's tiles in the
+ * order TDPBF16PS reads them, X = B^T). Rows past nr and k past nk are zeros. */
+AVX512 static void pack_tile(const void *x, int f32, int64_t rs, int64_t ks, int64_t r0, int64_t nr, int64_t k0, int64_t nk,
+                             int vnni, uint16_t *dst)
+{
+    __m512i r[16];
+    if (ks == 1) {                  /* k along memory: one load per row */
+        for (int i = 0; i < 16; i++) r[i] = i < nr ? load32(x, f32, (r0 + i) * rs + k0, nk) : _mm512_setzero_si512();
+        if (vnni) transpose16(r);
+    } else if (rs == 1) {           /* rows along memory: pairs of k interleave into word rows */
+        for (int w = 0; w < 16; w++) {
+            __m512i lo = 2 * w < nk ? load16(x, f32, (k0 + 2 * w) * ks + r0, nr) : _mm512_setzero_si512();
+            __m512i hi = 2 * w + 1 < nk ? load16(x, f32, (k0 + 2 * w + 1) * ks + r0, nr) : _mm512_setzero_si512();
+            r[w] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        }
+        if (!vnni) transpose16(r);
+    } else {
+        memset(dst, 0, TILE * 2);
+        for (int64_t i = 0; i < nr; i++)
+            for (int64_t k = 0; k < nk; k++)
+                dst[vnni ? (k >> 1) * 32 + i * 2 + (k & 1) : i * 32 + k] = elem(x, f32, (r0 + i) * rs + (k0 + k) * ks);
+        return;
+    }
+    for (int i = 0; i < 16; i++) _mm512_store_si512((void *)(dst + i * 32), r[i]);
+}
+
+/* panels [p0, p1) of a matrix with `rows` rows: panel p, k step t at (p * KT + t) * TILE */
+static void pack_panels(const amx_job *j, const void *x, int64_t rs, int64_t ks, int64_t rows, int vnni, uint16_t *out, int64_t p0,
+                        int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t t = 0; t < j->KT; t++) {
+            int64_t nr = rows - p * 16 < 16 ? rows - p * 16 : 16, nk = j->K - t * 32 < 32 ? j->K - t * 32 : 32;
+            uint16_t *dst = out + (p * j->KT + t) * TILE;
+            if (nr <= 0) memset(dst, 0, TILE * 2);
+            else pack_tile(x, j->f32, rs, ks, p * 16, nr, t * 32, nk, vnni, dst);
+        }
+}
+
+/* A's panels are its rows i; B's are its columns j, with B(k, j) read as row j of B^T */
+static void pack_a(void *arg, int64_t p0, int64_t p1)
+{
+    const amx_job *j = arg;
+    pack_panels(j, j->a, j->ars, j->acs, j->M, 0, j->pa, p0, p1);
+}
+
+static void pack_b(void *arg, int64_t q0, int64_t q1)
+{
+    const amx_job *j = arg;
+    pack_panels(j, j->b, j->bcs, j->brs, j->N, 1, j->pb, q0, q1);
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl")))
+static void blocks(void *arg, int64_t b0, int64_t b1)
+{
+    const amx_job *j = arg;
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    float out[32 * 32] __attribute__((aligned(64)));
+    int64_t nb = j->NP / 2;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t bm = blk / nb, bn = blk % nb;
+        const uint16_t *a0 = j->pa + (2 * bm) * j->KT * TILE, *a1 = a0 + j->KT * TILE;
+        const uint16_t *p0 = j->pb + (2 * bn) * j->KT * TILE, *p1 = p0 + j->KT * TILE;
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int64_t t = 0; t < j->KT; t++) {
+            _tile_loadd(4, a0 + t * TILE, 64);
+            _tile_loadd(5, a1 + t * TILE, 64);
+            _tile_loadd(6, p0 + t * TILE, 64);
+            _tile_loadd(7, p1 + t * TILE, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, out, 128);
+        _tile_stored(1, out + 16, 128);
+        _tile_stored(2, out + 512, 128);
+        _tile_stored(3, out + 528, 128);
+        int64_t rows = j->M - bm * 32 < 32 ? j->M - bm * 32 : 32, cols = j->N - bn * 32 < 32 ? j->N - bn * 32 : 32;
+        if (j->f32) {       /* C = alpha AB + beta C (C not read when beta is 0) */
+            __m512 al = _mm512_set1_ps(j->alpha), be = _mm512_set1_ps(j->beta);
+            __mmask16 m0 = (__mmask16)first(cols), m1 = (__mmask16)first(cols - 16 > 0 ? cols - 16 : 0);
+            for (int64_t r = 0; r < rows; r++) {
+                float *dst = (float *)j->c + (bm * 32 + r) * j->crs + bn * 32;
+                __m512 v0 = _mm512_mul_ps(al, _mm512_load_ps(out + r * 32)), v1 = _mm512_mul_ps(al, _mm512_load_ps(out + r * 32 + 16));
+                if (j->beta != 0.0f) {
+                    v0 = _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(m0, dst), v0);
+                    v1 = _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(m1, dst + 16), v1);
+                }
+                _mm512_mask_storeu_ps(dst, m0, v0);
+                _mm512_mask_storeu_ps(dst + 16, m1, v1);
+            }
+            continue;
+        }
+        for (int64_t r = 0; r < rows; r++) {
+            uint16_t *dst = (uint16_t *)j->c + (bm * 32 + r) * j->crs + bn * 32 * j->ccs;
+            if (j->ccs == 1) {
+                __m256i lo = to_bf16(_mm512_load_ps(out + r * 32)), hi = to_bf16(_mm512_load_ps(out + r * 32 + 16));
+                _mm512_mask_storeu_epi16(dst, first(cols), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+            } else {
+                for (int64_t cc = 0; cc < cols; cc++) dst[cc * j->ccs] = nnr_f32_to_bf16(out[r * 32 + cc]);
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* grow-only packing space of the calling thread (pool threads fill it in parallel) */
+static _Thread_local void *tl_pack;
+static _Thread_local size_t tl_pack_n;
+
+void cpu_amx_thread_exit(void)
+{
+    free(tl_pack);
+    tl_pack = NULL;
+    tl_pack_n = 0;
+}
+
+/* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0 or an error status */
+static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
+                    int64_t bcs, void *c, int64_t crs, int64_t ccs, float alpha, float beta)
+{
+    amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, alpha, beta, NULL, NULL};
+    j.MP = ((M + 15) / 16 + 1) & ~(int64_t)1;
+    j.NP = ((N + 15) / 16 + 1) & ~(int64_t)1;
+    size_t need = (size_t)((j.MP + j.NP) * j.KT * TILE) * 2 + 128;
+    if (tl_pack_n < need) {
+        cpu_thread_scratch_taken();
+        free(tl_pack);
+        tl_pack = aligned_alloc(64, (need + 63) & ~(size_t)63);
+        tl_pack_n = tl_pack ? need : 0;
+        if (!tl_pack) return cpu_error(NNR_ERR_OOM, "matmul: out of memory for %zu bytes of bf16 tiles", need);
+    }
+    j.pa = tl_pack;
+    j.pb = j.pa + j.MP * j.KT * TILE;
+    int status = cpu_parallel_for(j.MP, 2, pack_a, &j);
+    if (!status) status = cpu_parallel_for(j.NP, 2, pack_b, &j);
+    if (!status) status = cpu_parallel_for((j.MP / 2) * (j.NP / 2), 1, blocks, &j);
+    if (tl_pack_n > (64u << 20)) cpu_amx_thread_exit();     /* do not keep a huge buffer */
+    return status;
+}
+
+/* bf16 [..., M, K] x [..., K, N] -> [..., M, N] (batch dims equal or broadcast with stride 0) */
+int cpu_amx_matmul(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
+    int nd = C->ndim;
+    int64_t M = C->sizes[nd - 2], N = C->sizes[nd - 1], K = A->sizes[nd - 1], batch = 1;
+    for (int d = 0; d < nd - 2; d++) batch *= C->sizes[d];
+    if (batch == 0 || M == 0 || N == 0) return NNR_OK;
+    int64_t idx[NNR_MAX_DIMS] = {0};
+    for (int64_t bi = 0; bi < batch; bi++) {
+        const uint16_t *pa = A->data, *pb = B->data;
+        uint16_t *pc = C->data;
+        for (int d = 0; d < nd - 2; d++) { pa += idx[d] * A->strides[d]; pb += idx[d] * B->strides[d]; pc += idx[d] * C->strides[d]; }
+        int status;
+        if (K == 0) {
+            for (int64_t r = 0; r < M; r++)
+                for (int64_t cc = 0; cc < N; cc++) pc[r * C->strides[nd - 2] + cc * C->strides[nd - 1]] = 0;
+            status = NNR_OK;
+        } else {
+            status = amx_gemm(0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
+                              C->strides[nd - 2], C->strides[nd - 1], 1.0f, 0.0f);
+        }
+        if (status) return status;
+        for (int d = nd - 3; d >= 0; d--) { if (++idx[d] < C->sizes[d]) break; idx[d] = 0; }
+    }
+    return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}
+
+/* nnr.backends.cpu.allow_bf16: f32 gemms with bf16 products where AMX runs them */
+int cpu_allow_bf16;
+
+int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K)
+{
+    return cpu_allow_bf16 && M > 0 && N > 0 && K > 0 && (double)M * (double)N * (double)K >= 32768.0 && cpu_amx_available();
+}
+
+/* row-major f32 C = alpha op(A) op(B) + beta C with bf16 products (cblas_sgemm's arguments) */
+int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    return amx_gemm(1, M, N, K, A, ta == CblasNoTrans ? lda : 1, ta == CblasNoTrans ? 1 : lda, B, tb == CblasNoTrans ? ldb : 1,
+                    tb == CblasNoTrans ? 1 : ldb, C, ldc, 1, alpha, beta);
+}

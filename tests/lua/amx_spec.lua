@@ -1,0 +1,163 @@
+-- The cpu backend's AMX paths (plugins/cpu/amx.c): bf16 matmuls (autocast) on AMX tiles, and f32 gemms
+-- with bf16 products under nnr.backends.cpu.allow_bf16. On a cpu without AMX the same tests check
+-- that the switches change nothing.
+local nnr = require "nnr"
+local F = nnr.nn.functional
+
+local has_amx = nnr.backends.cpu.amx
+
+-- the exact value of the product of the bf16-rounded operands
+local function bf16_ref(a, b) return a:to("bf16"):double():matmul(b:to("bf16"):double()) end
+
+local function rel(x, ref) return (x:double() - ref):abs():max():item() / (ref:abs():max():item() + 1e-30) end
+
+local function operand(rows, cols, transposed)
+  if transposed then return nnr.randn(cols, rows):t() end
+  return nnr.randn(rows, cols)
+end
+
+local shapes = { { 1, 1, 1 }, { 3, 5, 7 }, { 16, 16, 32 }, { 17, 33, 70 }, { 64, 48, 100 }, { 100, 10, 256 }, { 5, 300, 2 },
+                 { 70, 90, 513 } }
+
+describe("cpu AMX", function()
+  after_each(function()
+    nnr.backends.cpu.allow_bf16 = false
+    nnr.backends.cpu.amx = has_amx      -- as found (NNR_CPU_AMX=0 runs this file as on a cpu without AMX)
+  end)
+
+  it("reports and takes its options, and names bad ones", function()
+    assert.are.equal("boolean", type(nnr.backends.cpu.amx))
+    nnr.backends.cpu.allow_bf16 = true
+    assert.are.equal(has_amx, nnr.backends.cpu.allow_bf16)       -- true only where AMX runs it
+    nnr.backends.cpu.amx = false
+    assert.is_false(nnr.backends.cpu.amx)
+    assert.is_false(nnr.backends.cpu.allow_bf16)
+    nnr.backends.cpu.amx = has_amx
+    local ok, err = pcall(function() nnr.backends.cpu.allow_bf16 = "maybe" end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):match("allow_bf16 takes true or false, got 'maybe'"), tostring(err))
+    ok, err = pcall(function() nnr.backends.cpu.amxx = true end)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):match("unknown option 'amxx' %(known: amx, allow_bf16%)"), tostring(err))
+  end)
+
+  it("multiplies bf16 matrices within one rounding of the exact product, with and without AMX", function()
+    nnr.manual_seed(11)
+    for _, s in ipairs(shapes) do
+      local M, N, K = s[1], s[2], s[3]
+      for _, ta in ipairs { false, true } do
+        for _, tb in ipairs { false, true } do
+          local a, b = operand(M, K, ta):to("bf16"), operand(K, N, tb):to("bf16")
+          local ref = bf16_ref(a, b)
+          local outs = {}
+          for _, amx in ipairs { has_amx, false } do
+            nnr.backends.cpu.amx = amx
+            local c = a:matmul(b)
+            assert.are.equal("bf16", c.dtype)
+            assert.are.same({ M, N }, c.shape)
+            -- bf16 keeps 8 bits: one rounding of each element, plus f32 sums
+            local bad = ((c:double() - ref):abs() - ref:abs() * (2 ^ -8) - 1e-5 * ref:abs():max():item()):max():item()
+            assert.is_true(bad <= 0, string.format("%dx%dx%d ta=%s tb=%s amx=%s: off by %g", M, N, K, tostring(ta), tostring(tb),
+                                                   tostring(amx), bad))
+            outs[#outs + 1] = c:double()
+          end
+          -- the two paths sum in different orders: at most one bf16 step apart
+          local d = ((outs[1] - outs[2]):abs() - outs[2]:abs() * (2 ^ -7) - 1e-6):max():item()
+          assert.is_true(d <= 0, "AMX and the f32 path differ by more than one bf16 step: " .. d)
+        end
+      end
+    end
+  end)
+
+  it("handles batched and broadcast bf16 operands", function()
+    nnr.manual_seed(12)
+    local a = nnr.randn(3, 40, 20):to("bf16"):transpose(2, 3)     -- [3, 20, 40], k along the rows
+    local b = nnr.randn(40, 24):to("bf16")                          -- broadcast over the batch
+    local c = a:matmul(b)
+    assert.are.same({ 3, 20, 24 }, c.shape)
+    for i = 1, 3 do
+      local r = bf16_ref(a:select(1, i):float(), b:float())
+      assert.is_true(rel(c:select(1, i), r) < 2 ^ -7)
+    end
+  end)
+
+  it("runs f32 gemms with bf16 products under allow_bf16 (every layout), and exactly f32 without", function()
+    nnr.manual_seed(13)
+    for _, s in ipairs(shapes) do
+      local M, N, K = s[1], s[2], s[3]
+      for _, ta in ipairs { false, true } do
+        for _, tb in ipairs { false, true } do
+          local a, b = operand(M, K, ta), operand(K, N, tb)
+          local exact = a:matmul(b)
+          nnr.backends.cpu.allow_bf16 = true
+          local c = a:matmul(b)
+          nnr.backends.cpu.allow_bf16 = false
+          assert.are.equal("f32", c.dtype)
+          if has_amx and M * N * K >= 32768 then
+            -- bf16 products summed in f32: the exact product of the rounded operands, to f32 sums
+            local e = rel(c, bf16_ref(a, b))
+            assert.is_true(e < 1e-5, string.format("%dx%dx%d ta=%s tb=%s: %g from the bf16 product", M, N, K, tostring(ta), tostring(tb), e))
+            assert.is_true(rel(c, exact:double()) > 1e-5, "allow_bf16 did not take the AMX path")
+          else
+            assert.are.equal(0, (c - exact):abs():max():item())         -- small, or no AMX: plain sgemm
+          end
+          assert.are.equal(0, (a:matmul(b) - exact):abs():max():item())   -- off again: exact f32
+        end
+      end
+    end
+  end)
+
+  it("keeps linear's bias and relu, the convolution, NaN, and gives the same numbers on 1 or 2 threads", function()
+    nnr.manual_seed(14)
+    local x, w, bias = nnr.randn(64, 300), nnr.randn(200, 300), nnr.randn(200)
+    local img, kw = nnr.randn(4, 8, 12, 12), nnr.randn(16, 8, 3, 3)
+    nnr.backends.cpu.allow_bf16 = true
+    local tol = has_amx and 1e-5 or 1e-6
+    local y = F.linear(x, w, bias)
+    local ref = bf16_ref(x, w:t()) + bias:double()
+    assert.is_true(rel(y, has_amx and ref or (x:double():matmul(w:double():t()) + bias:double())) < tol)
+    local lin = nnr.nn.Linear(300, 200)
+    local yr = nnr.nn.Sequential(lin, nnr.nn.ReLU())
+    nnr.no_grad(function() lin.weight:copy_(w); lin.bias:copy_(bias) end)
+    local out = yr(x)                                                   -- the fused linear + relu
+    assert.is_true(rel(out, (has_amx and ref or (x:double():matmul(w:double():t()) + bias:double())):clamp(0, math.huge)) < tol)
+    local conv = F.conv2d(img, kw, nil, { padding = 1 })
+    local cref = F.conv2d((has_amx and img:to("bf16") or img):double(), (has_amx and kw:to("bf16") or kw):double(), nil, { padding = 1 })
+    assert.is_true(rel(conv, cref) < tol, "conv2d: " .. rel(conv, cref))
+    local xn = x:clone()
+    xn:narrow(1, 3, 1):narrow(2, 5, 1):fill_(0 / 0)
+    local yn = xn:matmul(w:t())
+    local function at(t, i, j) return t:narrow(1, i, 1):narrow(2, j, 1):item() end
+    assert.is_true(at(yn, 3, 7) ~= at(yn, 3, 7))                        -- row 3 is NaN
+    assert.is_true(at(yn, 4, 7) == at(yn, 4, 7))
+    local threads = nnr.get_num_threads()
+    nnr.set_num_threads(1)
+    local one = x:matmul(w:t())
+    nnr.set_num_threads(2)
+    local two = x:matmul(w:t())
+    nnr.set_num_threads(threads)
+    assert.are.equal(0, (one - two):abs():max():item())
+  end)
+
+  it("trains a small mlp under allow_bf16 about as well as in f32", function()
+    local final = {}
+    for _, allow in ipairs { false, true } do
+      nnr.backends.cpu.allow_bf16 = allow
+      nnr.manual_seed(15)
+      local model = nnr.nn.Sequential(nnr.nn.Linear(64, 128), nnr.nn.ReLU(), nnr.nn.Linear(128, 4))
+      local opt = nnr.optim.SGD(model:parameters(), { lr = 0.05, momentum = 0.9 })
+      local x = nnr.randn(256, 64)
+      local y = x:narrow(2, 1, 4):argmax(2)
+      local loss
+      for _ = 1, 60 do
+        loss = F.cross_entropy(model(x), y)
+        opt:zero_grad()
+        loss:backward()
+        opt:step()
+      end
+      final[#final + 1] = loss:item()
+    end
+    assert.is_true(final[1] < 0.3, "f32 loss " .. final[1])
+    assert.is_true(math.abs(final[2] - final[1]) < 0.05, string.format("f32 %g, allow_bf16 %g", final[1], final[2]))
+  end)
+end)
