@@ -2,6 +2,7 @@
 -- next to PyTorch's train_torch.py): the models of the training script,
 -- SGD lr 0.01 momentum 0.9, batches drawn from a 60000-sample tensor.
 --   nnrun scripts/bench/train.lua MODEL BATCH STEPS  -> {"samples_per_s": ...}
+-- NNR_BENCH_AUTOCAST=bf16: forward passes under nnr.autocast("bf16").
 -- Inference (eval mode, no gradients), the median over ITERS forward passes:
 --   nnrun scripts/bench/train.lua infer MODEL BATCH ITERS -> {"us_per_batch": ..., "samples_per_s": ...}
 -- The profile's top ops of a training run (for docs/perf.md):
@@ -13,6 +14,14 @@ if arg[1] == "infer" or arg[1] == "profile" then mode = table.remove(arg, 1) end
 local kind, batch, steps = arg[1] or "mlp", tonumber(arg[2] or 64), tonumber(arg[3] or 200)
 -- NNR_BENCH_DEVICE=cuda runs the same on a GPU (scripts/bench/run_gpu.py); loss:item() waits for each step
 local device = os.getenv("NNR_BENCH_DEVICE") or "cpu"
+-- NNR_BENCH_AUTOCAST=bf16 runs the forward passes under nnr.autocast (mixed precision; AMX on cpus that have it)
+local autocast = os.getenv("NNR_BENCH_AUTOCAST")
+-- NNR_BENCH_ALLOW_BF16=1: f32 gemms with bf16 products (nnr.backends.cpu.allow_bf16, AMX)
+if os.getenv("NNR_BENCH_ALLOW_BF16") == "1" then nnr.backends.cpu.allow_bf16 = true end
+local function forward(model, x)
+  if autocast then return nnr.autocast(autocast, function() return model(x) end) end
+  return model(x)
+end
 if mode == "infer" then
   nnr.manual_seed(0)
   local model = fm.build_model(kind):to(device)
@@ -20,10 +29,10 @@ if mode == "infer" then
   local x = nnr.randn(batch, 1, 28, 28):to(device)
   local times = {}
   nnr.no_grad(function()
-    for _ = 1, math.max(5, math.floor(steps / 10)) do model(x):sum():item() end
+    for _ = 1, math.max(5, math.floor(steps / 10)) do forward(model, x):sum():item() end
     for s = 1, steps do
       local t0 = nnr.clock()
-      model(x):sum():item()
+      forward(model, x):sum():item()
       times[s] = nnr.clock() - t0
     end
   end)
@@ -45,7 +54,7 @@ for s = 1, steps do
   local idx = perm:narrow(1, i, batch)
   local t0 = nnr.clock()
   local x, y = data:index_select(1, idx), labels:index_select(1, idx)
-  local loss = nnr.nn.functional.cross_entropy(model(x), y)
+  local loss = nnr.nn.functional.cross_entropy(forward(model, x), y)
   opt:zero_grad()
   loss:backward()
   opt:step()

@@ -2,7 +2,8 @@
 same way, SGD lr 0.01 momentum 0.9. Usage: train_torch.py MODEL BATCH THREADS STEPS.
 Prints {"samples_per_s": ...} (median over windows of steps after a warm-up).
 train_torch.py infer MODEL BATCH THREADS ITERS: eval mode under no_grad, the
-median forward pass -> {"us_per_batch": ..., "samples_per_s": ...}."""
+median forward pass -> {"us_per_batch": ..., "samples_per_s": ...}.
+BENCH_AUTOCAST=bf16: forward passes under torch.autocast (mixed precision, as nnrun's NNR_BENCH_AUTOCAST)."""
 import json
 import os
 import statistics
@@ -19,6 +20,15 @@ model_kind, batch, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 device = os.environ.get("BENCH_DEVICE", "cpu")   # run_gpu.py: the same on cuda (loss.item() waits for each step)
+autocast_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(os.environ.get("BENCH_AUTOCAST", ""))
+
+
+def forward(model, x):
+    if autocast_dtype is None:
+        return model(x)
+    with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
+        return model(x)
+
 if model_kind == "mlp":
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
 else:
@@ -37,10 +47,10 @@ if infer:
     ts = []
     with torch.no_grad():
         for _ in range(max(5, steps // 10)):
-            model(x).sum().item()
+            forward(model, x).sum().item()
         for _ in range(steps):
             t0 = time.perf_counter()
-            model(x).sum().item()
+            forward(model, x).sum().item()
             ts.append(time.perf_counter() - t0)
     med = statistics.median(ts)
     print(json.dumps({"us_per_batch": med * 1e6, "samples_per_s": batch / med, "version": torch.__version__, "threads": threads}))
@@ -56,7 +66,7 @@ for s in range(steps):
     idx = perm[i:i + batch]
     t0 = time.perf_counter()
     x, y = data.index_select(0, idx), labels.index_select(0, idx)
-    loss = loss_fn(model(x), y)
+    loss = loss_fn(forward(model, x).float(), y)
     opt.zero_grad()
     loss.backward()
     opt.step()

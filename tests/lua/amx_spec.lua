@@ -136,7 +136,9 @@ describe("cpu AMX", function()
     nnr.set_num_threads(2)
     local two = x:matmul(w:t())
     nnr.set_num_threads(threads)
-    assert.are.equal(0, (one - two):abs():max():item())
+    -- AMX: one task per 32x32 block over all of K (OpenBLAS's own kernels are not asked here: under
+    -- valgrind, which hides AVX-512, their edge kernels differ between the splits)
+    if has_amx then assert.are.equal(0, (one - two):abs():max():item()) end
   end)
 
   it("trains a small mlp under allow_bf16 about as well as in f32", function()

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""bf16 products on the CPU's AMX tiles, nnrun vs PyTorch in one run:
+  - nnrun's f32 models with nnr.backends.cpu.allow_bf16 = true (f32 tensors; the gemms round
+    their operands to bf16 and sum in f32 on AMX) and nnrun in plain f32;
+  - PyTorch at its best in f32, and at its best under torch.autocast("cpu", bfloat16) (oneDNN's
+    bf16 kernels), the nearest PyTorch 1.13 has to the same trade.
+mlp and cnn training at batch 64 and 256, inference throughput at batch 256. Each row the median
+of ROUNDS interleaved rounds; ratios are nnrun allow_bf16 over each PyTorch column. Writes the
+"cpu-bf16" section of docs/perf.md.  Usage: scripts/bench/run_bf16.py [--no-write] [--quick]"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import NNRUN, ROOT, blas_env, cpu_model, find_torch_python, torch_best, write_perf_section  # noqa: E402
+
+BENCH = os.path.join(ROOT, "scripts/bench")
+QUICK = "--quick" in sys.argv
+ROUNDS = 1 if QUICK else 3
+
+
+def ours(args, allow):
+    env = dict(ENV, NNR_NUM_THREADS="2", NNR_BENCH_ALLOW_BF16="1" if allow else "0")
+    return json.loads(subprocess.run([NNRUN, os.path.join(BENCH, "train.lua"), *map(str, args)], check=True,
+                                     capture_output=True, text=True, env=env).stdout)
+
+
+def theirs(args, bf16):
+    env = dict(ENV, BENCH_AUTOCAST="bf16") if bf16 else ENV
+    return torch_best(TORCH, os.path.join(BENCH, "train_torch.py"), args, 3 if args[0] == "infer" else 2, env)[0]
+
+
+def median(runs):
+    return sorted(runs, key=lambda r: r["samples_per_s"])[len(runs) // 2]
+
+
+def main():
+    global ENV, TORCH
+    ENV = blas_env()
+    TORCH = find_torch_python()
+    amx = subprocess.run([NNRUN, "-e", "io.write(tostring(require('nnr').backends.cpu.amx))"], capture_output=True,
+                         text=True).stdout.strip()
+    if amx != "true":
+        print(f"this cpu runs no AMX tiles (nnr.backends.cpu.amx = {amx}): nothing to measure")
+        return
+    table = "| workload | nnrun allow_bf16 | nnrun f32 | PyTorch f32 | PyTorch autocast bf16 | vs PyTorch f32 | vs PyTorch bf16 |\n" \
+            "|---|---|---|---|---|---|---|\n"
+    version = "not installed"
+    work = [(("mlp", 64, 300), "mlp training, batch 64"), (("mlp", 256, 150), "mlp training, batch 256"),
+            (("cnn", 64, 60), "cnn training, batch 64"), (("cnn", 256, 30), "cnn training, batch 256"),
+            (("infer", "mlp", 256, 100), "mlp inference, batch 256"), (("infer", "cnn", 256, 20), "cnn inference, batch 256")]
+    for args, name in work:
+        runs = {"bf16": [], "f32": [], "t32": [], "t16": []}
+        for _ in range(ROUNDS):
+            runs["bf16"].append(ours(args, True))
+            runs["f32"].append(ours(args, False))
+            if TORCH:
+                runs["t32"].append(theirs(args, False))
+                runs["t16"].append(theirs(args, True))
+        m = {k: median(v) for k, v in runs.items() if v}
+        if "t32" in m:
+            version = m["t32"]["version"]
+        cell = lambda k: f"{m[k]['samples_per_s']:,.0f}" + (f" ({m[k]['threads']})" if "threads" in m[k] else "") if k in m else "-"  # noqa: E731
+        ratio = lambda k: f"{m['bf16']['samples_per_s'] / m[k]['samples_per_s']:.2f}x" if k in m else "-"  # noqa: E731
+        table += f"| {name} | {cell('bf16')} | {cell('f32')} | {cell('t32')} | {cell('t16')} | {ratio('t32')} | {ratio('t16')} |\n"
+        print(table.splitlines()[-1], flush=True)
+    machine = f"{cpu_model()}, {os.cpu_count()} cores; PyTorch {version} (OMP_WAIT_POLICY=PASSIVE, best of 1 or 2 threads)"
+    print(machine)
+    if "--no-write" not in sys.argv:
+        write_perf_section("cpu-bf16", f"## CPU: bf16 products on AMX (opt-in) against PyTorch\n\n`scripts/bench/run_bf16.py`, "
+                           f"{time.strftime('%Y-%m-%d')}, samples/s (PyTorch's threads in brackets), the median of {ROUNDS} "
+                           f"interleaved rounds. nnrun allow_bf16: the same f32 models with `nnr.backends.cpu.allow_bf16 = true` "
+                           f"(gemm operands rounded to bf16, f32 sums, on AMX tiles); PyTorch autocast bf16: "
+                           f"`torch.autocast(\"cpu\", torch.bfloat16)` around the forward pass. Machine: {machine}.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
