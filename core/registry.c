@@ -322,43 +322,44 @@ int nnr_plugin_find(const char *name)
     return refused;
 }
 
-int nnr_plugin_set_option(const char *name, const char *key, const char *value)
+/* the loaded plugin `name` whose set_option (or get_option) takes key, or NULL with the error set */
+static nnr_plugin *option_plugin(const char *name, const char *key, int get)
 {
     int i = nnr_plugin_find(name);
-    if (i < 0 || !plugins[i].loaded)
-        return nnr_errorf(NNR_ERR_DEVICE, "backend option %s.%s: no %s plugin is loaded%s%s", name, key, name,
-                          i >= 0 ? ": " : "", i >= 0 ? plugins[i].message : "");
-    nnr_plugin *p = plugins[i].plugin;
-    if (!NNR_HAS_FIELD(p, nnr_plugin, set_option) || !p->set_option)
-        return nnr_errorf(NNR_ERR_UNSUPPORTED, "backend option %s.%s: the %s plugin takes no options", name, key, name);
-    nnr_set_error(NNR_OK, "");
-    int st = p->set_option(p, key, value);
-    if (st != NNR_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s", nnr_last_error()[0] ? nnr_last_error() : "refused");
-        return nnr_errorf(st, "backend option %s.%s: %s", name, key, msg);
+    if (i < 0 || !plugins[i].loaded) {
+        nnr_errorf(NNR_ERR_DEVICE, "backend option %s.%s: no %s plugin is loaded%s%s", name, key, name, i >= 0 ? ": " : "",
+                   i >= 0 ? plugins[i].message : "");
+        return NULL;
     }
-    return NNR_OK;
+    nnr_plugin *p = plugins[i].plugin;
+    if (get ? !NNR_HAS_FIELD(p, nnr_plugin, get_option) || !p->get_option : !NNR_HAS_FIELD(p, nnr_plugin, set_option) || !p->set_option) {
+        nnr_errorf(NNR_ERR_UNSUPPORTED, "backend option %s.%s: the %s plugin %s", name, key, name, get ? "has no values to read" : "takes no options");
+        return NULL;
+    }
+    nnr_set_error(NNR_OK, "");
+    return p;
+}
+
+/* the plugin's status, its message prefixed with the option */
+static int option_status(int st, const char *name, const char *key)
+{
+    if (st == NNR_OK) return NNR_OK;
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", nnr_last_error()[0] ? nnr_last_error() : "refused");
+    return nnr_errorf(st, "backend option %s.%s: %s", name, key, msg);
+}
+
+int nnr_plugin_set_option(const char *name, const char *key, const char *value)
+{
+    nnr_plugin *p = option_plugin(name, key, 0);
+    return p ? option_status(p->set_option(p, key, value), name, key) : nnr_last_status();
 }
 
 int nnr_plugin_get_option(const char *name, const char *key, char *buf, size_t buflen)
 {
-    int i = nnr_plugin_find(name);
     if (buflen) buf[0] = 0;
-    if (i < 0 || !plugins[i].loaded)
-        return nnr_errorf(NNR_ERR_DEVICE, "backend option %s.%s: no %s plugin is loaded%s%s", name, key, name,
-                          i >= 0 ? ": " : "", i >= 0 ? plugins[i].message : "");
-    nnr_plugin *p = plugins[i].plugin;
-    if (!NNR_HAS_FIELD(p, nnr_plugin, get_option) || !p->get_option)
-        return nnr_errorf(NNR_ERR_UNSUPPORTED, "backend option %s.%s: the %s plugin has no values to read", name, key, name);
-    nnr_set_error(NNR_OK, "");
-    int st = p->get_option(p, key, buf, buflen);
-    if (st != NNR_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s", nnr_last_error()[0] ? nnr_last_error() : "refused");
-        return nnr_errorf(st, "backend option %s.%s: %s", name, key, msg);
-    }
-    return NNR_OK;
+    nnr_plugin *p = option_plugin(name, key, 1);
+    return p ? option_status(p->get_option(p, key, buf, buflen), name, key) : nnr_last_status();
 }
 
 int nnr_plugin_device_count(int i) { return rec(i) ? rec(i)->devices : 0; }

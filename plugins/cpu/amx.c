@@ -272,7 +272,8 @@ void cpu_amx_thread_exit(void)
     tl_pack_n = 0;
 }
 
-/* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0 or an error status */
+/* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0, or
+ * NNR_ERR_OOM (no message) or NNR_ERR_INTERRUPTED */
 static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
                     int64_t bcs, void *c, int64_t crs, int64_t ccs, float alpha, float beta)
 {
@@ -285,7 +286,7 @@ static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int
         free(tl_pack);
         tl_pack = aligned_alloc(64, (need + 63) & ~(size_t)63);
         tl_pack_n = tl_pack ? need : 0;
-        if (!tl_pack) return cpu_error(NNR_ERR_OOM, "matmul: out of memory for %zu bytes of bf16 tiles", need);
+        if (!tl_pack) return NNR_ERR_OOM;      /* the caller words it (or falls back) */
     }
     j.pa = tl_pack;
     j.pb = j.pa + j.MP * j.KT * TILE;
@@ -318,6 +319,11 @@ int cpu_amx_matmul(const nnr_op_call *call)
             status = amx_gemm(0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
                               C->strides[nd - 2], C->strides[nd - 1], 1.0f, 0.0f);
         }
+        if (status == NNR_ERR_OOM) {
+            size_t need = (size_t)(((((M + 15) / 16 + 1) & ~1) + (((N + 15) / 16 + 1) & ~1)) * ((K + 31) / 32) * TILE) * 2;
+            return cpu_error(NNR_ERR_OOM, "matmul: out of memory for %zu bytes of bf16 tiles ([%lld, %lld] x [%lld, %lld])", need,
+                             (long long)M, (long long)K, (long long)K, (long long)N);
+        }
         if (status) return status;
         for (int d = nd - 3; d >= 0; d--) { if (++idx[d] < C->sizes[d]) break; idx[d] = 0; }
     }
@@ -332,7 +338,8 @@ int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K)
     return cpu_allow_bf16 && M > 0 && N > 0 && K > 0 && (double)M * (double)N * (double)K >= 32768.0 && cpu_amx_available();
 }
 
-/* row-major f32 C = alpha op(A) op(B) + beta C with bf16 products (cblas_sgemm's arguments) */
+/* row-major f32 C = alpha op(A) op(B) + beta C with bf16 products (cblas_sgemm's arguments);
+ * NNR_ERR_OOM (nothing written, no message) when the tiles do not fit in memory */
 int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {

@@ -19,12 +19,19 @@ typedef struct gemm_job {
     char *C;
 } gemm_job;
 
+/* 1 when the product ran on AMX tiles (allow_bf16); out of memory for the tiles leaves it to OpenBLAS */
+static int took_amx(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha, const void *A,
+                    int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
+{
+    return dt == NNR_F32 && cpu_amx_sgemm_applies(M, N, K) &&
+           cpu_amx_sgemm(ta, tb, M, N, K, (float)alpha, A, lda, B, ldb, (float)beta, C, ldc) != NNR_ERR_OOM;
+}
+
 void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
                      const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (dt == NNR_F32 && cpu_amx_sgemm_applies(M, N, K) && cpu_amx_sgemm(ta, tb, M, N, K, (float)alpha, A, lda, B, ldb, (float)beta, C, ldc) == NNR_OK)
-        return;
+    if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     if (dt == NNR_F32)
         cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, (float)alpha, A, (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
     else
@@ -53,8 +60,7 @@ int cpu_gemm_openblas_threads = -1;
 void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
               const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
 {
-    if (dt == NNR_F32 && cpu_amx_sgemm_applies(M, N, K) && cpu_amx_sgemm(ta, tb, M, N, K, (float)alpha, A, lda, B, ldb, (float)beta, C, ldc) == NNR_OK)
-        return;
+    if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     int threads = cpu_pool_threads();
     if (threads <= 1 || cpu_gemm_openblas_threads > 0 || (double)M * (double)N * (double)K < 262144.0) {
         cpu_gemm_serial(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
