@@ -260,6 +260,42 @@ static void binary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
     }
 }
 
+/* bf16 (or f16) operands and result of an op that f32 rounds exactly as the double path does
+ * (relu, neg, abs; add, sub, mul, maximum, minimum, relu_grad of two tensors): computed in f32
+ * chunks with the f32 loops, a chunk converted at a time (autocast's activations and gradients) */
+static int half_in_f32(int op, int nin)
+{
+    if (nin == 1) return op == NNR_OP_RELU || op == NNR_OP_NEG || op == NNR_OP_ABS;
+    return op == NNR_OP_ADD || op == NNR_OP_SUB || op == NNR_OP_MUL || op == NNR_OP_MAXIMUM || op == NNR_OP_MINIMUM ||
+           op == NNR_OP_RELU_GRAD;
+}
+
+static inline void half_load(int dt, const char *p, int64_t s, int64_t m, float *x)
+{
+    if (dt == NNR_BF16) for (int64_t i = 0; i < m; i++) x[i] = nnr_bf16_to_f32(*(const uint16_t *)(p + i * s));
+    else for (int64_t i = 0; i < m; i++) x[i] = nnr_f16_to_f32(*(const uint16_t *)(p + i * s));
+}
+
+static void half_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int dt = c->out_dtype;
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        float x[CPU_CHUNK], y[CPU_CHUNK];
+        half_load(dt, p[1] + at * s[1], s[1], m, x);
+        if (c->nin == 2) {
+            half_load(dt, p[2] + at * s[2], s[2], m, y);
+            bin_f32_contig(c->op, m, x, x, y);
+        } else {
+            un_f32_contig(c->op, m, x, x);
+        }
+        char *o = p[0] + at * s[0];
+        if (dt == NNR_BF16) for (int64_t i = 0; i < m; i++) *(uint16_t *)(o + i * s[0]) = nnr_f32_to_bf16(x[i]);
+        else for (int64_t i = 0; i < m; i++) *(uint16_t *)(o + i * s[0]) = nnr_f32_to_f16(x[i]);
+    }
+}
+
 static int run_elementwise(const nnr_op_call *call, cpu_row_fn fn, ew_ctx *c)
 {
     const nnr_tensor_desc *descs[CPU_ITER_MAX_OPS];
@@ -274,7 +310,8 @@ int cpu_unary(const nnr_op_call *call)
 {
     ew_ctx c = {.op = (int)call->op, .in_dtype = call->inputs[0]->dtype, .out_dtype = call->outputs[0]->dtype, .nin = 1};
     int fast = c.in_dtype == NNR_F32 && c.out_dtype == NNR_F32;
-    return run_elementwise(call, fast ? unary_f32_row : unary_generic_row, &c);
+    int half = (c.in_dtype == NNR_BF16 || c.in_dtype == NNR_F16) && c.out_dtype == c.in_dtype && half_in_f32(c.op, 1);
+    return run_elementwise(call, fast ? unary_f32_row : half ? half_row : unary_generic_row, &c);
 }
 
 int cpu_binary(const nnr_op_call *call)
@@ -285,7 +322,9 @@ int cpu_binary(const nnr_op_call *call)
         c.scalar_first = call->params->i[0] != 0;
     }
     int fast = c.in_dtype == NNR_F32 && (c.out_dtype == NNR_F32 || (is_compare(c.op) && c.out_dtype == NNR_BOOL));
-    return run_elementwise(call, fast ? binary_f32_row : binary_generic_row, &c);
+    int half = (c.in_dtype == NNR_BF16 || c.in_dtype == NNR_F16) && c.out_dtype == c.in_dtype && c.nin == 2 &&
+               call->inputs[1]->dtype == c.in_dtype && half_in_f32(c.op, 2);
+    return run_elementwise(call, fast ? binary_f32_row : half ? half_row : binary_generic_row, &c);
 }
 
 /* where(cond, a, b): operands out, cond, then a and b unless they are scalars */
@@ -378,6 +417,9 @@ int cpu_clamp(const nnr_op_call *call)
 CLONES static void f32_from_u8(int64_t n, float *o, const uint8_t *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
 CLONES static void f64_from_f32(int64_t n, double *o, const float *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
 CLONES static void f32_from_f64(int64_t n, float *o, const double *a) { for (int64_t i = 0; i < n; i++) o[i] = (float)a[i]; }
+/* autocast's casts */
+CLONES static void bf16_from_f32(int64_t n, uint16_t *o, const float *a) { for (int64_t i = 0; i < n; i++) o[i] = nnr_f32_to_bf16(a[i]); }
+CLONES static void f32_from_bf16(int64_t n, float *o, const uint16_t *a) { for (int64_t i = 0; i < n; i++) o[i] = nnr_bf16_to_f32(a[i]); }
 
 static void copy_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
@@ -397,6 +439,8 @@ static void copy_row(void *vc, int64_t n, char **p, const int64_t *s)
     if (contiguous && to == NNR_F32 && from == NNR_U8) { f32_from_u8(n, (float *)p[0], (const uint8_t *)p[1]); return; }
     if (contiguous && to == NNR_F64 && from == NNR_F32) { f64_from_f32(n, (double *)p[0], (const float *)p[1]); return; }
     if (contiguous && to == NNR_F32 && from == NNR_F64) { f32_from_f64(n, (float *)p[0], (const double *)p[1]); return; }
+    if (contiguous && to == NNR_BF16 && from == NNR_F32) { bf16_from_f32(n, (uint16_t *)p[0], (const float *)p[1]); return; }
+    if (contiguous && to == NNR_F32 && from == NNR_BF16) { f32_from_bf16(n, (float *)p[0], (const uint16_t *)p[1]); return; }
     for (int64_t at = 0; at < n; at += CPU_CHUNK) {
         int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
         if (nnr_dtype_is_integral(from) && nnr_dtype_is_integral(to)) {

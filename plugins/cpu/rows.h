@@ -16,6 +16,8 @@ static inline void load_row_f64(int dtype, const char *p, int64_t stride, int64_
     case NNR_I64: for (int64_t i = 0; i < n; i++) out[i] = (double)*(const int64_t *)(p + i * stride); break;
     case NNR_I32: for (int64_t i = 0; i < n; i++) out[i] = *(const int32_t *)(p + i * stride); break;
     case NNR_U8: for (int64_t i = 0; i < n; i++) out[i] = *(const uint8_t *)(p + i * stride); break;
+    case NNR_BF16: for (int64_t i = 0; i < n; i++) out[i] = nnr_bf16_to_f32(*(const uint16_t *)(p + i * stride)); break;
+    case NNR_F16: for (int64_t i = 0; i < n; i++) out[i] = nnr_f16_to_f32(*(const uint16_t *)(p + i * stride)); break;
     default: for (int64_t i = 0; i < n; i++) out[i] = nnr_load_f64(dtype, p + i * stride); break;
     }
 }
@@ -25,6 +27,9 @@ static inline void store_row_f64(int dtype, char *p, int64_t stride, int64_t n, 
     switch (dtype) {
     case NNR_F32: for (int64_t i = 0; i < n; i++) *(float *)(p + i * stride) = (float)in[i]; break;
     case NNR_F64: for (int64_t i = 0; i < n; i++) *(double *)(p + i * stride) = in[i]; break;
+    /* as nnr_store_f64: through f32, then rounded to nearest even */
+    case NNR_BF16: for (int64_t i = 0; i < n; i++) *(uint16_t *)(p + i * stride) = nnr_f32_to_bf16((float)in[i]); break;
+    case NNR_F16: for (int64_t i = 0; i < n; i++) *(uint16_t *)(p + i * stride) = nnr_f32_to_f16((float)in[i]); break;
     default: for (int64_t i = 0; i < n; i++) nnr_store_f64(dtype, p + i * stride, in[i]); break;
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bf16 products on the CPU's AMX tiles, nnrun vs PyTorch in one run:
   - nnrun's f32 models with nnr.backends.cpu.allow_bf16 = true (f32 tensors; the gemms round
-    their operands to bf16 and sum in f32 on AMX) and nnrun in plain f32;
+    their operands to bf16 and sum in f32 on AMX), under nnr.autocast("bf16") (bf16 activations,
+    bf16 matmuls on AMX), and in plain f32;
   - PyTorch at its best in f32, and at its best under torch.autocast("cpu", bfloat16) (oneDNN's
     bf16 kernels), the nearest PyTorch 1.13 has to the same trade.
 mlp and cnn training at batch 64 and 256, inference throughput at batch 256. Each row the median
@@ -21,8 +22,10 @@ QUICK = "--quick" in sys.argv
 ROUNDS = 1 if QUICK else 3
 
 
-def ours(args, allow):
-    env = dict(ENV, NNR_NUM_THREADS="2", NNR_BENCH_ALLOW_BF16="1" if allow else "0")
+def ours(args, mode):
+    env = dict(ENV, NNR_NUM_THREADS="2", NNR_BENCH_ALLOW_BF16="1" if mode == "allow" else "0")
+    if mode == "autocast":
+        env["NNR_BENCH_AUTOCAST"] = "bf16"
     return json.loads(subprocess.run([NNRUN, os.path.join(BENCH, "train.lua"), *map(str, args)], check=True,
                                      capture_output=True, text=True, env=env).stdout)
 
@@ -45,17 +48,19 @@ def main():
     if amx != "true":
         print(f"this cpu runs no AMX tiles (nnr.backends.cpu.amx = {amx}): nothing to measure")
         return
-    table = "| workload | nnrun allow_bf16 | nnrun f32 | PyTorch f32 | PyTorch autocast bf16 | vs PyTorch f32 | vs PyTorch bf16 |\n" \
-            "|---|---|---|---|---|---|---|\n"
+    table = "| workload | nnrun allow_bf16 | nnrun autocast bf16 | nnrun f32 | PyTorch f32 | PyTorch autocast bf16 | " \
+            "allow_bf16 vs PyTorch f32 | allow_bf16 vs PyTorch bf16 | autocast vs PyTorch bf16 |\n" \
+            "|---|---|---|---|---|---|---|---|---|\n"
     version = "not installed"
     work = [(("mlp", 64, 300), "mlp training, batch 64"), (("mlp", 256, 150), "mlp training, batch 256"),
             (("cnn", 64, 60), "cnn training, batch 64"), (("cnn", 256, 30), "cnn training, batch 256"),
             (("infer", "mlp", 256, 100), "mlp inference, batch 256"), (("infer", "cnn", 256, 20), "cnn inference, batch 256")]
     for args, name in work:
-        runs = {"bf16": [], "f32": [], "t32": [], "t16": []}
+        runs = {"bf16": [], "ac": [], "f32": [], "t32": [], "t16": []}
         for _ in range(ROUNDS):
-            runs["bf16"].append(ours(args, True))
-            runs["f32"].append(ours(args, False))
+            runs["bf16"].append(ours(args, "allow"))
+            runs["ac"].append(ours(args, "autocast"))
+            runs["f32"].append(ours(args, "f32"))
             if TORCH:
                 runs["t32"].append(theirs(args, False))
                 runs["t16"].append(theirs(args, True))
@@ -63,8 +68,9 @@ def main():
         if "t32" in m:
             version = m["t32"]["version"]
         cell = lambda k: f"{m[k]['samples_per_s']:,.0f}" + (f" ({m[k]['threads']})" if "threads" in m[k] else "") if k in m else "-"  # noqa: E731
-        ratio = lambda k: f"{m['bf16']['samples_per_s'] / m[k]['samples_per_s']:.2f}x" if k in m else "-"  # noqa: E731
-        table += f"| {name} | {cell('bf16')} | {cell('f32')} | {cell('t32')} | {cell('t16')} | {ratio('t32')} | {ratio('t16')} |\n"
+        ratio = lambda a, k: f"{m[a]['samples_per_s'] / m[k]['samples_per_s']:.2f}x" if k in m else "-"  # noqa: E731
+        table += f"| {name} | {cell('bf16')} | {cell('ac')} | {cell('f32')} | {cell('t32')} | {cell('t16')} | " \
+                 f"{ratio('bf16', 't32')} | {ratio('bf16', 't16')} | {ratio('ac', 't16')} |\n"
         print(table.splitlines()[-1], flush=True)
     machine = f"{cpu_model()}, {os.cpu_count()} cores; PyTorch {version} (OMP_WAIT_POLICY=PASSIVE, best of 1 or 2 threads)"
     print(machine)
@@ -72,7 +78,8 @@ def main():
         write_perf_section("cpu-bf16", f"## CPU: bf16 products on AMX (opt-in) against PyTorch\n\n`scripts/bench/run_bf16.py`, "
                            f"{time.strftime('%Y-%m-%d')}, samples/s (PyTorch's threads in brackets), the median of {ROUNDS} "
                            f"interleaved rounds. nnrun allow_bf16: the same f32 models with `nnr.backends.cpu.allow_bf16 = true` "
-                           f"(gemm operands rounded to bf16, f32 sums, on AMX tiles); PyTorch autocast bf16: "
+                           f"(gemm operands rounded to bf16, f32 sums, on AMX tiles); nnrun autocast bf16: the forward pass under "
+                           f"`nnr.autocast(\"bf16\", ...)`; PyTorch autocast bf16: "
                            f"`torch.autocast(\"cpu\", torch.bfloat16)` around the forward pass. Machine: {machine}.\n\n{table}\n")
 
 
