@@ -272,15 +272,21 @@ void cpu_amx_thread_exit(void)
     tl_pack_n = 0;
 }
 
+/* 16-row (or column) panels of n, rounded up to an even count: blocks are two panels wide */
+static int64_t panels(int64_t n) { return ((n + 15) / 16 + 1) & ~(int64_t)1; }
+
+/* the packed tiles of A and B for an [M, K] x [K, N] product */
+static size_t pack_bytes(int64_t M, int64_t N, int64_t K) { return (size_t)((panels(M) + panels(N)) * ((K + 31) / 32) * TILE) * 2 + 128; }
+
 /* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0, or
  * NNR_ERR_OOM (no message) or NNR_ERR_INTERRUPTED */
 static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
                     int64_t bcs, void *c, int64_t crs, int64_t ccs, float alpha, float beta)
 {
     amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, alpha, beta, NULL, NULL};
-    j.MP = ((M + 15) / 16 + 1) & ~(int64_t)1;
-    j.NP = ((N + 15) / 16 + 1) & ~(int64_t)1;
-    size_t need = (size_t)((j.MP + j.NP) * j.KT * TILE) * 2 + 128;
+    j.MP = panels(M);
+    j.NP = panels(N);
+    size_t need = pack_bytes(M, N, K);
     if (tl_pack_n < need) {
         cpu_thread_scratch_taken();
         free(tl_pack);
@@ -320,8 +326,7 @@ int cpu_amx_matmul(const nnr_op_call *call)
                               C->strides[nd - 2], C->strides[nd - 1], 1.0f, 0.0f);
         }
         if (status == NNR_ERR_OOM) {
-            size_t need = (size_t)(((((M + 15) / 16 + 1) & ~1) + (((N + 15) / 16 + 1) & ~1)) * ((K + 31) / 32) * TILE) * 2;
-            return cpu_error(NNR_ERR_OOM, "matmul: out of memory for %zu bytes of bf16 tiles ([%lld, %lld] x [%lld, %lld])", need,
+            return cpu_error(NNR_ERR_OOM, "matmul: out of memory for %zu bytes of bf16 tiles ([%lld, %lld] x [%lld, %lld])", pack_bytes(M, N, K),
                              (long long)M, (long long)K, (long long)K, (long long)N);
         }
         if (status) return status;

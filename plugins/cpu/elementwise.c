@@ -270,12 +270,6 @@ static int half_in_f32(int op, int nin)
            op == NNR_OP_RELU_GRAD;
 }
 
-static inline void half_load(int dt, const char *p, int64_t s, int64_t m, float *x)
-{
-    if (dt == NNR_BF16) for (int64_t i = 0; i < m; i++) x[i] = nnr_bf16_to_f32(*(const uint16_t *)(p + i * s));
-    else for (int64_t i = 0; i < m; i++) x[i] = nnr_f16_to_f32(*(const uint16_t *)(p + i * s));
-}
-
 static void half_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
     const ew_ctx *c = vc;
@@ -283,16 +277,14 @@ static void half_row(void *vc, int64_t n, char **p, const int64_t *s)
     for (int64_t at = 0; at < n; at += CPU_CHUNK) {
         int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
         float x[CPU_CHUNK], y[CPU_CHUNK];
-        half_load(dt, p[1] + at * s[1], s[1], m, x);
+        load_row_half_f32(dt, p[1] + at * s[1], s[1], m, x);
         if (c->nin == 2) {
-            half_load(dt, p[2] + at * s[2], s[2], m, y);
+            load_row_half_f32(dt, p[2] + at * s[2], s[2], m, y);
             bin_f32_contig(c->op, m, x, x, y);
         } else {
             un_f32_contig(c->op, m, x, x);
         }
-        char *o = p[0] + at * s[0];
-        if (dt == NNR_BF16) for (int64_t i = 0; i < m; i++) *(uint16_t *)(o + i * s[0]) = nnr_f32_to_bf16(x[i]);
-        else for (int64_t i = 0; i < m; i++) *(uint16_t *)(o + i * s[0]) = nnr_f32_to_f16(x[i]);
+        store_row_half_f32(dt, p[0] + at * s[0], s[0], m, x);
     }
 }
 

@@ -54,4 +54,17 @@ static inline void store_row_i64(int dtype, char *p, int64_t stride, int64_t n, 
     }
 }
 
+/* bf16 or f16 rows to and from f32 (the half-precision elementwise path) */
+static inline void load_row_half_f32(int dtype, const char *p, int64_t stride, int64_t n, float *out)
+{
+    if (dtype == NNR_BF16) for (int64_t i = 0; i < n; i++) out[i] = nnr_bf16_to_f32(*(const uint16_t *)(p + i * stride));
+    else for (int64_t i = 0; i < n; i++) out[i] = nnr_f16_to_f32(*(const uint16_t *)(p + i * stride));
+}
+
+static inline void store_row_half_f32(int dtype, char *p, int64_t stride, int64_t n, const float *in)
+{
+    if (dtype == NNR_BF16) for (int64_t i = 0; i < n; i++) *(uint16_t *)(p + i * stride) = nnr_f32_to_bf16(in[i]);
+    else for (int64_t i = 0; i < n; i++) *(uint16_t *)(p + i * stride) = nnr_f32_to_f16(in[i]);
+}
+
 #endif
