@@ -1,7 +1,8 @@
-# Extracts the ffi.cdef-able parts of plugin.h and nnr.h (between the
-# NNR_CDEF_BEGIN and NNR_CDEF_END markers) into a C string, so the Lua binding
-# and the headers can never disagree.
-# Usage: cmake -DOUT=file.c -DHEADERS="a.h|b.h" -P gen_cdef.cmake
+# Makes the ffi.cdef text of the public headers: the parts between the NNR_CDEF_BEGIN and
+# NNR_CDEF_END markers, run through the C preprocessor (so the op table's X-macro becomes the
+# enum LuaJIT reads), embedded in the library as a C string. The Lua binding and the headers
+# can never disagree.
+# Usage: cmake -DOUT=file.c -DCC=compiler -DHEADERS="a.h|b.h" -P gen_cdef.cmake
 set(text "")
 string(REPLACE "|" ";" HEADERS "${HEADERS}")
 foreach(h ${HEADERS})
@@ -10,8 +11,19 @@ foreach(h ${HEADERS})
   if(NOT CMAKE_MATCH_1)
     message(FATAL_ERROR "no NNR_CDEF markers in ${h}")
   endif()
-  string(APPEND text "${CMAKE_MATCH_1}")
+  set(region "${CMAKE_MATCH_1}")
+  if(region MATCHES "#[ \t]*include")
+    message(FATAL_ERROR "${h}: no #include between the NNR_CDEF markers (ffi.cdef reads that text)")
+  endif()
+  string(APPEND text "${region}\n")
 endforeach()
+file(WRITE "${OUT}.in.h" "${text}")
+execute_process(COMMAND "${CC}" -E -P -x c "${OUT}.in.h" OUTPUT_VARIABLE text RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "preprocessing the cdef text failed: ${err}")
+endif()
+file(REMOVE "${OUT}.in.h")
+string(REGEX REPLACE "\n[ \t]*\n+" "\n" text "${text}")
 string(REPLACE "\\" "\\\\" text "${text}")
 string(REPLACE "\"" "\\\"" text "${text}")
 string(REPLACE "\n" "\\n\"\n\"" text "${text}")

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "dataset.h"
-#include "half.h"
+#include "nnr/dtype.h"
 
 static nnr_dataset *ds_new(int kind, const char *what)
 {

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "internal.h"
-#include "half.h"
+#include "nnr/dtype.h"
 
 #pragma GCC visibility push(hidden)
 

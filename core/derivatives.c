@@ -496,9 +496,10 @@ static int reduce_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
 
 int nnr_record_reduce(int op, const nnr_tensor *x, unsigned dim_mask, int64_t count, int64_t correction, nnr_tensor *out)
 {
-    static const char *names[] = {"SumBackward", "ProdBackward", "MaxBackward", "MinBackward", NULL, NULL, "MeanBackward", "VarBackward"};
-    if (op < NNR_OP_SUM || op > NNR_OP_VAR || !names[op - NNR_OP_SUM]) return NNR_OK;   /* argmax/argmin */
-    nnr_node *node = make(names[op - NNR_OP_SUM], reduce_backward, 1, &x);
+    const char *name = op == NNR_OP_SUM ? "SumBackward" : op == NNR_OP_PROD ? "ProdBackward" : op == NNR_OP_MAX ? "MaxBackward"
+                     : op == NNR_OP_MIN ? "MinBackward" : op == NNR_OP_MEAN ? "MeanBackward" : op == NNR_OP_VAR ? "VarBackward" : NULL;
+    if (!name) return NNR_OK;        /* argmax/argmin */
+    nnr_node *node = make(name, reduce_backward, 1, &x);
     if (!node) return nnr_last_status();
     node->i[0] = op;
     node->i[1] = dim_mask;

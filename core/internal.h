@@ -148,7 +148,6 @@ void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d);
 
 /* ops.c: run one call on the backend owning device */
 int nnr_dispatch(const char *opname, int device, nnr_op_call *call);
-const char *nnr_op_name(int op);
 
 /* random.c */
 void nnr_rng_take(uint64_t count, uint64_t *seed, uint64_t *offset);

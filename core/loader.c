@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <uv.h>
-#include "half.h"
+#include "nnr/dtype.h"
 #include "dataset.h"
 
 enum { MAX_TRANSFORMS = 16 };

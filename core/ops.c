@@ -5,40 +5,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include "derivatives.h"
-#include "half.h"
+#include "nnr/dtype.h"
 #include "internal.h"
 
 const char *nnr_op_name(int op)
 {
-    switch (op) {
-    case NNR_OP_NEG: return "neg"; case NNR_OP_ABS: return "abs"; case NNR_OP_EXP: return "exp";
-    case NNR_OP_LOG: return "log"; case NNR_OP_SQRT: return "sqrt"; case NNR_OP_TANH: return "tanh";
-    case NNR_OP_SIGMOID: return "sigmoid"; case NNR_OP_RELU: return "relu"; case NNR_OP_SIN: return "sin";
-    case NNR_OP_COS: return "cos"; case NNR_OP_SIGN: return "sign"; case NNR_OP_RECIPROCAL: return "reciprocal";
-    case NNR_OP_LOGICAL_NOT: return "logical_not"; case NNR_OP_ERF: return "erf";
-    case NNR_OP_CONV2D: return "conv2d"; case NNR_OP_MAXPOOL2D: return "max_pool2d"; case NNR_OP_AVGPOOL2D: return "avg_pool2d";
-    case NNR_OP_SGD_STEP: return "sgd"; case NNR_OP_ADAM_STEP: return "adam"; case NNR_OP_RMSPROP_STEP: return "rmsprop";
-    case NNR_OP_ADD: return "add"; case NNR_OP_SUB: return "sub"; case NNR_OP_MUL: return "mul";
-    case NNR_OP_DIV: return "div"; case NNR_OP_POW: return "pow"; case NNR_OP_MAXIMUM: return "maximum";
-    case NNR_OP_MINIMUM: return "minimum"; case NNR_OP_EQ: return "eq"; case NNR_OP_NE: return "ne";
-    case NNR_OP_LT: return "lt"; case NNR_OP_LE: return "le"; case NNR_OP_GT: return "gt"; case NNR_OP_GE: return "ge";
-    case NNR_OP_LOGICAL_AND: return "logical_and"; case NNR_OP_LOGICAL_OR: return "logical_or";
-    case NNR_OP_RELU_GRAD: return "relu_grad";
-    case NNR_OP_WHERE: return "where"; case NNR_OP_CLAMP: return "clamp"; case NNR_OP_COPY: return "copy";
-    case NNR_OP_FILL: return "fill"; case NNR_OP_ARANGE: return "arange";
-    case NNR_OP_RAND_UNIFORM: return "rand"; case NNR_OP_RAND_NORMAL: return "randn"; case NNR_OP_RAND_INT: return "randint";
-    case NNR_OP_SUM: return "sum"; case NNR_OP_PROD: return "prod"; case NNR_OP_MAX: return "max"; case NNR_OP_MIN: return "min";
-    case NNR_OP_ARGMAX: return "argmax"; case NNR_OP_ARGMIN: return "argmin"; case NNR_OP_MEAN: return "mean"; case NNR_OP_VAR: return "var";
-    case NNR_OP_SOFTMAX: return "softmax"; case NNR_OP_LOG_SOFTMAX: return "log_softmax";
-    case NNR_OP_MATMUL: return "matmul"; case NNR_OP_LINEAR: return "linear"; case NNR_OP_GATHER: return "gather"; case NNR_OP_INDEX_SELECT: return "index_select";
-    case NNR_OP_SCATTER_ADD: return "scatter_add"; case NNR_OP_INDEX_ADD: return "index_add";
-    }
-    return "op";
+    const nnr_op_info *info = op > 0 ? nnr_op_info_of((uint32_t)op) : NULL;
+    return info ? info->name : "op";
 }
 
-static int is_unary(int op) { return op >= NNR_OP_NEG && op <= NNR_OP_ERF; }
-static int is_binary(int op) { return op >= NNR_OP_ADD && op <= NNR_OP_RELU_GRAD; }
-static int is_compare(int op) { return op >= NNR_OP_EQ && op <= NNR_OP_LOGICAL_OR; }
+int nnr_op_category(int op) { return op > 0 ? nnr_op_category_of((uint32_t)op) : 0; }
+
+/* the op after `op` in the table's order of numbers (0 to start), 0 after the last */
+int nnr_op_next(int op)
+{
+    for (int k = op + 1; k < 256; k++)
+        if (nnr_op_info_of((uint32_t)k)) return k;
+    return 0;
+}
+
+static int is_unary(int op) { return nnr_op_category(op) == NNR_OPCAT_UNARY; }
+static int is_compare(int op) { return nnr_op_category(op) == NNR_OPCAT_COMPARE; }
+static int is_binary(int op) { return nnr_op_category(op) == NNR_OPCAT_BINARY || is_compare(op); }
 
 /* ---------- dispatch, with the cpu fallback ---------- */
 
@@ -711,7 +699,7 @@ int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags)
 nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction)
 {
     const char *name = nnr_op_name(op);
-    if (op < NNR_OP_SUM || op > NNR_OP_VAR) { nnr_errorf(NNR_ERR_INVALID, "reduce: %d is not a reduction", op); return NULL; }
+    if (nnr_op_category(op) != NNR_OPCAT_REDUCE) { nnr_errorf(NNR_ERR_INVALID, "reduce: %d is not a reduction", op); return NULL; }
     int reduced[NNR_MAX_DIMS] = {0};
     if (ndims <= 0) for (int i = 0; i < a->ndim; i++) reduced[i] = 1;
     for (int k = 0; k < ndims; k++) {

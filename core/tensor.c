@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "derivatives.h"
-#include "half.h"
+#include "nnr/dtype.h"
 #include "internal.h"
 
 static const char *dtype_names[NNR_DTYPE_COUNT] = {"f32", "f64", "f16", "bf16", "i8", "u8", "i32", "i64", "bool"};

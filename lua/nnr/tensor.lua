@@ -452,7 +452,7 @@ end
 T.arith = arith
 
 for name, op in pairs(OP) do
-  if op < C.NNR_OP_ADD then
+  if C.nnr_op_category(op) == C.NNR_OPCAT_UNARY then
     methods[name] = function(t) return own(C.nnr_unary(op, t.p)) end
     methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t.p)); return t end
   else

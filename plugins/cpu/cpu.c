@@ -111,13 +111,14 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         return 1;
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return !nnr_dtype_is_integral(out);
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
+    case NNR_OP_RAND_INT: return 1;
     default: break;
     }
-    if ((call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) || (call->op >= NNR_OP_ADD && call->op <= NNR_OP_RELU_GRAD)) return 1;
-    if (call->op >= NNR_OP_WHERE && call->op <= NNR_OP_ARANGE) return 1;
-    if (call->op == NNR_OP_RAND_INT) return 1;
-    if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return 1;
-    if (call->op >= NNR_OP_GATHER && call->op <= NNR_OP_INDEX_ADD) return 1;
+    switch (nnr_op_category_of(call->op)) {
+    case NNR_OPCAT_UNARY: case NNR_OPCAT_BINARY: case NNR_OPCAT_COMPARE: case NNR_OPCAT_SELECT: case NNR_OPCAT_COPY:
+    case NNR_OPCAT_FILL: case NNR_OPCAT_REDUCE: case NNR_OPCAT_INDEX:
+        return 1;
+    }
     return 0;
 }
 
@@ -152,9 +153,11 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_RMSPROP_STEP: return cpu_rmsprop_step(call);
     default: break;
     }
-    if (call->op >= NNR_OP_NEG && call->op <= NNR_OP_ERF) return cpu_unary(call);
-    if (call->op >= NNR_OP_ADD && call->op <= NNR_OP_RELU_GRAD) return cpu_binary(call);
-    if (call->op >= NNR_OP_SUM && call->op <= NNR_OP_VAR) return cpu_reduce(call);
+    switch (nnr_op_category_of(call->op)) {
+    case NNR_OPCAT_UNARY: return cpu_unary(call);
+    case NNR_OPCAT_BINARY: case NNR_OPCAT_COMPARE: return cpu_binary(call);
+    case NNR_OPCAT_REDUCE: return cpu_reduce(call);
+    }
     return cpu_error(NNR_ERR_UNSUPPORTED, "op %u is not implemented by the cpu backend", call->op);
 }
 

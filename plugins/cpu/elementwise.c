@@ -22,7 +22,7 @@ typedef struct ew_ctx {
     int flags;
 } ew_ctx;
 
-static int is_compare(int op) { return op >= NNR_OP_EQ && op <= NNR_OP_LOGICAL_OR; }
+static int is_compare(int op) { return nnr_op_category_of((uint32_t)op) == NNR_OPCAT_COMPARE; }
 
 /* ---------------- scalar math shared by every path ---------------- */
 

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 #include "nnr/plugin.h"
-#include "half.h"
+#include "nnr/dtype.h"
 
 extern const nnr_host_api *cpu_host;
 

@@ -4,7 +4,7 @@
  * numbers. */
 #include <math.h>
 #include "kernels.h"
-#include "philox.h"
+#include "nnr/philox.h"
 
 typedef struct rng_ctx { int kind; const nnr_tensor_desc *o; uint64_t seed, offset; double a, b; } rng_ctx;
 

@@ -1,12 +1,12 @@
 /* Loads and stores of any nnr dtype as double or int64 on the device, with the
- * cpu backend's conversion rules (core/half.h): float -> integer saturates,
+ * cpu backend's conversion rules (nnr/dtype.h): float -> integer saturates,
  * integer -> integer wraps, bool is "not zero". */
 #ifndef NNR_CUDA_DTYPE_CUH
 #define NNR_CUDA_DTYPE_CUH
 #include "cuda_internal.h"
-#include "half.h"
+#include "nnr/dtype.h"
 
-/* the scalar conversions are core/half.h's, compiled for the device too: the same rounding, NaN
+/* the scalar conversions are nnr/dtype.h's, compiled for the device too: the same rounding, NaN
  * and saturation rules as the cpu backend, from one definition */
 __device__ __forceinline__ int64_t cu_d2i(double v) { return nnr_double_to_i64(v); }
 __device__ __forceinline__ double ld_f64(int dt, const char *p) { return nnr_load_f64(dt, p); }

@@ -6,7 +6,7 @@
  * f32/f16/bf16, double for f64 and int64 for integer dtypes, as on the cpu. */
 #include <math.h>
 #include "dtype.cuh"
-#include "philox.h"
+#include "nnr/philox.h"
 
 int64_t cu_numel(const nnr_tensor_desc *d)
 {
@@ -411,7 +411,7 @@ int cu_arange(cu_device *d, const nnr_op_call *call)
     return NNR_OK;
 }
 
-/* ---------------- random fills: Philox4x32-10 (core/philox.h), the cpu backend's numbers exactly ---------------- */
+/* ---------------- random fills: Philox4x32-10 (nnr/philox.h), the cpu backend's numbers exactly ---------------- */
 
 __global__ void k_random(char *base, int dt, int64_t n, int kind, uint64_t seed, uint64_t offset, double a, double b)
 {

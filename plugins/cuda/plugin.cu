@@ -323,9 +323,11 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_ALL_REDUCE: case NNR_OP_BROADCAST: return cu_nccl_supports(call);
     default: break;
     }
-    if ((op >= NNR_OP_NEG && op <= NNR_OP_ERF) || (op >= NNR_OP_ADD && op <= NNR_OP_RELU_GRAD)) return 1;
-    if (op >= NNR_OP_WHERE && op <= NNR_OP_ARANGE) return 1;
-    if (op >= NNR_OP_SUM && op <= NNR_OP_VAR) return 1;
+    switch (nnr_op_category_of((uint32_t)op)) {
+    case NNR_OPCAT_UNARY: case NNR_OPCAT_BINARY: case NNR_OPCAT_COMPARE: case NNR_OPCAT_SELECT: case NNR_OPCAT_COPY:
+    case NNR_OPCAT_FILL: case NNR_OPCAT_REDUCE:
+        return 1;
+    }
     return 0;
 }
 
@@ -352,9 +354,11 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 static nnr_status run_op(cu_device *d, const nnr_op_call *call)
 {
     int op = (int)call->op;
-    if (op >= NNR_OP_NEG && op <= NNR_OP_ERF) return (nnr_status)cu_unary(d, call);
-    if (op >= NNR_OP_ADD && op <= NNR_OP_RELU_GRAD) return (nnr_status)cu_binary(d, call);
-    if (op >= NNR_OP_SUM && op <= NNR_OP_VAR) return (nnr_status)cu_reduce(d, call);
+    switch (nnr_op_category_of((uint32_t)op)) {
+    case NNR_OPCAT_UNARY: return (nnr_status)cu_unary(d, call);
+    case NNR_OPCAT_BINARY: case NNR_OPCAT_COMPARE: return (nnr_status)cu_binary(d, call);
+    case NNR_OPCAT_REDUCE: return (nnr_status)cu_reduce(d, call);
+    }
     switch (op) {
     case NNR_OP_WHERE: return (nnr_status)cu_where(d, call);
     case NNR_OP_CLAMP: return (nnr_status)cu_clamp(d, call);

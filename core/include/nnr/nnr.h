@@ -87,6 +87,11 @@ int nnr_dist_all_gather(nnr_tensor *out, const nnr_tensor *in);
 void nnr_dist_abort(int code);
 void nnr_dist_finalize(void);            /* nnrun calls it after a script that succeeded */
 double nnr_dist_bench_raw_allreduce(int64_t n, int reps);   /* seconds, median; the benchmark's reference */
+/* the op table (nnr/plugin.h): an op's name ("op" for an unknown number), its category (0 unknown), and
+ * the next op number after op in the table (0 to start; 0 after the last) */
+const char *nnr_op_name(int op);
+int nnr_op_category(int op);
+int nnr_op_next(int op);
 /* how many calls of op ran on the cpu fallback because a backend lacked it */
 int64_t nnr_fallback_count(int op);
 

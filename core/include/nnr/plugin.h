@@ -18,8 +18,9 @@
  *  - Every call returns a status; nothing aborts or throws across the boundary.
  *  - A plugin links nothing from the core: the host passes its services in.
  *
- * This header is plain C that LuaJIT's ffi.cdef can read: no macros or
- * bitfields inside declarations, no structs passed by value.
+ * The part between the NNR_CDEF markers, run through the C preprocessor, is
+ * what LuaJIT's ffi.cdef reads (cmake/gen_cdef.cmake): no bitfields, no
+ * structs passed by value, no system headers inside it.
  */
 #ifndef NNR_PLUGIN_H
 #define NNR_PLUGIN_H
@@ -59,114 +60,174 @@ typedef enum nnr_dtype {
     NNR_DTYPE_COUNT = 9
 } nnr_dtype;
 
-/* Stable op ids. Append only; never renumber or reuse. */
+/* Op categories: the family an op belongs to, which says how its call is laid out (below). A backend
+ * routes by category, never by ranges of ids. */
+typedef enum nnr_opcat {
+    NNR_OPCAT_UNARY = 1,       /* inputs[0] -> outputs[0], same shape */
+    NNR_OPCAT_BINARY = 2,      /* inputs[0], inputs[1] (or one input and a scalar) -> outputs[0] */
+    NNR_OPCAT_COMPARE = 3,     /* as BINARY, writing NNR_BOOL */
+    NNR_OPCAT_SELECT = 4,      /* where, clamp */
+    NNR_OPCAT_COPY = 5,        /* a strided copy with a cast */
+    NNR_OPCAT_FILL = 6,        /* fill, arange: no inputs */
+    NNR_OPCAT_RANDOM = 7,      /* counter-based random fills */
+    NNR_OPCAT_REDUCE = 8,
+    NNR_OPCAT_SOFTMAX = 9,
+    NNR_OPCAT_MATMUL = 10,     /* matmul, linear */
+    NNR_OPCAT_INDEX = 11,      /* gather, index_select, scatter_add, index_add */
+    NNR_OPCAT_CONV = 12,
+    NNR_OPCAT_POOL = 13,
+    NNR_OPCAT_NORM = 14,
+    NNR_OPCAT_OPTIM = 15,      /* fused optimizer steps */
+    NNR_OPCAT_QUANT = 16,      /* int8 ops (plugins/quant) */
+    NNR_OPCAT_COLLECTIVE = 17  /* across processes (NCCL) */
+} nnr_opcat;
+
+/* The op table, the one place that names an op: X(ID, number, "name", category, inputs min, max,
+ * outputs min, max). NNR_OP_<ID> = number. Append only; never renumber or reuse a number. What each
+ * op's operands and params mean:
+ *  - UNARY, same shape in and out. LOGICAL_NOT writes NNR_BOOL.
+ *  - BINARY and COMPARE: inputs[0], inputs[1] (same dtype, broadcast to the output's shape with zero
+ *    strides) -> outputs[0]. With one input the other operand is the scalar params.f[0]; params.i[0] = 1
+ *    when the scalar is the left operand. RELU_GRAD: inputs[0] where inputs[1] > 0, else 0 (the
+ *    gradient of relu: grad, x).
+ *  - WHERE(cond bool, a, b): a and b may be replaced by scalars: i[0] bit 0: a is f[0]; bit 1: b is
+ *    f[1] (then inputs hold only those given). CLAMP(x): f[0] = min, f[1] = max; i[0] bit 0 has min,
+ *    bit 1 has max.
+ *  - COPY: inputs[0] into outputs[0], same shape, any dtypes (a cast). FILL: outputs[0] = f[0].
+ *    ARANGE: outputs[0] (1-d) [k] = f[0] + k * f[1].
+ *  - RANDOM (Philox4x32-10, nnr/philox.h): i[0] = seed, i[1] = counter offset. Element k of a
+ *    contiguous output uses counter offset + k, so every backend yields the same numbers.
+ *    RAND_UNIFORM in [f[0], f[1]); RAND_NORMAL mean f[0], std f[1]; RAND_INT integers in [f[0], f[1]).
+ *  - REDUCE: inputs[0] has the output's dims first, then i[0] reduced dims last; outputs[0] has the
+ *    leading dims only. SUM and PROD of integer inputs come as NNR_I64 in and out; MAX, MIN keep the
+ *    dtype; ARGMAX, ARGMIN write NNR_I64 flat indices over the reduced dims; MEAN and VAR are given
+ *    floating-point inputs only. VAR: i[1] = correction, i[2] = 1 for the square root (std).
+ *  - SOFTMAX, LOG_SOFTMAX over the last dim of inputs[0] into outputs[0] (same shape).
+ *  - MATMUL: inputs [...,M,K] and [...,K,N] -> outputs[0] [...,M,N]; the leading batch dims are equal
+ *    in all three (inputs broadcast with stride 0); any strides.
+ *    LINEAR (ABI 1.1): y = x W^T (+ b): x [M, K], weight [N, K], optional bias [N], all contiguous ->
+ *    out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0).
+ *  - INDEX: GATHER along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based.
+ *    INDEX_SELECT along dim i[0] with 1-d I64 index inputs[1]. SCATTER_ADD and INDEX_ADD accumulate
+ *    into outputs[0] (read and written) along dim i[0]; inputs: index (I64, 0-based), src.
+ *    SCATTER_ADD: out[..index[j..]..] += src[j..] (index and src share a shape); INDEX_ADD:
+ *    out.select(dim, index[j]) += src.select(dim, j) (index 1-d). An index out of range is an error.
+ *  - CONV (2-d, NCHW). i: stride h, w; padding h, w; dilation h, w; groups; and i[7] = 1: relu applied
+ *    to the output (CONV2D) or its mask given as inputs[2] (CONV2D_GRAD_INPUT, _GRAD_WEIGHT).
+ *    CONV2D: x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO].
+ *    CONV2D_GRAD_INPUT: grad_out, weight (, relu output) -> grad_x (its shape given by the output).
+ *    CONV2D_GRAD_WEIGHT: x, grad_out (, relu output) -> grad_weight and, optionally, grad_bias [O] as
+ *    outputs[1]. The core offers the fused forms (relu, mask, grad_bias) first and asks supports().
+ *  - POOL (NCHW). i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or count_include_pad
+ *    (avg, i[6]). MAX_POOL2D: x -> values, and I64 argmax (flat h*W+w within the plane) as outputs[1]
+ *    unless the core leaves it out (no gradient recorded) and supports() accepts that.
+ *    MAX_POOL2D_BACKWARD: grad_out, argmax -> grad_x (fully written; an argmax out of its plane is an
+ *    error). AVG_POOL2D and ADAPTIVE_AVG_POOL2D (output size from the output's shape) and backwards.
+ *  - NORM: batch norm over dim 1 of a contiguous [N, C, ...] x, in pieces the core composes:
+ *    BN_STATS: x -> mean [C], invstd [C] (biased variance; f[0] = eps); BN_AFFINE: x, coef [2, C]
+ *    (scale, shift) -> y = x * scale + shift; BN_BACKWARD_REDUCE: dy, x, coef [2, C] (mean, invstd) ->
+ *    [2, C] (sum dy, sum dy * xhat); BN_BACKWARD_APPLY: dy, x, coef [3, C] (a, b, c) -> dx = a dy + b x + c.
+ *  - OPTIM: outputs are read and updated in place, inputs[0] is the gradient; all contiguous, one dtype.
+ *    SGD: outputs param, momentum buffer (absent when momentum is 0); f: lr, momentum, dampening,
+ *    weight_decay; i[0]: nesterov, i[1]: buffer is new. ADAM: outputs param, exp_avg, exp_avg_sq; f: lr,
+ *    beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2; i[0]: decoupled weight decay
+ *    (AdamW). RMSPROP: outputs param, square_avg, momentum buffer (absent when momentum is 0); f: lr,
+ *    alpha, eps, weight_decay, momentum.
+ *  - QUANT (ABI 1.2, the quant extension plugin, on host memory). QUANT_WEIGHT: W f32 [N, K] -> q i8
+ *    [N, K], scale f32 [N]: symmetric per output channel, scale = max|W_n| / 127 (1 for a zero row),
+ *    q = round-to-nearest-even(W / scale) in [-127, 127]. QUANT_PACK: q i8 [N, K] -> packed i8
+ *    [ceil(N/16), ceil(K/4), 16, 4] (the layout of vpdpbusd), wsum i32 [N] (row sums of q).
+ *    QUANT_LINEAR: x f32 [M, K], packed, meta f32 [3, N] (scale, wsum, bias) -> y f32 [M, N]: each row of
+ *    x quantized symmetrically (max|x_m| / 127, nearest even), int32 dot products, then
+ *    y = fma(acc, sx * sw, bias); i[0] = 1: relu; i[1] = K; i[2] kernel: 0 the best this CPU has,
+ *    1 portable C, 2 AVX2, 3 AVX-VNNI, 4 AVX-512 VNNI (all give identical results).
+ *  - COLLECTIVE (ABI 1.3) on a backend's own devices (cuda: NCCL), once the core has set up the
+ *    communicator with set_option("nccl_comm", ...); outputs[0] is reduced or overwritten in place,
+ *    contiguous. ALL_REDUCE: i[0] = 0 sum, 1 max, 2 min, 3 product. BROADCAST: i[0] = the root rank. */
+#define NNR_OP_TABLE(X) \
+    X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
+    X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
+    X(EXP, 3, "exp", UNARY, 1, 1, 1, 1) \
+    X(LOG, 4, "log", UNARY, 1, 1, 1, 1) \
+    X(SQRT, 5, "sqrt", UNARY, 1, 1, 1, 1) \
+    X(TANH, 6, "tanh", UNARY, 1, 1, 1, 1) \
+    X(SIGMOID, 7, "sigmoid", UNARY, 1, 1, 1, 1) \
+    X(RELU, 8, "relu", UNARY, 1, 1, 1, 1) \
+    X(SIN, 9, "sin", UNARY, 1, 1, 1, 1) \
+    X(COS, 10, "cos", UNARY, 1, 1, 1, 1) \
+    X(SIGN, 11, "sign", UNARY, 1, 1, 1, 1) \
+    X(RECIPROCAL, 12, "reciprocal", UNARY, 1, 1, 1, 1) \
+    X(LOGICAL_NOT, 13, "logical_not", UNARY, 1, 1, 1, 1) \
+    X(ERF, 14, "erf", UNARY, 1, 1, 1, 1) \
+    X(ADD, 32, "add", BINARY, 1, 2, 1, 1) \
+    X(SUB, 33, "sub", BINARY, 1, 2, 1, 1) \
+    X(MUL, 34, "mul", BINARY, 1, 2, 1, 1) \
+    X(DIV, 35, "div", BINARY, 1, 2, 1, 1) \
+    X(POW, 36, "pow", BINARY, 1, 2, 1, 1) \
+    X(MAXIMUM, 37, "maximum", BINARY, 1, 2, 1, 1) \
+    X(MINIMUM, 38, "minimum", BINARY, 1, 2, 1, 1) \
+    X(EQ, 39, "eq", COMPARE, 1, 2, 1, 1) \
+    X(NE, 40, "ne", COMPARE, 1, 2, 1, 1) \
+    X(LT, 41, "lt", COMPARE, 1, 2, 1, 1) \
+    X(LE, 42, "le", COMPARE, 1, 2, 1, 1) \
+    X(GT, 43, "gt", COMPARE, 1, 2, 1, 1) \
+    X(GE, 44, "ge", COMPARE, 1, 2, 1, 1) \
+    X(LOGICAL_AND, 45, "logical_and", COMPARE, 1, 2, 1, 1) \
+    X(LOGICAL_OR, 46, "logical_or", COMPARE, 1, 2, 1, 1) \
+    X(RELU_GRAD, 47, "relu_grad", BINARY, 2, 2, 1, 1) \
+    X(WHERE, 64, "where", SELECT, 1, 3, 1, 1) \
+    X(CLAMP, 65, "clamp", SELECT, 1, 1, 1, 1) \
+    X(COPY, 66, "copy", COPY, 1, 1, 1, 1) \
+    X(FILL, 67, "fill", FILL, 0, 0, 1, 1) \
+    X(ARANGE, 68, "arange", FILL, 0, 0, 1, 1) \
+    X(RAND_UNIFORM, 80, "rand", RANDOM, 0, 0, 1, 1) \
+    X(RAND_NORMAL, 81, "randn", RANDOM, 0, 0, 1, 1) \
+    X(RAND_INT, 82, "randint", RANDOM, 0, 0, 1, 1) \
+    X(SUM, 96, "sum", REDUCE, 1, 1, 1, 1) \
+    X(PROD, 97, "prod", REDUCE, 1, 1, 1, 1) \
+    X(MAX, 98, "max", REDUCE, 1, 1, 1, 1) \
+    X(MIN, 99, "min", REDUCE, 1, 1, 1, 1) \
+    X(ARGMAX, 100, "argmax", REDUCE, 1, 1, 1, 1) \
+    X(ARGMIN, 101, "argmin", REDUCE, 1, 1, 1, 1) \
+    X(MEAN, 102, "mean", REDUCE, 1, 1, 1, 1) \
+    X(VAR, 103, "var", REDUCE, 1, 1, 1, 1) \
+    X(SOFTMAX, 112, "softmax", SOFTMAX, 1, 1, 1, 1) \
+    X(LOG_SOFTMAX, 113, "log_softmax", SOFTMAX, 1, 1, 1, 1) \
+    X(MATMUL, 128, "matmul", MATMUL, 2, 2, 1, 1) \
+    X(LINEAR, 129, "linear", MATMUL, 2, 3, 1, 1) \
+    X(GATHER, 144, "gather", INDEX, 2, 2, 1, 1) \
+    X(INDEX_SELECT, 145, "index_select", INDEX, 2, 2, 1, 1) \
+    X(SCATTER_ADD, 146, "scatter_add", INDEX, 2, 2, 1, 1) \
+    X(INDEX_ADD, 147, "index_add", INDEX, 2, 2, 1, 1) \
+    X(CONV2D, 160, "conv2d", CONV, 2, 3, 1, 1) \
+    X(CONV2D_GRAD_INPUT, 161, "conv2d_grad_input", CONV, 2, 3, 1, 1) \
+    X(CONV2D_GRAD_WEIGHT, 162, "conv2d_grad_weight", CONV, 2, 3, 1, 2) \
+    X(MAXPOOL2D, 163, "max_pool2d", POOL, 1, 1, 1, 2) \
+    X(MAXPOOL2D_BACKWARD, 164, "max_pool2d_backward", POOL, 2, 2, 1, 1) \
+    X(AVGPOOL2D, 165, "avg_pool2d", POOL, 1, 1, 1, 1) \
+    X(AVGPOOL2D_BACKWARD, 166, "avg_pool2d_backward", POOL, 1, 1, 1, 1) \
+    X(ADAPTIVE_AVGPOOL2D, 167, "adaptive_avg_pool2d", POOL, 1, 1, 1, 1) \
+    X(ADAPTIVE_AVGPOOL2D_BACKWARD, 168, "adaptive_avg_pool2d_backward", POOL, 1, 1, 1, 1) \
+    X(BN_STATS, 169, "batch_norm_stats", NORM, 1, 1, 2, 2) \
+    X(BN_AFFINE, 170, "batch_norm_affine", NORM, 2, 2, 1, 1) \
+    X(BN_BACKWARD_REDUCE, 171, "batch_norm_backward_reduce", NORM, 3, 3, 1, 1) \
+    X(BN_BACKWARD_APPLY, 172, "batch_norm_backward_apply", NORM, 3, 3, 1, 1) \
+    X(SGD_STEP, 192, "sgd", OPTIM, 1, 1, 1, 2) \
+    X(ADAM_STEP, 193, "adam", OPTIM, 1, 1, 3, 3) \
+    X(RMSPROP_STEP, 194, "rmsprop", OPTIM, 1, 1, 2, 3) \
+    X(QUANT_WEIGHT, 208, "quant_weight", QUANT, 1, 1, 2, 2) \
+    X(QUANT_PACK, 209, "quant_pack", QUANT, 1, 1, 2, 2) \
+    X(QUANT_LINEAR, 210, "quant_linear", QUANT, 3, 3, 1, 1) \
+    X(ALL_REDUCE, 224, "all_reduce", COLLECTIVE, 0, 0, 1, 1) \
+    X(BROADCAST, 225, "broadcast", COLLECTIVE, 0, 0, 1, 1)
+
+/* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
+#define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,
 typedef enum nnr_op {
-    /* unary elementwise: inputs[0] -> outputs[0], same shape */
-    NNR_OP_NEG = 1, NNR_OP_ABS = 2, NNR_OP_EXP = 3, NNR_OP_LOG = 4,
-    NNR_OP_SQRT = 5, NNR_OP_TANH = 6, NNR_OP_SIGMOID = 7, NNR_OP_RELU = 8,
-    NNR_OP_SIN = 9, NNR_OP_COS = 10, NNR_OP_SIGN = 11, NNR_OP_RECIPROCAL = 12,
-    NNR_OP_LOGICAL_NOT = 13, NNR_OP_ERF = 14,
-    /* binary elementwise: inputs[0], inputs[1] (same dtype, broadcast to the
-     * output's shape with zero strides) -> outputs[0]. With one input the
-     * other operand is the scalar params.f[0]; params.i[0] = 1 when the
-     * scalar is the left operand. Comparisons write NNR_BOOL. */
-    NNR_OP_ADD = 32, NNR_OP_SUB = 33, NNR_OP_MUL = 34, NNR_OP_DIV = 35,
-    NNR_OP_POW = 36, NNR_OP_MAXIMUM = 37, NNR_OP_MINIMUM = 38,
-    NNR_OP_EQ = 39, NNR_OP_NE = 40, NNR_OP_LT = 41, NNR_OP_LE = 42,
-    NNR_OP_GT = 43, NNR_OP_GE = 44, NNR_OP_LOGICAL_AND = 45, NNR_OP_LOGICAL_OR = 46,
-    /* inputs[0] where inputs[1] > 0, else 0: the gradient of relu (grad, x) */
-    NNR_OP_RELU_GRAD = 47,
-    /* where(cond bool, a, b) -> out; a and b may be replaced by scalars:
-     * i[0] bit 0: a is f[0]; bit 1: b is f[1] (then inputs hold only those given) */
-    NNR_OP_WHERE = 64,
-    /* clamp(x) with f[0]=min, f[1]=max; i[0] bit 0 has min, bit 1 has max */
-    NNR_OP_CLAMP = 65,
-    /* copy inputs[0] into outputs[0]: same shape, any dtypes (a cast) */
-    NNR_OP_COPY = 66,
-    /* fill outputs[0] with f[0] */
-    NNR_OP_FILL = 67,
-    /* outputs[0] (1-d) [k] = f[0] + k * f[1] */
-    NNR_OP_ARANGE = 68,
-    /* random fills of outputs[0] from a counter-based generator (Philox4x32-10):
-     * i[0] = seed, i[1] = counter offset. Element k of a contiguous output uses
-     * counter offset + k, so every backend yields the same numbers. */
-    NNR_OP_RAND_UNIFORM = 80,   /* [f[0], f[1]) */
-    NNR_OP_RAND_NORMAL = 81,    /* mean f[0], std f[1] */
-    NNR_OP_RAND_INT = 82,       /* integers in [f[0], f[1]) */
-    /* reductions: inputs[0] has the output's dims first, then i[0] reduced
-     * dims last; outputs[0] has the leading dims only. ARGMAX/ARGMIN write
-     * NNR_I64 flat indices over the reduced dims. VAR: i[1] = correction,
-     * i[2] = 1 for the square root (std). */
-    NNR_OP_SUM = 96, NNR_OP_PROD = 97, NNR_OP_MAX = 98, NNR_OP_MIN = 99,
-    NNR_OP_ARGMAX = 100, NNR_OP_ARGMIN = 101, NNR_OP_MEAN = 102, NNR_OP_VAR = 103,
-    /* softmax over the last dim of inputs[0] into outputs[0] (same shape) */
-    NNR_OP_SOFTMAX = 112, NNR_OP_LOG_SOFTMAX = 113,
-    /* batched matmul: inputs [...,M,K] and [...,K,N] -> outputs[0] [...,M,N];
-     * the leading batch dims are equal in all three (inputs broadcast with
-     * stride 0); any strides */
-    NNR_OP_MATMUL = 128,
-    /* ABI 1.1: y = x W^T (+ b): inputs x [M, K], weight [N, K], optional bias [N], all
-     * contiguous -> out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0).
-     * The core uses it on backends built against ABI 1.1 or later whose supports() takes the call,
-     * and MATMUL, ADD (and RELU) elsewhere. */
-    NNR_OP_LINEAR = 129,
-    /* gather along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based */
-    NNR_OP_GATHER = 144,
-    /* index_select along dim i[0] with 1-d I64 index inputs[1] */
-    NNR_OP_INDEX_SELECT = 145,
-    /* accumulate into outputs[0] (read and written) along dim i[0]:
-     * SCATTER_ADD: out[..index[j..]..] += src[j..] (index and src share a shape)
-     * INDEX_ADD: out.select(dim, index[j]) += src.select(dim, j) (index 1-d)
-     * inputs: index (I64, 0-based), src */
-    NNR_OP_SCATTER_ADD = 146, NNR_OP_INDEX_ADD = 147,
-    /* 2-d convolution, NCHW. i: stride h, w; padding h, w; dilation h, w; groups; and for CONV2D
-     * i[7] = 1: relu applied to the output (ABI 1.1; the core asks for it on backends built against 1.1 or later).
-     * CONV2D: inputs x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO]
-     * CONV2D_GRAD_INPUT: inputs grad_out, weight -> grad_x (its shape given by the output)
-     * CONV2D_GRAD_WEIGHT: inputs x, grad_out -> grad_weight, and (optional, ABI 1.1) grad_bias [O] as
-     *   outputs[1]; the core asks for it on the cpu backend only, and sums grad_out itself elsewhere */
-    NNR_OP_CONV2D = 160, NNR_OP_CONV2D_GRAD_INPUT = 161, NNR_OP_CONV2D_GRAD_WEIGHT = 162,
-    /* pooling, NCHW. i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or
-     * count_include_pad (avg, i[6]).
-     * MAXPOOL2D: x -> outputs[0] values, outputs[1] I64 argmax (flat h*W+w within the plane); the core
-     *   leaves the argmax out (n_outputs 1) on the cpu backend when no gradient is recorded (ABI 1.1)
-     * MAXPOOL2D_BACKWARD: inputs grad_out, argmax -> grad_x (fully written)
-     * AVGPOOL2D / _BACKWARD: x -> y; grad_out -> grad_x
-     * ADAPTIVE_AVGPOOL2D / _BACKWARD: output size from the output's shape */
-    NNR_OP_MAXPOOL2D = 163, NNR_OP_MAXPOOL2D_BACKWARD = 164,
-    NNR_OP_AVGPOOL2D = 165, NNR_OP_AVGPOOL2D_BACKWARD = 166,
-    NNR_OP_ADAPTIVE_AVGPOOL2D = 167, NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD = 168,
-    /* batch norm over dim 1 of a contiguous [N, C, ...] x, in pieces the core composes:
-     * BN_STATS: x -> outputs mean [C], invstd [C] (biased variance; f[0] = eps)
-     * BN_AFFINE: x, coef [2, C] (scale, shift) -> y = x * scale + shift
-     * BN_BACKWARD_REDUCE: dy, x, coef [2, C] (mean, invstd) -> [2, C] (sum dy, sum dy * xhat)
-     * BN_BACKWARD_APPLY: dy, x, coef [3, C] (a, b, c) -> dx = a dy + b x + c */
-    NNR_OP_BN_STATS = 169, NNR_OP_BN_AFFINE = 170, NNR_OP_BN_BACKWARD_REDUCE = 171, NNR_OP_BN_BACKWARD_APPLY = 172,
-    /* fused optimizer steps: outputs are read and updated in place, inputs[0] is the
-     * gradient; all contiguous, one dtype.
-     * SGD: outputs param, momentum buffer (absent when momentum is 0);
-     *      f: lr, momentum, dampening, weight_decay; i[0]: nesterov, i[1]: buffer is new
-     * ADAM: outputs param, exp_avg, exp_avg_sq; f: lr, beta1, beta2, eps, weight_decay,
-     *       bias_correction1, bias_correction2; i[0]: decoupled weight decay (AdamW)
-     * RMSPROP: outputs param, square_avg, momentum buffer (absent when momentum is 0);
-     *       f: lr, alpha, eps, weight_decay, momentum */
-    NNR_OP_SGD_STEP = 192, NNR_OP_ADAM_STEP = 193, NNR_OP_RMSPROP_STEP = 194,
-    /* ABI 1.2: int8 ops that the quant extension plugin (plugins/quant) adds on the cpu device.
-     * QUANT_WEIGHT: W f32 [N, K] -> q i8 [N, K], scale f32 [N]: symmetric per output channel,
-     *   scale = max|W_n| / 127 (1 for a zero row), q = round-to-nearest-even(W / scale) in [-127, 127]
-     * QUANT_PACK: q i8 [N, K] -> packed i8 [ceil(N/16), ceil(K/4), 16, 4] (blocks of 16 channels by 4
-     *   k, the layout of vpdpbusd), wsum i32 [N] (the row sums of q)
-     * QUANT_LINEAR: x f32 [M, K], packed, meta f32 [3, N] (scale, wsum, bias) -> y f32 [M, N]: each
-     *   row of x quantized symmetrically (max|x_m| / 127, nearest even), int32 dot products, then
-     *   y = fma(acc, sx * sw, bias); i[0] = 1: relu; i[1] = K; i[2] kernel: 0 the best this CPU has,
-     *   1 portable C, 2 AVX2, 3 AVX-VNNI, 4 AVX-512 VNNI (all give identical results) */
-    NNR_OP_QUANT_WEIGHT = 208, NNR_OP_QUANT_PACK = 209, NNR_OP_QUANT_LINEAR = 210,
-    /* ABI 1.3: collectives across processes on a backend's own devices (the cuda backend: NCCL), once
-     * the core has set up the communicator with set_option("nccl_comm", ...). outputs[0] is reduced or
-     * overwritten in place, contiguous. ALL_REDUCE: i[0] = 0 sum, 1 max, 2 min, 3 product.
-     * BROADCAST: i[0] = the root rank. */
-    NNR_OP_ALL_REDUCE = 224, NNR_OP_BROADCAST = 225
+    NNR_OP_TABLE(NNR_OP_ENUM_ENTRY_)
+    NNR_OP_NONE = 0
 } nnr_op;
+#undef NNR_OP_ENUM_ENTRY_
 
 /* A strided view of device memory, as a kernel sees it. */
 typedef struct nnr_tensor_desc {
@@ -262,6 +323,34 @@ struct nnr_plugin {
 typedef int (*nnr_plugin_probe_fn)(void);
 typedef nnr_status (*nnr_plugin_init_fn)(const nnr_host_api *host, uint32_t host_abi, nnr_plugin **out);
 /* NNR_CDEF_END */
+
+/* One row of the op table, for code that looks an op up by its number */
+typedef struct nnr_op_info {
+    uint32_t op;
+    const char *name;
+    int32_t category;            /* nnr_opcat */
+    int8_t min_inputs, max_inputs, min_outputs, max_outputs;
+} nnr_op_info;
+
+/* the table's row for op, or NULL for a number no op has (a plugin built against an older header
+ * answers NULL for ops added since: supports() then says no) */
+static inline const nnr_op_info *nnr_op_info_of(uint32_t op)
+{
+    switch (op) {
+#define NNR_OP_INFO_CASE_(ID, num, name, cat, in_min, in_max, out_min, out_max) \
+    case num: { static const nnr_op_info info = {num, name, NNR_OPCAT_##cat, in_min, in_max, out_min, out_max}; return &info; }
+    NNR_OP_TABLE(NNR_OP_INFO_CASE_)
+#undef NNR_OP_INFO_CASE_
+    }
+    return 0;
+}
+
+/* op's category (nnr_opcat), 0 for an unknown number */
+static inline int nnr_op_category_of(uint32_t op)
+{
+    const nnr_op_info *info = nnr_op_info_of(op);
+    return info ? info->category : 0;
+}
 
 #define NNR_ABI_VERSION ((uint32_t)((NNR_ABI_MAJOR << 16) | NNR_ABI_MINOR))
 #define NNR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)

@@ -1,6 +1,6 @@
 /* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"), shared by every
  * backend so that a seed gives the same numbers on each: element k of a fill uses word k % 4 of
- * the block at counter (offset + k) / 4 under key seed. Header-only; callable from CUDA code. */
+ * the block at counter (offset + k) / 4 under key seed. Installed, header-only; callable from CUDA code. */
 #ifndef NNR_PHILOX_H
 #define NNR_PHILOX_H
 

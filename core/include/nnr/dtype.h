@@ -1,7 +1,8 @@
-/* Scalar conversions between every dtype and double/int64, shared by the core
- * and the in-tree cpu plugin (header-only, no state). */
-#ifndef NNR_HALF_H
-#define NNR_HALF_H
+/* Scalar conversions between every dtype and double/int64 (installed, header-only, no state): the
+ * core and every backend convert with these, so a cast gives the same bits on each. f16 and bf16
+ * round to nearest even; float -> integer saturates and NaN becomes 0; integer stores wrap. */
+#ifndef NNR_DTYPE_H
+#define NNR_DTYPE_H
 
 #include <math.h>
 #include <stdint.h>
