@@ -12,8 +12,8 @@
 --   local scaler = nnr.amp.GradScaler()
 --   scaler:scale(loss):backward(); scaler:step(opt); scaler:update()
 local nnr = require "nnr"
-local core = require "nnr.core"
-local C = core.C
+local binding = require "nnr.binding"
+local C = binding.C
 
 local M = {}
 
@@ -23,7 +23,7 @@ function M.autocast(dtype, fn, ...)
   if dtype == false or dtype == nil then dtype = nil
   elseif not dtypes[dtype] then error(string.format("autocast: dtype '%s', expected \"bf16\" or \"f16\"", tostring(dtype)), 2) end
   if type(fn) ~= "function" then error("autocast: expected a function to run", 2) end
-  local id = dtype and core.dtype_id(dtype) or -1
+  local id = dtype and binding.dtype_id(dtype) or -1
   local prev = C.nnr_set_autocast(id)
   local results = { pcall(fn, ...) }
   C.nnr_set_autocast(prev)

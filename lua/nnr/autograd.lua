@@ -8,8 +8,8 @@
 -- gives v.J; each input element is then perturbed by +-eps and the central
 -- difference of sum(fn(...) * v) compared with it. Works on non-contiguous
 -- inputs: elements are written through their strides.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 
@@ -44,13 +44,13 @@ function M.gradcheck(fn, inputs, opts)
         for k = 0, n - 1 do
           local rem = k
           for d = #sizes, 1, -1 do idx[d - 1] = rem % sizes[d]; rem = math.floor(rem / sizes[d]) end
-          core.check(C.nnr_get(x.p, idx, val))
+          binding.check(C.nnr_get(x.p, idx, val))
           local orig = val[0]
-          core.check(C.nnr_set(x.p, idx, orig + eps))
+          binding.check(C.nnr_set(x.p, idx, orig + eps))
           local fp = project(nnr, fn(unpack(inputs)), v)
-          core.check(C.nnr_set(x.p, idx, orig - eps))
+          binding.check(C.nnr_set(x.p, idx, orig - eps))
           local fm = project(nnr, fn(unpack(inputs)), v)
-          core.check(C.nnr_set(x.p, idx, orig))
+          binding.check(C.nnr_set(x.p, idx, orig))
           local numeric = (fp - fm) / (2 * eps)
           local got = flat[k + 1]
           if math.abs(numeric - got) > atol + rtol * math.abs(numeric) then

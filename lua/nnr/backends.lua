@@ -5,8 +5,8 @@
 -- AMX runs), and otherwise gives the last value set from Lua (nil when never set).
 -- Setting an unknown plugin or option is an error.
 local ffi = require "ffi"
-local core = require "nnr.core"
-local C = core.C
+local binding = require "nnr.binding"
+local C = binding.C
 local buf = ffi.new("char[256]")
 
 local values = {}
@@ -25,7 +25,7 @@ local function backend(name)
     __newindex = function(_, key, value)
       local s
       if type(value) == "boolean" then s = value and "1" or "0" else s = tostring(value) end
-      core.check(C.nnr_plugin_set_option(name, tostring(key), s))
+      binding.check(C.nnr_plugin_set_option(name, tostring(key), s))
       values[name][key] = value
     end,
   })

@@ -7,8 +7,8 @@
 --   nnr.cuda.memory_stats(i)       {allocated_bytes, peak_bytes, cached_bytes}
 --   nnr.cuda.empty_cache()         gives cached blocks of every cuda device back to the driver
 local ffi = require "ffi"
-local core = require "nnr.core"
-local C = core.C
+local binding = require "nnr.binding"
+local C = binding.C
 
 local M = {}
 
@@ -33,8 +33,8 @@ end
 
 local function device_id(i)
   i = i or 0
-  if type(i) ~= "number" then return core.device_id(i, "cuda") end
-  return core.device_id("cuda:" .. i, "cuda")
+  if type(i) ~= "number" then return binding.device_id(i, "cuda") end
+  return binding.device_id("cuda:" .. i, "cuda")
 end
 
 function M.get_device_name(i)
@@ -42,7 +42,7 @@ function M.get_device_name(i)
   return ffi.string(C.nnr_device_label(id))
 end
 
-function M.synchronize(i) core.check(C.nnr_synchronize(device_id(i))) end
+function M.synchronize(i) binding.check(C.nnr_synchronize(device_id(i))) end
 
 function M.memory_stats(i)
   local id = device_id(i)

@@ -1,7 +1,7 @@
 -- Printing tensors the way PyTorch does: values (summarised past 1000
 -- elements with 3 edge items per dimension), then shape, dtype and device.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 local THRESHOLD, EDGE, LINEWIDTH = 1000, 3, 80
@@ -66,7 +66,7 @@ function M.tensor(t)
   local values, flat = {}, {}
   local function fetch(d)
     if d > nd then
-      if C.nnr_get(t.p, idx, out) ~= 0 then core.raise() end
+      if C.nnr_get(t.p, idx, out) ~= 0 then binding.raise() end
       local v = out[0]
       flat[#flat + 1] = v
       return v
@@ -114,7 +114,7 @@ function M.tensor(t)
   end
   local body
   if nd == 0 then body = fmt(flat[1]) else body = render(tree, 1, string.rep(" ", 7)) end
-  local dtype = core.dtype_names[C.nnr_tensor_dtype(t.p)]
+  local dtype = binding.dtype_names[C.nnr_tensor_dtype(t.p)]
   local device = ffi.string(C.nnr_device_name(C.nnr_tensor_device(t.p)))
   return string.format("tensor(%s, shape=[%s], dtype=%s, device=%s)", body, table.concat(shape, ", "), dtype, device)
 end

@@ -1,7 +1,7 @@
 -- nnr: the Lua package of nnrun.   local nnr = require "nnr"
-local core = require "nnr.core"
+local binding = require "nnr.binding"
 local T = require "nnr.tensor"
-local ffi, C = core.ffi, core.C
+local ffi, C = binding.ffi, binding.C
 
 local nnr = {}
 for k, v in pairs(T) do nnr[k] = v end
@@ -11,8 +11,8 @@ nnr.float32, nnr.float64, nnr.float16, nnr.bfloat16 = "f32", "f64", "f16", "bf16
 nnr.int8, nnr.uint8, nnr.int32, nnr.int64, nnr.bool = "i8", "u8", "i32", "i64", "bool"
 
 function nnr.version() return ffi.string(C.nnr_version()) end
-function nnr.dtype_size(d) return C.nnr_dtype_size(core.dtype_id(d, "dtype_size")) end
-nnr.is_dtype = core.is_dtype
+function nnr.dtype_size(d) return C.nnr_dtype_size(binding.dtype_id(d, "dtype_size")) end
+nnr.is_dtype = binding.is_dtype
 
 -- gradient recording -----------------------------------------------------------
 local function with_grad_mode(on, fn, ...)
@@ -35,11 +35,11 @@ nnr.save_checkpoint, nnr.load_checkpoint = serialize.save_checkpoint, serialize.
 nnr.load_idx = serialize.load_idx
 
 function nnr.set_default_dtype(d)
-  local id = core.dtype_id(d, "set_default_dtype")
+  local id = binding.dtype_id(d, "set_default_dtype")
   if id ~= C.NNR_F32 and id ~= C.NNR_F64 then error("set_default_dtype: expected f32 or f64, got " .. tostring(d), 0) end
-  core.default_dtype = id
+  binding.default_dtype = id
 end
-function nnr.get_default_dtype() return core.dtype_names[core.default_dtype] end
+function nnr.get_default_dtype() return binding.dtype_names[binding.default_dtype] end
 
 -- devices and plugins ------------------------------------------------------------
 local Device = {}
@@ -48,7 +48,7 @@ Device.__tostring = function(d) return d.name end
 
 -- nnr.device("cuda:1") -> {id=, name=, type=, index=}
 function nnr.device(spec)
-  local id = core.device_id(spec, "device")
+  local id = binding.device_id(spec, "device")
   return setmetatable({
     id = id,
     name = ffi.string(C.nnr_device_name(id)),
@@ -78,7 +78,7 @@ function nnr.plugins()
   return list
 end
 
-function nnr.synchronize(device) core.check(C.nnr_synchronize(core.device_id(device))) end
+function nnr.synchronize(device) binding.check(C.nnr_synchronize(binding.device_id(device))) end
 -- wall-clock seconds (monotonic)
 nnr.clock = C.nnr_clock
 function nnr.set_num_threads(n) C.nnr_set_num_threads(n) end

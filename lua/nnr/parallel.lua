@@ -11,8 +11,8 @@
 -- Ranks are 0-based, as MPI numbers them. Collectives work on tensors of any device (tensors
 -- off the cpu go through host memory) of dtypes f32, f64, i64, i32, i8, u8 and bool.
 local nnr = require "nnr"
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 local Module = nnr.nn.Module
 
 local P = {}
@@ -26,7 +26,7 @@ function D.available() return C.nnr_dist_available() ~= 0 end
 function D.init()
   if not state.inited then
     local r, s = ffi.new("int[1]"), ffi.new("int[1]")
-    core.check(C.nnr_dist_init(r, s))
+    binding.check(C.nnr_dist_init(r, s))
     state.rank, state.size, state.inited = r[0], s[0], true
   end
   return state.rank, state.size
@@ -56,7 +56,7 @@ function D.all_reduce(t, op)
   local code = OPS[op] or error("all_reduce: op '" .. tostring(op) .. "', expected sum, avg, max, min or prod", 2)
   D.init()
   on_contiguous(t, function(c)
-    core.check(C.nnr_dist_all_reduce(c.p, code))
+    binding.check(C.nnr_dist_all_reduce(c.p, code))
     if op == "avg" then nnr.no_grad(function() c:div_(state.size) end) end
   end)
   return t
@@ -65,7 +65,7 @@ end
 -- in place: rank root's values everywhere
 function D.broadcast(t, root)
   D.init()
-  on_contiguous(t, function(c) core.check(C.nnr_dist_broadcast(c.p, root or 0)) end)
+  on_contiguous(t, function(c) binding.check(C.nnr_dist_broadcast(c.p, root or 0)) end)
   return t
 end
 
@@ -76,19 +76,13 @@ function D.all_gather(t)
   local shape = { state.size }
   for _, s in ipairs(src:size()) do shape[#shape + 1] = s end
   local out = nnr.empty(shape, { dtype = src.dtype })
-  core.check(C.nnr_dist_all_gather(out.p, src.p))
+  binding.check(C.nnr_dist_all_gather(out.p, src.p))
   return out
 end
 
 function D.barrier()
   D.init()
-  core.check(C.nnr_dist_barrier())
-end
-
--- the time of one bare MPI_Allreduce of n floats (median of reps), the benchmark's reference
-function D._bench_raw_allreduce(n, reps)
-  D.init()
-  return C.nnr_dist_bench_raw_allreduce(n, reps or 10)
+  binding.check(C.nnr_dist_barrier())
 end
 
 -- DistributedDataParallel ----------------------------------------------------------------
@@ -163,10 +157,10 @@ function DDP:reduce_gradients()
         flats[k] = g:reshape(-1)
       end
       b.flat = nnr.cat(flats):contiguous()
-      if b.flat.device == "cpu" then core.check(C.nnr_dist_all_reduce_start(b.flat.p, 0))
-      else core.check(C.nnr_dist_all_reduce(b.flat.p, 0)) end      -- on the device: NCCL, in stream order
+      if b.flat.device == "cpu" then binding.check(C.nnr_dist_all_reduce_start(b.flat.p, 0))
+      else binding.check(C.nnr_dist_all_reduce(b.flat.p, 0)) end      -- on the device: NCCL, in stream order
     end
-    core.check(C.nnr_dist_wait_all())
+    binding.check(C.nnr_dist_wait_all())
     for _, b in ipairs(buckets) do
       b.flat:div_(world)
       local at = 1
@@ -215,7 +209,7 @@ function DP:__init(module, devices, opts)
   rawset(self, "devices", names)
   local criterion = opts.criterion or nnr.nn.functional.cross_entropy
   local serial = require "nnr.data.serial"
-  local replicas, payloads, lens, tensors, counts = { module }, {}, {}, {}, {}
+  local replicas, payloads, tensor_lists = { module }, {}, {}
   -- cpu devices share the host's memory: their replicas use the module's parameters themselves
   -- (new leaf tensors on the same storage, with gradients of their own), so nothing is copied
   -- before a step; other devices get copies, refreshed before every call
@@ -236,19 +230,12 @@ function DP:__init(module, devices, opts)
   end
   rawset(self, "_shared", shared)
   for k = 1, #names do
-    local payload, ts = serial.encode({ model = replicas[k], criterion = criterion, own_grads = k > 1 }, nnr.is_tensor,
+    payloads[k], tensor_lists[k] = serial.encode({ model = replicas[k], criterion = criterion, own_grads = k > 1 }, nnr.is_tensor,
       function() return nil end)
-    payloads[k], lens[k], counts[k] = payload, #payload, #ts
-    for _, t in ipairs(ts) do tensors[#tensors + 1] = t end
   end
-  local cp = ffi.new("const char *[?]", #names)
-  local cl = ffi.new("size_t[?]", #names)
-  local cn = ffi.new("int[?]", #names)
-  local ct = ffi.new("nnr_tensor *[?]", math.max(#tensors, 1))
-  for k = 1, #names do cp[k - 1], cl[k - 1], cn[k - 1] = payloads[k], lens[k], counts[k] end
-  for i, t in ipairs(tensors) do ct[i - 1] = t.p end
-  local set = C.nnr_replicas_new(#names, require("nnr.data")._state_bootstrap("nnr.parallel_replica"), cp, cl, ct, cn)
-  if set == nil then core.raise() end
+  local states = require("nnr.data")._lua_states(#names, "nnr.parallel_replica", payloads, tensor_lists, {})
+  local set = C.nnr_replicas_new(states)      -- owns the states from here, also when it fails
+  if set == nil then binding.raise() end
   rawset(self, "_set", ffi.gc(set, C.nnr_replicas_free))
   rawset(self, "_replicas", replicas)
 end
@@ -295,10 +282,10 @@ function DP:_run(mode, x, y)
     cy[k - 1] = ys and ys[k].p or nil
     cw[k - 1] = weights[k]
   end
-  core.check(C.nnr_replicas_run(self._set, mode, cx, cy, cw, out, losses))
+  binding.check(C.nnr_replicas_run(self._set, mode, cx, cy, cw, out, losses))
   local outs, total = {}, 0
   for k = 1, d do
-    outs[k] = core.own(out[k - 1]):to(self.devices[1])
+    outs[k] = binding.own(out[k - 1]):to(self.devices[1])
     total = total + losses[k - 1]
   end
   return nnr.cat(outs, 1), total

@@ -1,12 +1,13 @@
--- Runs inside a replica state of nnr.parallel.DataParallel (core/replicas.c): rebuilds this
+-- Runs inside a replica state of nnr.parallel.DataParallel (core/host/replicas.c): rebuilds this
 -- device's replica from the payload (nnr.data.serial) and returns the step function the C side
 -- calls, from its own thread, with this device's share of the batch.
 local M = {}
 
 function M.start(payload, tensors_ud, ntensors)
   local nnr = require "nnr"
-  local core = require "nnr.core"
-  local ffi, C = core.ffi, core.C
+  local binding = require "nnr.binding"
+  binding.worker_state()
+  local ffi, C = binding.ffi, binding.C
   local spec = require("nnr.data.serial").decode(payload, "DataParallel payload", tensors_ud, ntensors)
   local model, criterion = spec.model, spec.criterion
   local params = model:parameters()
@@ -19,7 +20,7 @@ function M.start(payload, tensors_ud, ntensors)
   return function(mode, xp, yp, weight, out_ud)
     local out = ffi.cast("nnr_tensor **", out_ud)
     C.nnr_tensor_retain(ffi.cast("nnr_tensor *", xp))
-    local x = core.own(ffi.cast("nnr_tensor *", xp))
+    local x = binding.own(ffi.cast("nnr_tensor *", xp))
     if mode == 0 then
       local y = nnr.no_grad(function() return model(x) end)
       give(out, 0, y)
@@ -28,7 +29,7 @@ function M.start(payload, tensors_ud, ntensors)
       return 0
     end
     C.nnr_tensor_retain(ffi.cast("nnr_tensor *", yp))
-    local y = core.own(ffi.cast("nnr_tensor *", yp))
+    local y = binding.own(ffi.cast("nnr_tensor *", yp))
     if spec.own_grads then for _, p in ipairs(params) do p.grad = nil end end
     local o = model(x)
     local loss = criterion(o, y)

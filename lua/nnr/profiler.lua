@@ -13,8 +13,8 @@
 -- DataLoader batch on its worker's own track, the training loop's waits for
 -- data, and every allocation that missed the caching allocator. Off, an op
 -- pays one predictable branch.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 local KIND = { [0] = "op", "module", "autograd", "loader", "wait", "alloc" }
@@ -33,7 +33,7 @@ end
 
 function M.start(opts)
   if opts and opts.model then M.label(opts.model) end
-  core.check(C.nnr_profiler_start())
+  binding.check(C.nnr_profiler_start())
   module_state().on = true
 end
 
@@ -44,7 +44,7 @@ Profile.__index = Profile
 
 -- stops and returns the profile
 function M.stop()
-  core.check(C.nnr_profiler_stop())
+  binding.check(C.nnr_profiler_stop())
   module_state().on = false
   local n = tonumber(C.nnr_profiler_event_count())
   local buf = ffi.new("nnr_prof_event[?]", math.max(n, 1))

@@ -8,8 +8,8 @@
 -- int8 dot-product instructions with their row sums. Activations: quantized per row at run time.
 -- Products summed in int32; bias in f32. Inference only: QuantizedLinear records no gradient.
 local nnr = require "nnr"
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 local nn = nnr.nn
 local Module = nn.Module
 
@@ -38,7 +38,7 @@ local function run(name, op, inputs, outputs, i0, i1, i2)
   for k = 1, #outputs do outs[k - 1] = outputs[k].p end
   params.struct_size = ffi.sizeof(params)
   params.i[0], params.i[1], params.i[2] = i0 or 0, i1 or 0, i2 or 0
-  core.check(C.nnr_run_op(name, op, #inputs, ins, #outputs, outs, params))
+  binding.check(C.nnr_run_op(name, op, #inputs, ins, #outputs, outs, params))
 end
 
 -- W f32 [N, K] -> int8 q [N, K] and f32 scale [N] (per output channel, symmetric)
@@ -127,7 +127,11 @@ function QuantizedLinear:_run(x, relu)
 end
 
 function QuantizedLinear:forward(x) return self:_run(x, false) end
-function QuantizedLinear:forward_relu(x) return self:_run(x, true) end    -- Sequential fuses a following ReLU
+-- a ReLU after it runs in the same kernel (i[0] = 1 of QUANT_LINEAR)
+function QuantizedLinear:fuse_next(next_module)
+  if self.forward ~= QuantizedLinear.forward or next_module:fusable_activation() ~= "relu" then return nil end
+  return function(x) return self:_run(x, true) end
+end
 function QuantizedLinear:num_weights() return self.weight:numel() + (self.bias and self.bias:numel() or 0) end
 
 function QuantizedLinear:extra_repr()

@@ -6,8 +6,8 @@
 -- table (model and optimizer state, epoch, RNG state, ...) in one such file:
 -- tensors under "/"-joined paths, numbers, strings and booleans in the
 -- metadata; nnr.load_checkpoint rebuilds the table. Both write atomically.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 
@@ -28,7 +28,7 @@ local function save_flat(path, names, tensors, meta)
     ck[i - 1] = k
     cv[i - 1] = values[i]
   end
-  core.check(C.nnr_safetensors_save(path, n, cnames, cts, #keys, ck, cv))
+  binding.check(C.nnr_safetensors_save(path, n, cnames, cts, #keys, ck, cv))
 end
 
 function M.save(path, tensors, metadata)
@@ -47,12 +47,12 @@ end
 -- returns {name = tensor}, {key = value}
 function M.load(path, opts)
   local f = C.nnr_safetensors_open(path)
-  if f == nil then core.raise() end
+  if f == nil then binding.raise() end
   f = ffi.gc(f, C.nnr_file_close)
-  local device = core.device_id(opts and opts.device, "load")
+  local device = binding.device_id(opts and opts.device, "load")
   local out, meta = {}, {}
   for i = 0, C.nnr_file_count(f) - 1 do
-    out[ffi.string(C.nnr_file_name(f, i))] = core.own(C.nnr_file_tensor(f, i, device))
+    out[ffi.string(C.nnr_file_name(f, i))] = binding.own(C.nnr_file_tensor(f, i, device))
   end
   for i = 0, C.nnr_file_metadata_count(f) - 1 do
     meta[ffi.string(C.nnr_file_metadata_key(f, i))] = ffi.string(C.nnr_file_metadata_value(f, i))
@@ -122,7 +122,7 @@ function M.load_checkpoint(path, opts)
 end
 
 function M.load_idx(path)
-  return core.own(C.nnr_load_idx(path))
+  return binding.own(C.nnr_load_idx(path))
 end
 
 return M

@@ -1,10 +1,10 @@
 -- Tensors on the Lua side: an ffi.metatype over the core's opaque
 -- nnr_tensor*, with 1-based indices and dimensions (negative ones count from
 -- the end), PyTorch's method names and Lua operators.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
-local own, check, raise = core.own, core.check, core.raise
-local dtype_id, device_id, dtype_names = core.dtype_id, core.device_id, core.dtype_names
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
+local own, check, raise = binding.own, binding.check, binding.raise
+local dtype_id, device_id, dtype_names = binding.dtype_id, binding.device_id, binding.dtype_names
 local type, select, floor, tostring = type, select, math.floor, tostring
 
 local T = {}          -- the public functions (nnr.zeros, ...)
@@ -15,7 +15,7 @@ local sizebuf = ffi.new("int64_t[8]")
 local sizebuf2 = ffi.new("int64_t[8]")
 local intbuf = ffi.new("int[8]")
 local dbl = ffi.new("double[1]")
-local tensor_ct = core.handle_ct
+local tensor_ct = binding.handle_ct
 
 local function is_tensor(x) return type(x) == "cdata" and ffi.istype(tensor_ct, x) end
 T.is_tensor = is_tensor
@@ -90,7 +90,7 @@ local function split_opts(...)
 end
 
 local function opts_dtype_device(op, opts, default_dtype)
-  local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or core.default_dtype
+  local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or binding.default_dtype
   return dt, device_id(opts and opts.device, op)
 end
 
@@ -293,7 +293,7 @@ function methods.to(t, a, b)
     if type(x) == "table" and not x.id then
       if x.dtype then dt = dtype_id(x.dtype, "to") end
       if x.device then dev = device_id(x.device, "to") end
-    elseif core.is_dtype(x) then dt = dtype_id(x, "to")
+    elseif binding.is_dtype(x) then dt = dtype_id(x, "to")
     else dev = device_id(x, "to") end
   end
   take(a); take(b)
@@ -405,9 +405,9 @@ function methods.detach(t) return own(C.nnr_detach(t.p)) end
 -- t sees the new data (what module:to() uses, as PyTorch's param.data = src)
 function methods.set_data_(t, src)
   local d = C.nnr_detach(src.p)
-  if d == nil then core.raise() end
+  if d == nil then binding.raise() end
   if C.nnr_requires_grad(t.p) ~= 0 and C.nnr_requires_grad_(d, 1) ~= 0 then
-    C.nnr_tensor_release(d); core.raise()
+    C.nnr_tensor_release(d); binding.raise()
   end
   local old = t.p
   t.p = d
@@ -743,5 +743,5 @@ T.methods = methods
 T.shape_str = shape_str
 T.sizes_of = sizes_of
 T.cdim = cdim
-core.set_handle_metatable(mt)
+binding.set_handle_metatable(mt)
 return T

@@ -34,25 +34,62 @@ static nnr_status device_count(nnr_plugin *self, int *count)
     return NNR_OK;
 }
 
+/* the cpu's model name from /proc/cpuinfo ("cpu" when it says none) */
+static void cpu_model(char *buf, size_t n)
+{
+    snprintf(buf, n, "cpu");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            char *colon = strchr(line, ':');
+            if (colon) {
+                snprintf(buf, n, "%s", colon + 2);
+                buf[strcspn(buf, "\n")] = 0;
+            }
+            break;
+        }
+    fclose(f);
+}
+
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
 {
     (void)self; (void)device;
-    char model[128] = "cpu";
-    FILE *f = fopen("/proc/cpuinfo", "r");
+    char model[128];
+    cpu_model(model, sizeof model);
+    snprintf(buf, n, "%s, %ld cores", model, sysconf(_SC_NPROCESSORS_ONLN));
+    return NNR_OK;
+}
+
+/* every cpu device is host memory: the core reads it directly and the fallback copies nothing */
+static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *out)
+{
+    (void)self; (void)device;
+    out->flags = NNR_DEVICE_HOST_MEMORY;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    out->total_memory = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    out->compute_units = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_model(out->model, sizeof out->model);
+    return NNR_OK;
+}
+
+/* the machine's memory: MemAvailable of /proc/meminfo (the kernel's estimate of what can be had
+ * without swapping), and the physical total */
+static nnr_status memory_info(nnr_plugin *self, int device, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    (void)self; (void)device;
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    *total_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    *free_bytes = avail > 0 && page > 0 ? (uint64_t)avail * (uint64_t)page : 0;
+    FILE *f = fopen("/proc/meminfo", "r");
     if (f) {
         char line[256];
+        unsigned long long kb;
         while (fgets(line, sizeof line, f))
-            if (strncmp(line, "model name", 10) == 0) {
-                char *colon = strchr(line, ':');
-                if (colon) {
-                    snprintf(model, sizeof model, "%s", colon + 2);
-                    model[strcspn(model, "\n")] = 0;
-                }
-                break;
-            }
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { *free_bytes = (uint64_t)kb * 1024; break; }
         fclose(f);
     }
-    snprintf(buf, n, "%s, %ld cores", model, sysconf(_SC_NPROCESSORS_ONLN));
     return NNR_OK;
 }
 
@@ -170,7 +207,7 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
         cpu_gemm_openblas_threads = env && strcmp(env, "openblas") == 0;
     }
     /* our pool splits gemms (gemm.c): one set of threads for the backend */
-    openblas_set_num_threads(cpu_gemm_openblas_threads ? n : 1);
+    cpu_blas.set_num_threads(cpu_gemm_openblas_threads ? n : 1);
     return NNR_OK;
 }
 
@@ -209,8 +246,10 @@ static nnr_plugin cpu_plugin = {
     .abi_version = NNR_ABI_VERSION,
     .name = "cpu",
     .version = "0.1.0",
-    .description = "host memory; OpenBLAS gemm, vectorized kernels (AVX-512/AVX2/baseline chosen at load)",
+    .description = "host memory; OpenBLAS gemm, vectorized kernels (AVX-512/AVX2/baseline chosen at load); "
+                   "NNR_CPU_DEVICES=N before the start gives N devices",
     .kind = NNR_PLUGIN_BACKEND,
+    .flags = NNR_PLUGIN_HOST,
     .device_count = device_count,
     .device_name = device_name,
     .buffer_alloc = buffer_alloc,
@@ -222,6 +261,8 @@ static nnr_plugin cpu_plugin = {
     .shutdown = shutdown,
     .set_option = set_option,
     .get_option = get_option,
+    .device_props = device_props,
+    .memory_info = memory_info,
 };
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void)
@@ -237,6 +278,8 @@ NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t 
         return NNR_ERR_ABI;
     }
     cpu_host = host;
+    int st = cpu_blas_open();
+    if (st != NNR_OK) return (nnr_status)st;
     *out = &cpu_plugin;
     return NNR_OK;
 }

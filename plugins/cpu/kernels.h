@@ -48,8 +48,24 @@ void cpu_iter_init(cpu_iter *it, int nops, const nnr_tensor_desc *const *descs);
 int cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, void *ctx);
 int64_t cpu_iter_numel(const cpu_iter *it);
 
-/* ---- gemm (gemm.c): OpenBLAS single-threaded, split over the pool ---- */
+/* ---- OpenBLAS (blas.c), opened at init ---- */
 #include <cblas.h>
+typedef void (*cpu_sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, const enum CBLAS_TRANSPOSE, const blasint,
+                             const blasint, const blasint, const float, const float *, const blasint, const float *, const blasint,
+                             const float, float *, const blasint);
+typedef void (*cpu_dgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, const enum CBLAS_TRANSPOSE, const blasint,
+                             const blasint, const blasint, const double, const double *, const blasint, const double *, const blasint,
+                             const double, double *, const blasint);
+typedef struct cpu_blas_api {
+    cpu_sgemm_fn sgemm;
+    cpu_dgemm_fn dgemm;
+    void (*set_num_threads)(int n);
+} cpu_blas_api;
+extern cpu_blas_api cpu_blas;
+/* sets OpenBLAS's environment for this CPU, then opens it; an error status with the reason */
+int cpu_blas_open(void);
+
+/* ---- gemm (gemm.c): OpenBLAS single-threaded, split over the pool ---- */
 void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
               const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
 /* 1: NNR_GEMM_THREADS=openblas, OpenBLAS threads its own gemms (read at set_num_threads; -1 unset) */

@@ -27,6 +27,11 @@ const nnr_host_api *cu_host;
 enum { MAX_DEVICES = 16 };
 static cu_device devices[MAX_DEVICES];
 static pthread_mutex_t dev_lock = PTHREAD_MUTEX_INITIALIZER;
+/* one thread at a time queues work on a device: the ABI lets several threads call run() and copy()
+ * for one device at once, and a device's scratch and stream are shared by its calls */
+static pthread_mutex_t run_locks[MAX_DEVICES];
+static pthread_once_t run_locks_once = PTHREAD_ONCE_INIT;
+static void init_run_locks(void) { for (int i = 0; i < MAX_DEVICES; i++) pthread_mutex_init(&run_locks[i], NULL); }
 static int allow_tf32;
 static int device_total = -1;
 static char no_device_reason[256];
@@ -159,6 +164,7 @@ void *cu_scratch(cu_device *d, size_t nbytes)
 static nnr_status device_count(nnr_plugin *self, int *count)
 {
     (void)self;
+    pthread_once(&run_locks_once, init_run_locks);
     if (device_total < 0) {
         int n = 0;
         cudaError_t e = cudaGetDeviceCount(&n);
@@ -210,12 +216,80 @@ static void buffer_free(nnr_plugin *self, int device, void *ptr)
     cudaFree(ptr);
 }
 
+/* the ABI 1.4 device properties: device memory (not host memory), its size, the multiprocessors */
+static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *out)
+{
+    (void)self;
+    cudaDeviceProp p;
+    cudaError_t e = cudaGetDeviceProperties(&p, device);
+    if (e != cudaSuccess) return (nnr_status)cu_fail(e, "cuda: device properties");
+    out->flags = 0;
+    out->total_memory = (uint64_t)p.totalGlobalMem;
+    out->compute_units = p.multiProcessorCount;
+    snprintf(out->model, sizeof out->model, "%.95s", p.name);
+    return NNR_OK;
+}
+
+static nnr_status memory_info(nnr_plugin *self, int device, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    (void)self;
+    size_t f = 0, t = 0;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaMemGetInfo(&f, &t);
+    if (e != cudaSuccess) return (nnr_status)cu_fail(e, "cuda: memory info");
+    *free_bytes = f;
+    *total_bytes = t;
+    return NNR_OK;
+}
+
+/* the caching allocator is short of memory: give back the device's scratch (it grows again on demand) */
+static void release_memory(nnr_plugin *self, int device)
+{
+    (void)self;
+    if (device < 0 || device >= device_total || !devices[device].ready || cudaSetDevice(device) != cudaSuccess) return;
+    pthread_mutex_lock(&run_locks[device]);
+    cu_device *d = &devices[device];
+    cudaStreamSynchronize(d->stream);
+    if (d->scratch) cudaFree(d->scratch);
+    d->scratch = NULL;
+    d->scratch_bytes = 0;
+    pthread_mutex_unlock(&run_locks[device]);
+}
+
+static nnr_status copy_locked(cu_device *d, int kind, void *dst, const void *src, size_t nbytes);
+
 static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes)
 {
     (void)self;
     if (nbytes == 0) return NNR_OK;
     cu_device *d = cu_dev(device);
     if (!d) return NNR_ERR_DEVICE;
+    pthread_mutex_lock(&run_locks[device]);
+    nnr_status st = copy_locked(d, kind, dst, src, nbytes);
+    pthread_mutex_unlock(&run_locks[device]);
+    return st;
+}
+
+/* between two GPUs: after the work queued on both, and complete when it returns */
+static nnr_status copy_between(nnr_plugin *self, int dst_device, void *dst, int src_device, const void *src, size_t nbytes)
+{
+    (void)self;
+    if (nbytes == 0) return NNR_OK;
+    cu_device *s = cu_dev(src_device);
+    if (!s) return NNR_ERR_DEVICE;
+    CU_TRY(cudaStreamSynchronize(s->stream), "copy between devices");
+    cu_device *d = cu_dev(dst_device);
+    if (!d) return NNR_ERR_DEVICE;
+    pthread_mutex_lock(&run_locks[dst_device]);
+    cudaError_t e = cudaMemcpyPeerAsync(dst, dst_device, src, src_device, nbytes, d->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(d->stream);
+    pthread_mutex_unlock(&run_locks[dst_device]);
+    if (e != cudaSuccess) return (nnr_status)cu_fail(e, "copy between devices");
+    return NNR_OK;
+}
+
+static nnr_status copy_locked(cu_device *d, int kind, void *dst, const void *src, size_t nbytes)
+{
     cudaMemcpyKind k = kind == NNR_COPY_HOST_TO_DEVICE ? cudaMemcpyHostToDevice
                      : kind == NNR_COPY_DEVICE_TO_HOST ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice;
     CU_TRY(cudaMemcpyAsync(dst, src, nbytes, k, d->stream), "copy");
@@ -346,8 +420,13 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
         const char *e = getenv("NNR_CUDA_LAUNCH_BLOCKING");
         launch_blocking = e && *e && strcmp(e, "0") != 0;
     }
+    pthread_mutex_lock(&run_locks[call->outputs[0]->device]);
     nnr_status st = run_op(d, call);
-    if (st == NNR_OK && launch_blocking) CU_TRY(cudaStreamSynchronize(d->stream), "cuda (NNR_CUDA_LAUNCH_BLOCKING)");
+    if (st == NNR_OK && launch_blocking) {
+        cudaError_t e = cudaStreamSynchronize(d->stream);
+        if (e != cudaSuccess) st = (nnr_status)cu_fail(e, "cuda (NNR_CUDA_LAUNCH_BLOCKING)");
+    }
+    pthread_mutex_unlock(&run_locks[call->outputs[0]->device]);
     return st;
 }
 
@@ -427,6 +506,10 @@ extern "C" NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *h, u
     plugin.host_free_pinned = host_free_pinned;
     plugin.set_option = set_option;
     plugin.get_option = get_option;
+    plugin.device_props = device_props;
+    plugin.memory_info = memory_info;
+    plugin.release_memory = release_memory;
+    plugin.copy_between = copy_between;
     *out = &plugin;
     return NNR_OK;
 }

@@ -31,14 +31,27 @@ static void test_broken_plugins_are_refused(void **state)
 {
     (void)state;
     nnr_init();
-    expect_refused("bad_abi", "ABI mismatch: ABI 99.0, host speaks 1.x");
+    expect_refused("bad_abi", "ABI mismatch: built against ABI 99.0, this host speaks 1.x");
+    expect_refused("no_copy", "backend lacks the required entry point copy()");
+    expect_refused("tiny_struct", "its plugin struct is 16 bytes, smaller than any ABI 1.x plugin");
     expect_refused("no_init", "missing entry point nnr_plugin_init");
     expect_refused("probe_zero", "probe says unusable");
     expect_refused("init_fail", "init failed (status 4): no driver found");
     expect_refused("not_a_plugin", "missing entry point nnr_plugin_probe");
     int cpu = find_plugin("libnnr_cpu");
     assert_true(cpu >= 0 && nnr_plugin_loaded(cpu));
+    assert_int_equal(nnr_plugin_kind_of(cpu), NNR_PLUGIN_BACKEND);
+    assert_int_equal(nnr_plugin_abi(cpu), (int)NNR_ABI_VERSION);
+    /* the host backend (the cpu plugin offers the role) gives device 0, named by the plugin alone */
     assert_string_equal(nnr_device_name(0), "cpu");
+    assert_true(nnr_device_host_memory(0));
+    nnr_device_props props;
+    assert_int_equal(nnr_device_props_of(0, &props), NNR_OK);
+    assert_true(props.flags & NNR_DEVICE_HOST_MEMORY);
+    assert_true(props.total_memory > 0 && props.compute_units > 0 && props.model[0]);
+    int64_t free_bytes, total_bytes;
+    assert_int_equal(nnr_device_memory_info(0, &free_bytes, &total_bytes), NNR_OK);
+    assert_true(total_bytes > 0 && free_bytes > 0 && free_bytes <= total_bytes);
 }
 
 static void test_second_backend(void **state)
@@ -57,6 +70,7 @@ static void test_second_backend(void **state)
     nnr_tensor *a = nnr_to(host, NNR_F32, d1);             /* host -> device copy */
     assert_non_null(a);
     assert_int_equal(nnr_tensor_device(a), d1);
+    assert_false(nnr_device_host_memory(d1));                 /* testdev declares no host memory: copies it is */
     assert_null(nnr_tensor_data(a));
     nnr_tensor *sum = nnr_binary(NNR_OP_ADD, a, a);          /* the plugin's own kernel */
     nnr_tensor *prod = nnr_binary(NNR_OP_MUL, a, a);         /* cpu fallback, copies inserted */

@@ -68,7 +68,7 @@ describe("runtime", function()
   end)
 
   it("stops a long kernel when interrupted", function()
-    local C = require("nnr.core").C
+    local C = require("nnr.binding").C
     C.nnr_interrupt()
     local ok, err = pcall(function() return nnr.ones(10) + 1 end)
     assert.is_false(ok)

@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 3,
+    NNR_ABI_MINOR = 4,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -265,12 +265,14 @@ typedef enum nnr_copy_kind {
     NNR_COPY_HOST_TO_DEVICE = 0, NNR_COPY_DEVICE_TO_HOST = 1, NNR_COPY_DEVICE_TO_DEVICE = 2
 } nnr_copy_kind;
 
-/* Services the host lends a plugin. */
+/* Services the host lends a plugin. The table passed to nnr_plugin_init, and every function in it,
+ * stays valid until the plugin's shutdown() has returned: a plugin may keep the pointer. Every
+ * function may be called from any thread. */
 typedef struct nnr_host_api {
     uint32_t struct_size;
     uint32_t abi_version;        /* (major << 16) | minor */
     void (*log)(int level, const char *plugin, const char *message);
-    /* sets the thread's error message; the plugin then returns a status */
+    /* sets the calling thread's error message; the plugin then returns a status */
     void (*set_error)(const char *message);
     void *(*host_alloc)(size_t nbytes);   /* 64-byte aligned, NULL on failure */
     void (*host_free)(void *ptr);
@@ -280,12 +282,67 @@ typedef struct nnr_host_api {
 
 typedef enum nnr_plugin_kind {
     NNR_PLUGIN_BACKEND = 0,      /* owns devices and memory */
-    NNR_PLUGIN_EXTENSION = 1     /* adds ops/transforms to existing devices */
+    NNR_PLUGIN_EXTENSION = 1     /* adds ops to devices whose memory is host memory (plugins/quant) */
 } nnr_plugin_kind;
+
+/* nnr_plugin.flags (ABI 1.4) */
+typedef enum nnr_plugin_flag {
+    /* a backend that runs every op of the table on host memory and offers itself as the host backend:
+     * the core makes its own host tensors there (loader batches, files read) and runs what other
+     * backends lack on it. Of the loaded backends that offer it, the highest probe score wins. */
+    NNR_PLUGIN_HOST = 1
+} nnr_plugin_flag;
+
+/* nnr_device_props.flags (ABI 1.4) */
+typedef enum nnr_device_flag {
+    /* the device's data pointers are host addresses: the core reads and writes them directly, and
+     * runs ops the backend lacks on them without copies */
+    NNR_DEVICE_HOST_MEMORY = 1
+} nnr_device_flag;
+
+/* What the core knows of a device, declared by its plugin (ABI 1.4) instead of guessed from names */
+typedef struct nnr_device_props {
+    uint32_t struct_size;
+    uint32_t flags;              /* nnr_device_flag bits */
+    uint64_t total_memory;       /* bytes; 0 when unknown */
+    int32_t compute_units;       /* cores, multiprocessors; 0 when unknown */
+    int32_t reserved;
+    char model[96];              /* "Intel(R) Xeon(R) Platinum 8480+", "NVIDIA H200" */
+} nnr_device_props;
 
 typedef struct nnr_plugin nnr_plugin;
 
-/* The plugin object. Optional members may be NULL. */
+/* The plugin object. Optional members may be NULL. What the core promises and expects:
+ *  - Devices: a plugin's devices are numbered 0..count-1 (`device` below); descriptors carry that
+ *    number too. A pointer from buffer_alloc belongs to the device it was allocated on.
+ *  - copy(): HOST_TO_DEVICE writes dst on `device` from host memory src; DEVICE_TO_HOST reads src on
+ *    `device` into host memory dst; DEVICE_TO_DEVICE copies within `device`. Between two devices of
+ *    one plugin the core calls copy_between() when the plugin has it, and otherwise stages the bytes
+ *    through host memory with a DEVICE_TO_HOST and a HOST_TO_DEVICE copy.
+ *  - Order: the calls on one device take effect in the order the core makes them, as if queued on one
+ *    stream. run() and copy() may return before their work is done, but every later call on that
+ *    device sees its results. A DEVICE_TO_HOST copy returns only once the bytes are in host memory.
+ *    A HOST_TO_DEVICE copy may return before it has read its source only when the source is
+ *    page-locked memory from this plugin's host_alloc_pinned; the core leaves such a block unchanged
+ *    until synchronize() has returned for the device. synchronize(device) returns when every call
+ *    made on the device so far is complete. buffer_free() may be called while queued work still uses
+ *    the buffer: the plugin orders the free after that work.
+ *  - Threads: device_count, device_name, device_props, set_num_threads, set_option, get_option and
+ *    shutdown are called by one thread at a time. Everything else (supports, run, copy, copy_between,
+ *    buffer_alloc, buffer_free, synchronize, memory_info, release_memory, host_alloc_pinned,
+ *    host_free_pinned) may be called from several threads at once, for different devices and for the
+ *    same one (DataParallel runs a thread per device; the loader's workers allocate host tensors).
+ *  - Scalars: params.f holds doubles. An f32 kernel computes with the scalar rounded to f32 (float)s,
+ *    an f64 kernel with s itself; f16 and bf16 kernels compute in f32 or wider, with s at least to f32
+ *    precision, and round each result once. In integer dtypes the core passes only integral scalars;
+ *    a kernel converts them as nnr_double_to_i64 does (saturating).
+ *  - Loading: every file whose name ends in .so in a plugin folder is opened with dlopen, which runs
+ *    its constructors: put only trusted libraries there. nnr_plugin_probe() returns a score: 0 means
+ *    unusable on this machine (the plugin is refused with that reason); higher is better. Of the
+ *    loaded plugins with one name, the highest score is kept and the others refused; on a tie the one
+ *    loaded first wins. Loading order: the entries of NNR_PLUGIN_PATH, then the folders and files the
+ *    registration files name (NNR_PLUGIN_CONF_DIR, default /etc/nnr/plugins.d, *.conf in name order),
+ *    then the nnr folder beside libnnr; within a folder, files in byte order of their names. */
 struct nnr_plugin {
     uint32_t struct_size;
     uint32_t abi_version;        /* the ABI the plugin was built against */
@@ -293,16 +350,18 @@ struct nnr_plugin {
     const char *version;
     const char *description;
     int32_t kind;                /* nnr_plugin_kind */
-    int32_t reserved;
+    int32_t flags;               /* ABI 1.4 (reserved before, 0): nnr_plugin_flag bits */
     void *impl;                  /* plugin private */
 
     nnr_status (*device_count)(nnr_plugin *self, int *count);
     nnr_status (*device_name)(nnr_plugin *self, int device, char *buf, size_t buflen);
     nnr_status (*buffer_alloc)(nnr_plugin *self, int device, size_t nbytes, void **out);
     void (*buffer_free)(nnr_plugin *self, int device, void *ptr);
-    /* contiguous byte copies between host memory and this plugin's device */
+    /* contiguous byte copies between host memory and this plugin's device (see above) */
     nnr_status (*copy)(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes);
-    /* 1 if run() handles this call (op, dtypes, layout); 0 otherwise */
+    /* 1 if run() handles this call (op, dtypes, layout, params); 0 otherwise. The core offers fused
+     * forms (LINEAR, CONV2D's relu, the relu mask of the conv gradients, grad_bias as a second output,
+     * MAX_POOL2D without the argmax) only when supports() takes them, and composes otherwise. */
     int (*supports)(nnr_plugin *self, const nnr_op_call *call);
     nnr_status (*run)(nnr_plugin *self, const nnr_op_call *call);
     nnr_status (*synchronize)(nnr_plugin *self, int device);    /* optional */
@@ -318,6 +377,16 @@ struct nnr_plugin {
     /* optional, ABI 1.3: reads a named value into buf (NUL-terminated), e.g. cuda's "nccl_unique_id"
      * (hex) that rank 0 makes and the core broadcasts over MPI */
     nnr_status (*get_option)(nnr_plugin *self, const char *key, char *buf, size_t buflen);
+    /* optional, ABI 1.4: the device's properties; without it a device is assumed not to be host memory */
+    nnr_status (*device_props)(nnr_plugin *self, int device, nnr_device_props *out);
+    /* optional, ABI 1.4: the device memory's free and total bytes now */
+    nnr_status (*memory_info)(nnr_plugin *self, int device, uint64_t *free_bytes, uint64_t *total_bytes);
+    /* optional, ABI 1.4: gives back what the plugin keeps for the device beyond live buffers (scratch,
+     * workspaces, its own caches). The caching allocator calls it when an allocation fails, after
+     * dropping its own cache, before it tries once more. */
+    void (*release_memory)(nnr_plugin *self, int device);
+    /* optional, ABI 1.4: nbytes from src on src_device to dst on dst_device, two devices of this plugin */
+    nnr_status (*copy_between)(nnr_plugin *self, int dst_device, void *dst, int src_device, const void *src, size_t nbytes);
 };
 
 typedef int (*nnr_plugin_probe_fn)(void);

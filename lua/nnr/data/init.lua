@@ -9,8 +9,8 @@
 -- Batches are assembled and transformed in C on libuv's worker pool, ahead of
 -- use and in order; batch k of epoch e depends only on (seed, e, k), so the
 -- worker count never changes the data and a position can be saved and resumed.
-local core = require "nnr.core"
-local ffi, C = core.ffi, core.C
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 
@@ -21,7 +21,7 @@ local CDataset = {}
 CDataset.__index = CDataset
 M._CDataset = CDataset
 
-local function owned_dataset(p) if p == nil then core.raise() end return ffi.gc(p, C.nnr_dataset_release) end
+local function owned_dataset(p) if p == nil then binding.raise() end return ffi.gc(p, C.nnr_dataset_release) end
 
 local function cdataset(handle, fields, class)
   local self = fields or {}
@@ -40,9 +40,9 @@ function CDataset:len() return tonumber(C.nnr_dataset_length(self.handle)) end
 -- sample i (1-based) as tensors x[, y]
 function CDataset:get(i)
   if type(i) ~= "number" or i ~= math.floor(i) then error("dataset:get: expected an integer index, got " .. tostring(i), 0) end
-  core.check(C.nnr_dataset_get(self.handle, i - 1, tensor_pair, tensor_pair + 1))
-  local x = core.own(tensor_pair[0])
-  local y = tensor_pair[1] ~= nil and core.own(tensor_pair[1]) or nil
+  binding.check(C.nnr_dataset_get(self.handle, i - 1, tensor_pair, tensor_pair + 1))
+  local x = binding.own(tensor_pair[0])
+  local y = tensor_pair[1] ~= nil and binding.own(tensor_pair[1]) or nil
   return x, y
 end
 function CDataset:__tostring() return string.format("%s(%d samples)", self.kind or "Dataset", self:len()) end
@@ -99,10 +99,10 @@ function M.CSVDataset(path, opts)
   if type(opts.label) == "string" then label_name = opts.label
   elseif type(opts.label) == "number" then label_col = opts.label - 1
   elseif opts.label ~= nil then error("CSVDataset: label must be a column name or number", 0) end
-  core.check(C.nnr_load_csv(path, header and 1 or 0, label_name, label_col, delim:byte(), opts.classes == false and 0 or 1,
+  binding.check(C.nnr_load_csv(path, header and 1 or 0, label_name, label_col, delim:byte(), opts.classes == false and 0 or 1,
     tensor_pair, tensor_pair + 1))
-  local x = core.own(tensor_pair[0])
-  local y = tensor_pair[1] ~= nil and core.own(tensor_pair[1]) or nil
+  local x = binding.own(tensor_pair[0])
+  local y = tensor_pair[1] ~= nil and binding.own(tensor_pair[1]) or nil
   local ds = M.TensorDataset(x, y)
   ds.kind = "CSVDataset"
   ds.path = path
@@ -115,8 +115,8 @@ function M.BinaryRecordDataset(path, opts)
   opts = opts or {}
   local shape = opts.shape or error("BinaryRecordDataset: shape (the sample's dimensions) is required", 0)
   if type(shape) == "number" then shape = { shape } end
-  local xdt = core.dtype_id(opts.dtype or "u8", "BinaryRecordDataset")
-  local ydt = core.dtype_id(opts.label_dtype or "u8", "BinaryRecordDataset")
+  local xdt = binding.dtype_id(opts.dtype or "u8", "BinaryRecordDataset")
+  local ydt = binding.dtype_id(opts.label_dtype or "u8", "BinaryRecordDataset")
   local sizes = ffi.new("int64_t[?]", math.max(#shape, 1))
   local xbytes = C.nnr_dtype_size(xdt)
   for i, v in ipairs(shape) do sizes[i - 1] = v; xbytes = xbytes * v end
@@ -140,8 +140,8 @@ function M.ImageFolder(root, opts)
 end
 
 -- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
-function M.load_image(path, channels) return core.own(C.nnr_load_image(path, channels or 0)) end
-function M.save_image(path, image, quality) core.check(C.nnr_save_image(path, image.p, quality or 90)) end
+function M.load_image(path, channels) return binding.own(C.nnr_load_image(path, channels or 0)) end
+function M.save_image(path, image, quality) binding.check(C.nnr_save_image(path, image.p, quality or 90)) end
 
 -- Subset, ConcatDataset and random_split: C-backed when their parts are, else Lua datasets
 local LuaSubset = {}
@@ -429,18 +429,35 @@ local function dataset_name(ds)
   return "Lua dataset"
 end
 
--- the bootstrap each worker state runs (with the payload, tensors and datasets from C)
--- the first chunk of a worker state (a loader's Lua worker, a DataParallel replica): this state's
--- module paths, then module_name's start(...) with the arguments the C side passes
+-- the first chunk of a state beside the script's (a loader's Lua worker, a DataParallel replica:
+-- core/host/states.c): this state's module paths, then module_name's start(...) with the arguments
+-- the C side passes (payload, tensors, ntensors, slot, datasets, ndatasets)
 function M._state_bootstrap(module_name)
   return string.format([[
-NNR_WORKER_STATE = true
 package.path = %q
 package.cpath = %q
 return (require %q).start(...)
 ]], package.path, package.cpath, module_name)
 end
-local function bootstrap() return M._state_bootstrap("nnr.data.worker") end
+
+-- n LuaJIT states (core/host/states.c) built from payloads (one shared, or one per state) with their
+-- tensors (counts[k] of the flat list for payload k) and datasets
+function M._lua_states(n, module_name, payloads, tensor_lists, datasets)
+  local np = #payloads
+  local cp, cl, cn = ffi.new("const char *[?]", np), ffi.new("size_t[?]", np), ffi.new("int[?]", np)
+  local total = 0
+  for k = 1, np do total = total + #tensor_lists[k] end
+  local ct, at = ffi.new("nnr_tensor *[?]", total + 1), 0
+  for k = 1, np do
+    cp[k - 1], cl[k - 1], cn[k - 1] = payloads[k], #payloads[k], #tensor_lists[k]
+    for _, t in ipairs(tensor_lists[k]) do ct[at] = t.p; at = at + 1 end
+  end
+  local dp = ffi.new("nnr_dataset *[?]", #datasets + 1)
+  for i, d in ipairs(datasets) do dp[i - 1] = d.handle end
+  local states = C.nnr_lua_states_new(n, "=" .. module_name, M._state_bootstrap(module_name), np, cp, cl, ct, cn, dp, #datasets)
+  if states == nil then binding.raise() end
+  return states
+end
 
 -- hands the dataset, transforms and collate function to per-worker Lua states
 local function lua_pool(p, dataset, transforms, collate, seed, workers, name)
@@ -449,14 +466,9 @@ local function lua_pool(p, dataset, transforms, collate, seed, workers, name)
   local payload, tensors, datasets = serial.encode(
     { dataset = dataset, transforms = transforms, collate = collate, seed = seed, name = name },
     nnr.is_tensor, function(v) if is_cdataset(v) then return v.handle end end)
-  local tp = ffi.new("nnr_tensor *[?]", #tensors + 1)
-  for i, t in ipairs(tensors) do tp[i - 1] = t.p end
-  local dp = ffi.new("nnr_dataset *[?]", #datasets + 1)
-  for i, d in ipairs(datasets) do dp[i - 1] = d.handle end
-  local pool = C.nnr_lua_pool_new(math.max(workers, 1), bootstrap(), payload, #payload, tp, #tensors, dp, #datasets)
-  if pool == nil then core.raise() end
-  local st = C.nnr_loader_set_batch_fn(p, C.nnr_lua_pool_batch, pool, C.nnr_lua_pool_free)
-  if st ~= 0 then C.nnr_lua_pool_free(pool); core.raise() end
+  local states = M._lua_states(math.max(workers, 1), "nnr.data.worker", { payload }, { tensors }, datasets)
+  local st = C.nnr_loader_set_batch_fn(p, C.nnr_lua_states_batch, states, C.nnr_lua_states_free)
+  if st ~= 0 then C.nnr_lua_states_free(states); binding.raise() end
 end
 
 local OPTIONS = { batch_size = 1, shuffle = 1, seed = 1, drop_last = 1, num_workers = 1, prefetch = 1, pin_memory = 1,
@@ -482,7 +494,7 @@ function M.DataLoader(dataset, opts)
   for _, t in ipairs(transforms) do native = native and type(t) == "table" end
   local handle = native and dataset.handle or owned_dataset(C.nnr_dataset_indices(n))
   local p = C.nnr_loader_new(handle, batch, opts.shuffle and 1 or 0, seed, opts.drop_last and 1 or 0, workers, opts.prefetch or 0)
-  if p == nil then core.raise() end
+  if p == nil then binding.raise() end
   p = ffi.gc(p, C.nnr_loader_free)
   local name = dataset_name(dataset)
   local pinned = false
@@ -492,13 +504,13 @@ function M.DataLoader(dataset, opts)
       M._warned_pin = true
       io.stderr:write("DataLoader: pin_memory: no plugin offers page-locked memory (the cuda plugin does); batches stay in ordinary memory\n")
     end
-    core.check(C.nnr_loader_set_pin_memory(p, 1))
+    binding.check(C.nnr_loader_set_pin_memory(p, 1))
   end
   if native then
     local params = ffi.new("double[8]")
     for _, t in ipairs(transforms) do
       for i = 1, 8 do params[i - 1] = t.params[i] or 0 end
-      core.check(C.nnr_loader_add_transform(p, t.kind, params, #t.params))
+      binding.check(C.nnr_loader_add_transform(p, t.kind, params, #t.params))
     end
   else
     lua_pool(p, dataset, transforms, opts.collate, seed, workers, name)
@@ -535,24 +547,24 @@ local function set_sampler_order(self, epoch)
     if type(i) ~= "number" then error("DataLoader: the sampler gave " .. type(i) .. " at position " .. k, 0) end
     idx[k - 1] = i - 1
   end
-  core.check(C.nnr_loader_set_order(self.handle, #list, idx))
+  binding.check(C.nnr_loader_set_order(self.handle, #list, idx))
 end
 
 -- one epoch: for x, y in loader:iter() do ... end (the next call starts the next epoch)
 function Loader:iter()
-  local own = core.own
+  local own = binding.own
   local handle = self.handle
   local name = self.name
   self.epoch = self.epoch + 1
   local start = self.resume_position or 0
   self.resume_position = nil
   if self.sampler then set_sampler_order(self, self.epoch) end
-  core.check(C.nnr_loader_start_epoch(handle, self.epoch, start))
+  binding.check(C.nnr_loader_start_epoch(handle, self.epoch, start))
   return function()
     local st = C.nnr_loader_next(handle, pair, pair + 1)
     if st == C.NNR_LOADER_END then return nil end
     if st ~= 0 then
-      local msg = core.last_error()
+      local msg = binding.last_error()
       error((msg:gsub("^DataLoader: ", "DataLoader over " .. name .. ": ", 1)), 0)
     end
     local x = own(pair[0])

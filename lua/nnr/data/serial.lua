@@ -138,13 +138,13 @@ end
 -- tensors (ntensors pointers at tensors_ud, each taken with a reference of this state's own) and
 -- dataset(i) giving the C datasets; name labels errors in the payload
 function M.decode(payload, name, tensors_ud, ntensors, dataset)
-  local core = require "nnr.core"
-  local C = core.C
+  local binding = require "nnr.binding"
+  local C = binding.C
   local tp = ffi.cast("nnr_tensor **", tensors_ud)
   local T = {}
   for i = 1, ntensors do
     C.nnr_tensor_retain(tp[i - 1])
-    T[i] = core.own(tp[i - 1])
+    T[i] = binding.own(tp[i - 1])
   end
   local function F(code) return assert(loadstring(code)) end
   return assert(loadstring(payload, "=" .. name))(require, T, dataset, F)

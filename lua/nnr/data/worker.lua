@@ -1,4 +1,4 @@
--- Runs inside a loader's worker state (core/luapool.c): rebuilds the dataset,
+-- Runs inside a loader's worker state (core/host/states.c): rebuilds the dataset,
 -- transforms and collate function sent by nnr.data.serial, then builds
 -- batches on request. Each state belongs to one worker slot and is used by
 -- one thread at a time; it shares nothing with the main state but tensors,
@@ -14,9 +14,10 @@ M.sample_seed = sample_seed
 
 function M.start(payload, tensors_ud, ntensors, slot, datasets_ud, ndatasets)
   local nnr = require "nnr"
-  local core = require "nnr.core"
+  local binding = require "nnr.binding"
+  binding.worker_state()
   local data = require "nnr.data"
-  local ffi, C = core.ffi, core.C
+  local ffi, C = binding.ffi, binding.C
 
   local dp = ffi.cast("nnr_dataset **", datasets_ud)
   local spec = require("nnr.data.serial").decode(payload, "DataLoader payload", tensors_ud, ntensors,
@@ -34,7 +35,7 @@ function M.start(payload, tensors_ud, ntensors, slot, datasets_ud, ndatasets)
       else
         for j = 1, 8 do params[j - 1] = t.params[j] or 0 end
         if not nnr.is_tensor(x) then error(t.name .. ": expected a tensor sample, got " .. type(x), 0) end
-        x = core.own(C.nnr_transform_apply(t.kind, params, #t.params, x.p, sample_seed(seed, epoch, i) + k))
+        x = binding.own(C.nnr_transform_apply(t.kind, params, #t.params, x.p, sample_seed(seed, epoch, i) + k))
       end
     end
     return x

@@ -23,36 +23,13 @@ function Sequential:__len() return #self._children end
 
 function Sequential:get(i) return self[tostring(i)] end
 
--- A Linear or Conv2d followed by a ReLU runs as one fused op (F.linear_relu, F.conv2d_relu:
--- the relu is applied while the output is still in cache, and the backward reads the mask
--- from the output). Only the library's own classes fuse, so a subclass with its own forward
--- runs as written.
-local Linear, Conv2d, ReLU
-local function fusable(a, b)
-  if not Linear then
-    local nn = require "nnr.nn"
-    Linear, Conv2d, ReLU = nn.Linear, nn.Conv2d, nn.ReLU
-  end
-  local ma = getmetatable(a)
-  if b == nil or getmetatable(b) ~= ReLU or rawget(b, "forward") ~= nil or rawget(a, "forward") ~= nil then return false end
-  -- any module with forward_relu(x) (nnr.quant's QuantizedLinear) fuses the same way
-  return ma == Linear or ma == Conv2d or type(a.forward_relu) == "function"
-end
-
-local function fused(m, x)
-  local F = require "nnr.nn.functional"
-  local run
-  if getmetatable(m) == Conv2d then
-    run = function() return m:_forward(x, true) end
-  elseif type(m.forward_relu) == "function" then
-    run = function() return m:forward_relu(x) end
-  else
-    if x:dim() < 1 or x:size(-1) ~= m.in_features then return m:forward(x) end      -- the Linear's own error
-    run = function() return F.linear_relu(x, m.weight, m.bias) end
-  end
-  if not Module._profiling.on then return run() end
+-- A child that can absorb the next one into a single op (Module:fuse_next: Linear, Conv2d and
+-- QuantizedLinear take a following ReLU) runs the pair as that op. Sequential asks the modules;
+-- it knows no classes.
+local function run_fused(child, nxt, fused, x)
+  if not Module._profiling.on then return fused(x) end
   -- profiled: one scope for the pair, "2 (Linear)+ReLU"
-  return Module._in_scope((rawget(m, "_prof_name") or m.__name) .. "+ReLU", run)
+  return Module._in_scope((rawget(child, "_prof_name") or child.__name) .. "+" .. nxt.__name, fused, x)
 end
 
 function Sequential:forward(x)
@@ -61,10 +38,11 @@ function Sequential:forward(x)
   for i, name in ipairs(children) do
     if skip then skip = false; goto continue end
     local child = self[name]
-    local fuse = fusable(child, self[children[i + 1] or ""])
+    local nxt = self[children[i + 1] or ""]
+    local fused = nxt and type(child.fuse_next) == "function" and type(nxt.fusable_activation) == "function" and child:fuse_next(nxt)
     local ok, out
-    if fuse then
-      ok, out = pcall(fused, child, x)
+    if fused then
+      ok, out = pcall(run_fused, child, nxt, fused, x)
       skip = true
     else
       ok, out = pcall(child.__call, child, x)

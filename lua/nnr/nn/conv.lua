@@ -27,6 +27,12 @@ end
 
 function Conv2d:forward(x) return self:_forward(x, false) end
 
+-- a ReLU after it runs in the same op (F.conv2d_relu)
+function Conv2d:fuse_next(next_module)
+  if self.forward ~= Conv2d.forward or next_module:fusable_activation() ~= "relu" then return nil end
+  return function(x) return self:_forward(x, true) end
+end
+
 -- relu: the ReLU that follows in a Sequential, fused into the convolution (F.conv2d_relu)
 function Conv2d:_forward(x, relu)
   local unbatched = x:dim() == 3

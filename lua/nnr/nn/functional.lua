@@ -1,9 +1,9 @@
 -- nnr.nn.functional: the stateless forms of the layers and losses. Modules
 -- call these; a user can too. Dimensions and class indices are 1-based.
 local nnr = require "nnr"
-local core = require "nnr.core"
-local C = core.C
-local own, check = core.own, core.check
+local binding = require "nnr.binding"
+local C = binding.C
+local own, check = binding.own, binding.check
 
 local F = {}
 

@@ -18,12 +18,26 @@ function Linear:__init(in_features, out_features, opts)
   end
 end
 
-function Linear:forward(x)
+local function check_input(self, x)
   if x:dim() < 1 or x:size(-1) ~= self.in_features then
     error(string.format("Linear(%d -> %d): input of shape %s, expected [..., %d]", self.in_features, self.out_features,
       nnr.shape_str(x:size()), self.in_features), 0)
   end
+end
+
+function Linear:forward(x)
+  check_input(self, x)
   return F.linear(x, self.weight, self.bias)
+end
+
+-- a ReLU after it runs in the same op (F.linear_relu: applied while the output is in cache, and the
+-- backward reads the mask from the output)
+function Linear:fuse_next(next_module)
+  if self.forward ~= Linear.forward or next_module:fusable_activation() ~= "relu" then return nil end
+  return function(x)
+    check_input(self, x)
+    return F.linear_relu(x, self.weight, self.bias)
+  end
 end
 
 function Linear:extra_repr()

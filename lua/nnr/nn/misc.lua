@@ -54,6 +54,8 @@ local function activation(name, fn, repr)
   M[name] = A
 end
 activation("ReLU", F.relu)
+-- a layer before it may fuse it (Module:fuse_next), unless this ReLU's forward was replaced
+function M.ReLU:fusable_activation() if self.forward == M.ReLU.forward then return "relu" end end
 activation("LeakyReLU", function(x, s) return F.leaky_relu(x, s or 0.01) end, function(s) return "negative_slope=" .. (s or 0.01) end)
 activation("GELU", F.gelu)
 activation("ELU", function(x, a) return F.elu(x, a or 1) end, function(a) return "alpha=" .. (a or 1) end)

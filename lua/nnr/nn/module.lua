@@ -6,7 +6,7 @@
 --   function MyLayer:__init(n) nn.Module.__init(self); self:register_parameter("w", nnr.randn(n)) end
 --   function MyLayer:forward(x) return x * self.w end
 local nnr = require "nnr"
-local is_dtype = require("nnr.core").is_dtype
+local is_dtype = require("nnr.binding").is_dtype
 
 local Module = {}
 
@@ -72,11 +72,18 @@ function Module:forward()
   error(self.__name .. ": forward is not implemented", 0)
 end
 
+-- Fusion, as nn.Sequential asks for it. A module that can absorb the module after it into one op
+-- returns, from fuse_next(next), a function(x) computing next(self(x)); others return nil. An
+-- activation says what it is with fusable_activation() ("relu"), so that a layer can recognise it
+-- without knowing its class; a subclass or an instance with its own forward says nil and runs as written.
+function Module:fuse_next(next_module) return nil end
+function Module:fusable_activation() return nil end
+
 -- While nnr.profiler runs, each module call is a scope: its ops nest under it in the profile.
 local profiling = { on = false, names = {} }
 Module._profiling = profiling
 local function scoped(ok, ...)
-  require("nnr.core").C.nnr_profiler_pop()
+  require("nnr.binding").C.nnr_profiler_pop()
   if not ok then error((...), 0) end
   return ...
 end
@@ -84,10 +91,10 @@ end
 function Module._in_scope(name, fn, ...)
   local p = profiling.names[name]
   if not p then
-    p = require("nnr.core").C.nnr_profiler_intern(name)
+    p = require("nnr.binding").C.nnr_profiler_intern(name)
     profiling.names[name] = p
   end
-  require("nnr.core").C.nnr_profiler_push(p)
+  require("nnr.binding").C.nnr_profiler_push(p)
   return scoped(pcall(fn, ...))
 end
 local function profiled_call(self, ...)

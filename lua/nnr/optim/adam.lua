@@ -6,7 +6,7 @@
 --   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 -- fused into one pass per parameter.
 local nnr = require "nnr"
-local core = require "nnr.core"
+local binding = require "nnr.binding"
 local Optimizer = require "nnr.optim.optimizer"
 
 local function make(name, decoupled, default_wd)
@@ -17,22 +17,14 @@ local function make(name, decoupled, default_wd)
     if not (b1 >= 0 and b1 < 1 and b2 >= 0 and b2 < 1) then error(name .. ": betas must be in [0, 1)", 0) end
     if g.eps < 0 then error(name .. ": eps must be >= 0", 0) end
   end
-  function A:step()
-    for _, g in ipairs(self.param_groups) do
-      for _, p in ipairs(g.params) do
-        local grad = p.grad
-        if grad then
-          local st = self.state[p]
-          if not st then
-            st = { step = 0, exp_avg = nnr.zeros_like(p), exp_avg_sq = nnr.zeros_like(p) }
-            self.state[p] = st
-          end
-          st.step = st.step + 1
-          core.check(core.C.nnr_adam_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, g.lr, g.betas[1], g.betas[2], g.eps,
-            g.weight_decay, st.step, decoupled and 1 or 0))
-        end
-      end
+  function A:update(p, grad, g, st)
+    if not st then
+      st = { step = 0, exp_avg = nnr.zeros_like(p), exp_avg_sq = nnr.zeros_like(p) }
+      self.state[p] = st
     end
+    st.step = st.step + 1
+    binding.check(binding.C.nnr_adam_step(p.p, grad.p, st.exp_avg.p, st.exp_avg_sq.p, g.lr, g.betas[1], g.betas[2], g.eps,
+      g.weight_decay, st.step, decoupled and 1 or 0))
   end
   return A
 end

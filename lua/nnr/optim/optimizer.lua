@@ -48,6 +48,18 @@ function Optimizer:check_group(group)
   if group.lr == nil or group.lr < 0 then error(self.__name .. ": learning rate must be >= 0, got " .. tostring(group.lr), 0) end
 end
 
+-- The iteration every optimizer shares: each parameter that has a gradient, with its group and its
+-- state (nil before its first update). An optimizer supplies update(p, grad, group, state), its own
+-- rule (one fused kernel call), and keeps its state in self.state[p].
+function Optimizer:step()
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do
+      local grad = p.grad
+      if grad then self:update(p, grad, g, self.state[p]) end
+    end
+  end
+end
+
 function Optimizer:zero_grad(set_to_zero)
   for _, g in ipairs(self.param_groups) do
     for _, p in ipairs(g.params) do

@@ -3,27 +3,19 @@
 -- PyTorch's rule: g = grad + wd p;  s = alpha s + (1 - alpha) g^2;  a = sqrt(s) + eps
 --   momentum 0: p = p - lr g / a;   else b = momentum b + g / a, p = p - lr b
 local nnr = require "nnr"
-local core = require "nnr.core"
+local binding = require "nnr.binding"
 local Optimizer = require "nnr.optim.optimizer"
 
 local RMSprop = Optimizer:extend("RMSprop", { lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0 })
 
-function RMSprop:step()
-  for _, g in ipairs(self.param_groups) do
-    for _, p in ipairs(g.params) do
-      local grad = p.grad
-      if grad then
-        local st = self.state[p]
-        if not st then
-          st = { square_avg = nnr.zeros_like(p) }
-          if g.momentum ~= 0 then st.momentum_buffer = nnr.zeros_like(p) end
-          self.state[p] = st
-        end
-        core.check(core.C.nnr_rmsprop_step(p.p, grad.p, st.square_avg.p, st.momentum_buffer and st.momentum_buffer.p or nil,
-          g.lr, g.alpha, g.eps, g.weight_decay, g.momentum))
-      end
-    end
+function RMSprop:update(p, grad, g, st)
+  if not st then
+    st = { square_avg = nnr.zeros_like(p) }
+    if g.momentum ~= 0 then st.momentum_buffer = nnr.zeros_like(p) end
+    self.state[p] = st
   end
+  binding.check(binding.C.nnr_rmsprop_step(p.p, grad.p, st.square_avg.p, st.momentum_buffer and st.momentum_buffer.p or nil,
+    g.lr, g.alpha, g.eps, g.weight_decay, g.momentum))
 end
 
 return RMSprop

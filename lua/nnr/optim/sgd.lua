@@ -7,8 +7,8 @@
 --   p = p - lr * d
 -- One fused kernel does it in a single pass over p, g and b.
 local nnr = require "nnr"
-local C = require("nnr.core").C
-local check = require("nnr.core").check
+local C = require("nnr.binding").C
+local check = require("nnr.binding").check
 local Optimizer = require "nnr.optim.optimizer"
 
 local SGD = Optimizer:extend("SGD", { lr = 0.001, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false })
@@ -21,25 +21,16 @@ function SGD:check_group(g)
   end
 end
 
-function SGD:step()
-  for _, g in ipairs(self.param_groups) do
-    for _, p in ipairs(g.params) do
-      local grad = p.grad
-      if grad then
-        local st = self.state[p]
-        local fresh = 0
-        if g.momentum ~= 0 and (not st or not st.momentum_buffer) then
-          st = st or {}
-          st.momentum_buffer = nnr.zeros_like(p)
-          self.state[p] = st
-          fresh = 1
-        end
-        local buf = st and st.momentum_buffer
-        check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay,
-          g.nesterov and 1 or 0, fresh))
-      end
-    end
+function SGD:update(p, grad, g, st)
+  local fresh = 0
+  if g.momentum ~= 0 and (not st or not st.momentum_buffer) then
+    st = st or {}
+    st.momentum_buffer = nnr.zeros_like(p)
+    self.state[p] = st
+    fresh = 1
   end
+  local buf = st and st.momentum_buffer
+  check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0, fresh))
 end
 
 return SGD

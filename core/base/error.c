@@ -1,0 +1,48 @@
+/* Thread-local error state and the interrupt flag. C functions set a message
+ * and return a status or NULL; the Lua layer turns it into error(). */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include "base/internal.h"
+
+static _Thread_local char last_error[1024];
+static _Thread_local int last_status;
+static volatile sig_atomic_t interrupt_flag;
+
+const char *nnr_last_error(void) { return last_error; }
+int nnr_last_status(void) { return last_status; }
+
+int nnr_set_error(int status, const char *message)
+{
+    last_status = status;
+    if (message != last_error) snprintf(last_error, sizeof last_error, "%s", message ? message : "");
+    return status;
+}
+
+int nnr_errorf(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    last_status = status;
+    return status;
+}
+
+const char *nnr_shape_str(char *buf, size_t n, int ndim, const int64_t *sizes)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %lld" : "%lld", (long long)sizes[i]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+    return buf;
+}
+
+void nnr_interrupt(void) { interrupt_flag = 1; }
+int nnr_interrupt_pending(void) { return interrupt_flag != 0; }
+void nnr_clear_interrupt(void) { interrupt_flag = 0; }
+/* Ctrl-C belongs to the thread that runs the script: the loader's workers never see it (the
+ * waiting caller does, and stops them), so it cannot land on a sample being built */
+static _Thread_local int deaf;
+void nnr_ignore_interrupts(int on) { deaf = on; }
+int nnr_interrupted_flag(void) { return !deaf && interrupt_flag != 0; }

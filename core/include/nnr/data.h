@@ -1,0 +1,103 @@
+/* Data (core/data/): files (safetensors, IDX, CSV, PNG/JPEG), datasets and the data loader. */
+#ifndef NNR_DATA_H
+#define NNR_DATA_H
+
+#include "nnr/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* NNR_CDEF_BEGIN */
+/* --- files --- */
+/* a safetensors file, opened and validated; tensors are read on demand */
+typedef struct nnr_file nnr_file;
+nnr_file *nnr_safetensors_open(const char *path);
+void nnr_file_close(nnr_file *file);
+int nnr_file_count(const nnr_file *file);
+const char *nnr_file_name(const nnr_file *file, int i);
+nnr_tensor *nnr_file_tensor(nnr_file *file, int i, int device);
+int nnr_file_metadata_count(const nnr_file *file);
+const char *nnr_file_metadata_key(const nnr_file *file, int i);
+const char *nnr_file_metadata_value(const nnr_file *file, int i);
+/* writes atomically (temporary file, fsync, rename) */
+int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_tensor *const *tensors,
+                         int nmeta, const char *const *keys, const char *const *values);
+/* an IDX file (MNIST family), raw or gzip */
+nnr_tensor *nnr_load_idx(const char *path);
+
+/* numeric CSV (header, quoted fields) into f32 x [N, features] and y [N] (the label column; -1 none, or
+ * label_name in the header): i64 classes + 1 when label_classes, else f32 */
+int nnr_load_csv(const char *path, int header, const char *label_name, int label_column, char delimiter, int label_classes,
+                 nnr_tensor **x, nnr_tensor **y);
+/* a PNG or JPEG file as u8 [C, H, W]; channels 0 keeps the file's, 1 grey, 3 RGB, 4 RGBA */
+nnr_tensor *nnr_load_image(const char *path, int channels);
+/* u8 [C, H, W] to PNG, or JPEG when the path ends in .jpg/.jpeg (quality 1..100) */
+int nnr_save_image(const char *path, const nnr_tensor *image, int quality);
+
+/* --- datasets the loader reads (refcounted, shared read-only by its workers; indices 0-based) --- */
+typedef struct nnr_dataset nnr_dataset;
+/* sample i is row i of x (and y) */
+nnr_dataset *nnr_dataset_tensors(const nnr_tensor *x, const nnr_tensor *y);
+/* fixed-size records of a memory-mapped file: x (x_dtype, x_sizes) at x_offset of each record, y (one
+ * y_dtype value; y_offset -1: none) at y_offset; y_classes: y becomes i64 class + 1 */
+nnr_dataset *nnr_dataset_records(const char *path, int64_t header_bytes, int64_t record_bytes, int64_t x_offset, int x_dtype,
+                                 int x_ndim, const int64_t *x_sizes, int64_t y_offset, int y_dtype, int y_classes);
+/* one PNG/JPEG file per sample (decoded by the workers) with an i64 label (labels NULL: none) */
+nnr_dataset *nnr_dataset_images(int64_t n, const char *const *paths, const int64_t *labels, int channels);
+/* root/<class>/<image>: classes are the sorted sub-folder names, labelled 1, 2, ...; files sorted by name */
+nnr_dataset *nnr_dataset_image_folder(const char *root, int channels);
+int nnr_dataset_class_count(const nnr_dataset *dataset);
+const char *nnr_dataset_class_name(const nnr_dataset *dataset, int i);
+nnr_dataset *nnr_dataset_concat(int n, nnr_dataset *const *parts);
+nnr_dataset *nnr_dataset_subset(nnr_dataset *base, int64_t n, const int64_t *indices);
+/* n samples without data of their own: the numbering of a Lua dataset whose batches a batch function builds */
+nnr_dataset *nnr_dataset_indices(int64_t n);
+int64_t nnr_dataset_length(const nnr_dataset *dataset);
+/* sample i as new tensors (y NULL when the dataset has no targets) */
+int nnr_dataset_get(const nnr_dataset *dataset, int64_t i, nnr_tensor **x, nnr_tensor **y);
+void nnr_dataset_retain(nnr_dataset *dataset);
+void nnr_dataset_release(nnr_dataset *dataset);
+
+/* --- the data loader (batches assembled on libuv's worker pool) --- */
+typedef struct nnr_loader nnr_loader;
+enum {
+    NNR_TRANSFORM_TO_FLOAT = 1,       /* p: scale */
+    NNR_TRANSFORM_NORMALIZE = 2,      /* p: mean, std (one channel) or mean0, std0, mean1, std1, mean2, std2 */
+    NNR_TRANSFORM_RANDOM_CROP = 3,    /* p: height, width, padding */
+    NNR_TRANSFORM_RANDOM_HFLIP = 4,   /* p: probability */
+    NNR_TRANSFORM_CENTER_CROP = 5,    /* p: height, width */
+    NNR_TRANSFORM_RESIZE = 6          /* p: height, width (bilinear) */
+};
+/* shuffle with seed; num_workers 0 assembles in the caller */
+nnr_loader *nnr_loader_new(nnr_dataset *dataset, int64_t batch_size, int shuffle, uint64_t seed, int drop_last,
+                           int num_workers, int prefetch);
+/* transforms of each x sample ([H, W] or [C, H, W]), applied in order; x batches become f32 [B, C, H, W] */
+int nnr_loader_add_transform(nnr_loader *loader, int kind, const double *params, int nparams);
+/* one transform applied to one sample ([H, W] or [C, H, W]) with the random stream `seed`: f32 [C, H, W] */
+nnr_tensor *nnr_transform_apply(int kind, const double *params, int nparams, const nnr_tensor *x, uint64_t seed);
+/* a sampler's sample order for the epochs started from now on (indices NULL: back to the built-in one) */
+int nnr_loader_set_order(nnr_loader *loader, int64_t n, const int64_t *indices);
+/* builds batches with fn instead of the dataset (Lua datasets); slot < max(workers, 1) names the worker
+ * state; the loader owns ctx and calls free_ctx(ctx) when freed */
+typedef int (*nnr_batch_fn)(void *ctx, int slot, int64_t epoch, int64_t batch, const int64_t *samples, int64_t count,
+                            nnr_tensor **x, nnr_tensor **y, char *err, size_t errn);
+int nnr_loader_set_batch_fn(nnr_loader *loader, nnr_batch_fn fn, void *ctx, void (*free_ctx)(void *));
+/* batches in page-locked memory (nnr_pin_memory) */
+int nnr_loader_set_pin_memory(nnr_loader *loader, int on);
+int64_t nnr_loader_length(const nnr_loader *loader);
+/* begins an epoch at a batch position (0, or a saved one) */
+int nnr_loader_start_epoch(nnr_loader *loader, int64_t epoch, int64_t first_batch);
+enum { NNR_LOADER_END = -1 };
+/* NNR_OK with the next batch (new references), NNR_LOADER_END after the epoch's last batch, or an error status */
+int nnr_loader_next(nnr_loader *loader, nnr_tensor **x, nnr_tensor **y);
+int64_t nnr_loader_position(const nnr_loader *loader);
+int nnr_loader_stats(const nnr_loader *loader, double *wait_seconds, double *busy_seconds, int64_t *batches);
+void nnr_loader_free(nnr_loader *loader);
+
+/* NNR_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NNR_DATA_H */

@@ -1,0 +1,111 @@
+/* The ops (core/ops/, one file per family): each checks shapes, dtypes and devices, dispatches to
+ * the backend that owns the device, and records what its backward needs. */
+#ifndef NNR_OPS_H
+#define NNR_OPS_H
+
+#include "nnr/autograd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* NNR_CDEF_BEGIN */
+/* --- random fills (the generator of nnr/base.h); kind: NNR_OP_RAND_UNIFORM, _NORMAL or _INT --- */
+nnr_tensor *nnr_random(int kind, int dtype, int ndim, const int64_t *sizes, double a, double b, int device);
+/* fills t in place from the generator */
+int nnr_random_(nnr_tensor *t, int kind, double a, double b);
+
+/* --- views (share storage) --- */
+nnr_tensor *nnr_view(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_reshape(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_permute(const nnr_tensor *t, int ndim, const int *dims);
+nnr_tensor *nnr_transpose(const nnr_tensor *t, int dim0, int dim1);
+nnr_tensor *nnr_narrow(const nnr_tensor *t, int dim, int64_t start, int64_t length);
+nnr_tensor *nnr_select(const nnr_tensor *t, int dim, int64_t index);
+nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes);
+nnr_tensor *nnr_squeeze(const nnr_tensor *t, int dim);      /* dim -1: every size-1 dim */
+nnr_tensor *nnr_unsqueeze(const nnr_tensor *t, int dim);
+nnr_tensor *nnr_flatten(const nnr_tensor *t, int start_dim, int end_dim);
+nnr_tensor *nnr_as_strided(const nnr_tensor *t, int ndim, const int64_t *sizes, const int64_t *strides, int64_t offset);
+
+/* --- copies and casts --- */
+nnr_tensor *nnr_contiguous(const nnr_tensor *t);            /* t itself (new ref) when already contiguous */
+nnr_tensor *nnr_clone(const nnr_tensor *t);
+nnr_tensor *nnr_to(const nnr_tensor *t, int dtype, int device); /* t itself when nothing changes */
+int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src);      /* broadcasts and casts src */
+int nnr_fill_(nnr_tensor *t, double value);
+
+/* --- elementwise --- */
+nnr_tensor *nnr_unary(int op, const nnr_tensor *a);
+int nnr_unary_(int op, nnr_tensor *a);
+nnr_tensor *nnr_binary(int op, const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_first);
+int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b);
+int nnr_binary_scalar_(int op, nnr_tensor *a, double s);
+/* out-variant: writes op(a, b) into out (shape and dtype must fit) */
+int nnr_binary_out(int op, const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out);
+nnr_tensor *nnr_where(const nnr_tensor *cond, const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_where_scalar(const nnr_tensor *cond, const nnr_tensor *a, double sa, const nnr_tensor *b, double sb);
+nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags);
+int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags);
+nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double value);
+int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
+
+/* --- reductions: ndims = 0 reduces every dim --- */
+nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction);
+nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log);
+
+/* --- linear algebra and indexing --- */
+nnr_tensor *nnr_matmul(const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_mm(const nnr_tensor *a, const nnr_tensor *b);
+nnr_tensor *nnr_bmm(const nnr_tensor *a, const nnr_tensor *b);
+/* y = x W^T + b (bias may be NULL) */
+nnr_tensor *nnr_linear(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
+/* relu(x W^T + b), one fused op where the backend has it (LINEAR with i[0] = 1) */
+nnr_tensor *nnr_linear_relu(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias);
+nnr_tensor *nnr_cat(int n, nnr_tensor *const *tensors, int dim);
+nnr_tensor *nnr_gather(const nnr_tensor *a, int dim, const nnr_tensor *index);
+nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *index);
+/* out-of-place scatter-add and index-add (the backward of gather and index_select):
+ * a copy of a with src added at index along dim */
+nnr_tensor *nnr_scatter_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
+nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
+
+/* --- neural-network ops (NCHW) --- */
+/* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
+ * training the batch statistics are used and the running ones updated in place */
+nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, nnr_tensor *running_mean,
+                           nnr_tensor *running_var, int training, double momentum, double eps);
+nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
+                       int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
+/* relu(conv2d(...)), one fused op where the backend has it (CONV2D with i[7] = 1) */
+nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
+                       int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
+nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);
+nnr_tensor *nnr_avg_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int ceil_mode, int count_include_pad);
+nnr_tensor *nnr_adaptive_avg_pool2d(const nnr_tensor *x, int out_h, int out_w);
+
+/* --- fused optimizer steps: update param and its state in place from grad (PyTorch's rules); a
+ * buffer may be NULL when its feature is off --- */
+int nnr_sgd_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *momentum_buffer, double lr, double momentum,
+                 double dampening, double weight_decay, int nesterov, int buffer_is_new);
+int nnr_adam_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *exp_avg, nnr_tensor *exp_avg_sq, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int64_t step, int decoupled_weight_decay);
+int nnr_rmsprop_step(nnr_tensor *param, const nnr_tensor *grad, nnr_tensor *square_avg, nnr_tensor *momentum_buffer,
+                     double lr, double alpha, double eps, double weight_decay, double momentum);
+
+/* --- mixed precision for this thread: f32 matmul, linear and (where the backend has it) convolution
+ * run in dtype (f16 or bf16; -1 off), softmax, log_softmax and batch norm of half inputs in f32.
+ * Returns the previous setting, or -2 with an error for another dtype. --- */
+int nnr_set_autocast(int dtype);
+int nnr_get_autocast(void);
+
+/* runs op on preallocated outputs (ops that extension plugins add, e.g. plugins/quant, and the
+ * conformance kit's calls); the op's name is for errors; params may be NULL */
+int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
+/* NNR_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NNR_OPS_H */

@@ -1,0 +1,131 @@
+/* What the op families share: broadcasting and dtype rules, operands made contiguous, in-place ops
+ * while recording, and the small pieces of arithmetic their backwards use. */
+#include <math.h>
+#include <string.h>
+#include "ops/internal.h"
+
+int nnr_broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out)
+{
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int ia = na - n + i, ib = nb - n + i;
+        int64_t sa = ia >= 0 ? a[ia] : 1, sb = ib >= 0 ? b[ib] : 1;
+        if (sa == sb || sb == 1) out[i] = sa;
+        else if (sa == 1) out[i] = sb;
+        else {
+            char x[NNR_SHAPE_BUF], y[NNR_SHAPE_BUF];
+            return nnr_errorf(NNR_ERR_INVALID, "%s: shapes %s and %s cannot broadcast (dimension %d: %lld vs %lld)", op,
+                              nnr_shape_str(x, sizeof x, na, a), nnr_shape_str(y, sizeof y, nb, b), i + 1, (long long)sa, (long long)sb);
+        }
+    }
+    *nout = n;
+    return NNR_OK;
+}
+
+int nnr_same_device(const char *op, const nnr_tensor *a, const nnr_tensor *b)
+{
+    if (a->device == b->device) return NNR_OK;
+    return nnr_errorf(NNR_ERR_DEVICE, "%s: tensors are on different devices (%s and %s); move one with :to()", op,
+                      nnr_device_name(a->device), nnr_device_name(b->device));
+}
+
+nnr_tensor *nnr_as_dtype(const nnr_tensor *t, int dtype)
+{
+    if (t->dtype == dtype) { nnr_tensor_retain((nnr_tensor *)t); return (nnr_tensor *)t; }
+    return nnr_to(t, dtype, t->device);
+}
+
+int nnr_prepare_operands(int n, const nnr_tensor *const *in, int dtype, nnr_tensor **out)
+{
+    for (int k = 0; k < n; k++) {
+        out[k] = NULL;
+        if (!in[k]) continue;
+        int prev = nnr_set_grad_enabled(0);
+        nnr_tensor *c = nnr_to(in[k], dtype, in[k]->device);
+        nnr_tensor *cc = c ? nnr_contiguous(c) : NULL;
+        nnr_set_grad_enabled(prev);
+        nnr_tensor_release(c);
+        if (!cc) { nnr_release_all(k, out); return nnr_last_status(); }
+        out[k] = cc;
+    }
+    return NNR_OK;
+}
+
+void nnr_release_all(int n, nnr_tensor **ts) { for (int k = 0; k < n; k++) nnr_tensor_release(ts[k]); }
+
+int nnr_scalar_is_integral(double s) { return s == floor(s) && s > -9.2e18 && s < 9.2e18; }
+
+int nnr_promote_with_scalar(int dtype, double s)
+{
+    if (nnr_dtype_is_float(dtype)) return dtype;
+    if (!nnr_scalar_is_integral(s)) return NNR_F32;
+    if (dtype == NNR_BOOL && !(s == 0 || s == 1)) return NNR_I64;
+    return dtype;
+}
+
+int nnr_run_descs(const char *op, int opid, int device, int nin, const nnr_tensor_desc **in, const nnr_tensor_desc *out,
+                  const nnr_op_params *p)
+{
+    nnr_op_call call = {.struct_size = sizeof call, .op = (uint32_t)opid, .n_inputs = nin, .n_outputs = 1, .outputs = {out}, .params = p};
+    for (int i = 0; i < nin; i++) call.inputs[i] = in[i];
+    return nnr_dispatch(op, device, &call);
+}
+
+int nnr_backend_knows(int device, int minor)
+{
+    const nnr_device_entry *dev = nnr_device_get(device);
+    return dev && (int)(dev->plugin->abi_version & 0xffff) >= minor;
+}
+
+int64_t nnr_window_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode)
+{
+    int64_t span = in + 2 * p - d * (k - 1) - 1;
+    if (span < 0) return 0;
+    int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) o--;   /* the last window must start inside the input */
+    return o;
+}
+
+int nnr_inplace_recorded(nnr_tensor *a, nnr_tensor *r)
+{
+    if (!r) return nnr_last_status();
+    int st = nnr_tensor_copy_into(a, r);
+    if (st == NNR_OK && r->grad_fn) {
+        atomic_fetch_add(&r->grad_fn->refcount, 1);
+        nnr_node_attach(a, r->grad_fn);
+    }
+    nnr_tensor_release(r);
+    return st;
+}
+
+nnr_tensor *nnr_sum_to(const nnr_tensor *g, int ndim, const int64_t *sizes)
+{
+    int dims[NNR_MAX_DIMS], n = 0, lead = g->ndim - ndim;
+    for (int d = 0; d < g->ndim; d++)
+        if (d < lead || (sizes[d - lead] == 1 && g->sizes[d] != 1)) dims[n++] = d;
+    if (n == 0) return nnr_reshape(g, ndim, sizes);
+    nnr_tensor *s = nnr_reduce(NNR_OP_SUM, g, n, dims, 1, 0);
+    if (!s) return NULL;
+    nnr_tensor *r = nnr_reshape(s, ndim, sizes);
+    nnr_tensor_release(s);
+    return r;
+}
+
+nnr_tensor *nnr_grad_for_input(nnr_node *node, int k, nnr_tensor *g)
+{
+    if (!g) return NULL;
+    nnr_tensor *r = nnr_sum_to(g, node->in[k].ndim, node->in[k].sizes);
+    nnr_tensor_release(g);
+    return r;
+}
+
+nnr_tensor *nnr_mul(const nnr_tensor *a, const nnr_tensor *b) { return nnr_binary(NNR_OP_MUL, a, b); }
+nnr_tensor *nnr_mul_scalar(const nnr_tensor *a, double s) { return nnr_binary_scalar(NNR_OP_MUL, a, s, 0); }
+
+nnr_tensor *nnr_mul_into(nnr_tensor *a, const nnr_tensor *b)
+{
+    if (!a) return NULL;
+    nnr_tensor *r = nnr_mul(a, b);
+    nnr_tensor_release(a);
+    return r;
+}

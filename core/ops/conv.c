@@ -1,0 +1,237 @@
+/* 2-d convolution (NCHW, groups, stride, padding, dilation), optionally fused with a relu: the
+ * front end, its gradients, what it records and its backward. The fused forms (relu in the
+ * forward, the relu's mask and the bias gradient in the backward) go to a backend only when its
+ * supports() takes them; otherwise the core composes them from separate ops.
+ *
+ *   x [N, C, H, W], weight [O, C/groups, KH, KW], bias [O] -> y [N, O, HO, WO]
+ *   geom (params.i): stride h, w; padding h, w; dilation h, w; groups; relu */
+#include <string.h>
+#include "ops/internal.h"
+
+/* whether x's backend has a convolution in dtype (autocast keeps f32 where it has none) */
+static int backend_convolves(const nnr_tensor *x, const nnr_tensor *w, int dtype)
+{
+    const nnr_device_entry *dev = nnr_device_get(x->device);
+    if (!dev) return 0;
+    nnr_tensor_desc dx, dw, dy;
+    nnr_tensor_desc_of(x, &dx);
+    nnr_tensor_desc_of(w, &dw);
+    dx.dtype = dw.dtype = dtype;
+    dy = dx;
+    dy.sizes[1] = w->sizes[0];
+    nnr_op_params p = {.struct_size = sizeof p, .i = {1, 1, 0, 0, 1, 1, 1, 0}};
+    nnr_op_call call = {.struct_size = sizeof call, .op = NNR_OP_CONV2D, .n_inputs = 2, .n_outputs = 1,
+                        .inputs = {&dx, &dw}, .outputs = {&dy}, .params = &p};
+    return dev->plugin->supports(dev->plugin, &call);
+}
+
+static int check_conv(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, const int64_t *g)
+{
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (x->ndim != 4 || w->ndim != 4)
+        return nnr_errorf(NNR_ERR_INVALID, "conv2d: expected a 4-d input [N, C, H, W] and a 4-d weight [O, C/groups, KH, KW], got %s and %s",
+                          nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes));
+    if (g[0] < 1 || g[1] < 1 || g[4] < 1 || g[5] < 1 || g[2] < 0 || g[3] < 0 || g[6] < 1)
+        return nnr_errorf(NNR_ERR_INVALID, "conv2d: stride and dilation must be >= 1, padding >= 0, groups >= 1");
+    int64_t C = x->sizes[1], O = w->sizes[0], groups = g[6];
+    if (C % groups || O % groups || w->sizes[1] != C / groups)
+        return nnr_errorf(NNR_ERR_INVALID, "conv2d: input of shape %s has %lld channels, weight of shape %s expects %lld (groups %lld)",
+                          nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)C, nnr_shape_str(b, sizeof b, w->ndim, w->sizes),
+                          (long long)(w->sizes[1] * groups), (long long)groups);
+    if (bias && (bias->ndim != 1 || bias->sizes[0] != O))
+        return nnr_errorf(NNR_ERR_INVALID, "conv2d: bias of shape %s, expected [%lld]", nnr_shape_str(a, sizeof a, bias->ndim, bias->sizes), (long long)O);
+    if (x->device != w->device || (bias && bias->device != x->device))
+        return nnr_errorf(NNR_ERR_DEVICE, "conv2d: input, weight and bias must be on one device");
+    int dt = nnr_promote_types(x->dtype, w->dtype);
+    if (dt != NNR_F32 && dt != NNR_F64 && !((dt == NNR_F16 || dt == NNR_BF16) && backend_convolves(x, w, dt)))
+        return nnr_errorf(NNR_ERR_UNSUPPORTED, "conv2d: dtype %s is not supported (expected f32 or f64; f16 and bf16 on backends that have them)",
+                          nnr_dtype_name(dt));
+    return NNR_OK;
+}
+
+/* ---------------- backward ---------------- */
+
+/* the bias gradient: grad_out summed over N, H, W */
+static int bias_grad(const nnr_tensor *g, nnr_tensor **gb)
+{
+    int dims[3] = {0, 2, 3};
+    *gb = nnr_reduce(NNR_OP_SUM, g, 3, dims, 0, 0);
+    return *gb ? NNR_OK : nnr_last_status();
+}
+
+/* the gradients, with m (the relu output, or NULL) as the kernels' mask; fused_bias: the weight
+ * kernel also writes the bias gradient */
+static int run_grads(const nnr_tensor *x, const nnr_tensor *w, nnr_tensor *g, nnr_tensor *m, const nnr_op_params *p, int fused_bias,
+                     nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb)
+{
+    int st = NNR_OK;
+    if (gx) {
+        *gx = nnr_tensor_alloc(x->dtype, 4, x->sizes, x->device);
+        nnr_tensor *in[3] = {g, (nnr_tensor *)w, m};
+        if (!*gx || nnr_run_tensors("conv2d backward", NNR_OP_CONV2D_GRAD_INPUT, x->device, m ? 3 : 2, in, 1, gx, p)) st = nnr_last_status();
+    }
+    if (gw && st == NNR_OK) {
+        nnr_tensor *outs[2] = {nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device), NULL};
+        if (fused_bias) outs[1] = nnr_tensor_alloc(w->dtype, 1, w->sizes, w->device);
+        nnr_tensor *in[3] = {(nnr_tensor *)x, g, m};
+        *gw = outs[0];
+        if (fused_bias) *gb = outs[1];
+        if (!outs[0] || (fused_bias && !outs[1]) ||
+            nnr_run_tensors("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, m ? 3 : 2, in, fused_bias ? 2 : 1, outs, p))
+            st = nnr_last_status();
+    }
+    if (gb && !fused_bias && st == NNR_OK) st = bias_grad(g, gb);
+    return st;
+}
+
+/* whether the backend takes the gradient kernels with the relu mask as their third input (and, for
+ * *fused_bias, the weight kernel with the bias gradient as a second output) */
+static int backend_fuses_grads(const nnr_tensor *x, const nnr_tensor *w, nnr_tensor *g, nnr_tensor *m, nnr_op_params *p,
+                               int want_gx, int want_gw, int want_gb, int *fused_bias)
+{
+    nnr_tensor *gx_probe = nnr_tensor_new_view(x, x->ndim, x->sizes, x->strides, x->offset);
+    nnr_tensor *gw_probe = nnr_tensor_new_view(w, w->ndim, w->sizes, w->strides, w->offset);
+    int64_t one = 1;
+    nnr_tensor *gb_probe = nnr_tensor_new_view(w, 1, w->sizes, &one, w->offset);
+    int ok = gx_probe && gw_probe && gb_probe;
+    p->i[7] = m != NULL;
+    if (ok && m && want_gx) {
+        nnr_tensor *in[3] = {g, (nnr_tensor *)w, m};
+        ok = nnr_backend_takes(x->device, NNR_OP_CONV2D_GRAD_INPUT, 3, in, 1, &gx_probe, p);
+    }
+    nnr_tensor *in[3] = {(nnr_tensor *)x, g, m}, *outs[2] = {gw_probe, gb_probe};
+    if (ok && m && want_gw) ok = nnr_backend_takes(x->device, NNR_OP_CONV2D_GRAD_WEIGHT, 3, in, 1, outs, p);
+    if (ok && m && want_gb && !want_gw) ok = 0;        /* the bias alone needs the masked gradient */
+    *fused_bias = ok && want_gb && want_gw && nnr_backend_takes(x->device, NNR_OP_CONV2D_GRAD_WEIGHT, m ? 3 : 2, in, 2, outs, p);
+    nnr_tensor_release(gx_probe);
+    nnr_tensor_release(gw_probe);
+    nnr_tensor_release(gb_probe);
+    return ok;
+}
+
+/* the gradients of a convolution (recording is off). relu_out: the output of a fused conv+relu,
+ * whose mask (> 0) applies to gy: in the kernels where the backend takes it (per image, in cache),
+ * else as a separate op first. */
+static int conv_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, const int64_t *geom, const nnr_tensor *relu_out,
+                      nnr_tensor **gx, nnr_tensor **gw, nnr_tensor **gb)
+{
+    nnr_tensor *g = nnr_contiguous(gy), *m = relu_out ? nnr_contiguous(relu_out) : NULL;
+    if (!g || (relu_out && !m)) { nnr_tensor_release(g); return nnr_last_status(); }
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof(int64_t) * 7);
+    int fused_bias = 0, st;
+    if (!backend_fuses_grads(x, w, g, m, &p, gx != NULL, gw != NULL, gb != NULL, &fused_bias)) {
+        nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, g, m);   /* mask first, as a separate op */
+        nnr_tensor_release(m);
+        m = NULL;
+        p.i[7] = 0;
+        st = gm ? NNR_OK : nnr_last_status();
+        if (gm) backend_fuses_grads(x, w, gm, NULL, &p, gx != NULL, gw != NULL, gb != NULL, &fused_bias);
+        if (gm) st = run_grads(x, w, gm, NULL, &p, fused_bias, gx, gw, gb);
+        nnr_tensor_release(gm);
+    } else {
+        st = run_grads(x, w, g, m, &p, fused_bias, gx, gw, gb);
+    }
+    nnr_tensor_release(g);
+    nnr_tensor_release(m);
+    return st;
+}
+
+static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
+    const nnr_tensor *y = node->n_saved > 2 ? nnr_node_saved(node, 2) : NULL;
+    if (!x || !w || (node->n_saved > 2 && !y)) return nnr_last_status();
+    int has_bias = node->n_inputs > 2 && node->in[2].node;
+    return conv_grads(x, w, g, node->i, y, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
+                      has_bias ? &grads[2] : NULL);
+}
+
+/* inputs: x, weight, bias (NULL when absent) as the user gave them (the graph's edges); xc, wc: the
+ * contiguous copies the kernel used (saved); a fused relu also saves the output, its mask */
+static int record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,
+                         nnr_tensor *out)
+{
+    nnr_node *node = nnr_node_new(relu ? "ConvolutionReluBackward" : "ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
+    if (!node) return nnr_last_status();
+    memcpy(node->i, geom, sizeof(int64_t) * 7);
+    int st = nnr_save(node, xc, 0);
+    if (!st) st = nnr_save(node, wc, 0);
+    if (!st && relu) st = nnr_save(node, out, 1);
+    return nnr_node_finish(out, node, st);
+}
+
+/* ---------------- front end ---------------- */
+
+/* the forward on contiguous operands c (x, w, bias), relu fused where the backend takes it */
+static nnr_tensor *conv_forward(nnr_tensor *const *c, const int64_t *geom, int relu)
+{
+    const nnr_tensor *x = c[0], *w = c[1];
+    int64_t HO = nnr_window_out_size(x->sizes[2], w->sizes[2], geom[0], geom[2], geom[4], 0);
+    int64_t WO = nnr_window_out_size(x->sizes[3], w->sizes[3], geom[1], geom[3], geom[5], 0);
+    int64_t sizes[4] = {x->sizes[0], w->sizes[0], HO, WO};
+    nnr_tensor *y = nnr_tensor_alloc(x->dtype, 4, sizes, x->device);
+    if (!y) return NULL;
+    int nin = c[2] ? 3 : 2;
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof(int64_t) * 7);
+    p.i[7] = relu && nnr_backend_knows(x->device, 1);
+    if (p.i[7] && !nnr_backend_takes(x->device, NNR_OP_CONV2D, nin, c, 1, &y, &p)) p.i[7] = 0;
+    if (nnr_run_tensors("conv2d", NNR_OP_CONV2D, x->device, nin, c, 1, &y, &p)) { nnr_tensor_release(y); return NULL; }
+    if (relu && !p.i[7]) {
+        int prev = nnr_set_grad_enabled(0);
+        nnr_tensor *r = nnr_unary(NNR_OP_RELU, y);
+        nnr_set_grad_enabled(prev);
+        nnr_tensor_release(y);
+        y = r;
+    }
+    return y;
+}
+
+static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, const int64_t *geom, int relu)
+{
+    if (nnr_get_autocast() >= 0 && x->ndim == 4 && w->ndim == 4 && x->device == w->device && backend_convolves(x, w, nnr_get_autocast())) {
+        const nnr_tensor *ops[3] = {x, w, bias};
+        nnr_tensor *low[3];
+        int ac = nnr_autocast_operands(3, ops, low);
+        if (ac < 0) return NULL;
+        if (ac) {
+            int prev = nnr_set_autocast(-1);
+            nnr_tensor *y = conv_impl(low[0], low[1], low[2], geom, relu);
+            nnr_set_autocast(prev);
+            nnr_release_all(3, low);
+            return y;
+        }
+    }
+    if (check_conv(x, w, bias, geom)) return NULL;
+    if (nnr_window_out_size(x->sizes[2], w->sizes[2], geom[0], geom[2], geom[4], 0) < 1 ||
+        nnr_window_out_size(x->sizes[3], w->sizes[3], geom[1], geom[3], geom[5], 0) < 1) {
+        char a[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "conv2d: input of shape %s is too small for a %lldx%lld kernel (padding %lld, dilation %lld)",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)w->sizes[2], (long long)w->sizes[3], (long long)geom[2],
+                   (long long)geom[4]);
+        return NULL;
+    }
+    const nnr_tensor *in[3] = {x, w, bias};
+    nnr_tensor *c[3];
+    if (nnr_prepare_operands(3, in, nnr_promote_types(x->dtype, w->dtype), c)) return NULL;
+    nnr_tensor *y = conv_forward(c, geom, relu);
+    if (y && nnr_should_record(3, in) && record_conv2d(in, c[0], c[1], geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
+    nnr_release_all(3, c);
+    return y;
+}
+
+nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                       int pad_w, int dil_h, int dil_w, int groups)
+{
+    int64_t geom[7] = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
+    return conv_impl(x, w, bias, geom, 0);
+}
+
+/* relu(conv2d(...)) as one op where the backend has it (nn.Sequential fuses Conv2d then ReLU into it) */
+nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                            int pad_w, int dil_h, int dil_w, int groups)
+{
+    int64_t geom[7] = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
+    return conv_impl(x, w, bias, geom, 1);
+}

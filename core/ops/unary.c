@@ -1,0 +1,153 @@
+/* Unary elementwise ops (neg, abs, exp, log, sqrt, tanh, sigmoid, relu, sin, cos, sign, reciprocal,
+ * logical_not, erf): the front ends, what they record, and their derivatives. */
+#include <math.h>
+#include "ops/internal.h"
+
+static int is_unary(int op) { return nnr_op_category(op) == NNR_OPCAT_UNARY; }
+
+/* which of input (1) and output (2) an op's derivative reads */
+static int unary_needs(int op)
+{
+    switch (op) {
+    case NNR_OP_ABS: case NNR_OP_LOG: case NNR_OP_RELU: case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_ERF: return 1;
+    case NNR_OP_EXP: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID: case NNR_OP_RECIPROCAL: return 2;
+    }
+    return 0;
+}
+
+static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    int needs = unary_needs((int)node->i[0]);
+    const nnr_tensor *x = NULL, *y = NULL;
+    if (needs == 1 && !(x = nnr_node_saved(node, 0))) return nnr_last_status();
+    if (needs == 2 && !(y = nnr_node_saved(node, 0))) return nnr_last_status();
+    nnr_tensor *r = NULL, *t = NULL;
+    switch ((int)node->i[0]) {
+    case NNR_OP_NEG: r = nnr_unary(NNR_OP_NEG, g); break;
+    case NNR_OP_ABS: t = nnr_unary(NNR_OP_SIGN, x); r = nnr_mul_into(t, g); break;
+    case NNR_OP_EXP: r = nnr_mul(g, y); break;
+    case NNR_OP_LOG: r = nnr_binary(NNR_OP_DIV, g, x); break;
+    case NNR_OP_SQRT: t = nnr_mul_scalar(y, 2); r = t ? nnr_binary(NNR_OP_DIV, g, t) : NULL; nnr_tensor_release(t); break;
+    case NNR_OP_TANH:      /* 1 - y^2 */
+        t = nnr_mul(y, y);
+        if (t) { nnr_tensor *u = nnr_binary_scalar(NNR_OP_SUB, t, 1, 1); nnr_tensor_release(t); t = u; }
+        r = nnr_mul_into(t, g);
+        break;
+    case NNR_OP_SIGMOID:   /* y (1 - y) */
+        t = nnr_binary_scalar(NNR_OP_SUB, y, 1, 1);
+        t = nnr_mul_into(t, y);
+        r = nnr_mul_into(t, g);
+        break;
+    case NNR_OP_RELU: r = nnr_binary(NNR_OP_RELU_GRAD, g, x); break;
+    case NNR_OP_SIN: t = nnr_unary(NNR_OP_COS, x); r = nnr_mul_into(t, g); break;
+    case NNR_OP_COS: t = nnr_unary(NNR_OP_SIN, x); r = nnr_mul_into(t, g); if (r) { t = nnr_unary(NNR_OP_NEG, r); nnr_tensor_release(r); r = t; } break;
+    case NNR_OP_SIGN: r = nnr_full(g->dtype, g->ndim, g->sizes, 0.0, g->device); break;
+    case NNR_OP_ERF: {                         /* 2/sqrt(pi) exp(-x^2) */
+        nnr_tensor *sq = nnr_mul(x, x);
+        nnr_tensor *e = sq ? nnr_binary_scalar(NNR_OP_MUL, sq, -1, 0) : NULL;
+        nnr_tensor *ex = e ? nnr_unary(NNR_OP_EXP, e) : NULL;
+        nnr_tensor *sc = ex ? nnr_mul_scalar(ex, 1.1283791670955126) : NULL;
+        r = sc ? nnr_mul(sc, g) : NULL;
+        nnr_tensor_release(sq); nnr_tensor_release(e); nnr_tensor_release(ex); nnr_tensor_release(sc);
+        break;
+    }
+    case NNR_OP_RECIPROCAL:   /* -y^2 */
+        t = nnr_mul(y, y);
+        t = nnr_mul_into(t, g);
+        if (t) { r = nnr_unary(NNR_OP_NEG, t); nnr_tensor_release(t); }
+        break;
+    default: return nnr_errorf(NNR_ERR_INTERNAL, "backward: op %lld has no derivative", (long long)node->i[0]);
+    }
+    if (!r) return nnr_last_status();
+    grads[0] = r;
+    return NNR_OK;
+}
+
+static const char *unary_name(int op)
+{
+    switch (op) {
+    case NNR_OP_NEG: return "NegBackward"; case NNR_OP_ABS: return "AbsBackward"; case NNR_OP_EXP: return "ExpBackward";
+    case NNR_OP_LOG: return "LogBackward"; case NNR_OP_SQRT: return "SqrtBackward"; case NNR_OP_TANH: return "TanhBackward";
+    case NNR_OP_SIGMOID: return "SigmoidBackward"; case NNR_OP_RELU: return "ReluBackward"; case NNR_OP_SIN: return "SinBackward";
+    case NNR_OP_COS: return "CosBackward"; case NNR_OP_SIGN: return "SignBackward"; case NNR_OP_RECIPROCAL: return "ReciprocalBackward";
+    case NNR_OP_ERF: return "ErfBackward";
+    }
+    return NULL;
+}
+
+static int record_unary(int op, const nnr_tensor *x, nnr_tensor *out)
+{
+    const char *name = unary_name(op);
+    if (!name) return NNR_OK;                  /* logical_not: not differentiable */
+    nnr_node *node = nnr_node_new(name, unary_backward, 1, &x);
+    if (!node) return nnr_last_status();
+    node->i[0] = op;
+    int needs = unary_needs(op), st = NNR_OK;
+    if (needs == 1) st = nnr_save(node, x, 0);
+    if (needs == 2) st = nnr_save(node, out, 1);
+    if (st) { nnr_node_release(node); return st; }
+    return nnr_node_finish(out, node, NNR_OK);
+}
+
+
+/* ---------------- front ends ---------------- */
+
+static int unary_dtype(int op, int dtype, int *out)
+{
+    switch (op) {
+    case NNR_OP_EXP: case NNR_OP_LOG: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID:
+    case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL: case NNR_OP_ERF:
+        *out = nnr_dtype_is_float(dtype) ? dtype : NNR_F32;
+        return NNR_OK;
+    case NNR_OP_LOGICAL_NOT: *out = NNR_BOOL; return NNR_OK;
+    case NNR_OP_NEG: case NNR_OP_ABS: case NNR_OP_RELU: case NNR_OP_SIGN:
+        if (dtype == NNR_BOOL && op != NNR_OP_SIGN)
+            return nnr_errorf(NNR_ERR_INVALID, "%s: not defined for bool tensors", nnr_op_name(op));
+        *out = dtype;
+        return NNR_OK;
+    }
+    return nnr_errorf(NNR_ERR_INVALID, "unary: %d is not a unary op", op);
+}
+
+nnr_tensor *nnr_unary(int op, const nnr_tensor *a)
+{
+    int odt = 0;
+    if (!is_unary(op)) { nnr_errorf(NNR_ERR_INVALID, "unary: %d is not a unary op", op); return NULL; }
+    if (unary_dtype(op, a->dtype, &odt)) return NULL;
+    /* math ops compute in the output's float type; the others read the input as is */
+    int in_dt = (odt == NNR_BOOL || !nnr_dtype_is_float(odt)) ? a->dtype : odt;
+    nnr_tensor *x = nnr_as_dtype(a, in_dt);
+    if (!x) return NULL;
+    nnr_tensor *r = nnr_tensor_alloc(odt, a->ndim, a->sizes, a->device);
+    if (r) {
+        nnr_tensor_desc di, dout;
+        nnr_tensor_desc_of(x, &di);
+        nnr_tensor_desc_of(r, &dout);
+        const nnr_tensor_desc *in[1] = {&di};
+        if (nnr_run_descs(nnr_op_name(op), op, a->device, 1, in, &dout, NULL)) { nnr_tensor_release(r); r = NULL; }
+    }
+    if (nnr_should_record(1, (const nnr_tensor **)&x)) NNR_RECORD(r, record_unary(op, x, r));
+    nnr_tensor_release(x);
+    return r;
+}
+
+int nnr_unary_(int op, nnr_tensor *a)
+{
+    int odt = 0;
+    if (!is_unary(op)) return nnr_errorf(NNR_ERR_INVALID, "unary_: %d is not a unary op", op);
+    if (unary_dtype(op, a->dtype, &odt)) return nnr_last_status();
+    if (odt != a->dtype)
+        return nnr_errorf(NNR_ERR_INVALID, "%s_: result type %s cannot be stored in place in a %s tensor", nnr_op_name(op),
+                          nnr_dtype_name(odt), nnr_dtype_name(a->dtype));
+    if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
+    if (nnr_should_record(1, (const nnr_tensor **)&a)) {
+        nnr_tensor *old = nnr_clone(a), *r = old ? nnr_unary(op, old) : NULL;
+        nnr_tensor_release(old);
+        return nnr_inplace_recorded(a, r);
+    }
+    nnr_tensor_desc d;
+    nnr_tensor_desc_of(a, &d);
+    const nnr_tensor_desc *in[1] = {&d};
+    return nnr_run_descs(nnr_op_name(op), op, a->device, 1, in, &d, NULL);
+}
+

@@ -1,0 +1,52 @@
+/* OpenBLAS, opened by this plugin at init rather than linked. OpenBLAS reads its environment when
+ * it loads, and its settings are this plugin's to make, not the core's:
+ *  - OpenBLAS 0.3.21 (Debian 12) does not recognise recent CPUs and falls back to its SSE3
+ *    "Prescott" kernels: on an AVX-512 Xeon that is 40-60 GFLOP/s instead of 200. Unless the user
+ *    chose one (OPENBLAS_CORETYPE, or NNR_KEEP_BLAS_DETECTION set), name the widest kernel family
+ *    the CPU and the OS support.
+ *  - OpenBLAS's idle threads spin (sched_yield) for 2^28 cycles after each call, taking the cores
+ *    from our own kernels between gemms: let them sleep sooner.
+ * Only the three functions below are used; the gemms run single-threaded inside our pool (gemm.c). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "kernels.h"
+
+cpu_blas_api cpu_blas;
+
+static void choose_settings(void)
+{
+    setenv("OPENBLAS_THREAD_TIMEOUT", "12", 0);
+#if defined(__x86_64__)
+    if (getenv("OPENBLAS_CORETYPE") || getenv("NNR_KEEP_BLAS_DETECTION")) return;
+    __builtin_cpu_init();
+    /* __builtin_cpu_supports checks CPUID and, for AVX/AVX-512, the OS's XCR0 state */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        setenv("OPENBLAS_CORETYPE", "Haswell", 0);
+#endif
+}
+
+int cpu_blas_open(void)
+{
+    if (cpu_blas.sgemm) return NNR_OK;
+    choose_settings();
+    /* the soname first (a bundle's copy through the executable's RPATH, LD_LIBRARY_PATH, the system's),
+     * then the library this plugin was built against */
+    const char *names[] = {"libopenblas.so.0", NNR_OPENBLAS_FILE};
+    void *h = NULL;
+    char why[512] = "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
+        if (!(h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))) snprintf(why, sizeof why, "%s", dlerror());
+    if (!h) return cpu_error(NNR_ERR_DEVICE, "cpu: cannot open OpenBLAS (libopenblas.so.0, %s): %s", NNR_OPENBLAS_FILE, why);
+    cpu_blas.sgemm = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
+    cpu_blas.dgemm = (cpu_dgemm_fn)dlsym(h, "cblas_dgemm");
+    cpu_blas.set_num_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+    if (!cpu_blas.sgemm || !cpu_blas.dgemm || !cpu_blas.set_num_threads) {
+        cpu_blas.sgemm = NULL;
+        return cpu_error(NNR_ERR_DEVICE, "cpu: the OpenBLAS it opened lacks cblas_sgemm, cblas_dgemm or openblas_set_num_threads");
+    }
+    return NNR_OK;    /* the handle stays open for the life of the process */
+}
