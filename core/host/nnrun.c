@@ -21,7 +21,7 @@
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
-#include "nnr/nnr.h"
+#include "host/nnrun.h"
 
 static lua_State *globalL;
 static volatile sig_atomic_t in_repl_prompt, prompt_interrupted;
@@ -77,7 +77,7 @@ static int traceback(lua_State *L)
 }
 
 /* runs the function on top of the stack with n args; prints errors */
-static int docall(lua_State *L, int nargs, int nresults)
+int nnrun_docall(lua_State *L, int nargs, int nresults)
 {
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
@@ -148,7 +148,7 @@ static int preload_nnr(lua_State *L)
 {
     lua_getglobal(L, "require");
     lua_pushstring(L, "nnr");
-    if (docall(L, 1, 1)) return 1;
+    if (nnrun_docall(L, 1, 1)) return 1;
     lua_setglobal(L, "nnr");
     return 0;
 }
@@ -173,7 +173,7 @@ static int run_file(lua_State *L, const char *path, char **argv, int argc, int s
     }
     int nargs = 0;
     for (int i = script + 1; i < argc; i++, nargs++) lua_pushstring(L, argv[i]);
-    return docall(L, nargs, 0);
+    return nnrun_docall(L, nargs, 0);
 }
 
 static int run_string(lua_State *L, const char *code, const char *name)
@@ -183,7 +183,7 @@ static int run_string(lua_State *L, const char *code, const char *name)
         lua_pop(L, 1);
         return 1;
     }
-    return docall(L, 0, 0);
+    return nnrun_docall(L, 0, 0);
 }
 
 static int run_stdin(lua_State *L)
@@ -203,7 +203,7 @@ static int run_stdin(lua_State *L)
         return 1;
     }
     free(buf);
-    return docall(L, 0, 0);
+    return nnrun_docall(L, 0, 0);
 }
 
 /* ---------------- REPL ---------------- */
@@ -293,7 +293,7 @@ static void repl(lua_State *L)
         }
         if (chunk[0]) add_history(chunk);
         if (status == 0) {
-            if (docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
+            if (nnrun_docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
         } else if (status != -1 && lua_gettop(L) > base) {
             fprintf(stderr, "%s\n", lua_tostring(L, -1));
             lua_pop(L, 1);
@@ -317,8 +317,9 @@ static void usage(FILE *f)
             "                    profile the whole run: a table by op and by module on stderr at the end,\n"
             "                    and a Chrome trace (chrome://tracing, Perfetto) when a path is given\n"
             "  --plugins         list plugins, devices and any refusals\n"
-            "  --check-backend lib.so\n"
-            "                    load a backend plugin and check every op on its devices against the cpu backend\n"
+            "  --check-backend lib.so [--ops PATTERN]\n"
+            "                    load a backend plugin and check every op on its devices against the host backend,\n"
+            "                    one row per op, dtype and layout (PATTERN: a Lua pattern for the op names)\n"
             "  --version         print versions\n"
             "  --help            this text\n"
             "With no script, nnrun opens the REPL (or runs stdin when it is not a terminal).\n"
@@ -329,16 +330,27 @@ static int list_plugins(void)
 {
     nnr_init();
     printf("plugins:\n");
-    for (int i = 0; i < nnr_plugin_count(); i++)
-        printf("  %-8s %-8s %s\n           %s: %s\n", nnr_plugin_name(i), nnr_plugin_version(i), nnr_plugin_path(i),
+    for (int i = 0; i < nnr_plugin_count(); i++) {
+        int kind = nnr_plugin_kind_of(i), abi = nnr_plugin_abi(i);
+        char what[64] = "";
+        if (kind >= 0) snprintf(what, sizeof what, " (%s, ABI %d.%d, %d device%s)", kind == NNR_PLUGIN_BACKEND ? "backend" : "extension",
+                                abi >> 16, abi & 0xffff, nnr_plugin_device_count(i), nnr_plugin_device_count(i) == 1 ? "" : "s");
+        printf("  %-8s %-8s %s%s\n           %s: %s\n", nnr_plugin_name(i), nnr_plugin_version(i), nnr_plugin_path(i), what,
                nnr_plugin_loaded(i) ? "loaded" : "REFUSED", nnr_plugin_message(i));
+    }
     printf("devices:\n");
-    for (int d = 0; d < nnr_device_count(); d++) printf("  %-8s %s\n", nnr_device_name(d), nnr_device_label(d));
+    for (int d = 0; d < nnr_device_count(); d++) {
+        int64_t free_b, total_b;
+        char mem[64] = "";
+        if (nnr_device_memory_info(d, &free_b, &total_b) == NNR_OK && total_b > 0)
+            snprintf(mem, sizeof mem, "; memory %.1f GiB free of %.1f", free_b >= 0 ? (double)free_b / (1 << 30) : 0.0, (double)total_b / (1 << 30));
+        printf("  %-8s %s%s%s\n", nnr_device_name(d), nnr_device_label(d), nnr_device_host_memory(d) ? " (host memory)" : "", mem);
+    }
     return nnr_device_count() > 0 ? 0 : 1;
 }
 
 /* a Lua state with the standard libraries, our package path and nnr.native */
-static lua_State *new_state(void)
+lua_State *nnrun_new_state(void)
 {
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "nnrun: cannot create a Lua state\n"); return NULL; }
@@ -350,42 +362,6 @@ static lua_State *new_state(void)
     lua_setfield(L, -2, "nnr.native");
     lua_pop(L, 2);
     return L;
-}
-
-/* runs the conformance kit (lua/nnr/conformance.lua) on the plugin at path */
-static int check_backend(const char *path)
-{
-    const char *old = getenv("NNR_PLUGIN_PATH");
-    char *paths = malloc(strlen(path) + (old ? strlen(old) : 0) + 2);
-    if (!paths) return 1;
-    sprintf(paths, "%s%s%s", path, old ? ":" : "", old ? old : "");
-    setenv("NNR_PLUGIN_PATH", paths, 1);
-    free(paths);
-    nnr_init();
-    const char *name = NULL;
-    char real[PATH_MAX];
-    if (!realpath(path, real)) { fprintf(stderr, "nnrun: cannot find %s\n", path); return 1; }
-    for (int i = 0; i < nnr_plugin_count(); i++)
-        if (strcmp(nnr_plugin_path(i), real) == 0) {
-            if (!nnr_plugin_loaded(i)) { fprintf(stderr, "nnrun: %s was refused: %s\n", path, nnr_plugin_message(i)); return 1; }
-            name = nnr_plugin_name(i);
-        }
-    if (!name) { fprintf(stderr, "nnrun: %s was not loaded\n", path); return 1; }
-    lua_State *L = new_state();
-    if (!L) return 1;
-    static const char code[] =
-        "local ok, lines = require('nnr.conformance').check(...)\n"
-        "print(table.concat(lines, '\\n'))\n"
-        "return ok";
-    /* exit 77 (ctest's SKIP_RETURN_CODE) when the plugin loaded but has no device, e.g. no GPU */
-    int status = luaL_loadbuffer(L, code, sizeof code - 1, "=check-backend");
-    if (status == 0) {
-        lua_pushstring(L, name);
-        status = docall(L, 1, 1);
-        if (status == 0) status = lua_isstring(L, -1) ? 77 : lua_toboolean(L, -1) ? 0 : 1;
-    }
-    lua_close(L);
-    return status;
 }
 
 /* --profile: starts the profiler before the code and reports after it, even when it failed */
@@ -403,7 +379,7 @@ static int profile_run(lua_State *L, int stop, const char *trace)
     if (status == 0) {
         if (trace && *trace) lua_pushstring(L, trace);
         else lua_pushnil(L);
-        status = docall(L, 1, 0);
+        status = nnrun_docall(L, 1, 0);
     }
     lua_settop(L, top);
     return status;
@@ -424,10 +400,15 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--plugins") == 0) return list_plugins();
         if (strcmp(argv[i], "--check-backend") == 0) {
             if (i + 1 >= argc) { fprintf(stderr, "nnrun: --check-backend needs a plugin library\n"); return 1; }
-            return check_backend(argv[i + 1]);
+            const char *ops = NULL;
+            if (i + 2 < argc && strcmp(argv[i + 2], "--ops") == 0) {
+                if (i + 3 >= argc) { fprintf(stderr, "nnrun: --ops needs a pattern (a Lua pattern matched against op names)\n"); return 1; }
+                ops = argv[i + 3];
+            }
+            return nnrun_check_backend(argv[i + 1], ops);
         }
     }
-    lua_State *L = new_state();
+    lua_State *L = nnrun_new_state();
     if (!L) return 1;
     globalL = L;
     install_sigint();

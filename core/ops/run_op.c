@@ -19,3 +19,11 @@ int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nou
     return nnr_run_tensors(name, op, device, nin, in, nout, out, &p);
 }
 
+
+int nnr_op_supported(int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params)
+{
+    if (nin < 0 || nin > NNR_MAX_INPUTS || nout < 1 || nout > NNR_MAX_OUTPUTS || !out[0]) return 0;
+    nnr_op_params p = {.struct_size = sizeof p};
+    if (params) { p = *params; p.struct_size = sizeof p; }
+    return nnr_backend_takes(out[0]->device, op, nin, in, nout, out, &p);
+}

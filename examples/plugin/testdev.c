@@ -1,10 +1,13 @@
 /* testdev: an example out-of-tree backend plugin, built against the installed
- * headers alone (nnr/plugin.h). It provides two "testdev" devices backed by
- * host memory and implements three ops for contiguous f32 tensors: fill, copy
- * and add. Everything else runs on the cpu backend through the host's
- * fallback, which makes it a test of that path too.
+ * headers alone (nnr/plugin.h). It provides two "testdev" devices and
+ * implements three ops for contiguous f32 tensors: fill, copy and add. Its
+ * memory comes from malloc, but it does not declare NNR_DEVICE_HOST_MEMORY:
+ * the core treats it as a device's memory, reached only through copy(), as
+ * it would a GPU's. Everything else runs on the host backend through the
+ * core's fallback, with copies, which makes it a test of that path too.
  *
- * Build: cmake -S examples/plugin -B build-plugin -DCMAKE_PREFIX_PATH=<nnr prefix>
+ * Build: cmake -S examples/plugin -B build-plugin -DCMAKE_PREFIX_PATH=<nnr prefix> (CMakeLists.txt: installs
+ *        under your prefix and registers it), or cc -shared -fPIC $(pkg-config --cflags nnr-plugin) testdev.c
  * Use:   NNR_PLUGIN_PATH=build-plugin nnrun -e 'print(nnr.ones(3, {device="testdev:1"}))' */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +39,18 @@ static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *coun
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
 {
     (void)self;
-    snprintf(buf, n, "test device %d (host memory)", device);
+    snprintf(buf, n, "test device %d", device);
+    return NNR_OK;
+}
+
+/* ABI 1.4: what the core may know of a device. No NNR_DEVICE_HOST_MEMORY: the core copies. */
+static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *out)
+{
+    (void)self;
+    out->flags = 0;
+    out->total_memory = 0;          /* unknown: malloc's */
+    out->compute_units = 1;
+    snprintf(out->model, sizeof out->model, "testdev %d", device);
     return NNR_OK;
 }
 
@@ -114,7 +128,7 @@ static nnr_plugin plugin = {
     .abi_version = NNR_ABI_VERSION,
     .name = "testdev",
     .version = "1.0",
-    .description = "example backend: host memory, fill/copy/add for contiguous f32",
+    .description = "example backend: fill/copy/add for contiguous f32, everything else through the fallback",
     .kind = NNR_PLUGIN_BACKEND,
     .device_count = device_count,
     .device_name = device_name,
@@ -125,6 +139,7 @@ static nnr_plugin plugin = {
     .run = run,
     .host_alloc_pinned = host_alloc_pinned,
     .host_free_pinned = host_free_pinned,
+    .device_props = device_props,
 };
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void) { return 10; }

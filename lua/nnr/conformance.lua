@@ -1,264 +1,539 @@
--- The backend conformance kit (nnrun --check-backend lib.so): runs every op
--- family on each device of a backend and on the cpu backend, from the same
--- random inputs, and compares. An op the backend lacks runs through the cpu
--- fallback; the report says which ran natively. As ggml's test-backend-ops.
+-- The backend conformance kit (nnrun --check-backend lib.so [--ops PATTERN]), as ggml's
+-- test-backend-ops: every op of the table, one backend call at a time, on each device of the
+-- backend and on the host backend (the cpu) from the same inputs, compared.
+--
+-- A row is one op, one dtype and one layout, called through nnr_run_op: a failure names the op at
+-- fault, not a layer that used it. The row says how it ran: "native" when the backend's supports()
+-- took that very call, "fallback" when the core ran it elsewhere (the host backend, or an extension
+-- on host memory), "skip" when nothing could run it. Inputs are random, and for elementwise ops and
+-- reductions also hold inf, -inf, nan, -0 and denormals; NaNs must fall where the reference's do.
+-- When the backend under test is the host backend itself, the reference computes in f64.
+--
+-- Rows stream as they run, as protocol lines for nnrun's supervisor (core/host/conformance.c), which
+-- runs the kit in a child process: a kernel that crashes yields a FAIL row naming its op, and the
+-- kit goes on from the next row.
 local nnr = require "nnr"
-local C = require("nnr.binding").C
-local ffi = require "ffi"
+local binding = require "nnr.binding"
+local ffi, C = binding.ffi, binding.C
 
 local M = {}
 
+local FLOATS = { "f32", "f64", "f16", "bf16" }
+local INTS = { "i32", "i64" }
 local TOL = { f32 = 1e-5, f64 = 1e-12, f16 = 2e-3, bf16 = 1.6e-2 }
+local SPECIAL = { f32 = 1e-40, f64 = 5e-320, f16 = 3e-7, bf16 = 1e-40 }   -- a denormal of each dtype
 
-local function max_rel_err(a, b)
-  local x, y = a:to("cpu", "f64"), b:to("cpu", "f64")
-  if x.dtype == "bool" then x = x:double() end
-  local diff = (x - y):abs()
-  local nan_x, nan_y = x:ne(x), y:ne(y)
-  if nan_x:ne(nan_y):sum():item() > 0 then return math.huge end
-  diff = diff:masked_fill(nan_x, 0)
-  local scale = y:abs():masked_fill(nan_y, 1):clamp(1)
-  if diff:numel() == 0 then return 0 end
+local OP = setmetatable({}, { __index = function(_, k) return C["NNR_OP_" .. k] end })
+
+local function is_float(dt) return dt == "f32" or dt == "f64" or dt == "f16" or dt == "bf16" end
+
+-- a host tensor of shape with uniform values in [lo, hi) in dtype, from the case's own seed
+local function uniform(dt, lo, hi, shape)
+  return nnr.rand(unpack(shape)):mul_(hi - lo):add_(lo):to(dt)    -- integers: truncated toward zero
+end
+
+-- the same with inf, -inf, nan, -0 and a denormal at the first positions (floats only)
+local function with_specials(dt, lo, hi, shape)
+  local t = uniform("f64", lo, hi, shape)
+  if is_float(dt) then
+    local flat = t:view(-1)
+    local values = { 1 / 0, -1 / 0, 0 / 0, -0.0, SPECIAL[dt], -SPECIAL[dt] }
+    nnr.no_grad(function() for i, v in ipairs(values) do if i <= flat:numel() then flat[i] = v end end end)
+  end
+  return t:to(dt)
+end
+
+-- ---------------------------------------------------------------- the cases
+-- Each case: op (id), name (the op's), dtype (the row's), variant (a word), and
+-- build(dev) -> {ins = {...}, outs = {...}, params = {f = {...}, i = {...}}, expect_error = bool}
+-- with tensors on dev. build runs under the case's seed, so both devices get the same values.
+
+local cases = {}
+local function case(op, dtype, variant, build) cases[#cases + 1] = { op = op, dtype = dtype, variant = variant, build = build } end
+local function empty(shape, dt, dev) return nnr.empty(shape, { dtype = dt, device = dev }) end
+
+local function unary_cases()
+  local math_ops = { "EXP", "LOG", "SQRT", "TANH", "SIGMOID", "SIN", "COS", "RECIPROCAL", "ERF" }
+  local all = { "NEG", "ABS", "RELU", "SIGN" }
+  local function add(op, dt, out_dt)
+    for _, v in ipairs { "contiguous", "strided", "specials" } do
+      case(OP[op], dt, v, function(dev)
+        local x = (v == "specials" and with_specials or uniform)(dt, -3, 3, v == "strided" and { 9, 7 } or { 7, 9 }):to(dev)
+        if v == "strided" then x = x:t() end
+        return { ins = { x }, outs = { empty(x:size(), out_dt or dt, dev) } }
+      end)
+    end
+  end
+  for _, op in ipairs(math_ops) do for _, dt in ipairs(FLOATS) do add(op, dt) end end
+  for _, op in ipairs(all) do
+    for _, dt in ipairs(FLOATS) do add(op, dt) end
+    for _, dt in ipairs(INTS) do add(op, dt) end
+  end
+  for _, dt in ipairs { "f32", "i64", "bool" } do add("LOGICAL_NOT", dt, "bool") end
+end
+
+local function binary_cases()
+  local arith = { "ADD", "SUB", "MUL", "DIV", "POW", "MAXIMUM", "MINIMUM" }
+  local compare = { "EQ", "NE", "LT", "LE", "GT", "GE", "LOGICAL_AND", "LOGICAL_OR" }
+  local function add(op, dt, out_dt)
+    local lo, hi = -3, 3
+    if op == "POW" then lo, hi = is_float(dt) and 0.5 or 0, 3 end
+    case(OP[op], dt, "broadcast", function(dev)
+      local a, b = uniform(dt, lo, hi, { 5, 1, 6 }):to(dev), uniform(dt, lo, hi, { 4, 6 }):to(dev)
+      return { ins = { a:expand(5, 4, 6), b:expand(5, 4, 6) }, outs = { empty({ 5, 4, 6 }, out_dt or dt, dev) } }
+    end)
+    if is_float(dt) then
+      case(OP[op], dt, "specials", function(dev)
+        local a, b = with_specials(dt, lo, hi, { 6, 7 }):to(dev), uniform(dt, lo, hi, { 6, 7 }):to(dev)
+        return { ins = { b, a }, outs = { empty({ 6, 7 }, out_dt or dt, dev) } }
+      end)
+    end
+    for first = 0, 1 do
+      case(OP[op], dt, first == 1 and "scalar first" or "scalar", function(dev)
+        local a = uniform(dt, lo, hi, { 33 }):to(dev)
+        return { ins = { a }, outs = { empty({ 33 }, out_dt or dt, dev) }, params = { f = { 2 }, i = { first } } }
+      end)
+    end
+  end
+  for _, op in ipairs(arith) do
+    for _, dt in ipairs(FLOATS) do add(op, dt) end
+    if op ~= "DIV" then for _, dt in ipairs(INTS) do add(op, dt) end end
+  end
+  for _, op in ipairs(compare) do
+    for _, dt in ipairs(FLOATS) do add(op, dt, "bool") end
+    add(op, "i64", "bool")
+  end
+  for _, dt in ipairs(FLOATS) do
+    case(OP.RELU_GRAD, dt, "contiguous", function(dev)
+      local g, x = uniform(dt, -2, 2, { 6, 9 }):to(dev), with_specials(dt, -2, 2, { 6, 9 }):to(dev)
+      return { ins = { g, x }, outs = { empty({ 6, 9 }, dt, dev) } }
+    end)
+  end
+end
+
+local function select_cases()
+  for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i64" } do
+    for _, v in ipairs { "tensors", "a scalar", "b scalar" } do
+      case(OP.WHERE, dt, v, function(dev)
+        local c = uniform("f32", -1, 1, { 6, 7 }):gt(0):to(dev)
+        local a, b = uniform(dt, -2, 2, { 6, 7 }):to(dev), uniform(dt, -2, 2, { 7 }):to(dev):expand(6, 7)
+        local ins = { c }
+        if v ~= "a scalar" then ins[#ins + 1] = a end
+        if v ~= "b scalar" then ins[#ins + 1] = b end
+        local flags = (v == "a scalar" and 1 or 0) + (v == "b scalar" and 2 or 0)
+        return { ins = ins, outs = { empty({ 6, 7 }, dt, dev) }, params = { f = { 3, -4 }, i = { flags } } }
+      end)
+    end
+    for flags = 1, 3 do
+      case(OP.CLAMP, dt, ({ "min", "max", "min and max" })[flags], function(dev)
+        local x = (is_float(dt) and with_specials or uniform)(dt, -3, 3, { 50 }):to(dev)
+        return { ins = { x }, outs = { empty({ 50 }, dt, dev) }, params = { f = { -1, 1.5 }, i = { flags } } }
+      end)
+    end
+  end
+end
+
+local function copy_fill_cases()
+  local all = { "f32", "f64", "f16", "bf16", "i8", "u8", "i32", "i64", "bool" }
+  for _, from in ipairs(all) do
+    for _, to in ipairs(all) do
+      case(OP.COPY, from, "to " .. to, function(dev)
+        local x = (is_float(from) and with_specials or uniform)(from, -50, 200, { 40 }):to(dev)
+        return { ins = { x }, outs = { empty({ 40 }, to, dev) } }
+      end)
+    end
+    case(OP.COPY, from, "strided", function(dev)
+      local x = uniform(from, -5, 5, { 6, 9 }):to(dev):t()
+      return { ins = { x }, outs = { empty({ 9, 6 }, from, dev) } }
+    end)
+    case(OP.FILL, from, "contiguous", function(dev)
+      return { ins = {}, outs = { empty({ 3, 5 }, from, dev) }, params = { f = { is_float(from) and 2.5 or 3 } } }
+    end)
+  end
+  for _, dt in ipairs { "f32", "f64", "i32", "i64" } do
+    case(OP.ARANGE, dt, "contiguous", function(dev)
+      return { ins = {}, outs = { empty({ 20 }, dt, dev) }, params = { f = { is_float(dt) and 0.5 or -4, 3 } } }
+    end)
+  end
+end
+
+local function random_cases()
+  for _, dt in ipairs { "f32", "f64" } do
+    for _, op in ipairs { "RAND_UNIFORM", "RAND_NORMAL" } do
+      case(OP[op], dt, "contiguous", function(dev)
+        return { ins = {}, outs = { empty({ 257 }, dt, dev) }, params = { f = { -1, 2 }, i = { 1234, 16 } } }
+      end)
+    end
+  end
+  for _, dt in ipairs { "i32", "i64" } do
+    case(OP.RAND_INT, dt, "contiguous", function(dev)
+      return { ins = {}, outs = { empty({ 257 }, dt, dev) }, params = { f = { -5, 5 }, i = { 99, 4 } } }
+    end)
+  end
+end
+
+-- input [4, 5, 6] viewed with the kept dims first and the last `reduced` dims reduced
+local function reduce_cases()
+  local function add(op, dt, out_dt, reduced, specials)
+    local out_shape = ({ { 4, 5 }, { 4 }, {} })[reduced]
+    case(OP[op], dt, string.format("%d dim%s%s", reduced, reduced > 1 and "s" or "", specials and ", specials" or ""), function(dev)
+      local x = (specials and with_specials or uniform)(dt, op == "PROD" and 0.5 or -2, op == "PROD" and 1.5 or 2, { 4, 5, 6 }):to(dev)
+      local var = op == "VAR" and { reduced, 1, reduced == 2 and 1 or 0 } or { reduced, 0, 0 }
+      return { ins = { x }, outs = { empty(out_shape, out_dt or dt, dev) }, params = { i = var } }
+    end)
+  end
+  for _, op in ipairs { "SUM", "PROD", "MAX", "MIN", "ARGMAX", "ARGMIN", "MEAN", "VAR" } do
+    local arg = op == "ARGMAX" or op == "ARGMIN"
+    for reduced = 1, 3 do
+      for _, dt in ipairs(FLOATS) do add(op, dt, arg and "i64" or nil, reduced, false) end
+      if op ~= "MEAN" and op ~= "VAR" then
+        -- integer inputs: SUM and PROD come as i64 (the ABI); MAX, MIN and the args keep the dtype
+        for _, dt in ipairs((op == "SUM" or op == "PROD") and { "i64" } or { "i32", "i64", "u8" }) do
+          add(op, dt, arg and "i64" or nil, reduced, false)
+        end
+      end
+    end
+    for _, dt in ipairs { "f32", "f64" } do add(op, dt, arg and "i64" or nil, 1, true) end
+  end
+  for _, op in ipairs { "SOFTMAX", "LOG_SOFTMAX" } do
+    for _, dt in ipairs(FLOATS) do
+      case(OP[op], dt, "last dim", function(dev)
+        local x = uniform(dt, -3, 3, { 5, 7 }):to(dev)
+        return { ins = { x }, outs = { empty({ 5, 7 }, dt, dev) } }
+      end)
+    end
+  end
+end
+
+local function matmul_cases()
+  for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i32", "i64" } do
+    case(OP.MATMUL, dt, "batched", function(dev)
+      local a, b = uniform(dt, -3, 3, { 3, 17, 9 }):to(dev), uniform(dt, -3, 3, { 9, 5 }):to(dev)
+      return { ins = { a, b:expand(3, 9, 5) }, outs = { empty({ 3, 17, 5 }, dt, dev) } }
+    end)
+    case(OP.MATMUL, dt, "strided", function(dev)
+      local a, b = uniform(dt, -3, 3, { 2, 7, 13 }):to(dev), uniform(dt, -3, 3, { 7, 4 }):to(dev)
+      return { ins = { a:transpose(2, 3), b:expand(2, 7, 4) }, outs = { empty({ 2, 13, 4 }, dt, dev) } }
+    end)
+  end
+  for _, dt in ipairs(FLOATS) do
+    for _, v in ipairs { "bias", "no bias", "bias, relu" } do
+      case(OP.LINEAR, dt, v, function(dev)
+        local x, w, b = uniform(dt, -1, 1, { 6, 9 }):to(dev), uniform(dt, -1, 1, { 5, 9 }):to(dev), uniform(dt, -1, 1, { 5 }):to(dev)
+        return { ins = v == "no bias" and { x, w } or { x, w, b }, outs = { empty({ 6, 5 }, dt, dev) },
+                 params = { i = { v == "bias, relu" and 1 or 0 } } }
+      end)
+    end
+  end
+end
+
+local function index_cases()
+  local function idx(list, dev) return nnr.tensor(list, { dtype = "i64" }):to(dev) end
+  for _, dt in ipairs { "f32", "f64", "i64" } do
+    case(OP.GATHER, dt, "dim 2", function(dev)
+      return { ins = { uniform(dt, -3, 3, { 3, 4 }):to(dev), idx({ { 3, 0 }, { 1, 1 }, { 0, 2 } }, dev) }, outs = { empty({ 3, 2 }, dt, dev) },
+               params = { i = { 1 } } }
+    end)
+    case(OP.GATHER, dt, "bad index", function(dev)
+      return { ins = { uniform(dt, -3, 3, { 3, 4 }):to(dev), idx({ { 3, 0 }, { 1, 4 }, { 0, 2 } }, dev) }, outs = { empty({ 3, 2 }, dt, dev) },
+               params = { i = { 1 } }, expect_error = true }
+    end)
+    case(OP.INDEX_SELECT, dt, "dim 2", function(dev)
+      return { ins = { uniform(dt, -3, 3, { 4, 5 }):to(dev), idx({ 4, 0, 2 }, dev) }, outs = { empty({ 4, 3 }, dt, dev) }, params = { i = { 1 } } }
+    end)
+    case(OP.INDEX_SELECT, dt, "bad index", function(dev)
+      return { ins = { uniform(dt, -3, 3, { 4, 5 }):to(dev), idx({ 4, -1, 2 }, dev) }, outs = { empty({ 4, 3 }, dt, dev) },
+               params = { i = { 1 } }, expect_error = true }
+    end)
+  end
+  for _, dt in ipairs { "f32", "f64" } do
+    case(OP.SCATTER_ADD, dt, "dim 1", function(dev)
+      return { ins = { idx({ { 0, 1, 0 }, { 2, 0, 1 } }, dev), uniform(dt, -1, 1, { 2, 3 }):to(dev) }, outs = { uniform(dt, -1, 1, { 3, 3 }):to(dev) },
+               params = { i = { 0 } } }
+    end)
+    case(OP.SCATTER_ADD, dt, "bad index", function(dev)
+      return { ins = { idx({ { 0, 1, 0 }, { 2, 7, 1 } }, dev), uniform(dt, -1, 1, { 2, 3 }):to(dev) }, outs = { uniform(dt, -1, 1, { 3, 3 }):to(dev) },
+               params = { i = { 0 } }, expect_error = true }
+    end)
+    case(OP.INDEX_ADD, dt, "dim 1", function(dev)
+      return { ins = { idx({ 1, 3, 1 }, dev), uniform(dt, -1, 1, { 3, 3 }):to(dev) }, outs = { uniform(dt, -1, 1, { 5, 3 }):to(dev) },
+               params = { i = { 0 } } }
+    end)
+  end
+end
+
+local function conv_cases()
+  -- x [2, 4, 7, 6], w [6, 2, 3, 3] in 2 groups, stride 2, padding 1 -> y [2, 6, 4, 3]; dilated: x [2, 3, 9, 8], w [4, 3, 3, 2]
+  local geoms = {
+    grouped = { x = { 2, 4, 7, 6 }, w = { 6, 2, 3, 3 }, y = { 2, 6, 4, 3 }, i = { 2, 2, 1, 1, 1, 1, 2 } },
+    dilated = { x = { 2, 3, 9, 8 }, w = { 4, 3, 3, 2 }, y = { 2, 4, 9, 8 }, i = { 1, 1, 2, 1, 2, 1, 1 } },
+  }
+  for _, dt in ipairs(FLOATS) do
+    for name, g in pairs(geoms) do
+      for relu = 0, 1 do
+        local p = { unpack(g.i) }
+        p[8] = relu
+        case(OP.CONV2D, dt, name .. (relu == 1 and ", relu" or ""), function(dev)
+          local x, w, b = uniform(dt, -1, 1, g.x):to(dev), uniform(dt, -1, 1, g.w):to(dev), uniform(dt, -1, 1, { g.w[1] }):to(dev)
+          return { ins = { x, w, b }, outs = { empty(g.y, dt, dev) }, params = { i = p } }
+        end)
+        case(OP.CONV2D_GRAD_INPUT, dt, name .. (relu == 1 and ", mask" or ""), function(dev)
+          local gy, w, y = uniform(dt, -1, 1, g.y):to(dev), uniform(dt, -1, 1, g.w):to(dev), uniform(dt, -1, 1, g.y):to(dev)
+          return { ins = relu == 1 and { gy, w, y } or { gy, w }, outs = { empty(g.x, dt, dev) }, params = { i = p } }
+        end)
+        for with_bias = 0, 1 do
+          case(OP.CONV2D_GRAD_WEIGHT, dt, name .. (relu == 1 and ", mask" or "") .. (with_bias == 1 and ", bias" or ""), function(dev)
+            local x, gy, y = uniform(dt, -1, 1, g.x):to(dev), uniform(dt, -1, 1, g.y):to(dev), uniform(dt, -1, 1, g.y):to(dev)
+            local outs = { empty(g.w, dt, dev) }
+            if with_bias == 1 then outs[2] = empty({ g.w[1] }, dt, dev) end
+            return { ins = relu == 1 and { x, gy, y } or { x, gy }, outs = outs, params = { i = p } }
+          end)
+        end
+      end
+    end
+  end
+end
+
+local function pool_cases()
+  local max_p = { 3, 3, 2, 2, 1, 1, 1, 1 }       -- kernel 3, stride 2, padding 1: [2, 3, 9, 8] -> [2, 3, 5, 4]
+  for _, dt in ipairs(FLOATS) do
+    for _, v in ipairs { "argmax", "no argmax" } do
+      case(OP.MAXPOOL2D, dt, v, function(dev)
+        local x = uniform(dt, -2, 2, { 2, 3, 9, 8 }):to(dev)
+        local outs = { empty({ 2, 3, 5, 4 }, dt, dev) }
+        if v == "argmax" then outs[2] = empty({ 2, 3, 5, 4 }, "i64", dev) end
+        return { ins = { x }, outs = outs, params = { i = max_p } }
+      end)
+    end
+    case(OP.MAXPOOL2D_BACKWARD, dt, "contiguous", function(dev)
+      -- the argmax of the host backend's forward on the same input
+      local x = uniform(dt, -2, 2, { 2, 3, 9, 8 })
+      local y, arg = empty({ 2, 3, 5, 4 }, dt, "cpu"), empty({ 2, 3, 5, 4 }, "i64", "cpu")
+      M._run_op("max_pool2d", OP.MAXPOOL2D, { x }, { y, arg }, { i = max_p })
+      return { ins = { uniform(dt, -1, 1, { 2, 3, 5, 4 }):to(dev), arg:to(dev) }, outs = { empty({ 2, 3, 9, 8 }, dt, dev) }, params = { i = max_p } }
+    end)
+    case(OP.MAXPOOL2D_BACKWARD, dt, "bad argmax", function(dev)
+      local arg = nnr.full({ 2, 3, 5, 4 }, 0, { dtype = "i64" })
+      arg[{ 2, 3, 5, 4 }] = 1000
+      return { ins = { uniform(dt, -1, 1, { 2, 3, 5, 4 }):to(dev), arg:to(dev) }, outs = { empty({ 2, 3, 9, 8 }, dt, dev) }, params = { i = max_p },
+               expect_error = true }
+    end)
+    for _, include in ipairs { 0, 1 } do
+      local p = { 3, 3, 2, 2, 1, 1, include }
+      case(OP.AVGPOOL2D, dt, include == 1 and "count_include_pad" or "contiguous", function(dev)
+        return { ins = { uniform(dt, -2, 2, { 2, 3, 9, 8 }):to(dev) }, outs = { empty({ 2, 3, 5, 4 }, dt, dev) }, params = { i = p } }
+      end)
+      case(OP.AVGPOOL2D_BACKWARD, dt, include == 1 and "count_include_pad" or "contiguous", function(dev)
+        return { ins = { uniform(dt, -2, 2, { 2, 3, 5, 4 }):to(dev) }, outs = { empty({ 2, 3, 9, 8 }, dt, dev) }, params = { i = p } }
+      end)
+    end
+    case(OP.ADAPTIVE_AVGPOOL2D, dt, "9x7 to 4x3", function(dev)
+      return { ins = { uniform(dt, -2, 2, { 2, 3, 9, 7 }):to(dev) }, outs = { empty({ 2, 3, 4, 3 }, dt, dev) } }
+    end)
+    case(OP.ADAPTIVE_AVGPOOL2D_BACKWARD, dt, "4x3 to 9x7", function(dev)
+      return { ins = { uniform(dt, -2, 2, { 2, 3, 4, 3 }):to(dev) }, outs = { empty({ 2, 3, 9, 7 }, dt, dev) } }
+    end)
+  end
+end
+
+local function norm_cases()
+  for _, dt in ipairs(FLOATS) do
+    case(OP.BN_STATS, dt, "contiguous", function(dev)
+      return { ins = { uniform(dt, -2, 2, { 4, 3, 5, 5 }):to(dev) }, outs = { empty({ 3 }, dt, dev), empty({ 3 }, dt, dev) }, params = { f = { 1e-5 } } }
+    end)
+    case(OP.BN_AFFINE, dt, "contiguous", function(dev)
+      return { ins = { uniform(dt, -2, 2, { 4, 3, 5, 5 }):to(dev), uniform(dt, -1, 1, { 2, 3 }):to(dev) }, outs = { empty({ 4, 3, 5, 5 }, dt, dev) } }
+    end)
+    case(OP.BN_BACKWARD_REDUCE, dt, "contiguous", function(dev)
+      return { ins = { uniform(dt, -1, 1, { 4, 3, 5, 5 }):to(dev), uniform(dt, -2, 2, { 4, 3, 5, 5 }):to(dev), uniform(dt, 0.5, 1.5, { 2, 3 }):to(dev) },
+               outs = { empty({ 2, 3 }, dt, dev) } }
+    end)
+    case(OP.BN_BACKWARD_APPLY, dt, "contiguous", function(dev)
+      return { ins = { uniform(dt, -1, 1, { 4, 3, 5, 5 }):to(dev), uniform(dt, -2, 2, { 4, 3, 5, 5 }):to(dev), uniform(dt, -1, 1, { 3, 3 }):to(dev) },
+               outs = { empty({ 4, 3, 5, 5 }, dt, dev) } }
+    end)
+  end
+end
+
+local function optim_cases()
+  for _, dt in ipairs(FLOATS) do
+    local function state(lo, hi, dev) return uniform(dt, lo, hi, { 37 }):to(dev) end
+    case(OP.SGD_STEP, dt, "momentum, nesterov", function(dev)
+      return { ins = { state(-1, 1, dev) }, outs = { state(-1, 1, dev), state(-1, 1, dev) }, params = { f = { 0.1, 0.9, 0, 0.01 }, i = { 1, 0 } } }
+    end)
+    case(OP.SGD_STEP, dt, "new buffer", function(dev)
+      return { ins = { state(-1, 1, dev) }, outs = { state(-1, 1, dev), state(-1, 1, dev) }, params = { f = { 0.1, 0.9, 0.1, 0 }, i = { 0, 1 } } }
+    end)
+    case(OP.SGD_STEP, dt, "plain", function(dev)
+      return { ins = { state(-1, 1, dev) }, outs = { state(-1, 1, dev) }, params = { f = { 0.1, 0, 0, 0 } } }
+    end)
+    for decoupled = 0, 1 do
+      case(OP.ADAM_STEP, dt, decoupled == 1 and "adamw" or "adam", function(dev)
+        return { ins = { state(-1, 1, dev) }, outs = { state(-1, 1, dev), state(-0.1, 0.1, dev), state(0, 0.1, dev) },
+                 params = { f = { 0.01, 0.9, 0.999, 1e-8, 0.01, 1 - 0.9 ^ 3, 1 - 0.999 ^ 3 }, i = { decoupled } } }
+      end)
+    end
+    case(OP.RMSPROP_STEP, dt, "momentum", function(dev)
+      return { ins = { state(-1, 1, dev) }, outs = { state(-1, 1, dev), state(0, 0.1, dev), state(-0.1, 0.1, dev) },
+               params = { f = { 0.01, 0.99, 1e-8, 0.01, 0.5 } } }
+    end)
+  end
+end
+
+local function quant_cases()
+  case(OP.QUANT_WEIGHT, "f32", "per channel", function(dev)
+    return { ins = { uniform("f32", -2, 2, { 20, 9 }):to(dev) }, outs = { empty({ 20, 9 }, "i8", dev), empty({ 20 }, "f32", dev) } }
+  end)
+end
+
+for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
+                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases } do
+  group()
+end
+M.cases = cases
+
+-- ---------------------------------------------------------------- running one case
+
+local ins_buf, outs_buf = ffi.new("nnr_tensor *[4]"), ffi.new("nnr_tensor *[4]")
+
+local function params_of(spec)
+  local p = ffi.new("nnr_op_params")
+  p.struct_size = ffi.sizeof(p)
+  for k, v in ipairs(spec and spec.f or {}) do p.f[k - 1] = v end
+  for k, v in ipairs(spec and spec.i or {}) do p.i[k - 1] = v end
+  return p
+end
+
+local function fill_bufs(ins, outs)
+  for k, t in ipairs(ins) do ins_buf[k - 1] = t.p end
+  for k, t in ipairs(outs) do outs_buf[k - 1] = t.p end
+end
+
+-- runs one op call; true, or false and the message
+function M._run_op(name, op, ins, outs, params)
+  fill_bufs(ins, outs)
+  if C.nnr_run_op(name, op, #ins, ins_buf, #outs, outs_buf, params_of(params)) ~= 0 then return false, binding.last_error() end
+  return true
+end
+
+local function claims(op, ins, outs, params)
+  fill_bufs(ins, outs)
+  return C.nnr_op_supported(op, #ins, ins_buf, #outs, outs_buf, params_of(params)) ~= 0
+end
+
+-- the worst difference of got against ref (f64 host copies), nil and why when they disagree outright
+local function compare(got, ref, dtype)
+  if got:dim() ~= ref:dim() or nnr.shape_str(got:size()) ~= nnr.shape_str(ref:size()) then return nil, "shape differs" end
+  local g, r = got:to("cpu", "f64"):contiguous():view(-1), ref:to("cpu", "f64"):contiguous():view(-1)
+  local gn, rn = g:ne(g), r:ne(r)
+  if gn:ne(rn):sum():item() > 0 then return nil, "NaN where the reference has none, or the other way" end
+  local ginf, rinf = g:abs():eq(1 / 0), r:abs():eq(1 / 0)
+  if ginf:ne(rinf):sum():item() > 0 or g:masked_fill(ginf:logical_not(), 0):ne(r:masked_fill(rinf:logical_not(), 0)):sum():item() > 0 then
+    return nil, "infinities differ"
+  end
+  local finite = gn:logical_or(ginf):logical_not()
+  if g:numel() == 0 then return 0 end
+  local diff = (g - r):abs():masked_fill(finite:logical_not(), 0)
+  local scale = r:abs():masked_fill(finite:logical_not(), 1):clamp(1)
   return (diff / scale):max():item()
 end
 
--- each case: name, op ids it exercises, dtypes, and f(device, dtype) -> tensor
-local function cases()
-  local list = {}
-  local function add(name, ops, dtypes, f) list[#list + 1] = { name = name, ops = ops, dtypes = dtypes, f = f } end
-  local floats = { "f32", "f64", "f16", "bf16" }
-  local function input(dev, dt, lo, hi, ...)
-    nnr.manual_seed(1234)
-    local t = nnr.rand(...):mul_(hi - lo):add_(lo)
-    return t:to(dt):to(dev)
-  end
-  local O = nnr.ops
-  for _, name in ipairs { "neg", "abs", "exp", "tanh", "sigmoid", "relu", "sin", "cos", "sign", "reciprocal" } do
-    add(name, { O[name] }, floats, function(dev, dt) return input(dev, dt, -2, 2, 7, 9)[name](input(dev, dt, -2, 2, 7, 9)) end)
-  end
-  for _, name in ipairs { "log", "sqrt" } do
-    add(name, { O[name] }, floats, function(dev, dt) local x = input(dev, dt, 0.1, 3, 7, 9); return x[name](x) end)
-  end
-  for _, name in ipairs { "add", "sub", "mul", "div", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge" } do
-    add(name .. " (broadcast)", { O[name] }, floats, function(dev, dt)
-      local a, b = input(dev, dt, -2, 2, 5, 1, 6), input(dev, dt, -2, 2, 4, 6)
-      return a[name](a, b)
-    end)
-    add(name .. " (scalar)", { O[name] }, { "f32", "i64" }, function(dev, dt)
-      local a = input(dev, "f32", -5, 5, 33):to(dt)
-      return a[name](a, 1.5)
-    end)
-  end
-  add("pow", { O.pow }, { "f32", "f64" }, function(dev, dt) return input(dev, dt, 0.5, 2, 8, 8) ^ input(dev, dt, -1, 2, 8) end)
-  add("where", { 64 }, floats, function(dev, dt)
-    local a, b = input(dev, dt, -1, 1, 6, 7), input(dev, dt, -1, 1, 7)
-    return nnr.where(a:gt(0), a, b)
-  end)
-  add("clamp", { 65 }, floats, function(dev, dt) return input(dev, dt, -3, 3, 50):clamp(-1, 0.5) end)
-  for _, to in ipairs { "f32", "f64", "f16", "bf16", "i8", "u8", "i32", "i64", "bool" } do
-    add("cast to " .. to, { 66 }, { "f32", "i64" }, function(dev, dt) return input(dev, "f32", -50, 200, 40):to(dt):to(to) end)
-  end
-  add("strided copy", { 66 }, floats, function(dev, dt) return input(dev, dt, -1, 1, 6, 9):t():contiguous() end)
-  add("fill", { 67 }, floats, function(dev, dt) return nnr.full({ 3, 5 }, 2.5, { dtype = dt, device = dev }) end)
-  add("arange", { 68 }, { "f32", "i64" }, function(dev, dt) return nnr.arange(0, 20, 3, { dtype = dt, device = dev }) end)
-  add("rand", { 80 }, { "f32", "f64" }, function(dev, dt) nnr.manual_seed(9); return nnr.rand(100, { dtype = dt, device = dev }) end)
-  add("randn", { 81 }, { "f32", "f64" }, function(dev, dt) nnr.manual_seed(9); return nnr.randn(100, { dtype = dt, device = dev }) end)
-  add("randint", { 82 }, { "i64" }, function(dev, dt) nnr.manual_seed(9); return nnr.randint(-5, 5, { 100 }, { dtype = dt, device = dev }) end)
-  for _, r in ipairs { "sum", "mean", "max", "min", "argmax", "argmin", "var", "prod" } do
-    add(r, { ({ sum = 96, prod = 97, max = 98, min = 99, argmax = 100, argmin = 101, mean = 102, var = 103 })[r] }, { "f32", "f64" }, function(dev, dt)
-      local x = input(dev, dt, 0.5, 1.5, 4, 5, 6)
-      local parts = { x[r](x), x[r](x, 2), x[r](x, 3, true) }
-      local flat = {}
-      for i, p in ipairs(parts) do flat[i] = p:double():flatten() end
-      return nnr.cat(flat)
-    end)
-  end
-  add("softmax", { 112 }, floats, function(dev, dt) return input(dev, dt, -3, 3, 5, 7):softmax(2) end)
-  add("log_softmax", { 113 }, floats, function(dev, dt) return input(dev, dt, -3, 3, 5, 7):log_softmax(1) end)
-  add("linear (fused)", { 129 }, { "f32", "f64" }, function(dev, dt)
-    return nnr.nn.functional.linear(input(dev, dt, -1, 1, 2, 3, 9), input(dev, dt, -1, 1, 5, 9), input(dev, dt, -1, 1, 5))
-  end)
-  add("matmul", { 128 }, { "f32", "f64" }, function(dev, dt)
-    return input(dev, dt, -1, 1, 3, 17, 9):matmul(input(dev, dt, -1, 1, 9, 5))
-  end)
-  add("gather", { 144 }, { "f32", "f64" }, function(dev, dt)
-    local idx = nnr.tensor({ { 3, 1 }, { 2, 2 }, { 1, 3 } }, { dtype = "i64", device = dev })
-    return input(dev, dt, -1, 1, 3, 3):gather(2, idx)
-  end)
-  add("index_select", { 145 }, { "f32", "f64" }, function(dev, dt)
-    return input(dev, dt, -1, 1, 4, 5):index_select(2, nnr.tensor({ 5, 1, 3 }, { dtype = "i64", device = dev }))
-  end)
-  add("matmul (strided, batch broadcast)", { 128 }, { "f32", "f64" }, function(dev, dt)
-    local a = input(dev, dt, -1, 1, 2, 3, 7, 5):transpose(3, 4)      -- [2, 3, 5, 7], column-major matrices
-    return a:matmul(input(dev, dt, -1, 1, 3, 7, 4))
-  end)
-  -- half precision: the cpu computes in f32 from the same rounded inputs
-  add("matmul (half)", { 128 }, { "f16", "bf16" }, function(dev, dt)
-    local a, b = input(dev, dt, -1, 1, 2, 33, 40), input(dev, dt, -1, 1, 40, 24)
-    if dev == "cpu" then return a:float():matmul(b:float()):to(dt) end
-    return a:matmul(b)
-  end)
-  add("linear+relu (fused)", { 129 }, { "f32", "f64" }, function(dev, dt)
-    return nnr.nn.functional.linear_relu(input(dev, dt, -1, 1, 6, 9), input(dev, dt, -1, 1, 5, 9), input(dev, dt, -1, 1, 5))
-  end)
-  add("erf", { O.erf }, floats, function(dev, dt) return input(dev, dt, -2, 2, 7, 9):erf() end)
-  add("logical_not", { O.logical_not }, { "f32", "i64" }, function(dev, dt) return input(dev, "f32", -2, 2, 30):gt(0):to(dt):logical_not() end)
-  add("scatter_add", { 146 }, { "f32", "f64" }, function(dev, dt)
-    local idx = nnr.tensor({ { 1, 2, 1 }, { 3, 1, 2 } }, { dtype = "i64", device = dev })
-    return input(dev, dt, -1, 1, 3, 3):scatter_add(1, idx, input(dev, dt, -1, 1, 2, 3))
-  end)
-  add("index_add", { 147 }, { "f32", "f64" }, function(dev, dt)
-    local idx = nnr.tensor({ 2, 4, 2 }, { dtype = "i64", device = dev })
-    return input(dev, dt, -1, 1, 5, 3):index_add(1, idx, input(dev, dt, -1, 1, 3, 3))
-  end)
-  local F = nnr.nn.functional
-  -- an op and its gradients: the outputs, then each input's gradient, flattened into one tensor
-  local function with_grads(dev, dt, inputs, f)
-    local xs = {}
-    for i, spec in ipairs(inputs) do xs[i] = input(dev, dt, spec[1], spec[2], unpack(spec, 3)):requires_grad_() end
-    local y = f(unpack(xs))
-    local r = input(dev, dt, -1, 1, unpack(y:size()))
-    ;(y * r):sum():backward()
-    local flat = { y:detach():double():flatten() }
-    for i, x in ipairs(xs) do flat[#flat + 1] = x.grad:double():flatten() end
-    return nnr.cat(flat)
-  end
-  add("conv2d (groups, stride, pad)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 2, 4, 7, 6 }, { -1, 1, 6, 2, 3, 3 }, { -1, 1, 6 } }, function(x, w, b)
-      return F.conv2d(x, w, b, { stride = 2, padding = 1, groups = 2 })
-    end)
-  end)
-  add("conv2d (dilation, no bias)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 3, 3, 9, 8 }, { -1, 1, 4, 3, 3, 2 } }, function(x, w)
-      return F.conv2d(x, w, nil, { padding = { 2, 1 }, dilation = { 2, 1 } })
-    end)
-  end)
-  add("conv2d+relu (fused)", { 160, 161, 162 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 2, 3, 6, 6 }, { -1, 1, 5, 3, 3, 3 }, { -1, 1, 5 } }, function(x, w, b)
-      return F.conv2d_relu(x, w, b, { padding = 1 })
-    end)
-  end)
-  -- half convolution and pooling (autocast on a GPU): the cpu computes in f32 from the same rounded inputs
-  local function half_case(dev, dt, shapes, f)
-    local xs = {}
-    for i, shape in ipairs(shapes) do
-      local t = input(dev, dt, -1, 1, unpack(shape))
-      xs[i] = (dev == "cpu" and t:float() or t):requires_grad_()
-    end
-    local y = f(unpack(xs))
-    local r = input(dev, dt, -1, 1, unpack(y:size()))
-    ;(y * (dev == "cpu" and r:float() or r)):sum():backward()
-    local flat = { y:detach():double():flatten() }
-    for _, x in ipairs(xs) do flat[#flat + 1] = x.grad:double():flatten() end
-    return nnr.cat(flat):to(dt)
-  end
-  add("conv2d (half)", { 160, 161, 162 }, { "f16", "bf16" }, function(dev, dt)
-    return half_case(dev, dt, { { 2, 4, 7, 6 }, { 6, 2, 3, 3 }, { 6 } }, function(x, w, b)
-      return F.conv2d(x, w, b, { stride = 2, padding = 1, groups = 2 })
-    end)
-  end)
-  add("max_pool2d (half)", { 163, 164 }, { "f16", "bf16" }, function(dev, dt)
-    return half_case(dev, dt, { { 2, 3, 8, 8 } }, function(x) return F.max_pool2d(x, 2) end)
-  end)
-  add("max_pool2d", { 163, 164 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 8 } }, function(x) return F.max_pool2d(x, 3, { stride = 2, padding = 1 }) end)
-  end)
-  add("max_pool2d 2x2", { 163, 164 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 4, 5, 8, 10 } }, function(x) return F.max_pool2d(x, 2) end)
-  end)
-  add("avg_pool2d", { 165, 166 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 8 } }, function(x)
-      return F.avg_pool2d(x, 3, { stride = 2, padding = 1, count_include_pad = false })
-    end)
-  end)
-  add("adaptive_avg_pool2d", { 167, 168 }, { "f32", "f64" }, function(dev, dt)
-    return with_grads(dev, dt, { { -1, 1, 2, 3, 9, 7 } }, function(x) return F.adaptive_avg_pool2d(x, { 4, 3 }) end)
-  end)
-  add("batch_norm (training)", { 169, 170, 171, 172 }, { "f32", "f64" }, function(dev, dt)
-    local rm, rv = nnr.zeros(3, { dtype = dt, device = dev }), nnr.ones(3, { dtype = dt, device = dev })
-    local g = with_grads(dev, dt, { { -1, 2, 4, 3, 5, 5 }, { 0.5, 1.5, 3 }, { -1, 1, 3 } }, function(x, w, b)
-      return F.batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5)
-    end)
-    return nnr.cat { g, rm:double(), rv:double() }
-  end)
-  add("cross_entropy", { 113, 144 }, { "f32", "f64" }, function(dev, dt)
-    local target = nnr.tensor({ 3, 1, 5, 2 }, { dtype = "i64", device = dev })
-    return with_grads(dev, dt, { { -2, 2, 4, 5 } }, function(x) return F.cross_entropy(x, target):reshape(1) end)
-  end)
-  local optimizers = {
-    { "sgd (momentum, nesterov)", 192, function(p) return nnr.optim.SGD({ p }, { lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 0.01 }) end },
-    { "adam", 193, function(p) return nnr.optim.Adam({ p }, { lr = 0.01, weight_decay = 0.01 }) end },
-    { "adamw", 193, function(p) return nnr.optim.AdamW({ p }, { lr = 0.01, weight_decay = 0.1 }) end },
-    { "rmsprop (momentum)", 194, function(p) return nnr.optim.RMSprop({ p }, { lr = 0.01, momentum = 0.5, weight_decay = 0.01 }) end },
-  }
-  for _, o in ipairs(optimizers) do
-    add(o[1], { o[2] }, { "f32", "f64" }, function(dev, dt)
-      local p = input(dev, dt, -1, 1, 37):requires_grad_()
-      local opt = o[3](p)
-      for step = 1, 3 do
-        p.grad = input(dev, dt, -1 + step, 1 + step, 37)
-        opt:step()
-      end
-      return p:detach()
-    end)
-  end
-  return list
+local ACCUMULATES = { [C.NNR_OPCAT_REDUCE] = true, [C.NNR_OPCAT_SOFTMAX] = true, [C.NNR_OPCAT_MATMUL] = true, [C.NNR_OPCAT_CONV] = true,
+                      [C.NNR_OPCAT_POOL] = true, [C.NNR_OPCAT_NORM] = true, [C.NNR_OPCAT_OPTIM] = true }
+
+local function tolerance(c, out)
+  local tol = TOL[out.dtype] or 0
+  if ACCUMULATES[C.nnr_op_category(c.op)] then tol = tol * 10 end
+  if c.op == C.NNR_OP_RAND_NORMAL then tol = math.max(tol, 1e-6) end
+  return tol
 end
 
--- checks every device of the backend named `plugin`; returns ok, report lines
-function M.check(plugin)
+-- the reference call on the host backend; in f64 when the device under test is the host backend
+local function reference(c, as_f64)
+  local ok, spec = pcall(c.build, "cpu")
+  if not ok then return nil, tostring(spec) end
+  if as_f64 then
+    for _, list in ipairs { spec.ins, spec.outs } do
+      for k, t in ipairs(list) do if is_float(t.dtype) and t.dtype ~= "f64" then list[k] = t:double() end end
+    end
+  end
+  local ran, err = M._run_op(C.nnr_op_name(c.op) ~= nil and ffi.string(C.nnr_op_name(c.op)) or "op", c.op, spec.ins, spec.outs, spec.params)
+  return spec, ran and nil or err
+end
+
+-- one row: status ("native", "fallback", "skip", "FAIL") and its detail
+function M.check_case(c, dev, is_host)
+  local name = ffi.string(C.nnr_op_name(c.op))
+  nnr.manual_seed(#c.variant * 7919 + c.op)
+  local ref, ref_err = reference(c, is_host and is_float(c.dtype) and ACCUMULATES[C.nnr_op_category(c.op)])
+  nnr.manual_seed(#c.variant * 7919 + c.op)
+  local ok, spec = pcall(c.build, dev)
+  if not ok then return "FAIL", "the kit cannot build the inputs: " .. tostring(spec) end
+  local native = claims(c.op, spec.ins, spec.outs, spec.params)
+  local before = tonumber(C.nnr_fallback_count(c.op))
+  local ran, err = M._run_op(name, c.op, spec.ins, spec.outs, spec.params)
+  local how = native and "native" or "fallback"
+  if c.expect_error or spec.expect_error then
+    if ran then return "FAIL", "accepted an invalid call (" .. c.variant .. ") that the reference refuses: " .. tostring(ref_err) end
+    return how, "refused: " .. err
+  end
+  if not ref then return "skip", "no reference: " .. tostring(ref_err) end
+  if ref_err then
+    if not ran then return "skip", "neither this backend nor the reference has it: " .. ref_err end
+    return "skip", "no reference (" .. ref_err .. ")"
+  end
+  if not ran then
+    if not native and err:match("not supported") then return "skip", "not claimed, and the fallback cannot run it: " .. err end
+    return "FAIL", err
+  end
+  if not native and tonumber(C.nnr_fallback_count(c.op)) == before then how = "extension" end   -- an extension on host memory took it
+  local worst = 0
+  for k, out in ipairs(spec.outs) do
+    local err2, why = compare(out, ref.outs[k], c.dtype)
+    if not err2 then return "FAIL", string.format("output %d: %s", k, why) end
+    local tol = tolerance(c, out)
+    if err2 > tol then return "FAIL", string.format("output %d: max relative error %.3g > %.3g", k, err2, tol) end
+    worst = math.max(worst, err2)
+  end
+  return how, string.format("max rel err %.2g", worst)
+end
+
+-- ---------------------------------------------------------------- the run, as protocol lines
+
+local function emit(...)
+  io.stdout:write(string.format(...), "\n")
+  io.stdout:flush()
+end
+
+-- the rows of the backend named plugin on each of its devices, from row `from` (1-based), those
+-- whose op name matches the Lua pattern ops
+function M.run(plugin, ops, from)
+  from = from or 1
   local devices = {}
   for _, d in ipairs(nnr.devices()) do if d.type == plugin then devices[#devices + 1] = d end end
   if #devices == 0 then
-    -- a plugin that loaded but found no device (no GPU, no driver) is skipped with its reason
     local i = C.nnr_plugin_find(plugin)
-    local why = i >= 0 and ffi.string(C.nnr_plugin_message(i)) or "see nnrun --plugins"
-    return "skip", { "skip: no device of backend '" .. plugin .. "': " .. why }
+    emit("@@SKIP no device of backend '%s': %s", plugin, i >= 0 and ffi.string(C.nnr_plugin_message(i)) or "see nnrun --plugins")
+    return
   end
-  local lines, failures, total = {}, 0, 0
+  local host = nnr.devices()[1]
+  local row = 0
   for _, dev in ipairs(devices) do
-    lines[#lines + 1] = string.format("device %s", dev.name)
-    for _, case in ipairs(cases()) do
-      for _, dt in ipairs(case.dtypes) do
-        total = total + 1
-        local before = 0
-        for _, op in ipairs(case.ops) do before = before + tonumber(C.nnr_fallback_count(op)) end
-        local ok_ref, ref = pcall(case.f, "cpu", dt)
-        local ok_dev, got = pcall(case.f, dev.name, dt)
-        local after = 0
-        for _, op in ipairs(case.ops) do after = after + tonumber(C.nnr_fallback_count(op)) end
-        local how = after > before and "cpu fallback" or "native"
-        local status
-        if not ok_ref then
-          status = "skip (cpu: " .. tostring(ref) .. ")"
-          total = total - 1
-        elseif not ok_dev and (tostring(got):match("not supported for dtype %w+ by %w+ or the cpu fallback") or
-                               tostring(got):match("dtype %w+ is not supported %(expected f32 or f64; f16 and bf16 on backends that have them%)")) then
-          status = "skip (neither this backend nor the cpu fallback has it)"
-          total = total - 1
-        elseif not ok_dev then
-          status = "FAIL: " .. tostring(got)
-          failures = failures + 1
-        else
-          local err = max_rel_err(got, ref)
-          local tol = TOL[dt] or 0
-          if case.name:match("^cast") or case.name:match("^rand") then tol = math.max(tol, TOL[dt] or 0) end
-          if got.dtype ~= ref.dtype or table.concat(got:size(), ",") ~= table.concat(ref:size(), ",") then
-            status = "FAIL: result is " .. got.dtype .. " " .. tostring(got:size()) .. ", cpu gives " .. ref.dtype .. " " .. tostring(ref:size())
-            failures = failures + 1
-          elseif err > tol then
-            status = string.format("FAIL: max relative error %.3g > %.3g", err, tol)
-            failures = failures + 1
-          else
-            status = string.format("ok (%s, err %.1g)", how, err)
-          end
+    for _, c in ipairs(cases) do
+      local name = ffi.string(C.nnr_op_name(c.op))
+      if not ops or name:match(ops) then
+        row = row + 1
+        if row >= from then
+          emit("@@BEGIN %d\t%s\t%s\t%s\t%s", row, dev.name, name, c.dtype, c.variant)
+          local ok, status, detail = pcall(M.check_case, c, dev.name, dev.type == host.type)
+          if not ok then status, detail = "FAIL", "the kit: " .. tostring(status) end
+          emit("@@ROW %d\t%s\t%s", row, status, (detail:gsub("[\n\t]", " ")))
+          collectgarbage()
         end
-        lines[#lines + 1] = string.format("  %-24s %-5s %s", case.name, dt, status)
       end
     end
   end
-  lines[#lines + 1] = string.format("%d passed, %d failed", total - failures, failures)
-  return failures == 0, lines
+  emit("@@END %d", row)
 end
 
 return M

@@ -46,15 +46,22 @@ local Device = {}
 Device.__index = Device
 Device.__tostring = function(d) return d.name end
 
--- nnr.device("cuda:1") -> {id=, name=, type=, index=}
+-- nnr.device("cuda:1") -> {id=, name=, type=, index=, label=, host_memory=, total_memory=, compute_units=, model=}
+-- (the last four as the device's plugin declares them; 0 or "" where it declares nothing)
+local props = ffi.new("nnr_device_props")
 function nnr.device(spec)
   local id = binding.device_id(spec, "device")
+  binding.check(C.nnr_device_props_of(id, props))
   return setmetatable({
     id = id,
     name = ffi.string(C.nnr_device_name(id)),
     type = ffi.string(C.nnr_device_type(id)),
     index = C.nnr_device_local_index(id),
     label = ffi.string(C.nnr_device_label(id)),
+    host_memory = C.nnr_device_host_memory(id) ~= 0,
+    total_memory = tonumber(props.total_memory),
+    compute_units = props.compute_units,
+    model = ffi.string(props.model),
   }, Device)
 end
 
@@ -64,18 +71,18 @@ function nnr.devices()
   return list
 end
 
-function nnr.plugins()
-  local list = {}
-  for i = 0, C.nnr_plugin_count() - 1 do
-    list[#list + 1] = {
-      name = ffi.string(C.nnr_plugin_name(i)),
-      path = ffi.string(C.nnr_plugin_path(i)),
-      version = ffi.string(C.nnr_plugin_version(i)),
-      loaded = C.nnr_plugin_loaded(i) ~= 0,
-      message = ffi.string(C.nnr_plugin_message(i)),
-    }
-  end
-  return list
+-- every plugin seen: name, kind ("backend"/"extension"), abi ("1.4"), loaded, devices, path, message
+function nnr.plugins() return require("nnr.backends").list() end
+
+-- a device's memory: what its plugin reports free and in total (nil where it does not say), and what
+-- the caching allocator holds: live (tensors), cached (kept for reuse), peak (since the last reset)
+local free_b, total_b = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
+function nnr.device_memory(device)
+  local id = binding.device_id(device or "cpu", "device_memory")
+  binding.check(C.nnr_device_memory_info(id, free_b, total_b))
+  local function known(v) v = tonumber(v); return v >= 0 and v or nil end
+  return { free = known(free_b[0]), total = known(total_b[0]), live = tonumber(C.nnr_device_live_bytes(id)),
+           cached = tonumber(C.nnr_device_cached_bytes(id)), peak = tonumber(C.nnr_device_peak_bytes(id)) }
 end
 
 function nnr.synchronize(device) binding.check(C.nnr_synchronize(binding.device_id(device))) end

@@ -130,8 +130,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     int out = call->outputs[0]->dtype;
     switch (call->op) {
     case NNR_OP_MATMUL:
-        return (out == NNR_F32 || out == NNR_F64 || out == NNR_F16 || out == NNR_BF16) && call->inputs[0]->dtype == out &&
-               call->inputs[1]->dtype == out;
+        return out != NNR_BOOL && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out && call->outputs[0]->ndim >= 2;
     case NNR_OP_LINEAR: {
         if (out != NNR_F32 && out != NNR_F64) return 0;
         for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cpu_contiguous(call->inputs[i])) return 0;
@@ -224,12 +223,12 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
     return NNR_OK;
 }
 
-/* "amx": 1 when bf16 matmuls run on AMX tiles; "allow_bf16": 1 when f32 gemms do */
+/* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do (booleans read as true/false) */
 static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
 {
     (void)self;
-    if (strcmp(key, "amx") == 0) snprintf(buf, n, "%d", cpu_amx_available());
-    else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%d", cpu_allow_bf16 && cpu_amx_available());
+    if (strcmp(key, "amx") == 0) snprintf(buf, n, "%s", cpu_amx_available() ? "true" : "false");
+    else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%s", cpu_allow_bf16 && cpu_amx_available() ? "true" : "false");
     else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16)", key);
     return NNR_OK;
 }

@@ -116,10 +116,56 @@ static int half_matmul(const nnr_op_call *call)
     return status;
 }
 
+/* integer matmul (i8, u8, i32, i64), as PyTorch has on the cpu: sums in int64, stored wrapping as a
+ * cast would; one output row per piece of the pool */
+typedef struct int_mm { const nnr_tensor_desc *A, *B, *C; int64_t M, N, K; } int_mm;
+
+static int64_t elem_offset(const nnr_tensor_desc *d, int64_t flat_batch, int64_t r, int64_t c)
+{
+    int nd = d->ndim;
+    int64_t off = r * d->strides[nd - 2] + c * d->strides[nd - 1];
+    for (int i = nd - 3; i >= 0; i--) {
+        off += (flat_batch % d->sizes[i]) * d->strides[i];
+        flat_batch /= d->sizes[i];
+    }
+    return off;
+}
+
+static void int_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const int_mm *m = ctx;
+    int dt = m->C->dtype;
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt);
+    for (int64_t row = begin; row < end; row++) {
+        int64_t b = row / m->M, i = row % m->M;
+        for (int64_t j = 0; j < m->N; j++) {
+            int64_t acc = 0;
+            for (int64_t k = 0; k < m->K; k++) {
+                int64_t x = nnr_load_i64(dt, (const char *)m->A->data + elem_offset(m->A, b, i, k) * es);
+                int64_t y = nnr_load_i64(dt, (const char *)m->B->data + elem_offset(m->B, b, k, j) * es);
+                acc = (int64_t)((uint64_t)acc + (uint64_t)x * (uint64_t)y);
+            }
+            nnr_store_i64(dt, (char *)m->C->data + elem_offset(m->C, b, i, j) * es, acc);
+        }
+    }
+}
+
+static int int_matmul(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *C = call->outputs[0];
+    int nd = C->ndim;
+    int_mm m = {call->inputs[0], call->inputs[1], C, C->sizes[nd - 2], C->sizes[nd - 1], call->inputs[0]->sizes[nd - 1]};
+    int64_t rows = m.M;
+    for (int d = 0; d < nd - 2; d++) rows *= C->sizes[d];
+    int64_t grain = m.N * m.K > 4096 ? 1 : 4096 / (m.N * m.K + 1) + 1;
+    return cpu_parallel_for(rows, grain, int_rows, &m);
+}
+
 int cpu_matmul(const nnr_op_call *call)
 {
     const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
     int nd = C->ndim, dt = C->dtype;
+    if (nnr_dtype_is_integral(dt)) return int_matmul(call);
     if (dt == NNR_BF16 && cpu_amx_available()) return cpu_amx_matmul(call);
     if (dt == NNR_F16 || dt == NNR_BF16) return half_matmul(call);
     int64_t M = C->sizes[nd - 2], N = C->sizes[nd - 1], K = A->sizes[nd - 1];

@@ -10,6 +10,7 @@ typedef struct pool_job {
     const nnr_tensor_desc *x, *y, *idx;
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
     int count_include_pad, adaptive;
+    int64_t bad;                     /* max backward: the first argmax outside its plane, -1 none */
 } pool_job;
 
 static double ld(int dt, const void *p, int64_t i) { return dt == NNR_F32 ? ((const float *)p)[i] : ((const double *)p)[i]; }
@@ -175,44 +176,49 @@ static void max_planes(void *arg, int64_t begin, int64_t end)
 int cpu_maxpool2d(const nnr_op_call *call)
 {
     const int64_t *i = call->params->i;
-    pool_job j = {call->inputs[0], call->outputs[0], call->n_outputs > 1 ? call->outputs[1] : NULL, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
+    pool_job j = {call->inputs[0], call->outputs[0], call->n_outputs > 1 ? call->outputs[1] : NULL, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, -1};
     int64_t planes = j.x->sizes[0] * j.x->sizes[1], plane = j.x->sizes[2] * j.x->sizes[3];
     /* pieces of at least ~16K input elements: below that, waking a thread costs more than it saves */
     return cpu_parallel_for(planes, plane > 0 ? (16384 + plane - 1) / plane : 1, max_planes, &j);
 }
 
 /* grad_x: zero, then each output's gradient added at its argmax (windows may overlap) */
+/* the argmax comes from a forward, maybe another backend's: an index outside its plane is refused
+ * (reported through bad, the first one found), never written through */
 static void max_back_planes(void *arg, int64_t begin, int64_t end)
 {
-    const pool_job *j = arg;   /* x: grad_out, y: grad_x, idx: argmax */
+    pool_job *j = arg;   /* x: grad_out, y: grad_x, idx: argmax */
     int64_t HO = j->x->sizes[2], WO = j->x->sizes[3], H = j->y->sizes[2], W = j->y->sizes[3];
+    uint64_t plane = (uint64_t)(H * W);
     int dt = j->y->dtype;
-    if (dt == NNR_F32) {
-        for (int64_t p = begin; p < end; p++) {
-            float *gx = (float *)j->y->data + p * H * W;
-            const float *gy = (const float *)j->x->data + p * HO * WO;
-            const int64_t *idx = (const int64_t *)j->idx->data + p * HO * WO;
-            memset(gx, 0, sizeof(float) * (size_t)(H * W));
-            for (int64_t k = 0; k < HO * WO; k++) if (idx[k] >= 0) gx[idx[k]] += gy[k];
-        }
-        return;
-    }
     for (int64_t p = begin; p < end; p++) {
-        for (int64_t k = 0; k < H * W; k++) st(dt, j->y->data, p * H * W + k, 0);
+        const int64_t *idx = (const int64_t *)j->idx->data + p * HO * WO;
+        if (dt == NNR_F32) memset((float *)j->y->data + p * H * W, 0, sizeof(float) * (size_t)(H * W));
+        else for (int64_t k = 0; k < H * W; k++) st(dt, j->y->data, p * H * W + k, 0);
         for (int64_t k = 0; k < HO * WO; k++) {
-            int64_t a = ((const int64_t *)j->idx->data)[p * HO * WO + k];
-            if (a < 0) continue;
-            int64_t at = p * H * W + a;
-            st(dt, j->y->data, at, ld(dt, j->y->data, at) + ld(dt, j->x->data, p * HO * WO + k));
+            int64_t a = idx[k];
+            if ((uint64_t)a >= plane) {
+                if (a != -1) __atomic_compare_exchange_n(&j->bad, &(int64_t){-1}, p * HO * WO + k, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+                continue;
+            }
+            if (dt == NNR_F32) ((float *)j->y->data)[p * H * W + a] += ((const float *)j->x->data)[p * HO * WO + k];
+            else st(dt, j->y->data, p * H * W + a, ld(dt, j->y->data, p * H * W + a) + ld(dt, j->x->data, p * HO * WO + k));
         }
     }
 }
 
 int cpu_maxpool2d_backward(const nnr_op_call *call)
 {
-    pool_job j = {call->inputs[0], call->outputs[0], call->inputs[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    pool_job j = {call->inputs[0], call->outputs[0], call->inputs[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1};
     int64_t planes = j.y->sizes[0] * j.y->sizes[1];
-    return cpu_parallel_for(planes, 1, max_back_planes, &j);
+    int st = cpu_parallel_for(planes, 1, max_back_planes, &j);
+    if (st == NNR_OK && j.bad >= 0) {
+        int64_t at = j.bad, per = j.x->sizes[2] * j.x->sizes[3];
+        return cpu_error(NNR_ERR_INVALID, "max_pool2d backward: argmax %lld of plane %lld is outside its %lldx%lld plane (corrupt indices "
+                         "from the forward)", (long long)((const int64_t *)call->inputs[1]->data)[at], (long long)(at / per + 1),
+                         (long long)j.y->sizes[2], (long long)j.y->sizes[3]);
+    }
+    return st;
 }
 
 /* the input window of output (ho, wo): [h0, h1) x [w0, w1), and the divisor */
@@ -278,7 +284,7 @@ int cpu_avgpool2d(const nnr_op_call *call)
     const int64_t *i = call->params->i;
     int adaptive = call->op == NNR_OP_ADAPTIVE_AVGPOOL2D || call->op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
     int backward = call->op == NNR_OP_AVGPOOL2D_BACKWARD || call->op == NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
-    pool_job j = {call->inputs[0], call->outputs[0], NULL, i[0], i[1], i[2], i[3], i[4], i[5], 1, 1, (int)i[6], adaptive};
+    pool_job j = {call->inputs[0], call->outputs[0], NULL, i[0], i[1], i[2], i[3], i[4], i[5], 1, 1, (int)i[6], adaptive, -1};
     int64_t planes = j.x->sizes[0] * j.x->sizes[1];
     return cpu_parallel_for(planes, 1, backward ? avg_back_planes : avg_planes, &j);
 }

@@ -342,7 +342,8 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
 {
     (void)self;
     if (strcmp(key, "nccl_unique_id") == 0) return (nnr_status)cu_nccl_unique_id(buf, n);
-    return (nnr_status)cu_errorf(NNR_ERR_INVALID, "cuda: unknown value '%s' (known: nccl_unique_id)", key);
+    if (strcmp(key, "allow_tf32") == 0) { snprintf(buf, n, "%s", allow_tf32 ? "true" : "false"); return NNR_OK; }
+    return (nnr_status)cu_errorf(NNR_ERR_INVALID, "cuda: unknown value '%s' (known: allow_tf32, nccl_unique_id)", key);
 }
 
 /* ---------------- ops ---------------- */

@@ -103,6 +103,8 @@ int nnr_get_autocast(void);
 /* runs op on preallocated outputs (ops that extension plugins add, e.g. plugins/quant, and the
  * conformance kit's calls); the op's name is for errors; params may be NULL */
 int nnr_run_op(const char *name, int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
+/* 1 when the backend owning out[0]'s device claims this exact call itself (its supports()), 0 otherwise */
+int nnr_op_supported(int op, int nin, nnr_tensor *const *in, int nout, nnr_tensor *const *out, const nnr_op_params *params);
 /* NNR_CDEF_END */
 
 #ifdef __cplusplus
