@@ -42,23 +42,7 @@ function M.load_split(dir, prefix)
 end
 
 -- a permutation of 1..n that depends only on (seed, epoch): resuming needs no generator state
-function M.permutation(n, seed, epoch)
-  local state = bit.tobit(seed * 2654435761 + epoch * 40503 + 1)
-  local function next_u32()
-    state = bit.bxor(state, bit.lshift(state, 13))
-    state = bit.bxor(state, bit.rshift(state, 17))
-    state = bit.bxor(state, bit.lshift(state, 5))
-    return state % 4294967296
-  end
-  for _ = 1, 8 do next_u32() end
-  local p = {}
-  for i = 1, n do p[i] = i end
-  for i = n, 2, -1 do
-    local j = next_u32() % i + 1
-    p[i], p[j] = p[j], p[i]
-  end
-  return p
-end
+function M.permutation(n, seed, epoch) return require("nnr").data.permutation(n, seed, epoch) end
 
 -- models -----------------------------------------------------------------------------
 function M.build_model(kind)

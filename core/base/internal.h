@@ -100,8 +100,6 @@ void nnr_rng_stream_init(nnr_rng_stream *s, uint64_t seed, uint64_t stream, uint
 uint64_t nnr_rng_next_u64(nnr_rng_stream *s);
 double nnr_rng_uniform(nnr_rng_stream *s);                 /* [0, 1), 53 bits */
 uint64_t nnr_rng_below(nnr_rng_stream *s, uint64_t n);     /* uniform in [0, n), unbiased */
-/* the streams the core draws from: kept apart so that no two uses share numbers */
-enum { NNR_STREAM_SHUFFLE = 1, NNR_STREAM_TRANSFORM = 2 };
 
 #pragma GCC visibility pop
 #endif

@@ -224,27 +224,26 @@ end
 -- samplers ---------------------------------------------------------------------------------
 -- A sampler gives each epoch's sample order: sampler:indices(epoch) -> {i1, i2, ...} (1-based), or a
 -- function(epoch) returning that list. Samplers here draw from (seed, epoch) and repeat exactly.
-local U64 = ffi.typeof("uint64_t")
+-- the uniform numbers of the core's keyed stream for (seed, epoch): the one generator (core/base/random.c)
 local function rng(seed, epoch)
-  local s = U64(seed) * 0x9E3779B97F4A7C15ULL + U64(epoch) * 0xD1B54A32D192ED03ULL + 0x2545F4914F6CDD1DULL
-  return function()            -- splitmix64 -> a double in [0, 1)
-    s = s + 0x9E3779B97F4A7C15ULL
-    local z = s
-    z = bit.bxor(z, bit.rshift(z, 30)) * 0xBF58476D1CE4E5B9ULL
-    z = bit.bxor(z, bit.rshift(z, 27)) * 0x94D049BB133111EBULL
-    z = bit.bxor(z, bit.rshift(z, 31))
-    return tonumber(bit.rshift(z, 11)) * 2 ^ -53
+  local buf, at, n, first = ffi.new("double[256]"), 256, 256, 0
+  return function()
+    if at == n then
+      binding.check(C.nnr_random_uniforms(seed, C.NNR_STREAM_SAMPLER, epoch, first, n, buf))
+      first, at = first + n, 0
+    end
+    at = at + 1
+    return buf[at - 1]
   end
 end
 
--- a seeded permutation of 1..n
+-- the seeded permutation of 1..n for (seed, epoch): the loader's own shuffle with that seed gives the same order
 function M.permutation(n, seed, epoch)
-  local r, p = rng(seed or 0, epoch or 0), {}
-  for i = 1, n do p[i] = i end
-  for i = n, 2, -1 do
-    local j = math.floor(r() * i) + 1
-    p[i], p[j] = p[j], p[i]
-  end
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("permutation: n must be a whole number >= 0, got " .. tostring(n), 2) end
+  local out = ffi.new("int64_t[?]", math.max(n, 1))
+  binding.check(C.nnr_random_permutation(seed or 0, C.NNR_STREAM_SHUFFLE, epoch or 0, n, out))
+  local p = {}
+  for i = 1, n do p[i] = tonumber(out[i - 1]) + 1 end
   return p
 end
 
