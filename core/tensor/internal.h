@@ -60,8 +60,17 @@ void nnr_thread_pooling(int on);
 void nnr_contiguous_strides(int ndim, const int64_t *sizes, int64_t *strides);
 int64_t nnr_numel_of(int ndim, const int64_t *sizes);
 bool nnr_check_sizes(const char *op, int ndim, const int64_t *sizes);
-/* the kernel's view of t: sizes, strides, the plugin's device number, the data address */
-void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d);
+/* the kernel's view of t: sizes, strides, the plugin's device number, the data address (inline: every
+ * op call makes two or three) */
+static inline void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d)
+{
+    d->struct_size = sizeof *d;
+    d->dtype = t->dtype;
+    d->ndim = t->ndim;
+    d->device = nnr_device_get(t->device)->local_index;
+    for (int i = 0; i < t->ndim; i++) { d->sizes[i] = t->sizes[i]; d->strides[i] = t->strides[i]; }
+    d->data = (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
+}
 /* t viewed with a broadcast shape (zero strides where it is expanded) */
 void nnr_desc_broadcast(const nnr_tensor *t, int ndim, const int64_t *sizes, nnr_tensor_desc *d);
 

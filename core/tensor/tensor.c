@@ -87,16 +87,6 @@ void *nnr_tensor_data(const nnr_tensor *t)
     return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
 }
 
-void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d)
-{
-    d->struct_size = sizeof *d;
-    d->dtype = t->dtype;
-    d->ndim = t->ndim;
-    d->device = nnr_device_get(t->device)->local_index;
-    for (int i = 0; i < t->ndim; i++) { d->sizes[i] = t->sizes[i]; d->strides[i] = t->strides[i]; }
-    d->data = (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
-}
-
 void nnr_desc_broadcast(const nnr_tensor *t, int ndim, const int64_t *sizes, nnr_tensor_desc *d)
 {
     nnr_tensor_desc_of(t, d);

@@ -403,6 +403,34 @@ typedef struct nnr_op_info {
 
 /* the table's row for op, or NULL for a number no op has (a plugin built against an older header
  * answers NULL for ops added since: supports() then says no) */
+#ifndef __cplusplus
+/* C: one array indexed by number (a few instructions; dispatch asks it on every op) */
+static inline const nnr_op_info *nnr_op_rows_(uint32_t *count)
+{
+    static const nnr_op_info rows[] = {
+#define NNR_OP_INFO_ROW_(ID, num, name, cat, in_min, in_max, out_min, out_max) \
+    [num] = {num, name, NNR_OPCAT_##cat, in_min, in_max, out_min, out_max},
+        NNR_OP_TABLE(NNR_OP_INFO_ROW_)
+#undef NNR_OP_INFO_ROW_
+    };
+    *count = (uint32_t)(sizeof rows / sizeof rows[0]);
+    return rows;
+}
+static inline const nnr_op_info *nnr_op_info_of(uint32_t op)
+{
+    uint32_t n;
+    const nnr_op_info *rows = nnr_op_rows_(&n);
+    return op < n && rows[op].name ? &rows[op] : 0;
+}
+/* op's category (nnr_opcat), 0 for an unknown number (the rows between ops are all zero) */
+static inline int nnr_op_category_of(uint32_t op)
+{
+    uint32_t n;
+    const nnr_op_info *rows = nnr_op_rows_(&n);
+    return op < n ? rows[op].category : 0;
+}
+#else
+/* C++ has no designated array initializers: a switch over the same table */
 static inline const nnr_op_info *nnr_op_info_of(uint32_t op)
 {
     switch (op) {
@@ -413,13 +441,12 @@ static inline const nnr_op_info *nnr_op_info_of(uint32_t op)
     }
     return 0;
 }
-
-/* op's category (nnr_opcat), 0 for an unknown number */
 static inline int nnr_op_category_of(uint32_t op)
 {
     const nnr_op_info *info = nnr_op_info_of(op);
     return info ? info->category : 0;
 }
+#endif
 
 #define NNR_ABI_VERSION ((uint32_t)((NNR_ABI_MAJOR << 16) | NNR_ABI_MINOR))
 #define NNR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
