@@ -7,7 +7,13 @@ figure), a STREAM-style bandwidth probe and nnrun's start-up time against
 `import torch`, prints a table with ratios, and rewrites the foundation
 section of docs/perf.md. Usage: scripts/bench/run.py [--no-write]
 PyTorch comes from Debian's python3-torch or pip's torch; without it the
-PyTorch columns are left empty."""
+PyTorch columns are left empty.
+
+--baseline BUILD_DIR: the same nnrun workloads with another build's nnrun (an older commit, built
+with `scripts/bench/build_baseline.sh COMMIT`), interleaved with this one N times (--rounds N,
+default 5), no PyTorch; prints the medians and the median of the per-round speed ratios and leaves
+the table in build/baseline_foundation.md, which run_cpu.py --baseline puts into the "baseline"
+section of docs/perf.md with its own rows."""
 import json
 import os
 import platform
@@ -30,8 +36,18 @@ def find_torch_python():
     return None
 
 
+def option(name, default=None):
+    """the value after --name on the command line, or default"""
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv[:-1] else default
+
+
+BASELINE = option("--baseline")
+BASE_NNRUN = os.path.join(BASELINE, "bin", "nnrun") if BASELINE else None
+ROUNDS_COMPARED = int(option("--rounds", "5"))
+
+
 def blas_env():
-    """The OpenBLAS kernels nnrun picks (see core/registry.c), given to every side alike."""
+    """The OpenBLAS kernels nnrun picks (the cpu plugin sets them), given to every side alike."""
     env = dict(os.environ)
     if "OPENBLAS_CORETYPE" not in env:
         out = subprocess.run([NNRUN, "-e", "io.write(os.getenv('OPENBLAS_CORETYPE') or '')"], capture_output=True, text=True)
@@ -55,6 +71,26 @@ def cpu_model():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def cpu_classes():
+    """the CPU classes nnrun's kernels choose between, as /proc/cpuinfo's flags show them"""
+    names = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")]
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "flags unknown"
+    return ", ".join(label for flag, label in names if flag in flags) or "no AVX2"
+
+
+def package_versions(*packages):
+    """'package version' for each installed Debian package named"""
+    out = []
+    for p in packages:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", p], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout:
+            out.append(f"{p} {r.stdout}")
+    return ", ".join(out)
 
 
 def torch_best(torch_py, script, args, thread_pos, env):
@@ -86,8 +122,62 @@ def write_perf_section(name, body):
     print(f"wrote {path}")
 
 
+def compare_rows(rows):
+    """rows: (workload, unit, lower_is_better, new values, old values), the values of one round side by side ->
+    a table of medians and of the median per-round speed ratio (a round runs both back to back, so the
+    machine's drift mostly cancels in its ratio), and the worst slowdown"""
+    out = "| workload | this commit | baseline | this / baseline (speed, median of per-round ratios) |\n|---|---|---|---|\n"
+    worst = 0
+    for name, unit, lower, new, old in rows:
+        n, o = statistics.median(new), statistics.median(old)
+        speed = statistics.median([(b / a if lower else a / b) for a, b in zip(new, old)])
+        worst = max(worst, 1 - speed)
+        out += f"| {name} | {n:,.4g} {unit} | {o:,.4g} {unit} | {speed:.3f}x |\n"
+    return out, worst
+
+
+def both(run_new, run_old, k):
+    """round k of a comparison: both sides back to back, the order alternating between rounds"""
+    if k % 2 == 0:
+        a = run_new()
+        return a, run_old()
+    b = run_old()
+    return run_new(), b
+
+
+def compare_foundation(env):
+    """tensor_ops.lua with this nnrun and the baseline's, interleaved"""
+    keys = [("small_add_us", "`a + b`, 4-element f32, from a loop", "us", True), ("add_alloc_gbs", "`c = a + b`, 2^25 f32", "GB/s", False),
+            ("add_out_gbs", "`add(a, b, out=c)`, 2^25 f32", "GB/s", False), ("relu_gbs", "`relu(a)`, 2^25 f32", "GB/s", False),
+            ("matmul_gflops", "f32 matmul 1024^3", "GFLOP/s", False)]
+    def ops(exe):
+        return json.loads(subprocess.run([exe, os.path.join(ROOT, "scripts/bench/tensor_ops.lua")], check=True, capture_output=True,
+                                         text=True, env=env).stdout)
+    runs = {"new": [], "old": []}
+    for k in range(ROUNDS_COMPARED):
+        a, b = both(lambda: ops(NNRUN), lambda: ops(BASE_NNRUN), k)
+        runs["new"].append(a)
+        runs["old"].append(b)
+    rows = [(label, unit, lower, [r[k] for r in runs["new"]], [r[k] for r in runs["old"]]) for k, label, unit, lower in keys]
+    starts = {"new": [], "old": []}
+    for k in range(ROUNDS_COMPARED):
+        a, b = both(lambda: startup([NNRUN, "-e", ""], 11), lambda: startup([BASE_NNRUN, "-e", ""], 11), k)
+        starts["new"].append(a)
+        starts["old"].append(b)
+    rows.insert(0, ("start-up: `nnrun -e ''`", "ms", True, starts["new"], starts["old"]))
+    return rows
+
+
 def main():
     write = "--no-write" not in sys.argv
+    if BASELINE:
+        rows = compare_foundation(blas_env())
+        table, worst = compare_rows(rows)
+        print(table)
+        print(f"worst slowdown: {100 * worst:.1f}%")
+        with open(os.path.join(BUILD, "baseline_foundation.md"), "w") as f:
+            f.write(table)
+        return
     env = blas_env()
     nn = json.loads(subprocess.run([NNRUN, os.path.join(ROOT, "scripts/bench/tensor_ops.lua")], check=True,
                                    capture_output=True, text=True, env=env).stdout)

@@ -9,7 +9,10 @@ nnrun uses 2 threads; PyTorch its best of 1 or 2 threads with OMP_WAIT_POLICY=PA
 the same OpenBLAS kernels. The shared machine's speed drifts by tens of percent within
 minutes, so each workload runs ROUNDS times with nnrun and PyTorch interleaved, and the
 medians are compared. Prints the tables with ratios and rewrites the "training" section of
-docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick]"""
+docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick]
+--baseline BUILD_DIR [--rounds N]: the same training and inference workloads with another build's
+nnrun (an older commit: scripts/bench/build_baseline.sh), interleaved with this one N times (default
+5), no PyTorch; with run.py --baseline's rows, rewrites the "baseline" section of docs/perf.md."""
 import json
 import os
 import subprocess
@@ -17,7 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import NNRUN, ROOT, STREAM, blas_env, cpu_model, find_torch_python, torch_best, write_perf_section  # noqa: E402
+from run import (BASE_NNRUN, BASELINE, BUILD, NNRUN, ROOT, ROUNDS_COMPARED, STREAM, blas_env, both, compare_rows,  # noqa: E402
+                 cpu_classes, cpu_model, find_torch_python, package_versions, torch_best, write_perf_section)
 
 BENCH = os.path.join(ROOT, "scripts/bench")
 QUICK = "--quick" in sys.argv
@@ -47,8 +51,64 @@ def interleaved(args, torch_args):
     return med(mine), med(theirs_runs)
 
 
+def run_train(exe, *args):
+    return json.loads(subprocess.run([exe, os.path.join(BENCH, "train.lua"), *map(str, args)], check=True,
+                                     capture_output=True, text=True, env=dict(ENV, NNR_NUM_THREADS="2")).stdout)
+
+
+def compare_baseline():
+    """every workload with this nnrun and the baseline's, interleaved ROUNDS_COMPARED times"""
+    global ENV
+    ENV = blas_env()
+    workloads = []
+    for kind in ("mlp", "cnn"):
+        for batch in (64, 256):
+            steps = STEPS[kind] if batch == 64 else STEPS[kind] // 2
+            workloads.append((f"{kind} training, batch {batch}", "samples/s", False, (kind, batch, steps), "samples_per_s"))
+    for kind in ("mlp", "cnn"):
+        workloads.append((f"{kind} inference, batch 1", "us", True, ("infer", kind, 1, 2000 if kind == "mlp" else 1000), "us_per_batch"))
+        workloads.append((f"{kind} inference, batch 256", "samples/s", False, ("infer", kind, 256, 100 if kind == "mlp" else 20),
+                          "samples_per_s"))
+    rows = []
+    for name, unit, lower, args, key in workloads:
+        new, old = [], []
+        for k in range(ROUNDS_COMPARED):
+            a, b = both(lambda: run_train(NNRUN, *args)[key], lambda: run_train(BASE_NNRUN, *args)[key], k)
+            new.append(a)
+            old.append(b)
+        rows.append((name, unit, lower, new, old))
+        print(compare_rows(rows[-1:])[0].splitlines()[-1], flush=True)
+    table, worst = compare_rows(rows)
+    found = os.path.join(BUILD, "baseline_foundation.md")
+    foundation = open(found).read() if os.path.exists(found) else ""
+    if foundation:
+        worst = max(worst, compare_rows_worst(foundation))
+    base_version = subprocess.run(["git", "-C", os.path.join(BASELINE, "src"), "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
+    text = (f"`scripts/bench/run.py --baseline` and `run_cpu.py --baseline`, {time.strftime('%Y-%m-%d')}: this commit's nnrun and "
+            f"the baseline's ({BASELINE}{', ' + base_version if base_version else ''}) on the same workloads, interleaved, "
+            f"{ROUNDS_COMPARED} rounds, medians; speed ratios above 1 mean this commit is faster. Machine: {cpu_model()}, "
+            f"{os.cpu_count()} cores ({cpu_classes()}); {package_versions('libopenblas0-pthread', 'libluajit-5.1-2', 'gcc')}. "
+            f"Worst slowdown: {100 * worst:.1f}%.\n\n{foundation}\n{table}")
+    print(text)
+    if "--no-write" not in sys.argv:
+        write_perf_section("baseline", "## The layout refactor (issue 14) against the commit before it\n\n" + text)
+
+
+def compare_rows_worst(table):
+    """the worst slowdown in a table compare_rows made"""
+    worst = 0
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[-1].endswith("x"):
+            worst = max(worst, 1 - float(cells[-1][:-1]))
+    return worst
+
+
 def main():
     global ENV, TORCH
+    if BASELINE:
+        compare_baseline()
+        return
     ENV = blas_env()
     TORCH = find_torch_python()
     version = "not installed"
