@@ -143,12 +143,12 @@ static void try_load(const char *path)
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* the names in dir ending in suffix, sorted bytewise (loading order, and so device numbering, is
- * stable); the caller frees each and the list. -1 when dir cannot be read */
-static int list_dir(const char *dir, const char *suffix, char ***out)
+/* calls fn on each file in dir whose name ends in suffix, in bytewise order of names (loading
+ * order, and so device numbering, is stable); nothing when dir cannot be read */
+static void each_file(const char *dir, const char *suffix, void (*fn)(const char *path))
 {
     DIR *d = opendir(dir);
-    if (!d) return -1;
+    if (!d) return;
     int n = 0, cap = 16;
     char **names = malloc(sizeof *names * (size_t)cap);
     struct dirent *e;
@@ -164,23 +164,22 @@ static int list_dir(const char *dir, const char *suffix, char ***out)
         if ((names[n] = strdup(e->d_name))) n++;
     }
     closedir(d);
-    if (names) qsort(names, (size_t)n, sizeof *names, by_name);
-    *out = names;
-    return names ? n : -1;
-}
-
-static void scan_dir(const char *dir)
-{
-    char **names;
-    int n = list_dir(dir, ".so", &names);
+    if (!names) return;
+    qsort(names, (size_t)n, sizeof *names, by_name);
     for (int i = 0; i < n; i++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        try_load(path);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names[i]) < sizeof path) fn(path);
+        else {
+            char line[300];
+            snprintf(line, sizeof line, "plugins: skipped %.200s in a folder whose path is too long", names[i]);
+            nnr_host.log(NNR_LOG_WARN, NULL, line);
+        }
         free(names[i]);
     }
-    if (n >= 0) free(names);
+    free(names);
 }
+
+static void scan_dir(const char *dir) { each_file(dir, ".so", try_load); }
 
 /* an entry of the search path: a plugin file or a folder of them. One that does not exist is
  * recorded as refused, so nnrun --plugins shows it. */
@@ -228,15 +227,7 @@ void nnr_plugins_scan(const char *default_dir)
     if (getenv("NNR_NO_DEFAULT_PLUGINS")) return;
     const char *conf_dir = getenv("NNR_PLUGIN_CONF_DIR");
     if (!conf_dir) conf_dir = "/etc/nnr/plugins.d";
-    char **names;
-    int n = list_dir(conf_dir, ".conf", &names);
-    for (int i = 0; i < n; i++) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", conf_dir, names[i]);
-        scan_conf_file(path);
-        free(names[i]);
-    }
-    if (n >= 0) free(names);
+    each_file(conf_dir, ".conf", scan_conf_file);
     if (default_dir) scan_dir(default_dir);
 }
 

@@ -17,23 +17,6 @@
 
 static const nnr_host_api *host;
 
-static int64_t numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
-static int contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expected = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expected) return 0;
-        expected *= d->sizes[i];
-    }
-    return 1;
-}
-
 static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *count = 2; return NNR_OK; }
 
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
@@ -94,9 +77,9 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     (void)self;
     if (call->struct_size < sizeof(nnr_op_call) || call->n_outputs != 1) return 0;
     const nnr_tensor_desc *o = call->outputs[0];
-    if (o->dtype != NNR_F32 || !contiguous(o)) return 0;
+    if (o->dtype != NNR_F32 || !nnr_desc_is_contiguous(o)) return 0;
     for (int i = 0; i < call->n_inputs; i++)
-        if (call->inputs[i]->dtype != NNR_F32 || !contiguous(call->inputs[i]) || numel(call->inputs[i]) != numel(o)) return 0;
+        if (call->inputs[i]->dtype != NNR_F32 || !nnr_desc_is_contiguous(call->inputs[i]) || nnr_desc_numel(call->inputs[i]) != nnr_desc_numel(o)) return 0;
     switch (call->op) {
     case NNR_OP_FILL: return call->n_inputs == 0;
     case NNR_OP_COPY: return call->n_inputs == 1;
@@ -109,7 +92,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
     float *o = call->outputs[0]->data;
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     switch (call->op) {
     case NNR_OP_FILL: for (int64_t i = 0; i < n; i++) o[i] = (float)call->params->f[0]; return NNR_OK;
     case NNR_OP_COPY: memmove(o, call->inputs[0]->data, (size_t)n * sizeof(float)); return NNR_OK;

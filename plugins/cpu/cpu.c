@@ -111,16 +111,6 @@ static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const 
 
 static int dtype_ok(int dt) { return dt >= 0 && dt < NNR_DTYPE_COUNT; }
 
-int cpu_contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expect = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
-        expect *= d->sizes[i];
-    }
-    return 1;
-}
-
 static int supports(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
@@ -133,8 +123,8 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         return out != NNR_BOOL && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out && call->outputs[0]->ndim >= 2;
     case NNR_OP_LINEAR: {
         if (out != NNR_F32 && out != NNR_F64) return 0;
-        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cpu_contiguous(call->inputs[i])) return 0;
-        return cpu_contiguous(call->outputs[0]) && call->inputs[0]->ndim == 2 && call->inputs[1]->ndim == 2;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !nnr_desc_is_contiguous(call->inputs[i])) return 0;
+        return nnr_desc_is_contiguous(call->outputs[0]) && call->inputs[0]->ndim == 2 && call->inputs[1]->ndim == 2;
     }
     case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
     case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:

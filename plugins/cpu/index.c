@@ -50,7 +50,7 @@ int cpu_index_select(const nnr_op_call *call)
             return cpu_error(NNR_ERR_INVALID, "index_select: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
                              (long long)in->sizes[dim], dim + 1);
     }
-    if (dim == 0 && cpu_contiguous(in) && cpu_contiguous(out)) {
+    if (dim == 0 && nnr_desc_is_contiguous(in) && nnr_desc_is_contiguous(out)) {
         int64_t row = es;
         for (int d = 1; d < in->ndim; d++) row *= in->sizes[d];
         rows_job j = {in->data, out->data, ix->data, ix->strides[0], row};

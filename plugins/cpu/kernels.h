@@ -10,7 +10,6 @@
 extern const nnr_host_api *cpu_host;
 
 /* 1 when d's elements are laid out row-major without gaps (size-1 dims ignored) */
-int cpu_contiguous(const nnr_tensor_desc *d);
 
 /* reports an error through the host and returns status */
 int cpu_error(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

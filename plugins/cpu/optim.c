@@ -4,13 +4,6 @@
 #include <math.h>
 #include "kernels.h"
 
-static int64_t numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
 /* the float loops are written once, over doubles or floats by dtype */
 #define LOOP(T) \
     T *p = call->outputs[0]->data; const T *g = call->inputs[0]->data; \
@@ -60,7 +53,7 @@ int cpu_sgd_step(const nnr_op_call *call)
     const double *f = call->params->f;
     double lr = f[0], mom = f[1], damp = f[2], wd = f[3];
     int nesterov = (int)call->params->i[0], fresh = (int)call->params->i[1];
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (call->outputs[0]->dtype == NNR_F32) {
         sgd_job j = {call->outputs[0]->data, call->n_outputs > 1 ? call->outputs[1]->data : NULL, call->inputs[0]->data,
                      (float)lr, (float)mom, (float)(1 - damp), (float)wd, nesterov, fresh};
@@ -104,7 +97,7 @@ int cpu_adam_step(const nnr_op_call *call)
     double lr = f[0], b1 = f[1], b2 = f[2], eps = f[3], wd = f[4], bc1 = f[5], bc2 = f[6];
     int decoupled = (int)call->params->i[0];
     double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (call->outputs[0]->dtype == NNR_F32) {
         adam_job j = {call->outputs[0]->data, call->outputs[1]->data, call->outputs[2]->data, call->inputs[0]->data,
                       (float)b1, (float)b2, (float)eps, (float)wd, (float)(1 - lr * wd), (float)step_size, (float)bc2_sqrt, decoupled};
@@ -128,7 +121,7 @@ int cpu_rmsprop_step(const nnr_op_call *call)
 {
     const double *f = call->params->f;
     double lr = f[0], alpha = f[1], eps = f[2], wd = f[3], mom = f[4];
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (call->outputs[0]->dtype == NNR_F32) {
         LOOP(float)
         for (int64_t k = 0; k < n; k++) {

@@ -333,7 +333,7 @@ int cu_conv2d_grad_input(cu_device *d, const nnr_op_call *call)
     int64_t es = (int64_t)cu_dtype_nbytes(dt);
     if (g.N == 0) return NNR_OK;
     if (g.O == 0 || g.P == 0) {
-        CU_CHECK(cudaMemsetAsync(gx->data, 0, (size_t)(cu_numel(gx) * es), d->stream), "conv2d backward");
+        CU_CHECK(cudaMemsetAsync(gx->data, 0, (size_t)(nnr_desc_numel(gx) * es), d->stream), "conv2d backward");
         return NNR_OK;
     }
     int64_t nb;
@@ -364,8 +364,8 @@ int cu_conv2d_grad_weight(cu_device *d, const nnr_op_call *call)
     int dt = x->dtype;
     int64_t es = (int64_t)cu_dtype_nbytes(dt);
     if (g.N == 0 || g.P == 0) {
-        CU_CHECK(cudaMemsetAsync(gw->data, 0, (size_t)(cu_numel(gw) * es), d->stream), "conv2d backward");
-        if (gb) CU_CHECK(cudaMemsetAsync(gb->data, 0, (size_t)(cu_numel(gb) * es), d->stream), "conv2d backward");
+        CU_CHECK(cudaMemsetAsync(gw->data, 0, (size_t)(nnr_desc_numel(gw) * es), d->stream), "conv2d backward");
+        if (gb) CU_CHECK(cudaMemsetAsync(gb->data, 0, (size_t)(nnr_desc_numel(gb) * es), d->stream), "conv2d backward");
         return NNR_OK;
     }
     int64_t nb;

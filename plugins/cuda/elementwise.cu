@@ -8,23 +8,6 @@
 #include "dtype.cuh"
 #include "nnr/philox.h"
 
-int64_t cu_numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
-int cu_contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expect = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
-        expect *= d->sizes[i];
-    }
-    return 1;
-}
-
 size_t cu_dtype_nbytes(int dt)
 {
     static const unsigned char sz[NNR_DTYPE_COUNT] = {4, 8, 2, 2, 1, 1, 4, 8, 1};
@@ -232,16 +215,16 @@ static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 static int launch_unary_binary(cu_device *d, const nnr_op_call *call, int binary)
 {
     const nnr_tensor_desc *o = call->outputs[0];
-    int64_t n = cu_numel(o);
+    int64_t n = nnr_desc_numel(o);
     if (n == 0) return NNR_OK;
     int op = (int)call->op, in_dt = call->inputs[0]->dtype;
     int nin = call->n_inputs;
     double sc = binary && nin == 1 ? call->params->f[0] : 0;
     int first = binary && nin == 1 ? call->params->i[0] != 0 : 0;
     int all_f32 = o->dtype == NNR_F32 && in_dt == NNR_F32 && (nin < 2 || call->inputs[1]->dtype == NNR_F32);
-    int contig = cu_contiguous(o) && aligned16(o->data);
+    int contig = nnr_desc_is_contiguous(o) && aligned16(o->data);
     for (int k = 0; k < nin && contig; k++)
-        contig = cu_contiguous(call->inputs[k]) && cu_numel(call->inputs[k]) == n && aligned16(call->inputs[k]->data);
+        contig = nnr_desc_is_contiguous(call->inputs[k]) && nnr_desc_numel(call->inputs[k]) == n && aligned16(call->inputs[k]->data);
     unsigned blocks = cu_blocks(n / 4 + 1, 256);
     if (all_f32 && contig) {
         if (binary)
@@ -294,7 +277,7 @@ __global__ void k_where(cu_strided s, int64_t n, int flags, double s0, double s1
 
 int cu_where(cu_device *d, const nnr_op_call *call)
 {
-    int64_t n = cu_numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (n == 0) return NNR_OK;
     const nnr_tensor_desc *ops[4] = {call->outputs[0]};
     for (int k = 0; k < call->n_inputs; k++) ops[1 + k] = call->inputs[k];
@@ -328,7 +311,7 @@ __global__ void k_clamp(cu_strided s, int64_t n, int flags, double lo, double hi
 
 int cu_clamp(cu_device *d, const nnr_op_call *call)
 {
-    int64_t n = cu_numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (n == 0) return NNR_OK;
     const nnr_tensor_desc *ops[2] = {call->outputs[0], call->inputs[0]};
     cu_strided s;
@@ -353,9 +336,9 @@ __global__ void k_copy(cu_strided s, int64_t n, int integral)
 int cu_copy_op(cu_device *d, const nnr_op_call *call)
 {
     const nnr_tensor_desc *o = call->outputs[0], *x = call->inputs[0];
-    int64_t n = cu_numel(o);
+    int64_t n = nnr_desc_numel(o);
     if (n == 0) return NNR_OK;
-    if (o->dtype == x->dtype && cu_contiguous(o) && cu_contiguous(x)) {
+    if (o->dtype == x->dtype && nnr_desc_is_contiguous(o) && nnr_desc_is_contiguous(x)) {
         CU_CHECK(cudaMemcpyAsync(o->data, x->data, (size_t)n * cu_dtype_nbytes(o->dtype), cudaMemcpyDeviceToDevice, d->stream), "copy");
         return NNR_OK;
     }
@@ -377,14 +360,14 @@ __global__ void k_fill_f32(float *y, int64_t n, float v) { GRID_LOOP(i, n) y[i] 
 int cu_fill(cu_device *d, const nnr_op_call *call)
 {
     const nnr_tensor_desc *o = call->outputs[0];
-    int64_t n = cu_numel(o);
+    int64_t n = nnr_desc_numel(o);
     if (n == 0) return NNR_OK;
     double v = call->params->f[0];
-    if (v == 0 && cu_contiguous(o) && !(o->dtype == NNR_F32 && signbit(v))) {
+    if (v == 0 && nnr_desc_is_contiguous(o) && !(o->dtype == NNR_F32 && signbit(v))) {
         CU_CHECK(cudaMemsetAsync(o->data, 0, (size_t)n * cu_dtype_nbytes(o->dtype), d->stream), "fill");
         return NNR_OK;
     }
-    if (o->dtype == NNR_F32 && cu_contiguous(o)) k_fill_f32<<<cu_blocks(n, 256), 256, 0, d->stream>>>((float *)o->data, n, (float)v);
+    if (o->dtype == NNR_F32 && nnr_desc_is_contiguous(o)) k_fill_f32<<<cu_blocks(n, 256), 256, 0, d->stream>>>((float *)o->data, n, (float)v);
     else {
         const nnr_tensor_desc *ops[1] = {o};
         cu_strided s;
@@ -452,7 +435,7 @@ __global__ void k_random(char *base, int dt, int64_t n, int kind, uint64_t seed,
 int cu_random(cu_device *d, const nnr_op_call *call)
 {
     const nnr_tensor_desc *o = call->outputs[0];
-    int64_t n = cu_numel(o);
+    int64_t n = nnr_desc_numel(o);
     if (n == 0) return NNR_OK;
     k_random<<<cu_blocks((n + 3) / 4, 256), 256, 0, d->stream>>>((char *)o->data, o->dtype, n, (int)call->op,
                                                                  (uint64_t)call->params->i[0], (uint64_t)call->params->i[1],

@@ -112,13 +112,13 @@ static int nccl_type(int dt)
 int cu_nccl_supports(const nnr_op_call *call)
 {
     return call->n_outputs == 1 && call->n_inputs == 0 && cu_nccl_ready(call->outputs[0]->device) &&
-           nccl_type(call->outputs[0]->dtype) >= 0 && cu_contiguous(call->outputs[0]);
+           nccl_type(call->outputs[0]->dtype) >= 0 && nnr_desc_is_contiguous(call->outputs[0]);
 }
 
 int cu_nccl_run(cu_device *d, const nnr_op_call *call)
 {
     const nnr_tensor_desc *t = call->outputs[0];
-    size_t n = (size_t)cu_numel(t);
+    size_t n = (size_t)nnr_desc_numel(t);
     ncclComm_t comm = comms[t->device];
     ncclResult_t r;
     if (call->op == NNR_OP_ALL_REDUCE) {

@@ -305,7 +305,7 @@ int cu_optim(cu_device *d, const nnr_op_call *call)
 {
     const double *f = call->params->f;
     const int64_t *pi = call->params->i;
-    int64_t n = cu_numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     if (n == 0) return NNR_OK;
     unsigned grid = cu_blocks(n, 256);
     void *p = call->outputs[0]->data, *s1 = call->n_outputs > 1 ? call->outputs[1]->data : NULL;
@@ -419,7 +419,7 @@ int cu_index(cu_device *d, const nnr_op_call *call)
         g.limit = c->sizes[g.dim]; break;
     }
     g.nd = shape->ndim;
-    g.n = cu_numel(shape);
+    g.n = nnr_desc_numel(shape);
     for (int k = 0; k < g.nd; k++) {
         g.sizes[k] = shape->sizes[k];
         g.b[k] = k < b->ndim ? b->strides[k] : 0;

@@ -362,36 +362,36 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_MATMUL:
         return is_float(out) && call->inputs[0]->dtype == out && call->inputs[1]->dtype == out && call->outputs[0]->ndim >= 2;
     case NNR_OP_LINEAR:
-        if (!is_float(out) || call->inputs[0]->ndim != 2 || call->inputs[1]->ndim != 2 || !cu_contiguous(call->outputs[0])) return 0;
-        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cu_contiguous(call->inputs[i])) return 0;
+        if (!is_float(out) || call->inputs[0]->ndim != 2 || call->inputs[1]->ndim != 2 || !nnr_desc_is_contiguous(call->outputs[0])) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !nnr_desc_is_contiguous(call->inputs[i])) return 0;
         return 1;
     case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT:
         /* f16/bf16 too (autocast): products summed in f32 by cuBLAS */
         if (!is_float(out)) return 0;
-        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !cu_contiguous(call->inputs[i])) return 0;
-        for (int i = 0; i < call->n_outputs; i++) if (!cu_contiguous(call->outputs[i])) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out || !nnr_desc_is_contiguous(call->inputs[i])) return 0;
+        for (int i = 0; i < call->n_outputs; i++) if (!nnr_desc_is_contiguous(call->outputs[i])) return 0;
         return 1;
     case NNR_OP_MAXPOOL2D: case NNR_OP_MAXPOOL2D_BACKWARD: case NNR_OP_AVGPOOL2D: case NNR_OP_AVGPOOL2D_BACKWARD:
     case NNR_OP_ADAPTIVE_AVGPOOL2D: case NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD:
         if (!is_float(out)) return 0;
         for (int i = 0; i < call->n_inputs; i++) {
             if (call->inputs[i]->dtype != out && call->inputs[i]->dtype != NNR_I64) return 0;
-            if (!cu_contiguous(call->inputs[i])) return 0;
+            if (!nnr_desc_is_contiguous(call->inputs[i])) return 0;
         }
-        for (int i = 0; i < call->n_outputs; i++) if (!cu_contiguous(call->outputs[i])) return 0;
+        for (int i = 0; i < call->n_outputs; i++) if (!nnr_desc_is_contiguous(call->outputs[i])) return 0;
         return 1;
     case NNR_OP_BN_STATS: case NNR_OP_BN_AFFINE: case NNR_OP_BN_BACKWARD_REDUCE: case NNR_OP_BN_BACKWARD_APPLY:
     case NNR_OP_SGD_STEP: case NNR_OP_ADAM_STEP: case NNR_OP_RMSPROP_STEP:
         if (!f32_f64(out)) return 0;
         for (int i = 0; i < call->n_inputs; i++) {
             if (call->inputs[i]->dtype != out && call->inputs[i]->dtype != NNR_I64) return 0;
-            if (!cu_contiguous(call->inputs[i])) return 0;
+            if (!nnr_desc_is_contiguous(call->inputs[i])) return 0;
         }
-        for (int i = 0; i < call->n_outputs; i++) if (!cu_contiguous(call->outputs[i])) return 0;
+        for (int i = 0; i < call->n_outputs; i++) if (!nnr_desc_is_contiguous(call->outputs[i])) return 0;
         return 1;
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return is_float(out);
-    case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return is_float(out) && cu_contiguous(call->outputs[0]);
-    case NNR_OP_RAND_INT: return cu_contiguous(call->outputs[0]);
+    case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return is_float(out) && nnr_desc_is_contiguous(call->outputs[0]);
+    case NNR_OP_RAND_INT: return nnr_desc_is_contiguous(call->outputs[0]);
     case NNR_OP_SCATTER_ADD: case NNR_OP_INDEX_ADD:
         return f32_f64(out) && call->inputs[1]->dtype == out && call->inputs[0]->dtype == NNR_I64;
     case NNR_OP_GATHER: case NNR_OP_INDEX_SELECT: return call->inputs[1]->dtype == NNR_I64 && call->inputs[0]->dtype == out;

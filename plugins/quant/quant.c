@@ -77,23 +77,6 @@ static int best_kernel(void)
     return best;
 }
 
-static int64_t numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
-static int contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expect = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expect) return 0;
-        expect *= d->sizes[i];
-    }
-    return 1;
-}
-
 /* ---------------- quantization of rows ---------------- */
 
 /* q[k] = round(x[k] / s) for one row, s = max|x| / 127 (1 when the row is 0); pads q to kp with 0.
@@ -392,9 +375,9 @@ static int quant_linear(const nnr_op_call *call)
     if (want && !cpu_has(want))
         return quant_error(NNR_ERR_UNSUPPORTED, "quantized linear: this CPU has no %s (CPUID and XCR0)", kernel_names[want]);
     g.kernel = want ? want : best_kernel();
-    if (numel(pw) != g.nb * g.kg * 64 || meta->sizes[1] != g.N)
+    if (nnr_desc_numel(pw) != g.nb * g.kg * 64 || meta->sizes[1] != g.N)
         return quant_error(NNR_ERR_INVALID, "quantized linear: packed weight of %lld bytes and meta [3, %lld] do not fit x [%lld, %lld] -> y [%lld, %lld]",
-                           (long long)numel(pw), (long long)meta->sizes[1], (long long)g.M, (long long)g.K, (long long)g.M, (long long)g.N);
+                           (long long)nnr_desc_numel(pw), (long long)meta->sizes[1], (long long)g.M, (long long)g.K, (long long)g.M, (long long)g.N);
     if (g.M == 0 || g.N == 0) return NNR_OK;
     int8_t *xq = host->host_alloc((size_t)(g.M * g.kp) * 2 + (size_t)g.M * sizeof(float) + 64);
     if (!xq) return quant_error(NNR_ERR_OOM, "quantized linear: out of memory for the quantized activations");
@@ -462,8 +445,8 @@ static int quant_pack(const nnr_op_call *call)
 {
     const nnr_tensor_desc *q = call->inputs[0], *packed = call->outputs[0], *wsum = call->outputs[1];
     int64_t N = q->sizes[0], K = q->sizes[1], kg = (K + 3) / 4, nb = (N + 15) / 16;
-    if (numel(packed) != nb * kg * 64) return quant_error(NNR_ERR_INVALID, "quantize: packed buffer of %lld bytes, expected %lld",
-                                                          (long long)numel(packed), (long long)(nb * kg * 64));
+    if (nnr_desc_numel(packed) != nb * kg * 64) return quant_error(NNR_ERR_INVALID, "quantize: packed buffer of %lld bytes, expected %lld",
+                                                          (long long)nnr_desc_numel(packed), (long long)(nb * kg * 64));
     const int8_t *qs = q->data;
     int8_t *p = packed->data;
     memset(p, 0, (size_t)(nb * kg * 64));
@@ -483,16 +466,16 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
     if (call->struct_size < sizeof(nnr_op_call) || !call->params) return 0;
-    for (int i = 0; i < call->n_inputs; i++) if (!contiguous(call->inputs[i]) || call->inputs[i]->device != 0) return 0;
-    for (int i = 0; i < call->n_outputs; i++) if (!contiguous(call->outputs[i]) || call->outputs[i]->device != 0) return 0;
+    for (int i = 0; i < call->n_inputs; i++) if (!nnr_desc_is_contiguous(call->inputs[i]) || call->inputs[i]->device != 0) return 0;
+    for (int i = 0; i < call->n_outputs; i++) if (!nnr_desc_is_contiguous(call->outputs[i]) || call->outputs[i]->device != 0) return 0;
     switch (call->op) {
     case NNR_OP_QUANT_WEIGHT:
         return call->n_inputs == 1 && call->n_outputs == 2 && call->inputs[0]->dtype == NNR_F32 && call->inputs[0]->ndim == 2 &&
                call->outputs[0]->dtype == NNR_I8 && call->outputs[1]->dtype == NNR_F32 &&
-               numel(call->outputs[0]) == numel(call->inputs[0]) && numel(call->outputs[1]) == call->inputs[0]->sizes[0];
+               nnr_desc_numel(call->outputs[0]) == nnr_desc_numel(call->inputs[0]) && nnr_desc_numel(call->outputs[1]) == call->inputs[0]->sizes[0];
     case NNR_OP_QUANT_PACK:
         return call->n_inputs == 1 && call->n_outputs == 2 && call->inputs[0]->dtype == NNR_I8 && call->inputs[0]->ndim == 2 &&
-               call->outputs[0]->dtype == NNR_I8 && call->outputs[1]->dtype == NNR_I32 && numel(call->outputs[1]) == call->inputs[0]->sizes[0];
+               call->outputs[0]->dtype == NNR_I8 && call->outputs[1]->dtype == NNR_I32 && nnr_desc_numel(call->outputs[1]) == call->inputs[0]->sizes[0];
     case NNR_OP_QUANT_LINEAR:
         return call->n_inputs == 3 && call->n_outputs == 1 && call->inputs[0]->dtype == NNR_F32 && call->inputs[0]->ndim == 2 &&
                call->inputs[1]->dtype == NNR_I8 && call->inputs[2]->dtype == NNR_F32 && call->inputs[2]->ndim == 2 &&

@@ -448,6 +448,25 @@ static inline int nnr_op_category_of(uint32_t op)
 }
 #endif
 
+/* what every backend asks of a descriptor: its element count, and whether it is dense in row-major
+ * order (size-1 dimensions may have any stride) */
+static inline int64_t nnr_desc_numel(const nnr_tensor_desc *d)
+{
+    int64_t n = 1;
+    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
+    return n;
+}
+
+static inline int nnr_desc_is_contiguous(const nnr_tensor_desc *d)
+{
+    int64_t expected = 1;
+    for (int i = d->ndim - 1; i >= 0; i--) {
+        if (d->sizes[i] != 1 && d->strides[i] != expected) return 0;
+        expected *= d->sizes[i];
+    }
+    return 1;
+}
+
 #define NNR_ABI_VERSION ((uint32_t)((NNR_ABI_MAJOR << 16) | NNR_ABI_MINOR))
 #define NNR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
 /* true when struct *p (of type T, with struct_size) carries field F */

@@ -15,23 +15,6 @@
 static const nnr_host_api *host;
 static long calls_linear, calls_linear_relu, calls_conv, calls_conv_relu, calls_sgd, calls_adam, calls_rmsprop;
 
-static int64_t numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
-static int contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expected = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expected) return 0;
-        expected *= d->sizes[i];
-    }
-    return 1;
-}
-
 static double ld(int dt, const void *p, int64_t i) { return dt == NNR_F32 ? ((const float *)p)[i] : ((const double *)p)[i]; }
 static void st(int dt, void *p, int64_t i, double v) { if (dt == NNR_F32) ((float *)p)[i] = (float)v; else ((double *)p)[i] = v; }
 
@@ -69,8 +52,8 @@ static int plain_operands(const nnr_op_call *call)
 {
     int dt = call->outputs[0]->dtype;
     if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != dt || !contiguous(call->inputs[i])) return 0;
-    for (int i = 0; i < call->n_outputs; i++) if (call->outputs[i]->dtype != dt || !contiguous(call->outputs[i])) return 0;
+    for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != dt || !nnr_desc_is_contiguous(call->inputs[i])) return 0;
+    for (int i = 0; i < call->n_outputs; i++) if (call->outputs[i]->dtype != dt || !nnr_desc_is_contiguous(call->outputs[i])) return 0;
     return 1;
 }
 
@@ -135,7 +118,7 @@ static nnr_status optim_step(const nnr_op_call *call)
     const double *f = call->params->f;
     const int64_t *ip = call->params->i;
     int dt = call->outputs[0]->dtype;
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     void *g = call->inputs[0]->data, *p = call->outputs[0]->data, *s1 = call->n_outputs > 1 ? call->outputs[1]->data : NULL;
     void *s2 = call->n_outputs > 2 ? call->outputs[2]->data : NULL;
     for (int64_t k = 0; k < n; k++) {

@@ -10,23 +10,6 @@
 
 static const nnr_host_api *host;
 
-static int64_t numel(const nnr_tensor_desc *d)
-{
-    int64_t n = 1;
-    for (int i = 0; i < d->ndim; i++) n *= d->sizes[i];
-    return n;
-}
-
-static int contiguous(const nnr_tensor_desc *d)
-{
-    int64_t expected = 1;
-    for (int i = d->ndim - 1; i >= 0; i--) {
-        if (d->sizes[i] != 1 && d->strides[i] != expected) return 0;
-        expected *= d->sizes[i];
-    }
-    return 1;
-}
-
 static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *count = 1; return NNR_OK; }
 
 static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *out)
@@ -57,8 +40,8 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
     const nnr_tensor_desc *o = call->outputs[0];
-    if (o->dtype != NNR_F32 || !contiguous(o)) return 0;
-    for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != NNR_F32 || !contiguous(call->inputs[i])) return 0;
+    if (o->dtype != NNR_F32 || !nnr_desc_is_contiguous(o)) return 0;
+    for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != NNR_F32 || !nnr_desc_is_contiguous(call->inputs[i])) return 0;
     switch (call->op) {
     case NNR_OP_MAXPOOL2D: return call->n_outputs == 2;
     case NNR_OP_ADD: return call->n_inputs == 2;
@@ -71,7 +54,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
     float *o = call->outputs[0]->data;
-    int64_t n = numel(call->outputs[0]);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
     switch (call->op) {
     case NNR_OP_MAXPOOL2D: {
         int64_t *arg = call->outputs[1]->data;
