@@ -20,13 +20,18 @@ typedef struct cu_device {
     cublasHandle_t blas;
     void *scratch;            /* grows on demand (im2col columns, temporaries) */
     size_t scratch_bytes;
-    int64_t *flag;            /* device word: the first bad index a kernel met, or -1 */
+    int64_t *flag;            /* 3 device words: [0] nonzero once a kernel met a bad value, [1] that value,
+                                 [2] where (the kernel's choice); cu_flag_clear, cu_flag_read */
     int64_t *flag_host;       /* pinned mirror */
 } cu_device;
 
 /* the device of a call (cudaSetDevice'd, its state created on first use) or NULL with an error set */
 cu_device *cu_dev(int device);
 void *cu_scratch(cu_device *d, size_t nbytes);
+/* before kernels that validate their operands; after them, cu_flag_read waits for the stream and
+ * says whether one met a bad value (*bad), and which (value, where) */
+int cu_flag_clear(cu_device *d, const char *name);
+int cu_flag_read(cu_device *d, const char *name, int *bad, int64_t *value, int64_t *where);
 int cu_allow_tf32(void);
 
 /* status from a CUDA or cuBLAS error, with the op and the error's text */

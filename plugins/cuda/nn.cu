@@ -6,6 +6,28 @@
 #include <math.h>
 #include "dtype.cuh"
 
+/* the first bad value a kernel meets, and where (any value: a bad index of -1 is reported too) */
+__device__ __forceinline__ void flag_bad(int64_t *flag, int64_t v, int64_t where)
+{
+    if (atomicCAS((unsigned long long *)flag, 0ULL, 1ULL) == 0ULL) { flag[1] = v; flag[2] = where; }
+}
+
+int cu_flag_clear(cu_device *d, const char *name)
+{
+    CU_CHECK(cudaMemsetAsync(d->flag, 0, 3 * sizeof(int64_t), d->stream), name);
+    return NNR_OK;
+}
+
+int cu_flag_read(cu_device *d, const char *name, int *bad, int64_t *value, int64_t *where)
+{
+    CU_CHECK(cudaMemcpyAsync(d->flag_host, d->flag, 3 * sizeof(int64_t), cudaMemcpyDeviceToHost, d->stream), name);
+    CU_CHECK(cudaStreamSynchronize(d->stream), name);
+    *bad = d->flag_host[0] != 0;
+    *value = d->flag_host[1];
+    *where = d->flag_host[2];
+    return NNR_OK;
+}
+
 #define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* ---------------- pooling ---------------- */
@@ -36,6 +58,16 @@ __global__ void k_maxpool(const T *__restrict__ x, T *__restrict__ y, int64_t *_
     done:
         y[i] = from_d<T>(best);
         if (idx) idx[i] = arg;
+    }
+}
+
+/* every argmax must name a position of its own plane, or be -1 (a window with no element of the plane);
+ * the ABI: an argmax out of its plane is an error */
+__global__ void k_argmax_check(const int64_t *__restrict__ idx, int64_t n, int64_t per_plane, int64_t plane_size, int64_t *flag)
+{
+    GRID_LOOP(o, n) {
+        int64_t at = idx[o];
+        if (at != -1 && (at < 0 || at >= plane_size)) flag_bad(flag, at, o / per_plane);
     }
 }
 
@@ -150,6 +182,17 @@ int cu_pool(cu_device *d, const nnr_op_call *call)
         /* without the forward's geometry, every output of the plane is a candidate */
         g.kh = g.H; g.kw = g.W; g.sh = 1; g.sw = 1; g.ph = 0; g.pw = 0; g.dh = 1; g.dw = 1;
         if (i[0] > 0 && i[2] > 0) { g.kh = i[0]; g.kw = i[1]; g.sh = i[2]; g.sw = i[3]; g.ph = i[4]; g.pw = i[5]; g.dh = i[6] > 0 ? i[6] : 1; g.dw = i[7] > 0 ? i[7] : 1; }
+        int64_t nout = g.planes * g.HO * g.WO;
+        int st = cu_flag_clear(d, "max_pool2d backward");
+        if (st != NNR_OK) return st;
+        if (nout > 0) k_argmax_check<<<cu_blocks(nout, 256), 256, 0, d->stream>>>(idx, nout, g.HO * g.WO, g.H * g.W, d->flag);
+        CU_LAUNCHED("max_pool2d backward");
+        int bad = 0;
+        int64_t value = 0, plane = 0;
+        if ((st = cu_flag_read(d, "max_pool2d backward", &bad, &value, &plane)) != NNR_OK) return st;
+        if (bad)
+            return cu_errorf(NNR_ERR_INVALID, "max_pool2d backward: argmax %lld of plane %lld is outside its %lldx%lld plane", (long long)value,
+                             (long long)plane + 1, (long long)g.H, (long long)g.W);
         LAUNCH(dt, k_maxpool_back, grid, (const T *)x, idx, (T *)y, g);
         break;
     }
@@ -334,11 +377,6 @@ int cu_optim(cu_device *d, const nnr_op_call *call)
 
 /* ---------------- index ops ---------------- */
 
-__device__ __forceinline__ void flag_bad(int64_t *flag, int64_t v)
-{
-    atomicCAS((unsigned long long *)flag, (unsigned long long)-1LL, (unsigned long long)v);
-}
-
 typedef struct idx_geom {
     int nd, dim, dt;
     int64_t sizes[NNR_MAX_DIMS];                  /* the iteration shape */
@@ -358,7 +396,7 @@ __global__ void k_gather2(idx_geom g, int64_t *flag)
         for (int d = g.nd - 1; d >= 0; d--) { id[d] = rem % g.sizes[d]; rem /= g.sizes[d]; }
         for (int d = 0; d < g.nd; d++) { oa += id[d] * g.a[d]; oc += id[d] * g.c[d]; }
         int64_t j = ((const int64_t *)g.pa)[oa];
-        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j, k); continue; }
         for (int d = 0; d < g.nd; d++) ob += (d == g.dim ? j : id[d]) * g.b[d];
         for (int e = 0; e < es; e++) g.pc[oc * es + e] = g.pb[ob * es + e];
     }
@@ -372,7 +410,7 @@ __global__ void k_index_select(idx_geom g, int64_t *flag)
         int64_t rem = k, ob = 0, oc = 0, id[NNR_MAX_DIMS];
         for (int d = g.nd - 1; d >= 0; d--) { id[d] = rem % g.sizes[d]; rem /= g.sizes[d]; }
         int64_t j = ((const int64_t *)g.pa)[id[g.dim] * g.a[0]];
-        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j, k); continue; }
         for (int d = 0; d < g.nd; d++) { ob += (d == g.dim ? j : id[d]) * g.b[d]; oc += id[d] * g.c[d]; }
         for (int e = 0; e < es; e++) g.pc[oc * es + e] = g.pb[ob * es + e];
     }
@@ -394,7 +432,7 @@ __global__ void k_scatter(idx_geom g, int64_t *flag, int index_add, int src_dt)
         if (index_add) oa = id[g.dim] * g.a[0];
         else for (int d = 0; d < g.nd; d++) oa += id[d] * g.a[d];
         int64_t j = ((const int64_t *)g.pa)[oa];
-        if (j < 0 || j >= g.limit) { flag_bad(flag, j); continue; }
+        if (j < 0 || j >= g.limit) { flag_bad(flag, j, k); continue; }
         for (int d = 0; d < g.nd; d++) { ob += id[d] * g.b[d]; oc += (d == g.dim ? j : id[d]) * g.c[d]; }
         atomic_add_dt(g.dt, g.pc + oc * dt_size(g.dt), ld_f64(src_dt, g.pb + ob * dt_size(src_dt)));
     }
@@ -428,7 +466,8 @@ int cu_index(cu_device *d, const nnr_op_call *call)
     }
     g.pa = (const char *)a->data; g.pb = (const char *)b->data; g.pc = (char *)c->data;
     if (g.n == 0) return NNR_OK;
-    CU_CHECK(cudaMemsetAsync(d->flag, 0xff, sizeof(int64_t), d->stream), name);
+    int st = cu_flag_clear(d, name);
+    if (st != NNR_OK) return st;
     unsigned grid = cu_blocks(g.n, 256);
     switch (op) {
     case NNR_OP_GATHER: k_gather2<<<grid, 256, 0, d->stream>>>(g, d->flag); break;
@@ -437,10 +476,11 @@ int cu_index(cu_device *d, const nnr_op_call *call)
     }
     CU_LAUNCHED(name);
     /* the flag is read back: an index op waits for its kernel (a bad index must be an error, not garbage) */
-    CU_CHECK(cudaMemcpyAsync(d->flag_host, d->flag, sizeof(int64_t), cudaMemcpyDeviceToHost, d->stream), name);
-    CU_CHECK(cudaStreamSynchronize(d->stream), name);
-    if (*d->flag_host != -1)
-        return cu_errorf(NNR_ERR_INVALID, "%s: index %lld is out of range [1, %lld] for dimension %d", name, (long long)*d->flag_host + 1,
+    int bad = 0;
+    int64_t value = 0, where = 0;
+    if ((st = cu_flag_read(d, name, &bad, &value, &where)) != NNR_OK) return st;
+    if (bad)
+        return cu_errorf(NNR_ERR_INVALID, "%s: index %lld is out of range [1, %lld] for dimension %d", name, (long long)value + 1,
                          (long long)g.limit, g.dim + 1);
     return NNR_OK;
 }

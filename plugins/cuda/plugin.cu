@@ -118,8 +118,8 @@ cu_device *cu_dev(int device)
     pthread_mutex_lock(&dev_lock);
     if (!d->ready) {
         e = cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking);
-        if (e == cudaSuccess) e = cudaMalloc((void **)&d->flag, sizeof(int64_t));
-        if (e == cudaSuccess) e = cudaHostAlloc((void **)&d->flag_host, sizeof(int64_t), cudaHostAllocDefault);
+        if (e == cudaSuccess) e = cudaMalloc((void **)&d->flag, 3 * sizeof(int64_t));
+        if (e == cudaSuccess) e = cudaHostAlloc((void **)&d->flag_host, 3 * sizeof(int64_t), cudaHostAllocDefault);
         cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
         if (e == cudaSuccess) s = b->create(&d->blas);
         if (e == cudaSuccess && s == CUBLAS_STATUS_SUCCESS) {

@@ -121,8 +121,8 @@ typedef enum nnr_opcat {
  *  - POOL (NCHW). i: kernel h, w; stride h, w; padding h, w; dilation h, w (max) or count_include_pad
  *    (avg, i[6]). MAX_POOL2D: x -> values, and I64 argmax (flat h*W+w within the plane) as outputs[1]
  *    unless the core leaves it out (no gradient recorded) and supports() accepts that.
- *    MAX_POOL2D_BACKWARD: grad_out, argmax -> grad_x (fully written; an argmax out of its plane is an
- *    error). AVG_POOL2D and ADAPTIVE_AVG_POOL2D (output size from the output's shape) and backwards.
+ *    MAX_POOL2D_BACKWARD: grad_out, argmax -> grad_x (fully written; an argmax of -1, a window with no
+ *    element of the plane, adds nothing; any other argmax out of its plane is an error). AVG_POOL2D and ADAPTIVE_AVG_POOL2D (output size from the output's shape) and backwards.
  *  - NORM: batch norm over dim 1 of a contiguous [N, C, ...] x, in pieces the core composes:
  *    BN_STATS: x -> mean [C], invstd [C] (biased variance; f[0] = eps); BN_AFFINE: x, coef [2, C]
  *    (scale, shift) -> y = x * scale + shift; BN_BACKWARD_REDUCE: dy, x, coef [2, C] (mean, invstd) ->
@@ -326,11 +326,13 @@ typedef struct nnr_plugin nnr_plugin;
  *    page-locked memory from this plugin's host_alloc_pinned; the core leaves such a block unchanged
  *    until synchronize() has returned for the device. synchronize(device) returns when every call
  *    made on the device so far is complete. buffer_free() may be called while queued work still uses
- *    the buffer: the plugin orders the free after that work.
+ *    the buffer: the plugin orders the free after that work. A device that declares
+ *    NNR_DEVICE_HOST_MEMORY is synchronous: its run() and copy() are complete when they return, since
+ *    the core reads and writes that memory directly (the fallback in place, element reads, files).
  *  - Threads: device_count, device_name, device_props, set_num_threads, set_option, get_option and
- *    shutdown are called by one thread at a time. Everything else (supports, run, copy, copy_between,
- *    buffer_alloc, buffer_free, synchronize, memory_info, release_memory, host_alloc_pinned,
- *    host_free_pinned) may be called from several threads at once, for different devices and for the
+ *    shutdown are called by one thread at a time (device_props once per device, at load). Everything
+ *    else (supports, run, copy, copy_between, buffer_alloc, buffer_free, synchronize, memory_info,
+ *    release_memory, host_alloc_pinned, host_free_pinned) may be called from several threads at once, for different devices and for the
  *    same one (DataParallel runs a thread per device; the loader's workers allocate host tensors).
  *  - Scalars: params.f holds doubles. An f32 kernel computes with the scalar rounded to f32 (float)s,
  *    an f64 kernel with s itself; f16 and bf16 kernels compute in f32 or wider, with s at least to f32
