@@ -62,7 +62,11 @@ const nnr_host_api nnr_host = {
     .num_threads = host_num_threads,
 };
 
-static int offers_host(const nnr_plugin *p) { return p->kind == NNR_PLUGIN_BACKEND && (p->flags & NNR_PLUGIN_HOST); }
+/* flags is ABI 1.4's (before, a reserved field nobody had to zero) */
+static int offers_host(const nnr_plugin *p)
+{
+    return p->kind == NNR_PLUGIN_BACKEND && (p->abi_version & 0xffff) >= 4 && (p->flags & NNR_PLUGIN_HOST);
+}
 
 /* the device's declared properties (zeros when the plugin predates ABI 1.4 or has none) */
 static void read_props(nnr_plugin *p, int device, nnr_device_props *props)
@@ -73,6 +77,8 @@ static void read_props(nnr_plugin *p, int device, nnr_device_props *props)
         memset(props, 0, sizeof *props);
         nnr_set_error(NNR_OK, "");
     }
+    props->struct_size = sizeof *props;
+    props->model[sizeof props->model - 1] = 0;      /* the plugin may have filled all of it */
 }
 
 static void add_devices(nnr_plugin_record *r)
@@ -88,17 +94,19 @@ static void add_devices(nnr_plugin_record *r)
     }
     for (int i = 0; i < count && n_devices < NNR_MAX_DEVICES; i++) {
         nnr_device_entry *d = &devices[n_devices++];
-        nnr_device_props props;
-        read_props(p, i, &props);
+        nnr_device_props *props = &d->props;
+        read_props(p, i, props);      /* once: static properties, and device_props is not thread-safe */
         d->plugin = p;
         d->local_index = i;
-        d->host_memory = (props.flags & NNR_DEVICE_HOST_MEMORY) || p == host_backend;
+        d->host_memory = (props->flags & NNR_DEVICE_HOST_MEMORY) || p == host_backend;
+        if (d->host_memory) props->flags |= NNR_DEVICE_HOST_MEMORY;
         /* the host device answers to the plugin's name alone ("cpu"); every device also to "name:i" */
         if (p == host_backend && i == 0) snprintf(d->name, sizeof d->name, "%s", p->name);
         else snprintf(d->name, sizeof d->name, "%s:%d", p->name, i);
         d->label[0] = 0;
         if (p->device_name) p->device_name(p, i, d->label, sizeof d->label);
-        if (!d->label[0] && props.model[0]) snprintf(d->label, sizeof d->label, "%.120s", props.model);
+        d->label[sizeof d->label - 1] = 0;
+        if (!d->label[0] && props->model[0]) snprintf(d->label, sizeof d->label, "%.120s", props->model);
         r->devices++;
     }
 }
@@ -108,10 +116,10 @@ static const char *plugin_dir_beside_library(char *buf, size_t n)
 {
     Dl_info info;
     if (!dladdr((void *)nnr_init, &info) || !info.dli_fname) return NULL;
-    snprintf(buf, n, "%s", info.dli_fname);
+    if ((size_t)snprintf(buf, n, "%s", info.dli_fname) >= n) return NULL;      /* too long: not a path to guess at */
     char *slash = strrchr(buf, '/');
     if (!slash) return NULL;
-    snprintf(slash, n - (size_t)(slash - buf), "/nnr");
+    if ((size_t)snprintf(slash, n - (size_t)(slash - buf), "/nnr") >= n - (size_t)(slash - buf)) return NULL;
     return buf;
 }
 
@@ -133,8 +141,10 @@ static void do_init(void)
     if (host) {
         host_backend = host->plugin;
         add_devices(host);             /* device 0 is the host device */
+        if (n_devices == 0) host_backend = NULL;
     }
-    for (int i = 0; i < nnr_plugin_record_count(); i++) {
+    /* no host device, no devices at all: the core's own host tensors would land on another device */
+    for (int i = 0; host_backend && i < nnr_plugin_record_count(); i++) {
         nnr_plugin_record *r = nnr_plugin_record_at(i);
         if (r->loaded && r != host && r->plugin->kind == NNR_PLUGIN_BACKEND) add_devices(r);
     }
@@ -147,8 +157,9 @@ int nnr_init(void)
     int n = 0;
     for (int i = 0; i < nnr_plugin_record_count(); i++) n += nnr_plugin_record_at(i)->loaded;
     if (!host_backend || n_devices == 0)
-        nnr_errorf(NNR_ERR_DEVICE, "no host backend loaded: no plugin offers NNR_PLUGIN_HOST (the cpu plugin does; looked in "
-                   "NNR_PLUGIN_PATH, the registration files and the nnr plugin folder beside libnnr; see nnrun --plugins)");
+        nnr_errorf(NNR_ERR_DEVICE, "no host backend: no plugin of ABI 1.4 or later offering NNR_PLUGIN_HOST has a device (the cpu "
+                   "plugin does; looked in NNR_PLUGIN_PATH, the registration files and the nnr plugin folder beside libnnr; see "
+                   "nnrun --plugins)");
     return n;
 }
 
@@ -177,8 +188,7 @@ int nnr_device_props_of(int device, nnr_device_props *out)
 {
     const nnr_device_entry *d = nnr_device_get(device);
     if (!d) return nnr_errorf(NNR_ERR_DEVICE, "device_props: no device %d", device);
-    read_props(d->plugin, d->local_index, out);
-    if (d->host_memory) out->flags |= NNR_DEVICE_HOST_MEMORY;
+    *out = d->props;
     return NNR_OK;
 }
 
@@ -198,9 +208,7 @@ int nnr_device_memory_info(int device, int64_t *free_bytes, int64_t *total_bytes
         *total_bytes = (int64_t)t;
         return NNR_OK;
     }
-    nnr_device_props props;
-    read_props(p, d->local_index, &props);
-    if (props.total_memory) *total_bytes = (int64_t)props.total_memory;
+    if (d->props.total_memory) *total_bytes = (int64_t)d->props.total_memory;
     return NNR_OK;
 }
 

@@ -48,6 +48,7 @@ typedef struct nnr_device_entry {
     int host_memory;     /* the plugin's memory for this device is host memory (NNR_DEVICE_HOST_MEMORY) */
     char name[96];       /* "cpu", "cuda:0" */
     char label[128];     /* the plugin's description of the device */
+    nnr_device_props props;  /* as the plugin declared them at load (zeros before ABI 1.4), host memory marked */
 } nnr_device_entry;
 
 extern const nnr_host_api nnr_host;

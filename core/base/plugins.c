@@ -104,11 +104,12 @@ static int resolve_name_clash(nnr_plugin_record *r, nnr_plugin *p)
 
 static void try_load(const char *path)
 {
-    char real[512];
-    if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+    char *resolved = realpath(path, NULL);        /* any length (a fixed buffer could overflow) */
+    const char *real = resolved ? resolved : path;
     nnr_plugin_record *r = new_record(real);
+    if (r) r->handle = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    free(resolved);
     if (!r) return;
-    r->handle = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!r->handle) { refuse(r, "cannot load: %s", dlerror()); return; }
     nnr_plugin_probe_fn probe = (nnr_plugin_probe_fn)dlsym(r->handle, "nnr_plugin_probe");
     nnr_plugin_init_fn init = (nnr_plugin_init_fn)dlsym(r->handle, "nnr_plugin_init");

@@ -346,6 +346,7 @@ static int list_plugins(void)
             snprintf(mem, sizeof mem, "; memory %.1f GiB free of %.1f", free_b >= 0 ? (double)free_b / (1 << 30) : 0.0, (double)total_b / (1 << 30));
         printf("  %-8s %s%s%s\n", nnr_device_name(d), nnr_device_label(d), nnr_device_host_memory(d) ? " (host memory)" : "", mem);
     }
+    if (nnr_device_count() == 0) printf("  none: %s\n", nnr_last_error());
     return nnr_device_count() > 0 ? 0 : 1;
 }
 

@@ -89,6 +89,9 @@ static int run_grads(const nnr_tensor *x, const nnr_tensor *w, nnr_tensor *g, nn
 static int backend_fuses_grads(const nnr_tensor *x, const nnr_tensor *w, nnr_tensor *g, nnr_tensor *m, nnr_op_params *p,
                                int want_gx, int want_gw, int want_gb, int *fused_bias)
 {
+    *fused_bias = 0;
+    p->i[7] = 0;
+    if (!nnr_backend_knows(x->device, 4)) return 0;       /* these forms are ABI 1.4's contract */
     nnr_tensor *gx_probe = nnr_tensor_new_view(x, x->ndim, x->sizes, x->strides, x->offset);
     nnr_tensor *gw_probe = nnr_tensor_new_view(w, w->ndim, w->sizes, w->strides, w->offset);
     int64_t one = 1;
@@ -120,7 +123,8 @@ static int conv_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor
     nnr_op_params p = {.struct_size = sizeof p};
     memcpy(p.i, geom, sizeof(int64_t) * 7);
     int fused_bias = 0, st;
-    if (!backend_fuses_grads(x, w, g, m, &p, gx != NULL, gw != NULL, gb != NULL, &fused_bias)) {
+    /* without a mask, a failed probe (out of memory) just means the plain kernels */
+    if (!backend_fuses_grads(x, w, g, m, &p, gx != NULL, gw != NULL, gb != NULL, &fused_bias) && m) {
         nnr_tensor *gm = nnr_binary(NNR_OP_RELU_GRAD, g, m);   /* mask first, as a separate op */
         nnr_tensor_release(m);
         m = NULL;

@@ -82,7 +82,7 @@ nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, 
     nnr_tensor *out[2] = {nnr_tensor_alloc(x->dtype, 4, sizes, x->device), NULL};
     nnr_op_params p = {.struct_size = sizeof p, .i = {kh, kw, sh, sw, ph, pw, dh, dw}};
     int record = nnr_should_record(1, &x);
-    int with_idx = record || !out[0] || !nnr_backend_takes(x->device, NNR_OP_MAXPOOL2D, 1, &c, 1, out, &p);
+    int with_idx = record || !out[0] || !nnr_backend_knows(x->device, 4) || !nnr_backend_takes(x->device, NNR_OP_MAXPOOL2D, 1, &c, 1, out, &p);
     if (with_idx) out[1] = nnr_tensor_alloc(NNR_I64, 4, sizes, x->device);
     int st = (out[0] && (out[1] || !with_idx)) ? nnr_run_tensors("max_pool2d", NNR_OP_MAXPOOL2D, x->device, 1, &c, with_idx ? 2 : 1, out, &p)
                                                : nnr_last_status();

@@ -52,6 +52,16 @@ static void test_broken_plugins_are_refused(void **state)
     int64_t free_bytes, total_bytes;
     assert_int_equal(nnr_device_memory_info(0, &free_bytes, &total_bytes), NNR_OK);
     assert_true(total_bytes > 0 && free_bytes > 0 && free_bytes <= total_bytes);
+    /* an ABI 1.3 plugin with a nonzero reserved word (today's flags) and a higher probe score loads as
+     * an ordinary backend: the role of host is ABI 1.4's */
+    int old = find_plugin("old_host");
+    assert_true(old >= 0 && nnr_plugin_loaded(old));
+    assert_int_equal(nnr_plugin_abi(old), (1 << 16) | 3);
+    int od = nnr_device_find("oldhost:0");
+    assert_true(od > 0);
+    assert_false(nnr_device_host_memory(od));
+    assert_int_equal(nnr_device_props_of(od, &props), NNR_OK);
+    assert_int_equal((int)props.flags, 0);
 }
 
 static void test_second_backend(void **state)
