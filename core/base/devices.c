@@ -106,7 +106,12 @@ static void add_devices(nnr_plugin_record *r)
         d->label[0] = 0;
         if (p->device_name) p->device_name(p, i, d->label, sizeof d->label);
         d->label[sizeof d->label - 1] = 0;
-        if (!d->label[0] && props->model[0]) snprintf(d->label, sizeof d->label, "%.120s", props->model);
+        _Static_assert(sizeof props->model <= sizeof d->label, "a device's model fits its label");
+        if (!d->label[0] && props->model[0]) {
+            size_t n = strnlen(props->model, sizeof props->model - 1);
+            memcpy(d->label, props->model, n);
+            d->label[n] = 0;
+        }
         r->devices++;
     }
 }
