@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "nnr/plugin.h"
+#include "host_memory.h"
 
-static const nnr_host_api *host;
 static long calls_linear, calls_linear_relu, calls_conv, calls_conv_relu, calls_sgd, calls_adam, calls_rmsprop;
 
 static double ld(int dt, const void *p, int64_t i) { return dt == NNR_F32 ? ((const float *)p)[i] : ((const double *)p)[i]; }
@@ -27,23 +27,6 @@ static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *o
     out->total_memory = (uint64_t)1 << 30;
     out->compute_units = 1;
     snprintf(out->model, sizeof out->model, "hostdev test device");
-    return NNR_OK;
-}
-
-static nnr_status buffer_alloc(nnr_plugin *self, int device, size_t nbytes, void **out)
-{
-    (void)self; (void)device;
-    *out = host->host_alloc(nbytes ? nbytes : 1);
-    if (!*out) { host->set_error("hostdev: out of memory"); return NNR_ERR_OOM; }
-    return NNR_OK;
-}
-
-static void buffer_free(nnr_plugin *self, int device, void *ptr) { (void)self; (void)device; host->host_free(ptr); }
-
-static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes)
-{
-    (void)self; (void)device; (void)kind;
-    memmove(dst, src, nbytes);
     return NNR_OK;
 }
 

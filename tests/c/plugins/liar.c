@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "nnr/plugin.h"
-
-static const nnr_host_api *host;
+#include "host_memory.h"
 
 static nnr_status device_count(nnr_plugin *self, int *count) { (void)self; *count = 1; return NNR_OK; }
 
@@ -17,22 +16,6 @@ static nnr_status device_props(nnr_plugin *self, int device, nnr_device_props *o
     (void)self; (void)device;
     out->flags = NNR_DEVICE_HOST_MEMORY;
     snprintf(out->model, sizeof out->model, "a lying test device");
-    return NNR_OK;
-}
-
-static nnr_status buffer_alloc(nnr_plugin *self, int device, size_t nbytes, void **out)
-{
-    (void)self; (void)device;
-    *out = host->host_alloc(nbytes ? nbytes : 1);
-    return *out ? NNR_OK : NNR_ERR_OOM;
-}
-
-static void buffer_free(nnr_plugin *self, int device, void *ptr) { (void)self; (void)device; host->host_free(ptr); }
-
-static nnr_status copy(nnr_plugin *self, int device, int kind, void *dst, const void *src, size_t nbytes)
-{
-    (void)self; (void)device; (void)kind;
-    memmove(dst, src, nbytes);
     return NNR_OK;
 }
 
