@@ -61,7 +61,7 @@ static void row_field(nnr_field *f, const nnr_tensor *t)
     f->dtype = t->dtype;
     f->ndim = t->ndim - 1;
     for (int i = 1; i < t->ndim; i++) f->sizes[i - 1] = t->sizes[i];
-    f->stride = t->strides[0] * (int64_t)nnr_dtype_bytes(t->dtype);
+    f->stride = t->strides[0] * (int64_t)nnr_dtype_nbytes(t->dtype);
     f->base = nnr_tensor_data(t);
 }
 
@@ -103,14 +103,14 @@ nnr_dataset *nnr_dataset_records(const char *path, int64_t header_bytes, int64_t
         nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: unknown dtype", path);
         return NULL;
     }
-    int64_t x_bytes = (int64_t)nnr_dtype_bytes(x_dtype);
+    int64_t x_bytes = (int64_t)nnr_dtype_nbytes(x_dtype);
     if (x_ndim < 0 || x_ndim > NNR_MAX_DIMS - 1) { nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: a sample has at most %d dimensions", path, NNR_MAX_DIMS - 1); return NULL; }
     for (int i = 0; i < x_ndim; i++) {
         if (x_sizes[i] < 1 || x_bytes > ((int64_t)1 << 40) / x_sizes[i]) { nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: bad sample shape", path); return NULL; }
         x_bytes *= x_sizes[i];
     }
     if (header_bytes < 0 || record_bytes < 1 || x_offset < 0 || x_offset + x_bytes > record_bytes ||
-        (y_offset >= 0 && y_offset + (int64_t)nnr_dtype_bytes(y_dtype) > record_bytes)) {
+        (y_offset >= 0 && y_offset + (int64_t)nnr_dtype_nbytes(y_dtype) > record_bytes)) {
         nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: the fields (x: %lld bytes at %lld%s) do not fit a %lld-byte record", path,
                    (long long)x_bytes, (long long)x_offset, y_offset >= 0 ? ", y" : "", (long long)record_bytes);
         return NULL;
@@ -280,7 +280,7 @@ static nnr_tensor *field_tensor(const nnr_field *f)
         double v = nnr_load_f64_unaligned(f->dtype, f->base);
         *(int64_t *)nnr_tensor_data(t) = (int64_t)v + 1;
     } else {
-        memcpy(nnr_tensor_data(t), f->base, nnr_tensor_numel(t) * nnr_dtype_bytes(dtype));
+        memcpy(nnr_tensor_data(t), f->base, nnr_tensor_numel(t) * nnr_dtype_nbytes(dtype));
     }
     return t;
 }

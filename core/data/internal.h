@@ -65,7 +65,7 @@ int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_f
 static inline double nnr_load_f64_unaligned(int dtype, const void *p)
 {
     union { double d; int64_t i; float f; uint8_t b[8]; } u;
-    memcpy(u.b, p, nnr_dtype_bytes(dtype));
+    memcpy(u.b, p, nnr_dtype_nbytes(dtype));
     return nnr_load_f64(dtype, u.b);
 }
 

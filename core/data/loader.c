@@ -113,7 +113,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
             if (!y && !(y = batch_of(l->pin, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
             else if (s.y.classes) ((int64_t *)nnr_tensor_data(y))[i] = (int64_t)nnr_load_f64_unaligned(s.y.dtype, s.y.base) + 1;
             else {
-                size_t bytes = (size_t)(nnr_tensor_numel(y) / count) * nnr_dtype_bytes(dt);
+                size_t bytes = (size_t)(nnr_tensor_numel(y) / count) * nnr_dtype_nbytes(dt);
                 memcpy((char *)nnr_tensor_data(y) + (size_t)i * bytes, s.y.base, bytes);
             }
         }
@@ -129,7 +129,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
                 st = NNR_ERR_INVALID;
             }
             if (st == NNR_OK) {
-                size_t bytes = (size_t)(nnr_tensor_numel(x) / count) * nnr_dtype_bytes(s.x.dtype);
+                size_t bytes = (size_t)(nnr_tensor_numel(x) / count) * nnr_dtype_nbytes(s.x.dtype);
                 memcpy((char *)nnr_tensor_data(x) + (size_t)i * bytes, s.x.base, bytes);
             }
         } else if (st == NNR_OK) {

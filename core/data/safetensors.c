@@ -114,11 +114,11 @@ static int parse_entry(nnr_file *file, const char *name, const cJSON *item, int6
                           (long long)data_size);
     e->begin = (int64_t)b;
     e->end = (int64_t)en;
-    if (e->end - e->begin != numel * (int64_t)nnr_dtype_bytes(e->dtype)) {
+    if (e->end - e->begin != numel * (int64_t)nnr_dtype_nbytes(e->dtype)) {
         char sb[NNR_SHAPE_BUF];
         return nnr_errorf(NNR_ERR_IO, "load %s: tensor '%.100s' of shape %s and dtype %s needs %lld bytes, its offsets give %lld", path, name,
                           nnr_shape_str(sb, sizeof sb, e->ndim, e->sizes), st_dtype_names[e->dtype],
-                          (long long)(numel * (int64_t)nnr_dtype_bytes(e->dtype)), (long long)(e->end - e->begin));
+                          (long long)(numel * (int64_t)nnr_dtype_nbytes(e->dtype)), (long long)(e->end - e->begin));
     }
     for (int i = 0; i < file->n; i++)
         if (strcmp(file->entries[i].name, name) == 0) return nnr_errorf(NNR_ERR_IO, "load %s: tensor '%.100s' appears twice", path, name);
@@ -275,7 +275,7 @@ int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_
         nnr_tensor_release(h);
         if (!c) { st = nnr_last_status(); break; }
         host[i] = c;
-        int64_t bytes = nnr_tensor_numel(c) * (int64_t)nnr_dtype_bytes(c->dtype);
+        int64_t bytes = nnr_tensor_numel(c) * (int64_t)nnr_dtype_nbytes(c->dtype);
         cJSON *e = cJSON_AddObjectToObject(root, names[i]);
         cJSON_AddStringToObject(e, "dtype", st_dtype_names[c->dtype]);
         cJSON *shape = cJSON_AddArrayToObject(e, "shape");
@@ -301,7 +301,7 @@ int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_
         for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
         int bad = write_all(fd, lenbuf, 8) || write_all(fd, json, hlen) || write_all(fd, "        ", padded - hlen);
         for (int i = 0; i < n && !bad; i++)
-            bad = write_all(fd, nnr_tensor_data(host[i]), (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_bytes(host[i]->dtype)));
+            bad = write_all(fd, nnr_tensor_data(host[i]), (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_nbytes(host[i]->dtype)));
         if (!bad) bad = fsync(fd);
         if (close(fd) != 0) bad = 1;
         fd = -1;

@@ -153,7 +153,7 @@ int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_f
     if (x->dtype == NNR_U8) for (int64_t j = 0; j < n; j++) img[j] = ((const uint8_t *)x->base)[j];
     else if (x->dtype == NNR_F32) memcpy(img, x->base, sizeof(float) * (size_t)n);
     else {
-        int64_t es = (int64_t)nnr_dtype_bytes(x->dtype);
+        int64_t es = (int64_t)nnr_dtype_nbytes(x->dtype);
         for (int64_t j = 0; j < n; j++) img[j] = (float)nnr_load_f64_unaligned(x->dtype, x->base + j * es);
     }
     image im = {img, c, h, w};

@@ -106,7 +106,7 @@ static int check_tensor(const char *what, const nnr_tensor *t, MPI_Datatype *typ
 
 static MPI_Op mpi_op(int op) { return op == 1 ? MPI_MAX : op == 2 ? MPI_MIN : op == 3 ? MPI_PROD : MPI_SUM; }
 
-static void *data_of(const nnr_tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype); }
+static void *data_of(const nnr_tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_nbytes(t->dtype); }
 
 int nnr_dist_barrier(void)
 {
@@ -173,7 +173,7 @@ int nnr_dist_all_reduce(nnr_tensor *t, int op)
     }
     if (check_tensor("all_reduce", t, &type)) return nnr_last_status();
     if (solo) return NNR_OK;
-    int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_bytes(t->dtype);
+    int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_nbytes(t->dtype);
     char *p = data_of(t);
     for (int64_t at = 0; at < n; at += 1 << 30) {
         int count = (int)(n - at < (1 << 30) ? n - at : (1 << 30));
@@ -218,7 +218,7 @@ int nnr_dist_broadcast(nnr_tensor *t, int root)
     }
     if (check_tensor("broadcast", t, &type)) return nnr_last_status();
     if (solo) return NNR_OK;
-    int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_bytes(t->dtype);
+    int64_t n = nnr_tensor_numel(t), es = (int64_t)nnr_dtype_nbytes(t->dtype);
     char *p = data_of(t);
     for (int64_t at = 0; at < n; at += 1 << 30) {
         int count = (int)(n - at < (1 << 30) ? n - at : (1 << 30));
@@ -239,7 +239,7 @@ int nnr_dist_all_gather(nnr_tensor *out, const nnr_tensor *in)
         return nnr_errorf(NNR_ERR_INVALID, "all_gather: output of %lld elements, expected %lld (%d ranks)", (long long)nnr_tensor_numel(out),
                           (long long)(n * my_size), my_size);
     if (n > (1 << 30)) return nnr_errorf(NNR_ERR_INVALID, "all_gather: %lld elements per rank is too many", (long long)n);
-    if (solo) { memcpy(data_of(out), data_of(in), (size_t)n * nnr_dtype_bytes(in->dtype)); return NNR_OK; }
+    if (solo) { memcpy(data_of(out), data_of(in), (size_t)n * nnr_dtype_nbytes(in->dtype)); return NNR_OK; }
     int rc = MPI_Allgather(data_of(in), (int)n, type, data_of(out), (int)n, type, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "all_gather");
     atomic_fetch_add(&out->storage->version, 1);

@@ -313,7 +313,7 @@ nnr_tensor *nnr_as_strided(const nnr_tensor *t, int ndim, const int64_t *sizes, 
         if (sizes[i] == 0) { max_off = -1; break; }
         max_off += (sizes[i] - 1) * strides[i];
     }
-    int64_t cap = (int64_t)(t->storage->nbytes / nnr_dtype_bytes(t->dtype));
+    int64_t cap = (int64_t)(t->storage->nbytes / nnr_dtype_nbytes(t->dtype));
     if (offset < 0 || max_off >= cap) {
         nnr_errorf(NNR_ERR_INVALID, "as_strided: the view reaches element %lld of a storage of %lld elements", (long long)max_off + 1, (long long)cap);
         return NULL;

@@ -64,7 +64,7 @@ int nnr_get(const nnr_tensor *t, const int64_t *index, double *out)
     int64_t off;
     int st = nnr_tensor_element_offset("get", t, index, &off);
     if (st) return st;
-    size_t es = nnr_dtype_bytes(t->dtype);
+    size_t es = nnr_dtype_nbytes(t->dtype);
     const nnr_device_entry *d = nnr_device_get(t->device);
     char *at = (char *)t->storage->data + off * (int64_t)es;
     if (d->host_memory) { *out = nnr_load_f64(t->dtype, at); return NNR_OK; }
@@ -77,7 +77,7 @@ int nnr_get(const nnr_tensor *t, const int64_t *index, double *out)
 
 int nnr_tensor_write_element(nnr_tensor *t, int64_t off, double value)
 {
-    size_t es = nnr_dtype_bytes(t->dtype);
+    size_t es = nnr_dtype_nbytes(t->dtype);
     const nnr_device_entry *d = nnr_device_get(t->device);
     char *at = (char *)t->storage->data + off * (int64_t)es;
     if (d->host_memory) { nnr_store_f64(t->dtype, at, value); return NNR_OK; }

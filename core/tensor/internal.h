@@ -43,7 +43,6 @@ struct nnr_tensor {
 };
 
 /* ---- dtypes (tensor.c) ---- */
-size_t nnr_dtype_bytes(int dtype);
 bool nnr_dtype_valid(int dtype);
 bool nnr_dtype_is_float(int dtype);
 
@@ -69,7 +68,7 @@ static inline void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d)
     d->ndim = t->ndim;
     d->device = nnr_device_get(t->device)->local_index;
     for (int i = 0; i < t->ndim; i++) { d->sizes[i] = t->sizes[i]; d->strides[i] = t->strides[i]; }
-    d->data = (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
+    d->data = (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_nbytes(t->dtype);
 }
 /* t viewed with a broadcast shape (zero strides where it is expanded) */
 void nnr_desc_broadcast(const nnr_tensor *t, int ndim, const int64_t *sizes, nnr_tensor_desc *d);

@@ -134,7 +134,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
         nnr_init();
         if (!nnr_device_get(device)) { nnr_errorf(NNR_ERR_DEVICE, "empty: no device %d (%s)", device, nnr_last_error()); return NULL; }
     }
-    size_t nbytes = (size_t)nnr_numel_of(ndim, sizes) * nnr_dtype_bytes(dtype);
+    size_t nbytes = (size_t)nnr_numel_of(ndim, sizes) * nnr_dtype_nbytes(dtype);
     nnr_tensor *t = NULL;
     nnr_storage *s = NULL;
     if (device == nnr_host_device() && nbytes <= SMALL_DATA) {
@@ -157,7 +157,7 @@ nnr_tensor *nnr_tensor_alloc(int dtype, int ndim, const int64_t *sizes, int devi
 nnr_tensor *nnr_tensor_alloc_pinned(int dtype, int ndim, const int64_t *sizes)
 {
     if (!nnr_dtype_valid(dtype) || !nnr_check_sizes("pin_memory", ndim, sizes)) return nnr_tensor_alloc(dtype, ndim, sizes, nnr_host_device());
-    size_t nbytes = (size_t)nnr_numel_of(ndim, sizes) * nnr_dtype_bytes(dtype);
+    size_t nbytes = (size_t)nnr_numel_of(ndim, sizes) * nnr_dtype_nbytes(dtype);
     nnr_plugin *plugin = NULL;
     void *data = nnr_alloc_pinned(nbytes, &plugin);
     if (!data) return nnr_tensor_alloc(dtype, ndim, sizes, nnr_host_device());

@@ -6,7 +6,6 @@
 static const char *dtype_names[NNR_DTYPE_COUNT] = {"f32", "f64", "f16", "bf16", "i8", "u8", "i32", "i64", "bool"};
 
 bool nnr_dtype_valid(int dtype) { return dtype >= 0 && dtype < NNR_DTYPE_COUNT; }
-size_t nnr_dtype_bytes(int dtype) { return nnr_dtype_nbytes(dtype); }
 int nnr_dtype_size(int dtype) { return (int)nnr_dtype_nbytes(dtype); }
 bool nnr_dtype_is_float(int dtype) { return dtype == NNR_F32 || dtype == NNR_F64 || dtype == NNR_F16 || dtype == NNR_BF16; }
 const char *nnr_dtype_name(int dtype) { return nnr_dtype_valid(dtype) ? dtype_names[dtype] : "?"; }
@@ -84,7 +83,7 @@ int nnr_tensor_is_contiguous(const nnr_tensor *t)
 void *nnr_tensor_data(const nnr_tensor *t)
 {
     if (!nnr_device_is_host_memory(t->device)) return NULL;
-    return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype);
+    return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_nbytes(t->dtype);
 }
 
 void nnr_desc_broadcast(const nnr_tensor *t, int ndim, const int64_t *sizes, nnr_tensor_desc *d)

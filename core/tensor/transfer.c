@@ -22,7 +22,7 @@ static int copy_same_device(nnr_tensor *dst, const nnr_tensor *src)
     return run_one("copy", NNR_OP_COPY, dst->device, 1, in, &d, NULL);
 }
 
-static void *data_of(const nnr_tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_bytes(t->dtype); }
+static void *data_of(const nnr_tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)nnr_dtype_nbytes(t->dtype); }
 
 /* nbytes from a contiguous block on one device to a contiguous block on another */
 static int transfer(void *dst, int to_device, const void *src, int from_device, size_t nbytes)
@@ -55,7 +55,7 @@ int nnr_tensor_copy_into(nnr_tensor *dst, const nnr_tensor *src)
     if (st == NNR_OK) {
         int direct = nnr_tensor_is_contiguous(dst);
         staging = direct ? dst : nnr_tensor_alloc(dst->dtype, dst->ndim, dst->sizes, dst->device);
-        size_t nbytes = (size_t)nnr_tensor_numel(dst) * nnr_dtype_bytes(dst->dtype);
+        size_t nbytes = (size_t)nnr_tensor_numel(dst) * nnr_dtype_nbytes(dst->dtype);
         if (!staging) st = nnr_last_status();
         else if (nbytes) st = transfer(data_of(staging), dst->device, data_of(s), src->device, nbytes);
         if (st == NNR_OK && !direct) st = copy_same_device(dst, staging);

@@ -98,7 +98,7 @@ int cu_matmul(cu_device *d, const nnr_op_call *call)
     const nnr_tensor_desc *a = call->inputs[0], *b = call->inputs[1], *o = call->outputs[0];
     int nd = o->ndim, nb = nd - 2, dt = o->dtype;
     int64_t M = o->sizes[nd - 2], N = o->sizes[nd - 1], K = a->sizes[nd - 1];
-    int64_t es = (int64_t)cu_dtype_nbytes(dt), batch = 1;
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt), batch = 1;
     for (int i = 0; i < nb; i++) batch *= o->sizes[i];
     if (batch == 0 || M == 0 || N == 0) return NNR_OK;
     if (K == 0) {
@@ -303,7 +303,7 @@ int cu_conv2d(cu_device *d, const nnr_op_call *call)
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *b = call->n_inputs > 2 ? call->inputs[2] : NULL, *y = call->outputs[0];
     conv_geom g = geometry(x, w, y, call->params->i);
     int dt = x->dtype, relu = call->params->i[7] == 1;
-    int64_t es = (int64_t)cu_dtype_nbytes(dt);
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt);
     if (g.N == 0 || g.O == 0 || g.P == 0) return NNR_OK;
     int64_t nb;
     char *Y, *cols = conv_buffers(d, &g, es, &nb, &Y);
@@ -330,7 +330,7 @@ int cu_conv2d_grad_input(cu_device *d, const nnr_op_call *call)
     const nnr_tensor_desc *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2] : NULL;
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gx->dtype;
-    int64_t es = (int64_t)cu_dtype_nbytes(dt);
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt);
     if (g.N == 0) return NNR_OK;
     if (g.O == 0 || g.P == 0) {
         CU_CHECK(cudaMemsetAsync(gx->data, 0, (size_t)(nnr_desc_numel(gx) * es), d->stream), "conv2d backward");
@@ -362,7 +362,7 @@ int cu_conv2d_grad_weight(cu_device *d, const nnr_op_call *call)
     const nnr_tensor_desc *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2] : NULL;
     conv_geom g = geometry(x, gw, gy, call->params->i);
     int dt = x->dtype;
-    int64_t es = (int64_t)cu_dtype_nbytes(dt);
+    int64_t es = (int64_t)nnr_dtype_nbytes(dt);
     if (g.N == 0 || g.P == 0) {
         CU_CHECK(cudaMemsetAsync(gw->data, 0, (size_t)(nnr_desc_numel(gw) * es), d->stream), "conv2d backward");
         if (gb) CU_CHECK(cudaMemsetAsync(gb->data, 0, (size_t)(nnr_desc_numel(gb) * es), d->stream), "conv2d backward");

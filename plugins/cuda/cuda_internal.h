@@ -52,7 +52,6 @@ typedef struct cu_strided {
 } cu_strided;
 /* operand 0 gives the shape; adjacent dims merged where every operand allows */
 void cu_strided_init(cu_strided *s, int nops, const nnr_tensor_desc *const *d);
-size_t cu_dtype_nbytes(int dt);
 static inline unsigned cu_blocks(int64_t n, int threads)
 {
     int64_t b = (n + threads - 1) / threads;

@@ -8,12 +8,6 @@
 #include "dtype.cuh"
 #include "nnr/philox.h"
 
-size_t cu_dtype_nbytes(int dt)
-{
-    static const unsigned char sz[NNR_DTYPE_COUNT] = {4, 8, 2, 2, 1, 1, 4, 8, 1};
-    return (dt >= 0 && dt < NNR_DTYPE_COUNT) ? sz[dt] : 0;
-}
-
 void cu_strided_init(cu_strided *s, int nops, const nnr_tensor_desc *const *d)
 {
     s->nops = nops;
@@ -339,7 +333,7 @@ int cu_copy_op(cu_device *d, const nnr_op_call *call)
     int64_t n = nnr_desc_numel(o);
     if (n == 0) return NNR_OK;
     if (o->dtype == x->dtype && nnr_desc_is_contiguous(o) && nnr_desc_is_contiguous(x)) {
-        CU_CHECK(cudaMemcpyAsync(o->data, x->data, (size_t)n * cu_dtype_nbytes(o->dtype), cudaMemcpyDeviceToDevice, d->stream), "copy");
+        CU_CHECK(cudaMemcpyAsync(o->data, x->data, (size_t)n * nnr_dtype_nbytes(o->dtype), cudaMemcpyDeviceToDevice, d->stream), "copy");
         return NNR_OK;
     }
     const nnr_tensor_desc *ops[2] = {o, x};
@@ -364,7 +358,7 @@ int cu_fill(cu_device *d, const nnr_op_call *call)
     if (n == 0) return NNR_OK;
     double v = call->params->f[0];
     if (v == 0 && nnr_desc_is_contiguous(o) && !(o->dtype == NNR_F32 && signbit(v))) {
-        CU_CHECK(cudaMemsetAsync(o->data, 0, (size_t)n * cu_dtype_nbytes(o->dtype), d->stream), "fill");
+        CU_CHECK(cudaMemsetAsync(o->data, 0, (size_t)n * nnr_dtype_nbytes(o->dtype), d->stream), "fill");
         return NNR_OK;
     }
     if (o->dtype == NNR_F32 && nnr_desc_is_contiguous(o)) k_fill_f32<<<cu_blocks(n, 256), 256, 0, d->stream>>>((float *)o->data, n, (float)v);
