@@ -23,6 +23,36 @@ int nnr_interrupted_flag(void);
 /* this thread ignores Ctrl-C (the loader's workers) */
 void nnr_ignore_interrupts(int on);
 
+/* ---- size arithmetic: every product or sum of sizes, counts, strides and byte lengths goes through
+ * these (PyTorch's "integer multiplication overflow" check). False when an operand is negative or
+ * the result does not fit an int64; *r is then -1. */
+static inline bool nnr_size_mul(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, r)) { *r = -1; return false; }
+    return true;
+}
+static inline bool nnr_size_add(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, r)) { *r = -1; return false; }
+    return true;
+}
+/* the product of n sizes times elem (1 for an element count); false on a negative size or overflow */
+static inline bool nnr_size_product(int n, const int64_t *sizes, int64_t elem, int64_t *r)
+{
+    int64_t p = elem;
+    for (int i = 0; i < n; i++)
+        if (!nnr_size_mul(p, sizes[i], &p)) { *r = -1; return false; }
+    *r = p;
+    return true;
+}
+/* a double (a Lua number, a transform's parameter) as a size: finite, whole, in [lo, hi] */
+static inline bool nnr_size_from_double(double v, int64_t lo, int64_t hi, int64_t *r)
+{
+    if (!(v >= (double)lo && v <= (double)hi && v < 9223372036854775808.0) || v != (double)(int64_t)v) { *r = -1; return false; }
+    *r = (int64_t)v;
+    return true;
+}
+
 /* ---- plugins (plugins.c) ---- */
 enum { NNR_MAX_PLUGINS = 32, NNR_MAX_DEVICES = 64 };
 typedef struct nnr_plugin_record {

@@ -242,6 +242,7 @@ nnr_tensor *nnr_expand(const nnr_tensor *t, int ndim, const int64_t *sizes)
             s[i] = want; st[i] = 0;
         }
     }
+    if (!nnr_check_sizes("expand", ndim, s)) return NULL;
     return finish_view(nnr_tensor_new_view(t, ndim, s, st, t->offset), VIEW_EXPAND, t, NULL, 0);
 bad:;
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];

@@ -36,19 +36,19 @@ bool nnr_check_sizes(const char *op, int ndim, const int64_t *sizes)
         nnr_errorf(NNR_ERR_INVALID, "%s: %d dimensions requested, at most %d supported", op, ndim, NNR_MAX_DIMS);
         return false;
     }
-    int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (sizes[i] < 0) {
             char b[NNR_SHAPE_BUF];
             nnr_errorf(NNR_ERR_INVALID, "%s: negative size in shape %s", op, nnr_shape_str(b, sizeof b, ndim, sizes));
             return false;
         }
-        if (sizes[i] && n > INT64_MAX / 16 / sizes[i]) {
-            char b[NNR_SHAPE_BUF];
-            nnr_errorf(NNR_ERR_OOM, "%s: shape %s is too large", op, nnr_shape_str(b, sizeof b, ndim, sizes));
-            return false;
-        }
-        n *= sizes[i];
+    }
+    int64_t bytes;   /* in the widest dtype (16 bytes), so that any dtype's byte count fits too */
+    if (!nnr_size_product(ndim, sizes, 16, &bytes)) {
+        char b[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "%s: shape %s is too large (integer multiplication overflow in its byte count)", op,
+                   nnr_shape_str(b, sizeof b, ndim, sizes));
+        return false;
     }
     return true;
 }
