@@ -2,6 +2,7 @@
  * relu_grad) of two tensors or of a tensor and a Lua number: PyTorch's type promotion, broadcasting,
  * in-place and out= forms; what they record, and their derivatives. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "ops/internal.h"
 
@@ -257,6 +258,14 @@ static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b,
                        nnr_dtype_name(out->dtype), nnr_shape_str(y, sizeof y, n, shape), nnr_dtype_name(result));
             return NULL;
         }
+        if (nnr_check_written(name, out)) return NULL;
+        /* operands that share the out tensor's memory: read in place, from a copy, or refused */
+        nnr_tensor *oa = nnr_written_operand(name, out, a), *ob = oa ? nnr_written_operand(name, out, b) : NULL;
+        nnr_tensor *r = NULL;
+        if (ob && (oa != a || ob != b)) r = binary_into(op, oa, ob, out);
+        nnr_tensor_release(oa);
+        nnr_tensor_release(ob);
+        if (!ob || oa != a || ob != b) return r;
         nnr_tensor_retain(out);
     } else if (!(out = nnr_tensor_alloc(result, n, shape, a->device))) return NULL;
     nnr_tensor *x = a->dtype == compute ? NULL : nnr_to(a, compute, a->device);
@@ -340,13 +349,18 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
     if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", name);
     if (inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(name, a)) return nnr_last_status();
+    char written[48];
+    snprintf(written, sizeof written, "%s_", name);
+    if (nnr_check_written(written, a)) return nnr_last_status();
     const nnr_tensor *in2[2] = {a, b};
     if (nnr_should_record(2, in2)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_binary(op, old, b) : NULL;
         nnr_tensor_release(old);
         return nnr_inplace_recorded(a, r);
     }
-    nnr_tensor *y = nnr_as_dtype(b, compute);
+    nnr_tensor *bb = nnr_written_operand(written, a, b);
+    nnr_tensor *y = bb ? nnr_as_dtype(bb, compute) : NULL;
+    nnr_tensor_release(bb);
     if (!y) return nnr_last_status();
     nnr_tensor_desc da, dy;
     nnr_tensor_desc_of(a, &da);
@@ -365,6 +379,9 @@ int nnr_binary_scalar_(int op, nnr_tensor *a, double s)
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);
     if (inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
+    char written[48];
+    snprintf(written, sizeof written, "%s_", nnr_op_name(op));
+    if (nnr_check_written(written, a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_binary_scalar(op, old, s, 0) : NULL;
         nnr_tensor_release(old);

@@ -86,6 +86,76 @@ int64_t nnr_window_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t
     return o;
 }
 
+/* ---- memory overlap of a written tensor (PyTorch's rules) ---- */
+
+/* the elements of t cover one dense block, each once (any order of dims) */
+static bool non_overlapping_and_dense(const nnr_tensor *t)
+{
+    int order[NNR_MAX_DIMS], n = 0;
+    for (int i = 0; i < t->ndim; i++)
+        if (t->sizes[i] != 1) order[n++] = i;
+    for (int i = 1; i < n; i++)          /* by stride, ascending (insertion sort: at most 8 dims) */
+        for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
+            int k = order[j]; order[j] = order[j - 1]; order[j - 1] = k;
+        }
+    int64_t expected = 1;
+    for (int i = 0; i < n; i++) {
+        if (t->strides[order[i]] != expected) return false;
+        expected *= t->sizes[order[i]];
+    }
+    return true;
+}
+
+/* the bytes [*lo, *hi) of its storage that t can touch; false for an empty tensor */
+static bool byte_range(const nnr_tensor *t, int64_t *lo, int64_t *hi)
+{
+    int64_t first = t->offset, last = t->offset;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->sizes[i] == 0) return false;
+        if (t->strides[i] >= 0) last += (t->sizes[i] - 1) * t->strides[i];
+        else first += (t->sizes[i] - 1) * t->strides[i];
+    }
+    int64_t es = (int64_t)nnr_dtype_nbytes(t->dtype);
+    *lo = first * es;
+    *hi = (last + 1) * es;
+    return true;
+}
+
+int nnr_check_written(const char *op, const nnr_tensor *out)
+{
+    for (int i = 0; i < out->ndim; i++)
+        if (out->strides[i] == 0 && out->sizes[i] > 1)
+            return nnr_errorf(NNR_ERR_INVALID, "%s: unsupported operation: more than one element of the written-to tensor refers to "
+                              "a single memory location (an expanded view); clone() it before writing", op);
+    return NNR_OK;
+}
+
+nnr_tensor *nnr_written_operand(const char *op, const nnr_tensor *out, const nnr_tensor *in)
+{
+    int64_t alo, ahi, blo, bhi;
+    if (in->storage != out->storage || !byte_range(out, &alo, &ahi) || !byte_range(in, &blo, &bhi) || ahi <= blo || bhi <= alo) {
+        nnr_tensor_retain((nnr_tensor *)in);
+        return (nnr_tensor *)in;
+    }
+    /* the same elements in the same places (broadcast dims aside): each is read before it is written */
+    if (in->dtype == out->dtype && in->offset == out->offset && in->ndim <= out->ndim) {
+        bool same = true;
+        for (int i = out->ndim - 1, j = in->ndim - 1; j >= 0 && same; i--, j--)
+            same = in->sizes[j] == out->sizes[i] ? in->strides[j] == out->strides[i] || in->sizes[j] == 1 : in->sizes[j] == 1;
+        for (int i = 0; i < out->ndim - in->ndim && same; i++) same = out->sizes[i] == 1;
+        if (same) { nnr_tensor_retain((nnr_tensor *)in); return (nnr_tensor *)in; }
+    }
+    if (non_overlapping_and_dense(out) && non_overlapping_and_dense(in) && (alo != blo || ahi != bhi)) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: unsupported operation: some elements of the input tensor and the written-to tensor refer to "
+                   "a single memory location; clone() the input first", op);
+        return NULL;
+    }
+    /* the same block in another order (a:add_(a:t())), or layouts too irregular to tell: read a copy */
+    nnr_tensor *c = nnr_tensor_alloc(in->dtype, in->ndim, in->sizes, in->device);
+    if (c && nnr_tensor_copy_into(c, in)) { nnr_tensor_release(c); c = NULL; }
+    return c;
+}
+
 int nnr_inplace_recorded(nnr_tensor *a, nnr_tensor *r)
 {
     if (!r) return nnr_last_status();

@@ -65,7 +65,8 @@ int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *sr
 
 int nnr_fill_(nnr_tensor *t, double value)
 {
-    if (nnr_autograd_check_inplace("fill_", t)) return nnr_last_status();
+    if (nnr_check_value_fits("fill_", t->dtype, value) || nnr_autograd_check_inplace("fill_", t) || nnr_check_written("fill_", t))
+        return nnr_last_status();
     if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     return nnr_tensor_fill_raw(t, value);
 }
@@ -80,11 +81,16 @@ int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src)
         return nnr_errorf(NNR_ERR_INVALID, "copy_: source of shape %s cannot be broadcast to destination shape %s",
                           nnr_shape_str(a, sizeof a, src->ndim, src->sizes), nnr_shape_str(b, sizeof b, dst->ndim, dst->sizes));
     }
-    if (nnr_autograd_check_inplace("copy_", dst)) return nnr_last_status();
+    if (nnr_autograd_check_inplace("copy_", dst) || nnr_check_written("copy_", dst)) return nnr_last_status();
+    nnr_tensor *from = nnr_written_operand("copy_", dst, src);
+    if (!from) return nnr_last_status();
+    int st = NNR_OK;
     if (nnr_grad_mode() && (dst->requires_grad || src->requires_grad) &&
         nnr_record_overwrite("CopyBackward", dst, src->requires_grad ? src : NULL))
-        return nnr_last_status();
-    return nnr_tensor_copy_into(dst, src);
+        st = nnr_last_status();
+    if (st == NNR_OK) st = nnr_tensor_copy_into(dst, from);
+    nnr_tensor_release(from);
+    return st;
 }
 
 int nnr_set(nnr_tensor *t, const int64_t *index, double value)
@@ -92,7 +98,7 @@ int nnr_set(nnr_tensor *t, const int64_t *index, double value)
     int64_t off;
     int st = nnr_tensor_element_offset("set", t, index, &off);
     if (st) return st;
-    if ((st = nnr_autograd_check_inplace("set", t))) return st;
+    if ((st = nnr_check_value_fits("set", t->dtype, value)) || (st = nnr_autograd_check_inplace("set", t))) return st;
     if (t->requires_grad && nnr_grad_mode())
         return nnr_errorf(NNR_ERR_INVALID, "set: writing one element of a tensor that requires grad is not supported; "
                           "clone() it, or write inside nnr.no_grad");

@@ -1,16 +1,25 @@
 /* Random fills from the one generator (base/random.c): uniform, normal, integers. A fill reserves
  * a range of the generator's counter, so every backend gives the same numbers for a seed. */
+#include <math.h>
 #include "ops/internal.h"
 
 int nnr_random_(nnr_tensor *t, int kind, double a, double b)
 {
     if (kind != NNR_OP_RAND_UNIFORM && kind != NNR_OP_RAND_NORMAL && kind != NNR_OP_RAND_INT)
         return nnr_errorf(NNR_ERR_INVALID, "random: unknown distribution %d", kind);
+    if (!isfinite(a) || !isfinite(b))
+        return nnr_errorf(NNR_ERR_INVALID, "%s: the parameters must be finite numbers, got %g and %g", nnr_op_name(kind), a, b);
     if (kind == NNR_OP_RAND_INT && !(b > a))
         return nnr_errorf(NNR_ERR_INVALID, "randint: empty range [%g, %g)", a, b);
+    if (kind == NNR_OP_RAND_INT && (!nnr_scalar_is_integral(a) || !nnr_scalar_is_integral(b)))
+        return nnr_errorf(NNR_ERR_INVALID, "randint: the bounds must be integers, got [%.17g, %.17g)", a, b);
+    if (kind == NNR_OP_RAND_UNIFORM && !(b >= a))
+        return nnr_errorf(NNR_ERR_INVALID, "uniform: the range [%g, %g) is empty (from > to)", a, b);
+    if (kind == NNR_OP_RAND_NORMAL && !(b >= 0))
+        return nnr_errorf(NNR_ERR_INVALID, "normal: std must be >= 0, got %g", b);
     if (kind != NNR_OP_RAND_INT && !nnr_dtype_is_float(t->dtype))
         return nnr_errorf(NNR_ERR_INVALID, "%s: dtype %s is not a floating-point type", nnr_op_name(kind), nnr_dtype_name(t->dtype));
-    if (nnr_autograd_check_inplace(nnr_op_name(kind), t)) return nnr_last_status();
+    if (nnr_autograd_check_inplace(nnr_op_name(kind), t) || nnr_check_written(nnr_op_name(kind), t)) return nnr_last_status();
     if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     /* the counter advances by the element count, rounded to Philox's 4-wide blocks */
     uint64_t seed, offset, n = (uint64_t)nnr_tensor_numel(t);

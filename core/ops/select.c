@@ -115,7 +115,7 @@ static int check_mask(const char *op, const nnr_tensor *a, const nnr_tensor *mas
 
 nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double value)
 {
-    if (check_mask("masked_fill", a, mask)) return NULL;
+    if (check_mask("masked_fill", a, mask) || nnr_check_value_fits("masked_fill", a->dtype, value)) return NULL;
     int n;
     int64_t shape[NNR_MAX_DIMS];
     if (nnr_broadcast_shapes("masked_fill", a->ndim, a->sizes, mask->ndim, mask->sizes, &n, shape)) return NULL;
@@ -136,7 +136,7 @@ nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double 
 
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value)
 {
-    if (nnr_autograd_check_inplace("masked_fill_", a)) return nnr_last_status();
+    if (nnr_autograd_check_inplace("masked_fill_", a) || nnr_check_written("masked_fill_", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_masked_fill(old, mask, value) : NULL;
         nnr_tensor_release(old);
@@ -173,7 +173,7 @@ nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags)
 int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags)
 {
     if (a->dtype == NNR_BOOL) return nnr_errorf(NNR_ERR_INVALID, "clamp_: not defined for bool tensors");
-    if (nnr_autograd_check_inplace("clamp_", a)) return nnr_last_status();
+    if (nnr_autograd_check_inplace("clamp_", a) || nnr_check_written("clamp_", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_clamp(old, lo, hi, flags) : NULL;
         nnr_tensor_release(old);

@@ -1,6 +1,7 @@
 /* Unary elementwise ops (neg, abs, exp, log, sqrt, tanh, sigmoid, relu, sin, cos, sign, reciprocal,
  * logical_not, erf): the front ends, what they record, and their derivatives. */
 #include <math.h>
+#include <stdio.h>
 #include "ops/internal.h"
 
 static int is_unary(int op) { return nnr_op_category(op) == NNR_OPCAT_UNARY; }
@@ -140,6 +141,9 @@ int nnr_unary_(int op, nnr_tensor *a)
         return nnr_errorf(NNR_ERR_INVALID, "%s_: result type %s cannot be stored in place in a %s tensor", nnr_op_name(op),
                           nnr_dtype_name(odt), nnr_dtype_name(a->dtype));
     if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
+    char written[48];
+    snprintf(written, sizeof written, "%s_", nnr_op_name(op));
+    if (nnr_check_written(written, a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_unary(op, old) : NULL;
         nnr_tensor_release(old);
