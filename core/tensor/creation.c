@@ -1,8 +1,40 @@
 /* New tensors: empty, filled, from Lua's numbers, ranges and the identity; and reading or writing
  * one element. Nothing here records for autograd: a new tensor is a leaf. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "tensor/internal.h"
+
+int nnr_check_value_fits(const char *op, int dtype, double v)
+{
+    double lo, hi;
+    switch (dtype) {
+    case NNR_I8: lo = -128; hi = 127; break;
+    case NNR_U8: lo = 0; hi = 255; break;
+    case NNR_I32: lo = -2147483648.0; hi = 2147483647.0; break;
+    case NNR_I64: lo = -9223372036854775808.0; hi = 9223372036854775807.0; break;
+    case NNR_F16: lo = -65504; hi = 65504; break;
+    case NNR_BF16: lo = -3.3895313892515355e38; hi = 3.3895313892515355e38; break;
+    case NNR_F32: lo = -3.4028234663852886e38; hi = 3.4028234663852886e38; break;
+    default: return NNR_OK;   /* f64 holds any number; bool takes any as true or false */
+    }
+    bool is_int = dtype == NNR_I8 || dtype == NNR_U8 || dtype == NNR_I32 || dtype == NNR_I64;
+    if (!is_int && !isfinite(v)) return NNR_OK;          /* nan and inf are float values */
+    double w = is_int ? trunc(v) : v;
+    /* the float types round to their largest value up to half an ulp beyond it; i64's top is 2^63 exclusive */
+    bool fits = dtype == NNR_I64 ? (w >= lo && w < 9223372036854775808.0)
+              : dtype == NNR_F16 ? fabs(w) < 65520.0
+              : dtype == NNR_BF16 || dtype == NNR_F32 ? fabs(w) <= hi * (1 + 0x1p-25)
+              : (w >= lo && w <= hi);
+    if (fits) return NNR_OK;
+    char value[40];
+    if (isnan(v)) snprintf(value, sizeof value, "nan");
+    else snprintf(value, sizeof value, "%.17g", v);
+    if (dtype == NNR_I64)
+        return nnr_errorf(NNR_ERR_INVALID, "%s: value %s cannot be converted to i64 without overflow (i64 holds whole numbers -2^63 to 2^63 - 1)", op, value);
+    return nnr_errorf(NNR_ERR_INVALID, "%s: value %s cannot be converted to %s without overflow (%s holds %s%.17g to %.17g)", op, value,
+                      nnr_dtype_name(dtype), nnr_dtype_name(dtype), is_int ? "whole numbers " : "", lo, hi);
+}
 
 nnr_tensor *nnr_empty(int dtype, int ndim, const int64_t *sizes, int device)
 {
@@ -11,6 +43,7 @@ nnr_tensor *nnr_empty(int dtype, int ndim, const int64_t *sizes, int device)
 
 nnr_tensor *nnr_full(int dtype, int ndim, const int64_t *sizes, double value, int device)
 {
+    if (nnr_dtype_valid(dtype) && nnr_check_value_fits("full", dtype, value)) return NULL;
     nnr_tensor *t = nnr_tensor_alloc(dtype, ndim, sizes, device);
     if (t && nnr_tensor_fill_raw(t, value) != NNR_OK) { nnr_tensor_release(t); return NULL; }
     return t;
@@ -25,6 +58,15 @@ nnr_tensor *nnr_from_doubles(const double *values, int64_t n, int dtype, int ndi
         return NULL;
     }
     if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "tensor: unknown dtype %d", dtype); return NULL; }
+    /* integers out of range are refused; floats round as IEEE does (to inf beyond the range), as torch.tensor */
+    for (int64_t i = 0; i < n && !nnr_dtype_is_float(dtype); i++) {
+        if (nnr_check_value_fits("tensor", dtype, values[i])) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s", nnr_last_error());
+            if (n > 1) nnr_errorf(NNR_ERR_INVALID, "%s (element %lld)", msg, (long long)i + 1);
+            return NULL;
+        }
+    }
     nnr_tensor *host = nnr_tensor_alloc(NNR_F64, ndim, sizes, nnr_host_device());
     if (!host) return NULL;
     if (n) memcpy(host->storage->data, values, (size_t)n * sizeof(double));
@@ -100,6 +142,7 @@ int nnr_item(const nnr_tensor *t, double *out)
 static nnr_tensor *fill_arange(const char *op, int64_t n, double start, double step, int dtype, int device)
 {
     if (!nnr_dtype_valid(dtype)) { nnr_errorf(NNR_ERR_INVALID, "%s: unknown dtype %d", op, dtype); return NULL; }
+    if (n > 0 && (nnr_check_value_fits(op, dtype, start) || nnr_check_value_fits(op, dtype, start + step * (double)(n - 1)))) return NULL;
     nnr_tensor *t = nnr_tensor_alloc(dtype, 1, &n, device);
     if (!t) return NULL;
     nnr_op_params p = {.struct_size = sizeof p, .f = {start, step}};

@@ -59,6 +59,10 @@ void nnr_thread_pooling(int on);
 void nnr_contiguous_strides(int ndim, const int64_t *sizes, int64_t *strides);
 int64_t nnr_numel_of(int ndim, const int64_t *sizes);
 bool nnr_check_sizes(const char *op, int ndim, const int64_t *sizes);
+/* a number stored into a tensor of dtype (creation, fill_, one element) must fit it: an error, as
+ * PyTorch's "cannot be converted without overflow", for an out-of-range or non-finite integer and a
+ * finite number beyond a float type's range (casting a tensor may still wrap, as documented) */
+int nnr_check_value_fits(const char *op, int dtype, double v);
 /* the kernel's view of t: sizes, strides, the plugin's device number, the data address (inline: every
  * op call makes two or three) */
 static inline void nnr_tensor_desc_of(const nnr_tensor *t, nnr_tensor_desc *d)

@@ -57,23 +57,30 @@ local function cindex(op, i, size, dim)
   return w - 1
 end
 
+-- a Lua number headed for an int64_t argument (a size, a count, a position): whole and exactly
+-- representable, never truncated or wrapped by the FFI's conversion
+local MAX_INT = 2 ^ 53
+local function int_arg(op, what, v)
+  if type(v) ~= "number" or v ~= floor(v) or v > MAX_INT or v < -MAX_INT then
+    error(op .. ": " .. what .. " must be an integer, got " .. (type(v) == "number" and require("nnr.check").show(v) or type(v)), 0)
+  end
+  return v
+end
+T.int_arg = int_arg
+
 -- sizes given as numbers or one table; fills buf, returns count
 local function fill_sizes(op, buf, first, ...)
   if type(first) == "table" and not is_tensor(first) then
     local n = #first
     if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
-    for i = 1, n do buf[i - 1] = first[i] end
+    for i = 1, n do buf[i - 1] = int_arg(op, "sizes", first[i]) end
     return n
   end
   local n = first == nil and 0 or select("#", ...) + 1
   if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
   if n > 0 then
-    buf[0] = first
-    for i = 2, n do
-      local v = select(i - 1, ...)
-      if type(v) ~= "number" then error(op .. ": sizes must be numbers, got " .. type(v), 0) end
-      buf[i - 1] = v
-    end
+    buf[0] = int_arg(op, "sizes", first)
+    for i = 2, n do buf[i - 1] = int_arg(op, "sizes", (select(i - 1, ...))) end
   end
   return n
 end
@@ -108,11 +115,7 @@ local function sized(op, ...)
     return opts, fill_sizes(op, sizebuf, first)
   end
   if n > 8 then error(op .. ": at most 8 dimensions, got " .. n, 0) end
-  for i = 1, n do
-    local v = select(i, ...)
-    if type(v) ~= "number" then error(op .. ": sizes must be numbers, got " .. type(v), 0) end
-    sizebuf[i - 1] = v
-  end
+  for i = 1, n do sizebuf[i - 1] = int_arg(op, "sizes", (select(i, ...))) end
   return opts, n
 end
 
@@ -165,13 +168,13 @@ end
 
 function T.linspace(a, b, steps, opts)
   local dt, dev = opts_dtype_device("linspace", opts)
-  return created(own(C.nnr_linspace(a, b, steps or 100, dt, dev)), opts)
+  return created(own(C.nnr_linspace(a, b, int_arg("linspace", "steps", steps or 100), dt, dev)), opts)
 end
 
 function T.eye(n, m, opts)
   if type(m) == "table" then opts, m = m, nil end
   local dt, dev = opts_dtype_device("eye", opts)
-  return created(own(C.nnr_eye(n, m or -1, dt, dev)), opts)
+  return created(own(C.nnr_eye(int_arg("eye", "n", n), int_arg("eye", "m", m or -1), dt, dev)), opts)
 end
 
 local function random(kind, op, a, b, ...)
@@ -208,9 +211,19 @@ function T.tensor(data, opts)
     return created(copy, opts)
   end
   local shape, flat, n, allbool = {}, {}, 0, true
+  local leaf       -- the depth numbers live at: every number there, every table above it
   local function walk(x, depth)
-    if type(x) == "table" then
+    if type(x) == "table" and not is_tensor(x) then
+      if leaf and depth >= leaf then
+        error("tensor: ragged nested table: a table where a number was expected at depth " .. depth, 0)
+      end
       local len = #x
+      local keys = 0
+      for _ in pairs(x) do keys = keys + 1 end
+      if keys ~= len then
+        error("tensor: a nested table must be a list (keys 1..n without holes); one at depth " .. depth .. " has " .. keys ..
+          " keys and length " .. len, 0)
+      end
       if shape[depth] == nil then
         if depth > 8 then error("tensor: more than 8 levels of nesting", 0) end
         shape[depth] = len
@@ -222,7 +235,10 @@ function T.tensor(data, opts)
         for d = depth + 1, #shape do if shape[d] ~= 0 then error("tensor: ragged nested table", 0) end end
       end
     elseif type(x) == "number" or type(x) == "boolean" then
-      if shape[depth] ~= nil or (depth <= #shape) then error("tensor: ragged nested table: a number where a table was expected at depth " .. depth, 0) end
+      if shape[depth] ~= nil or (depth <= #shape) or (leaf and depth ~= leaf) then
+        error("tensor: ragged nested table: a number where a table was expected at depth " .. depth, 0)
+      end
+      leaf = depth
       n = n + 1
       if type(x) == "boolean" then flat[n] = x and 1 or 0 else flat[n] = x; allbool = false end
     else
@@ -363,6 +379,7 @@ end
 function methods.narrow(t, d, start, length)
   local cd = cdim("narrow", t, d)
   local size = tonumber(C.nnr_tensor_size(t.p, cd))
+  int_arg("narrow", "start", start); int_arg("narrow", "length", length)
   local s = start < 0 and start + size + 1 or start
   if start == 0 then error("narrow: start 0 is invalid (indices are 1-based)", 0) end
   return own(C.nnr_narrow(t.p, cd, s - 1, length))
@@ -615,12 +632,14 @@ function methods.split(t, size, dim)
   local parts, at = {}, 0
   if type(size) == "table" then
     local sum = 0
-    for i = 1, #size do sum = sum + size[i] end
+    for i = 1, #size do sum = sum + int_arg("split", "sizes", size[i]) end
     if sum ~= total then error("split: sizes add up to " .. sum .. ", dimension " .. (d + 1) .. " has " .. total, 0) end
     for i = 1, #size do parts[i] = own(C.nnr_narrow(t.p, d, at, size[i])); at = at + size[i] end
     return parts
   end
-  if type(size) ~= "number" or size < 1 then error("split: size must be a positive integer", 0) end
+  if type(size) ~= "number" or not (size >= 1) or size ~= floor(size) or size > MAX_INT then
+    error("split: size must be a positive integer, got " .. tostring(size), 0)
+  end
   while at < total do
     local len = math.min(size, total - at)
     parts[#parts + 1] = own(C.nnr_narrow(t.p, d, at, len))
@@ -631,7 +650,9 @@ end
 function methods.chunk(t, n, dim)
   local d = cdim("chunk", t, dim or 1)
   local total = tonumber(C.nnr_tensor_size(t.p, d))
-  if type(n) ~= "number" or n < 1 then error("chunk: number of chunks must be a positive integer", 0) end
+  if type(n) ~= "number" or not (n >= 1) or n ~= floor(n) or n > MAX_INT then
+    error("chunk: number of chunks must be a positive integer, got " .. tostring(n), 0)
+  end
   return methods.split(t, math.max(1, math.ceil(total / n)), d + 1)
 end
 T.split, T.chunk = methods.split, methods.chunk
@@ -675,6 +696,7 @@ local function index_view(t, key, op)
     elseif type(e) == "table" then
       local a, b = e[1] or 1, e[2] or e[1] or -1
       if e[1] == nil then b = -1 end
+      int_arg(op, "range bounds", a); int_arg(op, "range bounds", b)
       local s = a < 0 and a + size + 1 or a
       local f = b < 0 and b + size + 1 or b
       if a == 0 or b == 0 or s < 1 or f > size or f < s - 1 then
