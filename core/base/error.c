@@ -12,19 +12,25 @@ static volatile sig_atomic_t interrupt_flag;
 const char *nnr_last_error(void) { return last_error; }
 int nnr_last_status(void) { return last_status; }
 
+/* A message is formatted into a buffer of its own and then copied: its arguments may be (or point
+ * into) the last message itself, as when an error wraps the one beneath it. */
 int nnr_set_error(int status, const char *message)
 {
+    char buf[sizeof last_error];
+    snprintf(buf, sizeof buf, "%s", message ? message : "");
+    memcpy(last_error, buf, sizeof buf);
     last_status = status;
-    if (message != last_error) snprintf(last_error, sizeof last_error, "%s", message ? message : "");
     return status;
 }
 
 int nnr_errorf(int status, const char *fmt, ...)
 {
+    char buf[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
     last_status = status;
     return status;
 }

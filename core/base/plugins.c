@@ -125,10 +125,14 @@ static void try_load(const char *path)
         return;
     }
     nnr_plugin *p = NULL;
+    nnr_set_error(NNR_OK, "");           /* whatever the plugin reports is its own, not an older message */
     nnr_status st = init(&nnr_host, NNR_ABI_VERSION, &p);
     if (st != NNR_OK || !p) {
         char why[240];
-        snprintf(why, sizeof why, "init failed (status %d): %.200s", (int)st, st == NNR_OK ? "no plugin object" : nnr_last_error());
+        const char *said = nnr_last_error();
+        snprintf(why, sizeof why, "init failed (status %d): %.200s", (int)st,
+                 st == NNR_OK ? "it returned success but no plugin object" : said[0] ? said : "the plugin gave no reason");
+        nnr_set_error(NNR_OK, "");
         refuse(r, "%s", why);
         dlclose(r->handle); r->handle = NULL;
         return;

@@ -37,6 +37,8 @@ static void test_broken_plugins_are_refused(void **state)
     expect_refused("no_init", "missing entry point nnr_plugin_init");
     expect_refused("probe_zero", "probe says unusable");
     expect_refused("init_fail", "init failed (status 4): no driver found");
+    expect_refused("no_object", "init failed (status 0): it returned success but no plugin object");
+    expect_refused("silent_fail", "init failed (status 4): the plugin gave no reason");
     expect_refused("not_a_plugin", "missing entry point nnr_plugin_probe");
     int cpu = find_plugin("libnnr_cpu");
     assert_true(cpu >= 0 && nnr_plugin_loaded(cpu));
