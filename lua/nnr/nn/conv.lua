@@ -2,6 +2,7 @@
 -- NCHW input [N, C, H, W] (or [C, H, W]). PyTorch's default initialisation.
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
+local V = require "nnr.check"
 local F = require "nnr.nn.functional"
 
 local Conv2d = Module:extend("Conv2d")
@@ -10,8 +11,14 @@ local function pair(v) if type(v) == "table" then return v[1], v[2] end return v
 
 function Conv2d:__init(in_channels, out_channels, kernel_size, opts)
   Module.__init(self)
-  opts = opts or {}
-  local groups = opts.groups or 1
+  opts = V.options("Conv2d", opts, { stride = true, padding = true, dilation = true, groups = true, bias = true, dtype = true, device = true })
+  V.integer("Conv2d", "in_channels", in_channels, 1)
+  V.integer("Conv2d", "out_channels", out_channels, 1)
+  local groups = V.integer("Conv2d", "groups", opts.groups or 1, 1)
+  F._pair(kernel_size, "kernel_size", "Conv2d")
+  F._pair(opts.stride or 1, "stride", "Conv2d")
+  F._pair(opts.padding or 0, "padding", "Conv2d", 0)
+  F._pair(opts.dilation or 1, "dilation", "Conv2d")
   if in_channels % groups ~= 0 or out_channels % groups ~= 0 then
     error(string.format("Conv2d: in_channels (%d) and out_channels (%d) must be divisible by groups (%d)", in_channels, out_channels, groups), 0)
   end

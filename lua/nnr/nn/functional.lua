@@ -4,14 +4,33 @@ local nnr = require "nnr"
 local binding = require "nnr.binding"
 local C = binding.C
 local own, check = binding.own, binding.check
+local V = require "nnr.check"
 
 local F = {}
 
-local function pair(v, name, op)
-  if type(v) == "number" then return v, v end
-  if type(v) == "table" and #v == 2 then return v[1], v[2] end
+-- a window parameter: one whole number or a pair {h, w}, each >= min (they travel to C as int)
+local function pair(v, name, op, min)
+  min = min or 1
+  if type(v) == "number" then V.integer(op, name, v, min, 2 ^ 31 - 1); return v, v end
+  if type(v) == "table" and #v == 2 then
+    V.integer(op, name .. "[1]", v[1], min, 2 ^ 31 - 1)
+    V.integer(op, name .. "[2]", v[2], min, 2 ^ 31 - 1)
+    return v[1], v[2]
+  end
   error(op .. ": " .. name .. " must be a number or a pair {h, w}, got " .. tostring(v), 0)
 end
+F._pair = pair
+
+-- an options table (the last argument of a functional form): a table of known keys
+local function options(op, opts, known)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(op .. ": options must be a table {" .. table.concat(known, "=, ") .. "=}, got " .. type(opts), 0)
+  end
+  local set = {}
+  for _, k in ipairs(known) do set[k] = true end
+  return V.options(op, opts, set)
+end
+F._options = options
 
 local function shape(t) return nnr.shape_str(t:size()) end
 
@@ -26,33 +45,36 @@ function F.linear_relu(x, weight, bias)
 end
 
 local function conv(cfn, x, weight, bias, opts)
-  opts = opts or {}
+  opts = options("conv2d", opts, { "stride", "padding", "dilation", "groups" })
   local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
-  local ph, pw = pair(opts.padding or 0, "padding", "conv2d")
+  local ph, pw = pair(opts.padding or 0, "padding", "conv2d", 0)
   local dh, dw = pair(opts.dilation or 1, "dilation", "conv2d")
-  return own(cfn(x.p, weight.p, bias and bias.p or nil, sh, sw, ph, pw, dh, dw, opts.groups or 1))
+  local groups = V.integer("conv2d", "groups", opts.groups or 1, 1, 2 ^ 31 - 1)
+  return own(cfn(x.p, weight.p, bias and bias.p or nil, sh, sw, ph, pw, dh, dw, groups))
 end
 
 function F.conv2d(x, weight, bias, opts) return conv(C.nnr_conv2d, x, weight, bias, opts) end
 -- relu(conv2d(...)) as one op on the cpu backend (nn.Sequential uses it for Conv2d then ReLU)
 function F.conv2d_relu(x, weight, bias, opts) return conv(C.nnr_conv2d_relu, x, weight, bias, opts) end
 
-function F.max_pool2d(x, kernel, opts)
-  opts = opts or {}
+function F.max_pool2d(x, kernel, opts, check_only)
+  opts = options("max_pool2d", opts, { "stride", "padding", "dilation", "ceil_mode" })
   local kh, kw = pair(kernel, "kernel_size", "max_pool2d")
   local sh, sw = pair(opts.stride or kernel, "stride", "max_pool2d")
-  local ph, pw = pair(opts.padding or 0, "padding", "max_pool2d")
+  local ph, pw = pair(opts.padding or 0, "padding", "max_pool2d", 0)
   local dh, dw = pair(opts.dilation or 1, "dilation", "max_pool2d")
+  if check_only then return end
   return own(C.nnr_max_pool2d(x.p, kh, kw, sh, sw, ph, pw, dh, dw, opts.ceil_mode and 1 or 0))
 end
 
-function F.avg_pool2d(x, kernel, opts)
-  opts = opts or {}
+function F.avg_pool2d(x, kernel, opts, check_only)
+  opts = options("avg_pool2d", opts, { "stride", "padding", "ceil_mode", "count_include_pad" })
   local kh, kw = pair(kernel, "kernel_size", "avg_pool2d")
   local sh, sw = pair(opts.stride or kernel, "stride", "avg_pool2d")
-  local ph, pw = pair(opts.padding or 0, "padding", "avg_pool2d")
+  local ph, pw = pair(opts.padding or 0, "padding", "avg_pool2d", 0)
   local include = opts.count_include_pad
   if include == nil then include = true end
+  if check_only then return end
   return own(C.nnr_avg_pool2d(x.p, kh, kw, sh, sw, ph, pw, opts.ceil_mode and 1 or 0, include and 1 or 0))
 end
 
@@ -62,9 +84,13 @@ function F.adaptive_avg_pool2d(x, size)
 end
 
 function F.relu(x) return x:relu() end
-function F.leaky_relu(x, slope) return nnr.where(x:gt(0), x, x * (slope or 0.01)) end
+function F.leaky_relu(x, slope)
+  slope = V.number("leaky_relu", "negative_slope", slope, { default = 0.01 })
+  return nnr.where(x:gt(0), x, x * slope)
+end
 function F.elu(x, alpha)
-  return nnr.where(x:gt(0), x, (x:clamp(nil, 0):exp() - 1) * (alpha or 1))
+  alpha = V.number("elu", "alpha", alpha, { default = 1 })
+  return nnr.where(x:gt(0), x, (x:clamp(nil, 0):exp() - 1) * alpha)
 end
 -- exact GELU, x * Phi(x), as PyTorch's default
 function F.gelu(x) return x * ((x * 0.7071067811865476):erf() + 1) * 0.5 end
@@ -74,14 +100,16 @@ function F.softmax(x, dim) return x:softmax(dim or -1) end
 function F.log_softmax(x, dim) return x:log_softmax(dim or -1) end
 
 function F.dropout(x, p, training)
+  V.probability("dropout", "p", p)
   if not training or p == 0 then return x end
-  if p < 0 or p >= 1 then error("dropout: probability must be in [0, 1), got " .. tostring(p), 0) end
   local keep = nnr.rand(x:size(), { dtype = x.dtype, device = x.device }):ge(p)
   return nnr.where(keep, x * (1 / (1 - p)), 0)
 end
 
 -- batch norm over dim 2 (channels) of [N, C] or [N, C, ...]; running stats updated in place when training
 function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+  momentum = V.number("batch_norm", "momentum", momentum, { min = 0, max = 1, default = 0.1 })
+  eps = V.number("batch_norm", "eps", eps, { above = 0, default = 1e-5 })
   return own(C.nnr_batch_norm(x.p, weight and weight.p or nil, bias and bias.p or nil, running_mean and running_mean.p or nil,
     running_var and running_var.p or nil, training and 1 or 0, momentum or 0.1, eps or 1e-5))
 end
@@ -118,7 +146,7 @@ function F.layer_norm(x, nshape, weight, bias, eps)
   for d = x:dim() - nshape + 1, x:dim() do dims[#dims + 1] = d end
   local mean = x:mean(dims, true)
   local var = x:var(dims, true, 0)
-  local y = (x - mean) / (var + (eps or 1e-5)):sqrt()
+  local y = (x - mean) / (var + V.number("layer_norm", "eps", eps, { above = 0, default = 1e-5 })):sqrt()
   if weight then y = y * weight + bias end
   return y
 end
@@ -163,19 +191,18 @@ local function pick(logp, target)
 end
 
 function F.nll_loss(logp, target, opts)
-  opts = opts or {}
+  opts = options("nll_loss", opts, { "reduction" })
   check_targets("nll_loss", logp, target)
   return reduce(-pick(logp, target), opts.reduction, "nll_loss")
 end
 
 function F.cross_entropy(logits, target, opts)
-  opts = opts or {}
+  opts = options("cross_entropy", opts, { "reduction", "label_smoothing" })
   if logits:dim() < 2 then error("cross_entropy: expected scores of shape [N, C], got " .. shape(logits), 0) end
   check_targets("cross_entropy", logits, target)
   local logp = logits:log_softmax(2)
   local loss = -pick(logp, target)
-  local eps = opts.label_smoothing or 0
-  if eps < 0 or eps > 1 then error("cross_entropy: label_smoothing must be in [0, 1], got " .. tostring(eps), 0) end
+  local eps = V.number("cross_entropy", "label_smoothing", opts.label_smoothing, { min = 0, max = 1, default = 0 })
   if eps > 0 then
     loss = loss * (1 - eps) - logp:mean(2) * eps
   end
@@ -189,18 +216,21 @@ local function same_shape(op, a, b)
 end
 
 function F.mse_loss(x, y, opts)
+  options("mse_loss", opts, { "reduction" })
   same_shape("mse_loss", x, y)
   local d = x - y
   return reduce(d * d, opts and opts.reduction, "mse_loss")
 end
 
 function F.l1_loss(x, y, opts)
+  options("l1_loss", opts, { "reduction" })
   same_shape("l1_loss", x, y)
   return reduce((x - y):abs(), opts and opts.reduction, "l1_loss")
 end
 
 -- max(x, 0) - x y + log(1 + exp(-|x|)): stable for large |x|
 function F.binary_cross_entropy_with_logits(x, y, opts)
+  options("binary_cross_entropy_with_logits", opts, { "reduction" })
   same_shape("binary_cross_entropy_with_logits", x, y)
   local loss = x:clamp(0) - x * y + ((-x:abs()):exp() + 1):log()
   return reduce(loss, opts and opts.reduction, "binary_cross_entropy_with_logits")

@@ -3,13 +3,15 @@
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
 local F = require "nnr.nn.functional"
+local V = require "nnr.check"
 
 local Linear = Module:extend("Linear")
 
 function Linear:__init(in_features, out_features, opts)
   Module.__init(self)
-  opts = opts or {}
-  self.in_features, self.out_features = in_features, out_features
+  opts = V.options("Linear", opts, { bias = true, dtype = true, device = true })
+  self.in_features = V.integer("Linear", "in_features", in_features, 1)
+  self.out_features = V.integer("Linear", "out_features", out_features, 1)
   local bound = 1 / math.sqrt(in_features)
   local o = { dtype = opts.dtype, device = opts.device }
   self:register_parameter("weight", nnr.empty(out_features, in_features, o):uniform_(-bound, bound))

@@ -1,6 +1,7 @@
 -- Dropout, Flatten, Embedding and the activations.
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
+local V = require "nnr.check"
 local F = require "nnr.nn.functional"
 
 local M = {}
@@ -9,8 +10,7 @@ local Dropout = Module:extend("Dropout")
 M.Dropout = Dropout
 function Dropout:__init(p)
   Module.__init(self)
-  self.p = p or 0.5
-  if self.p < 0 or self.p >= 1 then error("Dropout: probability must be in [0, 1), got " .. tostring(self.p), 0) end
+  self.p = V.probability("Dropout", "p", p == nil and 0.5 or p)
 end
 function Dropout:forward(x) return F.dropout(x, self.p, self.training) end
 function Dropout:extra_repr() return "p=" .. self.p end
@@ -19,7 +19,8 @@ local Flatten = Module:extend("Flatten")
 M.Flatten = Flatten
 function Flatten:__init(start_dim, end_dim)
   Module.__init(self)
-  self.start_dim, self.end_dim = start_dim or 2, end_dim or -1
+  self.start_dim = V.integer("Flatten", "start_dim", start_dim or 2, -8, 8)
+  self.end_dim = V.integer("Flatten", "end_dim", end_dim or -1, -8, 8)
 end
 function Flatten:forward(x) return x:flatten(self.start_dim, self.end_dim) end
 
@@ -27,8 +28,9 @@ local Embedding = Module:extend("Embedding")
 M.Embedding = Embedding
 function Embedding:__init(num, dim, opts)
   Module.__init(self)
-  opts = opts or {}
-  self.num_embeddings, self.embedding_dim = num, dim
+  opts = V.options("Embedding", opts, { dtype = true, device = true })
+  self.num_embeddings = V.integer("Embedding", "num_embeddings", num, 1)
+  self.embedding_dim = V.integer("Embedding", "embedding_dim", dim, 1)
   self:register_parameter("weight", nnr.randn(num, dim, { dtype = opts.dtype, device = opts.device }))
 end
 function Embedding:forward(idx)

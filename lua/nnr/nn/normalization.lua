@@ -3,6 +3,7 @@
 -- affine weight 1 and bias 0.
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
+local V = require "nnr.check"
 local F = require "nnr.nn.functional"
 
 local M = {}
@@ -11,8 +12,10 @@ local function batch_norm_class(name, expected_dims)
   local BN = Module:extend(name)
   function BN:__init(num_features, opts)
     Module.__init(self)
-    opts = opts or {}
-    self.num_features, self.eps, self.momentum = num_features, opts.eps or 1e-5, opts.momentum or 0.1
+    opts = V.options(name, opts, { eps = true, momentum = true, affine = true, track_running_stats = true, dtype = true, device = true })
+    self.num_features = V.integer(name, "num_features", num_features, 1)
+    self.eps = V.number(name, "eps", opts.eps, { above = 0, default = 1e-5 })
+    self.momentum = V.number(name, "momentum", opts.momentum, { min = 0, max = 1, default = 0.1 })
     local o = { dtype = opts.dtype, device = opts.device }
     if opts.affine ~= false then
       self:register_parameter("weight", nnr.ones(num_features, o))
@@ -49,9 +52,11 @@ local LayerNorm = Module:extend("LayerNorm")
 M.LayerNorm = LayerNorm
 function LayerNorm:__init(shape, opts)
   Module.__init(self)
-  opts = opts or {}
+  opts = V.options("LayerNorm", opts, { eps = true, elementwise_affine = true, dtype = true, device = true })
   self.shape = type(shape) == "table" and shape or { shape }
-  self.eps = opts.eps or 1e-5
+  if #self.shape == 0 then error("LayerNorm: normalized_shape must have at least one size", 0) end
+  for i = 1, #self.shape do V.integer("LayerNorm", "normalized_shape[" .. i .. "]", self.shape[i], 1) end
+  self.eps = V.number("LayerNorm", "eps", opts.eps, { above = 0, default = 1e-5 })
   local o = { dtype = opts.dtype, device = opts.device }
   if opts.elementwise_affine ~= false then
     self:register_parameter("weight", nnr.ones(self.shape, o))

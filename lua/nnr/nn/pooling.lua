@@ -16,6 +16,7 @@ M.MaxPool2d = MaxPool2d
 function MaxPool2d:__init(kernel_size, opts)
   Module.__init(self)
   self.kernel_size, self.opts = kernel_size, opts or {}
+  F.max_pool2d(nil, kernel_size, self.opts, true)   -- checks the options now, not at the first forward
 end
 function MaxPool2d:forward(x)
   return batched("MaxPool2d", x, function(t) return F.max_pool2d(t, self.kernel_size, self.opts) end)
@@ -27,6 +28,7 @@ M.AvgPool2d = AvgPool2d
 function AvgPool2d:__init(kernel_size, opts)
   Module.__init(self)
   self.kernel_size, self.opts = kernel_size, opts or {}
+  F.avg_pool2d(nil, kernel_size, self.opts, true)
 end
 function AvgPool2d:forward(x)
   return batched("AvgPool2d", x, function(t) return F.avg_pool2d(t, self.kernel_size, self.opts) end)
@@ -37,6 +39,7 @@ local AdaptiveAvgPool2d = Module:extend("AdaptiveAvgPool2d")
 M.AdaptiveAvgPool2d = AdaptiveAvgPool2d
 function AdaptiveAvgPool2d:__init(output_size)
   Module.__init(self)
+  F._pair(output_size, "output_size", "AdaptiveAvgPool2d")
   self.output_size = output_size
 end
 function AdaptiveAvgPool2d:forward(x)

@@ -4,14 +4,19 @@
 --   StepLR(opt, {step_size, gamma = 0.1})
 --   CosineAnnealingLR(opt, {T_max, eta_min = 0})
 --   LinearLR(opt, {start_factor = 1/3, end_factor = 1, total_iters = 5})   (linear warm-up)
+local check = require "nnr.check"
 local M = {}
 
-local function scheduler(name, lr_at)
+-- validate(opts) checks a scheduler's options once, at construction (unknown ones are refused)
+local function scheduler(name, lr_at, known, validate)
   local S = {}
   S.__index = S
   S.__name = name
   setmetatable(S, { __call = function(c, opt, opts)
-    local s = setmetatable({ optimizer = opt, opts = opts or {}, last_epoch = 0 }, c)
+    if type(opt) ~= "table" or type(opt.param_groups) ~= "table" then error(name .. ": expected an optimizer", 0) end
+    opts = check.options(name, opts, known)
+    validate(opts)
+    local s = setmetatable({ optimizer = opt, opts = opts, last_epoch = 0 }, c)
     s.base_lrs = {}
     for i, g in ipairs(opt.param_groups) do s.base_lrs[i] = g.initial_lr or g.lr; g.initial_lr = s.base_lrs[i] end
     s:apply()
@@ -30,25 +35,37 @@ local function scheduler(name, lr_at)
     return out
   end
   function S:state_dict() return { last_epoch = self.last_epoch } end
-  function S:load_state_dict(sd) self.last_epoch = sd.last_epoch; self:apply() end
+  function S:load_state_dict(sd)
+    if type(sd) ~= "table" then error(name .. ":load_state_dict: expected a table", 0) end
+    self.last_epoch = check.integer(name .. ":load_state_dict", "last_epoch", sd.last_epoch, 0)
+    self:apply()
+  end
   return S
 end
 
 M.StepLR = scheduler("StepLR", function(base, epoch, o)
-  if not o.step_size or o.step_size < 1 then error("StepLR: step_size must be >= 1", 0) end
   return base * (o.gamma or 0.1) ^ math.floor(epoch / o.step_size)
+end, { step_size = true, gamma = true }, function(o)
+  check.integer("StepLR", "step_size", o.step_size, 1)
+  check.number("StepLR", "gamma", o.gamma, { min = 0, optional = true })
 end)
 
 M.CosineAnnealingLR = scheduler("CosineAnnealingLR", function(base, epoch, o)
-  if not o.T_max or o.T_max < 1 then error("CosineAnnealingLR: T_max must be >= 1", 0) end
   local eta = o.eta_min or 0
   return eta + (base - eta) * (1 + math.cos(math.pi * math.min(epoch, o.T_max) / o.T_max)) / 2
+end, { T_max = true, eta_min = true }, function(o)
+  check.integer("CosineAnnealingLR", "T_max", o.T_max, 1)
+  check.number("CosineAnnealingLR", "eta_min", o.eta_min, { min = 0, optional = true })
 end)
 
 M.LinearLR = scheduler("LinearLR", function(base, epoch, o)
   local s, e, n = o.start_factor or 1 / 3, o.end_factor or 1, o.total_iters or 5
   local t = math.min(epoch, n) / n
   return base * (s + (e - s) * t)
+end, { start_factor = true, end_factor = true, total_iters = true }, function(o)
+  check.number("LinearLR", "start_factor", o.start_factor, { above = 0, max = 1, optional = true })
+  check.number("LinearLR", "end_factor", o.end_factor, { min = 0, max = 1, optional = true })
+  check.integer("LinearLR", "total_iters", o.total_iters, 1, nil, true)
 end)
 M.LinearWarmup = M.LinearLR
 

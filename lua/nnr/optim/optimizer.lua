@@ -2,6 +2,7 @@
 -- zero_grad, and state_dict/load_state_dict (state keyed by the parameter's
 -- position across groups, as PyTorch does).
 local nnr = require "nnr"
+local check = require "nnr.check"
 
 local Optimizer = {}
 Optimizer.__index = Optimizer
@@ -44,8 +45,12 @@ function Optimizer:__init(params, opts)
   end
 end
 
+-- the options every optimizer has; a subclass checks its own after calling this. Checked at
+-- construction and again at every step, so that a NaN that a scheduler or the user put into a
+-- group stops the run instead of training to nan.
 function Optimizer:check_group(group)
-  if group.lr == nil or group.lr < 0 then error(self.__name .. ": learning rate must be >= 0, got " .. tostring(group.lr), 0) end
+  check.number(self.__name, "lr", group.lr, { min = 0 })
+  if group.weight_decay ~= nil then check.number(self.__name, "weight_decay", group.weight_decay, { min = 0 }) end
 end
 
 -- The iteration every optimizer shares: each parameter that has a gradient, with its group and its
@@ -53,6 +58,7 @@ end
 -- rule (one fused kernel call), and keeps its state in self.state[p].
 function Optimizer:step()
   for _, g in ipairs(self.param_groups) do
+    self:check_group(g)
     for _, p in ipairs(g.params) do
       local grad = p.grad
       if grad then self:update(p, grad, g, self.state[p]) end

@@ -8,14 +8,16 @@
 -- One fused kernel does it in a single pass over p, g and b.
 local nnr = require "nnr"
 local C = require("nnr.binding").C
-local check = require("nnr.binding").check
+local check = require "nnr.check"
 local Optimizer = require "nnr.optim.optimizer"
 
 local SGD = Optimizer:extend("SGD", { lr = 0.001, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false })
 
 function SGD:check_group(g)
   Optimizer.check_group(self, g)
-  if g.momentum < 0 then error("SGD: momentum must be >= 0", 0) end
+  check.number("SGD", "momentum", g.momentum, { min = 0 })
+  check.number("SGD", "dampening", g.dampening)
+  check.boolean("SGD", "nesterov", g.nesterov)
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then
     error("SGD: nesterov needs momentum > 0 and dampening 0", 0)
   end
@@ -30,7 +32,7 @@ function SGD:update(p, grad, g, st)
     fresh = 1
   end
   local buf = st and st.momentum_buffer
-  check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0, fresh))
+  require("nnr.binding").check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0, fresh))
 end
 
 return SGD
