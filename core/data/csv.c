@@ -99,9 +99,17 @@ static int read_header(parser *ps, char delimiter, const char *label_name, int *
 {
     int col = 0, r;
     while (ps->p < ps->end && is_blank_line(ps)) skip_line(ps);
+    if (ps->p >= ps->end) {
+        snprintf(ps->err, ps->errn, "%s: the file is empty (no header, no records)", ps->path);
+        return NNR_ERR_INVALID;
+    }
     do {
         if ((r = next_field(ps, delimiter)) < 0) return NNR_ERR_IO;
         ps->field[ps->flen] = 0;
+        if (memchr(ps->field, 0, ps->flen)) {
+            snprintf(ps->err, ps->errn, "%s:%lld: header column %d holds a NUL byte", ps->path, (long long)ps->line, col + 1);
+            return NNR_ERR_INVALID;
+        }
         if (label_name && strcmp(ps->field, label_name) == 0) *label_column = col;
         col++;
     } while (r == 0);
@@ -127,9 +135,14 @@ static int read_records(parser *ps, char delimiter, double **vals, int64_t *ncol
             ps->field[ps->flen] = 0;
             char *endp;
             errno = 0;
+            if (memchr(ps->field, 0, ps->flen)) {
+                snprintf(ps->err, ps->errn, "%s:%lld: column %lld: the field holds a NUL byte (not a number)", ps->path, (long long)line,
+                         (long long)col + 1);
+                return NNR_ERR_IO;
+            }
             double v = ps->truncated ? NAN : strtod(ps->field, &endp);
             if (!ps->truncated) while (*endp == ' ' || *endp == '\t') endp++;
-            if (ps->truncated || ps->flen == 0 || *endp != 0) {
+            if (ps->truncated || ps->flen == 0 || endp != ps->field + ps->flen) {
                 snprintf(ps->err, ps->errn, "%s:%lld: column %lld: \"%.40s\" is not a number", ps->path, (long long)line, (long long)col + 1,
                          ps->field);
                 return NNR_ERR_IO;
@@ -197,6 +210,10 @@ int nnr_load_csv(const char *path, int header, const char *label_name, int label
         st = NNR_ERR_INVALID;
     }
     if (st == NNR_OK) st = read_records(&ps, delimiter, &vals, &ncols, &rows);
+    if (st == NNR_OK && rows == 0) {
+        snprintf(err, sizeof err, "%s: no records%s", path, header ? " after the header" : " (the file is empty)");
+        st = NNR_ERR_INVALID;
+    }
     if (st == NNR_OK) st = make_tensors(&ps, vals, rows, ncols < 0 ? 0 : ncols, label_column, label_classes, x, y);
     free(vals);
     free(text);

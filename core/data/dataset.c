@@ -12,6 +12,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -109,8 +111,9 @@ nnr_dataset *nnr_dataset_records(const char *path, int64_t header_bytes, int64_t
         if (x_sizes[i] < 1 || x_bytes > ((int64_t)1 << 40) / x_sizes[i]) { nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: bad sample shape", path); return NULL; }
         x_bytes *= x_sizes[i];
     }
-    if (header_bytes < 0 || record_bytes < 1 || x_offset < 0 || x_offset + x_bytes > record_bytes ||
-        (y_offset >= 0 && y_offset + (int64_t)nnr_dtype_nbytes(y_dtype) > record_bytes)) {
+    int64_t x_end, y_end = 0;
+    if (header_bytes < 0 || record_bytes < 1 || !nnr_size_add(x_offset, x_bytes, &x_end) || x_end > record_bytes ||
+        (y_offset >= 0 && (!nnr_size_add(y_offset, (int64_t)nnr_dtype_nbytes(y_dtype), &y_end) || y_end > record_bytes))) {
         nnr_errorf(NNR_ERR_INVALID, "BinaryRecordDataset: %s: the fields (x: %lld bytes at %lld%s) do not fit a %lld-byte record", path,
                    (long long)x_bytes, (long long)x_offset, y_offset >= 0 ? ", y" : "", (long long)record_bytes);
         return NULL;
@@ -267,6 +270,15 @@ int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, 
     s->path = NULL;
     s->x.base += i * d->xf.stride;
     if (s->y.present) s->y.base += i * d->yf.stride;
+    if (s->y.present && s->y.classes) {
+        /* a class number read from the file: a whole number >= 0 (NaN, 2.5 or -1 in a float field is
+         * not one), as CSV's labels are checked */
+        double v = nnr_load_f64_unaligned(s->y.dtype, s->y.base);
+        if (!(v >= 0 && v < 9007199254740992.0) || v != floor(v)) {
+            snprintf(err, errn, "label %g is not a class number (0, 1, ...; raw_labels = true keeps the values as they are)", v);
+            return NNR_ERR_INVALID;
+        }
+    }
     return NNR_OK;
 }
 

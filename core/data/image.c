@@ -60,8 +60,8 @@ static int decode_png(const char *path, const unsigned char *buf, size_t n, int 
     default: format = img.format & ~(png_uint_32)(PNG_FORMAT_FLAG_COLORMAP | PNG_FORMAT_FLAG_LINEAR | PNG_FORMAT_FLAG_AFIRST | PNG_FORMAT_FLAG_BGR);
     }
     img.format = format;
-    int64_t c = PNG_IMAGE_PIXEL_CHANNELS(format), h = img.height, w = img.width;
-    if (h < 1 || w < 1 || h * w > MAX_PIXELS) {
+    int64_t c = PNG_IMAGE_PIXEL_CHANNELS(format), h = img.height, w = img.width, npix;
+    if (h < 1 || w < 1 || !nnr_size_mul(h, w, &npix) || npix > MAX_PIXELS) {
         png_image_free(&img);
         snprintf(err, errn, "%s: PNG of %lldx%lld pixels (at most 2^28)", path, (long long)h, (long long)w);
         return NNR_ERR_IO;

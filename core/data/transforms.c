@@ -2,6 +2,7 @@
  * center crops, horizontal flips, bilinear resize. Their randomness comes from a keyed stream of
  * the one generator (base/random.c): sample i of epoch e draws the same numbers whatever worker
  * builds it. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "data/internal.h"
@@ -19,9 +20,11 @@ static int grow(float **buf, size_t *n, size_t need)
     return NNR_OK;
 }
 
+/* Normalize's parameters: {mean, std} for every channel, or {m0, s0, m1, s1, m2, s2, 1} per channel
+ * (p[6] marks the form: a mean of 0 or below must not switch it) */
 static void normalize(const nnr_transform *tr, image *img)
 {
-    int per_channel = tr->p[2] > 0;
+    int per_channel = tr->p[6] != 0;
     for (int64_t c = 0; c < img->c; c++) {
         double mean = per_channel ? tr->p[(c % 3) * 2] : tr->p[0], std = per_channel ? tr->p[(c % 3) * 2 + 1] : tr->p[1];
         float *p = img->data + c * img->h * img->w;
@@ -123,18 +126,48 @@ static int apply_transforms(const nnr_transform *list, int ntransforms, image *i
     return st;
 }
 
-/* the sample shape [C, H, W] after the transforms, and the most floats any step holds */
-static void pipeline_shape(const nnr_transform *list, int ntransforms, int64_t *c, int64_t *h, int64_t *w, int64_t *largest)
+/* a transform's parameters as the kernels need them; the Lua constructors say the same first, by name */
+static int check_params(const nnr_transform *tr, char *err, size_t errn)
 {
-    *largest = *c * *h * *w;
+    const double *p = tr->p;
+    switch (tr->kind) {
+    case NNR_TRANSFORM_TO_FLOAT:
+        if (!isfinite(p[0])) { snprintf(err, errn, "ToFloat: scale must be finite, got %g", p[0]); return NNR_ERR_INVALID; }
+        break;
+    case NNR_TRANSFORM_NORMALIZE:
+        for (int c = 0; c < (p[6] != 0 ? 3 : 1); c++)
+            if (!isfinite(p[2 * c]) || !isfinite(p[2 * c + 1]) || p[2 * c + 1] == 0) {
+                snprintf(err, errn, "Normalize: mean and std must be finite and std non-zero, got mean %g, std %g", p[2 * c], p[2 * c + 1]);
+                return NNR_ERR_INVALID;
+            }
+        break;
+    case NNR_TRANSFORM_RANDOM_HFLIP:
+        if (!(p[0] >= 0 && p[0] <= 1)) { snprintf(err, errn, "RandomHorizontalFlip: p must be in [0, 1], got %g", p[0]); return NNR_ERR_INVALID; }
+        break;
+    default: break;   /* sizes: checked by pipeline_shape */
+    }
+    return NNR_OK;
+}
+
+/* the sample shape [C, H, W] after the transforms, and the most floats any step holds; false when
+ * a size is not a whole number >= 1 or a product overflows */
+static bool pipeline_shape(const nnr_transform *list, int ntransforms, int64_t *c, int64_t *h, int64_t *w, int64_t *largest)
+{
+    int64_t chw[3] = {*c, *h, *w}, n;
+    if (!nnr_size_product(3, chw, 1, largest)) return false;
     for (int t = 0; t < ntransforms; t++) {
         const nnr_transform *tr = &list[t];
         if (tr->kind == NNR_TRANSFORM_RANDOM_CROP || tr->kind == NNR_TRANSFORM_CENTER_CROP || tr->kind == NNR_TRANSFORM_RESIZE) {
-            *h = (int64_t)tr->p[0];
-            *w = (int64_t)tr->p[1];
-            if (*c * *h * *w > *largest) *largest = *c * *h * *w;
+            if (!nnr_size_from_double(tr->p[0], 1, (int64_t)1 << 24, h) || !nnr_size_from_double(tr->p[1], 1, (int64_t)1 << 24, w)) return false;
+            int64_t s[3] = {*c, *h, *w};
+            if (!nnr_size_product(3, s, 1, &n)) return false;
+            if (n > *largest) *largest = n;
         }
     }
+    /* a padded crop holds (h + 2 pad) x (w + 2 pad) floats per channel at its widest */
+    for (int t = 0; t < ntransforms; t++)
+        if (list[t].kind == NNR_TRANSFORM_RANDOM_CROP && !(list[t].p[2] >= 0 && list[t].p[2] <= (double)(1 << 24))) return false;
+    return true;
 }
 
 int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_field *x, nnr_rng_stream *rng, nnr_scratch *sc,
@@ -146,8 +179,17 @@ int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_f
         return NNR_ERR_INVALID;
     }
     int64_t c = x->ndim == 3 ? x->sizes[0] : 1, h = x->ndim >= 2 ? x->sizes[x->ndim - 2] : 1, w = x->sizes[x->ndim - 1];
-    int64_t n = c * h * w, oc = c, oh = h, ow = w, largest;
-    pipeline_shape(list, ntransforms, &oc, &oh, &ow, &largest);
+    for (int t = 0; t < ntransforms; t++) {
+        int st = check_params(&list[t], err, errn);
+        if (st) return st;
+    }
+    int64_t n, oc = c, oh = h, ow = w, largest;
+    if (!nnr_size_product(x->ndim, x->sizes, 1, &n) || !pipeline_shape(list, ntransforms, &oc, &oh, &ow, &largest) ||
+        largest > ((int64_t)1 << 40) / (int64_t)sizeof(float)) {
+        snprintf(err, errn, "a sample of shape %s with these transforms needs sizes that are not whole numbers in range or overflow",
+                 nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
+        return NNR_ERR_INVALID;
+    }
     if (grow(&sc->img, &sc->img_n, (size_t)largest)) { snprintf(err, errn, "out of memory"); return NNR_ERR_OOM; }
     float *img = sc->img;
     if (x->dtype == NNR_U8) for (int64_t j = 0; j < n; j++) img[j] = ((const uint8_t *)x->base)[j];

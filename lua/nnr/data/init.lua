@@ -10,6 +10,7 @@
 -- use and in order; batch k of epoch e depends only on (seed, e, k), so the
 -- worker count never changes the data and a position can be saved and resumed.
 local binding = require "nnr.binding"
+local V = require "nnr.check"
 local ffi, C = binding.ffi, binding.C
 
 local M = {}
@@ -91,14 +92,20 @@ end
 -- numeric columns become f32 features; the label column i64 classes (0-based in the file, 1-based here)
 -- or, with classes = false, f32 targets
 function M.CSVDataset(path, opts)
-  opts = opts or {}
-  local header = opts.header ~= false
+  opts = V.options("CSVDataset", opts, { label = true, header = true, delimiter = true, classes = true })
+  if type(path) ~= "string" then error("CSVDataset: path must be a string, got " .. type(path), 0) end
+  local header = opts.header == nil or V.boolean("CSVDataset", "header", opts.header)
+  if opts.classes ~= nil then V.boolean("CSVDataset", "classes", opts.classes) end
   local delim = opts.delimiter or ","
-  if type(delim) ~= "string" or #delim ~= 1 then error("CSVDataset: delimiter must be one character", 0) end
+  if type(delim) ~= "string" or #delim ~= 1 or delim == "\n" or delim == "\r" or delim == '"' or delim == "\0" then
+    error("CSVDataset: delimiter must be one character other than a quote, a line break or NUL, got " .. V.show(delim), 0)
+  end
   local label_name, label_col = nil, -1
-  if type(opts.label) == "string" then label_name = opts.label
-  elseif type(opts.label) == "number" then label_col = opts.label - 1
-  elseif opts.label ~= nil then error("CSVDataset: label must be a column name or number", 0) end
+  if type(opts.label) == "string" then
+    if opts.label == "" or opts.label:find("\0", 1, true) then error("CSVDataset: label must be a column name without NUL bytes", 0) end
+    label_name = opts.label
+  elseif type(opts.label) == "number" then label_col = V.integer("CSVDataset", "label (a 1-based column number)", opts.label, 1, 2 ^ 31 - 1) - 1
+  elseif opts.label ~= nil then error("CSVDataset: label must be a column name or a 1-based column number, got " .. type(opts.label), 0) end
   binding.check(C.nnr_load_csv(path, header and 1 or 0, label_name, label_col, delim:byte(), opts.classes == false and 0 or 1,
     tensor_pair, tensor_pair + 1))
   local x = binding.own(tensor_pair[0])
@@ -112,16 +119,22 @@ end
 -- BinaryRecordDataset(path, {shape = {...}, dtype = "u8", header = 0, record_size, offset = 0,
 --   label_offset, label_dtype = "u8", raw_labels = false}): fixed-size records of a memory-mapped file
 function M.BinaryRecordDataset(path, opts)
-  opts = opts or {}
+  local who = "BinaryRecordDataset"
+  opts = V.options(who, opts, { shape = true, dtype = true, header = true, record_size = true, offset = true, label_offset = true,
+                                label_dtype = true, raw_labels = true })
   local shape = opts.shape or error("BinaryRecordDataset: shape (the sample's dimensions) is required", 0)
   if type(shape) == "number" then shape = { shape } end
-  local xdt = binding.dtype_id(opts.dtype or "u8", "BinaryRecordDataset")
-  local ydt = binding.dtype_id(opts.label_dtype or "u8", "BinaryRecordDataset")
+  if type(shape) ~= "table" or #shape > 7 then error("BinaryRecordDataset: shape must be a list of at most 7 sizes", 0) end
+  local xdt = binding.dtype_id(opts.dtype or "u8", who)
+  local ydt = binding.dtype_id(opts.label_dtype or "u8", who)
   local sizes = ffi.new("int64_t[?]", math.max(#shape, 1))
   local xbytes = C.nnr_dtype_size(xdt)
-  for i, v in ipairs(shape) do sizes[i - 1] = v; xbytes = xbytes * v end
-  local offset = opts.offset or 0
-  local label_offset = opts.label_offset or -1
+  for i, v in ipairs(shape) do sizes[i - 1] = V.integer(who, "shape[" .. i .. "]", v, 1); xbytes = xbytes * v end
+  local offset = V.integer(who, "offset", opts.offset or 0, 0)
+  V.integer(who, "header", opts.header or 0, 0)
+  local label_offset = opts.label_offset == nil and -1 or V.integer(who, "label_offset", opts.label_offset, 0)
+  if opts.record_size ~= nil then V.integer(who, "record_size", opts.record_size, 1) end
+  if opts.raw_labels ~= nil then V.boolean(who, "raw_labels", opts.raw_labels) end
   local record = opts.record_size or math.max(offset + xbytes, label_offset >= 0 and label_offset + C.nnr_dtype_size(ydt) or 0)
   local h = C.nnr_dataset_records(path, opts.header or 0, record, offset, xdt, #shape, sizes, label_offset, ydt,
     (label_offset >= 0 and not opts.raw_labels) and 1 or 0)
@@ -131,8 +144,8 @@ end
 -- ImageFolder(root, {channels = 3}): root/<class>/<image>.png|jpg|jpeg, classes sorted by name and
 -- numbered from 1 (ds.classes); images are decoded by the loader's workers into u8 [C, H, W]
 function M.ImageFolder(root, opts)
-  opts = opts or {}
-  local channels = opts.channels == nil and 3 or opts.channels
+  opts = V.options("ImageFolder", opts, { channels = true })
+  local channels = opts.channels == nil and 3 or V.integer("ImageFolder", "channels", opts.channels, 0, 4)
   local ds = cdataset(C.nnr_dataset_image_folder(root, channels), { kind = "ImageFolder", root = root })
   ds.classes = {}
   for i = 1, C.nnr_dataset_class_count(ds.handle) do ds.classes[i] = ffi.string(C.nnr_dataset_class_name(ds.handle, i - 1)) end
@@ -140,8 +153,12 @@ function M.ImageFolder(root, opts)
 end
 
 -- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
-function M.load_image(path, channels) return binding.own(C.nnr_load_image(path, channels or 0)) end
-function M.save_image(path, image, quality) binding.check(C.nnr_save_image(path, image.p, quality or 90)) end
+function M.load_image(path, channels)
+  return binding.own(C.nnr_load_image(path, V.integer("load_image", "channels", channels or 0, 0, 4)))
+end
+function M.save_image(path, image, quality)
+  binding.check(C.nnr_save_image(path, image.p, V.integer("save_image", "quality", quality or 90, 1, 100)))
+end
 
 -- Subset, ConcatDataset and random_split: C-backed when their parts are, else Lua datasets
 local LuaSubset = {}
@@ -253,11 +270,18 @@ M._Sampler = Sampler
 function Sampler:len() return self.n end
 
 function M.SequentialSampler(n)
+  V.count("SequentialSampler", "n", n)
   return setmetatable({ n = n, indices = function(self) local t = {}; for i = 1, self.n do t[i] = i end return t end }, Sampler)
 end
 -- RandomSampler(n, {seed, replacement = false, num_samples = n})
 function M.RandomSampler(n, opts)
-  opts = opts or {}
+  opts = V.options("RandomSampler", opts, { seed = true, replacement = true, num_samples = true })
+  V.count("RandomSampler", "n", n)
+  V.count("RandomSampler", "num_samples", opts.num_samples or n)
+  V.integer("RandomSampler", "seed", opts.seed or 0, 0)
+  if not opts.replacement and (opts.num_samples or n) > n then
+    error("RandomSampler: num_samples (" .. opts.num_samples .. ") exceeds n (" .. n .. ") without replacement", 0)
+  end
   local s = setmetatable({ n = opts.num_samples or n, size = n, seed = opts.seed or 0, replacement = opts.replacement }, Sampler)
   function s.indices(self, epoch)
     if self.replacement then
@@ -277,11 +301,13 @@ end
 -- num_replicas (or drops the tail with drop_last), and takes every num_replicas-th index from
 -- position rank + 1. num_replicas and rank default to the MPI world's.
 function M.DistributedSampler(n, opts)
-  opts = opts or {}
+  opts = V.options("DistributedSampler", opts, { num_replicas = true, rank = true, shuffle = true, seed = true, drop_last = true })
   if type(n) ~= "number" then n = dataset_len(n) end
+  V.count("DistributedSampler", "n", n)
+  V.integer("DistributedSampler", "seed", opts.seed or 0, 0)
   local D = require("nnr.parallel").Distributed
-  local replicas = opts.num_replicas or D.world_size()
-  local rank = opts.rank or D.rank()
+  local replicas = V.integer("DistributedSampler", "num_replicas", opts.num_replicas or D.world_size(), 1)
+  local rank = V.integer("DistributedSampler", "rank", opts.rank or D.rank(), 0)
   if replicas < 1 or rank < 0 or rank >= replicas then
     error(string.format("DistributedSampler: rank %s of %s replicas", tostring(rank), tostring(replicas)), 2)
   end
@@ -304,6 +330,9 @@ end
 
 -- SubsetRandomSampler(indices, {seed}): the given indices, shuffled each epoch
 function M.SubsetRandomSampler(indices, opts)
+  opts = V.options("SubsetRandomSampler", opts, { seed = true })
+  if type(indices) ~= "table" then error("SubsetRandomSampler: indices must be a list", 0) end
+  for k, i in ipairs(indices) do V.integer("SubsetRandomSampler", "indices[" .. k .. "]", i, 1) end
   local s = setmetatable({ n = #indices, list = indices, seed = opts and opts.seed or 0 }, Sampler)
   function s.indices(self, epoch)
     local p, t = M.permutation(#self.list, self.seed, epoch), {}
@@ -314,13 +343,15 @@ function M.SubsetRandomSampler(indices, opts)
 end
 -- WeightedRandomSampler(weights, num_samples, {replacement = true, seed})
 function M.WeightedRandomSampler(weights, num_samples, opts)
-  opts = opts or {}
+  opts = V.options("WeightedRandomSampler", opts, { replacement = true, seed = true })
+  if type(weights) ~= "table" then error("WeightedRandomSampler: weights must be a list of numbers", 0) end
+  V.count("WeightedRandomSampler", "num_samples", num_samples)
   local total = 0
   for i, w in ipairs(weights) do
-    if type(w) ~= "number" or w < 0 or w ~= w then error("WeightedRandomSampler: weight " .. i .. " is not a non-negative number", 0) end
+    V.number("WeightedRandomSampler", "weight " .. i, w, { min = 0 })
     total = total + w
   end
-  if total <= 0 then error("WeightedRandomSampler: the weights sum to zero", 0) end
+  if not (total > 0 and total < math.huge) then error("WeightedRandomSampler: the weights sum to zero", 0) end
   local replacement = opts.replacement ~= false
   if not replacement and num_samples > #weights then error("WeightedRandomSampler: more samples than weights without replacement", 0) end
   local s = setmetatable({ n = num_samples, weights = weights, seed = opts.seed or 0 }, Sampler)
@@ -372,29 +403,63 @@ function M.default_collate(samples)
     if type(first) == "table" then return nnr.tensor(list, { dtype = "f32" }) end
     error("collate: cannot batch " .. what .. " of type " .. type(first), 0)
   end
-  local xs, ys = {}, {}
-  for i, s in ipairs(samples) do xs[i], ys[i] = s[1], s[2] end
-  return batch(xs, "x"), ys[1] ~= nil and batch(ys, "y") or nil
+  local xs, ys, with_y = {}, {}, 0
+  for i, s in ipairs(samples) do
+    xs[i], ys[i] = s[1], s[2]
+    if xs[i] == nil then error("collate: sample " .. i .. " of the batch has no input (x is nil)", 0) end
+    if ys[i] ~= nil then with_y = with_y + 1 end
+  end
+  if with_y ~= 0 and with_y ~= #samples then
+    local missing
+    for i = 1, #samples do if ys[i] == nil then missing = i; break end end
+    error(string.format("collate: %d of the batch's %d samples have a target and sample %d has none (a dataset's get must "
+      .. "return a target always or never)", with_y, #samples, missing), 0)
+  end
+  return batch(xs, "x"), with_y > 0 and batch(ys, "y") or nil
 end
 
 -- transforms (applied to x in the workers, in C) ------------------------------------------
 local function transform(kind, params, name) return { kind = kind, params = params, name = name } end
-function M.ToFloat(scale) return transform(C.NNR_TRANSFORM_TO_FLOAT, { scale or 1 / 255 }, "ToFloat") end
--- Normalize(mean, std), or per channel Normalize({m0, m1, m2}, {s0, s1, s2})
+function M.ToFloat(scale)
+  return transform(C.NNR_TRANSFORM_TO_FLOAT, { V.number("ToFloat", "scale", scale, { default = 1 / 255 }) }, "ToFloat")
+end
+-- Normalize(mean, std), or per channel Normalize({m0, m1, m2}, {s0, s1, s2}); a std of 0 divides by
+-- zero and is refused, as torchvision does
+local function mean_std(mean, std, what)
+  V.number("Normalize", "mean" .. what, mean)
+  V.number("Normalize", "std" .. what, std)
+  if std == 0 then error("Normalize: std" .. what .. " is 0, which would divide by zero", 0) end
+end
 function M.Normalize(mean, std)
   if type(mean) == "table" then
+    if type(std) ~= "table" or #mean ~= #std then error("Normalize: mean and std must be lists of the same length", 0) end
+    if #mean ~= 3 then error("Normalize: per-channel statistics need 3 channels, got " .. #mean, 0) end
     local p = {}
-    for c = 1, math.min(#mean, 3) do p[2 * c - 1], p[2 * c] = mean[c], std[c] end
-    if #mean < 3 then error("Normalize: per-channel statistics need 3 channels", 0) end
+    for c = 1, 3 do mean_std(mean[c], std[c], "[" .. c .. "]"); p[2 * c - 1], p[2 * c] = mean[c], std[c] end
+    p[7] = 1    -- per channel
     return transform(C.NNR_TRANSFORM_NORMALIZE, p, "Normalize")
   end
+  mean_std(mean, std, "")
   return transform(C.NNR_TRANSFORM_NORMALIZE, { mean, std, 0 }, "Normalize")
 end
-local function hw(size) if type(size) == "table" then return size[1], size[2] end return size, size end
-function M.RandomCrop(size, padding) local h, w = hw(size); return transform(C.NNR_TRANSFORM_RANDOM_CROP, { h, w, padding or 0 }, "RandomCrop") end
-function M.CenterCrop(size) local h, w = hw(size); return transform(C.NNR_TRANSFORM_CENTER_CROP, { h, w }, "CenterCrop") end
-function M.RandomHorizontalFlip(p) return transform(C.NNR_TRANSFORM_RANDOM_HFLIP, { p or 0.5 }, "RandomHorizontalFlip") end
-function M.Resize(size) local h, w = hw(size); return transform(C.NNR_TRANSFORM_RESIZE, { h, w }, "Resize") end
+-- an output size: a whole number or {h, w}, each in 1..2^24 (an image side)
+local function hw(op, size)
+  local h, w = size, size
+  if type(size) == "table" then
+    if #size ~= 2 then error(op .. ": size must be a number or a pair {h, w}", 0) end
+    h, w = size[1], size[2]
+  end
+  return V.integer(op, "size", h, 1, 2 ^ 24), V.integer(op, "size", w, 1, 2 ^ 24)
+end
+function M.RandomCrop(size, padding)
+  local h, w = hw("RandomCrop", size)
+  return transform(C.NNR_TRANSFORM_RANDOM_CROP, { h, w, V.integer("RandomCrop", "padding", padding or 0, 0, 2 ^ 24) }, "RandomCrop")
+end
+function M.CenterCrop(size) local h, w = hw("CenterCrop", size); return transform(C.NNR_TRANSFORM_CENTER_CROP, { h, w }, "CenterCrop") end
+function M.RandomHorizontalFlip(p)
+  return transform(C.NNR_TRANSFORM_RANDOM_HFLIP, { V.probability("RandomHorizontalFlip", "p", p == nil and 0.5 or p, true) }, "RandomHorizontalFlip")
+end
+function M.Resize(size) local h, w = hw("Resize", size); return transform(C.NNR_TRANSFORM_RESIZE, { h, w }, "Resize") end
 function M.Compose(list) return { compose = list } end
 
 -- a transform is a C one above or a Lua function(x) -> x (run in the worker states)
