@@ -275,7 +275,7 @@ int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, 
          * not one), as CSV's labels are checked */
         double v = nnr_load_f64_unaligned(s->y.dtype, s->y.base);
         if (!(v >= 0 && v < 9007199254740992.0) || v != floor(v)) {
-            snprintf(err, errn, "label %g is not a class number (0, 1, ...; raw_labels = true keeps the values as they are)", v);
+            snprintf(err, errn, "label %g is not a class number (0, 1, ...; raw_labels = true keeps the values as they are)", isnan(v) ? NAN : v);
             return NNR_ERR_INVALID;
         }
     }

@@ -56,6 +56,19 @@ describe("CSVDataset", function()
     assert.matches("label 1.5 is not a class", err_of(function() data.CSVDataset(write("f.csv", "a,b\n1,1.5\n"), { label = 2 }) end))
     assert.matches("cannot open", err_of(function() data.CSVDataset(path("missing.csv")) end))
   end)
+
+  it("refuses files that would make a dataset that lies", function()
+    assert.matches("empty%.csv: the file is empty", err_of(function() data.CSVDataset(write("empty.csv", "")) end))
+    assert.matches("blank%.csv: the file is empty", err_of(function() data.CSVDataset(write("blank.csv", "\n\n")) end))
+    assert.matches("hdr%.csv: no records after the header", err_of(function() data.CSVDataset(write("hdr.csv", "a,b\n")) end))
+    assert.matches("nul%.csv:2: column 2: the field holds a NUL byte",
+      err_of(function() data.CSVDataset(write("nul.csv", "a,b\n1,2\0003\n")) end))
+    assert.matches("label %(a 1%-based column number%) must be an integer",
+      err_of(function() data.CSVDataset(write("g.csv", "a,b\n1,2\n"), { label = 1.5 }) end))
+    assert.matches("label %(a 1%-based column number%) must be an integer in %[1",
+      err_of(function() data.CSVDataset(write("g.csv", "a,b\n1,2\n"), { label = 0 }) end))
+    assert.matches("unknown option 'lable'", err_of(function() data.CSVDataset(write("g.csv", "a,b\n1,2\n"), { lable = 2 }) end))
+  end)
 end)
 
 describe("BinaryRecordDataset", function()
@@ -80,6 +93,39 @@ describe("BinaryRecordDataset", function()
       err_of(function() data.BinaryRecordDataset(p, { header = 4, record_size = 7, shape = { 6 } }) end))
     assert.matches("do not fit a 4%-byte record",
       err_of(function() data.BinaryRecordDataset(p, { header = 4, record_size = 4, shape = { 6 } }) end))
+    assert.matches("do not fit", err_of(function()
+      data.BinaryRecordDataset(p, { header = 4, record_size = 8, offset = 2 ^ 53, shape = { 6 } }) end))
+  end)
+
+  it("checks float class labels as CSV's are (NaN, 2.5 and -1 are not classes)", function()
+    local f = ffi and ffi or require("ffi")
+    local vals = f.new("float[4]", { 1, 0 / 0, 2.5, -1 })
+    local p = write("flab.bin", f.string(vals, 16))
+    local ds = data.BinaryRecordDataset(p, { shape = { 0 + 1 }, dtype = "u8", record_size = 4, label_offset = 0, label_dtype = "f32" })
+    local _, y = ds:get(1)
+    assert.equal(2, y:item())
+    for i = 2, 4 do assert.matches("sample " .. i .. ": label .* is not a class number", err_of(function() ds:get(i) end)) end
+    assert.matches("sample 2: label nan is not a class number",
+      err_of(function() for _ in data.DataLoader(ds, { batch_size = 4 }):iter() do end end))
+    local raw = data.BinaryRecordDataset(p, { shape = { 1 }, record_size = 4, label_offset = 0, label_dtype = "f32", raw_labels = true })
+    local _, r = raw:get(3)
+    assert.equal(2.5, r:item())
+  end)
+end)
+
+describe("transforms", function()
+  it("refuse what would divide by zero or truncate, and normalize per channel whatever the means", function()
+    assert.matches("Normalize: std is 0", err_of(function() data.Normalize(0.5, 0) end))
+    assert.matches("Normalize: std%[2%] must be a finite number", err_of(function() data.Normalize({ 0, 0, 0 }, { 1, 0 / 0, 1 }) end))
+    assert.matches("RandomCrop: size must be an integer", err_of(function() data.RandomCrop(2.5) end))
+    assert.matches("RandomHorizontalFlip: p must be a finite number in %[0, 1%]", err_of(function() data.RandomHorizontalFlip(2) end))
+    -- channel 2's mean is 0: each channel still gets its own statistics
+    local x = nnr.ones(3, 2, 2) * 2
+    local ds = data.TensorDataset(x:unsqueeze(1))
+    local loader = data.DataLoader(ds, { batch_size = 1, transform = data.Normalize({ 1, 0, -1 }, { 1, 2, 4 }) })
+    for b in loader:iter() do
+      assert.same({ 1, 1, 0.75 }, { b[1][1][1][1], b[1][2][1][1], b[1][3][1][1] })
+    end
   end)
 end)
 
