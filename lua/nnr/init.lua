@@ -88,7 +88,7 @@ end
 function nnr.synchronize(device) binding.check(C.nnr_synchronize(binding.device_id(device))) end
 -- wall-clock seconds (monotonic)
 nnr.clock = C.nnr_clock
-function nnr.set_num_threads(n) C.nnr_set_num_threads(n) end
+function nnr.set_num_threads(n) C.nnr_set_num_threads(require("nnr.check").integer("set_num_threads", "n", n, 1, 1024)) end
 function nnr.get_num_threads() return C.nnr_get_num_threads() end
 
 function nnr.memory_stats()

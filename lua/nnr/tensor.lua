@@ -190,9 +190,14 @@ function T.randint(low, high, ...)
   end
   return random(C.NNR_OP_RAND_INT, "randint", low, high, ...)
 end
-function T.manual_seed(seed) C.nnr_manual_seed(seed) end
+-- a seed is a whole number in [0, 2^53] (a Lua number holds those exactly)
+function T.manual_seed(seed) C.nnr_manual_seed(require("nnr.check").integer("manual_seed", "seed", seed, 0)) end
 function T.get_rng_state() return { seed = tonumber(C.nnr_rng_seed()), offset = tonumber(C.nnr_rng_offset()) } end
-function T.set_rng_state(s) C.nnr_rng_set_state(s.seed, s.offset) end
+function T.set_rng_state(s)
+  local V = require "nnr.check"
+  if type(s) ~= "table" then error("set_rng_state: expected the table get_rng_state() returns", 0) end
+  C.nnr_rng_set_state(V.integer("set_rng_state", "seed", s.seed, 0), V.integer("set_rng_state", "offset", s.offset, 0))
+end
 
 -- a copy cut from the graph (nnr.tensor(t) makes new data, as torch.tensor does)
 local function nnr_no_grad_clone(t)
