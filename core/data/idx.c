@@ -72,8 +72,10 @@ nnr_tensor *nnr_load_idx(const char *path)
         unsigned char b[4];
         if (read_exact(f, b, 4) != 0) { nnr_errorf(NNR_ERR_IO, "load_idx %s: truncated in the header", path); goto done; }
         sizes[d] = ((int64_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-        if (sizes[d] && numel > ((int64_t)1 << 40) / sizes[d]) { nnr_errorf(NNR_ERR_IO, "load_idx %s: dimensions are implausibly large", path); goto done; }
-        numel *= sizes[d];
+        if (!nnr_size_mul(numel, sizes[d], &numel) || numel > ((int64_t)1 << 40)) {
+            nnr_errorf(NNR_ERR_IO, "load_idx %s: dimensions are implausibly large", path);
+            goto done;
+        }
     }
     int64_t expected = 4 + 4 * (int64_t)ndim + numel * width, holds = content_size(path);
     int gz = holds < -1;

@@ -61,7 +61,7 @@ function M.tensor(t)
   local numel = tonumber(C.nnr_tensor_numel(t.p))
   local summarise = numel > THRESHOLD
   local lists = {}
-  for d = 1, nd do lists[d] = shown(shape[d], summarise) end
+  if numel > 0 then for d = 1, nd do lists[d] = shown(shape[d], summarise) end end   -- an empty one shows no index
   -- fetch the shown values
   local values, flat = {}, {}
   local function fetch(d)
