@@ -103,9 +103,11 @@ function nnr.empty_cache() C.nnr_empty_cache() end
 -- nnr.autocast("bf16", fn, ...): fn with mixed precision (lua/nnr/amp.lua, docs/cuda.md)
 function nnr.autocast(dtype, fn, ...) return require("nnr.amp").autocast(dtype, fn, ...) end
 
--- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler, nnr.cuda, nnr.backends, nnr.amp, nnr.quant, nnr.prune, nnr.parallel
+-- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler, nnr.cuda, nnr.backends, nnr.amp, nnr.quant, nnr.prune,
+-- nnr.parallel, nnr.check
 setmetatable(nnr, { __index = function(t, k)
-  if k == "nn" or k == "optim" or k == "data" or k == "profiler" or k == "cuda" or k == "backends" or k == "amp" or k == "quant" or k == "prune" or k == "parallel" then
+  if k == "nn" or k == "optim" or k == "data" or k == "profiler" or k == "cuda" or k == "backends" or k == "amp" or k == "quant" or k == "prune"
+     or k == "parallel" or k == "check" then
     local m = require("nnr." .. k)
     rawset(t, k, m)
     return m
