@@ -20,6 +20,14 @@ local tensor_ct = binding.handle_ct
 local function is_tensor(x) return type(x) == "cdata" and ffi.istype(tensor_ct, x) end
 T.is_tensor = is_tensor
 
+-- the handle of a tensor argument, or an error naming the op and the argument (a string or a
+-- table in its place would otherwise reach C as NULL)
+local function tp(op, x, what)
+  if type(x) == "cdata" and ffi.istype(tensor_ct, x) then return x.p end
+  error(op .. ": " .. (what or "argument") .. " must be a tensor, got " .. (type(x) == "string" and "a string" or type(x)), 0)
+end
+T.tp = tp
+
 local function shape_str(sizes)
   return "[" .. table.concat(sizes, ", ") .. "]"
 end
@@ -61,8 +69,11 @@ end
 -- representable, never truncated or wrapped by the FFI's conversion
 local MAX_INT = 2 ^ 53
 local function int_arg(op, what, v)
-  if type(v) ~= "number" or v ~= floor(v) or v > MAX_INT or v < -MAX_INT then
+  if type(v) ~= "number" or v ~= floor(v) then
     error(op .. ": " .. what .. " must be an integer, got " .. (type(v) == "number" and require("nnr.check").show(v) or type(v)), 0)
+  end
+  if v > MAX_INT or v < -MAX_INT then
+    error(op .. ": " .. what .. " must be at most 2^53 in magnitude (far beyond any memory), got " .. require("nnr.check").show(v), 0)
   end
   return v
 end
@@ -284,7 +295,7 @@ function methods.pin_memory(t) return own(C.nnr_pin_memory(t.p)) end
 function methods.is_pinned(t) return C.nnr_tensor_is_pinned(t.p) ~= 0 end
 function methods.data_ptr(t) return C.nnr_tensor_data(t.p) end
 function methods.is_floating_point(t) return C.nnr_tensor_dtype(t.p) <= C.NNR_BF16 end
-function methods.same_storage(t, o) return C.nnr_tensor_same_storage(t.p, o.p) ~= 0 end
+function methods.same_storage(t, o) return C.nnr_tensor_same_storage(tp("same_storage", t, "self"), tp("same_storage", o, "other")) ~= 0 end
 
 local props = {
   grad = function(t)
@@ -363,7 +374,7 @@ function methods.reshape(t, ...)
   local nd = fill_sizes("reshape", sizebuf, ...)
   return own(C.nnr_reshape(t.p, nd, sizebuf))
 end
-function methods.view_as(t, o) return methods.view(t, sizes_of(o)) end
+function methods.view_as(t, o) tp("view_as", o, "other"); return methods.view(t, sizes_of(o)) end
 function methods.permute(t, ...)
   local dims = type((...)) == "table" and (...) or { ... }
   local nd = C.nnr_tensor_ndim(t.p)
@@ -397,7 +408,7 @@ function methods.expand(t, ...)
   local nd = fill_sizes("expand", sizebuf, ...)
   return own(C.nnr_expand(t.p, nd, sizebuf))
 end
-function methods.expand_as(t, o) return methods.expand(t, sizes_of(o)) end
+function methods.expand_as(t, o) tp("expand_as", o, "other"); return methods.expand(t, sizes_of(o)) end
 function methods.squeeze(t, d)
   if d == nil then return own(C.nnr_squeeze(t.p, -1)) end
   return own(C.nnr_squeeze(t.p, cdim("squeeze", t, d)))
@@ -420,13 +431,13 @@ end
 function methods.backward(t, grad, retain_graph)
   if type(grad) == "table" and not is_tensor(grad) then grad, retain_graph = grad.grad, grad.retain_graph end
   if type(grad) == "boolean" then grad, retain_graph = nil, grad end
-  check(C.nnr_backward(t.p, grad and grad.p or nil, retain_graph and 1 or 0))
+  check(C.nnr_backward(tp("backward", t, "self"), grad ~= nil and tp("backward", grad, "gradient") or nil, retain_graph and 1 or 0))
 end
 function methods.detach(t) return own(C.nnr_detach(t.p)) end
 -- t takes src's data, shape, dtype and device, in place: every reference to
 -- t sees the new data (what module:to() uses, as PyTorch's param.data = src)
 function methods.set_data_(t, src)
-  local d = C.nnr_detach(src.p)
+  local d = C.nnr_detach(tp("set_data_", src, "source"))
   if d == nil then binding.raise() end
   if C.nnr_requires_grad(t.p) ~= 0 and C.nnr_requires_grad_(d, 1) ~= 0 then
     C.nnr_tensor_release(d); binding.raise()
@@ -440,8 +451,10 @@ function methods.retain_grad(t) check(C.nnr_retain_grad(t.p)); return t end
 
 -- in-place writes ----------------------------------------------------------------------
 function methods.copy_(t, src)
-  if not is_tensor(src) then src = T.tensor(src, { dtype = dtype_names[C.nnr_tensor_dtype(t.p)] }) end
-  check(C.nnr_copy_(t.p, src.p)); return t
+  if type(src) == "number" or type(src) == "boolean" or (type(src) == "table" and not is_tensor(src)) then
+    src = T.tensor(src, { dtype = dtype_names[C.nnr_tensor_dtype(t.p)] })
+  end
+  check(C.nnr_copy_(t.p, tp("copy_", src, "source"))); return t
 end
 function methods.fill_(t, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
@@ -465,11 +478,13 @@ local OP = {
 T.ops = OP
 
 local binary, binary_scalar, binary_ = C.nnr_binary, C.nnr_binary_scalar, C.nnr_binary_
+local function opname(op) return ffi.string(C.nnr_op_name(op)) end
 local function arith(op, a, b)
-  if type(b) == "number" then return own(binary_scalar(op, a.p, b, 0)) end
-  if type(a) == "number" then return own(binary_scalar(op, b.p, a, 1)) end
-  if type(b) == "boolean" then b = b and 1 or 0; return own(binary_scalar(op, a.p, b, 0)) end
-  return own(binary(op, a.p, b.p))
+  if type(b) == "boolean" then b = b and 1 or 0 end
+  if type(a) == "boolean" then a = a and 1 or 0 end
+  if type(b) == "number" then return own(binary_scalar(op, is_tensor(a) and a.p or tp(opname(op), a, "input"), b, 0)) end
+  if type(a) == "number" then return own(binary_scalar(op, tp(opname(op), b, "other"), a, 1)) end
+  return own(binary(op, tp(opname(op), a, "input"), tp(opname(op), b, "other")))
 end
 T.arith = arith
 
@@ -480,7 +495,9 @@ for name, op in pairs(OP) do
   else
     methods[name] = function(a, b) return arith(op, a, b) end
     methods[name .. "_"] = function(a, b)
-      if type(b) == "number" then check(C.nnr_binary_scalar_(op, a.p, b)) else check(binary_(op, a.p, b.p)) end
+      if type(b) == "boolean" then b = b and 1 or 0 end
+      local ap = tp(name .. "_", a, "self")
+      if type(b) == "number" then check(C.nnr_binary_scalar_(op, ap, b)) else check(binary_(op, ap, tp(name .. "_", b, "other"))) end
       return a
     end
   end
@@ -491,7 +508,11 @@ methods.subtract, methods.multiply, methods.divide = methods.sub, methods.mul, m
 T.mul, T.div = methods.mul, methods.div
 
 -- out-variant for benchmarks and fused loops: nnr.add(a, b, {out=c}) style
-function T.binary_out(op, a, b, out) check(C.nnr_binary_out(OP[op] or op, a.p, b.p, out.p)); return out end
+function T.binary_out(op, a, b, out)
+  local name = type(op) == "string" and op or "binary_out"
+  check(C.nnr_binary_out(OP[op] or op, tp(name, a, "input"), tp(name, b, "other"), tp(name, out, "out")))
+  return out
+end
 
 mt.__add = function(a, b) return arith(OP.add, a, b) end
 mt.__sub = function(a, b) return arith(OP.sub, a, b) end
@@ -511,6 +532,7 @@ methods.clip = methods.clamp
 
 function T.where(cond, a, b)
   local ta, tb = is_tensor(a), is_tensor(b)
+  tp("where", cond, "condition")
   if ta and tb then return own(C.nnr_where(cond.p, a.p, b.p)) end
   local function num(x, what)
     if type(x) == "boolean" then return x and 1 or 0 end
@@ -523,17 +545,18 @@ function methods.where(t, cond, other) return T.where(cond, t, other) end
 
 function methods.masked_fill(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
-  return own(C.nnr_masked_fill(t.p, mask.p, v))
+  return own(C.nnr_masked_fill(t.p, tp("masked_fill", mask, "mask"), v))
 end
 function methods.masked_fill_(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
-  check(C.nnr_masked_fill_(t.p, mask.p, v)); return t
+  check(C.nnr_masked_fill_(t.p, tp("masked_fill_", mask, "mask"), v)); return t
 end
 
 -- reductions -------------------------------------------------------------------------------
 local function dims_of(op, t, dim)
   if dim == nil then return 0 end
   if type(dim) == "table" then
+    if #dim > 8 then error(op .. ": " .. #dim .. " dimensions listed, a tensor has at most 8", 0) end
     for i = 1, #dim do intbuf[i - 1] = cdim(op, t, dim[i]) end
     return #dim
   end
@@ -593,10 +616,11 @@ for _, k in ipairs { "sum", "prod", "mean", "argmax", "argmin", "max", "min", "v
 end
 
 -- linear algebra and indexing ------------------------------------------------------------------
-function methods.matmul(a, b) return own(C.nnr_matmul(a.p, b.p)) end
-function methods.mm(a, b) return own(C.nnr_mm(a.p, b.p)) end
-function methods.bmm(a, b) return own(C.nnr_bmm(a.p, b.p)) end
+function methods.matmul(a, b) return own(C.nnr_matmul(tp("matmul", a, "input"), tp("matmul", b, "other"))) end
+function methods.mm(a, b) return own(C.nnr_mm(tp("mm", a, "input"), tp("mm", b, "other"))) end
+function methods.bmm(a, b) return own(C.nnr_bmm(tp("bmm", a, "input"), tp("bmm", b, "other"))) end
 function methods.dot(a, b)
+  tp("dot", a, "input"); tp("dot", b, "other")
   if C.nnr_tensor_ndim(a.p) ~= 1 or C.nnr_tensor_ndim(b.p) ~= 1 then
     error("dot: expected two 1-d tensors, got shapes " .. shape_str(sizes_of(a)) .. " and " .. shape_str(sizes_of(b)), 0)
   end
@@ -606,6 +630,7 @@ T.matmul, T.mm, T.bmm, T.dot = methods.matmul, methods.mm, methods.bmm, methods.
 
 local ptrs = ffi.new("nnr_tensor *[?]", 1024)
 function T.cat(list, dim)
+  if type(list) ~= "table" then error("cat: expected a non-empty list of tensors", 0) end
   local n = #list
   if n == 0 then error("cat: expected a non-empty list of tensors", 0) end
   if n > 1024 then error("cat: at most 1024 tensors", 0) end
@@ -617,7 +642,8 @@ function T.cat(list, dim)
   return own(C.nnr_cat(n, ptrs, d))
 end
 function T.stack(list, dim)
-  if #list == 0 then error("stack: expected a non-empty list of tensors", 0) end
+  if type(list) ~= "table" or #list == 0 then error("stack: expected a non-empty list of tensors", 0) end
+  for i = 1, #list do tp("stack", list[i], "element " .. i) end
   local first = sizes_of(list[1])
   local d = cdim("stack", list[1], dim or 1, 1)
   local parts = {}
@@ -663,22 +689,28 @@ end
 T.split, T.chunk = methods.split, methods.chunk
 
 -- index tensors are 1-based on the Lua side
-local function zero_based(index)
-  return own(C.nnr_binary_scalar(OP.sub, index.p, 1, 0))
+local function zero_based(index, op)
+  return own(C.nnr_binary_scalar(OP.sub, tp(op, index, "index"), 1, 0))
+end
+-- a list of 1-based indices as an i64 tensor (whole numbers only: 1.5 is not an index)
+local function index_list(op, index)
+  if type(index) ~= "table" or is_tensor(index) then return index end
+  for k, i in ipairs(index) do int_arg(op, "index", i) end
+  return T.tensor(index, { dtype = "i64" })
 end
 function methods.gather(t, dim, index)
-  return own(C.nnr_gather(t.p, cdim("gather", t, dim), zero_based(index).p))
+  return own(C.nnr_gather(t.p, cdim("gather", t, dim), zero_based(index, "gather").p))
 end
 function methods.index_select(t, dim, index)
-  if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
-  return own(C.nnr_index_select(t.p, cdim("index_select", t, dim), zero_based(index).p))
+  index = index_list("index_select", index)
+  return own(C.nnr_index_select(t.p, cdim("index_select", t, dim), zero_based(index, "index_select").p))
 end
 function methods.scatter_add(t, dim, index, src)
-  return own(C.nnr_scatter_add(t.p, cdim("scatter_add", t, dim), zero_based(index).p, src.p))
+  return own(C.nnr_scatter_add(t.p, cdim("scatter_add", t, dim), zero_based(index, "scatter_add").p, tp("scatter_add", src, "source")))
 end
 function methods.index_add(t, dim, index, src)
-  if type(index) == "table" then index = T.tensor(index, { dtype = "i64" }) end
-  return own(C.nnr_index_add(t.p, cdim("index_add", t, dim), zero_based(index).p, src.p))
+  index = index_list("index_add", index)
+  return own(C.nnr_index_add(t.p, cdim("index_add", t, dim), zero_based(index, "index_add").p, tp("index_add", src, "source")))
 end
 T.gather, T.index_select, T.scatter_add, T.index_add = methods.gather, methods.index_select, methods.scatter_add, methods.index_add
 

@@ -21,6 +21,7 @@ function Linear:__init(in_features, out_features, opts)
 end
 
 local function check_input(self, x)
+  require("nnr.tensor").tp(string.format("Linear(%d -> %d)", self.in_features, self.out_features), x, "input")
   if x:dim() < 1 or x:size(-1) ~= self.in_features then
     error(string.format("Linear(%d -> %d): input of shape %s, expected [..., %d]", self.in_features, self.out_features,
       nnr.shape_str(x:size()), self.in_features), 0)

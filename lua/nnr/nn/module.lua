@@ -58,6 +58,9 @@ function Module:register_buffer(name, t)
 end
 
 function Module:add_module(name, m)
+  if type(m) ~= "table" or type(m.__call) ~= "function" then
+    error(string.format("%s: child '%s' must be a module, got %s", self.__name, tostring(name), type(m)), 0)
+  end
   if not self:_has(self._children, name) then table.insert(self._children, name) end
   rawset(self, name, m)
   return m
