@@ -7,7 +7,14 @@
  *
  * Ctrl-C sets the core's interrupt flag (the next op fails with
  * "interrupted") and a Lua hook (interpreted code stops at the next
- * instruction count), so both op loops and long kernels return to the prompt. */
+ * instruction count), so both op loops and long kernels return to the prompt.
+ *
+ * A script that stops gracefully (a training loop that finishes its step and
+ * writes a checkpoint) calls nnr.signals.catch_stop(): then the first SIGINT or
+ * SIGTERM only records the signal, which the script polls with
+ * nnr.signals.stop_requested(); a second one interrupts as Ctrl-C does. nnrun
+ * then exits with 128 + the signal (130, 143), as shells report a process a
+ * signal stopped. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -25,6 +32,8 @@
 
 static lua_State *globalL;
 static volatile sig_atomic_t in_repl_prompt, prompt_interrupted;
+/* graceful stops: catching_stop while a script asked for them; stop_signal the first signal caught */
+static volatile sig_atomic_t catching_stop, stop_signal;
 
 /* The hook raises only while a Lua function outside the nnr package runs. In
  * the package (or in a C function such as the FFI's metamethod dispatch) a new
@@ -46,22 +55,67 @@ static void lstop(lua_State *L, lua_Debug *ar)
     luaL_error(L, "interrupted");
 }
 
-static void on_sigint(int sig)
+static void interrupt_now(void)
 {
-    (void)sig;
-    if (in_repl_prompt) { prompt_interrupted = 1; return; }
     nnr_interrupt();
     if (globalL) lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
-static void install_sigint(void)
+/* SIGINT always; SIGTERM while a script catches stops. Only async-signal-safe calls in here. */
+static void on_signal(int sig)
+{
+    if (in_repl_prompt) {
+        if (sig == SIGINT) { prompt_interrupted = 1; return; }
+        signal(sig, SIG_DFL);                        /* SIGTERM at the prompt: end as if uncaught */
+        raise(sig);
+        return;
+    }
+    if (catching_stop && !stop_signal) { stop_signal = sig; return; }   /* the script stops at its next check */
+    interrupt_now();                                 /* not caught, or a second signal: stop now */
+}
+
+static void set_handler(int sig, void (*fn)(int))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = fn;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
+    sigaction(sig, &sa, NULL);
+}
+
+static void install_sigint(void) { set_handler(SIGINT, on_signal); }
+
+/* nnr.native.catch_stop(on): the first SIGINT or SIGTERM is recorded for the script to poll instead of
+ * interrupting it (SIGTERM is caught only meanwhile); returns whether stops were caught before */
+static int native_catch_stop(lua_State *L)
+{
+    int on = lua_isnoneornil(L, 1) || lua_toboolean(L, 1);
+    int was = catching_stop != 0;
+    if (on && !was) { catching_stop = 1; set_handler(SIGTERM, on_signal); }
+    if (!on && was) { catching_stop = 0; set_handler(SIGTERM, SIG_DFL); }
+    lua_pushboolean(L, was);
+    return 1;
+}
+
+static const char *signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal"; }
+
+/* nnr.native.stop_signal(): nil, or the caught signal's name and the exit status it gives (128 + number) */
+static int native_stop_signal(lua_State *L)
+{
+    int sig = stop_signal;
+    if (!sig) { lua_pushnil(L); return 1; }
+    lua_pushstring(L, signal_name(sig));
+    lua_pushinteger(L, 128 + sig);
+    return 2;
+}
+
+/* nnr.native.clear_stop(): forgets a caught signal (nnrun then exits as the script decides) */
+static int native_clear_stop(lua_State *L)
+{
+    (void)L;
+    stop_signal = 0;
+    return 0;
 }
 
 static int traceback(lua_State *L)
@@ -117,7 +171,13 @@ static int native_address(lua_State *L)
 
 static int open_native(lua_State *L)
 {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 5);
+    lua_pushcfunction(L, native_catch_stop);
+    lua_setfield(L, -2, "catch_stop");
+    lua_pushcfunction(L, native_stop_signal);
+    lua_setfield(L, -2, "stop_signal");
+    lua_pushcfunction(L, native_clear_stop);
+    lua_setfield(L, -2, "clear_stop");
     lua_pushcfunction(L, native_release);
     lua_setfield(L, -2, "release");
     lua_pushcfunction(L, native_address);
@@ -462,5 +522,8 @@ int main(int argc, char **argv)
     if (status && nnr_dist_initialized()) nnr_dist_abort(1);
     lua_close(L);
     if (!status) nnr_dist_finalize();
+    /* a script that caught a stop (SIGINT, SIGTERM) ends with the status a shell gives a process the
+     * signal stopped: 130, 143, whether it returned or failed after the signal */
+    if (stop_signal) return 128 + stop_signal;
     return status ? 1 : 0;
 }
