@@ -3,15 +3,23 @@
  * "__metadata__": {"key": "value"}}, then the tensors' bytes. No code runs on
  * load; everything is validated before a byte of data is trusted. Files are
  * written to a temporary name, flushed and renamed, so a crash never leaves a
- * half-written file where the previous one was. */
+ * half-written file where the previous one was; every write, flush, close and
+ * rename is checked (a full disk is an error naming the file, the temporary
+ * file removed), and a save removes the temporary files of saves to the same
+ * path that were killed (remove_stale_temps). */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "data/internal.h"
 
@@ -151,9 +159,22 @@ static int check_tiling(nnr_file *file, int64_t data_size)
 }
 
 /* parses and validates a header held in memory (also the fuzz target's entry) */
+/* a JSON \u0000 escape: cJSON would cut the string there (two names differing after it would merge) */
+static int has_nul_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 5 < len; i++)
+        if (s[i] == '\\') {
+            if (s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' && s[i + 5] == '0') return 1;
+            i++;        /* an escaped character, perhaps a backslash */
+        }
+    return 0;
+}
+
 int nnr_safetensors_parse(nnr_file *file, const char *header, size_t len, int64_t data_size)
 {
     const char *path = file->path;
+    if (has_nul_escape(header, len) || memchr(header, 0, len))
+        return nnr_errorf(NNR_ERR_IO, "load %s: the header holds a NUL character (\\u0000), which names and metadata may not contain", path);
     cJSON *root = cJSON_ParseWithLength(header, len);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -247,86 +268,180 @@ static int write_all(int fd, const void *p, size_t n)
     while (n) {
         ssize_t w = write(fd, c, n);
         if (w < 0) { if (errno == EINTR) continue; return -1; }
+        if (w == 0) { errno = EIO; return -1; }
         c += w;
         n -= (size_t)w;
     }
     return 0;
 }
 
+/* the folder of path ("." when it names none; malloc'd, NULL when out of memory) and its last part */
+static char *split_path(const char *path, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+enum { STALE_AGE_S = 10 };
+
+static void note(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    nnr_host.log(level, NULL, msg);
+}
+
+/* Temporary files are PATH.tmp.<pid>.XXXXXX and their writer holds an flock on them from creation
+ * to rename. A save removes the ones whose writer is gone (killed while saving): it takes the lock
+ * itself, and the writer's pid is no process any more, or the file is older than STALE_AGE_S (a pid
+ * used again since). A live writer holds its lock, so its file stays; between mkstemp and flock (a
+ * few instructions) it is still safe unless its pid is not visible here (another pid namespace). */
+static void remove_stale_temps(const char *path)
+{
+    const char *base;
+    char *dir = split_path(path, &base);
+    size_t blen = strlen(base);
+    DIR *d = dir && blen ? opendir(dir) : NULL;
+    if (!d) { free(dir); return; }
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0) continue;
+        const char *num = name + blen + 5;
+        char *end;
+        errno = 0;
+        long pid = strtol(num, &end, 10);
+        if (end == num || *num < '0' || *num > '9' || errno || pid <= 0 || *end != '.' || strlen(end + 1) != 6) continue;
+        int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat sb;
+        int regular = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+        int gone = kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        int old = regular && time(NULL) - sb.st_mtime > STALE_AGE_S;
+        if (regular && (gone || old) && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            note(NNR_LOG_INFO, "save %s: removing %s/%s, left by a save that did not finish", path, dir, name);
+            unlinkat(dfd, name, 0);
+        }
+        close(fd);
+    }
+    closedir(d);
+    free(dir);
+}
+
+/* the header: {"name": {"dtype", "shape", "data_offsets"}, "__metadata__": {...}} for the host copies;
+ * NULL with the error set on failure */
+static char *make_header(const char *path, int n, const char *const *names, nnr_tensor *const *host, int nmeta, const char *const *keys,
+                         const char *const *values)
+{
+    cJSON *root = cJSON_CreateObject();
+    int ok = root != NULL;
+    if (ok && nmeta > 0) {
+        cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
+        ok = meta != NULL;
+        for (int i = 0; i < nmeta && ok; i++) ok = cJSON_AddStringToObject(meta, keys[i], values[i]) != NULL;
+    }
+    int64_t at = 0;
+    for (int i = 0; i < n && ok; i++) {
+        const nnr_tensor *c = host[i];
+        int64_t bytes, end;
+        if (!nnr_size_product(c->ndim, c->sizes, (int64_t)nnr_dtype_nbytes(c->dtype), &bytes) || !nnr_size_add(at, bytes, &end)) {
+            cJSON_Delete(root);
+            nnr_errorf(NNR_ERR_INVALID, "save %s: the tensors' sizes overflow at '%s'", path, names[i]);
+            return NULL;
+        }
+        cJSON *e = cJSON_AddObjectToObject(root, names[i]);
+        cJSON *shape = e ? cJSON_AddArrayToObject(e, "shape") : NULL;
+        cJSON *off = e ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
+        ok = e && shape && off && cJSON_AddStringToObject(e, "dtype", st_dtype_names[c->dtype]);
+        for (int d = 0; d < c->ndim && ok; d++) ok = cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)c->sizes[d]));
+        ok = ok && cJSON_AddItemToArray(off, cJSON_CreateNumber((double)at)) && cJSON_AddItemToArray(off, cJSON_CreateNumber((double)end));
+        at = end;
+    }
+    char *json = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!json) nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
+    return json;
+}
+
+/* writes the file to a temporary name, flushes it and renames it over path: a crash, a full disk or a
+ * failed write never leaves a broken file at path, and the temporary file goes on failure */
+static int write_atomically(const char *path, const char *json, int n, nnr_tensor *const *host)
+{
+    size_t tmpn = strlen(path) + 40;
+    char *tmp = malloc(tmpn);
+    if (!tmp) return nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
+    snprintf(tmp, tmpn, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    remove_stale_temps(path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        free(tmp);
+        return nnr_errorf(NNR_ERR_IO, "save %s: cannot create a temporary file beside it: %s", path, strerror(errno));
+    }
+    flock(fd, LOCK_EX | LOCK_NB);       /* held until close: tells remove_stale_temps this writer is alive */
+    const char *step = "writing";
+    size_t hlen = strlen(json), padded = (hlen + 7) & ~(size_t)7;   /* data starts 8-byte aligned */
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    int bad = write_all(fd, lenbuf, 8) || write_all(fd, json, hlen) || write_all(fd, "        ", padded - hlen);
+    for (int i = 0; i < n && !bad; i++)
+        bad = write_all(fd, nnr_tensor_data(host[i]), (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_nbytes(host[i]->dtype)));
+    if (!bad && fsync(fd) != 0) { bad = 1; step = "flushing"; }
+    int err = bad ? errno : 0;
+    if (close(fd) != 0 && !bad) { bad = 1; step = "closing"; err = errno; }
+    if (!bad) {
+        struct stat sbuf;
+        mode_t mode = stat(path, &sbuf) == 0 ? sbuf.st_mode & 0777 : 0644;
+        if (chmod(tmp, mode) != 0) note(NNR_LOG_WARN, "save %s: cannot set its mode: %s", path, strerror(errno));
+        if (rename(tmp, path) != 0) { bad = 1; step = "renaming"; err = errno; }
+    }
+    if (bad) {
+        unlink(tmp);
+        free(tmp);
+        return nnr_errorf(NNR_ERR_IO, "save %s: %s (while %s; the previous file is unchanged and no temporary file is left)", path,
+                          strerror(err), step);
+    }
+    free(tmp);
+    /* make the rename itself durable */
+    const char *base;
+    char *dir = split_path(path, &base);
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    free(dir);
+    return NNR_OK;
+}
+
 int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_tensor *const *tensors, int nmeta,
                          const char *const *keys, const char *const *values)
 {
-    cJSON *root = cJSON_CreateObject();
-    if (!root) return nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
+    if (!path || !path[0]) return nnr_errorf(NNR_ERR_INVALID, "save: the path is empty");
+    if (n < 0 || nmeta < 0) return nnr_errorf(NNR_ERR_INVALID, "save %s: %d tensors and %d metadata entries", path, n, nmeta);
     nnr_tensor **host = calloc((size_t)(n ? n : 1), sizeof *host);
-    int st = host ? NNR_OK : nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
-    int64_t at = 0;
-    if (st == NNR_OK && nmeta > 0) {
-        cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; i < nmeta && meta; i++) cJSON_AddStringToObject(meta, keys[i], values[i]);
-    }
+    if (!host) return nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
+    int st = NNR_OK;
     for (int i = 0; i < n && st == NNR_OK; i++) {
-        if (strcmp(names[i], "__metadata__") == 0 || cJSON_GetObjectItemCaseSensitive(root, names[i])) {
-            st = nnr_errorf(NNR_ERR_INVALID, "save %s: tensor name '%s' is used twice or reserved", path, names[i]);
-            break;
-        }
+        if (strcmp(names[i], "__metadata__") == 0) { st = nnr_errorf(NNR_ERR_INVALID, "save %s: tensor name '%s' is reserved", path, names[i]); break; }
+        for (int j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0) { st = nnr_errorf(NNR_ERR_INVALID, "save %s: tensor name '%s' is used twice", path, names[i]); break; }
+        if (st) break;
         nnr_tensor *h = nnr_to(tensors[i], tensors[i]->dtype, nnr_host_device());
         nnr_tensor *c = h ? nnr_contiguous(h) : NULL;
         nnr_tensor_release(h);
         if (!c) { st = nnr_last_status(); break; }
         host[i] = c;
-        int64_t bytes = nnr_tensor_numel(c) * (int64_t)nnr_dtype_nbytes(c->dtype);
-        cJSON *e = cJSON_AddObjectToObject(root, names[i]);
-        cJSON_AddStringToObject(e, "dtype", st_dtype_names[c->dtype]);
-        cJSON *shape = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < c->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)c->sizes[d]));
-        cJSON *off = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)at));
-        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)(at + bytes)));
-        at += bytes;
     }
-    char *json = st == NNR_OK ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (st == NNR_OK && !json) st = nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path);
-    char tmp[1100];
-    int fd = -1;
-    if (st == NNR_OK) {
-        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-        fd = mkstemp(tmp);
-        if (fd < 0) st = nnr_errorf(NNR_ERR_IO, "save %s: cannot create a temporary file: %s", path, strerror(errno));
-    }
-    if (st == NNR_OK) {
-        size_t hlen = strlen(json), padded = (hlen + 7) & ~(size_t)7;   /* data starts 8-byte aligned */
-        unsigned char lenbuf[8];
-        for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-        int bad = write_all(fd, lenbuf, 8) || write_all(fd, json, hlen) || write_all(fd, "        ", padded - hlen);
-        for (int i = 0; i < n && !bad; i++)
-            bad = write_all(fd, nnr_tensor_data(host[i]), (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_nbytes(host[i]->dtype)));
-        if (!bad) bad = fsync(fd);
-        if (close(fd) != 0) bad = 1;
-        fd = -1;
-        if (!bad) {
-
-            struct stat sbuf;
-            mode_t mode = stat(path, &sbuf) == 0 ? sbuf.st_mode & 0777 : 0644;
-            chmod(tmp, mode);
-            bad = rename(tmp, path);
-        }
-        if (bad) {
-            st = nnr_errorf(NNR_ERR_IO, "save %s: %s", path, strerror(errno));
-            unlink(tmp);
-        } else {
-            /* make the rename itself durable */
-            char dir[1100];
-            snprintf(dir, sizeof dir, "%s", path);
-            char *slash = strrchr(dir, '/');
-            if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-            int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-            if (dfd >= 0) { fsync(dfd); close(dfd); }
-        }
-    }
+    char *json = st == NNR_OK ? make_header(path, n, names, host, nmeta, keys, values) : NULL;
+    if (st == NNR_OK && !json) st = nnr_last_status();
+    if (st == NNR_OK) st = write_atomically(path, json, n, host);
     cJSON_free(json);
-    for (int i = 0; host && i < n; i++) nnr_tensor_release(host[i]);
+    for (int i = 0; i < n; i++) nnr_tensor_release(host[i]);
     free(host);
     return st;
 }
