@@ -5,6 +5,7 @@
  * handed out again, so a training loop stops paying for page faults and
  * driver allocations after its first step. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/internal.h"
@@ -125,6 +126,31 @@ static void drop_cache(int device)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* out of memory: hand back what our caches hold of the memory this allocation competes for (the
+ * device's cache; for a device in host memory, the cache of every such device and the pinned
+ * cache too, since they share the machine's RAM) and the plugin's own caches for the device */
+static void reclaim(int device, const nnr_device_entry *d)
+{
+    drop_cache(device);
+    if (d->host_memory) {
+        for (int i = 0; i < nnr_device_total(); i++) {
+            const nnr_device_entry *o = nnr_device_get(i);
+            if (i != device && o && o->host_memory) drop_cache(i);
+        }
+        nnr_drop_pinned_cache();
+    }
+    nnr_device_release_memory(device);
+}
+
+/* n bytes for a message: "1.5 GiB" */
+static void human_bytes(char *buf, size_t n, double b)
+{
+    static const char *units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    int u = 0;
+    while (b >= 1024 && u < 6) { b /= 1024; u++; }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+}
+
 void *nnr_alloc_device(int device, size_t nbytes)
 {
     pthread_once(&caches_once, caches_init);
@@ -132,6 +158,7 @@ void *nnr_alloc_device(int device, size_t nbytes)
     if (!d) { nnr_errorf(NNR_ERR_DEVICE, "alloc: no device %d", device); return NULL; }
     size_t rounded;
     int cls = size_class(nbytes, &rounded);
+    if (rounded < nbytes) rounded = nbytes;        /* beyond the ladder's arithmetic: ask for it as is */
     device_cache *c = &caches[device];
     void *p = NULL;
     if (cls >= 0) {
@@ -146,13 +173,23 @@ void *nnr_alloc_device(int device, size_t nbytes)
         free(b);
     }
     if (!p) p = raw_alloc(d, rounded);
-    if (!p) {                       /* give the cache back, ask the plugin for its own, and try once more */
-        drop_cache(device);
-        nnr_device_release_memory(device);
+    int64_t dropped = 0;
+    if (!p) {                       /* give the caches back, ask the plugin for its own, and try once more */
+        dropped = nnr_cached_bytes();
+        reclaim(device, d);
+        dropped -= nnr_cached_bytes();
         p = raw_alloc(d, rounded);
     }
     if (!p) {
-        nnr_errorf(NNR_ERR_OOM, "out of memory: cannot allocate %zu bytes on %s", nbytes, d->name);
+        /* Lua's garbage may hold tensors no one uses any more: the flag makes the Lua side run a full
+         * collection at its next allocation (lua/nnr/binding.lua), so a retry by the caller can succeed */
+        gc_flag = 1;
+        char want[32], live[32], freed[32];
+        human_bytes(want, sizeof want, (double)nbytes);
+        human_bytes(live, sizeof live, (double)nnr_device_live_bytes(device));
+        human_bytes(freed, sizeof freed, (double)dropped);
+        nnr_errorf(NNR_ERR_OOM, "out of memory: cannot allocate %zu bytes on %s (%s; %s live in tensors there; retried after freeing %s "
+                   "of cached blocks)", nbytes, d->name, want, live, freed);
         return NULL;
     }
     nnr_account((int64_t)rounded);
