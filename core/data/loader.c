@@ -17,7 +17,7 @@
 #include <uv.h>
 #include "data/internal.h"
 
-enum { MAX_TRANSFORMS = 16 };
+enum { MAX_TRANSFORMS = 16, MAX_WORKERS = 64, MAX_PREFETCH = 4096 };
 
 
 typedef struct job {
@@ -73,10 +73,32 @@ static void make_order(nnr_loader *l)
 
 /* ---------------- assembling one batch (runs on a worker) ---------------- */
 
+/* where batch k starts in the epoch's order (k < nbatches, so k * batch_size < count: no overflow) */
+static int64_t batch_start(const nnr_loader *l, int64_t k)
+{
+    int64_t start;
+    return nnr_size_mul(k, l->batch_size, &start) ? start : l->count;
+}
+
 static int64_t batch_len(const nnr_loader *l, int64_t k)
 {
-    int64_t start = k * l->batch_size, len = l->count - start;
+    int64_t len = l->count - batch_start(l, k);
     return len < l->batch_size ? len : l->batch_size;
+}
+
+/* the bytes of one sample of ndim sizes of elem bytes, or -1 when they overflow */
+static int64_t sample_bytes(int ndim, const int64_t *sizes, size_t elem)
+{
+    int64_t b;
+    return nnr_size_product(ndim, sizes, (int64_t)elem, &b) ? b : -1;
+}
+
+/* the address of sample i's bytes in a batch tensor, or NULL (with msg) when the offset overflows */
+static char *sample_at(nnr_tensor *t, int64_t i, int64_t bytes, char *msg, size_t msgn)
+{
+    int64_t off;
+    if (bytes < 0 || !nnr_size_mul(i, bytes, &off)) { snprintf(msg, msgn, "the batch's size overflows"); return NULL; }
+    return (char *)nnr_tensor_data(t) + off;
 }
 
 /* a batch tensor [count, sizes...], page-locked when pin */
@@ -93,7 +115,7 @@ static int same_sizes(int ndim, const int64_t *a, const int64_t *b) { return mem
 static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nnr_tensor **yo, char *err, size_t errn)
 {
     int64_t count = batch_len(l, k);
-    const int64_t *rows = l->order + k * l->batch_size;
+    const int64_t *rows = l->order + batch_start(l, k);
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF], msg[384] = "";
     int st = NNR_OK;
     nnr_tensor *x = NULL, *y = NULL;
@@ -110,27 +132,29 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
         /* the target */
         if (s.y.present) {
             int dt = s.y.classes ? NNR_I64 : s.y.dtype;
-            if (!y && !(y = batch_of(l->pin, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+            int64_t bytes = sample_bytes(s.y.ndim, s.y.sizes, nnr_dtype_nbytes(dt));
+            char *at;
+            if (!y && !(y = batch_of(l->pin, dt, count, s.y.ndim, s.y.sizes))) { snprintf(msg, sizeof msg, "%s", nnr_last_error()); st = nnr_last_status(); }
             else if (s.y.classes) ((int64_t *)nnr_tensor_data(y))[i] = (int64_t)nnr_load_f64_unaligned(s.y.dtype, s.y.base) + 1;
-            else {
-                size_t bytes = (size_t)(nnr_tensor_numel(y) / count) * nnr_dtype_nbytes(dt);
-                memcpy((char *)nnr_tensor_data(y) + (size_t)i * bytes, s.y.base, bytes);
-            }
+            else if (!(at = sample_at(y, i, bytes, msg, sizeof msg))) st = NNR_ERR_INVALID;
+            else memcpy(at, s.y.base, (size_t)bytes);
         }
         /* the input, transformed or as stored */
         if (st == NNR_OK && l->ntransforms == 0) {
             if (!x) {
                 xndim = s.x.ndim;
                 memcpy(xsizes, s.x.sizes, sizeof xsizes);
-                if (!(x = batch_of(l->pin, s.x.dtype, count, xndim, xsizes))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+                if (!(x = batch_of(l->pin, s.x.dtype, count, xndim, xsizes))) { snprintf(msg, sizeof msg, "%s", nnr_last_error()); st = nnr_last_status(); }
             } else if (s.x.ndim != xndim || !same_sizes(xndim, s.x.sizes, xsizes)) {
                 snprintf(msg, sizeof msg, "%s%sshape %s differs from the batch's %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
                          nnr_shape_str(a, sizeof a, s.x.ndim, s.x.sizes), nnr_shape_str(b, sizeof b, xndim, xsizes));
                 st = NNR_ERR_INVALID;
             }
             if (st == NNR_OK) {
-                size_t bytes = (size_t)(nnr_tensor_numel(x) / count) * nnr_dtype_nbytes(s.x.dtype);
-                memcpy((char *)nnr_tensor_data(x) + (size_t)i * bytes, s.x.base, bytes);
+                int64_t bytes = sample_bytes(xndim, xsizes, nnr_dtype_nbytes(s.x.dtype));
+                char *at = sample_at(x, i, bytes, msg, sizeof msg);
+                if (at) memcpy(at, s.x.base, (size_t)bytes);
+                else st = NNR_ERR_INVALID;
             }
         } else if (st == NNR_OK) {
             nnr_rng_stream rng;
@@ -140,13 +164,18 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
             if (st == NNR_OK && !x) {
                 xndim = 3;
                 memcpy(xsizes, out, sizeof out);
-                if (!(x = batch_of(l->pin, NNR_F32, count, 3, out))) { snprintf(msg, sizeof msg, "out of memory"); st = NNR_ERR_OOM; }
+                if (!(x = batch_of(l->pin, NNR_F32, count, 3, out))) { snprintf(msg, sizeof msg, "%s", nnr_last_error()); st = nnr_last_status(); }
             } else if (st == NNR_OK && !same_sizes(3, out, xsizes)) {
                 snprintf(msg, sizeof msg, "%s%stransformed to %s, the batch has %s (add Resize or CenterCrop)", s.path ? s.path : "", s.path ? ": " : "",
                          nnr_shape_str(a, sizeof a, 3, out), nnr_shape_str(b, sizeof b, 3, xsizes));
                 st = NNR_ERR_INVALID;
             }
-            if (st == NNR_OK) memcpy((float *)nnr_tensor_data(x) + i * out[0] * out[1] * out[2], sc.img, sizeof(float) * (size_t)(out[0] * out[1] * out[2]));
+            if (st == NNR_OK) {
+                int64_t bytes = sample_bytes(3, out, sizeof(float));
+                char *at = sample_at(x, i, bytes, msg, sizeof msg);
+                if (at) memcpy(at, sc.img, (size_t)bytes);
+                else st = NNR_ERR_INVALID;
+            }
         }
         free(s.owned);
         if (st) snprintf(err, errn, "sample %lld: %s", (long long)rows[i] + 1, msg);
@@ -184,7 +213,7 @@ static int make_batch(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **x, n
     int slot = take_slot(l);
     *x = *y = NULL;
     err[0] = 0;
-    int st = l->batch_fn(l->batch_ctx, slot, epoch, k, l->order + k * l->batch_size, batch_len(l, k), x, y, err, errn);
+    int st = l->batch_fn(l->batch_ctx, slot, epoch, k, l->order + batch_start(l, k), batch_len(l, k), x, y, err, errn);
     give_slot(l, slot);
     if (st && !err[0]) snprintf(err, errn, "the batch function failed");
     for (int i = 0; i < 2 && st == NNR_OK && l->pin; i++) {     /* a Lua collate's batch: copy it into pinned memory */
@@ -250,17 +279,38 @@ static void fill(nnr_loader *l)
 
 /* ---------------- the public API ---------------- */
 
+/* batches of an epoch of count samples (a ceiling that cannot overflow) */
 static int64_t batches_for(const nnr_loader *l, int64_t count)
 {
-    return l->drop_last ? count / l->batch_size : (count + l->batch_size - 1) / l->batch_size;
+    return count / l->batch_size + (!l->drop_last && count % l->batch_size != 0);
+}
+
+/* n int64s, or NULL with the error set (overflow or out of memory) */
+static int64_t *index_array(int64_t *old, int64_t n, const char *what)
+{
+    int64_t bytes;
+    if (!nnr_size_mul(n > 0 ? n : 1, (int64_t)sizeof(int64_t), &bytes) || (uint64_t)bytes > SIZE_MAX) {
+        nnr_errorf(NNR_ERR_INVALID, "DataLoader: %s of %lld samples is too large", what, (long long)n);
+        return NULL;
+    }
+    int64_t *p = realloc(old, (size_t)bytes);
+    if (!p) nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory for %s of %lld samples", what, (long long)n);
+    return p;
 }
 
 nnr_loader *nnr_loader_new(nnr_dataset *ds, int64_t batch_size, int shuffle, uint64_t seed, int drop_last, int num_workers, int prefetch)
 {
-    if (batch_size < 1 || num_workers < 0 || num_workers > 64) {
-        nnr_errorf(NNR_ERR_INVALID, "DataLoader: batch_size must be >= 1 (got %lld) and num_workers in 0..64 (got %d)", (long long)batch_size, num_workers);
+    if (!ds) { nnr_errorf(NNR_ERR_INVALID, "DataLoader: no dataset"); return NULL; }
+    if (batch_size < 1) { nnr_errorf(NNR_ERR_INVALID, "DataLoader: batch_size must be >= 1 (got %lld)", (long long)batch_size); return NULL; }
+    if (num_workers < 0 || num_workers > MAX_WORKERS) {
+        nnr_errorf(NNR_ERR_INVALID, "DataLoader: num_workers must be in 0..%d (got %d)", MAX_WORKERS, num_workers);
         return NULL;
     }
+    if (prefetch < 0 || prefetch > MAX_PREFETCH) {
+        nnr_errorf(NNR_ERR_INVALID, "DataLoader: prefetch must be in 1..%d, or 0 for the default (got %d)", MAX_PREFETCH, prefetch);
+        return NULL;
+    }
+    if (ds->n < 0) { nnr_errorf(NNR_ERR_INVALID, "DataLoader: the dataset has %lld samples", (long long)ds->n); return NULL; }
     if (!getenv("UV_THREADPOOL_SIZE")) {      /* read by libuv once, at its first use */
         char n[32];
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -279,9 +329,10 @@ nnr_loader *nnr_loader_new(nnr_dataset *ds, int64_t batch_size, int shuffle, uin
     if (l->prefetch < num_workers) l->prefetch = num_workers;
     l->nbatches = batches_for(l, l->count);
     l->order_cap = l->count ? l->count : 1;
-    l->order = malloc(sizeof(int64_t) * (size_t)l->order_cap);
+    l->order = index_array(NULL, l->order_cap, "the sample order");
+    if (!l->order) { free(l); return NULL; }
     l->jobs = calloc((size_t)l->prefetch, sizeof *l->jobs);
-    if (!l->order || !l->jobs || uv_loop_init(&l->loop) != 0) {
+    if (!l->jobs || uv_loop_init(&l->loop) != 0) {
         free(l->order); free(l->jobs); free(l);
         nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory");
         return NULL;
@@ -306,9 +357,10 @@ int nnr_loader_set_order(nnr_loader *l, int64_t n, const int64_t *indices)
     for (int64_t i = 0; i < n; i++)
         if (indices[i] < 0 || indices[i] >= l->ds->n)
             return nnr_errorf(NNR_ERR_INVALID, "DataLoader: the sampler gave index %lld, outside 1..%lld", (long long)indices[i] + 1, (long long)l->ds->n);
-    int64_t *c = realloc(l->custom, sizeof(int64_t) * (size_t)(n ? n : 1));
-    if (!c) return nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory for the sampler's %lld indices", (long long)n);
-    memcpy(c, indices, sizeof(int64_t) * (size_t)n);
+    if (n < 0) return nnr_errorf(NNR_ERR_INVALID, "DataLoader: the sampler gave %lld indices", (long long)n);
+    int64_t *c = index_array(l->custom, n, "the sampler's order");
+    if (!c) return nnr_last_status();
+    if (n) memcpy(c, indices, sizeof(int64_t) * (size_t)n);
     l->custom = c;
     l->custom_n = n;
     l->has_custom = 1;
@@ -369,8 +421,8 @@ int nnr_loader_start_epoch(nnr_loader *l, int64_t epoch, int64_t first_batch)
     if (batches_for(l, count) < first_batch || first_batch < 0)
         return nnr_errorf(NNR_ERR_INVALID, "DataLoader: position %lld is outside 0..%lld", (long long)first_batch, (long long)batches_for(l, count));
     if (count > l->order_cap) {
-        int64_t *o = realloc(l->order, sizeof(int64_t) * (size_t)count);
-        if (!o) return nnr_errorf(NNR_ERR_OOM, "DataLoader: out of memory for an epoch of %lld samples", (long long)count);
+        int64_t *o = index_array(l->order, count, "an epoch");
+        if (!o) return nnr_last_status();
         l->order = o;
         l->order_cap = count;
     }

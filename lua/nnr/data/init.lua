@@ -548,16 +548,21 @@ function M.DataLoader(dataset, opts)
     error("DataLoader: a Lua dataset needs get(i) and a length (__len, len() or #)", 0)
   end
   if opts.sampler ~= nil and opts.shuffle then error("DataLoader: sampler and shuffle cannot both be given", 0) end
-  local batch = opts.batch_size or 1
-  local workers = opts.num_workers or 0
-  local seed = opts.seed or 0
+  -- whole numbers in range, checked before the FFI would truncate a fraction or wrap a huge value
+  local check = require "nnr.check"
+  local batch = check.number("DataLoader", "batch_size", opts.batch_size or 1, { integer = true })
+  if batch < 1 then error("DataLoader: batch_size must be >= 1 (got " .. check.show(batch) .. ")", 0) end
+  local workers = check.integer("DataLoader", "num_workers", opts.num_workers or 0, 0, 64)
+  local seed = check.integer("DataLoader", "seed", opts.seed or 0, 0)
+  local prefetch = opts.prefetch == nil and 0 or check.integer("DataLoader", "prefetch", opts.prefetch, 1, 4096)
   local n = dataset_len(dataset)
-  if type(n) ~= "number" or n < 0 then error("DataLoader: the dataset's length is " .. tostring(n), 0) end
+  check.integer("DataLoader", "the dataset's length", n, 0)
   local transforms = flatten_transforms(opts.transform)
   local native = is_cdataset(dataset) and opts.collate == nil
   for _, t in ipairs(transforms) do native = native and type(t) == "table" end
   local handle = native and dataset.handle or owned_dataset(C.nnr_dataset_indices(n))
-  local p = C.nnr_loader_new(handle, batch, opts.shuffle and 1 or 0, seed, opts.drop_last and 1 or 0, workers, opts.prefetch or 0)
+  -- a batch at least as large as the dataset is the whole of it: 2^62 stands for any larger size (an int64)
+  local p = C.nnr_loader_new(handle, math.min(batch, 2 ^ 62), opts.shuffle and 1 or 0, seed, opts.drop_last and 1 or 0, workers, prefetch)
   if p == nil then binding.raise() end
   p = ffi.gc(p, C.nnr_loader_free)
   local name = dataset_name(dataset)
@@ -607,8 +612,11 @@ end
 local function set_sampler_order(self, epoch)
   local list = sampler_indices(self.sampler, epoch)
   local idx = ffi.new("int64_t[?]", math.max(#list, 1))
+  local check = require "nnr.check"
   for k, i in ipairs(list) do
-    if type(i) ~= "number" then error("DataLoader: the sampler gave " .. type(i) .. " at position " .. k, 0) end
+    if type(i) ~= "number" or i ~= i or i ~= math.floor(i) or i < -2 ^ 53 or i > 2 ^ 53 then
+      error("DataLoader: the sampler gave " .. check.show(i) .. " at position " .. k .. ", expected an integer index", 0)
+    end
     idx[k - 1] = i - 1
   end
   binding.check(C.nnr_loader_set_order(self.handle, #list, idx))
@@ -629,7 +637,8 @@ function Loader:iter()
     if st == C.NNR_LOADER_END then return nil end
     if st ~= 0 then
       local msg = binding.last_error()
-      error((msg:gsub("^DataLoader: ", "DataLoader over " .. name .. ": ", 1)), 0)
+      if msg:sub(1, 12) == "DataLoader: " then msg = "DataLoader over " .. name .. ": " .. msg:sub(13) end
+      error(msg, 0)
     end
     local x = own(pair[0])
     local y = pair[1] ~= nil and own(pair[1]) or nil
@@ -649,7 +658,11 @@ function Loader:state_dict()
 end
 
 function Loader:load_state_dict(sd)
+  local check = require "nnr.check"
+  if type(sd) ~= "table" then error("DataLoader: load_state_dict expects {epoch, position}, got " .. type(sd), 0) end
   local n = self:len()
+  check.integer("DataLoader: load_state_dict", "epoch", sd.epoch, 1)
+  check.integer("DataLoader: load_state_dict", "position", sd.position, 0)   -- past the end: start_epoch says so
   if sd.position == n then      -- the epoch was finished: continue with the next one
     self.epoch, self.resume_position = sd.epoch, nil
   else
