@@ -3,7 +3,7 @@
 -- (seed, epoch), and the three models of the training script.
 --   local fm = dofile("scripts/fashion_mnist.lua")
 local nnr = require "nnr"
-local bit = require "bit"
+local check = require "nnr.check"
 local nn = nnr.nn
 
 local M = {}
@@ -43,6 +43,44 @@ end
 
 -- a permutation of 1..n that depends only on (seed, epoch): resuming needs no generator state
 function M.permutation(n, seed, epoch) return require("nnr").data.permutation(n, seed, epoch) end
+
+-- command-line numbers ----------------------------------------------------------------------
+-- --name's value: the number the text spells, then checked by nnr.check (spec: integer, min, max, ...),
+-- so "--lr nan", "--epochs 1e300" and "--batch-size 2.5" are refused before any work, naming the option
+function M.number_option(name, text, spec)
+  local flag = "--" .. name:gsub("_", "-")
+  local v = tonumber(text)
+  if v == nil then error(flag .. " needs a number, got '" .. tostring(text) .. "'", 0) end
+  return check.number("", flag, v, spec)
+end
+
+-- a checkpoint for --resume (who: "--resume PATH"): it must hold what training continues from
+function M.load_training_checkpoint(who, path)
+  local ck = nnr.load_checkpoint(path)
+  for _, k in ipairs { "model", "optimizer", "rng" } do
+    if type(ck[k]) ~= "table" then
+      error(string.format("%s: the checkpoint has no %s (not one written by --save?)", who, k == "rng" and "RNG state" or k), 0)
+    end
+  end
+  check.integer(who, "epoch", ck.epoch, 0, 1e6)
+  return ck
+end
+
+-- graceful stops ---------------------------------------------------------------------------
+-- From here on SIGINT (Ctrl-C) and SIGTERM let the step in progress finish: the training loop polls
+-- stop_requested() after each step (nnr.signals; a second signal interrupts at once).
+function M.catch_stop() require("nnr.signals").catch_stop(true) end
+
+-- nil, or the signal ("SIGINT", "SIGTERM") and the exit status nnrun gives (130, 143). With D (nnr.parallel.
+-- Distributed) every rank learns the highest status any rank saw, so that all stop after the same step.
+function M.stop_requested(D)
+  local sig, status = require("nnr.signals").stop_requested()
+  if not D then return sig, status end
+  local t = D.all_reduce(nnr.tensor({ status or 0 }, { dtype = "f64" }), "max")
+  status = t[1]
+  if status == 0 then return nil end
+  return ({ [130] = "SIGINT", [143] = "SIGTERM" })[status] or ("signal " .. (status - 128)), status
+end
 
 -- models -----------------------------------------------------------------------------
 function M.build_model(kind)

@@ -24,7 +24,19 @@
 -- (model, optimizer, schedule, epoch, RNG state) that --resume continues from,
 -- giving the same losses as a run that never stopped. --stop-after N ends the
 -- run after epoch N (a job split in parts: resume it with the same arguments).
+--
+-- Ctrl-C (SIGINT) or SIGTERM during training lets the step in progress finish, writes a
+-- checkpoint of that position to --save PATH (mid-epoch too: the loader's position and the
+-- epoch's running loss go with it, so --resume PATH continues with the same batches, losses and
+-- final weights as a run never interrupted) and exits with 130 (SIGINT) or 143 (SIGTERM):
+--   interrupted at epoch 1 step 120 (SIGINT): checkpoint written to ck.st; resume with --resume ck.st
+-- A second signal interrupts at once (the checkpoint being written, if any, stays the previous one).
+--
+-- Numeric options are checked before any work: --epochs and --stop-after whole numbers in
+-- [0, 1e6], --batch-size in [1, 2^31), --lr finite >= 0, --momentum in [0, 1], --threads in
+-- [1, 1024], --workers in [0, 64], --seed in [0, 2^53], --limit >= 1.
 local nnr = require "nnr"
+local check = require "nnr.check"
 local ffi = require "ffi"
 local nn, optim = nnr.nn, nnr.optim
 local fm = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts") .. "/fashion_mnist.lua")
@@ -38,8 +50,10 @@ local DEFAULT_DATA = fm.DEFAULT_DATA
 local function parse_args(argv)
   local opts = { model = "cnn", epochs = 2, batch_size = 64, lr = 0.01, optimizer = "sgd", device = "cpu",
                  seed = 1, data = DEFAULT_DATA, momentum = 0.9, lr_schedule = "cosine", workers = 2 }
-  local numeric = { epochs = true, batch_size = true, lr = true, threads = true, seed = true, momentum = true, limit = true,
-                    stop_after = true, workers = true }
+  local numeric = { epochs = { integer = true, min = 0, max = 1e6 }, batch_size = { integer = true, min = 1, max = 2 ^ 31 - 1 },
+                    lr = { min = 0 }, threads = { integer = true, min = 1, max = 1024 }, seed = { integer = true, min = 0, max = 2 ^ 53 },
+                    momentum = { min = 0, max = 1 }, limit = { integer = true, min = 1, max = 2 ^ 53 },
+                    stop_after = { integer = true, min = 0, max = 1e6 }, workers = { integer = true, min = 0, max = 64 } }
   local flags = { detect_anomaly = true, quiet = true, augment = true, distributed = true, allow_bf16 = true }
   local i = 1
   while i <= #argv do
@@ -56,7 +70,7 @@ local function parse_args(argv)
       local v = argv[i + 1]
       if v == nil then error("--" .. key:gsub("_", "-") .. " needs a value", 0) end
       if numeric[key] then
-        v = tonumber(v) or error("--" .. key:gsub("_", "-") .. " needs a number, got '" .. argv[i + 1] .. "'", 0)
+        v = fm.number_option(key, v, numeric[key])
       elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1,
                                           data_parallel = 1 })[key] then
         error("unknown option --" .. key:gsub("_", "-"), 0)
@@ -69,7 +83,6 @@ local function parse_args(argv)
   if not ({ mlp = 1, cnn = 1, ["cnn-bn"] = 1 })[opts.model] then error("--model must be mlp, cnn or cnn-bn, got '" .. opts.model .. "'", 0) end
   if not ({ sgd = 1, adam = 1 })[opts.optimizer] then error("--optimizer must be sgd or adam, got '" .. opts.optimizer .. "'", 0) end
   if not ({ cosine = 1, none = 1 })[opts.lr_schedule] then error("--lr-schedule must be cosine or none, got '" .. opts.lr_schedule .. "'", 0) end
-  if opts.batch_size < 1 or opts.epochs < 0 then error("--batch-size must be >= 1 and --epochs >= 0", 0) end
   return opts
 end
 
@@ -188,13 +201,23 @@ local function main(argv)
   local opt
   if opts.optimizer == "sgd" then opt = optim.SGD(model:parameters(), { lr = opts.lr, momentum = opts.momentum })
   else opt = optim.Adam(model:parameters(), { lr = opts.lr }) end
-  local n, batch = train_images:size(1), opts.batch_size
+  local n = train_images:size(1)
   local steps = #train
   -- cosine annealing stepped every batch, over the whole run
   local sched = opts.lr_schedule == "cosine" and optim.CosineAnnealingLR(opt, { T_max = math.max(1, steps * opts.epochs) }) or nil
-  local first_epoch = 1
+  -- a checkpoint: the model, the optimizer and its schedule, the RNG, the epochs done, and what the data
+  -- stream depends on; `within` (a stop mid-epoch) adds the batches done in the next epoch and its running loss
+  local function save_checkpoint(epochs_done, within)
+    local ck = { model = model:state_dict(), optimizer = opt:state_dict(), epoch = epochs_done,
+                 scheduler = sched and sched:state_dict() or nil, rng = nnr.get_rng_state(), model_kind = opts.model,
+                 batch_size = opts.batch_size, samples = n, world = world }
+    if within then ck.step, ck.epoch_loss_sum, ck.epoch_samples = within.step, within.loss_sum, within.samples end
+    nnr.save_checkpoint(opts.save, ck)
+  end
+  local first_epoch, resume = 1, nil
   if opts.resume then
-    local ck = nnr.load_checkpoint(opts.resume)
+    local where = "--resume " .. opts.resume
+    local ck = fm.load_training_checkpoint(where, opts.resume)
     if ck.model_kind and ck.model_kind ~= opts.model then
       error(string.format("--resume %s holds a %s model, not %s", opts.resume, ck.model_kind, opts.model), 0)
     end
@@ -202,23 +225,61 @@ local function main(argv)
     opt:load_state_dict(ck.optimizer)
     if sched and ck.scheduler then sched:load_state_dict(ck.scheduler) end
     nnr.set_rng_state(ck.rng)
-    first_epoch = ck.epoch + 1
-    if not opts.quiet then print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
+    first_epoch = check.integer(where, "epoch", ck.epoch, 0, 1e6) + 1
+    if ck.step ~= nil then        -- stopped mid-epoch: the same batches only with the same batch size, data and ranks
+      if ck.batch_size ~= opts.batch_size or ck.samples ~= n or (ck.world or 1) ~= world then
+        error(string.format("%s stopped in the middle of epoch %d with --batch-size %s on %s training images and %s process(es); "
+          .. "resume it with the same --batch-size, --limit and number of processes (now %d, %d, %d)", where, first_epoch,
+          tostring(ck.batch_size), tostring(ck.samples), tostring(ck.world or 1), opts.batch_size, n, world), 0)
+      end
+      resume = { step = check.integer(where, "step", ck.step, 1, steps - 1),
+                 loss_sum = check.number(where, "epoch_loss_sum", ck.epoch_loss_sum),
+                 samples = check.integer(where, "epoch_samples", ck.epoch_samples, 1) }
+    end
+    if not opts.quiet then
+      if resume then print(string.format("resumed from %s at epoch %d step %d", opts.resume, first_epoch, resume.step))
+      else print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
+    end
   end
   if not opts.quiet then
     print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g (%s), batch %d, %d threads, %d loader workers%s",
       train_images:size(1), test_images:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr,
       opts.lr_schedule == "cosine" and "cosine to 0" or "constant", opts.batch_size, nnr.get_num_threads(), opts.workers,
       opts.augment and ", augmented" or ""))
+    io.stdout:flush()
   end
 
+  -- a stop (SIGINT, SIGTERM) seen after a step or an epoch: write the checkpoint (unless just written),
+  -- say where training stopped and what was saved; nnrun then exits with 130 or 143
+  local function stop(sig, what, save)
+    local ok, err = true, nil
+    if opts.save and save then ok, err = pcall(save) end
+    if rank ~= 0 then return end
+    if not opts.save then
+      io.stderr:write(string.format("interrupted %s (%s); no --save was given, so no checkpoint was written\n", what, sig))
+    elseif ok then
+      io.stderr:write(string.format("interrupted %s (%s): checkpoint written to %s; resume with --resume %s\n", what, sig, opts.save, opts.save))
+    else
+      io.stderr:write(string.format("interrupted %s (%s), but the checkpoint could not be written: %s\n", what, sig, tostring(err)))
+    end
+  end
+
+  fm.catch_stop()               -- from here on Ctrl-C and SIGTERM let the step in progress finish
   local losses = {}
-  for epoch = first_epoch, math.min(opts.epochs, opts.stop_after or opts.epochs) do
+  local last = math.min(opts.epochs, opts.stop_after or opts.epochs)
+  for epoch = first_epoch, last do
     local progress = Progress.new(steps, epoch, opts.epochs, opts.quiet)
     local t0 = nnr.clock()
     local wait0 = train:stats().wait_seconds
     local running, seen, s = 0, 0, 0
-    train.epoch = epoch - 1                       -- the loader's epoch e is the training epoch e, also after --resume
+    local seen0 = 0
+    if resume and epoch == first_epoch then   -- continue the data stream after the batches already done
+      train:load_state_dict({ epoch = epoch, position = resume.step })
+      s = resume.step
+      if rank == 0 then running, seen, seen0 = resume.loss_sum, resume.samples, resume.samples end   -- summed over ranks
+    else
+      train.epoch = epoch - 1                     -- the loader's epoch e is the training epoch e, also after --resume
+    end
     for xb, yb in train:iter() do
       s = s + 1
       xb, yb = xb:to(device), yb:to(device)
@@ -240,31 +301,48 @@ local function main(argv)
       losses[#losses + 1] = l
       running = running + l * len
       seen = seen + len
-      progress:update(s, running / seen, seen)
+      progress:update(s, running / seen, seen - seen0)
+      if s < steps then         -- (after the epoch's last step, the epoch finishes: evaluation, metrics, checkpoint)
+        local sig = fm.stop_requested(D)
+        if sig then
+          if progress.tty and not opts.quiet then io.write("\n") end
+          local loss_sum, samples = running, seen
+          if D then     -- the epoch's running loss over all ranks (rank 0 takes it back on resume)
+            local t = D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
+            loss_sum, samples = t[1], t[2]
+          end
+          stop(sig, string.format("at epoch %d step %d", epoch, s),
+            function() save_checkpoint(epoch - 1, { step = s, loss_sum = loss_sum, samples = samples }) end)
+          return losses
+        end
+      end
     end
     local train_seconds = nnr.clock() - t0
     local wait_fraction = (train:stats().wait_seconds - wait0) / train_seconds
+    local epoch_seen = seen - seen0           -- the samples of this run's part of the epoch, for the speed
     if D then     -- the epoch's loss and samples over all ranks
-      local t = D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
-      running, seen = t[1], t[2]
+      local t = D.all_reduce(nnr.tensor({ running, seen, epoch_seen }, { dtype = "f64" }))
+      running, seen, epoch_seen = t[1], t[2], t[3]
     end
     local test_loss, accuracy = evaluate(model, test, device)
     local seconds = nnr.clock() - t0
     local rss = rss_mib()
     if not opts.quiet then
       print(string.format("epoch %d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f samples/s, %.1f s, waited for data %.2f%%, RSS %.0f MiB",
-        epoch, running / seen, test_loss, accuracy, seen / train_seconds, seconds, 100 * wait_fraction, rss))
+        epoch, running / seen, test_loss, accuracy, epoch_seen / train_seconds, seconds, 100 * wait_fraction, rss))
+      io.stdout:flush()
     end
     if opts.metrics then
       local f = assert(io.open(opts.metrics, "a"))
       f:write(json_line({ epoch = epoch, train_loss = running / seen, test_loss = test_loss, test_accuracy = accuracy,
-        samples_per_s = seen / train_seconds, seconds = seconds, rss_mib = rss, data_wait_fraction = wait_fraction },
+        samples_per_s = epoch_seen / train_seconds, seconds = seconds, rss_mib = rss, data_wait_fraction = wait_fraction },
         { "epoch", "train_loss", "test_loss", "test_accuracy", "samples_per_s", "seconds", "rss_mib", "data_wait_fraction" }), "\n")
       f:close()
     end
-    if opts.save then
-      nnr.save_checkpoint(opts.save, { model = model:state_dict(), optimizer = opt:state_dict(), epoch = epoch,
-        scheduler = sched and sched:state_dict() or nil, rng = nnr.get_rng_state(), model_kind = opts.model })
+    if opts.save then save_checkpoint(epoch) end
+    if epoch < last then
+      local sig = fm.stop_requested(D)
+      if sig then stop(sig, string.format("after epoch %d", epoch)); return losses end
     end
   end
   return losses
