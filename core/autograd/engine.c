@@ -223,6 +223,8 @@ int nnr_set_grad(nnr_tensor *t, nnr_tensor *g)
                               nnr_shape_str(a, sizeof a, g->ndim, g->sizes), nnr_device_name(g->device),
                               nnr_shape_str(b, sizeof b, t->ndim, t->sizes), nnr_device_name(t->device));
         }
+        if (g->dtype != t->dtype)      /* as PyTorch: "assigned grad has data of a different type" */
+            return nnr_errorf(NNR_ERR_INVALID, "grad: assigned gradient is %s, the tensor is %s", nnr_dtype_name(g->dtype), nnr_dtype_name(t->dtype));
         nnr_tensor_retain(g);
         t->autograd_release = release_slots;
     }

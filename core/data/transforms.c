@@ -25,8 +25,8 @@ static int grow(float **buf, size_t *n, size_t need)
 static void normalize(const nnr_transform *tr, image *img)
 {
     int per_channel = tr->p[6] != 0;
-    for (int64_t c = 0; c < img->c; c++) {
-        double mean = per_channel ? tr->p[(c % 3) * 2] : tr->p[0], std = per_channel ? tr->p[(c % 3) * 2 + 1] : tr->p[1];
+    for (int64_t c = 0; c < img->c; c++) {     /* per channel: exactly 3 (apply_transforms checks) */
+        double mean = per_channel ? tr->p[c * 2] : tr->p[0], std = per_channel ? tr->p[c * 2 + 1] : tr->p[1];
         float *p = img->data + c * img->h * img->w;
         float m = (float)mean, inv = (float)(1.0 / std);
         for (int64_t i = 0; i < img->h * img->w; i++) p[i] = (p[i] - m) * inv;
@@ -115,7 +115,12 @@ static int apply_transforms(const nnr_transform *list, int ntransforms, image *i
         case NNR_TRANSFORM_TO_FLOAT:
             for (int64_t i = 0; i < n; i++) img->data[i] *= (float)tr->p[0];
             break;
-        case NNR_TRANSFORM_NORMALIZE: normalize(tr, img); break;
+        case NNR_TRANSFORM_NORMALIZE:
+            if (tr->p[6] != 0 && img->c != 3) {
+                snprintf(err, errn, "Normalize: statistics for 3 channels, the image has %lld", (long long)img->c);
+                st = NNR_ERR_INVALID;
+            } else normalize(tr, img);
+            break;
         case NNR_TRANSFORM_RANDOM_HFLIP:
             if (nnr_rng_uniform(rng) < tr->p[0]) hflip(img);
             break;

@@ -309,11 +309,21 @@ static int run_scalar(int op, const nnr_tensor *x, double s, int scalar_first, n
     return nnr_run_descs(nnr_op_name(op), op, x->device, 1, in, &dout, &p);
 }
 
+/* PyTorch refuses an integer tensor to a negative integer power (its value is not an integer) */
+static int check_int_pow(int op, int result, double s, int scalar_first)
+{
+    if (op == NNR_OP_POW && !scalar_first && !nnr_dtype_is_float(result) && result != NNR_BOOL && s < 0)
+        return nnr_errorf(NNR_ERR_INVALID, "pow: integers to negative integer powers are not allowed (%s tensor, exponent %g); "
+                          "convert to a float dtype first", nnr_dtype_name(result), s);
+    return NNR_OK;
+}
+
 nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_first)
 {
     if (check_binary_op(op)) return NULL;
     int compute, result;
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);
+    if (check_int_pow(op, result, s, scalar_first)) return NULL;
     nnr_tensor *x = a->dtype == compute ? NULL : nnr_to(a, compute, a->device);
     if (a->dtype != compute && !x) return NULL;
     nnr_tensor *r = nnr_tensor_alloc(result, a->ndim, a->sizes, a->device);
@@ -377,7 +387,7 @@ int nnr_binary_scalar_(int op, nnr_tensor *a, double s)
     if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", nnr_op_name(op));
     int compute, result;
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);
-    if (inplace_check(op, a, result)) return nnr_last_status();
+    if (check_int_pow(op, result, s, 0) || inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
     char written[48];
     snprintf(written, sizeof written, "%s_", nnr_op_name(op));

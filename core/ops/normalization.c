@@ -1,6 +1,7 @@
 /* Batch norm over dim 1 of [N, C, ...], composed from the backend's four BN ops and elementwise
  * ones: the front end, its gradients, what it records and its backward. */
 #include <string.h>
+#include <math.h>
 #include "ops/internal.h"
 
 static nnr_tensor *row_stack(nnr_tensor *const *rows, int n)
@@ -97,7 +98,7 @@ static int record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *
 
 /* ---------------- front end ---------------- */
 
-static int check_batch_norm(const nnr_tensor *x, const nnr_tensor *const *per_channel, int training)
+static int check_batch_norm(const nnr_tensor *x, const nnr_tensor *const *per_channel, int training, double momentum, double eps)
 {
     char a[NNR_SHAPE_BUF];
     if (x->ndim < 2)
@@ -112,6 +113,13 @@ static int check_batch_norm(const nnr_tensor *x, const nnr_tensor *const *per_ch
                               nnr_shape_str(a, sizeof a, per_channel[k]->ndim, per_channel[k]->sizes), (long long)C);
     if (!training && (!per_channel[2] || !per_channel[3]))
         return nnr_errorf(NNR_ERR_INVALID, "batch_norm: evaluation needs running statistics");
+    /* one value per channel has no variance: the output would be all zeros (PyTorch refuses too) */
+    int64_t numel = nnr_tensor_numel(x);
+    if (training && C > 0 && numel / C == 1)
+        return nnr_errorf(NNR_ERR_INVALID, "batch_norm: expected more than 1 value per channel when training, got input of shape %s",
+                          nnr_shape_str(a, sizeof a, x->ndim, x->sizes));
+    if (!(eps > 0) || !isfinite(eps) || !(momentum >= 0 && momentum <= 1))
+        return nnr_errorf(NNR_ERR_INVALID, "batch_norm: eps must be a finite number > 0 and momentum in [0, 1] (got %g, %g)", eps, momentum);
     return NNR_OK;
 }
 
@@ -188,7 +196,7 @@ nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const 
         return y;
     }
     const nnr_tensor *per_channel[4] = {weight, bias, running_mean, running_var};
-    if (check_batch_norm(x, per_channel, training)) return NULL;
+    if (check_batch_norm(x, per_channel, training, momentum, eps)) return NULL;
     const nnr_tensor *in3[3] = {x, weight, bias};
     int record = nnr_should_record(3, in3);
     int prev = nnr_set_grad_enabled(0);

@@ -13,6 +13,9 @@ int nnr_random_(nnr_tensor *t, int kind, double a, double b)
         return nnr_errorf(NNR_ERR_INVALID, "randint: empty range [%g, %g)", a, b);
     if (kind == NNR_OP_RAND_INT && (!nnr_scalar_is_integral(a) || !nnr_scalar_is_integral(b)))
         return nnr_errorf(NNR_ERR_INVALID, "randint: the bounds must be integers, got [%.17g, %.17g)", a, b);
+    if (kind == NNR_OP_RAND_INT && nnr_dtype_is_float(t->dtype) == 0 && t->dtype != NNR_BOOL &&
+        (nnr_check_value_fits("randint", t->dtype, a) || nnr_check_value_fits("randint", t->dtype, b - 1)))
+        return nnr_last_status();
     if (kind == NNR_OP_RAND_UNIFORM && !(b >= a))
         return nnr_errorf(NNR_ERR_INVALID, "uniform: the range [%g, %g) is empty (from > to)", a, b);
     if (kind == NNR_OP_RAND_NORMAL && !(b >= 0))
