@@ -40,7 +40,7 @@ function M.GradScaler(opts)
   opts = opts or {}
   for k in pairs(opts) do
     if not ({ init_scale = 1, growth_factor = 1, backoff_factor = 1, growth_interval = 1, enabled = 1 })[k] then
-      error("GradScaler: unknown option '" .. tostring(k) .. "'", 2)
+      error("GradScaler: unknown option '" .. tostring(k) .. "'", 0)
     end
   end
   local s = setmetatable({
@@ -52,9 +52,12 @@ function M.GradScaler(opts)
     growth_tracker = 0,
     unscaled = {},        -- optimizer -> found_inf, for this step
   }, GradScaler)
-  if not (s.scale_ > 0) or not (s.growth_factor > 1) or not (s.backoff_factor > 0 and s.backoff_factor < 1) then
-    error("GradScaler: need init_scale > 0, growth_factor > 1 and 0 < backoff_factor < 1", 2)
-  end
+  local check = require "nnr.check"
+  check.number("GradScaler", "init_scale", s.scale_, { above = 0 })
+  check.number("GradScaler", "growth_factor", s.growth_factor, { above = 1 })
+  check.number("GradScaler", "backoff_factor", s.backoff_factor, { above = 0, below = 1 })
+  check.integer("GradScaler", "growth_interval", s.growth_interval, 1)
+  check.boolean("GradScaler", "enabled", opts.enabled)
   return s
 end
 

@@ -19,8 +19,11 @@ end
 
 function M.gradcheck(fn, inputs, opts)
   local nnr = require "nnr"
-  opts = opts or {}
-  local eps, atol, rtol = opts.eps or 1e-6, opts.atol or 1e-5, opts.rtol or 1e-3
+  local check = require "nnr.check"
+  opts = check.options("gradcheck", opts, { eps = true, atol = true, rtol = true })
+  local eps = check.number("gradcheck", "eps", opts.eps, { above = 0, default = 1e-6 })
+  local atol = check.number("gradcheck", "atol", opts.atol, { min = 0, default = 1e-5 })
+  local rtol = check.number("gradcheck", "rtol", opts.rtol, { min = 0, default = 1e-3 })
   local out = fn(unpack(inputs))
   if not nnr.is_tensor(out) then return false, "gradcheck: fn must return a tensor" end
   if not out.requires_grad then return false, "gradcheck: the output does not require grad (no input requires grad?)" end

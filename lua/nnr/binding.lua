@@ -138,8 +138,14 @@ local device_cache = {}
 function M.device_id(d, op)
   if d == nil then return 0 end
   local kind = type(d)
-  if kind == "number" then return d end
-  if kind == "table" and d.id then return d.id end
+  if kind == "number" then
+    if d ~= math.floor(d) or d < 0 or d >= C.nnr_device_count() then
+      error(string.format("%sdevice %s: not a device number (0..%d; or name one: \"cpu\", \"cuda:0\")", op and op .. ": " or "",
+        tostring(d), C.nnr_device_count() - 1), 0)
+    end
+    return d
+  end
+  if kind == "table" and d.id then return M.device_id(d.id, op) end
   if kind == "string" then
     local id = device_cache[d]
     if id then return id end

@@ -107,6 +107,15 @@ function M.options(who, opts, known)
   return opts
 end
 
+-- a file or folder path as C will see it: a non-empty string without NUL bytes (C would cut it
+-- at the first one and read or write another file)
+function M.path(who, name, v)
+  if type(v) ~= "string" then error(format("%s: %s must be a path (a string), got %s", who, name, type(v)), 0) end
+  if v == "" then error(format("%s: %s is empty", who, name), 0) end
+  if v:find("\0", 1, true) then error(format("%s: %s %s holds a NUL byte", who, name, format("%q", v):gsub("\\0", "\\0"):sub(1, 80)), 0) end
+  return v
+end
+
 -- a command-line value: the number a string spells (hex, "1e3", ...) checked as M.number
 function M.parse_number(who, name, text, s)
   local v = tonumber(text)

@@ -16,6 +16,9 @@ nnr.is_dtype = binding.is_dtype
 
 -- gradient recording -----------------------------------------------------------
 local function with_grad_mode(on, fn, ...)
+  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
+    error((on and "enable_grad" or "no_grad") .. ": expected a function to run, got " .. type(fn), 0)
+  end
   local prev = C.nnr_set_grad_enabled(on and 1 or 0)
   local results = { pcall(fn, ...) }
   C.nnr_set_grad_enabled(prev)

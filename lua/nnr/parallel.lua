@@ -53,7 +53,7 @@ end
 -- in place: "sum" (default), "avg", "max", "min", "prod"
 function D.all_reduce(t, op)
   op = op or "sum"
-  local code = OPS[op] or error("all_reduce: op '" .. tostring(op) .. "', expected sum, avg, max, min or prod", 2)
+  local code = OPS[op] or error("all_reduce: op '" .. tostring(op) .. "', expected sum, avg, max, min or prod", 0)
   D.init()
   on_contiguous(t, function(c)
     binding.check(C.nnr_dist_all_reduce(c.p, code))
@@ -192,7 +192,7 @@ P.DataParallel = DP
 function DP:__init(module, devices, opts)
   Module.__init(self)
   opts = opts or {}
-  if type(devices) ~= "table" or #devices < 1 then error("DataParallel: expected a list of devices, e.g. {\"cpu\", \"cpu:1\"}", 2) end
+  if type(devices) ~= "table" or #devices < 1 then error("DataParallel: expected a list of devices, e.g. {\"cpu\", \"cpu:1\"}", 0) end
   self:add_module("module", module)
   local names = {}
   for k, d in ipairs(devices) do

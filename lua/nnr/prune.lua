@@ -122,9 +122,11 @@ end
 function M.ln_structured(module, name, amount, n, dim)
   check_amount("ln_structured", amount)
   param_of("ln_structured", module, name)
-  n, dim = n or 2, dim or 1
+  local check = require "nnr.check"
+  n = check.number("prune.ln_structured", "n", n, { above = 0, inf = true, default = 2 })
+  dim = check.integer("prune.ln_structured", "dim", dim or 1, 1)
   local w = effective(module, name)
-  if dim < 1 or dim > w:dim() then error(string.format("prune.ln_structured: dim %d for a %d-d parameter", dim, w:dim()), 2) end
+  if dim > w:dim() then error(string.format("prune.ln_structured: dim %d for a %d-d parameter", dim, w:dim()), 0) end
   local moved = w:transpose(1, dim):contiguous()
   local rows = moved:reshape(moved:size(1), -1)
   local norms = n == math.huge and rows:abs():max(2) or rows:abs():pow(n):sum(2)

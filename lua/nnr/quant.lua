@@ -75,7 +75,9 @@ M.QuantizedLinear = QuantizedLinear
 -- from a Linear (its weight quantized now), or from sizes (then load_state_dict fills it)
 function QuantizedLinear:__init(in_features, out_features, opts)
   Module.__init(self)
-  opts = opts or {}
+  local check = require "nnr.check"
+  if type(in_features) == "table" and opts == nil then opts = out_features end   -- QuantizedLinear(linear[, opts])
+  opts = check.options("QuantizedLinear", opts, { kernel = true, bias = true })
   if type(in_features) == "table" then         -- a Linear
     local lin = in_features
     self.in_features, self.out_features = lin.in_features, lin.out_features
@@ -84,12 +86,14 @@ function QuantizedLinear:__init(in_features, out_features, opts)
     self:register_buffer("scale", scale)
     if lin.bias then self:register_buffer("bias", lin.bias:detach():to("cpu", "f32"):clone()) end
   else
-    self.in_features, self.out_features = in_features, out_features
+    self.in_features = check.integer("QuantizedLinear", "in_features", in_features, 1)
+    self.out_features = check.integer("QuantizedLinear", "out_features", out_features, 1)
     self:register_buffer("weight", nnr.zeros(out_features, in_features, { dtype = "i8" }))
     self:register_buffer("scale", nnr.ones(out_features))
     if opts.bias ~= false then self:register_buffer("bias", nnr.zeros(out_features)) end
   end
-  self.kernel = M.kernels[opts.kernel or "best"] or error("QuantizedLinear: unknown kernel '" .. tostring(opts.kernel) .. "'", 2)
+  self.kernel = M.kernels[opts.kernel or "best"] or error("QuantizedLinear: unknown kernel '" .. tostring(opts.kernel) ..
+    "' (best, c, avx2, avxvnni, avx512vnni)", 0)
   self:after_load()
 end
 
@@ -163,6 +167,9 @@ function M.dynamic(model, types, opts)
   end
   if opts.per_channel == false then
     error("nnr.quant.dynamic: per_channel = false is not offered: weights are quantized per output channel", 2)
+  end
+  if opts.kernel ~= nil and not M.kernels[opts.kernel] then
+    error("nnr.quant.dynamic: unknown kernel '" .. tostring(opts.kernel) .. "' (best, c, avx2, avxvnni, avx512vnni)", 0)
   end
   local want_linear = false
   for _, t in ipairs(types) do

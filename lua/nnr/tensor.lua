@@ -139,6 +139,7 @@ end
 function T.full(size, value, opts)
   local nd = fill_sizes("full", sizebuf, size)
   if type(value) == "boolean" then value = value and 1 or 0 end
+  if type(value) ~= "number" then error("full: value must be a number or a boolean, got " .. type(value), 0) end
   local dt, dev = opts_dtype_device("full", opts)
   return created(own(C.nnr_full(dt, nd, sizebuf, value, dev), C.nnr_full, dt, nd, sizebuf, value, dev), opts)
 end
@@ -346,6 +347,7 @@ end
 
 function methods.totable(t)
   local n = tonumber(C.nnr_tensor_numel(t.p))
+  if n > 2 ^ 31 then error("totable: " .. n .. " elements are too many for Lua tables (at most 2^31)", 0) end
   local buf = ffi.new("double[?]", n > 0 and n or 1)
   check(C.nnr_to_doubles(t.p, buf, n))
   local sizes = sizes_of(t)
@@ -459,6 +461,7 @@ end
 function methods.fill_(t, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
   if is_tensor(v) then v = methods.item(v) end
+  if type(v) ~= "number" then error("fill_: value must be a number, a boolean or a one-element tensor, got " .. type(v), 0) end
   check(C.nnr_fill_(t.p, v)); return t
 end
 function methods.zero_(t) check(C.nnr_fill_(t.p, 0)); return t end
@@ -521,11 +524,17 @@ mt.__div = function(a, b) return arith(OP.div, a, b) end
 mt.__pow = function(a, b) return arith(OP.pow, a, b) end
 mt.__unm = function(a) return own(C.nnr_unary(OP.neg, a.p)) end
 
+local function bound(op, v, what)
+  if v ~= nil and type(v) ~= "number" then error(op .. ": " .. what .. " must be a number or nil, got " .. type(v), 0) end
+  return v
+end
 function methods.clamp(t, lo, hi)
+  bound("clamp", lo, "min"); bound("clamp", hi, "max")
   local flags = (lo and 1 or 0) + (hi and 2 or 0)
   return own(C.nnr_clamp(t.p, lo or 0, hi or 0, flags))
 end
 function methods.clamp_(t, lo, hi)
+  bound("clamp_", lo, "min"); bound("clamp_", hi, "max")
   check(C.nnr_clamp_(t.p, lo or 0, hi or 0, (lo and 1 or 0) + (hi and 2 or 0))); return t
 end
 methods.clip = methods.clamp

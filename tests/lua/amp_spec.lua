@@ -112,7 +112,7 @@ describe("GradScaler", function()
     assert.are.equal(4, scaler:get_scale())
     local ok, err = pcall(nnr.amp.GradScaler, { init_scale = 0 })
     assert.is_false(ok)
-    assert.is_truthy(tostring(err):match("init_scale > 0"), tostring(err))
+    assert.is_truthy(tostring(err):match("GradScaler: init_scale must be a finite number > 0, got 0"), tostring(err))
   end)
 end)
 

@@ -81,8 +81,20 @@ end
 function M.IDXDataset(images, labels, opts)
   local nnr = require "nnr"
   local x = nnr.load_idx(images)
+  opts = V.options("IDXDataset", opts, { raw_labels = true })
   local y = labels and nnr.load_idx(labels) or nil
-  if y and not (opts and opts.raw_labels) then y = y:long():add_(1) end
+  if y and not opts.raw_labels then
+    -- classes are whole numbers >= 0 (a float label file may hold NaN or 2.5: not classes)
+    if y:is_floating_point() then
+      for k, v in ipairs(y:reshape(-1):totable()) do
+        if not (v >= 0 and v == math.floor(v) and v < 2 ^ 53) then
+          error(string.format("IDXDataset: %s: label %s of sample %d is not a class number (0, 1, ...; raw_labels = true keeps the values)",
+            labels, V.show(v), k), 0)
+        end
+      end
+    end
+    y = y:long():add_(1)
+  end
   local ds = M.TensorDataset(x, y)
   ds.kind = "IDXDataset"
   return ds
@@ -93,7 +105,7 @@ end
 -- or, with classes = false, f32 targets
 function M.CSVDataset(path, opts)
   opts = V.options("CSVDataset", opts, { label = true, header = true, delimiter = true, classes = true })
-  if type(path) ~= "string" then error("CSVDataset: path must be a string, got " .. type(path), 0) end
+  V.path("CSVDataset", "path", path)
   local header = opts.header == nil or V.boolean("CSVDataset", "header", opts.header)
   if opts.classes ~= nil then V.boolean("CSVDataset", "classes", opts.classes) end
   local delim = opts.delimiter or ","
@@ -136,7 +148,7 @@ function M.BinaryRecordDataset(path, opts)
   if opts.record_size ~= nil then V.integer(who, "record_size", opts.record_size, 1) end
   if opts.raw_labels ~= nil then V.boolean(who, "raw_labels", opts.raw_labels) end
   local record = opts.record_size or math.max(offset + xbytes, label_offset >= 0 and label_offset + C.nnr_dtype_size(ydt) or 0)
-  local h = C.nnr_dataset_records(path, opts.header or 0, record, offset, xdt, #shape, sizes, label_offset, ydt,
+  local h = C.nnr_dataset_records(V.path(who, "path", path), opts.header or 0, record, offset, xdt, #shape, sizes, label_offset, ydt,
     (label_offset >= 0 and not opts.raw_labels) and 1 or 0)
   return cdataset(h, { kind = "BinaryRecordDataset", path = path })
 end
@@ -146,7 +158,7 @@ end
 function M.ImageFolder(root, opts)
   opts = V.options("ImageFolder", opts, { channels = true })
   local channels = opts.channels == nil and 3 or V.integer("ImageFolder", "channels", opts.channels, 0, 4)
-  local ds = cdataset(C.nnr_dataset_image_folder(root, channels), { kind = "ImageFolder", root = root })
+  local ds = cdataset(C.nnr_dataset_image_folder(V.path("ImageFolder", "root", root), channels), { kind = "ImageFolder", root = root })
   ds.classes = {}
   for i = 1, C.nnr_dataset_class_count(ds.handle) do ds.classes[i] = ffi.string(C.nnr_dataset_class_name(ds.handle, i - 1)) end
   return ds
@@ -154,10 +166,10 @@ end
 
 -- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
 function M.load_image(path, channels)
-  return binding.own(C.nnr_load_image(path, V.integer("load_image", "channels", channels or 0, 0, 4)))
+  return binding.own(C.nnr_load_image(V.path("load_image", "path", path), V.integer("load_image", "channels", channels or 0, 0, 4)))
 end
 function M.save_image(path, image, quality)
-  binding.check(C.nnr_save_image(path, image.p, V.integer("save_image", "quality", quality or 90, 1, 100)))
+  binding.check(C.nnr_save_image(V.path("save_image", "path", path), require("nnr.tensor").tp("save_image", image, "image"), V.integer("save_image", "quality", quality or 90, 1, 100)))
 end
 
 -- Subset, ConcatDataset and random_split: C-backed when their parts are, else Lua datasets

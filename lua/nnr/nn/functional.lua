@@ -181,6 +181,7 @@ local function check_targets(op, logits, target)
       " (expected [N] class indices for [N, C] scores)", 0)
   end
   local classes = logits:size(2)
+  if target:numel() == 0 then return end      -- an empty batch: the mean of nothing is nan, as PyTorch's
   local lo, hi = target:min():item(), target:max():item()
   if lo < 1 or hi > classes then
     local bad = lo < 1 and lo or hi

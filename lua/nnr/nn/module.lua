@@ -219,6 +219,9 @@ end
 
 -- copies values in; strict (the default) wants exactly the same keys
 function Module:load_state_dict(sd, strict)
+  if type(sd) ~= "table" then
+    error(string.format("%s:load_state_dict: expected a table of tensors (what state_dict() returns), got %s", self.__name, type(sd)), 0)
+  end
   if strict == nil then strict = true end
   local mine = self:state_dict()
   local missing, unexpected = {}, {}

@@ -6,7 +6,10 @@ local M = {}
 -- scales the gradients of params so that their joint norm is at most max_norm;
 -- returns the norm before clipping (norm_type 2 by default, or math.huge)
 function M.clip_grad_norm(params, max_norm, norm_type)
-  norm_type = norm_type or 2
+  local check = require "nnr.check"
+  check.number("clip_grad_norm", "max_norm", max_norm, { min = 0 })
+  norm_type = check.number("clip_grad_norm", "norm_type", norm_type, { above = 0, inf = true, default = 2 })
+  if type(params) ~= "table" then error("clip_grad_norm: expected a list of parameters", 0) end
   local grads = {}
   for _, p in ipairs(params) do if p.grad then grads[#grads + 1] = p.grad end end
   if #grads == 0 then return 0 end

@@ -103,6 +103,14 @@ function Optimizer:state_dict()
 end
 
 function Optimizer:load_state_dict(sd)
+  if type(sd) ~= "table" or type(sd.param_groups) ~= "table" or type(sd.state) ~= "table" then
+    error(self.__name .. ":load_state_dict: expected the table state_dict() returns ({state = ..., param_groups = ...})", 0)
+  end
+  for gi, g in ipairs(sd.param_groups) do
+    if type(g) ~= "table" or type(g.params) ~= "table" then
+      error(string.format("%s:load_state_dict: group %d has no list of parameters", self.__name, gi), 0)
+    end
+  end
   if #sd.param_groups ~= #self.param_groups then
     error(string.format("%s:load_state_dict: %d parameter groups in the state, %d in the optimizer", self.__name,
       #sd.param_groups, #self.param_groups), 0)
@@ -114,7 +122,11 @@ function Optimizer:load_state_dict(sd)
       error(string.format("%s:load_state_dict: group %d has %d parameters in the state, %d in the optimizer", self.__name, gi,
         #src.params, #g.params), 0)
     end
-    for k, v in pairs(src) do if k ~= "params" then g[k] = v end end
+    local loaded = {}
+    for k, v in pairs(g) do loaded[k] = v end
+    for k, v in pairs(src) do if k ~= "params" then loaded[k] = v end end
+    self:check_group(loaded)        -- a checkpoint's NaN lr is refused here, not trained with
+    for k, v in pairs(loaded) do g[k] = v end
     for _, p in ipairs(g.params) do
       index = index + 1
       local s = sd.state[index] or sd.state[tostring(index)]
