@@ -31,10 +31,8 @@ static int64_t gc_min_growth = (int64_t)32 << 20;
 static void caches_init(void)
 {
     for (int i = 0; i < MAX_DEVICES; i++) pthread_mutex_init(&caches[i].lock, NULL);
-    const char *env = getenv("NNR_CACHE_LIMIT_MB");
-    if (env) cache_limit = (int64_t)atoll(env) << 20;
-    env = getenv("NNR_GC_MIB");
-    if (env && atoll(env) > 0) gc_min_growth = (int64_t)atoll(env) << 20;
+    cache_limit = nnr_env_int("NNR_CACHE_LIMIT_MB", 1024, 0, (int64_t)1 << 40) << 20;
+    gc_min_growth = nnr_env_int("NNR_GC_MIB", 32, 1, (int64_t)1 << 40) << 20;
 }
 
 /* size class: 64-byte steps below 1 KiB, then 4 steps per power of two */
@@ -150,6 +148,8 @@ static void human_bytes(char *buf, size_t n, double b)
     while (b >= 1024 && u < 6) { b /= 1024; u++; }
     snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, units[u]);
 }
+
+void nnr_allocator_init(void) { pthread_once(&caches_once, caches_init); }
 
 void *nnr_alloc_device(int device, size_t nbytes)
 {

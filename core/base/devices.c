@@ -22,8 +22,8 @@ static int num_threads;
 
 static void host_log(int level, const char *plugin, const char *message)
 {
-    const char *env = getenv("NNR_LOG");
-    int threshold = env ? atoi(env) : NNR_LOG_WARN;
+    static int threshold = -1;
+    if (threshold < 0) threshold = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4);
     if (level < threshold) return;
     static const char *names[] = {"debug", "info", "warning", "error"};
     fprintf(stderr, "nnr[%s] %s: %s\n", plugin ? plugin : "core", names[level < 0 ? 0 : level > 3 ? 3 : level], message);
@@ -130,9 +130,9 @@ static const char *plugin_dir_beside_library(char *buf, size_t n)
 
 static void do_init(void)
 {
-    const char *env = getenv("NNR_NUM_THREADS");
-    if (!env) env = getenv("OMP_NUM_THREADS");
-    num_threads = env ? atoi(env) : 0;
+    host_log(-1, NULL, "");          /* reads NNR_LOG now, so that a bad value is reported at start */
+    nnr_allocator_init();
+    num_threads = (int)nnr_env_int(getenv("NNR_NUM_THREADS") ? "NNR_NUM_THREADS" : "OMP_NUM_THREADS", 0, 1, 4096);
     if (num_threads <= 0) num_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (num_threads <= 0) num_threads = 1;
     char dir[1024];

@@ -1,6 +1,8 @@
 /* Thread-local error state and the interrupt flag. C functions set a message
  * and return a status or NULL; the Lua layer turns it into error(). */
+#include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include "base/internal.h"
@@ -42,6 +44,23 @@ const char *nnr_shape_str(char *buf, size_t n, int ndim, const int64_t *sizes)
         used += (size_t)snprintf(buf + used, n - used, i ? ", %lld" : "%lld", (long long)sizes[i]);
     if (used < n) snprintf(buf + used, n - used, "]");
     return buf;
+}
+
+int64_t nnr_env_int(const char *name, int64_t dflt, int64_t lo, int64_t hi)
+{
+    const char *v = getenv(name);
+    if (!v) return dflt;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+    if (end != v && *end == 0 && errno == 0 && n >= lo && n <= hi) return n;
+    static _Atomic unsigned warned;                 /* one bit per variable name's hash: warn once */
+    unsigned bit = 1u << ((unsigned)(strlen(name) * 31u + (unsigned char)name[4]) % 32u);
+    if (!(atomic_fetch_or(&warned, bit) & bit))
+        fprintf(stderr, "nnrun: %s=%.60s is not a whole number in %lld..%lld; ignored (the default applies)\n", name, v, (long long)lo,
+                (long long)hi);
+    return dflt;
 }
 
 void nnr_interrupt(void) { interrupt_flag = 1; }

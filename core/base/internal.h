@@ -57,6 +57,11 @@ static inline bool nnr_size_from_double(double v, int64_t lo, int64_t hi, int64_
     return true;
 }
 
+/* ---- environment variables (error.c) ---- */
+/* the whole number an environment variable spells, in [lo, hi]; dflt when it is unset, and when it
+ * is anything else, with a warning on stderr naming the variable (once per variable) */
+int64_t nnr_env_int(const char *name, int64_t dflt, int64_t lo, int64_t hi);
+
 /* ---- plugins (plugins.c) ---- */
 enum { NNR_MAX_PLUGINS = 32, NNR_MAX_DEVICES = 64 };
 typedef struct nnr_plugin_record {
@@ -99,6 +104,8 @@ nnr_plugin *nnr_extension_for(const nnr_op_call *call);
 void nnr_device_release_memory(int device);
 
 /* ---- the caching allocator (allocator.c) and page-locked host memory (pinned.c) ---- */
+/* reads the allocator's settings (NNR_CACHE_LIMIT_MB, NNR_GC_MIB) now rather than at the first block */
+void nnr_allocator_init(void);
 void *nnr_alloc_device(int device, size_t nbytes);
 void nnr_free_device(int device, void *ptr, size_t nbytes);
 /* live bytes of every device (the GC trigger) and of one */

@@ -74,7 +74,12 @@ nnr_dataset *nnr_dataset_tensors(const nnr_tensor *x, const nnr_tensor *y)
         nnr_errorf(NNR_ERR_INVALID, "TensorDataset: datasets live in host memory (cpu tensors)");
         return NULL;
     }
-    if (x->ndim < 1 || (y && (y->ndim < 1 || y->sizes[0] != x->sizes[0]))) {
+    if (x->ndim < 1 || (y && y->ndim < 1)) {
+        nnr_errorf(NNR_ERR_INVALID, "TensorDataset: %s of shape %s is 0-dimensional; samples are the rows of dimension 1",
+                   x->ndim < 1 ? "the samples tensor" : "the targets tensor", x->ndim < 1 ? "[]" : nnr_shape_str(b, sizeof b, y->ndim, y->sizes));
+        return NULL;
+    }
+    if (y && y->sizes[0] != x->sizes[0]) {
         nnr_errorf(NNR_ERR_INVALID, "TensorDataset: samples %s and targets %s differ in their first dimension",
                    nnr_shape_str(a, sizeof a, x->ndim, x->sizes), y ? nnr_shape_str(b, sizeof b, y->ndim, y->sizes) : "[]");
         return NULL;

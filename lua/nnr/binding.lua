@@ -140,7 +140,7 @@ function M.device_id(d, op)
   local kind = type(d)
   if kind == "number" then
     if d ~= math.floor(d) or d < 0 or d >= C.nnr_device_count() then
-      error(string.format("%sdevice %s: not a device number (0..%d; or name one: \"cpu\", \"cuda:0\")", op and op .. ": " or "",
+      error(string.format("%sno device %s (device numbers are 0..%d; or name one: \"cpu\", \"cuda:0\")", op and op .. ": " or "",
         tostring(d), C.nnr_device_count() - 1), 0)
     end
     return d

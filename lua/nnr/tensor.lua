@@ -73,7 +73,7 @@ local function int_arg(op, what, v)
     error(op .. ": " .. what .. " must be an integer, got " .. (type(v) == "number" and require("nnr.check").show(v) or type(v)), 0)
   end
   if v > MAX_INT or v < -MAX_INT then
-    error(op .. ": " .. what .. " must be at most 2^53 in magnitude (far beyond any memory), got " .. require("nnr.check").show(v), 0)
+    error(op .. ": " .. what .. " must be an integer of magnitude at most 2^53 (too large for any memory), got " .. require("nnr.check").show(v), 0)
   end
   return v
 end
@@ -485,9 +485,9 @@ local function opname(op) return ffi.string(C.nnr_op_name(op)) end
 local function arith(op, a, b)
   if type(b) == "boolean" then b = b and 1 or 0 end
   if type(a) == "boolean" then a = a and 1 or 0 end
-  if type(b) == "number" then return own(binary_scalar(op, is_tensor(a) and a.p or tp(opname(op), a, "input"), b, 0)) end
-  if type(a) == "number" then return own(binary_scalar(op, tp(opname(op), b, "other"), a, 1)) end
-  return own(binary(op, tp(opname(op), a, "input"), tp(opname(op), b, "other")))
+  if type(b) == "number" then return own(binary_scalar(op, is_tensor(a) and a.p or tp(opname(op), a, "input (a tensor or a number)"), b, 0)) end
+  if type(a) == "number" then return own(binary_scalar(op, tp(opname(op), b, "other (a tensor or a number)"), a, 1)) end
+  return own(binary(op, tp(opname(op), a, "input (a tensor or a number)"), tp(opname(op), b, "other (a tensor or a number)")))
 end
 T.arith = arith
 
@@ -500,7 +500,7 @@ for name, op in pairs(OP) do
     methods[name .. "_"] = function(a, b)
       if type(b) == "boolean" then b = b and 1 or 0 end
       local ap = tp(name .. "_", a, "self")
-      if type(b) == "number" then check(C.nnr_binary_scalar_(op, ap, b)) else check(binary_(op, ap, tp(name .. "_", b, "other"))) end
+      if type(b) == "number" then check(C.nnr_binary_scalar_(op, ap, b)) else check(binary_(op, ap, tp(name .. "_", b, "other (a tensor or a number)"))) end
       return a
     end
   end
@@ -796,7 +796,8 @@ mt.__newindex = function(t, k, value)
   local v = index_view(t, k, "index")
   if type(value) == "number" or type(value) == "boolean" then methods.fill_(v, value)
   elseif is_tensor(value) then check(C.nnr_copy_(v.p, value.p))
-  else methods.copy_(v, value) end
+  elseif type(value) == "table" then methods.copy_(v, value)
+  else error("index: the value written must be a number, a boolean, a tensor or a nested table of numbers; expected numbers, got " .. type(value), 0) end
 end
 
 mt.__len = function(t)

@@ -28,8 +28,14 @@ static nnr_status device_count(nnr_plugin *self, int *count)
 {
     (void)self;
     const char *env = getenv("NNR_CPU_DEVICES");
-    int n = env ? atoi(env) : 1;
-    *count = n < 1 ? 1 : n > 16 ? 16 : n;
+    char *end = NULL;
+    long n = env ? strtol(env, &end, 10) : 1;
+    if (env && (end == env || *end != 0 || n < 1 || n > 16)) {
+        static int warned;
+        if (!warned++) fprintf(stderr, "nnrun: NNR_CPU_DEVICES=%.60s is not a whole number in 1..16; using 1\n", env);
+        n = 1;
+    }
+    *count = (int)n;
     cpu_pool_set_devices(*count);       /* each device its share of the threads */
     return NNR_OK;
 }
