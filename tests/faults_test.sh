@@ -2,9 +2,9 @@
 # Faults during long work (docs/reliability.md): a stop signal during training, a full disk during a
 # save, the temporary files of a killed save, out of memory in the caching allocator, a loader
 # worker that fails, and bad numeric options of the training scripts.
-#   faults_test.sh path/to/nnrun [signals|options|disk|stale|oom|loader|all]
+#   faults_test.sh path/to/nnrun [signals|distributed|options|disk|stale|oom|loader|all]
 # Run from the source tree. Exits 0 when every check passed, 77 when the part cannot run here (disk:
-# no tmpfs can be mounted; signals, options: no Fashion-MNIST), 1 otherwise.
+# no tmpfs can be mounted; signals, options, distributed: no Fashion-MNIST; distributed: no MPI), 1 otherwise.
 set -u
 NNRUN=$(realpath "$1")
 PART=${2:-all}
@@ -22,6 +22,11 @@ fails() { ! "$@" 2>/dev/null; }
 lacks() { ! grep -qF -- "$2" <<<"$1" || { echo "  did not expect: $2"; return 1; }; }
 no_temps() { local left; left=$(find "$1" -name '*.tmp.*'); [ -z "$left" ] || { echo "  left: $left"; return 1; }; }
 metrics_of() { grep -o '"epoch":[^,]*,"train_loss":[^,]*,"test_loss":[^,]*,"test_accuracy":[^,]*' "$1"; }
+same_metrics() {   # the epochs' losses and accuracies of two metrics files: present and equal
+  local a b
+  a=$(metrics_of "$1"); b=$(metrics_of "$2")
+  [ -n "$a" ] && [ "$a" = "$b" ] || { echo "  $a"; echo "  vs"; echo "  $b"; return 1; }
+}
 have_data() { [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; }
 meta() { "$NNRUN" -e "local _, m = nnr.load('$1'); io.write(tostring(m['$2']))"; }
 
@@ -40,7 +45,7 @@ signals_part() {
   cp "$tmp/term.st" "$tmp/term_mid.st"
   out=$("$NNRUN" $TRAIN "${common[@]}" --metrics "$tmp/term.jsonl" --save "$tmp/term.st" --resume "$tmp/term.st" 2>&1); code=$?
   check "SIGTERM resume: exit status 0 ($out)" test "$code" -eq 0
-  check "SIGTERM resume: the same losses and accuracies as a run never interrupted" test "$(metrics_of "$tmp/straight.jsonl")" = "$(metrics_of "$tmp/term.jsonl")"
+  check "SIGTERM resume: the same losses and accuracies as a run never interrupted" same_metrics "$tmp/straight.jsonl" "$tmp/term.jsonl"
   check "SIGTERM resume: the same final weights and optimizer state, bit for bit" "$NNRUN" $SAME "$tmp/straight.st" "$tmp/term.st"
   check "(the comparison can fail: the mid-epoch checkpoint differs)" fails "$NNRUN" $SAME "$tmp/straight.st" "$tmp/term_mid.st"
 
@@ -49,7 +54,7 @@ signals_part() {
   check "SIGINT at an epoch's end: exit status 130" test "$code" -eq 130
   check "SIGINT at an epoch's end: message" contains "$out" "interrupted after epoch 1 (SIGINT): checkpoint written to $tmp/int.st"
   "$NNRUN" $TRAIN "${common[@]}" --metrics "$tmp/int.jsonl" --save "$tmp/int.st" --resume "$tmp/int.st" >/dev/null 2>&1
-  check "SIGINT at an epoch's end: resume gives the same metrics" test "$(metrics_of "$tmp/straight.jsonl")" = "$(metrics_of "$tmp/int.jsonl")"
+  check "SIGINT at an epoch's end: resume gives the same metrics" same_metrics "$tmp/straight.jsonl" "$tmp/int.jsonl"
   check "SIGINT at an epoch's end: resume gives the same weights" "$NNRUN" $SAME "$tmp/straight.st" "$tmp/int.st"
 
   # another model, optimizer and schedule: cnn-bn (BatchNorm's running statistics), Adam, constant lr
@@ -93,7 +98,7 @@ signals_part() {
   check "Ctrl-C from outside: message" grep -qE "interrupted (at epoch [12] step [0-9]+|after epoch 1) \(SIGINT\): checkpoint written to $tmp/cnn.st" "$tmp/cnn.out"
   echo "  (Ctrl-C landed: $(grep -o 'interrupted [a-z]* epoch [0-9]*\( step [0-9]*\)\?' "$tmp/cnn.out"))"
   "$NNRUN" $TRAIN "${cnn[@]}" --quiet --metrics "$tmp/cnn.jsonl" --save "$tmp/cnn.st" --resume "$tmp/cnn.st" >/dev/null 2>&1
-  check "Ctrl-C from outside: resume gives the same metrics" test "$(metrics_of "$tmp/cnn_straight.jsonl")" = "$(metrics_of "$tmp/cnn.jsonl")"
+  check "Ctrl-C from outside: resume gives the same metrics" same_metrics "$tmp/cnn_straight.jsonl" "$tmp/cnn.jsonl"
   check "Ctrl-C from outside: resume gives the same weights" "$NNRUN" $SAME "$tmp/cnn_straight.st" "$tmp/cnn.st"
 
   # the quantize script's training: the same stop, checkpoint and resume
@@ -104,10 +109,28 @@ signals_part() {
   check "quantize SIGTERM: message" contains "$out" "interrupted at epoch 2 step 5 (SIGTERM): checkpoint written to $tmp/q.st; resume with --resume $tmp/q.st"
   "$NNRUN" $QUANT "${q[@]}" --save "$tmp/q.st" --resume "$tmp/q.st" --metrics "$tmp/q.jsonl" >/dev/null 2>&1
   check "quantize SIGTERM: resume gives the same mlp" "$NNRUN" $SAME "$tmp/q_straight.st" "$tmp/q.st"
-  check "quantize SIGTERM: resume gives the same accuracies" test "$(grep -o '"accuracy":[^,]*' "$tmp/q_straight.jsonl")" = "$(grep -o '"accuracy":[^,]*' "$tmp/q.jsonl")"
+  local qa
+  qa=$(grep -o '"accuracy":[^,]*' "$tmp/q_straight.jsonl")
+  check "quantize SIGTERM: resume gives the same accuracies ($(tr '\n' ' ' <<<"$qa"))" test -n "$qa" -a "$qa" = "$(grep -o '"accuracy":[^,]*' "$tmp/q.jsonl")"
   out=$("$NNRUN" $AT_STEP INT 41 $QUANT "${q[@]}" --save "$tmp/q2.st" 2>&1); code=$?
   check "quantize SIGINT while fine-tuning: exit status 130" test "$code" -eq 130
   check "quantize SIGINT while fine-tuning: message" contains "$out" "of the pruned model's fine-tuning (SIGINT); the trained mlp is in $tmp/q2.st: rerun with --checkpoint $tmp/q2.st"
+}
+
+# ---- 1b. the same under mpirun: a signal in one rank stops every rank after the same step
+distributed_part() {
+  command -v mpirun >/dev/null || { skipped="distributed: mpirun not found"; return; }
+  "$NNRUN" -e 'os.exit(nnr.parallel.Distributed.available() and 0 or 77)' || { skipped="distributed: nnrun was built without MPI"; return; }
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+  local mpi=(timeout 180 mpirun -np 2 --oversubscribe "$NNRUN") out code
+  local d=(--distributed --model mlp --limit 1280 --batch-size 64 --threads 1 --workers 1 --quiet --epochs 2)
+  "${mpi[@]}" $TRAIN "${d[@]}" --save "$tmp/d_straight.st" --metrics "$tmp/d_straight.jsonl" >/dev/null 2>&1
+  out=$(SIGNAL_RANK=1 "${mpi[@]}" $AT_STEP TERM 13 $TRAIN "${d[@]}" --save "$tmp/d.st" --metrics "$tmp/d.jsonl" 2>&1); code=$?
+  check "distributed, SIGTERM in rank 1: the job ends non-zero" test "$code" -ne 0
+  check "distributed, SIGTERM in rank 1: rank 0 saved where both stopped" contains "$out" "interrupted at epoch 1 step 13 (SIGTERM): checkpoint written to $tmp/d.st"
+  "${mpi[@]}" $TRAIN "${d[@]}" --save "$tmp/d.st" --resume "$tmp/d.st" --metrics "$tmp/d.jsonl" >/dev/null 2>&1
+  check "distributed: resume gives the same metrics (the epoch's loss summed over ranks)" same_metrics "$tmp/d_straight.jsonl" "$tmp/d.jsonl"
+  check "distributed: resume gives the same weights" "$NNRUN" $SAME "$tmp/d_straight.st" "$tmp/d.st"
 }
 
 # ---- 7. numeric options: refused before any training, naming the option
@@ -264,10 +287,10 @@ loader_part() {
 
 case $PART in
   disk-inside) disk_inside "$3"; exit $? ;;
-  signals|options) have_data || { echo "skipped: Debian's dataset-fashion-mnist is not installed"; exit 77; }; "${PART}_part" ;;
+  signals|options|distributed) have_data || { echo "skipped: Debian's dataset-fashion-mnist is not installed"; exit 77; }; "${PART}_part" ;;
   disk|stale|oom|loader) "${PART}_part" ;;
   all)
-    if have_data; then signals_part; options_part; else skipped="signals, options: no Fashion-MNIST"; fi
+    if have_data; then signals_part; distributed_part; options_part; else skipped="signals, distributed, options: no Fashion-MNIST"; fi
     disk_part; stale_part; oom_part; loader_part ;;
   *) echo "unknown part $PART"; exit 2 ;;
 esac

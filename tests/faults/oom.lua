@@ -23,10 +23,14 @@ if mode == "message" then
   if C.nnr_gc_flag()[0] == 0 then fail("the GC flag was not raised after the failure") end
   if (nnr.ones(3) + 1):sum():item() ~= 6 then fail("the process cannot go on") end
   print("ok: " .. err)
-  os.exit(0)
+  return
 end
 
 if mode ~= "reclaim" and mode ~= "control" then fail("usage: oom.lua message|reclaim|control") end
+if os.getenv("NNR_MEMCHECK") then     -- ASan and valgrind reserve terabytes of address space: no RLIMIT_AS fits
+  print("ok: skipped under a memory checker (NNR_MEMCHECK=" .. os.getenv("NNR_MEMCHECK") .. "): an address-space limit cannot apply")
+  return
+end
 
 ffi.cdef [[
 struct nnr_rlimit { unsigned long cur, max; };

@@ -1,7 +1,8 @@
 -- Runs a script and sends this process a signal right after its optimizer's N-th step, so a test can
 -- stop training at an exact place through the real signal path (nnrun's handler, nnr.signals):
 --   nnrun tests/faults/signal_at_step.lua SIGNAL N script.lua [args...]
--- SIGNAL: INT or TERM; INT2 or TERM2 send it twice (the second one interrupts at once)
+-- SIGNAL: INT or TERM; INT2 or TERM2 send it twice (the second one interrupts at once).
+-- Under mpirun, SIGNAL_RANK=r sends it in rank r only (the others must stop after the same step).
 local ffi = require "ffi"
 ffi.cdef "int kill(int pid, int sig); int getpid(void);"
 local signame, at, script = arg[1], tonumber(arg[2]), arg[3]
@@ -14,7 +15,10 @@ local step, count = Optimizer.step, 0
 function Optimizer.step(self, ...)
   local r = step(self, ...)
   count = count + 1
-  if count == at then for _ = 1, times do ffi.C.kill(ffi.C.getpid(), signum) end end
+  local only = os.getenv("SIGNAL_RANK")
+  if count == at and (not only or os.getenv("OMPI_COMM_WORLD_RANK") == only) then
+    for _ = 1, times do ffi.C.kill(ffi.C.getpid(), signum) end
+  end
   return r
 end
 
