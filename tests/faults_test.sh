@@ -267,7 +267,7 @@ stale_part() {
 # ---- 4. out of memory in the caching allocator
 oom_part() {
   local m out
-  for m in message reclaim control; do
+  for m in message reclaim control gc; do
     out=$("$NNRUN" tests/faults/oom.lua $m 2>&1)
     check "oom $m ($out)" test $? -eq 0
     echo "  $out"

@@ -102,6 +102,31 @@ function M.own(p, f, ...)
   return ffi.gc(handle_ct(p), release)
 end
 
+-- f(...) (a C function returning a new nnr_tensor*) as an owned handle; after an out-of-memory
+-- failure, the GC runs, the caches are dropped and f(...) is called once more (DESIGN.md decision 5).
+-- The tensors among the arguments are held across that collection: the caller's own references to
+-- them may already be gone (a tail call), and the GC must not free what the retry reads.
+local tensor_ptr_ct = ffi.typeof("nnr_tensor *")
+local function hold(fn, ...)
+  for i = 1, select("#", ...) do
+    local x = select(i, ...)
+    if type(x) == "cdata" and ffi.istype(tensor_ptr_ct, x) and x ~= nil then fn(x) end
+  end
+end
+function M.call(f, ...)
+  local p = f(...)
+  if p == nil then
+    if C.nnr_last_status() ~= OOM then M.raise() end
+    hold(C.nnr_tensor_retain, ...)
+    collectgarbage(); collectgarbage()
+    C.nnr_empty_cache()
+    p = f(...)
+    hold(C.nnr_tensor_release, ...)
+    if p == nil then M.raise() end
+  end
+  return M.own(p)
+end
+
 function M.check(status)
   if status ~= 0 then M.raise() end
 end

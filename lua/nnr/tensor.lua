@@ -3,7 +3,7 @@
 -- the end), PyTorch's method names and Lua operators.
 local binding = require "nnr.binding"
 local ffi, C = binding.ffi, binding.C
-local own, check, raise = binding.own, binding.check, binding.raise
+local own, check, raise, call = binding.own, binding.check, binding.raise, binding.call
 local dtype_id, device_id, dtype_names = binding.dtype_id, binding.device_id, binding.dtype_names
 local type, select, floor, tostring = type, select, math.floor, tostring
 
@@ -162,8 +162,8 @@ local function like(op, fill)
     for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end
     local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or C.nnr_tensor_dtype(t.p)
     local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t.p)
-    if fill == nil then return own(C.nnr_empty(dt, nd, sizebuf, dev)) end
-    return own(C.nnr_full(dt, nd, sizebuf, fill, dev))
+    if fill == nil then return call(C.nnr_empty, dt, nd, sizebuf, dev) end
+    return call(C.nnr_full, dt, nd, sizebuf, fill, dev)
   end
 end
 T.zeros_like, T.ones_like, T.empty_like = like("zeros_like", 0), like("ones_like", 1), like("empty_like", nil)
@@ -175,24 +175,24 @@ function T.arange(a, b, c, d)
   local start, stop, step = a, b, c or 1
   if stop == nil then start, stop = 0, a end
   local dt, dev = opts_dtype_device("arange", opts)
-  return created(own(C.nnr_arange(start, stop, step, dt, dev)), opts)
+  return created(call(C.nnr_arange, start, stop, step, dt, dev), opts)
 end
 
 function T.linspace(a, b, steps, opts)
   local dt, dev = opts_dtype_device("linspace", opts)
-  return created(own(C.nnr_linspace(a, b, int_arg("linspace", "steps", steps or 100), dt, dev)), opts)
+  return created(call(C.nnr_linspace, a, b, int_arg("linspace", "steps", steps or 100), dt, dev), opts)
 end
 
 function T.eye(n, m, opts)
   if type(m) == "table" then opts, m = m, nil end
   local dt, dev = opts_dtype_device("eye", opts)
-  return created(own(C.nnr_eye(int_arg("eye", "n", n), int_arg("eye", "m", m or -1), dt, dev)), opts)
+  return created(call(C.nnr_eye, int_arg("eye", "n", n), int_arg("eye", "m", m or -1), dt, dev), opts)
 end
 
 local function random(kind, op, a, b, ...)
   local opts, nd = sized(op, ...)
   local dt, dev = opts_dtype_device(op, opts, kind == C.NNR_OP_RAND_INT and C.NNR_I64 or nil)
-  return created(own(C.nnr_random(kind, dt, nd, sizebuf, a, b, dev)), opts)
+  return created(call(C.nnr_random, kind, dt, nd, sizebuf, a, b, dev), opts)
 end
 function T.rand(...) return random(C.NNR_OP_RAND_UNIFORM, "rand", 0, 1, ...) end
 function T.randn(...) return random(C.NNR_OP_RAND_NORMAL, "randn", 0, 1, ...) end
@@ -224,7 +224,7 @@ end
 function T.tensor(data, opts)
   if is_tensor(data) then
     local dt, dev = opts_dtype_device("tensor", opts, C.nnr_tensor_dtype(data.p))
-    local copy = nnr_no_grad_clone(own(C.nnr_to(data.p, dt, opts and opts.device and dev or C.nnr_tensor_device(data.p))))
+    local copy = nnr_no_grad_clone(call(C.nnr_to, data.p, dt, opts and opts.device and dev or C.nnr_tensor_device(data.p)))
     return created(copy, opts)
   end
   local shape, flat, n, allbool = {}, {}, 0, true
@@ -268,7 +268,7 @@ function T.tensor(data, opts)
   for i = 1, #shape do sizebuf[i - 1] = shape[i] end
   local default = (allbool and n > 0) and C.NNR_BOOL or nil
   local dt, dev = opts_dtype_device("tensor", opts, default)
-  return created(own(C.nnr_from_doubles(values, n, dt, #shape, sizebuf, dev)), opts)
+  return created(call(C.nnr_from_doubles, values, n, dt, #shape, sizebuf, dev), opts)
 end
 
 -- metadata -----------------------------------------------------------------------
@@ -292,7 +292,7 @@ function methods.storage_offset(t) return tonumber(C.nnr_tensor_offset(t.p)) end
 function methods.is_contiguous(t) return C.nnr_tensor_is_contiguous(t.p) ~= 0 end
 function methods.type(t) return dtype_names[C.nnr_tensor_dtype(t.p)] end
 -- page-locked host memory (from the cuda plugin when present) for asynchronous copies to a device
-function methods.pin_memory(t) return own(C.nnr_pin_memory(t.p)) end
+function methods.pin_memory(t) return call(C.nnr_pin_memory, t.p) end
 function methods.is_pinned(t) return C.nnr_tensor_is_pinned(t.p) ~= 0 end
 function methods.data_ptr(t) return C.nnr_tensor_data(t.p) end
 function methods.is_floating_point(t) return C.nnr_tensor_dtype(t.p) <= C.NNR_BF16 end
@@ -330,12 +330,12 @@ function methods.to(t, a, b)
     else dev = device_id(x, "to") end
   end
   take(a); take(b)
-  return own(C.nnr_to(t.p, dt, dev))
+  return call(C.nnr_to, t.p, dt, dev)
 end
-local function caster(name) return function(t) return own(C.nnr_to(t.p, dtype_id(name), C.nnr_tensor_device(t.p))) end end
+local function caster(name) return function(t) return call(C.nnr_to, t.p, dtype_id(name), C.nnr_tensor_device(t.p)) end end
 methods.float, methods.double, methods.half, methods.bfloat16 = caster("f32"), caster("f64"), caster("f16"), caster("bf16")
 methods.long, methods.int, methods.byte, methods.char, methods.bool = caster("i64"), caster("i32"), caster("u8"), caster("i8"), caster("bool")
-function methods.cpu(t) return own(C.nnr_to(t.p, C.nnr_tensor_dtype(t.p), 0)) end
+function methods.cpu(t) return call(C.nnr_to, t.p, C.nnr_tensor_dtype(t.p), 0) end
 function methods.cuda(t, i) return methods.to(t, "cuda:" .. (i or 0)) end
 
 function methods.item(t)
@@ -370,11 +370,11 @@ end
 -- views ------------------------------------------------------------------------------
 function methods.view(t, ...)
   local nd = fill_sizes("view", sizebuf, ...)
-  return own(C.nnr_view(t.p, nd, sizebuf))
+  return call(C.nnr_view, t.p, nd, sizebuf)
 end
 function methods.reshape(t, ...)
   local nd = fill_sizes("reshape", sizebuf, ...)
-  return own(C.nnr_reshape(t.p, nd, sizebuf))
+  return call(C.nnr_reshape, t.p, nd, sizebuf)
 end
 function methods.view_as(t, o) tp("view_as", o, "other"); return methods.view(t, sizes_of(o)) end
 function methods.permute(t, ...)
@@ -382,16 +382,16 @@ function methods.permute(t, ...)
   local nd = C.nnr_tensor_ndim(t.p)
   if #dims ~= nd then error("permute: " .. #dims .. " dimensions given for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
   for i = 1, #dims do intbuf[i - 1] = cdim("permute", t, dims[i]) end
-  return own(C.nnr_permute(t.p, #dims, intbuf))
+  return call(C.nnr_permute, t.p, #dims, intbuf)
 end
 function methods.transpose(t, a, b)
-  return own(C.nnr_transpose(t.p, cdim("transpose", t, a), cdim("transpose", t, b)))
+  return call(C.nnr_transpose, t.p, cdim("transpose", t, a), cdim("transpose", t, b))
 end
 function methods.t(t)
   local nd = C.nnr_tensor_ndim(t.p)
   if nd > 2 then error("t: expects a tensor with at most 2 dimensions, got shape " .. shape_str(sizes_of(t)), 0) end
-  if nd < 2 then return own(C.nnr_view(t.p, nd, sizebuf)) end
-  return own(C.nnr_transpose(t.p, 0, 1))
+  if nd < 2 then return call(C.nnr_view, t.p, nd, sizebuf) end
+  return call(C.nnr_transpose, t.p, 0, 1)
 end
 -- narrow(dim, start, length): start is 1-based
 function methods.narrow(t, d, start, length)
@@ -400,28 +400,28 @@ function methods.narrow(t, d, start, length)
   int_arg("narrow", "start", start); int_arg("narrow", "length", length)
   local s = start < 0 and start + size + 1 or start
   if start == 0 then error("narrow: start 0 is invalid (indices are 1-based)", 0) end
-  return own(C.nnr_narrow(t.p, cd, s - 1, length))
+  return call(C.nnr_narrow, t.p, cd, s - 1, length)
 end
 function methods.select(t, d, i)
   local cd = cdim("select", t, d)
-  return own(C.nnr_select(t.p, cd, cindex("select", i, tonumber(C.nnr_tensor_size(t.p, cd)), cd + 1)))
+  return call(C.nnr_select, t.p, cd, cindex("select", i, tonumber(C.nnr_tensor_size(t.p, cd)), cd + 1))
 end
 function methods.expand(t, ...)
   local nd = fill_sizes("expand", sizebuf, ...)
-  return own(C.nnr_expand(t.p, nd, sizebuf))
+  return call(C.nnr_expand, t.p, nd, sizebuf)
 end
 function methods.expand_as(t, o) tp("expand_as", o, "other"); return methods.expand(t, sizes_of(o)) end
 function methods.squeeze(t, d)
-  if d == nil then return own(C.nnr_squeeze(t.p, -1)) end
-  return own(C.nnr_squeeze(t.p, cdim("squeeze", t, d)))
+  if d == nil then return call(C.nnr_squeeze, t.p, -1) end
+  return call(C.nnr_squeeze, t.p, cdim("squeeze", t, d))
 end
-function methods.unsqueeze(t, d) return own(C.nnr_unsqueeze(t.p, cdim("unsqueeze", t, d, 1))) end
+function methods.unsqueeze(t, d) return call(C.nnr_unsqueeze, t.p, cdim("unsqueeze", t, d, 1)) end
 function methods.flatten(t, a, b)
-  if C.nnr_tensor_ndim(t.p) == 0 then return own(C.nnr_flatten(t.p, 0, 0)) end
-  return own(C.nnr_flatten(t.p, cdim("flatten", t, a or 1), cdim("flatten", t, b or -1)))
+  if C.nnr_tensor_ndim(t.p) == 0 then return call(C.nnr_flatten, t.p, 0, 0) end
+  return call(C.nnr_flatten, t.p, cdim("flatten", t, a or 1), cdim("flatten", t, b or -1))
 end
-function methods.contiguous(t) return own(C.nnr_contiguous(t.p)) end
-function methods.clone(t) return own(C.nnr_clone(t.p)) end
+function methods.contiguous(t) return call(C.nnr_contiguous, t.p) end
+function methods.clone(t) return call(C.nnr_clone, t.p) end
 
 -- autograd ---------------------------------------------------------------------------------
 function methods.requires_grad_(t, flag)
@@ -435,7 +435,7 @@ function methods.backward(t, grad, retain_graph)
   if type(grad) == "boolean" then grad, retain_graph = nil, grad end
   check(C.nnr_backward(tp("backward", t, "self"), grad ~= nil and tp("backward", grad, "gradient") or nil, retain_graph and 1 or 0))
 end
-function methods.detach(t) return own(C.nnr_detach(t.p)) end
+function methods.detach(t) return call(C.nnr_detach, t.p) end
 -- t takes src's data, shape, dtype and device, in place: every reference to
 -- t sees the new data (what module:to() uses, as PyTorch's param.data = src)
 function methods.set_data_(t, src)
@@ -493,7 +493,7 @@ T.arith = arith
 
 for name, op in pairs(OP) do
   if C.nnr_op_category(op) == C.NNR_OPCAT_UNARY then
-    methods[name] = function(t) return own(C.nnr_unary(op, t.p)) end
+    methods[name] = function(t) return call(C.nnr_unary, op, t.p) end
     methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t.p)); return t end
   else
     methods[name] = function(a, b) return arith(op, a, b) end
@@ -522,7 +522,7 @@ mt.__sub = function(a, b) return arith(OP.sub, a, b) end
 mt.__mul = function(a, b) return arith(OP.mul, a, b) end
 mt.__div = function(a, b) return arith(OP.div, a, b) end
 mt.__pow = function(a, b) return arith(OP.pow, a, b) end
-mt.__unm = function(a) return own(C.nnr_unary(OP.neg, a.p)) end
+mt.__unm = function(a) return call(C.nnr_unary, OP.neg, a.p) end
 
 local function bound(op, v, what)
   if v ~= nil and type(v) ~= "number" then error(op .. ": " .. what .. " must be a number or nil, got " .. type(v), 0) end
@@ -531,7 +531,7 @@ end
 function methods.clamp(t, lo, hi)
   bound("clamp", lo, "min"); bound("clamp", hi, "max")
   local flags = (lo and 1 or 0) + (hi and 2 or 0)
-  return own(C.nnr_clamp(t.p, lo or 0, hi or 0, flags))
+  return call(C.nnr_clamp, t.p, lo or 0, hi or 0, flags)
 end
 function methods.clamp_(t, lo, hi)
   bound("clamp_", lo, "min"); bound("clamp_", hi, "max")
@@ -542,19 +542,19 @@ methods.clip = methods.clamp
 function T.where(cond, a, b)
   local ta, tb = is_tensor(a), is_tensor(b)
   tp("where", cond, "condition")
-  if ta and tb then return own(C.nnr_where(cond.p, a.p, b.p)) end
+  if ta and tb then return call(C.nnr_where, cond.p, a.p, b.p) end
   local function num(x, what)
     if type(x) == "boolean" then return x and 1 or 0 end
     if type(x) ~= "number" then error("where: " .. what .. " must be a tensor or a number, got " .. type(x), 0) end
     return x
   end
-  return own(C.nnr_where_scalar(cond.p, ta and a.p or nil, ta and 0 or num(a, "a"), tb and b.p or nil, tb and 0 or num(b, "b")))
+  return call(C.nnr_where_scalar, cond.p, ta and a.p or nil, ta and 0 or num(a, "a"), tb and b.p or nil, tb and 0 or num(b, "b"))
 end
 function methods.where(t, cond, other) return T.where(cond, t, other) end
 
 function methods.masked_fill(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
-  return own(C.nnr_masked_fill(t.p, tp("masked_fill", mask, "mask"), v))
+  return call(C.nnr_masked_fill, t.p, tp("masked_fill", mask, "mask"), v)
 end
 function methods.masked_fill_(t, mask, v)
   if type(v) == "boolean" then v = v and 1 or 0 end
@@ -576,7 +576,7 @@ end
 local function reducer(name, op)
   return function(t, dim, keepdim)
     local n = dims_of(name, t, dim)
-    return own(C.nnr_reduce(op, t.p, n, intbuf, keepdim and 1 or 0, 0))
+    return call(C.nnr_reduce, op, t.p, n, intbuf, keepdim and 1 or 0, 0)
   end
 end
 methods.sum = reducer("sum", C.NNR_OP_SUM)
@@ -587,7 +587,7 @@ methods.mean = reducer("mean", C.NNR_OP_MEAN)
 local function arg_reducer(name, op)
   return function(t, dim, keepdim)
     local n = dims_of(name, t, dim)
-    local r = own(C.nnr_reduce(op, t.p, n, intbuf, keepdim and 1 or 0, 0))
+    local r = call(C.nnr_reduce, op, t.p, n, intbuf, keepdim and 1 or 0, 0)
     check(C.nnr_binary_scalar_(OP.add, r.p, 1))
     return r
   end
@@ -601,7 +601,7 @@ local function extreme(name, vop, aop, eop)
   return function(t, dim, keepdim)
     if is_tensor(dim) or type(dim) == "number" and dim ~= floor(dim) then return arith(eop, t, dim) end
     local n = dims_of(name, t, dim)
-    local v = own(C.nnr_reduce(vop, t.p, n, intbuf, keepdim and 1 or 0, 0))
+    local v = call(C.nnr_reduce, vop, t.p, n, intbuf, keepdim and 1 or 0, 0)
     if dim == nil then return v end
     return v, amax(t, dim, keepdim)
   end
@@ -612,28 +612,28 @@ methods.min = extreme("min", C.NNR_OP_MIN, C.NNR_OP_ARGMIN, OP.minimum)
 -- var/std: correction 1 (unbiased) unless given
 function methods.var(t, dim, keepdim, correction)
   local n = dims_of("var", t, dim)
-  return own(C.nnr_reduce(C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1))
+  return call(C.nnr_reduce, C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1)
 end
 function methods.std(t, dim, keepdim, correction)
   return own(C.nnr_unary(OP.sqrt, methods.var(t, dim, keepdim, correction).p))
 end
 
-function methods.softmax(t, dim) return own(C.nnr_softmax(t.p, cdim("softmax", t, dim or -1), 0)) end
-function methods.log_softmax(t, dim) return own(C.nnr_softmax(t.p, cdim("log_softmax", t, dim or -1), 1)) end
+function methods.softmax(t, dim) return call(C.nnr_softmax, t.p, cdim("softmax", t, dim or -1), 0) end
+function methods.log_softmax(t, dim) return call(C.nnr_softmax, t.p, cdim("log_softmax", t, dim or -1), 1) end
 for _, k in ipairs { "sum", "prod", "mean", "argmax", "argmin", "max", "min", "var", "std", "softmax", "log_softmax" } do
   T[k] = methods[k]
 end
 
 -- linear algebra and indexing ------------------------------------------------------------------
-function methods.matmul(a, b) return own(C.nnr_matmul(tp("matmul", a, "input"), tp("matmul", b, "other"))) end
-function methods.mm(a, b) return own(C.nnr_mm(tp("mm", a, "input"), tp("mm", b, "other"))) end
-function methods.bmm(a, b) return own(C.nnr_bmm(tp("bmm", a, "input"), tp("bmm", b, "other"))) end
+function methods.matmul(a, b) return call(C.nnr_matmul, tp("matmul", a, "input"), tp("matmul", b, "other")) end
+function methods.mm(a, b) return call(C.nnr_mm, tp("mm", a, "input"), tp("mm", b, "other")) end
+function methods.bmm(a, b) return call(C.nnr_bmm, tp("bmm", a, "input"), tp("bmm", b, "other")) end
 function methods.dot(a, b)
   tp("dot", a, "input"); tp("dot", b, "other")
   if C.nnr_tensor_ndim(a.p) ~= 1 or C.nnr_tensor_ndim(b.p) ~= 1 then
     error("dot: expected two 1-d tensors, got shapes " .. shape_str(sizes_of(a)) .. " and " .. shape_str(sizes_of(b)), 0)
   end
-  return own(C.nnr_matmul(a.p, b.p))
+  return call(C.nnr_matmul, a.p, b.p)
 end
 T.matmul, T.mm, T.bmm, T.dot = methods.matmul, methods.mm, methods.bmm, methods.dot
 
@@ -648,7 +648,7 @@ function T.cat(list, dim)
     ptrs[i - 1] = list[i].p
   end
   local d = cdim("cat", list[1], dim or 1)
-  return own(C.nnr_cat(n, ptrs, d))
+  return own(C.nnr_cat(n, ptrs, d))   -- not call(): a retry would need the list's tensors held
 end
 function T.stack(list, dim)
   if type(list) ~= "table" or #list == 0 then error("stack: expected a non-empty list of tensors", 0) end
@@ -661,7 +661,7 @@ function T.stack(list, dim)
     if shape_str(s) ~= shape_str(first) then
       error("stack: tensor " .. i .. " has shape " .. shape_str(s) .. ", expected " .. shape_str(first), 0)
     end
-    parts[i] = own(C.nnr_unsqueeze(list[i].p, d))
+    parts[i] = call(C.nnr_unsqueeze, list[i].p, d)
   end
   return T.cat(parts, d + 1)
 end
@@ -674,7 +674,7 @@ function methods.split(t, size, dim)
     local sum = 0
     for i = 1, #size do sum = sum + int_arg("split", "sizes", size[i]) end
     if sum ~= total then error("split: sizes add up to " .. sum .. ", dimension " .. (d + 1) .. " has " .. total, 0) end
-    for i = 1, #size do parts[i] = own(C.nnr_narrow(t.p, d, at, size[i])); at = at + size[i] end
+    for i = 1, #size do parts[i] = call(C.nnr_narrow, t.p, d, at, size[i]); at = at + size[i] end
     return parts
   end
   if type(size) ~= "number" or not (size >= 1) or size ~= floor(size) or size > MAX_INT then
@@ -682,7 +682,7 @@ function methods.split(t, size, dim)
   end
   while at < total do
     local len = math.min(size, total - at)
-    parts[#parts + 1] = own(C.nnr_narrow(t.p, d, at, len))
+    parts[#parts + 1] = call(C.nnr_narrow, t.p, d, at, len)
     at = at + len
   end
   return parts
@@ -699,7 +699,7 @@ T.split, T.chunk = methods.split, methods.chunk
 
 -- index tensors are 1-based on the Lua side
 local function zero_based(index, op)
-  return own(C.nnr_binary_scalar(OP.sub, tp(op, index, "index"), 1, 0))
+  return call(C.nnr_binary_scalar, OP.sub, tp(op, index, "index"), 1, 0)
 end
 -- a list of 1-based indices as an i64 tensor (whole numbers only: 1.5 is not an index)
 local function index_list(op, index)
@@ -729,7 +729,7 @@ local function index_view(t, key, op)
   if type(key) == "number" then
     if C.nnr_tensor_ndim(t.p) == 0 then error(op .. ": cannot index a 0-dimensional tensor (use :item())", 0) end
     local i = cindex(op, key, tonumber(C.nnr_tensor_size(t.p, 0)), 1)
-    return own(C.nnr_select(t.p, 0, i))
+    return call(C.nnr_select, t.p, 0, i)
   end
   local nd = C.nnr_tensor_ndim(t.p)
   if #key > nd then error(op .. ": " .. #key .. " indices for a tensor of shape " .. shape_str(sizes_of(t)), 0) end
@@ -738,7 +738,7 @@ local function index_view(t, key, op)
     local e = key[k]
     local size = tonumber(C.nnr_tensor_size(v.p, d))
     if type(e) == "number" then
-      v = own(C.nnr_select(v.p, d, cindex(op, e, size, k)))
+      v = call(C.nnr_select, v.p, d, cindex(op, e, size, k))
     elseif type(e) == "table" then
       local a, b = e[1] or 1, e[2] or e[1] or -1
       if e[1] == nil then b = -1 end
@@ -748,7 +748,7 @@ local function index_view(t, key, op)
       if a == 0 or b == 0 or s < 1 or f > size or f < s - 1 then
         error(op .. ": range {" .. tostring(e[1]) .. ", " .. tostring(e[2]) .. "} is out of range for dimension " .. k .. " of size " .. size, 0)
       end
-      v = own(C.nnr_narrow(v.p, d, s - 1, f - s + 1))
+      v = call(C.nnr_narrow, v.p, d, s - 1, f - s + 1)
       d = d + 1
     else
       error(op .. ": index entries must be numbers or {first, last} ranges, got " .. type(e), 0)

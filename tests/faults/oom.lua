@@ -6,6 +6,8 @@
 --                                        cache is freed and the allocation retried
 --   nnrun tests/faults/oom.lua control   the same with the first block still in use: it fails, with the
 --                                        message (so the limit is what makes `reclaim` interesting)
+--   nnrun tests/faults/oom.lua gc        the first block unreachable but not yet collected: an op whose
+--                                        result needs its memory runs the GC and retries once, and succeeds
 -- Prints "ok: ..." and exits 0, or prints the failure and exits 1.
 local nnr = require "nnr"
 local ffi = require "ffi"
@@ -26,7 +28,7 @@ if mode == "message" then
   return
 end
 
-if mode ~= "reclaim" and mode ~= "control" then fail("usage: oom.lua message|reclaim|control") end
+if mode ~= "reclaim" and mode ~= "control" and mode ~= "gc" then fail("usage: oom.lua message|reclaim|control|gc") end
 if os.getenv("NNR_MEMCHECK") then     -- ASan and valgrind reserve terabytes of address space: no RLIMIT_AS fits
   print("ok: skipped under a memory checker (NNR_MEMCHECK=" .. os.getenv("NNR_MEMCHECK") .. "): an address-space limit cannot apply")
   return
@@ -50,7 +52,14 @@ local limit = vm_size() + 300 * MiB
 if C.setrlimit(RLIMIT_AS, ffi.new("struct nnr_rlimit", { limit, limit })) ~= 0 then fail("setrlimit failed") end
 
 local a = nnr.empty(120 * MiB / 4)          -- a 128 MiB block
-if mode == "reclaim" then
+if mode == "gc" then
+  a = nil                                    -- garbage, but nothing has collected it
+  local ok, b = pcall(function() return nnr.ones(1):expand(200 * MiB / 4):clone() end)   -- an op, not a creation
+  if not ok then fail("the op that needed the unreachable block's memory failed: " .. tostring(b)) end
+  if b:numel() ~= 200 * MiB / 4 or b[1] ~= 1 then fail("the op's result is wrong") end
+  print(string.format("ok: a 200 MiB op result under a %d MiB address-space limit after the GC freed an unreachable 128 MiB tensor",
+    math.floor(limit / MiB)))
+elseif mode == "reclaim" then
   a = nil
   collectgarbage(); collectgarbage()        -- back in the cache, not to the system
   local cached = nnr.memory_stats().cached_bytes

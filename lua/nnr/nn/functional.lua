@@ -3,7 +3,7 @@
 local nnr = require "nnr"
 local binding = require "nnr.binding"
 local C = binding.C
-local own, check = binding.own, binding.check
+local own, check, call = binding.own, binding.check, binding.call
 local V = require "nnr.check"
 local tp = require("nnr.tensor").tp
 -- an optional tensor argument (a bias): nil, or a tensor
@@ -39,12 +39,12 @@ local function shape(t) return nnr.shape_str(t:size()) end
 
 -- y = x W^T + b;  x [..., in], weight [out, in], bias [out]
 function F.linear(x, weight, bias)
-  return own(C.nnr_linear(tp("linear", x, "input"), tp("linear", weight, "weight"), opt_tp("linear", bias, "bias")))
+  return call(C.nnr_linear, tp("linear", x, "input"), tp("linear", weight, "weight"), opt_tp("linear", bias, "bias"))
 end
 
 -- relu(linear(x, weight, bias)) as one op on the cpu backend (nn.Sequential uses it for Linear then ReLU)
 function F.linear_relu(x, weight, bias)
-  return own(C.nnr_linear_relu(tp("linear", x, "input"), tp("linear", weight, "weight"), opt_tp("linear", bias, "bias")))
+  return call(C.nnr_linear_relu, tp("linear", x, "input"), tp("linear", weight, "weight"), opt_tp("linear", bias, "bias"))
 end
 
 local function conv(cfn, x, weight, bias, opts)
@@ -67,7 +67,7 @@ function F.max_pool2d(x, kernel, opts, check_only)
   local ph, pw = pair(opts.padding or 0, "padding", "max_pool2d", 0)
   local dh, dw = pair(opts.dilation or 1, "dilation", "max_pool2d")
   if check_only then return end
-  return own(C.nnr_max_pool2d(tp("max_pool2d", x, "input"), kh, kw, sh, sw, ph, pw, dh, dw, opts.ceil_mode and 1 or 0))
+  return call(C.nnr_max_pool2d, tp("max_pool2d", x, "input"), kh, kw, sh, sw, ph, pw, dh, dw, opts.ceil_mode and 1 or 0)
 end
 
 function F.avg_pool2d(x, kernel, opts, check_only)
@@ -78,12 +78,12 @@ function F.avg_pool2d(x, kernel, opts, check_only)
   local include = opts.count_include_pad
   if include == nil then include = true end
   if check_only then return end
-  return own(C.nnr_avg_pool2d(tp("avg_pool2d", x, "input"), kh, kw, sh, sw, ph, pw, opts.ceil_mode and 1 or 0, include and 1 or 0))
+  return call(C.nnr_avg_pool2d, tp("avg_pool2d", x, "input"), kh, kw, sh, sw, ph, pw, opts.ceil_mode and 1 or 0, include and 1 or 0)
 end
 
 function F.adaptive_avg_pool2d(x, size)
   local oh, ow = pair(size, "output_size", "adaptive_avg_pool2d")
-  return own(C.nnr_adaptive_avg_pool2d(tp("adaptive_avg_pool2d", x, "input"), oh, ow))
+  return call(C.nnr_adaptive_avg_pool2d, tp("adaptive_avg_pool2d", x, "input"), oh, ow)
 end
 
 function F.relu(x) return x:relu() end
@@ -113,8 +113,8 @@ end
 function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
   momentum = V.number("batch_norm", "momentum", momentum, { min = 0, max = 1, default = 0.1 })
   eps = V.number("batch_norm", "eps", eps, { above = 0, default = 1e-5 })
-  return own(C.nnr_batch_norm(tp("batch_norm", x, "input"), opt_tp("batch_norm", weight, "weight"), opt_tp("batch_norm", bias, "bias"),
-    opt_tp("batch_norm", running_mean, "running_mean"), opt_tp("batch_norm", running_var, "running_var"), training and 1 or 0, momentum or 0.1, eps or 1e-5))
+  return call(C.nnr_batch_norm, tp("batch_norm", x, "input"), opt_tp("batch_norm", weight, "weight"), opt_tp("batch_norm", bias, "bias"),
+    opt_tp("batch_norm", running_mean, "running_mean"), opt_tp("batch_norm", running_var, "running_var"), training and 1 or 0, momentum or 0.1, eps or 1e-5)
 end
 
 -- the same, composed from tensor ops (kept as the reference the fused one is tested against)
