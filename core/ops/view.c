@@ -83,8 +83,8 @@ static int wrap_dim(const char *op, const nnr_tensor *t, int dim, int extra)
 static int infer_sizes(const char *op, const nnr_tensor *t, int ndim, const int64_t *in, int64_t *out)
 {
     if (ndim < 0 || ndim > NNR_MAX_DIMS) return nnr_errorf(NNR_ERR_INVALID, "%s: %d dimensions, at most %d supported", op, ndim, NNR_MAX_DIMS);
-    int infer = -1;
-    int64_t known = 1, total = nnr_tensor_numel(t);
+    int infer = -1, nknown = 0;
+    int64_t known, total = nnr_tensor_numel(t), sizes[NNR_MAX_DIMS];
     for (int i = 0; i < ndim; i++) {
         out[i] = in[i];
         if (in[i] == -1) {
@@ -92,8 +92,9 @@ static int infer_sizes(const char *op, const nnr_tensor *t, int ndim, const int6
             infer = i;
         } else if (in[i] < 0) {
             return nnr_errorf(NNR_ERR_INVALID, "%s: invalid size %lld", op, (long long)in[i]);
-        } else known *= in[i];
+        } else sizes[nknown++] = in[i];
     }
+    if (!nnr_size_product(nknown, sizes, 1, &known)) goto bad;     /* a product past int64 fits no tensor */
     if (infer >= 0) {
         if (known == 0 || total % known) goto bad;
         out[infer] = total / known;
