@@ -4,9 +4,12 @@
 #include <string.h>
 #include "ops/internal.h"
 
-int nnr_broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out)
+/* out may be a or b (where() folds its operands' shapes into one): the result is built apart first */
+int nnr_broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out_)
 {
     int n = na > nb ? na : nb;
+    int64_t out[NNR_MAX_DIMS];
+    if (n > NNR_MAX_DIMS) return nnr_errorf(NNR_ERR_INVALID, "%s: %d dimensions, at most %d supported", op, n, NNR_MAX_DIMS);
     for (int i = 0; i < n; i++) {
         int ia = na - n + i, ib = nb - n + i;
         int64_t sa = ia >= 0 ? a[ia] : 1, sb = ib >= 0 ? b[ib] : 1;
@@ -18,6 +21,7 @@ int nnr_broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const
                               nnr_shape_str(x, sizeof x, na, a), nnr_shape_str(y, sizeof y, nb, b), i + 1, (long long)sa, (long long)sb);
         }
     }
+    memcpy(out_, out, sizeof(int64_t) * (size_t)n);
     *nout = n;
     return NNR_OK;
 }
@@ -53,6 +57,17 @@ int nnr_prepare_operands(int n, const nnr_tensor *const *in, int dtype, nnr_tens
 
 void nnr_release_all(int n, nnr_tensor **ts) { for (int k = 0; k < n; k++) nnr_tensor_release(ts[k]); }
 
+/* PyTorch's result_type for two tensors: a 0-d tensor beside a dimensioned one counts only when its
+ * category (bool < integer < float) is higher, as a Lua number does (f32 * 0-d f64 stays f32) */
+static int category(int dt) { return dt == NNR_BOOL ? 0 : nnr_dtype_is_float(dt) ? 2 : 1; }
+int nnr_promote_operands(const nnr_tensor *a, const nnr_tensor *b)
+{
+    bool za = a->ndim == 0, zb = b->ndim == 0;
+    if (za == zb) return nnr_promote_types(a->dtype, b->dtype);
+    const nnr_tensor *dimmed = za ? b : a, *scalar = za ? a : b;
+    return category(scalar->dtype) > category(dimmed->dtype) ? scalar->dtype : dimmed->dtype;
+}
+
 int nnr_scalar_is_integral(double s) { return s == floor(s) && s > -9.2e18 && s < 9.2e18; }
 
 int nnr_promote_with_scalar(int dtype, double s)
@@ -79,11 +94,12 @@ int nnr_backend_knows(int device, int minor)
 
 int64_t nnr_window_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode)
 {
-    int64_t span = in + 2 * p - d * (k - 1) - 1;
-    if (span < 0) return 0;
-    int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-    if (ceil_mode && (o - 1) * s >= in + p) o--;   /* the last window must start inside the input */
-    return o;
+    /* PyTorch's pooling_output_shape: the division rounds toward minus infinity, so with ceil_mode a
+     * window that overhangs the end (span < 0) still counts when it starts inside the input */
+    int64_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+    int64_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+    if (ceil_mode && o > 0 && (o - 1) * s >= in + p) o--;   /* the last window must start inside the input */
+    return o > 0 ? o : 0;
 }
 
 /* ---- memory overlap of a written tensor (PyTorch's rules) ---- */
@@ -123,6 +139,8 @@ static bool byte_range(const nnr_tensor *t, int64_t *lo, int64_t *hi)
 
 int nnr_check_written(const char *op, const nnr_tensor *out)
 {
+    for (int i = 0; i < out->ndim; i++)
+        if (out->sizes[i] == 0) return NNR_OK;   /* nothing is written */
     for (int i = 0; i < out->ndim; i++)
         if (out->strides[i] == 0 && out->sizes[i] > 1)
             return nnr_errorf(NNR_ERR_INVALID, "%s: unsupported operation: more than one element of the written-to tensor refers to "

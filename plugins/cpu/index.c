@@ -53,6 +53,7 @@ int cpu_index_select(const nnr_op_call *call)
     if (dim == 0 && nnr_desc_is_contiguous(in) && nnr_desc_is_contiguous(out)) {
         int64_t row = es;
         for (int d = 1; d < in->ndim; d++) row *= in->sizes[d];
+        if (row == 0) return NNR_OK;       /* rows of no elements: nothing to copy (and no division by 0) */
         rows_job j = {in->data, out->data, ix->data, ix->strides[0], row};
         return cpu_parallel_for(count, row >= 65536 ? 1 : (65536 + row - 1) / row, copy_rows, &j);
     }
