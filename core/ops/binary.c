@@ -237,15 +237,24 @@ static int check_binary_op(int op)
     return NNR_OK;
 }
 
+/* PyTorch refuses '-' with a bool tensor: true - true has no bool value (logical_xor or logical_not is meant) */
+static int check_bool_sub(int op, int da, int db)
+{
+    if (op == NNR_OP_SUB && (da == NNR_BOOL || db == NNR_BOOL))
+        return nnr_errorf(NNR_ERR_INVALID, "sub: subtraction with a bool tensor is not supported; use logical_xor() for two masks, "
+                          "logical_not() to invert one");
+    return NNR_OK;
+}
+
 static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *out)
 {
     const char *name = nnr_op_name(op);
-    if (check_binary_op(op) || nnr_same_device(name, a, b)) return NULL;
+    if (check_binary_op(op) || check_bool_sub(op, a->dtype, b->dtype) || nnr_same_device(name, a, b)) return NULL;
     int n;
     int64_t shape[NNR_MAX_DIMS];
     if (nnr_broadcast_shapes(name, a->ndim, a->sizes, b->ndim, b->sizes, &n, shape)) return NULL;
     int compute, result;
-    binary_dtypes(op, nnr_promote_types(a->dtype, b->dtype), &compute, &result);
+    binary_dtypes(op, nnr_promote_operands(a, b), &compute, &result);
     if (out) {
         const nnr_tensor *in2[2] = {a, b};
         if (nnr_should_record(2, in2) || (out->requires_grad && nnr_grad_mode())) {
@@ -320,7 +329,7 @@ static int check_int_pow(int op, int result, double s, int scalar_first)
 
 nnr_tensor *nnr_binary_scalar(int op, const nnr_tensor *a, double s, int scalar_first)
 {
-    if (check_binary_op(op)) return NULL;
+    if (check_binary_op(op) || check_bool_sub(op, a->dtype, -1)) return NULL;
     int compute, result;
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);
     if (check_int_pow(op, result, s, scalar_first)) return NULL;
@@ -345,7 +354,7 @@ static int inplace_check(int op, const nnr_tensor *a, int result)
 int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
 {
     const char *name = nnr_op_name(op);
-    if (check_binary_op(op) || nnr_same_device(name, a, b)) return nnr_last_status();
+    if (check_binary_op(op) || check_bool_sub(op, a->dtype, b->dtype) || nnr_same_device(name, a, b)) return nnr_last_status();
     int n;
     int64_t shape[NNR_MAX_DIMS];
     if (nnr_broadcast_shapes(name, a->ndim, a->sizes, b->ndim, b->sizes, &n, shape)) return nnr_last_status();
@@ -355,21 +364,30 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
                           nnr_shape_str(y, sizeof y, b->ndim, b->sizes), nnr_shape_str(x, sizeof x, a->ndim, a->sizes));
     }
     int compute, result;
-    binary_dtypes(op, nnr_promote_types(a->dtype, b->dtype), &compute, &result);
+    binary_dtypes(op, nnr_promote_operands(a, b), &compute, &result);
     if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", name);
     if (inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(name, a)) return nnr_last_status();
     char written[48];
     snprintf(written, sizeof written, "%s_", name);
     if (nnr_check_written(written, a)) return nnr_last_status();
+    nnr_tensor *bb = nnr_written_operand(written, a, b);    /* refuses a partial overlap */
+    if (!bb) return nnr_last_status();
     const nnr_tensor *in2[2] = {a, b};
     if (nnr_should_record(2, in2)) {
-        nnr_tensor *old = nnr_clone(a), *r = old ? nnr_binary(op, old, b) : NULL;
+        nnr_tensor_release(bb);
+        /* computed out of place from a's old values; an operand sharing a's memory (y:mul_(y)) must be
+         * read, and differentiated, as it was before the write: the old copy itself, or a recorded clone */
+        nnr_tensor *old = nnr_clone(a), *b2 = NULL;
+        if (old && b == a) { nnr_tensor_retain(old); b2 = old; }
+        else if (old && b->storage == a->storage) b2 = nnr_clone(b);
+        else if (old) { nnr_tensor_retain((nnr_tensor *)b); b2 = (nnr_tensor *)b; }
+        nnr_tensor *r = old && b2 ? nnr_binary(op, old, b2) : NULL;
         nnr_tensor_release(old);
+        nnr_tensor_release(b2);
         return nnr_inplace_recorded(a, r);
     }
-    nnr_tensor *bb = nnr_written_operand(written, a, b);
-    nnr_tensor *y = bb ? nnr_as_dtype(bb, compute) : NULL;
+    nnr_tensor *y = nnr_as_dtype(bb, compute);
     nnr_tensor_release(bb);
     if (!y) return nnr_last_status();
     nnr_tensor_desc da, dy;
@@ -383,7 +401,7 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
 
 int nnr_binary_scalar_(int op, nnr_tensor *a, double s)
 {
-    if (check_binary_op(op)) return nnr_last_status();
+    if (check_binary_op(op) || check_bool_sub(op, a->dtype, -1)) return nnr_last_status();
     if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", nnr_op_name(op));
     int compute, result;
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);

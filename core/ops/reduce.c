@@ -16,6 +16,28 @@ static nnr_tensor *expand_back(nnr_node *node, const nnr_tensor *g)
     return e;
 }
 
+/* d prod / d x_i = the product of the others in x_i's group: prod / x_i when the group has no zero,
+ * the product of the non-zeros for its one zero (0 for the rest), 0 everywhere with two or more */
+static nnr_tensor *prod_grad(nnr_node *node, const nnr_tensor *x)
+{
+    int dims[NNR_MAX_DIMS], n = 0;
+    for (int d = 0; d < node->in[0].ndim; d++) if ((node->i[1] >> d) & 1) dims[n++] = d;
+    nnr_tensor *zero = nnr_binary_scalar(NNR_OP_EQ, x, 0, 0);
+    nnr_tensor *xnz = zero ? nnr_where_scalar(zero, NULL, 1, x, 0) : NULL;          /* zeros replaced by 1 */
+    nnr_tensor *pnz = xnz ? nnr_reduce(NNR_OP_PROD, xnz, n, dims, 1, 0) : NULL;      /* product of the non-zeros */
+    nnr_tensor *zf = zero ? nnr_to(zero, x->dtype, x->device) : NULL;
+    nnr_tensor *nz = zf ? nnr_reduce(NNR_OP_SUM, zf, n, dims, 1, 0) : NULL;          /* zeros per group */
+    nnr_tensor *none = nz ? nnr_binary_scalar(NNR_OP_EQ, nz, 0, 0) : NULL;
+    nnr_tensor *one = nz ? nnr_binary_scalar(NNR_OP_EQ, nz, 1, 0) : NULL;
+    nnr_tensor *lone = one && zero ? nnr_binary(NNR_OP_LOGICAL_AND, one, zero) : NULL;
+    nnr_tensor *others = pnz && xnz ? nnr_binary(NNR_OP_DIV, pnz, xnz) : NULL;
+    nnr_tensor *t1 = lone && pnz ? nnr_where_scalar(lone, pnz, 0, NULL, 0) : NULL;
+    nnr_tensor *r = none && others && t1 ? nnr_where(none, others, t1) : NULL;
+    nnr_tensor *all[] = {zero, xnz, pnz, zf, nz, none, one, lone, others, t1};
+    nnr_release_all(10, all);
+    return r;
+}
+
 static int reduce_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     int op = (int)node->i[0];
@@ -30,8 +52,8 @@ static int reduce_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
         if (!x || !y) { nnr_tensor_release(ge); return nnr_last_status(); }
         nnr_tensor *ye = op == NNR_OP_VAR ? NULL : expand_back(node, y);
         if (!ye && op != NNR_OP_VAR) break;
-        if (op == NNR_OP_PROD) {              /* y / x (inputs with zeros give inf/nan, as in the naive formula) */
-            nnr_tensor *q = nnr_binary(NNR_OP_DIV, ye, x);
+        if (op == NNR_OP_PROD) {
+            nnr_tensor *q = prod_grad(node, x);
             r = q ? nnr_mul(q, ge) : NULL;
             nnr_tensor_release(q);
         } else if (op == NNR_OP_VAR) {        /* 2 (x - mean) / (n - correction) */

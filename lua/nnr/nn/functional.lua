@@ -232,11 +232,15 @@ function F.l1_loss(x, y, opts)
   return reduce((x - y):abs(), opts and opts.reduction, "l1_loss")
 end
 
--- max(x, 0) - x y + log(1 + exp(-|x|)): stable for large |x|
+-- (1 - y) x - log sigmoid(x), with log sigmoid(x) = log_softmax([0, x])[2]: stable for large |x|
+-- and smooth everywhere, so its gradient is sigmoid(x) - y at x = 0 too (max(x, 0) and |x| have
+-- kinks there whose subgradients do not cancel, and zero-initialised logits start exactly there)
 function F.binary_cross_entropy_with_logits(x, y, opts)
   options("binary_cross_entropy_with_logits", opts, { "reduction" })
   same_shape("binary_cross_entropy_with_logits", x, y)
-  local loss = x:clamp(0) - x * y + ((-x:abs()):exp() + 1):log()
+  local d = x:dim() + 1
+  local log_sig = nnr.stack({ nnr.zeros_like(x), x }, d):log_softmax(d):select(d, 2)
+  local loss = x * (1 - y) - log_sig
   return reduce(loss, opts and opts.reduction, "binary_cross_entropy_with_logits")
 end
 
