@@ -65,14 +65,15 @@ int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *sr
 
 int nnr_fill_(nnr_tensor *t, double value)
 {
-    if (nnr_check_value_fits("fill_", t->dtype, value) || nnr_autograd_check_inplace("fill_", t) || nnr_check_written("fill_", t))
-        return nnr_last_status();
+    /* an expanded target is allowed: every element gets the same value however often it is written */
+    if (nnr_check_value_fits("fill_", t->dtype, value) || nnr_autograd_check_inplace("fill_", t)) return nnr_last_status();
     if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     return nnr_tensor_fill_raw(t, value);
 }
 
 int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src)
 {
+    if (dst == src) return NNR_OK;               /* a copy onto itself changes nothing (PyTorch's is_same) */
     int n;
     int64_t shape[NNR_MAX_DIMS];
     if (nnr_broadcast_shapes("copy_", dst->ndim, dst->sizes, src->ndim, src->sizes, &n, shape)) return nnr_last_status();

@@ -194,6 +194,11 @@ static nnr_tensor *accumulate_at(int kind, const nnr_tensor *a, int dim, const n
         return NULL;
     }
     if (nnr_same_device(name, a, src)) return NULL;
+    if (src->dtype != a->dtype) {       /* as PyTorch: no silent cast of what is added */
+        nnr_errorf(NNR_ERR_INVALID, "%s: the source is %s and the tensor %s; they must have the same dtype", name, nnr_dtype_name(src->dtype),
+                   nnr_dtype_name(a->dtype));
+        return NULL;
+    }
     int ok;
     if (kind == NNR_OP_SCATTER_ADD) {
         ok = index->ndim == a->ndim && src->ndim == a->ndim;

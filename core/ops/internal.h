@@ -17,6 +17,8 @@ nnr_tensor *nnr_as_dtype(const nnr_tensor *t, int dtype);
 /* contiguous copies in the given dtype, recording nothing (new references; NULL entries stay NULL) */
 int nnr_prepare_operands(int n, const nnr_tensor *const *in, int dtype, nnr_tensor **out);
 void nnr_release_all(int n, nnr_tensor **ts);
+/* the dtype two tensor operands compute in (PyTorch's result_type: 0-d tensors join as numbers do) */
+int nnr_promote_operands(const nnr_tensor *a, const nnr_tensor *b);
 /* a Lua number joins a tensor's dtype unless it needs a wider category */
 int nnr_promote_with_scalar(int dtype, double s);
 int nnr_scalar_is_integral(double s);

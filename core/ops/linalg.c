@@ -131,6 +131,9 @@ static nnr_tensor *matmul_impl(const char *name, const nnr_tensor *a, const nnr_
         if (!drop_n) fs[k++] = N;
         nnr_tensor *v = nnr_view(r, k, fs);
         nnr_tensor_release(r);
+        /* its base is private (released here): an in-place write to the result changes nothing anyone
+         * else sees, so it is not a view as autograd's in-place rule means one (PyTorch's result is not) */
+        if (v) v->is_view = 0;
         r = v;
     }
     return r;
@@ -167,8 +170,9 @@ static int linear_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
 {
     const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
     if (!x || !w) return nnr_last_status();
-    int64_t in_f = w->sizes[1], out_f = w->sizes[0];
-    int64_t g2s[2] = {-1, out_f}, x2s[2] = {-1, in_f};
+    int64_t in_f = w->sizes[1], out_f = w->sizes[0], rows = 1;
+    for (int d = 0; d < x->ndim - 1; d++) rows *= x->sizes[d];      /* not -1: in_f or out_f may be 0 */
+    int64_t g2s[2] = {rows, out_f}, x2s[2] = {rows, in_f};
     nnr_tensor *g2 = nnr_reshape(g, 2, g2s), *x2 = NULL, *gt = NULL;
     int st = g2 ? NNR_OK : nnr_last_status();
     if (st == NNR_OK && node->in[0].node) {        /* dx = G W */
@@ -240,7 +244,8 @@ static nnr_tensor *linear_fused(const nnr_tensor *x, const nnr_tensor *w, const 
     int n = bias ? 3 : 2;
     for (int k = 0; k < n; k++)
         if (!(c[k] = nnr_contiguous(src[k]))) { *done = 1; goto out; }
-    int64_t K = w->sizes[1], M = K ? nnr_tensor_numel(x) / K : 0, sizes[NNR_MAX_DIMS];
+    int64_t K = w->sizes[1], M = 1, sizes[NNR_MAX_DIMS];
+    for (int d = 0; d < x->ndim - 1; d++) M *= x->sizes[d];     /* the leading dims (K may be 0) */
     memcpy(sizes, x->sizes, sizeof sizes);
     sizes[x->ndim - 1] = w->sizes[0];
     int64_t xs[2] = {M, K}, ys[2] = {M, w->sizes[0]};

@@ -77,7 +77,7 @@ nnr_tensor *nnr_where_scalar(const nnr_tensor *cond, const nnr_tensor *a, double
     if (a && nnr_broadcast_shapes("where", n, shape, a->ndim, a->sizes, &n, shape)) return NULL;
     if (b && nnr_broadcast_shapes("where", n, shape, b->ndim, b->sizes, &n, shape)) return NULL;
     int dt;
-    if (a && b) dt = nnr_promote_types(a->dtype, b->dtype);
+    if (a && b) dt = nnr_promote_operands(a, b);
     else if (a) dt = nnr_promote_with_scalar(a->dtype, sb);
     else if (b) dt = nnr_promote_with_scalar(b->dtype, sa);
     else dt = (nnr_scalar_is_integral(sa) && nnr_scalar_is_integral(sb)) ? NNR_I64 : NNR_F32;
@@ -173,6 +173,10 @@ nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags)
 int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags)
 {
     if (a->dtype == NNR_BOOL) return nnr_errorf(NNR_ERR_INVALID, "clamp_: not defined for bool tensors");
+    /* as every in-place op: the result type (a float bound makes clamp's result float) must be a's */
+    if (!nnr_dtype_is_float(a->dtype) && (((flags & 1) && !nnr_scalar_is_integral(lo)) || ((flags & 2) && !nnr_scalar_is_integral(hi))))
+        return nnr_errorf(NNR_ERR_INVALID, "clamp_: result type float cannot be stored in place in a %s tensor (bounds %g, %g)",
+                          nnr_dtype_name(a->dtype), lo, hi);
     if (nnr_autograd_check_inplace("clamp_", a) || nnr_check_written("clamp_", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_clamp(old, lo, hi, flags) : NULL;

@@ -159,8 +159,12 @@ nnr_tensor *nnr_arange(double start, double end, double step, int dtype, int dev
         nnr_errorf(NNR_ERR_INVALID, "arange: step must be a non-zero number (got start %g, end %g, step %g)", start, end, step);
         return NULL;
     }
+    if ((end - start) / step < 0) {
+        nnr_errorf(NNR_ERR_INVALID, "arange: the step %g goes away from the end (start %g, end %g): the bounds are inconsistent with "
+                   "the step's sign", step, start, end);
+        return NULL;
+    }
     double count = ceil((end - start) / step);
-    if (count < 0) count = 0;
     if (count > 1e15) { nnr_errorf(NNR_ERR_INVALID, "arange: %g elements is too many", count); return NULL; }
     return fill_arange("arange", (int64_t)count, start, step, dtype, device);
 }

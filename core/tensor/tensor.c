@@ -71,6 +71,8 @@ int nnr_tensor_same_storage(const nnr_tensor *a, const nnr_tensor *b) { return a
 
 int nnr_tensor_is_contiguous(const nnr_tensor *t)
 {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->sizes[i] == 0) return 1;          /* no elements: any strides will do (as PyTorch) */
     int64_t expected = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->sizes[i] == 1) continue;

@@ -390,7 +390,10 @@ end
 function methods.t(t)
   local nd = C.nnr_tensor_ndim(t.p)
   if nd > 2 then error("t: expects a tensor with at most 2 dimensions, got shape " .. shape_str(sizes_of(t)), 0) end
-  if nd < 2 then return call(C.nnr_view, t.p, nd, sizebuf) end
+  if nd < 2 then
+    for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end     -- the tensor's own shape, as a view
+    return call(C.nnr_view, t.p, nd, sizebuf)
+  end
   return call(C.nnr_transpose, t.p, 0, 1)
 end
 -- narrow(dim, start, length): start is 1-based
@@ -530,11 +533,13 @@ local function bound(op, v, what)
 end
 function methods.clamp(t, lo, hi)
   bound("clamp", lo, "min"); bound("clamp", hi, "max")
+  if lo == nil and hi == nil then error("clamp: at least one of min and max must be given", 0) end
   local flags = (lo and 1 or 0) + (hi and 2 or 0)
   return call(C.nnr_clamp, t.p, lo or 0, hi or 0, flags)
 end
 function methods.clamp_(t, lo, hi)
   bound("clamp_", lo, "min"); bound("clamp_", hi, "max")
+  if lo == nil and hi == nil then error("clamp_: at least one of min and max must be given", 0) end
   check(C.nnr_clamp_(t.p, lo or 0, hi or 0, (lo and 1 or 0) + (hi and 2 or 0))); return t
 end
 methods.clip = methods.clamp
@@ -543,6 +548,9 @@ function T.where(cond, a, b)
   local ta, tb = is_tensor(a), is_tensor(b)
   tp("where", cond, "condition")
   if ta and tb then return call(C.nnr_where, cond.p, a.p, b.p) end
+  if type(a) == "boolean" and type(b) == "boolean" then      -- two booleans give a bool tensor, as PyTorch
+    return methods.bool(T.where(cond, a and 1 or 0, b and 1 or 0))
+  end
   local function num(x, what)
     if type(x) == "boolean" then return x and 1 or 0 end
     if type(x) ~= "number" then error("where: " .. what .. " must be a tensor or a number, got " .. type(x), 0) end
@@ -680,6 +688,7 @@ function methods.split(t, size, dim)
   if type(size) ~= "number" or not (size >= 1) or size ~= floor(size) or size > MAX_INT then
     error("split: size must be a positive integer, got " .. tostring(size), 0)
   end
+  if total == 0 then return { call(C.nnr_narrow, t.p, d, 0, 0) } end     -- one empty piece, as PyTorch
   while at < total do
     local len = math.min(size, total - at)
     parts[#parts + 1] = call(C.nnr_narrow, t.p, d, at, len)
@@ -692,6 +701,11 @@ function methods.chunk(t, n, dim)
   local total = tonumber(C.nnr_tensor_size(t.p, d))
   if type(n) ~= "number" or not (n >= 1) or n ~= floor(n) or n > MAX_INT then
     error("chunk: number of chunks must be a positive integer, got " .. tostring(n), 0)
+  end
+  if total == 0 then          -- n empty pieces, as PyTorch
+    local parts = {}
+    for i = 1, n do parts[i] = call(C.nnr_narrow, t.p, d, 0, 0) end
+    return parts
   end
   return methods.split(t, math.max(1, math.ceil(total / n)), d + 1)
 end

@@ -42,7 +42,7 @@ static double unary_d(int op, double x)
     case NNR_OP_RELU: return x > 0 ? x : (x != x ? x : 0.0);
     case NNR_OP_SIN: return sin(x);
     case NNR_OP_COS: return cos(x);
-    case NNR_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : (x != x ? x : 0.0);
+    case NNR_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;     /* sign(nan) = 0, as PyTorch */
     case NNR_OP_RECIPROCAL: return 1.0 / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);

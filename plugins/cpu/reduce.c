@@ -123,7 +123,7 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
         case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: nnr_store_i64(c->out_dtype, op, a.i); break;
         case NNR_OP_VAR: {
             double dof = (double)(a.n - c->correction);
-            double v = dof > 0 ? a.m2 / dof : NAN;
+            double v = dof > 0 ? a.m2 / dof : a.m2 > 0 ? INFINITY : NAN;   /* PyTorch: m2 / max(0, n - correction) */
             nnr_store_f64(c->out_dtype, op, c->sqrt_result ? sqrt(v) : v);
             break;
         }

@@ -55,7 +55,7 @@ template <typename T> __device__ __forceinline__ T unary_f(int op, T x)
     case NNR_OP_RELU: return x > 0 ? x : (x != x ? x : T(0));
     case NNR_OP_SIN: return sin(x);
     case NNR_OP_COS: return cos(x);
-    case NNR_OP_SIGN: return x > 0 ? T(1) : x < 0 ? T(-1) : (x != x ? x : T(0));
+    case NNR_OP_SIGN: return x > 0 ? T(1) : x < 0 ? T(-1) : T(0);     /* sign(nan) = 0, as PyTorch */
     case NNR_OP_RECIPROCAL: return T(1) / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);

@@ -139,7 +139,7 @@ __device__ void red_store(const red_geom &g, char *op, const acc &a)
         break;
     case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: st_i64(g.out_dt, op, a.idx < 0 ? 0 : a.idx); break;
     case NNR_OP_VAR: {
-        double dof = (double)(a.n - g.correction), v = dof > 0 ? a.m2 / dof : NAN;
+        double dof = (double)(a.n - g.correction), v = dof > 0 ? a.m2 / dof : a.m2 > 0 ? INFINITY : NAN;
         st_f64(g.out_dt, op, g.sqrt_result ? sqrt(v) : v);
         break;
     }

@@ -173,10 +173,35 @@ ALLOW_LIST = [
                 "node saved a different tensor (e.g. relu's input, not its output) and computed the gradient: it "
                 "matches PyTorch's gradient of the same program with every saved tensor cloned at save time",
          match=lambda m: m["kind"] == "saved-tensor-strategy"),
+    dict(id="matmul-promotes",
+         reason="nnrun's matmul, mm, bmm and dot promote mixed float dtypes as its elementwise ops do (docs/lua-api.md, "
+                "'Linear algebra'); PyTorch refuses them ('expected scalar type Float but found Double')",
+         match=lambda m: m["kind"] == "nnr-accepts" and m["op"] in ("matmul", "mm", "bmm", "dot") and
+         _terr(m, "expected scalar type", "expected both vectors to have same dtype")),
+    dict(id="saves-more",
+         reason="nnrun's div, max(dim) and min(dim) backwards keep their output (docs/reliability.md, 'the fuzzer's "
+                "intended differences'); PyTorch's keep other tensors, so an in-place change of that output "
+                "before backward is an error in nnrun and not in PyTorch",
+         match=lambda m: m["kind"] == "nnr-raises" and bool(re.search(r"(DivBackward|MaxBackward|MinBackward): a tensor of shape",
+                                                                     m.get("nnr_error") or ""))),
+    dict(id="half-composed",
+         reason="nnrun composes binary_cross_entropy_with_logits from ops in the input dtype (f16/bf16 round after "
+                "each op); PyTorch computes it in f32 and rounds once (docs/reliability.md)",
+         match=lambda m: m["kind"] == "value" and m["op"] == "F.binary_cross_entropy_with_logits" and
+         m.get("ndtype") in ("f16", "bf16")),
+    dict(id="split-views-inplace",
+         reason="nnrun lets a piece of split/chunk be written in place (its gradient is right); PyTorch refuses "
+                "in-place changes to any output of a multi-output view op",
+         match=lambda m: m["kind"] == "nnr-accepts" and _terr(m, "SplitBackward", "UnbindBackward")),
     dict(id="view-of-grad-inplace",
          reason="nnrun refuses in-place writes to a view of a tensor that requires grad (docs/lua-api.md: "
                 "'In-place writes to a *view* of a tensor that requires grad are refused (clone first)')",
          match=lambda m: m["kind"] == "nnr-raises" and _nerr(m, "view") and m.get("grad_view_inplace")),
+    dict(id="embedding-result-view",
+         reason="nnrun's F.embedding returns a view of its gathered rows, so an in-place write to it while it "
+                "requires grad is refused (clone first, docs/lua-api.md); PyTorch's result is a new tensor",
+         match=lambda m: m["kind"] == "nnr-raises" and not m.get("grad_view_inplace") and
+         _nerr(m, "in-place change of a view of a tensor that requires grad")),
 ]
 
 # -----------------------------------------------------------------------------------------------
