@@ -7,6 +7,8 @@
 # descriptor or temporary file may be left behind.
 #
 #   scripts/soak.sh [NNRUN]            SOAK_SECONDS=600 scripts/soak.sh for a short one
+#   SOAK_MODEL (cnn), SOAK_LIMIT (all 60000 images), SOAK_LIFE_MIN/MAX (30/240 s between kills)
+# The uninterrupted reference run trains beside the soak (one thread each).
 #
 # Prints one line per kill and a summary; exits non-zero when a property fails.
 set -u
@@ -15,9 +17,14 @@ SECONDS_WANTED=${SOAK_SECONDS:-3600}
 SCRIPT=scripts/train_fashion_mnist.lua
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-common=(--model mlp --limit "${SOAK_LIMIT:-12000}" --batch-size 64 --threads 1 --workers 1 --augment --quiet --seed 7)
+echo "soak: $(date -u +%FT%TZ), $(git -C "$(dirname "$0")/.." log -1 --format=%h 2>/dev/null), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+common=(--model "${SOAK_MODEL:-cnn}" --batch-size 64 --threads 1 --workers 1 --augment --quiet --seed 7)
+[ -n "${SOAK_LIMIT:-}" ] && common+=(--limit "$SOAK_LIMIT")
+life_min=${SOAK_LIFE_MIN:-30} life_max=${SOAK_LIFE_MAX:-240}
 
-# one epoch's duration (a 4-epoch run less a 1-epoch one: start-up aside) sets the number of epochs
+# one epoch's duration (a 4-epoch run less a 1-epoch one: start-up aside) sets the number of epochs,
+# unless SOAK_EPOCHS does
+if [ -n "${SOAK_EPOCHS:-}" ]; then epochs=$SOAK_EPOCHS; per_epoch="?"; else
 t1=$(date +%s%N)
 "$NNRUN" $SCRIPT "${common[@]}" --epochs 1 >/dev/null 2>&1 || { echo "soak: a one-epoch run failed"; exit 1; }
 t2=$(date +%s%N)
@@ -26,7 +33,12 @@ t3=$(date +%s%N)
 per_epoch=$(awk "BEGIN { printf \"%.2f\", (($t3 - $t2) - ($t2 - $t1)) / 3e9 }")
 # the kills repeat work (a resumed run restarts its epoch): about a third more than the epochs alone
 epochs=$(awk "BEGIN { e = int($SECONDS_WANTED / $per_epoch / 1.3); print (e < 3 ? 3 : e) }")
+fi
 echo "soak: $epochs epochs of about $per_epoch s each, killed and resumed at random for about $SECONDS_WANTED s"
+
+# the reference: the same epochs, never interrupted, beside the soak
+"$NNRUN" $SCRIPT "${common[@]}" --epochs "$epochs" --save "$work/ref.safetensors" >"$work/ref.log" 2>&1 &
+ref_pid=$!
 
 RANDOM=${SOAK_SEED:-1}
 ck=$work/ck.safetensors
@@ -40,7 +52,7 @@ while :; do
   "$NNRUN" $SCRIPT "${args[@]}" >"$work/out.log" 2>&1 &
   pid=$!
   restarts=$((restarts + 1))
-  life=$((5 + RANDOM % 55))                      # seconds until this one is killed
+  life=$((life_min + RANDOM % (life_max - life_min + 1)))     # seconds until this one is killed
   for ((s = 0; s < life; s++)); do
     sleep 1
     kill -0 $pid 2>/dev/null || break
@@ -63,8 +75,7 @@ while :; do
 done
 elapsed=$(( $(date +%s) - t0 ))
 
-# the reference: the same epochs, never interrupted
-"$NNRUN" $SCRIPT "${common[@]}" --epochs "$epochs" --save "$work/ref.safetensors" >/dev/null 2>&1 || { echo "soak: FAIL: the reference run"; fail=1; }
+wait $ref_pid || { echo "soak: FAIL: the reference run"; cat "$work/ref.log"; fail=1; }
 same=$("$NNRUN" -e "
   local a, b = nnr.load_checkpoint('$ck'), nnr.load_checkpoint('$work/ref.safetensors')
   local worst, n = 0, 0
