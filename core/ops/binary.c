@@ -267,9 +267,9 @@ static nnr_tensor *binary_into(int op, const nnr_tensor *a, const nnr_tensor *b,
                        nnr_dtype_name(out->dtype), nnr_shape_str(y, sizeof y, n, shape), nnr_dtype_name(result));
             return NULL;
         }
-        if (nnr_check_written(name, out)) return NULL;
+        if (nnr_check_written(name, "", out)) return NULL;
         /* operands that share the out tensor's memory: read in place, from a copy, or refused */
-        nnr_tensor *oa = nnr_written_operand(name, out, a), *ob = oa ? nnr_written_operand(name, out, b) : NULL;
+        nnr_tensor *oa = nnr_written_operand(name, "", out, a), *ob = oa ? nnr_written_operand(name, "", out, b) : NULL;
         nnr_tensor *r = NULL;
         if (ob && (oa != a || ob != b)) r = binary_into(op, oa, ob, out);
         nnr_tensor_release(oa);
@@ -368,11 +368,10 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
     if (is_compare(op)) return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s_: comparisons are not available in place", name);
     if (inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(name, a)) return nnr_last_status();
-    char written[48];
-    snprintf(written, sizeof written, "%s_", name);
-    if (nnr_check_written(written, a)) return nnr_last_status();
-    nnr_tensor *bb = nnr_written_operand(written, a, b);    /* refuses a partial overlap */
-    if (!bb) return nnr_last_status();
+    if (nnr_check_written(name, "_", a)) return nnr_last_status();
+    /* an operand sharing a's memory: read in place, from a copy, or refused (a partial overlap) */
+    nnr_tensor *bb = NULL;
+    if (b->storage == a->storage && !(bb = nnr_written_operand(name, "_", a, b))) return nnr_last_status();
     const nnr_tensor *in2[2] = {a, b};
     if (nnr_should_record(2, in2)) {
         nnr_tensor_release(bb);
@@ -387,7 +386,7 @@ int nnr_binary_(int op, nnr_tensor *a, const nnr_tensor *b)
         nnr_tensor_release(b2);
         return nnr_inplace_recorded(a, r);
     }
-    nnr_tensor *y = nnr_as_dtype(bb, compute);
+    nnr_tensor *y = nnr_as_dtype(bb ? bb : b, compute);
     nnr_tensor_release(bb);
     if (!y) return nnr_last_status();
     nnr_tensor_desc da, dy;
@@ -407,9 +406,7 @@ int nnr_binary_scalar_(int op, nnr_tensor *a, double s)
     binary_dtypes(op, nnr_promote_with_scalar(a->dtype, s), &compute, &result);
     if (check_int_pow(op, result, s, 0) || inplace_check(op, a, result)) return nnr_last_status();
     if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
-    char written[48];
-    snprintf(written, sizeof written, "%s_", nnr_op_name(op));
-    if (nnr_check_written(written, a)) return nnr_last_status();
+    if (nnr_check_written(nnr_op_name(op), "_", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_binary_scalar(op, old, s, 0) : NULL;
         nnr_tensor_release(old);

@@ -137,18 +137,18 @@ static bool byte_range(const nnr_tensor *t, int64_t *lo, int64_t *hi)
     return true;
 }
 
-int nnr_check_written(const char *op, const nnr_tensor *out)
+int nnr_check_written(const char *op, const char *suffix, const nnr_tensor *out)
 {
     for (int i = 0; i < out->ndim; i++)
         if (out->sizes[i] == 0) return NNR_OK;   /* nothing is written */
     for (int i = 0; i < out->ndim; i++)
         if (out->strides[i] == 0 && out->sizes[i] > 1)
-            return nnr_errorf(NNR_ERR_INVALID, "%s: unsupported operation: more than one element of the written-to tensor refers to "
-                              "a single memory location (an expanded view); clone() it before writing", op);
+            return nnr_errorf(NNR_ERR_INVALID, "%s%s: unsupported operation: more than one element of the written-to tensor refers to "
+                              "a single memory location (an expanded view); clone() it before writing", op, suffix);
     return NNR_OK;
 }
 
-nnr_tensor *nnr_written_operand(const char *op, const nnr_tensor *out, const nnr_tensor *in)
+nnr_tensor *nnr_written_operand(const char *op, const char *suffix, const nnr_tensor *out, const nnr_tensor *in)
 {
     int64_t alo, ahi, blo, bhi;
     if (in->storage != out->storage || !byte_range(out, &alo, &ahi) || !byte_range(in, &blo, &bhi) || ahi <= blo || bhi <= alo) {
@@ -164,8 +164,8 @@ nnr_tensor *nnr_written_operand(const char *op, const nnr_tensor *out, const nnr
         if (same) { nnr_tensor_retain((nnr_tensor *)in); return (nnr_tensor *)in; }
     }
     if (non_overlapping_and_dense(out) && non_overlapping_and_dense(in) && (alo != blo || ahi != bhi)) {
-        nnr_errorf(NNR_ERR_INVALID, "%s: unsupported operation: some elements of the input tensor and the written-to tensor refer to "
-                   "a single memory location; clone() the input first", op);
+        nnr_errorf(NNR_ERR_INVALID, "%s%s: unsupported operation: some elements of the input tensor and the written-to tensor refer to "
+                   "a single memory location; clone() the input first", op, suffix);
         return NULL;
     }
     /* the same block in another order (a:add_(a:t())), or layouts too irregular to tell: read a copy */

@@ -82,8 +82,8 @@ int nnr_copy_(nnr_tensor *dst, const nnr_tensor *src)
         return nnr_errorf(NNR_ERR_INVALID, "copy_: source of shape %s cannot be broadcast to destination shape %s",
                           nnr_shape_str(a, sizeof a, src->ndim, src->sizes), nnr_shape_str(b, sizeof b, dst->ndim, dst->sizes));
     }
-    if (nnr_autograd_check_inplace("copy_", dst) || nnr_check_written("copy_", dst)) return nnr_last_status();
-    nnr_tensor *from = nnr_written_operand("copy_", dst, src);
+    if (nnr_autograd_check_inplace("copy_", dst) || nnr_check_written("copy_", "", dst)) return nnr_last_status();
+    nnr_tensor *from = nnr_written_operand("copy_", "", dst, src);
     if (!from) return nnr_last_status();
     int st = NNR_OK;
     if (nnr_grad_mode() && (dst->requires_grad || src->requires_grad) &&

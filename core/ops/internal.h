@@ -35,12 +35,13 @@ int64_t nnr_window_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t
 #define NNR_RECORD(r, call) do { if ((r) && (call) != NNR_OK) { nnr_tensor_release(r); (r) = NULL; } } while (0)
 
 /* ---- tensors an op writes (in-place, out=, copy_): PyTorch's overlap rules (common.c) ---- */
-/* an error when out has an expanded (stride-0) dimension: one element would be written many times */
-int nnr_check_written(const char *op, const nnr_tensor *out);
+/* an error when out has an expanded (stride-0) dimension: one element would be written many times
+ * (messages name op followed by suffix: "add" "_", so that no name is formatted on the hot path) */
+int nnr_check_written(const char *op, const char *suffix, const nnr_tensor *out);
 /* in, as an operand read by an op that writes out (new reference): in itself when their memory is
  * apart or laid out alike, a private copy when they share it in another order, NULL (an error) when
  * they partly overlap */
-nnr_tensor *nnr_written_operand(const char *op, const nnr_tensor *out, const nnr_tensor *in);
+nnr_tensor *nnr_written_operand(const char *op, const char *suffix, const nnr_tensor *out, const nnr_tensor *in);
 
 /* ---- in-place ops while recording (common.c): computed out of place, then a takes r's values and
  * history; releases r ---- */

@@ -22,7 +22,7 @@ int nnr_random_(nnr_tensor *t, int kind, double a, double b)
         return nnr_errorf(NNR_ERR_INVALID, "normal: std must be >= 0, got %g", b);
     if (kind != NNR_OP_RAND_INT && !nnr_dtype_is_float(t->dtype))
         return nnr_errorf(NNR_ERR_INVALID, "%s: dtype %s is not a floating-point type", nnr_op_name(kind), nnr_dtype_name(t->dtype));
-    if (nnr_autograd_check_inplace(nnr_op_name(kind), t) || nnr_check_written(nnr_op_name(kind), t)) return nnr_last_status();
+    if (nnr_autograd_check_inplace(nnr_op_name(kind), t) || nnr_check_written(nnr_op_name(kind), "", t)) return nnr_last_status();
     if (t->requires_grad && nnr_grad_mode() && nnr_record_overwrite("FillBackward", t, NULL)) return nnr_last_status();
     /* the counter advances by the element count, rounded to Philox's 4-wide blocks */
     uint64_t seed, offset, n = (uint64_t)nnr_tensor_numel(t);

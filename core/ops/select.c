@@ -136,7 +136,7 @@ nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double 
 
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value)
 {
-    if (nnr_autograd_check_inplace("masked_fill_", a) || nnr_check_written("masked_fill_", a)) return nnr_last_status();
+    if (nnr_autograd_check_inplace("masked_fill_", a) || nnr_check_written("masked_fill_", "", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_masked_fill(old, mask, value) : NULL;
         nnr_tensor_release(old);
@@ -177,7 +177,7 @@ int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags)
     if (!nnr_dtype_is_float(a->dtype) && (((flags & 1) && !nnr_scalar_is_integral(lo)) || ((flags & 2) && !nnr_scalar_is_integral(hi))))
         return nnr_errorf(NNR_ERR_INVALID, "clamp_: result type float cannot be stored in place in a %s tensor (bounds %g, %g)",
                           nnr_dtype_name(a->dtype), lo, hi);
-    if (nnr_autograd_check_inplace("clamp_", a) || nnr_check_written("clamp_", a)) return nnr_last_status();
+    if (nnr_autograd_check_inplace("clamp_", a) || nnr_check_written("clamp_", "", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_clamp(old, lo, hi, flags) : NULL;
         nnr_tensor_release(old);

@@ -141,9 +141,7 @@ int nnr_unary_(int op, nnr_tensor *a)
         return nnr_errorf(NNR_ERR_INVALID, "%s_: result type %s cannot be stored in place in a %s tensor", nnr_op_name(op),
                           nnr_dtype_name(odt), nnr_dtype_name(a->dtype));
     if (nnr_autograd_check_inplace(nnr_op_name(op), a)) return nnr_last_status();
-    char written[48];
-    snprintf(written, sizeof written, "%s_", nnr_op_name(op));
-    if (nnr_check_written(written, a)) return nnr_last_status();
+    if (nnr_check_written(nnr_op_name(op), "_", a)) return nnr_last_status();
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_unary(op, old) : NULL;
         nnr_tensor_release(old);

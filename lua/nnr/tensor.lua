@@ -486,11 +486,16 @@ T.ops = OP
 local binary, binary_scalar, binary_ = C.nnr_binary, C.nnr_binary_scalar, C.nnr_binary_
 local function opname(op) return ffi.string(C.nnr_op_name(op)) end
 local function arith(op, a, b)
+  -- the common cases first, with nothing but type tests (the op's name is looked up for errors only)
+  local ta, tb = is_tensor(a), is_tensor(b)
+  if ta and tb then return call(binary, op, a.p, b.p) end
+  if ta and type(b) == "number" then return call(binary_scalar, op, a.p, b, 0) end
+  if tb and type(a) == "number" then return call(binary_scalar, op, b.p, a, 1) end
   if type(b) == "boolean" then b = b and 1 or 0 end
   if type(a) == "boolean" then a = a and 1 or 0 end
-  if type(b) == "number" then return own(binary_scalar(op, is_tensor(a) and a.p or tp(opname(op), a, "input (a tensor or a number)"), b, 0)) end
-  if type(a) == "number" then return own(binary_scalar(op, tp(opname(op), b, "other (a tensor or a number)"), a, 1)) end
-  return own(binary(op, tp(opname(op), a, "input (a tensor or a number)"), tp(opname(op), b, "other (a tensor or a number)")))
+  if type(b) == "number" then return call(binary_scalar, op, tp(opname(op), a, "input (a tensor or a number)"), b, 0) end
+  if type(a) == "number" then return call(binary_scalar, op, tp(opname(op), b, "other (a tensor or a number)"), a, 1) end
+  return call(binary, op, tp(opname(op), a, "input (a tensor or a number)"), tp(opname(op), b, "other (a tensor or a number)"))
 end
 T.arith = arith
 
@@ -500,10 +505,11 @@ for name, op in pairs(OP) do
     methods[name .. "_"] = function(t) check(C.nnr_unary_(op, t.p)); return t end
   else
     methods[name] = function(a, b) return arith(op, a, b) end
-    methods[name .. "_"] = function(a, b)
+    local iname = name .. "_"
+    methods[iname] = function(a, b)
       if type(b) == "boolean" then b = b and 1 or 0 end
-      local ap = tp(name .. "_", a, "self")
-      if type(b) == "number" then check(C.nnr_binary_scalar_(op, ap, b)) else check(binary_(op, ap, tp(name .. "_", b, "other (a tensor or a number)"))) end
+      local ap = tp(iname, a, "self")
+      if type(b) == "number" then check(C.nnr_binary_scalar_(op, ap, b)) else check(binary_(op, ap, tp(iname, b, "other (a tensor or a number)"))) end
       return a
     end
   end
