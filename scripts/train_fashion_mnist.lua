@@ -233,7 +233,8 @@ local function main(argv)
           tostring(ck.batch_size), tostring(ck.samples), tostring(ck.world or 1), opts.batch_size, n, world), 0)
       end
       resume = { step = check.integer(where, "step", ck.step, 1, steps - 1),
-                 loss_sum = check.number(where, "epoch_loss_sum", ck.epoch_loss_sum),
+                 -- a diverged run's sum may be inf or nan and still resumes (its losses are what they were)
+                 loss_sum = type(ck.epoch_loss_sum) == "number" and ck.epoch_loss_sum or check.number(where, "epoch_loss_sum", ck.epoch_loss_sum),
                  samples = check.integer(where, "epoch_samples", ck.epoch_samples, 1) }
     end
     if not opts.quiet then
@@ -241,6 +242,7 @@ local function main(argv)
       else print(string.format("resumed from %s after epoch %d", opts.resume, ck.epoch)) end
     end
   end
+  fm.catch_stop()     -- from here on Ctrl-C and SIGTERM let the step in progress finish (before the header, which tests wait for)
   if not opts.quiet then
     print(string.format("Fashion-MNIST: %d training and %d test images; model %s (%d parameters) on %s; %s lr %g (%s), batch %d, %d threads, %d loader workers%s",
       train_images:size(1), test_images:size(1), opts.model, model:num_parameters(), device, opts.optimizer, opts.lr,
@@ -264,7 +266,6 @@ local function main(argv)
     end
   end
 
-  fm.catch_stop()               -- from here on Ctrl-C and SIGTERM let the step in progress finish
   local losses = {}
   local last = math.min(opts.epochs, opts.stop_after or opts.epochs)
   for epoch = first_epoch, last do

@@ -22,9 +22,11 @@ static int num_threads;
 
 static void host_log(int level, const char *plugin, const char *message)
 {
-    static int threshold = -1;
-    if (threshold < 0) threshold = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4);
-    if (level < threshold) return;
+    static _Atomic int threshold = -1;        /* read by any thread that logs; set at init (do_init) */
+    int t = atomic_load_explicit(&threshold, memory_order_relaxed);
+    if (t < 0) atomic_store_explicit(&threshold, t = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4), memory_order_relaxed);
+    int threshold_now = t;
+    if (level < threshold_now) return;
     static const char *names[] = {"debug", "info", "warning", "error"};
     fprintf(stderr, "nnr[%s] %s: %s\n", plugin ? plugin : "core", names[level < 0 ? 0 : level > 3 ? 3 : level], message);
 }

@@ -36,14 +36,12 @@ static inline bool nnr_size_add(int64_t a, int64_t b, int64_t *r)
     if (a < 0 || b < 0 || __builtin_add_overflow(a, b, r)) { *r = -1; return false; }
     return true;
 }
-/* the product of n sizes times elem (1 for an element count); false on a negative size or overflow
- * (a zero size makes the product 0 whatever the others are, as an empty tensor's element count) */
+/* the product of n sizes times elem (1 for an element count); false on a negative size or overflow,
+ * also when a later size is 0 (as PyTorch's safe_multiplies: every partial product of a shape must
+ * fit, since strides and loops over the shape compute them) */
 static inline bool nnr_size_product(int n, const int64_t *sizes, int64_t elem, int64_t *r)
 {
     int64_t p = elem;
-    for (int i = 0; i < n; i++)
-        if (sizes[i] == 0) p = 0;
-        else if (sizes[i] < 0) { *r = -1; return false; }
     for (int i = 0; i < n; i++)
         if (!nnr_size_mul(p, sizes[i], &p)) { *r = -1; return false; }
     *r = p;

@@ -159,7 +159,7 @@ nnr_tensor *nnr_written_operand(const char *op, const char *suffix, const nnr_te
     if (in->dtype == out->dtype && in->offset == out->offset && in->ndim <= out->ndim) {
         bool same = true;
         for (int i = out->ndim - 1, j = in->ndim - 1; j >= 0 && same; i--, j--)
-            same = in->sizes[j] == out->sizes[i] ? in->strides[j] == out->strides[i] || in->sizes[j] == 1 : in->sizes[j] == 1;
+            same = in->sizes[j] == out->sizes[i] && (in->strides[j] == out->strides[i] || in->sizes[j] == 1);
         for (int i = 0; i < out->ndim - in->ndim && same; i++) same = out->sizes[i] == 1;
         if (same) { nnr_tensor_retain((nnr_tensor *)in); return (nnr_tensor *)in; }
     }

@@ -137,6 +137,11 @@ nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double 
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value)
 {
     if (nnr_autograd_check_inplace("masked_fill_", a) || nnr_check_written("masked_fill_", "", a)) return nnr_last_status();
+    if (mask->storage == a->storage) {          /* as PyTorch: no partial overlap of the mask and the target */
+        nnr_tensor *m = nnr_written_operand("masked_fill", "_", a, mask);
+        if (!m) return nnr_last_status();
+        nnr_tensor_release(m);
+    }
     if (nnr_should_record(1, (const nnr_tensor **)&a)) {
         nnr_tensor *old = nnr_clone(a), *r = old ? nnr_masked_fill(old, mask, value) : NULL;
         nnr_tensor_release(old);

@@ -159,6 +159,10 @@ nnr_tensor *nnr_arange(double start, double end, double step, int dtype, int dev
         nnr_errorf(NNR_ERR_INVALID, "arange: step must be a non-zero number (got start %g, end %g, step %g)", start, end, step);
         return NULL;
     }
+    if (!isfinite(start) || !isfinite(end) || !isfinite(step)) {
+        nnr_errorf(NNR_ERR_INVALID, "arange: start, end and step must be finite (got %g, %g, %g)", start, end, step);
+        return NULL;
+    }
     if ((end - start) / step < 0) {
         nnr_errorf(NNR_ERR_INVALID, "arange: the step %g goes away from the end (start %g, end %g): the bounds are inconsistent with "
                    "the step's sign", step, start, end);

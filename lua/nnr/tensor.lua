@@ -107,7 +107,16 @@ local function split_opts(...)
   return nil, n
 end
 
+local creation_options = { dtype = true, device = true, requires_grad = true }
 local function opts_dtype_device(op, opts, default_dtype)
+  if opts ~= nil then
+    if type(opts) ~= "table" then error(op .. ": options must be a table {dtype =, device =, requires_grad =}, got " .. type(opts), 0) end
+    for k in pairs(opts) do
+      if not creation_options[k] then
+        error(op .. ": unknown option '" .. tostring(k) .. "' (known: device, dtype, requires_grad)", 0)
+      end
+    end
+  end
   local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or binding.default_dtype
   return dt, device_id(opts and opts.device, op)
 end
@@ -186,7 +195,11 @@ end
 function T.eye(n, m, opts)
   if type(m) == "table" then opts, m = m, nil end
   local dt, dev = opts_dtype_device("eye", opts)
-  return created(call(C.nnr_eye, int_arg("eye", "n", n), int_arg("eye", "m", m or -1), dt, dev), opts)
+  int_arg("eye", "n", n)
+  if n < 0 or (m ~= nil and int_arg("eye", "m", m) < 0) then
+    error("eye: negative size (n " .. tostring(n) .. (m ~= nil and ", m " .. tostring(m) or "") .. "; sizes must be >= 0)", 0)
+  end
+  return created(call(C.nnr_eye, n, m or -1, dt, dev), opts)
 end
 
 local function random(kind, op, a, b, ...)
@@ -534,7 +547,9 @@ mt.__pow = function(a, b) return arith(OP.pow, a, b) end
 mt.__unm = function(a) return call(C.nnr_unary, OP.neg, a.p) end
 
 local function bound(op, v, what)
-  if v ~= nil and type(v) ~= "number" then error(op .. ": " .. what .. " must be a number or nil, got " .. type(v), 0) end
+  if v ~= nil and (type(v) ~= "number" or v ~= v) then
+    error(op .. ": " .. what .. " must be a number or nil, got " .. (v ~= v and "nan" or type(v)), 0)
+  end
   return v
 end
 function methods.clamp(t, lo, hi)
@@ -625,6 +640,7 @@ methods.min = extreme("min", C.NNR_OP_MIN, C.NNR_OP_ARGMIN, OP.minimum)
 
 -- var/std: correction 1 (unbiased) unless given
 function methods.var(t, dim, keepdim, correction)
+  if correction ~= nil then require("nnr.check").integer("var", "correction", correction, 0) end
   local n = dims_of("var", t, dim)
   return call(C.nnr_reduce, C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1)
 end

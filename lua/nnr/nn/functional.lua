@@ -53,7 +53,7 @@ local function conv(cfn, x, weight, bias, opts)
   local ph, pw = pair(opts.padding or 0, "padding", "conv2d", 0)
   local dh, dw = pair(opts.dilation or 1, "dilation", "conv2d")
   local groups = V.integer("conv2d", "groups", opts.groups or 1, 1, 2 ^ 31 - 1)
-  return own(cfn(tp("conv2d", x, "input"), tp("conv2d", weight, "weight"), opt_tp("conv2d", bias, "bias"), sh, sw, ph, pw, dh, dw, groups))
+  return call(cfn, tp("conv2d", x, "input"), tp("conv2d", weight, "weight"), opt_tp("conv2d", bias, "bias"), sh, sw, ph, pw, dh, dw, groups)
 end
 
 function F.conv2d(x, weight, bias, opts) return conv(C.nnr_conv2d, x, weight, bias, opts) end

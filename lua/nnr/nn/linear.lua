@@ -20,8 +20,11 @@ function Linear:__init(in_features, out_features, opts)
   end
 end
 
+local is_tensor = nnr.is_tensor
 local function check_input(self, x)
-  require("nnr.tensor").tp(string.format("Linear(%d -> %d)", self.in_features, self.out_features), x, "input")
+  if not is_tensor(x) then
+    error(string.format("Linear(%d -> %d): input must be a tensor, got %s", self.in_features, self.out_features, type(x)), 0)
+  end
   if x:dim() < 1 or x:size(-1) ~= self.in_features then
     error(string.format("Linear(%d -> %d): input of shape %s, expected [..., %d]", self.in_features, self.out_features,
       nnr.shape_str(x:size()), self.in_features), 0)

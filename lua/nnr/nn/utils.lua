@@ -24,7 +24,7 @@ function M.clip_grad_norm(params, max_norm, norm_type)
       total = s ^ (1 / norm_type)
     end
     local scale = max_norm / (total + 1e-6)
-    if scale < 1 then
+    if not (scale >= 1) then      -- a NaN norm scales too (the gradients become NaN, as PyTorch's do)
       for _, p in ipairs(params) do
         if p.grad then p.grad = p.grad * scale end
       end

@@ -9,15 +9,16 @@ local nnr = require "nnr"
 local binding = require "nnr.binding"
 local Optimizer = require "nnr.optim.optimizer"
 local check = require "nnr.check"
+local NON_NEGATIVE, UNIT = { min = 0 }, { min = 0, below = 1 }   -- specs made once, not per step
 
 local function make(name, decoupled, default_wd)
   local A = Optimizer:extend(name, { lr = 0.001, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = default_wd })
   function A:check_group(g)
     Optimizer.check_group(self, g)
     if type(g.betas) ~= "table" or #g.betas ~= 2 then error(name .. ": betas must be a pair {beta1, beta2}", 0) end
-    check.number(name, "betas[1]", g.betas[1], { min = 0, below = 1 })
-    check.number(name, "betas[2]", g.betas[2], { min = 0, below = 1 })
-    check.number(name, "eps", g.eps, { min = 0 })
+    check.number(name, "betas[1]", g.betas[1], UNIT)
+    check.number(name, "betas[2]", g.betas[2], UNIT)
+    check.number(name, "eps", g.eps, NON_NEGATIVE)
   end
   function A:update(p, grad, g, st)
     if not st then

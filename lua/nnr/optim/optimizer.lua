@@ -29,6 +29,14 @@ function Optimizer:__init(params, opts)
   local groups = nnr.is_tensor(params[1]) and { { params = params } } or params
   self.param_groups, self.state = {}, {}
   for gi, g in ipairs(groups) do
+    if type(g) ~= "table" or type(g.params) ~= "table" then
+      error(string.format("%s: group %d must be a table {params = {...}, ...}", self.__name, gi), 0)
+    end
+    for k in pairs(g) do
+      if k ~= "params" and self.defaults[k] == nil then
+        error(string.format("%s: group %d: unknown option '%s'", self.__name, gi, tostring(k)), 0)
+      end
+    end
     local group = { params = g.params }
     for k, v in pairs(self.defaults) do
       local value = g[k]
@@ -48,9 +56,10 @@ end
 -- the options every optimizer has; a subclass checks its own after calling this. Checked at
 -- construction and again at every step, so that a NaN that a scheduler or the user put into a
 -- group stops the run instead of training to nan.
+local NON_NEGATIVE = { min = 0 }
 function Optimizer:check_group(group)
-  check.number(self.__name, "lr", group.lr, { min = 0 })
-  if group.weight_decay ~= nil then check.number(self.__name, "weight_decay", group.weight_decay, { min = 0 }) end
+  check.number(self.__name, "lr", group.lr, NON_NEGATIVE)
+  if group.weight_decay ~= nil then check.number(self.__name, "weight_decay", group.weight_decay, NON_NEGATIVE) end
 end
 
 -- The iteration every optimizer shares: each parameter that has a gradient, with its group and its

@@ -6,14 +6,15 @@ local nnr = require "nnr"
 local binding = require "nnr.binding"
 local Optimizer = require "nnr.optim.optimizer"
 local check = require "nnr.check"
+local NON_NEGATIVE, UNIT = { min = 0 }, { min = 0, below = 1 }   -- specs made once, not per step
 
 local RMSprop = Optimizer:extend("RMSprop", { lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0 })
 
 function RMSprop:check_group(g)
   Optimizer.check_group(self, g)
-  check.number("RMSprop", "alpha", g.alpha, { min = 0 })
-  check.number("RMSprop", "eps", g.eps, { min = 0 })
-  check.number("RMSprop", "momentum", g.momentum, { min = 0 })
+  check.number("RMSprop", "alpha", g.alpha, NON_NEGATIVE)
+  check.number("RMSprop", "eps", g.eps, NON_NEGATIVE)
+  check.number("RMSprop", "momentum", g.momentum, NON_NEGATIVE)
 end
 
 function RMSprop:update(p, grad, g, st)

@@ -9,13 +9,15 @@
 local nnr = require "nnr"
 local C = require("nnr.binding").C
 local check = require "nnr.check"
+local NON_NEGATIVE, UNIT = { min = 0 }, { min = 0, below = 1 }   -- specs made once, not per step
+local status_check = require("nnr.binding").check
 local Optimizer = require "nnr.optim.optimizer"
 
 local SGD = Optimizer:extend("SGD", { lr = 0.001, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false })
 
 function SGD:check_group(g)
   Optimizer.check_group(self, g)
-  check.number("SGD", "momentum", g.momentum, { min = 0 })
+  check.number("SGD", "momentum", g.momentum, NON_NEGATIVE)
   check.number("SGD", "dampening", g.dampening)
   check.boolean("SGD", "nesterov", g.nesterov)
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then
@@ -32,7 +34,7 @@ function SGD:update(p, grad, g, st)
     fresh = 1
   end
   local buf = st and st.momentum_buffer
-  require("nnr.binding").check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0, fresh))
+  status_check(C.nnr_sgd_step(p.p, grad.p, buf and buf.p or nil, g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov and 1 or 0, fresh))
 end
 
 return SGD
