@@ -223,12 +223,24 @@ static void make_arg(lua_State *L, char **argv, int argc, int script)
     lua_setglobal(L, "arg");
 }
 
+/* the load error, said plainly when the chunk was bytecode (LuaJIT's "wrong mode") */
+static void report_load_error(lua_State *L, const char *what)
+{
+    const char *msg = lua_tostring(L, -1);
+    if (msg && strstr(msg, "wrong mode"))
+        fprintf(stderr, "nnrun: %s is precompiled bytecode; nnrun runs Lua source only (LuaJIT does not verify bytecode, and a "
+                "damaged file could crash the process)\n", what);
+    else fprintf(stderr, "nnrun: %s\n", msg ? msg : "cannot load the chunk");
+    lua_pop(L, 1);
+}
+
 static int run_file(lua_State *L, const char *path, char **argv, int argc, int script)
 {
     make_arg(L, argv, argc, script);
-    if (luaL_loadfile(L, path)) {
-        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
+    /* source only ("t"): LuaJIT does not verify bytecode, and a corrupt precompiled file reads
+     * uninitialised memory or crashes the loader (valgrind over the hostile suite showed it) */
+    if (luaL_loadfilex(L, path, "t")) {
+        report_load_error(L, path);
         return 1;
     }
     int nargs = 0;
@@ -238,9 +250,8 @@ static int run_file(lua_State *L, const char *path, char **argv, int argc, int s
 
 static int run_string(lua_State *L, const char *code, const char *name)
 {
-    if (luaL_loadbuffer(L, code, strlen(code), name)) {
-        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
+    if (luaL_loadbufferx(L, code, strlen(code), name, "t")) {
+        report_load_error(L, "the code given");
         return 1;
     }
     return nnrun_docall(L, 0, 0);
@@ -256,9 +267,8 @@ static int run_stdin(lua_State *L)
         if (len == cap) { char *nb = realloc(buf, cap *= 2); if (!nb) { free(buf); buf = NULL; } else buf = nb; }
     }
     if (!buf) { fprintf(stderr, "nnrun: out of memory reading stdin\n"); return 1; }
-    if (luaL_loadbuffer(L, buf, len, "=stdin")) {
-        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
+    if (luaL_loadbufferx(L, buf, len, "=stdin", "t")) {
+        report_load_error(L, "stdin");
         free(buf);
         return 1;
     }
@@ -335,11 +345,11 @@ static void repl(lua_State *L)
             char *expr = malloc(strlen(chunk) + 8);
             if (!expr) break;
             sprintf(expr, "return %s", chunk);
-            status = luaL_loadbuffer(L, expr, strlen(expr), "=stdin");
+            status = luaL_loadbufferx(L, expr, strlen(expr), "=stdin", "t");
             free(expr);
             if (status == 0) break;
             lua_pop(L, 1);
-            status = luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
+            status = luaL_loadbufferx(L, chunk, strlen(chunk), "=stdin", "t");
             if (!incomplete(L, status)) break;
             char *more = read_line(">> ", &cancelled);
             if (!more) { status = -1; break; }      /* Ctrl-C or end of input: drop the statement */
