@@ -2,6 +2,7 @@
 -- nnr_tensor*, with 1-based indices and dimensions (negative ones count from
 -- the end), PyTorch's method names and Lua operators.
 local binding = require "nnr.binding"
+local V = require "nnr.check"
 local ffi, C = binding.ffi, binding.C
 local own, check, raise, call = binding.own, binding.check, binding.raise, binding.call
 local dtype_id, device_id, dtype_names = binding.dtype_id, binding.device_id, binding.dtype_names
@@ -70,10 +71,10 @@ end
 local MAX_INT = 2 ^ 53
 local function int_arg(op, what, v)
   if type(v) ~= "number" or v ~= floor(v) then
-    error(op .. ": " .. what .. " must be an integer, got " .. (type(v) == "number" and require("nnr.check").show(v) or type(v)), 0)
+    error(op .. ": " .. what .. " must be an integer, got " .. (type(v) == "number" and V.show(v) or type(v)), 0)
   end
   if v > MAX_INT or v < -MAX_INT then
-    error(op .. ": " .. what .. " must be an integer of magnitude at most 2^53 (too large for any memory), got " .. require("nnr.check").show(v), 0)
+    error(op .. ": " .. what .. " must be an integer of magnitude at most 2^53 (too large for any memory), got " .. V.show(v), 0)
   end
   return v
 end
@@ -109,14 +110,7 @@ end
 
 local creation_options = { dtype = true, device = true, requires_grad = true }
 local function opts_dtype_device(op, opts, default_dtype)
-  if opts ~= nil then
-    if type(opts) ~= "table" then error(op .. ": options must be a table {dtype =, device =, requires_grad =}, got " .. type(opts), 0) end
-    for k in pairs(opts) do
-      if not creation_options[k] then
-        error(op .. ": unknown option '" .. tostring(k) .. "' (known: device, dtype, requires_grad)", 0)
-      end
-    end
-  end
+  if opts ~= nil then V.options(op, opts, creation_options) end
   local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or binding.default_dtype
   return dt, device_id(opts and opts.device, op)
 end
@@ -216,10 +210,9 @@ function T.randint(low, high, ...)
   return random(C.NNR_OP_RAND_INT, "randint", low, high, ...)
 end
 -- a seed is a whole number in [0, 2^53] (a Lua number holds those exactly)
-function T.manual_seed(seed) C.nnr_manual_seed(require("nnr.check").integer("manual_seed", "seed", seed, 0)) end
+function T.manual_seed(seed) C.nnr_manual_seed(V.integer("manual_seed", "seed", seed, 0)) end
 function T.get_rng_state() return { seed = tonumber(C.nnr_rng_seed()), offset = tonumber(C.nnr_rng_offset()) } end
 function T.set_rng_state(s)
-  local V = require "nnr.check"
   if type(s) ~= "table" then error("set_rng_state: expected the table get_rng_state() returns", 0) end
   C.nnr_rng_set_state(V.integer("set_rng_state", "seed", s.seed, 0), V.integer("set_rng_state", "offset", s.offset, 0))
 end
@@ -640,7 +633,7 @@ methods.min = extreme("min", C.NNR_OP_MIN, C.NNR_OP_ARGMIN, OP.minimum)
 
 -- var/std: correction 1 (unbiased) unless given
 function methods.var(t, dim, keepdim, correction)
-  if correction ~= nil then require("nnr.check").integer("var", "correction", correction, 0) end
+  if correction ~= nil then V.integer("var", "correction", correction, 0) end
   local n = dims_of("var", t, dim)
   return call(C.nnr_reduce, C.NNR_OP_VAR, t.p, n, intbuf, keepdim and 1 or 0, correction or 1)
 end

@@ -24,16 +24,25 @@ local function pair(v, name, op, min)
 end
 F._pair = pair
 
--- an options table (the last argument of a functional form): a table of known keys
-local function options(op, opts, known)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(op .. ": options must be a table {" .. table.concat(known, "=, ") .. "=}, got " .. type(opts), 0)
-  end
-  local set = {}
+-- the checker of a functional form's options table (its last argument): known keys only. Built
+-- once, at load: a call allocates nothing for it
+local function options_for(op, ...)
+  local known, set = { ... }, {}
   for _, k in ipairs(known) do set[k] = true end
-  return V.options(op, opts, set)
+  local hint = op .. ": options must be a table {" .. table.concat(known, "=, ") .. "=}, got "
+  return function(opts)
+    if opts ~= nil and type(opts) ~= "table" then error(hint .. type(opts), 0) end
+    return V.options(op, opts, set)
+  end
 end
-F._options = options
+local conv_options = options_for("conv2d", "stride", "padding", "dilation", "groups")
+local max_pool_options = options_for("max_pool2d", "stride", "padding", "dilation", "ceil_mode")
+local avg_pool_options = options_for("avg_pool2d", "stride", "padding", "ceil_mode", "count_include_pad")
+local nll_options = options_for("nll_loss", "reduction")
+local cross_entropy_options = options_for("cross_entropy", "reduction", "label_smoothing")
+local mse_options = options_for("mse_loss", "reduction")
+local l1_options = options_for("l1_loss", "reduction")
+local bce_options = options_for("binary_cross_entropy_with_logits", "reduction")
 
 local function shape(t) return nnr.shape_str(t:size()) end
 
@@ -48,7 +57,7 @@ function F.linear_relu(x, weight, bias)
 end
 
 local function conv(cfn, x, weight, bias, opts)
-  opts = options("conv2d", opts, { "stride", "padding", "dilation", "groups" })
+  opts = conv_options(opts)
   local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
   local ph, pw = pair(opts.padding or 0, "padding", "conv2d", 0)
   local dh, dw = pair(opts.dilation or 1, "dilation", "conv2d")
@@ -61,7 +70,7 @@ function F.conv2d(x, weight, bias, opts) return conv(C.nnr_conv2d, x, weight, bi
 function F.conv2d_relu(x, weight, bias, opts) return conv(C.nnr_conv2d_relu, x, weight, bias, opts) end
 
 function F.max_pool2d(x, kernel, opts, check_only)
-  opts = options("max_pool2d", opts, { "stride", "padding", "dilation", "ceil_mode" })
+  opts = max_pool_options(opts)
   local kh, kw = pair(kernel, "kernel_size", "max_pool2d")
   local sh, sw = pair(opts.stride or kernel, "stride", "max_pool2d")
   local ph, pw = pair(opts.padding or 0, "padding", "max_pool2d", 0)
@@ -71,7 +80,7 @@ function F.max_pool2d(x, kernel, opts, check_only)
 end
 
 function F.avg_pool2d(x, kernel, opts, check_only)
-  opts = options("avg_pool2d", opts, { "stride", "padding", "ceil_mode", "count_include_pad" })
+  opts = avg_pool_options(opts)
   local kh, kw = pair(kernel, "kernel_size", "avg_pool2d")
   local sh, sw = pair(opts.stride or kernel, "stride", "avg_pool2d")
   local ph, pw = pair(opts.padding or 0, "padding", "avg_pool2d", 0)
@@ -195,13 +204,13 @@ local function pick(logp, target)
 end
 
 function F.nll_loss(logp, target, opts)
-  opts = options("nll_loss", opts, { "reduction" })
+  opts = nll_options(opts)
   check_targets("nll_loss", logp, target)
   return reduce(-pick(logp, target), opts.reduction, "nll_loss")
 end
 
 function F.cross_entropy(logits, target, opts)
-  opts = options("cross_entropy", opts, { "reduction", "label_smoothing" })
+  opts = cross_entropy_options(opts)
   if logits:dim() < 2 then error("cross_entropy: expected scores of shape [N, C], got " .. shape(logits), 0) end
   check_targets("cross_entropy", logits, target)
   local logp = logits:log_softmax(2)
@@ -220,14 +229,14 @@ local function same_shape(op, a, b)
 end
 
 function F.mse_loss(x, y, opts)
-  options("mse_loss", opts, { "reduction" })
+  mse_options(opts)
   same_shape("mse_loss", x, y)
   local d = x - y
   return reduce(d * d, opts and opts.reduction, "mse_loss")
 end
 
 function F.l1_loss(x, y, opts)
-  options("l1_loss", opts, { "reduction" })
+  l1_options(opts)
   same_shape("l1_loss", x, y)
   return reduce((x - y):abs(), opts and opts.reduction, "l1_loss")
 end
@@ -236,7 +245,7 @@ end
 -- and smooth everywhere, so its gradient is sigmoid(x) - y at x = 0 too (max(x, 0) and |x| have
 -- kinks there whose subgradients do not cancel, and zero-initialised logits start exactly there)
 function F.binary_cross_entropy_with_logits(x, y, opts)
-  options("binary_cross_entropy_with_logits", opts, { "reduction" })
+  bce_options(opts)
   same_shape("binary_cross_entropy_with_logits", x, y)
   local d = x:dim() + 1
   local log_sig = nnr.stack({ nnr.zeros_like(x), x }, d):log_softmax(d):select(d, 2)
