@@ -20,13 +20,11 @@ static nnr_plugin *host_backend;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int num_threads;
 
+static int log_threshold = NNR_LOG_WARN;   /* NNR_LOG, read once by do_init before any thread logs */
+
 static void host_log(int level, const char *plugin, const char *message)
 {
-    static _Atomic int threshold = -1;        /* read by any thread that logs; set at init (do_init) */
-    int t = atomic_load_explicit(&threshold, memory_order_relaxed);
-    if (t < 0) atomic_store_explicit(&threshold, t = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4), memory_order_relaxed);
-    int threshold_now = t;
-    if (level < threshold_now) return;
+    if (level < log_threshold) return;
     static const char *names[] = {"debug", "info", "warning", "error"};
     fprintf(stderr, "nnr[%s] %s: %s\n", plugin ? plugin : "core", names[level < 0 ? 0 : level > 3 ? 3 : level], message);
 }
@@ -132,7 +130,7 @@ static const char *plugin_dir_beside_library(char *buf, size_t n)
 
 static void do_init(void)
 {
-    host_log(-1, NULL, "");          /* reads NNR_LOG now, so that a bad value is reported at start */
+    log_threshold = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4);
     nnr_allocator_init();
     num_threads = (int)nnr_env_int(getenv("NNR_NUM_THREADS") ? "NNR_NUM_THREADS" : "OMP_NUM_THREADS", 0, 1, 4096);
     if (num_threads <= 0) num_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);

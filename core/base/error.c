@@ -55,11 +55,9 @@ int64_t nnr_env_int(const char *name, int64_t dflt, int64_t lo, int64_t hi)
     long long n = strtoll(v, &end, 10);
     while (*end == ' ' || *end == '\t' || *end == '\n') end++;
     if (end != v && *end == 0 && errno == 0 && n >= lo && n <= hi) return n;
-    static _Atomic unsigned warned;                 /* one bit per variable name's hash: warn once */
-    unsigned bit = 1u << ((unsigned)(strlen(name) * 31u + (unsigned char)name[4]) % 32u);
-    if (!(atomic_fetch_or(&warned, bit) & bit))
-        fprintf(stderr, "nnrun: %s=%.60s is not a whole number in %lld..%lld; ignored (the default applies)\n", name, v, (long long)lo,
-                (long long)hi);
+    /* each variable is read once, at init, so each is reported once */
+    fprintf(stderr, "nnrun: %s=%.60s is not a whole number in %lld..%lld; ignored (the default applies)\n", name, v, (long long)lo,
+            (long long)hi);
     return dflt;
 }
 

@@ -57,7 +57,7 @@ static inline bool nnr_size_from_double(double v, int64_t lo, int64_t hi, int64_
 
 /* ---- environment variables (error.c) ---- */
 /* the whole number an environment variable spells, in [lo, hi]; dflt when it is unset, and when it
- * is anything else, with a warning on stderr naming the variable (once per variable) */
+ * is anything else, with a warning on stderr naming the variable (callers read each once, at init) */
 int64_t nnr_env_int(const char *name, int64_t dflt, int64_t lo, int64_t hi);
 
 /* ---- plugins (plugins.c) ---- */
