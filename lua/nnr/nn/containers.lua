@@ -39,7 +39,8 @@ function Sequential:forward(x)
     if skip then skip = false; goto continue end
     local child = self[name]
     local nxt = self[children[i + 1] or ""]
-    local fused = nxt and type(child.fuse_next) == "function" and type(nxt.fusable_activation) == "function" and child:fuse_next(nxt)
+    local fused = nxt and type(child.fuse_next) == "function" and type(nxt.fusable_activation) == "function" and
+      not rawget(child, "_hooks") and not rawget(nxt, "_hooks") and child:fuse_next(nxt)
     local ok, out
     if fused then
       ok, out = pcall(run_fused, child, nxt, fused, x)
