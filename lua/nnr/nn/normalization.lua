@@ -138,10 +138,7 @@ local function instance_norm_class(name, spatial)
         spatial == 1 and "L" or "H, W"), 0)
     end
     if not batched then x = x:unsqueeze(1) end
-    local use_input = self.training or not self.track_running_stats
-    if self.training and self.num_batches_tracked then
-      nnr.no_grad(function() self.num_batches_tracked:add_(1) end)
-    end
+    local use_input = self.training or not self.track_running_stats   -- (PyTorch's never counts num_batches_tracked)
     local y = F.instance_norm(x, { running_mean = self.running_mean, running_var = self.running_var, weight = self.weight, bias = self.bias,
       use_input_stats = use_input, momentum = self.momentum, eps = self.eps })
     if not batched then y = y:squeeze(1) end
