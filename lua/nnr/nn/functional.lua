@@ -496,7 +496,8 @@ local function check_targets(op, logits, target, ignore_index)
   local lo, hi = safe:min():item(), safe:max():item()
   if lo < 1 or hi > classes then
     local bad = lo < 1 and lo or hi
-    error(string.format("%s: target label %d is outside the class range 1..%d (ignore_index is %d)", op, bad, classes, ignore_index), 0)
+    error(string.format("%s: target label %d is outside the class range 1..%d%s", op, bad, classes,
+      ignore_index == F.DEFAULT_IGNORE_INDEX and "" or " (ignore_index is " .. ignore_index .. ")"), 0)
   end
   return valid, safe
 end

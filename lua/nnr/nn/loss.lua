@@ -14,7 +14,8 @@ local function loss_class(name, fn, check)
   local L = Module:extend(name)
   function L:__init(opts)
     Module.__init(self)
-    check(opts)
+    local ok, err = pcall(check, opts)     -- the functional form's checks, named after the module
+    if not ok then error((tostring(err):gsub("^[%w_]+: ", name .. ": ")), 0) end
     self.opts = {}
     for k, v in pairs(opts or {}) do self.opts[k] = v end
     if self.opts.weight ~= nil then self:register_buffer("weight", self.opts.weight) end
