@@ -292,7 +292,7 @@ describe("issue 16 layers and losses: errors name the op, the values and the fix
     err("ParameterList: a parameter must be a tensor, got number", nn.ParameterList, { 1 })
     err("HuberLoss: delta must be a finite number > 0, got 0", nn.HuberLoss, { delta = 0 })
     err("SmoothL1Loss: beta must be a finite number >= 0, got %-1", nn.SmoothL1Loss, { beta = -1 })
-    err("KLDivLoss: reduction must be one of 'mean', 'sum', 'none', 'batchmean', got 'avg'", nn.KLDivLoss, { reduction = "avg" })
+    err("KLDivLoss: reduction must be 'mean', 'sum', 'none' or 'batchmean', got 'avg'", nn.KLDivLoss, { reduction = "avg" })
     err("KLDivLoss: log_target must be true or false", nn.KLDivLoss, { log_target = 1 })
     err("BCELoss: weight must be a tensor", nn.BCELoss, { weight = 2 })
     err("CosineEmbeddingLoss: margin must be a finite number in %[%-1, 1%], got 2", nn.CosineEmbeddingLoss, { margin = 2 })

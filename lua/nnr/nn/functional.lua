@@ -468,6 +468,13 @@ local function reduce(loss, reduction, op)
   error(op .. ": reduction must be 'mean', 'sum' or 'none', got '" .. tostring(reduction) .. "'", 0)
 end
 
+-- reduction: "mean" (nil), "sum", "none", or extra ("batchmean" for kl_div)
+local function check_reduction(op, r, extra)
+  r = r or "mean"
+  if r == "mean" or r == "sum" or r == "none" or (extra and r == extra) then return r end
+  error(op .. ": reduction must be 'mean', 'sum'" .. (extra and ", 'none' or '" .. extra .. "'" or " or 'none'") .. ", got " .. V.show(r), 0)
+end
+
 -- PyTorch's default ignore_index, kept: it is no class in a 1-based world either, and label 0 stays
 -- an error (the mark of 0-based labels not yet shifted) rather than a silently ignored class
 F.DEFAULT_IGNORE_INDEX = -100
@@ -523,7 +530,7 @@ function F._class_loss_options(op, opts)
   class_weight(op, o.weight)
   local ignore = V.integer(op, "ignore_index", o.ignore_index == nil and F.DEFAULT_IGNORE_INDEX or o.ignore_index, -2 ^ 31, 2 ^ 31 - 1)
   local eps = V.number(op, "label_smoothing", o.label_smoothing, { min = 0, max = 1, default = 0 })
-  V.choice(op, "reduction", o.reduction or "mean", { "mean", "sum", "none" })
+  check_reduction(op, o.reduction)
   return o, ignore, eps
 end
 
@@ -611,11 +618,7 @@ function F.binary_cross_entropy_with_logits(x, y, opts)
 end
 
 
-local function reduction_of(op, r, extra)
-  local choices = { "mean", "sum", "none" }
-  if extra then choices[#choices + 1] = extra end
-  return V.choice(op, "reduction", r or "mean", choices)
-end
+local reduction_of = check_reduction
 
 -- the loss-module options checked when the module is built (each F form checks them again)
 F._loss_options = {
