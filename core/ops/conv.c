@@ -141,26 +141,106 @@ static int conv_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor
     return st;
 }
 
+/* ---------------- the backward as recorded ops (create_graph) ----------------
+ * When a backward pass creates a graph, the gradients are computed by ops that record themselves:
+ * grad_x by the transposed convolution, grad_w by the weight-gradient op below (bilinear in x and
+ * grad_y, so its own derivatives are a transposed convolution and a convolution), the relu's mask
+ * by RELU_GRAD. */
+
+/* the output_padding that makes a transposed convolution of gy give size `want` along dim d (2, 3) */
+static int out_pad_for(const nnr_tensor *gy, int64_t k, const int64_t *geom, int d, int64_t want)
+{
+    int64_t s = geom[d - 2], pad = geom[d], dil = geom[d + 2];
+    return (int)(want - ((gy->sizes[d] - 1) * s - 2 * pad + dil * (k - 1) + 1));
+}
+
+static nnr_tensor *conv_weight_grad(const nnr_tensor *x, const nnr_tensor *gy, const int64_t *geom, int ndim, const int64_t *wsizes);
+
+static int conv_weight_grad_backward(nnr_node *node, const nnr_tensor *gg, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *gy = nnr_node_saved(node, 1);
+    if (!x || !gy) return nnr_last_status();
+    const int64_t *g = node->i;
+    if (node->in[0].node &&       /* d/dx: the transposed convolution of grad_y by gg, at x's size */
+        !(grads[0] = nnr_conv_transpose2d(gy, gg, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], out_pad_for(gy, gg->sizes[2], g, 2, x->sizes[2]),
+                                          out_pad_for(gy, gg->sizes[3], g, 3, x->sizes[3]), (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    if (node->in[1].node &&       /* d/dgrad_y: the convolution of x by gg */
+        !(grads[1] = nnr_conv2d(x, gg, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    return NNR_OK;
+}
+
+/* grad_w = conv2d_grad_weight(x, grad_y) [wsizes], recorded when an operand requires grad */
+static nnr_tensor *conv_weight_grad(const nnr_tensor *x, const nnr_tensor *gy, const int64_t *geom, int ndim, const int64_t *wsizes)
+{
+    const nnr_tensor *in[2] = {x, gy};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, in, nnr_promote_types(x->dtype, gy->dtype), c)) return NULL;
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof(int64_t) * 7);
+    nnr_tensor *gw = nnr_tensor_alloc(c[0]->dtype, ndim, wsizes, x->device);
+    if (gw && nnr_run_tensors("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, c, 1, &gw, &p)) { nnr_tensor_release(gw); gw = NULL; }
+    nnr_release_all(2, c);
+    if (gw && nnr_should_record(2, in)) {
+        nnr_node *node = nnr_node_new("ConvolutionWeightGradBackward", conv_weight_grad_backward, 2, in);
+        int st = node ? NNR_OK : nnr_last_status();
+        if (node) {
+            memcpy(node->i, geom, sizeof(int64_t) * 7);
+            node->double_diff = 1;
+            st = nnr_save(node, x, 0);
+            if (!st) st = nnr_save(node, gy, 0);
+        }
+        NNR_RECORD(gw, nnr_node_finish(gw, node, st));
+    }
+    return gw;
+}
+
+static int conv_grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *y, const nnr_tensor *gy,
+                               nnr_tensor **grads)
+{
+    const int64_t *g = node->i;
+    nnr_tensor *gm = y ? nnr_binary(NNR_OP_RELU_GRAD, gy, y) : nnr_contiguous(gy);
+    if (!gm) return nnr_last_status();
+    int st = NNR_OK;
+    if (node->in[0].node &&
+        !(grads[0] = nnr_conv_transpose2d(gm, w, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], out_pad_for(gm, w->sizes[2], g, 2, x->sizes[2]),
+                                          out_pad_for(gm, w->sizes[3], g, 3, x->sizes[3]), (int)g[4], (int)g[5], (int)g[6])))
+        st = nnr_last_status();
+    if (st == NNR_OK && node->in[1].node && !(grads[1] = conv_weight_grad(x, gm, g, w->ndim, w->sizes))) st = nnr_last_status();
+    if (st == NNR_OK && node->n_inputs > 2 && node->in[2].node) st = bias_grad(gm, &grads[2]);
+    nnr_tensor_release(gm);
+    return st;
+}
+
 static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
     const nnr_tensor *y = node->n_saved > 2 ? nnr_node_saved(node, 2) : NULL;
     if (!x || !w || (node->n_saved > 2 && !y)) return nnr_last_status();
+    if (nnr_creating_graph()) return conv_grads_recorded(node, x, w, y, g, grads);
+    const nnr_tensor *in[2] = {x, w};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, in, nnr_promote_types(x->dtype, w->dtype), c)) return nnr_last_status();
     int has_bias = node->n_inputs > 2 && node->in[2].node;
-    return conv_grads(x, w, g, node->i, y, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
-                      has_bias ? &grads[2] : NULL);
+    int st = conv_grads(c[0], c[1], g, node->i, y, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
+                        has_bias ? &grads[2] : NULL);
+    nnr_release_all(2, c);
+    return st;
 }
 
-/* inputs: x, weight, bias (NULL when absent) as the user gave them (the graph's edges); xc, wc: the
- * contiguous copies the kernel used (saved); a fused relu also saves the output, its mask */
-static int record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,
-                         nnr_tensor *out)
+/* inputs: x, weight, bias (NULL when absent) as the user gave them: the graph's edges, and saved
+ * as given (a backward that creates a graph needs their history; the contiguous operands the
+ * kernels read are made again from them, which is free when they are contiguous already); a fused
+ * relu also saves the output, its mask */
+static int record_conv2d(const nnr_tensor *const *inputs, const int64_t *geom, int relu, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new(relu ? "ConvolutionReluBackward" : "ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
     memcpy(node->i, geom, sizeof(int64_t) * 7);
-    int st = nnr_save(node, xc, 0);
-    if (!st) st = nnr_save(node, wc, 0);
+    node->double_diff = 1;
+    int st = nnr_save(node, inputs[0], 0);
+    if (!st) st = nnr_save(node, inputs[1], 0);
     if (!st && relu) st = nnr_save(node, out, 1);
     return nnr_node_finish(out, node, st);
 }
@@ -220,7 +300,7 @@ static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr
     nnr_tensor *c[3];
     if (nnr_prepare_operands(3, in, nnr_promote_types(x->dtype, w->dtype), c)) return NULL;
     nnr_tensor *y = conv_forward(c, geom, relu);
-    if (y && nnr_should_record(3, in) && record_conv2d(in, c[0], c[1], geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && nnr_should_record(3, in) && record_conv2d(in, geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
     nnr_release_all(3, c);
     return y;
 }
@@ -279,12 +359,30 @@ static int check_conv_transpose(const nnr_tensor *x, const nnr_tensor *w, const 
     return NNR_OK;
 }
 
+/* recorded, when the pass creates a graph: grad_x = conv2d(grad_y, w), grad_w by the recorded
+ * weight-gradient op with grad_y as its input and x as its output's gradient */
+static int conv_transpose_grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, nnr_tensor **grads)
+{
+    const int64_t *g = node->i;
+    if (node->in[0].node &&
+        !(grads[0] = nnr_conv2d(gy, w, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    if (node->in[1].node && !(grads[1] = conv_weight_grad(gy, x, g, w->ndim, w->sizes))) return nnr_last_status();
+    if (node->n_inputs > 2 && node->in[2].node) return bias_grad(gy, &grads[2]);
+    return NNR_OK;
+}
+
 static int conv_transpose_backward(nnr_node *node, const nnr_tensor *gy, nnr_tensor **grads)
 {
-    const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
-    if (!x || !w) return nnr_last_status();
+    const nnr_tensor *xs = nnr_node_saved(node, 0), *ws = nnr_node_saved(node, 1);
+    if (!xs || !ws) return nnr_last_status();
+    if (nnr_creating_graph()) return conv_transpose_grads_recorded(node, xs, ws, gy, grads);
+    const nnr_tensor *ops[2] = {xs, ws};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, ops, nnr_promote_types(xs->dtype, ws->dtype), c)) return nnr_last_status();
+    const nnr_tensor *x = c[0], *w = c[1];
     nnr_tensor *g = nnr_contiguous(gy);
-    if (!g) return nnr_last_status();
+    if (!g) { nnr_release_all(2, c); return nnr_last_status(); }
     nnr_op_params p = {.struct_size = sizeof p};
     memcpy(p.i, node->i, sizeof(int64_t) * 7);
     int st = NNR_OK;
@@ -301,17 +399,19 @@ static int conv_transpose_backward(nnr_node *node, const nnr_tensor *gy, nnr_ten
     }
     if (st == NNR_OK && node->n_inputs > 2 && node->in[2].node) st = bias_grad(g, &grads[2]);
     nnr_tensor_release(g);
+    nnr_release_all(2, c);
     return st;
 }
 
-/* inputs: x, weight, bias (NULL when absent) as given; xc, wc: the contiguous operands (saved) */
-static int record_conv_transpose2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, nnr_tensor *out)
+/* inputs: x, weight, bias (NULL when absent) as given, saved as given (as the convolution's) */
+static int record_conv_transpose2d(const nnr_tensor *const *inputs, const int64_t *geom, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new("ConvolutionTransposeBackward", conv_transpose_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
     memcpy(node->i, geom, sizeof(int64_t) * 7);
-    int st = nnr_save(node, xc, 0);
-    if (!st) st = nnr_save(node, wc, 0);
+    node->double_diff = 1;
+    int st = nnr_save(node, inputs[0], 0);
+    if (!st) st = nnr_save(node, inputs[1], 0);
     return nnr_node_finish(out, node, st);
 }
 
@@ -347,7 +447,7 @@ nnr_tensor *nnr_conv_transpose2d(const nnr_tensor *x, const nnr_tensor *w, const
         nnr_tensor_release(y);
         y = yb;
     }
-    if (y && nnr_should_record(3, in) && record_conv_transpose2d(in, c[0], c[1], geom, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && nnr_should_record(3, in) && record_conv_transpose2d(in, geom, y)) { nnr_tensor_release(y); y = NULL; }
     nnr_release_all(3, c);
     return y;
 }
