@@ -11,4 +11,4 @@ for _, lib in ipairs { "nnr.nn.containers", "nnr.nn.convolutions", "nnr.nn.pooli
   for k, v in pairs(require(lib)) do nn[k] = v end
 end
 
-return nn
+return require("nnr.names").guard(nn, "nnr.nn")

@@ -28,7 +28,14 @@ function Module:extend(name)
     obj:__init(...)
     return obj
   end })
-  cls.__index = cls
+  -- an instance's names: its own, then the class chain's. A missing name reads as nil (modules keep
+  -- optional settings that way), unless it is a misspelling of a method, parameter, buffer or child
+  -- (m:forwrd(x), m.wieght): then it is an error naming the closest
+  cls.__index = function(obj, k)
+    local v = cls[k]
+    if v ~= nil or type(k) ~= "string" then return v end
+    return require("nnr.names").misspelt(obj, cls, k)
+  end
   cls.__name = name
   cls.__tostring = self.__tostring
   cls.__call = self.__call
@@ -46,7 +53,7 @@ end
 function Module:register_parameter(name, t)
   if t ~= nil and not nnr.is_tensor(t) then error(self.__name .. ": parameter '" .. name .. "' must be a tensor", 0) end
   if t and not t.requires_grad and t:is_floating_point() then t:requires_grad_(true) end
-  if self[name] == nil or not self:_has(self._params, name) then table.insert(self._params, name) end
+  if rawget(self, name) == nil or not self:_has(self._params, name) then table.insert(self._params, name) end
   rawset(self, name, t)
   return t
 end

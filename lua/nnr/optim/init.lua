@@ -7,4 +7,4 @@ optim.Adam, optim.AdamW = adam.Adam, adam.AdamW
 optim.RMSprop = require "nnr.optim.rmsprop"
 optim.lr_scheduler = require "nnr.optim.lr_scheduler"
 for k, v in pairs(optim.lr_scheduler) do optim[k] = v end
-return optim
+return require("nnr.names").guard(optim, "nnr.optim")
