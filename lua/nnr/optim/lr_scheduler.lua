@@ -1,8 +1,9 @@
 -- Learning-rate schedulers: call step() once per epoch (or per iteration,
--- as you designed the schedule). The closed-form ones set the lr of every parameter group
--- from its initial lr and the step count, which gives PyTorch's values after k steps
--- (PyTorch's chainable forms compute the same numbers), state dicts of one number and
--- SequentialLR without side effects:
+-- as you designed the schedule). Each follows PyTorch step for step: step() uses PyTorch's
+-- chainable form (the new lr from the group's current one), so two schedulers on one optimizer
+-- compose as in PyTorch (a warm-up and a decay both stepped, SWALR taking over from a cosine);
+-- alone, each gives its closed form (the lr from the initial lr and the step count), which is
+-- what construction-time bookkeeping, SequentialLR's switch and load_state_dict use:
 --   StepLR(opt, {step_size, gamma = 0.1})
 --   MultiStepLR(opt, {milestones, gamma = 0.1})
 --   ExponentialLR(opt, {gamma})
@@ -13,12 +14,16 @@
 --     div_factor = 25, final_div_factor = 1e4, three_phase = false})
 --   SequentialLR(opt, {schedulers = {...}, milestones = {...}})   (warm-up then decay)
 -- and one that follows a metric: ReduceLROnPlateau(opt, {...}) with step(metric).
+-- (swa_utils.SWALR is a scheduler too.)
 local check = require "nnr.check"
 local nnr = require "nnr"
 local M = {}
 
--- validate(opts) checks a scheduler's options once, at construction (unknown ones are refused)
-local function scheduler(name, lr_at, known, validate)
+-- lr_at(base, epoch, opts, group): the closed form. chain(lr, epoch, opts, base, group): PyTorch's
+-- get_lr, the lr after step number epoch from the group's lr before it (nil: the closed form).
+-- validate(opts, optimizer) checks the options once, at construction (unknown ones are refused),
+-- and may return them processed.
+local function scheduler(name, lr_at, known, validate, chain)
   local S = {}
   S.__index = S
   S.__name = name
@@ -29,17 +34,23 @@ local function scheduler(name, lr_at, known, validate)
     local s = setmetatable({ optimizer = opt, opts = opts, last_epoch = 0 }, c)
     s.base_lrs = {}
     for i, g in ipairs(opt.param_groups) do s.base_lrs[i] = g.initial_lr or g.lr; g.initial_lr = s.base_lrs[i] end
-    s:apply()
+    s:chain_step()                         -- PyTorch's initial step, at epoch 0
     return s
   end })
+  -- the closed form at last_epoch
   function S:apply()
     for i, g in ipairs(self.optimizer.param_groups) do g.lr = lr_at(self.base_lrs[i], self.last_epoch, self.opts, g) end
+  end
+  -- the chainable form at last_epoch
+  function S:chain_step()
+    if not chain then return self:apply() end
+    for i, g in ipairs(self.optimizer.param_groups) do g.lr = chain(g.lr, self.last_epoch, self.opts, self.base_lrs[i], g) end
   end
   function S:step()
     local epoch = self.last_epoch + 1
     if self.check_epoch then self:check_epoch(epoch) end   -- refused before anything changes
     self.last_epoch = epoch
-    self:apply()
+    self:chain_step()
   end
   function S:get_last_lr()
     local out = {}
@@ -47,6 +58,7 @@ local function scheduler(name, lr_at, known, validate)
     return out
   end
   function S:state_dict() return { last_epoch = self.last_epoch } end
+  -- the epoch back, and the lrs from the closed form at it
   function S:load_state_dict(sd)
     if type(sd) ~= "table" then error(name .. ":load_state_dict: expected a table", 0) end
     local epoch = check.integer(name .. ":load_state_dict", "last_epoch", sd.last_epoch, 0)
@@ -62,6 +74,9 @@ M.StepLR = scheduler("StepLR", function(base, epoch, o)
 end, { step_size = true, gamma = true }, function(o)
   check.integer("StepLR", "step_size", o.step_size, 1)
   check.number("StepLR", "gamma", o.gamma, { min = 0, optional = true })
+end, function(lr, epoch, o)
+  if epoch == 0 or epoch % o.step_size ~= 0 then return lr end
+  return lr * (o.gamma or 0.1)
 end)
 
 M.CosineAnnealingLR = scheduler("CosineAnnealingLR", function(base, epoch, o)
@@ -70,6 +85,11 @@ M.CosineAnnealingLR = scheduler("CosineAnnealingLR", function(base, epoch, o)
 end, { T_max = true, eta_min = true }, function(o)
   check.integer("CosineAnnealingLR", "T_max", o.T_max, 1)
   check.number("CosineAnnealingLR", "eta_min", o.eta_min, { min = 0, optional = true })
+end, function(lr, epoch, o, base)
+  local eta, T = o.eta_min or 0, o.T_max
+  if epoch == 0 then return lr end
+  if (epoch - 1 - T) % (2 * T) == 0 then return lr + (base - eta) * (1 - math.cos(math.pi / T)) / 2 end
+  return (1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T)) * (lr - eta) + eta
 end)
 
 M.LinearLR = scheduler("LinearLR", function(base, epoch, o)
@@ -80,6 +100,11 @@ end, { start_factor = true, end_factor = true, total_iters = true }, function(o)
   check.number("LinearLR", "start_factor", o.start_factor, { above = 0, max = 1, optional = true })
   check.number("LinearLR", "end_factor", o.end_factor, { min = 0, max = 1, optional = true })
   check.integer("LinearLR", "total_iters", o.total_iters, 1, nil, true)
+end, function(lr, epoch, o)
+  local s, e, n = o.start_factor or 1 / 3, o.end_factor or 1, o.total_iters or 5
+  if epoch == 0 then return lr * s end
+  if epoch > n then return lr end
+  return lr * (1 + (e - s) / (n * s + (epoch - 1) * (e - s)))
 end)
 M.LinearWarmup = M.LinearLR
 
@@ -87,6 +112,9 @@ M.ExponentialLR = scheduler("ExponentialLR", function(base, epoch, o)
   return base * o.gamma ^ epoch
 end, { gamma = true }, function(o)
   check.number("ExponentialLR", "gamma", o.gamma, { min = 0 })
+end, function(lr, epoch, o)
+  if epoch == 0 then return lr end
+  return lr * o.gamma
 end)
 
 -- milestones: a list of epochs (whole numbers >= 0, in any order, repeats allowed: a milestone
@@ -114,7 +142,13 @@ end, { milestones = true, gamma = true }, function(o)
   end
   table.sort(sorted)
   check.number("MultiStepLR", "gamma", o.gamma, { min = 0, optional = true })
-  return { milestones = o.milestones, gamma = o.gamma, sorted = sorted }
+  local count = {}
+  for _, m in ipairs(sorted) do count[m] = (count[m] or 0) + 1 end
+  return { milestones = o.milestones, gamma = o.gamma, sorted = sorted, count = count }
+end, function(lr, epoch, o)
+  local n = o.count[epoch]
+  if not n then return lr end
+  return lr * (o.gamma or 0.1) ^ n
 end)
 
 -- a number for every group, from one number or a list of one per group
@@ -244,7 +278,7 @@ setmetatable(Sequential, { __call = function(c, opt, opts)
   local list, ms = opts.schedulers, opts.milestones
   if type(list) ~= "table" or #list == 0 then error(who .. ": schedulers must be a non-empty list of schedulers", 0) end
   for i, s in ipairs(list) do
-    if type(s) ~= "table" or type(s.apply) ~= "function" or type(s.last_epoch) ~= "number" then
+    if type(s) ~= "table" or type(s.apply) ~= "function" or type(s.chain_step) ~= "function" or type(s.last_epoch) ~= "number" then
       error(string.format("%s: schedulers[%d] is not a closed-form scheduler (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, OneCycleLR)", who, i), 0)
     end
     if s.optimizer ~= opt then error(string.format("%s: schedulers[%d] belongs to another optimizer", who, i), 0) end
@@ -259,8 +293,9 @@ setmetatable(Sequential, { __call = function(c, opt, opts)
   local s = setmetatable({ optimizer = opt, schedulers = list, milestones = ms, last_epoch = 0 }, c)
   -- as PyTorch: the lrs back to their initial values, the other schedulers before their first
   -- step, the first at its epoch 0
+  for _, g in ipairs(opt.param_groups) do g.lr = g.initial_lr or g.lr end
   for i, sch in ipairs(list) do sch.last_epoch = i == 1 and 0 or -1 end
-  list[1]:apply()
+  list[1]:chain_step()
   return s
 end })
 function Sequential:step()
