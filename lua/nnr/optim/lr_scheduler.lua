@@ -260,8 +260,8 @@ end, ONE_CYCLE_KNOWN, function(o, opt)
 end)
 function M.OneCycleLR:check_epoch(epoch, who)
   if epoch > self.opts.total then
-    error(string.format("%s: tried to step %d times, total_steps is %d (step once per batch, total_steps = epochs * steps_per_epoch)",
-      who or "OneCycleLR", epoch + 1, self.opts.total), 0)
+    error(string.format("%s: stepped %d times, total_steps is %d (step once per batch; total_steps = epochs * steps_per_epoch)",
+      who or "OneCycleLR", epoch, self.opts.total), 0)
   end
 end
 

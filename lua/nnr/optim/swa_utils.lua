@@ -223,8 +223,8 @@ local function inputs_of(loader)
   local nextb
   if type(loader) == "function" then
     nextb = loader
-  elseif type(loader) == "table" and type(loader.iter) == "function" then
-    nextb = loader:iter()
+  elseif (type(loader) == "table" or type(loader) == "userdata") and type(loader.iter) == "function" then
+    nextb = loader:iter()             -- a DataLoader
   elseif type(loader) == "table" then
     local i = 0
     nextb = function() i = i + 1; return loader[i] end
