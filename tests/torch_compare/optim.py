@@ -36,6 +36,16 @@ steps_case("Adagrad, every option, transposed parameter, 25 steps",
            "torch.optim.Adagrad([p], lr=0.3, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.2, eps=1e-6)",
            25, layout="transposed")
 
+# float32 parameters: the same rule in single precision
+s.case("Adagrad, f32 parameter, 15 steps", [s.tensor([4, 3], dtype="f32"), s.tensor([5, 4], dtype="f32"), s.tensor([5, 3], dtype="f32"),
+                                             s.tensor([5, 3], dtype="f32", low=0.5, high=1.5)],
+       lua=LOSS_LUA + "local p = x1:detach():clone():requires_grad_(true)\n"
+           "local opt = nnr.optim.Adagrad({ p }, { lr = 0.1, weight_decay = 0.01 })\n"
+           "for _ = 1, 15 do opt:zero_grad(); loss(p):backward(); opt:step() end\nreturn p",
+       py=LOSS_PY + "p = x1.detach().clone().requires_grad_(True)\n"
+          "opt = torch.optim.Adagrad([p], lr=0.1, weight_decay=0.01)\n"
+          "for _ in range(15):\n    opt.zero_grad(); loss(p).backward(); opt.step()\nreturn p", atol=1e-5, rtol=1e-4)
+
 # LBFGS --------------------------------------------------------------------------------------------
 for ls_lua, ls_py, label in (("nil", "None", "fixed step"), ('"strong_wolfe"', '"strong_wolfe"', "strong_wolfe")):
     for lr, max_iter, hist, k in ((0.1, 5, 100, 4), (1, 20, 3, 3)):
@@ -53,6 +63,22 @@ for ls_lua, ls_py, label in (("nil", "None", "fixed step"), ('"strong_wolfe"', '
                         "return p, torch.tensor(losses, dtype=torch.float64), st['func_evals'], st['n_iter']" % (lr, max_iter, hist, ls_py, k))
         s.case("LBFGS, %s, lr %r, max_iter %d, history %d, %d steps" % (label, lr, max_iter, hist, k), problem(), lua=lua, py=py,
                atol=1e-8, rtol=1e-7)
+
+# two parameters (the flat vectors concatenate them in order); contiguous, as torch's LBFGS takes
+# p.grad.view(-1), which fails on the gradient of a transposed parameter (nnrun's reshapes)
+s.case("LBFGS, strong_wolfe, two parameters", problem() + [s.tensor([5, 3])],
+       lua=LOSS_LUA + "local p = x1:detach():clone():requires_grad_(true)\n"
+       "local q = x5:detach():clone():requires_grad_(true)\n"
+       "local opt = nnr.optim.LBFGS({ p, q }, { max_iter = 6, history_size = 4, line_search_fn = 'strong_wolfe' })\n"
+       "local function closure() opt:zero_grad(); local l = loss(p) + ((q - x2:matmul(p)) ^ 2):sum(); l:backward(); return l end\n"
+       "for _ = 1, 3 do opt:step(closure) end\n"
+       "return p, q, opt.state[p].func_evals",
+       py=LOSS_PY + "p = x1.detach().clone().requires_grad_(True)\n"
+       "q = x5.detach().clone().requires_grad_(True)\n"
+       "opt = torch.optim.LBFGS([p, q], max_iter=6, history_size=4, line_search_fn='strong_wolfe')\n"
+       "def closure():\n    opt.zero_grad(); l = loss(p) + ((q - x2.matmul(p)) ** 2).sum(); l.backward(); return l\n"
+       "for _ in range(3): opt.step(closure)\n"
+       "return p, q, opt.state[p]['func_evals']", atol=1e-8, rtol=1e-7)
 
 # a non-quadratic (Rosenbrock) from a start where the line search brackets and zooms
 ROSEN_LUA = "local function f(p) local x, y = p[{ { 1, 1 } }], p[{ { 2, 2 } }]; return (((1 - x) ^ 2) + ((y - x * x) ^ 2) * 100):sum() end\n"
@@ -148,6 +174,22 @@ sched_case("SequentialLR: three schedulers (ExponentialLR, StepLR, MultiStepLR)"
            extra_py="e = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.8)\n"
                     "st = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)\n"
                     "ms = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 9], gamma=0.3)")
+# two schedulers stepped together on one optimizer compose (PyTorch's chainable forms)
+sched_case("LinearLR and ExponentialLR both stepped (chained)", SGD_LUA, SGD_PY, "nnr.optim.ExponentialLR(opt, { gamma = 0.95 })",
+           "torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95)", n=1,
+           extra_lua="local w = nnr.optim.LinearLR(opt, { start_factor = 0.2, total_iters = 6 })\n"
+                     "local e = nnr.optim.ExponentialLR(opt, { gamma = 0.9 })\n"
+                     "local c = nnr.optim.CosineAnnealingLR(opt, { T_max = 7 })\n"
+                     "local seq = {}\n"
+                     "for i = 1, 32 do seq[#seq + 1] = opt.param_groups[1].lr; seq[#seq + 1] = opt.param_groups[2].lr; opt:step(); w:step(); e:step(); c:step() end\n"
+                     "do return nnr.tensor(seq, { dtype = 'f64' }) end",
+           extra_py="w = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.2, total_iters=6)\n"
+                    "e = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)\n"
+                    "c = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)\n"
+                    "seq = []\n"
+                    "for i in range(32):\n"
+                    "    seq += [opt.param_groups[0]['lr'], opt.param_groups[1]['lr']]; opt.step(); w.step(); e.step(); c.step()\n"
+                    "return torch.tensor(seq, dtype=torch.float64)")
 for strat in ("cos", "linear"):
     for three in (False, True):
         tl, tp = ("true", "True") if three else ("false", "False")
