@@ -56,9 +56,9 @@ function M.unknown(what, name, candidates, level)
   error(msg, level or 3)
 end
 
--- a name a module instance lacks: nil, or an error when it is a near miss (within a quarter of its
--- length, at least 4 characters) of one of the module's methods or declared parameters, buffers and
--- children; a declared one that is nil (bias = false) and private names (_x) read as nil
+-- a name a module instance lacks: nil, or an error when it is a near miss (one edit, two for names
+-- of 8 characters or more; names of at least 4) of one of the module's methods or declared
+-- parameters, buffers and children; a declared one that is nil (bias = false) and private names (_x) read as nil
 function M.misspelt(obj, cls, k)
   if #k < 4 or k:sub(1, 1) == "_" then return nil end
   local declared = {}
@@ -75,7 +75,7 @@ function M.misspelt(obj, cls, k)
     t = mt and type(mt.__index) == "table" and mt.__index or nil
     depth = depth + 1
   end
-  local limit = math.max(1, math.floor(#k / 4))
+  local limit = #k < 8 and 1 or 2
   local near = {}
   for _, n in ipairs(declared) do
     if n:sub(1, 1) ~= "_" and distance(k, n) <= limit then near[#near + 1] = n end
