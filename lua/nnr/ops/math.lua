@@ -107,15 +107,9 @@ function methods.outer(a, b)
 end
 methods.ger = methods.outer
 
--- x + (c - x) with c = clamp(x, lo) computed off the graph: the value of c, the gradient of x
--- (PyTorch's cosine_similarity clamps its norms in place under no_grad)
-local function clamp_value_only(x, lo)
-  local xd = x:detach()
-  return x + (xd:clamp(lo) - xd)
-end
-
 -- nnr.nn.functional.cosine_similarity(x1, x2, dim = 2, eps = 1e-8): the cosine of the angle between
--- x1 and x2 along dim (they broadcast), each norm clamped at eps
+-- x1 and x2 along dim (they broadcast), each norm clamped at eps (as PyTorch 1.13: where a norm is
+-- below eps, the gradient is that of x / eps)
 function M.functional.cosine_similarity(x1, x2, dim, eps)
   local op = "cosine_similarity"
   U.tensor(op, x1, "x1"); U.tensor(op, x2, "x2")
@@ -125,8 +119,8 @@ function M.functional.cosine_similarity(x1, x2, dim, eps)
   if #s == 0 then error(op .. ": expected tensors with at least 1 dimension, got two 0-d tensors", 0) end
   local a, b = x1:expand(s), x2:expand(s)
   local d = U.dim(op, a, dim == nil and 2 or dim)
-  local na = clamp_value_only(pnorm(a, 2, { d }, true), eps)
-  local nb = clamp_value_only(pnorm(b, 2, { d }, true), eps)
+  local na = pnorm(a, 2, { d }, true):clamp(eps)
+  local nb = pnorm(b, 2, { d }, true):clamp(eps)
   return ((a / na) * (b / nb)):sum(d)
 end
 
