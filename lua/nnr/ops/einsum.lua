@@ -162,9 +162,15 @@ function M.functions.einsum(eq, ...)
       end
     end
     local s = ops[i]:size()
+    local here = {}
     for d, l in ipairs(list) do
       count[l] = (count[l] or 0) + 1
       local n = s[d]
+      if here[l] and here[l] ~= n then
+        fail(eq, "subscript '" .. l .. "' is repeated in operand " .. i .. " for dimensions of sizes " .. here[l] .. " and " .. n ..
+          " (a diagonal needs equal sizes)")
+      end
+      here[l] = n
       if sizes[l] == nil or sizes[l] == 1 then
         if sizes[l] == nil then first_seen[l] = i end
         sizes[l] = n
