@@ -73,6 +73,17 @@ local function sum_unneeded(x, labels, keep)
   return x:sum(dims), rest
 end
 
+-- x reshaped to sizes, untouched when it has them already (reshape would copy a transposed view)
+local function reshaped(x, sizes)
+  local s = x:size()
+  if #s == #sizes then
+    local same = true
+    for i = 1, #s do if s[i] ~= sizes[i] then same = false; break end end
+    if same then return x end
+  end
+  return x:reshape(sizes)
+end
+
 -- contracts A and B over their common labels not in `keep`: one (batched) matmul
 local function contract(A, la, B, lb, keep)
   local inA, inB = {}, {}
@@ -112,7 +123,7 @@ local function contract(A, la, B, lb, keep)
   local N = prod(bs, nb + #contr + 1, #bs)
   a3[nb + 1], a3[nb + 2] = M_, K
   b3[nb + 1], b3[nb + 2] = K, N
-  local r = ap:reshape(a3):matmul(bp:reshape(b3))         -- [batch..., M, N], batch dims broadcast
+  local r = reshaped(ap, a3):matmul(reshaped(bp, b3))     -- [batch..., M, N], batch dims broadcast
   local rs, labels = {}, {}
   local s = r:size()
   for i = 1, nb do rs[i] = s[i]; labels[i] = batch[i] end
