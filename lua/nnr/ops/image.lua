@@ -6,7 +6,7 @@ local V = require "nnr.check"
 local U = require "nnr.ops.util"
 local pad = require("nnr.ops.shape").functional.pad
 local shape_str = U.shape_str
-local type, floor, min = type, math.floor, math.min
+local type, floor = type, math.floor
 
 local M = { methods = {}, functions = {}, functional = {} }
 local F = M.functional
@@ -102,40 +102,33 @@ end
 local f32 = ffi.new("float[1]")
 local function float32(v) f32[0] = v; return f32[0] end
 
--- nearest: PyTorch's rule, in float32 as its kernels compute it: floor(o * scale), with the
--- sizes' ratio as scale unless a scale factor was given
-local function nearest_index(n_in, n_out, sf)
-  local idx = {}
-  local scale = float32(sf and 1 / sf or n_in / n_out)
-  for o = 0, n_out - 1 do
-    local i
-    if n_out == n_in then i = o
-    elseif n_out == 2 * n_in then i = floor(o / 2)
-    else i = min(floor(float32(float32(o) * scale)), n_in - 1) end
-    idx[o + 1] = i
+-- nearest: PyTorch's rule, in float32 as its kernels compute it: floor(o * scale), with the sizes'
+-- ratio as scale unless a scale factor was given (an f32 tensor times an f32-exact scale rounds as
+-- float32 multiplication does; the cast to i64 truncates, which is floor for these >= 0 values).
+-- Returns 1-based i64 indices.
+local function nearest_index(n_in, n_out, sf, device)
+  if n_out == 2 * n_in then   -- o // 2: each source position twice
+    return T.arange(1, n_in + 1, { dtype = "i64", device = device }):unsqueeze(2):expand(n_in, 2):reshape(n_out)
   end
-  return idx
+  local o = T.arange(n_out, { dtype = "i64", device = device })
+  if n_out == n_in then return o + 1 end
+  local scale = float32(sf and 1 / sf or n_in / n_out)
+  return (o:float() * scale):long():clamp(nil, n_in - 1) + 1
 end
 
--- linear: the two source positions and their weights for each output position
-local function linear_weights(n_in, n_out, sf, align_corners)
-  local i0, i1, w1 = {}, {}, {}
-  local scale
-  if align_corners then scale = n_out > 1 and (n_in - 1) / (n_out - 1) or 0
-  else scale = sf and 1 / sf or n_in / n_out end
-  for o = 0, n_out - 1 do
-    local src
-    if align_corners then src = scale * o
-    else
-      src = scale * (o + 0.5) - 0.5
-      if src < 0 then src = 0 end
-    end
-    local a = min(floor(src), n_in - 1)
-    i0[o + 1] = a
-    i1[o + 1] = a + (a < n_in - 1 and 1 or 0)
-    w1[o + 1] = math.max(0, min(1, src - a))
+-- linear: for each output position the two 1-based source positions and the weight of the second
+local function linear_weights(n_in, n_out, sf, align_corners, dtype, device)
+  local o = T.arange(n_out, { dtype = "f64", device = device })
+  local src
+  if align_corners then
+    src = o * (n_out > 1 and (n_in - 1) / (n_out - 1) or 0)
+  else
+    src = ((o + 0.5) * (sf and 1 / sf or n_in / n_out) - 0.5):clamp(0)
   end
-  return i0, i1, w1
+  local i0 = src:long():clamp(nil, n_in - 1)
+  local i1 = (i0 + 1):clamp(nil, n_in - 1)
+  local w1 = (src - i0:double()):clamp(0, 1)
+  return i0 + 1, i1 + 1, w1:to(dtype)
 end
 
 local interpolate_keys = { size = true, scale_factor = true, mode = true, align_corners = true, recompute_scale_factor = true }
@@ -187,6 +180,9 @@ function F.interpolate(x, opts)
     for k = 1, ns do
       V.number(op, "scale_factor[" .. k .. "]", sf[k], { above = 0 })
       out[k] = floor(s[k + 2] * sf[k])
+      if out[k] > 2 ^ 53 then
+        error(op .. ": scale_factor " .. V.show(sf[k]) .. " turns dimension " .. (k + 2) .. " of size " .. s[k + 2] .. " into more elements than any memory holds", 0)
+      end
       if out[k] < 1 then
         error(op .. ": scale_factor " .. V.show(sf[k]) .. " turns dimension " .. (k + 2) .. " of size " .. s[k + 2] .. " into " .. out[k] .. " (must be >= 1)", 0)
       end
@@ -197,15 +193,13 @@ function F.interpolate(x, opts)
   for k = 1, ns do
     local d, n_in, n_out = k + 2, s[k + 2], out[k]
     if mode == "nearest" then
-      if n_in ~= n_out then y = y:index_select(d, U.index(nearest_index(n_in, n_out, scales[k]), x.device)) end
+      if n_in ~= n_out then y = y:index_select(d, nearest_index(n_in, n_out, scales[k], x.device)) end
     else
-      local i0, i1, w1 = linear_weights(n_in, n_out, scales[k], align)
+      local i0, i1, w1 = linear_weights(n_in, n_out, scales[k], align, x.dtype, x.device)
       local shp = { n_out }
       for _ = d + 1, nd do shp[#shp + 1] = 1 end
-      local w = T.tensor(w1, { dtype = x.dtype, device = x.device }):view(shp)
-      local a = y:index_select(d, U.index(i0, x.device))
-      local b = y:index_select(d, U.index(i1, x.device))
-      y = a + (b - a) * w
+      local a, b = y:index_select(d, i0), y:index_select(d, i1)
+      y = a + (b - a) * w1:view(shp)
     end
   end
   if y == x then y = x:clone() end

@@ -93,8 +93,14 @@ local function counts_of(op, r, n)
   end
   if r:dim() > 1 then error(op .. ": repeats must be a number or a 0-d or 1-d tensor, got shape " .. shape(r), 0) end
   local list = r:dim() == 0 and { r:item() } or r:totable()
+  local total = 0
   for i = 1, #list do
     if list[i] < 0 then error(op .. ": repeats must be >= 0, got " .. V.show(list[i]) .. " at position " .. i, 0) end
+    total = total + list[i]
+  end
+  if #list == 1 and n then total = total * n end
+  if total > 2 ^ 31 then
+    error(op .. ": the repeat counts add up to " .. V.show(total) .. " slices, more than the 2^31 a count tensor may give", 0)
   end
   if n and #list ~= n and #list ~= 1 then
     error(op .. ": " .. #list .. " repeat counts for a dimension of size " .. n .. " (give one per slice, or one for all)", 0)
@@ -211,16 +217,13 @@ M.functional.one_hot = methods.one_hot
 -- "circular" wraps around: these pad the last 1 to 3 dims of a tensor with 1 or 2 more dims.
 local modes = { "constant", "reflect", "replicate", "circular" }
 
-local function source_index(mode, i, n)
-  if mode == "reflect" then
-    if i < 0 then return -i end
-    if i >= n then return 2 * (n - 1) - i end
-  elseif mode == "replicate" then
-    return i < 0 and 0 or (i >= n and n - 1 or i)
-  else
-    return i % n
-  end
-  return i
+-- the 0-based source position of each output position -l .. n-1+r of a padded dim, as an i64
+-- tensor (built with tensor ops: a huge pad fails as an allocation, not as a Lua loop that never ends)
+local function source_index(mode, l, r, n, device)
+  local i = T.arange(-l, n + r, { dtype = "i64", device = device })
+  if mode == "reflect" then return ((i:abs() - (n - 1)):abs() * -1 + (n - 1)) end   -- (n-1) - |(n-1) - |i||
+  if mode == "replicate" then return i:clamp(0, n - 1) end
+  return T.where(i:lt(0), i + n, T.where(i:ge(n), i - n, i))                       -- circular: pads <= n
 end
 
 function M.functional.pad(x, pad, mode, value)
@@ -280,9 +283,7 @@ function M.functional.pad(x, pad, mode, value)
         "} (the result would be empty)", 0)
     end
     if l ~= 0 or r ~= 0 then
-      local idx = {}
-      for i = -l, n - 1 + r do idx[#idx + 1] = source_index(mode, i, n) end
-      x = x:index_select(d, U.index(idx, x.device))
+      x = x:index_select(d, source_index(mode, l, r, n, x.device) + 1)
     end
   end
   return x
