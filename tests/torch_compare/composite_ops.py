@@ -242,4 +242,27 @@ s.raises("interpolate: size and scale_factor", [x4], lua="return F.interpolate(x
 s.raises("interpolate: neither size nor scale_factor", [x4], lua="return F.interpolate(x1, {mode = 'nearest'})",
          py="return F.interpolate(x1, mode='nearest')")
 
+# f32 and expanded (zero-stride) inputs ----------------------------------------------------------
+x = s.tensor([3, 4, 5], layout=E)
+s.case("tril of an expanded input", [x], lua="return x1:tril()", py="return x1.tril()", grad=True)
+s.case("roll of an expanded input", [x], lua="return x1:roll(2, 1)", py="return x1.roll(2, 0)", grad=True)
+s.case("flip of an expanded input", [x], lua="return x1:flip(1, 3)", py="return x1.flip((0, 2))", grad=True)
+s.case("pad reflect of an expanded input", [x], lua="return F.pad(x1, {2, 2, 1, 1}, 'reflect')", py="return F.pad(x1, (2, 2, 1, 1), 'reflect')", grad=True)
+s.case("norm of an expanded input", [x], lua="return x1:norm(3, {1, 2})", py="return x1.norm(3, (0, 1))", grad=True)
+s.case("repeat of an expanded input", [x], lua="return x1:repeat_tensor(1, 2, 1)", py="return x1.repeat(1, 2, 1)", grad=True)
+x, y = s.tensor([2, 2, 40, 16], dtype="f32"), s.tensor([2, 2, 30, 16], dtype="f32", layout=T)
+s.case("einsum bhqd,bhkd->bhqk f32", [x, y], lua="return nnr.einsum('bhqd,bhkd->bhqk', x1, x2)",
+       py="return torch.einsum('bhqd,bhkd->bhqk', x1, x2)", grad=True, atol=1e-4, rtol=1e-4)
+s.case("logsumexp f32", [s.tensor([4, 6], dtype="f32", low=-50, high=50)], lua="return x1:logsumexp(2)", py="return x1.logsumexp(1)", grad=True)
+x, y = s.tensor([40, 8], dtype="f32"), s.tensor([30, 8], dtype="f32")
+s.case("cdist f32 mm path", [x, y], lua="return nnr.cdist(x1, x2)", py="return torch.cdist(x1, x2)", grad=True, atol=1e-3, rtol=1e-3)
+s.case("interpolate f32 bilinear", [s.tensor([1, 2, 6, 5], dtype="f32", layout=E)],
+       lua="return F.interpolate(x1, {size = {9, 4}, mode = 'bilinear'})", py="return F.interpolate(x1, size=(9, 4), mode='bilinear')", grad=True)
+s.case("interpolate f32 nearest, 13 -> 29", [s.tensor([1, 2, 13], dtype="f32")],
+       lua="return F.interpolate(x1, {size = 29})", py="return F.interpolate(x1, size=29)", grad=True)
+s.case("interpolate nearest scale 0.37", [s.tensor([1, 2, 50], dtype="f32")],
+       lua="return F.interpolate(x1, {scale_factor = 0.37})", py="return F.interpolate(x1, scale_factor=0.37)", grad=True)
+s.case("unfold f32 of an expanded input", [s.tensor([2, 2, 5, 5], dtype="f32", layout=E)],
+       lua="return F.unfold(x1, 3, 1, 1)", py="return F.unfold(x1, 3, 1, 1)", grad=True)
+
 s.run()
