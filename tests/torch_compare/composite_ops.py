@@ -88,6 +88,9 @@ x, y = s.tensor([2, 3], values=rows), s.tensor([2, 3], values=rows[::-1][3:] + r
 s.case("cdist p=2 with a zero distance (direct path)", [x, y], lua="return nnr.cdist(x1, x2)", py="return torch.cdist(x1, x2)", grad=True)
 s.case("cdist p=2 with a zero distance (mm path)", [x, y], lua="return nnr.cdist(x1, x2, 2, 'use_mm_for_euclid_dist')",
        py="return torch.cdist(x1, x2, 2.0, 'use_mm_for_euclid_dist')", grad=True, atol=1e-7)
+x, y = s.tensor([2, 2], values=[0.0, 0.0, 0.5, 0.5]), s.tensor([2, 2], values=[1.0, -1.0, 0.5, 2.0])
+s.case("cdist p=inf with ties (each gets the full gradient)", [x, y], lua="return nnr.cdist(x1, x2, math.huge)",
+       py="return torch.cdist(x1, x2, float('inf'))", grad=True)
 s.raises("cdist: column mismatch", [s.tensor([3, 4]), s.tensor([3, 5])], lua="return nnr.cdist(x1, x2)", py="return torch.cdist(x1, x2)")
 s.raises("cdist: negative p", [s.tensor([3, 4]), s.tensor([3, 4])], lua="return nnr.cdist(x1, x2, -1)", py="return torch.cdist(x1, x2, -1.0)")
 s.raises("cdist: 1-d input", [s.tensor([3]), s.tensor([3])], lua="return nnr.cdist(x1, x2)", py="return torch.cdist(x1, x2)")
@@ -179,6 +182,16 @@ EINSUM = [
     ("ij,jk->ik", [[3, 1], [4, 5]], [C, C]),
     (" i j , j k -> i k ", [[3, 4], [4, 5]], [C, C]),
     ("ABc,cD->ABD", [[2, 3, 4], [4, 2]], [C, C]),
+    ("ij,jk->", [[3, 4], [4, 5]], [T, C]),
+    ("bii->b", [[2, 3, 3]], [C]),
+    ("abc,cba->ab", [[2, 3, 4], [4, 3, 2]], [C, T]),
+    ("ibj,jbk->kib", [[3, 2, 4], [4, 2, 5]], [C, C]),
+    ("bi,bj,bk->bijk", [[2, 3], [2, 4], [2, 2]], [C, T, C]),
+    ("bij,bjk->bik", [[1, 3, 4], [2, 4, 5]], [C, C]),
+    ("i,->i", [[3], []], [C, C]),
+    ("...,...->...", [[2, 3], [3]], [C, C]),
+    ("i...->...", [[3, 2, 2]], [C]),
+    ("aab,bc->ac", [[3, 3, 4], [4, 2]], [C, C]),
 ]
 for eq, shapes, layouts in EINSUM:
     xs = [s.tensor(sh, layout=(lay if len(sh) >= 2 or lay == S else C)) for sh, lay in zip(shapes, layouts)]

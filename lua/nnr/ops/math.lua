@@ -160,6 +160,15 @@ function M.functions.cdist(x1, x2, p, compute_mode)
     local count = diff:ne(0):to(diff.dtype):sum(-1)
     return count + (diff * 0):sum(-1)                          -- gradient 0, as PyTorch's
   end
+  if p == huge then
+    -- the largest |difference|, with PyTorch's gradient: every element that attains it gets the full
+    -- gradient (the max reduction shares it among them, so it is scaled back up by their count)
+    local a = diff:abs()
+    local m = U.extreme(a, true, { diff:dim() }, false)
+    local count = a:detach():eq(m:detach():unsqueeze(-1)):to(diff.dtype):sum(-1)
+    local extra = m * (count - 1)
+    return T.where(count:gt(1):logical_and(m:abs():lt(huge)), m + (extra - extra:detach()), m)
+  end
   return pnorm(diff, p, { diff:dim() }, false)
 end
 
