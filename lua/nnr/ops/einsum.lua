@@ -248,27 +248,21 @@ function M.functions.einsum(eq, ...)
     for j = 1, #ops do if j ~= i then for _, l in ipairs(lists[j]) do keep[l] = true end end end
     xs[i], lists[i] = sum_unneeded(x, list, keep)
   end
-  -- contractions, left to right
+  -- contractions, left to right: a label survives a step while the output or a later operand has it
+  local function with(set, list)
+    local k = {}
+    for l in pairs(set) do k[l] = true end
+    for _, l in ipairs(list) do k[l] = true end
+    return k
+  end
   local acc, la = xs[1], lists[1]
   for i = 2, #ops do
-    local keep = {}
-    for l in pairs(in_out) do keep[l] = true end
-    for j = i + 1, #ops do for _, l in ipairs(lists[j]) do keep[l] = true end end
-    local bl
-    acc, la = sum_unneeded(acc, la, (function()
-      local k = {}
-      for l in pairs(keep) do k[l] = true end
-      for _, l in ipairs(lists[i]) do k[l] = true end
-      return k
-    end)())
-    local b
-    b, bl = sum_unneeded(xs[i], lists[i], (function()
-      local k = {}
-      for l in pairs(keep) do k[l] = true end
-      for _, l in ipairs(la) do k[l] = true end
-      return k
-    end)())
-    acc, la = contract(acc, la, b, bl, keep)
+    local keep = in_out
+    for j = i + 1, #ops do keep = with(keep, lists[j]) end
+    local b, lb
+    acc, la = sum_unneeded(acc, la, with(keep, lists[i]))
+    b, lb = sum_unneeded(xs[i], lists[i], with(keep, la))
+    acc, la = contract(acc, la, b, lb, keep)
   end
   acc, la = sum_unneeded(acc, la, in_out)
   -- into the output's order
