@@ -233,6 +233,19 @@ describe("one_hot, repeat, repeat_interleave, roll, flip", function()
   end)
 end)
 
+describe("results own their memory", function()
+  it("even when nothing moves (repeat 1, pad 0, roll 0, flip of size 1), as PyTorch's copies", function()
+    local t = nnr.ones(2, 3)
+    for name, r in pairs {
+      repeat_tensor = t:repeat_tensor(1, 1), tile = t:tile(1), repeat_interleave = t:repeat_interleave(1, 2),
+      pad = F.pad(t, { 0, 0 }), crop = F.pad(t, { -1, 0 }), reflect = F.pad(t:view(1, 2, 3), { 0, 0 }, "reflect"),
+      roll = t:roll(3, 2), flip = nnr.ones(1, 3):flip(1), interpolate = F.interpolate(t:view(1, 2, 3), { size = 3 }),
+    } do
+      assert(not r:same_storage(t), name .. " shares the input's storage")
+    end
+  end)
+end)
+
 describe("nn.functional.pad", function()
   before_each(function() H.reseed(15) end)
   local function pad_ref(row, l, r, mode, value)

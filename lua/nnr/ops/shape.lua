@@ -51,21 +51,18 @@ local function repeat_tensor(op, t, reps)
     V.integer(op, "repeats[" .. i .. "]", reps[i], 0)
     lead[i] = i > pad and s[i - pad] or 1
   end
-  local x = t:reshape(lead)
+  local x, copied = t:reshape(lead), false
   for i = 1, #reps do
     local r = reps[i]
     if r ~= 1 then
-      local size = x:size()
-      local before = {}
-      for d = 1, #size do before[d] = size[d] end
+      local before, merged = x:size(), x:size()
       table.insert(before, i, r)
-      local merged = x:size()
       merged[i] = merged[i] * r
       x = x:unsqueeze(i):expand(before):reshape(merged)
+      copied = true
     end
   end
-  if x == t then x = t:view(t:size()) end
-  return x
+  return copied and x or x:clone()          -- always new memory, as PyTorch's
 end
 methods["repeat"] = function(t, ...) U.tensor("repeat", t, "self"); return repeat_tensor("repeat", t, int_list(...)) end
 methods.repeat_tensor = methods["repeat"]
@@ -123,12 +120,11 @@ function methods.repeat_interleave(t, repeats, dim)
   local n = x:size(d)
   if type(repeats) == "number" then
     V.integer(op, "repeats", repeats, 0)
-    local s = x:size()
-    local before = {}
-    for i = 1, #s do before[i] = s[i] end
+    if repeats == 1 then return x:clone() end
+    local before, merged = x:size(), x:size()
     table.insert(before, d + 1, repeats)
-    s[d] = s[d] * repeats
-    return x:unsqueeze(d + 1):expand(before):reshape(s)
+    merged[d] = merged[d] * repeats
+    return x:unsqueeze(d + 1):expand(before):reshape(merged)
   end
   if not U.is_tensor(repeats) then error(op .. ": repeats must be a number or a tensor of counts, got " .. type(repeats), 0) end
   local list = counts_of(op, repeats, n)
@@ -227,7 +223,7 @@ local function source_index(mode, l, r, n, device)
 end
 
 function M.functional.pad(x, pad, mode, value)
-  local op = "pad"
+  local op, input = "pad", x
   U.tensor(op, x, "input")
   if type(pad) ~= "table" or U.is_tensor(pad) or #pad == 0 or #pad % 2 == 1 then
     error(op .. ": pad must be a table of an even number of integers {left, right, top, bottom, ...} (last dimension first), got " ..
@@ -242,6 +238,7 @@ function M.functional.pad(x, pad, mode, value)
   if mode == "constant" then
     if type(value) == "boolean" then value = value and 1 or 0 end
     value = V.number(op, "value", value, { default = 0, inf = true })
+    local copied = false
     for k = 1, np do
       local d = nd - k + 1
       local l, r, n = pad[2 * k - 1], pad[2 * k], x:size(d)
@@ -257,9 +254,10 @@ function M.functional.pad(x, pad, mode, value)
         parts[#parts + 1] = x
         if r > 0 then s[d] = r; parts[#parts + 1] = T.full(s, value, { dtype = x.dtype, device = x.device }) end
         x = T.cat(parts, d)
+        copied = true
       end
     end
-    return x
+    return copied and x or x:clone()        -- new memory even when nothing is padded, as PyTorch's
   end
   if value ~= nil then error(op .. ": mode '" .. mode .. "' takes no value (only 'constant' pads with a value)", 0) end
   if np > 3 then error(op .. ": mode '" .. mode .. "' pads at most the last 3 dimensions, got " .. #pad .. " padding values", 0) end
@@ -286,6 +284,7 @@ function M.functional.pad(x, pad, mode, value)
       x = x:index_select(d, source_index(mode, l, r, n, x.device) + 1)
     end
   end
+  if x == input then x = x:clone() end
   return x
 end
 
