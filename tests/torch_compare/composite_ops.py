@@ -278,4 +278,15 @@ s.case("interpolate nearest scale 0.37", [s.tensor([1, 2, 50], dtype="f32")],
 s.case("unfold f32 of an expanded input", [s.tensor([2, 2, 5, 5], dtype="f32", layout=E)],
        lua="return F.unfold(x1, 3, 1, 1)", py="return F.unfold(x1, 3, 1, 1)", grad=True)
 
+# integer and bool inputs keep their dtype -------------------------------------------------------
+for dt in ("i64", "i32", "bool"):
+    x = s.tensor([3, 4], dtype=dt, layout=T, low=-5, high=5)
+    s.case("roll %s" % dt, [x], lua="return x1:roll(1, 2)", py="return x1.roll(1, 1)")
+    s.case("flip %s" % dt, [x], lua="return x1:flip(1)", py="return x1.flip(0)")
+    s.case("repeat %s" % dt, [x], lua="return x1:repeat_tensor(2, 1)", py="return x1.repeat(2, 1)")
+    s.case("repeat_interleave %s" % dt, [x], lua="return x1:repeat_interleave(2, 2)", py="return x1.repeat_interleave(2, 1)")
+    s.case("pad constant %s" % dt, [x], lua="return F.pad(x1, {1, 1})", py="return F.pad(x1, (1, 1))")
+    s.case("triu %s" % dt, [x], lua="return x1:triu(1)", py="return x1.triu(1)")
+    s.case("einsum transpose %s" % dt, [x], lua="return nnr.einsum('ij->ji', x1)", py="return torch.einsum('ij->ji', x1)")
+
 s.run()
