@@ -132,24 +132,10 @@ local function contract(A, la, B, lb, keep)
   return r:reshape(rs), labels
 end
 
-function M.functions.einsum(eq, ...)
-  if type(eq) ~= "string" then error("einsum: the first argument must be the equation (a string), got " .. type(eq), 0) end
-  local ops = { ... }
-  if #ops == 1 and type(ops[1]) == "table" and not U.is_tensor(ops[1]) then ops = ops[1] end
-  if #ops == 0 then fail(eq, "no operands given") end
-  for i = 1, #ops do U.tensor("einsum", ops[i], "operand " .. i) end
-  local e = eq:gsub("%s", "")
-  local lhs, rhs = e, nil
-  local arrow = e:find("->", 1, true)
-  if arrow then lhs, rhs = e:sub(1, arrow - 1), e:sub(arrow + 2) end
-  local terms = {}
-  for term in (lhs .. ","):gmatch("([^,]*),") do terms[#terms + 1] = term end
-  if #terms ~= #ops then
-    fail(eq, #terms .. " operand term" .. (#terms == 1 and "" or "s") .. " for " .. #ops .. " operand" .. (#ops == 1 and "" or "s"))
-  end
-  -- each operand's labels, "..." spelled out as ".1", ".2", ... aligned from the right
-  local E = 0
-  local parsed = {}
+-- each operand's labels, "..." spelled out as ".1" .. ".E" aligned from the right (E: the most dims
+-- any "..." stands for), with every rank and size checked; returns lists, the count of each label, E
+local function operand_labels(eq, terms, ops)
+  local E, parsed = 0, {}
   for i, term in ipairs(terms) do
     local labels, ell = parse_term(eq, term, "operand " .. i .. "'s subscripts")
     local nd = ops[i]:dim()
@@ -161,8 +147,7 @@ function M.functions.einsum(eq, ...)
     parsed[i] = { labels = labels, ell = ell and nd - named or nil }
     if ell and nd - named > E then E = nd - named end
   end
-  local count, sizes, first_seen = {}, {}, {}
-  local lists = {}
+  local count, sizes, first_seen, lists = {}, {}, {}, {}
   for i, p in ipairs(parsed) do
     local list = {}
     for _, l in ipairs(p.labels) do
@@ -172,8 +157,7 @@ function M.functions.einsum(eq, ...)
         list[#list + 1] = l
       end
     end
-    local s = ops[i]:size()
-    local here = {}
+    local s, here = ops[i]:size(), {}
     for d, l in ipairs(list) do
       count[l] = (count[l] or 0) + 1
       local n = s[d]
@@ -193,10 +177,15 @@ function M.functions.einsum(eq, ...)
     end
     lists[i] = list
   end
-  -- the output's labels
+  return lists, count, E
+end
+
+-- the output's labels: as written after "->", or (implicit) "..." then the letters that appear once,
+-- in alphabetical order
+local function output_labels(eq, rhs, count, E)
   local out = {}
   if rhs then
-    local labels, ell = parse_term(eq, rhs, "the output")
+    local labels = parse_term(eq, rhs, "the output")
     local seen = {}
     for _, l in ipairs(labels) do
       if l == "..." then
@@ -208,53 +197,66 @@ function M.functions.einsum(eq, ...)
         out[#out + 1] = l
       end
     end
-  else
-    for k = 1, E do out[#out + 1] = "." .. k end
-    local once = {}
-    for l, c in pairs(count) do if c == 1 and l:sub(1, 1) ~= "." then once[#once + 1] = l end end
-    table.sort(once)
-    for _, l in ipairs(once) do out[#out + 1] = l end
+    return out
   end
-  local in_out = {}
-  for _, l in ipairs(out) do in_out[l] = true end
-  -- per operand: diagonals of repeated labels, then sums of labels needed nowhere else
-  local xs = {}
-  for i = 1, #ops do
-    local x, list = ops[i], lists[i]
-    local again = true
-    while again do
-      again = false
-      for a = 1, #list do
-        for b = a + 1, #list do
-          if list[a] == list[b] then
-            local s = x:size()
-            if s[a] ~= s[b] then
-              fail(eq, "subscript '" .. list[a] .. "' is repeated in operand " .. i .. " for dimensions of sizes " .. s[a] .. " and " .. s[b])
-            end
-            x = diagonal(x, a, b)
-            local rest = {}
-            for d = 1, #list do if d ~= a and d ~= b then rest[#rest + 1] = list[d] end end
-            rest[#rest + 1] = list[a]
-            list = rest
-            again = true
-            break
-          end
-        end
-        if again then break end
+  for k = 1, E do out[#out + 1] = "." .. k end
+  local once = {}
+  for l, c in pairs(count) do if c == 1 and l:sub(1, 1) ~= "." then once[#once + 1] = l end end
+  table.sort(once)
+  for _, l in ipairs(once) do out[#out + 1] = l end
+  return out
+end
+
+-- the diagonal of every label repeated in one operand (sizes checked already); returns x, its labels
+local function take_diagonals(x, list)
+  for a = 1, #list do
+    for b = a + 1, #list do
+      if list[a] == list[b] then
+        local rest = {}
+        for d = 1, #list do if d ~= a and d ~= b then rest[#rest + 1] = list[d] end end
+        rest[#rest + 1] = list[a]
+        return take_diagonals(diagonal(x, a, b), rest)
       end
     end
-    local keep = {}
-    for l in pairs(in_out) do keep[l] = true end
-    for j = 1, #ops do if j ~= i then for _, l in ipairs(lists[j]) do keep[l] = true end end end
+  end
+  return x, list
+end
+
+-- the set of labels in set and in list
+local function with(set, list)
+  local k = {}
+  for l in pairs(set) do k[l] = true end
+  for _, l in ipairs(list) do k[l] = true end
+  return k
+end
+
+function M.functions.einsum(eq, ...)
+  if type(eq) ~= "string" then error("einsum: the first argument must be the equation (a string), got " .. type(eq), 0) end
+  local ops = { ... }
+  if #ops == 1 and type(ops[1]) == "table" and not U.is_tensor(ops[1]) then ops = ops[1] end
+  if #ops == 0 then fail(eq, "no operands given") end
+  for i = 1, #ops do U.tensor("einsum", ops[i], "operand " .. i) end
+  local e = eq:gsub("%s", "")
+  local lhs, rhs = e, nil
+  local arrow = e:find("->", 1, true)
+  if arrow then lhs, rhs = e:sub(1, arrow - 1), e:sub(arrow + 2) end
+  local terms = {}
+  for term in (lhs .. ","):gmatch("([^,]*),") do terms[#terms + 1] = term end
+  if #terms ~= #ops then
+    fail(eq, #terms .. " operand term" .. (#terms == 1 and "" or "s") .. " for " .. #ops .. " operand" .. (#ops == 1 and "" or "s"))
+  end
+  local lists, count, E = operand_labels(eq, terms, ops)
+  local out = output_labels(eq, rhs, count, E)
+  local in_out = with({}, out)
+  -- per operand: diagonals of repeated labels, then sums of the labels needed nowhere else
+  local xs = {}
+  for i = 1, #ops do
+    local x, list = take_diagonals(ops[i], lists[i])
+    local keep = in_out
+    for j = 1, #ops do if j ~= i then keep = with(keep, lists[j]) end end
     xs[i], lists[i] = sum_unneeded(x, list, keep)
   end
   -- contractions, left to right: a label survives a step while the output or a later operand has it
-  local function with(set, list)
-    local k = {}
-    for l in pairs(set) do k[l] = true end
-    for _, l in ipairs(list) do k[l] = true end
-    return k
-  end
   local acc, la = xs[1], lists[1]
   for i = 2, #ops do
     local keep = in_out
@@ -266,11 +268,11 @@ function M.functions.einsum(eq, ...)
   end
   acc, la = sum_unneeded(acc, la, in_out)
   -- into the output's order
-  local perm = {}
-  for _, l in ipairs(out) do perm[#perm + 1] = find(la, l) end
-  if #perm == 0 then return acc end
-  local ordered = true
-  for i = 1, #perm do if perm[i] ~= i then ordered = false end end
+  local perm, ordered = {}, true
+  for k, l in ipairs(out) do
+    perm[k] = find(la, l)
+    if perm[k] ~= k then ordered = false end
+  end
   if ordered then return acc end
   return acc:permute(perm)
 end
