@@ -13,7 +13,7 @@ function M.install(nnr)
     local part = require(name)
     for k, f in pairs(part.methods) do
       T.methods[k] = f
-      if nnr[k] == nil then nnr[k] = f end
+      if rawget(nnr, k) == nil then nnr[k] = f end
     end
     for k, f in pairs(part.functions) do nnr[k] = f end
     for k, f in pairs(part.functional) do functional[k] = f end
