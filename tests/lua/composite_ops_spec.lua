@@ -396,6 +396,11 @@ describe("unfold, fold, interpolate", function()
     check(function(t) return F.interpolate(t, { scale_factor = 2 }) end, { strided({ 2, 2, 2, 3 }) })
     check(function(t) return F.interpolate(t, { size = { 4, 5 }, mode = "bilinear" }) end, { strided({ 2, 2, 3, 3 }) })
     check(function(t) return F.interpolate(t, { size = 5, mode = "linear", align_corners = true }) end, { f64({ 2, 1, 3 }) })
+    local exact = {}
+    for o = 0, 7 do exact[o + 1] = row[math.min(math.floor((o + 0.5) * 5 / 8), 4) + 1] end
+    H.assert_close(F.interpolate(x, { size = 8, mode = "nearest-exact" })[1][1], exact, 0)
+    H.assert_close(F.interpolate(x, { size = 2, mode = "area" })[1][1], { (1 + 4 + 2) / 3, (2 + 8 + 5) / 3 }, 1e-14)
+    check(function(t) return F.interpolate(t, { size = { 2, 3 }, mode = "area" }) end, { strided({ 2, 2, 3, 5 }) })
   end)
   it("interpolate errors", function()
     local x = nnr.ones(1, 1, 4, 4)

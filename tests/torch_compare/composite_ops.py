@@ -243,6 +243,12 @@ INTERP = [
     (x4, "{size = {3, 3}, mode = 'bilinear', align_corners = false}", "size=(3, 3), mode='bilinear', align_corners=False"),
     (x4, "{scale_factor = 1.5, mode = 'bilinear'}", "scale_factor=1.5, mode='bilinear'"),
     (x4, "{size = {1, 1}, mode = 'bilinear', align_corners = true}", "size=(1, 1), mode='bilinear', align_corners=True"),
+    (x3, "{size = 8, mode = 'nearest-exact'}", "size=8, mode='nearest-exact'"),
+    (x3, "{size = 3, mode = 'nearest-exact'}", "size=3, mode='nearest-exact'"),
+    (x4, "{scale_factor = {1.5, 0.75}, mode = 'nearest-exact'}", "scale_factor=(1.5, 0.75), mode='nearest-exact'"),
+    (x3, "{size = 3, mode = 'area'}", "size=3, mode='area'"),
+    (x4, "{size = {2, 3}, mode = 'area'}", "size=(2, 3), mode='area'"),
+    (x4, "{scale_factor = 0.5, mode = 'area'}", "scale_factor=0.5, mode='area'"),
 ]
 for x, lo, po in INTERP:
     s.case("interpolate %dd %s" % (len(x.shape), lo), [x], lua="return F.interpolate(x1, %s)" % lo, py="return F.interpolate(x1, %s)" % po, grad=True)

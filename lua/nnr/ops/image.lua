@@ -4,6 +4,8 @@ local ffi = require "ffi"
 local T = require "nnr.tensor"
 local V = require "nnr.check"
 local U = require "nnr.ops.util"
+local binding = require "nnr.binding"
+local C, call = binding.C, binding.call
 local pad = require("nnr.ops.shape").functional.pad
 local shape_str = U.shape_str
 local type, floor = type, math.floor
@@ -116,6 +118,12 @@ local function nearest_index(n_in, n_out, sf, device)
   return (o:float() * scale):long():clamp(nil, n_in - 1) + 1
 end
 
+-- nearest-exact: floor((o + 0.5) * scale), the pixel centres' rule (PyTorch's "nearest-exact")
+local function nearest_exact_index(n_in, n_out, sf, device)
+  local scale = float32(sf and 1 / sf or n_in / n_out)
+  return ((T.arange(n_out, { dtype = "f32", device = device }) + 0.5) * scale):long():clamp(nil, n_in - 1) + 1
+end
+
 -- linear: for each output position the two 1-based source positions and the weight of the second
 local function linear_weights(n_in, n_out, sf, align_corners, dtype, device)
   local o = T.arange(n_out, { dtype = "f64", device = device })
@@ -146,22 +154,22 @@ local function per_dim(op, name, v, n)
 end
 
 -- nnr.nn.functional.interpolate(x, {size= | scale_factor=, mode = "nearest", align_corners=,
--- recompute_scale_factor=}): x [N, C, W] ("nearest", "linear") or [N, C, H, W] ("nearest", "bilinear")
--- resized over its spatial dims
+-- recompute_scale_factor=}): x [N, C, W] ("nearest", "nearest-exact", "linear", "area") or
+-- [N, C, H, W] ("nearest", "nearest-exact", "bilinear", "area") resized over its spatial dims
 function F.interpolate(x, opts)
   local op = "interpolate"
   U.tensor(op, x, "input")
   if opts == nil then error(op .. ": give the output size or the scale: interpolate(x, {size = ...} or {scale_factor = ...})", 0) end
   V.options(op, opts, interpolate_keys)
-  local mode = V.choice(op, "mode", opts.mode or "nearest", { "nearest", "linear", "bilinear" })
+  local mode = V.choice(op, "mode", opts.mode or "nearest", { "nearest", "nearest-exact", "linear", "bilinear", "area" })
   local nd = x:dim()
   if nd ~= 3 and nd ~= 4 then error(op .. ": expected a 3-d [N, C, W] or 4-d [N, C, H, W] input, got shape " .. shape(x), 0) end
   if mode == "linear" and nd ~= 3 then error(op .. ": mode 'linear' needs a 3-d input [N, C, W], got shape " .. shape(x) .. " (use 'bilinear' for 4-d)", 0) end
   if mode == "bilinear" and nd ~= 4 then error(op .. ": mode 'bilinear' needs a 4-d input [N, C, H, W], got shape " .. shape(x) .. " (use 'linear' for 3-d)", 0) end
   U.floating(op, x)
   local align = opts.align_corners
-  if mode == "nearest" and align ~= nil then
-    error(op .. ": align_corners can only be set with the interpolating modes 'linear' and 'bilinear', not 'nearest'", 0)
+  if mode ~= "linear" and mode ~= "bilinear" and align ~= nil then
+    error(op .. ": align_corners can only be set with the interpolating modes 'linear' and 'bilinear', not '" .. mode .. "'", 0)
   end
   align = V.boolean(op, "align_corners", align)
   local recompute = V.boolean(op, "recompute_scale_factor", opts.recompute_scale_factor)
@@ -189,11 +197,18 @@ function F.interpolate(x, opts)
       if not recompute then scales[k] = sf[k] end
     end
   end
+  if mode == "area" then        -- adaptive average pooling to the output size, as PyTorch
+    local x4 = nd == 3 and x:unsqueeze(4) or x
+    local y = call(C.nnr_adaptive_avg_pool2d, x4.p, out[1], nd == 3 and 1 or out[2])
+    return nd == 3 and y:squeeze(4) or y
+  end
   local y = x
   for k = 1, ns do
     local d, n_in, n_out = k + 2, s[k + 2], out[k]
     if mode == "nearest" then
       if n_in ~= n_out then y = y:index_select(d, nearest_index(n_in, n_out, scales[k], x.device)) end
+    elseif mode == "nearest-exact" then
+      if n_in ~= n_out then y = y:index_select(d, nearest_exact_index(n_in, n_out, scales[k], x.device)) end
     else
       local i0, i1, w1 = linear_weights(n_in, n_out, scales[k], align, x.dtype, x.device)
       local shp = { n_out }
