@@ -73,7 +73,7 @@ local function sum_unneeded(x, labels, keep)
   return x:sum(dims), rest
 end
 
--- x reshaped to sizes, untouched when it has them already (reshape would copy a transposed view)
+-- x reshaped to sizes, untouched when it has them already (no reshape call at all on the common path)
 local function reshaped(x, sizes)
   local s = x:size()
   if #s == #sizes then
