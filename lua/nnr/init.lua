@@ -123,4 +123,5 @@ setmetatable(nnr, { __index = function(t, k)
   end
 end })
 
+require("nnr.ops").install(nnr)   -- tensor ops composed in Lua (lua/nnr/ops/)
 return nnr
