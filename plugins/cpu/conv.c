@@ -433,6 +433,7 @@ int cpu_conv2d(const nnr_op_call *call)
     conv_geom g = geometry(x, w, y, call->params->i);
     int dt = x->dtype, relu = call->params->i[7] == 1;
     int64_t es = dt == NNR_F32 ? 4 : 8;
+    if (cpu_conv1d_applies(x, w, y, call->params->i)) return cpu_conv1d_forward(call);
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, relu, x->data, w->data, NULL, bias ? bias->data : NULL, NULL, y->data, NULL, NULL, 0, 0};
         int st = NNR_OK;
@@ -467,6 +468,7 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     const char *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2]->data : NULL;   /* fused relu's output */
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gy->dtype;
+    if (!mask && cpu_conv1d_applies(gx, w, gy, call->params->i)) return cpu_conv1d_grad_input(call);
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, 0, NULL, w->data, gy->data, NULL, mask, NULL, gx->data, NULL, 0, 0};
@@ -503,6 +505,7 @@ int cpu_conv2d_grad_weight(const nnr_op_call *call)
     const nnr_tensor_desc *gb = call->n_outputs > 1 ? call->outputs[1] : NULL;      /* the bias gradient, from the same rows */
     conv_geom g = geometry(x, gw, gy, call->params->i);
     int dt = x->dtype;
+    if (!mask && cpu_conv1d_applies(x, gw, gy, call->params->i)) return cpu_conv1d_grad_weight(call);
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
         int64_t pieces = cpu_pool_threads() < g.N ? cpu_pool_threads() : g.N, wsize = g.O * g.ck + g.O;
@@ -559,4 +562,5 @@ void cpu_conv_thread_exit(void)
     tl_masked.p = NULL;
     tl_masked.n = 0;
     cpu_conv_scratch_free();
+    cpu_conv1d_thread_exit();
 }
