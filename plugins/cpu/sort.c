@@ -1,0 +1,245 @@
+/* sort and topk along the last dim (the core moves the dim there).
+ *
+ * Each element of a row becomes an unsigned key whose integer order is the wanted order (float bits
+ * flipped so that they compare as integers, NaN above +inf, -0.0 as 0.0, every bit inverted for
+ * descending), and a row is ordered by (key, position), which makes it stable in both directions:
+ *  - short rows: insertion sort;
+ *  - longer rows: LSD radix sort, 8 bits a pass, skipping the passes whose digit is the same in every
+ *    key (an f32 row needs at most 4 passes, small integers fewer);
+ *  - topk: a quickselect of the k first (key, position) pairs, then those k sorted.
+ * Rows are spread over the pool. Values are copied from the input by position, so NaN payloads and
+ * the sign of zero come out as they went in. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
+
+enum { INSERTION_MAX = 32 };
+
+typedef struct sort_item { uint64_t key; int64_t pos; } sort_item;
+
+/* key width in bytes for a dtype: the passes the radix sort may need */
+static int key_width(int dt)
+{
+    switch (dt) {
+    case NNR_F64: case NNR_I64: return 8;
+    case NNR_I8: case NNR_U8: case NNR_BOOL: return 1;
+    default: return 4;
+    }
+}
+
+static inline uint64_t key_of_f32(float v)
+{
+    if (v != v) return 0xffffffffu;                  /* every NaN: above +inf */
+    if (v == 0) v = 0.0f;                            /* -0.0 equals 0.0 */
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return (b >> 31) ? (uint32_t)~b : (b | 0x80000000u);
+}
+
+static inline uint64_t key_of_f64(double v)
+{
+    if (v != v) return UINT64_MAX;
+    if (v == 0) v = 0.0;
+    uint64_t b;
+    memcpy(&b, &v, 8);
+    return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
+}
+
+/* the n keys of a strided row; descending inverts them within the key's width */
+static void row_keys(int dt, const char *p, int64_t stride, int64_t n, int descending, uint64_t *key)
+{
+    switch (dt) {
+    case NNR_F32: for (int64_t i = 0; i < n; i++) key[i] = key_of_f32(*(const float *)(p + i * stride)); break;
+    case NNR_F64: for (int64_t i = 0; i < n; i++) key[i] = key_of_f64(*(const double *)(p + i * stride)); break;
+    case NNR_F16: for (int64_t i = 0; i < n; i++) key[i] = key_of_f32(nnr_f16_to_f32(*(const uint16_t *)(p + i * stride))); break;
+    case NNR_BF16: for (int64_t i = 0; i < n; i++) key[i] = key_of_f32(nnr_bf16_to_f32(*(const uint16_t *)(p + i * stride))); break;
+    case NNR_I64: for (int64_t i = 0; i < n; i++) key[i] = (uint64_t)*(const int64_t *)(p + i * stride) ^ 0x8000000000000000ull; break;
+    case NNR_I32: for (int64_t i = 0; i < n; i++) key[i] = (uint32_t)*(const int32_t *)(p + i * stride) ^ 0x80000000u; break;
+    case NNR_I8: for (int64_t i = 0; i < n; i++) key[i] = (uint8_t)*(const int8_t *)(p + i * stride) ^ 0x80u; break;
+    default: for (int64_t i = 0; i < n; i++) key[i] = *(const uint8_t *)(p + i * stride); break;   /* u8, bool */
+    }
+    if (descending) {
+        int w = key_width(dt);
+        uint64_t mask = w == 8 ? UINT64_MAX : (((uint64_t)1 << (8 * w)) - 1);
+        for (int64_t i = 0; i < n; i++) key[i] ^= mask;
+    }
+}
+
+/* stable: equal keys keep the order of pos (ascending on entry) */
+static void insertion_sort(uint64_t *key, int64_t *pos, int64_t n)
+{
+    for (int64_t i = 1; i < n; i++) {
+        uint64_t k = key[i];
+        int64_t p = pos[i], j = i;
+        for (; j > 0 && key[j - 1] > k; j--) { key[j] = key[j - 1]; pos[j] = pos[j - 1]; }
+        key[j] = k;
+        pos[j] = p;
+    }
+}
+
+/* LSD radix sort of (key, pos) by key, stable; the result lands in *key and *pos (buffers may swap) */
+static void radix_sort(uint64_t **key, int64_t **pos, uint64_t **key2, int64_t **pos2, int64_t n, int width)
+{
+    int64_t (*hist)[256] = calloc((size_t)width, sizeof *hist);
+    if (!hist) { insertion_sort(*key, *pos, n); return; }     /* slow but right; only when malloc fails */
+    const uint64_t *k0 = *key;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t k = k0[i];
+        for (int d = 0; d < width; d++) hist[d][(k >> (8 * d)) & 255]++;
+    }
+    for (int d = 0; d < width; d++) {
+        int64_t *h = hist[d], at = 0;
+        int constant = 0;
+        for (int b = 0; b < 256; b++) if (h[b] == n) { constant = 1; break; }
+        if (constant) continue;                      /* this digit orders nothing */
+        for (int b = 0; b < 256; b++) { int64_t c = h[b]; h[b] = at; at += c; }
+        const uint64_t *ks = *key;
+        const int64_t *ps = *pos;
+        uint64_t *kd = *key2;
+        int64_t *pd = *pos2;
+        int shift = 8 * d;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t k = ks[i];
+            int64_t j = h[(k >> shift) & 255]++;
+            kd[j] = k;
+            pd[j] = ps[i];
+        }
+        uint64_t *tk = *key; *key = *key2; *key2 = tk;
+        int64_t *tp = *pos; *pos = *pos2; *pos2 = tp;
+    }
+    free(hist);
+}
+
+static inline int item_less(sort_item a, sort_item b) { return a.key < b.key || (a.key == b.key && a.pos < b.pos); }
+
+static int item_cmp(const void *x, const void *y)
+{
+    const sort_item *a = x, *b = y;
+    return item_less(*a, *b) ? -1 : item_less(*b, *a) ? 1 : 0;
+}
+
+/* rearranges it[0..n) so that its k least items (all distinct: positions differ) come first */
+static void select_least(sort_item *it, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo && k > lo && k <= hi) {
+        int64_t mid = lo + (hi - lo) / 2;              /* median of three as the pivot */
+        sort_item a = it[lo], b = it[mid], c = it[hi], pv;
+        if (item_less(a, b)) pv = item_less(b, c) ? b : item_less(a, c) ? c : a;
+        else pv = item_less(a, c) ? a : item_less(b, c) ? c : b;
+        int64_t i = lo, j = hi;
+        while (i <= j) {                               /* Hoare partition around pv */
+            while (item_less(it[i], pv)) i++;
+            while (item_less(pv, it[j])) j--;
+            if (i <= j) { sort_item t = it[i]; it[i] = it[j]; it[j] = t; i++; j--; }
+        }
+        /* [lo, j] <= pv <= [i, hi]; items between j and i equal pv */
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return;
+    }
+}
+
+typedef struct sort_job {
+    const nnr_tensor_desc *in, *val, *idx;
+    int topk;
+    int64_t k;                   /* topk: how many */
+    int descending;              /* sort: descending; topk: largest */
+    atomic_int failed;
+} sort_job;
+
+/* the address of row r's first element in d (every dim but the last) */
+static inline char *row_base(const nnr_tensor_desc *d, int64_t r)
+{
+    int64_t off = 0, rem = r;
+    for (int k = d->ndim - 2; k >= 0; k--) {
+        off += (rem % d->sizes[k]) * d->strides[k];
+        rem /= d->sizes[k];
+    }
+    return (char *)d->data + off * (int64_t)nnr_dtype_nbytes(d->dtype);
+}
+
+/* values (copied from the input by position) and 0-based positions of one output row */
+static void write_row(const sort_job *j, int64_t r, const int64_t *pos, const sort_item *items, int64_t m)
+{
+    int nd = j->in->ndim;
+    int64_t es = (int64_t)nnr_dtype_nbytes(j->in->dtype);
+    const char *ip = row_base(j->in, r);
+    char *vp = row_base(j->val, r), *xp = row_base(j->idx, r);
+    int64_t is = j->in->strides[nd - 1] * es, vs = j->val->strides[nd - 1] * es, xs = j->idx->strides[nd - 1];
+    int64_t *xo = (int64_t *)xp;
+    for (int64_t i = 0; i < m; i++) {
+        int64_t p = pos ? pos[i] : items[i].pos;
+        xo[i * xs] = p;
+        switch (es) {
+        case 8: *(uint64_t *)(vp + i * vs) = *(const uint64_t *)(ip + p * is); break;
+        case 4: *(uint32_t *)(vp + i * vs) = *(const uint32_t *)(ip + p * is); break;
+        case 2: *(uint16_t *)(vp + i * vs) = *(const uint16_t *)(ip + p * is); break;
+        default: *(uint8_t *)(vp + i * vs) = *(const uint8_t *)(ip + p * is); break;
+        }
+    }
+}
+
+static void sort_range(void *arg, int64_t begin, int64_t end)
+{
+    sort_job *j = arg;
+    int nd = j->in->ndim, dt = j->in->dtype;
+    int64_t n = j->in->sizes[nd - 1], is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(dt);
+    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n * 2);
+    int64_t *pos = malloc(sizeof(int64_t) * (size_t)n * 2);
+    if (!key || !pos) { free(key); free(pos); atomic_store(&j->failed, 1); return; }
+    for (int64_t r = begin; r < end; r++) {
+        uint64_t *k = key, *k2 = key + n;
+        int64_t *p = pos, *p2 = pos + n;
+        row_keys(dt, row_base(j->in, r), is, n, j->descending, k);
+        for (int64_t i = 0; i < n; i++) p[i] = i;
+        if (n <= INSERTION_MAX) insertion_sort(k, p, n);
+        else radix_sort(&k, &p, &k2, &p2, n, key_width(dt));
+        write_row(j, r, p, NULL, n);
+    }
+    free(key);
+    free(pos);
+}
+
+static void topk_range(void *arg, int64_t begin, int64_t end)
+{
+    sort_job *j = arg;
+    int nd = j->in->ndim, dt = j->in->dtype;
+    int64_t n = j->in->sizes[nd - 1], is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(dt);
+    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n);
+    sort_item *items = malloc(sizeof(sort_item) * (size_t)n);
+    if (!key || !items) { free(key); free(items); atomic_store(&j->failed, 1); return; }
+    for (int64_t r = begin; r < end; r++) {
+        row_keys(dt, row_base(j->in, r), is, n, j->descending, key);   /* largest: inverted, least first */
+        for (int64_t i = 0; i < n; i++) { items[i].key = key[i]; items[i].pos = i; }
+        if (j->k < n) select_least(items, n, j->k);
+        qsort(items, (size_t)j->k, sizeof *items, item_cmp);
+        write_row(j, r, NULL, items, j->k);
+    }
+    free(key);
+    free(items);
+}
+
+int cpu_sort(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *in = call->inputs[0];
+    sort_job j = {.in = in, .val = call->outputs[0], .idx = call->outputs[1], .topk = call->op == NNR_OP_TOPK};
+    if (in->ndim < 1) return cpu_error(NNR_ERR_INVALID, "sort: expected at least one dimension");
+    int64_t n = in->sizes[in->ndim - 1], rows = 1;
+    for (int d = 0; d < in->ndim - 1; d++) rows *= in->sizes[d];
+    if (j.topk) {
+        j.k = call->params->i[0];
+        j.descending = call->params->i[1] != 0;
+        if (j.k < 0 || j.k > n) return cpu_error(NNR_ERR_INVALID, "topk: k = %lld is out of range for a dimension of size %lld", (long long)j.k, (long long)n);
+        if (j.k == 0) return NNR_OK;
+    } else {
+        j.descending = call->params->i[0] != 0;
+    }
+    if (n == 0 || rows == 0) return NNR_OK;
+    atomic_init(&j.failed, 0);
+    int64_t grain = (1 << 14) / n;
+    int st = cpu_parallel_for(rows, grain > 0 ? grain : 1, j.topk ? topk_range : sort_range, &j);
+    if (st == NNR_OK && atomic_load(&j.failed)) return cpu_error(NNR_ERR_OOM, "%s: out of memory for a row of %lld elements", j.topk ? "topk" : "sort", (long long)n);
+    return st;
+}
