@@ -115,16 +115,8 @@ static int check_mask(const char *op, const nnr_tensor *a, const nnr_tensor *mas
 
 nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double value)
 {
+    /* out of place, the result has the shape tensor and mask broadcast to, either way, as PyTorch's */
     if (check_mask("masked_fill", a, mask) || nnr_check_value_fits("masked_fill", a->dtype, value)) return NULL;
-    int n;
-    int64_t shape[NNR_MAX_DIMS];
-    if (nnr_broadcast_shapes("masked_fill", a->ndim, a->sizes, mask->ndim, mask->sizes, &n, shape)) return NULL;
-    if (n != a->ndim || memcmp(shape, a->sizes, sizeof(int64_t) * (size_t)n)) {
-        char x[NNR_SHAPE_BUF], y[NNR_SHAPE_BUF];
-        nnr_errorf(NNR_ERR_INVALID, "masked_fill: mask of shape %s does not broadcast to the tensor's shape %s",
-                   nnr_shape_str(y, sizeof y, mask->ndim, mask->sizes), nnr_shape_str(x, sizeof x, a->ndim, a->sizes));
-        return NULL;
-    }
     nnr_tensor *r = nnr_where_scalar(mask, NULL, value, a, 0);
     if (r && r->dtype != a->dtype) {                 /* keep a's dtype, as PyTorch does */
         nnr_tensor *c = nnr_to(r, a->dtype, a->device);
@@ -136,6 +128,16 @@ nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double 
 
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value)
 {
+    if (check_mask("masked_fill_", a, mask)) return nnr_last_status();
+    int n;
+    int64_t shape[NNR_MAX_DIMS];
+    if (nnr_broadcast_shapes("masked_fill_", a->ndim, a->sizes, mask->ndim, mask->sizes, &n, shape)) return nnr_last_status();
+    if (n != a->ndim || memcmp(shape, a->sizes, sizeof(int64_t) * (size_t)n)) {
+        char x[NNR_SHAPE_BUF], y[NNR_SHAPE_BUF];
+        return nnr_errorf(NNR_ERR_INVALID, "masked_fill_: mask of shape %s does not broadcast to the tensor's shape %s "
+                          "(in place, the tensor cannot grow; use masked_fill)",
+                          nnr_shape_str(y, sizeof y, mask->ndim, mask->sizes), nnr_shape_str(x, sizeof x, a->ndim, a->sizes));
+    }
     if (nnr_autograd_check_inplace("masked_fill_", a) || nnr_check_written("masked_fill_", "", a)) return nnr_last_status();
     if (mask->storage == a->storage) {          /* as PyTorch: no partial overlap of the mask and the target */
         nnr_tensor *m = nnr_written_operand("masked_fill", "_", a, mask);
