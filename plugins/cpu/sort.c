@@ -6,7 +6,9 @@
  *  - short rows: insertion sort;
  *  - longer rows: LSD radix sort, 8 bits a pass, skipping the passes whose digit is the same in every
  *    key (an f32 row needs at most 4 passes, small integers fewer);
- *  - topk: a quickselect of the k first (key, position) pairs, then those k sorted.
+ *  - topk: for k much smaller than the row, a bounded heap of the k best (most elements cost one
+ *    comparison); otherwise a quickselect of the k first (key, position) pairs; then those k sorted.
+ * Keys of at most 4 bytes travel packed with their position in one 64-bit word (key << 32 | pos).
  * Rows are spread over the pool. Values are copied from the input by position, so NaN payloads and
  * the sign of zero come out as they went in. */
 #include <stdatomic.h>
@@ -111,6 +113,95 @@ static void radix_sort(uint64_t **key, int64_t **pos, uint64_t **key2, int64_t *
     free(hist);
 }
 
+/* the same over packed items (key << 32 | position), keys of width bytes: half the memory traffic
+ * of separate arrays, and the position rides along for free */
+static void radix_sort_packed(uint64_t **items, uint64_t **tmp, int64_t n, int width)
+{
+    int64_t (*hist)[256] = calloc((size_t)width, sizeof *hist);
+    if (!hist) {              /* slow but right; only when malloc fails */
+        uint64_t *a = *items;
+        for (int64_t i = 1; i < n; i++) { uint64_t v = a[i]; int64_t j = i; for (; j > 0 && a[j - 1] > v; j--) a[j] = a[j - 1]; a[j] = v; }
+        return;
+    }
+    const uint64_t *a0 = *items;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t k = a0[i] >> 32;
+        for (int d = 0; d < width; d++) hist[d][(k >> (8 * d)) & 255]++;
+    }
+    for (int d = 0; d < width; d++) {
+        int64_t *h = hist[d], at = 0;
+        int constant = 0;
+        for (int b = 0; b < 256; b++) if (h[b] == n) { constant = 1; break; }
+        if (constant) continue;
+        for (int b = 0; b < 256; b++) { int64_t c = h[b]; h[b] = at; at += c; }
+        const uint64_t *src = *items;
+        uint64_t *dst = *tmp;
+        int shift = 32 + 8 * d;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t v = src[i];
+            dst[h[(v >> shift) & 255]++] = v;
+        }
+        *tmp = *items;
+        *items = dst;
+    }
+    free(hist);
+}
+
+static int u64_cmp(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* the k least of n packed keys (k < n), a bounded max-heap of them in heap[0..k) (sorted after):
+ * for k much smaller than n most items are turned away by one comparison with the heap's top */
+static void least_by_heap(const uint64_t *key, int64_t n, int64_t k, uint64_t *heap)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t v = key[i] << 32 | (uint64_t)i;
+        int64_t at;
+        if (i < k) {                                  /* push: sift up */
+            at = i;
+            while (at > 0 && heap[(at - 1) / 2] < v) { heap[at] = heap[(at - 1) / 2]; at = (at - 1) / 2; }
+            heap[at] = v;
+            continue;
+        }
+        if (v >= heap[0]) continue;
+        at = 0;                                       /* replace the top: sift down */
+        for (;;) {
+            int64_t c = 2 * at + 1;
+            if (c >= k) break;
+            if (c + 1 < k && heap[c + 1] > heap[c]) c++;
+            if (heap[c] <= v) break;
+            heap[at] = heap[c];
+            at = c;
+        }
+        heap[at] = v;
+    }
+    qsort(heap, (size_t)k, sizeof *heap, u64_cmp);
+}
+
+/* quickselect of the k least packed items to the front (all distinct) */
+static void select_least_packed(uint64_t *it, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo && k > lo && k <= hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        uint64_t a = it[lo], b = it[mid], c = it[hi], pv;
+        if (a < b) pv = b < c ? b : a < c ? c : a;
+        else pv = a < c ? a : b < c ? c : b;
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (it[i] < pv) i++;
+            while (pv < it[j]) j--;
+            if (i <= j) { uint64_t t = it[i]; it[i] = it[j]; it[j] = t; i++; j--; }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return;
+    }
+}
+
 static inline int item_less(sort_item a, sort_item b) { return a.key < b.key || (a.key == b.key && a.pos < b.pos); }
 
 static int item_cmp(const void *x, const void *y)
@@ -160,8 +251,9 @@ static inline char *row_base(const nnr_tensor_desc *d, int64_t r)
     return (char *)d->data + off * (int64_t)nnr_dtype_nbytes(d->dtype);
 }
 
-/* values (copied from the input by position) and 0-based positions of one output row */
-static void write_row(const sort_job *j, int64_t r, const int64_t *pos, const sort_item *items, int64_t m)
+/* values (copied from the input by position) and 0-based positions of one output row; the
+ * positions from pos, from packed items (the low 32 bits) or from items */
+static void write_row(const sort_job *j, int64_t r, const int64_t *pos, const uint64_t *packed, const sort_item *items, int64_t m)
 {
     int nd = j->in->ndim;
     int64_t es = (int64_t)nnr_dtype_nbytes(j->in->dtype);
@@ -170,7 +262,7 @@ static void write_row(const sort_job *j, int64_t r, const int64_t *pos, const so
     int64_t is = j->in->strides[nd - 1] * es, vs = j->val->strides[nd - 1] * es, xs = j->idx->strides[nd - 1];
     int64_t *xo = (int64_t *)xp;
     for (int64_t i = 0; i < m; i++) {
-        int64_t p = pos ? pos[i] : items[i].pos;
+        int64_t p = pos ? pos[i] : packed ? (int64_t)(packed[i] & 0xffffffffu) : items[i].pos;
         xo[i * xs] = p;
         switch (es) {
         case 8: *(uint64_t *)(vp + i * vs) = *(const uint64_t *)(ip + p * is); break;
@@ -181,22 +273,32 @@ static void write_row(const sort_job *j, int64_t r, const int64_t *pos, const so
     }
 }
 
+/* keys of at most 4 bytes and rows shorter than 2^32 go packed (key << 32 | position) */
+static int packs(int dt, int64_t n) { return key_width(dt) <= 4 && n < ((int64_t)1 << 32); }
+
 static void sort_range(void *arg, int64_t begin, int64_t end)
 {
     sort_job *j = arg;
     int nd = j->in->ndim, dt = j->in->dtype;
     int64_t n = j->in->sizes[nd - 1], is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(dt);
+    int packed = packs(dt, n) && n > INSERTION_MAX;
     uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n * 2);
-    int64_t *pos = malloc(sizeof(int64_t) * (size_t)n * 2);
-    if (!key || !pos) { free(key); free(pos); atomic_store(&j->failed, 1); return; }
+    int64_t *pos = packed ? NULL : malloc(sizeof(int64_t) * (size_t)n * 2);
+    if (!key || (!packed && !pos)) { free(key); free(pos); atomic_store(&j->failed, 1); return; }
     for (int64_t r = begin; r < end; r++) {
         uint64_t *k = key, *k2 = key + n;
-        int64_t *p = pos, *p2 = pos + n;
         row_keys(dt, row_base(j->in, r), is, n, j->descending, k);
+        if (packed) {
+            for (int64_t i = 0; i < n; i++) k[i] = k[i] << 32 | (uint64_t)i;
+            radix_sort_packed(&k, &k2, n, key_width(dt));
+            write_row(j, r, NULL, k, NULL, n);
+            continue;
+        }
+        int64_t *p = pos, *p2 = pos + n;
         for (int64_t i = 0; i < n; i++) p[i] = i;
         if (n <= INSERTION_MAX) insertion_sort(k, p, n);
         else radix_sort(&k, &p, &k2, &p2, n, key_width(dt));
-        write_row(j, r, p, NULL, n);
+        write_row(j, r, p, NULL, NULL, n);
     }
     free(key);
     free(pos);
@@ -206,18 +308,29 @@ static void topk_range(void *arg, int64_t begin, int64_t end)
 {
     sort_job *j = arg;
     int nd = j->in->ndim, dt = j->in->dtype;
-    int64_t n = j->in->sizes[nd - 1], is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(dt);
+    int64_t n = j->in->sizes[nd - 1], k = j->k, is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(dt);
+    int packed = packs(dt, n);
     uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n);
-    sort_item *items = malloc(sizeof(sort_item) * (size_t)n);
-    if (!key || !items) { free(key); free(items); atomic_store(&j->failed, 1); return; }
+    uint64_t *heap = packed ? malloc(sizeof(uint64_t) * (size_t)n) : NULL;
+    sort_item *items = packed ? NULL : malloc(sizeof(sort_item) * (size_t)n);
+    if (!key || (packed ? !heap : !items)) { free(key); free(heap); free(items); atomic_store(&j->failed, 1); return; }
     for (int64_t r = begin; r < end; r++) {
         row_keys(dt, row_base(j->in, r), is, n, j->descending, key);   /* largest: inverted, least first */
-        for (int64_t i = 0; i < n; i++) { items[i].key = key[i]; items[i].pos = i; }
-        if (j->k < n) select_least(items, n, j->k);
-        qsort(items, (size_t)j->k, sizeof *items, item_cmp);
-        write_row(j, r, NULL, items, j->k);
+        if (packed && k * 16 <= n) {
+            least_by_heap(key, n, k, heap);
+        } else if (packed) {
+            for (int64_t i = 0; i < n; i++) heap[i] = key[i] << 32 | (uint64_t)i;
+            if (k < n) select_least_packed(heap, n, k);
+            qsort(heap, (size_t)k, sizeof *heap, u64_cmp);
+        } else {
+            for (int64_t i = 0; i < n; i++) { items[i].key = key[i]; items[i].pos = i; }
+            if (k < n) select_least(items, n, k);
+            qsort(items, (size_t)k, sizeof *items, item_cmp);
+        }
+        write_row(j, r, NULL, packed ? heap : NULL, items, k);
     }
     free(key);
+    free(heap);
     free(items);
 }
 

@@ -173,6 +173,14 @@ describe("topk", function()
     H.assert_close(i, { 4, 2, 3 }, 0)
     v, i = nnr.tensor({ 2, 1, 1, 1, 5 }):topk(2, 1, false)
     H.assert_close(i, { 2, 3 }, 0)
+    for _, dt in ipairs { "f32", "i32", "f64", "i64" } do      -- long rows (the heap), packed and wide keys
+      local t = nnr.randint(0, 4, { 2, 1000 }):to(dt)
+      for _, largest in ipairs { true, false } do
+        local tv, ti = t:topk(20, 2, largest)
+        local sv, si = t:sort(2, largest)
+        H.assert_close(ti, si:narrow(2, 1, 20):totable(), 0)
+      end
+    end
   end)
 
   it("a long row, against a full sort", function()
