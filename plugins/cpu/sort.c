@@ -30,22 +30,24 @@ static int key_width(int dt)
     }
 }
 
+/* branch-free, so that a row's keys vectorize: zeros made +0.0, every NaN the one quiet NaN, then
+ * the sign bit flipped for positives and every bit for negatives */
 static inline uint64_t key_of_f32(float v)
 {
-    if (v != v) return 0xffffffffu;                  /* every NaN: above +inf */
-    if (v == 0) v = 0.0f;                            /* -0.0 equals 0.0 */
     uint32_t b;
     memcpy(&b, &v, 4);
-    return (b >> 31) ? (uint32_t)~b : (b | 0x80000000u);
+    b = v == 0 ? 0u : b;
+    b = v != v ? 0x7fc00000u : b;                    /* every NaN: above +inf */
+    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
 }
 
 static inline uint64_t key_of_f64(double v)
 {
-    if (v != v) return UINT64_MAX;
-    if (v == 0) v = 0.0;
     uint64_t b;
     memcpy(&b, &v, 8);
-    return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
+    b = v == 0 ? 0u : b;
+    b = v != v ? 0x7ff8000000000000ull : b;
+    return b ^ ((uint64_t)((int64_t)b >> 63) | 0x8000000000000000ull);
 }
 
 /* the n keys of a strided row; descending inverts them within the key's width */
@@ -153,21 +155,33 @@ static int u64_cmp(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* the k least of n packed keys (k < n), a bounded max-heap of them in heap[0..k) (sorted after):
- * for k much smaller than n most items are turned away by one comparison with the heap's top */
-static void least_by_heap(const uint64_t *key, int64_t n, int64_t k, uint64_t *heap)
+/* a bounded max-heap of the k least packed items seen so far (key << 32 | position): for k much
+ * smaller than the row most items are turned away by one comparison with the heap's top */
+typedef struct least_heap { uint64_t *h; int64_t k, size; } least_heap;
+
+static void heap_feed(least_heap *hp, const uint64_t *key, int64_t m, int64_t base)
 {
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t v = key[i] << 32 | (uint64_t)i;
-        int64_t at;
-        if (i < k) {                                  /* push: sift up */
-            at = i;
-            while (at > 0 && heap[(at - 1) / 2] < v) { heap[at] = heap[(at - 1) / 2]; at = (at - 1) / 2; }
-            heap[at] = v;
-            continue;
+    uint64_t *heap = hp->h;
+    int64_t k = hp->k;
+    int64_t i = 0;
+    for (; i < m && hp->size < k; i++) {              /* push: sift up */
+        uint64_t v = key[i] << 32 | (uint64_t)(base + i);
+        int64_t at = hp->size++;
+        while (at > 0 && heap[(at - 1) / 2] < v) { heap[at] = heap[(at - 1) / 2]; at = (at - 1) / 2; }
+        heap[at] = v;
+    }
+    for (; i < m; i++) {
+        if ((i & 63) == 0 && i + 64 <= m) {
+            /* positions only grow, so an item beats the top only with a smaller key: a block of 64
+             * with none (the usual case once the heap has filled) is passed over, vectorized */
+            uint64_t kt = heap[0] >> 32;
+            int hit = 0;
+            for (int64_t t = i; t < i + 64; t++) hit |= key[t] < kt;
+            if (!hit) { i += 63; continue; }
         }
+        uint64_t v = key[i] << 32 | (uint64_t)(base + i);
         if (v >= heap[0]) continue;
-        at = 0;                                       /* replace the top: sift down */
+        int64_t at = 0;                               /* replace the top: sift down */
         for (;;) {
             int64_t c = 2 * at + 1;
             if (c >= k) break;
@@ -178,7 +192,21 @@ static void least_by_heap(const uint64_t *key, int64_t n, int64_t k, uint64_t *h
         }
         heap[at] = v;
     }
-    qsort(heap, (size_t)k, sizeof *heap, u64_cmp);
+}
+
+enum { KEY_CHUNK = 2048 };
+
+/* the k least of elements [lo, hi) of a strided row into heap[0..k) (unsorted), keys made a chunk at
+ * a time so that they stay in cache */
+static void least_of_span(int dt, const char *row, int64_t stride, int64_t lo, int64_t hi, int descending, int64_t k, uint64_t *heap)
+{
+    uint64_t key[KEY_CHUNK];
+    least_heap hp = {heap, k, 0};
+    for (int64_t at = lo; at < hi; at += KEY_CHUNK) {
+        int64_t m = hi - at < KEY_CHUNK ? hi - at : KEY_CHUNK;
+        row_keys(dt, row + at * stride, stride, m, descending, key);
+        heap_feed(&hp, key, m, at);
+    }
 }
 
 /* quickselect of the k least packed items to the front (all distinct) */
@@ -315,9 +343,10 @@ static void topk_range(void *arg, int64_t begin, int64_t end)
     sort_item *items = packed ? NULL : malloc(sizeof(sort_item) * (size_t)n);
     if (!key || (packed ? !heap : !items)) { free(key); free(heap); free(items); atomic_store(&j->failed, 1); return; }
     for (int64_t r = begin; r < end; r++) {
-        row_keys(dt, row_base(j->in, r), is, n, j->descending, key);   /* largest: inverted, least first */
+        if (!(packed && k * 16 <= n)) row_keys(dt, row_base(j->in, r), is, n, j->descending, key);   /* largest: inverted, least first */
         if (packed && k * 16 <= n) {
-            least_by_heap(key, n, k, heap);
+            least_of_span(dt, row_base(j->in, r), is, 0, n, j->descending, k, heap);
+            qsort(heap, (size_t)k, sizeof *heap, u64_cmp);
         } else if (packed) {
             for (int64_t i = 0; i < n; i++) heap[i] = key[i] << 32 | (uint64_t)i;
             if (k < n) select_least_packed(heap, n, k);
@@ -332,6 +361,36 @@ static void topk_range(void *arg, int64_t begin, int64_t end)
     free(key);
     free(heap);
     free(items);
+}
+
+/* one long row, small k: each thread the k best of its piece, then the best k of those */
+typedef struct span_job { const sort_job *j; int64_t n, pieces; uint64_t *cand; } span_job;
+
+static void span_range(void *arg, int64_t begin, int64_t end)
+{
+    const span_job *s = arg;
+    const sort_job *j = s->j;
+    int nd = j->in->ndim;
+    int64_t is = j->in->strides[nd - 1] * (int64_t)nnr_dtype_nbytes(j->in->dtype);
+    for (int64_t p = begin; p < end; p++)
+        least_of_span(j->in->dtype, row_base(j->in, 0), is, s->n * p / s->pieces, s->n * (p + 1) / s->pieces, j->descending, j->k,
+                      s->cand + p * j->k);
+}
+
+static int topk_one_row(sort_job *j, int64_t n)
+{
+    int64_t pieces = cpu_pool_threads();
+    if (pieces > 64) pieces = 64;
+    uint64_t *cand = malloc(sizeof(uint64_t) * (size_t)(pieces * j->k));
+    if (!cand) return cpu_error(NNR_ERR_OOM, "topk: out of memory");
+    span_job s = {j, n, pieces, cand};
+    int st = cpu_parallel_for(pieces, 1, span_range, &s);
+    if (st == NNR_OK) {
+        qsort(cand, (size_t)(pieces * j->k), sizeof *cand, u64_cmp);   /* positions differ: a total order */
+        write_row(j, 0, NULL, cand, NULL, j->k);
+    }
+    free(cand);
+    return st;
 }
 
 int cpu_sort(const nnr_op_call *call)
@@ -351,6 +410,8 @@ int cpu_sort(const nnr_op_call *call)
     }
     if (n == 0 || rows == 0) return NNR_OK;
     atomic_init(&j.failed, 0);
+    if (j.topk && rows == 1 && packs(in->dtype, n) && j.k * 16 <= n && n >= (1 << 16) && cpu_pool_threads() > 1 && j.k * 64 <= n)
+        return topk_one_row(&j, n);
     int64_t grain = (1 << 14) / n;
     int st = cpu_parallel_for(rows, grain > 0 ? grain : 1, j.topk ? topk_range : sort_range, &j);
     if (st == NNR_OK && atomic_load(&j.failed)) return cpu_error(NNR_ERR_OOM, "%s: out of memory for a row of %lld elements", j.topk ? "topk" : "sort", (long long)n);
