@@ -710,14 +710,27 @@ function methods.topk(t, k, dim, largest, sorted)
   return with_indices(C.nnr_topk(tp("topk", t, "self"), k, sort_dim("topk", t, dim), largest and 1 or 0, ixbuf))
 end
 
--- cumsum(dim), cumprod(dim): integers and bool give i64, as PyTorch
-local function scan_dim(op, t, dim)
+-- cumsum(dim[, {dtype =}]), cumprod(dim[, {dtype =}]): integers and bool give i64, as PyTorch;
+-- dtype casts the input first (as PyTorch's dtype argument)
+local scan_options = { dtype = true }
+local function scan_args(op, t, dim, opts)
+  tp(op, t, "self")
   if dim == nil then error(op .. ": dim is required (cumulative ops take the dimension to run along)", 0) end
   int_arg(op, "dim", dim)
-  return sort_dim(op, t, dim)
+  local d = sort_dim(op, t, dim)
+  if opts ~= nil and V.options(op, opts, scan_options).dtype ~= nil then
+    t = call(C.nnr_to, t.p, dtype_id(opts.dtype, op), C.nnr_tensor_device(t.p))
+  end
+  return t, d
 end
-function methods.cumsum(t, dim) return call(C.nnr_cumsum, tp("cumsum", t, "self"), scan_dim("cumsum", t, dim)) end
-function methods.cumprod(t, dim) return call(C.nnr_cumprod, tp("cumprod", t, "self"), scan_dim("cumprod", t, dim)) end
+function methods.cumsum(t, dim, opts)
+  local x, d = scan_args("cumsum", t, dim, opts)
+  return call(C.nnr_cumsum, x.p, d)
+end
+function methods.cumprod(t, dim, opts)
+  local x, d = scan_args("cumprod", t, dim, opts)
+  return call(C.nnr_cumprod, x.p, d)
+end
 
 -- floor, ceil, round, trunc (and their in-place forms): the dtype kept, integers unchanged, gradient 0
 for _, name in ipairs { "floor", "ceil", "round", "trunc" } do

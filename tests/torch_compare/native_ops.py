@@ -59,7 +59,8 @@ s.case("topk of a long row", [long_row], lua="return x1:topk(20)", py="v, i = to
 z = s.tensor([2, 6], dtype="f64", values=[2, 0, 3, 4, 0.5, 1.5, 0, 1.5, 2, 0, -1, 3])
 s.case("cumprod with zeros, gradient", [z], lua="return x1:cumprod(2)", py="return x1.cumprod(1)", grad=True)
 s.case("cumsum of integers and bool is i64", [s.tensor([5], dtype="i32", low=-9, high=9), s.tensor([6], dtype="bool")],
-       lua="return x1:cumsum(1), x2:cumsum(1), x1:cumprod(1)", py="return x1.cumsum(0), x2.cumsum(0), x1.cumprod(0)")
+       lua="return x1:cumsum(1), x2:cumsum(1), x1:cumprod(1), x1:cumsum(1, {dtype = 'f64'})",
+       py="return x1.cumsum(0), x2.cumsum(0), x1.cumprod(0), x1.cumsum(0, dtype=torch.float64)")
 
 # rounding: half to even, decimals; tests of specials
 halves = s.tensor([8], dtype="f64", values=[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.4999, -7.5])
