@@ -28,6 +28,7 @@ static int binary_needs(int op)
     case NNR_OP_MUL: case NNR_OP_MAXIMUM: case NNR_OP_MINIMUM: return 3;
     case NNR_OP_DIV: return 2 | 4;
     case NNR_OP_POW: return 7;
+    case NNR_OP_RELU_GRAD: return 2;
     }
     return 0;
 }
@@ -44,6 +45,8 @@ static int binary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
         if (need_a) { nnr_tensor_retain((nnr_tensor *)g); ga = (nnr_tensor *)g; }
         if (need_b) { nnr_tensor_retain((nnr_tensor *)g); gb = (nnr_tensor *)g; }
         break;
+    case NNR_OP_RELU_GRAD:    /* linear in the gradient it masks; 0 almost everywhere in the mask's source */
+        need_b = 0; if (need_a) OK_OR_FAIL(ga = nnr_binary(NNR_OP_RELU_GRAD, g, b)); break;
     case NNR_OP_SUB:
         if (need_a) { nnr_tensor_retain((nnr_tensor *)g); ga = (nnr_tensor *)g; }
         if (need_b) OK_OR_FAIL(gb = nnr_unary(NNR_OP_NEG, g));
@@ -119,6 +122,7 @@ static const char *binary_name(int op)
     case NNR_OP_ADD: return "AddBackward"; case NNR_OP_SUB: return "SubBackward"; case NNR_OP_MUL: return "MulBackward";
     case NNR_OP_DIV: return "DivBackward"; case NNR_OP_POW: return "PowBackward";
     case NNR_OP_MAXIMUM: return "MaximumBackward"; case NNR_OP_MINIMUM: return "MinimumBackward";
+    case NNR_OP_RELU_GRAD: return "ReluGradBackward";
     }
     return NULL;
 }
@@ -130,6 +134,7 @@ static int record_binary(int op, const nnr_tensor *a, const nnr_tensor *b, nnr_t
     const nnr_tensor *in[2] = {a, b};
     nnr_node *node = nnr_node_new(name, binary_backward, 2, in);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = op;
     int needs = binary_needs(op), st = NNR_OK;
     const nnr_tensor *what[3] = {a, b, out};
@@ -209,6 +214,7 @@ static int record_binary_scalar(int op, const nnr_tensor *x, double s, int scala
     if (!name) return NNR_OK;
     nnr_node *node = nnr_node_new(name, scalar_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = op;
     node->i[1] = scalar_first;
     node->f[0] = s;

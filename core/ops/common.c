@@ -26,6 +26,14 @@ int nnr_broadcast_shapes(const char *op, int na, const int64_t *a, int nb, const
     return NNR_OK;
 }
 
+static nnr_tensor *graph_add(const nnr_tensor *a, const nnr_tensor *b) { return nnr_binary(NNR_OP_ADD, a, b); }
+
+/* the recorded ops a backward pass that creates a graph needs (the engine cannot call ops itself) */
+__attribute__((constructor)) static void give_engine_graph_ops(void)
+{
+    nnr_autograd_graph_ops = (nnr_graph_ops){.add = graph_add, .to = nnr_to, .clone = nnr_clone};
+}
+
 int nnr_same_device(const char *op, const nnr_tensor *a, const nnr_tensor *b)
 {
     if (a->device == b->device) return NNR_OK;

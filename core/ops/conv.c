@@ -141,26 +141,106 @@ static int conv_grads(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor
     return st;
 }
 
+/* ---------------- the backward as recorded ops (create_graph) ----------------
+ * When a backward pass creates a graph, the gradients are computed by ops that record themselves:
+ * grad_x by the transposed convolution, grad_w by the weight-gradient op below (bilinear in x and
+ * grad_y, so its own derivatives are a transposed convolution and a convolution), the relu's mask
+ * by RELU_GRAD. */
+
+/* the output_padding that makes a transposed convolution of gy give size `want` along dim d (2, 3) */
+static int out_pad_for(const nnr_tensor *gy, int64_t k, const int64_t *geom, int d, int64_t want)
+{
+    int64_t s = geom[d - 2], pad = geom[d], dil = geom[d + 2];
+    return (int)(want - ((gy->sizes[d] - 1) * s - 2 * pad + dil * (k - 1) + 1));
+}
+
+static nnr_tensor *conv_weight_grad(const nnr_tensor *x, const nnr_tensor *gy, const int64_t *geom, int ndim, const int64_t *wsizes);
+
+static int conv_weight_grad_backward(nnr_node *node, const nnr_tensor *gg, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *gy = nnr_node_saved(node, 1);
+    if (!x || !gy) return nnr_last_status();
+    const int64_t *g = node->i;
+    if (node->in[0].node &&       /* d/dx: the transposed convolution of grad_y by gg, at x's size */
+        !(grads[0] = nnr_conv_transpose2d(gy, gg, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], out_pad_for(gy, gg->sizes[2], g, 2, x->sizes[2]),
+                                          out_pad_for(gy, gg->sizes[3], g, 3, x->sizes[3]), (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    if (node->in[1].node &&       /* d/dgrad_y: the convolution of x by gg */
+        !(grads[1] = nnr_conv2d(x, gg, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    return NNR_OK;
+}
+
+/* grad_w = conv2d_grad_weight(x, grad_y) [wsizes], recorded when an operand requires grad */
+static nnr_tensor *conv_weight_grad(const nnr_tensor *x, const nnr_tensor *gy, const int64_t *geom, int ndim, const int64_t *wsizes)
+{
+    const nnr_tensor *in[2] = {x, gy};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, in, nnr_promote_types(x->dtype, gy->dtype), c)) return NULL;
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof(int64_t) * 7);
+    nnr_tensor *gw = nnr_tensor_alloc(c[0]->dtype, ndim, wsizes, x->device);
+    if (gw && nnr_run_tensors("conv2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, c, 1, &gw, &p)) { nnr_tensor_release(gw); gw = NULL; }
+    nnr_release_all(2, c);
+    if (gw && nnr_should_record(2, in)) {
+        nnr_node *node = nnr_node_new("ConvolutionWeightGradBackward", conv_weight_grad_backward, 2, in);
+        int st = node ? NNR_OK : nnr_last_status();
+        if (node) {
+            memcpy(node->i, geom, sizeof(int64_t) * 7);
+            node->double_diff = 1;
+            st = nnr_save(node, x, 0);
+            if (!st) st = nnr_save(node, gy, 0);
+        }
+        NNR_RECORD(gw, nnr_node_finish(gw, node, st));
+    }
+    return gw;
+}
+
+static int conv_grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *y, const nnr_tensor *gy,
+                               nnr_tensor **grads)
+{
+    const int64_t *g = node->i;
+    nnr_tensor *gm = y ? nnr_binary(NNR_OP_RELU_GRAD, gy, y) : nnr_contiguous(gy);
+    if (!gm) return nnr_last_status();
+    int st = NNR_OK;
+    if (node->in[0].node &&
+        !(grads[0] = nnr_conv_transpose2d(gm, w, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], out_pad_for(gm, w->sizes[2], g, 2, x->sizes[2]),
+                                          out_pad_for(gm, w->sizes[3], g, 3, x->sizes[3]), (int)g[4], (int)g[5], (int)g[6])))
+        st = nnr_last_status();
+    if (st == NNR_OK && node->in[1].node && !(grads[1] = conv_weight_grad(x, gm, g, w->ndim, w->sizes))) st = nnr_last_status();
+    if (st == NNR_OK && node->n_inputs > 2 && node->in[2].node) st = bias_grad(gm, &grads[2]);
+    nnr_tensor_release(gm);
+    return st;
+}
+
 static int conv_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     const nnr_tensor *x = nnr_node_saved(node, 0), *w = nnr_node_saved(node, 1);
     const nnr_tensor *y = node->n_saved > 2 ? nnr_node_saved(node, 2) : NULL;
     if (!x || !w || (node->n_saved > 2 && !y)) return nnr_last_status();
+    if (nnr_creating_graph()) return conv_grads_recorded(node, x, w, y, g, grads);
+    const nnr_tensor *in[2] = {x, w};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, in, nnr_promote_types(x->dtype, w->dtype), c)) return nnr_last_status();
     int has_bias = node->n_inputs > 2 && node->in[2].node;
-    return conv_grads(x, w, g, node->i, y, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
-                      has_bias ? &grads[2] : NULL);
+    int st = conv_grads(c[0], c[1], g, node->i, y, node->in[0].node ? &grads[0] : NULL, node->in[1].node ? &grads[1] : NULL,
+                        has_bias ? &grads[2] : NULL);
+    nnr_release_all(2, c);
+    return st;
 }
 
-/* inputs: x, weight, bias (NULL when absent) as the user gave them (the graph's edges); xc, wc: the
- * contiguous copies the kernel used (saved); a fused relu also saves the output, its mask */
-static int record_conv2d(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *wc, const int64_t *geom, int relu,
-                         nnr_tensor *out)
+/* inputs: x, weight, bias (NULL when absent) as the user gave them: the graph's edges, and saved
+ * as given (a backward that creates a graph needs their history; the contiguous operands the
+ * kernels read are made again from them, which is free when they are contiguous already); a fused
+ * relu also saves the output, its mask */
+static int record_conv2d(const nnr_tensor *const *inputs, const int64_t *geom, int relu, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new(relu ? "ConvolutionReluBackward" : "ConvolutionBackward", conv_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
     memcpy(node->i, geom, sizeof(int64_t) * 7);
-    int st = nnr_save(node, xc, 0);
-    if (!st) st = nnr_save(node, wc, 0);
+    node->double_diff = 1;
+    int st = nnr_save(node, inputs[0], 0);
+    if (!st) st = nnr_save(node, inputs[1], 0);
     if (!st && relu) st = nnr_save(node, out, 1);
     return nnr_node_finish(out, node, st);
 }
@@ -220,7 +300,7 @@ static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr
     nnr_tensor *c[3];
     if (nnr_prepare_operands(3, in, nnr_promote_types(x->dtype, w->dtype), c)) return NULL;
     nnr_tensor *y = conv_forward(c, geom, relu);
-    if (y && nnr_should_record(3, in) && record_conv2d(in, c[0], c[1], geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && nnr_should_record(3, in) && record_conv2d(in, geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
     nnr_release_all(3, c);
     return y;
 }
@@ -238,4 +318,136 @@ nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *w, const nnr_
 {
     int64_t geom[7] = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
     return conv_impl(x, w, bias, geom, 1);
+}
+
+/* ---------------- transposed convolution ----------------
+ * The input-gradient of a convolution run forwards: y = conv2d_grad_input(x, w), the output size
+ * chosen by stride, padding, dilation and output_padding. Its gradients are the convolution's other
+ * two directions: grad_x = conv2d(grad_y, w), grad_w = conv2d_grad_weight(grad_y, x).
+ *
+ *   x [N, C, H, W], weight [C, O/groups, KH, KW], bias [O] -> y [N, O, HO, WO],
+ *   HO = (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1
+ *   geom: stride h, w; padding h, w; dilation h, w; groups (as the convolution's) */
+
+static int check_conv_transpose(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, const int64_t *g, const int64_t *out_pad)
+{
+    char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
+    if (x->ndim != 4 || w->ndim != 4)
+        return nnr_errorf(NNR_ERR_INVALID,
+                          "conv_transpose2d: expected a 4-d input [N, C, H, W] and a 4-d weight [C, O/groups, KH, KW], got %s and %s",
+                          nnr_shape_str(a, sizeof a, x->ndim, x->sizes), nnr_shape_str(b, sizeof b, w->ndim, w->sizes));
+    if (g[0] < 1 || g[1] < 1 || g[4] < 1 || g[5] < 1 || g[2] < 0 || g[3] < 0 || g[6] < 1 || out_pad[0] < 0 || out_pad[1] < 0)
+        return nnr_errorf(NNR_ERR_INVALID, "conv_transpose2d: stride and dilation must be >= 1, padding and output_padding >= 0, groups >= 1");
+    for (int d = 0; d < 2; d++)
+        if (out_pad[d] >= g[d] && out_pad[d] >= g[4 + d])
+            return nnr_errorf(NNR_ERR_INVALID, "conv_transpose2d: output_padding (%lld) must be smaller than either stride (%lld) or dilation (%lld)",
+                              (long long)out_pad[d], (long long)g[d], (long long)g[4 + d]);
+    int64_t C = x->sizes[1], groups = g[6];
+    if (w->sizes[0] != C || C % groups)
+        return nnr_errorf(NNR_ERR_INVALID, "conv_transpose2d: input of shape %s has %lld channels, weight of shape %s expects %lld (groups %lld)",
+                          nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)C, nnr_shape_str(b, sizeof b, w->ndim, w->sizes),
+                          (long long)w->sizes[0], (long long)groups);
+    int64_t O = w->sizes[1] * groups;
+    if (bias && (bias->ndim != 1 || bias->sizes[0] != O))
+        return nnr_errorf(NNR_ERR_INVALID, "conv_transpose2d: bias of shape %s, expected [%lld]", nnr_shape_str(a, sizeof a, bias->ndim, bias->sizes),
+                          (long long)O);
+    if (x->device != w->device || (bias && bias->device != x->device))
+        return nnr_errorf(NNR_ERR_DEVICE, "conv_transpose2d: input, weight and bias must be on one device");
+    int dt = nnr_promote_types(x->dtype, w->dtype);
+    if (dt != NNR_F32 && dt != NNR_F64)
+        return nnr_errorf(NNR_ERR_UNSUPPORTED, "conv_transpose2d: dtype %s is not supported (expected f32 or f64)", nnr_dtype_name(dt));
+    return NNR_OK;
+}
+
+/* recorded, when the pass creates a graph: grad_x = conv2d(grad_y, w), grad_w by the recorded
+ * weight-gradient op with grad_y as its input and x as its output's gradient */
+static int conv_transpose_grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *gy, nnr_tensor **grads)
+{
+    const int64_t *g = node->i;
+    if (node->in[0].node &&
+        !(grads[0] = nnr_conv2d(gy, w, NULL, (int)g[0], (int)g[1], (int)g[2], (int)g[3], (int)g[4], (int)g[5], (int)g[6])))
+        return nnr_last_status();
+    if (node->in[1].node && !(grads[1] = conv_weight_grad(gy, x, g, w->ndim, w->sizes))) return nnr_last_status();
+    if (node->n_inputs > 2 && node->in[2].node) return bias_grad(gy, &grads[2]);
+    return NNR_OK;
+}
+
+static int conv_transpose_backward(nnr_node *node, const nnr_tensor *gy, nnr_tensor **grads)
+{
+    const nnr_tensor *xs = nnr_node_saved(node, 0), *ws = nnr_node_saved(node, 1);
+    if (!xs || !ws) return nnr_last_status();
+    if (nnr_creating_graph()) return conv_transpose_grads_recorded(node, xs, ws, gy, grads);
+    const nnr_tensor *ops[2] = {xs, ws};
+    nnr_tensor *c[2];
+    if (nnr_prepare_operands(2, ops, nnr_promote_types(xs->dtype, ws->dtype), c)) return nnr_last_status();
+    const nnr_tensor *x = c[0], *w = c[1];
+    nnr_tensor *g = nnr_contiguous(gy);
+    if (!g) { nnr_release_all(2, c); return nnr_last_status(); }
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, node->i, sizeof(int64_t) * 7);
+    int st = NNR_OK;
+    if (node->in[0].node) {        /* grad_x [N, C, H, W] = conv2d(grad_y, w), its size given by x's */
+        grads[0] = nnr_tensor_alloc(x->dtype, 4, x->sizes, x->device);
+        nnr_tensor *in[2] = {g, (nnr_tensor *)w};
+        if (!grads[0] || nnr_run_tensors("conv_transpose2d backward", NNR_OP_CONV2D, x->device, 2, in, 1, &grads[0], &p)) st = nnr_last_status();
+    }
+    if (st == NNR_OK && node->in[1].node) {      /* grad_w = conv2d_grad_weight with grad_y as the input and x as the output's gradient */
+        grads[1] = nnr_tensor_alloc(w->dtype, 4, w->sizes, w->device);
+        nnr_tensor *in[2] = {g, (nnr_tensor *)x};
+        if (!grads[1] || nnr_run_tensors("conv_transpose2d backward", NNR_OP_CONV2D_GRAD_WEIGHT, x->device, 2, in, 1, &grads[1], &p))
+            st = nnr_last_status();
+    }
+    if (st == NNR_OK && node->n_inputs > 2 && node->in[2].node) st = bias_grad(g, &grads[2]);
+    nnr_tensor_release(g);
+    nnr_release_all(2, c);
+    return st;
+}
+
+/* inputs: x, weight, bias (NULL when absent) as given, saved as given (as the convolution's) */
+static int record_conv_transpose2d(const nnr_tensor *const *inputs, const int64_t *geom, nnr_tensor *out)
+{
+    nnr_node *node = nnr_node_new("ConvolutionTransposeBackward", conv_transpose_backward, inputs[2] ? 3 : 2, inputs);
+    if (!node) return nnr_last_status();
+    memcpy(node->i, geom, sizeof(int64_t) * 7);
+    node->double_diff = 1;
+    int st = nnr_save(node, inputs[0], 0);
+    if (!st) st = nnr_save(node, inputs[1], 0);
+    return nnr_node_finish(out, node, st);
+}
+
+nnr_tensor *nnr_conv_transpose2d(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int stride_h, int stride_w, int pad_h,
+                                 int pad_w, int out_pad_h, int out_pad_w, int dil_h, int dil_w, int groups)
+{
+    int64_t geom[7] = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups}, out_pad[2] = {out_pad_h, out_pad_w};
+    if (check_conv_transpose(x, w, bias, geom, out_pad)) return NULL;
+    int64_t HO = (x->sizes[2] - 1) * stride_h - 2 * (int64_t)pad_h + (int64_t)dil_h * (w->sizes[2] - 1) + out_pad_h + 1;
+    int64_t WO = (x->sizes[3] - 1) * stride_w - 2 * (int64_t)pad_w + (int64_t)dil_w * (w->sizes[3] - 1) + out_pad_w + 1;
+    if (HO < 1 || WO < 1) {
+        char a[NNR_SHAPE_BUF];
+        nnr_errorf(NNR_ERR_INVALID, "conv_transpose2d: input of shape %s with a %lldx%lld kernel and padding %dx%d gives an empty output (%lldx%lld)",
+                   nnr_shape_str(a, sizeof a, x->ndim, x->sizes), (long long)w->sizes[2], (long long)w->sizes[3], pad_h, pad_w,
+                   (long long)HO, (long long)WO);
+        return NULL;
+    }
+    const nnr_tensor *in[3] = {x, w, bias};
+    nnr_tensor *c[3];
+    if (nnr_prepare_operands(3, in, nnr_promote_types(x->dtype, w->dtype), c)) return NULL;
+    int64_t sizes[4] = {x->sizes[0], w->sizes[1] * groups, HO, WO};
+    nnr_tensor *y = nnr_tensor_alloc(c[0]->dtype, 4, sizes, x->device);
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, geom, sizeof geom);
+    if (y && nnr_run_tensors("conv_transpose2d", NNR_OP_CONV2D_GRAD_INPUT, x->device, 2, c, 1, &y, &p)) { nnr_tensor_release(y); y = NULL; }
+    if (y && c[2]) {               /* + bias [O] as [O, 1, 1], not recorded: the node below takes its gradient */
+        int64_t bs[3] = {sizes[1], 1, 1}, bst[3] = {1, 0, 0};
+        nnr_tensor *bv = nnr_tensor_new_view(c[2], 3, bs, bst, c[2]->offset);
+        int prev = nnr_set_grad_enabled(0);
+        nnr_tensor *yb = bv ? nnr_binary(NNR_OP_ADD, y, bv) : NULL;
+        nnr_set_grad_enabled(prev);
+        nnr_tensor_release(bv);
+        nnr_tensor_release(y);
+        y = yb;
+    }
+    if (y && nnr_should_record(3, in) && record_conv_transpose2d(in, geom, y)) { nnr_tensor_release(y); y = NULL; }
+    nnr_release_all(3, c);
+    return y;
 }

@@ -15,7 +15,7 @@ static int identity_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **g
 static int record_identity(const nnr_tensor *x, nnr_tensor *out, int cast)
 {
     nnr_node *node = nnr_node_new(cast ? "ToCopyBackward" : "CloneBackward", identity_backward, 1, &x);
-    if (node) node->i[0] = cast;
+    if (node) node->i[0] = cast, node->double_diff = 1;
     return nnr_node_finish(out, node, NNR_OK);
 }
 
@@ -60,6 +60,7 @@ static int overwrite_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **
 int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *src)
 {
     nnr_node *node = nnr_node_new(name, overwrite_backward, src ? 1 : 0, &src);
+    if (node) node->double_diff = 1;
     return nnr_node_finish(dst, node, NNR_OK);
 }
 

@@ -25,6 +25,7 @@ static int record_cat(int n, nnr_tensor *const *ts, int dim, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new("CatBackward", cat_backward, n, (const nnr_tensor *const *)ts);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = dim;
     return nnr_node_finish(out, node, NNR_OK);
 }
@@ -59,6 +60,7 @@ static int record_index(int kind, const nnr_tensor *a, int dim, const nnr_tensor
     const nnr_tensor *in[3] = {a, index, src};
     nnr_node *node = nnr_node_new(names[kind], index_backward, src ? 3 : 2, in);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = kind;
     node->i[1] = dim;
     int st = nnr_save(node, index, 0);

@@ -6,7 +6,7 @@
 /* t as a matrix operand: 1-d vectors become [1, K] (row) or [K, 1] (column) */
 static nnr_tensor *as_matrix(const nnr_tensor *t, int row)
 {
-    if (t->ndim != 1) return nnr_tensor_new_view(t, t->ndim, t->sizes, t->strides, t->offset);
+    if (t->ndim != 1) { nnr_tensor_retain((nnr_tensor *)t); return (nnr_tensor *)t; }   /* itself: its history stays */
     int64_t s[2] = {row ? 1 : t->sizes[0], row ? t->sizes[0] : 1};
     return nnr_reshape(t, 2, s);
 }
@@ -31,7 +31,8 @@ static int matmul_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **gra
     int st = NNR_OK;
     if (!A || !B) { st = nnr_last_status(); goto done; }
     /* g is the gradient of the product before matmul dropped the dims of 1-d operands: [batch..., M, N] */
-    if (!(G = nnr_tensor_new_view(g, g->ndim, g->sizes, g->strides, g->offset))) { st = nnr_last_status(); goto done; }
+    nnr_tensor_retain((nnr_tensor *)g);
+    G = (nnr_tensor *)g;
     if (node->in[0].node) {                    /* dA = G @ B^T, summed to A's shape */
         nnr_tensor *bt = nnr_transpose(B, -1, -2);
         nnr_tensor *ga = bt ? nnr_matmul(G, bt) : NULL;
@@ -54,6 +55,7 @@ static int record_matmul(const nnr_tensor *a, const nnr_tensor *b, nnr_tensor *o
     const nnr_tensor *in[2] = {a, b};
     nnr_node *node = nnr_node_new("MatmulBackward", matmul_backward, 2, in);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     int st = nnr_save(node, a, 0);
     if (!st) st = nnr_save(node, b, 0);
     if (st) { nnr_node_release(node); return st; }
@@ -213,6 +215,7 @@ static int record_linear_relu(const nnr_tensor *const *inputs, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new("LinearReluBackward", linear_relu_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     int st = nnr_save(node, inputs[0], 0);
     if (!st) st = nnr_save(node, inputs[1], 0);
     if (!st) st = nnr_save(node, out, 1);
@@ -224,6 +227,7 @@ static int record_linear(const nnr_tensor *const *inputs, nnr_tensor *out)
 {
     nnr_node *node = nnr_node_new("LinearBackward", linear_backward, inputs[2] ? 3 : 2, inputs);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     int st = nnr_save(node, inputs[0], 0);
     if (!st) st = nnr_save(node, inputs[1], 0);
     if (st) { nnr_node_release(node); return st; }

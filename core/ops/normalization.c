@@ -71,23 +71,107 @@ static int batch_norm_grads(const nnr_tensor *xc, const nnr_tensor *w, const nnr
     return st;
 }
 
-static int batch_norm_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+/* ---------------- the backward as recorded ops (create_graph) ----------------
+ * The same gradients from composed ops that record themselves, so that they can be differentiated
+ * again; in training the batch statistics are recomputed from x (they depend on it):
+ *   xhat = (x - mean) invstd, dxhat = dy w,
+ *   dx = invstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))   (training; dxhat invstd in eval),
+ *   dw = sum(dy xhat), db = sum(dy) over every dim but 1 */
+typedef struct bn_shape { int nd, dims[NNR_MAX_DIMS]; int64_t per_channel[NNR_MAX_DIMS]; } bn_shape;
+
+/* t [C] as [1, C, 1, ...], recorded */
+static nnr_tensor *per_channel(const bn_shape *b, const nnr_tensor *t) { return nnr_reshape(t, b->nd + 1, b->per_channel); }
+static nnr_tensor *mean_over(const bn_shape *b, const nnr_tensor *t) { return nnr_reduce(NNR_OP_MEAN, t, b->nd, b->dims, 1, 0); }
+
+static nnr_tensor *normalized(const bn_shape *b, const nnr_tensor *x, const nnr_tensor *mean, const nnr_tensor *invstd, int training,
+                              double eps, nnr_tensor **inv_out)
 {
-    const nnr_tensor *xc = nnr_node_saved(node, 0), *mean = nnr_node_saved(node, 1), *invstd = nnr_node_saved(node, 2);
-    const nnr_tensor *w = node->i[1] ? nnr_node_saved(node, 3) : NULL;
-    if (!xc || !mean || !invstd || (node->i[1] && !w)) return nnr_last_status();
-    int has_w = node->n_inputs > 1 && node->in[1].node, has_b = node->n_inputs > 2 && node->in[2].node;
-    return batch_norm_grads(xc, w, mean, invstd, (int)node->i[0], g, node->in[0].node ? &grads[0] : NULL,
-                                has_w ? &grads[1] : NULL, has_b ? &grads[2] : NULL);
+    nnr_tensor *m = training ? mean_over(b, x) : per_channel(b, mean);
+    nnr_tensor *xm = m ? nnr_binary(NNR_OP_SUB, x, m) : NULL, *inv = NULL;
+    if (xm && training) {
+        nnr_tensor *sq = nnr_mul(xm, xm), *var = sq ? mean_over(b, sq) : NULL;
+        nnr_tensor *ve = var ? nnr_binary_scalar(NNR_OP_ADD, var, eps, 0) : NULL;
+        inv = ve ? nnr_binary_scalar(NNR_OP_POW, ve, -0.5, 0) : NULL;
+        nnr_tensor *t[3] = {sq, var, ve};
+        nnr_release_all(3, t);
+    } else if (xm) {
+        inv = per_channel(b, invstd);
+    }
+    nnr_tensor *xhat = inv ? nnr_mul(xm, inv) : NULL;
+    nnr_tensor_release(m);
+    nnr_tensor_release(xm);
+    if (xhat) *inv_out = inv; else nnr_tensor_release(inv);
+    return xhat;
 }
 
-static int record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *xc, const nnr_tensor *w, const nnr_tensor *mean,
-                          const nnr_tensor *invstd, int training, nnr_tensor *out)
+static int batch_norm_grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *mean,
+                                     const nnr_tensor *invstd, const nnr_tensor *gy, nnr_tensor **grads)
 {
+    bn_shape b = {0};
+    for (int d = 0; d < x->ndim; d++) {
+        b.per_channel[d] = d == 1 ? x->sizes[1] : 1;
+        if (d != 1) b.dims[b.nd++] = d;
+    }
+    int training = (int)node->i[0];
+    nnr_tensor *inv = NULL, *xhat = normalized(&b, x, mean, invstd, training, node->f[0], &inv);
+    if (!xhat) return nnr_last_status();
+    int st = NNR_OK;
+    if (node->in[2].node) st = (grads[2] = nnr_reduce(NNR_OP_SUM, gy, b.nd, b.dims, 0, 0)) ? NNR_OK : nnr_last_status();
+    if (!st && node->in[1].node) {
+        nnr_tensor *gx = nnr_mul(gy, xhat);
+        st = gx && (grads[1] = nnr_reduce(NNR_OP_SUM, gx, b.nd, b.dims, 0, 0)) ? NNR_OK : nnr_last_status();
+        nnr_tensor_release(gx);
+    }
+    if (!st && node->in[0].node) {
+        nnr_tensor *wc = w ? per_channel(&b, w) : NULL;
+        nnr_tensor *dxhat = w ? (wc ? nnr_mul(gy, wc) : NULL) : nnr_clone(gy), *r = NULL;
+        if (dxhat && training) {
+            nnr_tensor *m1 = mean_over(&b, dxhat), *p = nnr_mul(dxhat, xhat), *m2 = p ? mean_over(&b, p) : NULL;
+            nnr_tensor *t1 = m2 ? nnr_mul(xhat, m2) : NULL, *t2 = m1 ? nnr_binary(NNR_OP_SUB, dxhat, m1) : NULL;
+            nnr_tensor *t3 = t1 && t2 ? nnr_binary(NNR_OP_SUB, t2, t1) : NULL;
+            r = t3 ? nnr_mul(t3, inv) : NULL;
+            nnr_tensor *t[6] = {m1, p, m2, t1, t2, t3};
+            nnr_release_all(6, t);
+        } else if (dxhat) {
+            r = nnr_mul(dxhat, inv);
+        }
+        st = (grads[0] = r) ? NNR_OK : nnr_last_status();
+        nnr_tensor_release(wc);
+        nnr_tensor_release(dxhat);
+    }
+    nnr_tensor_release(xhat);
+    nnr_tensor_release(inv);
+    return st;
+}
+
+static int batch_norm_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0), *mean = nnr_node_saved(node, 1), *invstd = nnr_node_saved(node, 2);
+    const nnr_tensor *w = node->i[1] ? nnr_node_saved(node, 3) : NULL;
+    if (!x || !mean || !invstd || (node->i[1] && !w)) return nnr_last_status();
+    if (nnr_creating_graph()) return batch_norm_grads_recorded(node, x, w, mean, invstd, g, grads);
+    int has_w = node->n_inputs > 1 && node->in[1].node, has_b = node->n_inputs > 2 && node->in[2].node;
+    nnr_tensor *xc = nnr_contiguous(x), *wc = w ? nnr_to(w, x->dtype, x->device) : NULL;
+    int st = xc && (!w || wc) ? batch_norm_grads(xc, wc, mean, invstd, (int)node->i[0], g, node->in[0].node ? &grads[0] : NULL,
+                                                 has_w ? &grads[1] : NULL, has_b ? &grads[2] : NULL)
+                              : nnr_last_status();
+    nnr_tensor_release(xc);
+    nnr_tensor_release(wc);
+    return st;
+}
+
+/* saves x and the weight as given (a backward that creates a graph needs their history; the
+ * contiguous x the kernels read is made again, free when x is contiguous already) */
+static int record_batch_norm(const nnr_tensor *const *inputs, const nnr_tensor *mean, const nnr_tensor *invstd, int training, double eps,
+                             nnr_tensor *out)
+{
+    const nnr_tensor *xc = inputs[0], *w = inputs[1];
     nnr_node *node = nnr_node_new("BatchNormBackward", batch_norm_backward, 3, inputs);
     if (!node) return nnr_last_status();
     node->i[0] = training;
     node->i[1] = w != NULL;
+    node->f[0] = eps;
+    node->double_diff = 1;
     int st = nnr_save(node, xc, 0);
     if (!st) st = nnr_save(node, mean, 0);
     if (!st) st = nnr_save(node, invstd, 0);
@@ -208,7 +292,7 @@ nnr_tensor *nnr_batch_norm(const nnr_tensor *x, const nnr_tensor *weight, const 
                            : running_statistics(running_mean, running_var, eps, dt, dev, &mean, &invstd);
     if (!st) y = normalize(xc, w, b, mean, invstd);
     nnr_set_grad_enabled(prev);
-    if (y && record && record_batch_norm(in3, xc, w, mean, invstd, training, y)) { nnr_tensor_release(y); y = NULL; }
+    if (y && record && record_batch_norm(in3, mean, invstd, training, eps, y)) { nnr_tensor_release(y); y = NULL; }
     nnr_tensor *all[] = {xc, mean, invstd, w, b};
     nnr_release_all(5, all);
     return y;

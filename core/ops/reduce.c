@@ -95,6 +95,7 @@ static int record_reduce(int op, const nnr_tensor *x, unsigned dim_mask, int64_t
     if (!name) return NNR_OK;        /* argmax, argmin, any, all */
     nnr_node *node = nnr_node_new(name, reduce_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = op;
     node->i[1] = dim_mask;
     node->i[2] = correction;
@@ -134,6 +135,7 @@ static int record_softmax(const nnr_tensor *x, int dim, int log, nnr_tensor *out
 {
     nnr_node *node = nnr_node_new(log ? "LogSoftmaxBackward" : "SoftmaxBackward", softmax_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = dim;
     node->i[1] = log;
     int st = nnr_save(node, out, 1);

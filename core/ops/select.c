@@ -24,6 +24,7 @@ static int record_where(const nnr_tensor *cond, const nnr_tensor *a, const nnr_t
     const nnr_tensor *in[3] = {cond, a, b};
     nnr_node *node = nnr_node_new("WhereBackward", where_backward, 3, in);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     int st = nnr_save(node, cond, 0);
     if (st) { nnr_node_release(node); return st; }
     return nnr_node_finish(out, node, NNR_OK);
@@ -56,6 +57,7 @@ static int record_clamp(const nnr_tensor *x, double lo, double hi, int flags, nn
 {
     nnr_node *node = nnr_node_new("ClampBackward", clamp_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->f[0] = lo; node->f[1] = hi; node->i[0] = flags;
     int st = nnr_save(node, x, 0);
     if (st) { nnr_node_release(node); return st; }

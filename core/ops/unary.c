@@ -87,6 +87,7 @@ static int record_unary(int op, const nnr_tensor *x, nnr_tensor *out)
     if (!name) return NNR_OK;                  /* logical_not, isnan, isinf, isfinite: not differentiable */
     nnr_node *node = nnr_node_new(name, unary_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = op;
     int needs = unary_needs(op), st = NNR_OK;
     if (needs == 1) st = nnr_save(node, x, 0);

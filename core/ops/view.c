@@ -13,6 +13,32 @@ enum view_kind {
 };
 
 
+/* the gradient of a narrow or select while a graph is created: g between zeros, joined by a recorded
+ * cat (writing g into a zero tensor would not carry g's history) */
+static nnr_tensor *zeros_around(nnr_node *node, const nnr_tensor *g)
+{
+    const struct nnr_node_input *in = &node->in[0];
+    int dim = (int)node->i[1];
+    int64_t start = node->i[2], len = node->i[0] == VIEW_NARROW ? node->i[3] : 1;
+    nnr_tensor *mid = node->i[0] == VIEW_NARROW ? (nnr_tensor_retain((nnr_tensor *)g), (nnr_tensor *)g) : nnr_unsqueeze(g, dim);
+    if (!mid) return NULL;
+    int64_t sizes[NNR_MAX_DIMS];
+    memcpy(sizes, in->sizes, sizeof sizes);
+    nnr_tensor *parts[3];
+    int n = 0;
+    sizes[dim] = start;
+    if (start > 0) parts[n++] = nnr_full(g->dtype, in->ndim, sizes, 0.0, g->device);
+    parts[n++] = mid;
+    sizes[dim] = in->sizes[dim] - start - len;
+    if (sizes[dim] > 0) parts[n++] = nnr_full(g->dtype, in->ndim, sizes, 0.0, g->device);
+    nnr_tensor *r = NULL;
+    bool ok = true;
+    for (int k = 0; k < n; k++) ok = ok && parts[k];
+    if (ok) r = n == 1 ? (nnr_tensor_retain(parts[0]), parts[0]) : nnr_cat(n, parts, dim);
+    for (int k = 0; k < n; k++) nnr_tensor_release(parts[k]);
+    return r;
+}
+
 static int view_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     const struct nnr_node_input *in = &node->in[0];
@@ -28,7 +54,9 @@ static int view_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads
         break;
     }
     case VIEW_TRANSPOSE: r = nnr_transpose(g, (int)node->i[1], (int)node->i[2]); break;
-    case VIEW_NARROW: case VIEW_SELECT: {
+    case VIEW_NARROW: case VIEW_SELECT:
+        if (nnr_creating_graph()) { r = zeros_around(node, g); break; }
+        {
         r = nnr_full(g->dtype, in->ndim, in->sizes, 0.0, g->device);
         nnr_tensor *slot = !r ? NULL : node->i[0] == VIEW_NARROW ? nnr_narrow(r, (int)node->i[1], node->i[2], node->i[3])
                                                                     : nnr_select(r, (int)node->i[1], node->i[2]);
@@ -50,6 +78,7 @@ static int record_view(int kind, const nnr_tensor *base, nnr_tensor *out, const 
                                   "SelectBackward", "ExpandBackward"};
     nnr_node *node = nnr_node_new(names[kind], view_backward, 1, &base);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;
     node->i[0] = kind;
     for (int k = 0; k < nparams && k < NNR_MAX_DIMS - 1; k++) node->i[1 + k] = params[k];
     out->is_view = 1;

@@ -36,6 +36,7 @@ struct nnr_tensor {
     int8_t requires_grad;            /* leaf: set by the user; non-leaf: has a grad_fn */
     int8_t retains_grad;             /* non-leaf whose .grad is kept (retain_grad) */
     int8_t is_view;                  /* made by a view op from a tensor that requires grad */
+    int8_t output_nr;                /* which output of grad_fn it is (nodes with several outputs) */
     struct nnr_node *grad_fn;        /* the node that made it (NULL for leaves) */
     struct nnr_node *grad_acc;       /* leaves: their AccumulateGrad node, created on demand */
     struct nnr_tensor *grad;

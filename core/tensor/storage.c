@@ -117,7 +117,7 @@ static nnr_tensor *init_tensor(nnr_tensor *t, nnr_storage *s, int dtype, int ndi
     t->device = device;
     t->offset = 0;
     t->storage = s;
-    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->requires_grad = t->retains_grad = t->is_view = t->output_nr = 0;
     t->grad_fn = t->grad_acc = NULL;
     t->grad = NULL;
     t->autograd_release = NULL;
@@ -205,7 +205,7 @@ nnr_tensor *nnr_tensor_new_view(const nnr_tensor *base, int ndim, const int64_t 
     t->device = base->device;
     t->offset = offset;
     t->storage = base->storage;
-    t->requires_grad = t->retains_grad = t->is_view = 0;
+    t->requires_grad = t->retains_grad = t->is_view = t->output_nr = 0;
     t->grad_fn = t->grad_acc = NULL;
     t->grad = NULL;
     t->autograd_release = NULL;

@@ -115,6 +115,12 @@ setmetatable(nnr, { __index = function(t, k)
     rawset(t, k, m)
     return m
   end
+  if type(k) == "string" then
+    local names = require("nnr.names")
+    local known = names.names_of(t)
+    for _, s in ipairs { "nn", "optim", "data", "profiler", "cuda", "backends", "amp", "quant", "prune", "parallel", "check" } do known[s] = true end
+    names.unknown("nnr", k, known)
+  end
 end })
 
 return nnr

@@ -979,6 +979,13 @@ mt.__index = function(t, k)
   end
   local p = props[k]
   if p then return p(t) end
+  if kind == "string" then        -- a misspelt method: name the closest ones
+    local names = require("nnr.names")
+    local known = {}
+    for n in pairs(methods) do known[n] = true end
+    for n in pairs(props) do known[n] = true end
+    names.unknown("tensor", k, known)
+  end
   return nil
 end
 

@@ -100,6 +100,10 @@ nnr_tensor *nnr_conv2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_
 /* relu(conv2d(...)), one fused op where the backend has it (CONV2D with i[7] = 1) */
 nnr_tensor *nnr_conv2d_relu(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
                        int pad_h, int pad_w, int dilation_h, int dilation_w, int groups);
+/* the transposed convolution (the input-gradient of conv2d): x [N, C, H, W], weight [C, O/groups, KH, KW],
+ * bias [O] or NULL -> [N, O, (H-1)*stride - 2*pad + dilation*(KH-1) + output_pad + 1, ...] */
+nnr_tensor *nnr_conv_transpose2d(const nnr_tensor *x, const nnr_tensor *weight, const nnr_tensor *bias, int stride_h, int stride_w,
+                                 int pad_h, int pad_w, int output_pad_h, int output_pad_w, int dilation_h, int dilation_w, int groups);
 nnr_tensor *nnr_max_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int ceil_mode);
 nnr_tensor *nnr_avg_pool2d(const nnr_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw, int ceil_mode, int count_include_pad);
 nnr_tensor *nnr_adaptive_avg_pool2d(const nnr_tensor *x, int out_h, int out_w);

@@ -682,4 +682,4 @@ function Loader:load_state_dict(sd)
   end
 end
 
-return M
+return require("nnr.names").guard(M, "nnr.data")

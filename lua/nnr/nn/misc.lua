@@ -1,4 +1,5 @@
--- Dropout, Flatten, Embedding and the activations.
+-- Dropout, Dropout2d, Flatten, Identity, Embedding, Upsample, PixelShuffle / PixelUnshuffle, PReLU and
+-- the activations.
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
 local V = require "nnr.check"
@@ -58,6 +59,9 @@ end
 activation("ReLU", F.relu)
 -- a layer before it may fuse it (Module:fuse_next), unless this ReLU's forward was replaced
 function M.ReLU:fusable_activation() if self.forward == M.ReLU.forward then return "relu" end end
+activation("SiLU", F.silu)
+activation("Mish", F.mish)
+activation("Hardswish", F.hardswish)
 activation("LeakyReLU", function(x, s) return F.leaky_relu(x, s or 0.01) end, function(s) return "negative_slope=" .. (s or 0.01) end)
 activation("GELU", F.gelu)
 activation("ELU", function(x, a) return F.elu(x, a or 1) end, function(a) return "alpha=" .. (a or 1) end)
@@ -65,5 +69,140 @@ activation("Tanh", F.tanh)
 activation("Sigmoid", F.sigmoid)
 activation("Softmax", function(x, d) return F.softmax(x, d or -1) end, function(d) return "dim=" .. (d or -1) end)
 activation("LogSoftmax", function(x, d) return F.log_softmax(x, d or -1) end, function(d) return "dim=" .. (d or -1) end)
+
+-- Softplus([beta = 1[, threshold = 20]])
+local Softplus = Module:extend("Softplus")
+M.Softplus = Softplus
+function Softplus:__init(beta, threshold)
+  Module.__init(self)
+  self.beta = V.number("Softplus", "beta", beta, { default = 1 })
+  if self.beta == 0 then error("Softplus: beta must not be 0 (it divides)", 0) end
+  self.threshold = V.number("Softplus", "threshold", threshold, { default = 20 })
+end
+function Softplus:forward(x) return F.softplus(x, self.beta, self.threshold) end
+function Softplus:extra_repr() return "beta=" .. self.beta .. ", threshold=" .. self.threshold end
+
+-- PReLU([num_parameters = 1[, init = 0.25[, {dtype, device}]]]): one learned slope, or one per channel (dim 2)
+local PReLU = Module:extend("PReLU")
+M.PReLU = PReLU
+function PReLU:__init(num_parameters, init, opts)
+  Module.__init(self)
+  opts = V.options("PReLU", opts, { dtype = true, device = true })
+  self.num_parameters = V.integer("PReLU", "num_parameters", num_parameters == nil and 1 or num_parameters, 1)
+  self.init = V.number("PReLU", "init", init, { default = 0.25 })
+  self:register_parameter("weight", nnr.full({ self.num_parameters }, self.init, { dtype = opts.dtype, device = opts.device }))
+end
+function PReLU:forward(x) return F.prelu(x, self.weight) end
+function PReLU:extra_repr() return "num_parameters=" .. self.num_parameters end
+
+-- Identity(...): returns its input; constructor arguments are accepted and unused, as PyTorch's
+local Identity = Module:extend("Identity")
+M.Identity = Identity
+function Identity:__init() Module.__init(self) end
+function Identity:forward(x) return x end
+
+-- Dropout2d([p = 0.5]): zeroes whole channels of [N, C, H, W] or [C, H, W] in training
+local Dropout2d = Module:extend("Dropout2d")
+M.Dropout2d = Dropout2d
+function Dropout2d:__init(p)
+  Module.__init(self)
+  self.p = V.probability("Dropout2d", "p", p == nil and 0.5 or p)
+end
+function Dropout2d:forward(x) return F.dropout2d(x, self.p, self.training) end
+function Dropout2d:extra_repr() return "p=" .. self.p end
+
+-- PixelShuffle(upscale_factor), PixelUnshuffle(downscale_factor)
+local function shuffle_class(name, fn, what)
+  local P = Module:extend(name)
+  function P:__init(r)
+    Module.__init(self)
+    self[what] = V.integer(name, what, r, 1, 2 ^ 31 - 1)
+  end
+  function P:forward(x) return fn(x, self[what]) end
+  function P:extra_repr() return what .. "=" .. self[what] end
+  M[name] = P
+end
+shuffle_class("PixelShuffle", F.pixel_shuffle, "upscale_factor")
+shuffle_class("PixelUnshuffle", F.pixel_unshuffle, "downscale_factor")
+
+-- Upsample{size | scale_factor[, mode = "nearest"[, align_corners]]}: F.interpolate where nnr has
+-- it; until then nearest and bilinear of [N, C, H, W] composed here from index_select
+local Upsample = Module:extend("Upsample")
+M.Upsample = Upsample
+
+-- source rows of out rows resampled from n (PyTorch's rules): nearest, or the two bilinear
+-- neighbours and the weight of the second; scale: n / out, or 1 / scale_factor when that was given
+local function source_rows(mode, n, out, scale, align_corners)
+  local i0, i1, lam = {}, {}, {}
+  for o = 0, out - 1 do
+    if mode == "nearest" then
+      i0[o + 1] = math.min(math.floor(o * scale), n - 1) + 1
+    else
+      local src
+      if align_corners then src = out > 1 and o * (n - 1) / (out - 1) or 0
+      else src = math.max((o + 0.5) * scale - 0.5, 0) end
+      local f = math.min(math.floor(src), n - 1)
+      i0[o + 1], i1[o + 1], lam[o + 1] = f + 1, math.min(f + 1, n - 1) + 1, src - f
+    end
+  end
+  return i0, i1, lam
+end
+
+local function resample(x, mode, dim, out, scale, align_corners)
+  local i0, i1, lam = source_rows(mode, x:size(dim), out, scale, align_corners)
+  local a = x:index_select(dim, i0)
+  if mode == "nearest" then return a end
+  local w = nnr.tensor(lam, { dtype = x.dtype, device = x.device })
+  if dim == 3 then w = w:view(out, 1) end
+  return a + (x:index_select(dim, i1) - a) * w
+end
+
+function Upsample:__init(opts)
+  Module.__init(self)
+  opts = V.options("Upsample", opts, { size = true, scale_factor = true, mode = true, align_corners = true })
+  if (opts.size == nil) == (opts.scale_factor == nil) then
+    error("Upsample: give exactly one of size and scale_factor", 0)
+  end
+  if opts.size ~= nil then self.size = { F._pair(opts.size, "size", "Upsample") } end
+  if opts.scale_factor ~= nil then
+    local sf = opts.scale_factor
+    if type(sf) == "number" then sf = { sf, sf } end
+    if type(sf) ~= "table" or #sf ~= 2 then error("Upsample: scale_factor must be a number or a pair {h, w}, got " .. tostring(opts.scale_factor), 0) end
+    V.number("Upsample", "scale_factor[1]", sf[1], { above = 0 })
+    V.number("Upsample", "scale_factor[2]", sf[2], { above = 0 })
+    self.scale_factor = sf
+  end
+  self.mode = opts.mode or "nearest"
+  if type(self.mode) ~= "string" then error("Upsample: mode must be a string, got " .. type(self.mode), 0) end
+  if opts.align_corners ~= nil then
+    V.boolean("Upsample", "align_corners", opts.align_corners)
+    if self.mode == "nearest" then error("Upsample: align_corners can only be set with the interpolating modes (bilinear, ...), not 'nearest'", 0) end
+  end
+  self.align_corners = opts.align_corners
+  if not F.interpolate then V.choice("Upsample", "mode", self.mode, { "nearest", "bilinear" }) end
+end
+
+function Upsample:forward(x)
+  local opts = { size = self.size, scale_factor = self.scale_factor, mode = self.mode, align_corners = self.align_corners }
+  if F.interpolate then return F.interpolate(x, opts) end
+  if not nnr.is_tensor(x) or x:dim() ~= 4 then
+    error("Upsample: input of shape " .. (nnr.is_tensor(x) and nnr.shape_str(x:size()) or type(x)) .. ", expected [N, C, H, W]", 0)
+  end
+  local y = x
+  for d = 1, 2 do
+    local n = x:size(d + 2)
+    local out, scale
+    if self.size then out, scale = self.size[d], n / self.size[d]
+    else out, scale = math.floor(n * self.scale_factor[d]), 1 / self.scale_factor[d] end
+    if out < 1 then error(string.format("Upsample: input of shape %s gives an empty output", nnr.shape_str(x:size())), 0) end
+    y = resample(y, self.mode, d + 2, out, scale, self.align_corners)
+  end
+  return y
+end
+
+function Upsample:extra_repr()
+  local what = self.size and ("size=" .. table.concat(self.size, "x")) or ("scale_factor=" .. table.concat(self.scale_factor, "x"))
+  return what .. ", mode=" .. self.mode
+end
 
 return M

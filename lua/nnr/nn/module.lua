@@ -28,7 +28,14 @@ function Module:extend(name)
     obj:__init(...)
     return obj
   end })
-  cls.__index = cls
+  -- an instance's names: its own, then the class chain's. A missing name reads as nil (modules keep
+  -- optional settings that way), unless it is a misspelling of a method, parameter, buffer or child
+  -- (m:forwrd(x), m.wieght): then it is an error naming the closest
+  cls.__index = function(obj, k)
+    local v = cls[k]
+    if v ~= nil or type(k) ~= "string" then return v end
+    return require("nnr.names").misspelt(obj, cls, k)
+  end
   cls.__name = name
   cls.__tostring = self.__tostring
   cls.__call = self.__call
@@ -46,7 +53,7 @@ end
 function Module:register_parameter(name, t)
   if t ~= nil and not nnr.is_tensor(t) then error(self.__name .. ": parameter '" .. name .. "' must be a tensor", 0) end
   if t and not t.requires_grad and t:is_floating_point() then t:requires_grad_(true) end
-  if self[name] == nil or not self:_has(self._params, name) then table.insert(self._params, name) end
+  if rawget(self, name) == nil or not self:_has(self._params, name) then table.insert(self._params, name) end
   rawset(self, name, t)
   return t
 end
@@ -103,7 +110,119 @@ end
 local function profiled_call(self, ...)
   return Module._in_scope(rawget(self, "_prof_name") or self.__name, self.forward, self, ...)
 end
+-- ---------------------------------------------------------------- hooks
+-- register_forward_pre_hook(fn(module, args) -> nil | new args (a list, or one value)),
+-- register_forward_hook(fn(module, args, output) -> nil | new output),
+-- register_full_backward_hook(fn(module, grad_input, grad_output) -> nil | new grad_input):
+-- each returns a handle whose remove() takes the hook off. args, grad_input and grad_output are
+-- lists (with n); a gradient that did not arrive is nil. A module with hooks is never fused with the
+-- next one by Sequential, so that its hooks see it.
+local function pack(...) return { n = select("#", ...), ... } end
+local HookHandle = {}
+HookHandle.__index = HookHandle
+function HookHandle:remove()
+  local list = self.list
+  for i = #list, 1, -1 do if list[i] == self.entry then table.remove(list, i) end end
+  local h = rawget(self.module, "_hooks")
+  if h and #h.pre == 0 and #h.forward == 0 and #h.backward == 0 then rawset(self.module, "_hooks", nil) end
+end
+
+local function add_hook(self, kind, fn, what)
+  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
+    error(self.__name .. ": " .. what .. ": expected a function, got " .. type(fn), 0)
+  end
+  local h = rawget(self, "_hooks")
+  if not h then h = { pre = {}, forward = {}, backward = {} }; rawset(self, "_hooks", h) end
+  local entry = { fn = fn }
+  table.insert(h[kind], entry)
+  return setmetatable({ module = self, list = h[kind], entry = entry }, HookHandle)
+end
+function Module:register_forward_pre_hook(fn) return add_hook(self, "pre", fn, "register_forward_pre_hook") end
+function Module:register_forward_hook(fn) return add_hook(self, "forward", fn, "register_forward_hook") end
+function Module:register_full_backward_hook(fn) return add_hook(self, "backward", fn, "register_full_backward_hook") end
+function Module:has_hooks() return rawget(self, "_hooks") ~= nil end
+
+-- Full backward hooks, as PyTorch's: the tensor inputs pass through an identity Function whose
+-- backward sees the gradients of the inputs (and calls the hooks); the outputs through another whose
+-- backward records the gradients of the outputs. With no input requiring grad, the hooks run from
+-- the outputs' side with an empty grad_input.
+local hook_functions
+local function backward_hook_functions()
+  if hook_functions then return hook_functions end
+  local Function = nnr.autograd.Function
+  local function call_hooks(state, grads)
+    local grad_input = grads
+    for _, e in ipairs(state.hooks) do
+      local r = e.fn(state.module, grad_input, state.grad_output or pack())
+      if r ~= nil then
+        if type(r) ~= "table" or nnr.is_tensor(r) then r = pack(r) end
+        grad_input = pack(unpack(r, 1, r.n or table.maxn(r)))
+      end
+    end
+    return grad_input
+  end
+  hook_functions = {
+    inputs = Function { name = "BackwardHookInputs",
+      forward = function(ctx, state, ...) ctx.state = state; return ... end,
+      backward = function(ctx, ...)
+        local g = call_hooks(ctx.state, pack(...))
+        return nil, unpack(g, 1, g.n)
+      end },
+    outputs = Function { name = "BackwardHookOutputs",
+      forward = function(ctx, state, ...) ctx.state = state; return ... end,
+      backward = function(ctx, ...)
+        ctx.state.grad_output = pack(...)
+        if not ctx.state.inputs_tracked then call_hooks(ctx.state, pack()) end
+        return nil, ...
+      end },
+  }
+  return hook_functions
+end
+
+local function forward_plain(self, ...)
+  if profiling.on then return profiled_call(self, ...) end
+  return self:forward(...)
+end
+
+local function hooked_call(self, ...)
+  local h = rawget(self, "_hooks")
+  local args = pack(...)
+  for _, e in ipairs(h.pre) do
+    local r = e.fn(self, args)
+    if r ~= nil then
+      if type(r) ~= "table" or nnr.is_tensor(r) then args = pack(r) else args = pack(unpack(r, 1, r.n or table.maxn(r))) end
+    end
+  end
+  local state
+  if #h.backward > 0 and nnr.is_grad_enabled() then
+    local fns = backward_hook_functions()
+    state = { module = self, hooks = h.backward }
+    local at, ts = {}, {}
+    for i = 1, args.n do
+      if nnr.is_tensor(args[i]) and args[i].requires_grad then at[#at + 1] = i; ts[#ts + 1] = args[i] end
+    end
+    if #ts > 0 then
+      state.inputs_tracked = true
+      local wrapped = pack(fns.inputs(state, unpack(ts)))
+      args = pack(unpack(args, 1, args.n))
+      for k, i in ipairs(at) do args[i] = wrapped[k] end
+    end
+  end
+  local out = pack(forward_plain(self, unpack(args, 1, args.n)))
+  for _, e in ipairs(h.forward) do
+    local r = e.fn(self, args, out.n == 1 and out[1] or out)
+    if r ~= nil then out = (type(r) == "table" and not nnr.is_tensor(r) and r.n) and r or pack(r) end
+  end
+  if state then
+    local tracked = false
+    for i = 1, out.n do tracked = tracked or (nnr.is_tensor(out[i]) and out[i].requires_grad) end
+    if tracked then out = pack(backward_hook_functions().outputs(state, unpack(out, 1, out.n))) end
+  end
+  return unpack(out, 1, out.n)
+end
+
 Module.__call = function(self, ...)
+  if rawget(self, "_hooks") then return hooked_call(self, ...) end
   if profiling.on then return profiled_call(self, ...) end
   return self:forward(...)
 end

@@ -1,6 +1,7 @@
 -- BatchNorm1d/2d (running statistics; batch statistics in training, running
--- ones in eval) and LayerNorm. Defaults as PyTorch: eps 1e-5, momentum 0.1,
--- affine weight 1 and bias 0.
+-- ones in eval), LayerNorm, GroupNorm and InstanceNorm1d/2d. Defaults as
+-- PyTorch: eps 1e-5, momentum 0.1, affine weight 1 and bias 0 (InstanceNorm:
+-- affine and track_running_stats off).
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
 local V = require "nnr.check"
@@ -74,5 +75,83 @@ function LayerNorm:forward(x)
   return F.layer_norm(x, n, self.weight, self.bias, self.eps)
 end
 function LayerNorm:extra_repr() return nnr.shape_str(self.shape) .. ", eps=" .. self.eps end
+
+-- GroupNorm(num_groups, num_channels[, {eps = 1e-5, affine = true, dtype, device}]): input [N, C, ...]
+local GroupNorm = Module:extend("GroupNorm")
+M.GroupNorm = GroupNorm
+function GroupNorm:__init(num_groups, num_channels, opts)
+  Module.__init(self)
+  opts = V.options("GroupNorm", opts, { eps = true, affine = true, dtype = true, device = true })
+  self.num_groups = V.integer("GroupNorm", "num_groups", num_groups, 1)
+  self.num_channels = V.integer("GroupNorm", "num_channels", num_channels, 1)
+  if num_channels % num_groups ~= 0 then
+    error(string.format("GroupNorm: num_channels (%d) must be divisible by num_groups (%d)", num_channels, num_groups), 0)
+  end
+  self.eps = V.number("GroupNorm", "eps", opts.eps, { above = 0, default = 1e-5 })
+  self.affine = opts.affine ~= false
+  local o = { dtype = opts.dtype, device = opts.device }
+  if self.affine then
+    self:register_parameter("weight", nnr.ones(num_channels, o))
+    self:register_parameter("bias", nnr.zeros(num_channels, o))
+  end
+end
+function GroupNorm:forward(x)
+  if not nnr.is_tensor(x) or x:dim() < 2 or x:size(2) ~= self.num_channels then
+    error(string.format("GroupNorm(%d, %d): input of shape %s, expected [N, %d, ...]", self.num_groups, self.num_channels,
+      nnr.is_tensor(x) and nnr.shape_str(x:size()) or type(x), self.num_channels), 0)
+  end
+  return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+end
+function GroupNorm:extra_repr()
+  return string.format("%d, %d, eps=%g, affine=%s", self.num_groups, self.num_channels, self.eps, tostring(self.affine))
+end
+
+-- InstanceNorm1d/2d(num_features[, {eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false,
+-- dtype, device}]): input [N, C, L] / [N, C, H, W], or unbatched [C, L] / [C, H, W]. With
+-- track_running_stats, eval mode normalizes with the running statistics.
+local function instance_norm_class(name, spatial)
+  local IN = Module:extend(name)
+  function IN:__init(num_features, opts)
+    Module.__init(self)
+    opts = V.options(name, opts, { eps = true, momentum = true, affine = true, track_running_stats = true, dtype = true, device = true })
+    self.num_features = V.integer(name, "num_features", num_features, 1)
+    self.eps = V.number(name, "eps", opts.eps, { above = 0, default = 1e-5 })
+    self.momentum = V.number(name, "momentum", opts.momentum, { min = 0, max = 1, default = 0.1 })
+    self.affine = V.boolean(name, "affine", opts.affine)
+    self.track_running_stats = V.boolean(name, "track_running_stats", opts.track_running_stats)
+    local o = { dtype = opts.dtype, device = opts.device }
+    if self.affine then
+      self:register_parameter("weight", nnr.ones(num_features, o))
+      self:register_parameter("bias", nnr.zeros(num_features, o))
+    end
+    if self.track_running_stats then
+      self:register_buffer("running_mean", nnr.zeros(num_features, o))
+      self:register_buffer("running_var", nnr.ones(num_features, o))
+      self:register_buffer("num_batches_tracked", nnr.zeros({}, { dtype = "i64", device = opts.device }))
+    end
+  end
+  function IN:forward(x)
+    local batched = nnr.is_tensor(x) and x:dim() == spatial + 2
+    if not nnr.is_tensor(x) or not (batched or x:dim() == spatial + 1) or x:size(batched and 2 or 1) ~= self.num_features then
+      error(string.format("%s(%d): input of shape %s, expected [N, %d, %s] or [%d, %s]", name, self.num_features,
+        nnr.is_tensor(x) and nnr.shape_str(x:size()) or type(x), self.num_features, spatial == 1 and "L" or "H, W", self.num_features,
+        spatial == 1 and "L" or "H, W"), 0)
+    end
+    if not batched then x = x:unsqueeze(1) end
+    local use_input = self.training or not self.track_running_stats   -- (PyTorch's never counts num_batches_tracked)
+    local y = F.instance_norm(x, { running_mean = self.running_mean, running_var = self.running_var, weight = self.weight, bias = self.bias,
+      use_input_stats = use_input, momentum = self.momentum, eps = self.eps })
+    if not batched then y = y:squeeze(1) end
+    return y
+  end
+  function IN:extra_repr()
+    return string.format("%d, eps=%g, momentum=%g, affine=%s, track_running_stats=%s", self.num_features, self.eps, self.momentum,
+      tostring(self.affine), tostring(self.track_running_stats))
+  end
+  return IN
+end
+
+M.InstanceNorm1d = instance_norm_class("InstanceNorm1d", 1)
+M.InstanceNorm2d = instance_norm_class("InstanceNorm2d", 2)
 
 return M

@@ -34,6 +34,24 @@ function M.clip_grad_norm(params, max_norm, norm_type)
 end
 M.clip_grad_norm_ = M.clip_grad_norm
 
+-- clamps every gradient of params into [-clip_value, clip_value], in place (PyTorch's
+-- clip_grad_value_); params: a list of tensors or one tensor; those without a gradient are skipped
+function M.clip_grad_value(params, clip_value)
+  local check = require "nnr.check"
+  check.number("clip_grad_value", "clip_value", clip_value, { min = 0 })
+  if nnr.is_tensor(params) then params = { params } end
+  if type(params) ~= "table" then error("clip_grad_value: expected a list of parameters (or one tensor), got " .. type(params), 0) end
+  for i, p in ipairs(params) do
+    if not nnr.is_tensor(p) then error(string.format("clip_grad_value: entry %d is a %s, expected a tensor", i, type(p)), 0) end
+  end
+  nnr.no_grad(function()
+    for _, p in ipairs(params) do
+      if p.grad then p.grad:clamp_(-clip_value, clip_value) end
+    end
+  end)
+end
+M.clip_grad_value_ = M.clip_grad_value
+
 -- a deep copy of a module tree: its tensors cloned (detached, requires_grad kept; moved to device
 -- when given), shared tensors and tables staying shared, metatables (classes) kept
 function M.deep_copy(model, device)
