@@ -3,11 +3,54 @@
  *  - cumsum: the gradient summed from the end (a reverse cumsum, whose own derivative is cumsum);
  *  - cumprod: PyTorch's formula, right with zeros in the input. With k the first zero of a row,
  *    x_i for i < k gets sum_{j >= i} g_j y_j / x_i (the y_j past k are 0), x_k gets
- *    sum_{j >= k} g_j y'_j with y' the cumprod of x with x_k replaced by 1, and the x_i past k get 0. */
+ *    sum_{j >= k} g_j y'_j with y' the cumprod of x with x_k replaced by 1, and the x_i past k get 0;
+ *    with create_graph and zeros in x, a quadratic form whose terms stay polynomials in x (below). */
 #include <string.h>
 #include "ops/internal.h"
 
 static nnr_tensor *scan(int op, const nnr_tensor *a, int d, int reverse);
+
+/* cumprod's gradient as polynomials in x, for a backward that records its graph (create_graph) when
+ * x has zeros: the linear formula below masks out the terms that vanish at the point, whose own
+ * derivatives do not. grad_i = y_{i-1} * sum_{j >= i} g_j prod_{i < m <= j} x_m, the products taken
+ * over an [..., n, n] expansion of the row: O(n^2), as PyTorch does in that case. */
+static nnr_tensor *cumprod_grad_quadratic(const nnr_tensor *x, const nnr_tensor *g, int d)
+{
+    if (x->ndim == 0) return nnr_clone(g);
+    int last = x->ndim - 1;
+    int64_t n = x->sizes[d];
+    nnr_tensor *xt = nnr_transpose(x, d, last), *gt = nnr_transpose(g, d, last);
+    int64_t sq[NNR_MAX_DIMS + 1];
+    for (int k = 0; k < last; k++) sq[k] = xt ? xt->sizes[k] : 0;
+    sq[last] = n;
+    sq[last + 1] = n;
+    nnr_tensor *xu = xt ? nnr_unsqueeze(xt, last) : NULL, *gu = gt ? nnr_unsqueeze(gt, last) : NULL;   /* [..., 1, n] */
+    nnr_tensor *xe = xu ? nnr_expand(xu, last + 2, sq) : NULL, *ge = gu ? nnr_expand(gu, last + 2, sq) : NULL;
+    nnr_tensor *ar = nnr_arange(0, (double)n, 1, x->dtype, x->device);
+    int64_t col[2] = {n, 1};
+    nnr_tensor *ii = ar ? nnr_reshape(ar, 2, col) : NULL;                      /* i down the rows, m or j across */
+    nnr_tensor *after = ii ? nnr_binary(NNR_OP_GT, ar, ii) : NULL;             /* m > i */
+    nnr_tensor *from = ii ? nnr_binary(NNR_OP_GE, ar, ii) : NULL;              /* j >= i */
+    nnr_tensor *xm = after && xe ? nnr_where_scalar(after, xe, 0, NULL, 1) : NULL;
+    nnr_tensor *T = xm ? scan(NNR_OP_CUMPROD, xm, last + 1, 0) : NULL;         /* prod_{i < m <= j} x_m */
+    nnr_tensor *tg = T && ge ? nnr_mul(T, ge) : NULL;
+    nnr_tensor *tm = tg && from ? nnr_where_scalar(from, tg, 0, NULL, 0) : NULL;
+    int sd = last + 1;
+    nnr_tensor *S = tm ? nnr_reduce(NNR_OP_SUM, tm, 1, &sd, 0, 0) : NULL;     /* [..., n] */
+    int64_t one[NNR_MAX_DIMS];
+    for (int k = 0; k < last; k++) one[k] = sq[k];
+    one[last] = 1;
+    nnr_tensor *ones = nnr_full(x->dtype, last + 1, one, 1.0, x->device);
+    nnr_tensor *head = xt ? nnr_narrow(xt, last, 0, n - 1) : NULL;
+    nnr_tensor *parts[2] = {ones, head};
+    nnr_tensor *shifted = ones && head ? nnr_cat(2, parts, last) : NULL;       /* 1, x_0 .. x_{n-2} */
+    nnr_tensor *yex = shifted ? scan(NNR_OP_CUMPROD, shifted, last, 0) : NULL; /* y_{i-1} */
+    nnr_tensor *r = yex && S ? nnr_mul(yex, S) : NULL;
+    nnr_tensor *out = r ? nnr_transpose(r, d, last) : NULL;
+    nnr_tensor *all[] = {xt, gt, xu, gu, xe, ge, ar, ii, after, from, xm, T, tg, tm, S, ones, head, shifted, yex, r};
+    nnr_release_all(20, all);
+    return out;
+}
 
 static int scan_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
@@ -19,6 +62,18 @@ static int scan_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads
     const nnr_tensor *x = nnr_node_saved(node, 0), *y = nnr_node_saved(node, 1);
     if (!x || !y) return nnr_last_status();
     nnr_tensor *z = nnr_binary_scalar(NNR_OP_EQ, x, 0, 0);                     /* the zeros */
+    if (z && nnr_creating_graph()) {
+        nnr_tensor *anyz = nnr_reduce(NNR_OP_ANY, z, 0, NULL, 0, 0);
+        double has = 0;
+        int st = anyz ? nnr_item(anyz, &has) : nnr_last_status();
+        nnr_tensor_release(anyz);
+        if (st) { nnr_tensor_release(z); return st; }
+        if (has != 0) {
+            nnr_tensor_release(z);
+            grads[0] = cumprod_grad_quadratic(x, g, d);
+            return grads[0] ? NNR_OK : nnr_last_status();
+        }
+    }
     nnr_tensor *zf = z ? nnr_to(z, x->dtype, x->device) : NULL;
     nnr_tensor *cz = zf ? scan(NNR_OP_CUMSUM, zf, d, 0) : NULL;                 /* zeros so far */
     nnr_tensor *before = cz ? nnr_binary_scalar(NNR_OP_EQ, cz, 0, 0) : NULL;   /* before the first zero */
@@ -44,6 +99,7 @@ static int record_scan(int op, const nnr_tensor *x, int d, int reverse, nnr_tens
 {
     nnr_node *node = nnr_node_new(op == NNR_OP_CUMSUM ? "CumsumBackward" : "CumprodBackward", scan_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;                     /* written with recorded ops */
     node->i[0] = d;
     node->i[1] = reverse;
     node->i[2] = op;

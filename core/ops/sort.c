@@ -24,6 +24,7 @@ static int record_sort(const char *name, const nnr_tensor *x, int dim, const nnr
 {
     nnr_node *node = nnr_node_new(name, sort_backward, 1, &x);
     if (!node) return nnr_last_status();
+    node->double_diff = 1;                     /* scatter_add and clone: recorded ops */
     node->i[0] = dim;
     int st = nnr_save(node, indices, 0);
     if (st) { nnr_node_release(node); return st; }

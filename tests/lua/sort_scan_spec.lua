@@ -419,6 +419,19 @@ describe("gradients (float64 gradcheck)", function()
     H.assert_close(x.grad:gather(1, i), w:totable(), 1e-15)
   end)
 
+  it("second order (gradgradcheck): sort, topk, cumsum, cumprod with and without zeros", function()
+    local gg = nnr.autograd.gradgradcheck
+    local function ok(fn, inputs) local good, msg = gg(fn, inputs); assert(good, msg) end
+    ok(function(x) return (x:sort(2, true)) end, { f64({ 3, 5 }) })
+    ok(function(x) return (x:topk(2, 1)) end, { strided({ 5, 3 }) })
+    ok(function(x) return x:cumsum(2) * x end, { f64({ 3, 4 }) })
+    ok(function(x) return x:cumprod(2) end, { f64({ 3, 5 }, 0.5, 1.5) })
+    ok(function(x) return x:cumprod(1) end, { nnr.tensor({ 2, 0, 3, 4, 0, 1.5 }, { dtype = "f64", requires_grad = true }) })
+    local z = nnr.tensor({ { 2, 0, 3 }, { 0, 0, 1.5 }, { 1, 2, 0 } }, { dtype = "f64" }):t():detach():requires_grad_()
+    ok(function(x) return x:cumprod(2) end, { z })          -- a non-contiguous leaf, zeros in every row
+    ok(function(x) return x:cumprod(1) end, { z })
+  end)
+
   it("floor, ceil, round, trunc have a zero gradient; indices and tests carry none", function()
     for _, name in ipairs { "floor", "ceil", "round", "trunc" } do
       local x = f64({ 5 })
