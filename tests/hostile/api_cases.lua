@@ -669,5 +669,18 @@ return function(nnr, H)
     { "autograd.gradcheck: NaN eps", function() return nnr.autograd.gradcheck(function(x) return x * 2 end, { nnr.ones(2, { dtype = "f64", requires_grad = true }) }, { eps = NaN }) end, "eps" },
     { "autograd.gradcheck: eps 0 passes a wrong gradient", function() return nnr.autograd.gradcheck(function(x) return x:detach() * 2 + x end, { nnr.ones(2, { dtype = "f64", requires_grad = true }) }, { eps = 0 }) end, { "eps", function(ok) return ok == false, "gradcheck said ok" end } },
     { "autograd.gradcheck: NaN atol passes a wrong gradient", function() return nnr.autograd.gradcheck(function(x) return x:detach() * 2 + x end, { nnr.ones(2, { dtype = "f64", requires_grad = true }) }, { atol = NaN }) end, { "atol", function(ok) return ok == false, "gradcheck said ok" end } },
+    -- composed ops (lua/nnr/ops): huge sizes fail as allocations or checks, never as endless loops
+    { "pad: replicate by 2^40", function() return nn.functional.pad(nnr.ones(1, 2, 2), { 2 ^ 40, 0 }, "replicate") end, "out of memory" },
+    { "pad: NaN value", function() return nn.functional.pad(nnr.ones(2, 2), { 1, 1 }, "constant", NaN) end, "^pad: value must be a number" },
+    { "interpolate: size 2^40", function() return nn.functional.interpolate(nnr.ones(1, 1, 2, 2), { size = 2 ^ 40 }) end, "out of memory" },
+    { "interpolate: scale_factor 1e300", function() return nn.functional.interpolate(nnr.ones(1, 1, 2, 2), { scale_factor = 1e300 }) end, "^interpolate: scale_factor" },
+    { "interpolate: scale_factor inf", function() return nn.functional.interpolate(nnr.ones(1, 1, 2, 2), { scale_factor = inf }) end, "^interpolate: scale_factor%[1%] must be a finite number" },
+    { "repeat_interleave: counts adding up to 2^40", function() return nnr.ones(3):repeat_interleave(nnr.tensor({ 2 ^ 40, 1, 1 }, { dtype = "i64" }), 1) end, "^repeat_interleave: the repeat counts add up" },
+    { "one_hot: 2^50 classes", function() return nnr.one_hot(nnr.tensor({ 1 }, { dtype = "i64" }), 2 ^ 50) end, "too many|out of memory" },
+    { "unfold: kernel 2^31 - 1", function() return nn.functional.unfold(nnr.ones(1, 1, 2, 2), 2 ^ 31 - 1) end, "^unfold: .*does not fit" },
+    { "einsum: 100 subscripts for a 1-d operand", function() return nnr.einsum(string.rep("i", 100), nnr.ones(2)) end, "^einsum: operand 1 has shape %[2%]" },
+    { "einsum: a table in place of an operand", function() return nnr.einsum("ij,jk", nnr.ones(2, 2), {}) end, "^einsum: operand 2 must be a tensor" },
+    { "tril: diagonal 2^60", function() return nnr.ones(2, 2):tril(2 ^ 60) end, "^tril: diagonal must be an integer" },
+    { "cdist: NaN p", function() return nnr.cdist(nnr.ones(2, 2), nnr.ones(2, 2), NaN) end, "^cdist: p must be" },
   }
 end

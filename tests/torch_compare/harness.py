@@ -21,7 +21,7 @@ Inputs (s.tensor(shape, dtype="f64", layout="contiguous", low=-2, high=2, values
   - layout: "contiguous"; "transposed" (stored with the last two dims swapped, then transposed: a
     non-contiguous view); "strided" (every other element of a twice-as-long last dim); "expanded"
     (stored with a first dim of 1, expanded to shape[0]: a zero stride).
-  - With grad=True, float inputs require grad. The gradient lands on the stored tensor (before the
+  - With grad=True (or requires_grad=True, which stops there), float inputs require grad. The gradient lands on the stored tensor (before the
     view), which is what is compared. A fixed weighting (sin of the flat index) of every float
     output that requires grad is summed and back-propagated, in both languages.
   - params={"weight": s.tensor(...), ...} gives P.weight (Lua and Python) as leaves: with grad=True
@@ -234,6 +234,7 @@ class Case:
         self.name, self.inputs, self.lua, self.py, self.grad = name, inputs, lua, py, grad
         self.params, self.atol, self.rtol, self.check_dtype, self.raises = params or {}, atol, rtol, check_dtype, raises
         self.expect_fail = False
+        self.requires_grad = grad
 
 
 class Suite:
@@ -266,8 +267,10 @@ class Suite:
         inp.values = values
         return inp
 
-    def case(self, name, inputs, lua, py, grad=False, params=None, atol=None, rtol=None, check_dtype=True, expect_fail=False):
+    def case(self, name, inputs, lua, py, grad=False, params=None, atol=None, rtol=None, check_dtype=True, expect_fail=False,
+             requires_grad=False):
         c = Case(name, list(inputs), lua, py, grad, params, atol, rtol, check_dtype, False)
+        c.requires_grad = requires_grad or grad   # leaves require grad; only grad=True back-propagates
         c.expect_fail = expect_fail     # the harness's own check: a difference it must report
         self.cases.append(c)
 
@@ -279,7 +282,7 @@ class Suite:
         lines = ["run(%d, function()" % i, "  local leaves, G, P = {}, {}, {}"]
         for k, inp in enumerate(c.inputs, 1):
             lines.append("  local b%d = %s" % (k, lua_tensor(inp)))
-            if c.grad and inp.dtype in FLOATS:
+            if c.requires_grad and inp.dtype in FLOATS:
                 lines.append("  b%d:requires_grad_(true); leaves[#leaves + 1] = b%d" % (k, k))
             lines.append("  local x%d = %s" % (k, view_code(inp, "b%d" % k, "lua")))
         for pname, inp in sorted(c.params.items()):
@@ -297,7 +300,7 @@ class Suite:
         lines = ["def _case%d():" % i, "    leaves, G, P = [], [], types.SimpleNamespace()"]
         for k, inp in enumerate(c.inputs, 1):
             lines.append("    b%d = %s" % (k, py_tensor(inp)))
-            if c.grad and inp.dtype in FLOATS:
+            if c.requires_grad and inp.dtype in FLOATS:
                 lines.append("    b%d.requires_grad_(True); leaves.append(b%d)" % (k, k))
             lines.append("    x%d = %s" % (k, view_code(inp, "b%d" % k, "py")))
         for pname, inp in sorted(c.params.items()):

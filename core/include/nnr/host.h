@@ -35,6 +35,18 @@ int nnr_replicas_run(nnr_replica_set *s, int mode, nnr_tensor *const *x, nnr_ten
                      nnr_tensor **out, double *losses);
 void nnr_replicas_free(nnr_replica_set *s);
 
+/* --- kernels written in LuaJIT (nnr.kernel): n worker threads, each with a state of the set running
+ * bootstrap (a chunk returning function(source, blob, chunk, nchunks) -> nil or an error message).
+ * start hands chunks first..first+count-1 of nchunks to workers 1..count and returns at once (the
+ * caller runs its own chunk meanwhile); wait returns when they are done, with the first error. The
+ * source and the blob (what the Lua side wrote: addresses, strides, sizes) must live until then. --- */
+typedef struct nnr_kernel_pool nnr_kernel_pool;
+nnr_kernel_pool *nnr_kernel_pool_new(int n, const char *bootstrap);
+int nnr_kernel_pool_size(const nnr_kernel_pool *p);
+int nnr_kernel_pool_start(nnr_kernel_pool *p, const char *source, size_t len, const void *blob, int first, int count, int nchunks);
+int nnr_kernel_pool_wait(nnr_kernel_pool *p);
+void nnr_kernel_pool_free(nnr_kernel_pool *p);
+
 /* --- processes (nnr.parallel.Distributed): MPI collectives on contiguous tensors in host memory, and
  * the backend's own collectives (NCCL) on its devices; op 0 sum, 1 max, 2 min, 3 product. Built
  * without MPI they return an error saying how to enable it. --- */

@@ -162,10 +162,24 @@ function F.batch_norm_reference(x, running_mean, running_var, weight, bias, trai
   return y
 end
 
--- layer norm over the last #normalized_shape dims
+-- layer norm over the last dims: normalized_shape as PyTorch's (a list that the input's trailing
+-- sizes must equal), or the number of trailing dims
 function F.layer_norm(x, nshape, weight, bias, eps)
+  tp("layer_norm", x, "input")
+  local nd = x:dim()
+  if type(nshape) == "table" then
+    local sizes = x:size()
+    local ok = #nshape >= 1 and #nshape <= nd
+    for i = 1, #nshape do ok = ok and nshape[i] == sizes[nd - #nshape + i] end
+    if not ok then
+      error("layer_norm: normalized_shape [" .. table.concat(nshape, ", ") .. "] does not match the last dims of an input of shape " ..
+        nnr.shape_str(sizes), 0)
+    end
+    nshape = #nshape
+  end
+  V.integer("layer_norm", "normalized_shape (a count of trailing dims)", nshape, 1, nd)
   local dims = {}
-  for d = x:dim() - nshape + 1, x:dim() do dims[#dims + 1] = d end
+  for d = nd - nshape + 1, nd do dims[#dims + 1] = d end
   local mean = x:mean(dims, true)
   local var = x:var(dims, true, 0)
   local y = (x - mean) / (var + V.number("layer_norm", "eps", eps, { above = 0, default = 1e-5 })):sqrt()

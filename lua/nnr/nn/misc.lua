@@ -125,37 +125,9 @@ end
 shuffle_class("PixelShuffle", F.pixel_shuffle, "upscale_factor")
 shuffle_class("PixelUnshuffle", F.pixel_unshuffle, "downscale_factor")
 
--- Upsample{size | scale_factor[, mode = "nearest"[, align_corners]]}: F.interpolate where nnr has
--- it; until then nearest and bilinear of [N, C, H, W] composed here from index_select
+-- Upsample{size | scale_factor[, mode = "nearest"[, align_corners]]}: a module over F.interpolate
 local Upsample = Module:extend("Upsample")
 M.Upsample = Upsample
-
--- source rows of out rows resampled from n (PyTorch's rules): nearest, or the two bilinear
--- neighbours and the weight of the second; scale: n / out, or 1 / scale_factor when that was given
-local function source_rows(mode, n, out, scale, align_corners)
-  local i0, i1, lam = {}, {}, {}
-  for o = 0, out - 1 do
-    if mode == "nearest" then
-      i0[o + 1] = math.min(math.floor(o * scale), n - 1) + 1
-    else
-      local src
-      if align_corners then src = out > 1 and o * (n - 1) / (out - 1) or 0
-      else src = math.max((o + 0.5) * scale - 0.5, 0) end
-      local f = math.min(math.floor(src), n - 1)
-      i0[o + 1], i1[o + 1], lam[o + 1] = f + 1, math.min(f + 1, n - 1) + 1, src - f
-    end
-  end
-  return i0, i1, lam
-end
-
-local function resample(x, mode, dim, out, scale, align_corners)
-  local i0, i1, lam = source_rows(mode, x:size(dim), out, scale, align_corners)
-  local a = x:index_select(dim, i0)
-  if mode == "nearest" then return a end
-  local w = nnr.tensor(lam, { dtype = x.dtype, device = x.device })
-  if dim == 3 then w = w:view(out, 1) end
-  return a + (x:index_select(dim, i1) - a) * w
-end
 
 function Upsample:__init(opts)
   Module.__init(self)
@@ -179,25 +151,10 @@ function Upsample:__init(opts)
     if self.mode == "nearest" then error("Upsample: align_corners can only be set with the interpolating modes (bilinear, ...), not 'nearest'", 0) end
   end
   self.align_corners = opts.align_corners
-  if not F.interpolate then V.choice("Upsample", "mode", self.mode, { "nearest", "bilinear" }) end
 end
 
 function Upsample:forward(x)
-  local opts = { size = self.size, scale_factor = self.scale_factor, mode = self.mode, align_corners = self.align_corners }
-  if F.interpolate then return F.interpolate(x, opts) end
-  if not nnr.is_tensor(x) or x:dim() ~= 4 then
-    error("Upsample: input of shape " .. (nnr.is_tensor(x) and nnr.shape_str(x:size()) or type(x)) .. ", expected [N, C, H, W]", 0)
-  end
-  local y = x
-  for d = 1, 2 do
-    local n = x:size(d + 2)
-    local out, scale
-    if self.size then out, scale = self.size[d], n / self.size[d]
-    else out, scale = math.floor(n * self.scale_factor[d]), 1 / self.scale_factor[d] end
-    if out < 1 then error(string.format("Upsample: input of shape %s gives an empty output", nnr.shape_str(x:size())), 0) end
-    y = resample(y, self.mode, d + 2, out, scale, self.align_corners)
-  end
-  return y
+  return F.interpolate(x, { size = self.size, scale_factor = self.scale_factor, mode = self.mode, align_corners = self.align_corners })
 end
 
 function Upsample:extra_repr()
