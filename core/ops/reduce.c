@@ -1,5 +1,5 @@
-/* Reductions (sum, prod, max, min, argmax, argmin, mean, var/std over any dims) and softmax: the
- * front ends, what they record, and their derivatives. */
+/* Reductions (sum, prod, max, min, argmax, argmin, mean, var/std, any, all over any dims) and softmax:
+ * the front ends, what they record, and their derivatives. */
 #include <string.h>
 #include "ops/internal.h"
 
@@ -92,7 +92,7 @@ static int record_reduce(int op, const nnr_tensor *x, unsigned dim_mask, int64_t
 {
     const char *name = op == NNR_OP_SUM ? "SumBackward" : op == NNR_OP_PROD ? "ProdBackward" : op == NNR_OP_MAX ? "MaxBackward"
                      : op == NNR_OP_MIN ? "MinBackward" : op == NNR_OP_MEAN ? "MeanBackward" : op == NNR_OP_VAR ? "VarBackward" : NULL;
-    if (!name) return NNR_OK;        /* argmax/argmin */
+    if (!name) return NNR_OK;        /* argmax, argmin, any, all */
     nnr_node *node = nnr_node_new(name, reduce_backward, 1, &x);
     if (!node) return nnr_last_status();
     node->double_diff = 1;
@@ -164,6 +164,7 @@ nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, 
     int in_dt = a->dtype, out_dt = a->dtype;
     if (op == NNR_OP_SUM || op == NNR_OP_PROD) { if (nnr_dtype_is_integral(a->dtype)) in_dt = out_dt = NNR_I64; }
     else if (op == NNR_OP_ARGMAX || op == NNR_OP_ARGMIN) out_dt = NNR_I64;
+    else if (op == NNR_OP_ANY || op == NNR_OP_ALL) out_dt = NNR_BOOL;       /* any dtype in */
     else if (op == NNR_OP_MEAN || op == NNR_OP_VAR) {
         if (!nnr_dtype_is_float(a->dtype)) {
             nnr_errorf(NNR_ERR_INVALID, "%s: input dtype must be floating point, got %s (convert with :float())", name, nnr_dtype_name(a->dtype));

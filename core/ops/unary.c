@@ -1,5 +1,6 @@
 /* Unary elementwise ops (neg, abs, exp, log, sqrt, tanh, sigmoid, relu, sin, cos, sign, reciprocal,
- * logical_not, erf): the front ends, what they record, and their derivatives. */
+ * logical_not, erf; floor, ceil, round, trunc; isnan, isinf, isfinite): the front ends, what they
+ * record, and their derivatives. */
 #include <math.h>
 #include <stdio.h>
 #include "ops/internal.h"
@@ -42,7 +43,9 @@ static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grad
     case NNR_OP_RELU: r = nnr_binary(NNR_OP_RELU_GRAD, g, x); break;
     case NNR_OP_SIN: t = nnr_unary(NNR_OP_COS, x); r = nnr_mul_into(t, g); break;
     case NNR_OP_COS: t = nnr_unary(NNR_OP_SIN, x); r = nnr_mul_into(t, g); if (r) { t = nnr_unary(NNR_OP_NEG, r); nnr_tensor_release(r); r = t; } break;
-    case NNR_OP_SIGN: r = nnr_full(g->dtype, g->ndim, g->sizes, 0.0, g->device); break;
+    case NNR_OP_SIGN: case NNR_OP_FLOOR: case NNR_OP_CEIL: case NNR_OP_ROUND: case NNR_OP_TRUNC:   /* steps: 0, as PyTorch */
+        r = nnr_full(g->dtype, g->ndim, g->sizes, 0.0, g->device);
+        break;
     case NNR_OP_ERF: {                         /* 2/sqrt(pi) exp(-x^2) */
         nnr_tensor *sq = nnr_mul(x, x);
         nnr_tensor *e = sq ? nnr_binary_scalar(NNR_OP_MUL, sq, -1, 0) : NULL;
@@ -72,6 +75,8 @@ static const char *unary_name(int op)
     case NNR_OP_SIGMOID: return "SigmoidBackward"; case NNR_OP_RELU: return "ReluBackward"; case NNR_OP_SIN: return "SinBackward";
     case NNR_OP_COS: return "CosBackward"; case NNR_OP_SIGN: return "SignBackward"; case NNR_OP_RECIPROCAL: return "ReciprocalBackward";
     case NNR_OP_ERF: return "ErfBackward";
+    case NNR_OP_FLOOR: return "FloorBackward"; case NNR_OP_CEIL: return "CeilBackward"; case NNR_OP_ROUND: return "RoundBackward";
+    case NNR_OP_TRUNC: return "TruncBackward";
     }
     return NULL;
 }
@@ -79,7 +84,7 @@ static const char *unary_name(int op)
 static int record_unary(int op, const nnr_tensor *x, nnr_tensor *out)
 {
     const char *name = unary_name(op);
-    if (!name) return NNR_OK;                  /* logical_not: not differentiable */
+    if (!name) return NNR_OK;                  /* logical_not, isnan, isinf, isfinite: not differentiable */
     nnr_node *node = nnr_node_new(name, unary_backward, 1, &x);
     if (!node) return nnr_last_status();
     node->double_diff = 1;
@@ -101,7 +106,11 @@ static int unary_dtype(int op, int dtype, int *out)
     case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL: case NNR_OP_ERF:
         *out = nnr_dtype_is_float(dtype) ? dtype : NNR_F32;
         return NNR_OK;
-    case NNR_OP_LOGICAL_NOT: *out = NNR_BOOL; return NNR_OK;
+    case NNR_OP_LOGICAL_NOT: case NNR_OP_ISNAN: case NNR_OP_ISINF: case NNR_OP_ISFINITE: *out = NNR_BOOL; return NNR_OK;
+    case NNR_OP_FLOOR: case NNR_OP_CEIL: case NNR_OP_ROUND: case NNR_OP_TRUNC:   /* integers come out unchanged */
+        if (dtype == NNR_BOOL) return nnr_errorf(NNR_ERR_INVALID, "%s: not defined for bool tensors", nnr_op_name(op));
+        *out = dtype;
+        return NNR_OK;
     case NNR_OP_NEG: case NNR_OP_ABS: case NNR_OP_RELU: case NNR_OP_SIGN:
         if (dtype == NNR_BOOL && op != NNR_OP_SIGN)
             return nnr_errorf(NNR_ERR_INVALID, "%s: not defined for bool tensors", nnr_op_name(op));

@@ -388,8 +388,89 @@ local function quant_cases()
   end)
 end
 
+-- sort, topk, cumsum, cumprod; floor, ceil, round, trunc, isnan, isinf, isfinite; any, all; bernoulli,
+-- multinomial, randperm (sampling: the same seed and offset must give the same draws on every backend)
+local function sort_scan_cases()
+  for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i32", "i64", "u8" } do
+    local values = is_float(dt) and with_specials or uniform
+    for desc = 0, 1 do
+      case(OP.SORT, dt, desc == 1 and "descending" or "ascending", function(dev)
+        local x = values(dt, dt == "u8" and 0 or -50, 50, { 6, 37 }):to(dev)
+        return { ins = { x }, outs = { empty({ 6, 37 }, dt, dev), empty({ 6, 37 }, "i64", dev) }, params = { i = { desc } } }
+      end)
+    end
+    case(OP.SORT, dt, "strided, long rows", function(dev)
+      local x = uniform(dt, 0, 50, { 300, 3 }):to(dev):t()
+      return { ins = { x }, outs = { empty({ 3, 300 }, dt, dev), empty({ 3, 300 }, "i64", dev) }, params = { i = { 0 } } }
+    end)
+    for largest = 0, 1 do
+      case(OP.TOPK, dt, largest == 1 and "largest" or "smallest", function(dev)
+        local x = values(dt, dt == "u8" and 0 or -50, 50, { 5, 41 }):to(dev)
+        return { ins = { x }, outs = { empty({ 5, 7 }, dt, dev), empty({ 5, 7 }, "i64", dev) }, params = { i = { 7, largest } } }
+      end)
+    end
+  end
+  for _, op in ipairs { "CUMSUM", "CUMPROD" } do
+    for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i64" } do
+      for reverse = 0, 1 do
+        case(OP[op], dt, reverse == 1 and "reverse" or "forward", function(dev)
+          local lo, hi = -2, 2
+          if op == "CUMPROD" then lo, hi = is_float(dt) and 0.7 or -3, is_float(dt) and 1.3 or 3 end
+          local x = uniform(dt, lo, hi, { 9, 4 }):to(dev):t()
+          return { ins = { x }, outs = { empty({ 4, 9 }, dt, dev) }, params = { i = { reverse } } }
+        end)
+      end
+    end
+    case(OP[op], "f64", "one long row", function(dev)
+      return { ins = { uniform("f64", 0.9999, 1.0001, { 1, 100000 }):to(dev) }, outs = { empty({ 1, 100000 }, "f64", dev) }, params = { i = { 0 } } }
+    end)
+  end
+  for _, op in ipairs { "FLOOR", "CEIL", "ROUND", "TRUNC", "ISNAN", "ISINF", "ISFINITE" } do
+    local out = op:sub(1, 2) == "IS" and "bool" or nil
+    for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i32", "i64" } do
+      for _, v in ipairs { "contiguous", "strided", "specials" } do
+        if v ~= "specials" or is_float(dt) then
+          case(OP[op], dt, v, function(dev)
+            local x = (v == "specials" and with_specials or uniform)(dt, -4, 4, v == "strided" and { 9, 7 } or { 7, 9 }):to(dev)
+            if v == "strided" then x = x:t() end
+            return { ins = { x }, outs = { empty(x:size(), out or dt, dev) } }
+          end)
+        end
+      end
+    end
+  end
+  for _, op in ipairs { "ANY", "ALL" } do
+    for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i32", "i64", "u8", "bool" } do
+      for reduced = 1, 3 do
+        case(OP[op], dt, reduced .. " dims", function(dev)
+          local x = uniform("f64", -1, 1, { 4, 5, 6 }):gt(op == "ANY" and 0.8 or -0.8):to(dt):to(dev)   -- mostly one answer, not all
+          return { ins = { x }, outs = { empty(({ { 4, 5 }, { 4 }, {} })[reduced], "bool", dev) }, params = { i = { reduced } } }
+        end)
+      end
+    end
+  end
+  for _, dt in ipairs { "f32", "f64", "i64" } do
+    case(OP.BERNOULLI, dt, "scalar p", function(dev)
+      return { ins = {}, outs = { empty({ 101 }, dt, dev) }, params = { f = { 0.3 }, i = { 77, 8 } } }
+    end)
+  end
+  for _, dt in ipairs { "f32", "f64" } do
+    case(OP.BERNOULLI, dt, "tensor p", function(dev)
+      return { ins = { uniform(dt, 0, 1, { 7, 9 }):to(dev) }, outs = { empty({ 7, 9 }, dt, dev) }, params = { i = { 78, 12 } } }
+    end)
+    for replacement = 0, 1 do
+      case(OP.MULTINOMIAL, dt, replacement == 1 and "with replacement" or "without replacement", function(dev)
+        return { ins = { uniform(dt, 0.1, 1, { 3, 10 }):to(dev) }, outs = { empty({ 3, 6 }, "i64", dev) }, params = { i = { 79, 16, replacement } } }
+      end)
+    end
+  end
+  case(OP.RANDPERM, "i64", "contiguous", function(dev)
+    return { ins = {}, outs = { empty({ 100 }, "i64", dev) }, params = { i = { 80, 20 } } }
+  end)
+end
+
 for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
-                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases } do
+                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases } do
   group()
 end
 M.cases = cases
@@ -441,7 +522,7 @@ local function compare(got, ref, dtype)
 end
 
 local ACCUMULATES = { [C.NNR_OPCAT_REDUCE] = true, [C.NNR_OPCAT_SOFTMAX] = true, [C.NNR_OPCAT_MATMUL] = true, [C.NNR_OPCAT_CONV] = true,
-                      [C.NNR_OPCAT_POOL] = true, [C.NNR_OPCAT_NORM] = true, [C.NNR_OPCAT_OPTIM] = true }
+                      [C.NNR_OPCAT_POOL] = true, [C.NNR_OPCAT_NORM] = true, [C.NNR_OPCAT_OPTIM] = true, [C.NNR_OPCAT_SCAN] = true }
 
 local function tolerance(c, out)
   local tol = TOL[out.dtype] or 0

@@ -647,6 +647,180 @@ for _, k in ipairs { "sum", "prod", "mean", "argmax", "argmin", "max", "min", "v
   T[k] = methods[k]
 end
 
+-- sorting, scans, rounding, tests and sampling (core/ops/sort.c, scan.c, unary.c, reduce.c, random.c) ------------
+-- indices in and out are 1-based; every option is checked (nnr.check), none is ignored
+local ixbuf = ffi.new("nnr_tensor *[1]")
+
+-- values and indices from a C call that returns the values and writes the indices to ixbuf[0]
+local function with_indices(v)
+  if v == nil then binding.raise() end
+  local values, indices = own(v), own(ixbuf[0])
+  -- out of place: the 0-based indices may be saved for the backward
+  return values, call(C.nnr_binary_scalar, OP.add, indices.p, 1, 0)
+end
+
+-- the dim of a sort-like op: 1-based or negative; a 0-d tensor takes 1 or -1 (its one element)
+local function sort_dim(op, t, d)
+  if d == nil then d = -1 end
+  if C.nnr_tensor_ndim(t.p) == 0 then
+    if d ~= 1 and d ~= -1 then error(op .. ": dimension " .. tostring(d) .. " is out of range for a 0-dimensional tensor (expected 1 or -1)", 0) end
+    return 0
+  end
+  return cdim(op, t, d)
+end
+
+local sort_options = { dim = true, descending = true, stable = true }
+-- t:sort([dim[, descending]]) or t:sort{dim =, descending =, stable =}: values and 1-based indices.
+-- Always stable (stable = false allows any order of equal elements; the stable one is among them).
+local function sort_args(op, t, dim, descending)
+  if type(dim) == "table" then
+    if descending ~= nil then error(op .. ": give the options table alone, or dim and descending", 0) end
+    local o = V.options(op, dim, sort_options)
+    V.boolean(op, "stable", o.stable)
+    dim, descending = o.dim, o.descending
+  end
+  if dim ~= nil then int_arg(op, "dim", dim) end
+  return sort_dim(op, t, dim), V.boolean(op, "descending", descending) and 1 or 0
+end
+function methods.sort(t, dim, descending)
+  local d, desc = sort_args("sort", t, dim, descending)
+  return with_indices(C.nnr_sort(tp("sort", t, "self"), d, desc, ixbuf))
+end
+function methods.argsort(t, dim, descending)
+  local d, desc = sort_args("argsort", t, dim, descending)
+  local _, indices = with_indices(C.nnr_sort(tp("argsort", t, "self"), d, desc, ixbuf))
+  return indices
+end
+
+local topk_options = { dim = true, largest = true, sorted = true }
+-- t:topk(k[, dim[, largest[, sorted]]]) or t:topk(k, {dim =, largest =, sorted =}): the k largest (or
+-- smallest) along dim (default the last) and their 1-based indices, always in sorted order (sorted =
+-- false allows any order; this one is among them); equal values: the lower index first
+function methods.topk(t, k, dim, largest, sorted)
+  int_arg("topk", "k", k)
+  if type(dim) == "table" then
+    if largest ~= nil or sorted ~= nil then error("topk: give k and the options table alone, or k, dim, largest and sorted", 0) end
+    local o = V.options("topk", dim, topk_options)
+    dim, largest, sorted = o.dim, o.largest, o.sorted
+  end
+  if largest == nil then largest = true end
+  V.boolean("topk", "largest", largest)
+  V.boolean("topk", "sorted", sorted)
+  if dim ~= nil then int_arg("topk", "dim", dim) end
+  return with_indices(C.nnr_topk(tp("topk", t, "self"), k, sort_dim("topk", t, dim), largest and 1 or 0, ixbuf))
+end
+
+-- cumsum(dim[, {dtype =}]), cumprod(dim[, {dtype =}]): integers and bool give i64, as PyTorch;
+-- dtype casts the input first (as PyTorch's dtype argument)
+local scan_options = { dtype = true }
+local function scan_args(op, t, dim, opts)
+  tp(op, t, "self")
+  if dim == nil then error(op .. ": dim is required (cumulative ops take the dimension to run along)", 0) end
+  int_arg(op, "dim", dim)
+  local d = sort_dim(op, t, dim)
+  if opts ~= nil and V.options(op, opts, scan_options).dtype ~= nil then
+    t = call(C.nnr_to, t.p, dtype_id(opts.dtype, op), C.nnr_tensor_device(t.p))
+  end
+  return t, d
+end
+function methods.cumsum(t, dim, opts)
+  local x, d = scan_args("cumsum", t, dim, opts)
+  return call(C.nnr_cumsum, x.p, d)
+end
+function methods.cumprod(t, dim, opts)
+  local x, d = scan_args("cumprod", t, dim, opts)
+  return call(C.nnr_cumprod, x.p, d)
+end
+
+-- floor, ceil, round, trunc (and their in-place forms): the dtype kept, integers unchanged, gradient 0
+for _, name in ipairs { "floor", "ceil", "round", "trunc" } do
+  local op = C["NNR_OP_" .. name:upper()]
+  OP[name] = op
+  methods[name] = function(t) return call(C.nnr_unary, op, tp(name, t, "self")) end
+  methods[name .. "_"] = function(t) check(C.nnr_unary_(op, tp(name .. "_", t, "self"))); return t end
+end
+-- round(decimals) or round{decimals =}: half to even, as PyTorch (x * 10^d rounded, divided back)
+local round0, round0_ = methods.round, methods.round_
+local round_options = { decimals = true }
+local function decimals_of(op, d)
+  if type(d) == "table" then d = V.options(op, d, round_options).decimals end
+  if d == nil then return 0 end
+  return V.integer(op, "decimals", d, -300, 300)
+end
+function methods.round(t, decimals)
+  local d = decimals_of("round", decimals)
+  if d == 0 then return round0(t) end
+  if not methods.is_floating_point(t) then error("round: decimals needs a floating-point tensor, got " .. dtype_names[C.nnr_tensor_dtype(t.p)], 0) end
+  if d > 0 then return arith(OP.div, round0(arith(OP.mul, t, 10 ^ d)), 10 ^ d) end
+  return arith(OP.mul, round0(arith(OP.div, t, 10 ^ -d)), 10 ^ -d)
+end
+function methods.round_(t, decimals)
+  if decimals_of("round_", decimals) == 0 then return round0_(t) end
+  return methods.copy_(t, methods.round(t, decimals))
+end
+
+-- isnan, isinf, isfinite: bool tensors (integers are never NaN or infinite)
+for _, name in ipairs { "isnan", "isinf", "isfinite" } do
+  local op = C["NNR_OP_" .. name:upper()]
+  methods[name] = function(t) return call(C.nnr_unary, op, tp(name, t, "self")) end
+end
+
+-- any(), all(): over everything; any(dim[, keepdim]), all(dim[, keepdim]) with dim a number or a list; bool out
+local function logical_reducer(name, op)
+  return function(t, dim, keepdim)
+    tp(name, t, "self")
+    if C.nnr_tensor_ndim(t.p) == 0 and dim ~= nil then sort_dim(name, t, dim); dim = nil end
+    local n = dims_of(name, t, dim)
+    return call(C.nnr_reduce, op, t.p, n, intbuf, V.boolean(name, "keepdim", keepdim) and 1 or 0, 0)
+  end
+end
+methods.any = logical_reducer("any", C.NNR_OP_ANY)
+methods.all = logical_reducer("all", C.NNR_OP_ALL)
+
+-- sampling from the one generator (nnr.manual_seed): the same numbers on every backend
+-- nnr.bernoulli(p): 1 with probability p (a float tensor of probabilities), else 0, p's shape and dtype;
+-- t:bernoulli([p]): with a number p, t's shape and dtype; t:bernoulli_([p]) in place (p a number or a
+-- tensor broadcast to t, default 0.5)
+function methods.bernoulli(t, p)
+  tp("bernoulli", t, "input")
+  if p == nil then return call(C.nnr_bernoulli, t.p) end
+  V.probability("bernoulli", "p", p, true)
+  local r = T.empty_like(t)
+  check(C.nnr_bernoulli_(r.p, nil, p))
+  return r
+end
+function methods.bernoulli_(t, p)
+  tp("bernoulli_", t, "self")
+  if p == nil then p = 0.5 end
+  if is_tensor(p) then check(C.nnr_bernoulli_(t.p, p.p, 0)); return t end
+  V.probability("bernoulli_", "p", p, true)
+  check(C.nnr_bernoulli_(t.p, nil, p))
+  return t
+end
+-- nnr.multinomial(probs, n[, replacement]): n 1-based category indices per row of probs (1-d or 2-d
+-- non-negative weights, each row with a positive sum), i64
+function methods.multinomial(probs, n, replacement)
+  tp("multinomial", probs, "probs")
+  V.integer("multinomial", "num_samples", n, 1)
+  local r = call(C.nnr_multinomial, probs.p, n, V.boolean("multinomial", "replacement", replacement) and 1 or 0)
+  check(C.nnr_binary_scalar_(OP.add, r.p, 1))
+  return r
+end
+-- nnr.randperm(n[, {dtype =, device =, requires_grad =}]): a random permutation of 1..n (i64 unless asked)
+function T.randperm(n, opts)
+  V.integer("randperm", "n", n, 0)
+  local dt, dev = opts_dtype_device("randperm", opts, C.NNR_I64)
+  local r = call(C.nnr_randperm, n, dev)
+  check(C.nnr_binary_scalar_(OP.add, r.p, 1))
+  if dt ~= C.NNR_I64 then r = call(C.nnr_to, r.p, dt, dev) end
+  return created(r, opts)
+end
+
+for _, k in ipairs { "sort", "argsort", "topk", "cumsum", "cumprod", "floor", "ceil", "round", "trunc", "isnan", "isinf", "isfinite",
+                     "any", "all", "bernoulli", "multinomial" } do
+  T[k] = methods[k]
+end
+
 -- linear algebra and indexing ------------------------------------------------------------------
 function methods.matmul(a, b) return call(C.nnr_matmul, tp("matmul", a, "input"), tp("matmul", b, "other")) end
 function methods.mm(a, b) return call(C.nnr_mm, tp("mm", a, "input"), tp("mm", b, "other")) end

@@ -144,6 +144,12 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return !nnr_dtype_is_integral(out);
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
     case NNR_OP_RAND_INT: return 1;
+    case NNR_OP_BERNOULLI: return call->n_inputs == 0 || !nnr_dtype_is_integral(call->inputs[0]->dtype);
+    case NNR_OP_MULTINOMIAL: return out == NNR_I64 && !nnr_dtype_is_integral(call->inputs[0]->dtype);
+    case NNR_OP_RANDPERM: return out == NNR_I64;
+    case NNR_OP_SORT: case NNR_OP_TOPK: return call->n_outputs == 2 && call->outputs[1]->dtype == NNR_I64 && call->inputs[0]->dtype == out;
+    case NNR_OP_CUMSUM: case NNR_OP_CUMPROD:
+        return call->inputs[0]->dtype == out && (!nnr_dtype_is_integral(out) || out == NNR_I64);
     default: break;
     }
     switch (nnr_op_category_of(call->op)) {
@@ -165,6 +171,9 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_WHERE: return cpu_where(call);
     case NNR_OP_CLAMP: return cpu_clamp(call);
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: case NNR_OP_RAND_INT: return cpu_random(call);
+    case NNR_OP_BERNOULLI: case NNR_OP_MULTINOMIAL: case NNR_OP_RANDPERM: return cpu_sample(call);
+    case NNR_OP_SORT: case NNR_OP_TOPK: return cpu_sort(call);
+    case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cpu_scan(call);
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return cpu_softmax(call);
     case NNR_OP_MATMUL: return cpu_matmul(call);
     case NNR_OP_GATHER: return cpu_gather(call);

@@ -46,6 +46,13 @@ static double unary_d(int op, double x)
     case NNR_OP_RECIPROCAL: return 1.0 / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);
+    case NNR_OP_FLOOR: return floor(x);
+    case NNR_OP_CEIL: return ceil(x);
+    case NNR_OP_ROUND: return rint(x);      /* the default rounding mode: half to even, as PyTorch */
+    case NNR_OP_TRUNC: return trunc(x);
+    case NNR_OP_ISNAN: return x != x;
+    case NNR_OP_ISINF: return isinf(x) != 0;
+    case NNR_OP_ISFINITE: return isfinite(x) != 0;
     }
     return 0;
 }
@@ -58,6 +65,9 @@ static int64_t unary_i(int op, int64_t x)
     case NNR_OP_RELU: return x > 0 ? x : 0;
     case NNR_OP_SIGN: return (x > 0) - (x < 0);
     case NNR_OP_LOGICAL_NOT: return x == 0;
+    case NNR_OP_FLOOR: case NNR_OP_CEIL: case NNR_OP_ROUND: case NNR_OP_TRUNC: return x;   /* integers are whole */
+    case NNR_OP_ISNAN: case NNR_OP_ISINF: return 0;
+    case NNR_OP_ISFINITE: return 1;
     }
     return 0;
 }
@@ -194,6 +204,10 @@ INLINE void un_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a,
     case NNR_OP_COS: for (int64_t i = 0; i < n; i++) o[i * so] = cosf(a[i * sa]); return;
     case NNR_OP_RECIPROCAL: for (int64_t i = 0; i < n; i++) o[i * so] = 1.0f / a[i * sa]; return;
     case NNR_OP_ERF: for (int64_t i = 0; i < n; i++) o[i * so] = erff(a[i * sa]); return;
+    case NNR_OP_FLOOR: for (int64_t i = 0; i < n; i++) o[i * so] = floorf(a[i * sa]); return;
+    case NNR_OP_CEIL: for (int64_t i = 0; i < n; i++) o[i * so] = ceilf(a[i * sa]); return;
+    case NNR_OP_ROUND: for (int64_t i = 0; i < n; i++) o[i * so] = rintf(a[i * sa]); return;
+    case NNR_OP_TRUNC: for (int64_t i = 0; i < n; i++) o[i * so] = truncf(a[i * sa]); return;
     default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)unary_d(op, a[i * sa]); return;
     }
 }

@@ -123,5 +123,8 @@ int cpu_sgd_step(const nnr_op_call *call);
 int cpu_adam_step(const nnr_op_call *call);
 int cpu_rmsprop_step(const nnr_op_call *call);
 int cpu_index_add(const nnr_op_call *call);
+int cpu_sort(const nnr_op_call *call);       /* sort and topk (sort.c) */
+int cpu_scan(const nnr_op_call *call);       /* cumsum and cumprod (scan.c) */
+int cpu_sample(const nnr_op_call *call);     /* bernoulli, multinomial, randperm (random.c) */
 
 #endif

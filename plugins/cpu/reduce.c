@@ -1,4 +1,4 @@
-/* Reductions and softmax.
+/* Reductions (any and all too, writing bool) and softmax.
  *
  * reduce: inputs[0] is [kept..., reduced...] (i[0] reduced dims), outputs[0]
  * is [kept...]. Each output element walks its reduced sub-tensor row by row;
@@ -45,6 +45,8 @@ static void acc_row_f64(const red_ctx *c, acc *a, const double *x, int64_t m, in
             if (!a->started || x[i] < a->d || x[i] != x[i]) { a->d = x[i]; a->i = base_index + i; a->started = 1; }
         }
         break;
+    case NNR_OP_ANY: for (int64_t i = 0; i < m; i++) if (x[i] != 0) { a->i = 1; break; } break;   /* NaN != 0 */
+    case NNR_OP_ALL: for (int64_t i = 0; i < m; i++) if (x[i] == 0) { a->i = 0; break; } break;
     case NNR_OP_VAR:
         for (int64_t i = 0; i < m; i++) {
             a->n++;
@@ -69,6 +71,8 @@ static void acc_row_i64(const red_ctx *c, acc *a, const int64_t *x, int64_t m, i
         for (int64_t i = 0; i < m; i++)
             if (!a->started || x[i] < a->n) { a->d = (double)x[i]; a->n = x[i]; a->i = base_index + i; a->started = 1; }
         break;
+    case NNR_OP_ANY: for (int64_t i = 0; i < m; i++) if (x[i] != 0) { a->i = 1; break; } break;
+    case NNR_OP_ALL: for (int64_t i = 0; i < m; i++) if (x[i] == 0) { a->i = 0; break; } break;
     }
 }
 
@@ -92,6 +96,7 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
         }
         acc a = {0};
         if (c->op == NNR_OP_PROD) { a.d = 1; a.i = 1; }
+        if (c->op == NNR_OP_ALL) a.i = 1;
         int64_t idx[NNR_MAX_DIMS] = {0}, flat = 0;
         int64_t rows = c->count / (inner ? inner : 1);
         for (int64_t r = 0; r < rows && inner > 0; r++) {
@@ -120,7 +125,7 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
         case NNR_OP_MAX: case NNR_OP_MIN:
             if (integral) nnr_store_i64(c->out_dtype, op, a.n); else nnr_store_f64(c->out_dtype, op, a.d);
             break;
-        case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: nnr_store_i64(c->out_dtype, op, a.i); break;
+        case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: case NNR_OP_ANY: case NNR_OP_ALL: nnr_store_i64(c->out_dtype, op, a.i); break;
         case NNR_OP_VAR: {
             double dof = (double)(a.n - c->correction);
             double v = dof > 0 ? a.m2 / dof : a.m2 > 0 ? INFINITY : NAN;   /* PyTorch: m2 / max(0, n - correction) */

@@ -69,6 +69,12 @@ int cu_fill(cu_device *d, const nnr_op_call *call);
 int cu_arange(cu_device *d, const nnr_op_call *call);
 int cu_random(cu_device *d, const nnr_op_call *call);
 int cu_reduce(cu_device *d, const nnr_op_call *call);
+/* cumsum, cumprod (scan.cu): f32, f64, i64 with many rows */
+int cu_scan_supports(const nnr_op_call *call);
+int cu_scan(cu_device *d, const nnr_op_call *call);
+/* sort, topk (sort.cu): CUB's radix sort over (key, position) pairs */
+int cu_sort_supports(const nnr_op_call *call);
+int cu_sort(cu_device *d, const nnr_op_call *call);
 int cu_softmax(cu_device *d, const nnr_op_call *call);
 int cu_matmul(cu_device *d, const nnr_op_call *call);
 int cu_linear(cu_device *d, const nnr_op_call *call);

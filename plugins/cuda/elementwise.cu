@@ -59,6 +59,13 @@ template <typename T> __device__ __forceinline__ T unary_f(int op, T x)
     case NNR_OP_RECIPROCAL: return T(1) / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);
+    case NNR_OP_FLOOR: return floor(x);
+    case NNR_OP_CEIL: return ceil(x);
+    case NNR_OP_ROUND: return rint(x);      /* half to even, as the cpu */
+    case NNR_OP_TRUNC: return trunc(x);
+    case NNR_OP_ISNAN: return x != x;
+    case NNR_OP_ISINF: return isinf(x) ? T(1) : T(0);
+    case NNR_OP_ISFINITE: return isfinite(x) ? T(1) : T(0);
     }
     return 0;
 }
@@ -71,6 +78,9 @@ __device__ __forceinline__ int64_t unary_i(int op, int64_t x)
     case NNR_OP_RELU: return x > 0 ? x : 0;
     case NNR_OP_SIGN: return (x > 0) - (x < 0);
     case NNR_OP_LOGICAL_NOT: return x == 0;
+    case NNR_OP_FLOOR: case NNR_OP_CEIL: case NNR_OP_ROUND: case NNR_OP_TRUNC: return x;
+    case NNR_OP_ISNAN: case NNR_OP_ISINF: return 0;
+    case NNR_OP_ISFINITE: return 1;
     }
     return 0;
 }

@@ -396,6 +396,9 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         return f32_f64(out) && call->inputs[1]->dtype == out && call->inputs[0]->dtype == NNR_I64;
     case NNR_OP_GATHER: case NNR_OP_INDEX_SELECT: return call->inputs[1]->dtype == NNR_I64 && call->inputs[0]->dtype == out;
     case NNR_OP_ALL_REDUCE: case NNR_OP_BROADCAST: return cu_nccl_supports(call);
+    case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cu_scan_supports(call);
+    case NNR_OP_SORT: case NNR_OP_TOPK: return cu_sort_supports(call);
+    /* the sampling ops (bernoulli, multinomial, randperm) run on the cpu backend */
     default: break;
     }
     switch (nnr_op_category_of((uint32_t)op)) {
@@ -447,6 +450,8 @@ static nnr_status run_op(cu_device *d, const nnr_op_call *call)
     case NNR_OP_ARANGE: return (nnr_status)cu_arange(d, call);
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: case NNR_OP_RAND_INT: return (nnr_status)cu_random(d, call);
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return (nnr_status)cu_softmax(d, call);
+    case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return (nnr_status)cu_scan(d, call);
+    case NNR_OP_SORT: case NNR_OP_TOPK: return (nnr_status)cu_sort(d, call);
     case NNR_OP_MATMUL: return (nnr_status)cu_matmul(d, call);
     case NNR_OP_LINEAR: return (nnr_status)cu_linear(d, call);
     case NNR_OP_CONV2D: return (nnr_status)cu_conv2d(d, call);

@@ -1,4 +1,4 @@
-/* Reductions and softmax. Layout as on the cpu: inputs[0] is [kept...,
+/* Reductions (any and all too, writing bool) and softmax. Layout as on the cpu: inputs[0] is [kept...,
  * reduced...] (params i[0] reduced dims, any strides), outputs[0] is [kept...].
  * A block per output element when its reduction is long, a thread per output
  * when it is short; accumulation in double (int64 for integer sums and
@@ -25,7 +25,7 @@ typedef struct acc {
 __device__ __forceinline__ void acc_init(acc &a, int op, int integral)
 {
     a.d = op == NNR_OP_PROD ? 1.0 : 0.0;
-    a.i = op == NNR_OP_PROD ? 1 : 0;
+    a.i = op == NNR_OP_PROD || op == NNR_OP_ALL ? 1 : 0;
     a.mean = a.m2 = 0;
     a.idx = -1;
     a.n = 0;
@@ -42,6 +42,8 @@ __device__ __forceinline__ void acc_add(acc &a, int op, const char *p, int dt, i
         case NNR_OP_PROD: a.i = (int64_t)((uint64_t)a.i * (uint64_t)x); break;
         case NNR_OP_MAX: case NNR_OP_ARGMAX: if (!a.started || x > a.i) { a.i = x; a.idx = r; a.started = 1; } break;
         case NNR_OP_MIN: case NNR_OP_ARGMIN: if (!a.started || x < a.i) { a.i = x; a.idx = r; a.started = 1; } break;
+        case NNR_OP_ANY: if (x != 0) a.i = 1; break;
+        case NNR_OP_ALL: if (x == 0) a.i = 0; break;
         case NNR_OP_VAR: {
             double v = (double)x, delta = v - a.mean;
             a.n++; a.mean += delta / (double)a.n; a.m2 += delta * (v - a.mean);
@@ -62,6 +64,8 @@ __device__ __forceinline__ void acc_add(acc &a, int op, const char *p, int dt, i
         if (a.started && a.d != a.d) break;
         if (!a.started || x < a.d || x != x) { a.d = x; a.idx = r; a.started = 1; }
         break;
+    case NNR_OP_ANY: if (x != 0) a.i = 1; break;      /* NaN != 0: true */
+    case NNR_OP_ALL: if (x == 0) a.i = 0; break;
     case NNR_OP_VAR: {
         double delta = x - a.mean;
         a.n++; a.mean += delta / (double)a.n; a.m2 += delta * (x - a.mean);
@@ -76,6 +80,8 @@ __device__ __forceinline__ void acc_merge(acc &a, const acc &b, int op)
     switch (op) {
     case NNR_OP_SUM: case NNR_OP_MEAN: a.d += b.d; a.i = (int64_t)((uint64_t)a.i + (uint64_t)b.i); break;
     case NNR_OP_PROD: a.d *= b.d; a.i = (int64_t)((uint64_t)a.i * (uint64_t)b.i); break;
+    case NNR_OP_ANY: a.i = a.i || b.i; break;
+    case NNR_OP_ALL: a.i = a.i && b.i; break;
     case NNR_OP_MAX: case NNR_OP_ARGMAX: case NNR_OP_MIN: case NNR_OP_ARGMIN: {
         if (!b.started) break;
         if (!a.started) { a = b; break; }
@@ -138,6 +144,7 @@ __device__ void red_store(const red_geom &g, char *op, const acc &a)
         if (a.integral) st_i64(g.out_dt, op, a.i); else st_f64(g.out_dt, op, a.d);
         break;
     case NNR_OP_ARGMAX: case NNR_OP_ARGMIN: st_i64(g.out_dt, op, a.idx < 0 ? 0 : a.idx); break;
+    case NNR_OP_ANY: case NNR_OP_ALL: st_i64(g.out_dt, op, a.i); break;
     case NNR_OP_VAR: {
         double dof = (double)(a.n - g.correction), v = dof > 0 ? a.m2 / dof : a.m2 > 0 ? INFINITY : NAN;
         st_f64(g.out_dt, op, g.sqrt_result ? sqrt(v) : v);

@@ -14,6 +14,16 @@ extern "C" {
 nnr_tensor *nnr_random(int kind, int dtype, int ndim, const int64_t *sizes, double a, double b, int device);
 /* fills t in place from the generator */
 int nnr_random_(nnr_tensor *t, int kind, double a, double b);
+/* t (any dtype) filled with 1 where a uniform draw falls below p (a float tensor broadcast to t's
+ * shape), else 0; p NULL: the number scalar. Probabilities outside [0, 1] are an error. */
+int nnr_bernoulli_(nnr_tensor *t, const nnr_tensor *p, double scalar);
+/* a new tensor of p's shape and dtype, drawn as nnr_bernoulli_ does */
+nnr_tensor *nnr_bernoulli(const nnr_tensor *p);
+/* n category indices (I64, 0-based) per row of probs (1-d [C] or 2-d [R, C], weights that need not
+ * sum to 1), with or without replacement */
+nnr_tensor *nnr_multinomial(const nnr_tensor *probs, int64_t n, int replacement);
+/* a random permutation of 0..n-1 (I64) */
+nnr_tensor *nnr_randperm(int64_t n, int device);
 
 /* --- views (share storage) --- */
 nnr_tensor *nnr_view(const nnr_tensor *t, int ndim, const int64_t *sizes);
@@ -54,6 +64,15 @@ int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
 /* --- reductions: ndims = 0 reduces every dim --- */
 nnr_tensor *nnr_reduce(int op, const nnr_tensor *a, int ndims, const int *dims, int keepdim, int64_t correction);
 nnr_tensor *nnr_softmax(const nnr_tensor *a, int dim, int log);
+
+/* --- sorting and scans along dim (0-based); indices come out as I64, 0-based --- */
+/* the values sorted along dim (stable; NaN above +inf) and, in *indices, where each came from */
+nnr_tensor *nnr_sort(const nnr_tensor *a, int dim, int descending, nnr_tensor **indices);
+/* the k largest (or smallest) along dim in sorted order (ties: the lower index first), and their indices */
+nnr_tensor *nnr_topk(const nnr_tensor *a, int64_t k, int dim, int largest, nnr_tensor **indices);
+/* running sums and products along dim; integer and bool inputs give I64 */
+nnr_tensor *nnr_cumsum(const nnr_tensor *a, int dim);
+nnr_tensor *nnr_cumprod(const nnr_tensor *a, int dim);
 
 /* --- linear algebra and indexing --- */
 nnr_tensor *nnr_matmul(const nnr_tensor *a, const nnr_tensor *b);

@@ -79,7 +79,9 @@ typedef enum nnr_opcat {
     NNR_OPCAT_NORM = 14,
     NNR_OPCAT_OPTIM = 15,      /* fused optimizer steps */
     NNR_OPCAT_QUANT = 16,      /* int8 ops (plugins/quant) */
-    NNR_OPCAT_COLLECTIVE = 17  /* across processes (NCCL) */
+    NNR_OPCAT_COLLECTIVE = 17, /* across processes (NCCL) */
+    NNR_OPCAT_SORT = 18,       /* sort, topk: values and I64 indices along the last dim */
+    NNR_OPCAT_SCAN = 19        /* cumsum, cumprod along the last dim */
 } nnr_opcat;
 
 /* The op table, the one place that names an op: X(ID, number, "name", category, inputs min, max,
@@ -143,7 +145,25 @@ typedef enum nnr_opcat {
  *    1 portable C, 2 AVX2, 3 AVX-VNNI, 4 AVX-512 VNNI (all give identical results).
  *  - COLLECTIVE (ABI 1.3) on a backend's own devices (cuda: NCCL), once the core has set up the
  *    communicator with set_option("nccl_comm", ...); outputs[0] is reduced or overwritten in place,
- *    contiguous. ALL_REDUCE: i[0] = 0 sum, 1 max, 2 min, 3 product. BROADCAST: i[0] = the root rank. */
+ *    contiguous. ALL_REDUCE: i[0] = 0 sum, 1 max, 2 min, 3 product. BROADCAST: i[0] = the root rank.
+ *  - Rounding and tests (UNARY, numbered from 260): FLOOR, CEIL, ROUND (half to even), TRUNC keep the
+ *    dtype (integers unchanged); ISNAN, ISINF, ISFINITE write NNR_BOOL (integers: false, false, true).
+ *  - ANY, ALL (REDUCE, as the others: kept dims first): any dtype in (NaN counts as true), NNR_BOOL out.
+ *  - SORT: inputs[0] with the sorted dim last -> outputs[0] values (its dtype), outputs[1] I64 0-based
+ *    indices, same shape; i[0] = 1: descending. Always stable (equal elements keep their order, in both
+ *    directions); NaN sorts above +inf; -0.0 and 0.0 are equal. TOPK: as SORT, outputs [..., k] with
+ *    k = i[0], i[1] = 1: the largest (else the smallest), in sorted order, ties to the lower index.
+ *  - SCAN: inputs[0] -> outputs[0], same shape, along the last dim; i[0] = 1: from the end (reverse).
+ *    CUMSUM, CUMPROD of integer inputs come as NNR_I64 in and out.
+ *  - Sampling (RANDOM, Philox as above, i[0] = seed, i[1] = counter offset): BERNOULLI: outputs[0]
+ *    (any dtype) = 1 where u_k < p, else 0; p is inputs[0] (f32 or f64, the output's shape) or, with no
+ *    input, f[0]; u_k = word k * 2^-32. MULTINOMIAL: inputs[0] probs [R, C] (f32/f64, each row finite,
+ *    >= 0, positive sum) -> outputs[0] I64 [R, n] 0-based category indices; i[2] = 1: with replacement.
+ *    Row r uses words r * W + j, W = n (replacement) or C rounded up to a multiple of 4. With
+ *    replacement draw j is the first category whose running sum exceeds u_j * sum; without, the n
+ *    smallest of -log(u_c) / p_c in ascending order (exponential races: sequential sampling). RANDPERM:
+ *    outputs[0] I64 [n] a permutation of 0..n-1: Fisher-Yates from the end, step i (n-1 down to 1)
+ *    swapping i with (words 2i, 2i+1 as a 64-bit number) mod (i + 1). */
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -219,7 +239,23 @@ typedef enum nnr_opcat {
     X(QUANT_PACK, 209, "quant_pack", QUANT, 1, 1, 2, 2) \
     X(QUANT_LINEAR, 210, "quant_linear", QUANT, 3, 3, 1, 1) \
     X(ALL_REDUCE, 224, "all_reduce", COLLECTIVE, 0, 0, 1, 1) \
-    X(BROADCAST, 225, "broadcast", COLLECTIVE, 0, 0, 1, 1)
+    X(BROADCAST, 225, "broadcast", COLLECTIVE, 0, 0, 1, 1) \
+    X(SORT, 256, "sort", SORT, 1, 1, 2, 2) \
+    X(TOPK, 257, "topk", SORT, 1, 1, 2, 2) \
+    X(CUMSUM, 258, "cumsum", SCAN, 1, 1, 1, 1) \
+    X(CUMPROD, 259, "cumprod", SCAN, 1, 1, 1, 1) \
+    X(FLOOR, 260, "floor", UNARY, 1, 1, 1, 1) \
+    X(CEIL, 261, "ceil", UNARY, 1, 1, 1, 1) \
+    X(ROUND, 262, "round", UNARY, 1, 1, 1, 1) \
+    X(TRUNC, 263, "trunc", UNARY, 1, 1, 1, 1) \
+    X(ISNAN, 264, "isnan", UNARY, 1, 1, 1, 1) \
+    X(ISINF, 265, "isinf", UNARY, 1, 1, 1, 1) \
+    X(ISFINITE, 266, "isfinite", UNARY, 1, 1, 1, 1) \
+    X(ANY, 267, "any", REDUCE, 1, 1, 1, 1) \
+    X(ALL, 268, "all", REDUCE, 1, 1, 1, 1) \
+    X(BERNOULLI, 269, "bernoulli", RANDOM, 0, 1, 1, 1) \
+    X(MULTINOMIAL, 270, "multinomial", RANDOM, 1, 1, 1, 1) \
+    X(RANDPERM, 271, "randperm", RANDOM, 0, 0, 1, 1)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,
