@@ -23,9 +23,10 @@ int nnr_op_next(int op)
     return 0;
 }
 
-static _Atomic int64_t fallback_counts[256];
+enum { OP_SLOTS = 512 };        /* op ids below this are counted (the table goes to 271 today) */
+static _Atomic int64_t fallback_counts[OP_SLOTS];
 
-int64_t nnr_fallback_count(int op) { return (op >= 0 && op < 256) ? atomic_load(&fallback_counts[op]) : 0; }
+int64_t nnr_fallback_count(int op) { return (op >= 0 && op < OP_SLOTS) ? atomic_load(&fallback_counts[op]) : 0; }
 
 /* elements spanned by a strided view: [lo, hi] relative to data */
 static void desc_extent(const nnr_tensor_desc *d, int64_t *lo, int64_t *hi)
@@ -92,10 +93,10 @@ static int run_fallback(const char *opname, const nnr_device_entry *dev, nnr_op_
 
 static void warn_fallback(const char *opname, const nnr_device_entry *dev, const nnr_op_call *call)
 {
-    static _Atomic int warned[256][NNR_DTYPE_COUNT + 1];
+    static _Atomic int warned[OP_SLOTS][NNR_DTYPE_COUNT + 1];
     const nnr_tensor_desc *d = call->n_inputs ? call->inputs[0] : call->outputs[0];
     int dt = d->dtype >= 0 && d->dtype < NNR_DTYPE_COUNT ? d->dtype : NNR_DTYPE_COUNT;
-    if (call->op >= 256 || atomic_exchange(&warned[call->op][dt], 1)) return;
+    if (call->op >= OP_SLOTS || atomic_exchange(&warned[call->op][dt], 1)) return;
     char msg[256];
     snprintf(msg, sizeof msg, "%s (%s) is not implemented by %s; running it on the %s backend%s", opname, nnr_dtype_name(d->dtype),
              dev->plugin->name, nnr_device_get(nnr_host_device())->plugin->name,
@@ -103,15 +104,19 @@ static void warn_fallback(const char *opname, const nnr_device_entry *dev, const
     nnr_host.log(NNR_LOG_WARN, NULL, msg);
 }
 
+/* ops numbered 256 and up came with ABI 1.5: a plugin built against an older header never sees
+ * them (it might answer by category, and take floor for another unary op) */
+static int knows_op(const nnr_plugin *p, uint32_t op) { return op < 256 || (int)(p->abi_version & 0xffff) >= 5; }
+
 static int route(const char *opname, const nnr_device_entry *dev, nnr_op_call *call)
 {
     nnr_plugin *p = dev->plugin, *ext;
-    if (p->supports(p, call)) return p->run(p, call);
+    if (knows_op(p, call->op) && p->supports(p, call)) return p->run(p, call);
     if (dev->host_memory && (ext = nnr_extension_for(call))) return ext->run(ext, call);   /* an op an extension adds */
     if (p == nnr_device_get(nnr_host_device())->plugin)     /* the host backend itself: nowhere else to go */
         return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported by the %s backend", opname, call_dtype(call), p->name);
     warn_fallback(opname, dev, call);
-    if (call->op < 256) atomic_fetch_add(&fallback_counts[call->op], 1);
+    if (call->op < OP_SLOTS) atomic_fetch_add(&fallback_counts[call->op], 1);
     return run_fallback(opname, dev, call);
 }
 
@@ -166,5 +171,5 @@ int nnr_backend_takes(int device, int op, int nin, nnr_tensor *const *in, int no
     if (!dev) return 0;
     nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
     nnr_op_call call = describe(op, nin, in, nout, out, params, din, dout);
-    return dev->plugin->supports(dev->plugin, &call);
+    return knows_op(dev->plugin, call.op) && dev->plugin->supports(dev->plugin, &call);
 }

@@ -40,7 +40,12 @@ function M.gradcheck(fn, inputs, opts)
   if not out.requires_grad then return false, "gradcheck: the output does not require grad (no input requires grad?)" end
   nnr.manual_seed(4321)
   local v = nnr.randn(out:size(), { dtype = "f64", device = out.device })
-  for _, x in ipairs(inputs) do if nnr.is_tensor(x) and x.requires_grad then x.grad = nil end end
+  for _, x in ipairs(inputs) do
+    if nnr.is_tensor(x) and x.requires_grad then
+      x.grad = nil
+      if not x.is_leaf then x:retain_grad() end      -- a view of a leaf (x:t()) is checked as itself
+    end
+  end
   (out:to("f64") * v):sum():backward()
   local analytic = {}
   for i, x in ipairs(inputs) do

@@ -555,7 +555,7 @@ return function(nnr, H)
     { "conv_transpose2d: int weight", function() return nn.functional.conv_transpose2d(nnr.ones(1, 1, 2, 2, { dtype = "i64" }), nnr.ones(1, 1, 1, 1, { dtype = "i64" })) end, "conv_transpose2d: dtype i64 is not supported" },
     { "conv1d: a 4-d input", function() return nn.functional.conv1d(nnr.ones(1, 1, 2, 2), nnr.ones(1, 1, 1)) end, "conv1d: expected a 3%-d input" },
     { "Upsample: scale_factor inf", function() return nn.Upsample({ scale_factor = inf }) end, "scale_factor%[1%] must be a finite number" },
-    { "Upsample: a zero-sized output", function() return nn.Upsample({ scale_factor = 0.1 })(nnr.ones(1, 1, 2, 2)) end, "Upsample: .*empty output" },
+    { "Upsample: a zero-sized output", function() return nn.Upsample({ scale_factor = 0.1 })(nnr.ones(1, 1, 2, 2)) end, "Upsample: interpolate: scale_factor 0.1 turns dimension 3 of size 2 into 0" },
     { "GroupNorm: NaN eps", function() return nn.GroupNorm(1, 2, { eps = NaN }) end, "GroupNorm: eps" },
     { "PixelShuffle: factor 2^31", function() return nn.PixelShuffle(2 ^ 31) end, "upscale_factor" },
     { "AdaptiveMaxPool2d: output larger than the input (overlapping windows, accepted)", function() return nn.AdaptiveMaxPool2d(3)(nnr.ones(1, 1, 1, 2)) end, function(y) return nnr.shape_str(y:size()) == "[1, 1, 3, 3]", "shape " .. nnr.shape_str(y:size()) end },

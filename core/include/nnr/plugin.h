@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 4,
+    NNR_ABI_MINOR = 5,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,

@@ -154,7 +154,9 @@ function Upsample:__init(opts)
 end
 
 function Upsample:forward(x)
-  return F.interpolate(x, { size = self.size, scale_factor = self.scale_factor, mode = self.mode, align_corners = self.align_corners })
+  local ok, y = pcall(F.interpolate, x, { size = self.size, scale_factor = self.scale_factor, mode = self.mode, align_corners = self.align_corners })
+  if not ok then error("Upsample: " .. tostring(y), 0) end
+  return y
 end
 
 function Upsample:extra_repr()
