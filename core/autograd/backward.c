@@ -229,8 +229,11 @@ static int run_node(nnr_node *n, const nnr_tensor *g)
     return st;
 }
 
+/* a node's needed mark once its backward has run */
+enum { RAN = 2 };
+
 /* after the pass: pending gradients dropped, saved tensors of the nodes that ran freed unless the
- * graph is kept */
+ * graph is kept (a node the pass did not need keeps them: a later backward may go through it) */
 static void finish(node_list *all, int retain_graph)
 {
     for (size_t i = 0; i < all->n; i++) {
@@ -241,7 +244,7 @@ static void finish(node_list *all, int retain_graph)
             nnr_tensor_release(n->pending_more[k]);
             n->pending_more[k] = NULL;
         }
-        if (!retain_graph && n->backward && n->needed && !n->released) {
+        if (!retain_graph && n->backward && n->needed == RAN && !n->released) {
             for (int k = 0; k < n->n_saved; k++) nnr_tensor_release(n->saved[k]);
             n->n_saved = 0;
             n->released = 1;
@@ -262,13 +265,17 @@ static int run_graph(int n_roots, nnr_tensor *const *roots, nnr_tensor *const *s
     for (int r = 0; r < n_roots; r++) root_nodes[r] = roots[r]->grad_fn;
     st = collect(n_roots, root_nodes, pass, &all);
     if (st == NNR_OK) st = mark_needed(&all, tg);
-    /* the seeds: at the roots' nodes, or straight into a leaf root */
+    /* the seeds: at the roots' nodes, or straight into a leaf root (through the leaf's hooks) */
     for (int r = 0; st == NNR_OK && r < n_roots; r++) {
         nnr_tensor *root = roots[r];
         if (root->grad_fn) { st = accumulate(slot(root->grad_fn, root->output_nr), seeds[r]); continue; }
-        if (!tg) { st = accumulate_leaf(root, seeds[r]); continue; }
-        for (int i = 0; st == NNR_OK && i < tg->n; i++)
-            if (tg->node[i] == root->grad_acc && root->grad_acc) st = accumulate(&tg->caught[i], seeds[r]);
+        nnr_tensor *g = seeds[r];
+        nnr_tensor_retain(g);
+        if (root->grad_acc && root->grad_acc->n_hooks) st = nnr_node_run_hooks(root->grad_acc, 0, &g);
+        if (st == NNR_OK && !tg) st = accumulate_leaf(root, g);
+        for (int i = 0; st == NNR_OK && tg && i < tg->n; i++)
+            if (tg->node[i] == root->grad_acc && root->grad_acc) st = accumulate(&tg->caught[i], g);
+        nnr_tensor_release(g);
     }
     for (size_t i = 0; st == NNR_OK && i < all.n; i++)
         if (all.items[i]->deps == 0) st = push(&ready, all.items[i]);
@@ -287,7 +294,7 @@ static int run_graph(int n_roots, nnr_tensor *const *roots, nnr_tensor *const *s
                  * leaf may have others under it) */
                 bool below = !tg;
                 for (int k = 0; !below && k < n->n_inputs; k++) below = n->in[k].node && n->in[k].node->needed;
-                if (below) st = run_node(n, g);
+                if (below) { n->needed = RAN; st = run_node(n, g); }
             } else if (st == NNR_OK && !n->backward && n->leaf && g && !tg) {
                 st = accumulate_leaf(n->leaf, g);
             }
@@ -361,7 +368,7 @@ static int with_pass(const char *op, int n, nnr_tensor *const *roots, nnr_tensor
     if (st == NNR_OK) {
         nnr_ag.in_backward = 1;
         nnr_ag.creating_graph = create_graph;
-        st = run_graph(n, roots, seeds, retain_graph || create_graph, tg);
+        st = run_graph(n, roots, seeds, retain_graph, tg);
         nnr_ag.creating_graph = 0;
         nnr_ag.in_backward = 0;
     }
@@ -386,6 +393,9 @@ int nnr_backward_multi(int n, nnr_tensor *const *roots, nnr_tensor *const *grads
 int nnr_autograd_grad(int n_out, nnr_tensor *const *outputs, nnr_tensor *const *grad_outputs, int n_in, nnr_tensor *const *inputs,
                       int retain_graph, int create_graph, int allow_unused, nnr_tensor **grads)
 {
+    if (nnr_ag.in_backward)       /* before grads is touched: it may be the running pass's own */
+        return nnr_errorf(NNR_ERR_INVALID, "autograd.grad: called from inside a backward pass (a Function's backward or a gradient "
+                          "hook); that is not supported");
     if (n_out < 1) return nnr_errorf(NNR_ERR_INVALID, "autograd.grad: no outputs given");
     if (n_in < 1) return nnr_errorf(NNR_ERR_INVALID, "autograd.grad: no inputs given");
     for (int i = 0; i < n_in; i++) {

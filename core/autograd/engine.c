@@ -116,6 +116,7 @@ int nnr_node_save_output(nnr_node *node, const nnr_tensor *out)
 
 void nnr_node_attach(nnr_tensor *t, nnr_node *node)
 {
+    if (t->grad_fn && t->grad_fn->retained == t) t->grad_fn->retained = NULL;    /* the old node must not point at t */
     if (t->grad_fn) nnr_node_release(t->grad_fn);
     t->grad_fn = node;
     t->output_nr = 0;
@@ -270,6 +271,9 @@ int nnr_retain_grad(nnr_tensor *t)
 {
     if (!t->requires_grad) return nnr_errorf(NNR_ERR_INVALID, "retain_grad: the tensor does not require grad");
     if (!t->grad_fn) return NNR_OK;          /* leaves keep their grad anyway */
+    if (t->output_nr != 0 || t->grad_fn->n_outputs > 1)
+        return nnr_errorf(NNR_ERR_INVALID, "retain_grad: not supported on the outputs of %s, a Function with several outputs; "
+                          "register a hook on the output instead (t:register_hook(fn))", t->grad_fn->name);
     t->retains_grad = 1;
     t->grad_fn->retained = t;
     return NNR_OK;
@@ -281,3 +285,5 @@ nnr_tensor *nnr_detach(const nnr_tensor *t)
 }
 
 unsigned nnr_tensor_version(const nnr_tensor *t) { return atomic_load(&t->storage->version); }
+
+int nnr_tensor_mark_written(nnr_tensor *t, const char *op) { return nnr_autograd_check_inplace(op, t); }

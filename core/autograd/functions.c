@@ -118,11 +118,11 @@ int nnr_function_node(const char *name, int64_t id, int n_in, nnr_tensor *const 
     return NNR_OK;
 }
 
-nnr_tensor *nnr_function_saved_output(const nnr_tensor *t, int k)
+nnr_tensor *nnr_function_saved_output(const nnr_tensor *t, int64_t id, int k)
 {
     nnr_node *n = nnr_ag.running_node;
     nnr_tensor *v = nnr_tensor_new_view(t, t->ndim, t->sizes, t->strides, t->offset);
-    if (!v || !nnr_ag.creating_graph || !n || n->backward != function_backward || k < 0 || k >= n->n_outputs) return v;
+    if (!v || !nnr_ag.creating_graph || !n || n->backward != function_backward || n->i[0] != id || k < 0 || k >= n->n_outputs) return v;
     /* the Function's own output, linked to its node again while its backward records (as the C
      * ops' saved outputs are): the gradient's history then reaches through it */
     nnr_node_link(v, n, k);

@@ -124,6 +124,15 @@ local function give(t)
   return t.p
 end
 
+-- an error from the user's Lua code: its message, and the user's frames when it carries a position
+local function traceback(e)
+  local msg = tostring(e)
+  if type(e) == "string" and msg:match("^[^\n]-:%d+: ") and not msg:find("stack traceback:", 1, true) then return debug.traceback(msg, 2) end
+  return msg
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
 local function run_function(entry, n_in, ins, n_out, outs)
   local fn, ctx = entry.fn, entry.ctx
   local grads = {}
@@ -135,11 +144,10 @@ local function run_function(entry, n_in, ins, n_out, outs)
     end
     grads[k] = g
   end
-  ctx._in_backward = true
-  local res = { n = 0 }
-  local function take(...) res = { n = select("#", ...), ... } end
-  take(fn.backward(ctx, unpack(grads, 1, n_in)))
-  ctx._in_backward = false
+  rawset(ctx, "_in_backward", true)
+  local ok, res = xpcall(function() return pack(fn.backward(ctx, unpack(grads, 1, n_in))) end, traceback)
+  rawset(ctx, "_in_backward", false)       -- whatever happened: its saved outputs link to its node only meanwhile
+  if not ok then error(res, 0) end
   if res.n > entry.nargs then
     error(fn.name .. ".backward returned " .. res.n .. " values, forward took " .. entry.nargs .. " arguments", 0)
   end
@@ -161,13 +169,6 @@ local function run_hook(fn, ins, outs)
     if not is_tensor(r) then error("gradient hook: must return nil or a tensor, got " .. type(r), 0) end
     outs[0] = give(r)
   end
-end
-
--- an error from the user's Lua code: its message, and the user's frames when it carries a position
-local function traceback(e)
-  local msg = tostring(e)
-  if type(e) == "string" and msg:match("^[^\n]-:%d+: ") then return debug.traceback(msg, 2) end
-  return msg
 end
 
 shared.callback = shared.callback or ffi.cast("nnr_autograd_callback", function(kind, id, n_in, ins, n_out, outs)
@@ -193,21 +194,23 @@ shared.callback = shared.callback or ffi.cast("nnr_autograd_callback", function(
 end)
 local callback = shared.callback
 
-local ptrs_a, ptrs_b, ptrs_c = ffi.new("nnr_tensor *[64]"), ffi.new("nnr_tensor *[64]"), ffi.new("nnr_tensor *[64]")
-local function tensor_list(op, what, x, buf)
+-- pointer arrays are made per call: a pass must never read arrays another call is filling
+local ptrs_ct = ffi.typeof("nnr_tensor *[?]")
+local ptrs_a, ptrs_b = ptrs_ct(64), ptrs_ct(64)       -- Function:apply's (no pass runs while it fills them)
+local function tensor_list(op, what, x)
   local list = is_tensor(x) and { x } or x
   if type(list) ~= "table" or #list == 0 then error(op .. ": " .. what .. " must be a tensor or a non-empty list of tensors", 0) end
   if #list > 64 then error(op .. ": at most 64 " .. what .. ", got " .. #list, 0) end
+  local buf = ptrs_ct(#list)
   for i = 1, #list do buf[i - 1] = tp(op, list[i], what .. " " .. i) end
-  return list
+  return list, buf
 end
 
 -- the passes run interpreted: the engine calls back into Lua, which LuaJIT forbids from a C call
 -- made by compiled code
 local function backward_pass(roots, grads, retain, create)
-  local n = #roots
   C.nnr_autograd_set_callback(callback)
-  local st = C.nnr_backward_multi(n, ptrs_a, grads and ptrs_b or nil, retain and 1 or 0, create and 1 or 0)
+  local st = C.nnr_backward_multi(1, roots, grads, retain and 1 or 0, create and 1 or 0)
   drain()
   check(st)
 end
@@ -224,19 +227,18 @@ function M.backward(t, grad, retain_graph)
   elseif type(grad) == "boolean" then
     grad, retain_graph = nil, grad
   end
-  ptrs_a[0] = t.p
-  if grad ~= nil then ptrs_b[0] = tp("backward", grad, "gradient") end
-  if retain_graph == nil then retain_graph = create end
-  backward_pass({ t }, grad ~= nil, retain_graph, create)
+  local roots, grads = ptrs_ct(1), nil
+  roots[0] = t.p
+  if grad ~= nil then grads = ptrs_ct(1); grads[0] = tp("backward", grad, "gradient") end
+  if retain_graph == nil then retain_graph = create end      -- PyTorch's default
+  backward_pass(roots, grads, retain_graph, create)
 end
 T.methods.backward = M.backward
 
 local grad_options = { grad_outputs = true, retain_graph = true, create_graph = true, allow_unused = true }
-local outbuf = ffi.new("nnr_tensor *[64]")
-local function grad_pass(n_out, has_grads, n_in, retain, create, unused)
+local function grad_pass(n_out, outs, grads, n_in, ins, retain, create, unused, res)
   C.nnr_autograd_set_callback(callback)
-  local st = C.nnr_autograd_grad(n_out, ptrs_a, has_grads and ptrs_b or nil, n_in, ptrs_c, retain and 1 or 0, create and 1 or 0,
-    unused and 1 or 0, outbuf)
+  local st = C.nnr_autograd_grad(n_out, outs, grads, n_in, ins, retain and 1 or 0, create and 1 or 0, unused and 1 or 0, res)
   drain()
   return st
 end
@@ -244,20 +246,22 @@ jit.off(grad_pass)
 
 function M.grad(outputs, inputs, opts)
   opts = V.options("autograd.grad", opts, grad_options)
-  local outs = tensor_list("autograd.grad", "outputs", outputs, ptrs_a)
-  local ins = tensor_list("autograd.grad", "inputs", inputs, ptrs_c)
-  local go = opts.grad_outputs
+  local outs, outs_p = tensor_list("autograd.grad", "outputs", outputs)
+  local ins, ins_p = tensor_list("autograd.grad", "inputs", inputs)
+  local go, grads_p = opts.grad_outputs, nil
   if go ~= nil then
     local list = is_tensor(go) and { go } or go
     if type(list) ~= "table" then error("autograd.grad: grad_outputs must be a tensor or a list of tensors (nil entries allowed)", 0) end
-    for i = 1, #outs do ptrs_b[i - 1] = list[i] ~= nil and tp("autograd.grad", list[i], "grad_outputs " .. i) or nil end
+    grads_p = ptrs_ct(#outs)
+    for i = 1, #outs do grads_p[i - 1] = list[i] ~= nil and tp("autograd.grad", list[i], "grad_outputs " .. i) or nil end
   end
   local create = opts.create_graph and true or false
   local retain = opts.retain_graph
-  if retain == nil then retain = create end
-  check(grad_pass(#outs, go ~= nil, #ins, retain, create, opts.allow_unused))
+  if retain == nil then retain = create end                -- PyTorch's default
+  local out = ptrs_ct(#ins)
+  check(grad_pass(#outs, outs_p, grads_p, #ins, ins_p, retain, create, opts.allow_unused, out))
   local res = {}
-  for i = 1, #ins do res[i] = outbuf[i - 1] ~= nil and own(outbuf[i - 1]) or nil end
+  for i = 1, #ins do res[i] = out[i - 1] ~= nil and own(out[i - 1]) or nil end
   return unpack(res, 1, #ins)
 end
 
@@ -301,7 +305,7 @@ Ctx.__index = function(ctx, k)
       end
       -- an output of the Function, linked to its node again while a graph is created
       if saved.output_of and saved.output_of[i] and rawget(ctx, "_in_backward") then
-        t = own(C.nnr_function_saved_output(t.p, saved.output_of[i]))
+        t = own(C.nnr_function_saved_output(t.p, rawget(ctx, "_id"), saved.output_of[i]))
       end
       out[i] = t
     end
@@ -333,7 +337,6 @@ local Function = {}
 Function.__index = Function
 local function_keys = { name = true, forward = true, backward = true }
 
-local function pack(...) return { n = select("#", ...), ... } end
 local namebuf_ct = ffi.typeof("unsigned char[?]")
 local floating = { f32 = true, f64 = true, f16 = true, bf16 = true }
 
@@ -395,6 +398,7 @@ function Function:apply(...)
     end
   end
   local id = new_id()
+  rawset(ctx, "_id", id)
   registry[id] = { fn = self, ctx = ctx, positions = positions, nargs = args.n, out_meta = out_meta }
   local st = C.nnr_function_node(name, id, #inputs, ptrs_a, #out_list, ptrs_b, diff)
   if st ~= 0 then registry[id] = nil; binding.raise() end

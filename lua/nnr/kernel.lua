@@ -23,7 +23,7 @@ local is_tensor = T.is_tensor
 
 local M = {}
 
--- the pool of worker states: nnr.get_num_threads() - 1 workers, remade when that changes
+-- the pool of worker states: min(threads, 64) - 1 workers, remade only when the thread count changes
 local shared = debug.getregistry()["nnr.kernel"]
 if not shared then
   shared = {}
@@ -158,21 +158,25 @@ local function result_dtype(tensors)
   return best or "f64"
 end
 
--- runs plan text over blob: chunks 2..n on the pool's workers, chunk 1 here
-local function launch(name, text, blob, nchunks)
-  local p = nchunks > 1 and pool(nchunks - 1) or nil
+local MAX_CHUNKS = 64            -- the pool's 63 workers and the script's state
+
+-- runs plan text over blob: chunks 2..n on the pool's workers, chunk 1 here. keep: what the blob
+-- points into (the numbers array), held here until the workers are done with it
+local function launch(name, text, blob, nchunks, keep)
+  local p = nchunks > 1 and pool(math.min(C.nnr_get_num_threads(), MAX_CHUNKS) - 1) or nil
   if p then
     local st = C.nnr_kernel_pool_start(p, text, #text, blob, 1, nchunks - 1, nchunks)
     if st ~= 0 then binding.raise() end
   end
   local ok, err = pcall(W.run, text, blob, 0, nchunks)
   local st = p and C.nnr_kernel_pool_wait(p) or 0
+  if keep and keep[0] ~= keep[0] then error("unreachable") end   -- keep stays reachable until here
   if not ok then error(name .. ": " .. tostring(err), 0) end
   if st ~= 0 then error(name .. ": " .. binding.last_error(), 0) end
 end
 
 local function nchunks_for(points, per_point)
-  local threads = C.nnr_get_num_threads()
+  local threads = math.min(C.nnr_get_num_threads(), MAX_CHUNKS)
   return math.max(1, math.min(threads, math.floor(points * per_point / GRAIN)))
 end
 
@@ -208,6 +212,7 @@ local function output(name, opts, shape, dtype, inputs)
     error(name .. ": out has shape " .. shape_str(out:size()) .. ", the result " .. shape_str(shape), 0)
   end
   check_operand(name, "out", out)
+  binding.check(C.nnr_tensor_mark_written(out.p, name))   -- autograd's in-place rules, and the version bump
   for d = 1, #shape do
     if shape[d] > 1 and C.nnr_tensor_stride(out.p, d - 1) == 0 then
       error(name .. ": out is expanded along dimension " .. d .. " (one element would be written many times)", 0)
@@ -269,7 +274,7 @@ function Map.__call(self, ...)
   for i, v in ipairs(numbers) do doubles[i - 1] = v end
   local B = blob_of(#sizes, sizes, numel, operands, out, ss[#ss], doubles)
   local text = "map " .. #sizes .. " " .. table.concat(kinds, ",") .. " " .. out.dtype .. "\n" .. self.source
-  launch(name, text, B, nchunks_for(numel, 1))
+  launch(name, text, B, nchunks_for(numel, 1), doubles)
   return out
 end
 
@@ -324,10 +329,10 @@ function Reduce.__call(self, ...)
     local k = 0
     for _, o in ipairs(operands) do if o.t then k = k + 1; o.strides = ss[k] end end
     -- without combine, partial results cannot be joined: one chunk
-    local nchunks = self.combine and math.min(64, nchunks_for(numel, 1)) or 1
+    local nchunks = self.combine and nchunks_for(numel, 1) or 1
     local B = blob_of(#sizes, sizes, numel, operands, out, ss[#ss], doubles)
     local text = "rall " .. #sizes .. " " .. table.concat(kinds, ",") .. " " .. out.dtype .. "\n" .. self.source
-    if numel > 0 then launch(name, text, B, nchunks) end
+    if numel > 0 then launch(name, text, B, nchunks, doubles) end
     local acc = numel > 0 and doubles[#numbers + 1] or self.init
     for c = 1, numel > 0 and nchunks - 1 or 0 do
       local ok, r = pcall(self.combine, acc, doubles[#numbers + 1 + c])
@@ -364,7 +369,7 @@ function Reduce.__call(self, ...)
   for _, o in ipairs(operands) do if o.t then k = k + 1; o.strides = ss[k]; o.rstride = rstrides[k] end end
   local B = blob_of(#sizes, sizes, points, operands, out, ss[#ss], doubles, R)
   local text = "rdim " .. #sizes .. " " .. table.concat(kinds, ",") .. " " .. out.dtype .. "\n" .. self.source
-  launch(name, text, B, nchunks_for(points, math.max(R, 1)))
+  launch(name, text, B, nchunks_for(points, math.max(R, 1)), doubles)
   if opts.keepdim then return out:unsqueeze(d) end
   return out
 end

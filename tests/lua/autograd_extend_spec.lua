@@ -359,3 +359,51 @@ describe("hooks", function()
     assert.are.same({ 0, { 4, 2 } }, called)
   end)
 end)
+
+describe("autograd corner cases (from review)", function()
+  before_each(function() H.reseed(15) end)
+
+  it("autograd.grad frees only the nodes it ran: a later backward through the others works", function()
+    local x = f64({ 3 })
+    local h = x:exp()
+    local y, z = h * 2, h * 3
+    A.grad(y:sum(), h)
+    z:sum():backward()
+    close(x.grad, x:detach():exp() * 3)
+  end)
+
+  it("create_graph honours an explicit retain_graph = false", function()
+    local x = f64({ 3 })
+    local y = (x * x):sum()
+    A.grad(y, x, { create_graph = true, retain_graph = false })
+    fails("a second time", A.grad, y, x)
+  end)
+
+  it("a leaf's hooks see the seed when the leaf itself is the output", function()
+    local x = f64({ 3 })
+    x:register_hook(function(g) return g * 0 end)
+    x:backward(nnr.ones(3, { dtype = "f64" }))
+    assert.are.equal(0, x.grad:abs():sum():item())
+  end)
+
+  it("retain_grad on an output of a Function with several outputs is refused, not wrong", function()
+    local Two = A.Function { name = "Two", forward = function(ctx, x) return x * 2, x * 3 end,
+      backward = function(ctx, a, b) return a * 2 + b * 3 end }
+    local a, b = Two(f64({ 3 }))
+    fails("retain_grad: not supported on the outputs of TwoBackward", function() b:retain_grad() end)
+  end)
+
+  it("a full backward hook gets nil for an output gradient that did not arrive", function()
+    local Split = nn.Module:extend("Split")
+    function Split:__init() nn.Module.__init(self); self:register_parameter("w", nnr.randn({ 3 }, { dtype = "f64" })) end
+    function Split:forward(x) return x * self.w, x + self.w end
+    local m = Split()
+    local got
+    m:register_full_backward_hook(function(mod, gi, go) got = go end)
+    local a, b = m(f64({ 3 }))
+    a:sum():backward()
+    assert.is_not_nil(got[1])
+    assert.is_nil(got[2])
+  end)
+end)
+

@@ -28,7 +28,8 @@ nnr_tensor *nnr_detach(const nnr_tensor *t);
 /* gradients of t (grad NULL: t must have one element) into the leaves' .grad */
 int nnr_backward(nnr_tensor *t, const nnr_tensor *grad, int retain_graph);
 /* the same for n outputs at once (grads may be NULL, or hold NULL entries for one-element outputs);
- * create_graph records the backward itself, so that the gradients can be differentiated again */
+ * create_graph records the backward itself, so that the gradients can be differentiated again
+ * (PyTorch's default retain_graph = create_graph is the caller's to apply) */
 int nnr_backward_multi(int n, nnr_tensor *const *roots, nnr_tensor *const *grads, int retain_graph, int create_graph);
 /* autograd.grad: the gradients of the outputs (weighted by grad_outputs, as in backward) with respect
  * to the inputs, as new references in grads; no .grad is touched. An input the outputs do not depend
@@ -37,6 +38,10 @@ int nnr_autograd_grad(int n_out, nnr_tensor *const *outputs, nnr_tensor *const *
                       nnr_tensor *const *inputs, int retain_graph, int create_graph, int allow_unused, nnr_tensor **grads);
 /* the version counter of t's storage (bumped by every in-place write) */
 unsigned nnr_tensor_version(const nnr_tensor *t);
+/* before writing into t outside the ops (nnr.kernel's out=): autograd's in-place rules (a leaf or a
+ * view that requires grad is refused while recording), and the version bump that makes a node that
+ * saved t refuse its backward */
+int nnr_tensor_mark_written(nnr_tensor *t, const char *op);
 
 /* The host language's part (Functions with a backward written in it, gradient hooks). The engine
  * calls the callback set on the running thread with kind NNR_AUTOGRAD_FUNCTION (id: the Function's;
@@ -52,9 +57,9 @@ int32_t nnr_autograd_new_owner(void);
  * the inputs: its backward is the callback with this id */
 int nnr_function_node(const char *name, int64_t id, int n_in, nnr_tensor *const *inputs, int n_out,
                       nnr_tensor *const *outputs, const unsigned char *differentiable);
-/* inside a host Function's backward: t, an alias of the Function's output k kept for the backward,
- * as a new tensor linked to the Function's node when the pass creates a graph (else just a view) */
-nnr_tensor *nnr_function_saved_output(const nnr_tensor *t, int k);
+/* inside the backward of host Function id: t, an alias of its output k kept for the backward, as a
+ * new tensor linked to the Function's node when the pass creates a graph (else just a view) */
+nnr_tensor *nnr_function_saved_output(const nnr_tensor *t, int64_t id, int k);
 /* hook id runs on t's gradient during backward (t must require grad); remove: 1 if it was there */
 int nnr_tensor_register_hook(nnr_tensor *t, int64_t id);
 int nnr_tensor_remove_hook(nnr_tensor *t, int64_t id);

@@ -163,13 +163,13 @@ local function backward_hook_functions()
   end
   hook_functions = {
     inputs = Function { name = "BackwardHookInputs",
-      forward = function(ctx, state, ...) ctx.state = state; return ... end,
+      forward = function(ctx, state, ...) ctx.state = state; ctx:set_materialize_grads(false); return ... end,
       backward = function(ctx, ...)
         local g = call_hooks(ctx.state, pack(...))
         return nil, unpack(g, 1, g.n)
       end },
     outputs = Function { name = "BackwardHookOutputs",
-      forward = function(ctx, state, ...) ctx.state = state; return ... end,
+      forward = function(ctx, state, ...) ctx.state = state; ctx:set_materialize_grads(false); return ... end,
       backward = function(ctx, ...)
         ctx.state.grad_output = pack(...)
         if not ctx.state.inputs_tracked then call_hooks(ctx.state, pack()) end
