@@ -1,14 +1,14 @@
-/* 1-d convolution (the 2-d op with H = KH = 1 and stride 1 along W) a tile of outputs at a time:
+/* 1-d convolution (the 2-d op with H = KH = 1, any stride along W) a tile of outputs at a time:
  * with the input padded once, the columns that outputs [j0, j0 + n) read are, for row (c, kw), the
- * padded input's row c from column j0 + kw*dw: a [C*KW, n] block made by row copies while it stays
- * in L2, then one gemm per tile:
+ * padded input's row c at columns (j0 + p) sw + kw dw: a [C*KW, n] block made by row copies while it
+ * stays in L2, then one gemm per tile (the transposed convolution is the input gradient's form):
  *   y[:, j0:j0+n]  = W [O x C*KW] @ cols                     (forward)
  *   cols           = W^T @ gy[:, j0:j0+n], added back to the padded input gradient row by row
  *   gW            += gy[:, j0:j0+n] @ cols^T                 (weight gradient)
  * im2col over whole images wrote the input KW times over to memory for these shapes (an audio row
  * of 8000 samples and a 9-tap kernel: 9.2 MB per image) and read it back.
  *
- *   x [N, C, 1, W], weight [O, C/groups, 1, KW], y [N, O, 1, WO], WO = W + 2 pw - dw (KW - 1) */
+ *   x [N, C, 1, W], weight [O, C/groups, 1, KW], y [N, O, 1, WO], WO = (W + 2 pw - dw (KW - 1) - 1) / sw + 1 */
 #include <stdlib.h>
 #include <string.h>
 #include "kernels.h"
@@ -18,19 +18,19 @@ enum { TILE = 512 };
 typedef struct c1 {
     int64_t N, C, W, O, KW, WO, pw, dw, groups, cg, og, Wp;
     int dt;
-    int64_t es;
+    int64_t es, sw;         /* element size; the stride along W */
 } c1;
 
 /* the geometry, or 0 when this path does not apply */
 int cpu_conv1d_applies(const nnr_tensor_desc *x, const nnr_tensor_desc *w, const nnr_tensor_desc *y, const int64_t *i)
 {
-    return x->sizes[2] == 1 && w->sizes[2] == 1 && y->sizes[2] == 1 && i[1] == 1 && i[2] == 0 && (x->dtype == NNR_F32 || x->dtype == NNR_F64) &&
+    return x->sizes[2] == 1 && w->sizes[2] == 1 && y->sizes[2] == 1 && i[2] == 0 && (x->dtype == NNR_F32 || x->dtype == NNR_F64) &&
            y->sizes[3] >= 64;
 }
 
 static c1 geometry(const nnr_tensor_desc *x, const nnr_tensor_desc *w, const nnr_tensor_desc *y, const int64_t *i)
 {
-    c1 g = {x->sizes[0], x->sizes[1], x->sizes[3], w->sizes[0], w->sizes[3], y->sizes[3], i[3], i[5], i[6], 0, 0, 0, x->dtype, 0};
+    c1 g = {x->sizes[0], x->sizes[1], x->sizes[3], w->sizes[0], w->sizes[3], y->sizes[3], i[3], i[5], i[6], 0, 0, 0, x->dtype, 0, i[1]};
     g.cg = g.C / g.groups;
     g.og = g.O / g.groups;
     g.Wp = g.W + 2 * g.pw;
@@ -61,12 +61,18 @@ void cpu_conv1d_thread_exit(void)
     tl_cols_n = 0;
 }
 
-/* cols [cg*KW, tn]: row (c, kw) = the padded row c of group gr of image n from column j0 + kw*dw */
+/* cols [cg*KW, tn]: row (c, kw) = the padded row c of group gr of image n at columns (j0 + p) sw + kw dw */
 static void fill_cols(const c1 *g, const char *xpad, int64_t n, int64_t gr, int64_t j0, int64_t tn, char *cols)
 {
     for (int64_t c = 0; c < g->cg; c++) {
-        const char *row = xpad + ((n * g->C + gr * g->cg + c) * g->Wp + j0) * g->es;
-        for (int64_t kw = 0; kw < g->KW; kw++) memcpy(cols + (c * g->KW + kw) * tn * g->es, row + kw * g->dw * g->es, (size_t)(tn * g->es));
+        const char *row = xpad + ((n * g->C + gr * g->cg + c) * g->Wp + j0 * g->sw) * g->es;
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+            char *dst = cols + (c * g->KW + kw) * tn * g->es;
+            const char *src = row + kw * g->dw * g->es;
+            if (g->sw == 1) memcpy(dst, src, (size_t)(tn * g->es));
+            else if (g->dt == NNR_F32) for (int64_t p = 0; p < tn; p++) ((float *)dst)[p] = ((const float *)src)[p * g->sw];
+            else for (int64_t p = 0; p < tn; p++) ((double *)dst)[p] = ((const double *)src)[p * g->sw];
+        }
     }
 }
 
@@ -162,9 +168,10 @@ static void grad_input_images(void *arg, int64_t begin, int64_t end)
                 for (int64_t c = 0; c < g->cg; c++)
                     for (int64_t kw = 0; kw < g->KW; kw++) {
                         const char *src = cols + (c * g->KW + kw) * tn * es;
-                        char *dst = gxn + ((gr * g->cg + c) * g->Wp + j0 + kw * g->dw) * es;
-                        if (g->dt == NNR_F32) for (int64_t p = 0; p < tn; p++) ((float *)dst)[p] += ((const float *)src)[p];
-                        else for (int64_t p = 0; p < tn; p++) ((double *)dst)[p] += ((const double *)src)[p];
+                        char *dst = gxn + ((gr * g->cg + c) * g->Wp + j0 * g->sw + kw * g->dw) * es;
+                        int64_t s = g->sw;
+                        if (g->dt == NNR_F32) for (int64_t p = 0; p < tn; p++) ((float *)dst)[p * s] += ((const float *)src)[p];
+                        else for (int64_t p = 0; p < tn; p++) ((double *)dst)[p * s] += ((const double *)src)[p];
                     }
             }
         }

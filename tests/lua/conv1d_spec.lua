@@ -1,5 +1,6 @@
--- The cpu backend's 1-d convolution path (plugins/cpu/conv1d.c: conv2d with H = KH = 1, stride 1
--- along W and at least 64 outputs): gradients in float64, and the same numbers as the 2-d path.
+-- The cpu backend's 1-d convolution path (plugins/cpu/conv1d.c: conv2d with H = KH = 1 and at
+-- least 64 outputs, any stride; the transposed convolution through its input gradient): gradients
+-- in float64, and the same numbers as the 2-d path.
 local nnr = require "nnr"
 local H = require "helpers"
 local F = nnr.nn.functional
@@ -13,6 +14,9 @@ describe("conv1d on the tiled implicit path", function()
   it("passes gradcheck with padding, dilation, groups, bias and a fused relu", function()
     ok(function(x, w, b) return F.conv1d(x, w, b, { padding = 2 }) end, { f64({ 2, 2, 70 }), f64({ 3, 2, 5 }), f64({ 3 }) })
     ok(function(x, w, b) return F.conv1d(x, w, b, { padding = 3, dilation = 2, groups = 2 }) end, { f64({ 2, 4, 70 }), f64({ 4, 2, 3 }), f64({ 4 }) })
+    ok(function(x, w, b) return F.conv1d(x, w, b, { stride = 3, padding = 1 }) end, { f64({ 2, 2, 200 }), f64({ 3, 2, 4 }), f64({ 3 }) })
+    ok(function(x, w, b) return F.conv_transpose1d(x, w, b, { stride = 4, padding = 2, output_padding = 1 }) end,
+      { f64({ 1, 2, 70 }), f64({ 2, 3, 6 }), f64({ 3 }) })
     ok(function(x, w) return F.conv1d(x, w):relu() end, { nnr.randn({ 1, 2, 600 }, { dtype = "f64" }):narrow(3, 1, 580):requires_grad_(), f64({ 2, 2, 3 }) })   -- a strided input, more than one tile
   end)
 
