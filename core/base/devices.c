@@ -31,9 +31,14 @@ static void host_log(int level, const char *plugin, const char *message)
 
 static void host_set_error(const char *message) { nnr_set_error(NNR_ERR_INTERNAL, message); }
 
-/* Blocks of 4 MiB and more are 2 MiB aligned and asked to be backed by
- * transparent huge pages: first touch of a fresh 128 MiB tensor then costs
- * 64 page faults instead of 32768. */
+/* Blocks of 4 MiB and more are 2 MiB aligned. With NNR_HUGEPAGES=1 they are also asked to be
+ * backed by transparent huge pages: first touch of a fresh 128 MiB tensor then costs 64 page faults
+ * instead of 32768, when the kernel has huge pages at hand. Off by default (as PyTorch's
+ * THP_MEM_ALLOC_ENABLE): with THP defrag "madvise" (Debian's default) a fragmented machine compacts
+ * memory on each such fault, and a fresh 64 MiB block took 125 ms to touch instead of 12-15 ms
+ * (docs/perf.md); on memory the caching allocator hands back, the two differ by ~5%. */
+static int huge_pages = 0;   /* NNR_HUGEPAGES, read once by do_init */
+
 static void *host_alloc(size_t nbytes)
 {
     void *p = NULL;
@@ -41,7 +46,7 @@ static void *host_alloc(size_t nbytes)
     if (nbytes >= 2 * huge) {
         size_t rounded = (nbytes + huge - 1) & ~(huge - 1);
         if (posix_memalign(&p, huge, rounded) != 0) return NULL;
-        madvise(p, rounded, MADV_HUGEPAGE);
+        if (huge_pages) madvise(p, rounded, MADV_HUGEPAGE);
         return p;
     }
     if (posix_memalign(&p, 64, nbytes ? nbytes : 64) != 0) return NULL;
@@ -131,6 +136,7 @@ static const char *plugin_dir_beside_library(char *buf, size_t n)
 static void do_init(void)
 {
     log_threshold = (int)nnr_env_int("NNR_LOG", NNR_LOG_WARN, 0, 4);
+    huge_pages = (int)nnr_env_int("NNR_HUGEPAGES", 0, 0, 1);
     nnr_allocator_init();
     num_threads = (int)nnr_env_int(getenv("NNR_NUM_THREADS") ? "NNR_NUM_THREADS" : "OMP_NUM_THREADS", 0, 1, 4096);
     if (num_threads <= 0) num_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
