@@ -18,6 +18,64 @@ static nnr_tensor *pool_grad(int op, const nnr_tensor *x, const nnr_tensor *indi
     return gx;
 }
 
+/* ---------------- the backward as recorded ops (create_graph) ----------------
+ * Pooling's backward is linear in the gradient. Max pooling's is a scatter-add of the gradient
+ * to the argmax positions, composed here from recorded ops (gather is its own adjoint's pair). The
+ * average poolings' backward and forward are each other's adjoints: a pair of nodes, each
+ * recording the other as its backward, so gradients of any order go through. */
+
+/* max pooling's input gradient: g [N, C, HO, WO] added at the argmax (flat h*W+w, -1: none) of x's planes */
+static nnr_tensor *max_grad_recorded(const nnr_tensor *x, const nnr_tensor *idx, const nnr_tensor *g)
+{
+    int64_t N = x->sizes[0], C = x->sizes[1], plane = x->sizes[2] * x->sizes[3], outs = g->sizes[2] * g->sizes[3];
+    int64_t flat_x[3] = {N, C, plane}, flat_y[3] = {N, C, outs};
+    nnr_tensor *i3 = nnr_reshape(idx, 3, flat_y), *none = i3 ? nnr_binary_scalar(NNR_OP_LT, i3, 0, 0) : NULL;
+    nnr_tensor *ic = none ? nnr_where_scalar(none, NULL, 0, i3, 0) : NULL;        /* -1 -> 0, its gradient masked below */
+    nnr_tensor *g3 = ic ? nnr_reshape(g, 3, flat_y) : NULL, *gm = g3 ? nnr_where_scalar(none, NULL, 0, g3, 0) : NULL;
+    nnr_tensor *z = gm ? nnr_full(g->dtype, 3, flat_x, 0.0, g->device) : NULL;
+    nnr_tensor *s = z ? nnr_scatter_add(z, 2, ic, gm) : NULL, *r = s ? nnr_reshape(s, 4, x->sizes) : NULL;
+    nnr_tensor *t[7] = {i3, none, ic, g3, gm, z, s};
+    nnr_release_all(7, t);
+    return r;
+}
+
+static int avg_pair_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads);
+
+/* direction 0: the average pooling's input gradient from g; 1: the pooling itself of g (its
+ * adjoint). Runs the kernel, and records the other direction as its backward when g requires grad. */
+static nnr_tensor *avg_pair(int op, int direction, const int64_t *params, const int64_t *x_sizes, const int64_t *y_sizes, const nnr_tensor *g)
+{
+    nnr_tensor *c = nnr_contiguous(g);
+    if (!c) return NULL;
+    nnr_tensor *r = nnr_tensor_alloc(g->dtype, 4, direction == 0 ? x_sizes : y_sizes, g->device);
+    nnr_op_params p = {.struct_size = sizeof p};
+    memcpy(p.i, params, sizeof p.i);
+    int kernel = direction == 1 ? op : op == NNR_OP_AVGPOOL2D ? NNR_OP_AVGPOOL2D_BACKWARD : NNR_OP_ADAPTIVE_AVGPOOL2D_BACKWARD;
+    if (r && nnr_run_tensors("pool backward", kernel, g->device, 1, &c, 1, &r, &p)) { nnr_tensor_release(r); r = NULL; }
+    nnr_tensor_release(c);
+    if (r && nnr_should_record(1, &g)) {
+        nnr_node *node = nnr_node_new(direction == 0 ? "AvgPool2DBackwardBackward" : "AvgPool2DBackward", avg_pair_backward, 1, &g);
+        if (node) {
+            memcpy(node->i, params, sizeof node->i);
+            node->f[0] = op;
+            node->f[1] = 1 - direction;          /* the direction its backward computes */
+            node->double_diff = 1;
+        }
+        NNR_RECORD(r, nnr_node_finish(r, node, NNR_OK));
+    }
+    return r;
+}
+
+/* the other direction of the pair: the node's input (g's shape in the forward) is the shape it
+ * computes, and the gradient that arrives has the other */
+static int avg_pair_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    int direction = (int)node->f[1];
+    const int64_t *mine = node->in[0].sizes;
+    grads[0] = avg_pair((int)node->f[0], direction, node->i, direction == 0 ? mine : g->sizes, direction == 1 ? mine : g->sizes, g);
+    return grads[0] ? NNR_OK : nnr_last_status();
+}
+
 static int pool_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
 {
     const nnr_tensor *x = nnr_node_saved(node, 0);
@@ -26,7 +84,10 @@ static int pool_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads
     int64_t params[NNR_MAX_DIMS];
     memcpy(params, node->i, sizeof params);
     int op = (int)node->f[0];
-    grads[0] = pool_grad(op, x, idx, g, params);
+    if (nnr_creating_graph())
+        grads[0] = op == NNR_OP_MAXPOOL2D ? max_grad_recorded(x, idx, g) : avg_pair(op, 0, params, x->sizes, g->sizes, g);
+    else
+        grads[0] = pool_grad(op, x, idx, g, params);
     return grads[0] ? NNR_OK : nnr_last_status();
 }
 
@@ -37,6 +98,7 @@ static int record_pool(int op, const nnr_tensor *x, const nnr_tensor *xc, const 
     if (!node) return nnr_last_status();
     memcpy(node->i, params, sizeof node->i);
     node->f[0] = op;
+    node->double_diff = 1;
     int st = nnr_save(node, xc, 0);
     if (!st && indices) st = nnr_save(node, indices, 0);
     if (st) { nnr_node_release(node); return st; }

@@ -33,6 +33,10 @@ HVP = [
     ("batch_norm (training)", [[4, 3, 2, 2], [3], [3]], "(F.batch_norm(x1, nil, nil, x2, x3, true) ^ 3):sum()",
      "(F.batch_norm(x1, None, None, x2, x3, training=True) ** 3).sum()"),
     ("group_norm", [[2, 4, 3], [4], [4]], "(F.group_norm(x1, 2, x2, x3) ^ 3):sum()", "(F.group_norm(x1, 2, x2, x3) ** 3).sum()"),
+    ("max_pool2d", [[2, 2, 6, 6]], "(F.max_pool2d(x1, 2) ^ 3):sum()", "(F.max_pool2d(x1, 2) ** 3).sum()"),
+    ("avg_pool2d", [[2, 2, 6, 6]], "(F.avg_pool2d(x1, 3, {stride = 2, padding = 1}) ^ 3):sum()",
+     "(F.avg_pool2d(x1, 3, stride=2, padding=1) ** 3).sum()"),
+    ("adaptive_avg_pool2d", [[2, 2, 5, 7]], "(F.adaptive_avg_pool2d(x1, {2, 3}) ^ 3):sum()", "(F.adaptive_avg_pool2d(x1, (2, 3)) ** 3).sum()"),
 ]
 for name, shapes, lua, py in HVP:
     ins = [s.tensor(sh) for sh in shapes]
