@@ -81,6 +81,14 @@ nnr_node *nnr_node_new(const char *name, nnr_backward_fn backward, int n, const 
     for (int k = 0; k < n; k++) {
         const nnr_tensor *x = inputs[k];
         if (!x) continue;
+        if (x->is_view && x->requires_grad && x->view_history != atomic_load(&x->storage->history)) {
+            /* PyTorch re-bases such a view on its base's new history; here it is refused, never wrong */
+            nnr_errorf(NNR_ERR_INVALID, "%s: an input is a view whose base was changed in place (with autograd) after the view "
+                       "was made, so its gradient would follow the old values; make the view after the in-place op, or "
+                       "clone() the base first", name);
+            nnr_node_release(node);
+            return NULL;
+        }
         node->in[k].ndim = x->ndim;
         node->in[k].dtype = x->dtype;
         node->in[k].device = x->device;

@@ -187,6 +187,7 @@ int nnr_inplace_recorded(nnr_tensor *a, nnr_tensor *r)
     if (!r) return nnr_last_status();
     int st = nnr_tensor_copy_into(a, r);
     if (st == NNR_OK && r->grad_fn) {
+        atomic_fetch_add(&a->storage->history, 1);      /* views of a made before now are stale */
         atomic_fetch_add(&r->grad_fn->refcount, 1);
         nnr_node_attach(a, r->grad_fn);
     }

@@ -59,6 +59,7 @@ static int overwrite_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **
 
 int nnr_record_overwrite(const char *name, nnr_tensor *dst, const nnr_tensor *src)
 {
+    atomic_fetch_add(&dst->storage->history, 1);        /* views of dst made before now are stale */
     nnr_node *node = nnr_node_new(name, overwrite_backward, src ? 1 : 0, &src);
     if (node) node->double_diff = 1;
     return nnr_node_finish(dst, node, NNR_OK);

@@ -82,6 +82,7 @@ static int record_view(int kind, const nnr_tensor *base, nnr_tensor *out, const 
     node->i[0] = kind;
     for (int k = 0; k < nparams && k < NNR_MAX_DIMS - 1; k++) node->i[1 + k] = params[k];
     out->is_view = 1;
+    out->view_history = atomic_load(&out->storage->history);
     return nnr_node_finish(out, node, NNR_OK);
 }
 

@@ -12,6 +12,8 @@
 typedef struct nnr_storage {
     atomic_int refcount;
     atomic_uint version;     /* bumped by every in-place write: saved tensors check it */
+    atomic_uint history;     /* bumped when an in-place op gives a tensor of this storage a new history:
+                              * a view made before then would read the new values with the old history */
     int device;
     int small;               /* data lives inline in this block (small host tensors) */
     void *data;
@@ -37,6 +39,7 @@ struct nnr_tensor {
     int8_t retains_grad;             /* non-leaf whose .grad is kept (retain_grad) */
     int8_t is_view;                  /* made by a view op from a tensor that requires grad */
     int8_t output_nr;                /* which output of grad_fn it is (nodes with several outputs) */
+    unsigned view_history;           /* is_view: the storage's history when the view was made */
     struct nnr_node *grad_fn;        /* the node that made it (NULL for leaves) */
     struct nnr_node *grad_acc;       /* leaves: their AccumulateGrad node, created on demand */
     struct nnr_tensor *grad;

@@ -109,6 +109,7 @@ static nnr_tensor *init_tensor(nnr_tensor *t, nnr_storage *s, int dtype, int ndi
 {
     atomic_init(&s->refcount, 1);
     atomic_init(&s->version, 0);
+    atomic_init(&s->history, 0);
     s->device = device;
     s->nbytes = nbytes;
     atomic_init(&t->refcount, 1);

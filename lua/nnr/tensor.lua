@@ -1005,6 +1005,8 @@ mt.__newindex = function(t, k, value)
   end
   local v = index_view(t, k, "index")
   if type(value) == "number" or type(value) == "boolean" then methods.fill_(v, value)
+  elseif is_tensor(value) and C.nnr_tensor_ndim(value.p) == 0 and not value.requires_grad then
+    methods.fill_(v, methods.item(value))          -- one value, as PyTorch: even into an expanded view
   elseif is_tensor(value) then check(C.nnr_copy_(v.p, value.p))
   elseif type(value) == "table" then methods.copy_(v, value)
   else error("index: the value written must be a number, a boolean, a tensor or a nested table of numbers; expected numbers, got " .. type(value), 0) end
