@@ -4,24 +4,12 @@
 -- each forward, and of forward + backward. No timing is asserted anywhere.
 local nnr = require "nnr"
 local F = nnr.nn.functional
-local clock = nnr.clock
-local threads = tonumber(arg and arg[1])
-if threads then nnr.set_num_threads(threads) end
-
-local function median(t) table.sort(t); return t[math.floor(#t / 2) + 1] end
-local function time_ms(fn, warm, runs)
-  for _ = 1, warm do fn() end
-  local t = {}
-  for r = 1, runs do
-    local t0 = clock()
-    fn()
-    t[r] = (clock() - t0) * 1e3
-  end
-  return median(t)
-end
+local timing = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts/bench") .. "/ops_timing.lua")
+local threads = timing.threads(arg)
+local time_ms = timing.time_ms
 
 nnr.manual_seed(1)
-local out = { threads = nnr.get_num_threads() }
+local out = { threads = threads }
 local cases = {
   -- name, input shape, weight shape, call
   { "conv1d_audio", { 8, 32, 8000 }, { 64, 32, 9 }, function(x, w) return F.conv1d(x, w, nil, { padding = 4 }) end },
@@ -39,9 +27,4 @@ for _, c in ipairs(cases) do
     c[4](xg, wg):sum():backward()
   end, 2, 9)
 end
-local keys = {}
-for key in pairs(out) do keys[#keys + 1] = key end
-table.sort(keys)
-local parts = {}
-for _, key in ipairs(keys) do parts[#parts + 1] = string.format("%q: %.6g", key, out[key]) end
-print("{" .. table.concat(parts, ", ") .. "}")
+timing.print_json(out)

@@ -1,30 +1,15 @@
 """PyTorch side of the conv1d / transposed-convolution benchmark: the same workloads as ops_conv.lua.
 Usage: ops_conv_torch.py THREADS. Prints one JSON object (median milliseconds)."""
-import json
-import statistics
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads())
-clock = time.perf_counter
+from ops_timing_torch import print_json, threads, time_ms
 
-
-def time_ms(fn, warm, runs):
-    for _ in range(warm):
-        fn()
-    t = []
-    for _ in range(runs):
-        t0 = clock()
-        fn()
-        t.append((clock() - t0) * 1e3)
-    return statistics.median(t)
-
+nthreads = threads()
 
 torch.manual_seed(1)
-out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+out = {"threads": nthreads}
 cases = [
     ("conv1d_audio", (8, 32, 8000), (64, 32, 9), lambda x, w: F.conv1d(x, w, padding=4)),
     ("conv_transpose1d_x4", (8, 64, 1000), (64, 32, 8), lambda x, w: F.conv_transpose1d(x, w, stride=4, padding=2)),
@@ -44,4 +29,4 @@ for name, xs, ws, fn in cases:
         xg.grad = wg.grad = None
         fn(xg, wg).sum().backward()
     out[name + "_fwdbwd_ms"] = time_ms(fwdbwd, 2, 9)
-print(json.dumps(out, sort_keys=True))
+print_json(out)

@@ -3,31 +3,15 @@
 -- Usage: nnrun scripts/bench/ops_einsum.lua [THREADS]. Prints one JSON object: median milliseconds
 -- of each einsum and of the equivalent matmul it reduces to. Medians over repeats; no timing is asserted.
 local nnr = require "nnr"
-local clock = nnr.clock
-local threads = tonumber(arg and arg[1])
-if threads then nnr.set_num_threads(threads) end
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor(#t / 2) + 1]
-end
-
-local function time_ms(fn, warm, runs)
-  for _ = 1, warm do fn() end
-  local t = {}
-  for r = 1, runs do
-    local t0 = clock()
-    fn()
-    t[r] = (clock() - t0) * 1e3
-  end
-  return median(t)
-end
+local timing = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts/bench") .. "/ops_timing.lua")
+local threads = timing.threads(arg)
+local time_ms = timing.time_ms
 
 nnr.manual_seed(1)
 local B, Hh, T, D = 8, 8, 256, 64
 local q, k, v = nnr.randn(B, Hh, T, D), nnr.randn(B, Hh, T, D), nnr.randn(B, Hh, T, D)
 local s = nnr.randn(B, Hh, T, T)
-local out = { threads = nnr.get_num_threads() }
+local out = { threads = threads }
 out.einsum_bhqd_bhkd_ms = time_ms(function() return nnr.einsum("bhqd,bhkd->bhqk", q, k) end, 5, 21)
 out.matmul_qkt_ms = time_ms(function() return q:matmul(k:transpose(-1, -2)) end, 5, 21)
 out.einsum_bhqk_bhkd_ms = time_ms(function() return nnr.einsum("bhqk,bhkd->bhqd", s, v) end, 5, 21)
@@ -36,9 +20,4 @@ local x, w = nnr.randn(64, 512, 256), nnr.randn(256, 512)
 out.einsum_bik_kj_ms = time_ms(function() return nnr.einsum("bik,kj->bij", x, w) end, 3, 11)
 out.matmul_bik_kj_ms = time_ms(function() return x:matmul(w) end, 3, 11)
 
-local keys = {}
-for key in pairs(out) do keys[#keys + 1] = key end
-table.sort(keys)
-local parts = {}
-for _, key in ipairs(keys) do parts[#parts + 1] = string.format("%q: %.6g", key, out[key]) end
-print("{" .. table.concat(parts, ", ") .. "}")
+timing.print_json(out)

@@ -1,31 +1,15 @@
 """PyTorch side of the sort / topk / cumsum benchmark: the same workloads as ops_sort_scan.lua
-(stable sorts, as nnrun's always are). Usage: ops_sort_scan_torch.py THREADS [REPEATS]. Prints one
+(stable sorts, as nnrun's always are). Usage: ops_sort_scan_torch.py THREADS. Prints one
 JSON object of medians in milliseconds."""
-import json
-import statistics
-import sys
-import time
 
 import torch
 
-torch.set_num_threads(int(sys.argv[1]))
-repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 11
-clock = time.perf_counter
+from ops_timing_torch import print_json, threads, time_ms
 
-
-def time_ms(fn):
-    fn()
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = clock()
-        fn()
-        runs.append((clock() - t0) * 1e3)
-    return statistics.median(runs)
-
+nthreads = threads()
 
 torch.manual_seed(0)
-out = {}
+out = {"threads": nthreads}
 x = torch.randn(2 ** 20)
 out["sort_1m_f32_ms"] = time_ms(lambda: torch.sort(x, stable=True))
 out["sort_1m_f32_descending_ms"] = time_ms(lambda: torch.sort(x, descending=True, stable=True))
@@ -39,5 +23,4 @@ out["cumsum_16m_f32_ms"] = time_ms(lambda: torch.cumsum(big, 0))
 grid = torch.randn(4096, 4096)
 out["cumsum_4096x4096_f32_ms"] = time_ms(lambda: torch.cumsum(grid, 1))
 out["version"] = torch.__version__
-out["threads"] = torch.get_num_threads()
-print(json.dumps(out))
+print_json(out)
