@@ -18,11 +18,7 @@ local function close(a, b, tol)
   assert(d <= (tol or 1e-10), "differ by " .. d)
 end
 local function ok(fn, ...) local r, msg = fn(...); assert(r, msg) end
-local function fails(pattern, fn, ...)
-  local r, err = pcall(fn, ...)
-  assert(not r, "expected an error matching " .. pattern)
-  assert(tostring(err):find(pattern), "error '" .. tostring(err) .. "' does not match " .. pattern)
-end
+local fails = H.fails
 
 describe("autograd.grad", function()
   before_each(function() H.reseed(11) end)

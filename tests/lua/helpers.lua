@@ -126,4 +126,11 @@ function H.errmsg(f, ...)
   return tostring(err)
 end
 
+-- fn(...) must raise an error whose message holds the Lua pattern
+function H.fails(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error matching " .. pattern)
+  assert(tostring(err):find(pattern), "error '" .. tostring(err) .. "' does not match " .. pattern)
+end
+
 return H

@@ -7,11 +7,7 @@ local function close(a, b, tol)
   local d = (a:double() - b:double()):abs():max():item()
   assert(d <= (tol or 1e-6), "differ by " .. d)
 end
-local function fails(pattern, fn)
-  local ok, err = pcall(fn)
-  assert(not ok, "expected an error matching " .. pattern)
-  assert(tostring(err):find(pattern), "error '" .. tostring(err) .. "' does not match " .. pattern)
-end
+local fails = H.fails
 
 describe("nnr.kernel.map", function()
   before_each(function() H.reseed(21) end)

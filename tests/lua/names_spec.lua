@@ -1,12 +1,9 @@
 -- Did-you-mean: unknown names are errors naming the closest existing ones.
 local nnr = require "nnr"
+local H = require "helpers"
 local nn = nnr.nn
 
-local function fails(pattern, fn)
-  local ok, err = pcall(fn)
-  assert(not ok, "expected an error matching " .. pattern)
-  assert(tostring(err):find(pattern), "error '" .. tostring(err) .. "' does not match " .. pattern)
-end
+local fails = H.fails
 
 describe("did you mean", function()
   it("names the closest on nnr and its namespaces", function()
