@@ -229,6 +229,27 @@ local function output(name, opts, shape, dtype, inputs)
   return out
 end
 
+-- a call's arguments checked: the tensors, every operand ({t =} or {n =}), the numbers, the
+-- broadcast shape and the result dtype (the kernel's own, or the tensors')
+local function operands_of(kernel, args)
+  local name = kernel.name
+  local tensors, operands, numbers = {}, {}, {}
+  for i = 1, args.n do
+    local a = check_operand(name, i, args[i])
+    if is_tensor(a) then tensors[#tensors + 1] = a; operands[i] = { t = a }
+    else numbers[#numbers + 1] = a; operands[i] = { n = a } end
+  end
+  if #tensors == 0 then error(name .. ": at least one argument must be a tensor", 0) end
+  return tensors, operands, numbers, broadcast(name, tensors), kernel.dtype or result_dtype(tensors)
+end
+
+-- a kernel's dtype option: nil, or one a kernel can write
+local function check_dtype(name, dtype)
+  if dtype ~= nil and not SUPPORTED[dtype] then
+    error(name .. ": dtype must be one of f32, f64, i8, u8, i32, i64, bool, got " .. tostring(dtype), 0)
+  end
+end
+
 -- ---------------------------------------------------------------- map
 local Map = {}
 Map.__index = Map
@@ -238,9 +259,7 @@ function M.map(source, opts)
   opts = V.options("kernel.map", opts, map_options)
   local name = "kernel.map" .. (opts.name and (" " .. tostring(opts.name)) or "")
   check_source(name, source)
-  if opts.dtype ~= nil and not SUPPORTED[opts.dtype] then
-    error(name .. ": dtype must be one of f32, f64, i8, u8, i32, i64, bool, got " .. tostring(opts.dtype), 0)
-  end
+  check_dtype(name, opts.dtype)
   return setmetatable({ source = source, name = name, dtype = opts.dtype }, Map)
 end
 
@@ -249,15 +268,7 @@ function Map.__call(self, ...)
   local args, opts = split_args(...)
   if opts then V.options(self.name, opts, call_options) end
   local name = self.name
-  local tensors, operands, numbers = {}, {}, {}
-  for i = 1, args.n do
-    local a = check_operand(name, i, args[i])
-    if is_tensor(a) then tensors[#tensors + 1] = a; operands[i] = { t = a }
-    else numbers[#numbers + 1] = a; operands[i] = { n = a } end
-  end
-  if #tensors == 0 then error(name .. ": at least one argument must be a tensor", 0) end
-  local shape = broadcast(name, tensors)
-  local dtype = self.dtype or result_dtype(tensors)
+  local tensors, operands, numbers, shape, dtype = operands_of(self, args)
   local out = output(name, opts, shape, dtype, tensors)
   local numel = 1
   for _, s in ipairs(shape) do numel = numel * s end
@@ -289,9 +300,7 @@ function M.reduce(source, opts)
   check_source(name, source)
   local init = V.number(name, "init", opts.init, { default = 0, inf = true })
   if opts.combine ~= nil then check_source(name .. " (combine)", opts.combine) end
-  if opts.dtype ~= nil and not SUPPORTED[opts.dtype] then
-    error(name .. ": dtype must be one of f32, f64, i8, u8, i32, i64, bool, got " .. tostring(opts.dtype), 0)
-  end
+  check_dtype(name, opts.dtype)
   local combine
   if opts.combine then combine = loadstring("return " .. opts.combine)() end
   return setmetatable({ source = source, name = name, dtype = opts.dtype, init = init, combine = combine }, Reduce)
@@ -302,15 +311,7 @@ function Reduce.__call(self, ...)
   local args, opts = split_args(...)
   opts = V.options(self.name, opts, reduce_call_options)
   local name = self.name
-  local tensors, operands, numbers = {}, {}, {}
-  for i = 1, args.n do
-    local a = check_operand(name, i, args[i])
-    if is_tensor(a) then tensors[#tensors + 1] = a; operands[i] = { t = a }
-    else numbers[#numbers + 1] = a; operands[i] = { n = a } end
-  end
-  if #tensors == 0 then error(name .. ": at least one argument must be a tensor", 0) end
-  local shape = broadcast(name, tensors)
-  local dtype = self.dtype or result_dtype(tensors)
+  local tensors, operands, numbers, shape, dtype = operands_of(self, args)
   local doubles = ffi.new("double[?]", #numbers + 2 + 64)
   for i, v in ipairs(numbers) do doubles[i - 1] = v end
   doubles[#numbers] = self.init
