@@ -2,6 +2,7 @@
 -- get_option), and what the core knows of each backend.
 --   nnr.backends.cuda.allow_tf32 = true     -- TF32 tensor cores for f32 matmul and convolution (off by default)
 --   nnr.backends.cpu.amx = false            -- bf16 matmuls without AMX tiles (on by default where the cpu has them)
+--   nnr.backends.cpu.onednn = false         -- batched matmul and transposed convolution without oneDNN
 -- Reading asks the plugin: the value comes back as the plugin's string, except that "true" and
 -- "false" (how plugins report a boolean) read as booleans. A plugin that cannot answer is an error,
 -- as is setting an unknown plugin or option. A boolean is sent as "true" or "false", anything else

@@ -216,25 +216,32 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
 }
 
 /* nnr.backends.cpu.amx = false: bf16 matmuls without AMX tiles (f32 copies and sgemm);
- * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default) */
+ * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default);
+ * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN */
 static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
 {
     (void)self;
-    int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16 : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16)", key);
+    int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
+              : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : NULL;
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
     return NNR_OK;
 }
 
-/* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do (booleans read as true/false) */
+/* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do; "onednn": true when
+ * oneDNN is found and on; "onednn_version"; "onednn_calls", how many ops (pieces of a batch) it ran
+ * (booleans read as true/false) */
 static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
 {
     (void)self;
     if (strcmp(key, "amx") == 0) snprintf(buf, n, "%s", cpu_amx_available() ? "true" : "false");
     else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%s", cpu_allow_bf16 && cpu_amx_available() ? "true" : "false");
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16)", key);
+    else if (strcmp(key, "onednn") == 0) snprintf(buf, n, "%s", cpu_onednn_available() ? "true" : "false");
+    else if (strcmp(key, "onednn_version") == 0) snprintf(buf, n, "%s", cpu_onednn_version());
+    else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls)", key);
     return NNR_OK;
 }
 

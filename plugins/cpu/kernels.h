@@ -93,6 +93,25 @@ int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K);
 int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* ---- oneDNN (onednn.c), opened on first use; every entry point returns 0 for "not taken" ---- */
+/* 1 when oneDNN is built in, found, and not turned off (NNR_ONEDNN=0, option "onednn") */
+int cpu_onednn_available(void);
+extern int cpu_onednn_enabled;
+extern _Atomic long cpu_onednn_calls;     /* the ops (or pieces of a batch) it ran */
+const char *cpu_onednn_version(void);
+/* f32 products C[b] = op(A[b]) op(B[b]) for b in a range; strides in elements, s* between products */
+typedef struct cpu_onednn_mm {
+    int64_t M, N, K, lda, ldb, ldc, sa, sb, sc;
+    int ta, tb;                 /* 1: the operand is read transposed */
+    const float *A, *B;
+    float *C;
+} cpu_onednn_mm;
+/* runs products [begin, end) in the calling thread; 1 when done */
+int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end);
+/* CONV2D_GRAD_INPUT (so conv_transpose2d) as a deconvolution over the pool; 1 when done */
+int cpu_onednn_conv_transpose(const nnr_op_call *call);
+void cpu_onednn_thread_exit(void);
+
 /* ---- kernels ---- */
 int cpu_supports_elementwise(const nnr_op_call *call);
 int cpu_unary(const nnr_op_call *call);

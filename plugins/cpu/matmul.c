@@ -169,11 +169,14 @@ typedef struct batch_mm {
     int nd, dt;
     int64_t M, N, K, es, lda, ldb, ldc;
     CBLAS_TRANSPOSE ta, tb;
+    int onednn;                 /* f32 with one stride between products per operand: mm is set */
+    cpu_onednn_mm mm;
 } batch_mm;
 
 static void batch_products(void *arg, int64_t begin, int64_t end)
 {
     const batch_mm *m = arg;
+    if (m->onednn && cpu_onednn_matmul(&m->mm, begin, end)) return;
     for (int64_t b = begin; b < end; b++) {
         const char *pa = m->A->data, *pb = m->B->data;
         char *pc = m->C->data;
@@ -187,6 +190,21 @@ static void batch_products(void *arg, int64_t begin, int64_t end)
         }
         cpu_gemm_serial(m->dt, m->ta, m->tb, m->M, m->N, m->K, 1.0, pa, m->lda, pb, m->ldb, 0.0, pc, m->ldc);
     }
+}
+
+/* the one element stride between consecutive products of d when its batch dims (those of c's shape)
+ * flatten to one; 0 when they do not or a batch dim is broadcast */
+static int64_t batch_stride(const nnr_tensor_desc *d, const nnr_tensor_desc *c)
+{
+    int64_t stride = 0, span = 1;
+    for (int k = c->ndim - 3; k >= 0; k--) {
+        if (c->sizes[k] == 1) continue;
+        if (d->strides[k] == 0) return 0;
+        if (stride == 0) stride = d->strides[k];
+        else if (d->strides[k] != stride * span) return 0;
+        span *= c->sizes[k];
+    }
+    return stride;
 }
 
 int cpu_matmul(const nnr_op_call *call)
@@ -211,7 +229,12 @@ int cpu_matmul(const nnr_op_call *call)
     int direct_b = gemm_layout(K, N, brs, bcs, &tb, &ldb);
     int direct_c = gemm_layout(M, N, crs, ccs, &tc, &ldc) && tc == CblasNoTrans;
     if (direct_a && direct_b && direct_c && K > 0 && batch >= cpu_pool_threads() && batch > 1) {
-        batch_mm m = {A, B, C, nd, dt, M, N, K, es, lda, ldb, ldc, ta, tb};
+        batch_mm m = {A, B, C, nd, dt, M, N, K, es, lda, ldb, ldc, ta, tb, 0, {0}};
+        int64_t sa = batch_stride(A, C), sb = batch_stride(B, C), sc = batch_stride(C, C);
+        if (dt == NNR_F32 && sa > 0 && sb > 0 && sc > 0 && (double)M * N * K >= 32768.0 && cpu_onednn_available()) {
+            m.onednn = 1;
+            m.mm = (cpu_onednn_mm){M, N, K, lda, ldb, ldc, sa, sb, sc, ta == CblasTrans, tb == CblasTrans, A->data, B->data, C->data};
+        }
         return cpu_parallel_for(batch, 1, batch_products, &m);
     }
     void *sa = direct_a ? NULL : malloc((size_t)(M * K * es) + 64);

@@ -173,6 +173,7 @@ void cpu_thread_exit(void)
 {
     cpu_conv_thread_exit();
     cpu_amx_thread_exit();
+    cpu_onednn_thread_exit();
 }
 
 /* any thread that took scratch gives it back when it exits: the pool's threads, and threads of the

@@ -1,0 +1,108 @@
+-- oneDNN in the cpu backend (plugins/cpu/onednn.c): batched f32 matmul and the transposed
+-- convolution (conv2d's input gradient) give the numbers of the OpenBLAS + im2col path, over the
+-- layouts and geometries each takes or leaves; the switch and its errors. Without libdnnl2 the
+-- comparisons are pending, with the reason.
+local nnr = require "nnr"
+local H = require "helpers"
+local F = nnr.nn.functional
+local cpu = nnr.backends.cpu
+
+local have = cpu.onednn
+local function calls() return tonumber(cpu.onednn_calls) end
+
+-- fn's results with oneDNN on and off, their largest difference relative to the largest value,
+-- and how many ops oneDNN ran
+local function both(fn)
+  local before = calls()
+  cpu.onednn = true
+  local a = { fn() }
+  local ran = calls() - before
+  cpu.onednn = false
+  local b = { fn() }
+  cpu.onednn = true
+  local worst = 0
+  for k = 1, #a do
+    local scale = math.max(b[k]:abs():max():item(), 1e-6)
+    worst = math.max(worst, (a[k] - b[k]):abs():max():item() / scale)
+  end
+  return worst, ran
+end
+
+describe("oneDNN in the cpu backend", function()
+  before_each(function() H.reseed(41) end)
+  after_each(function() if have then cpu.onednn = true end end)
+
+  it("reports itself and refuses a value that is not a boolean", function()
+    assert.is_boolean(cpu.onednn)
+    assert.is_string(cpu.onednn_version)
+    H.fails("option onednn takes true or false, got 'maybe'", function() cpu.onednn = "maybe" end)
+    if not have then pending("oneDNN is not available (libdnnl2 not installed, or NNR_ONEDNN=0): " .. cpu.onednn_version) end
+    cpu.onednn = false
+    assert.is_false(cpu.onednn)
+    local before = calls()
+    nnr.matmul(nnr.randn(4, 64, 64), nnr.randn(4, 64, 64))
+    assert.are.equal(before, calls())
+  end)
+
+  it("gives OpenBLAS's batched products for every layout it takes", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local q, k = nnr.randn(2, 4, 64, 32), nnr.randn(2, 4, 64, 32)
+    local kt, a3, b3, wide, b40 = nnr.randn(2, 4, 48, 64):transpose(3, 4), nnr.randn(5, 37, 71), nnr.randn(5, 71, 29), nnr.randn(3, 50, 80), nnr.randn(3, 64, 40)
+    local bcast, s1, s2 = nnr.randn(32, 48), nnr.randn(8, 8, 8), nnr.randn(8, 8, 8)
+    local cases = {
+      { "q k^T (attention scores)", function() return nnr.matmul(q, k:transpose(3, 4)) end, true },
+      { "einsum bhqd,bhkd->bhqk", function() return nnr.einsum("bhqd,bhkd->bhqk", q, k) end, true },
+      { "q^T k", function() return nnr.matmul(q:transpose(3, 4), k) end, true },
+      { "both transposed", function() return nnr.matmul(q:transpose(3, 4), kt) end, true },
+      { "3-d, odd sizes", function() return nnr.matmul(a3, b3) end, true },
+      { "rows of a wider tensor", function() return nnr.matmul(wide:narrow(3, 5, 64), b40) end, true },
+      { "batch dims that do not flatten", function() return nnr.matmul(q:transpose(1, 2), k:transpose(1, 2):transpose(3, 4)) end, nil },
+      { "a broadcast batch", function() return nnr.matmul(q, bcast) end, false },
+      { "f64", function() return nnr.matmul(q:double(), k:double():transpose(3, 4)) end, false },
+      { "small products", function() return nnr.matmul(s1, s2) end, false },
+    }
+    for _, c in ipairs(cases) do
+      local worst, ran = both(c[2])
+      assert(worst < 1e-5, c[1] .. ": differs by " .. worst)
+      if c[3] == true then assert(ran > 0, c[1] .. ": oneDNN did not run") end
+      if c[3] == false then assert(ran == 0, c[1] .. ": oneDNN ran") end
+    end
+  end)
+
+  it("gives the im2col path's transposed convolutions, forward and backward", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local cases = {   -- input, weight, options, oneDNN expected to run
+      { { 4, 32, 16, 16 }, { 32, 16, 4, 4 }, { stride = 2, padding = 1 }, true },
+      { { 16, 32, 7, 7 }, { 32, 24, 3, 3 }, { stride = 2, padding = 1, output_padding = 1 }, true },
+      { { 12, 16, 12, 9 }, { 16, 16, 3, 5 }, { stride = { 2, 3 }, padding = { 1, 2 }, dilation = { 2, 1 } }, true },
+      { { 10, 24, 10, 10 }, { 24, 20, 3, 3 }, { stride = 1, padding = 1 }, true },
+      { { 2, 16, 9, 9 }, { 16, 8, 4, 4 }, { stride = 3, padding = 0, output_padding = 2 }, false },  -- padding 0 < output_padding
+      { { 4, 32, 8, 8 }, { 32, 8, 3, 3 }, { stride = 2, padding = 1, groups = 2 }, false },
+      { { 2, 4, 5, 5 }, { 4, 3, 3, 3 }, { stride = 2 }, false },                                    -- too small to pay for reorders
+    }
+    for i, c in ipairs(cases) do
+      local x, w, b = nnr.randn(c[1]), nnr.randn(c[2]):mul_(0.1), nnr.randn(c[2][2] * (c[3].groups or 1))
+      local worst, ran = both(function() return F.conv_transpose2d(x, w, b, c[3]) end)
+      assert(worst < 1e-5, "case " .. i .. " differs by " .. worst)
+      assert(c[4] == (ran > 0), "case " .. i .. (c[4] and ": oneDNN did not run" or ": oneDNN ran"))
+    end
+    -- conv2d's input gradient is the same op: odd sizes leave rows the stride skips
+    local x, w = nnr.randn(4, 16, 21, 19), nnr.randn(24, 16, 3, 3)
+    local worst = both(function()
+      local xx = x:clone():requires_grad_()
+      F.conv2d(xx, w, nil, { stride = 2, padding = 1 }):pow(2):sum():backward()
+      return xx.grad
+    end)
+    assert(worst < 1e-5, "conv2d input gradient differs by " .. worst)
+  end)
+
+  it("takes a batch smaller than the threads through the other path", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local threads = nnr.get_num_threads()
+    nnr.set_num_threads(2)
+    local x, w = nnr.randn(1, 32, 16, 16), nnr.randn(32, 16, 4, 4)
+    local worst, ran = both(function() return F.conv_transpose2d(x, w, nil, { stride = 2, padding = 1 }) end)
+    nnr.set_num_threads(threads)
+    assert(worst < 1e-5 and ran == 0, "differs by " .. worst .. ", oneDNN ran " .. ran)
+  end)
+end)
