@@ -468,8 +468,8 @@ int cpu_conv2d_grad_input(const nnr_op_call *call)
     const char *mask = call->n_inputs > 2 && call->params->i[7] == 1 ? call->inputs[2]->data : NULL;   /* fused relu's output */
     conv_geom g = geometry(gx, w, gy, call->params->i);
     int dt = gy->dtype;
-    if (!mask && cpu_conv1d_applies(gx, w, gy, call->params->i)) return cpu_conv1d_grad_input(call);
     if (!mask && cpu_onednn_conv_transpose(call)) return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
+    if (!mask && cpu_conv1d_applies(gx, w, gy, call->params->i)) return cpu_conv1d_grad_input(call);
     int64_t es = dt == NNR_F32 ? 4 : 8, step = chunk_images(&g, es);
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, 0, NULL, w->data, gy->data, NULL, mask, NULL, gx->data, NULL, 0, 0};

@@ -227,6 +227,11 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
+    if (flag == &cpu_onednn_enabled && *flag && !cpu_onednn_available()) {
+        int st = cpu_error(NNR_ERR_UNSUPPORTED, "cpu: oneDNN cannot be turned on: %s", cpu_onednn_version());
+        *flag = 0;
+        return (nnr_status)st;
+    }
     return NNR_OK;
 }
 

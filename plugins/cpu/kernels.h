@@ -73,7 +73,8 @@ extern int cpu_gemm_openblas_threads;
 void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
                      const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc);
 
-/* ---- 1-d convolution a tile at a time (conv1d.c): conv2d's ops when H = KH = 1 and at least 64
+/* ---- 1-d convolution a tile at a time (conv1d.c; the input gradient where oneDNN does not take it):
+ * conv2d's ops when H = KH = 1 and at least 64
  * outputs (applies() says so); the gradient forms without a relu mask ---- */
 int cpu_conv1d_applies(const nnr_tensor_desc *x, const nnr_tensor_desc *w, const nnr_tensor_desc *y, const int64_t *i);
 int cpu_conv1d_forward(const nnr_op_call *call);

@@ -25,7 +25,7 @@ _Atomic long cpu_onednn_calls;    /* ops it ran: nnr.backends.cpu.onednn_calls, 
 #ifndef NNR_HAVE_ONEDNN
 
 int cpu_onednn_available(void) { return 0; }
-const char *cpu_onednn_version(void) { return "not built"; }
+const char *cpu_onednn_version(void) { return "not available: built without dnnl.h (libdnnl-dev)"; }
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end) { (void)m; (void)begin; (void)end; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
 void cpu_onednn_thread_exit(void) {}
@@ -48,7 +48,7 @@ static struct {
     void (*omp_set_num_threads)(int);
     dnnl_engine_t engine;
     int ok;
-    char version[32];
+    char version[160];              /* "2.6.3", or why it is not available */
 } D;
 
 static pthread_once_t open_once = PTHREAD_ONCE_INIT;
@@ -56,15 +56,19 @@ static pthread_once_t open_once = PTHREAD_ONCE_INIT;
 static void open_dnnl(void)
 {
     void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (!h) return;
+    if (!h) { snprintf(D.version, sizeof D.version, "not available: %s", dlerror()); return; }
+    snprintf(D.version, sizeof D.version, "not available: libdnnl.so.2 lacks a function of the 2.x C API");
 #define LOAD(f) if (!(D.f = (__typeof__(&f))dlsym(h, #f))) return;
     DNNL_FUNCS(LOAD)
 #undef LOAD
     D.omp_set_num_threads = (void (*)(int))dlsym(h, "omp_set_num_threads");
+    /* the OpenMP runtime's threads are never started: every call runs with a team of 1 */
+    if (!D.omp_set_num_threads || D.dnnl_engine_create(&D.engine, dnnl_cpu, 0) != dnnl_success) {
+        snprintf(D.version, sizeof D.version, "not available: no OpenMP runtime or cpu engine in libdnnl.so.2");
+        return;
+    }
     const dnnl_version_t *v = D.dnnl_version();
     snprintf(D.version, sizeof D.version, "%d.%d.%d", v->major, v->minor, v->patch);
-    /* the OpenMP runtime's threads are never started: every call runs with a team of 1 */
-    if (!D.omp_set_num_threads || D.dnnl_engine_create(&D.engine, dnnl_cpu, 0) != dnnl_success) return;
     D.ok = 1;
 }
 
@@ -80,7 +84,11 @@ int cpu_onednn_available(void)
     return D.ok;
 }
 
-const char *cpu_onednn_version(void) { return cpu_onednn_available() ? D.version : "not loaded"; }
+const char *cpu_onednn_version(void)
+{
+    if (!cpu_onednn_available() && !cpu_onednn_enabled) return "off";
+    return D.version;
+}
 
 /* ---- per-thread state: a stream and a grow-only buffer (blocked copies, then the scratchpad) ---- */
 static _Thread_local dnnl_stream_t tl_stream;
@@ -118,6 +126,8 @@ enum { CACHE_SIZE = 64, KEY_LEN = 16, KIND_MATMUL = 1, KIND_DECONV = 2 };
 typedef struct prim {
     int64_t key[KEY_LEN];
     int declined;                   /* oneDNN has only a reference kernel (or none) for it */
+    int refs;                       /* calls running it now: an entry is reused only at 0 */
+    uint64_t used;                  /* when it was last looked up, for least-recently-used reuse */
     dnnl_primitive_t p;             /* the matmul or deconvolution */
     dnnl_primitive_t to_src, to_wei, from_dst;   /* reorders to and from the blocked layouts (deconvolution) */
     dnnl_memory_desc_t bsrc, bwei, bdst;         /* the deconvolution's blocked layouts */
@@ -126,6 +136,7 @@ typedef struct prim {
 
 static prim cache[CACHE_SIZE];
 static int cache_used;
+static uint64_t cache_clock;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static dnnl_primitive_attr_t user_scratchpad(void)
@@ -181,27 +192,49 @@ static void prim_free(prim *e)
 
 typedef int (*build_fn)(prim *e, const void *ctx);
 
-/* the cached primitive for key, built by build on a miss. A full cache builds into *tmp, which the
- * caller frees after use (prim_free). NULL when declined. */
-static const prim *lookup(const int64_t *key, build_fn build, const void *ctx, prim *tmp)
+/* a free slot, or the least recently used entry no call is running (its primitives freed); NULL when
+ * every entry is in use */
+static prim *slot(void)
+{
+    if (cache_used < CACHE_SIZE) return &cache[cache_used++];
+    prim *lru = NULL;
+    for (int i = 0; i < CACHE_SIZE; i++)
+        if (cache[i].refs == 0 && (!lru || cache[i].used < lru->used)) lru = &cache[i];
+    if (lru) prim_free(lru);
+    return lru;
+}
+
+/* the primitive for key, built by build on a miss, held until release(). With every entry in use it
+ * is built into *tmp, which release() frees. NULL when declined. */
+static prim *lookup(const int64_t *key, build_fn build, const void *ctx, prim *tmp)
 {
     pthread_mutex_lock(&cache_lock);
-    for (int i = 0; i < cache_used; i++)
-        if (memcmp(cache[i].key, key, sizeof cache[i].key) == 0) {
-            pthread_mutex_unlock(&cache_lock);
-            return cache[i].declined ? NULL : &cache[i];
+    prim *e = NULL;
+    for (int i = 0; i < cache_used && !e; i++)
+        if (memcmp(cache[i].key, key, sizeof cache[i].key) == 0) e = &cache[i];
+    if (!e) {
+        prim *s = slot();
+        e = s ? s : tmp;
+        memset(e, 0, sizeof *e);
+        memcpy(e->key, key, sizeof e->key);
+        D.omp_set_num_threads(1);       /* a primitive takes its thread count from the thread that builds it */
+        if (!build(e, ctx)) {
+            prim_free(e);
+            e->declined = 1;
         }
-    prim *e = cache_used < CACHE_SIZE ? &cache[cache_used] : tmp;
-    memset(e, 0, sizeof *e);
-    D.omp_set_num_threads(1);       /* a primitive takes its thread count from the thread that builds it */
-    memcpy(e->key, key, sizeof e->key);
-    if (!build(e, ctx)) {
-        prim_free(e);
-        e->declined = 1;
     }
-    if (e != tmp) cache_used++;
+    e->used = ++cache_clock;
+    if (!e->declined) e->refs++;
     pthread_mutex_unlock(&cache_lock);
     return e->declined ? NULL : e;
+}
+
+static void release(prim *e, prim *tmp)
+{
+    pthread_mutex_lock(&cache_lock);
+    e->refs--;
+    pthread_mutex_unlock(&cache_lock);
+    if (e == tmp) prim_free(tmp);
 }
 
 static int wrap(dnnl_memory_t *m, const dnnl_memory_desc_t *md, void *p)
@@ -264,7 +297,7 @@ int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
     int64_t key[KEY_LEN] = {KIND_MATMUL, batch, m->M, m->N, m->K, m->ta, m->tb, m->lda, m->ldb, m->ldc, m->sa, m->sb, m->sc};
     mm_ctx c = {m, batch};
     prim tmp;
-    const prim *e = lookup(key, build_matmul, &c, &tmp);
+    prim *e = lookup(key, build_matmul, &c, &tmp);
     if (!e) return 0;
     char *scratch = thread_setup(e->scratch_bytes + 64);
     dnnl_memory_desc_t a, b, d;
@@ -274,7 +307,7 @@ int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
     const dnnl_memory_desc_t *mds[3] = {&a, &b, &d};
     void *ptrs[3] = {(void *)(m->A + begin * m->sa), (void *)(m->B + begin * m->sb), (void *)(m->C + begin * m->sc)};
     ok = ok && scratch && execute(e->p, 3, args, mds, ptrs, scratch, e->scratch_bytes);
-    if (e == &tmp) prim_free(&tmp);
+    release(e, &tmp);
     if (ok) cpu_onednn_calls++;
     return ok;
 }
@@ -333,20 +366,17 @@ typedef struct dc_job {
     int failed;
 } dc_job;
 
-/* images [begin, end): their gradient to the blocked layout, the deconvolution, the result back to
- * NCHW; each piece puts the weight in the blocked layout itself (a few hundred KiB at most) */
-static void dc_images(void *arg, int64_t begin, int64_t end)
+/* images [n0, n0 + mb): their gradient to the blocked layout, the deconvolution, the result back to
+ * NCHW; each call puts the weight in the blocked layout itself (a few hundred KiB at most) */
+static int run_chunk(const dc_job *j, int64_t n0, int64_t mb)
 {
-    dc_job *j = arg;
     const dc_geom *g = j->g;
-    int64_t mb = end - begin;
-    if (mb <= 0 || j->failed) return;
     int64_t key[KEY_LEN] = {KIND_DECONV, mb, g->C, g->H, g->W, g->O, g->HO, g->WO, g->KH, g->KW,
                             g->s[0] | g->s[1] << 16 | g->d[0] << 32 | g->d[1] << 48, g->p[0], g->p[1], g->pr[0], g->pr[1]};
     dc_ctx c = {g, mb};
     prim tmp;
-    const prim *e = lookup(key, build_deconv, &c, &tmp);
-    if (!e) { j->failed = 1; return; }
+    prim *e = lookup(key, build_deconv, &c, &tmp);
+    if (!e) return 0;
     size_t sb = round64(D.dnnl_memory_desc_get_size(&e->bsrc)), wb = round64(D.dnnl_memory_desc_get_size(&e->bwei));
     size_t db = round64(D.dnnl_memory_desc_get_size(&e->bdst));
     char *buf = thread_setup(sb + wb + db + e->scratch_bytes + 64);
@@ -357,19 +387,32 @@ static void dc_images(void *arg, int64_t begin, int64_t end)
         int reorder[2] = {DNNL_ARG_FROM, DNNL_ARG_TO}, conv[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
         const dnnl_memory_desc_t *m1[2] = {&src, &e->bsrc}, *m2[2] = {&wei, &e->bwei}, *m3[3] = {&e->bsrc, &e->bwei, &e->bdst};
         const dnnl_memory_desc_t *m4[2] = {&e->bdst, &dst};
-        void *p1[2] = {(void *)(j->gy + begin * g->O * g->HO * g->WO * 4), bsrc}, *p2[2] = {(void *)j->w, bwei};
-        void *p3[3] = {bsrc, bwei, bdst}, *p4[2] = {bdst, j->gx + begin * g->C * g->H * g->W * 4};
+        void *p1[2] = {(void *)(j->gy + n0 * g->O * g->HO * g->WO * 4), bsrc}, *p2[2] = {(void *)j->w, bwei};
+        void *p3[3] = {bsrc, bwei, bdst}, *p4[2] = {bdst, j->gx + n0 * g->C * g->H * g->W * 4};
         ok = execute(e->to_src, 2, reorder, m1, p1, scratch, e->scratch_bytes) &&
              execute(e->to_wei, 2, reorder, m2, p2, scratch, e->scratch_bytes) &&
              execute(e->p, 3, conv, m3, p3, scratch, e->scratch_bytes) &&
              execute(e->from_dst, 2, reorder, m4, p4, scratch, e->scratch_bytes);
     }
-    if (e == &tmp) prim_free(&tmp);
-    if (!ok) j->failed = 1;
+    release(e, &tmp);
+    return ok;
 }
 
-/* 1 when oneDNN computed the op; 0 leaves it to the caller (not applicable, declined, or failed part
- * way: the caller's path overwrites the whole output) */
+/* a piece of the batch, in chunks whose blocked copies take about CHUNK_BYTES (channels padded to 16) */
+enum { CHUNK_BYTES = 16 << 20 };
+
+static void dc_images(void *arg, int64_t begin, int64_t end)
+{
+    dc_job *j = arg;
+    const dc_geom *g = j->g;
+    int64_t image = 4 * (((g->O + 15) & ~15) * g->HO * g->WO + ((g->C + 15) & ~15) * g->H * g->W);
+    int64_t chunk = CHUNK_BYTES / image > 1 ? CHUNK_BYTES / image : 1;
+    for (int64_t n = begin; n < end && !j->failed; n += chunk)
+        if (!run_chunk(j, n, end - n < chunk ? end - n : chunk)) j->failed = 1;
+}
+
+/* 1 when oneDNN computed the op (or Ctrl-C stopped it); 0 leaves it to the caller (not applicable,
+ * declined, or failed part way: the caller's path overwrites the whole output) */
 int cpu_onednn_conv_transpose(const nnr_op_call *call)
 {
     const nnr_tensor_desc *gy = call->inputs[0], *w = call->inputs[1], *gx = call->outputs[0];
@@ -387,7 +430,9 @@ int cpu_onednn_conv_transpose(const nnr_op_call *call)
     if ((double)g.N * g.C * g.H * g.W * g.O * g.KH * g.KW / ((double)g.s[0] * g.s[1]) < 1 << 22) return 0;
     if (!cpu_onednn_available()) return 0;
     dc_job j = {&g, gy->data, w->data, gx->data, 0};
-    if (cpu_parallel_for(g.N, 1, dc_images, &j) != NNR_OK || j.failed) return 0;
+    int st = cpu_parallel_for(g.N, 1, dc_images, &j);
+    if (st == NNR_ERR_INTERRUPTED) return 1;        /* the caller reports it */
+    if (st != NNR_OK || j.failed) return 0;
     cpu_onednn_calls++;
     return 1;
 }

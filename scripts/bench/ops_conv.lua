@@ -10,6 +10,7 @@ local time_ms = timing.time_ms
 
 nnr.manual_seed(1)
 local out = { threads = threads }
+local onednn_before = tonumber(nnr.backends.cpu.onednn_calls)
 local cases = {
   -- name, input shape, weight shape, call
   { "conv1d_audio", { 8, 32, 8000 }, { 64, 32, 9 }, function(x, w) return F.conv1d(x, w, nil, { padding = 4 }) end },
@@ -27,4 +28,7 @@ for _, c in ipairs(cases) do
     c[4](xg, wg):sum():backward()
   end, 2, 9)
 end
+-- which path ran: oneDNN's version (or why not) and how many ops it took
+out.onednn = nnr.backends.cpu.onednn_version
+out.onednn_calls = tonumber(nnr.backends.cpu.onednn_calls) - onednn_before
 timing.print_json(out)

@@ -12,6 +12,7 @@ local B, Hh, T, D = 8, 8, 256, 64
 local q, k, v = nnr.randn(B, Hh, T, D), nnr.randn(B, Hh, T, D), nnr.randn(B, Hh, T, D)
 local s = nnr.randn(B, Hh, T, T)
 local out = { threads = threads }
+local onednn_before = tonumber(nnr.backends.cpu.onednn_calls)
 out.einsum_bhqd_bhkd_ms = time_ms(function() return nnr.einsum("bhqd,bhkd->bhqk", q, k) end, 5, 21)
 out.matmul_qkt_ms = time_ms(function() return q:matmul(k:transpose(-1, -2)) end, 5, 21)
 out.einsum_bhqk_bhkd_ms = time_ms(function() return nnr.einsum("bhqk,bhkd->bhqd", s, v) end, 5, 21)
@@ -20,4 +21,7 @@ local x, w = nnr.randn(64, 512, 256), nnr.randn(256, 512)
 out.einsum_bik_kj_ms = time_ms(function() return nnr.einsum("bik,kj->bij", x, w) end, 3, 11)
 out.matmul_bik_kj_ms = time_ms(function() return x:matmul(w) end, 3, 11)
 
+-- which path ran: oneDNN's version (or why not) and how many ops it took
+out.onednn = nnr.backends.cpu.onednn_version
+out.onednn_calls = tonumber(nnr.backends.cpu.onednn_calls) - onednn_before
 timing.print_json(out)

@@ -66,12 +66,15 @@ def main():
     nn = {}                       # key -> [ms per round]
     th = {}                       # python -> key -> [best ms per round]
     versions = {}
+    paths = {}                    # benchmark -> what oneDNN did in nnrun's last run
     for r in range(a.rounds):
         for pair in PAIRS:
             out = run_json([a.nnrun, os.path.join(HERE, pair + ".lua"), "2"])
             for k, v in out.items():
                 if k.endswith("_ms"):
                     nn.setdefault(k, []).append(v)
+            if "onednn" in out:
+                paths[pair] = "oneDNN %s, %d calls" % (out["onednn"], out.get("onednn_calls", 0))
             for py in pythons:
                 best = {}
                 for threads in ("1", "2"):
@@ -114,6 +117,7 @@ def main():
         print("| %s `F.gelu` (erf) / tanh form | %.2f / %.2f ms | |" % (names[py], med(th[py]["builtin_gelu_ms"]), med(th[py]["kernel_gelu_tanh_ms"])))
     print("| nnrun `(x * x):sum()` / `nnr.kernel.reduce` sum of squares | %.2f / %.2f ms | |" % (med(nn["builtin_sumsq_ms"]), med(nn["kernel_sumsq_ms"])))
     print()
+    print("nnrun paths: " + "; ".join("%s: %s" % kv for kv in sorted(paths.items())))
     print("versions: " + ", ".join("%s = %s" % (names[py], py) for py in pythons))
     result["kernel_gelu_vs_builtin"] = k / b
     print(json.dumps(result))

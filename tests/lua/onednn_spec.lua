@@ -86,6 +86,10 @@ describe("oneDNN in the cpu backend", function()
       assert(worst < 1e-5, "case " .. i .. " differs by " .. worst)
       assert(c[4] == (ran > 0), "case " .. i .. (c[4] and ": oneDNN did not run" or ": oneDNN ran"))
     end
+    -- the 1-d form (H = 1), ahead of the tiled 1-d path
+    local x1, w1 = nnr.randn(8, 64, 200), nnr.randn(64, 32, 8)
+    local worst1, ran1 = both(function() return F.conv_transpose1d(x1, w1, nil, { stride = 4, padding = 2 }) end)
+    assert(worst1 < 1e-5 and ran1 > 0, "conv_transpose1d differs by " .. worst1 .. ", oneDNN ran " .. ran1)
     -- conv2d's input gradient is the same op: odd sizes leave rows the stride skips
     local x, w = nnr.randn(4, 16, 21, 19), nnr.randn(24, 16, 3, 3)
     local worst = both(function()
