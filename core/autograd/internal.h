@@ -7,7 +7,7 @@
 
 #pragma GCC visibility push(hidden)
 
-enum { NNR_NODE_MAX_SAVED = 4 };
+enum { NNR_NODE_MAX_SAVED = 10 };     /* a recurrent layer's node keeps 10 */
 typedef struct nnr_node nnr_node;
 /* computes the gradients of the node's inputs from the gradient of its output; grads[k] may stay
  * NULL for an input that gets none. Recording is off while it runs, unless the backward pass was

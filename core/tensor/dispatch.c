@@ -16,14 +16,14 @@ const char *nnr_op_name(int op)
 
 int nnr_op_category(int op) { return op > 0 ? nnr_op_category_of((uint32_t)op) : 0; }
 
+enum { OP_SLOTS = 512 };        /* op ids below this are counted (the table goes to 273 today) */
+
 int nnr_op_next(int op)
 {
-    for (int k = op < 0 ? 1 : op + 1; k < 256; k++)
+    for (int k = op < 0 ? 1 : op + 1; k < OP_SLOTS; k++)
         if (nnr_op_info_of((uint32_t)k)) return k;
     return 0;
 }
-
-enum { OP_SLOTS = 512 };        /* op ids below this are counted (the table goes to 271 today) */
 static _Atomic int64_t fallback_counts[OP_SLOTS];
 
 int64_t nnr_fallback_count(int op) { return (op >= 0 && op < OP_SLOTS) ? atomic_load(&fallback_counts[op]) : 0; }
@@ -104,9 +104,13 @@ static void warn_fallback(const char *opname, const nnr_device_entry *dev, const
     nnr_host.log(NNR_LOG_WARN, NULL, msg);
 }
 
-/* ops numbered 256 and up came with ABI 1.5: a plugin built against an older header never sees
- * them (it might answer by category, and take floor for another unary op) */
-static int knows_op(const nnr_plugin *p, uint32_t op) { return op < 256 || (int)(p->abi_version & 0xffff) >= 5; }
+/* ops numbered 256 and up came with ABI 1.5, 272 and up with 1.6: a plugin built against an older
+ * header never sees them (it might answer by category, and take floor for another unary op) */
+static int knows_op(const nnr_plugin *p, uint32_t op)
+{
+    int minor = (int)(p->abi_version & 0xffff);
+    return op < 256 || (op < 272 && minor >= 5) || minor >= 6;
+}
 
 static int route(const char *opname, const nnr_device_entry *dev, nnr_op_call *call)
 {

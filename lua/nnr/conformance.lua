@@ -469,8 +469,35 @@ local function sort_scan_cases()
   end)
 end
 
+-- RNN_CELL and its backward for each mode (tanh, relu, LSTM, GRU), rows of a wider buffer (a row stride)
+local function rnn_cases()
+  local G, ins_fwd, outs_fwd = { 1, 1, 4, 3 }, { 2, 2, 3, 3 }, { 1, 1, 3, 2 }
+  for mode = 0, 3 do
+    for _, dt in ipairs { "f32", "f64" } do
+      local B, H = 5, 19
+      local function rows(n, lo, hi, dev) return uniform(dt, lo or -3, hi or 3, { B, n + 3 }):to(dev):narrow(2, 2, n) end
+      case(OP.RNN_CELL, dt, "mode " .. mode, function(dev)
+        local ins = { rows(G[mode + 1] * H, nil, nil, dev), rows(G[mode + 1] * H, nil, nil, dev), rows(H, nil, nil, dev) }
+        local outs = { empty({ B, H }, dt, dev), empty({ B, 4 * H }, dt, dev), empty({ B, H }, dt, dev) }
+        for k = #ins, ins_fwd[mode + 1] + 1, -1 do ins[k] = nil end
+        for k = #outs, outs_fwd[mode + 1] + 1, -1 do outs[k] = nil end
+        return { ins = ins, outs = outs, params = { i = { mode } } }
+      end)
+      case(OP.RNN_CELL_BACKWARD, dt, "mode " .. mode, function(dev)
+        local act = mode <= 1 and rows(H, -0.9, 0.9, dev) or rows(4 * H, 0.05, 0.95, dev)
+        local ins = mode == 2 and { rows(H, nil, nil, dev), rows(H, nil, nil, dev), act, rows(H, nil, nil, dev) }
+                  or mode == 3 and { rows(H, nil, nil, dev), act, rows(H, nil, nil, dev) } or { rows(H, nil, nil, dev), act }
+        local outs = mode == 2 and { empty({ B, 4 * H }, dt, dev), empty({ B, H }, dt, dev) }
+                   or mode == 3 and { empty({ B, 3 * H }, dt, dev), empty({ B, 3 * H }, dt, dev), empty({ B, H }, dt, dev) }
+                   or { empty({ B, H }, dt, dev) }
+        return { ins = ins, outs = outs, params = { i = { mode } } }
+      end)
+    end
+  end
+end
+
 for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
-                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases } do
+                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases } do
   group()
 end
 M.cases = cases

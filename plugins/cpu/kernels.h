@@ -146,5 +146,7 @@ int cpu_index_add(const nnr_op_call *call);
 int cpu_sort(const nnr_op_call *call);       /* sort and topk (sort.c) */
 int cpu_scan(const nnr_op_call *call);       /* cumsum and cumprod (scan.c) */
 int cpu_sample(const nnr_op_call *call);     /* bernoulli, multinomial, randperm (random.c) */
+int cpu_supports_rnn(const nnr_op_call *call);
+int cpu_rnn_cell(const nnr_op_call *call);   /* RNN_CELL and its backward (rnn.c) */
 
 #endif

@@ -72,6 +72,9 @@ int cu_reduce(cu_device *d, const nnr_op_call *call);
 /* cumsum, cumprod (scan.cu): f32, f64, i64 with many rows */
 int cu_scan_supports(const nnr_op_call *call);
 int cu_scan(cu_device *d, const nnr_op_call *call);
+/* RNN_CELL and its backward (rnn.cu) */
+int cu_rnn_supports(const nnr_op_call *call);
+int cu_rnn(cu_device *d, const nnr_op_call *call);
 /* sort, topk (sort.cu): CUB's radix sort over (key, position) pairs */
 int cu_sort_supports(const nnr_op_call *call);
 int cu_sort(cu_device *d, const nnr_op_call *call);

@@ -90,6 +90,17 @@ nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *ind
 nnr_tensor *nnr_scatter_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
 nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
 
+/* --- recurrent layers --- */
+enum { NNR_RNN_TANH = 0, NNR_RNN_RELU = 1, NNR_RNN_LSTM = 2, NNR_RNN_GRU = 3 };
+/* one layer, one direction, over a time-major sequence x [T, B, I] (reverse: from the last step),
+ * with PyTorch's gate order and weights: w_ih [G*H, I], w_hh [G*H, P], optional biases b_ih, b_hh
+ * [G*H] (both or neither), LSTM's optional projection w_hr [P, H] (P = H without it); h0 [B, P],
+ * LSTM's c0 [B, H] (NULL for the others). Gives y [T, B, P], h_n [B, P] and LSTM's c_n [B, H]
+ * (c_n may be NULL for the others); 0 or an error status. */
+int nnr_rnn_layer(int mode, int reverse, const nnr_tensor *x, const nnr_tensor *h0, const nnr_tensor *c0, const nnr_tensor *w_ih,
+                  const nnr_tensor *w_hh, const nnr_tensor *b_ih, const nnr_tensor *b_hh, const nnr_tensor *w_hr, nnr_tensor **y,
+                  nnr_tensor **h_n, nnr_tensor **c_n);
+
 /* --- neural-network ops (NCHW) --- */
 /* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
  * training the batch statistics are used and the running ones updated in place */

@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 5,
+    NNR_ABI_MINOR = 6,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -81,7 +81,8 @@ typedef enum nnr_opcat {
     NNR_OPCAT_QUANT = 16,      /* int8 ops (plugins/quant) */
     NNR_OPCAT_COLLECTIVE = 17, /* across processes (NCCL) */
     NNR_OPCAT_SORT = 18,       /* sort, topk: values and I64 indices along the last dim */
-    NNR_OPCAT_SCAN = 19        /* cumsum, cumprod along the last dim */
+    NNR_OPCAT_SCAN = 19,       /* cumsum, cumprod along the last dim */
+    NNR_OPCAT_RNN = 20         /* (ABI 1.6) a recurrent cell's gates: one time step of RNN, LSTM, GRU */
 } nnr_opcat;
 
 /* The op table, the one place that names an op: X(ID, number, "name", category, inputs min, max,
@@ -163,7 +164,18 @@ typedef enum nnr_opcat {
  *    replacement draw j is the first category whose running sum exceeds u_j * sum; without, the n
  *    smallest of -log(u_c) / p_c in ascending order (exponential races: sequential sampling). RANDPERM:
  *    outputs[0] I64 [n] a permutation of 0..n-1: Fisher-Yates from the end, step i (n-1 down to 1)
- *    swapping i with (words 2i, 2i+1 as a 64-bit number) mod (i + 1). */
+ *    swapping i with (words 2i, 2i+1 as a 64-bit number) mod (i + 1).
+ *  - RNN (ABI 1.6): the pointwise part of one time step; i[0] = mode: 0 RNN tanh, 1 RNN relu, 2 LSTM,
+ *    3 GRU; f32 or f64; every operand [B, n] with unit column stride and any row stride. G = 1, 4, 3
+ *    gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n), H the hidden size.
+ *    RNN_CELL: xw [B, G*H] (x W_ih^T + b_ih), hw [B, G*H] (h W_hh^T + b_hh), and LSTM c_prev / GRU
+ *    h_prev [B, H] -> h [B, H]; LSTM and GRU also the activations kept for the backward, act [B, 4*H]
+ *    (LSTM: i, f, g, o after their nonlinearities; GRU: r, z, n, and hw's n part), and LSTM c [B, H].
+ *    RNN: h = act(xw + hw). LSTM: c = f c_prev + i g, h = o tanh(c). GRU: n = tanh(xw_n + r hw_n),
+ *    h = (1 - z) n + z h_prev.
+ *    RNN_CELL_BACKWARD: RNN: dh, h -> d(xw + hw) [B, H]. LSTM: dh, dc, act, c_prev -> d(xw + hw)
+ *    [B, 4H], dc_prev [B, H]. GRU: dh, act, h_prev -> d xw [B, 3H], d hw [B, 3H], and the part of
+ *    dh_prev that does not go through W_hh, z dh [B, H]. */
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -255,7 +267,9 @@ typedef enum nnr_opcat {
     X(ALL, 268, "all", REDUCE, 1, 1, 1, 1) \
     X(BERNOULLI, 269, "bernoulli", RANDOM, 0, 1, 1, 1) \
     X(MULTINOMIAL, 270, "multinomial", RANDOM, 1, 1, 1, 1) \
-    X(RANDPERM, 271, "randperm", RANDOM, 0, 0, 1, 1)
+    X(RANDPERM, 271, "randperm", RANDOM, 0, 0, 1, 1) \
+    X(RNN_CELL, 272, "rnn_cell", RNN, 2, 3, 1, 3) \
+    X(RNN_CELL_BACKWARD, 273, "rnn_cell_backward", RNN, 2, 4, 1, 3)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

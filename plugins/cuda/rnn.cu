@@ -1,0 +1,117 @@
+/* The pointwise part of a recurrent time step on the GPU (RNN_CELL, RNN_CELL_BACKWARD; plugin.h says
+ * what each operand is): one thread per (row, hidden unit), the same formulas as the cpu backend's
+ * plugins/cpu/rnn.c, in the operands' own type (f32 or f64), every operand [B, n] with unit column
+ * stride and any row stride. */
+#include "dtype.cuh"
+
+enum { MODE_TANH = 0, MODE_RELU = 1, MODE_LSTM = 2, MODE_GRU = 3 };
+
+typedef struct rnn_args {
+    int mode, backward, nin, nout;
+    int64_t B, H;
+    const void *in[4];
+    void *out[3];
+    int64_t in_rs[4], out_rs[3];
+} rnn_args;
+
+template <typename T> __device__ T sig(T x) { return T(1) / (T(1) + exp(-x)); }
+
+template <typename T> __device__ void cell_forward(const rnn_args &a, int64_t b, int64_t j)
+{
+    const T *xw = (const T *)a.in[0] + b * a.in_rs[0], *hw = (const T *)a.in[1] + b * a.in_rs[1];
+    T *h = (T *)a.out[0] + b * a.out_rs[0];
+    int64_t H = a.H;
+    if (a.mode <= MODE_RELU) {
+        T v = xw[j] + hw[j];
+        h[j] = a.mode == MODE_TANH ? tanh(v) : (v > T(0) ? v : (v != v ? v : T(0)));
+        return;
+    }
+    const T *prev = (const T *)a.in[2] + b * a.in_rs[2];
+    T *act = (T *)a.out[1] + b * a.out_rs[1];
+    if (a.mode == MODE_LSTM) {
+        T i = sig(xw[j] + hw[j]), f = sig(xw[H + j] + hw[H + j]), g = tanh(xw[2 * H + j] + hw[2 * H + j]);
+        T o = sig(xw[3 * H + j] + hw[3 * H + j]), c = f * prev[j] + i * g;
+        act[j] = i; act[H + j] = f; act[2 * H + j] = g; act[3 * H + j] = o;
+        ((T *)a.out[2] + b * a.out_rs[2])[j] = c;
+        h[j] = o * tanh(c);
+        return;
+    }
+    T r = sig(xw[j] + hw[j]), z = sig(xw[H + j] + hw[H + j]), hn = hw[2 * H + j], n = tanh(xw[2 * H + j] + r * hn);
+    act[j] = r; act[H + j] = z; act[2 * H + j] = n; act[3 * H + j] = hn;
+    h[j] = (T(1) - z) * n + z * prev[j];
+}
+
+template <typename T> __device__ void cell_backward(const rnn_args &a, int64_t b, int64_t j)
+{
+    int64_t H = a.H;
+    const T *dh = (const T *)a.in[0] + b * a.in_rs[0];
+    T *dx = (T *)a.out[0] + b * a.out_rs[0];
+    if (a.mode <= MODE_RELU) {
+        const T *h = (const T *)a.in[1] + b * a.in_rs[1];
+        dx[j] = a.mode == MODE_TANH ? dh[j] * (T(1) - h[j] * h[j]) : (h[j] > T(0) ? dh[j] : T(0));
+        return;
+    }
+    if (a.mode == MODE_LSTM) {
+        const T *dc = (const T *)a.in[1] + b * a.in_rs[1], *act = (const T *)a.in[2] + b * a.in_rs[2];
+        const T *prev = (const T *)a.in[3] + b * a.in_rs[3];
+        T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j], tc = tanh(f * prev[j] + i * g);
+        T dct = dc[j] + dh[j] * o * (T(1) - tc * tc);
+        dx[j] = dct * g * i * (T(1) - i);
+        dx[H + j] = dct * prev[j] * f * (T(1) - f);
+        dx[2 * H + j] = dct * i * (T(1) - g * g);
+        dx[3 * H + j] = dh[j] * tc * o * (T(1) - o);
+        ((T *)a.out[1] + b * a.out_rs[1])[j] = dct * f;
+        return;
+    }
+    const T *act = (const T *)a.in[1] + b * a.in_rs[1], *prev = (const T *)a.in[2] + b * a.in_rs[2];
+    T *dhw = (T *)a.out[1] + b * a.out_rs[1];
+    T r = act[j], z = act[H + j], n = act[2 * H + j], hn = act[3 * H + j];
+    T dn = dh[j] * (T(1) - z) * (T(1) - n * n), dz = dh[j] * (prev[j] - n) * z * (T(1) - z), dr = dn * hn * r * (T(1) - r);
+    dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dn;
+    dhw[j] = dr; dhw[H + j] = dz; dhw[2 * H + j] = dn * r;
+    ((T *)a.out[2] + b * a.out_rs[2])[j] = dh[j] * z;
+}
+
+template <typename T> __global__ void k_rnn(rnn_args a)
+{
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < a.B * a.H; k += (int64_t)gridDim.x * blockDim.x) {
+        if (a.backward) cell_backward<T>(a, k / a.H, k % a.H);
+        else cell_forward<T>(a, k / a.H, k % a.H);
+    }
+}
+
+/* the operand counts of each mode: forward inputs, outputs; backward inputs, outputs */
+static const int COUNTS[4][4] = {{2, 1, 2, 1}, {2, 1, 2, 1}, {3, 3, 4, 2}, {3, 2, 3, 3}};
+
+int cu_rnn_supports(const nnr_op_call *call)
+{
+    int mode = call->params ? (int)call->params->i[0] : -1, back = call->op == NNR_OP_RNN_CELL_BACKWARD;
+    if (mode < 0 || mode > 3 || call->n_inputs != COUNTS[mode][back * 2] || call->n_outputs != COUNTS[mode][back * 2 + 1]) return 0;
+    int dt = call->inputs[0]->dtype;
+    if (dt != NNR_F32 && dt != NNR_F64) return 0;
+    for (int k = 0; k < call->n_inputs; k++)
+        if (call->inputs[k]->dtype != dt || call->inputs[k]->ndim != 2 || call->inputs[k]->strides[1] != 1) return 0;
+    for (int k = 0; k < call->n_outputs; k++)
+        if (call->outputs[k]->dtype != dt || call->outputs[k]->ndim != 2 || call->outputs[k]->strides[1] != 1) return 0;
+    return 1;
+}
+
+int cu_rnn(cu_device *d, const nnr_op_call *call)
+{
+    rnn_args a;
+    memset(&a, 0, sizeof a);
+    a.mode = (int)call->params->i[0];
+    a.backward = call->op == NNR_OP_RNN_CELL_BACKWARD;
+    a.nin = call->n_inputs;
+    a.nout = call->n_outputs;
+    const nnr_tensor_desc *hd = a.backward ? call->inputs[0] : call->outputs[0];
+    a.B = hd->sizes[0];
+    a.H = hd->sizes[1];
+    for (int k = 0; k < a.nin; k++) { a.in[k] = call->inputs[k]->data; a.in_rs[k] = call->inputs[k]->strides[0]; }
+    for (int k = 0; k < a.nout; k++) { a.out[k] = call->outputs[k]->data; a.out_rs[k] = call->outputs[k]->strides[0]; }
+    if (a.B * a.H == 0) return NNR_OK;
+    if (call->inputs[0]->dtype == NNR_F32) k_rnn<float><<<cu_blocks(a.B * a.H, 256), 256, 0, d->stream>>>(a);
+    else k_rnn<double><<<cu_blocks(a.B * a.H, 256), 256, 0, d->stream>>>(a);
+    CU_LAUNCHED("rnn_cell");
+    return NNR_OK;
+}
