@@ -83,6 +83,30 @@ static int check(const nnr_tensor *const *in, rnn_geom *g)
 
 /* ---------------- the forward ---------------- */
 
+/* x W^T (+ b) for a weight every time step reuses: one LINEAR call keyed by the weight's storage and
+ * version, so the backend may keep it packed across the steps (plugin.h); nnr_linear where the
+ * backend does not take LINEAR for these operands */
+static nnr_tensor *step_linear(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *b)
+{
+    if (!nnr_backend_knows(x->device, 6) || !nnr_tensor_is_contiguous(x) || !nnr_tensor_is_contiguous(w) ||
+        (b && !nnr_tensor_is_contiguous(b)) || x->ndim != 2)
+        return nnr_linear(x, w, b);
+    int64_t ys[2] = {x->sizes[0], w->sizes[0]};
+    nnr_tensor *y = nnr_tensor_alloc(x->dtype, 2, ys, x->device);
+    if (!y) return NULL;
+    nnr_tensor *ins[3] = {(nnr_tensor *)x, (nnr_tensor *)w, (nnr_tensor *)b};
+    nnr_op_params p = {.struct_size = sizeof p};
+    p.i[1] = (int64_t)w->storage->uid;
+    p.i[2] = atomic_load(&w->storage->version);
+    int n = b ? 3 : 2;
+    if (!nnr_backend_takes(x->device, NNR_OP_LINEAR, n, ins, 1, &y, &p)) {
+        nnr_tensor_release(y);
+        return nnr_linear(x, w, b);
+    }
+    if (nnr_run_tensors("linear", NNR_OP_LINEAR, x->device, n, ins, 1, &y, &p)) { nnr_tensor_release(y); return NULL; }
+    return y;
+}
+
 typedef struct rnn_fwd {
     nnr_tensor *xw;                 /* [T * B, G * H] */
     nnr_tensor *y, *act, *c, *hpre; /* [T, B, P], [T, B, 4H], [T, B, H] (LSTM), [T, B, H] (projection) */
@@ -96,7 +120,7 @@ static int run_step(const rnn_geom *g, const nnr_tensor *const *in, rnn_fwd *f, 
     nnr_op_params p = {.struct_size = sizeof p};
     p.i[0] = g->mode;
     nnr_tensor *xw_rows = nnr_narrow(f->xw, 0, t * g->B, g->B);
-    nnr_tensor *hw = nnr_linear(h, in[IN_WHH], in[IN_BHH]);
+    nnr_tensor *hw = step_linear(h, in[IN_WHH], in[IN_BHH]);
     nnr_tensor *yt = step_of(f->y, t), *at = step_of(f->act, t), *ct = step_of(f->c, t), *pt = step_of(f->hpre, t);
     int st = xw_rows && hw && yt && (!f->act || at) && (!f->c || ct) && (!f->hpre || pt) ? NNR_OK : nnr_last_status();
     if (st == NNR_OK) {
@@ -154,6 +178,7 @@ static int forward(const rnn_geom *g, const nnr_tensor *const *in, rnn_fwd *f)
 typedef struct rnn_bwd {
     rnn_geom g;
     const nnr_tensor *x, *h0, *c0, *wih, *whh, *whr, *y, *act, *c, *hpre;
+    nnr_tensor *whh_t;              /* W_hh^T, contiguous [P, G*H]: dh_prev = dhw W_hh as a keyed linear */
     nnr_tensor *dxw, *dhw, *dht;    /* [T, B, G*H] (dhw: GRU's own, else dxw), [T, B, P] (projection) */
 } rnn_bwd;
 
@@ -199,7 +224,7 @@ static int back_step(rnn_bwd *b, const nnr_tensor *gy, int64_t s, nnr_tensor *dh
         st = nnr_run_tensors(NAMES[g->mode], NNR_OP_RNN_CELL_BACKWARD, dh->device, nin, ins, nout, outs, &p);
     }
     if (st == NNR_OK) {                             /* dh_prev = dhw_t W_hh (+ GRU's z dh) */
-        nnr_tensor *m = nnr_matmul(dhwt ? dhwt : dxt, b->whh);
+        nnr_tensor *m = step_linear(dhwt ? dhwt : dxt, b->whh_t, NULL);
         *dh_prev = m && direct ? nnr_binary(NNR_OP_ADD, m, direct) : m;
         if (direct && m) nnr_tensor_release(m);
         if (!*dh_prev) st = nnr_last_status();
@@ -227,10 +252,15 @@ static nnr_tensor *outer_sum(const nnr_tensor *a, const nnr_tensor *b)
     return r;
 }
 
+/* the column sums of a [T, B, n] tensor as one gemv, ones [1, T*B] @ a: a reduction over the leading
+ * dims walks the columns with a stride (it took 15% of an LSTM's step) */
 static nnr_tensor *row_sum(const nnr_tensor *a)
 {
-    int dims[2] = {0, 1};
-    return nnr_reduce(NNR_OP_SUM, a, 2, dims, 0, 0);
+    int64_t os[2] = {1, a->sizes[0] * a->sizes[1]}, n = a->sizes[2];
+    nnr_tensor *ones = nnr_full(a->dtype, 2, os, 1.0, a->device), *ar = rows_of(a);
+    nnr_tensor *r = ones && ar ? nnr_matmul(ones, ar) : NULL, *v = r ? nnr_view(r, 1, &n) : NULL;
+    nnr_tensor_release(ones); nnr_tensor_release(ar); nnr_tensor_release(r);
+    return v;
 }
 
 /* every step's h_prev, in the time order of y: [h0, y_1 .. y_T-1], or reversed */
@@ -293,13 +323,16 @@ static int rnn_backward(nnr_node *node, const nnr_tensor *gy, nnr_tensor **grads
     g->T = b.x->sizes[0]; g->B = b.x->sizes[1]; g->I = b.x->sizes[2]; g->H = b.wih->sizes[0] / g->gates; g->P = b.whh->sizes[1];
     int dt = b.x->dtype, dev = b.x->device;
     int64_t gs[3] = {g->T, g->B, g->gates * g->H}, ps[3] = {g->T, g->B, g->P}, bp[2] = {g->B, g->P}, bh[2] = {g->B, g->H};
+    nnr_tensor *wt = nnr_transpose(b.whh, 0, 1);
+    b.whh_t = wt ? nnr_contiguous(wt) : NULL;
+    nnr_tensor_release(wt);
     b.dxw = nnr_tensor_alloc(dt, 3, gs, dev);
     b.dhw = g->mode == NNR_RNN_GRU ? nnr_tensor_alloc(dt, 3, gs, dev) : b.dxw;
     if (g->has_proj) b.dht = nnr_tensor_alloc(dt, 3, ps, dev);
     const nnr_tensor *ghn = node->pending_more[0], *gcn = node->n_outputs > 2 ? node->pending_more[1] : NULL;
     nnr_tensor *dh = ghn ? nnr_clone(ghn) : nnr_full(dt, 2, bp, 0.0, dev);
     nnr_tensor *dc = g->has_c0 ? (gcn ? nnr_clone(gcn) : nnr_full(dt, 2, bh, 0.0, dev)) : NULL;
-    int st = b.dxw && b.dhw && (!g->has_proj || b.dht) && dh && (!g->has_c0 || dc) ? NNR_OK : nnr_last_status();
+    int st = b.whh_t && b.dxw && b.dhw && (!g->has_proj || b.dht) && dh && (!g->has_c0 || dc) ? NNR_OK : nnr_last_status();
     for (int64_t s = g->T - 1; s >= 0 && st == NNR_OK; s--) {
         nnr_tensor *dh_prev = NULL, *dc_prev = NULL;
         st = back_step(&b, gy, s, dh, dc, &dh_prev, &dc_prev);
@@ -311,8 +344,8 @@ static int rnn_backward(nnr_node *node, const nnr_tensor *gy, nnr_tensor **grads
     if (st == NNR_OK) st = weight_grads(node, &b, grads);
     if (st == NNR_OK && node->in[1].node) { grads[1] = dh; dh = NULL; }
     if (st == NNR_OK && g->has_c0 && node->in[2].node) { grads[2] = dc; dc = NULL; }
-    nnr_tensor *all[5] = {dh, dc, b.dxw, b.dhw != b.dxw ? b.dhw : NULL, b.dht};
-    nnr_release_all(5, all);
+    nnr_tensor *all[6] = {dh, dc, b.dxw, b.dhw != b.dxw ? b.dhw : NULL, b.dht, b.whh_t};
+    nnr_release_all(6, all);
     return st;
 }
 

@@ -14,6 +14,7 @@ typedef struct nnr_storage {
     atomic_uint version;     /* bumped by every in-place write: saved tensors check it */
     atomic_uint history;     /* bumped when an in-place op gives a tensor of this storage a new history:
                               * a view made before then would read the new values with the old history */
+    uint64_t uid;            /* unique in the process (never reused): with version, names the values */
     int device;
     int small;               /* data lives inline in this block (small host tensors) */
     void *data;

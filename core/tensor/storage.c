@@ -107,8 +107,10 @@ static void storage_free(nnr_storage *s)
 /* a new contiguous tensor over a new storage s (its data, small and pinned fields already set) */
 static nnr_tensor *init_tensor(nnr_tensor *t, nnr_storage *s, int dtype, int ndim, const int64_t *sizes, int device, size_t nbytes)
 {
+    static atomic_uint_fast64_t next_uid = 1;
     atomic_init(&s->refcount, 1);
     atomic_init(&s->version, 0);
+    s->uid = atomic_fetch_add(&next_uid, 1);
     atomic_init(&s->history, 0);
     s->device = device;
     s->nbytes = nbytes;

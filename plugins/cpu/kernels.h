@@ -111,6 +111,9 @@ typedef struct cpu_onednn_mm {
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end);
 /* CONV2D_GRAD_INPUT (so conv_transpose2d) as a deconvolution over the pool; 1 when done */
 int cpu_onednn_conv_transpose(const nnr_op_call *call);
+/* LINEAR with a key for its weight (params i[1], ABI 1.6), f32, at most 256 rows and no relu: the
+ * weight packed once per key and pool thread's column slice; 1 when done */
+int cpu_onednn_linear(const nnr_op_call *call);
 void cpu_onednn_thread_exit(void);
 
 /* ---- kernels ---- */

@@ -302,6 +302,7 @@ int cpu_linear(const nnr_op_call *call)
     const nnr_tensor_desc *b = call->n_inputs > 2 ? call->inputs[2] : NULL;
     int dt = y->dtype;
     int64_t M = x->sizes[0], K = x->sizes[1], N = w->sizes[0];
+    if (cpu_onednn_linear(call)) return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
     if (b) {
         for (int64_t r = 0; r < M; r++) {
             if (dt == NNR_F32) memcpy((float *)y->data + r * N, b->data, sizeof(float) * (size_t)N);

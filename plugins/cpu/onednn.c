@@ -28,6 +28,7 @@ int cpu_onednn_available(void) { return 0; }
 const char *cpu_onednn_version(void) { return "not available: built without dnnl.h (libdnnl-dev)"; }
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end) { (void)m; (void)begin; (void)end; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
+int cpu_onednn_linear(const nnr_op_call *call) { (void)call; return 0; }
 void cpu_onednn_thread_exit(void) {}
 
 #else
@@ -121,7 +122,7 @@ static char *thread_setup(size_t n)
 }
 
 /* ---- primitives by shape ---- */
-enum { CACHE_SIZE = 64, KEY_LEN = 16, KIND_MATMUL = 1, KIND_DECONV = 2 };
+enum { CACHE_SIZE = 64, KEY_LEN = 16, KIND_MATMUL = 1, KIND_DECONV = 2, KIND_LINEAR = 3 };
 
 typedef struct prim {
     int64_t key[KEY_LEN];
@@ -132,6 +133,8 @@ typedef struct prim {
     dnnl_primitive_t to_src, to_wei, from_dst;   /* reorders to and from the blocked layouts (deconvolution) */
     dnnl_memory_desc_t bsrc, bwei, bdst;         /* the deconvolution's blocked layouts */
     size_t scratch_bytes;
+    void *packed;                   /* a keyed linear's weight slice in the primitive's layout */
+    size_t packed_bytes;
 } prim;
 
 static prim cache[CACHE_SIZE];
@@ -184,10 +187,31 @@ static int make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t
     return st;
 }
 
+static size_t packed_total;         /* bytes of packed weights in the cache (under cache_lock) */
+enum { PACKED_LIMIT = 256 << 20 };
+
 static void prim_free(prim *e)
 {
     dnnl_primitive_t *all[4] = {&e->p, &e->to_src, &e->to_wei, &e->from_dst};
     for (int i = 0; i < 4; i++) if (*all[i]) { D.dnnl_primitive_destroy(*all[i]); *all[i] = NULL; }
+    free(e->packed);
+    e->packed = NULL;
+    packed_total -= e->packed_bytes;
+    e->packed_bytes = 0;
+}
+
+/* packed weights past PACKED_LIMIT: the least recently used entries that hold some and that no call
+ * is running are emptied (a zero key matches nothing) */
+static void trim_packed(void)
+{
+    while (packed_total > PACKED_LIMIT) {
+        prim *lru = NULL;
+        for (int i = 0; i < cache_used; i++)
+            if (cache[i].packed && cache[i].refs == 0 && (!lru || cache[i].used < lru->used)) lru = &cache[i];
+        if (!lru) return;
+        prim_free(lru);
+        memset(lru->key, 0, sizeof lru->key);
+    }
 }
 
 typedef int (*build_fn)(prim *e, const void *ctx);
@@ -222,6 +246,10 @@ static prim *lookup(const int64_t *key, build_fn build, const void *ctx, prim *t
             prim_free(e);
             e->declined = 1;
         }
+        packed_total += e->packed_bytes;
+        if (!e->declined) e->refs++;         /* held while trimming, which may not take it */
+        trim_packed();
+        if (!e->declined) e->refs--;
     }
     e->used = ++cache_clock;
     if (!e->declined) e->refs++;
@@ -233,8 +261,8 @@ static void release(prim *e, prim *tmp)
 {
     pthread_mutex_lock(&cache_lock);
     e->refs--;
-    pthread_mutex_unlock(&cache_lock);
     if (e == tmp) prim_free(tmp);
+    pthread_mutex_unlock(&cache_lock);
 }
 
 static int wrap(dnnl_memory_t *m, const dnnl_memory_desc_t *md, void *p)
@@ -432,6 +460,102 @@ int cpu_onednn_conv_transpose(const nnr_op_call *call)
     dc_job j = {&g, gy->data, w->data, gx->data, 0};
     int st = cpu_parallel_for(g.N, 1, dc_images, &j);
     if (st == NNR_ERR_INTERRUPTED) return 1;        /* the caller reports it */
+    if (st != NNR_OK || j.failed) return 0;
+    cpu_onednn_calls++;
+    return 1;
+}
+
+/* ---- a keyed linear (LINEAR with params i[1] != 0): the weight packed once per key ---- */
+typedef struct lin_job {
+    const nnr_op_call *call;
+    int64_t M, N, K, slices;
+    int failed;
+} lin_job;
+
+typedef struct lin_ctx { const lin_job *j; int64_t n0, ns; } lin_ctx;
+
+/* the columns [n0, n0 + ns) of y = x W^T + b: src x [M, K], weights W's rows as [K, ns], dst y's columns */
+static int lin_descs(const lin_job *j, int64_t ns, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei, dnnl_memory_desc_t *bias,
+                     dnnl_memory_desc_t *dst)
+{
+    dnnl_dims_t sd = {j->M, j->K}, ss = {j->K, 1}, wd = {j->K, ns}, ws = {1, j->K}, bd = {1, ns}, bs = {ns, 1}, dd = {j->M, ns}, ds = {j->N, 1};
+    return D.dnnl_memory_desc_init_by_strides(src, 2, sd, dnnl_f32, ss) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_strides(wei, 2, wd, dnnl_f32, ws) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_strides(bias, 2, bd, dnnl_f32, bs) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_strides(dst, 2, dd, dnnl_f32, ds) == dnnl_success;
+}
+
+static int build_linear(prim *e, const void *arg)
+{
+    const lin_ctx *c = arg;
+    const lin_job *j = c->j;
+    const nnr_op_call *call = j->call;
+    int has_bias = call->n_inputs > 2;
+    dnnl_memory_desc_t src, wei, bias, dst, any;
+    dnnl_dims_t wd = {j->K, c->ns};
+    dnnl_matmul_desc_t op;
+    dnnl_primitive_desc_t pd;
+    if (!lin_descs(j, c->ns, &src, &wei, &bias, &dst) ||
+        D.dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        D.dnnl_matmul_desc_init(&op, &src, &any, has_bias ? &bias : NULL, &dst) != dnnl_success || !make_primitive(&op, &e->p, &pd))
+        return 0;
+    e->scratch_bytes = scratch_of(pd);
+    e->bwei = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    D.dnnl_primitive_desc_destroy(pd);
+    size_t bytes = D.dnnl_memory_desc_get_size(&e->bwei);
+    dnnl_primitive_t reorder = NULL;
+    size_t rs = 0;
+    if (posix_memalign(&e->packed, 64, bytes ? bytes : 64)) { e->packed = NULL; return 0; }
+    e->packed_bytes = bytes;
+    int ok = make_reorder(&wei, &e->bwei, &reorder, &rs);
+    char *scratch = ok ? thread_setup(rs + 64) : NULL;
+    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+    const dnnl_memory_desc_t *mds[2] = {&wei, &e->bwei};
+    void *ptrs[2] = {(char *)call->inputs[1]->data + c->n0 * j->K * 4, e->packed};
+    ok = ok && scratch && execute(reorder, 2, args, mds, ptrs, scratch, rs);
+    if (reorder) D.dnnl_primitive_destroy(reorder);
+    return ok;
+}
+
+static void lin_slices(void *arg, int64_t begin, int64_t end)
+{
+    lin_job *j = arg;
+    const nnr_op_call *call = j->call;
+    const nnr_tensor_desc *w = call->inputs[1];
+    int has_bias = call->n_inputs > 2;
+    for (int64_t s = begin; s < end && !j->failed; s++) {
+        int64_t unit = (j->N / j->slices + 15) & ~(int64_t)15, n0 = s * unit, ns = s == j->slices - 1 ? j->N - n0 : unit;
+        if (ns <= 0) continue;
+        int64_t key[KEY_LEN] = {KIND_LINEAR, s, j->slices, j->M, j->N, j->K, call->params->i[1], call->params->i[2],
+                                (int64_t)(intptr_t)w->data, has_bias};
+        lin_ctx c = {j, n0, ns};
+        prim tmp;
+        prim *e = lookup(key, build_linear, &c, &tmp);
+        char *scratch = e ? thread_setup(e->scratch_bytes + 64) : NULL;
+        dnnl_memory_desc_t src, wei, bias, dst;
+        int ok = scratch && lin_descs(j, ns, &src, &wei, &bias, &dst);
+        if (ok) {
+            int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+            const dnnl_memory_desc_t *mds[4] = {&src, &e->bwei, &dst, &bias};
+            void *ptrs[4] = {call->inputs[0]->data, e->packed, (float *)call->outputs[0]->data + n0,
+                             has_bias ? (float *)call->inputs[2]->data + n0 : NULL};
+            ok = execute(e->p, has_bias ? 4 : 3, args, mds, ptrs, scratch, e->scratch_bytes);
+        }
+        if (e) release(e, &tmp);
+        if (!ok) j->failed = 1;
+    }
+}
+
+int cpu_onednn_linear(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1];
+    if (x->dtype != NNR_F32 || !call->params || call->params->i[1] == 0 || call->params->i[0] != 0) return 0;
+    lin_job j = {call, x->sizes[0], w->sizes[0], w->sizes[1], 1, 0};
+    if (j.M < 1 || j.M > 256 || j.K < 1 || j.N < 16 || !cpu_onednn_available()) return 0;
+    int threads = cpu_pool_threads();
+    j.slices = j.N / 64 < threads ? (j.N / 64 > 0 ? j.N / 64 : 1) : threads;
+    int st = cpu_parallel_for(j.slices, 1, lin_slices, &j);
+    if (st == NNR_ERR_INTERRUPTED) return 1;
     if (st != NNR_OK || j.failed) return 0;
     cpu_onednn_calls++;
     return 1;

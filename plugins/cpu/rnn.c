@@ -17,10 +17,8 @@ static inline float exp_v(float x)
     float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;     /* round(c / ln 2) */
     float r = c - k * 0.693145752f - k * 1.42860677e-06f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f + r * (0.00833345205f + r * 0.00138775783f)))));
-    int32_t e = ((int32_t)k + 127) << 23;
-    float scale;
-    memcpy(&scale, &e, sizeof scale);
-    return x != x ? x : p * scale;
+    union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
+    return x != x ? x : p * scale.f;
 }
 static inline float sigmoid_v(float x) { return 1.0f / (1.0f + exp_v(-x)); }
 static inline float tanh_v(float x)
@@ -32,7 +30,7 @@ static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 /* ---- forward: one row of each operand ---- */
 #define FORWARD_ROW(T, SIG, TANH)                                                                          \
-    static inline __attribute__((always_inline)) void forward_##T(int mode, int64_t H, const T *xw, const T *hw, const T *prev, T *h, T *act, T *c) \
+    static inline __attribute__((always_inline)) void forward_##T(int mode, int64_t H, const T *restrict xw, const T *restrict hw, const T *restrict prev, T *restrict h, T *restrict act, T *restrict c) \
     {                                                                                                      \
         if (mode == MODE_TANH) { for (int64_t j = 0; j < H; j++) h[j] = TANH(xw[j] + hw[j]); return; }      \
         if (mode == MODE_RELU) {                                                                           \
@@ -62,8 +60,8 @@ FORWARD_ROW(double, sigmoid_d, tanh)
 
 /* ---- backward: one row ---- */
 #define BACKWARD_ROW(T, TANH)                                                                              \
-    static inline __attribute__((always_inline)) void backward_##T(int mode, int64_t H, const T *dh, const T *dc, const T *act, const T *prev,    \
-                             T *dx, T *dhw, T *dprev)                                                      \
+    static inline __attribute__((always_inline)) void backward_##T(int mode, int64_t H, const T *restrict dh, const T *restrict dc, const T *restrict act, \
+                             const T *restrict prev, T *restrict dx, T *restrict dhw, T *restrict dprev)                                                      \
     {                                                                                                      \
         if (mode == MODE_TANH) { for (int64_t j = 0; j < H; j++) dx[j] = dh[j] * (1 - act[j] * act[j]); return; } \
         if (mode == MODE_RELU) { for (int64_t j = 0; j < H; j++) dx[j] = act[j] > 0 ? dh[j] : 0; return; }    \

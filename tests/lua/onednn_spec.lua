@@ -100,6 +100,30 @@ describe("oneDNN in the cpu backend", function()
     assert(worst < 1e-5, "conv2d input gradient differs by " .. worst)
   end)
 
+  it("runs a recurrent layer's step gemm on a weight packed once (a keyed LINEAR), forward and backward", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local m = nnr.nn.LSTM(24, 40, { num_layers = 2 })
+    local x = nnr.randn(9, 5, 24)
+    local worst, ran = both(function()
+      local xx = x:clone():requires_grad_()
+      for _, p in ipairs(m:parameters()) do p.grad = nil end
+      local y, st = m(xx)
+      ;(y:pow(2):sum() + st[2]:sum()):backward()
+      return y, st[1], st[2], xx.grad, m.weight_hh_l0.grad, m.bias_hh_l1.grad
+    end)
+    assert(worst < 1e-5, "differs by " .. worst)
+    assert(ran >= 2 * 9 * 2, "the step gemms did not run on oneDNN (" .. ran .. " calls)")
+    -- a weight changed in place between calls gets a new key, never the stale packed copy
+    local h0 = nnr.zeros(2, 5, 40)
+    local y1 = m(x, { h0, h0 })
+    nnr.no_grad(function() m.weight_hh_l0:mul_(0.5) end)
+    local y2 = m(x, { h0, h0 })
+    cpu.onednn = false
+    local y3 = m(x, { h0, h0 })
+    cpu.onednn = true
+    assert((y2 - y3):abs():max():item() < 1e-5 and (y1 - y2):abs():max():item() > 1e-3, "a stale packed weight was used")
+  end)
+
   it("takes a batch smaller than the threads through the other path", function()
     if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
     local threads = nnr.get_num_threads()

@@ -109,7 +109,11 @@ typedef enum nnr_opcat {
  *  - MATMUL: inputs [...,M,K] and [...,K,N] -> outputs[0] [...,M,N]; the leading batch dims are equal
  *    in all three (inputs broadcast with stride 0); any strides.
  *    LINEAR (ABI 1.1): y = x W^T (+ b): x [M, K], weight [N, K], optional bias [N], all contiguous ->
- *    out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0).
+ *    out [M, N] contiguous; params i[0] = 1: relu(y) (params may be NULL: 0). ABI 1.6: i[1] != 0 is a
+ *    key for the weight's values (i[1] its storage's id in the process, i[2] that storage's version):
+ *    a call with the same key, data pointer and shape has the same weight values, so a backend may
+ *    keep a packed copy of the weight for it. The core gives a key where it will reuse the weight
+ *    (the recurrent gemm of every time step); 0 means no such promise.
  *  - INDEX: GATHER along dim i[0]: out[..j..] = in[..index[..j..]..]; index I64 0-based.
  *    INDEX_SELECT along dim i[0] with 1-d I64 index inputs[1]. SCATTER_ADD and INDEX_ADD accumulate
  *    into outputs[0] (read and written) along dim i[0]; inputs: index (I64, 0-based), src.
