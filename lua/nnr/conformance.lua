@@ -205,6 +205,7 @@ local function reduce_cases()
   end
 end
 
+local keyed_calls = 0
 local function matmul_cases()
   for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i32", "i64" } do
     case(OP.MATMUL, dt, "batched", function(dev)
@@ -224,6 +225,13 @@ local function matmul_cases()
                  params = { i = { v == "bias, relu" and 1 or 0 } } }
       end)
     end
+    -- ABI 1.6: a key for the weight's values (i[1], i[2]) changes nothing in the result. Every call
+    -- makes new values, so a new key: far above the storage ids the core hands out (from 1 up)
+    case(OP.LINEAR, dt, "keyed weight", function(dev)
+      local x, w, b = uniform(dt, -1, 1, { 7, 40 }):to(dev), uniform(dt, -1, 1, { 70, 40 }):to(dev), uniform(dt, -1, 1, { 70 }):to(dev)
+      keyed_calls = keyed_calls + 1
+      return { ins = { x, w, b }, outs = { empty({ 7, 70 }, dt, dev) }, params = { i = { 0, 2 ^ 52 + keyed_calls, 0 } } }
+    end)
   end
 end
 
