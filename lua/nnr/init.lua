@@ -88,6 +88,11 @@ function nnr.device_memory(device)
            cached = tonumber(C.nnr_device_cached_bytes(id)), peak = tonumber(C.nnr_device_peak_bytes(id)) }
 end
 
+-- the peak of nnr.device_memory() starts again from what is live now; the caching allocator's blocks
+-- are given back (nnr.empty_cache), so a measurement that follows sees its own allocations
+function nnr.reset_peak_memory() C.nnr_reset_peak_bytes() end
+function nnr.empty_cache() C.nnr_empty_cache() end
+
 function nnr.synchronize(device) binding.check(C.nnr_synchronize(binding.device_id(device))) end
 -- wall-clock seconds (monotonic)
 nnr.clock = C.nnr_clock

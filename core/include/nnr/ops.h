@@ -101,6 +101,13 @@ int nnr_rnn_layer(int mode, int reverse, const nnr_tensor *x, const nnr_tensor *
                   const nnr_tensor *w_hh, const nnr_tensor *b_ih, const nnr_tensor *b_hh, const nnr_tensor *w_hr, nnr_tensor **y,
                   nnr_tensor **h_n, nnr_tensor **c_n);
 
+/* softmax(q k^T * scale + mask) v over the last two dims ([..., L, E], [..., S, E], [..., S, Ev]; k
+ * and v may have size-1 batch dims), in blocks of query rows (no [L, S] score matrix is kept); mask
+ * bool (true takes part) or additive in q's dtype, broadcast to [..., L, S], or causal (not both);
+ * scale NaN for 1/sqrt(E) */
+nnr_tensor *nnr_scaled_dot_product_attention(const nnr_tensor *q, const nnr_tensor *k, const nnr_tensor *v, const nnr_tensor *mask,
+                                             int causal, double scale);
+
 /* --- neural-network ops (NCHW) --- */
 /* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
  * training the batch statistics are used and the running ones updated in place */

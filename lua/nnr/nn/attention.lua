@@ -1,0 +1,184 @@
+-- Attention: F.scaled_dot_product_attention (one op in C over blocks of query rows: no [L, S] score
+-- matrix is kept; core/ops/attention.c) and nn.MultiheadAttention (PyTorch's packed in-projection).
+-- The Transformer layers built on it are in lua/nnr/nn/transformer.lua.
+--   F.scaled_dot_product_attention(q, k, v[, {attn_mask, dropout_p = 0, is_causal = false, scale}])
+-- q [..., L, E], k [..., S, E], v [..., S, Ev] -> [..., L, Ev]. attn_mask: bool (true takes part) or
+-- additive (q's dtype), broadcast to [..., L, S]. dropout_p > 0 drops probabilities (always, as
+-- PyTorch's functional form does; modules pass 0 in eval): that form runs composed, keeping the scores.
+local nnr = require "nnr"
+local binding = require "nnr.binding"
+local F = require "nnr.nn.functional"
+local V = require "nnr.check"
+local C = binding.C
+local tp = require("nnr.tensor").tp
+
+local Module = require "nnr.nn.module"
+local Linear = require "nnr.nn.linear"
+
+local M = {}
+local sdpa_options = { attn_mask = true, dropout_p = true, is_causal = true, scale = true }
+
+-- the composed form (dropout): softmax(q k^T * scale + mask), dropped out, times v
+local function composed(q, k, v, mask, p, causal, scale)
+  local s = q:matmul(k:transpose(-2, -1)) * scale
+  if causal then
+    local L, S = q:size(-2), k:size(-2)
+    mask = nnr.ones(L, S, { dtype = "bool", device = q.device }):tril()
+  end
+  if mask ~= nil then
+    if mask.dtype == "bool" then s = s:masked_fill(mask:logical_not(), -math.huge) else s = s + mask end
+  end
+  return F.dropout(F.softmax(s, -1), p, true):matmul(v)
+end
+
+function F.scaled_dot_product_attention(q, k, v, opts)
+  local who = "scaled_dot_product_attention"
+  opts = V.options(who, opts, sdpa_options)
+  local p = V.probability(who, "dropout_p", opts.dropout_p or 0)
+  local causal = V.boolean(who, "is_causal", opts.is_causal) or false
+  local scale = opts.scale ~= nil and V.number(who, "scale", opts.scale) or nil
+  local mask = opts.attn_mask
+  if mask ~= nil and not nnr.is_tensor(mask) then error(who .. ": attn_mask must be a tensor, got " .. type(mask), 0) end
+  if p > 0 then
+    if mask ~= nil and causal then error(who .. ": give attn_mask or is_causal, not both", 0) end
+    return composed(q, k, v, mask, p, causal, scale or 1 / math.sqrt(q:size(-1)))
+  end
+  return binding.call(C.nnr_scaled_dot_product_attention, tp(who, q, "query"), tp(who, k, "key"), tp(who, v, "value"),
+    mask and mask.p or nil, causal and 1 or 0, scale or 0 / 0)
+end
+
+-- ---------------------------------------------------------------- nn.MultiheadAttention
+-- nn.MultiheadAttention(embed_dim, num_heads[, {dropout = 0, bias = true, kdim, vdim, batch_first = false}])
+-- m(query, key, value[, {key_padding_mask, need_weights = true, attn_mask, average_attn_weights = true,
+--   is_causal = false}]) -> output, weights (nil unless need_weights). PyTorch's parameters: in_proj_weight
+-- [3E, E] and in_proj_bias [3E] (q_proj_weight, k_proj_weight, v_proj_weight when kdim or vdim differ
+-- from E), out_proj.weight and out_proj.bias. As in PyTorch, a bool key_padding_mask [N, S] or
+-- attn_mask [L, S] / [N * heads, L, S] is true where a position must NOT be attended; a float one is
+-- added. Without need_weights the heads run through F.scaled_dot_product_attention.
+local MHA = Module:extend("MultiheadAttention")
+M.MultiheadAttention = MHA
+
+local function xavier_(t)
+  local fan_out, fan_in = t:size(1), t:size(2)
+  local b = math.sqrt(6 / (fan_in + fan_out))
+  return t:uniform_(-b, b)
+end
+
+function MHA:__init(embed_dim, num_heads, opts)
+  Module.__init(self)
+  local who = "MultiheadAttention"
+  opts = V.options(who, opts, { dropout = true, bias = true, kdim = true, vdim = true, batch_first = true, dtype = true, device = true })
+  self.embed_dim = V.integer(who, "embed_dim", embed_dim, 1)
+  self.num_heads = V.integer(who, "num_heads", num_heads, 1)
+  if embed_dim % num_heads ~= 0 then error(string.format("%s: embed_dim (%d) must be divisible by num_heads (%d)", who, embed_dim, num_heads), 0) end
+  self.head_dim = math.floor(embed_dim / num_heads)
+  self.kdim = V.integer(who, "kdim", opts.kdim or embed_dim, 1)
+  self.vdim = V.integer(who, "vdim", opts.vdim or embed_dim, 1)
+  self.dropout = V.probability(who, "dropout", opts.dropout or 0)
+  self.batch_first = V.boolean(who, "batch_first", opts.batch_first) or false
+  local bias = opts.bias == nil or V.boolean(who, "bias", opts.bias)
+  local o = { dtype = opts.dtype, device = opts.device }
+  local E = embed_dim
+  self._same = self.kdim == E and self.vdim == E
+  if self._same then
+    self:register_parameter("in_proj_weight", xavier_(nnr.empty(3 * E, E, o)))
+  else
+    self:register_parameter("q_proj_weight", xavier_(nnr.empty(E, E, o)))
+    self:register_parameter("k_proj_weight", xavier_(nnr.empty(E, self.kdim, o)))
+    self:register_parameter("v_proj_weight", xavier_(nnr.empty(E, self.vdim, o)))
+  end
+  if bias then self:register_parameter("in_proj_bias", nnr.zeros(3 * E, o)) end
+  self:add_module("out_proj", Linear(E, E, { bias = bias, dtype = opts.dtype, device = opts.device }))
+  if bias then nnr.no_grad(function() self.out_proj.bias:zero_() end) end
+end
+
+-- x [T, N, e] projected by rows [r0, r0 + E) of the packed weight (or its own), as [N * heads, T, head_dim]
+local function project(self, x, which)
+  local E, h, d = self.embed_dim, self.num_heads, self.head_dim
+  local w = self._same and self.in_proj_weight:narrow(1, (which - 1) * E + 1, E)
+            or rawget(self, ({ "q_proj_weight", "k_proj_weight", "v_proj_weight" })[which])
+  local b = rawget(self, "in_proj_bias")
+  local y = F.linear(x, w, b and b:narrow(1, (which - 1) * E + 1, E))
+  local T, N = y:size(1), y:size(2)
+  return y:reshape(T, N * h, d):transpose(1, 2)
+end
+
+-- PyTorch's masks (true = masked out, or additive) as one additive float mask [N * heads or 1, L, S], or nil
+local function merged_mask(self, attn_mask, kpm, N, L, S, dtype, device)
+  local h, m = self.num_heads, nil
+  local function additive(t, what)
+    if not nnr.is_tensor(t) then error("MultiheadAttention: " .. what .. " must be a tensor, got " .. type(t), 0) end
+    if t.dtype == "bool" then return nnr.zeros(t:size(), { dtype = dtype, device = device }):masked_fill(t, -math.huge) end
+    return t:to(dtype)
+  end
+  if attn_mask ~= nil then
+    m = additive(attn_mask, "attn_mask")
+    if m:dim() == 2 then
+      if m:size(1) ~= L or m:size(2) ~= S then error(string.format("MultiheadAttention: attn_mask of shape %s, expected [%d, %d]", nnr.shape_str(m:size()), L, S), 0) end
+      m = m:unsqueeze(1)
+    elseif m:dim() ~= 3 or m:size(1) ~= N * h or m:size(2) ~= L or m:size(3) ~= S then
+      error(string.format("MultiheadAttention: attn_mask of shape %s, expected [%d, %d] or [%d, %d, %d]", nnr.shape_str(m:size()), L, S, N * h, L, S), 0)
+    end
+  end
+  if kpm ~= nil then
+    local k = additive(kpm, "key_padding_mask")
+    if k:dim() ~= 2 or k:size(1) ~= N or k:size(2) ~= S then
+      error(string.format("MultiheadAttention: key_padding_mask of shape %s, expected [%d, %d]", nnr.shape_str(k:size()), N, S), 0)
+    end
+    k = k:view(N, 1, 1, S):expand(N, h, 1, S):reshape(N * h, 1, S)
+    m = m and (m + k) or k
+  end
+  return m
+end
+
+function MHA:forward(query, key, value, opts)
+  local who = "MultiheadAttention"
+  opts = V.options(who, opts, { key_padding_mask = true, need_weights = true, attn_mask = true, average_attn_weights = true, is_causal = true })
+  for _, t in ipairs { { query, "query" }, { key, "key" }, { value, "value" } } do
+    if not nnr.is_tensor(t[1]) then error(who .. ": " .. t[2] .. " must be a tensor, got " .. type(t[1]), 0) end
+  end
+  local unbatched = query:dim() == 2
+  if unbatched then query, key, value = query:unsqueeze(2), key:unsqueeze(2), value:unsqueeze(2)
+  elseif self.batch_first then query, key, value = query:transpose(1, 2), key:transpose(1, 2), value:transpose(1, 2) end
+  if query:dim() ~= 3 or query:size(3) ~= self.embed_dim or key:dim() ~= 3 or key:size(3) ~= self.kdim or value:dim() ~= 3
+     or value:size(3) ~= self.vdim or key:size(1) ~= value:size(1) or key:size(2) ~= query:size(2) or value:size(2) ~= query:size(2) then
+    error(string.format("%s: query %s, key %s and value %s do not fit embed_dim %d, kdim %d, vdim %d", who, nnr.shape_str(query:size()),
+      nnr.shape_str(key:size()), nnr.shape_str(value:size()), self.embed_dim, self.kdim, self.vdim), 0)
+  end
+  local L, N, S, h, d = query:size(1), query:size(2), key:size(1), self.num_heads, self.head_dim
+  local kpm = opts.key_padding_mask
+  if unbatched and kpm ~= nil then kpm = kpm:unsqueeze(1) end
+  local need = opts.need_weights == nil or V.boolean(who, "need_weights", opts.need_weights)
+  local causal = V.boolean(who, "is_causal", opts.is_causal) or false
+  local q, k, v = project(self, query, 1), project(self, key, 2), project(self, value, 3)
+  local mask = merged_mask(self, opts.attn_mask, kpm, N, L, S, q.dtype, q.device)
+  if causal and mask == nil then
+    mask = nnr.zeros(L, S, { dtype = q.dtype, device = q.device }):masked_fill(nnr.ones(L, S, { dtype = "bool" }):tril():logical_not(), -math.huge):unsqueeze(1)
+  end
+  local p = self.training and self.dropout or 0
+  local o, weights
+  if need then        -- the probabilities are asked for: composed
+    local s = q:matmul(k:transpose(2, 3)) * (1 / math.sqrt(d))
+    if mask then s = s + mask end
+    local a = F.softmax(s, -1)
+    weights = a:view(N, h, L, S)
+    if opts.average_attn_weights == nil or V.boolean(who, "average_attn_weights", opts.average_attn_weights) then weights = weights:mean(2) end
+    o = F.dropout(a, p, p > 0):matmul(v)
+  else
+    o = F.scaled_dot_product_attention(q, k, v, { attn_mask = mask, dropout_p = p })
+  end
+  local out = self.out_proj(o:transpose(1, 2):reshape(L, N, self.embed_dim))
+  if unbatched then
+    out = out:squeeze(2)
+    if weights then weights = weights:squeeze(1) end
+  elseif self.batch_first then
+    out = out:transpose(1, 2)
+  end
+  return out, weights
+end
+
+function MHA:extra_repr()
+  return string.format("embed_dim=%d, num_heads=%d%s", self.embed_dim, self.num_heads, self.batch_first and ", batch_first=true" or "")
+end
+
+return M

@@ -1,0 +1,149 @@
+-- Transformer layers with PyTorch's structure and parameter names (state dicts move both ways):
+--   nn.TransformerEncoderLayer(d_model, nhead[, {dim_feedforward = 2048, dropout = 0.1, activation = "relu" | "gelu",
+--       layer_norm_eps = 1e-5, batch_first = false, norm_first = false, bias = true}])
+--     layer(src[, {src_mask, src_key_padding_mask, is_causal}])
+--   nn.TransformerDecoderLayer(d_model, nhead[, same options])
+--     layer(tgt, memory[, {tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal, memory_is_causal}])
+--   nn.TransformerEncoder(layer, num_layers[, {norm}]), nn.TransformerDecoder(layer, num_layers[, {norm}]): num_layers copies
+--   nn.Transformer([{d_model = 512, nhead = 8, num_encoder_layers = 6, num_decoder_layers = 6, dim_feedforward = 2048,
+--       dropout = 0.1, activation, layer_norm_eps, batch_first, norm_first, bias}]); m(src, tgt[, {src_mask, tgt_mask, ...}])
+-- Self-attention runs without the weights (F.scaled_dot_product_attention: no [L, S] scores kept).
+local nnr = require "nnr"
+local Module = require "nnr.nn.module"
+local F = require "nnr.nn.functional"
+local V = require "nnr.check"
+local Linear = require "nnr.nn.linear"
+local MHA = require("nnr.nn.attention").MultiheadAttention
+local norm = require "nnr.nn.normalization"
+local misc = require "nnr.nn.misc"
+local containers = require "nnr.nn.containers"
+local deep_copy = require("nnr.nn.utils").deep_copy
+
+local M = {}
+local LAYER_OPTIONS = { dim_feedforward = true, dropout = true, activation = true, layer_norm_eps = true, batch_first = true,
+                        norm_first = true, bias = true, dtype = true, device = true }
+
+local function init_layer(self, who, d_model, nhead, opts, cross)
+  Module.__init(self)
+  opts = V.options(who, opts, LAYER_OPTIONS)
+  local dff = V.integer(who, "dim_feedforward", opts.dim_feedforward or 2048, 1)
+  local p = V.probability(who, "dropout", opts.dropout == nil and 0.1 or opts.dropout)
+  self.activation = V.choice(who, "activation", opts.activation or "relu", { "relu", "gelu" })
+  self.norm_first = V.boolean(who, "norm_first", opts.norm_first) or false
+  self.batch_first = V.boolean(who, "batch_first", opts.batch_first) or false
+  local eps = V.number(who, "layer_norm_eps", opts.layer_norm_eps, { above = 0, default = 1e-5 })
+  local bias = opts.bias == nil or V.boolean(who, "bias", opts.bias)
+  local o = { dtype = opts.dtype, device = opts.device }
+  local mo = { dropout = p, bias = bias, batch_first = self.batch_first, dtype = o.dtype, device = o.device }
+  self:add_module("self_attn", MHA(d_model, nhead, mo))
+  if cross then self:add_module("multihead_attn", MHA(d_model, nhead, mo)) end
+  self:add_module("linear1", Linear(d_model, dff, { bias = bias, dtype = o.dtype, device = o.device }))
+  self:add_module("dropout", misc.Dropout(p))
+  self:add_module("linear2", Linear(dff, d_model, { bias = bias, dtype = o.dtype, device = o.device }))
+  for i = 1, cross and 3 or 2 do
+    self:add_module("norm" .. i, norm.LayerNorm(d_model, { eps = eps, dtype = o.dtype, device = o.device }))
+    self:add_module("dropout" .. i, misc.Dropout(p))
+  end
+end
+
+local function feed_forward(self, x)
+  local a = self.activation == "gelu" and F.gelu or F.relu
+  local drop = rawget(self, "dropout3") or self.dropout2      -- the decoder's third, the encoder's second
+  return drop(self.linear2(self.dropout(a(self.linear1(x)))))
+end
+
+local function attend(mha, drop, q, kv, mask, kpm, causal)
+  local o = mha(q, kv, kv, { attn_mask = mask, key_padding_mask = kpm, need_weights = false, is_causal = causal and mask == nil or nil })
+  return drop(o)
+end
+
+M.TransformerEncoderLayer = Module:extend("TransformerEncoderLayer")
+function M.TransformerEncoderLayer:__init(d_model, nhead, opts) init_layer(self, "TransformerEncoderLayer", d_model, nhead, opts, false) end
+function M.TransformerEncoderLayer:forward(src, opts)
+  opts = V.options("TransformerEncoderLayer", opts, { src_mask = true, src_key_padding_mask = true, is_causal = true })
+  local x, m, kpm, c = src, opts.src_mask, opts.src_key_padding_mask, opts.is_causal
+  if self.norm_first then
+    x = x + attend(self.self_attn, self.dropout1, self.norm1(x), self.norm1(x), m, kpm, c)
+    return x + feed_forward(self, self.norm2(x))
+  end
+  x = self.norm1(x + attend(self.self_attn, self.dropout1, x, x, m, kpm, c))
+  return self.norm2(x + feed_forward(self, x))
+end
+
+M.TransformerDecoderLayer = Module:extend("TransformerDecoderLayer")
+function M.TransformerDecoderLayer:__init(d_model, nhead, opts) init_layer(self, "TransformerDecoderLayer", d_model, nhead, opts, true) end
+function M.TransformerDecoderLayer:forward(tgt, memory, opts)
+  opts = V.options("TransformerDecoderLayer", opts, { tgt_mask = true, memory_mask = true, tgt_key_padding_mask = true,
+    memory_key_padding_mask = true, tgt_is_causal = true, memory_is_causal = true })
+  local x = tgt
+  local function sa(y) return attend(self.self_attn, self.dropout1, y, y, opts.tgt_mask, opts.tgt_key_padding_mask, opts.tgt_is_causal) end
+  local function ca(y)
+    return attend(self.multihead_attn, self.dropout2, y, memory, opts.memory_mask, opts.memory_key_padding_mask, opts.memory_is_causal)
+  end
+  if self.norm_first then
+    x = x + sa(self.norm1(x))
+    x = x + ca(self.norm2(x))
+    return x + feed_forward(self, self.norm3(x))
+  end
+  x = self.norm1(x + sa(x))
+  x = self.norm2(x + ca(x))
+  return self.norm3(x + feed_forward(self, x))
+end
+
+-- num_layers copies of a layer, as "layers.0", "layers.1", ... (PyTorch's names), then an optional norm
+local function stack(self, who, layer, num_layers, opts)
+  Module.__init(self)
+  opts = V.options(who, opts, { norm = true })
+  self.num_layers = V.integer(who, "num_layers", num_layers, 1)
+  local layers = {}
+  for i = 1, num_layers do layers[i] = deep_copy(layer) end
+  self:add_module("layers", containers.ModuleList(layers))
+  if opts.norm ~= nil then self:add_module("norm", opts.norm) end
+end
+
+M.TransformerEncoder = Module:extend("TransformerEncoder")
+function M.TransformerEncoder:__init(layer, num_layers, opts) stack(self, "TransformerEncoder", layer, num_layers, opts) end
+function M.TransformerEncoder:forward(src, opts)
+  local x = src
+  for i = 1, self.num_layers do x = self.layers:get(i)(x, opts) end
+  local n = rawget(self, "norm")
+  return n and n(x) or x
+end
+
+M.TransformerDecoder = Module:extend("TransformerDecoder")
+function M.TransformerDecoder:__init(layer, num_layers, opts) stack(self, "TransformerDecoder", layer, num_layers, opts) end
+function M.TransformerDecoder:forward(tgt, memory, opts)
+  local x = tgt
+  for i = 1, self.num_layers do x = self.layers:get(i)(x, memory, opts) end
+  local n = rawget(self, "norm")
+  return n and n(x) or x
+end
+
+M.Transformer = Module:extend("Transformer")
+function M.Transformer:__init(opts)
+  Module.__init(self)
+  local who = "Transformer"
+  local known = { d_model = true, nhead = true, num_encoder_layers = true, num_decoder_layers = true }
+  for k in pairs(LAYER_OPTIONS) do known[k] = true end
+  opts = V.options(who, opts, known)
+  local lo = {}
+  for k in pairs(LAYER_OPTIONS) do lo[k] = opts[k] end
+  local d, h = opts.d_model or 512, opts.nhead or 8
+  local eps = opts.layer_norm_eps or 1e-5
+  local no = { eps = eps, dtype = opts.dtype, device = opts.device }
+  self:add_module("encoder", M.TransformerEncoder(M.TransformerEncoderLayer(d, h, lo), opts.num_encoder_layers or 6,
+    { norm = norm.LayerNorm(d, no) }))
+  self:add_module("decoder", M.TransformerDecoder(M.TransformerDecoderLayer(d, h, lo), opts.num_decoder_layers or 6,
+    { norm = norm.LayerNorm(d, no) }))
+end
+-- m(src, tgt[, {src_mask, tgt_mask, memory_mask, src_key_padding_mask, tgt_key_padding_mask, memory_key_padding_mask,
+-- src_is_causal, tgt_is_causal, memory_is_causal}])
+function M.Transformer:forward(src, tgt, opts)
+  opts = V.options("Transformer", opts, { src_mask = true, tgt_mask = true, memory_mask = true, src_key_padding_mask = true,
+    tgt_key_padding_mask = true, memory_key_padding_mask = true, src_is_causal = true, tgt_is_causal = true, memory_is_causal = true })
+  local memory = self.encoder(src, { src_mask = opts.src_mask, src_key_padding_mask = opts.src_key_padding_mask, is_causal = opts.src_is_causal })
+  return self.decoder(tgt, memory, { tgt_mask = opts.tgt_mask, memory_mask = opts.memory_mask, tgt_key_padding_mask = opts.tgt_key_padding_mask,
+    memory_key_padding_mask = opts.memory_key_padding_mask, tgt_is_causal = opts.tgt_is_causal, memory_is_causal = opts.memory_is_causal })
+end
+
+return M

@@ -1,0 +1,149 @@
+-- Attention (core/ops/attention.c, lua/nnr/nn/attention.lua, transformer.lua): float64 gradient checks,
+-- the blocked path against the plain composition, its memory, MultiheadAttention's two paths, the
+-- Transformer stacks, and the errors. tests/torch_compare/attention.py compares with PyTorch.
+local nnr = require "nnr"
+local H = require "helpers"
+local nn, F = nnr.nn, nnr.nn.functional
+
+local d64 = { dtype = "f64" }
+local function leaf(shape) return nnr.randn(shape, d64):requires_grad_() end
+local memcheck = os.getenv("NNR_MEMCHECK")     -- valgrind and ASan runs: no big problems
+local function close(a, b, tol, what)
+  local e = (a - b):abs():max():item()
+  assert(e <= tol, (what or "") .. " differs by " .. e)
+end
+
+-- softmax(q k^T * scale + mask) v as plain ops (the [L, S] scores kept)
+local function naive(q, k, v, mask, causal, scale)
+  local s = q:matmul(k:transpose(-2, -1)) * (scale or 1 / math.sqrt(q:size(-1)))
+  if causal then mask = nnr.ones(q:size(-2), k:size(-2), { dtype = "bool" }):tril() end
+  if mask then s = mask.dtype == "bool" and s:masked_fill(mask:logical_not(), -math.huge) or s + mask end
+  return F.softmax(s, -1):matmul(v)
+end
+
+describe("scaled_dot_product_attention", function()
+  before_each(function() H.reseed(23) end)
+
+  it("passes gradcheck: plain, causal (also with more queries than keys), masks, broadcast heads, a scale", function()
+    local bm = nnr.rand(5, 7):gt(0.3)
+    bm:select(2, 1):fill_(true)
+    local fm = nnr.randn({ 5, 7 }, d64)
+    local cases = {
+      { { 2, 3, 5, 4 }, { 2, 3, 7, 4 }, { 2, 3, 7, 6 }, {} },
+      { { 2, 6, 4 }, { 2, 6, 4 }, { 2, 6, 3 }, { is_causal = true } },
+      { { 1, 7, 3 }, { 1, 4, 3 }, { 1, 4, 2 }, { is_causal = true } },
+      { { 2, 2, 5, 3 }, { 2, 1, 7, 3 }, { 2, 1, 7, 5 }, { attn_mask = bm } },
+      { { 2, 5, 3 }, { 2, 7, 3 }, { 2, 7, 3 }, { attn_mask = fm, scale = 0.3 } },
+    }
+    for i, c in ipairs(cases) do
+      local ok, msg = nnr.autograd.gradcheck(function(q, k, v) return F.scaled_dot_product_attention(q, k, v, c[4]) end,
+        { leaf(c[1]), leaf(c[2]), leaf(c[3]) })
+      assert(ok, "case " .. i .. ": " .. tostring(msg))
+    end
+  end)
+
+  it("gives the plain composition's values and gradients over blocks of query rows", function()
+    if memcheck then pending("a 2100 x 2100 problem; the release run checks it") return end
+    for _, causal in ipairs { true, false } do
+      local L, E = 2100, 6
+      local q, k, v = leaf({ 1, L, E }), leaf({ 1, L, E }), leaf({ 1, L, 5 })
+      local mask = not causal and nnr.randn({ L, L }, d64) or nil
+      local g = nnr.randn({ 1, L, 5 }, d64)
+      local a = F.scaled_dot_product_attention(q, k, v, { is_causal = causal, attn_mask = mask })
+      ;(a * g):sum():backward()
+      local ga = { q.grad, k.grad, v.grad }
+      q.grad, k.grad, v.grad = nil, nil, nil
+      local b = naive(q, k, v, mask, causal)
+      ;(b * g):sum():backward()
+      close(a, b, 1e-10, "values")
+      for i, t in ipairs { q, k, v } do close(ga[i], t.grad, 1e-9, "gradient " .. i) end
+    end
+  end)
+
+  it("keeps no [L, S] scores: its working memory at context 4096 is a few percent of them", function()
+    if memcheck then pending("measured in the release run") return end
+    local T, d = 4096, 64
+    local q, k, v = nnr.randn(1, T, d):requires_grad_(), nnr.randn(1, T, d):requires_grad_(), nnr.randn(1, T, d):requires_grad_()
+    collectgarbage(); collectgarbage()
+    nnr.empty_cache()
+    nnr.reset_peak_memory()
+    local before = nnr.device_memory().live
+    F.scaled_dot_product_attention(q, k, v, { is_causal = true }):sum():backward()
+    local extra = nnr.device_memory().peak - before
+    -- allowed: the O(T d) tensors any implementation has (output, its gradient, three input gradients
+    -- and one transient), plus 10% of the T x T scores
+    local allowed = 6 * T * d * 4 + 0.10 * T * T * 4
+    assert(extra < allowed, string.format("peak extra %.1f MiB, allowed %.1f MiB", extra / 2 ^ 20, allowed / 2 ^ 20))
+  end)
+
+  it("drops out probabilities in the composed form, and refuses a second-order backward", function()
+    local q, k, v = nnr.randn(2, 9, 4), nnr.randn(2, 9, 4), nnr.randn(2, 9, 4)
+    local a = F.scaled_dot_product_attention(q, k, v, { dropout_p = 0.5 })
+    local b = F.scaled_dot_product_attention(q, k, v)
+    assert((a - b):abs():max():item() > 1e-3, "no dropout")
+    local x = leaf({ 1, 3, 2 })
+    local y = F.scaled_dot_product_attention(x, x, x)
+    H.fails("ScaledDotProductAttentionBackward", function() nnr.autograd.grad(y:sum(), { x }, { create_graph = true }) end)
+  end)
+
+  it("names what is wrong", function()
+    local q, k, v = nnr.randn(2, 3, 4), nnr.randn(2, 5, 4), nnr.randn(2, 5, 6)
+    H.fails("query %[2, 3, 4%], key %[2, 5, 6%] and value", function() F.scaled_dot_product_attention(q, v, v) end)
+    H.fails("give attn_mask or is_causal, not both", function()
+      F.scaled_dot_product_attention(q, k, v, { is_causal = true, attn_mask = nnr.ones(3, 5, { dtype = "bool" }) })
+    end)
+    H.fails("attn_mask: shapes %[4, 5%] and %[2, 3, 5%] cannot broadcast", function() F.scaled_dot_product_attention(q, k, v, { attn_mask = nnr.zeros(4, 5) }) end)
+    H.fails("attn_mask must be bool or the query's dtype", function()
+      F.scaled_dot_product_attention(q, k, v, { attn_mask = nnr.zeros({ 3, 5 }, { dtype = "i64" }) })
+    end)
+    H.fails("must be one dtype, f32 or f64", function() F.scaled_dot_product_attention(q, k:double(), v) end)
+    H.fails("unknown option", function() F.scaled_dot_product_attention(q, k, v, { causal = true }) end)
+    H.fails("attn_mask that requires grad", function()
+      F.scaled_dot_product_attention(q, k, v, { attn_mask = nnr.zeros(3, 5):requires_grad_() })
+    end)
+  end)
+end)
+
+describe("MultiheadAttention and the Transformer layers", function()
+  before_each(function() H.reseed(29) end)
+
+  it("give the same output with and without the attention weights (composed and fused paths)", function()
+    local m = nn.MultiheadAttention(8, 2):double()
+    local x = nnr.randn({ 5, 3, 8 }, d64)
+    local kpm = nnr.rand(3, 5):gt(0.7)
+    kpm:select(2, 1):fill_(false)
+    local a, w = m(x, x, x, { key_padding_mask = kpm })
+    local b, none = m(x, x, x, { key_padding_mask = kpm, need_weights = false })
+    close(a, b, 1e-12)
+    assert.are.same({ 3, 5, 5 }, w:size())
+    assert.is_nil(none)
+    local ok, msg = nnr.autograd.gradcheck(function(xx) return (m(xx, xx, xx, { need_weights = false })) end, { leaf({ 4, 2, 8 }) })
+    assert(ok, msg)
+  end)
+
+  it("stack layers under PyTorch's names, counted from 1 as nnrun's containers are", function()
+    local layer = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0 })
+    local enc = nn.TransformerEncoder(layer, 2, { norm = nn.LayerNorm(8) })
+    local sd = enc:state_dict()
+    for _, key in ipairs { "layers.1.self_attn.in_proj_weight", "layers.2.linear2.bias", "layers.2.norm2.weight", "norm.weight",
+                           "layers.1.self_attn.out_proj.weight" } do
+      assert(sd[key], "no " .. key)
+    end
+    local y = enc(nnr.randn(6, 2, 8), { is_causal = true })
+    assert.are.same({ 6, 2, 8 }, y:size())
+    local t = nn.Transformer { d_model = 8, nhead = 2, num_encoder_layers = 1, num_decoder_layers = 2, dim_feedforward = 8, dropout = 0 }
+    assert.are.same({ 4, 2, 8 }, t(nnr.randn(5, 2, 8), nnr.randn(4, 2, 8), { tgt_is_causal = true }):size())
+  end)
+
+  it("name what is wrong", function()
+    H.fails("embed_dim %(10%) must be divisible by num_heads %(3%)", function() nn.MultiheadAttention(10, 3) end)
+    local m = nn.MultiheadAttention(8, 2)
+    H.fails("do not fit embed_dim 8", function() m(nnr.randn(3, 2, 6), nnr.randn(3, 2, 6), nnr.randn(3, 2, 6)) end)
+    H.fails("key_padding_mask of shape %[2, 4%], expected %[2, 3%]", function()
+      local x = nnr.randn(3, 2, 8)
+      m(x, x, x, { key_padding_mask = nnr.zeros({ 2, 4 }, { dtype = "bool" }) })
+    end)
+    H.fails("activation must be one of 'relu', 'gelu'", function() nn.TransformerEncoderLayer(8, 2, { activation = "tanh" }) end)
+    H.fails("unknown option", function() nn.TransformerDecoderLayer(8, 2, { dim_feedfoward = 4 }) end)
+  end)
+end)
