@@ -478,6 +478,29 @@ local function sort_scan_cases()
 end
 
 -- RNN_CELL and its backward for each mode (tanh, relu, LSTM, GRU), rows of a wider buffer (a row stride)
+-- LAYER_NORM and its backward, with and without weight and bias
+local function layer_norm_cases()
+  for _, dt in ipairs { "f32", "f64" } do
+    for _, affine in ipairs { true, false } do
+      local M, N, tag = 6, 37, affine and "affine" or "plain"
+      case(OP.LAYER_NORM, dt, tag, function(dev)
+        local ins = { uniform(dt, -3, 3, { M, N }):to(dev) }
+        if affine then ins[2], ins[3] = uniform(dt, 0.5, 2, { N }):to(dev), uniform(dt, -1, 1, { N }):to(dev) end
+        return { ins = ins, outs = { empty({ M, N }, dt, dev), empty({ M, 2 }, dt, dev) }, params = { f = { 1e-5 } } }
+      end)
+      case(OP.LAYER_NORM_BACKWARD, dt, tag, function(dev)
+        local x = uniform(dt, -3, 3, { M, N })
+        local mean = x:mean(2, true)
+        local st = nnr.cat({ mean, (x:var(2, true, 0) + 1e-5):pow(-0.5) }, 2)
+        local ins = { uniform(dt, -1, 1, { M, N }):to(dev), x:to(dev), st:contiguous():to(dev) }
+        local outs = { empty({ M, N }, dt, dev) }
+        if affine then ins[4], outs[2], outs[3] = uniform(dt, 0.5, 2, { N }):to(dev), empty({ N }, dt, dev), empty({ N }, dt, dev) end
+        return { ins = ins, outs = outs }
+      end)
+    end
+  end
+end
+
 local function rnn_cases()
   local G, ins_fwd, outs_fwd = { 1, 1, 4, 3 }, { 2, 2, 3, 3 }, { 1, 1, 3, 2 }
   for mode = 0, 3 do
@@ -505,7 +528,7 @@ local function rnn_cases()
 end
 
 for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
-                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases } do
+                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases, layer_norm_cases } do
   group()
 end
 M.cases = cases

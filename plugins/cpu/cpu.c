@@ -151,6 +151,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD:
         return call->inputs[0]->dtype == out && (!nnr_dtype_is_integral(out) || out == NNR_I64);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cpu_supports_rnn(call);
+    case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cpu_supports_layer_norm(call);
     default: break;
     }
     switch (nnr_op_category_of(call->op)) {
@@ -176,6 +177,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_SORT: case NNR_OP_TOPK: return cpu_sort(call);
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cpu_scan(call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cpu_rnn_cell(call);
+    case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cpu_layer_norm(call);
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return cpu_softmax(call);
     case NNR_OP_MATMUL: return cpu_matmul(call);
     case NNR_OP_GATHER: return cpu_gather(call);

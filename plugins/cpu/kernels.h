@@ -151,5 +151,7 @@ int cpu_scan(const nnr_op_call *call);       /* cumsum and cumprod (scan.c) */
 int cpu_sample(const nnr_op_call *call);     /* bernoulli, multinomial, randperm (random.c) */
 int cpu_supports_rnn(const nnr_op_call *call);
 int cpu_rnn_cell(const nnr_op_call *call);   /* RNN_CELL and its backward (rnn.c) */
+int cpu_supports_layer_norm(const nnr_op_call *call);
+int cpu_layer_norm(const nnr_op_call *call); /* LAYER_NORM and its backward (layernorm.c) */
 
 #endif

@@ -75,6 +75,9 @@ int cu_scan(cu_device *d, const nnr_op_call *call);
 /* RNN_CELL and its backward (rnn.cu) */
 int cu_rnn_supports(const nnr_op_call *call);
 int cu_rnn(cu_device *d, const nnr_op_call *call);
+/* LAYER_NORM and its backward (rnn.cu) */
+int cu_layer_norm_supports(const nnr_op_call *call);
+int cu_layer_norm(cu_device *d, const nnr_op_call *call);
 /* sort, topk (sort.cu): CUB's radix sort over (key, position) pairs */
 int cu_sort_supports(const nnr_op_call *call);
 int cu_sort(cu_device *d, const nnr_op_call *call);

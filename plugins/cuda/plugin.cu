@@ -398,6 +398,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_ALL_REDUCE: case NNR_OP_BROADCAST: return cu_nccl_supports(call);
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cu_scan_supports(call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cu_rnn_supports(call);
+    case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cu_layer_norm_supports(call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return cu_sort_supports(call);
     /* the sampling ops (bernoulli, multinomial, randperm) run on the cpu backend */
     default: break;
@@ -453,6 +454,7 @@ static nnr_status run_op(cu_device *d, const nnr_op_call *call)
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return (nnr_status)cu_softmax(d, call);
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return (nnr_status)cu_scan(d, call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return (nnr_status)cu_rnn(d, call);
+    case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return (nnr_status)cu_layer_norm(d, call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return (nnr_status)cu_sort(d, call);
     case NNR_OP_MATMUL: return (nnr_status)cu_matmul(d, call);
     case NNR_OP_LINEAR: return (nnr_status)cu_linear(d, call);

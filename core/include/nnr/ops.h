@@ -90,6 +90,9 @@ nnr_tensor *nnr_index_select(const nnr_tensor *a, int dim, const nnr_tensor *ind
 nnr_tensor *nnr_scatter_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
 nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index, const nnr_tensor *src);
 
+/* layer norm over the last `norm` dims of x (weight and bias of those dims' shape, both or neither), one fused op */
+nnr_tensor *nnr_layer_norm(const nnr_tensor *x, int norm, const nnr_tensor *weight, const nnr_tensor *bias, double eps);
+
 /* --- recurrent layers --- */
 enum { NNR_RNN_TANH = 0, NNR_RNN_RELU = 1, NNR_RNN_LSTM = 2, NNR_RNN_GRU = 3 };
 /* one layer, one direction, over a time-major sequence x [T, B, I] (reverse: from the last step),

@@ -179,7 +179,12 @@ typedef enum nnr_opcat {
  *    h = (1 - z) n + z h_prev.
  *    RNN_CELL_BACKWARD: RNN: dh, h -> d(xw + hw) [B, H]. LSTM: dh, dc, act, c_prev -> d(xw + hw)
  *    [B, 4H], dc_prev [B, H]. GRU: dh, act, h_prev -> d xw [B, 3H], d hw [B, 3H], and the part of
- *    dh_prev that does not go through W_hh, z dh [B, H]. */
+ *    dh_prev that does not go through W_hh, z dh [B, H].
+ *  - LAYER_NORM (NORM, ABI 1.6): each row of a contiguous x [M, N] normalized, f[0] = eps: mean and
+ *    rstd = 1 / sqrt(biased variance + eps), y = (x - mean) rstd (* weight [N] + bias [N], both or
+ *    neither) -> y [M, N] and stats [M, 2] (mean, rstd), sums in double. LAYER_NORM_BACKWARD: dy, x,
+ *    stats (, weight) -> dx (, dweight, dbias, sums over the rows when the weight is given).
+ *    xhat = (x - mean) rstd, g = dy weight: dx = rstd (g - mean(g) - xhat mean(g xhat)). */
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -273,7 +278,9 @@ typedef enum nnr_opcat {
     X(MULTINOMIAL, 270, "multinomial", RANDOM, 1, 1, 1, 1) \
     X(RANDPERM, 271, "randperm", RANDOM, 0, 0, 1, 1) \
     X(RNN_CELL, 272, "rnn_cell", RNN, 2, 3, 1, 3) \
-    X(RNN_CELL_BACKWARD, 273, "rnn_cell_backward", RNN, 2, 4, 1, 3)
+    X(RNN_CELL_BACKWARD, 273, "rnn_cell_backward", RNN, 2, 4, 1, 3) \
+    X(LAYER_NORM, 274, "layer_norm", NORM, 1, 3, 2, 2) \
+    X(LAYER_NORM_BACKWARD, 275, "layer_norm_backward", NORM, 3, 4, 1, 3)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

@@ -178,6 +178,12 @@ function F.layer_norm(x, nshape, weight, bias, eps)
     nshape = #nshape
   end
   V.integer("layer_norm", "normalized_shape (a count of trailing dims)", nshape, 1, nd)
+  local e = V.number("layer_norm", "eps", eps, { above = 0, default = 1e-5 })
+  if (weight == nil) ~= (bias == nil) then error("layer_norm: give weight and bias, or neither", 0) end
+  -- f32 and f64: one fused op (core/ops/layernorm.c), which checks the weight's shape; other dtypes composed
+  if x.dtype == "f32" or x.dtype == "f64" then
+    return call(C.nnr_layer_norm, x.p, nshape, weight and tp("layer_norm", weight, "weight"), bias and tp("layer_norm", bias, "bias"), e)
+  end
   local dims = {}
   for d = nd - nshape + 1, nd do dims[#dims + 1] = d end
   local mean = x:mean(dims, true)
