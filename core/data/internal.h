@@ -61,6 +61,10 @@ typedef struct nnr_scratch { float *img, *tmp; size_t img_n, tmp_n; } nnr_scratc
 int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_field *x, nnr_rng_stream *rng, nnr_scratch *sc,
                          int64_t out[3], char *err, size_t errn);
 
+/* writes the parts one after the other to a temporary file beside path, flushes it and renames it over
+ * path (safetensors.c): a crash or a full disk never leaves a broken file there; errors begin "save PATH: " */
+int nnr_write_atomically(const char *path, int nparts, const void *const *parts, const size_t *sizes);
+
 /* an element at a possibly unaligned address (memory-mapped records) */
 static inline double nnr_load_f64_unaligned(int dtype, const void *p)
 {
