@@ -247,8 +247,9 @@ nnr_dataset *nnr_dataset_subset(nnr_dataset *base, int64_t n, const int64_t *ind
 
 /* ---------------- reading one sample (any thread) ---------------- */
 
-int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, size_t errn)
+int nnr_sample_fetch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_sample *s, char *err, size_t errn)
 {
+    (void)epoch;                 /* no dataset here depends on it yet */
     if (d->kind == NNR_DS_INDICES) { snprintf(err, errn, "this dataset has no data of its own (it numbers a Lua dataset's samples)"); return NNR_ERR_INVALID; }
     while (d->kind == NNR_DS_CONCAT || d->kind == NNR_DS_SUBSET) {
         if (d->kind == NNR_DS_SUBSET) { i = d->indices[i]; d = d->parts[0]; continue; }
@@ -302,13 +303,15 @@ static nnr_tensor *field_tensor(const nnr_field *f)
     return t;
 }
 
-int nnr_dataset_get(const nnr_dataset *d, int64_t i, nnr_tensor **x, nnr_tensor **y)
+int nnr_dataset_get(const nnr_dataset *d, int64_t i, nnr_tensor **x, nnr_tensor **y) { return nnr_dataset_get_epoch(d, i, 1, x, y); }
+
+int nnr_dataset_get_epoch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_tensor **x, nnr_tensor **y)
 {
     *x = *y = NULL;
     if (i < 0 || i >= d->n) return nnr_errorf(NNR_ERR_INVALID, "dataset: index %lld is outside 1..%lld", (long long)i + 1, (long long)d->n);
     nnr_sample s;
     char err[512];
-    int st = nnr_sample_fetch(d, i, &s, err, sizeof err);
+    int st = nnr_sample_fetch(d, i, epoch, &s, err, sizeof err);
     if (st) return nnr_errorf(st, "dataset: sample %lld: %s", (long long)i + 1, err);
     *x = field_tensor(&s.x);
     if (s.y.present) *y = field_tensor(&s.y);

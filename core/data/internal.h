@@ -45,7 +45,8 @@ typedef struct nnr_sample {
     const char *path;                /* images: the file */
 } nnr_sample;
 
-int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, size_t errn);
+/* sample i of the loader's epoch (random text windows depend on it) */
+int nnr_sample_fetch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_sample *s, char *err, size_t errn);
 
 /* a whole file into a malloc'd buffer (one spare byte), refusing files over max_bytes */
 int nnr_read_whole_file(const char *path, size_t max_bytes, unsigned char **buf, size_t *n, char *err, size_t errn);

@@ -59,6 +59,10 @@ int nnr_dataset_get(const nnr_dataset *dataset, int64_t i, nnr_tensor **x, nnr_t
 void nnr_dataset_retain(nnr_dataset *dataset);
 void nnr_dataset_release(nnr_dataset *dataset);
 
+/* sample i of an epoch (the loader's epochs count from 1): random text windows depend on it; others do not
+ * (nnr_dataset_get is epoch 1) */
+int nnr_dataset_get_epoch(const nnr_dataset *dataset, int64_t i, int64_t epoch, nnr_tensor **x, nnr_tensor **y);
+
 /* --- the data loader (batches assembled on libuv's worker pool) --- */
 typedef struct nnr_loader nnr_loader;
 enum {
