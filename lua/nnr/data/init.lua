@@ -165,6 +165,10 @@ function M.ImageFolder(root, opts)
   return ds
 end
 
+-- TextDataset(path, {seq_len, tokenizer, seed, windows, samples, stride, split, val_fraction, exclude}): windows of
+-- text for language models (lua/nnr/data/text.lua, docs/sequence.md)
+function M.TextDataset(source, opts) return require("nnr.data.text")(M, source, opts) end
+
 -- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
 function M.load_image(path, channels)
   return binding.own(C.nnr_load_image(V.path("load_image", "path", path), V.integer("load_image", "channels", channels or 0, 0, 4)))
