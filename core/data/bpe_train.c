@@ -122,7 +122,7 @@ static int count_pairs(trainer *t, int64_t w, int sign, int32_t z)
         if (p < 0) return -1;
         t->pairs[p].count += sign * t->weight[w];
         if (sign < 0 || (z >= 0 && ids[k] != z && ids[k + 1] != z)) continue;
-        if (reserve((void **)&t->occ, &t->occ_cap, t->nocc + 1, sizeof *t->occ)) return -1;
+        if (t->nocc >= INT32_MAX || reserve((void **)&t->occ, &t->occ_cap, t->nocc + 1, sizeof *t->occ)) return -1;
         t->occ[t->nocc] = (occurrence){(int32_t)w, t->pairs[p].occ};
         t->pairs[p].occ = (int32_t)t->nocc++;
         if (t->pairs[p].mark != z) {

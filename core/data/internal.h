@@ -98,7 +98,7 @@ int32_t nnr_utf8_decode(const uint8_t *s, int64_t n, int64_t *i);
 int nnr_utf8_encode(uint32_t cp, uint8_t out[4]);
 
 /* BPE chunks are at most NNR_BPE_MAX_CHUNK bytes, so no token is longer; ids fit an i32 with room */
-enum { NNR_BPE_MAX_CHUNK = 64, NNR_TOKENIZER_MAX_VOCAB = 1 << 21, NNR_BPE_BYTES = 256 };
+enum { NNR_BPE_MAX_CHUNK = 64, NNR_TOKENIZER_MAX_VOCAB = 1 << 20, NNR_BPE_BYTES = 256 };
 struct nnr_tokenizer {
     int kind;
     int64_t vocab;                   /* tokens: ids 0 .. vocab - 1 inside, 1 .. vocab outside */

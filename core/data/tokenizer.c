@@ -191,7 +191,12 @@ nnr_tokenizer *nnr_charvocab_build(const nnr_corpus *c)
     int64_t distinct = 0;
     for (int f = 0; f < c->nfiles; f++)
         for (int64_t i = 0; i < c->files[f].size;) {
-            int32_t cp = nnr_utf8_decode(c->files[f].bytes, c->files[f].size, &i);   /* valid: checked above */
+            int32_t cp = nnr_utf8_decode(c->files[f].bytes, c->files[f].size, &i);   /* valid: checked above ... */
+            if (cp <= 0) {                                                             /* ... unless it changed since */
+                free(seen);
+                nnr_errorf(NNR_ERR_IO, "CharVocab: %s changed while it was read", c->files[f].path);
+                return NULL;
+            }
             if (!(seen[cp >> 3] & (1 << (cp & 7)))) { seen[cp >> 3] |= (uint8_t)(1 << (cp & 7)); distinct++; }
         }
     nnr_tokenizer *t = nnr_tokenizer_alloc(NNR_TOKENIZER_CHAR, distinct, "CharVocab");

@@ -14,7 +14,9 @@
 #include <string.h>
 #include "data/internal.h"
 
-enum { MAX_FILE = 256 << 20, FORMAT_VERSION = 1 };
+/* the largest vocabulary's file is about 23 MB (a merge a line); the values it holds are at most about 3 a
+ * token, so a file with more commas and brackets than 4 a token is refused before cJSON builds a tree of it */
+enum { MAX_FILE = 32 << 20, MAX_VALUES = 4 * NNR_TOKENIZER_MAX_VOCAB + 64, FORMAT_VERSION = 1 };
 static const char BPE_TYPE[] = "nnrun.bpe", CHAR_TYPE[] = "nnrun.charvocab", CHUNKS[] = "bytes64";
 
 /* ---------------- saving ---------------- */
@@ -184,6 +186,14 @@ static cJSON *parse_file(const char *path)
     if (st) { nnr_errorf(st, "load %s", err); return NULL; }
     if (n == 0) { free(buf); nnr_errorf(NNR_ERR_IO, "load %s: the file is empty", path); return NULL; }
     buf[n] = 0;
+    size_t values = 0;
+    for (size_t k = 0; k < n; k++) values += buf[k] == ',' || buf[k] == '[' || buf[k] == '{';
+    if (values > MAX_VALUES) {
+        free(buf);
+        nnr_errorf(NNR_ERR_IO, "load %s: %zu values, more than a tokenizer of the largest vocabulary (%d tokens) has", path, values,
+                   NNR_TOKENIZER_MAX_VOCAB);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts((const char *)buf, n, &end, 0);
     size_t at = end ? (size_t)(end - (const char *)buf) : 0;

@@ -203,7 +203,7 @@ M.BPE = {
   load = function(path) return load(path, BPEClass, "BPE.load") end,
   train = function(source, opts)
     opts = V.options("BPE.train", opts, { vocab_size = true, min_frequency = true, exclude = true })
-    local vocab = V.integer("BPE.train", "vocab_size", opts.vocab_size or 512, 256, 2 ^ 21)
+    local vocab = V.integer("BPE.train", "vocab_size", opts.vocab_size or 512, 256, 2 ^ 20)
     local minf = V.integer("BPE.train", "min_frequency", opts.min_frequency or 2, 1)
     local corpus = M.as_corpus(source, opts.exclude, "BPE.train")
     return wrap_tokenizer(C.nnr_bpe_train(corpus.handle, vocab, minf), BPEClass, "BPE")
