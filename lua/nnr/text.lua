@@ -20,7 +20,6 @@ local len_buf = ffi.new("int64_t[2]")
 -- a corpus -------------------------------------------------------------------------------------
 local Corpus = {}
 Corpus.__index = Corpus
-M.Corpus = setmetatable({}, { __call = function(_, ...) return M.corpus(...) end, __index = Corpus })
 
 local function wrap_corpus(p, name)
   if p == nil then binding.raise() end
@@ -31,7 +30,7 @@ local function is_corpus(x) return getmetatable(x) == Corpus end
 M.is_corpus = is_corpus
 
 -- paths: a file or folder, or a list of them; exclude: file-name suffixes a folder's files must not end in
-function M.corpus(paths, opts, who)
+local function open_corpus(paths, opts, who)
   who = who or "Corpus"
   opts = V.options(who, opts, { exclude = true })
   if type(paths) == "string" then paths = { paths } end
@@ -47,6 +46,8 @@ function M.corpus(paths, opts, who)
   if p == nil then error(who .. ": " .. binding.last_error(), 0) end
   return wrap_corpus(p, #paths == 1 and paths[1] or (paths[1] .. " and " .. (#paths - 1) .. " more"))
 end
+
+M.Corpus = setmetatable({}, { __call = function(_, paths, opts) return open_corpus(paths, opts) end, __index = Corpus })
 
 -- a corpus of the bytes of a Lua string (copied)
 function Corpus.from_string(s, name)
@@ -83,7 +84,7 @@ function M.as_corpus(source, exclude, who)
     if exclude ~= nil then error(who .. ": exclude applies to paths, not to a Corpus", 0) end
     return source
   end
-  return M.corpus(source, { exclude = exclude }, who)
+  return open_corpus(source, { exclude = exclude }, who)
 end
 
 -- tokenizers -----------------------------------------------------------------------------------
