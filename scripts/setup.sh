@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what nnrun needs (Debian 12, as root or through sudo) and builds it
-# into build/. Safe to repeat: apt runs only when a package is missing, and
+# into build/. fortunes is the text corpus of docs/sequence.md. Safe to repeat: apt runs only when a package is missing, and
 # the build is incremental.
 #   NNR_BUILD_DIR (default build), NNR_CMAKE_ARGS (extra cmake arguments)
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config git
           luajit libluajit-5.1-dev libopenblas-pthread-dev libdnnl-dev libedit-dev libuv1-dev
           libcmocka-dev lua-busted valgrind zlib1g-dev libcjson-dev libpng-dev libturbojpeg0-dev dataset-fashion-mnist
-          clang libclang-rt-14-dev libopenmpi-dev openmpi-bin python3 python3-torch)
+          clang libclang-rt-14-dev libopenmpi-dev openmpi-bin python3 python3-torch fortunes)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

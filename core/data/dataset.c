@@ -7,6 +7,7 @@
  *              decoded by the worker that needs it
  *   - concat:  several datasets one after the other
  *   - subset:  a list of indices into another dataset
+ *   - text:    windows of a corpus's bytes or of token ids (text.c)
  * Lua-written datasets do not come here: they run in per-worker LuaJIT states
  * (luapool.c) behind the loader's batch function. */
 #include <dirent.h>
@@ -23,7 +24,7 @@
 #include "data/internal.h"
 #include "nnr/dtype.h"
 
-static nnr_dataset *ds_new(int kind, const char *what)
+nnr_dataset *nnr_dataset_new(int kind, const char *what)
 {
     nnr_dataset *d = calloc(1, sizeof *d);
     if (!d) { nnr_errorf(NNR_ERR_OOM, "%s: out of memory", what); return NULL; }
@@ -49,6 +50,7 @@ void nnr_dataset_release(nnr_dataset *d)
     free(d->offsets);
     free(d->indices);
     free(d->path);
+    nnr_corpus_release(d->corpus);
     for (int i = 0; i < d->nclasses; i++) free(d->class_names[i]);
     free(d->class_names);
     free(d);
@@ -84,7 +86,7 @@ nnr_dataset *nnr_dataset_tensors(const nnr_tensor *x, const nnr_tensor *y)
                    nnr_shape_str(a, sizeof a, x->ndim, x->sizes), y ? nnr_shape_str(b, sizeof b, y->ndim, y->sizes) : "[]");
         return NULL;
     }
-    nnr_dataset *d = ds_new(NNR_DS_ROWS, "TensorDataset");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_ROWS, "TensorDataset");
     if (!d) return NULL;
     d->x = nnr_contiguous(x);                   /* shared (not copied) when already contiguous */
     d->y = y ? nnr_contiguous(y) : NULL;
@@ -98,7 +100,7 @@ nnr_dataset *nnr_dataset_tensors(const nnr_tensor *x, const nnr_tensor *y)
 nnr_dataset *nnr_dataset_indices(int64_t n)
 {
     if (n < 0) { nnr_errorf(NNR_ERR_INVALID, "dataset: %lld samples", (long long)n); return NULL; }
-    nnr_dataset *d = ds_new(NNR_DS_INDICES, "dataset");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_INDICES, "dataset");
     if (d) d->n = n;
     return d;
 }
@@ -137,7 +139,7 @@ nnr_dataset *nnr_dataset_records(const char *path, int64_t header_bytes, int64_t
         close(fd);
         return NULL;
     }
-    nnr_dataset *d = ds_new(NNR_DS_RECORDS, "BinaryRecordDataset");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_RECORDS, "BinaryRecordDataset");
     if (!d) { close(fd); return NULL; }
     d->path = strdup(path);
     d->n = body / record_bytes;
@@ -164,7 +166,7 @@ nnr_dataset *nnr_dataset_images(int64_t n, const char *const *paths, const int64
         nnr_errorf(NNR_ERR_INVALID, "ImageFolder: channels must be 0 (as stored), 1, 3 or 4 (got %d)", channels);
         return NULL;
     }
-    nnr_dataset *d = ds_new(NNR_DS_IMAGES, "ImageFolder");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_IMAGES, "ImageFolder");
     if (!d) return NULL;
     d->paths = calloc((size_t)(n ? n : 1), sizeof(char *));
     d->labels = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
@@ -205,7 +207,7 @@ nnr_dataset *nnr_dataset_concat(int n, nnr_dataset *const *parts)
             return NULL;
         }
     }
-    nnr_dataset *d = ds_new(NNR_DS_CONCAT, "ConcatDataset");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_CONCAT, "ConcatDataset");
     if (!d) return NULL;
     d->parts = calloc((size_t)n, sizeof *d->parts);
     d->offsets = calloc((size_t)n + 1, sizeof *d->offsets);
@@ -229,7 +231,7 @@ nnr_dataset *nnr_dataset_subset(nnr_dataset *base, int64_t n, const int64_t *ind
             nnr_errorf(NNR_ERR_INVALID, "Subset: index %lld is outside 1..%lld", (long long)indices[i] + 1, (long long)base->n);
             return NULL;
         }
-    nnr_dataset *d = ds_new(NNR_DS_SUBSET, "Subset");
+    nnr_dataset *d = nnr_dataset_new(NNR_DS_SUBSET, "Subset");
     if (!d) return NULL;
     d->indices = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
     if (!d->indices) { nnr_dataset_release(d); nnr_errorf(NNR_ERR_OOM, "Subset: out of memory"); return NULL; }
@@ -247,7 +249,7 @@ nnr_dataset *nnr_dataset_subset(nnr_dataset *base, int64_t n, const int64_t *ind
 
 /* ---------------- reading one sample (any thread) ---------------- */
 
-int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, size_t errn)
+int nnr_sample_fetch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_sample *s, char *err, size_t errn)
 {
     if (d->kind == NNR_DS_INDICES) { snprintf(err, errn, "this dataset has no data of its own (it numbers a Lua dataset's samples)"); return NNR_ERR_INVALID; }
     while (d->kind == NNR_DS_CONCAT || d->kind == NNR_DS_SUBSET) {
@@ -260,6 +262,7 @@ int nnr_sample_fetch(const nnr_dataset *d, int64_t i, nnr_sample *s, char *err, 
     s->x = d->xf;
     s->y = d->yf;
     s->owned = NULL;
+    if (d->kind == NNR_DS_TEXT) return nnr_text_fetch(d, i, epoch, s, err, errn);
     if (d->kind == NNR_DS_IMAGES) {
         int64_t sizes[3];
         uint8_t *pixels = NULL;
@@ -302,13 +305,15 @@ static nnr_tensor *field_tensor(const nnr_field *f)
     return t;
 }
 
-int nnr_dataset_get(const nnr_dataset *d, int64_t i, nnr_tensor **x, nnr_tensor **y)
+int nnr_dataset_get(const nnr_dataset *d, int64_t i, nnr_tensor **x, nnr_tensor **y) { return nnr_dataset_get_epoch(d, i, 1, x, y); }
+
+int nnr_dataset_get_epoch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_tensor **x, nnr_tensor **y)
 {
     *x = *y = NULL;
     if (i < 0 || i >= d->n) return nnr_errorf(NNR_ERR_INVALID, "dataset: index %lld is outside 1..%lld", (long long)i + 1, (long long)d->n);
     nnr_sample s;
     char err[512];
-    int st = nnr_sample_fetch(d, i, &s, err, sizeof err);
+    int st = nnr_sample_fetch(d, i, epoch, &s, err, sizeof err);
     if (st) return nnr_errorf(st, "dataset: sample %lld: %s", (long long)i + 1, err);
     *x = field_tensor(&s.x);
     if (s.y.present) *y = field_tensor(&s.y);

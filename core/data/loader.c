@@ -125,7 +125,7 @@ static int assemble(nnr_loader *l, int64_t k, int64_t epoch, nnr_tensor **xo, nn
     *xo = *yo = NULL;
     for (int64_t i = 0; i < count && st == NNR_OK; i++) {
         nnr_sample s;
-        if ((st = nnr_sample_fetch(l->ds, rows[i], &s, msg, sizeof msg))) {
+        if ((st = nnr_sample_fetch(l->ds, rows[i], epoch, &s, msg, sizeof msg))) {
             snprintf(err, errn, "sample %lld: %s", (long long)rows[i] + 1, msg);
             break;
         }

@@ -373,7 +373,7 @@ static char *make_header(const char *path, int n, const char *const *names, nnr_
 
 /* writes the file to a temporary name, flushes it and renames it over path: a crash, a full disk or a
  * failed write never leaves a broken file at path, and the temporary file goes on failure */
-static int write_atomically(const char *path, const char *json, int n, nnr_tensor *const *host)
+int nnr_write_atomically(const char *path, int nparts, const void *const *parts, const size_t *sizes)
 {
     size_t tmpn = strlen(path) + 40;
     char *tmp = malloc(tmpn);
@@ -387,12 +387,8 @@ static int write_atomically(const char *path, const char *json, int n, nnr_tenso
     }
     flock(fd, LOCK_EX | LOCK_NB);       /* held until close: tells remove_stale_temps this writer is alive */
     const char *step = "writing";
-    size_t hlen = strlen(json), padded = (hlen + 7) & ~(size_t)7;   /* data starts 8-byte aligned */
-    unsigned char lenbuf[8];
-    for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int bad = write_all(fd, lenbuf, 8) || write_all(fd, json, hlen) || write_all(fd, "        ", padded - hlen);
-    for (int i = 0; i < n && !bad; i++)
-        bad = write_all(fd, nnr_tensor_data(host[i]), (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_nbytes(host[i]->dtype)));
+    int bad = 0;
+    for (int i = 0; i < nparts && !bad; i++) bad = write_all(fd, parts[i], sizes[i]);
     if (!bad && fsync(fd) != 0) { bad = 1; step = "flushing"; }
     int err = bad ? errno : 0;
     if (close(fd) != 0 && !bad) { bad = 1; step = "closing"; err = errno; }
@@ -418,6 +414,28 @@ static int write_atomically(const char *path, const char *json, int n, nnr_tenso
     return NNR_OK;
 }
 
+/* the 8-byte header length, the header padded to 8 bytes (data starts aligned), the tensors' bytes */
+static int write_file(const char *path, const char *json, int n, nnr_tensor *const *host)
+{
+    size_t hlen = strlen(json), padded = (hlen + 7) & ~(size_t)7;
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    const void **parts = malloc(sizeof(void *) * (size_t)(n + 3));
+    size_t *sizes = malloc(sizeof(size_t) * (size_t)(n + 3));
+    if (!parts || !sizes) { free(parts); free(sizes); return nnr_errorf(NNR_ERR_OOM, "save %s: out of memory", path); }
+    parts[0] = lenbuf; sizes[0] = 8;
+    parts[1] = json; sizes[1] = hlen;
+    parts[2] = "        "; sizes[2] = padded - hlen;
+    for (int i = 0; i < n; i++) {
+        parts[i + 3] = nnr_tensor_data(host[i]);
+        sizes[i + 3] = (size_t)(nnr_tensor_numel(host[i]) * (int64_t)nnr_dtype_nbytes(host[i]->dtype));
+    }
+    int st = nnr_write_atomically(path, n + 3, parts, sizes);
+    free(parts);
+    free(sizes);
+    return st;
+}
+
 int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_tensor *const *tensors, int nmeta,
                          const char *const *keys, const char *const *values)
 {
@@ -439,7 +457,7 @@ int nnr_safetensors_save(const char *path, int n, const char *const *names, nnr_
     }
     char *json = st == NNR_OK ? make_header(path, n, names, host, nmeta, keys, values) : NULL;
     if (st == NNR_OK && !json) st = nnr_last_status();
-    if (st == NNR_OK) st = write_atomically(path, json, n, host);
+    if (st == NNR_OK) st = write_file(path, json, n, host);
     cJSON_free(json);
     for (int i = 0; i < n; i++) nnr_tensor_release(host[i]);
     free(host);

@@ -1,15 +1,36 @@
 /* libFuzzer targets for the file parsers: safetensors (nnr_safetensors_open
  * plus reading every tensor), IDX (nnr_load_idx, raw and gzip), CSV
- * (nnr_load_csv with and without a header and label) and images
- * (nnr_load_image: PNG and JPEG, every channel conversion). The input
+ * (nnr_load_csv with and without a header and label), images
+ * (nnr_load_image: PNG and JPEG, every channel conversion), tokenizer files
+ * (nnr_tokenizer_load, then a round trip through what loaded) and text (a
+ * corpus: a BPE trained on it and a character vocabulary built from it must
+ * give its bytes back exactly, or the target aborts). The input
  * goes through a real file, as users' files do. Build with -DNNR_FUZZ=ON
  * and clang; run e.g. build-fuzz/bin/fuzz_safetensors -max_total_time=30.
  * A crash, a leak or an ASan report is a failure; a clean error is not. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include "nnr/nnr.h"
+
+#if defined(FUZZ_TOKENIZER) || defined(FUZZ_TEXT)
+/* encode then decode must give the bytes back; an encoding error (a CharVocab's unknown character) is fine */
+static void round_trip(const nnr_tokenizer *tok, const uint8_t *data, size_t size)
+{
+    nnr_tensor *ids = nnr_tokenizer_encode(tok, (const char *)data, (int64_t)size);
+    if (!ids) return;
+    int64_t n = -1;
+    char *back = nnr_tokenizer_decode(tok, ids, &n);
+    if (!back || n != (int64_t)size || (size && memcmp(back, data, size) != 0)) {
+        fprintf(stderr, "round trip failed: %s\n", back ? "different bytes" : nnr_last_error());
+        abort();
+    }
+    nnr_bytes_free(back);
+    nnr_tensor_release(ids);
+}
+#endif
 
 static const char *input_file(const uint8_t *data, size_t size)
 {
@@ -43,6 +64,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #elif defined(FUZZ_IMAGE)
     int channels = size ? data[size - 1] % 5 : 0;     /* 0, 1, 3, 4, and 2 (refused) */
     nnr_tensor_release(nnr_load_image(path, channels == 2 ? 3 : channels));
+#elif defined(FUZZ_TOKENIZER)
+    nnr_tokenizer *tok = nnr_tokenizer_load(path);
+    if (tok) {
+        round_trip(tok, data, size);
+        nnr_tokenizer_free(tok);
+    }
+#elif defined(FUZZ_TEXT)
+    nnr_corpus *corpus = nnr_corpus_open(1, &path, 0, NULL);
+    if (corpus) {
+        /* a vocabulary the size the last byte says (256: bytes alone), merges seen once or more */
+        nnr_tokenizer *bpe = nnr_bpe_train(corpus, 256 + (size ? data[size - 1] : 0), 1);
+        if (!bpe) abort();
+        round_trip(bpe, data, size);
+        nnr_tokenizer_free(bpe);
+        nnr_tokenizer *chars = nnr_charvocab_build(corpus);
+        if (chars) { round_trip(chars, data, size); nnr_tokenizer_free(chars); }
+        nnr_corpus_release(corpus);
+    }
 #else
     nnr_tensor_release(nnr_load_idx(path));
 #endif

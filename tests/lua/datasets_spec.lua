@@ -231,6 +231,20 @@ describe("Lua datasets", function()
     assert.same(table_ds.labels:float():totable(), b.y)
   end)
 
+  it("are told the loader's epoch, through Subset and ConcatDataset too", function()
+    local Epochs = { get = function(_, i, epoch) return nnr.tensor({ i, epoch }) end, len = function() return 6 end }
+    local wrapped = data.ConcatDataset { data.Subset(Epochs, { 6, 5, 4 }), Epochs }
+    for w = 0, 2 do
+      local l = data.DataLoader(wrapped, { batch_size = 9, num_workers = w })
+      for e = 1, 3 do
+        local b = batches(l)[1].x
+        assert.same({ 6, e }, b[1])
+        assert.same({ 1, e }, b[4])
+        assert.same({ 6, e }, b[9])
+      end
+    end
+  end)
+
   it("report a worker's error with the dataset, the sample and the cause", function()
     local bad = setmetatable({ n = 10, name = "Flaky" }, { __index = { get = function(_, i)
       if i == 7 then error("no sample seven") end

@@ -91,7 +91,7 @@ void nnr_rng_set_state(uint64_t seed, uint64_t offset);
 /* keyed streams that depend on (seed, stream, epoch) only, never on a global state: a permutation of
  * 0..n-1 (the loader's and the samplers' shuffles), and n uniform numbers in [0, 1) from position
  * first of the stream. The streams the library uses are kept apart: */
-enum { NNR_STREAM_SHUFFLE = 1, NNR_STREAM_TRANSFORM = 2, NNR_STREAM_SAMPLER = 3 };
+enum { NNR_STREAM_SHUFFLE = 1, NNR_STREAM_TRANSFORM = 2, NNR_STREAM_SAMPLER = 3, NNR_STREAM_TEXT = 4 };
 int nnr_random_permutation(uint64_t seed, uint64_t stream, uint64_t epoch, int64_t n, int64_t *out);
 int nnr_random_uniforms(uint64_t seed, uint64_t stream, uint64_t epoch, int64_t first, int64_t n, double *out);
 /* NNR_CDEF_END */

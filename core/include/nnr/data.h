@@ -1,4 +1,4 @@
-/* Data (core/data/): files (safetensors, IDX, CSV, PNG/JPEG), datasets and the data loader. */
+/* Data (core/data/): files (safetensors, IDX, CSV, PNG/JPEG), datasets, text and tokenizers, and the data loader. */
 #ifndef NNR_DATA_H
 #define NNR_DATA_H
 
@@ -58,6 +58,61 @@ int64_t nnr_dataset_length(const nnr_dataset *dataset);
 int nnr_dataset_get(const nnr_dataset *dataset, int64_t i, nnr_tensor **x, nnr_tensor **y);
 void nnr_dataset_retain(nnr_dataset *dataset);
 void nnr_dataset_release(nnr_dataset *dataset);
+
+/* sample i of an epoch (the loader's epochs count from 1): random text windows depend on it; others do not
+ * (nnr_dataset_get is epoch 1) */
+int nnr_dataset_get_epoch(const nnr_dataset *dataset, int64_t i, int64_t epoch, nnr_tensor **x, nnr_tensor **y);
+
+/* --- text (docs/sequence.md): corpora, tokenizers, windows of text --- */
+/* a corpus: files read as one sequence of bytes, memory-mapped; refcounted, read-only, shared by threads */
+typedef struct nnr_corpus nnr_corpus;
+/* each path a file, or a folder whose regular files (not hidden, not in sub-folders, none ending in one of
+ * the exclude suffixes) are taken in the byte order of their names; everything one after the other, as cat */
+nnr_corpus *nnr_corpus_open(int npaths, const char *const *paths, int nexclude, const char *const *exclude);
+/* n bytes held in memory (copied); name is what messages call them */
+nnr_corpus *nnr_corpus_from_bytes(const char *bytes, int64_t n, const char *name);
+int64_t nnr_corpus_size(const nnr_corpus *corpus);
+int nnr_corpus_file_count(const nnr_corpus *corpus);
+const char *nnr_corpus_file_path(const nnr_corpus *corpus, int i);
+int64_t nnr_corpus_file_size(const nnr_corpus *corpus, int i);
+/* n bytes from offset into out */
+int nnr_corpus_read(const nnr_corpus *corpus, int64_t offset, int64_t n, char *out);
+/* NNR_OK when every file is UTF-8 text without NUL bytes, else an error naming who, the file and the offset */
+int nnr_corpus_check_text(const nnr_corpus *corpus, const char *who);
+void nnr_corpus_retain(nnr_corpus *corpus);
+void nnr_corpus_release(nnr_corpus *corpus);
+
+/* a tokenizer: a character vocabulary or a byte-level BPE. Ids are 1-based; immutable once made (threads share it) */
+typedef struct nnr_tokenizer nnr_tokenizer;
+enum { NNR_TOKENIZER_CHAR = 1, NNR_TOKENIZER_BPE = 2 };
+/* the distinct characters of a UTF-8 corpus, ids in code point order */
+nnr_tokenizer *nnr_charvocab_build(const nnr_corpus *corpus);
+/* byte-level BPE: 256 byte tokens, then merges of the most frequent pair (seen at least min_frequency times)
+ * until vocab_size tokens */
+nnr_tokenizer *nnr_bpe_train(const nnr_corpus *corpus, int64_t vocab_size, int64_t min_frequency);
+/* JSON (either kind), validated; save writes atomically */
+nnr_tokenizer *nnr_tokenizer_load(const char *path);
+int nnr_tokenizer_save(const nnr_tokenizer *tok, const char *path);
+int nnr_tokenizer_kind(const nnr_tokenizer *tok);
+int64_t nnr_tokenizer_vocab_size(const nnr_tokenizer *tok);
+/* bpe: merge k (1-based) joins tokens *left and *right into token 256 + k */
+int nnr_bpe_merge(const nnr_tokenizer *tok, int64_t k, int64_t *left, int64_t *right);
+/* the bytes of token id (pointing into the tokenizer), *n their count; NULL with an error outside the vocabulary */
+const char *nnr_tokenizer_token(const nnr_tokenizer *tok, int64_t id, int64_t *n);
+/* n bytes of text as ids: i32 [count] */
+nnr_tensor *nnr_tokenizer_encode(const nnr_tokenizer *tok, const char *bytes, int64_t n);
+nnr_tensor *nnr_tokenizer_encode_corpus(const nnr_tokenizer *tok, const nnr_corpus *corpus);
+/* ids (an integer tensor of any shape, read in order) as text: malloc'd bytes for nnr_bytes_free, *n their count */
+char *nnr_tokenizer_decode(const nnr_tokenizer *tok, const nnr_tensor *ids, int64_t *n);
+void nnr_bytes_free(char *bytes);
+void nnr_tokenizer_free(nnr_tokenizer *tok);
+
+/* windows of seq_len + 1 tokens within tokens [begin, end) of a corpus's bytes (token id = byte + 1) or of
+ * ids (i32 or i64 [N], taken as they are; corpus NULL): sample i is x = tokens[o, o + seq_len) and
+ * y = tokens[o + 1, o + seq_len + 1), both i64. stride > 0: o = begin + i * stride, as many windows as fit;
+ * stride 0: `samples` windows at offsets drawn from (seed, epoch, i) */
+nnr_dataset *nnr_dataset_text(nnr_corpus *corpus, const nnr_tensor *ids, int64_t begin, int64_t end, int64_t seq_len,
+                              int64_t stride, int64_t samples, uint64_t seed);
 
 /* --- the data loader (batches assembled on libuv's worker pool) --- */
 typedef struct nnr_loader nnr_loader;

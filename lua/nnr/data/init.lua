@@ -38,10 +38,11 @@ end
 
 local tensor_pair = ffi.new("nnr_tensor *[2]")
 function CDataset:len() return tonumber(C.nnr_dataset_length(self.handle)) end
--- sample i (1-based) as tensors x[, y]
-function CDataset:get(i)
+-- sample i (1-based) as tensors x[, y]; epoch (default 1, the loader's first) matters to random text windows only
+function CDataset:get(i, epoch)
   if type(i) ~= "number" or i ~= math.floor(i) then error("dataset:get: expected an integer index, got " .. tostring(i), 0) end
-  binding.check(C.nnr_dataset_get(self.handle, i - 1, tensor_pair, tensor_pair + 1))
+  if epoch ~= nil then V.integer("dataset:get", "epoch", epoch, 0) end
+  binding.check(C.nnr_dataset_get_epoch(self.handle, i - 1, epoch or 1, tensor_pair, tensor_pair + 1))
   local x = binding.own(tensor_pair[0])
   local y = tensor_pair[1] ~= nil and binding.own(tensor_pair[1]) or nil
   return x, y
@@ -61,9 +62,9 @@ local function dataset_len(ds)
 end
 M.len = dataset_len
 
--- get(ds, i): the dataset's get method (or ds[i] for a plain list of samples)
+-- get(ds, i, epoch): the dataset's get method, told the epoch (or ds[i] for a plain list of samples)
 function M._getter(ds)
-  if type(ds.get) == "function" then return function(d, i) return d:get(i) end end
+  if type(ds.get) == "function" then return function(d, i, epoch) return d:get(i, epoch) end end
   return function(d, i) local s = d[i]; if type(s) == "table" and not require("nnr").is_tensor(s) then return s[1], s[2] end return s end
 end
 
@@ -164,6 +165,10 @@ function M.ImageFolder(root, opts)
   return ds
 end
 
+-- TextDataset(path, {seq_len, tokenizer, seed, windows, samples, stride, split, val_fraction, exclude}): windows of
+-- text for language models (lua/nnr/data/text.lua, docs/sequence.md)
+function M.TextDataset(source, opts) return require("nnr.data.text")(M, source, opts) end
+
 -- a PNG or JPEG file as u8 [C, H, W] (channels: 0 as stored, 1, 3 or 4), and back
 function M.load_image(path, channels)
   return binding.own(C.nnr_load_image(V.path("load_image", "path", path), V.integer("load_image", "channels", channels or 0, 0, 4)))
@@ -177,7 +182,7 @@ local LuaSubset = {}
 LuaSubset.__index = LuaSubset
 M._LuaSubset = LuaSubset
 function LuaSubset:len() return #self.indices end
-function LuaSubset:get(i) return self.getter(self.dataset, self.indices[i]) end
+function LuaSubset:get(i, epoch) return self.getter(self.dataset, self.indices[i], epoch) end
 
 -- the samples of dataset at the (1-based) indices
 function M.Subset(dataset, indices)
@@ -199,9 +204,9 @@ local LuaConcat = {}
 LuaConcat.__index = LuaConcat
 M._LuaConcat = LuaConcat
 function LuaConcat:len() return self.offsets[#self.offsets] end
-function LuaConcat:get(i)
+function LuaConcat:get(i, epoch)
   for k = 1, #self.parts do
-    if i <= self.offsets[k + 1] then return self.getters[k](self.parts[k], i - self.offsets[k]) end
+    if i <= self.offsets[k + 1] then return self.getters[k](self.parts[k], i - self.offsets[k], epoch) end
   end
   error(string.format("ConcatDataset: index %d is outside 1..%d", i, self:len()), 0)
 end

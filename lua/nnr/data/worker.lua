@@ -73,7 +73,7 @@ function M.start(payload, tensors_ud, ntensors, slot, datasets_ud, ndatasets)
       local i = tonumber(rows[j]) + 1
       math.randomseed(sample_seed(seed, epoch, i))
       local ok, err = pcall(function()
-        local x, y = get(ds, i)
+        local x, y = get(ds, i, epoch)
         if x == nil then error("get returned nothing", 0) end
         samples[j + 1] = { transform(x, i, epoch), y }
       end)
