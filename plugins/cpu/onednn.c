@@ -242,11 +242,12 @@ static prim *lookup(const int64_t *key, build_fn build, const void *ctx, prim *t
         memset(e, 0, sizeof *e);
         memcpy(e->key, key, sizeof e->key);
         D.omp_set_num_threads(1);       /* a primitive takes its thread count from the thread that builds it */
-        if (!build(e, ctx)) {
+        int built = build(e, ctx);
+        packed_total += e->packed_bytes;     /* counted before any prim_free takes it off */
+        if (!built) {
             prim_free(e);
             e->declined = 1;
         }
-        packed_total += e->packed_bytes;
         if (!e->declined) e->refs++;         /* held while trimming, which may not take it */
         trim_packed();
         if (!e->declined) e->refs--;

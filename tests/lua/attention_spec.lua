@@ -168,3 +168,33 @@ describe("the fused layer norm", function()
     H.fails("weight of shape %[2%]", function() F.layer_norm(nnr.randn(2, 3), 1, nnr.ones(2), nnr.ones(2)) end)
   end)
 end)
+
+describe("positions and tied weights", function()
+  before_each(function() H.reseed(37) end)
+
+  it("rotates so that a query-key product depends on their distance only, with gradients", function()
+    local r = nn.RotaryEmbedding(8)
+    local q, k = nnr.randn({ 1, 1, 8 }, d64), nnr.randn({ 1, 1, 8 }, d64)
+    local function dot(m, n) return (r(q, m) * r(k, n)):sum():item() end
+    assert(math.abs(dot(3, 1) - dot(10, 8)) < 1e-12 and math.abs(dot(0, 2) - dot(7, 9)) < 1e-12, "not relative")
+    local x = leaf({ 2, 5, 8 })
+    assert(nnr.autograd.gradcheck(function(xx) return r(xx, 2) end, { x }))
+    local y = r(x, 2)                                   -- position 2 + 3 = 5, pair 2 (from 0): angle 5 * 10000^(-4/8)
+    local th, a, b = 5 * 10000 ^ (-0.5), x[{ 1, 4, 3 }], x[{ 1, 4, 7 }]
+    assert(math.abs(y[{ 1, 4, 3 }] - (a * math.cos(th) - b * math.sin(th))) < 1e-12)
+    assert(math.abs(y[{ 1, 4, 7 }] - (b * math.cos(th) + a * math.sin(th))) < 1e-12)
+    H.fails("dim must be even", function() nn.RotaryEmbedding(7) end)
+    H.fails("input must be a tensor %[..., T, 8%]", function() r(nnr.randn(3, 6)) end)
+  end)
+
+  it("list a weight tied between two modules under both names, as PyTorch's state dicts do", function()
+    local m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, { bias = false }))
+    m:get(2).weight = m:get(1).weight
+    local sd = m:state_dict()
+    assert(sd["1.weight"] and rawequal(sd["1.weight"], sd["2.weight"]), "the tied weight is not under both names")
+    assert.are.equal(1, #m:parameters())
+    local w = nnr.randn(10, 4)
+    m:load_state_dict({ ["1.weight"] = w, ["2.weight"] = w })
+    assert.are.equal(0, (m:get(2).weight - w):abs():max():item())
+  end)
+end)

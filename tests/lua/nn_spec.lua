@@ -188,12 +188,17 @@ describe("modules", function()
     local two = nn.Sequential(a, a)
     two(nnr.ones(1, 2)):sum():backward()
     H.assert_close(a.weight.grad, { { 2, 2 }, { 2, 2 } }, 1e-6)
+    -- the state dict names a shared module's tensors under each of its names, as PyTorch's does
     local sd = m:state_dict()
+    assert(rawequal(sd["1.weight"], sd["4.weight"]) and rawequal(sd["1.bias"], sd["4.bias"]), "a shared module listed once")
     local m2 = nn.Sequential(nn.Linear(3, 3), Scale(3), nn.ReLU(), nn.Linear(3, 3))
-    assert.matches("missing keys {4.weight, 4.bias}", H.errmsg(function() m2:load_state_dict(sd) end))
-    m2:load_state_dict(sd, false)
+    m2:load_state_dict(sd)
     H.assert_close(m2:get(1).weight, shared.weight:totable(), 0)
-    local bad = { ["1.weight"] = nnr.ones(2, 2), ["1.bias"] = nnr.ones(3), ["2.w"] = nnr.ones(3) }
+    H.assert_close(m2:get(4).weight, shared.weight:totable(), 0)
+    sd["4.bias"] = nil
+    assert.matches("missing keys {4.bias}", H.errmsg(function() m2:load_state_dict(sd) end))
+    local bad = { ["1.weight"] = nnr.ones(2, 2), ["1.bias"] = nnr.ones(3), ["2.w"] = nnr.ones(3), ["4.weight"] = nnr.ones(3, 3),
+                  ["4.bias"] = nnr.ones(3) }
     assert.matches("'1.weight' has shape %[2, 2%] in the checkpoint, %[3, 3%] in the model",
       H.errmsg(function() m:load_state_dict(bad) end))
   end)

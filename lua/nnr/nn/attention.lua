@@ -181,4 +181,51 @@ function MHA:extra_repr()
   return string.format("embed_dim=%d, num_heads=%d%s", self.embed_dim, self.num_heads, self.batch_first and ", batch_first=true" or "")
 end
 
+-- ---------------------------------------------------------------- rotary position embedding
+-- nn.RotaryEmbedding(dim[, {base = 10000}]): rope(x[, offset = 0]) rotates the last dim of x [..., T, dim]
+-- by position offset + t (t = 0 .. T-1 along the second-to-last dim), in pairs (i, i + dim/2) at
+-- frequency base^(-2i/dim) (the GPT-NeoX / LLaMA "half" layout): the dot product of a rotated query
+-- at position m and a rotated key at n depends on m - n only. No parameters; the cos and sin tables
+-- grow as needed. Composed of differentiable ops.
+local Rotary = Module:extend("RotaryEmbedding")
+M.RotaryEmbedding = Rotary
+
+function Rotary:__init(dim, opts)
+  Module.__init(self)
+  local who = "RotaryEmbedding"
+  opts = V.options(who, opts, { base = true })
+  self.dim = V.integer(who, "dim", dim, 2)
+  if dim % 2 ~= 0 then error(who .. ": dim must be even, got " .. dim, 0) end
+  self.base = V.number(who, "base", opts.base, { above = 1, default = 10000 })
+  self._cache = {}                       -- by dtype and device: { n = positions, cos, sin [n, dim] }
+end
+
+local function tables(self, n, dtype, device)
+  local key = dtype .. "@" .. tostring(device)
+  local c = self._cache[key]
+  if c and c.n >= n then return c end
+  local half = self.dim / 2
+  local inv = (nnr.arange(0, half, 1, { dtype = "f64" }) * (-2 * math.log(self.base) / self.dim)):exp()    -- base^(-2i/dim)
+  local ang = nnr.arange(0, n, 1, { dtype = "f64" }):unsqueeze(2) * inv:unsqueeze(1)   -- [n, half]
+  ang = nnr.cat({ ang, ang }, 2)
+  c = { n = n, cos = ang:cos():to(dtype):to(device), sin = ang:sin():to(dtype):to(device) }
+  self._cache[key] = c
+  return c
+end
+
+function Rotary:forward(x, offset)
+  local who = "RotaryEmbedding"
+  if not nnr.is_tensor(x) or x:dim() < 2 or x:size(-1) ~= self.dim then
+    error(string.format("%s: input must be a tensor [..., T, %d], got %s", who, self.dim, nnr.is_tensor(x) and nnr.shape_str(x:size()) or type(x)), 0)
+  end
+  offset = V.integer(who, "offset", offset or 0, 0)
+  local T, half = x:size(-2), self.dim / 2
+  local t = tables(self, offset + T, x.dtype, x.device)
+  local cos, sin = t.cos:narrow(1, offset + 1, T), t.sin:narrow(1, offset + 1, T)
+  local x1, x2 = x:narrow(-1, 1, half), x:narrow(-1, half + 1, half)
+  return x * cos + nnr.cat({ -x2, x1 }, -1) * sin
+end
+
+function Rotary:extra_repr() return string.format("dim=%d, base=%g", self.dim, self.base) end
+
 return M

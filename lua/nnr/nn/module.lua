@@ -328,10 +328,21 @@ function Module:double() return self:to("f64") end
 function Module:cuda(i) return self:to("cuda:" .. (i or 0)) end
 function Module:cpu() return self:to("cpu") end
 
--- name -> tensor for parameters and buffers (PyTorch's key names)
+-- every parameter under every name it has: a tensor two modules share (tied weights) once per
+-- module, as PyTorch's state_dict lists it
+local function all_parameters(m, prefix, out)
+  for _, n in ipairs(m._params) do
+    local p = m[n]
+    if p then out[#out + 1] = { prefix .. n, p } end
+  end
+  for _, nc in ipairs(m:named_children()) do all_parameters(nc[2], prefix .. nc[1] .. ".", out) end
+  return out
+end
+
+-- name -> tensor for parameters and buffers (PyTorch's key names; a shared tensor under each name)
 function Module:state_dict()
   local sd, order = {}, {}
-  for _, np in ipairs(self:named_parameters()) do sd[np[1]] = np[2]; order[#order + 1] = np[1] end
+  for _, np in ipairs(all_parameters(self, "", {})) do sd[np[1]] = np[2]; order[#order + 1] = np[1] end
   for _, nb in ipairs(self:named_buffers()) do sd[nb[1]] = nb[2]; order[#order + 1] = nb[1] end
   return setmetatable(sd, { __index = { _order = order } })
 end
