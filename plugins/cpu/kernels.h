@@ -116,6 +116,18 @@ int cpu_onednn_conv_transpose(const nnr_op_call *call);
 int cpu_onednn_linear(const nnr_op_call *call);
 void cpu_onednn_thread_exit(void);
 
+/* exp(x) within 2 ulp for x in [-87.5, 88] (clamped outside it: 0 below, exp(88) above), NaN kept;
+ * vectorizable (no calls, no branches): a degree-6 polynomial after range reduction by powers of 2 */
+static inline float cpu_exp_f32(float x)
+{
+    float c = x < -87.5f ? -87.5f : x > 88.0f ? 88.0f : x;      /* exp(88) < FLT_MAX */
+    c = c != c ? 0.0f : c;
+    float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;     /* round(c / ln 2) */
+    float r = c - k * 0.693145752f - k * 1.42860677e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f + r * (0.00833345205f + r * 0.00138775783f)))));
+    union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
+    return x != x ? x : p * scale.f;
+}
 /* ---- kernels ---- */
 int cpu_supports_elementwise(const nnr_op_call *call);
 int cpu_unary(const nnr_op_call *call);

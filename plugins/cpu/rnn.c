@@ -9,21 +9,10 @@
 
 enum { MODE_TANH = 0, MODE_RELU = 1, MODE_LSTM = 2, MODE_GRU = 3 };
 
-/* exp(x) for x in [-87.5, 88] (clamped outside it), NaN kept; vectorizable (no calls, no branches) */
-static inline float exp_v(float x)
-{
-    float c = x < -87.5f ? -87.5f : x > 88.0f ? 88.0f : x;      /* exp(88) < FLT_MAX: no inf (sigmoid and tanh only) */
-    c = c != c ? 0.0f : c;
-    float k = (c * 1.44269504f + 12582912.0f) - 12582912.0f;     /* round(c / ln 2) */
-    float r = c - k * 0.693145752f - k * 1.42860677e-06f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f + r * (0.00833345205f + r * 0.00138775783f)))));
-    union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
-    return x != x ? x : p * scale.f;
-}
-static inline float sigmoid_v(float x) { return 1.0f / (1.0f + exp_v(-x)); }
+static inline float sigmoid_v(float x) { return 1.0f / (1.0f + cpu_exp_f32(-x)); }
 static inline float tanh_v(float x)
 {
-    float e = exp_v(-2.0f * fabsf(x)), t = (1.0f - e) / (1.0f + e);
+    float e = cpu_exp_f32(-2.0f * fabsf(x)), t = (1.0f - e) / (1.0f + e);
     return x != x ? x : x < 0 ? -t : t;
 }
 static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }

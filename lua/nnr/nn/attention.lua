@@ -152,8 +152,12 @@ function MHA:forward(query, key, value, opts)
   local causal = V.boolean(who, "is_causal", opts.is_causal) or false
   local q, k, v = project(self, query, 1), project(self, key, 2), project(self, value, 3)
   local mask = merged_mask(self, opts.attn_mask, kpm, N, L, S, q.dtype, q.device)
-  if causal and mask == nil then
-    mask = nnr.zeros(L, S, { dtype = q.dtype, device = q.device }):masked_fill(nnr.ones(L, S, { dtype = "bool" }):tril():logical_not(), -math.huge):unsqueeze(1)
+  -- is_causal alone runs as SDPA's causal form (it skips the keys a block may not see); with other
+  -- masks, or when the weights are asked for, it becomes one more additive mask
+  local fused_causal = causal and mask == nil and not need
+  if causal and not fused_causal then
+    local c = nnr.zeros(L, S, { dtype = q.dtype, device = q.device }):masked_fill(nnr.ones(L, S, { dtype = "bool" }):tril():logical_not(), -math.huge)
+    mask = mask and (mask + c) or c:unsqueeze(1)
   end
   local p = self.training and self.dropout or 0
   local o, weights
@@ -165,7 +169,7 @@ function MHA:forward(query, key, value, opts)
     if opts.average_attn_weights == nil or V.boolean(who, "average_attn_weights", opts.average_attn_weights) then weights = weights:mean(2) end
     o = F.dropout(a, p, p > 0):matmul(v)
   else
-    o = F.scaled_dot_product_attention(q, k, v, { attn_mask = mask, dropout_p = p })
+    o = F.scaled_dot_product_attention(q, k, v, { attn_mask = mask, dropout_p = p, is_causal = fused_causal })
   end
   local out = self.out_proj(o:transpose(1, 2):reshape(L, N, self.embed_dim))
   if unbatched then
