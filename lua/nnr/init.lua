@@ -88,10 +88,9 @@ function nnr.device_memory(device)
            cached = tonumber(C.nnr_device_cached_bytes(id)), peak = tonumber(C.nnr_device_peak_bytes(id)) }
 end
 
--- the peak of nnr.device_memory() starts again from what is live now; the caching allocator's blocks
--- are given back (nnr.empty_cache), so a measurement that follows sees its own allocations
+-- the peak of nnr.device_memory() starts again from what is live now (with nnr.empty_cache first, a
+-- measurement that follows sees its own allocations)
 function nnr.reset_peak_memory() C.nnr_reset_peak_bytes() end
-function nnr.empty_cache() C.nnr_empty_cache() end
 
 function nnr.synchronize(device) binding.check(C.nnr_synchronize(binding.device_id(device))) end
 -- wall-clock seconds (monotonic)
@@ -107,6 +106,9 @@ function nnr.memory_stats()
   }
 end
 function nnr.empty_cache() C.nnr_empty_cache() end
+
+-- nnr.generate(model, prompt, opts): sampled continuations of a language model (lua/nnr/generate.lua)
+function nnr.generate(model, prompt, opts) return require("nnr.generate").generate(model, prompt, opts) end
 
 -- nnr.autocast("bf16", fn, ...): fn with mixed precision (lua/nnr/amp.lua, docs/cuda.md)
 function nnr.autocast(dtype, fn, ...) return require("nnr.amp").autocast(dtype, fn, ...) end

@@ -50,7 +50,8 @@ end
 -- ---------------------------------------------------------------- nn.MultiheadAttention
 -- nn.MultiheadAttention(embed_dim, num_heads[, {dropout = 0, bias = true, kdim, vdim, batch_first = false}])
 -- m(query, key, value[, {key_padding_mask, need_weights = true, attn_mask, average_attn_weights = true,
---   is_causal = false}]) -> output, weights (nil unless need_weights). PyTorch's parameters: in_proj_weight
+--   is_causal = false, cache}]) -> output, weights (nil unless need_weights). cache: a table (empty at the
+--   first call) that keeps the projected keys and values, for decoding a token at a time. PyTorch's parameters: in_proj_weight
 -- [3E, E] and in_proj_bias [3E] (q_proj_weight, k_proj_weight, v_proj_weight when kdim or vdim differ
 -- from E), out_proj.weight and out_proj.bias. As in PyTorch, a bool key_padding_mask [N, S] or
 -- attn_mask [L, S] / [N * heads, L, S] is true where a position must NOT be attended; a float one is
@@ -133,7 +134,8 @@ end
 
 function MHA:forward(query, key, value, opts)
   local who = "MultiheadAttention"
-  opts = V.options(who, opts, { key_padding_mask = true, need_weights = true, attn_mask = true, average_attn_weights = true, is_causal = true })
+  opts = V.options(who, opts, { key_padding_mask = true, need_weights = true, attn_mask = true, average_attn_weights = true, is_causal = true,
+                                cache = true })
   for _, t in ipairs { { query, "query" }, { key, "key" }, { value, "value" } } do
     if not nnr.is_tensor(t[1]) then error(who .. ": " .. t[2] .. " must be a tensor, got " .. type(t[1]), 0) end
   end
@@ -146,17 +148,30 @@ function MHA:forward(query, key, value, opts)
       nnr.shape_str(key:size()), nnr.shape_str(value:size()), self.embed_dim, self.kdim, self.vdim), 0)
   end
   local L, N, S, h, d = query:size(1), query:size(2), key:size(1), self.num_heads, self.head_dim
+  local cache = opts.cache
+  if cache ~= nil and type(cache) ~= "table" then error(who .. ": cache must be a table (empty at the first call), got " .. type(cache), 0) end
   local kpm = opts.key_padding_mask
   if unbatched and kpm ~= nil then kpm = kpm:unsqueeze(1) end
   local need = opts.need_weights == nil or V.boolean(who, "need_weights", opts.need_weights)
   local causal = V.boolean(who, "is_causal", opts.is_causal) or false
   local q, k, v = project(self, query, 1), project(self, key, 2), project(self, value, 3)
+  local past = 0
+  if cache then                 -- a key/value cache: the new keys and values join the kept ones
+    if cache.k then
+      past = cache.k:size(2)
+      k, v = nnr.cat({ cache.k, k }, 2), nnr.cat({ cache.v, v }, 2)
+      S = past + S
+    end
+    cache.k, cache.v = k:detach(), v:detach()
+  end
   local mask = merged_mask(self, opts.attn_mask, kpm, N, L, S, q.dtype, q.device)
   -- is_causal alone runs as SDPA's causal form (it skips the keys a block may not see); with other
   -- masks, or when the weights are asked for, it becomes one more additive mask
-  local fused_causal = causal and mask == nil and not need
-  if causal and not fused_causal then
-    local c = nnr.zeros(L, S, { dtype = q.dtype, device = q.device }):masked_fill(nnr.ones(L, S, { dtype = "bool" }):tril():logical_not(), -math.huge)
+  -- with a cache the new queries are the last L positions: query i sees keys up to past + i (one new
+  -- query sees them all)
+  local fused_causal = causal and mask == nil and not need and past == 0
+  if causal and not fused_causal and not (past > 0 and L == 1) then
+    local c = nnr.zeros(L, S, { dtype = q.dtype, device = q.device }):masked_fill(nnr.ones(L, S, { dtype = "bool" }):tril(past):logical_not(), -math.huge)
     mask = mask and (mask + c) or c:unsqueeze(1)
   end
   local p = self.training and self.dropout or 0

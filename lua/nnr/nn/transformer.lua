@@ -52,21 +52,23 @@ local function feed_forward(self, x)
   return drop(self.linear2(self.dropout(a(self.linear1(x)))))
 end
 
-local function attend(mha, drop, q, kv, mask, kpm, causal)
-  local o = mha(q, kv, kv, { attn_mask = mask, key_padding_mask = kpm, need_weights = false, is_causal = causal and mask == nil or nil })
+local function attend(mha, drop, q, kv, mask, kpm, causal, cache)
+  local o = mha(q, kv, kv, { attn_mask = mask, key_padding_mask = kpm, need_weights = false, is_causal = causal and mask == nil or nil,
+                             cache = cache })
   return drop(o)
 end
 
 M.TransformerEncoderLayer = Module:extend("TransformerEncoderLayer")
 function M.TransformerEncoderLayer:__init(d_model, nhead, opts) init_layer(self, "TransformerEncoderLayer", d_model, nhead, opts, false) end
 function M.TransformerEncoderLayer:forward(src, opts)
-  opts = V.options("TransformerEncoderLayer", opts, { src_mask = true, src_key_padding_mask = true, is_causal = true })
-  local x, m, kpm, c = src, opts.src_mask, opts.src_key_padding_mask, opts.is_causal
+  opts = V.options("TransformerEncoderLayer", opts, { src_mask = true, src_key_padding_mask = true, is_causal = true, cache = true })
+  local x, m, kpm, c, kv = src, opts.src_mask, opts.src_key_padding_mask, opts.is_causal, opts.cache
   if self.norm_first then
-    x = x + attend(self.self_attn, self.dropout1, self.norm1(x), self.norm1(x), m, kpm, c)
+    local n = self.norm1(x)
+    x = x + attend(self.self_attn, self.dropout1, n, n, m, kpm, c, kv)
     return x + feed_forward(self, self.norm2(x))
   end
-  x = self.norm1(x + attend(self.self_attn, self.dropout1, x, x, m, kpm, c))
+  x = self.norm1(x + attend(self.self_attn, self.dropout1, x, x, m, kpm, c, kv))
   return self.norm2(x + feed_forward(self, x))
 end
 
@@ -103,9 +105,20 @@ end
 
 M.TransformerEncoder = Module:extend("TransformerEncoder")
 function M.TransformerEncoder:__init(layer, num_layers, opts) stack(self, "TransformerEncoder", layer, num_layers, opts) end
+-- opts as the layer's; opts.cache (a table, empty at the first call) keeps one key/value cache per layer
 function M.TransformerEncoder:forward(src, opts)
   local x = src
-  for i = 1, self.num_layers do x = self.layers:get(i)(x, opts) end
+  local cache = opts and opts.cache
+  for i = 1, self.num_layers do
+    local o = opts
+    if cache then
+      o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      cache[i] = cache[i] or {}
+      o.cache = cache[i]
+    end
+    x = self.layers:get(i)(x, o)
+  end
   local n = rawget(self, "norm")
   return n and n(x) or x
 end
