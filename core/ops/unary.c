@@ -1,5 +1,5 @@
 /* Unary elementwise ops (neg, abs, exp, log, sqrt, tanh, sigmoid, relu, sin, cos, sign, reciprocal,
- * logical_not, erf; floor, ceil, round, trunc; isnan, isinf, isfinite): the front ends, what they
+ * logical_not, erf, gelu; floor, ceil, round, trunc; isnan, isinf, isfinite): the front ends, what they
  * record, and their derivatives. */
 #include <math.h>
 #include <stdio.h>
@@ -11,10 +11,24 @@ static int is_unary(int op) { return nnr_op_category(op) == NNR_OPCAT_UNARY; }
 static int unary_needs(int op)
 {
     switch (op) {
-    case NNR_OP_ABS: case NNR_OP_LOG: case NNR_OP_RELU: case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_ERF: return 1;
+    case NNR_OP_ABS: case NNR_OP_LOG: case NNR_OP_RELU: case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_ERF: case NNR_OP_GELU: return 1;
     case NNR_OP_EXP: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID: case NNR_OP_RECIPROCAL: return 2;
     }
     return 0;
+}
+
+/* g (Phi(x) + x phi(x)) as recorded ops, so that a backward with create_graph can be differentiated
+ * again (the fused GELU_GRAD has no derivative of its own) */
+static nnr_tensor *gelu_grad_recorded(const nnr_tensor *g, const nnr_tensor *x)
+{
+    nnr_tensor *xs = nnr_mul_scalar(x, 0.7071067811865476), *e = xs ? nnr_unary(NNR_OP_ERF, xs) : NULL;
+    nnr_tensor *phi2 = e ? nnr_binary_scalar(NNR_OP_ADD, e, 1, 0) : NULL, *cdf = phi2 ? nnr_mul_scalar(phi2, 0.5) : NULL;
+    nnr_tensor *sq = nnr_mul(x, x), *nsq = sq ? nnr_mul_scalar(sq, -0.5) : NULL, *ex = nsq ? nnr_unary(NNR_OP_EXP, nsq) : NULL;
+    nnr_tensor *pdf = ex ? nnr_mul_scalar(ex, 0.3989422804014327) : NULL, *xpdf = pdf ? nnr_mul(x, pdf) : NULL;
+    nnr_tensor *d = cdf && xpdf ? nnr_binary(NNR_OP_ADD, cdf, xpdf) : NULL, *r = d ? nnr_mul(g, d) : NULL;
+    nnr_tensor *all[10] = {xs, e, phi2, cdf, sq, nsq, ex, pdf, xpdf, d};
+    nnr_release_all(10, all);
+    return r;
 }
 
 static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
@@ -55,6 +69,9 @@ static int unary_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grad
         nnr_tensor_release(sq); nnr_tensor_release(e); nnr_tensor_release(ex); nnr_tensor_release(sc);
         break;
     }
+    case NNR_OP_GELU:         /* Phi(x) + x phi(x): one fused op, or recorded ops under create_graph */
+        r = nnr_creating_graph() ? gelu_grad_recorded(g, x) : nnr_binary(NNR_OP_GELU_GRAD, g, x);
+        break;
     case NNR_OP_RECIPROCAL:   /* -y^2 */
         t = nnr_mul(y, y);
         t = nnr_mul_into(t, g);
@@ -74,7 +91,7 @@ static const char *unary_name(int op)
     case NNR_OP_LOG: return "LogBackward"; case NNR_OP_SQRT: return "SqrtBackward"; case NNR_OP_TANH: return "TanhBackward";
     case NNR_OP_SIGMOID: return "SigmoidBackward"; case NNR_OP_RELU: return "ReluBackward"; case NNR_OP_SIN: return "SinBackward";
     case NNR_OP_COS: return "CosBackward"; case NNR_OP_SIGN: return "SignBackward"; case NNR_OP_RECIPROCAL: return "ReciprocalBackward";
-    case NNR_OP_ERF: return "ErfBackward";
+    case NNR_OP_ERF: return "ErfBackward"; case NNR_OP_GELU: return "GeluBackward";
     case NNR_OP_FLOOR: return "FloorBackward"; case NNR_OP_CEIL: return "CeilBackward"; case NNR_OP_ROUND: return "RoundBackward";
     case NNR_OP_TRUNC: return "TruncBackward";
     }
@@ -103,7 +120,7 @@ static int unary_dtype(int op, int dtype, int *out)
 {
     switch (op) {
     case NNR_OP_EXP: case NNR_OP_LOG: case NNR_OP_SQRT: case NNR_OP_TANH: case NNR_OP_SIGMOID:
-    case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL: case NNR_OP_ERF:
+    case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_RECIPROCAL: case NNR_OP_ERF: case NNR_OP_GELU:
         *out = nnr_dtype_is_float(dtype) ? dtype : NNR_F32;
         return NNR_OK;
     case NNR_OP_LOGICAL_NOT: case NNR_OP_ISNAN: case NNR_OP_ISINF: case NNR_OP_ISFINITE: *out = NNR_BOOL; return NNR_OK;

@@ -53,7 +53,7 @@ local function case(op, dtype, variant, build) cases[#cases + 1] = { op = op, dt
 local function empty(shape, dt, dev) return nnr.empty(shape, { dtype = dt, device = dev }) end
 
 local function unary_cases()
-  local math_ops = { "EXP", "LOG", "SQRT", "TANH", "SIGMOID", "SIN", "COS", "RECIPROCAL", "ERF" }
+  local math_ops = { "EXP", "LOG", "SQRT", "TANH", "SIGMOID", "SIN", "COS", "RECIPROCAL", "ERF", "GELU" }
   local all = { "NEG", "ABS", "RELU", "SIGN" }
   local function add(op, dt, out_dt)
     for _, v in ipairs { "contiguous", "strided", "specials" } do
@@ -106,6 +106,10 @@ local function binary_cases()
   for _, dt in ipairs(FLOATS) do
     case(OP.RELU_GRAD, dt, "contiguous", function(dev)
       local g, x = uniform(dt, -2, 2, { 6, 9 }):to(dev), with_specials(dt, -2, 2, { 6, 9 }):to(dev)
+      return { ins = { g, x }, outs = { empty({ 6, 9 }, dt, dev) } }
+    end)
+    case(OP.GELU_GRAD, dt, "contiguous", function(dev)
+      local g, x = uniform(dt, -2, 2, { 6, 9 }):to(dev), uniform(dt, -4, 4, { 6, 9 }):to(dev)
       return { ins = { g, x }, outs = { empty({ 6, 9 }, dt, dev) } }
     end)
   end

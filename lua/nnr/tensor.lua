@@ -481,7 +481,7 @@ function methods.normal_(t, mean, std) check(C.nnr_random_(t.p, C.NNR_OP_RAND_NO
 local OP = {
   neg = C.NNR_OP_NEG, abs = C.NNR_OP_ABS, exp = C.NNR_OP_EXP, log = C.NNR_OP_LOG, sqrt = C.NNR_OP_SQRT,
   tanh = C.NNR_OP_TANH, sigmoid = C.NNR_OP_SIGMOID, relu = C.NNR_OP_RELU, sin = C.NNR_OP_SIN, cos = C.NNR_OP_COS,
-  sign = C.NNR_OP_SIGN, reciprocal = C.NNR_OP_RECIPROCAL, logical_not = C.NNR_OP_LOGICAL_NOT, erf = C.NNR_OP_ERF,
+  sign = C.NNR_OP_SIGN, reciprocal = C.NNR_OP_RECIPROCAL, logical_not = C.NNR_OP_LOGICAL_NOT, erf = C.NNR_OP_ERF, gelu = C.NNR_OP_GELU,
   add = C.NNR_OP_ADD, sub = C.NNR_OP_SUB, mul = C.NNR_OP_MUL, div = C.NNR_OP_DIV, pow = C.NNR_OP_POW,
   maximum = C.NNR_OP_MAXIMUM, minimum = C.NNR_OP_MINIMUM, eq = C.NNR_OP_EQ, ne = C.NNR_OP_NE,
   lt = C.NNR_OP_LT, le = C.NNR_OP_LE, gt = C.NNR_OP_GT, ge = C.NNR_OP_GE,

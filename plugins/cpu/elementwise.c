@@ -28,6 +28,14 @@ static int is_compare(int op) { return nnr_op_category_of((uint32_t)op) == NNR_O
 
 INLINE double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 INLINE float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+/* GELU, x Phi(x), and its derivative Phi(x) + x phi(x) (PyTorch's exact form) */
+INLINE double gelu_d(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
+INLINE double gelu_grad_d(double g, double x)
+{
+    return g * (0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x));
+}
+INLINE float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678f)); }
+INLINE float gelu_grad_f(float g, float x) { return g * (0.5f * (1.0f + erff(x * 0.70710678f)) + x * 0.39894228f * expf(-0.5f * x * x)); }
 
 static double unary_d(int op, double x)
 {
@@ -46,6 +54,7 @@ static double unary_d(int op, double x)
     case NNR_OP_RECIPROCAL: return 1.0 / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);
+    case NNR_OP_GELU: return gelu_d(x);
     case NNR_OP_FLOOR: return floor(x);
     case NNR_OP_CEIL: return ceil(x);
     case NNR_OP_ROUND: return rint(x);      /* the default rounding mode: half to even, as PyTorch */
@@ -78,6 +87,7 @@ INLINE double minimum_d(double a, double b) { return (a != a || b != b) ? NAN : 
 static double binary_d(int op, double a, double b)
 {
     switch (op) {
+    case NNR_OP_GELU_GRAD: return gelu_grad_d(a, b);
     case NNR_OP_ADD: return a + b;
     case NNR_OP_SUB: return a - b;
     case NNR_OP_MUL: return a * b;
@@ -145,6 +155,7 @@ INLINE void bin_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a
         for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i * so] = (x != x || y != y) ? NAN : (x < y ? x : y); }
         return;
     case NNR_OP_RELU_GRAD: for (int64_t i = 0; i < n; i++) o[i * so] = b[i * sb] > 0 ? a[i * sa] : 0.0f; return;
+    case NNR_OP_GELU_GRAD: for (int64_t i = 0; i < n; i++) o[i * so] = gelu_grad_f(a[i * sa], b[i * sb]); return;
     default: for (int64_t i = 0; i < n; i++) o[i * so] = (float)binary_d(op, a[i * sa], b[i * sb]); return;
     }
 }
@@ -204,6 +215,7 @@ INLINE void un_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a,
     case NNR_OP_COS: for (int64_t i = 0; i < n; i++) o[i * so] = cosf(a[i * sa]); return;
     case NNR_OP_RECIPROCAL: for (int64_t i = 0; i < n; i++) o[i * so] = 1.0f / a[i * sa]; return;
     case NNR_OP_ERF: for (int64_t i = 0; i < n; i++) o[i * so] = erff(a[i * sa]); return;
+    case NNR_OP_GELU: for (int64_t i = 0; i < n; i++) o[i * so] = gelu_f(a[i * sa]); return;
     case NNR_OP_FLOOR: for (int64_t i = 0; i < n; i++) o[i * so] = floorf(a[i * sa]); return;
     case NNR_OP_CEIL: for (int64_t i = 0; i < n; i++) o[i * so] = ceilf(a[i * sa]); return;
     case NNR_OP_ROUND: for (int64_t i = 0; i < n; i++) o[i * so] = rintf(a[i * sa]); return;

@@ -59,6 +59,7 @@ template <typename T> __device__ __forceinline__ T unary_f(int op, T x)
     case NNR_OP_RECIPROCAL: return T(1) / x;
     case NNR_OP_LOGICAL_NOT: return x == 0;
     case NNR_OP_ERF: return erf(x);
+    case NNR_OP_GELU: return T(0.5) * x * (T(1) + erf(x * T(0.7071067811865476)));
     case NNR_OP_FLOOR: return floor(x);
     case NNR_OP_CEIL: return ceil(x);
     case NNR_OP_ROUND: return rint(x);      /* half to even, as the cpu */
@@ -104,6 +105,7 @@ template <typename T> __device__ __forceinline__ T binary_f(int op, T a, T b)
     case NNR_OP_LOGICAL_AND: return a != 0 && b != 0;
     case NNR_OP_LOGICAL_OR: return a != 0 || b != 0;
     case NNR_OP_RELU_GRAD: return b > 0 ? a : T(0);
+    case NNR_OP_GELU_GRAD: return a * (T(0.5) * (T(1) + erf(b * T(0.7071067811865476))) + b * T(0.3989422804014327) * exp(T(-0.5) * b * b));
     }
     return 0;
 }

@@ -118,6 +118,12 @@ case("TransformerDecoderLayer with memory, causal target", [t([4, 2, D]), t([6, 
      layer_params(cross=True), "return m(x1, x2, {tgt_is_causal = true})",
      "c = torch.triu(torch.full((4, 4), float('-inf'), dtype=torch.float64), 1); return m(x1, x2, tgt_mask=c)")
 
+# ---- GELU (one fused op; the tanh form composed) -----------------------------------------------------
+s.case("F.gelu exact (strided)", [t([4, 6], layout="strided")], lua="return F.gelu(x1 * 3)", py="return F.gelu(x1 * 3)", grad=True)
+s.case("F.gelu exact, float32", [t([300], dtype="f32")], lua="return F.gelu(x1 * 4)", py="return F.gelu(x1 * 4)", grad=True)
+s.case("F.gelu tanh form", [t([5, 3])], lua="return F.gelu(x1 * 3, 'tanh')", py="return F.gelu(x1 * 3, approximate='tanh')", grad=True)
+s.case("nn.GELU module", [t([2, 7], layout="transposed")], lua="return nn.GELU()(x1)", py="return nn.GELU()(x1)", grad=True)
+
 s.raises("sdpa: query and key do not fit", [t([2, 3, 4]), t([2, 3, 5]), t([2, 3, 5])],
          lua="return F.scaled_dot_product_attention(x1, x2, x3)", py=SDPA_PY + "return sdpa(x1, x2, x3)")
 s.raises("MultiheadAttention: embed_dim not divisible by num_heads", [], lua="return nn.MultiheadAttention(10, 3)",

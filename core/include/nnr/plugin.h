@@ -184,7 +184,10 @@ typedef enum nnr_opcat {
  *    rstd = 1 / sqrt(biased variance + eps), y = (x - mean) rstd (* weight [N] + bias [N], both or
  *    neither) -> y [M, N] and stats [M, 2] (mean, rstd), sums in double. LAYER_NORM_BACKWARD: dy, x,
  *    stats (, weight) -> dx (, dweight, dbias, sums over the rows when the weight is given).
- *    xhat = (x - mean) rstd, g = dy weight: dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+ *    xhat = (x - mean) rstd, g = dy weight: dx = rstd (g - mean(g) - xhat mean(g xhat)).
+ *  - GELU (UNARY, ABI 1.6, floating-point dtypes): x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, PyTorch's
+ *    exact form. GELU_GRAD (BINARY, two inputs: grad, x): grad (Phi(x) + x phi(x)), phi the normal
+ *    density exp(-x^2 / 2) / sqrt(2 pi). */
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -280,7 +283,9 @@ typedef enum nnr_opcat {
     X(RNN_CELL, 272, "rnn_cell", RNN, 2, 3, 1, 3) \
     X(RNN_CELL_BACKWARD, 273, "rnn_cell_backward", RNN, 2, 4, 1, 3) \
     X(LAYER_NORM, 274, "layer_norm", NORM, 1, 3, 2, 2) \
-    X(LAYER_NORM_BACKWARD, 275, "layer_norm_backward", NORM, 3, 4, 1, 3)
+    X(LAYER_NORM_BACKWARD, 275, "layer_norm_backward", NORM, 3, 4, 1, 3) \
+    X(GELU, 276, "gelu", UNARY, 1, 1, 1, 1) \
+    X(GELU_GRAD, 277, "gelu_grad", BINARY, 2, 2, 1, 1)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

@@ -114,8 +114,13 @@ function F.elu(x, alpha)
   alpha = V.number("elu", "alpha", alpha, { default = 1 })
   return nnr.where(x:gt(0), x, (x:clamp(nil, 0):exp() - 1) * alpha)
 end
--- exact GELU, x * Phi(x), as PyTorch's default
-function F.gelu(x) return x * ((x * 0.7071067811865476):erf() + 1) * 0.5 end
+-- GELU, x * Phi(x): PyTorch's exact form one fused op (GELU, its backward GELU_GRAD); approximate =
+-- "tanh" its tanh form, composed
+function F.gelu(x, approximate)
+  if approximate == nil or approximate == "none" then return call(C.nnr_unary, C.NNR_OP_GELU, tp("gelu", x, "input")) end
+  V.choice("gelu", "approximate", approximate, { "none", "tanh" })
+  return x * ((x + x * x * x * 0.044715) * 0.7978845608028654):tanh():add(1) * 0.5
+end
 function F.sigmoid(x) return x:sigmoid() end
 function F.tanh(x) return x:tanh() end
 function F.softmax(x, dim) return x:softmax(dim or -1) end
