@@ -26,7 +26,6 @@ static int is_compare(int op) { return nnr_op_category_of((uint32_t)op) == NNR_O
 
 /* ---------------- scalar math shared by every path ---------------- */
 
-INLINE double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 INLINE float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
 /* GELU, x Phi(x), and its derivative Phi(x) + x phi(x) (PyTorch's exact form) */
 INLINE double gelu_d(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
@@ -46,7 +45,7 @@ static double unary_d(int op, double x)
     case NNR_OP_LOG: return log(x);
     case NNR_OP_SQRT: return sqrt(x);
     case NNR_OP_TANH: return tanh(x);
-    case NNR_OP_SIGMOID: return sigmoid_d(x);
+    case NNR_OP_SIGMOID: return cpu_sigmoid_d(x);
     case NNR_OP_RELU: return x > 0 ? x : (x != x ? x : 0.0);
     case NNR_OP_SIN: return sin(x);
     case NNR_OP_COS: return cos(x);

@@ -3,6 +3,7 @@
 #ifndef NNR_CPU_KERNELS_H
 #define NNR_CPU_KERNELS_H
 
+#include <math.h>
 #include <stdint.h>
 #include "nnr/plugin.h"
 #include "nnr/dtype.h"
@@ -128,6 +129,9 @@ static inline float cpu_exp_f32(float x)
     union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
     return x != x ? x : p * scale.f;
 }
+/* the logistic function without overflow either way (the SIGMOID op's, and the recurrent gates' in f64) */
+static inline double cpu_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+
 /* ---- kernels ---- */
 int cpu_supports_elementwise(const nnr_op_call *call);
 int cpu_unary(const nnr_op_call *call);

@@ -15,7 +15,6 @@ static inline float tanh_v(float x)
     float e = cpu_exp_f32(-2.0f * fabsf(x)), t = (1.0f - e) / (1.0f + e);
     return x != x ? x : x < 0 ? -t : t;
 }
-static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 /* ---- forward: one row of each operand ---- */
 #define FORWARD_ROW(T, SIG, TANH)                                                                          \
@@ -45,7 +44,7 @@ static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
         }                                                                                                  \
     }
 FORWARD_ROW(float, sigmoid_v, tanh_v)
-FORWARD_ROW(double, sigmoid_d, tanh)
+FORWARD_ROW(double, cpu_sigmoid_d, tanh)
 
 /* ---- backward: one row ---- */
 #define BACKWARD_ROW(T, TANH)                                                                              \
@@ -119,21 +118,7 @@ static void rnn_rows(void *arg, int64_t begin, int64_t end)
     }
 }
 
-/* the operand counts each mode takes: inputs, outputs (forward) and inputs, outputs (backward) */
-static const int COUNTS[4][4] = {{2, 1, 2, 1}, {2, 1, 2, 1}, {3, 3, 4, 2}, {3, 2, 3, 3}};
-
-int cpu_supports_rnn(const nnr_op_call *call)
-{
-    int mode = call->params ? (int)call->params->i[0] : -1, back = call->op == NNR_OP_RNN_CELL_BACKWARD;
-    if (mode < 0 || mode > 3 || call->n_inputs != COUNTS[mode][back * 2] || call->n_outputs != COUNTS[mode][back * 2 + 1]) return 0;
-    int dt = call->inputs[0]->dtype;
-    if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int k = 0; k < call->n_inputs; k++)
-        if (call->inputs[k]->dtype != dt || call->inputs[k]->ndim != 2 || call->inputs[k]->strides[1] != 1) return 0;
-    for (int k = 0; k < call->n_outputs; k++)
-        if (call->outputs[k]->dtype != dt || call->outputs[k]->ndim != 2 || call->outputs[k]->strides[1] != 1) return 0;
-    return 1;
-}
+int cpu_supports_rnn(const nnr_op_call *call) { return nnr_rnn_cell_call_ok(call); }
 
 int cpu_rnn_cell(const nnr_op_call *call)
 {

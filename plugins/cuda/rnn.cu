@@ -80,21 +80,7 @@ template <typename T> __global__ void k_rnn(rnn_args a)
     }
 }
 
-/* the operand counts of each mode: forward inputs, outputs; backward inputs, outputs */
-static const int COUNTS[4][4] = {{2, 1, 2, 1}, {2, 1, 2, 1}, {3, 3, 4, 2}, {3, 2, 3, 3}};
-
-int cu_rnn_supports(const nnr_op_call *call)
-{
-    int mode = call->params ? (int)call->params->i[0] : -1, back = call->op == NNR_OP_RNN_CELL_BACKWARD;
-    if (mode < 0 || mode > 3 || call->n_inputs != COUNTS[mode][back * 2] || call->n_outputs != COUNTS[mode][back * 2 + 1]) return 0;
-    int dt = call->inputs[0]->dtype;
-    if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int k = 0; k < call->n_inputs; k++)
-        if (call->inputs[k]->dtype != dt || call->inputs[k]->ndim != 2 || call->inputs[k]->strides[1] != 1) return 0;
-    for (int k = 0; k < call->n_outputs; k++)
-        if (call->outputs[k]->dtype != dt || call->outputs[k]->ndim != 2 || call->outputs[k]->strides[1] != 1) return 0;
-    return 1;
-}
+int cu_rnn_supports(const nnr_op_call *call) { return nnr_rnn_cell_call_ok(call); }
 
 int cu_rnn(cu_device *d, const nnr_op_call *call)
 {
