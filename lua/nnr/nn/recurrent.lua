@@ -44,6 +44,14 @@ function F.rnn_layer(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
   return y, h, mode == "lstm" and binding.own(outs[2]) or nil
 end
 
+-- the hidden state and, for LSTM, the cell state given as hx (either may be nil: zeros); an LSTM's hx
+-- is a pair, described by pair in the error
+local function split_hx(self, hx, pair)
+  if self.mode ~= "lstm" then return hx, nil end
+  if hx ~= nil and (type(hx) ~= "table" or #hx ~= 2) then error(self.__name .. ": hx must be " .. pair, 0) end
+  return hx and hx[1], hx and hx[2]
+end
+
 -- ---------------------------------------------------------------- the multi-layer modules
 local RNNBase = Module:extend("RNNBase")
 
@@ -94,13 +102,7 @@ local function initial(self, hx, x, B, unbatched)
   local name, D = self.__name, self.bidirectional and 2 or 1
   local H, P, n = self.hidden_size, self.proj_size > 0 and self.proj_size or self.hidden_size, self.num_layers * D
   local o = { dtype = x.dtype, device = x.device }
-  local h0, c0
-  if self.mode == "lstm" then
-    if hx ~= nil and (type(hx) ~= "table" or #hx ~= 2) then error(name .. ": hx must be {h_0, c_0}", 0) end
-    h0, c0 = hx and hx[1], hx and hx[2]
-  else
-    h0 = hx
-  end
+  local h0, c0 = split_hx(self, hx, "{h_0, c_0}")
   local function state(t, size, what)
     if t == nil then return nnr.zeros(n, B, size, o) end
     if not nnr.is_tensor(t) then error(name .. ": " .. what .. " must be a tensor, got " .. type(t), 0) end
@@ -198,13 +200,7 @@ function CellBase:forward(x, hx)
   local unbatched = x:dim() == 1
   if unbatched then x = x:unsqueeze(1) end
   local B, o = x:size(1), { dtype = x.dtype, device = x.device }
-  local h, c
-  if self.mode == "lstm" then
-    if hx ~= nil and (type(hx) ~= "table" or #hx ~= 2) then error(name .. ": hx must be {h, c}", 0) end
-    h, c = hx and hx[1], hx and hx[2]
-  else
-    h = hx
-  end
+  local h, c = split_hx(self, hx, "{h, c}")
   local function state(t, what)
     if t == nil then return nnr.zeros(B, H, o) end
     if not nnr.is_tensor(t) or t:dim() ~= x:dim() - (unbatched and 1 or 0) or t:size(-1) ~= H or (not unbatched and t:size(1) ~= B) then
