@@ -11,24 +11,8 @@ def t(shape, **kw):
     return s.tensor(shape, low=-1, high=1, **kw)
 
 
-LUA_MODULE = """local m = %s
-m:double()
-m:eval()
-local sd = {}
-for k, v in pairs(P) do sd[k] = v end
-m:load_state_dict(sd)
-for _, np in ipairs(m:named_parameters()) do G[#G + 1] = np[2] end
-%s"""
-PY_MODULE = """m = %s
-m.double()
-m.eval()
-m.load_state_dict(dict(vars(P)))
-for _, p in m.named_parameters(): G.append(p)
-%s"""
-
-
 def case(name, inputs, lua, py, prm, lua_call, py_call, **kw):
-    s.case(name, inputs, lua=LUA_MODULE % (lua, lua_call), py=PY_MODULE % (py, py_call), grad=True, params=prm, **kw)
+    s.module_case(name, inputs, lua, py, lua_call, py_call, prm, lua_pre="m:eval()", py_pre="m.eval()", **kw)
 
 
 # ---- scaled_dot_product_attention ------------------------------------------------------------------

@@ -29,6 +29,9 @@ Inputs (s.tensor(shape, dtype="f64", layout="contiguous", low=-2, high=2, values
     (Lua: G[#G + 1] = m.weight; Python: G.append(m.weight)); their .grad are compared after the
     backward (module parameters: load the same values into both models first).
 
+s.module_case(name, inputs, lua_ctor, py_ctor, lua_body, py_body, params) builds a module in both
+languages, loads params into it (strict) and puts its parameters in G before the bodies run.
+
 Outputs are compared by shape, dtype (unless check_dtype=False) and value: integers and booleans
 exactly, floats within atol + rtol * |torch's| (per-dtype defaults; atol=, rtol= override), NaN where
 NaN is. s.raises() passes when both sides raise. expect_fail=True marks a case that differs on
@@ -237,6 +240,22 @@ class Case:
         self.requires_grad = grad
 
 
+MODULE_LUA = """local m = %s
+m:double()
+local sd = {}
+for k, v in pairs(P) do sd[k] = v end
+m:load_state_dict(sd)
+%s
+for _, np in ipairs(m:named_parameters()) do G[#G + 1] = np[2] end
+%s"""
+MODULE_PY = """m = %s
+m.double()
+m.load_state_dict(dict(vars(P)))
+%s
+for _, p in m.named_parameters(): G.append(p)
+%s"""
+
+
 class Suite:
     def __init__(self, name, seed=1234):
         self.name = name
@@ -276,6 +295,14 @@ class Suite:
 
     def raises(self, name, inputs, lua, py):
         self.cases.append(Case(name, list(inputs), lua, py, False, None, None, None, True, True))
+
+    def module_case(self, name, inputs, lua, py, lua_body, py_body, params=None, lua_pre="", py_pre="", grad=True, **kw):
+        """A module built in both languages (lua, py: its constructor), in float64, loaded with the same
+        parameters and buffers (params, strictly: PyTorch's names and shapes), lua_pre / py_pre run
+        (m:eval()), its parameters appended to G (registration order, the same in both), then the bodies
+        (which return the results; they see m)."""
+        self.case(name, inputs, lua=MODULE_LUA % (lua, lua_pre, lua_body), py=MODULE_PY % (py, py_pre, py_body), grad=grad,
+                  params=params or {}, **kw)
 
     # ------------------------------------------------------------------ programs
     def _lua_case(self, i, c):

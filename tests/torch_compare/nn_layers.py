@@ -7,25 +7,8 @@ s = harness.Suite("nn_layers")
 
 # a module built in both languages, loaded with the same parameters and buffers (strict), run on the
 # inputs; its parameters' gradients are compared (in registration order, the same in both)
-LUA_MODULE = """local m = %s
-m:double()
-local sd = {}
-for k, v in pairs(P) do sd[k] = v end
-m:load_state_dict(sd)
-%s
-for _, np in ipairs(m:named_parameters()) do G[#G + 1] = np[2] end
-return %s"""
-PY_MODULE = """m = %s
-m.double()
-m.load_state_dict(dict(vars(P)))
-%s
-for _, p in m.named_parameters(): G.append(p)
-return %s"""
-
-
 def module_case(name, inputs, lua, py, params=None, lua_call="m(x1)", py_call="m(x1)", lua_pre="", py_pre="", grad=True, **kw):
-    s.case(name, inputs, lua=LUA_MODULE % (lua, lua_pre, lua_call), py=PY_MODULE % (py, py_pre, py_call), grad=grad,
-           params=params or {}, **kw)
+    s.module_case(name, inputs, lua, py, "return " + lua_call, "return " + py_call, params, lua_pre, py_pre, grad, **kw)
 
 
 def t(shape, **kw):

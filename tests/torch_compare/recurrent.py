@@ -6,20 +6,6 @@ import harness
 
 s = harness.Suite("recurrent")
 
-LUA_MODULE = """local m = %s
-m:double()
-local sd = {}
-for k, v in pairs(P) do sd[k] = v end
-m:load_state_dict(sd)
-for _, np in ipairs(m:named_parameters()) do G[#G + 1] = np[2] end
-%s"""
-PY_MODULE = """m = %s
-m.double()
-m.load_state_dict(dict(vars(P)))
-for _, p in m.named_parameters(): G.append(p)
-%s"""
-
-
 def t(shape, **kw):
     return s.tensor(shape, low=-1, high=1, **kw)
 
@@ -44,7 +30,7 @@ def params(gates, input_size, hidden, layers=1, bidirectional=False, bias=True, 
 
 
 def case(name, inputs, lua, py, prm, lua_call, py_call):
-    s.case(name, inputs, lua=LUA_MODULE % (lua, lua_call), py=PY_MODULE % (py, py_call), grad=True, params=prm)
+    s.module_case(name, inputs, lua, py, lua_call, py_call, prm)
 
 
 SEQ_LUA = "local y, h = m(x1%s); return {y, h}"
