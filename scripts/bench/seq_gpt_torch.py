@@ -2,6 +2,7 @@
 learned position embeddings, 4 pre-norm nn.TransformerEncoderLayer of d_model 256, 4 heads,
 feed-forward 1024, GELU, causal; final LayerNorm; head tied to the token embedding; context 128,
 batch 32, 96 symbols; cross-entropy, AdamW, clipping at 1). Usage: python3 seq_gpt_torch.py [THREADS]."""
+import inspect
 import os
 import sys
 
@@ -26,9 +27,13 @@ positions = torch.arange(T)
 mask = torch.nn.Transformer.generate_square_subsequent_mask(T)
 
 
+# is_causal (PyTorch 2.0 on) lets the encoder take the causal fast path; Debian's 1.13 has the mask only
+causal = {"is_causal": True} if "is_causal" in inspect.signature(blocks.forward).parameters else {}
+
+
 def forward(ids):
     h = tok(ids) + pos(positions)
-    return head(ln_f(blocks(h, mask=mask, is_causal=True)))
+    return head(ln_f(blocks(h, mask=mask, **causal)))
 
 
 def step():
