@@ -103,6 +103,18 @@ static float quantize_row(const float *x, int64_t k, int8_t *q, int64_t kp)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 /* quantize_row with AVX-512, the same arithmetic (x * inv rounded to nearest even, clamped), also
  * writing the u8 form (q + 128) for the vpdpbusd kernels */
+/* VZEROUPPER after a kernel. GCC leaves it out of a function that passes vectors to another
+ * (gemm_avx512vnni -> store16_avx512, the AVX2 kernels -> store8_avx2), and while the upper halves of
+ * ymm0-15 / zmm0-15 are dirty every legacy-SSE instruction of the thread afterwards pays a merge:
+ * glibc's scalar erff (the GELU after an int8 linear) ran 30x slower after one call of a kernel.
+ * tests/simd/upper_state.lua checks the state (XINUSE) after every kernel family. */
+__attribute__((target("avx")))
+static void clean_upper(void)
+{
+    __asm__ volatile("vzeroupper" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                     "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static float quantize_row_avx512(const float *x, int64_t k, int8_t *q, uint8_t *u, int64_t kp)
 {
@@ -348,9 +360,9 @@ static void *run_piece(void *arg)
     const qgemm *g = p->g;
     switch (g->kernel) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    case KERNEL_AVX512VNNI: gemm_avx512vnni(g, p->xu, p->b0, p->b1); break;
-    case KERNEL_AVXVNNI: gemm_avxvnni(g, p->xu, p->b0, p->b1); break;
-    case KERNEL_AVX2: gemm_avx2(g, p->b0, p->b1); break;
+    case KERNEL_AVX512VNNI: gemm_avx512vnni(g, p->xu, p->b0, p->b1); clean_upper(); break;
+    case KERNEL_AVXVNNI: gemm_avxvnni(g, p->xu, p->b0, p->b1); clean_upper(); break;
+    case KERNEL_AVX2: gemm_avx2(g, p->b0, p->b1); clean_upper(); break;
 #endif
     default: gemm_c(g, p->b0, p->b1); break;
     }
@@ -389,6 +401,7 @@ static int quant_linear(const nnr_op_call *call)
     if (g.kernel == KERNEL_AVX512VNNI) {     /* the others quantize in C: forcing a kernel tests both paths */
         for (int64_t m = 0; m < g.M; m++)
             sx[m] = quantize_row_avx512(xs + m * g.K, g.K, xq + m * g.kp, vnni ? xu + m * g.kp : NULL, g.kp);
+        clean_upper();
     } else {
         for (int64_t m = 0; m < g.M; m++) sx[m] = quantize_row(xs + m * g.K, g.K, xq + m * g.kp, g.kp);
         if (vnni) to_u8(xq, xu, g.M * g.kp);
