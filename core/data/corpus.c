@@ -78,7 +78,7 @@ static int add_file(nnr_corpus *c, const char *path, int *cap)
     memset(file, 0, sizeof *file);
     if (!(file->path = strdup(path))) return nnr_errorf(NNR_ERR_OOM, "corpus: out of memory");
     c->nfiles++;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;

@@ -125,10 +125,10 @@ nnr_dataset *nnr_dataset_records(const char *path, int64_t header_bytes, int64_t
                    (long long)x_bytes, (long long)x_offset, y_offset >= 0 ? ", y" : "", (long long)record_bytes);
         return NULL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = nnr_open_regular(path);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        nnr_errorf(NNR_ERR_IO, "BinaryRecordDataset: cannot open %s: %s", path, strerror(errno));
+        nnr_errorf(NNR_ERR_IO, "BinaryRecordDataset: cannot open %s: %s", path, nnr_open_strerror(errno));
         if (fd >= 0) close(fd);
         return NULL;
     }

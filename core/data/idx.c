@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 #include "data/internal.h"
 
@@ -13,7 +14,7 @@
  * allocation, so a corrupt header cannot ask for gigabytes. */
 static int64_t content_size(const char *path)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = nnr_fopen_regular(path);
     if (!f) return -1;
     unsigned char head[2], tail[4];
     int64_t size = -1;
@@ -57,8 +58,14 @@ static int read_exact(gzFile f, void *buf, size_t n)
 
 nnr_tensor *nnr_load_idx(const char *path)
 {
-    gzFile f = gzopen(path, "rb");
-    if (!f) { nnr_errorf(NNR_ERR_IO, "load_idx %s: %s", path, errno ? strerror(errno) : "cannot open"); return NULL; }
+    int fd = nnr_open_regular(path);
+    gzFile f = fd >= 0 ? gzdopen(fd, "rb") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        nnr_errorf(NNR_ERR_IO, "load_idx %s: %s", path, e ? nnr_open_strerror(e) : "cannot open");
+        return NULL;
+    }
     unsigned char magic[4];
     nnr_tensor *t = NULL;
     if (read_exact(f, magic, 4) != 0) { nnr_errorf(NNR_ERR_IO, "load_idx %s: too short for an IDX file", path); goto done; }

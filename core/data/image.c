@@ -15,8 +15,8 @@ static const int64_t MAX_PIXELS = (int64_t)1 << 28;
 
 int nnr_read_whole_file(const char *path, size_t max_bytes, unsigned char **buf, size_t *n, char *err, size_t errn)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(err, errn, "%s: cannot open: %s", path, strerror(errno)); return NNR_ERR_IO; }
+    FILE *f = nnr_fopen_regular(path);
+    if (!f) { snprintf(err, errn, "%s: cannot open: %s", path, nnr_open_strerror(errno)); return NNR_ERR_IO; }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || (size_t)size > max_bytes || fseek(f, 0, SEEK_SET) != 0) {

@@ -58,6 +58,13 @@ int nnr_text_fetch(const nnr_dataset *d, int64_t i, int64_t epoch, nnr_sample *s
 
 /* a whole file into a malloc'd buffer (one spare byte), refusing files over max_bytes */
 int nnr_read_whole_file(const char *path, size_t max_bytes, unsigned char **buf, size_t *n, char *err, size_t errn);
+/* files.c: a regular file opened for reading (never blocking on a FIFO or a device), as a descriptor or a
+ * stdio stream; -1 / NULL with errno set, NNR_ENOTREG for a pipe, device or socket (EISDIR for a folder).
+ * nnr_open_strerror(errno) words either. */
+#define NNR_ENOTREG 100000
+int nnr_open_regular(const char *path);
+FILE *nnr_fopen_regular(const char *path);
+const char *nnr_open_strerror(int e);
 
 /* reads a PNG or JPEG file into u8 [C, H, W] (malloc'd); channels 0 keeps the file's */
 int nnr_decode_image_file(const char *path, int channels, uint8_t **pixels, int64_t sizes[3], char *err, size_t errn);

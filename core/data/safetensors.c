@@ -201,8 +201,8 @@ nnr_file *nnr_safetensors_open(const char *path)
     nnr_file *file = calloc(1, sizeof *file);
     if (!file) { nnr_errorf(NNR_ERR_OOM, "load: out of memory"); return NULL; }
     snprintf(file->path, sizeof file->path, "%s", path);
-    file->f = fopen(path, "rb");
-    if (!file->f) { nnr_errorf(NNR_ERR_IO, "load %s: %s", path, strerror(errno)); nnr_file_close(file); return NULL; }
+    file->f = nnr_fopen_regular(path);
+    if (!file->f) { nnr_errorf(NNR_ERR_IO, "load %s: %s", path, nnr_open_strerror(errno)); nnr_file_close(file); return NULL; }
     struct stat sb;
     unsigned char lenbuf[8];
     if (fstat(fileno(file->f), &sb) != 0 || fread(lenbuf, 1, 8, file->f) != 8) {
