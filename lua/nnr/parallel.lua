@@ -219,11 +219,15 @@ function DP:__init(module, devices, opts)
     shared[k] = first_type == "cpu" and nnr.device(names[k]).type == "cpu"
     replicas[k] = nnr.nn.utils.deep_copy(module, shared[k] and names[1] or names[k])
     if shared[k] then
-      local mine, theirs = module:modules(), replicas[k]:modules()
+      -- one leaf per parameter: a weight tied between two modules stays one parameter in the replica
+      local mine, theirs, leaf = module:modules(), replicas[k]:modules(), {}
       for i, m in ipairs(mine) do
         for _, n in ipairs(m._params) do
           local p = m[n]
-          if p then rawset(theirs[i], n, p:detach():requires_grad_(p.requires_grad)) end
+          if p then
+            leaf[p] = leaf[p] or p:detach():requires_grad_(p.requires_grad)
+            rawset(theirs[i], n, leaf[p])
+          end
         end
       end
     end

@@ -125,10 +125,11 @@ function M.encode(root, is_tensor, dataset_handle)
 
   local top = ref(root)
   for _, line in ipairs(later) do out[#out + 1] = line end
-  -- statements in functions of at most 500, so that no function outgrows LuaJIT's limits
+  -- statements in functions of at most 500, so that no function outgrows LuaJIT's limits; each call
+  -- starts with ";" (a line opening with "(" after a call is ambiguous to Lua 5.1's parser)
   local chunks = { out[1] }
   for i = 2, #out, 500 do
-    chunks[#chunks + 1] = "(function()\n" .. table.concat(out, "", i, math.min(i + 499, #out)) .. "end)()\n"
+    chunks[#chunks + 1] = ";(function()\n" .. table.concat(out, "", i, math.min(i + 499, #out)) .. "end)()\n"
   end
   chunks[#chunks + 1] = "return " .. top .. "\n"
   return table.concat(chunks), tensors, datasets

@@ -4,6 +4,9 @@
 local nnr = require "nnr"
 local check = require "nnr.check"
 
+-- a copy of a list option (betas), so that groups and state dicts never share one table
+local function copy_list(t) local c = {}; for k, v in pairs(t) do c[k] = v end; return c end
+
 local Optimizer = {}
 Optimizer.__index = Optimizer
 
@@ -42,7 +45,7 @@ function Optimizer:__init(params, opts)
       local value = g[k]
       if value == nil then value = opts[k] end
       if value == nil then value = v end
-      group[k] = value
+      group[k] = type(value) == "table" and copy_list(value) or value     -- groups never share a betas table
     end
     for pi, p in ipairs(group.params) do
       if not nnr.is_tensor(p) then error(string.format("%s: group %d entry %d is not a tensor", self.__name, gi, pi), 0) end
@@ -96,7 +99,7 @@ function Optimizer:state_dict()
   local state, groups, index = {}, {}, 0
   for gi, g in ipairs(self.param_groups) do
     local entry = { params = {} }
-    for k, v in pairs(g) do if k ~= "params" then entry[k] = v end end
+    for k, v in pairs(g) do if k ~= "params" then entry[k] = type(v) == "table" and copy_list(v) or v end end
     for _, p in ipairs(g.params) do
       index = index + 1
       entry.params[#entry.params + 1] = index
