@@ -153,6 +153,25 @@ local function type_name(cls)
   return tostring(cls.__name or cls)
 end
 
+-- a MultiheadAttention's packed input projection (in_proj_weight [3E, E], in_proj_bias) as one
+-- QuantizedLinear, in_proj_int8, which the module then runs in place of the f32 weight (out_proj is a
+-- Linear and goes as the others do); separate q/k/v weights (kdim or vdim other than E) stay f32
+local function quantize_attention(mha, path, opts)
+  local w = rawget(mha, "in_proj_weight")
+  if not w then return end
+  local ok, res = pcall(QuantizedLinear, { in_features = w:size(2), out_features = w:size(1), weight = w, bias = rawget(mha, "in_proj_bias") },
+    { kernel = opts.kernel })
+  if not ok then error(string.format("nnr.quant.dynamic: the input projection of '%s': %s", path, tostring(res)), 0) end
+  res.training = mha.training
+  mha:add_module("in_proj_int8", res)
+  -- the f32 weights go: the int8 copy replaces them (and the state dict holds it instead)
+  local kept = {}
+  for _, n in ipairs(mha._params) do if n ~= "in_proj_weight" and n ~= "in_proj_bias" then kept[#kept + 1] = n end end
+  rawset(mha, "_params", kept)
+  rawset(mha, "in_proj_weight", nil)
+  rawset(mha, "in_proj_bias", nil)
+end
+
 -- nnr.quant.dynamic(model[, types = {nn.Linear}][, opts]) -> a quantized copy
 --   opts.per_channel (true; per-tensor scales are not offered), opts.kernel ("best", "c", "avx2",
 --   "avxvnni", "avx512vnni": force one, for tests), opts.inplace (quantize model itself), opts.quiet
@@ -193,6 +212,7 @@ function M.dynamic(model, types, opts)
         res.training = child.training
         m:add_module(name, res)
       else
+        if getmetatable(child) == nn.MultiheadAttention then quantize_attention(child, path, opts) end
         walk(child, path)
       end
     end

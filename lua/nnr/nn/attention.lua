@@ -94,14 +94,62 @@ function MHA:__init(embed_dim, num_heads, opts)
 end
 
 -- x [T, N, e] projected by rows [r0, r0 + E) of the packed weight (or its own), as [N * heads, T, head_dim]
+local project_packed
 local function project(self, x, which)
   local E, h, d = self.embed_dim, self.num_heads, self.head_dim
+  if rawget(self, "in_proj_int8") then return (select(which, project_packed(self, x))) end   -- int8 (nnr.quant.dynamic)
   local w = self._same and self.in_proj_weight:narrow(1, (which - 1) * E + 1, E)
             or rawget(self, ({ "q_proj_weight", "k_proj_weight", "v_proj_weight" })[which])
   local b = rawget(self, "in_proj_bias")
   local y = F.linear(x, w, b and b:narrow(1, (which - 1) * E + 1, E))
   local T, N = y:size(1), y:size(2)
   return y:reshape(T, N * h, d):transpose(1, 2)
+end
+
+-- self-attention's three projections as one product (x [T, N, E] by the whole packed weight), each
+-- [N * heads, T, head_dim]: one call instead of three where the calls, not the arithmetic, cost
+function project_packed(self, x)
+  local E, h, d = self.embed_dim, self.num_heads, self.head_dim
+  local qin = rawget(self, "in_proj_int8")
+  local y = qin and qin(x) or F.linear(x, self.in_proj_weight, rawget(self, "in_proj_bias"))
+  local T, N = y:size(1), y:size(2)
+  local function part(i) return y:narrow(3, (i - 1) * E + 1, E):reshape(T, N * h, d):transpose(1, 2) end
+  return part(1), part(2), part(3)
+end
+
+-- the key/value cache: the new keys and values [N * heads, n, d] join the kept ones. Without gradients
+-- they are written into buffers that grow by doubling, so that a token costs its own keys and not a copy
+-- of all the earlier ones; with gradients (training through a cache) they are concatenated, so that
+-- the new ones stay in the graph. cache.k and cache.v are the keys and values so far; returns the
+-- positions cached before this call and the keys and values to attend to.
+local function cache_append(cache, k, v)
+  local past = cache.k and cache.k:size(2) or 0
+  if past > 0 and (cache.k:size(1) ~= k:size(1) or cache.k:size(3) ~= k:size(3) or cache.k.dtype ~= k.dtype or cache.k.device ~= k.device) then
+    error(string.format("MultiheadAttention: the cache holds keys %s (%s), the new ones are %s (%s): a cache serves one batch of one model",
+      nnr.shape_str(cache.k:size()), cache.k.dtype, nnr.shape_str(k:size()), k.dtype), 0)
+  end
+  local n = k:size(2)
+  if nnr.is_grad_enabled() and (k.requires_grad or v.requires_grad) then
+    if past > 0 then k, v = nnr.cat({ cache.k, k }, 2), nnr.cat({ cache.v, v }, 2) end
+    cache.k, cache.v, cache._kbuf, cache._vbuf = k:detach(), v:detach(), nil, nil
+    return past, k, v
+  end
+  local kb, vb = cache._kbuf, cache._vbuf
+  if not kb or kb:size(2) < past + n then
+    local cap = math.max(past + n, 2 * (kb and kb:size(2) or 0), 32)
+    local o = { dtype = k.dtype, device = k.device }
+    local nk, nv = nnr.empty(k:size(1), cap, k:size(3), o), nnr.empty(v:size(1), cap, v:size(3), o)
+    if past > 0 then
+      nk:narrow(2, 1, past):copy_(cache.k)
+      nv:narrow(2, 1, past):copy_(cache.v)
+    end
+    kb, vb = nk, nv
+    cache._kbuf, cache._vbuf = kb, vb
+  end
+  kb:narrow(2, past + 1, n):copy_(k)
+  vb:narrow(2, past + 1, n):copy_(v)
+  cache.k, cache.v = kb:narrow(2, 1, past + n), vb:narrow(2, 1, past + n)
+  return past, cache.k, cache.v
 end
 
 -- PyTorch's masks (true = masked out, or additive) as one additive float mask [N * heads or 1, L, S], or nil
@@ -139,6 +187,7 @@ function MHA:forward(query, key, value, opts)
   for _, t in ipairs { { query, "query" }, { key, "key" }, { value, "value" } } do
     if not nnr.is_tensor(t[1]) then error(who .. ": " .. t[2] .. " must be a tensor, got " .. type(t[1]), 0) end
   end
+  local self_attention = query == key and key == value
   local unbatched = query:dim() == 2
   if unbatched then query, key, value = query:unsqueeze(2), key:unsqueeze(2), value:unsqueeze(2)
   elseif self.batch_first then query, key, value = query:transpose(1, 2), key:transpose(1, 2), value:transpose(1, 2) end
@@ -154,16 +203,14 @@ function MHA:forward(query, key, value, opts)
   if unbatched and kpm ~= nil then kpm = kpm:unsqueeze(1) end
   local need = opts.need_weights == nil or V.boolean(who, "need_weights", opts.need_weights)
   local causal = V.boolean(who, "is_causal", opts.is_causal) or false
-  local q, k, v = project(self, query, 1), project(self, key, 2), project(self, value, 3)
-  local past = 0
-  if cache then                 -- a key/value cache: the new keys and values join the kept ones
-    if cache.k then
-      past = cache.k:size(2)
-      k, v = nnr.cat({ cache.k, k }, 2), nnr.cat({ cache.v, v }, 2)
-      S = past + S
-    end
-    cache.k, cache.v = k:detach(), v:detach()
+  local q, k, v
+  if self._same and self_attention and (L * N <= 64 or rawget(self, "in_proj_int8")) then
+    q, k, v = project_packed(self, query)    -- decoding: one product for the three
+  else
+    q, k, v = project(self, query, 1), project(self, key, 2), project(self, value, 3)
   end
+  local past = 0
+  if cache then past, k, v = cache_append(cache, k, v); S = k:size(2) end
   local mask = merged_mask(self, opts.attn_mask, kpm, N, L, S, q.dtype, q.device)
   -- is_causal alone runs as SDPA's causal form (it skips the keys a block may not see); with other
   -- masks, or when the weights are asked for, it becomes one more additive mask
