@@ -19,6 +19,9 @@ local FM = { ["fm/train-images-idx3-ubyte"] = images, ["fm/train-labels-idx1-uby
 local TRAIN = "$NNRUN $ROOT/scripts/train_fashion_mnist.lua --data $TMP/fm --model mlp --workers 0 --quiet --stop-after 1 "
 local TRAIN_FREE = "$NNRUN $ROOT/scripts/train_fashion_mnist.lua --data $TMP/fm --model mlp --workers 0 --quiet "
 local QUANT = "$NNRUN $ROOT/scripts/quantize_fashion_mnist.lua --data $TMP/fm --quiet "
+-- the language-model job on a small corpus written for the case (its errors come before any training)
+local CHARLM = "printf 'some text to learn from\\n%.0s' $(seq 40) > $TMP/t.txt && $NNRUN $ROOT/scripts/train_charlm.lua --data $TMP/t.txt --quiet --steps 1 --seq-len 16 "
+
 -- a test plugin from build/tests/plugins, or built here from tests/c/plugins when the build lacks it
 local function plugin(name)
   return string.format('P=$PLUGINS/libtest_%s.so; [ -f "$P" ] || { P=$TMP/libtest_%s.so; cc -shared -fPIC -I$ROOT/core/include -o "$P" $ROOT/tests/c/plugins/%s.c || exit 99; }; ',
@@ -129,5 +132,24 @@ local cases = {
   { "quantize: --seed inf", QUANT .. "--seed inf --epochs 1", "%-%-seed|seed must be", files = FM },
   { "quantize: --checkpoint of a missing file", QUANT .. "--checkpoint $TMP/none.safetensors", "none%.safetensors", status = 1, files = FM },
   { "quantize: --bogus", QUANT .. "--bogus", "unknown option %-%-bogus", status = 1, files = FM },
+  -- a FIFO or a device named as a data file: refused at once, never a wait on open() or read() -------------------------------
+  { "files: a FIFO as a checkpoint", "mkfifo $TMP/p && $NNRUN -e 'nnr.load(os.getenv(\"TMP\") .. \"/p\")'", "not a regular file", status = 1, timeout = 10 },
+  { "files: a FIFO to load_checkpoint", "mkfifo $TMP/p && $NNRUN -e 'nnr.load_checkpoint(os.getenv(\"TMP\") .. \"/p\")'", "not a regular file", status = 1, timeout = 10 },
+  { "files: a FIFO as a tokenizer", "mkfifo $TMP/p && $NNRUN -e 'nnr.text.load(os.getenv(\"TMP\") .. \"/p\")'", "not a regular file", status = 1, timeout = 10 },
+  { "files: /dev/zero as a checkpoint", "$NNRUN -e 'nnr.load(\"/dev/zero\")'", "not a regular file", status = 1, timeout = 10 },
+  -- scripts/train_charlm.lua and scripts/generate.lua ---------------------------------------------------------------------------
+  { "charlm: a FIFO as the corpus", "mkfifo $TMP/p && " .. CHARLM .. "--data $TMP/p", "not a regular file", status = 1, timeout = 10 },
+  { "charlm: --steps inf", CHARLM .. "--steps inf", "%-%-steps must be an integer", status = 1 },
+  { "charlm: --seq-len 0", CHARLM .. "--seq-len 0", "%-%-seq%-len must be an integer", status = 1 },
+  { "charlm: --clip 0", CHARLM .. "--clip 0", "%-%-clip must be", status = 1 },
+  { "charlm: --dropout 1", CHARLM .. "--dropout 1", "%-%-dropout must be", status = 1 },
+  { "charlm: --val-fraction 1", CHARLM .. "--val-fraction 1", "%-%-val%-fraction must be", status = 1 },
+  { "charlm: --min-lr above --lr", CHARLM .. "--lr 1e-3 --min-lr 1e-2", "%-%-min%-lr 0.01 is above %-%-lr 0.001", status = 1 },
+  { "charlm: --tokens words", CHARLM .. "--tokens words", "%-%-tokens must be char, bpe", status = 1 },
+  { "charlm: --batch-size 1e300", CHARLM .. "--batch-size 1e300", "%-%-batch%-size must be an integer", status = 1 },
+  { "charlm: --resume of a missing file", CHARLM .. "--resume $TMP/none.st", "none%.st", status = 1 },
+  { "generate: --max-tokens -1", "$NNRUN $ROOT/scripts/generate.lua --checkpoint $TMP/x --max-tokens -1", "%-%-max%-tokens must be an integer", status = 1 },
+  { "generate: --top-p 0", "$NNRUN $ROOT/scripts/generate.lua --checkpoint $TMP/x --top-p 0", "%-%-top%-p must be", status = 1 },
+  { "generate: --checkpoint of a FIFO", "mkfifo $TMP/p && $NNRUN $ROOT/scripts/generate.lua --checkpoint $TMP/p", "not a regular file", status = 1, timeout = 10 },
 }
 return cases

@@ -1,0 +1,348 @@
+-- Trains a language model on text and writes samples of it: the second main job (docs/sequence.md).
+--
+--   nnrun scripts/train_charlm.lua [--model gpt|lstm|gru] [--tokens char|bpe] [--data FILE|DIR]
+--         [--steps N | --epochs N] [--batch-size N] [--seq-len N] [--lr X] [--min-lr X] [--warmup N]
+--         [--weight-decay X] [--clip X] [--dropout X] [--layers N] [--d-model N] [--heads N] [--hidden N]
+--         [--bpe-vocab N] [--val-fraction X] [--eval-every N] [--eval-batches N] [--sample-tokens N]
+--         [--temperature X] [--top-k N] [--prompt TEXT] [--threads N] [--seed N] [--save PATH]
+--         [--resume PATH] [--stop-after STEP] [--metrics FILE] [--device cpu|cuda|cuda:N]
+--         [--data-parallel DEV,DEV,...] [--distributed] [--workers N] [--exclude SUFFIXES]
+--         [--save-init PATH] [--allow-bf16] [--detect-anomaly] [--quiet]
+--
+-- Data: Debian's fortunes (package `fortunes`, /usr/share/games/fortunes, about 2.6 MB of English) by
+-- default, or --data FILE|DIR (every file of a folder, in name order, less those ending in --exclude's
+-- comma-separated suffixes: by default ".dat,.u8", the fortune index files). --tokens char (default)
+-- learns the corpus's characters (it must be UTF-8 text); --tokens bpe learns a byte-level BPE of
+-- --bpe-vocab tokens (512) in C. The last --val-fraction (0.1) of the tokens are held out.
+-- Models (nnr.models): gpt (default; --layers 4, --heads 4, --d-model 256, context = --seq-len,
+-- learned positions, a head tied to the embedding) or lstm / gru (--layers 2, --hidden 512).
+-- Training: batches of --batch-size (32) windows of --seq-len (128) tokens at seeded random offsets,
+-- AdamW (--weight-decay 0.1; betas 0.9, 0.95) with --warmup (100) steps of linear warm-up and a
+-- cosine from --lr (1e-3; 2e-3 for lstm/gru) to --min-lr (lr / 10), the gradient clipped to a norm
+-- of --clip (1). --steps N, or --epochs N (an epoch: as many windows as the training tokens hold
+-- sequences; default 2 epochs).
+-- Every --eval-every steps (250) and at the end: the validation loss over --eval-batches batches
+-- (0: all of the held-out text), a line of progress, a sample of --sample-tokens (200) tokens after
+-- --prompt (a newline) at --temperature 0.8, and with --metrics FILE a JSON line {step, train_loss,
+-- val_loss, tokens_per_s, seconds, rss_mib, lr}. --save PATH writes a checkpoint (model, config,
+-- tokenizer, optimizer, RNG, step) at each evaluation and at the end; --resume PATH continues it with
+-- the same batches and losses as a run that never stopped; --stop-after STEP ends early (resume later).
+-- --save-init PATH writes the initial weights (safetensors) for scripts/bench/charlm_torch.py --init.
+-- Ctrl-C or SIGTERM lets the step in progress finish and, with --save, writes a checkpoint.
+-- scripts/generate.lua samples from a checkpoint.
+local nnr = require "nnr"
+local ffi = require "ffi"
+local dir = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts")
+local lm = dofile(dir .. "/charlm.lua")
+local signals = dofile(dir .. "/fashion_mnist.lua")      -- catch_stop, stop_requested
+local models, F = nnr.models, nnr.nn.functional
+
+ffi.cdef "int isatty(int fd);"
+
+-- arguments ------------------------------------------------------------------------
+local INT = function(min, max) return { integer = true, min = min, max = max or 2 ^ 31 - 1 } end
+local NUMERIC = { steps = INT(1, 1e9), epochs = INT(1, 1e6), batch_size = INT(1), seq_len = INT(1), lr = { min = 0 }, min_lr = { min = 0 },
+                  warmup = INT(0, 1e9), weight_decay = { min = 0 }, clip = { above = 0 }, dropout = { min = 0, below = 1 },
+                  layers = INT(1, 1000), d_model = INT(1), heads = INT(1), hidden = INT(1), bpe_vocab = INT(256, 2 ^ 20),
+                  val_fraction = { above = 0, below = 1 }, eval_every = INT(1, 1e9), eval_batches = INT(0, 1e9),
+                  sample_tokens = INT(0, 1e6), temperature = { min = 0 }, top_k = INT(1), threads = INT(1, 1024),
+                  seed = INT(0, 2 ^ 53), stop_after = INT(1, 1e9), workers = INT(0, 64) }
+local FLAGS = { distributed = true, allow_bf16 = true, detect_anomaly = true, quiet = true }
+local STRINGS = { model = true, tokens = true, data = true, prompt = true, save = true, resume = true, metrics = true, device = true,
+                  data_parallel = true, exclude = true, save_init = true }
+
+local function parse_args(argv)
+  local opts = lm.parse(argv, { model = "gpt", tokens = "char", data = lm.DEFAULT_DATA, exclude = lm.DEFAULT_EXCLUDE, batch_size = 32,
+    seq_len = 128, warmup = 100, weight_decay = 0.1, clip = 1, dropout = 0, bpe_vocab = 512, val_fraction = 0.1, eval_every = 250,
+    eval_batches = 0, sample_tokens = 200, temperature = 0.8, prompt = "\n", seed = 1, device = "cpu", workers = 2 },
+    NUMERIC, FLAGS, STRINGS, arg[0] or "scripts/train_charlm.lua")
+  local function check_choice(name, v, list)
+    for _, c in ipairs(list) do if v == c then return end end
+    error(string.format("--%s must be %s, got '%s'", name, table.concat(list, ", "), v), 0)
+  end
+  check_choice("model", opts.model, { "gpt", "lstm", "gru" })
+  check_choice("tokens", opts.tokens, { "char", "bpe" })
+  if opts.steps and opts.epochs then error("give --steps or --epochs, not both", 0) end
+  local recurrent = opts.model ~= "gpt"
+  opts.lr = opts.lr or (recurrent and 2e-3 or 1e-3)
+  opts.min_lr = opts.min_lr or opts.lr / 10
+  if opts.min_lr > opts.lr then error(string.format("--min-lr %g is above --lr %g", opts.min_lr, opts.lr), 0) end
+  opts.layers = opts.layers or (recurrent and 2 or 4)
+  for _, k in ipairs(recurrent and { "d_model", "heads" } or { "hidden" }) do
+    if opts[k] then error(string.format("--%s is for the %s model, not %s", k:gsub("_", "-"), recurrent and "gpt" or "lstm/gru", opts.model), 0) end
+  end
+  return opts
+end
+
+-- the model of the options (or of a checkpoint's config)
+local function model_config(opts, vocab)
+  if opts.model == "gpt" then
+    return { kind = "gpt", vocab_size = vocab, context = opts.seq_len, d_model = opts.d_model or 256, n_head = opts.heads or 4,
+             n_layer = opts.layers, dropout = opts.dropout }
+  end
+  return { kind = "rnn_lm", vocab_size = vocab, cell = opts.model, hidden = opts.hidden or 512, num_layers = opts.layers, dropout = opts.dropout }
+end
+
+-- progress -------------------------------------------------------------------------------
+local Progress = {}
+Progress.__index = Progress
+function Progress.new(total, quiet)
+  return setmetatable({ total = total, tty = ffi.C.isatty(1) == 1, quiet = quiet, last = 0, dirty = false }, Progress)
+end
+function Progress:update(step, loss, lr, tokens_per_s, eta)
+  if self.quiet then return end
+  local now = nnr.clock()
+  if self.tty then
+    if now - self.last < 0.1 and step < self.total then return end
+    local width, filled = 30, math.floor(30 * step / self.total)
+    io.write(string.format("\rstep %d/%d [%s%s] loss %.4f lr %.2e %6.0f tokens/s ETA %s ", step, self.total, string.rep("=", filled),
+      string.rep(" ", width - filled), loss, lr, tokens_per_s, lm.fmt_time(eta)))
+    io.flush()
+    self.dirty = true
+  elseif now - self.last >= 10 then
+    print(string.format("step %d/%d loss %.4f lr %.2e %.0f tokens/s ETA %s", step, self.total, loss, lr, tokens_per_s, lm.fmt_time(eta)))
+    io.stdout:flush()
+  end
+  self.last = now
+end
+function Progress:clear() if self.dirty then io.write("\n"); self.dirty = false end end
+
+-- data ------------------------------------------------------------------------------------
+local function make_data(opts, tok, world, rank, distributed)
+  local corpus = lm.open_corpus(opts.data, opts.exclude)
+  local ok, ids = pcall(tok.encode_corpus, tok, corpus)
+  if not ok then error("--data " .. opts.data .. ": " .. tostring(ids), 0) end
+  local n = ids:size(1)
+  local val_n = math.floor(n * opts.val_fraction)
+  if n - val_n <= opts.seq_len or val_n <= opts.seq_len then
+    error(string.format("--seq-len %d is too long for the data: %s holds %d tokens (%d for training, %d held out); "
+      .. "windows need seq_len + 1 tokens of each part", opts.seq_len, opts.data, n, n - val_n, val_n), 0)
+  end
+  local D = nnr.data
+  local function split(name, extra)
+    local o = { seq_len = opts.seq_len, split = name, val_fraction = opts.val_fraction, seed = opts.seed }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    local made, ds = pcall(D.TextDataset, ids, o)
+    if not made then error("--data " .. opts.data .. ": " .. tostring(ds), 0) end
+    return ds
+  end
+  local train_ds, val_ds = split("train"), split("val")
+  local batch = math.floor(opts.batch_size / world)
+  -- under --distributed each rank takes every world-th window (the windows are at random offsets already), so
+  -- that the ranks' batches of a step together are the one-process batch of that step
+  local sampler = distributed and D.DistributedSampler(train_ds:len(), { shuffle = false, num_replicas = world, rank = rank }) or nil
+  local train = D.DataLoader(train_ds, { batch_size = batch, shuffle = false, drop_last = true, num_workers = opts.workers, sampler = sampler,
+                                         seed = opts.seed })
+  if #train == 0 then
+    error(string.format("--batch-size %d is larger than the %d training windows of the data", opts.batch_size, train_ds:len()), 0)
+  end
+  local val = D.DataLoader(val_ds, { batch_size = opts.batch_size, num_workers = opts.workers })
+  return train, val, n
+end
+
+-- the mean loss per token over the held-out text (at most `batches` batches; 0: all)
+local function evaluate(model, val, device, batches)
+  local total, count, b = 0, 0, 0
+  nnr.no_grad(function()
+    model:eval()
+    for x, y in val:iter() do
+      x, y = x:to(device), y:to(device)
+      local logits = model(x)
+      total = total + F.cross_entropy(logits:reshape(-1, logits:size(3)), y:reshape(-1), { reduction = "sum" }):item()
+      count = count + y:numel()
+      b = b + 1
+      if batches > 0 and b >= batches then break end
+    end
+    model:train()
+  end)
+  return total / count
+end
+
+local function sample(model, tok, opts, step)
+  local prompt = tok:encode(opts.prompt)
+  local dev = next(model:parameters()) and model:parameters()[1].device or "cpu"
+  local ids = nnr.generate(model, prompt:to(dev), { max_tokens = opts.sample_tokens, temperature = opts.temperature,
+                                                   top_k = opts.top_k, seed = opts.seed + step })
+  return tok:decode(ids:narrow(1, prompt:size(1) + 1, opts.sample_tokens):cpu())
+end
+
+-- resuming -----------------------------------------------------------------------------------
+local function read_resume(opts, world)
+  local who = "--resume " .. opts.resume
+  local ok, ck = pcall(nnr.load_checkpoint, opts.resume)
+  if not ok then error(who .. ": " .. tostring(ck), 0) end
+  for _, k in ipairs { "model", "optimizer", "rng", "config" } do
+    if type(ck[k]) ~= "table" then error(string.format("%s: the checkpoint has no %s (not one written by train_charlm.lua --save?)", who, k), 0) end
+  end
+  local kind = ck.config.kind == "gpt" and "gpt" or ck.config.cell
+  if kind ~= opts.model then error(string.format("%s holds a %s model, not %s (give --model %s)", who, tostring(kind), opts.model, tostring(kind)), 0) end
+  for _, k in ipairs { "batch_size", "seq_len", "seed" } do
+    if ck[k] ~= opts[k] then
+      error(string.format("%s was trained with --%s %s; resume it with the same (now %s)", who, k:gsub("_", "-"), tostring(ck[k]), tostring(opts[k])), 0)
+    end
+  end
+  if (ck.world or 1) ~= world then error(string.format("%s ran on %d process(es), now %d", who, ck.world or 1, world), 0) end
+  nnr.check.integer(who, "step", ck.step, 0, 1e9)
+  return ck, lm.tokenizer_from_string(ck.tokenizer, who)
+end
+
+-- training --------------------------------------------------------------------------------------
+local function setup(opts)
+  if opts.threads then nnr.set_num_threads(opts.threads) end
+  if opts.allow_bf16 then nnr.backends.cpu.allow_bf16 = true end
+  nnr.manual_seed(opts.seed)
+  local run = { world = 1, rank = 0 }
+  if opts.distributed then
+    run.D = nnr.parallel.Distributed
+    run.rank, run.world = run.D.init()
+    if opts.batch_size % run.world ~= 0 then
+      error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
+    end
+    if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
+    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save = true, nil, nil end
+  end
+  local ok, err = pcall(nnr.device, opts.device)
+  if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
+  run.device = nnr.device(opts.device).name
+  local ck, tok
+  if opts.resume then ck, tok = read_resume(opts, run.world)
+  else tok = lm.make_tokenizer(opts.tokens, lm.open_corpus(opts.data, opts.exclude), opts.bpe_vocab) end
+  run.tok, run.ck = tok, ck
+  local encoded, err_prompt = pcall(tok.encode, tok, opts.prompt)        -- a prompt the vocabulary cannot spell: before any work
+  if not encoded then error("--prompt: " .. tostring(err_prompt), 0) end
+  if opts.prompt == "" and opts.sample_tokens > 0 then error("--prompt is empty: samples start from at least one token", 0) end
+  run.train, run.val, run.ntokens = make_data(opts, tok, run.world, run.rank, run.D ~= nil)
+  run.total = opts.steps or (opts.epochs or 2) * #run.train
+  run.config = ck and ck.config or model_config(opts, tok.vocab_size)
+  local model = models.build(run.config):to(run.device)
+  if ck then model:load_state_dict(ck.model) end
+  if opts.save_init and not ck then nnr.save(opts.save_init, model:state_dict()) end
+  run.model = model
+  if run.D then run.ddp = nnr.parallel.DistributedDataParallel(model) end
+  if opts.data_parallel then
+    local devs = {}
+    for d in opts.data_parallel:gmatch("[^,]+") do devs[#devs + 1] = d end
+    model:to(devs[1])
+    run.device = nnr.device(devs[1]).name
+    run.dpar = nnr.parallel.DataParallel(model, devs, { criterion = models.lm_loss })
+  end
+  run.params = model:parameters()
+  run.opt = nnr.optim.AdamW(models.param_groups(model, opts.weight_decay), { lr = opts.lr, betas = { 0.9, 0.95 } })
+  run.step = 0
+  if ck then
+    run.opt:load_state_dict(ck.optimizer)
+    nnr.set_rng_state(ck.rng)
+    run.step = ck.step
+  end
+  return run
+end
+
+local function save(opts, run)
+  nnr.save_checkpoint(opts.save, { model = run.model:state_dict(), optimizer = run.opt:state_dict(), config = run.config,
+    tokenizer = lm.tokenizer_to_string(run.tok), tokens = run.tok.kind, rng = nnr.get_rng_state(), step = run.step,
+    batch_size = opts.batch_size, seq_len = opts.seq_len, seed = opts.seed, world = run.world })
+end
+
+local function train_step(opts, run, x, y)
+  local lr = lm.lr_at(run.step, run.total, opts.lr, opts.min_lr, opts.warmup)
+  for _, g in ipairs(run.opt.param_groups) do g.lr = lr end
+  run.opt:zero_grad()
+  local loss
+  if run.dpar then
+    loss = run.dpar:backward(x, y)
+  else
+    local t = models.lm_loss(run.model(x), y)
+    if run.ddp then run.ddp:backward(t) else t:backward() end
+    loss = t:item()
+  end
+  nnr.nn.utils.clip_grad_norm(run.params, opts.clip)
+  run.opt:step()
+  if opts.detect_anomaly and (loss ~= loss or loss == math.huge or loss == -math.huge) then
+    error(string.format("training stopped: the loss is %s at step %d (--detect-anomaly); lower --lr?", tostring(loss), run.step), 0)
+  end
+  return loss, lr
+end
+
+-- an evaluation: the validation loss, a line, a sample, a metrics line, a checkpoint
+local function report(opts, run, window)
+  local t_eval = nnr.clock()
+  local val_loss = evaluate(run.model, run.val, run.device, opts.eval_batches)
+  local train_loss = window.loss / math.max(window.steps, 1)
+  local tokens_per_s = window.tokens / math.max(window.seconds, 1e-9)
+  if run.D then
+    local t = run.D.all_reduce(nnr.tensor({ train_loss, tokens_per_s }, { dtype = "f64" }))
+    train_loss, tokens_per_s = t[1] / run.world, t[2] / run.world     -- each rank counts the global batch
+  end
+  local rss = lm.rss_mib()
+  if not opts.quiet then
+    run.progress:clear()
+    print(string.format("step %d: train loss %.4f, val loss %.4f, %.0f tokens/s, %.1f s, RSS %.0f MiB", run.step, train_loss, val_loss,
+      tokens_per_s, nnr.clock() - run.t0, rss))
+    if opts.sample_tokens > 0 then print("sample: " .. opts.prompt .. sample(run.model, run.tok, opts, run.step)) end
+    io.stdout:flush()
+  end
+  if opts.metrics then
+    local f = assert(io.open(opts.metrics, "a"))
+    f:write(lm.json_line({ step = run.step, train_loss = train_loss, val_loss = val_loss, tokens_per_s = tokens_per_s,
+      seconds = nnr.clock() - run.t0, rss_mib = rss, lr = window.lr }, { "step", "train_loss", "val_loss", "tokens_per_s", "seconds",
+      "rss_mib", "lr" }), "\n")
+    f:close()
+  end
+  if opts.save then save(opts, run) end
+  return nnr.clock() - t_eval
+end
+
+local function interrupted(opts, run, sig)
+  if opts.save then save(opts, run) end
+  if run.rank ~= 0 then return end
+  run.progress:clear()
+  if opts.save then
+    io.stderr:write(string.format("interrupted at step %d (%s): checkpoint written to %s; resume with --resume %s\n", run.step, sig, opts.save, opts.save))
+  else
+    io.stderr:write(string.format("interrupted at step %d (%s); no --save was given, so no checkpoint was written\n", run.step, sig))
+  end
+end
+
+local function main(argv)
+  local opts = parse_args(argv)
+  local run = setup(opts)
+  local last = math.min(run.total, opts.stop_after or run.total)
+  local per_epoch = #run.train
+  if run.step > 0 then      -- continue the data stream after the batches already done
+    local e = math.ceil(run.step / per_epoch)
+    run.train:load_state_dict({ epoch = e, position = run.step - (e - 1) * per_epoch })
+  end
+  signals.catch_stop()
+  if not opts.quiet then
+    print(string.format("%s: %d %s tokens (%d-token vocabulary); %s, %d parameters, on %s; AdamW lr %g -> %g, warm-up %d, batch %d x %d, "
+      .. "%d steps%s, %d threads", opts.resume and run.ck and ("resumed from " .. opts.resume .. " at step " .. run.step) or opts.data,
+      run.ntokens, run.tok.kind, run.tok.vocab_size, opts.model, run.model:num_parameters(), run.device, opts.lr, opts.min_lr, opts.warmup,
+      opts.batch_size, opts.seq_len, run.total, last < run.total and string.format(" (stopping after %d)", last) or "", nnr.get_num_threads()))
+    io.stdout:flush()
+  end
+  run.t0, run.progress = nnr.clock(), Progress.new(run.total, opts.quiet)
+  local window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }
+  local t_start, train_seconds, done_here = nnr.clock(), 0, 0
+  while run.step < last do
+    for x, y in run.train:iter() do
+      local t = nnr.clock()
+      run.step = run.step + 1
+      local loss, lr = train_step(opts, run, x:to(run.device), y:to(run.device))
+      local dt = nnr.clock() - t
+      train_seconds, done_here = train_seconds + dt, done_here + 1
+      window.loss, window.steps, window.tokens, window.seconds, window.lr = window.loss + loss, window.steps + 1,
+        window.tokens + x:numel() * run.world, window.seconds + dt, lr
+      run.progress:update(run.step, window.loss / window.steps, lr, window.tokens / window.seconds,
+        (last - run.step) * (nnr.clock() - t_start) / done_here)
+      if run.step % opts.eval_every == 0 or run.step == last then
+        report(opts, run, window)
+        window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }
+      end
+      if run.step >= last then break end
+      local sig = signals.stop_requested(run.D)
+      if sig then interrupted(opts, run, sig); return end
+    end
+  end
+end
+
+main(arg)
