@@ -10,9 +10,10 @@ M.DEFAULT_EXCLUDE = ".dat,.u8"          -- strfile's index files and the UTF-8 c
 
 -- command lines ------------------------------------------------------------------------------
 -- argv -> opts: flags (no value), numeric (name -> nnr.check spec), strings (names taking any text);
--- defaults are copied first. Unknown options and missing values are errors naming the option.
+-- defaults are copied first. Unknown options and missing values are errors naming the option. Also returns
+-- the set of options the command line gave.
 function M.parse(argv, defaults, numeric, flags, strings, script)
-  local opts = {}
+  local opts, given = {}, {}
   for k, v in pairs(defaults) do opts[k] = v end
   local i = 1
   while i <= #argv do
@@ -25,7 +26,7 @@ function M.parse(argv, defaults, numeric, flags, strings, script)
       io.write(io.open(script):read("*a"):match("^(.-)\nlocal"), "\n")
       os.exit(0)
     elseif flags[key] then
-      opts[key] = true
+      opts[key], given[key] = true, true
     else
       local v = argv[i + 1]
       if v == nil then error(flag .. " needs a value", 0) end
@@ -36,12 +37,12 @@ function M.parse(argv, defaults, numeric, flags, strings, script)
       elseif not strings[key] then
         error("unknown option " .. flag, 0)
       end
-      opts[key] = v
+      opts[key], given[key] = v, true
       i = i + 1
     end
     i = i + 1
   end
-  return opts
+  return opts, given
 end
 
 function M.rss_mib()
@@ -57,13 +58,14 @@ function M.fmt_time(s)
   return string.format("%d:%02d", math.floor(s / 60), math.floor(s % 60))
 end
 
--- one JSON object on a line, keys in order (integers as integers, strings quoted)
+-- one JSON object on a line, keys in order (integers as integers, strings quoted, NaN and infinities null)
 function M.json_line(t, order)
   local parts = {}
   for _, k in ipairs(order) do
     local v = t[k]
     local s
     if type(v) == "string" then s = string.format("%q", v):gsub("\\\n", "\\n")
+    elseif v ~= v or v == math.huge or v == -math.huge then s = "null"        -- JSON has no NaN or infinity
     elseif v == math.floor(v) and math.abs(v) < 2 ^ 53 then s = string.format("%d", v)
     else s = string.format("%.6g", v) end
     parts[#parts + 1] = string.format("%q:%s", k, s)

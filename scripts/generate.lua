@@ -28,7 +28,7 @@ local function main(argv)
   if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
   local model, tok = lm.load_model(opts.checkpoint, "--checkpoint " .. opts.checkpoint)
   if opts.int8 then
-    if opts.device ~= "cpu" then error("--int8 runs on the cpu (the quant plugin's kernels); drop --device", 0) end
+    if nnr.device(opts.device).type ~= "cpu" then error("--int8 runs on the cpu (the quant plugin's kernels); drop --device", 0) end
     model = nnr.quant.dynamic(model, nil, { quiet = true })
   end
   model = model:to(opts.device)

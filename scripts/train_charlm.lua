@@ -25,8 +25,10 @@
 -- (0: all of the held-out text), a line of progress, a sample of --sample-tokens (200) tokens after
 -- --prompt (a newline) at --temperature 0.8, and with --metrics FILE a JSON line {step, train_loss,
 -- val_loss, tokens_per_s, seconds, rss_mib, lr}. --save PATH writes a checkpoint (model, config,
--- tokenizer, optimizer, RNG, step) at each evaluation and at the end; --resume PATH continues it with
--- the same batches and losses as a run that never stopped; --stop-after STEP ends early (resume later).
+-- tokenizer, optimizer, RNG, step, the run's options) at each evaluation, at a stop and at the end;
+-- --resume PATH continues it with the same batches and losses as a run that never stopped: the data,
+-- tokens, schedule, batch, length and model come from the checkpoint (an option given again must
+-- agree), and so do the reporting options unless given. --stop-after STEP ends early (resume later).
 -- --save-init PATH writes the initial weights (safetensors) for scripts/bench/charlm_torch.py --init.
 -- Ctrl-C or SIGTERM lets the step in progress finish and, with --save, writes a checkpoint.
 -- scripts/generate.lua samples from a checkpoint.
@@ -52,10 +54,11 @@ local STRINGS = { model = true, tokens = true, data = true, prompt = true, save 
                   data_parallel = true, exclude = true, save_init = true }
 
 local function parse_args(argv)
-  local opts = lm.parse(argv, { model = "gpt", tokens = "char", data = lm.DEFAULT_DATA, exclude = lm.DEFAULT_EXCLUDE, batch_size = 32,
+  local opts, given = lm.parse(argv, { model = "gpt", tokens = "char", data = lm.DEFAULT_DATA, exclude = lm.DEFAULT_EXCLUDE, batch_size = 32,
     seq_len = 128, warmup = 100, weight_decay = 0.1, clip = 1, dropout = 0, bpe_vocab = 512, val_fraction = 0.1, eval_every = 250,
     eval_batches = 0, sample_tokens = 200, temperature = 0.8, prompt = "\n", seed = 1, device = "cpu", workers = 2 },
     NUMERIC, FLAGS, STRINGS, arg[0] or "scripts/train_charlm.lua")
+  opts.given = given
   local function check_choice(name, v, list)
     for _, c in ipairs(list) do if v == c then return end end
     error(string.format("--%s must be %s, got '%s'", name, table.concat(list, ", "), v), 0)
@@ -130,7 +133,7 @@ local function make_data(opts, tok, world, rank, distributed)
   local batch = math.floor(opts.batch_size / world)
   -- under --distributed each rank takes every world-th window (the windows are at random offsets already), so
   -- that the ranks' batches of a step together are the one-process batch of that step
-  local sampler = distributed and D.DistributedSampler(train_ds:len(), { shuffle = false, num_replicas = world, rank = rank }) or nil
+  local sampler = distributed and D.DistributedSampler(train_ds:len(), { shuffle = false, drop_last = true, num_replicas = world, rank = rank }) or nil
   local train = D.DataLoader(train_ds, { batch_size = batch, shuffle = false, drop_last = true, num_workers = opts.workers, sampler = sampler,
                                          seed = opts.seed })
   if #train == 0 then
@@ -162,31 +165,81 @@ local function sample(model, tok, opts, step)
   local prompt = tok:encode(opts.prompt)
   local dev = next(model:parameters()) and model:parameters()[1].device or "cpu"
   local ids = nnr.generate(model, prompt:to(dev), { max_tokens = opts.sample_tokens, temperature = opts.temperature,
-                                                   top_k = opts.top_k, seed = opts.seed + step })
+                                                   top_k = opts.top_k, seed = (opts.seed + step) % 2 ^ 53 })
   return tok:decode(ids:narrow(1, prompt:size(1) + 1, opts.sample_tokens):cpu())
 end
 
 -- resuming -----------------------------------------------------------------------------------
+-- what a run's batches, schedule and tokens depend on: kept in the checkpoint, taken from it on --resume
+-- (an option given again must have the same value)
+local RUN_KEYS = { "data", "exclude", "val_fraction", "batch_size", "seq_len", "seed", "lr", "min_lr", "warmup", "clip", "weight_decay",
+                   "tokens", "bpe_vocab" }
+-- how the run reports: from the checkpoint unless given again (then the new value holds)
+local REPORT_KEYS = { "eval_every", "eval_batches", "sample_tokens", "temperature", "top_k", "prompt" }
+local CONFIG_KEYS = { layers = { "n_layer", "num_layers" }, d_model = { "d_model" }, heads = { "n_head" }, hidden = { "hidden" },
+                      dropout = { "dropout" } }
+
 local function read_resume(opts, world)
   local who = "--resume " .. opts.resume
   local ok, ck = pcall(nnr.load_checkpoint, opts.resume)
   if not ok then error(who .. ": " .. tostring(ck), 0) end
-  for _, k in ipairs { "model", "optimizer", "rng", "config" } do
+  for _, k in ipairs { "model", "optimizer", "rng", "config", "run" } do
     if type(ck[k]) ~= "table" then error(string.format("%s: the checkpoint has no %s (not one written by train_charlm.lua --save?)", who, k), 0) end
   end
   local kind = ck.config.kind == "gpt" and "gpt" or ck.config.cell
   if kind ~= opts.model then error(string.format("%s holds a %s model, not %s (give --model %s)", who, tostring(kind), opts.model, tostring(kind)), 0) end
-  for _, k in ipairs { "batch_size", "seq_len", "seed" } do
-    if ck[k] ~= opts[k] then
-      error(string.format("%s was trained with --%s %s; resume it with the same (now %s)", who, k:gsub("_", "-"), tostring(ck[k]), tostring(opts[k])), 0)
+  local function same(flag, was, now)
+    if was ~= now then
+      error(string.format("%s was trained with --%s %s; resume it with the same or leave the option out (given: %s)", who, flag:gsub("_", "-"),
+        tostring(was), tostring(now)), 0)
+    end
+  end
+  for _, k in ipairs(RUN_KEYS) do
+    local v = ck.run[k]
+    if v == nil then error(string.format("%s: the checkpoint lacks the run's %s", who, k), 0) end
+    if opts.given[k] then same(k, v, opts[k]) end
+    opts[k] = v
+  end
+  for _, k in ipairs(REPORT_KEYS) do
+    if not opts.given[k] and ck.run[k] ~= nil then opts[k] = ck.run[k] end
+  end
+  for flag, names in pairs(CONFIG_KEYS) do
+    if opts.given[flag] then
+      local v = ck.config[names[1]]
+      if v == nil and names[2] then v = ck.config[names[2]] end
+      same(flag, v, opts[flag])
     end
   end
   if (ck.world or 1) ~= world then error(string.format("%s ran on %d process(es), now %d", who, ck.world or 1, world), 0) end
   nnr.check.integer(who, "step", ck.step, 0, 1e9)
-  return ck, lm.tokenizer_from_string(ck.tokenizer, who)
+  nnr.check.integer(who, "total", ck.run.total, 1, 1e9)
+  local tok = lm.tokenizer_from_string(ck.tokenizer, who)
+  if tok.vocab_size ~= ck.config.vocab_size then
+    error(string.format("%s: its tokenizer has %d tokens, its model %s", who, tok.vocab_size, tostring(ck.config.vocab_size)), 0)
+  end
+  return ck, tok
 end
 
 -- training --------------------------------------------------------------------------------------
+-- --metrics and --save checked before any work (not at the first evaluation, minutes later)
+local function check_writable(opts)
+  if opts.metrics then
+    local f, err = io.open(opts.metrics, "a")
+    if not f then error("--metrics " .. opts.metrics .. ": cannot write: " .. tostring(err), 0) end
+    f:close()
+  end
+  for _, k in ipairs { "save", "save_init" } do
+    local path = opts[k]
+    if path then
+      local probe = path .. ".probe-" .. tostring(os.time())
+      local f, err = io.open(probe, "w")
+      if not f then error("--" .. k:gsub("_", "-") .. " " .. path .. ": cannot write there: " .. tostring(err), 0) end
+      f:close()
+      os.remove(probe)
+    end
+  end
+end
+
 local function setup(opts)
   if opts.threads then nnr.set_num_threads(opts.threads) end
   if opts.allow_bf16 then nnr.backends.cpu.allow_bf16 = true end
@@ -199,23 +252,37 @@ local function setup(opts)
       error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
     end
     if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
-    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save = true, nil, nil end
+    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init = true, nil, nil, nil end
   end
   local ok, err = pcall(nnr.device, opts.device)
   if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
   run.device = nnr.device(opts.device).name
+  check_writable(opts)
   local ck, tok
   if opts.resume then ck, tok = read_resume(opts, run.world)
   else tok = lm.make_tokenizer(opts.tokens, lm.open_corpus(opts.data, opts.exclude), opts.bpe_vocab) end
   run.tok, run.ck = tok, ck
   local encoded, err_prompt = pcall(tok.encode, tok, opts.prompt)        -- a prompt the vocabulary cannot spell: before any work
-  if not encoded then error("--prompt: " .. tostring(err_prompt), 0) end
+  if not encoded and opts.given.prompt then error("--prompt: " .. tostring(err_prompt), 0) end
+  if not encoded then opts.prompt = tok:token(1) end      -- a text without newlines: the default prompt is its first token
   if opts.prompt == "" and opts.sample_tokens > 0 then error("--prompt is empty: samples start from at least one token", 0) end
   run.train, run.val, run.ntokens = make_data(opts, tok, run.world, run.rank, run.D ~= nil)
   run.total = opts.steps or (opts.epochs or 2) * #run.train
+  if ck then
+    if (opts.given.steps or opts.given.epochs) and run.total ~= ck.run.total then
+      error(string.format("--resume %s was a run of %d steps; resume it with the same length or leave --steps and --epochs out (given: %d)",
+        opts.resume, ck.run.total, run.total), 0)
+    end
+    run.total = ck.run.total
+  end
   run.config = ck and ck.config or model_config(opts, tok.vocab_size)
-  local model = models.build(run.config):to(run.device)
-  if ck then model:load_state_dict(ck.model) end
+  local built, model = pcall(models.build, run.config)
+  if not built then error((ck and ("--resume " .. opts.resume .. ": its model: ") or "") .. tostring(model), 0) end
+  model = model:to(run.device)
+  if ck then
+    local loaded, err = pcall(model.load_state_dict, model, ck.model)
+    if not loaded then error("--resume " .. opts.resume .. ": " .. tostring(err), 0) end
+  end
   if opts.save_init and not ck then nnr.save(opts.save_init, model:state_dict()) end
   run.model = model
   if run.D then run.ddp = nnr.parallel.DistributedDataParallel(model) end
@@ -238,9 +305,13 @@ local function setup(opts)
 end
 
 local function save(opts, run)
+  local r = { total = run.total }
+  for _, k in ipairs(RUN_KEYS) do r[k] = opts[k] end
+  for _, k in ipairs(REPORT_KEYS) do r[k] = opts[k] end
   nnr.save_checkpoint(opts.save, { model = run.model:state_dict(), optimizer = run.opt:state_dict(), config = run.config,
-    tokenizer = lm.tokenizer_to_string(run.tok), tokens = run.tok.kind, rng = nnr.get_rng_state(), step = run.step,
-    batch_size = opts.batch_size, seq_len = opts.seq_len, seed = opts.seed, world = run.world })
+    tokenizer = lm.tokenizer_to_string(run.tok), rng = nnr.get_rng_state(), step = run.step, run = r, world = run.world,
+    -- the training loss since the last evaluation, so that the next metrics line is the same after a resume
+    window_loss = run.window.loss, window_steps = run.window.steps })
 end
 
 local function train_step(opts, run, x, y)
@@ -264,7 +335,9 @@ local function train_step(opts, run, x, y)
 end
 
 -- an evaluation: the validation loss, a line, a sample, a metrics line, a checkpoint
-local function report(opts, run, window)
+local function report(opts, run)
+  local window = run.window
+  run.window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }     -- (the checkpoint below starts the next one)
   local t_eval = nnr.clock()
   local val_loss = evaluate(run.model, run.val, run.device, opts.eval_batches)
   local train_loss = window.loss / math.max(window.steps, 1)
@@ -292,14 +365,20 @@ local function report(opts, run, window)
   return nnr.clock() - t_eval
 end
 
-local function interrupted(opts, run, sig)
+-- a stop between evaluations (a signal, or --stop-after): a checkpoint with the loss of the steps since the
+-- last evaluation (averaged over the ranks, on every rank, so that each resumes with the same window)
+local function stop_here(opts, run, why)
+  if run.D then
+    local t = run.D.all_reduce(nnr.tensor({ run.window.loss }, { dtype = "f64" }))
+    run.window.loss = t[1] / run.world
+  end
   if opts.save then save(opts, run) end
   if run.rank ~= 0 then return end
   run.progress:clear()
   if opts.save then
-    io.stderr:write(string.format("interrupted at step %d (%s): checkpoint written to %s; resume with --resume %s\n", run.step, sig, opts.save, opts.save))
+    io.stderr:write(string.format("%s at step %d: checkpoint written to %s; resume with --resume %s\n", why, run.step, opts.save, opts.save))
   else
-    io.stderr:write(string.format("interrupted at step %d (%s); no --save was given, so no checkpoint was written\n", run.step, sig))
+    io.stderr:write(string.format("%s at step %d; no --save was given, so no checkpoint was written\n", why, run.step))
   end
 end
 
@@ -321,26 +400,26 @@ local function main(argv)
     io.stdout:flush()
   end
   run.t0, run.progress = nnr.clock(), Progress.new(run.total, opts.quiet)
-  local window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }
-  local t_start, train_seconds, done_here = nnr.clock(), 0, 0
+  run.window = { loss = run.ck and run.ck.window_loss or 0, steps = run.ck and run.ck.window_steps or 0, tokens = 0, seconds = 0 }
+  if run.step >= last then
+    io.stderr:write(string.format("nothing to do: %s is at step %d of %d\n", opts.resume or "the run", run.step, run.total))
+    return
+  end
+  local t_start, done_here = nnr.clock(), 0
   while run.step < last do
     for x, y in run.train:iter() do
       local t = nnr.clock()
       run.step = run.step + 1
       local loss, lr = train_step(opts, run, x:to(run.device), y:to(run.device))
-      local dt = nnr.clock() - t
-      train_seconds, done_here = train_seconds + dt, done_here + 1
-      window.loss, window.steps, window.tokens, window.seconds, window.lr = window.loss + loss, window.steps + 1,
-        window.tokens + x:numel() * run.world, window.seconds + dt, lr
-      run.progress:update(run.step, window.loss / window.steps, lr, window.tokens / window.seconds,
-        (last - run.step) * (nnr.clock() - t_start) / done_here)
-      if run.step % opts.eval_every == 0 or run.step == last then
-        report(opts, run, window)
-        window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }
-      end
+      local dt, w = nnr.clock() - t, run.window
+      done_here = done_here + 1
+      w.loss, w.steps, w.tokens, w.seconds, w.lr = w.loss + loss, w.steps + 1, w.tokens + x:numel() * run.world, w.seconds + dt, lr
+      run.progress:update(run.step, w.loss / w.steps, lr, w.tokens / w.seconds, (last - run.step) * (nnr.clock() - t_start) / done_here)
+      if run.step % opts.eval_every == 0 or run.step == run.total then report(opts, run)
+      elseif run.step == last then stop_here(opts, run, "stopped (--stop-after)") end
       if run.step >= last then break end
       local sig = signals.stop_requested(run.D)
-      if sig then interrupted(opts, run, sig); return end
+      if sig then stop_here(opts, run, "interrupted (" .. sig .. ")"); return end
     end
   end
 end

@@ -26,10 +26,11 @@ small=(--data "$tmp/text.txt" --d-model 64 --heads 2 --layers 2 --seq-len 32 --b
 
 "$NNRUN" $TRAIN "${small[@]}" --steps 60 --eval-every 20 --eval-batches 10 --sample-tokens 0 --lr 3e-3 --warmup 10 \
   --metrics "$tmp/straight.jsonl" >/dev/null 2>&1
-"$NNRUN" $TRAIN "${small[@]}" --steps 60 --eval-every 20 --eval-batches 10 --sample-tokens 0 --lr 3e-3 --warmup 10 --stop-after 40 \
+"$NNRUN" $TRAIN "${small[@]}" --steps 60 --eval-every 20 --eval-batches 10 --sample-tokens 0 --lr 3e-3 --warmup 10 --stop-after 30 \
   --metrics "$tmp/resumed.jsonl" --save "$tmp/ck.st" >/dev/null 2>&1
-"$NNRUN" $TRAIN "${small[@]}" --steps 60 --eval-every 20 --eval-batches 10 --sample-tokens 0 --lr 3e-3 --warmup 10 \
-  --metrics "$tmp/resumed.jsonl" --resume "$tmp/ck.st" --save "$tmp/ck.st" >/dev/null 2>&1
+# the resumed run takes the data, schedule and sizes from the checkpoint: --resume alone continues it
+"$NNRUN" $TRAIN --quiet --threads 2 --workers 1 --eval-batches 10 --sample-tokens 0 --metrics "$tmp/resumed.jsonl" --resume "$tmp/ck.st" \
+  --save "$tmp/ck.st" >/dev/null 2>&1
 check "three metrics lines" test "$(wc -l <"$tmp/straight.jsonl" 2>/dev/null)" = 3
 line=$(head -1 "$tmp/straight.jsonl")
 for key in step train_loss val_loss tokens_per_s seconds rss_mib lr; do
@@ -38,9 +39,11 @@ done
 first=$(field "$(head -1 "$tmp/straight.jsonl")" val_loss)
 last=$(field "$(tail -1 "$tmp/straight.jsonl")" val_loss)
 check "the validation loss falls ($first -> $last)" awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }'
-straight=$(tail -1 "$tmp/straight.jsonl" | grep -o '"train_loss":[^,]*,"val_loss":[^,]*')
-resumed=$(tail -1 "$tmp/resumed.jsonl" | grep -o '"train_loss":[^,]*,"val_loss":[^,]*')
+# stopped at step 30, between evaluations: the resumed run's lines at 40 and 60 are the uninterrupted run's
+straight=$(tail -2 "$tmp/straight.jsonl" | grep -o '"train_loss":[^,]*,"val_loss":[^,]*' | tr '\n' ' ')
+resumed=$(tail -2 "$tmp/resumed.jsonl" | grep -o '"train_loss":[^,]*,"val_loss":[^,]*' | tr '\n' ' ')
 check "resume reproduces the losses ($straight)" test -n "$straight" -a "$straight" = "$resumed"
+check "three metrics lines across the stop" test "$(wc -l <"$tmp/resumed.jsonl" 2>/dev/null)" = 3
 check "no temporary files" test -z "$(ls "$tmp" | grep -v -e text.txt -e jsonl -e ck.st)"
 
 # DataParallel over two cpu devices: the losses of one device
@@ -51,11 +54,14 @@ one=$(head -1 "$tmp/straight.jsonl" | grep -o '"train_loss":[^,]*,"val_loss":[^,
 check "data-parallel gives one device's losses ($dp)" test -n "$dp" -a "$dp" = "$one"
 
 # generation: seeded, the prompt kept, int8
-out=$("$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "The " --max-tokens 50 --seed 3 2>&1)
+out=$("$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "The " --max-tokens 50 --seed 3 2>&1); code=$?
 again=$("$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "The " --max-tokens 50 --seed 3 2>&1)
-check "generate starts with the prompt" contains "$out" "The "
+check "generate succeeds ($code)" test "$code" -eq 0
+check "generate starts with the prompt" test "${out:0:4}" = "The "
 check "generate is reproducible for a seed" test -n "$out" -a "$out" = "$again"
 check "generate writes 50 characters" test "$(printf '%s' "$out" | wc -m)" -ge 54
+other=$("$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "The " --max-tokens 50 --seed 4 2>&1)
+check "another seed, another text" test "$out" != "$other"
 out=$("$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "The " --max-tokens 50 --int8 --samples 2 --bench 2>&1)
 check "generate --int8 with two samples" contains "$out" "--- sample 2 ---"
 check "generate --bench says the speed" contains "$out" "tokens/s (int8)"
@@ -88,6 +94,12 @@ bad "steps and epochs" "give --steps or --epochs, not both" "$NNRUN" $TRAIN --st
 bad "NaN learning rate" "--lr must be a finite number >= 0, got nan" "$NNRUN" $TRAIN --lr nan
 bad "unknown option" "unknown option --bogus" "$NNRUN" $TRAIN --bogus 1
 bad "an option of the other model" "--hidden is for the lstm/gru model, not gpt" "$NNRUN" $TRAIN --hidden 64
+bad "resume with another learning rate" "was trained with --lr 0.003" "$NNRUN" $TRAIN --lr 0.01 --resume "$tmp/ck.st"
+bad "resume with another length" "was a run of 60 steps" "$NNRUN" $TRAIN --steps 80 --resume "$tmp/ck.st"
+out=$("$NNRUN" $TRAIN --quiet --resume "$tmp/ck.st" 2>&1); code=$?
+check "resume of a finished run says so ($code)" contains "$out" "nothing to do: $tmp/ck.st is at step 60 of 60"
+bad "unwritable --metrics" "--metrics /nonexistent/m.jsonl: cannot write" "$NNRUN" $TRAIN --metrics /nonexistent/m.jsonl
+bad "unwritable --save" "--save /nonexistent/ck.st: cannot write there" "$NNRUN" $TRAIN --save /nonexistent/ck.st
 bad "resume into another model" "holds a gpt model, not lstm (give --model gpt)" "$NNRUN" $TRAIN --data "$tmp/text.txt" --model lstm --resume "$tmp/ck.st"
 bad "generate without a checkpoint" "--checkpoint PATH is needed" "$NNRUN" $GEN
 bad "generate from a file that is not safetensors" "--checkpoint $tmp/dp.jsonl: load $tmp/dp.jsonl:" "$NNRUN" $GEN --checkpoint "$tmp/dp.jsonl"

@@ -16,7 +16,8 @@
 --   (tie needs embed == hidden).
 -- Both have model:step(ids [B, n], state) -> logits [B, n, V], state for nnr.generate: the GPT keeps
 -- one key/value cache per layer; past its context it starts again from the last context / 2 tokens
--- (a sliding window, recomputed every context / 2 tokens); the recurrent model carries its states.
+-- (a sliding window, recomputed every context / 2 tokens; the logits are then those of the tokens run,
+-- at most n); the recurrent model carries its states.
 local nnr = require "nnr"
 local Module = require "nnr.nn.module"
 local V = require "nnr.check"
@@ -104,7 +105,8 @@ end
 function M.GPT:step(ids, state)
   check_ids("GPT:step", ids)
   local c = self.cfg
-  if state and state.past + ids:size(2) > c.context then
+  local n = ids:size(2)
+  if state and state.past + n > c.context then
     -- past the context: start again from the last half of it, this step's tokens included
     local all = nnr.cat({ state.ids, ids }, 2)
     local keep = math.max(1, math.floor(c.context / 2))
@@ -116,6 +118,8 @@ function M.GPT:step(ids, state)
   state.past = state.past + ids:size(2)
   state.ids = state.ids and nnr.cat({ state.ids, ids }, 2) or ids
   if state.ids:size(2) > c.context then state.ids = state.ids:narrow(2, state.ids:size(2) - c.context + 1, c.context) end
+  -- the logits of this call's tokens (of the last ones run, when the window dropped some of them)
+  if logits:size(2) > n then logits = logits:narrow(2, logits:size(2) - n + 1, n) end
   return logits, state
 end
 

@@ -220,6 +220,7 @@ function M.dynamic(model, types, opts)
   if getmetatable(q) == nn.Linear then
     return QuantizedLinear(q, { kernel = opts.kernel })
   end
+  if getmetatable(q) == nn.MultiheadAttention then quantize_attention(q, "", opts) end
   walk(q, "")
   return q
 end

@@ -45,7 +45,15 @@ describe("nnr.models", function()
       logits, state = m:step(ids:narrow(2, t, 1), state)
       close(logits:select(2, logits:size(2)), full:select(2, t), 1e-5)
     end
-    -- 30 tokens through a context of 12: each step sees at most the last 12
+    -- past the context (12) it starts again from the last 6 tokens: the logits are those of that window
+    local more = nnr.randint(1, 14, { 2, 3 })
+    logits, state = m:step(more:narrow(2, 1, 1), state)                -- 11 positions
+    logits, state = m:step(more:narrow(2, 2, 1), state)                -- 12
+    local all = nnr.cat({ ids, more }, 2)
+    logits, state = m:step(more:narrow(2, 3, 1), state)                -- 13: the window restarts
+    assert.are.same({ 2, 1, 13 }, logits:size())
+    close(logits:select(2, 1), m(all:narrow(2, 13 - 6 + 1, 6)):select(2, 6), 1e-5)
+    assert.are.equal(6, state.past)
     local long = nnr.generate(m, ids, { max_tokens = 30, temperature = 0 })
     assert.are.same({ 2, 40 }, long:size())
   end)

@@ -125,8 +125,8 @@ end
 local function cache_append(cache, k, v)
   local past = cache.k and cache.k:size(2) or 0
   if past > 0 and (cache.k:size(1) ~= k:size(1) or cache.k:size(3) ~= k:size(3) or cache.k.dtype ~= k.dtype or cache.k.device ~= k.device) then
-    error(string.format("MultiheadAttention: the cache holds keys %s (%s), the new ones are %s (%s): a cache serves one batch of one model",
-      nnr.shape_str(cache.k:size()), cache.k.dtype, nnr.shape_str(k:size()), k.dtype), 0)
+    error(string.format("MultiheadAttention: the cache holds keys %s (%s on %s), the new ones are %s (%s on %s): a cache serves one batch of one model",
+      nnr.shape_str(cache.k:size()), cache.k.dtype, cache.k.device, nnr.shape_str(k:size()), k.dtype, k.device), 0)
   end
   local n = k:size(2)
   if nnr.is_grad_enabled() and (k.requires_grad or v.requires_grad) then
@@ -135,6 +135,9 @@ local function cache_append(cache, k, v)
     return past, k, v
   end
   local kb, vb = cache._kbuf, cache._vbuf
+  -- buffers only while cache.k and cache.v are still the views this function left there (a caller that
+  -- replaced or trimmed them gets new buffers made from what they hold now)
+  if kb and not (rawequal(cache.k, cache._kview) and rawequal(cache.v, cache._vview)) then kb, vb = nil, nil end
   if not kb or kb:size(2) < past + n then
     local cap = math.max(past + n, 2 * (kb and kb:size(2) or 0), 32)
     local o = { dtype = k.dtype, device = k.device }
@@ -149,6 +152,7 @@ local function cache_append(cache, k, v)
   kb:narrow(2, past + 1, n):copy_(k)
   vb:narrow(2, past + 1, n):copy_(v)
   cache.k, cache.v = kb:narrow(2, 1, past + n), vb:narrow(2, 1, past + n)
+  cache._kview, cache._vview = cache.k, cache.v
   return past, cache.k, cache.v
 end
 
