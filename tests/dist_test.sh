@@ -34,6 +34,19 @@ for k in ("train_loss", "test_loss", "test_accuracy"):
 print(f"train_fashion_mnist.lua --distributed: 1 and 2 ranks agree (test accuracy {a['test_accuracy']})")
 PY
 then :; else echo "FAIL: 1 and 2 ranks differ"; fail=1; fi
+# the language-model job: the same metrics line on 1 and 2 ranks (each rank takes every other window)
+if [ -f /usr/share/games/fortunes/fortunes ]; then
+  for np in 1 2; do
+    timeout 180 mpirun -np $np --oversubscribe "$NNRUN" scripts/train_charlm.lua --distributed --data /usr/share/games/fortunes/fortunes \
+      --d-model 32 --heads 2 --layers 2 --seq-len 32 --batch-size 8 --steps 10 --eval-every 10 --sample-tokens 0 --workers 0 --threads 1 \
+      --quiet --metrics "$tmp/lm$np.jsonl" >"$tmp/out" 2>&1 || { echo "FAIL: train_charlm.lua on $np ranks"; cat "$tmp/out"; fail=1; }
+  done
+  a=$(grep -o '"train_loss":[^,]*,"val_loss":[^,]*' "$tmp/lm1.jsonl" 2>/dev/null); b=$(grep -o '"train_loss":[^,]*,"val_loss":[^,]*' "$tmp/lm2.jsonl" 2>/dev/null)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then echo "train_charlm.lua --distributed: 1 and 2 ranks agree ($a)"
+  else echo "FAIL: train_charlm.lua on 1 and 2 ranks: '$a' and '$b'"; fail=1; fi
+else
+  echo "train_charlm.lua --distributed: skipped (Debian's fortunes is not installed)"
+fi
 expect_failure() {     # case, pattern the output must hold
   local start=$SECONDS
   timeout 60 "${MPIRUN[@]}" "$NNRUN" tests/dist/faults.lua "$1" >"$tmp/out" 2>&1
