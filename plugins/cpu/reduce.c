@@ -204,9 +204,17 @@ typedef struct sm_ctx { const nnr_tensor_desc *in, *out; int log; } sm_ctx;
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void softmax_row_f32(const float *restrict x, float *restrict y, int64_t n, int take_log)
 {
+    /* the max and the NaN test over 16 lanes, so that they vectorize (one chain of compares took as long
+     * as the exps) */
+    float lmax[16];
+    int lnan[16] = {0}, nan = 0;
+    for (int k = 0; k < 16; k++) lmax[k] = -INFINITY;
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) { float v = x[j + k]; lmax[k] = v > lmax[k] ? v : lmax[k]; lnan[k] |= v != v; }
     float mx = -INFINITY;
-    int nan = 0;
-    for (int64_t i = 0; i < n; i++) { mx = x[i] > mx ? x[i] : mx; nan |= x[i] != x[i]; }
+    for (int k = 0; k < 16; k++) { mx = lmax[k] > mx ? lmax[k] : mx; nan |= lnan[k]; }
+    for (; j < n; j++) { mx = x[j] > mx ? x[j] : mx; nan |= x[j] != x[j]; }
     if (nan) { for (int64_t i = 0; i < n; i++) y[i] = NAN; return; }
     if (mx == -INFINITY) mx = 0;                 /* every element -inf: 0 / 0, NaN, as the double path gives */
     for (int64_t i = 0; i < n; i++) y[i] = x[i] == -INFINITY ? 0.0f : cpu_exp_f32(x[i] - mx);
