@@ -62,7 +62,9 @@ void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t
 {
     if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     int threads = cpu_pool_threads();
-    if (threads <= 1 || cpu_gemm_openblas_threads > 0 || (double)M * (double)N * (double)K < 262144.0) {
+    /* below about 2M multiply-adds (some 15 us on one core: a batch-1 layer's product) handing half to a
+     * pool thread costs more than it saves */
+    if (threads <= 1 || cpu_gemm_openblas_threads > 0 || (double)M * (double)N * (double)K < CPU_SERIAL_MACS) {
         cpu_gemm_serial(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -25,6 +25,8 @@ int cpu_pool_threads(void);
 /* runs fn over [0, n) in up to num_threads contiguous pieces; pieces smaller
  * than grain are not split further. Returns NNR_ERR_INTERRUPTED on Ctrl-C. */
 int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
+/* products of fewer multiply-adds than this run on the calling thread (gemm, batched matmul) */
+#define CPU_SERIAL_MACS 2097152.0
 void cpu_pool_shutdown(void);
 /* frees the calling thread's scratch buffers (pool threads call it as they exit) */
 void cpu_thread_exit(void);

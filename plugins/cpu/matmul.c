@@ -235,6 +235,7 @@ int cpu_matmul(const nnr_op_call *call)
             m.onednn = 1;
             m.mm = (cpu_onednn_mm){M, N, K, lda, ldb, ldc, sa, sb, sc, ta == CblasTrans, tb == CblasTrans, A->data, B->data, C->data};
         }
+        if ((double)batch * M * N * K < CPU_SERIAL_MACS) { batch_products(&m, 0, batch); return NNR_OK; }    /* decoding's few heads */
         return cpu_parallel_for(batch, 1, batch_products, &m);
     }
     void *sa = direct_a ? NULL : malloc((size_t)(M * K * es) + 64);

@@ -25,8 +25,9 @@ ROWS = [  # pair, nnrun key, PyTorch key, what, target
     ("lstm", "lstm_fwdbwd_ms", "lstm_fwdbwd_ms", "nn.LSTM forward + backward", ""),
     ("gpt", "train_step_ms", "train_step_ms", "GPT training step (4 x 256, 4 heads, context 128, batch 32)", ">= 1.5x"),
     ("gpt", "forward_ms", "forward_ms", "GPT forward", ""),
-    ("generate", "f32_ms", "ms", "GPT generation, 256 tokens at batch 1, KV cache (f32)", ">= 3x"),
-    ("generate", "int8_ms", "ms", "the same, nnrun int8 (nnr.quant.dynamic)", ""),
+    ("generate", "f32_ms", "generate_ms", "GPT generation, 256 tokens at batch 1, KV cache (f32)", ">= 3x"),
+    ("generate", "f32_1thread_ms", "generate_ms", "the same, nnrun at 1 thread", ""),
+    ("generate", "int8_ms", "generate_ms", "the same, nnrun int8 (nnr.quant.dynamic)", ""),
 ]
 
 

@@ -66,6 +66,6 @@ def generate():
 
 
 out = {"threads": threads, "new_tokens": NEW, "prompt": PROMPT}
-out["ms"] = timing.time_ms(generate, 1, 5)
-out["tokens_per_s"] = NEW / (out["ms"] / 1e3)
+out["generate_ms"] = timing.time_ms(generate, 1, 5)
+out["tokens_per_s"] = NEW / (out["generate_ms"] / 1e3)
 timing.print_json(out)
