@@ -10,10 +10,10 @@ local lib = ffi.load(assert(arg[1], "usage: upper_state.lua libtest_xinuse.so"))
 -- the upper halves of ymm0-15 and of zmm0-15 (zmm16-31, bit 7, cost legacy SSE nothing: glibc's own
 -- string functions use them so as to need no VZEROUPPER)
 local DIRTY = 4 + 64
-if lib.nnr_test_xinuse() < 0 then print("skip: this CPU cannot report XINUSE"); os.exit(77) end
+if lib.nnr_test_xinuse() < 0 then print("skip: this CPU cannot report XINUSE"); os.exit(77, true) end
 if bit.band(tonumber(lib.nnr_test_xinuse_after_vzeroupper()), DIRTY) ~= 0 then
   print("skip: this CPU reports the upper halves in use right after VZEROUPPER (XINUSE may over-report)")
-  os.exit(77)
+  os.exit(77, true)
 end
 nnr.set_num_threads(1)               -- the kernels run in this thread, where XINUSE is read
 
@@ -48,4 +48,4 @@ if nnr.quant.available() then
   check("int8 linear, best kernel", function() return q(x) end)
 end
 print(string.format("%d passed, %d failed", pass, fail))
-os.exit(fail == 0 and 0 or 1)
+os.exit(fail == 0 and 0 or 1, true)     -- closing the state: its tensors go before the leak check
