@@ -45,19 +45,6 @@ function M.parse(argv, defaults, numeric, flags, strings, script)
   return opts, given
 end
 
-function M.rss_mib()
-  local f = io.open("/proc/self/status")
-  if not f then return 0 end
-  local s = f:read("*a")
-  f:close()
-  return (tonumber(s:match("VmRSS:%s+(%d+)")) or 0) / 1024
-end
-
-function M.fmt_time(s)
-  if s ~= s or s == math.huge then return "--:--" end
-  return string.format("%d:%02d", math.floor(s / 60), math.floor(s % 60))
-end
-
 -- one JSON object on a line, keys in order (integers as integers, strings quoted, NaN and infinities null)
 function M.json_line(t, order)
   local parts = {}

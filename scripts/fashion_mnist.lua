@@ -66,6 +66,22 @@ function M.load_training_checkpoint(who, path)
   return ck
 end
 
+-- progress lines (train_fashion_mnist.lua, train_charlm.lua) ---------------------------------------
+-- the resident size of this process in MiB (0 where /proc is missing)
+function M.rss_mib()
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("*a")
+  f:close()
+  return (tonumber(s:match("VmRSS:%s+(%d+)")) or 0) / 1024
+end
+
+-- seconds as m:ss
+function M.fmt_time(s)
+  if s ~= s or s == math.huge then return "--:--" end
+  return string.format("%d:%02d", math.floor(s / 60), math.floor(s % 60))
+end
+
 -- graceful stops ---------------------------------------------------------------------------
 -- From here on SIGINT (Ctrl-C) and SIGTERM let the step in progress finish: the training loop polls
 -- stop_requested() after each step (nnr.signals; a second signal interrupts at once).

@@ -36,7 +36,7 @@ local nnr = require "nnr"
 local ffi = require "ffi"
 local dir = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts")
 local lm = dofile(dir .. "/charlm.lua")
-local signals = dofile(dir .. "/fashion_mnist.lua")      -- catch_stop, stop_requested
+local fm = dofile(dir .. "/fashion_mnist.lua")      -- catch_stop, stop_requested, rss_mib, fmt_time
 local models, F = nnr.models, nnr.nn.functional
 
 ffi.cdef "int isatty(int fd);"
@@ -99,11 +99,11 @@ function Progress:update(step, loss, lr, tokens_per_s, eta)
     if now - self.last < 0.1 and step < self.total then return end
     local width, filled = 30, math.floor(30 * step / self.total)
     io.write(string.format("\rstep %d/%d [%s%s] loss %.4f lr %.2e %6.0f tokens/s ETA %s ", step, self.total, string.rep("=", filled),
-      string.rep(" ", width - filled), loss, lr, tokens_per_s, lm.fmt_time(eta)))
+      string.rep(" ", width - filled), loss, lr, tokens_per_s, fm.fmt_time(eta)))
     io.flush()
     self.dirty = true
   elseif now - self.last >= 10 then
-    print(string.format("step %d/%d loss %.4f lr %.2e %.0f tokens/s ETA %s", step, self.total, loss, lr, tokens_per_s, lm.fmt_time(eta)))
+    print(string.format("step %d/%d loss %.4f lr %.2e %.0f tokens/s ETA %s", step, self.total, loss, lr, tokens_per_s, fm.fmt_time(eta)))
     io.stdout:flush()
   end
   self.last = now
@@ -346,7 +346,7 @@ local function report(opts, run)
     local t = run.D.all_reduce(nnr.tensor({ train_loss, tokens_per_s }, { dtype = "f64" }))
     train_loss, tokens_per_s = t[1] / run.world, t[2] / run.world     -- each rank counts the global batch
   end
-  local rss = lm.rss_mib()
+  local rss = fm.rss_mib()
   if not opts.quiet then
     run.progress:clear()
     print(string.format("step %d: train loss %.4f, val loss %.4f, %.0f tokens/s, %.1f s, RSS %.0f MiB", run.step, train_loss, val_loss,
@@ -391,7 +391,7 @@ local function main(argv)
     local e = math.ceil(run.step / per_epoch)
     run.train:load_state_dict({ epoch = e, position = run.step - (e - 1) * per_epoch })
   end
-  signals.catch_stop()
+  fm.catch_stop()
   if not opts.quiet then
     print(string.format("%s: %d %s tokens (%d-token vocabulary); %s, %d parameters, on %s; AdamW lr %g -> %g, warm-up %d, batch %d x %d, "
       .. "%d steps%s, %d threads", opts.resume and run.ck and ("resumed from " .. opts.resume .. " at step " .. run.step) or opts.data,
@@ -418,7 +418,7 @@ local function main(argv)
       if run.step % opts.eval_every == 0 or run.step == run.total then report(opts, run)
       elseif run.step == last then stop_here(opts, run, "stopped (--stop-after)") end
       if run.step >= last then break end
-      local sig = signals.stop_requested(run.D)
+      local sig = fm.stop_requested(run.D)
       if sig then stop_here(opts, run, "interrupted (" .. sig .. ")"); return end
     end
   end

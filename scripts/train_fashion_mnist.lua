@@ -87,19 +87,6 @@ local function parse_args(argv)
 end
 
 -- progress -----------------------------------------------------------------------------
-local function rss_mib()
-  local f = io.open("/proc/self/status")
-  if not f then return 0 end
-  local s = f:read("*a")
-  f:close()
-  return (tonumber(s:match("VmRSS:%s+(%d+)")) or 0) / 1024
-end
-
-local function fmt_time(s)
-  if s ~= s or s == math.huge then return "--:--" end
-  return string.format("%d:%02d", math.floor(s / 60), math.floor(s % 60))
-end
-
 local Progress = {}
 Progress.__index = Progress
 function Progress.new(total, epoch, epochs, quiet)
@@ -117,12 +104,12 @@ function Progress:update(done, loss, samples)
     local width = 30
     local filled = math.floor(width * done / self.total)
     io.write(string.format("\repoch %d/%d [%s%s] %3d%% loss %.4f %6.0f samples/s ETA %s ", self.epoch, self.epochs,
-      string.rep("=", filled), string.rep(" ", width - filled), math.floor(100 * done / self.total), loss, rate, fmt_time(eta)))
+      string.rep("=", filled), string.rep(" ", width - filled), math.floor(100 * done / self.total), loss, rate, fm.fmt_time(eta)))
     if done == self.total then io.write("\n") end
     io.flush()
   elseif done == self.total or now - self.last >= 10 then
     print(string.format("epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %s", self.epoch, self.epochs, done, self.total, loss,
-      rate, fmt_time(eta)))
+      rate, fm.fmt_time(eta)))
   end
   self.last = now
 end
@@ -327,7 +314,7 @@ local function main(argv)
     end
     local test_loss, accuracy = evaluate(model, test, device)
     local seconds = nnr.clock() - t0
-    local rss = rss_mib()
+    local rss = fm.rss_mib()
     if not opts.quiet then
       print(string.format("epoch %d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f samples/s, %.1f s, waited for data %.2f%%, RSS %.0f MiB",
         epoch, running / seen, test_loss, accuracy, epoch_seen / train_seconds, seconds, 100 * wait_fraction, rss))
