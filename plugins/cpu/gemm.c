@@ -11,7 +11,7 @@
 #include "kernels.h"
 
 typedef struct gemm_job {
-    int dt, split_n;
+    int dt, split_n, per_unit;      /* per_unit: one call per unit of columns (fixed blocks) */
     CBLAS_TRANSPOSE ta, tb;
     int64_t M, N, K, lda, ldb, ldc, unit;
     double alpha, beta;
@@ -45,6 +45,10 @@ static void gemm_piece(void *arg, int64_t begin, int64_t end)
     int64_t total = j->split_n ? j->N : j->M;
     int64_t lo = begin * j->unit, hi = end * j->unit < total ? end * j->unit : total;
     if (lo >= hi) return;
+    if (j->per_unit && end - begin > 1) {
+        for (int64_t u = begin; u < end; u++) gemm_piece(arg, u, u + 1);
+        return;
+    }
     if (j->split_n) {      /* columns [lo, hi) of B and C */
         const char *b = j->B + (j->tb == CblasNoTrans ? lo : lo * j->ldb) * es;
         cpu_gemm_serial(j->dt, j->ta, j->tb, j->M, hi - lo, j->K, j->alpha, j->A, j->lda, b, j->ldb, j->beta, j->C + lo * es, j->ldc);
@@ -62,13 +66,26 @@ void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t
 {
     if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     int threads = cpu_pool_threads();
-    /* below about 2M multiply-adds (some 15 us on one core: a batch-1 layer's product) handing half to a
+    int64_t es = dt == NNR_F32 ? 4 : 8;
+    if (cpu_gemm_openblas_threads <= 0 && M <= CPU_STREAM_ROWS && (double)N * (double)K * (double)es >= CPU_STREAM_BYTES) {
+        /* a few rows against a large weight (a batch-1 layer): the weight's stream is the time, and two
+         * threads read it about twice as fast. The columns go in fixed blocks of some 128 KiB of weight
+         * whatever the thread count, one OpenBLAS call each, so that the results do not depend on it
+         * (OpenBLAS picks its kernel by the product's size) */
+        int64_t unit = (int64_t)(CPU_STREAM_BYTES / 2) / (K * es) / 16 * 16;
+        gemm_job j = {dt, 1, 1, ta, tb, M, N, K, lda, ldb, ldc, unit < 16 ? 16 : unit, alpha, beta, A, B, C};
+        int64_t units = (N + j.unit - 1) / j.unit;
+        if (threads <= 1) gemm_piece(&j, 0, units);
+        else cpu_parallel_for(units, 1, gemm_piece, &j);
+        return;
+    }
+    /* below about 2M multiply-adds (some 15 us on one core: a batch-1 layer's arithmetic) handing half to a
      * pool thread costs more than it saves */
     if (threads <= 1 || cpu_gemm_openblas_threads > 0 || (double)M * (double)N * (double)K < CPU_SERIAL_MACS) {
         cpu_gemm_serial(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_job j = {dt, N >= M, ta, tb, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C};
+    gemm_job j = {dt, N >= M, 0, ta, tb, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C};
     j.unit = j.split_n ? 16 : 4;        /* whole vector widths of columns; rows in fours */
     int64_t units = ((j.split_n ? N : M) + j.unit - 1) / j.unit;
     cpu_parallel_for(units, 1, gemm_piece, &j);

@@ -27,6 +27,12 @@ int cpu_pool_threads(void);
 int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
 /* products of fewer multiply-adds than this run on the calling thread (gemm, batched matmul) */
 #define CPU_SERIAL_MACS 2097152.0
+/* ... unless they have few rows (M <= CPU_STREAM_ROWS) and a B of at least this many bytes: such a product
+ * (a batch-1 layer) reads its weight once, and the weight's stream from L3 or memory, not the arithmetic,
+ * is its time; two threads read it about twice as fast. gemm.c runs them in fixed column blocks of half
+ * this size */
+#define CPU_STREAM_ROWS 16
+#define CPU_STREAM_BYTES 262144.0
 void cpu_pool_shutdown(void);
 /* frees the calling thread's scratch buffers (pool threads call it as they exit) */
 void cpu_thread_exit(void);

@@ -1,13 +1,23 @@
 /* A small fork-join pool: the caller runs the first piece, parked workers the
- * rest. Workers sleep on a condition variable (no spinning), so they do not
- * compete with OpenBLAS's threads between ops.
+ * rest. A worker that finished a piece spins for a short while (NNR_CPU_SPIN_US,
+ * 50 us by default; 0: never) watching for the next job, then sleeps on a
+ * condition variable; the caller waits for the pieces the same way. Waking a
+ * sleeping thread costs some 40-50 us on a 2-vCPU VM (the hypervisor's IPI),
+ * more than a batch-1 layer's whole product: with the spin, consecutive ops
+ * (a decoding step, an inference at batch 1) hand pieces to a thread that is
+ * still awake. The spin is bounded, so between steps the workers go to sleep and
+ * do not compete with OpenBLAS's threads or the data loader's.
  *
  * One pool per cpu device (NNR_CPU_DEVICES): the threads are shared out among
  * the devices, and an op runs on the pool of its device (cpu_pool_select, at
  * each call), so DataParallel's replicas on cpu and cpu:1 each use their own
  * share instead of competing for one pool. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <immintrin.h>
 #include "kernels.h"
 
 enum { MAX_THREADS = 64, MAX_POOLS = 16 };
@@ -23,12 +33,41 @@ typedef struct pool {
     cpu_range_fn job_fn;
     void *job_ctx;
     int64_t job_n, job_pieces;
+    int caller_sleeps;             /* the caller waits on done_cv: the last piece signals it */
 } pool;
 
 static pool pools[MAX_POOLS];
 static int n_pools = 1, total_threads = 1;
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 static _Thread_local int current;      /* the pool of the op this thread runs */
+static int64_t spin_ns = 50000;        /* NNR_CPU_SPIN_US */
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* spins until *v differs from old (1) or spin_ns passed (0). Past the first few microseconds it yields
+ * between looks: on a core of its own sched_yield returns at once, and where threads outnumber the cores
+ * (two training processes with two threads each on two cores) the spinning thread steps aside */
+static int spin_while_equal(const void *v, uint64_t old, int is64)
+{
+    if (spin_ns <= 0) return 0;
+    int64_t start = 0, yield_after = spin_ns < 5000 ? spin_ns : 5000;
+    for (unsigned i = 0;; i++) {
+        uint64_t cur = is64 ? __atomic_load_n((const uint64_t *)v, __ATOMIC_ACQUIRE) : (uint64_t)__atomic_load_n((const int *)v, __ATOMIC_ACQUIRE);
+        if (cur != old) return 1;
+        _mm_pause();
+        if ((i & 63) == 0) {
+            int64_t t = now_ns();
+            if (!start) start = t;
+            else if (t - start > spin_ns) return 0;
+            else if (t - start > yield_after) sched_yield();
+        }
+    }
+}
 
 static void pools_init(void)
 {
@@ -38,6 +77,14 @@ static void pools_init(void)
         pthread_cond_init(&pools[i].done_cv, NULL);
         pthread_mutex_init(&pools[i].run_lock, NULL);
         pools[i].want_threads = 1;
+    }
+    const char *env = getenv("NNR_CPU_SPIN_US");
+    if (env) {
+        char *end;
+        double us = strtod(env, &end);
+        if (end != env && *end == '\0' && us >= 0 && us <= 1e6) spin_ns = (int64_t)(us * 1000);     /* NaN fails the range */
+        else fprintf(stderr, "nnrun: NNR_CPU_SPIN_US=%.60s is not a number of microseconds in 0..1000000; using %d\n", env,
+                     (int)(spin_ns / 1000));
     }
 }
 
@@ -55,23 +102,26 @@ static void *worker_main(void *arg)
     int64_t id = ((worker_arg *)arg)->id;
     free(arg);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->lock);
     for (;;) {
+        spin_while_equal(&p->generation, seen, 1);     /* awake for a while after each piece */
+        pthread_mutex_lock(&p->lock);
         while (!p->stopping && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->lock);
-        if (p->stopping) break;
-        seen = p->generation;
-        if (id + 1 < p->job_pieces) {
-            int64_t b, e;
-            piece(p, id + 1, &b, &e);
-            cpu_range_fn fn = p->job_fn;
-            void *ctx = p->job_ctx;
-            pthread_mutex_unlock(&p->lock);
-            fn(ctx, b, e);
+        if (p->stopping) { pthread_mutex_unlock(&p->lock); break; }
+        seen = p->generation;          /* the job's fields, read under the lock they were written under */
+        int mine = id + 1 < p->job_pieces;
+        int64_t b = 0, e = 0;
+        if (mine) piece(p, id + 1, &b, &e);
+        cpu_range_fn fn = p->job_fn;
+        void *ctx = p->job_ctx;
+        pthread_mutex_unlock(&p->lock);
+        if (!mine) continue;
+        fn(ctx, b, e);
+        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
             pthread_mutex_lock(&p->lock);
-            if (--p->pending == 0) pthread_cond_signal(&p->done_cv);
+            if (p->caller_sleeps) pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->lock);
         }
     }
-    pthread_mutex_unlock(&p->lock);
     cpu_thread_exit();             /* the thread's scratch buffers */
     return NULL;
 }
@@ -139,16 +189,24 @@ int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx)
     if (pieces > p->n_workers + 1) pieces = p->n_workers + 1;
     pthread_mutex_lock(&p->lock);
     p->job_fn = fn; p->job_ctx = ctx; p->job_n = n; p->job_pieces = pieces;
-    p->pending = (int)pieces - 1;
-    p->generation++;
+    __atomic_store_n(&p->pending, (int)pieces - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->generation, p->generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->lock);
     int64_t b, e;
     piece(p, 0, &b, &e);
     fn(ctx, b, e);
-    pthread_mutex_lock(&p->lock);
-    while (p->pending > 0) pthread_cond_wait(&p->done_cv, &p->lock);
-    pthread_mutex_unlock(&p->lock);
+    for (;;) {              /* the other pieces: spin while they finish, sleep if they take long */
+        int left = __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE);
+        if (left == 0) break;
+        if (spin_while_equal(&p->pending, (uint64_t)left, 0)) continue;
+        pthread_mutex_lock(&p->lock);
+        p->caller_sleeps = 1;
+        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&p->done_cv, &p->lock);
+        p->caller_sleeps = 0;
+        pthread_mutex_unlock(&p->lock);
+        break;
+    }
     pthread_mutex_unlock(&p->run_lock);
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }

@@ -69,6 +69,28 @@ describe("runtime", function()
     nnr.set_num_threads(n)
   end)
 
+  it("gives the same products on 1 and 2 threads, batch-1 layers included", function()
+    -- a few rows against a large weight run in fixed column blocks over the threads (plugins/cpu/gemm.c);
+    -- larger products in per-thread blocks: neither may change an element's sum
+    local n = nnr.get_num_threads()
+    nnr.manual_seed(3)
+    for _, dt in ipairs { "f32", "f64" } do
+      for _, s in ipairs { { 1, 1024, 256 }, { 2, 1024, 256 }, { 3, 777, 333 }, { 5, 256, 1024 }, { 8, 1024, 256 }, { 16, 4096, 64 },
+                           { 17, 1024, 256 }, { 64, 1024, 256 }, { 1, 40, 30 } } do
+        local x, w, b = nnr.randn(s[1], s[3], { dtype = dt }), nnr.randn(s[2], s[3], { dtype = dt }), nnr.randn(s[2], { dtype = dt })
+        nnr.set_num_threads(1)
+        local y1, m1 = nnr.nn.functional.linear(x, w, b), x:mm(w:t())
+        nnr.set_num_threads(2)
+        local y2, m2 = nnr.nn.functional.linear(x, w, b), x:mm(w:t())
+        assert.equal(0, (y1 - y2):abs():max():item(), dt .. " linear " .. table.concat(s, "x"))
+        assert.equal(0, (m1 - m2):abs():max():item(), dt .. " mm " .. table.concat(s, "x"))
+        local ref = (x:double():unsqueeze(2) * w:double():unsqueeze(1)):sum(3) + b:double()
+        assert.is_true((y2:double() - ref):abs():max():item() < (dt == "f32" and 1e-3 or 1e-10), dt .. " against the f64 sum")
+      end
+    end
+    nnr.set_num_threads(n)
+  end)
+
   it("stops a long kernel when interrupted", function()
     local C = require("nnr.binding").C
     C.nnr_interrupt()
