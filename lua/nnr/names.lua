@@ -59,8 +59,17 @@ end
 -- a name a module instance lacks: nil, or an error when it is a near miss (one edit, two for names
 -- of 8 characters or more; names of at least 4) of one of the module's methods or declared
 -- parameters, buffers and children; a declared one that is nil (bias = false) and private names (_x) read as nil
+-- the names already found to be no misspelling, by module: an optional field read at every call (a Linear
+-- without bias) pays the search once. Parameters, buffers and children are only ever appended, so their
+-- counts tell when the answer may have changed; a method defined on the class later is not seen.
+local misses = setmetatable({}, { __mode = "k" })
+
 function M.misspelt(obj, cls, k)
   if #k < 4 or k:sub(1, 1) == "_" then return nil end
+  local lp, lb, lc = rawget(obj, "_params"), rawget(obj, "_buffers"), rawget(obj, "_children")
+  local sig = ((lp and #lp or 0) * 65536 + (lb and #lb or 0)) * 65536 + (lc and #lc or 0)
+  local known = misses[obj]
+  if known and known.sig == sig and known[k] then return nil end
   local declared = {}
   for _, list in ipairs { rawget(obj, "_params"), rawget(obj, "_buffers"), rawget(obj, "_children") } do
     for _, n in ipairs(list or {}) do
@@ -80,7 +89,11 @@ function M.misspelt(obj, cls, k)
   for _, n in ipairs(declared) do
     if n:sub(1, 1) ~= "_" and distance(k, n) <= limit then near[#near + 1] = n end
   end
-  if #near == 0 then return nil end
+  if #near == 0 then
+    if not known or known.sig ~= sig then known = { sig = sig }; misses[obj] = known end
+    known[k] = true
+    return nil
+  end
   M.unknown(rawget(cls, "__name") or "module", k, near, 4)
 end
 

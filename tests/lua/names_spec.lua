@@ -28,6 +28,18 @@ describe("did you mean", function()
     assert.is_nil(nn.Linear(2, 3, { bias = false }).bias)
   end)
 
+  it("remembers a missing setting, until a near name is declared", function()
+    local m = nn.Linear(2, 3)
+    assert.is_nil(m.gamma_scale)
+    assert.is_nil(m.gamma_scale)                 -- the second read comes from the cache
+    m:register_parameter("gamma_scal", nnr.ones(1))
+    fails("Linear has no 'gamma_scale'; did you mean gamma_scal%?", function() return m.gamma_scale end)
+    local l = nn.Linear(2, 3, { bias = false })
+    for _ = 1, 3 do assert.is_nil(l.bias) end
+    l:register_buffer("bias2", nnr.zeros(3))
+    fails("Linear has no 'bias'; did you mean bias2%?", function() return l.bias end)
+  end)
+
   it("ranks by edit distance with transpositions", function()
     local names = require "nnr.names"
     assert.are.equal(1, names.distance("forwrad", "forward"))
