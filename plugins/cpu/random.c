@@ -133,7 +133,18 @@ static void multinomial_range(void *vc, int64_t begin, int64_t end)
                 rc[k].key = p > 0 ? -log(u) / p : INFINITY;
                 rc[k].cat = k;
             }
-            qsort(rc, (size_t)c->C, sizeof *rc, race_cmp);
+            if (c->n <= 16) {      /* a few draws (sampling a token): the n smallest keys, by insertion */
+                int64_t kept = 0;
+                for (int64_t k = 0; k < c->C; k++) {
+                    if (kept == c->n && race_cmp(&rc[k], &rc[kept - 1]) >= 0) continue;
+                    race x = rc[k];
+                    int64_t i = kept < c->n ? kept++ : kept - 1;
+                    while (i > 0 && race_cmp(&x, &rc[i - 1]) < 0) { rc[i] = rc[i - 1]; i--; }
+                    rc[i] = x;
+                }
+            } else {
+                qsort(rc, (size_t)c->C, sizeof *rc, race_cmp);
+            }
             for (int64_t j = 0; j < c->n; j++) out[j] = rc[j].cat;
         }
     }

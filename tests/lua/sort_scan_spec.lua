@@ -348,6 +348,14 @@ describe("sampling", function()
     assert(row2[1] ~= row2[2] and (row2[1] == 2 or row2[1] == 4) and (row2[2] == 2 or row2[2] == 4))
     local all4 = nnr.multinomial(nnr.tensor { 1, 2, 3, 4 }, 4):sort()
     H.assert_close(all4, { 1, 2, 3, 4 }, 0)
+    -- up to 16 draws keep the smallest race keys by insertion, more sort them all: the same order
+    local p = nnr.rand(4, 300):pow(3)
+    p:select(1, 2):narrow(1, 1, 150):zero_()
+    for _, n in ipairs { 1, 2, 5, 16 } do
+      nnr.manual_seed(11); local few = nnr.multinomial(p, n)
+      nnr.manual_seed(11); local many = nnr.multinomial(p, 17)
+      H.assert_close(few, many:narrow(2, 1, n):totable(), 0)
+    end
     nnr.manual_seed(9); local a = nnr.multinomial(nnr.rand(3, 10), 5)
     nnr.manual_seed(9); local b = nnr.multinomial(nnr.rand(3, 10), 5)
     H.assert_close(a, b:totable(), 0)

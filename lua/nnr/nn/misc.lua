@@ -34,14 +34,20 @@ function Embedding:__init(num, dim, opts)
   self.embedding_dim = V.integer("Embedding", "embedding_dim", dim, 1)
   self:register_parameter("weight", nnr.randn(num, dim, { dtype = opts.dtype, device = opts.device }))
 end
+-- the rows' own op checks the indices (index_select); only a failure pays for finding the bad one, so
+-- that a decoding step's token costs one op
 function Embedding:forward(idx)
   if idx:is_floating_point() then error("Embedding: indices must be integers, got " .. idx.dtype, 0) end
-  local lo, hi = idx:min():item(), idx:max():item()
-  if lo < 1 or hi > self.num_embeddings then
-    error(string.format("Embedding(%d, %d): index %d is outside 1..%d", self.num_embeddings, self.embedding_dim,
-      lo < 1 and lo or hi, self.num_embeddings), 0)
+  local ok, out = pcall(F.embedding, idx, self.weight)
+  if ok then return out end
+  if idx:numel() > 0 then
+    local lo, hi = idx:min():item(), idx:max():item()
+    if lo < 1 or hi > self.num_embeddings then
+      error(string.format("Embedding(%d, %d): index %d is outside 1..%d", self.num_embeddings, self.embedding_dim,
+        lo < 1 and lo or hi, self.num_embeddings), 0)
+    end
   end
-  return F.embedding(idx, self.weight)
+  error(out, 0)
 end
 function Embedding:extra_repr() return self.num_embeddings .. ", " .. self.embedding_dim end
 
