@@ -121,6 +121,45 @@ describe("MultiheadAttention and the Transformer layers", function()
     assert(ok, msg)
   end)
 
+  it("decode a token at a time with a cache as the whole causal sequence does, in every layout", function()
+    -- TransformerEncoderLayer's decoding path (MultiheadAttention:decode_step) against the general one
+    for _, bf in ipairs { true, false } do
+      for _, nf in ipairs { true, false } do
+        for _, act in ipairs { "relu", "gelu" } do
+          local enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 12, dropout = 0.2, batch_first = bf,
+            norm_first = nf, activation = act }), 2):double()
+          enc:eval()
+          for _, N in ipairs { 1, 3 } do
+            local T = 6
+            local x = nnr.randn(bf and { N, T, 8 } or { T, N, 8 }, d64)
+            local tdim = bf and 2 or 1
+            local full = enc(x, { is_causal = true })
+            local cache = {}
+            local first = enc(x:narrow(tdim, 1, 2), { is_causal = true, cache = cache })      -- two positions: the general path
+            close(first, full:narrow(tdim, 1, 2), 1e-12, "prompt")
+            local mha = enc.layers:get(1).self_attn
+            for t = 3, T do
+              local xt = x:narrow(tdim, t, 1)
+              local y = nnr.no_grad(function()
+                assert.is_true(mha:decodes(xt, cache[1]))
+                return enc(xt, { is_causal = true, cache = cache })
+              end)
+              close(y, full:narrow(tdim, t, 1), 1e-12, string.format("batch_first=%s norm_first=%s %s N=%d t=%d", bf, nf, act, N, t))
+            end
+            assert.are.equal(T, cache[2].k:size(2))
+          end
+          -- in training mode, or recording gradients, the general path runs
+          local xt = nnr.randn({ 1, 1, 8 }, d64)
+          local mha = enc.layers:get(1).self_attn
+          assert.is_false(nnr.no_grad(function() enc:train(); return mha:decodes(xt, {}) end))
+          enc:eval()
+          assert.is_false(mha:decodes(xt, {}))                          -- the weights require gradients
+          assert.is_false(nnr.no_grad(function() return mha:decodes(nnr.randn(bf and { 1, 2, 8 } or { 2, 1, 8 }, d64), {}) end))
+        end
+      end
+    end
+  end)
+
   it("stack layers under PyTorch's names, counted from 1 as nnrun's containers are", function()
     local layer = nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 16, dropout = 0 })
     local enc = nn.TransformerEncoder(layer, 2, { norm = nn.LayerNorm(8) })

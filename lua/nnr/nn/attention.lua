@@ -247,6 +247,34 @@ function MHA:forward(query, key, value, opts)
   return out, weights
 end
 
+-- Decoding: self-attention of one new position per sequence against a cache, in eval mode without
+-- gradients, masks or weights. It is what forward gives for such a call (one query sees every cached key,
+-- so causal or not is the same), in the few ops the arithmetic needs: forward's checks, mask merging and
+-- layout changes cost more than a batch-1 token's products (issue 17's generation). x: [N, 1, E] when
+-- batch_first, else [1, N, E]. MHA:decodes(x) says whether a call fits; the transformer layers ask it.
+function MHA:decodes(x, cache)
+  if not self._same or self.training or type(cache) ~= "table" or not nnr.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= self.embed_dim
+     or x:size(self.batch_first and 2 or 1) ~= 1 then
+    return false
+  end
+  return not nnr.is_grad_enabled() or not (x.requires_grad or self.in_proj_weight.requires_grad)
+end
+
+local function sdpa_plain(q, k, v)
+  return binding.call(C.nnr_scaled_dot_product_attention, q.p, k.p, v.p, nil, 0, 0 / 0)
+end
+
+function MHA:decode_step(x, cache)
+  local E, h, d = self.embed_dim, self.num_heads, self.head_dim
+  local N = self.batch_first and x:size(1) or x:size(2)
+  local qin = rawget(self, "in_proj_int8")
+  local y = qin and qin(x) or F.linear(x, self.in_proj_weight, rawget(self, "in_proj_bias"))   -- N rows of [q k v]
+  local q = y:narrow(3, 1, E):reshape(N * h, 1, d)
+  local _, k, v = cache_append(cache, y:narrow(3, E + 1, E):reshape(N * h, 1, d), y:narrow(3, 2 * E + 1, E):reshape(N * h, 1, d))
+  local o = sdpa_plain(q, k, v)                                   -- [N * heads, 1, d]: row n holds sequence n's heads
+  return self.out_proj(self.batch_first and o:view(N, 1, E) or o:view(1, N, E))
+end
+
 function MHA:extra_repr()
   return string.format("embed_dim=%d, num_heads=%d%s", self.embed_dim, self.num_heads, self.batch_first and ", batch_first=true" or "")
 end

@@ -60,9 +60,25 @@ end
 
 M.TransformerEncoderLayer = Module:extend("TransformerEncoderLayer")
 function M.TransformerEncoderLayer:__init(d_model, nhead, opts) init_layer(self, "TransformerEncoderLayer", d_model, nhead, opts, false) end
+local ENCODER_LAYER_OPTIONS = { src_mask = true, src_key_padding_mask = true, is_causal = true, cache = true }
+
+-- a token at a time against the cache (MultiheadAttention:decodes): the layer's arithmetic without
+-- forward's option tables, closures and eval-mode dropouts; the sum x + ... is new, the rest in place
+local function decode_layer(self, x, cache)
+  local a = self.activation == "gelu" and F.gelu or F.relu
+  local mha = self.self_attn
+  if self.norm_first then
+    x = x + mha:decode_step(self.norm1(x), cache)
+    return x:add_(self.linear2(a(self.linear1(self.norm2(x)))))
+  end
+  x = self.norm1(x + mha:decode_step(x, cache))
+  return self.norm2(x:add_(self.linear2(a(self.linear1(x)))))
+end
+
 function M.TransformerEncoderLayer:forward(src, opts)
-  opts = V.options("TransformerEncoderLayer", opts, { src_mask = true, src_key_padding_mask = true, is_causal = true, cache = true })
+  opts = V.options("TransformerEncoderLayer", opts, ENCODER_LAYER_OPTIONS)
   local x, m, kpm, c, kv = src, opts.src_mask, opts.src_key_padding_mask, opts.is_causal, opts.cache
+  if kv ~= nil and m == nil and kpm == nil and self.self_attn:decodes(x, kv) then return decode_layer(self, x, kv) end
   if self.norm_first then
     local n = self.norm1(x)
     x = x + attend(self.self_attn, self.dropout1, n, n, m, kpm, c, kv)
@@ -109,11 +125,13 @@ function M.TransformerEncoder:__init(layer, num_layers, opts) stack(self, "Trans
 function M.TransformerEncoder:forward(src, opts)
   local x = src
   local cache = opts and opts.cache
+  local o = opts
+  if cache then                   -- the layers' options with each layer's own cache
+    o = {}
+    for k, v in pairs(opts) do o[k] = v end
+  end
   for i = 1, self.num_layers do
-    local o = opts
     if cache then
-      o = {}
-      for k, v in pairs(opts) do o[k] = v end
       cache[i] = cache[i] or {}
       o.cache = cache[i]
     end
