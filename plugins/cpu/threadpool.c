@@ -1,5 +1,9 @@
-/* A small fork-join pool: the caller runs the first piece, parked workers the
- * rest. A worker that finished a piece spins for a short while (NNR_CPU_SPIN_US,
+/* A small fork-join pool: the caller and the workers claim the pieces of a job
+ * from one counter (tagged with the job's number, so a late worker never takes a
+ * piece of the next job), and the caller waits only for pieces a worker took: a
+ * worker still waking up costs nothing, the caller runs its pieces too. The pieces
+ * are the same ranges whoever runs them. A worker that finished spins for a
+ * short while (NNR_CPU_SPIN_US,
  * 50 us by default; 0: never) watching for the next job, then sleeps on a
  * condition variable; the caller waits for the pieces the same way. Waking a
  * sleeping thread costs some 40-50 us on a 2-vCPU VM (the hypervisor's IPI),
@@ -28,8 +32,9 @@ typedef struct pool {
     pthread_mutex_t run_lock;      /* one parallel region at a time */
     pthread_t workers[MAX_THREADS];
     int n_workers, want_threads, stopping;
-    uint64_t generation;
-    int pending;
+    uint64_t generation;           /* the job's number */
+    uint64_t claim;                /* (number & 0xffffffff) << 32 | the next piece to take */
+    uint64_t done;                 /* pieces finished */
     cpu_range_fn job_fn;
     void *job_ctx;
     int64_t job_n, job_pieces;
@@ -52,13 +57,12 @@ static int64_t now_ns(void)
 /* spins until *v differs from old (1) or spin_ns passed (0). Past the first few microseconds it yields
  * between looks: on a core of its own sched_yield returns at once, and where threads outnumber the cores
  * (two training processes with two threads each on two cores) the spinning thread steps aside */
-static int spin_while_equal(const void *v, uint64_t old, int is64)
+static int spin_while_equal(const uint64_t *v, uint64_t old)
 {
     if (spin_ns <= 0) return 0;
     int64_t start = 0, yield_after = spin_ns < 5000 ? spin_ns : 5000;
     for (unsigned i = 0;; i++) {
-        uint64_t cur = is64 ? __atomic_load_n((const uint64_t *)v, __ATOMIC_ACQUIRE) : (uint64_t)__atomic_load_n((const int *)v, __ATOMIC_ACQUIRE);
-        if (cur != old) return 1;
+        if (__atomic_load_n(v, __ATOMIC_ACQUIRE) != old) return 1;
         _mm_pause();
         if ((i & 63) == 0) {
             int64_t t = now_ns();
@@ -88,39 +92,42 @@ static void pools_init(void)
     }
 }
 
-typedef struct worker_arg { pool *p; int64_t id; } worker_arg;
+typedef struct worker_arg { pool *p; } worker_arg;
 
-static void piece(const pool *p, int64_t k, int64_t *b, int64_t *e)
+/* takes and runs pieces of job gen until none is left (or the job is no longer gen) */
+static void run_pieces(pool *p, uint32_t gen, cpu_range_fn fn, void *ctx, int64_t n, int64_t pieces)
 {
-    *b = p->job_n * k / p->job_pieces;
-    *e = p->job_n * (k + 1) / p->job_pieces;
+    for (;;) {
+        uint64_t v = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+        do {
+            if ((uint32_t)(v >> 32) != gen || (int64_t)(v & 0xffffffffu) >= pieces) return;
+        } while (!__atomic_compare_exchange_n(&p->claim, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+        int64_t k = (int64_t)(v & 0xffffffffu);
+        fn(ctx, n * k / pieces, n * (k + 1) / pieces);
+        if (__atomic_add_fetch(&p->done, 1, __ATOMIC_ACQ_REL) == (uint64_t)pieces) {
+            pthread_mutex_lock(&p->lock);
+            if (p->caller_sleeps) pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
 }
 
 static void *worker_main(void *arg)
 {
     pool *p = ((worker_arg *)arg)->p;
-    int64_t id = ((worker_arg *)arg)->id;
     free(arg);
     uint64_t seen = 0;
     for (;;) {
-        spin_while_equal(&p->generation, seen, 1);     /* awake for a while after each piece */
+        spin_while_equal(&p->generation, seen);     /* awake for a while after each job */
         pthread_mutex_lock(&p->lock);
         while (!p->stopping && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->lock);
         if (p->stopping) { pthread_mutex_unlock(&p->lock); break; }
         seen = p->generation;          /* the job's fields, read under the lock they were written under */
-        int mine = id + 1 < p->job_pieces;
-        int64_t b = 0, e = 0;
-        if (mine) piece(p, id + 1, &b, &e);
         cpu_range_fn fn = p->job_fn;
         void *ctx = p->job_ctx;
+        int64_t n = p->job_n, pieces = p->job_pieces;
         pthread_mutex_unlock(&p->lock);
-        if (!mine) continue;
-        fn(ctx, b, e);
-        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
-            pthread_mutex_lock(&p->lock);
-            if (p->caller_sleeps) pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->lock);
-        }
+        run_pieces(p, (uint32_t)seen, fn, ctx, n, pieces);
     }
     cpu_thread_exit();             /* the thread's scratch buffers */
     return NULL;
@@ -133,7 +140,6 @@ static void grow(pool *p, int n)
         worker_arg *a = malloc(sizeof *a);
         if (!a) break;
         a->p = p;
-        a->id = p->n_workers;
         if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, a) != 0) { free(a); break; }
         p->n_workers++;
     }
@@ -189,20 +195,20 @@ int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx)
     if (pieces > p->n_workers + 1) pieces = p->n_workers + 1;
     pthread_mutex_lock(&p->lock);
     p->job_fn = fn; p->job_ctx = ctx; p->job_n = n; p->job_pieces = pieces;
-    __atomic_store_n(&p->pending, (int)pieces - 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->generation, p->generation + 1, __ATOMIC_RELEASE);
+    uint64_t gen = p->generation + 1;
+    __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->claim, (uint64_t)(uint32_t)gen << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->generation, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->lock);
-    int64_t b, e;
-    piece(p, 0, &b, &e);
-    fn(ctx, b, e);
-    for (;;) {              /* the other pieces: spin while they finish, sleep if they take long */
-        int left = __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE);
-        if (left == 0) break;
-        if (spin_while_equal(&p->pending, (uint64_t)left, 0)) continue;
+    run_pieces(p, (uint32_t)gen, fn, ctx, n, pieces);
+    for (;;) {              /* pieces the workers took: spin while they finish, sleep if they take long */
+        uint64_t finished = __atomic_load_n(&p->done, __ATOMIC_ACQUIRE);
+        if (finished == (uint64_t)pieces) break;
+        if (spin_while_equal(&p->done, finished)) continue;
         pthread_mutex_lock(&p->lock);
         p->caller_sleeps = 1;
-        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&p->done_cv, &p->lock);
+        while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) != (uint64_t)pieces) pthread_cond_wait(&p->done_cv, &p->lock);
         p->caller_sleeps = 0;
         pthread_mutex_unlock(&p->lock);
         break;
