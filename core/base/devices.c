@@ -55,6 +55,7 @@ static void *host_alloc(size_t nbytes)
 
 static void host_free(void *ptr) { free(ptr); }
 static int host_num_threads(void) { return nnr_get_num_threads(); }
+static int host_parallel_for(int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx);
 
 const nnr_host_api nnr_host = {
     .struct_size = sizeof(nnr_host_api),
@@ -65,7 +66,19 @@ const nnr_host_api nnr_host = {
     .host_free = host_free,
     .interrupted = nnr_interrupted_flag,
     .num_threads = host_num_threads,
+    .parallel_for = host_parallel_for,
 };
+
+/* the host backend's pool (ABI 1.7), else one piece on the calling thread */
+static int host_parallel_for(int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx)
+{
+    if (n <= 0) return NNR_OK;
+    nnr_plugin *b = host_backend;
+    if (b && (b->abi_version & 0xffff) >= 7 && NNR_HAS_FIELD(b, nnr_plugin, parallel_for) && b->parallel_for)
+        return b->parallel_for(b, n, grain, fn, ctx);
+    fn(ctx, 0, n);
+    return nnr_interrupted_flag() ? NNR_ERR_INTERRUPTED : NNR_OK;
+}
 
 /* flags is ABI 1.4's (before, a reserved field nobody had to zero) */
 static int offers_host(const nnr_plugin *p)

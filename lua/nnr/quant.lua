@@ -16,6 +16,7 @@ local Module = nn.Module
 local M = {}
 
 local OP_WEIGHT, OP_PACK, OP_LINEAR = 208, 209, 210
+local F32, HOST = binding.dtype_id("f32"), 0         -- device 0 is the host device
 M.kernels = { best = 0, c = 1, avx2 = 2, avxvnni = 3, avx512vnni = 4 }
 
 function M.available()
@@ -61,8 +62,10 @@ local function pack(q)
 end
 
 -- the int8 linear on quantized weights: x [M, K] f32 -> [M, N] f32
+local y_sizes = ffi.new("int64_t[2]")
 function M.linear(x, packed, meta, relu, kernel)
-  local y = nnr.empty(x:size(1), meta:size(2))
+  y_sizes[0], y_sizes[1] = C.nnr_tensor_size(x.p, 0), C.nnr_tensor_size(meta.p, 1)
+  local y = binding.own(C.nnr_empty(F32, 2, y_sizes, HOST))
   run("quantized linear", OP_LINEAR, { x, packed, meta }, { y }, relu and 1 or 0, x:size(2), kernel or 0)
   return y
 end
@@ -106,7 +109,33 @@ function QuantizedLinear:after_load()
   rawset(self, "_meta", nnr.cat({ self.scale:view(1, N), wsum:float():view(1, N), bias:float():view(1, N) }, 1):contiguous())
 end
 
+-- a contiguous f32 input on the cpu, of any rank: the rows straight to the kernel and the output shaped
+-- in C (a decoding step makes 17 of these calls a token; forward's checks and shape tables cost as much
+-- as the product), or nil for the general path
+local dims, rows_k = ffi.new("int64_t[8]"), ffi.new("int64_t[2]")
+local function run_contiguous(self, x, relu)
+  local p = x.p
+  local nd = C.nnr_tensor_ndim(p)
+  local K, N = self.in_features, self.out_features
+  if nd < 1 or nd > 8 or C.nnr_tensor_dtype(p) ~= F32 or C.nnr_tensor_is_contiguous(p) == 0 or C.nnr_tensor_device(p) ~= HOST
+     or C.nnr_tensor_size(p, nd - 1) ~= K then
+    return nil
+  end
+  local rows = 1
+  for d = 0, nd - 2 do dims[d] = C.nnr_tensor_size(p, d); rows = rows * dims[d] end
+  rows_k[0], rows_k[1] = rows, K
+  local x2 = nd == 2 and x or binding.own(C.nnr_view(p, 2, rows_k))
+  local y = M.linear(x2, self._packed, self._meta, relu, self.kernel)
+  if nd == 2 then return y end
+  dims[nd - 1] = N
+  return binding.own(C.nnr_view(y.p, nd, dims))
+end
+
 function QuantizedLinear:_run(x, relu)
+  if nnr.is_tensor(x) then
+    local y = run_contiguous(self, x, relu)
+    if y then return y end
+  end
   local K, nd = self.in_features, x:dim()
   if nd < 1 or x:size(nd) ~= K then
     error(string.format("QuantizedLinear(%d -> %d): input of shape %s, expected [..., %d]", self.in_features, self.out_features,

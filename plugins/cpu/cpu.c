@@ -254,6 +254,13 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     return NNR_OK;
 }
 
+/* ABI 1.7: the pool for the extensions' kernels (plugins/quant), one set of threads for the process */
+static nnr_status pool_parallel_for(nnr_plugin *self, int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx)
+{
+    (void)self;
+    return (nnr_status)cpu_parallel_for(n, grain, fn, ctx);
+}
+
 static void shutdown(nnr_plugin *self)
 {
     (void)self;
@@ -283,6 +290,7 @@ static nnr_plugin cpu_plugin = {
     .get_option = get_option,
     .device_props = device_props,
     .memory_info = memory_info,
+    .parallel_for = pool_parallel_for,
 };
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void)

@@ -18,7 +18,6 @@
  * All give the same int32 sums, and the same floats: every epilogue is one
  * fused multiply-add, fma(acc, sx * sw, bias). */
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -352,24 +351,34 @@ static void gemm_avxvnni(const qgemm *g, const uint8_t *xu, int64_t b0, int64_t 
 }
 #endif
 
-typedef struct piece { const qgemm *g; const uint8_t *xu; int64_t b0, b1; } piece;
+typedef struct piece { const qgemm *g; const uint8_t *xu; } piece;
 
-static void *run_piece(void *arg)
+/* a weight of this many bytes (int8) read by a few rows is split over the threads */
+#define QUANT_STREAM_BYTES 65536.0
+
+/* channel blocks [2 * p0, 2 * p1): in pairs, since the AVX-512 kernel takes two blocks at once */
+static void run_pairs(void *arg, int64_t p0, int64_t p1)
 {
     const piece *p = arg;
     const qgemm *g = p->g;
+    int64_t b0 = 2 * p0, b1 = 2 * p1 < g->nb ? 2 * p1 : g->nb;
     switch (g->kernel) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    case KERNEL_AVX512VNNI: gemm_avx512vnni(g, p->xu, p->b0, p->b1); clean_upper(); break;
-    case KERNEL_AVXVNNI: gemm_avxvnni(g, p->xu, p->b0, p->b1); clean_upper(); break;
-    case KERNEL_AVX2: gemm_avx2(g, p->b0, p->b1); clean_upper(); break;
+    case KERNEL_AVX512VNNI: gemm_avx512vnni(g, p->xu, b0, b1); clean_upper(); break;
+    case KERNEL_AVXVNNI: gemm_avxvnni(g, p->xu, b0, b1); clean_upper(); break;
+    case KERNEL_AVX2: gemm_avx2(g, b0, b1); clean_upper(); break;
 #endif
-    default: gemm_c(g, p->b0, p->b1); break;
+    default: gemm_c(g, b0, b1); break;
     }
-    return NULL;
 }
 
-enum { MAX_THREADS = 16 };
+/* the host's threads (ABI 1.7: the cpu backend's pool, shared with its own kernels), or this one */
+static int parallel(int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx)
+{
+    if (NNR_HAS_FIELD(host, nnr_host_api, parallel_for) && host->parallel_for) return host->parallel_for(n, grain, fn, ctx);
+    fn(ctx, 0, n);
+    return NNR_OK;
+}
 
 static int quant_linear(const nnr_op_call *call)
 {
@@ -414,23 +423,16 @@ static int quant_linear(const nnr_op_call *call)
     g.xq = xq; g.sx = sx; g.w = pw->data; g.sw = mf; g.wsum = mf + g.N; g.bias = mf + 2 * g.N;
     g.y = y->data;
     g.relu = call->params->i[0] == 1;
-    /* split the channel blocks (in pairs: the AVX-512 kernel takes two) over threads when the work is large */
-    int threads = host->num_threads ? host->num_threads() : 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    /* the channel blocks over the threads when the work is large, or when a few rows stream a weight
+     * large enough that reading it, not the arithmetic, is the time (a batch-1 layer); the pieces are
+     * whole blocks, each computed alike on any thread count */
     int64_t pairs = (g.nb + 1) / 2;
-    if ((double)g.M * (double)g.N * (double)g.K < 4e6 || pairs < 2) threads = 1;
-    if (threads > pairs) threads = (int)pairs;
-    piece pieces[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started = 0;
-    for (int t = 0; t < threads; t++) {
-        int64_t p0 = pairs * t / threads, p1 = pairs * (t + 1) / threads;
-        pieces[t] = (piece){&g, xu, 2 * p0, 2 * p1 < g.nb ? 2 * p1 : g.nb};
-        if (t > 0 && pthread_create(&tids[t], NULL, run_piece, &pieces[t]) == 0) started |= 1 << t;
-        else if (t > 0) run_piece(&pieces[t]);
-    }
-    run_piece(&pieces[0]);
-    for (int t = 1; t < threads; t++) if (started & (1 << t)) pthread_join(tids[t], NULL);
+    int split = (double)g.M * (double)g.N * (double)g.K >= 4e6 || (g.M <= 16 && (double)g.N * (double)g.K >= QUANT_STREAM_BYTES);
+    piece pc = {&g, xu};
+    int st = NNR_OK;
+    if (split) st = parallel(pairs, 1, run_pairs, &pc);
+    else run_pairs(&pc, 0, pairs);
+    if (st != NNR_OK) { host->host_free(xq); return quant_error(st, "quantized linear: interrupted"); }
     /* rows with a NaN or infinity in x: NaN out, as a float linear would give */
     for (int64_t m = 0; m < g.M; m++)
         if (sx[m] != sx[m]) for (int64_t n = 0; n < g.N; n++) g.y[m * g.N + n] = NAN;

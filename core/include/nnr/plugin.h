@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 6,
+    NNR_ABI_MINOR = 7,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -344,6 +344,11 @@ typedef struct nnr_host_api {
     void (*host_free)(void *ptr);
     int (*interrupted)(void);             /* non-zero once Ctrl-C was pressed */
     int (*num_threads)(void);             /* threads a backend may use */
+    /* ABI 1.7: runs fn(ctx, begin, end) over [0, n) in up to num_threads() contiguous pieces of at least
+     * grain (the calling thread runs one) on the host backend's threads, so that an extension's kernels
+     * and the backend's share one set of threads; inline (one piece) when the host backend has none.
+     * Returns NNR_ERR_INTERRUPTED after Ctrl-C, else NNR_OK. Not to be called from inside fn. */
+    int (*parallel_for)(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 } nnr_host_api;
 
 typedef enum nnr_plugin_kind {
@@ -455,6 +460,9 @@ struct nnr_plugin {
     void (*release_memory)(nnr_plugin *self, int device);
     /* optional, ABI 1.4: nbytes from src on src_device to dst on dst_device, two devices of this plugin */
     nnr_status (*copy_between)(nnr_plugin *self, int dst_device, void *dst, int src_device, const void *src, size_t nbytes);
+    /* optional, ABI 1.7, for the host backend: its thread pool, as nnr_host_api.parallel_for describes;
+     * the core hands extensions' calls to it */
+    nnr_status (*parallel_for)(nnr_plugin *self, int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 };
 
 typedef int (*nnr_plugin_probe_fn)(void);
