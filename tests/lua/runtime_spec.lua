@@ -70,8 +70,10 @@ describe("runtime", function()
   end)
 
   it("gives the same products on 1 and 2 threads, batch-1 layers included", function()
-    -- a few rows against a large weight run in fixed column blocks over the threads (plugins/cpu/gemm.c);
-    -- larger products in per-thread blocks: neither may change an element's sum
+    -- a few rows (M <= 16) against a large weight run in the same fixed column blocks, one OpenBLAS call
+    -- each, on any thread count (plugins/cpu/gemm.c): the same floats. Larger products are split into one
+    -- block per thread, and OpenBLAS may pick another kernel for a block than for the whole (seen under
+    -- valgrind for 17x1024x256): those agree to rounding
     local n = nnr.get_num_threads()
     nnr.manual_seed(3)
     for _, dt in ipairs { "f32", "f64" } do
@@ -82,8 +84,9 @@ describe("runtime", function()
         local y1, m1 = nnr.nn.functional.linear(x, w, b), x:mm(w:t())
         nnr.set_num_threads(2)
         local y2, m2 = nnr.nn.functional.linear(x, w, b), x:mm(w:t())
-        assert.equal(0, (y1 - y2):abs():max():item(), dt .. " linear " .. table.concat(s, "x"))
-        assert.equal(0, (m1 - m2):abs():max():item(), dt .. " mm " .. table.concat(s, "x"))
+        local tol = s[1] <= 16 and 0 or (dt == "f32" and 1e-5 or 1e-13) * y1:abs():max():item()
+        assert.is_true((y1 - y2):abs():max():item() <= tol, dt .. " linear " .. table.concat(s, "x"))
+        assert.is_true((m1 - m2):abs():max():item() <= tol, dt .. " mm " .. table.concat(s, "x"))
         local ref = (x:double():unsqueeze(2) * w:double():unsqueeze(1)):sum(3) + b:double()
         assert.is_true((y2:double() - ref):abs():max():item() < (dt == "f32" and 1e-3 or 1e-10), dt .. " against the f64 sum")
       end
