@@ -247,3 +247,54 @@ nnr_tensor *nnr_scaled_dot_product_attention(const nnr_tensor *q, const nnr_tens
     if (st) { nnr_tensor_release(out); return NULL; }
     return out;
 }
+
+/* Decoding: one new position of N sequences against their key/value caches, one backend op
+ * (ATTN_DECODE, ABI 1.7): the new keys and values are written into the caches at position past and
+ * the one query of each head attends to positions 0..past. Inference only: it records no gradient
+ * (a cache is not a graph), and refuses operands that require one while gradients are on. */
+static int decode_check(const nnr_tensor *qkv, const nnr_tensor *k, const nnr_tensor *v, int64_t past, int64_t heads, double scale)
+{
+    const char *op = "attention_decode";
+    if (!qkv || !k || !v) return nnr_errorf(NNR_ERR_INVALID, "%s: qkv, the key cache and the value cache are required", op);
+    if (qkv->dtype != NNR_F32 && qkv->dtype != NNR_F64) return nnr_errorf(NNR_ERR_INVALID, "%s: qkv must be f32 or f64, got %s", op, nnr_dtype_name(qkv->dtype));
+    if (k->dtype != qkv->dtype || v->dtype != qkv->dtype) return nnr_errorf(NNR_ERR_INVALID, "%s: the caches must be %s like qkv", op, nnr_dtype_name(qkv->dtype));
+    if (k->device != qkv->device || v->device != qkv->device) return nnr_errorf(NNR_ERR_DEVICE, "%s: every operand must be on qkv's device", op);
+    if (qkv->ndim != 2 || qkv->sizes[1] % 3 != 0 || heads < 1 || (qkv->sizes[1] / 3) % heads != 0) {
+        char a[96];
+        return nnr_errorf(NNR_ERR_INVALID, "%s: qkv must be [N, 3E] with E divisible by the %lld heads, got %s", op, (long long)heads,
+                          nnr_shape_str(a, sizeof a, qkv->ndim, qkv->sizes));
+    }
+    int64_t N = qkv->sizes[0], d = qkv->sizes[1] / 3 / heads;
+    if (k->ndim != 3 || v->ndim != 3 || k->sizes[0] != N * heads || k->sizes[2] != d || v->sizes[0] != N * heads || v->sizes[1] != k->sizes[1] ||
+        v->sizes[2] != d) {
+        char a[96], b[96];
+        return nnr_errorf(NNR_ERR_INVALID, "%s: the caches must both be [N * heads, capacity, head_dim] = [%lld, *, %lld], got %s and %s", op,
+                          (long long)(N * heads), (long long)d, nnr_shape_str(a, sizeof a, k->ndim, k->sizes), nnr_shape_str(b, sizeof b, v->ndim, v->sizes));
+    }
+    if (past < 0 || past >= k->sizes[1])
+        return nnr_errorf(NNR_ERR_INVALID, "%s: position %lld is outside the caches' capacity of %lld", op, (long long)past, (long long)k->sizes[1]);
+    if (!nnr_tensor_is_contiguous(qkv) || !nnr_tensor_is_contiguous(k) || !nnr_tensor_is_contiguous(v))
+        return nnr_errorf(NNR_ERR_INVALID, "%s: qkv and the caches must be contiguous", op);
+    if (isinf(scale)) return nnr_errorf(NNR_ERR_INVALID, "%s: scale must be finite, got %g", op, scale);
+    if (nnr_is_grad_enabled() && (nnr_requires_grad(qkv) || nnr_requires_grad(k) || nnr_requires_grad(v)))
+        return nnr_errorf(NNR_ERR_INVALID, "%s: records no gradient; run it without gradients (nnr.no_grad) or use scaled_dot_product_attention", op);
+    return NNR_OK;
+}
+
+nnr_tensor *nnr_attention_decode(const nnr_tensor *qkv, nnr_tensor *k, nnr_tensor *v, int64_t past, int64_t heads, double scale)
+{
+    if (decode_check(qkv, k, v, past, heads, scale)) return NULL;
+    int64_t os[2] = {qkv->sizes[0], qkv->sizes[1] / 3};
+    nnr_tensor *out = nnr_tensor_alloc(qkv->dtype, 2, os, qkv->device);
+    if (!out) return NULL;
+    nnr_op_params p = {.struct_size = sizeof p};
+    p.i[0] = past;
+    p.i[1] = heads;
+    p.f[0] = scale;
+    nnr_tensor *in[1] = {(nnr_tensor *)qkv}, *o[3] = {out, k, v};
+    int st = NNR_OK;
+    for (int i = 1; i < 3 && st == NNR_OK; i++) st = nnr_autograd_check_inplace("attention_decode", o[i]);    /* bumps the versions */
+    if (st == NNR_OK) st = nnr_run_tensors("attention_decode", NNR_OP_ATTN_DECODE, qkv->device, 1, in, 3, o, &p);
+    if (st) { nnr_tensor_release(out); return NULL; }
+    return out;
+}

@@ -531,8 +531,24 @@ local function rnn_cases()
   end
 end
 
+-- ATTN_DECODE: 2 sequences of 3 heads of 5 against caches of 9 positions, the new ones at position 6;
+-- the caches are outputs read and updated in place, so they start filled
+local function attention_cases()
+  for _, dt in ipairs { "f32", "f64" } do
+    for _, scale in ipairs { 0 / 0, 0.3 } do
+      case(OP.ATTN_DECODE, dt, scale == scale and "scale 0.3" or "default scale", function(dev)
+        local N, H, d, cap = 2, 3, 5, 9
+        return { ins = { uniform(dt, -2, 2, { N, 3 * H * d }):to(dev) },
+                 outs = { empty({ N, H * d }, dt, dev), uniform(dt, -2, 2, { N * H, cap, d }):to(dev), uniform(dt, -2, 2, { N * H, cap, d }):to(dev) },
+                 params = { i = { 6, H }, f = { scale } } }
+      end)
+    end
+  end
+end
+
 for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
-                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases, layer_norm_cases } do
+                         conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases, layer_norm_cases,
+                         attention_cases } do
   group()
 end
 M.cases = cases
@@ -584,7 +600,8 @@ local function compare(got, ref, dtype)
 end
 
 local ACCUMULATES = { [C.NNR_OPCAT_REDUCE] = true, [C.NNR_OPCAT_SOFTMAX] = true, [C.NNR_OPCAT_MATMUL] = true, [C.NNR_OPCAT_CONV] = true,
-                      [C.NNR_OPCAT_POOL] = true, [C.NNR_OPCAT_NORM] = true, [C.NNR_OPCAT_OPTIM] = true, [C.NNR_OPCAT_SCAN] = true }
+                      [C.NNR_OPCAT_POOL] = true, [C.NNR_OPCAT_NORM] = true, [C.NNR_OPCAT_OPTIM] = true, [C.NNR_OPCAT_SCAN] = true,
+                      [C.NNR_OPCAT_ATTENTION] = true }
 
 local function tolerance(c, out)
   local tol = TOL[out.dtype] or 0

@@ -177,5 +177,7 @@ int cpu_supports_rnn(const nnr_op_call *call);
 int cpu_rnn_cell(const nnr_op_call *call);   /* RNN_CELL and its backward (rnn.c) */
 int cpu_supports_layer_norm(const nnr_op_call *call);
 int cpu_layer_norm(const nnr_op_call *call); /* LAYER_NORM and its backward (layernorm.c) */
+int cpu_attention_decode(const nnr_op_call *call);           /* ATTN_DECODE (attention.c) */
+int cpu_supports_attention_decode(const nnr_op_call *call);
 
 #endif

@@ -147,6 +147,7 @@ describe("MultiheadAttention and the Transformer layers", function()
               close(y, full:narrow(tdim, t, 1), 1e-12, string.format("batch_first=%s norm_first=%s %s N=%d t=%d", bf, nf, act, N, t))
             end
             assert.are.equal(T, cache[2].k:size(2))
+            assert.is_true(cache[1]._fused, "the cpu backend runs ATTN_DECODE")
           end
           -- in training mode, or recording gradients, the general path runs
           local xt = nnr.randn({ 1, 1, 8 }, d64)
@@ -158,6 +159,44 @@ describe("MultiheadAttention and the Transformer layers", function()
         end
       end
     end
+  end)
+
+  it("attention_decode: writes the new keys and values and attends as scaled_dot_product_attention", function()
+    for _, dt in ipairs { "f64", "f32" } do
+      for _, c in ipairs { { N = 1, H = 4, d = 16, cap = 40, pos = 1 }, { N = 3, H = 2, d = 5, cap = 9, pos = 7 }, { N = 2, H = 1, d = 33, cap = 300, pos = 300 } } do
+        local E = c.H * c.d
+        local qkv = nnr.randn({ c.N, 3 * E }, { dtype = dt })
+        local kc, vc = nnr.randn({ c.N * c.H, c.cap, c.d }, { dtype = dt }), nnr.randn({ c.N * c.H, c.cap, c.d }, { dtype = dt })
+        local k0, v0 = kc:clone(), vc:clone()
+        local scale = c.pos == 7 and 0.3 or nil
+        local o = F.attention_decode(qkv, kc, vc, c.pos, c.H, scale)
+        assert.are.same({ c.N, E }, o:size())
+        -- the caches: position pos holds the new keys and values, the rest is untouched
+        local nk = qkv:narrow(2, E + 1, E):reshape(c.N * c.H, c.d)
+        local nv = qkv:narrow(2, 2 * E + 1, E):reshape(c.N * c.H, c.d)
+        close(kc:select(2, c.pos), nk, 0, "new keys")
+        close(vc:select(2, c.pos), nv, 0, "new values")
+        k0:select(2, c.pos):copy_(nk)
+        v0:select(2, c.pos):copy_(nv)
+        close(kc, k0, 0, "the other keys")
+        close(vc, v0, 0, "the other values")
+        local q = qkv:narrow(2, 1, E):reshape(c.N * c.H, 1, c.d)
+        local ref = F.scaled_dot_product_attention(q, kc:narrow(2, 1, c.pos), vc:narrow(2, 1, c.pos), { scale = scale })
+        close(o, ref:reshape(c.N, E), dt == "f64" and 1e-12 or 1e-5, dt .. " output")
+      end
+    end
+    local qkv, kc, vc = nnr.randn(2, 24), nnr.randn(4, 5, 4), nnr.randn(4, 5, 4)
+    H.fails("position 5 is outside the caches' capacity of 5", function() return F.attention_decode(qkv, kc, vc, 6, 2) end)
+    H.fails("pos must be", function() return F.attention_decode(qkv, kc, vc, 0, 2) end)
+    H.fails("E divisible by the 3 heads", function() return F.attention_decode(nnr.randn(2, 24), kc, vc, 1, 3) end)
+    H.fails("caches must both be %[N %* heads, capacity, head_dim%] = %[4, %*, 4%], got %[4, 5, 4%] and %[4, 6, 4%]", function()
+      return F.attention_decode(qkv, kc, nnr.randn(4, 6, 4), 1, 2)
+    end)
+    H.fails("the caches must be f32 like qkv", function() return F.attention_decode(qkv, kc:double(), vc, 1, 2) end)
+    H.fails("must be contiguous", function() return F.attention_decode(nnr.randn(24, 2):t(), kc, vc, 1, 2) end)
+    H.fails("scale", function() return F.attention_decode(qkv, kc, vc, 1, 2, 0 / 0) end)
+    H.fails("records no gradient", function() return F.attention_decode(qkv:clone():requires_grad_(), kc, vc, 1, 2) end)
+    H.fails("qkv must be a tensor", function() return F.attention_decode("x", kc, vc, 1, 2) end)
   end)
 
   it("stack layers under PyTorch's names, counted from 1 as nnrun's containers are", function()

@@ -110,6 +110,11 @@ int nnr_rnn_layer(int mode, int reverse, const nnr_tensor *x, const nnr_tensor *
  * scale NaN for 1/sqrt(E) */
 nnr_tensor *nnr_scaled_dot_product_attention(const nnr_tensor *q, const nnr_tensor *k, const nnr_tensor *v, const nnr_tensor *mask,
                                              int causal, double scale);
+/* decoding: qkv [N, 3E] (each row a sequence's new query, key and value; heads of E / heads) against
+ * the caches k, v [N * heads, capacity, E / heads], contiguous: position past of the caches gets the
+ * new keys and values, and each head's query attends to positions 0..past -> [N, E]. scale NaN for
+ * 1/sqrt(head_dim). Inference only (no gradient). */
+nnr_tensor *nnr_attention_decode(const nnr_tensor *qkv, nnr_tensor *k, nnr_tensor *v, int64_t past, int64_t heads, double scale);
 
 /* --- neural-network ops (NCHW) --- */
 /* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in

@@ -82,7 +82,8 @@ typedef enum nnr_opcat {
     NNR_OPCAT_COLLECTIVE = 17, /* across processes (NCCL) */
     NNR_OPCAT_SORT = 18,       /* sort, topk: values and I64 indices along the last dim */
     NNR_OPCAT_SCAN = 19,       /* cumsum, cumprod along the last dim */
-    NNR_OPCAT_RNN = 20         /* (ABI 1.6) a recurrent cell's gates: one time step of RNN, LSTM, GRU */
+    NNR_OPCAT_RNN = 20,        /* (ABI 1.6) a recurrent cell's gates: one time step of RNN, LSTM, GRU */
+    NNR_OPCAT_ATTENTION = 21   /* (ABI 1.7) decoding attention against a key/value cache */
 } nnr_opcat;
 
 /* The op table, the one place that names an op: X(ID, number, "name", category, inputs min, max,
@@ -187,7 +188,14 @@ typedef enum nnr_opcat {
  *    xhat = (x - mean) rstd, g = dy weight: dx = rstd (g - mean(g) - xhat mean(g xhat)).
  *  - GELU (UNARY, ABI 1.6, floating-point dtypes): x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, PyTorch's
  *    exact form. GELU_GRAD (BINARY, two inputs: grad, x): grad (Phi(x) + x phi(x)), phi the normal
- *    density exp(-x^2 / 2) / sqrt(2 pi). */
+ *    density exp(-x^2 / 2) / sqrt(2 pi).
+ *  - ATTN_DECODE (ATTENTION, ABI 1.7): one new position of N sequences against their key/value caches,
+ *    f32 or f64, every operand contiguous. inputs[0] qkv [N, 3E]: row n is the new query, key and value
+ *    of sequence n, each E = H * d wide (head h at columns h*d..); outputs[1] K and outputs[2] V
+ *    [N * H, cap, d] are read and updated in place: position p = i[0] (0-based, p < cap) of row n*H + h
+ *    gets the new key and value of head h, positions 0..p-1 are read. outputs[0] o [N, E]: for each
+ *    (n, h), softmax over j = 0..p of (q . K[n*H+h, j]) * scale, times V[n*H+h, j]. i[1] = H; f[0] =
+ *    scale (NaN: 1 / sqrt(d)). No mask: the one query sees every cached position. */
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -285,7 +293,8 @@ typedef enum nnr_opcat {
     X(LAYER_NORM, 274, "layer_norm", NORM, 1, 3, 2, 2) \
     X(LAYER_NORM_BACKWARD, 275, "layer_norm_backward", NORM, 3, 4, 1, 3) \
     X(GELU, 276, "gelu", UNARY, 1, 1, 1, 1) \
-    X(GELU_GRAD, 277, "gelu_grad", BINARY, 2, 2, 1, 1)
+    X(GELU_GRAD, 277, "gelu_grad", BINARY, 2, 2, 1, 1) \
+    X(ATTN_DECODE, 278, "attention_decode", ATTENTION, 1, 1, 3, 3)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

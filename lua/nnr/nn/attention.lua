@@ -10,6 +10,7 @@ local binding = require "nnr.binding"
 local F = require "nnr.nn.functional"
 local V = require "nnr.check"
 local C = binding.C
+local ffi = binding.ffi
 local tp = require("nnr.tensor").tp
 
 local Module = require "nnr.nn.module"
@@ -117,31 +118,16 @@ function project_packed(self, x)
   return part(1), part(2), part(3)
 end
 
--- the key/value cache: the new keys and values [N * heads, n, d] join the kept ones. Without gradients
--- they are written into buffers that grow by doubling, so that a token costs its own keys and not a copy
--- of all the earlier ones; with gradients (training through a cache) they are concatenated, so that
--- the new ones stay in the graph. cache.k and cache.v are the keys and values so far; returns the
--- positions cached before this call and the keys and values to attend to.
-local function cache_append(cache, k, v)
-  local past = cache.k and cache.k:size(2) or 0
-  if past > 0 and (cache.k:size(1) ~= k:size(1) or cache.k:size(3) ~= k:size(3) or cache.k.dtype ~= k.dtype or cache.k.device ~= k.device) then
-    error(string.format("MultiheadAttention: the cache holds keys %s (%s on %s), the new ones are %s (%s on %s): a cache serves one batch of one model",
-      nnr.shape_str(cache.k:size()), cache.k.dtype, cache.k.device, nnr.shape_str(k:size()), k.dtype, k.device), 0)
-  end
-  local n = k:size(2)
-  if nnr.is_grad_enabled() and (k.requires_grad or v.requires_grad) then
-    if past > 0 then k, v = nnr.cat({ cache.k, k }, 2), nnr.cat({ cache.v, v }, 2) end
-    cache.k, cache.v, cache._kbuf, cache._vbuf = k:detach(), v:detach(), nil, nil
-    return past, k, v
-  end
+-- the cache's buffers [N * heads, capacity, d] holding its past positions, with room for need (they
+-- grow by doubling); buffers only while cache.k and cache.v are still the views left there (a caller
+-- that replaced or trimmed them gets new buffers made from what they hold now).
+local function cache_buffers(cache, past, need, rows, d, dtype, device)
   local kb, vb = cache._kbuf, cache._vbuf
-  -- buffers only while cache.k and cache.v are still the views this function left there (a caller that
-  -- replaced or trimmed them gets new buffers made from what they hold now)
   if kb and not (rawequal(cache.k, cache._kview) and rawequal(cache.v, cache._vview)) then kb, vb = nil, nil end
-  if not kb or kb:size(2) < past + n then
-    local cap = math.max(past + n, 2 * (kb and kb:size(2) or 0), 32)
-    local o = { dtype = k.dtype, device = k.device }
-    local nk, nv = nnr.empty(k:size(1), cap, k:size(3), o), nnr.empty(v:size(1), cap, v:size(3), o)
+  if not kb or kb:size(2) < need then
+    local cap = math.max(need, 2 * (kb and kb:size(2) or 0), 32)
+    local o = { dtype = dtype, device = device }
+    local nk, nv = nnr.empty(rows, cap, d, o), nnr.empty(rows, cap, d, o)
     if past > 0 then
       nk:narrow(2, 1, past):copy_(cache.k)
       nv:narrow(2, 1, past):copy_(cache.v)
@@ -149,6 +135,31 @@ local function cache_append(cache, k, v)
     kb, vb = nk, nv
     cache._kbuf, cache._vbuf = kb, vb
   end
+  return kb, vb
+end
+
+-- the key/value cache: the new keys and values [N * heads, n, d] join the kept ones. Without gradients
+-- they are written into buffers that grow by doubling, so that a token costs its own keys and not a copy
+-- of all the earlier ones; with gradients (training through a cache) they are concatenated, so that
+-- the new ones stay in the graph. cache.k and cache.v are the keys and values so far; returns the
+-- positions cached before this call and the keys and values to attend to.
+local function check_cache(cache, past, rows, n, d, dtype, device)
+  if past > 0 and (cache.k:size(1) ~= rows or cache.k:size(3) ~= d or cache.k.dtype ~= dtype or cache.k.device ~= device) then
+    error(string.format("MultiheadAttention: the cache holds keys %s (%s on %s), the new ones are %s (%s on %s): a cache serves one batch of one model",
+      nnr.shape_str(cache.k:size()), cache.k.dtype, cache.k.device, nnr.shape_str({ rows, n, d }), dtype, device), 0)
+  end
+end
+
+local function cache_append(cache, k, v)
+  local past = cache.k and cache.k:size(2) or 0
+  check_cache(cache, past, k:size(1), k:size(2), k:size(3), k.dtype, k.device)
+  local n = k:size(2)
+  if nnr.is_grad_enabled() and (k.requires_grad or v.requires_grad) then
+    if past > 0 then k, v = nnr.cat({ cache.k, k }, 2), nnr.cat({ cache.v, v }, 2) end
+    cache.k, cache.v, cache._kbuf, cache._vbuf = k:detach(), v:detach(), nil, nil
+    return past, k, v
+  end
+  local kb, vb = cache_buffers(cache, past, past + n, k:size(1), k:size(3), k.dtype, k.device)
   kb:narrow(2, past + 1, n):copy_(k)
   vb:narrow(2, past + 1, n):copy_(v)
   cache.k, cache.v = kb:narrow(2, 1, past + n), vb:narrow(2, 1, past + n)
@@ -264,11 +275,54 @@ local function sdpa_plain(q, k, v)
   return binding.call(C.nnr_scaled_dot_product_attention, q.p, k.p, v.p, nil, 0, 0 / 0)
 end
 
+-- whether the backend of these operands runs ATTN_DECODE itself (asked once per cache)
+local sup_in, sup_out, sup_params = ffi.new("nnr_tensor *[1]"), ffi.new("nnr_tensor *[3]"), ffi.new("nnr_op_params")
+local function fused_decode_supported(qkv, o, kb, vb, past, heads)
+  sup_in[0], sup_out[0], sup_out[1], sup_out[2] = qkv.p, o.p, kb.p, vb.p
+  sup_params.struct_size = ffi.sizeof(sup_params)
+  sup_params.i[0], sup_params.i[1] = past, heads
+  return C.nnr_op_supported(C.NNR_OP_ATTN_DECODE, 1, sup_in, 3, sup_out, sup_params) ~= 0
+end
+
+-- F.attention_decode(qkv, k_cache, v_cache, pos, num_heads[, scale]): decoding attention in one op.
+-- qkv [N, 3E] (each row the new query, key and value of one sequence, num_heads heads of E / num_heads),
+-- k_cache and v_cache [N * num_heads, capacity, E / num_heads], contiguous: position pos (1-based) of the
+-- caches gets the new keys and values, and each head's query attends to positions 1..pos -> [N, E].
+-- scale defaults to 1 / sqrt(head_dim). Inference only: no gradient is recorded (an error if one would
+-- be). On a backend without the op it runs on the cpu backend.
+function F.attention_decode(qkv, k, v, pos, heads, scale)
+  local who = "attention_decode"
+  pos = V.integer(who, "pos", pos, 1)
+  heads = V.integer(who, "num_heads", heads, 1)
+  scale = scale ~= nil and V.number(who, "scale", scale) or 0 / 0
+  return binding.call(C.nnr_attention_decode, tp(who, qkv, "qkv"), tp(who, k, "k_cache"), tp(who, v, "v_cache"), pos - 1, heads, scale)
+end
+
+-- the fused step: the new keys and values written into the cache's buffers and attended to in one op
+-- (ATTN_DECODE); nil where the backend lacks it (then the composed step runs)
+local function fused_decode(cache, y, N, h, d, E)
+  if cache._fused == false then return nil end
+  local past = cache.k and cache.k:size(2) or 0
+  check_cache(cache, past, N * h, 1, d, y.dtype, y.device)
+  local y2 = y:view(N, 3 * E)
+  local kb, vb = cache_buffers(cache, past, past + 1, N * h, d, y.dtype, y.device)
+  if cache._fused == nil then
+    cache._fused = fused_decode_supported(y2, nnr.empty(N, E, { dtype = y.dtype, device = y.device }), kb, vb, past, h)
+    if not cache._fused then return nil end
+  end
+  local o = binding.call(C.nnr_attention_decode, y2.p, kb.p, vb.p, past, h, 0 / 0)
+  cache.k, cache.v = kb:narrow(2, 1, past + 1), vb:narrow(2, 1, past + 1)
+  cache._kview, cache._vview = cache.k, cache.v
+  return o
+end
+
 function MHA:decode_step(x, cache)
   local E, h, d = self.embed_dim, self.num_heads, self.head_dim
   local N = self.batch_first and x:size(1) or x:size(2)
   local qin = rawget(self, "in_proj_int8")
   local y = qin and qin(x) or F.linear(x, self.in_proj_weight, rawget(self, "in_proj_bias"))   -- N rows of [q k v]
+  local fo = y:is_contiguous() and fused_decode(cache, y, N, h, d, E)
+  if fo then return self.out_proj(self.batch_first and fo:view(N, 1, E) or fo:view(1, N, E)) end
   local q = y:narrow(3, 1, E):reshape(N * h, 1, d)
   local _, k, v = cache_append(cache, y:narrow(3, E + 1, E):reshape(N * h, 1, d), y:narrow(3, 2 * E + 1, E):reshape(N * h, 1, d))
   local o = sdpa_plain(q, k, v)                                   -- [N * heads, 1, d]: row n holds sequence n's heads
