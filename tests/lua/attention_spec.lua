@@ -163,7 +163,8 @@ describe("MultiheadAttention and the Transformer layers", function()
 
   it("attention_decode: writes the new keys and values and attends as scaled_dot_product_attention", function()
     for _, dt in ipairs { "f64", "f32" } do
-      for _, c in ipairs { { N = 1, H = 4, d = 16, cap = 40, pos = 1 }, { N = 3, H = 2, d = 5, cap = 9, pos = 7 }, { N = 2, H = 1, d = 33, cap = 300, pos = 300 } } do
+      for _, c in ipairs { { N = 1, H = 4, d = 16, cap = 40, pos = 1 }, { N = 3, H = 2, d = 5, cap = 9, pos = 7 }, { N = 2, H = 1, d = 33, cap = 300, pos = 300 },
+                           { N = 1, H = 2, d = 64, cap = 20, pos = 19 }, { N = 1, H = 1, d = 130, cap = 10, pos = 3 } } do
         local E = c.H * c.d
         local qkv = nnr.randn({ c.N, 3 * E }, { dtype = dt })
         local kc, vc = nnr.randn({ c.N * c.H, c.cap, c.d }, { dtype = dt }), nnr.randn({ c.N * c.H, c.cap, c.d }, { dtype = dt })
