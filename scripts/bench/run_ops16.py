@@ -14,11 +14,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from side_by_side import run_json, torch_best_ms, torch_env, torch_names, torch_pythons  # noqa: E402
 PAIRS = ["ops_sort_scan", "ops_einsum", "ops_conv", "ops_kernel"]
 ROWS = [  # key, what, target
     ("sort_1m_f32_ms", "sort 1M f32 (stable)", ">= 1.0x"),
@@ -43,51 +44,32 @@ ROWS = [  # key, what, target
 ]
 
 
-def run_json(cmd, env=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if p.returncode != 0:
-        raise SystemExit("%s failed:\n%s" % (" ".join(cmd), p.stderr[-2000:]))
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nnrun", default=os.path.join(ROOT, "build/bin/nnrun"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--torch", action="append", default=None)
     a = ap.parse_args()
-    pythons = a.torch
-    if not pythons:
-        pythons = ["/usr/bin/python3"]
-        venv = os.environ.get("NNR_BENCH_VENV", os.path.expanduser("~/.cache/nnrun/bench-venv"))
-        if os.path.exists(os.path.join(venv, "bin/python")):
-            pythons.append(os.path.join(venv, "bin/python"))
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    pythons = torch_pythons(a.torch)
+    env = torch_env()
     nn = {}                       # key -> [ms per round]
     th = {}                       # python -> key -> [best ms per round]
     versions = {}
     paths = {}                    # benchmark -> what oneDNN did in nnrun's last run
     for r in range(a.rounds):
         for pair in PAIRS:
-            out = run_json([a.nnrun, os.path.join(HERE, pair + ".lua"), "2"])
+            out = run_json([a.nnrun, os.path.join(HERE, pair + ".lua"), "2"], timeout=900)
             for k, v in out.items():
                 if k.endswith("_ms"):
                     nn.setdefault(k, []).append(v)
             if "onednn" in out:
                 paths[pair] = "oneDNN %s, %d calls" % (out["onednn"], out.get("onednn_calls", 0))
             for py in pythons:
-                best = {}
-                for threads in ("1", "2"):
-                    o = run_json([py, os.path.join(HERE, pair + "_torch.py"), threads], env)
-                    versions[py] = o.get("torch") or o.get("version")
-                    for k, v in o.items():
-                        if k.endswith("_ms"):
-                            best[k] = min(best.get(k, v), v)
-                for k, v in best.items():
+                for k, v in torch_best_ms(py, os.path.join(HERE, pair + "_torch.py"), env, versions, 900).items():
                     th.setdefault(py, {}).setdefault(k, []).append(v)
         print("round %d of %d done" % (r + 1, a.rounds), file=sys.stderr)
     med = lambda xs: statistics.median(xs) if xs else None
-    names = {py: "PyTorch %s (%s)" % (versions.get(py), "Debian" if py == "/usr/bin/python3" else "pip") for py in pythons}
+    names = torch_names(pythons, versions)
     head = "| workload | nnrun (2 threads) | " + " | ".join(names[py] for py in pythons) + " | nnrun / best PyTorch | target |"
     print(head)
     print("|" + "---|" * (4 + len(pythons)))

@@ -13,11 +13,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from side_by_side import run_json, torch_best_ms, torch_env, torch_names, torch_pythons  # noqa: E402
 PAIRS = {"lstm": "seq_lstm", "gpt": "seq_gpt", "generate": "seq_generate"}
 ROWS = [  # pair, nnrun key, PyTorch key, what, target
     ("lstm", "train_step_ms", "train_step_ms", "LSTM LM training step (2 x 512, seq 100, batch 32)", ">= 1.5x"),
@@ -31,13 +32,6 @@ ROWS = [  # pair, nnrun key, PyTorch key, what, target
 ]
 
 
-def run_json(cmd, env=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if p.returncode != 0:
-        raise SystemExit("%s failed:\n%s" % (" ".join(cmd), p.stderr[-2000:]))
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nnrun", default=os.path.join(ROOT, "build/bin/nnrun"))
@@ -45,17 +39,12 @@ def main():
     ap.add_argument("--torch", action="append", default=None)
     ap.add_argument("--only", default="lstm,gpt,generate")
     a = ap.parse_args()
-    pythons = a.torch
-    if not pythons:
-        pythons = ["/usr/bin/python3"]
-        venv = os.environ.get("NNR_BENCH_VENV", os.path.expanduser("~/.cache/nnrun/bench-venv"))
-        if os.path.exists(os.path.join(venv, "bin/python")):
-            pythons.append(os.path.join(venv, "bin/python"))
+    pythons = torch_pythons(a.torch)
     pairs = [p for p in a.only.split(",") if p]
     for p in pairs:
         if p not in PAIRS:
             raise SystemExit("--only: unknown benchmark %r (lstm, gpt, generate)" % p)
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env = torch_env()
     nn, th, versions = {}, {}, {}
     for r in range(a.rounds):
         for pair in pairs:
@@ -64,18 +53,11 @@ def main():
                 if isinstance(v, (int, float)):
                     nn.setdefault((pair, k), []).append(v)
             for py in pythons:
-                best = {}
-                for threads in ("1", "2"):
-                    o = run_json([py, os.path.join(HERE, PAIRS[pair] + "_torch.py"), threads], env)
-                    versions[py] = o.get("torch")
-                    for k, v in o.items():
-                        if k.endswith("_ms"):
-                            best[k] = min(best.get(k, v), v)
-                for k, v in best.items():
+                for k, v in torch_best_ms(py, os.path.join(HERE, PAIRS[pair] + "_torch.py"), env, versions).items():
                     th.setdefault(py, {}).setdefault((pair, k), []).append(v)
         print("round %d of %d done" % (r + 1, a.rounds), file=sys.stderr)
     med = lambda xs: statistics.median(xs) if xs else None
-    names = {py: "PyTorch %s (%s)" % (versions.get(py), "Debian" if py == "/usr/bin/python3" else "pip") for py in pythons}
+    names = torch_names(pythons, versions)
     print("| workload | nnrun (2 threads) | " + " | ".join(names[py] for py in pythons) + " | nnrun / best PyTorch | target |")
     print("|" + "---|" * (4 + len(pythons)))
     result = {}
