@@ -94,56 +94,41 @@ static void decode_head_float(const decode_job *j, int64_t nh, float *acc, float
     memcpy(K + j->p * d, row + j->E + h * d, (size_t)d * sizeof(float));
     memcpy(V + j->p * d, row + 2 * j->E + h * d, (size_t)d * sizeof(float));
     scores_f32(row + h * d, K, keys, d, (float)j->scale, s);
-    float m = -INFINITY, l = 0;
+    float m = -INFINITY;
     for (int64_t t = 0; t < keys; t++) m = s[t] > m || s[t] != s[t] ? s[t] : m;     /* a NaN score is kept: NaN out */
-    l = exp_sum_f32(s, keys, m);
+    float l = exp_sum_f32(s, keys, m);
     weighted_f32(acc, s, V, keys, d);
     float *o = (float *)c->outputs[0]->data + n * j->E + h * d;
     for (int64_t i = 0; i < d; i++) o[i] = acc[i] / l;
 }
 
-/* one (sequence, head) in f64: o = softmax over j <= p of (q . K_j) * scale, times V_j */
-#define DECODE_HEAD(T, DOT, AXPY, EXP)                                                                              \
-    static void decode_head_##T(const decode_job *j, int64_t nh, T *acc)                                         \
-    {                                                                                                            \
-        const nnr_op_call *c = j->call;                                                                          \
-        int64_t n = nh / j->H, h = nh % j->H, d = j->d;                                                          \
-        const T *row = (const T *)c->inputs[0]->data + n * 3 * j->E;                                            \
-        T *K = (T *)c->outputs[1]->data + nh * j->cap * d, *V = (T *)c->outputs[2]->data + nh * j->cap * d;     \
-        memcpy(K + j->p * d, row + j->E + h * d, (size_t)d * sizeof(T));                                        \
-        memcpy(V + j->p * d, row + 2 * j->E + h * d, (size_t)d * sizeof(T));                                    \
-        const T *q = row + h * d;                                                                                \
-        T m = -INFINITY, l = 0;                                                                                  \
-        for (int64_t i = 0; i < d; i++) acc[i] = 0;                                                              \
-        for (int64_t t = 0; t <= j->p; t++) {                                                                    \
-            T s = DOT(q, K + t * d, d) * (T)j->scale;                                                            \
-            if (s > m) {              /* a new maximum: rescale what was summed so far */                        \
-                T c0 = EXP(m - s);                                                                               \
-                l = l * c0 + 1;                                                                                  \
-                AXPY(acc, 1, V + t * d, c0, d);                                                                  \
-                m = s;                                                                                           \
-            } else {                                                                                             \
-                T e = EXP(s - m);                                                                                \
-                l += e;                                                                                          \
-                AXPY(acc, e, V + t * d, 1, d);                                                                   \
-            }                                                                                                    \
-        }                                                                                                        \
-        T *o = (T *)c->outputs[0]->data + n * j->E + h * d;                                                     \
-        for (int64_t i = 0; i < d; i++) o[i] = acc[i] / l;                                                       \
+/* one (sequence, head) in f64: o = softmax over j <= p of (q . K_j) * scale, times V_j, as an online
+ * softmax (a new maximum rescales what was summed so far) */
+static void decode_head_double(const decode_job *j, int64_t nh, double *acc)
+{
+    const nnr_op_call *c = j->call;
+    int64_t n = nh / j->H, h = nh % j->H, d = j->d;
+    const double *row = (const double *)c->inputs[0]->data + n * 3 * j->E;
+    double *K = (double *)c->outputs[1]->data + nh * j->cap * d, *V = (double *)c->outputs[2]->data + nh * j->cap * d;
+    memcpy(K + j->p * d, row + j->E + h * d, (size_t)d * sizeof(double));
+    memcpy(V + j->p * d, row + 2 * j->E + h * d, (size_t)d * sizeof(double));
+    const double *q = row + h * d;
+    double m = -INFINITY, l = 0;
+    for (int64_t i = 0; i < d; i++) acc[i] = 0;
+    for (int64_t t = 0; t <= j->p; t++) {
+        const double *k = K + t * d, *v = V + t * d;
+        double s = 0;
+        for (int64_t i = 0; i < d; i++) s += q[i] * k[i];
+        s *= j->scale;
+        double keep = 1, w;                 /* acc = acc * keep + w * v */
+        if (s > m) { keep = exp(m - s); w = 1; m = s; }
+        else w = exp(s - m);
+        l = l * keep + w;
+        for (int64_t i = 0; i < d; i++) acc[i] = acc[i] * keep + w * v[i];
     }
-
-static double dot_f64(const double *q, const double *k, int64_t d)
-{
-    double s = 0;
-    for (int64_t i = 0; i < d; i++) s += q[i] * k[i];
-    return s;
+    double *o = (double *)c->outputs[0]->data + n * j->E + h * d;
+    for (int64_t i = 0; i < d; i++) o[i] = acc[i] / l;
 }
-static void axpy_f64(double *o, double a, const double *v, double c, int64_t d)
-{
-    for (int64_t i = 0; i < d; i++) o[i] = o[i] * c + a * v[i];
-}
-
-DECODE_HEAD(double, dot_f64, axpy_f64, exp)
 
 static void decode_range(void *arg, int64_t begin, int64_t end)
 {

@@ -92,8 +92,6 @@ static void pools_init(void)
     }
 }
 
-typedef struct worker_arg { pool *p; } worker_arg;
-
 /* takes and runs pieces of job gen until none is left (or the job is no longer gen) */
 static void run_pieces(pool *p, uint32_t gen, cpu_range_fn fn, void *ctx, int64_t n, int64_t pieces)
 {
@@ -114,8 +112,7 @@ static void run_pieces(pool *p, uint32_t gen, cpu_range_fn fn, void *ctx, int64_
 
 static void *worker_main(void *arg)
 {
-    pool *p = ((worker_arg *)arg)->p;
-    free(arg);
+    pool *p = arg;
     uint64_t seen = 0;
     for (;;) {
         spin_while_equal(&p->generation, seen);     /* awake for a while after each job */
@@ -137,10 +134,7 @@ static void grow(pool *p, int n)
 {
     pthread_mutex_lock(&p->lock);
     while (p->n_workers < n - 1 && p->n_workers < MAX_THREADS) {
-        worker_arg *a = malloc(sizeof *a);
-        if (!a) break;
-        a->p = p;
-        if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, a) != 0) { free(a); break; }
+        if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, p) != 0) break;
         p->n_workers++;
     }
     pthread_mutex_unlock(&p->lock);
