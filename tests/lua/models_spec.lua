@@ -107,6 +107,11 @@ describe("nnr.models", function()
     local plain = nnr.generate(setmetatable({ step = false }, { __index = q, __call = function(_, ...) return q(...) end }), ids,
       { max_tokens = 6, temperature = 0 })
     assert.are.same(plain:totable(), cached:totable())
+    -- stepping with gradients on (no weight of the int8 projection can require one): the decoding path
+    local logits, state = q:step(ids:narrow(2, 1, 8))
+    assert.is_true(attn:decodes(nnr.randn(2, 1, 16), {}))
+    logits = q:step(ids:narrow(2, 9, 1), state)
+    close(logits:select(2, 1), b:select(2, 9), 1e-5)
   end)
 
   it("names what is wrong", function()

@@ -268,7 +268,8 @@ function MHA:decodes(x, cache)
      or x:size(self.batch_first and 2 or 1) ~= 1 then
     return false
   end
-  return not nnr.is_grad_enabled() or not (x.requires_grad or self.in_proj_weight.requires_grad)
+  local w = rawget(self, "in_proj_weight")           -- gone when nnr.quant.dynamic made the projection int8
+  return not nnr.is_grad_enabled() or not (x.requires_grad or (w and w.requires_grad))
 end
 
 local function sdpa_plain(q, k, v)
