@@ -54,7 +54,7 @@ int cpu_amx_available(void)
         const char *env = getenv("NNR_CPU_AMX");
         cpu_amx_enabled = !(env && strcmp(env, "0") == 0);
     }
-    return amx_ok && cpu_amx_enabled;
+    return amx_ok && cpu_amx_enabled && cpu_isa_level >= CPU_ISA_AMX;
 }
 
 typedef struct tilecfg {

@@ -8,7 +8,6 @@
 #include <string.h>
 #include "kernels.h"
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 typedef struct decode_job {
     const nnr_op_call *call;
@@ -19,7 +18,7 @@ typedef struct decode_job {
 
 /* the f32 head in three passes over a scratch row of scores: four keys' dot products at a time (16
  * lanes each, so the horizontal sums overlap), then exp and the sum, then the values weighted */
-CLONES static void scores_f32(const float *restrict q, const float *restrict K, int64_t n, int64_t d, float scale, float *restrict s)
+CPU_MULTI(void, scores_f32, (const float *restrict q, const float *restrict K, int64_t n, int64_t d, float scale, float *restrict s), (q, K, n, d, scale, s))
 {
     int64_t t = 0;
     if (d % 16 == 0) {
@@ -53,7 +52,7 @@ CLONES static void scores_f32(const float *restrict q, const float *restrict K, 
 
 /* o = sum over t of s[t] V_t, 64 columns at a time in a local block (registers, not a store and a load
  * of o for every key) */
-CLONES static void weighted_f32(float *restrict o, const float *restrict s, const float *restrict V, int64_t n, int64_t d)
+CPU_MULTI(void, weighted_f32, (float *restrict o, const float *restrict s, const float *restrict V, int64_t n, int64_t d), (o, s, V, n, d))
 {
     int64_t i0 = 0;
     for (; i0 + 64 <= d; i0 += 64) {
@@ -74,7 +73,7 @@ CLONES static void weighted_f32(float *restrict o, const float *restrict s, cons
 }
 
 /* s[t] = exp(s[t] - m) with the vectorizable exp; returns their sum */
-CLONES static float exp_sum_f32(float *restrict s, int64_t n, float m)
+CPU_MULTI(float, exp_sum_f32, (float *restrict s, int64_t n, float m), (s, n, m))
 {
     float lane[16] = {0}, l = 0;
     int64_t t = 0;

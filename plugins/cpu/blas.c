@@ -20,12 +20,8 @@ static void choose_settings(void)
     setenv("OPENBLAS_THREAD_TIMEOUT", "12", 0);
 #if defined(__x86_64__)
     if (getenv("OPENBLAS_CORETYPE") || getenv("NNR_KEEP_BLAS_DETECTION")) return;
-    __builtin_cpu_init();
-    /* __builtin_cpu_supports checks CPUID and, for AVX/AVX-512, the OS's XCR0 state */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        setenv("OPENBLAS_CORETYPE", "Haswell", 0);
+    /* the running class (isa.h: CPUID and XCR0, or a lower one from NNR_CPU_ISA); Prescott is SSE3 */
+    setenv("OPENBLAS_CORETYPE", cpu_isa_level >= CPU_ISA_AVX512 ? "SkylakeX" : cpu_isa_level >= CPU_ISA_AVX2 ? "Haswell" : "Prescott", 0);
 #endif
 }
 

@@ -47,15 +47,13 @@ static void valid_range(int64_t W, int64_t WO, int64_t sw, int64_t off, int64_t 
  * output, 14 or 28 floats for small images), so they are plain loops: as
  * memcpy/memset calls (which gcc makes of such loops unless told not to)
  * the call overhead was most of the convolution's time. */
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #if defined(__GNUC__) && !defined(__clang__)
 #define NO_MEMCPY_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #else
 #define NO_MEMCPY_CALLS
 #endif
 
-CLONES NO_MEMCPY_CALLS
-static void im2col_rows_f32(const im2col_job *j, int64_t begin, int64_t end)
+CPU_MULTI_ATTR(NO_MEMCPY_CALLS, void, im2col_rows_f32, (const im2col_job *j, int64_t begin, int64_t end), (j, begin, end))
 {
     const conv_geom *g = j->g;
     const float *x = j->x;
@@ -132,7 +130,7 @@ static void im2col(const conv_geom *g, int dt, const void *x, void *cols, int64_
 /* adds the columns matrix back into grad_x (channels of one group); parallel over channels */
 typedef struct col2im_job { const conv_geom *g; const void *cols; void *dx; int64_t group; int dt; } col2im_job;
 
-CLONES static void col2im_channels_f32(const col2im_job *j, int64_t begin, int64_t end)
+CPU_MULTI(void, col2im_channels_f32, (const col2im_job *j, int64_t begin, int64_t end), (j, begin, end))
 {
     const conv_geom *g = j->g;
     const float *cols = j->cols;
@@ -239,7 +237,7 @@ static void scatter_rows(const conv_geom *g, int dt, const void *rows, void *y, 
 
 /* grad [N, O, HO*WO] -> rows [O, N*HO*WO]; with mask (the output of a fused conv+relu), grad * (mask > 0) */
 /* selects, not branches: the mask is as good as random (a branch per element cost more than the convolution) */
-CLONES static void mask_f32(float *restrict d, const float *restrict a, const float *restrict m, int64_t n)
+CPU_MULTI(void, mask_f32, (float *restrict d, const float *restrict a, const float *restrict m, int64_t n), (d, a, m, n))
 {
     for (int64_t k = 0; k < n; k++) d[k] = m[k] > 0 ? a[k] : 0.0f;
 }

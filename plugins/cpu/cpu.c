@@ -9,6 +9,8 @@
 #include <unistd.h>
 #include "kernels.h"
 
+int cpu_isa_level = CPU_ISA_C, cpu_isa_cpu = CPU_ISA_C;    /* isa.h; set at init */
+
 const nnr_host_api *cpu_host;
 
 int cpu_error(int status, const char *fmt, ...)
@@ -242,7 +244,8 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
 }
 
 /* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do; "onednn": true when
- * oneDNN is found and on; "onednn_version"; "onednn_calls", how many ops (pieces of a batch) it ran
+ * oneDNN is found and on; "onednn_version"; "onednn_calls", how many ops (pieces of a batch) it ran;
+ * "isa", the CPU class the kernels run at (NNR_CPU_ISA, isa.h) and "isa_cpu", the CPU's own
  * (booleans read as true/false) */
 static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
 {
@@ -252,7 +255,9 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "onednn") == 0) snprintf(buf, n, "%s", cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "onednn_version") == 0) snprintf(buf, n, "%s", cpu_onednn_version());
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls)", key);
+    else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
+    else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, isa, isa_cpu)", key);
     return NNR_OK;
 }
 
@@ -270,13 +275,14 @@ static void shutdown(nnr_plugin *self)
     cpu_thread_exit();
 }
 
+static char description[200];
+
 static nnr_plugin cpu_plugin = {
     .struct_size = sizeof(nnr_plugin),
     .abi_version = NNR_ABI_VERSION,
     .name = "cpu",
     .version = "0.1.0",
-    .description = "host memory; OpenBLAS gemm, vectorized kernels (AVX-512/AVX2/baseline chosen at load); "
-                   "NNR_CPU_DEVICES=N before the start gives N devices",
+    .description = description,
     .kind = NNR_PLUGIN_BACKEND,
     .flags = NNR_PLUGIN_HOST,
     .device_count = device_count,
@@ -308,6 +314,13 @@ NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t 
         return NNR_ERR_ABI;
     }
     cpu_host = host;
+    cpu_isa_cpu = cpu_isa_detect();
+    char note[200];
+    cpu_isa_level = cpu_isa_choose(getenv("NNR_CPU_ISA"), cpu_isa_cpu, note, sizeof note);
+    if (note[0]) fprintf(stderr, "%s\n", note);
+    snprintf(description, sizeof description, "host memory; OpenBLAS gemm, kernels for the CPU class %s%s (NNR_CPU_ISA); "
+             "NNR_CPU_DEVICES=N before the start gives N devices", cpu_isa_names[cpu_isa_level],
+             cpu_isa_level < cpu_isa_cpu ? ", forced" : "");
     int st = cpu_blas_open();
     if (st != NNR_OK) return (nnr_status)st;
     *out = &cpu_plugin;

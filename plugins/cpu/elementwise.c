@@ -2,15 +2,14 @@
  * where, clamp, copy (casts), fill and arange.
  *
  * f32 has dedicated loops (contiguous, scalar-broadcast and strided cases
- * compiled separately so the contiguous ones vectorize; target_clones picks
- * AVX-512, AVX2 or baseline at load time). Every other dtype runs through
+ * compiled separately so the contiguous ones vectorize; CPU_MULTI (isa.h) runs
+ * the AVX-512, AVX2 or baseline copy for the CPU class). Every other dtype runs through
  * double or int64 chunk buffers (rows.h). Operand 0 of the iterator is the
  * output, then the inputs. */
 #include <math.h>
 #include <string.h>
 #include "rows.h"
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct ew_ctx {
@@ -191,9 +190,9 @@ INLINE void cmp_f32_loop(int op, int64_t n, uint8_t *o, int64_t so, const float 
     }
 }
 
-CLONES static void bin_f32_contig(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 1, b, 1); }
-CLONES static void bin_f32_scalar_b(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 1, b, 0); }
-CLONES static void bin_f32_scalar_a(int op, int64_t n, float *o, const float *a, const float *b) { bin_f32_loop(op, n, o, 1, a, 0, b, 1); }
+CPU_MULTI(void, bin_f32_contig, (int op, int64_t n, float *o, const float *a, const float *b), (op, n, o, a, b)) { bin_f32_loop(op, n, o, 1, a, 1, b, 1); }
+CPU_MULTI(void, bin_f32_scalar_b, (int op, int64_t n, float *o, const float *a, const float *b), (op, n, o, a, b)) { bin_f32_loop(op, n, o, 1, a, 1, b, 0); }
+CPU_MULTI(void, bin_f32_scalar_a, (int op, int64_t n, float *o, const float *a, const float *b), (op, n, o, a, b)) { bin_f32_loop(op, n, o, 1, a, 0, b, 1); }
 
 static void binary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
@@ -242,7 +241,7 @@ INLINE void un_f32_loop(int op, int64_t n, float *o, int64_t so, const float *a,
     }
 }
 
-CLONES static void un_f32_contig(int op, int64_t n, float *o, const float *a) { un_f32_loop(op, n, o, 1, a, 1); }
+CPU_MULTI(void, un_f32_contig, (int op, int64_t n, float *o, const float *a), (op, n, o, a)) { un_f32_loop(op, n, o, 1, a, 1); }
 
 static void unary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
@@ -450,12 +449,12 @@ int cpu_clamp(const nnr_op_call *call)
 
 /* ---------------- copy and casts ---------------- */
 
-CLONES static void f32_from_u8(int64_t n, float *o, const uint8_t *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
-CLONES static void f64_from_f32(int64_t n, double *o, const float *a) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
-CLONES static void f32_from_f64(int64_t n, float *o, const double *a) { for (int64_t i = 0; i < n; i++) o[i] = (float)a[i]; }
+CPU_MULTI(void, f32_from_u8, (int64_t n, float *o, const uint8_t *a), (n, o, a)) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
+CPU_MULTI(void, f64_from_f32, (int64_t n, double *o, const float *a), (n, o, a)) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; }
+CPU_MULTI(void, f32_from_f64, (int64_t n, float *o, const double *a), (n, o, a)) { for (int64_t i = 0; i < n; i++) o[i] = (float)a[i]; }
 /* autocast's casts */
-CLONES static void bf16_from_f32(int64_t n, uint16_t *o, const float *a) { for (int64_t i = 0; i < n; i++) o[i] = nnr_f32_to_bf16(a[i]); }
-CLONES static void f32_from_bf16(int64_t n, float *o, const uint16_t *a) { for (int64_t i = 0; i < n; i++) o[i] = nnr_bf16_to_f32(a[i]); }
+CPU_MULTI(void, bf16_from_f32, (int64_t n, uint16_t *o, const float *a), (n, o, a)) { for (int64_t i = 0; i < n; i++) o[i] = nnr_f32_to_bf16(a[i]); }
+CPU_MULTI(void, f32_from_bf16, (int64_t n, float *o, const uint16_t *a), (n, o, a)) { for (int64_t i = 0; i < n; i++) o[i] = nnr_bf16_to_f32(a[i]); }
 
 static void copy_row(void *vc, int64_t n, char **p, const int64_t *s)
 {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "nnr/plugin.h"
 #include "nnr/dtype.h"
+#include "isa.h"
 
 extern const nnr_host_api *cpu_host;
 

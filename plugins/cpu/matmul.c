@@ -281,12 +281,13 @@ int cpu_matmul(const nnr_op_call *call)
 }
 
 /* relu in place (NaN stays NaN, as the RELU op does); the fused linear and conv use it */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void cpu_relu_inplace(int dt, void *p, int64_t n)
+CPU_MULTI(void, relu_inplace, (int dt, void *p, int64_t n), (dt, p, n))
 {
     if (dt == NNR_F32) { float *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0f); }
     else { double *y = p; for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : (y[i] != y[i] ? y[i] : 0.0); }
 }
+
+void cpu_relu_inplace(int dt, void *p, int64_t n) { relu_inplace(dt, p, n); }
 
 typedef struct relu_job { char *y; int dt; } relu_job;
 

@@ -56,6 +56,10 @@ static pthread_once_t open_once = PTHREAD_ONCE_INIT;
 
 static void open_dnnl(void)
 {
+    /* a class forced below the CPU's (NNR_CPU_ISA) caps oneDNN's own dispatch too, unless the user capped it */
+    static const char *const dnnl_isa[CPU_ISA_COUNT] = {"SSE41", "AVX2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX"};
+    if (cpu_isa_level < cpu_isa_cpu && !getenv("ONEDNN_MAX_CPU_ISA") && !getenv("DNNL_MAX_CPU_ISA"))
+        setenv("ONEDNN_MAX_CPU_ISA", dnnl_isa[cpu_isa_level], 0);
     void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!h) { snprintf(D.version, sizeof D.version, "not available: %s", dlerror()); return; }
     snprintf(D.version, sizeof D.version, "not available: libdnnl.so.2 lacks a function of the 2.x C API");

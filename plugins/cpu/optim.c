@@ -12,14 +12,14 @@
     (void)s1; (void)s2;
 
 /* The f32 steps run on the pool in pieces of GRAIN elements, each a loop the compiler
- * vectorizes for the widest units the CPU has (target_clones); the profile showed the
- * step as 15% of an mlp's training time when it ran 4-wide on one thread. */
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+ * vectorizes for the CPU class (CPU_MULTI, isa.h); the profile showed the step as 15% of an
+ * mlp's training time when it ran 4-wide on one thread. This file is built with -fno-math-errno
+ * (CMakeLists.txt): with errno to set, sqrtf is a call in Adam's loop, which then stays scalar. */
 enum { GRAIN = 1 << 14 };
 
 typedef struct sgd_job { float *p, *buf; const float *g; float lr, mom, damp1, wd; int nesterov, fresh; } sgd_job;
 
-CLONES static void sgd_f32(void *arg, int64_t begin, int64_t end)
+CPU_MULTI(void, sgd_f32, (void *arg, int64_t begin, int64_t end), (arg, begin, end))
 {
     const sgd_job *j = arg;
     float *restrict p = j->p, *restrict buf = j->buf;
@@ -75,20 +75,26 @@ int cpu_sgd_step(const nnr_op_call *call)
 
 typedef struct adam_job { float *p, *m, *v; const float *g; float b1, b2, eps, wd, decay, step_size, bc2_sqrt; int decoupled; } adam_job;
 
-CLONES static void adam_f32(void *arg, int64_t begin, int64_t end)
+CPU_MULTI(void, adam_f32, (void *arg, int64_t begin, int64_t end), (arg, begin, end))
 {
     const adam_job *j = arg;
     float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
     const float *restrict g = j->g;
     const float b1 = j->b1, b2 = j->b2, eps = j->eps, wd = j->wd, decay = j->decay, step = j->step_size, bc = j->bc2_sqrt;
-    for (int64_t k = begin; k < end; k++) {
-        float gk = g[k];
-        if (j->decoupled) p[k] *= decay;
-        else gk += wd * p[k];
-        m[k] = b1 * m[k] + (1 - b1) * gk;
-        v[k] = b2 * v[k] + (1 - b2) * gk * gk;
-        p[k] -= step * m[k] / (sqrtf(v[k]) / bc + eps);
+    /* AdamW's decay (decoupled) or Adam's L2 term, then the moments and the step; the test outside the
+     * loop, so that each form vectorizes */
+#define ADAM_LOOP(DECOUPLED)                                                                 \
+    for (int64_t k = begin; k < end; k++) {                                                  \
+        float pk = p[k], gk = g[k];                                                          \
+        if (DECOUPLED) pk *= decay;                                                          \
+        else gk += wd * pk;                                                                  \
+        float mk = b1 * m[k] + (1 - b1) * gk, vk = b2 * v[k] + (1 - b2) * gk * gk;           \
+        m[k] = mk;                                                                           \
+        v[k] = vk;                                                                           \
+        p[k] = pk - step * mk / (sqrtf(vk) / bc + eps);                                      \
     }
+    if (j->decoupled) ADAM_LOOP(1) else ADAM_LOOP(0)
+#undef ADAM_LOOP
 }
 
 int cpu_adam_step(const nnr_op_call *call)

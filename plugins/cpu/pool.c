@@ -86,9 +86,7 @@ static int max_row_2x2_avx512(const float *r0, const float *r1, int64_t base, in
 static int have_avx512(void)
 {
 #if defined(__x86_64__)
-    static int cached = -1;
-    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx512f") ? 1 : 0; }
-    return cached;
+    return cpu_isa_level >= CPU_ISA_AVX512;
 #else
     return 0;
 #endif

@@ -201,8 +201,7 @@ typedef struct sm_ctx { const nnr_tensor_desc *in, *out; int log; } sm_ctx;
 
 /* one contiguous f32 row: the exps by cpu_exp_f32 (vectorized; libm's exp one double at a time took
  * 23 ms for the 2M scores of a small GPT's attention), -inf giving exactly 0, sums over 16 lanes */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void softmax_row_f32(const float *restrict x, float *restrict y, int64_t n, int take_log)
+CPU_MULTI(void, softmax_row_f32, (const float *restrict x, float *restrict y, int64_t n, int take_log), (x, y, n, take_log))
 {
     /* the max and the NaN test over 16 lanes, so that they vectorize (one chain of compares took as long
      * as the exps) */

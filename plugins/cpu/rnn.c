@@ -91,8 +91,7 @@ static void *row(const nnr_tensor_desc *d, int64_t b, int64_t es)
     return d ? (char *)d->data + b * d->strides[0] * es : NULL;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void rnn_rows(void *arg, int64_t begin, int64_t end)
+CPU_MULTI(void, rnn_rows, (void *arg, int64_t begin, int64_t end), (arg, begin, end))
 {
     const rnn_job *j = arg;
     const nnr_op_call *c = j->call;

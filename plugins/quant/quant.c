@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <nnr/plugin.h>
+#include "../cpu/isa.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -45,7 +46,22 @@ static int quant_error(int status, const char *fmt, ...)
     return status;
 }
 
-static int cpu_has(int kernel)
+/* the CPU class the cpu backend runs at (isa.h): CPUID and XCR0, or a lower class from NNR_CPU_ISA (the
+ * cpu plugin says when it was capped; this one stays quiet) */
+int cpu_isa_level = -1, cpu_isa_cpu = -1;
+
+static int isa_level(void)
+{
+    if (cpu_isa_level < 0) {
+        char note[200];
+        cpu_isa_cpu = cpu_isa_detect();
+        cpu_isa_level = cpu_isa_choose(getenv("NNR_CPU_ISA"), cpu_isa_cpu, note, sizeof note);
+    }
+    return cpu_isa_level;
+}
+
+/* 1 when the hardware has the kernel's instructions (CPUID and XCR0) */
+static int hw_has(int kernel)
 {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     __builtin_cpu_init();
@@ -62,6 +78,11 @@ static int cpu_has(int kernel)
 #endif
 }
 
+/* the class a kernel belongs to: AVX-VNNI is an AVX2-class extension (Alder Lake, Zen 5 without AVX-512) */
+static const int kernel_class[] = {CPU_ISA_C, CPU_ISA_C, CPU_ISA_AVX2, CPU_ISA_AVX2, CPU_ISA_AVX512_VNNI};
+
+static int cpu_has(int kernel) { return hw_has(kernel) && isa_level() >= kernel_class[kernel]; }
+
 static int best_kernel(void)
 {
     static int best = -1;
@@ -69,8 +90,11 @@ static int best_kernel(void)
         const char *force = getenv("NNR_QUANT_KERNEL");      /* c, avx2, avxvnni, avx512vnni: for comparisons */
         int want = !force ? 0 : !strcmp(force, "c") ? KERNEL_C : !strcmp(force, "avx2") ? KERNEL_AVX2
                  : !strcmp(force, "avxvnni") ? KERNEL_AVXVNNI : !strcmp(force, "avx512vnni") ? KERNEL_AVX512VNNI : 0;
+        /* a class forced below the CPU's runs that class's plain kernel: NNR_CPU_ISA=avx2 on this machine
+         * is the AVX2 kernel of an AVX2-only CPU, not AVX-VNNI */
+        int vnni256 = cpu_has(KERNEL_AVXVNNI) && isa_level() == cpu_isa_cpu;
         if (want && cpu_has(want)) best = want;
-        else best = cpu_has(KERNEL_AVX512VNNI) ? KERNEL_AVX512VNNI : cpu_has(KERNEL_AVXVNNI) ? KERNEL_AVXVNNI
+        else best = cpu_has(KERNEL_AVX512VNNI) ? KERNEL_AVX512VNNI : vnni256 ? KERNEL_AVXVNNI
                   : cpu_has(KERNEL_AVX2) ? KERNEL_AVX2 : KERNEL_C;
     }
     return best;
@@ -393,8 +417,11 @@ static int quant_linear(const nnr_op_call *call)
     g.nb = (g.N + 15) / 16;
     int want = (int)call->params->i[2];
     if (want < 0 || want > KERNEL_AVX512VNNI) return quant_error(NNR_ERR_INVALID, "quantized linear: kernel %d (0..4)", want);
-    if (want && !cpu_has(want))
+    if (want && !hw_has(want))
         return quant_error(NNR_ERR_UNSUPPORTED, "quantized linear: this CPU has no %s (CPUID and XCR0)", kernel_names[want]);
+    if (want && !cpu_has(want))
+        return quant_error(NNR_ERR_UNSUPPORTED, "quantized linear: the %s kernel is above the CPU class running, %s (NNR_CPU_ISA)",
+                           kernel_names[want], cpu_isa_names[isa_level()]);
     g.kernel = want ? want : best_kernel();
     if (nnr_desc_numel(pw) != g.nb * g.kg * 64 || meta->sizes[1] != g.N)
         return quant_error(NNR_ERR_INVALID, "quantized linear: packed weight of %lld bytes and meta [3, %lld] do not fit x [%lld, %lld] -> y [%lld, %lld]",

@@ -84,8 +84,8 @@ describe("quant plugin", function()
         local ok, ql = pcall(quant.QuantizedLinear, lin, { kernel = k })
         assert.is_true(ok, tostring(ql))
         local ok2, y = pcall(ql.forward, ql, x)
-        if not ok2 and tostring(y):match("this CPU has no") then
-          -- a kernel this machine cannot run
+        if not ok2 and (tostring(y):match("this CPU has no") or tostring(y):match("above the CPU class running")) then
+          -- a kernel this machine cannot run, or above the class NNR_CPU_ISA forced
         else
           assert.is_true(ok2, tostring(y))
           for m = 1, M do
@@ -113,7 +113,7 @@ describe("quant plugin", function()
         assert.are.equal(64, y[1][1], k)
         assert.are.equal(-64, y[2][N], k)
       else
-        assert.is_truthy(tostring(y):match("this CPU has no"), tostring(y))
+        assert.is_truthy(tostring(y):match("this CPU has no") or tostring(y):match("above the CPU class running"), tostring(y))
       end
     end
   end)
