@@ -258,6 +258,13 @@ static nnr_tensor *linear_fused(const nnr_tensor *x, const nnr_tensor *w, const 
     if (!(x2 = nnr_reshape(c[0], 2, xs)) || !(y2 = nnr_reshape(y, 2, ys))) { nnr_tensor_release(y); y = NULL; goto out; }
     nnr_tensor *ins[3] = {x2, c[1], c[2]};
     nnr_op_params p = {.struct_size = sizeof p, .i = {relu}};
+    /* inference (nothing to record): the weight's storage and version as a key (ABI 1.6), so that a
+     * backend may keep it packed from one call to the next (the cpu's oneDNN path does) */
+    const nnr_tensor *used[3] = {x, w, bias};
+    if (c[1] == w && !nnr_should_record(n, used) && nnr_backend_knows(x->device, 6)) {
+        p.i[1] = (int64_t)w->storage->uid;
+        p.i[2] = atomic_load(&w->storage->version);
+    }
     if (!nnr_backend_takes(x->device, NNR_OP_LINEAR, n, ins, 1, &y2, &p)) {
         *done = 0;                                             /* matmul and add instead */
         nnr_tensor_release(y);

@@ -225,13 +225,14 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
 
 /* nnr.backends.cpu.amx = false: bf16 matmuls without AMX tiles (f32 copies and sgemm);
  * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default);
- * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN */
+ * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN;
+ * nnr.backends.cpu.gemv = false: linears of up to 16 rows through the gemm paths (for comparisons) */
 static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
 {
     (void)self;
     int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
-              : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn)", key);
+              : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled : NULL;
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, gemv)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
@@ -245,7 +246,8 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
 
 /* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do; "onednn": true when
  * oneDNN is found and on; "onednn_version"; "onednn_calls", how many ops (pieces of a batch) it ran;
- * "isa", the CPU class the kernels run at (NNR_CPU_ISA, isa.h) and "isa_cpu", the CPU's own
+ * "isa", the CPU class the kernels run at (NNR_CPU_ISA, isa.h) and "isa_cpu", the CPU's own; "gemv": true
+ * when linears of up to 16 rows run on the small-batch kernel (gemv.c), "gemv_calls" how many did
  * (booleans read as true/false) */
 static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_t n)
 {
@@ -255,9 +257,11 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "onednn") == 0) snprintf(buf, n, "%s", cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "onednn_version") == 0) snprintf(buf, n, "%s", cpu_onednn_version());
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
+    else if (strcmp(key, "gemv") == 0) snprintf(buf, n, "%s", cpu_gemv_enabled ? "true" : "false");
+    else if (strcmp(key, "gemv_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_gemv_calls);
     else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
     else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, isa, isa_cpu)", key);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, gemv, gemv_calls, isa, isa_cpu)", key);
     return NNR_OK;
 }
 

@@ -34,6 +34,12 @@ int cpu_parallel_for(int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
  * this size */
 #define CPU_STREAM_ROWS 16
 #define CPU_STREAM_BYTES 262144.0
+/* small-batch linear (gemv.c): f32 products of up to this many rows read the weight once, in place */
+#define CPU_GEMV_ROWS 16
+int cpu_gemv_applies(int dt, int64_t M, int64_t N, int64_t K);
+extern int cpu_gemv_enabled;
+extern _Atomic long cpu_gemv_calls;
+int cpu_gemv_linear(const float *x, const float *W, const float *b, float *y, int64_t M, int64_t N, int64_t K, int relu);
 void cpu_pool_shutdown(void);
 /* frees the calling thread's scratch buffers (pool threads call it as they exit) */
 void cpu_thread_exit(void);

@@ -297,26 +297,29 @@ static void relu_range(void *arg, int64_t begin, int64_t end)
     cpu_relu_inplace(j->dt, j->y + begin * (j->dt == NNR_F32 ? 4 : 8), end - begin);
 }
 
-/* y = x W^T (+ b), all contiguous: the bias rows first, then one gemm with beta = 1 */
+/* y = x W^T (+ b) (relu'd), all contiguous: up to 16 rows on the small-batch kernel (gemv.c); a keyed
+ * weight (inference, params i[1]) on oneDNN, packed once; else the bias rows first, then one gemm with
+ * beta = 1. The relu pass keeps NaN (oneDNN's relu post-op would make it 0). */
 int cpu_linear(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
     const nnr_tensor_desc *b = call->n_inputs > 2 ? call->inputs[2] : NULL;
     int dt = y->dtype;
     int64_t M = x->sizes[0], K = x->sizes[1], N = w->sizes[0];
-    if (cpu_onednn_linear(call)) return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
-    if (b) {
-        for (int64_t r = 0; r < M; r++) {
-            if (dt == NNR_F32) memcpy((float *)y->data + r * N, b->data, sizeof(float) * (size_t)N);
-            else memcpy((double *)y->data + r * N, b->data, sizeof(double) * (size_t)N);
+    int relu = call->params && call->params->i[0] == 1;
+    if (cpu_gemv_applies(dt, M, N, K))
+        return cpu_gemv_linear(x->data, w->data, b ? b->data : NULL, y->data, M, N, K, relu);
+    if (!cpu_onednn_linear(call)) {          /* a keyed weight (inference) on oneDNN, packed once; else: */
+        if (b) {
+            for (int64_t r = 0; r < M; r++) {
+                if (dt == NNR_F32) memcpy((float *)y->data + r * N, b->data, sizeof(float) * (size_t)N);
+                else memcpy((double *)y->data + r * N, b->data, sizeof(double) * (size_t)N);
+            }
         }
+        if (K == 0 && !b) memset(y->data, 0, (size_t)(M * N) * nnr_dtype_nbytes(dt));
+        if (K > 0) cpu_gemm(dt, CblasNoTrans, CblasTrans, M, N, K, 1.0, x->data, K, w->data, K, b ? 1.0 : 0.0, y->data, N);
     }
-    if (K == 0) {
-        if (!b) memset(y->data, 0, (size_t)(M * N) * nnr_dtype_nbytes(dt));
-        return NNR_OK;
-    }
-    cpu_gemm(dt, CblasNoTrans, CblasTrans, M, N, K, 1.0, x->data, K, w->data, K, b ? 1.0 : 0.0, y->data, N);
-    if (call->params && call->params->i[0] == 1) {      /* relu, while the output is still in cache */
+    if (relu) {      /* relu, while the output is still in cache */
         relu_job j = {y->data, dt};
         return cpu_parallel_for(M * N, 1 << 15, relu_range, &j);
     }

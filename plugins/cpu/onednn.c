@@ -554,7 +554,7 @@ static void lin_slices(void *arg, int64_t begin, int64_t end)
 int cpu_onednn_linear(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1];
-    if (x->dtype != NNR_F32 || !call->params || call->params->i[1] == 0 || call->params->i[0] != 0) return 0;
+    if (x->dtype != NNR_F32 || !call->params || call->params->i[1] == 0 || (call->params->i[0] != 0 && call->params->i[0] != 1)) return 0;
     lin_job j = {call, x->sizes[0], w->sizes[0], w->sizes[1], 1, 0};
     if (j.M < 1 || j.M > 256 || j.K < 1 || j.N < 16 || !cpu_onednn_available()) return 0;
     int threads = cpu_pool_threads();
