@@ -131,10 +131,16 @@ out=$(NNR_PLUGIN_PATH="$PLUGINS" "$NNRUN" -e 'local t = nnr.ones(3, {device = "t
 check "second backend from Lua" contains "$out" "testdev:1	6	9"
 check "fallback warns once" contains "$out" "running it on the cpu"
 
+# -e loads the global nnr on first use: a snippet that does not touch it starts nothing
+out=$("$NNRUN" -e 'print(rawget(_G, "nnr") == nil)' 2>&1)
+check "-e loads nothing it does not use" contains "$out" "true"
+out=$("$NNRUN" -e 'local a = nnr; print(a == require "nnr", rawget(_G, "nnr") == a, getmetatable(_G) == nil)' 2>&1)
+check "-e loads nnr on first use" contains "$out" "true	true	true"
+
 # without a host backend (only the example backend, or an ABI 1.3 plugin whose reserved word reads as
 # NNR_PLUGIN_HOST) there are no devices at all, and both the script and --plugins say why
 for only in libtest_testdev.so libtest_old_host.so; do
-  out=$(NNR_NO_DEFAULT_PLUGINS=1 NNR_PLUGIN_PATH="$PLUGINS/$only" "$NNRUN" -e 'print("ran")' 2>&1)
+  out=$(NNR_NO_DEFAULT_PLUGINS=1 NNR_PLUGIN_PATH="$PLUGINS/$only" "$NNRUN" -e 'print(nnr and "ran")' 2>&1)
   check "no host backend is an error ($only)" contains "$out" "nnr: no host backend: no plugin of ABI 1.4 or later offering NNR_PLUGIN_HOST"
   out=$(NNR_NO_DEFAULT_PLUGINS=1 NNR_PLUGIN_PATH="$PLUGINS/$only" "$NNRUN" --plugins 2>&1)
   check "--plugins without a host backend ($only)" contains "$out" "  none: no host backend"

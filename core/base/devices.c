@@ -18,6 +18,9 @@ static nnr_device_entry devices[NNR_MAX_DEVICES];
 static int n_devices;
 static nnr_plugin *host_backend;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* the other backends' devices (cuda's) are counted on first need, not at init: counting them starts
+ * their runtime (CUDA's takes 0.1-0.5 s on a GPU machine), which a script on the cpu should not pay */
+static pthread_once_t others_once = PTHREAD_ONCE_INIT;
 static int num_threads;
 
 static int log_threshold = NNR_LOG_WARN;   /* NNR_LOG, read once by do_init before any thread logs */
@@ -111,7 +114,7 @@ static void add_devices(nnr_plugin_record *r)
         return;
     }
     for (int i = 0; i < count && n_devices < NNR_MAX_DEVICES; i++) {
-        nnr_device_entry *d = &devices[n_devices++];
+        nnr_device_entry *d = &devices[n_devices];
         nnr_device_props *props = &d->props;
         read_props(p, i, props);      /* once: static properties, and device_props is not thread-safe */
         d->plugin = p;
@@ -131,6 +134,7 @@ static void add_devices(nnr_plugin_record *r)
             d->label[n] = 0;
         }
         r->devices++;
+        __atomic_store_n(&n_devices, n_devices + 1, __ATOMIC_RELEASE);     /* published once written */
     }
 }
 
@@ -167,13 +171,25 @@ static void do_init(void)
         add_devices(host);             /* device 0 is the host device */
         if (n_devices == 0) host_backend = NULL;
     }
-    /* no host device, no devices at all: the core's own host tensors would land on another device */
-    for (int i = 0; host_backend && i < nnr_plugin_record_count(); i++) {
-        nnr_plugin_record *r = nnr_plugin_record_at(i);
-        if (r->loaded && r != host && r->plugin->kind == NNR_PLUGIN_BACKEND) add_devices(r);
-    }
     nnr_set_num_threads(num_threads);
 }
+
+/* no host device, no devices at all: the core's own host tensors would land on another device */
+static void add_other_devices(void)
+{
+    for (int i = 0; host_backend && i < nnr_plugin_record_count(); i++) {
+        nnr_plugin_record *r = nnr_plugin_record_at(i);
+        if (r->loaded && r->plugin != host_backend && r->plugin->kind == NNR_PLUGIN_BACKEND) add_devices(r);
+    }
+}
+
+void nnr_devices_all(void)
+{
+    nnr_init();
+    pthread_once(&others_once, add_other_devices);
+}
+
+int nnr_host_ready(void) { nnr_init(); return host_backend != NULL && n_devices > 0; }
 
 int nnr_init(void)
 {
@@ -187,13 +203,13 @@ int nnr_init(void)
     return n;
 }
 
-int nnr_device_total(void) { return n_devices; }
-int nnr_device_count(void) { nnr_init(); return n_devices; }
+int nnr_device_total(void) { return __atomic_load_n(&n_devices, __ATOMIC_ACQUIRE); }
+int nnr_device_count(void) { nnr_devices_all(); return nnr_device_total(); }
 int nnr_host_device(void) { return 0; }
 
 const nnr_device_entry *nnr_device_get(int device)
 {
-    return (device >= 0 && device < n_devices) ? &devices[device] : NULL;
+    return (device >= 0 && device < nnr_device_total()) ? &devices[device] : NULL;
 }
 
 bool nnr_device_is_host_memory(int device)
@@ -264,6 +280,9 @@ static int parse_spec(const char *spec, char *type, size_t n, int *index)
 int nnr_device_find(const char *spec)
 {
     nnr_init();
+    if (!host_backend || strncmp(spec, host_backend->name, strlen(host_backend->name)) != 0 ||
+        (spec[strlen(host_backend->name)] != 0 && spec[strlen(host_backend->name)] != ':'))
+        nnr_devices_all();      /* another backend's device: count them now */
     char type[64];
     int index;
     if (parse_spec(spec, type, sizeof type, &index))

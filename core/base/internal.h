@@ -89,7 +89,8 @@ typedef struct nnr_device_entry {
 } nnr_device_entry;
 
 extern const nnr_host_api nnr_host;
-int nnr_device_total(void);
+int nnr_device_total(void);        /* the devices counted so far (no other backend started) */
+void nnr_devices_all(void);        /* counts the other backends' devices, once */
 const nnr_device_entry *nnr_device_get(int device);
 /* the host device: the first device of the host backend, where tensors the core makes in host memory
  * live (loader batches, files read, the cpu fallback's operands) */

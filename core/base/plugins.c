@@ -251,8 +251,9 @@ const char *nnr_plugin_name(int i) { return nnr_plugin_record_at(i) ? plugins[i]
 const char *nnr_plugin_path(int i) { return nnr_plugin_record_at(i) ? plugins[i].path : NULL; }
 const char *nnr_plugin_version(int i) { return nnr_plugin_record_at(i) ? plugins[i].version : NULL; }
 int nnr_plugin_loaded(int i) { return nnr_plugin_record_at(i) ? plugins[i].loaded : 0; }
-const char *nnr_plugin_message(int i) { return nnr_plugin_record_at(i) ? plugins[i].message : NULL; }
-int nnr_plugin_device_count(int i) { return nnr_plugin_record_at(i) ? plugins[i].devices : 0; }
+/* a backend's message and device count are known once its devices are counted (devices.c) */
+const char *nnr_plugin_message(int i) { nnr_devices_all(); return nnr_plugin_record_at(i) ? plugins[i].message : NULL; }
+int nnr_plugin_device_count(int i) { nnr_devices_all(); return nnr_plugin_record_at(i) ? plugins[i].devices : 0; }
 int nnr_plugin_kind_of(int i) { return nnr_plugin_record_at(i) && plugins[i].plugin ? plugins[i].plugin->kind : -1; }
 int nnr_plugin_abi(int i) { return nnr_plugin_record_at(i) && plugins[i].plugin ? (int)plugins[i].plugin->abi_version : -1; }
 

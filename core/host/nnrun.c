@@ -213,6 +213,27 @@ static int preload_nnr(lua_State *L)
     return 0;
 }
 
+/* -e: the global nnr is loaded on its first use, so that code that does not touch it starts nothing
+ * (loading nnr counts the backends and parses its Lua modules: most of nnrun's start-up). A script that
+ * sets its own metatable on _G first takes the global from require "nnr" itself. */
+static int lazy_nnr(lua_State *L)
+{
+    static const char code[] =
+        "setmetatable(_G, {__index = function(g, k)\n"
+        "  if k ~= 'nnr' then return nil end\n"
+        "  setmetatable(g, nil)\n"
+        "  local m = require 'nnr'\n"
+        "  rawset(g, 'nnr', m)\n"
+        "  return m\n"
+        "end})";
+    if (luaL_loadbuffer(L, code, sizeof code - 1, "=nnrun") != 0) {
+        fprintf(stderr, "nnrun: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 1;
+    }
+    return nnrun_docall(L, 0, 0);
+}
+
 static void make_arg(lua_State *L, char **argv, int argc, int script)
 {
     lua_createtable(L, argc, 2);
@@ -380,7 +401,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: nnrun [options] [script.lua [args...]]\n"
             "  script.lua args   run a Lua script; it sees its arguments in arg\n"
-            "  -e code           run code (nnr is preloaded as the global nnr)\n"
+            "  -e code           run code (the global nnr is loaded on first use)\n"
             "  -i                open the REPL after running the script or -e code\n"
             "  -                 run standard input\n"
             "  --profile[=trace.json]\n"
@@ -495,7 +516,7 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "-e") == 0) {
             if (i + 1 >= argc) { fprintf(stderr, "nnrun: -e needs an argument\n"); usage(stderr); return 1; }
-            if (!ran_code && preload_nnr(L)) { status = 1; break; }
+            if (!ran_code && lazy_nnr(L)) { status = 1; break; }
             make_arg(L, argv, argc, 0);
             status = run_string(L, argv[++i], "=(command line)");
             ran_code = 1;

@@ -24,7 +24,7 @@ M.C = C
 M.ffi = ffi
 
 C.nnr_init()
-if C.nnr_device_count() == 0 then
+if C.nnr_host_ready() == 0 then
   error("nnr: " .. ffi.string(C.nnr_last_error()), 0)
 end
 

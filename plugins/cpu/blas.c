@@ -6,14 +6,20 @@
  *    the CPU and the OS support.
  *  - OpenBLAS's idle threads spin (sched_yield) for 2^28 cycles after each call, taking the cores
  *    from our own kernels between gemms: let them sleep sooner.
- * Only the three functions below are used; the gemms run single-threaded inside our pool (gemm.c). */
+ * Only the three functions below are used; the gemms run single-threaded inside our pool (gemm.c).
+ * It is opened on the first op that needs a gemm, not at the plugin's init: loading it (its constructor
+ * sizes buffers and starts its threads) took 7 of the 9 ms the plugin added to nnrun's start-up, which a
+ * script that never multiplies matrices should not pay. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "kernels.h"
 
 cpu_blas_api cpu_blas;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static int threads_wanted = 1;      /* what set_num_threads asked for before OpenBLAS was open */
 
 static void choose_settings(void)
 {
@@ -25,7 +31,7 @@ static void choose_settings(void)
 #endif
 }
 
-int cpu_blas_open(void)
+static int open_locked(void)
 {
     if (cpu_blas.sgemm) return NNR_OK;
     choose_settings();
@@ -37,12 +43,29 @@ int cpu_blas_open(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
         if (!(h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))) snprintf(why, sizeof why, "%s", dlerror());
     if (!h) return cpu_error(NNR_ERR_DEVICE, "cpu: cannot open OpenBLAS (libopenblas.so.0, %s): %s", NNR_OPENBLAS_FILE, why);
-    cpu_blas.sgemm = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
+    cpu_sgemm_fn sgemm = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
     cpu_blas.dgemm = (cpu_dgemm_fn)dlsym(h, "cblas_dgemm");
     cpu_blas.set_num_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
-    if (!cpu_blas.sgemm || !cpu_blas.dgemm || !cpu_blas.set_num_threads) {
-        cpu_blas.sgemm = NULL;
+    if (!sgemm || !cpu_blas.dgemm || !cpu_blas.set_num_threads)
         return cpu_error(NNR_ERR_DEVICE, "cpu: the OpenBLAS it opened lacks cblas_sgemm, cblas_dgemm or openblas_set_num_threads");
-    }
+    cpu_blas.set_num_threads(threads_wanted);
+    __atomic_store_n(&cpu_blas.sgemm, sgemm, __ATOMIC_RELEASE);     /* last: it says the rest is there */
     return NNR_OK;    /* the handle stays open for the life of the process */
+}
+
+int cpu_blas_open(void)
+{
+    if (__atomic_load_n(&cpu_blas.sgemm, __ATOMIC_ACQUIRE)) return NNR_OK;
+    pthread_mutex_lock(&open_lock);
+    int st = open_locked();
+    pthread_mutex_unlock(&open_lock);
+    return st;
+}
+
+void cpu_blas_set_threads(int n)
+{
+    pthread_mutex_lock(&open_lock);
+    threads_wanted = n;
+    if (cpu_blas.sgemm) cpu_blas.set_num_threads(n);
+    pthread_mutex_unlock(&open_lock);
 }

@@ -2,6 +2,7 @@
  * one device (host memory), runs every op, and is the reference the other
  * backends are checked against. */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +44,12 @@ static nnr_status device_count(nnr_plugin *self, int *count)
 }
 
 /* the cpu's model name from /proc/cpuinfo ("cpu" when it says none) */
-static void cpu_model(char *buf, size_t n)
+static char model_name[128];
+static pthread_once_t model_once = PTHREAD_ONCE_INIT;
+
+static void read_model(void)
 {
-    snprintf(buf, n, "cpu");
+    snprintf(model_name, sizeof model_name, "cpu");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
     char line[256];
@@ -53,12 +57,18 @@ static void cpu_model(char *buf, size_t n)
         if (strncmp(line, "model name", 10) == 0) {
             char *colon = strchr(line, ':');
             if (colon) {
-                snprintf(buf, n, "%s", colon + 2);
-                buf[strcspn(buf, "\n")] = 0;
+                snprintf(model_name, sizeof model_name, "%s", colon + 2);
+                model_name[strcspn(model_name, "\n")] = 0;
             }
             break;
         }
     fclose(f);
+}
+
+static void cpu_model(char *buf, size_t n)
+{
+    pthread_once(&model_once, read_model);      /* read once: device_name and device_props both ask */
+    snprintf(buf, n, "%s", model_name);
 }
 
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)
@@ -169,6 +179,14 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 {
     (void)self;
     cpu_pool_select(call->outputs[0]->device);
+    switch (call->op) {     /* the ops whose kernels may call a gemm open OpenBLAS first */
+    case NNR_OP_MATMUL: case NNR_OP_LINEAR: case NNR_OP_CONV2D: case NNR_OP_CONV2D_GRAD_INPUT: case NNR_OP_CONV2D_GRAD_WEIGHT: {
+        int st = cpu_blas_open();
+        if (st != NNR_OK) return (nnr_status)st;
+        break;
+    }
+    default: break;
+    }
     switch (call->op) {
     case NNR_OP_COPY: return cpu_copy(call);
     case NNR_OP_FILL: return cpu_fill(call);
@@ -219,7 +237,7 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
         cpu_gemm_openblas_threads = env && strcmp(env, "openblas") == 0;
     }
     /* our pool splits gemms (gemm.c): one set of threads for the backend */
-    cpu_blas.set_num_threads(cpu_gemm_openblas_threads ? n : 1);
+    cpu_blas_set_threads(cpu_gemm_openblas_threads ? n : 1);
     return NNR_OK;
 }
 
@@ -325,8 +343,6 @@ NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t 
     snprintf(description, sizeof description, "host memory; OpenBLAS gemm, kernels for the CPU class %s%s (NNR_CPU_ISA); "
              "NNR_CPU_DEVICES=N before the start gives N devices", cpu_isa_names[cpu_isa_level],
              cpu_isa_level < cpu_isa_cpu ? ", forced" : "");
-    int st = cpu_blas_open();
-    if (st != NNR_OK) return (nnr_status)st;
-    *out = &cpu_plugin;
+    *out = &cpu_plugin;     /* OpenBLAS opens on the first op that needs it (blas.c) */
     return NNR_OK;
 }

@@ -77,8 +77,11 @@ typedef struct cpu_blas_api {
     void (*set_num_threads)(int n);
 } cpu_blas_api;
 extern cpu_blas_api cpu_blas;
-/* sets OpenBLAS's environment for this CPU, then opens it; an error status with the reason */
+/* sets OpenBLAS's environment for this CPU, then opens it, once (the first op that needs a gemm calls it;
+ * thread-safe); an error status with the reason */
 int cpu_blas_open(void);
+/* OpenBLAS's own thread count (1 unless NNR_GEMM_THREADS=openblas), applied now or when it opens */
+void cpu_blas_set_threads(int n);
 
 /* ---- gemm (gemm.c): OpenBLAS single-threaded, split over the pool ---- */
 void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,

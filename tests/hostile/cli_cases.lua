@@ -82,7 +82,7 @@ local cases = {
   { "env: NNR_CPU_DEVICES=0.5", "NNR_CPU_DEVICES=0.5 $NNRUN -e 'print(#nnr.devices())'", "NNR_CPU_DEVICES", status = 0 },
   { "env: NNR_CPU_SPIN_US=nan", "NNR_CPU_SPIN_US=nan $NNRUN -e 'print(nnr.ones(2):sum():item())'", "NNR_CPU_SPIN_US", status = 0 },
   { "env: NNR_CPU_SPIN_US=-1", "NNR_CPU_SPIN_US=-1 $NNRUN -e 'print(nnr.ones(2):sum():item())'", "NNR_CPU_SPIN_US", status = 0 },
-  { "env: NNR_LOG=verbose", "NNR_LOG=verbose $NNRUN -e 'print(1)'", "NNR_LOG", status = 0 },
+  { "env: NNR_LOG=verbose", "NNR_LOG=verbose $NNRUN -e 'print(nnr.ones(1))'", "NNR_LOG", status = 0 },
   -- scripts/train_fashion_mnist.lua -------------------------------------------------------------------------------------------
   { "train: --lr nan", TRAIN .. "--lr nan", "%-%-lr|lr must be.*finite", files = FM },
   { "train: --lr inf", TRAIN .. "--lr inf", "%-%-lr|lr must be.*finite", files = FM },

@@ -45,7 +45,11 @@ int nnr_plugin_set_option(const char *name, const char *key, const char *value);
 int nnr_plugin_get_option(const char *name, const char *key, char *buf, size_t buflen);
 
 /* --- devices --- */
+/* every device; the host backend's are counted at init, the others (cuda's) on first need: by this,
+ * by nnr_device_find naming one, or by a plugin's device count or message */
 int nnr_device_count(void);
+/* 1 when the host backend has its device (nnr_last_error says why not); counts no other backend's */
+int nnr_host_ready(void);
 const char *nnr_device_type(int device);    /* plugin name, "cpu" */
 int nnr_device_local_index(int device);     /* index within its plugin */
 const char *nnr_device_name(int device);
