@@ -175,7 +175,7 @@ local function main(argv)
 
   local model = build_model(opts.model):to(device)
   local ddp = D and nnr.parallel.DistributedDataParallel(model) or nil       -- rank 0's initial weights everywhere
-  -- --data-parallel cpu:0,cpu:1 (NNR_CPU_DEVICES=2), or cuda:0,cuda:1: a replica per device, one thread each
+  -- --data-parallel cpu:0,cpu:1 (naming a cpu device makes it), or cuda:0,cuda:1: a replica per device
   local dpar
   if opts.data_parallel then
     local devs = {}

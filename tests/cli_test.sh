@@ -137,6 +137,12 @@ check "-e loads nothing it does not use" contains "$out" "true"
 out=$("$NNRUN" -e 'local a = nnr; print(a == require "nnr", rawget(_G, "nnr") == a, getmetatable(_G) == nil)' 2>&1)
 check "-e loads nnr on first use" contains "$out" "true	true	true"
 
+# naming a cpu device past the count makes it (--data-parallel cpu:0,cpu:1 needs no NNR_CPU_DEVICES)
+out=$("$NNRUN" -e 'local t = nnr.ones(3, {device = "cpu:1"}); print(t.device, (t * 2):sum():item(), #nnr.devices(), nnr.backends.cpu.devices)' 2>&1)
+check "cpu:1 made on demand" contains "$out" "cpu:1	6	2	2"
+out=$("$NNRUN" -e 'print(pcall(nnr.ones, 3, {device = "cpu:16"}))' 2>&1)
+check "cpu:16 is past the cpu backend's 16 devices" contains "$out" "device 'cpu:16': the cpu backend offers at most 16 devices"
+
 # without a host backend (only the example backend, or an ABI 1.3 plugin whose reserved word reads as
 # NNR_PLUGIN_HOST) there are no devices at all, and both the script and --plugins say why
 for only in libtest_testdev.so libtest_old_host.so; do

@@ -102,7 +102,10 @@ static void read_props(nnr_plugin *p, int device, nnr_device_props *props)
     props->model[sizeof props->model - 1] = 0;      /* the plugin may have filled all of it */
 }
 
-static void add_devices(nnr_plugin_record *r)
+static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;     /* devices are appended one caller at a time */
+
+/* the plugin's devices from local index `from` on */
+static void add_devices_from(nnr_plugin_record *r, int from)
 {
     nnr_plugin *p = r->plugin;
     int count = 0;
@@ -113,7 +116,7 @@ static void add_devices(nnr_plugin_record *r)
         nnr_set_error(NNR_OK, "");      /* kept in the record; not this thread's error any more */
         return;
     }
-    for (int i = 0; i < count && n_devices < NNR_MAX_DEVICES; i++) {
+    for (int i = from; i < count && n_devices < NNR_MAX_DEVICES; i++) {
         nnr_device_entry *d = &devices[n_devices];
         nnr_device_props *props = &d->props;
         read_props(p, i, props);      /* once: static properties, and device_props is not thread-safe */
@@ -136,6 +139,37 @@ static void add_devices(nnr_plugin_record *r)
         r->devices++;
         __atomic_store_n(&n_devices, n_devices + 1, __ATOMIC_RELEASE);     /* published once written */
     }
+}
+
+static void add_devices(nnr_plugin_record *r)
+{
+    pthread_mutex_lock(&add_lock);
+    add_devices_from(r, 0);
+    pthread_mutex_unlock(&add_lock);
+}
+
+static nnr_plugin_record *record_of(const nnr_plugin *p)
+{
+    for (int i = 0; i < nnr_plugin_record_count(); i++)
+        if (nnr_plugin_record_at(i)->plugin == p) return nnr_plugin_record_at(i);
+    return NULL;
+}
+
+/* "cpu:3" past the host backend's devices: asks it for index + 1 of them (option "devices"; the cpu
+ * plugin makes more devices over the same memory, each with its share of the threads) and adds the
+ * new ones. 0 when it has them now, else an error set (the plugin's reason) */
+static int grow_host(int want)
+{
+    nnr_plugin_record *r = record_of(host_backend);
+    if (!r || !host_backend->set_option) return -1;
+    char v[16];
+    snprintf(v, sizeof v, "%d", want);
+    pthread_mutex_lock(&add_lock);
+    int st = host_backend->set_option(host_backend, "devices", v);
+    if (st == NNR_OK) add_devices_from(r, r->devices);
+    int have = r->devices;
+    pthread_mutex_unlock(&add_lock);
+    return st == NNR_OK && have >= want ? 0 : -1;
 }
 
 /* the nnr folder beside this library: <libdir>/nnr, or NULL */
@@ -292,6 +326,11 @@ int nnr_device_find(const char *spec)
         if (strcmp(devices[i].plugin->name, type) != 0) continue;
         if (devices[i].local_index == index) return i;
         seen++;
+    }
+    if (host_backend && strcmp(type, host_backend->name) == 0 && index >= seen && seen > 0) {
+        if (grow_host(index + 1) == 0) return nnr_device_find(spec);
+        const char *why = nnr_last_error();
+        return nnr_errorf(NNR_ERR_DEVICE, "device '%s': %s", spec, why && why[0] ? why : "the backend cannot make more devices"), -1;
     }
     int r = nnr_plugin_find(type);
     const char *msg = r >= 0 ? nnr_plugin_message(r) : "";

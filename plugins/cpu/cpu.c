@@ -25,21 +25,44 @@ int cpu_error(int status, const char *fmt, ...)
     return status;
 }
 
-/* NNR_CPU_DEVICES=N: N cpu devices ("cpu", "cpu:1", ...) over the same memory, for
- * nnr.parallel.DataParallel on machines without GPUs; every device runs every op */
+/* N cpu devices ("cpu", "cpu:1", ...) over the same memory, for nnr.parallel.DataParallel on machines
+ * without GPUs; every device runs every op, on its share of the threads. NNR_CPU_DEVICES=N sets the
+ * count at the start; naming a device past it ("cpu:1") makes the core ask for more (option "devices") */
+enum { MAX_CPU_DEVICES = 16 };
+static int cpu_devices;       /* 0 until first counted */
+
 static nnr_status device_count(nnr_plugin *self, int *count)
 {
     (void)self;
-    const char *env = getenv("NNR_CPU_DEVICES");
-    char *end = NULL;
-    long n = env ? strtol(env, &end, 10) : 1;
-    if (env && (end == env || *end != 0 || n < 1 || n > 16)) {
-        static int warned;
-        if (!warned++) fprintf(stderr, "nnrun: NNR_CPU_DEVICES=%.60s is not a whole number in 1..16; using 1\n", env);
-        n = 1;
+    if (!cpu_devices) {
+        const char *env = getenv("NNR_CPU_DEVICES");
+        char *end = NULL;
+        long n = env ? strtol(env, &end, 10) : 1;
+        if (env && (end == env || *end != 0 || n < 1 || n > MAX_CPU_DEVICES)) {
+            fprintf(stderr, "nnrun: NNR_CPU_DEVICES=%.60s is not a whole number in 1..%d; using 1\n", env, MAX_CPU_DEVICES);
+            n = 1;
+        }
+        cpu_devices = (int)n;
+        cpu_pool_set_devices(cpu_devices);       /* each device its share of the threads */
     }
-    *count = (int)n;
-    cpu_pool_set_devices(*count);       /* each device its share of the threads */
+    *count = cpu_devices;
+    return NNR_OK;
+}
+
+/* option "devices": at least n devices (the core asks when a script names "cpu:<n-1>") */
+static nnr_status set_devices(const char *value)
+{
+    char *end = NULL;
+    long n = value ? strtol(value, &end, 10) : 0;
+    if (!value || end == value || *end != 0 || n < 1)
+        return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option devices takes a whole number of devices, got '%s'", value ? value : "(null)");
+    if (n > MAX_CPU_DEVICES)
+        return (nnr_status)cpu_error(NNR_ERR_DEVICE, "the cpu backend offers at most %d devices (asked for %ld)", MAX_CPU_DEVICES, n);
+    if (!cpu_devices) { int c; device_count(NULL, &c); }
+    if (n > cpu_devices) {
+        cpu_devices = (int)n;
+        cpu_pool_set_devices(cpu_devices);
+    }
     return NNR_OK;
 }
 
@@ -248,9 +271,10 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
 static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
 {
     (void)self;
+    if (strcmp(key, "devices") == 0) return set_devices(value);
     int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
               : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, gemv)", key);
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, gemv, devices)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
@@ -277,9 +301,10 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
     else if (strcmp(key, "gemv") == 0) snprintf(buf, n, "%s", cpu_gemv_enabled ? "true" : "false");
     else if (strcmp(key, "gemv_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_gemv_calls);
+    else if (strcmp(key, "devices") == 0) snprintf(buf, n, "%d", cpu_devices);
     else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
     else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, gemv, gemv_calls, isa, isa_cpu)", key);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
     return NNR_OK;
 }
 
@@ -341,7 +366,7 @@ NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t 
     cpu_isa_level = cpu_isa_choose(getenv("NNR_CPU_ISA"), cpu_isa_cpu, note, sizeof note);
     if (note[0]) fprintf(stderr, "%s\n", note);
     snprintf(description, sizeof description, "host memory; OpenBLAS gemm, kernels for the CPU class %s%s (NNR_CPU_ISA); "
-             "NNR_CPU_DEVICES=N before the start gives N devices", cpu_isa_names[cpu_isa_level],
+             "devices cpu, cpu:1, ... as named (at most 16)", cpu_isa_names[cpu_isa_level],
              cpu_isa_level < cpu_isa_cpu ? ", forced" : "");
     *out = &cpu_plugin;     /* OpenBLAS opens on the first op that needs it (blas.c) */
     return NNR_OK;
