@@ -239,7 +239,7 @@ static int record_linear(const nnr_tensor *const *inputs, nnr_tensor *out)
 
 /* y = x W^T (+ b), relu'd when asked, as the backend's one LINEAR call: the gemm starts from the
  * bias or adds it in its epilogue. *done is 0 when the backend has no LINEAR for these operands. */
-static nnr_tensor *linear_fused(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int relu, int *done)
+static nnr_tensor *linear_fused(const nnr_tensor *x, const nnr_tensor *w, const nnr_tensor *bias, int relu, int record, int *done)
 {
     *done = 0;
     if (!nnr_backend_knows(x->device, 1)) return NULL;       /* LINEAR is ABI 1.1 */
@@ -258,10 +258,10 @@ static nnr_tensor *linear_fused(const nnr_tensor *x, const nnr_tensor *w, const 
     if (!(x2 = nnr_reshape(c[0], 2, xs)) || !(y2 = nnr_reshape(y, 2, ys))) { nnr_tensor_release(y); y = NULL; goto out; }
     nnr_tensor *ins[3] = {x2, c[1], c[2]};
     nnr_op_params p = {.struct_size = sizeof p, .i = {relu}};
-    /* inference (nothing to record): the weight's storage and version as a key (ABI 1.6), so that a
-     * backend may keep it packed from one call to the next (the cpu's oneDNN path does) */
-    const nnr_tensor *used[3] = {x, w, bias};
-    if (c[1] == w && !nnr_should_record(n, used) && nnr_backend_knows(x->device, 6)) {
+    /* inference (nothing to record; the caller has turned recording off by now, so it says): the weight's
+     * storage and version as a key (ABI 1.6), so that a backend may keep it packed from one call to the
+     * next (the cpu's oneDNN path does). A weight being trained changes every step: no key */
+    if (c[1] == w && !record && nnr_backend_knows(x->device, 6)) {
         p.i[1] = (int64_t)w->storage->uid;
         p.i[2] = atomic_load(&w->storage->version);
     }
@@ -322,7 +322,7 @@ static nnr_tensor *linear_impl(const nnr_tensor *x, const nnr_tensor *w, const n
     int prev = nnr_set_grad_enabled(0);
     int same = x->device == w->device && (!bias || bias->device == x->device) && x->dtype == w->dtype && (!bias || bias->dtype == x->dtype);
     int done = 0;
-    nnr_tensor *y = same ? linear_fused(x, w, bias, relu, &done) : NULL;
+    nnr_tensor *y = same ? linear_fused(x, w, bias, relu, record, &done) : NULL;
     if (!done) y = linear_composed(x, w, bias, relu);
     nnr_set_grad_enabled(prev);
     if (y && record && (relu ? record_linear_relu(in, y) : record_linear(in, y))) { nnr_tensor_release(y); y = NULL; }

@@ -50,7 +50,9 @@ def blas_env():
     """The OpenBLAS kernels nnrun picks (the cpu plugin sets them), given to every side alike."""
     env = dict(os.environ)
     if "OPENBLAS_CORETYPE" not in env:
-        out = subprocess.run([NNRUN, "-e", "io.write(os.getenv('OPENBLAS_CORETYPE') or '')"], capture_output=True, text=True)
+        # the cpu plugin names them when it opens OpenBLAS, on the first product
+        out = subprocess.run([NNRUN, "-e", "nnr.ones(1, 1):matmul(nnr.ones(1, 1)); io.write(os.getenv('OPENBLAS_CORETYPE') or '')"],
+                             capture_output=True, text=True, env=env)
         if out.stdout:
             env["OPENBLAS_CORETYPE"] = out.stdout
     return env

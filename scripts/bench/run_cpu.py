@@ -5,11 +5,16 @@
   - the OpenBLAS sgemm rate (1024^3, its own 2 threads) measured in the same run, and the
     share of it the mlp reaches at batch 256 (2.4 MFLOP per sample per step);
   - the profile's top ops for each training workload (nnr.profiler).
-nnrun uses 2 threads; PyTorch its best of 1 or 2 threads with OMP_WAIT_POLICY=PASSIVE and
-the same OpenBLAS kernels. The shared machine's speed drifts by tens of percent within
+nnrun uses 2 threads; PyTorch its best of 1 or 2 threads with OMP_WAIT_POLICY=PASSIVE, for
+each PyTorch found (Debian's python3-torch and pip's in the benchmarks' virtual environment,
+scripts/bench/torch_venv.sh; TORCH_PYTHON=py, or --torch py ..., names them), the faster of them
+per row. The shared machine's speed drifts by tens of percent within
 minutes, so each workload runs ROUNDS times with nnrun and PyTorch interleaved, and the
 medians are compared. Prints the tables with ratios and rewrites the "training" section of
-docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick]
+docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick] [--isa CLASS] [--torch PY ...]
+--isa avx2 (or another class below the machine's): both sides capped at that CPU class (nnrun by
+NNR_CPU_ISA; PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS), the table
+written to its own section ("training_avx2").
 --baseline BUILD_DIR [--rounds N]: the same training and inference workloads with another build's
 nnrun (an older commit: scripts/bench/build_baseline.sh), interleaved with this one N times (default
 5), no PyTorch; with run.py --baseline's rows, rewrites the "baseline" section of docs/perf.md."""
@@ -20,6 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from side_by_side import torch_pythons  # noqa: E402
 from run import (BASE_NNRUN, BASELINE, BUILD, NNRUN, ROOT, ROUNDS_COMPARED, STREAM, blas_env, both, compare_rows,  # noqa: E402
                  cpu_classes, cpu_model, find_torch_python, package_versions, torch_best, write_perf_section)
 
@@ -36,8 +42,16 @@ def ours(*args):
 
 
 def theirs(*args):
-    """PyTorch's best of 1 or 2 threads; args as train_torch.py takes them, threads inserted"""
-    return torch_best(TORCH, os.path.join(BENCH, "train_torch.py"), args, 3 if args[0] == "infer" else 2, ENV)[0]
+    """the faster PyTorch, each at its best of 1 or 2 threads; args as train_torch.py takes them, threads
+    inserted. The result names the build: "2.15.0 (pip)" or "1.13.0 (Debian)" """
+    best = None
+    for py in TORCHES:
+        r, threads = torch_best(py, os.path.join(BENCH, "train_torch.py"), args, 3 if args[0] == "infer" else 2, ENV)
+        r = dict(r, threads=threads, version=f"{r['version']} ({'Debian' if py == '/usr/bin/python3' else 'pip'})")
+        VERSIONS.add(r["version"])
+        if best is None or r["samples_per_s"] > best["samples_per_s"]:
+            best = r
+    return best
 
 
 def interleaved(args, torch_args):
@@ -109,8 +123,28 @@ def main():
     if BASELINE:
         compare_baseline()
         return
+    global TORCHES, VERSIONS
+    isa = sys.argv[sys.argv.index("--isa") + 1] if "--isa" in sys.argv[:-1] else None
+    if isa:
+        caps = {"c": ("default", "SSE41", "SSE4_2"), "avx2": ("avx2", "AVX2", "AVX2"), "avx512": ("avx512", "AVX512_CORE", "AVX512"),
+                "avx512_vnni": ("avx512", "AVX512_CORE_VNNI", "AVX512"), "avx512_bf16": ("avx512", "AVX512_CORE_BF16", "AVX512")}
+        if isa not in caps:
+            raise SystemExit(f"--isa: one of {', '.join(caps)}")
+        os.environ.update(NNR_CPU_ISA=isa, ATEN_CPU_CAPABILITY=caps[isa][0], ONEDNN_MAX_CPU_ISA=caps[isa][1],
+                          MKL_ENABLE_INSTRUCTIONS=caps[isa][2])
     ENV = blas_env()
-    TORCH = find_torch_python()
+    given = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--torch"]
+    if os.environ.get("TORCH_PYTHON"):
+        given.append(os.environ["TORCH_PYTHON"])
+    TORCHES = [py for py in torch_pythons(given) if subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0]
+    TORCH = TORCHES[0] if TORCHES else None
+    VERSIONS = set()
+    # which of nnrun's paths this machine runs (the CPU class, oneDNN, the small-batch kernel, the int8 kernel)
+    probe = ("local c, q = nnr.backends.cpu, ''\n"
+             "for _, b in ipairs(nnr.backends.list()) do if b.name == 'quant' then q = b.message:match(': (.-) kernels') or '?' end end\n"
+             "io.write(string.format('{\"isa\": %q, \"onednn\": %q, \"gemv\": %s, \"quant\": %q}', c.isa, tostring(c.onednn_version), tostring(c.gemv), q))")
+    paths = json.loads(subprocess.run([NNRUN, "-e", probe], check=True, capture_output=True, text=True, env=ENV).stdout)
+    print("nnrun paths:", paths, flush=True)
     version = "not installed"
     def sgemm_rate():
         return json.loads(subprocess.run([STREAM, "sgemm", "1024", "15"], check=True, capture_output=True, text=True,
@@ -128,7 +162,7 @@ def main():
             if kind == "mlp" and batch == 256:
                 mlp256 = o
                 sgemm = sgemm_rate()      # right after the mlp, so the two see the machine alike
-            train += f"| {kind}, batch {batch} | {o:,.0f} samples/s | " + (f"{t['samples_per_s']:,.0f} ({t['threads']})" if t else "-") + \
+            train += f"| {kind}, batch {batch} | {o:,.0f} samples/s | " + (f"{t['samples_per_s']:,.0f} ({t['version']}, {t['threads']})" if t else "-") + \
                      " | " + (f"{o / t['samples_per_s']:.2f}x" if t else "-") + " | >= 1.5x |\n"
             print(train.splitlines()[-1], flush=True)
             prof = ours("profile", kind, batch, max(10, steps // 3))["ops"]
@@ -138,19 +172,23 @@ def main():
         for batch, iters, target in ((1, 2000 if kind == "mlp" else 1000, ">= 2x"), (256, 100 if kind == "mlp" else 20, ">= 1.2x" if kind == "mlp" else ">= 2x")):
             o, t = interleaved(("infer", kind, batch, iters), ("infer", kind, batch, iters))
             if batch == 1:
-                cell_o, cell_t = f"{o['us_per_batch']:.1f} us", (f"{t['us_per_batch']:.1f} us ({t['threads']})" if t else "-")
+                cell_o, cell_t = f"{o['us_per_batch']:.1f} us", (f"{t['us_per_batch']:.1f} us ({t['version']}, {t['threads']})" if t else "-")
             else:
-                cell_o, cell_t = f"{o['samples_per_s']:,.0f} samples/s", (f"{t['samples_per_s']:,.0f} samples/s ({t['threads']})" if t else "-")
+                cell_o, cell_t = f"{o['samples_per_s']:,.0f} samples/s", (f"{t['samples_per_s']:,.0f} samples/s ({t['version']}, {t['threads']})" if t else "-")
             infer += f"| {kind}, batch {batch} | {cell_o} | {cell_t} | " + (f"{o['samples_per_s'] / t['samples_per_s']:.2f}x" if t else "-") + f" | {target} |\n"
             print(infer.splitlines()[-1], flush=True)
     share = mlp256 * MLP_FLOP / 1e9 / sgemm
     gemm = f"OpenBLAS sgemm 1024^3 with its own 2 threads: {sgemm:.0f} GFLOP/s (median of 15). The mlp at batch 256 trains at " \
            f"{mlp256 * MLP_FLOP / 1e9:.0f} GFLOP/s = {100 * share:.0f}% of it (target >= 60%)."
     print(gemm)
-    machine = f"{cpu_model()}, {os.cpu_count()} cores; PyTorch {version} (OMP_WAIT_POLICY=PASSIVE, same OpenBLAS kernels)"
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores ({cpu_classes()}); nnrun's paths: CPU class {paths['isa']}, oneDNN "
+               f"{paths['onednn']}, small-batch kernel {'on' if paths['gemv'] else 'off'}, int8 {paths['quant']}; PyTorch "
+               f"{', '.join(sorted(VERSIONS)) or 'not installed'}, the faster per row (each at its best of 1 or 2 threads, "
+               f"OMP_WAIT_POLICY=PASSIVE)")
     print(machine)
     if "--no-write" not in sys.argv:
-        write_perf_section("training", f"## CPU: training and inference against PyTorch\n\n`scripts/bench/run_cpu.py`, "
+        forced = f" (both sides capped at the {isa} class: `--isa {isa}`)" if isa else ""
+        write_perf_section("training_" + isa if isa else "training", f"## CPU{': ' + isa + ' class' if isa else ''}: training and inference against PyTorch{forced}\n\n`scripts/bench/run_cpu.py`, "
                            f"{time.strftime('%Y-%m-%d')}. Training: SGD lr 0.01 momentum 0.9, median over windows of steps after a "
                            f"warm-up. Inference: eval mode without gradients, the median pass. Each row: the median of {ROUNDS} "
                            f"interleaved rounds per side (this shared machine's speed drifts by tens of percent within minutes; "
