@@ -267,14 +267,16 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
 /* nnr.backends.cpu.amx = false: bf16 matmuls without AMX tiles (f32 copies and sgemm);
  * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default);
  * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN;
- * nnr.backends.cpu.gemv = false: linears of up to 16 rows through the gemm paths (for comparisons) */
+ * nnr.backends.cpu.gemv = false: linears of up to 16 rows through the gemm paths (for comparisons);
+ * nnr.backends.cpu.onednn_gemm = false: gemm pieces of 17-512 rows on OpenBLAS, not oneDNN (onednn.c) */
 static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
 {
     (void)self;
     if (strcmp(key, "devices") == 0) return set_devices(value);
     int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
-              : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, gemv, devices)", key);
+              : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled
+              : strcmp(key, "onednn_gemm") == 0 ? &cpu_onednn_gemm : NULL;
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, onednn_gemm, gemv, devices)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
@@ -299,12 +301,14 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "onednn") == 0) snprintf(buf, n, "%s", cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "onednn_version") == 0) snprintf(buf, n, "%s", cpu_onednn_version());
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
+    else if (strcmp(key, "onednn_gemm_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_gemm_calls);
+    else if (strcmp(key, "onednn_gemm") == 0) snprintf(buf, n, "%s", cpu_onednn_gemm && cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "gemv") == 0) snprintf(buf, n, "%s", cpu_gemv_enabled ? "true" : "false");
     else if (strcmp(key, "gemv_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_gemv_calls);
     else if (strcmp(key, "devices") == 0) snprintf(buf, n, "%d", cpu_devices);
     else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
     else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, onednn_gemm, onednn_gemm_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
     return NNR_OK;
 }
 

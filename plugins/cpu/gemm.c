@@ -32,6 +32,12 @@ void cpu_gemm_serial(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, 
 {
     if (M <= 0 || N <= 0) return;
     if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    if (dt == NNR_F32 && alpha == 1.0 && (beta == 0.0 || beta == 1.0) && cpu_onednn_gemm_applies(M, N, K)) {
+        /* one product: the batch strides only need to be those of a whole matrix (oneDNN refuses 0) */
+        int64_t sa = (ta == CblasTrans ? K : M) * lda, sb = (tb == CblasTrans ? N : K) * ldb;
+        cpu_onednn_mm m = {M, N, K, lda, ldb, ldc, sa, sb, M * ldc, ta == CblasTrans, tb == CblasTrans, A, B, C, beta == 1.0};
+        if (cpu_onednn_gemm_piece(&m)) return;
+    }
     if (dt == NNR_F32)
         cpu_blas.sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, (float)alpha, A, (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
     else

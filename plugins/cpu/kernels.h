@@ -125,9 +125,16 @@ typedef struct cpu_onednn_mm {
     int ta, tb;                 /* 1: the operand is read transposed */
     const float *A, *B;
     float *C;
+    int accumulate;             /* 1: C += A B (beta 1), else C = A B */
 } cpu_onednn_mm;
 /* runs products [begin, end) in the calling thread; 1 when done */
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end);
+/* 1 when cpu_gemm_serial gives this f32 product to oneDNN rather than OpenBLAS (gemm.c says why) */
+int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K);
+extern int cpu_onednn_gemm;
+/* one such product (batch strides of a whole matrix); 1 when done. Counted apart from the ops above */
+int cpu_onednn_gemm_piece(const cpu_onednn_mm *m);
+extern _Atomic long cpu_onednn_gemm_calls;
 /* CONV2D_GRAD_INPUT (so conv_transpose2d) as a deconvolution over the pool; 1 when done */
 int cpu_onednn_conv_transpose(const nnr_op_call *call);
 /* LINEAR with a key for its weight (params i[1], ABI 1.6), f32, at most 256 rows and no relu: the

@@ -233,7 +233,7 @@ int cpu_matmul(const nnr_op_call *call)
         int64_t sa = batch_stride(A, C), sb = batch_stride(B, C), sc = batch_stride(C, C);
         if (dt == NNR_F32 && sa > 0 && sb > 0 && sc > 0 && (double)M * N * K >= 32768.0 && cpu_onednn_available()) {
             m.onednn = 1;
-            m.mm = (cpu_onednn_mm){M, N, K, lda, ldb, ldc, sa, sb, sc, ta == CblasTrans, tb == CblasTrans, A->data, B->data, C->data};
+            m.mm = (cpu_onednn_mm){M, N, K, lda, ldb, ldc, sa, sb, sc, ta == CblasTrans, tb == CblasTrans, A->data, B->data, C->data, 0};
         }
         if ((double)batch * M * N * K < CPU_SERIAL_MACS) { batch_products(&m, 0, batch); return NNR_OK; }    /* decoding's few heads */
         return cpu_parallel_for(batch, 1, batch_products, &m);

@@ -27,6 +27,10 @@ _Atomic long cpu_onednn_calls;    /* ops it ran: nnr.backends.cpu.onednn_calls, 
 int cpu_onednn_available(void) { return 0; }
 const char *cpu_onednn_version(void) { return "not available: built without dnnl.h (libdnnl-dev)"; }
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end) { (void)m; (void)begin; (void)end; return 0; }
+int cpu_onednn_gemm = 0;
+_Atomic long cpu_onednn_gemm_calls;
+int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K) { (void)M; (void)N; (void)K; return 0; }
+int cpu_onednn_gemm_piece(const cpu_onednn_mm *m) { (void)m; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
 int cpu_onednn_linear(const nnr_op_call *call) { (void)call; return 0; }
 void cpu_onednn_thread_exit(void) {}
@@ -40,7 +44,8 @@ void cpu_onednn_thread_exit(void) {}
     X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy) X(dnnl_primitive_attr_set_scratchpad_mode) \
     X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query_md) X(dnnl_primitive_desc_query) \
     X(dnnl_primitive_create) X(dnnl_primitive_destroy) X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) \
-    X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_desc_get_size) X(dnnl_version)
+    X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_desc_get_size) X(dnnl_version) \
+    X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_sum) X(dnnl_primitive_attr_set_post_ops)
 
 static struct {
 #define FIELD(f) __typeof__(&f) f;
@@ -161,11 +166,19 @@ static size_t scratch_of(const_dnnl_primitive_desc_t pd)
 }
 
 /* a primitive from an operation descriptor; declined (0) for reference kernels */
-static int make_primitive(const_dnnl_op_desc_t op, dnnl_primitive_t *out, dnnl_primitive_desc_t *pd_out)
+/* accumulate: the output added to what the destination holds (a sum post-op, beta = 1) */
+static int make_primitive_sum(const_dnnl_op_desc_t op, int accumulate, dnnl_primitive_t *out, dnnl_primitive_desc_t *pd_out)
 {
     dnnl_primitive_attr_t attr = user_scratchpad();
     dnnl_primitive_desc_t pd = NULL;
-    int st = attr && D.dnnl_primitive_desc_create(&pd, op, attr, D.engine, NULL) == dnnl_success;
+    int st = attr != NULL;
+    if (st && accumulate) {
+        dnnl_post_ops_t po = NULL;
+        st = D.dnnl_post_ops_create(&po) == dnnl_success && D.dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+             D.dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+        if (po) D.dnnl_post_ops_destroy(po);
+    }
+    st = st && D.dnnl_primitive_desc_create(&pd, op, attr, D.engine, NULL) == dnnl_success;
     D.dnnl_primitive_attr_destroy(attr);
     const char *impl = NULL;
     if (st && (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl || strstr(impl, "ref")))
@@ -174,6 +187,11 @@ static int make_primitive(const_dnnl_op_desc_t op, dnnl_primitive_t *out, dnnl_p
     if (!st && pd) { D.dnnl_primitive_desc_destroy(pd); pd = NULL; }
     *pd_out = pd;
     return st;
+}
+
+static int make_primitive(const_dnnl_op_desc_t op, dnnl_primitive_t *out, dnnl_primitive_desc_t *pd_out)
+{
+    return make_primitive_sum(op, 0, out, pd_out);
 }
 
 static int make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out, size_t *scratch)
@@ -317,17 +335,18 @@ static int build_matmul(prim *e, const void *arg)
     dnnl_primitive_desc_t pd;
     int ok;
     mm_descs(c->m, c->batch, &a, &b, &d, &ok);
-    if (!ok || D.dnnl_matmul_desc_init(&op, &a, &b, NULL, &d) != dnnl_success || !make_primitive(&op, &e->p, &pd)) return 0;
+    if (!ok || D.dnnl_matmul_desc_init(&op, &a, &b, NULL, &d) != dnnl_success || !make_primitive_sum(&op, c->m->accumulate, &e->p, &pd))
+        return 0;
     e->scratch_bytes = scratch_of(pd);
     D.dnnl_primitive_desc_destroy(pd);
     return 1;
 }
 
-int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
+static int run_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
 {
     if (!cpu_onednn_available() || end <= begin) return 0;
     int64_t batch = end - begin;
-    int64_t key[KEY_LEN] = {KIND_MATMUL, batch, m->M, m->N, m->K, m->ta, m->tb, m->lda, m->ldb, m->ldc, m->sa, m->sb, m->sc};
+    int64_t key[KEY_LEN] = {KIND_MATMUL, batch, m->M, m->N, m->K, m->ta, m->tb, m->lda, m->ldb, m->ldc, m->sa, m->sb, m->sc, m->accumulate};
     mm_ctx c = {m, batch};
     prim tmp;
     prim *e = lookup(key, build_matmul, &c, &tmp);
@@ -341,8 +360,36 @@ int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
     void *ptrs[3] = {(void *)(m->A + begin * m->sa), (void *)(m->B + begin * m->sb), (void *)(m->C + begin * m->sc)};
     ok = ok && scratch && execute(e->p, 3, args, mds, ptrs, scratch, e->scratch_bytes);
     release(e, &tmp);
+    return ok;
+}
+
+int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end)
+{
+    int ok = run_matmul(m, begin, end);
     if (ok) cpu_onednn_calls++;
     return ok;
+}
+
+_Atomic long cpu_onednn_gemm_calls;
+
+int cpu_onednn_gemm_piece(const cpu_onednn_mm *m)
+{
+    int ok = run_matmul(m, 0, 1);
+    if (ok) cpu_onednn_gemm_calls++;
+    return ok;
+}
+
+/* A product of 17 to 512 rows (a piece of a training or inference gemm) on one core: oneDNN's brgemm
+ * kernels ran the mlp's, cnn's and recurrent layers' shapes at 1.1-1.6x OpenBLAS 0.3.21's rate, and tied
+ * above 512 rows; at 1-16 rows OpenBLAS (or the small-batch kernel) is 2-3x faster (docs/perf.md, "The
+ * field's libraries"). A rule on the shape, not a timing: the same product takes the same path in every
+ * run, so a resumed training gives the same bits. BLIS 0.9 (Debian's) was slower than both on every
+ * shape, and libxsmm only builds kernels for products too small to matter here. */
+int cpu_onednn_gemm = 1;       /* nnr.backends.cpu.onednn_gemm = false: every such product on OpenBLAS */
+
+int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K)
+{
+    return cpu_onednn_gemm && M > 16 && M <= 512 && N >= 16 && K >= 16 && cpu_onednn_available();
 }
 
 /* ---- transposed convolution: CONV2D_GRAD_INPUT (grad_x = deconvolution of grad_y by w) ---- */

@@ -14,6 +14,10 @@ if arg[1] == "infer" or arg[1] == "profile" then mode = table.remove(arg, 1) end
 local kind, batch, steps = arg[1] or "mlp", tonumber(arg[2] or 64), tonumber(arg[3] or 200)
 -- NNR_BENCH_DEVICE=cuda runs the same on a GPU (scripts/bench/run_gpu.py); loss:item() waits for each step
 local device = os.getenv("NNR_BENCH_DEVICE") or "cpu"
+-- NNR_BENCH_CPU="onednn_gemm=false,gemv=false": cpu backend options for A/B comparisons of its paths
+for k, v in (os.getenv("NNR_BENCH_CPU") or ""):gmatch("([%w_]+)=([%w_]+)") do
+  nnr.backends.cpu[k] = v == "true" and true or v == "false" and false or v
+end
 -- NNR_BENCH_AUTOCAST=bf16 runs the forward passes under nnr.autocast (mixed precision; AMX on cpus that have it)
 local autocast = os.getenv("NNR_BENCH_AUTOCAST")
 -- NNR_BENCH_ALLOW_BF16=1: f32 gemms with bf16 products (nnr.backends.cpu.allow_bf16, AMX)

@@ -38,7 +38,7 @@ describe("cpu AMX", function()
     assert.is_truthy(tostring(err):match("allow_bf16 takes true or false, got 'maybe'"), tostring(err))
     ok, err = pcall(function() nnr.backends.cpu.amxx = true end)
     assert.is_false(ok)
-    assert.is_truthy(tostring(err):match("unknown option 'amxx' %(known: amx, allow_bf16, onednn, gemv, devices%)"), tostring(err))
+    assert.is_truthy(tostring(err):match("unknown option 'amxx' %(known: amx, allow_bf16, onednn, onednn_gemm, gemv, devices%)"), tostring(err))
   end)
 
   it("multiplies bf16 matrices within one rounding of the exact product, with and without AMX", function()

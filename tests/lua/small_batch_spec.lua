@@ -84,6 +84,34 @@ describe("small-batch linear", function()
     assert((xx.grad:double() - ref_gx):abs():max():item() < 1e-4)
   end)
 
+  it("runs gemm pieces of 17 to 512 rows on oneDNN, bias accumulation and transposes included", function()
+    if not cpu.onednn then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    nnr.manual_seed(15)
+    local lin = nnr.nn.Linear(100, 48)
+    local x = nnr.randn(64, 100)
+    local a, b = nnr.randn(100, 40), nnr.randn(100, 72)
+    local function run()
+      local xx = x:clone():requires_grad_()
+      for _, p in ipairs(lin:parameters()) do p.grad = nil end
+      local y = lin(xx)                                  -- training: C = bias rows, then C += x W^T (beta 1)
+      y:pow(2):sum():backward()
+      return y, xx.grad, lin.weight.grad, a:t():matmul(b)  -- the weight gradient and a^T b read A transposed
+    end
+    local before = tonumber(cpu.onednn_gemm_calls)
+    local on = { run() }
+    assert.is_true(tonumber(cpu.onednn_gemm_calls) > before, "oneDNN ran the pieces")
+    cpu.onednn_gemm = false
+    before = tonumber(cpu.onednn_gemm_calls)
+    local off = { run() }
+    assert.are.equal(before, tonumber(cpu.onednn_gemm_calls))
+    cpu.onednn_gemm = true
+    for k = 1, #on do
+      local scale = off[k]:abs():max():item()
+      assert((on[k] - off[k]):abs():max():item() <= 1e-5 * scale, "result " .. k .. " differs from OpenBLAS's")
+    end
+    assert(worst_error(on[1], x, lin.weight, lin.bias, false) < 1e-6)
+  end)
+
   it("packs an inference weight once for batches past 16 rows (oneDNN), fused relu included", function()
     if not cpu.onednn then pending("oneDNN is not available: " .. cpu.onednn_version) return end
     nnr.manual_seed(14)
