@@ -161,7 +161,7 @@ static nnr_plugin_record *record_of(const nnr_plugin *p)
 static int grow_host(int want)
 {
     nnr_plugin_record *r = record_of(host_backend);
-    if (!r || !host_backend->set_option) return -1;
+    if (!r || !NNR_HAS_FIELD(host_backend, nnr_plugin, set_option) || !host_backend->set_option) return -1;
     char v[16];
     snprintf(v, sizeof v, "%d", want);
     pthread_mutex_lock(&add_lock);
@@ -322,7 +322,7 @@ int nnr_device_find(const char *spec)
     if (parse_spec(spec, type, sizeof type, &index))
         return nnr_errorf(NNR_ERR_INVALID, "device '%s': expected a name like \"cpu\" or \"cuda:1\"", spec), -1;
     int seen = 0;
-    for (int i = 0; i < n_devices; i++) {
+    for (int i = 0; i < nnr_device_total(); i++) {
         if (strcmp(devices[i].plugin->name, type) != 0) continue;
         if (devices[i].local_index == index) return i;
         seen++;

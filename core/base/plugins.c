@@ -304,6 +304,10 @@ static int option_status(int st, const char *name, const char *key)
 
 int nnr_plugin_set_option(const char *name, const char *key, const char *value)
 {
+    /* a backend's device count is the core's to change (naming "cpu:3" asks for it): devices made behind
+     * its back would have no entry, and would take the threads of the ones that do */
+    if (strcmp(key, "devices") == 0)
+        return nnr_errorf(NNR_ERR_INVALID, "%s: devices is not an option; name the device (\"%s:3\") to make it", name, name);
     nnr_plugin *p = option_plugin(name, key, 0);
     return p ? option_status(p->set_option(p, key, value), name, key) : nnr_last_status();
 }

@@ -31,10 +31,13 @@ static void choose_settings(void)
 #endif
 }
 
+/* the environment OpenBLAS reads when it loads, set at the plugin's init: setenv while other threads may
+ * call getenv is undefined, and the first product may come from any thread */
+void cpu_blas_configure(void) { choose_settings(); }
+
 static int open_locked(void)
 {
     if (cpu_blas.sgemm) return NNR_OK;
-    choose_settings();
     /* the soname first (a bundle's copy through the executable's RPATH, LD_LIBRARY_PATH, the system's),
      * then the library this plugin was built against */
     const char *names[] = {"libopenblas.so.0", NNR_OPENBLAS_FILE};

@@ -354,7 +354,7 @@ static nnr_plugin cpu_plugin = {
 
 NNR_PLUGIN_EXPORT int nnr_plugin_probe(void)
 {
-    /* the baseline build runs on any x86-64/aarch64; wider kernels are picked per function at load */
+    /* the baseline build runs on any x86-64/aarch64; wider kernels are picked by the CPU class (isa.h) */
     return 100;
 }
 
@@ -369,6 +369,8 @@ NNR_PLUGIN_EXPORT nnr_status nnr_plugin_init(const nnr_host_api *host, uint32_t 
     char note[200];
     cpu_isa_level = cpu_isa_choose(getenv("NNR_CPU_ISA"), cpu_isa_cpu, note, sizeof note);
     if (note[0]) fprintf(stderr, "%s\n", note);
+    cpu_blas_configure();       /* the libraries' environment now; they open on first use */
+    cpu_onednn_configure();
     snprintf(description, sizeof description, "host memory; OpenBLAS gemm, kernels for the CPU class %s%s (NNR_CPU_ISA); "
              "devices cpu, cpu:1, ... as named (at most 16)", cpu_isa_names[cpu_isa_level],
              cpu_isa_level < cpu_isa_cpu ? ", forced" : "");

@@ -2,7 +2,7 @@
  *
  * The classes are cumulative, each the one before it plus:
  *   c            nothing beyond the baseline (x86-64's SSE2; any aarch64)
- *   avx2         AVX2 and FMA (Haswell, Zen 1-3, today's cloud VMs without AVX-512)
+ *   avx2         AVX2, FMA and F16C (Haswell, Zen 1-3, today's cloud VMs without AVX-512)
  *   avx512       AVX-512 F, BW, DQ and VL (Skylake-X)
  *   avx512_vnni  + AVX-512 VNNI (Cascade Lake, Ice Lake)
  *   avx512_bf16  + AVX512-BF16 (Cooper Lake, Zen 4)
@@ -31,8 +31,8 @@ static inline int cpu_isa_detect(void)
 #if defined(__x86_64__)
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return CPU_ISA_C;
-    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!osxsave || !avx || !fma) return CPU_ISA_C;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx || !fma || !f16c) return CPU_ISA_C;          /* the AVX2 copies are built with F16C */
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((lo & 6u) != 6u) return CPU_ISA_C;                                   /* XMM and YMM state */

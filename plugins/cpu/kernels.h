@@ -63,7 +63,7 @@ void cpu_iter_init(cpu_iter *it, int nops, const nnr_tensor_desc *const *descs);
 int cpu_iter_run(const cpu_iter *it, cpu_row_fn fn, void *ctx);
 int64_t cpu_iter_numel(const cpu_iter *it);
 
-/* ---- OpenBLAS (blas.c), opened at init ---- */
+/* ---- OpenBLAS (blas.c), opened on the first op that needs a gemm ---- */
 #include <cblas.h>
 typedef void (*cpu_sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, const enum CBLAS_TRANSPOSE, const blasint,
                              const blasint, const blasint, const float, const float *, const blasint, const float *, const blasint,
@@ -80,6 +80,10 @@ extern cpu_blas_api cpu_blas;
 /* sets OpenBLAS's environment for this CPU, then opens it, once (the first op that needs a gemm calls it;
  * thread-safe); an error status with the reason */
 int cpu_blas_open(void);
+/* sets OpenBLAS's environment (its kernel family for the CPU class); at init, before any thread */
+void cpu_blas_configure(void);
+/* caps oneDNN's dispatch at a forced class (ONEDNN_MAX_CPU_ISA); at init, before any thread */
+void cpu_onednn_configure(void);
 /* OpenBLAS's own thread count (1 unless NNR_GEMM_THREADS=openblas), applied now or when it opens */
 void cpu_blas_set_threads(int n);
 

@@ -29,6 +29,7 @@ const char *cpu_onednn_version(void) { return "not available: built without dnnl
 int cpu_onednn_matmul(const cpu_onednn_mm *m, int64_t begin, int64_t end) { (void)m; (void)begin; (void)end; return 0; }
 int cpu_onednn_gemm = 0;
 _Atomic long cpu_onednn_gemm_calls;
+void cpu_onednn_configure(void) {}
 int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K) { (void)M; (void)N; (void)K; return 0; }
 int cpu_onednn_gemm_piece(const cpu_onednn_mm *m) { (void)m; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
@@ -59,12 +60,17 @@ static struct {
 
 static pthread_once_t open_once = PTHREAD_ONCE_INIT;
 
-static void open_dnnl(void)
+/* a class forced below the CPU's (NNR_CPU_ISA) caps oneDNN's own dispatch too, unless the user capped it;
+ * set at init, since oneDNN reads it when it first dispatches */
+void cpu_onednn_configure(void)
 {
-    /* a class forced below the CPU's (NNR_CPU_ISA) caps oneDNN's own dispatch too, unless the user capped it */
     static const char *const dnnl_isa[CPU_ISA_COUNT] = {"SSE41", "AVX2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX"};
     if (cpu_isa_level < cpu_isa_cpu && !getenv("ONEDNN_MAX_CPU_ISA") && !getenv("DNNL_MAX_CPU_ISA"))
         setenv("ONEDNN_MAX_CPU_ISA", dnnl_isa[cpu_isa_level], 0);
+}
+
+static void open_dnnl(void)
+{
     void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!h) { snprintf(D.version, sizeof D.version, "not available: %s", dlerror()); return; }
     snprintf(D.version, sizeof D.version, "not available: libdnnl.so.2 lacks a function of the 2.x C API");
@@ -379,7 +385,8 @@ int cpu_onednn_gemm_piece(const cpu_onednn_mm *m)
     return ok;
 }
 
-/* A product of 17 to 512 rows (a piece of a training or inference gemm) on one core: oneDNN's brgemm
+/* A product of 17 to 512 rows (the whole product: gemm.c decides once, and its pieces run one per core):
+ * oneDNN's brgemm
  * kernels ran the mlp's, cnn's and recurrent layers' shapes at 1.1-1.6x OpenBLAS 0.3.21's rate, and tied
  * above 512 rows; at 1-16 rows OpenBLAS (or the small-batch kernel) is 2-3x faster (docs/perf.md, "The
  * field's libraries"). A rule on the shape, not a timing: the same product takes the same path in every
