@@ -669,6 +669,8 @@ return function(nnr, H)
     { "backends: option of a missing plugin", function() nnr.backends.nosuch.x = 1 end, "no nosuch plugin is loaded" },
     { "DataParallel: an empty device list", function() return nnr.parallel.DataParallel(nn.Linear(2, 2), {}) end, "^DataParallel: expected a list of devices" },
     { "DataParallel: a device that does not exist", function() return nnr.parallel.DataParallel(nn.Linear(2, 2), { "cpu:99" }) end, "^DataParallel: .*cpu:99" },
+    { "device: cpu:16, past the cpu backend's 16", function() return nnr.zeros(2, { device = "cpu:16" }) end, "cpu:16.*at most 16 devices" },
+    { "backend option: cpu devices set from Lua", function() nnr.backends.cpu.devices = 4 end, "devices is not an option; name the device" },
     { "load: device 99", function() local p = H.path("d.safetensors"); nnr.save(p, { w = nnr.ones(1) }); return nnr.load(p, { device = 99 }) end, "no device 99" },
     { "autocast: unknown dtype", function() return nnr.autocast("i8", function() end) end, "autocast" },
     { "autograd.gradcheck: NaN eps", function() return nnr.autograd.gradcheck(function(x) return x * 2 end, { nnr.ones(2, { dtype = "f64", requires_grad = true }) }, { eps = NaN }) end, "eps" },

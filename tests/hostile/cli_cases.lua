@@ -82,6 +82,8 @@ local cases = {
   { "env: NNR_CPU_DEVICES=0.5", "NNR_CPU_DEVICES=0.5 $NNRUN -e 'print(#nnr.devices())'", "NNR_CPU_DEVICES", status = 0 },
   { "env: NNR_CPU_SPIN_US=nan", "NNR_CPU_SPIN_US=nan $NNRUN -e 'print(nnr.ones(2):sum():item())'", "NNR_CPU_SPIN_US", status = 0 },
   { "env: NNR_CPU_SPIN_US=-1", "NNR_CPU_SPIN_US=-1 $NNRUN -e 'print(nnr.ones(2):sum():item())'", "NNR_CPU_SPIN_US", status = 0 },
+  { "env: NNR_CPU_ISA=sse9", "NNR_CPU_ISA=sse9 $NNRUN -e 'print(nnr.ones(2):sum():item())'", "NNR_CPU_ISA=sse9 is not a class", status = 0 },
+  { "env: NNR_CPU_ISA empty is the CPU's class", "NNR_CPU_ISA= $NNRUN -e 'print(nnr.ones(2):matmul(nnr.ones(2)):item())'", "^2", status = 0, stdout = true },
   { "env: NNR_LOG=verbose", "NNR_LOG=verbose $NNRUN -e 'print(nnr.ones(1))'", "NNR_LOG", status = 0 },
   -- scripts/train_fashion_mnist.lua -------------------------------------------------------------------------------------------
   { "train: --lr nan", TRAIN .. "--lr nan", "%-%-lr|lr must be.*finite", files = FM },
