@@ -91,7 +91,11 @@ static void read_model(void)
 static void cpu_model(char *buf, size_t n)
 {
     pthread_once(&model_once, read_model);      /* read once: device_name and device_props both ask */
-    snprintf(buf, n, "%s", model_name);
+    if (n == 0) return;
+    size_t len = strnlen(model_name, sizeof model_name - 1);
+    if (len > n - 1) len = n - 1;              /* a long model name is cut to the caller's buffer */
+    memcpy(buf, model_name, len);
+    buf[len] = 0;
 }
 
 static nnr_status device_name(nnr_plugin *self, int device, char *buf, size_t n)

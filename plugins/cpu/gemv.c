@@ -87,7 +87,7 @@ static inline __attribute__((always_inline)) float epilogue(float s, const float
  * time with lanes of L. A last block of fewer than 4 weight rows repeats its last row, and a row of x
  * is computed the same way whatever rows share its block: the same code for every output */
 #define GEMV_ROWS(L, MAXR, BLOCKS)                                                                                \
-    static inline __attribute__((always_inline)) void gemv_rows_##L(const float *restrict x, int64_t M, int64_t K, \
+    static inline __attribute__((always_inline, unused)) void gemv_rows_##L(const float *restrict x, int64_t M, int64_t K, \
         const float *restrict W, const float *restrict b, float *restrict y, int64_t N, int64_t n0, int64_t n1, int relu) \
     {                                                                                                             \
         float out[4][4];                                                                                          \
