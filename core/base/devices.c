@@ -314,13 +314,11 @@ static int parse_spec(const char *spec, char *type, size_t n, int *index)
 int nnr_device_find(const char *spec)
 {
     nnr_init();
-    if (!host_backend || strncmp(spec, host_backend->name, strlen(host_backend->name)) != 0 ||
-        (spec[strlen(host_backend->name)] != 0 && spec[strlen(host_backend->name)] != ':'))
-        nnr_devices_all();      /* another backend's device: count them now */
     char type[64];
     int index;
     if (parse_spec(spec, type, sizeof type, &index))
         return nnr_errorf(NNR_ERR_INVALID, "device '%s': expected a name like \"cpu\" or \"cuda:1\"", spec), -1;
+    if (!host_backend || strcmp(type, host_backend->name) != 0) nnr_devices_all();   /* another backend's: count them now */
     int seen = 0;
     for (int i = 0; i < nnr_device_total(); i++) {
         if (strcmp(devices[i].plugin->name, type) != 0) continue;

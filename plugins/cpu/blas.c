@@ -21,7 +21,9 @@ cpu_blas_api cpu_blas;
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static int threads_wanted = 1;      /* what set_num_threads asked for before OpenBLAS was open */
 
-static void choose_settings(void)
+/* the environment OpenBLAS reads when it loads, set at the plugin's init: setenv while other threads may
+ * call getenv is undefined, and the first product may come from any thread */
+void cpu_blas_configure(void)
 {
     setenv("OPENBLAS_THREAD_TIMEOUT", "12", 0);
 #if defined(__x86_64__)
@@ -30,10 +32,6 @@ static void choose_settings(void)
     setenv("OPENBLAS_CORETYPE", cpu_isa_level >= CPU_ISA_AVX512 ? "SkylakeX" : cpu_isa_level >= CPU_ISA_AVX2 ? "Haswell" : "Prescott", 0);
 #endif
 }
-
-/* the environment OpenBLAS reads when it loads, set at the plugin's init: setenv while other threads may
- * call getenv is undefined, and the first product may come from any thread */
-void cpu_blas_configure(void) { choose_settings(); }
 
 static int open_locked(void)
 {

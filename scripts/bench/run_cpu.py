@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from side_by_side import torch_pythons  # noqa: E402
+from side_by_side import torch_build, torch_pythons  # noqa: E402
 from run import (BASE_NNRUN, BASELINE, BUILD, NNRUN, ROOT, ROUNDS_COMPARED, STREAM, blas_env, both, compare_rows,  # noqa: E402
                  cpu_classes, cpu_model, find_torch_python, package_versions, torch_best, write_perf_section)
 
@@ -47,7 +47,7 @@ def theirs(*args):
     best = None
     for py in TORCHES:
         r, threads = torch_best(py, os.path.join(BENCH, "train_torch.py"), args, 3 if args[0] == "infer" else 2, ENV)
-        r = dict(r, threads=threads, version=f"{r['version']} ({'Debian' if py == '/usr/bin/python3' else 'pip'})")
+        r = dict(r, threads=threads, version=f"{r['version']} ({torch_build(py)})")
         VERSIONS.add(r["version"])
         if best is None or r["samples_per_s"] > best["samples_per_s"]:
             best = r

@@ -43,5 +43,10 @@ def torch_best_ms(py, script, env, versions, timeout=1800):
     return best
 
 
+def torch_build(py):
+    """which PyTorch an interpreter is: Debian's python3-torch or pip's (the benchmarks' virtual environment)"""
+    return "Debian" if py == "/usr/bin/python3" else "pip"
+
+
 def torch_names(pythons, versions):
-    return {py: "PyTorch %s (%s)" % (versions.get(py), "Debian" if py == "/usr/bin/python3" else "pip") for py in pythons}
+    return {py: "PyTorch %s (%s)" % (versions.get(py), torch_build(py)) for py in pythons}
