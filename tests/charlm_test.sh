@@ -81,11 +81,15 @@ bad() {       # name, expected message, arguments...
   check "$name: message" contains "$o" "$want"
 }
 : >"$tmp/empty.txt"
-head -c 4096 /dev/urandom >"$tmp/noise.bin"
+# fixed bytes, not /dev/urandom: which fault the scan meets first (a NUL or a bad sequence) must
+# not depend on the draw (a noise file that began with 0x00 once failed CI with the other message)
+{ printf '\377\376'; seq 1 600; } >"$tmp/noise.bin"
+printf 'some text\000and then a NUL\n' >"$tmp/nul.txt"
 printf 'a short text\n' >"$tmp/short.txt"
 bad "missing corpus" "--data $tmp/nowhere: cannot open $tmp/nowhere" "$NNRUN" $TRAIN --data "$tmp/nowhere"
 bad "empty corpus" "$tmp/empty.txt is empty" "$NNRUN" $TRAIN --data "$tmp/empty.txt"
 bad "binary corpus with --tokens char" "is not text: invalid UTF-8" "$NNRUN" $TRAIN --data "$tmp/noise.bin" --tokens char
+bad "a NUL byte with --tokens char" "is not text: a NUL byte at byte offset 9" "$NNRUN" $TRAIN --data "$tmp/nul.txt" --tokens char
 bad "sequence longer than the data" "--seq-len 128 is too long for the data" "$NNRUN" $TRAIN --data "$tmp/short.txt"
 bad "prompt outside the vocabulary" "is not in the vocabulary" "$NNRUN" $GEN --checkpoint "$tmp/ck.st" --prompt "日本"
 bad "prompt outside the vocabulary (training)" "--prompt: " "$NNRUN" $TRAIN "${small[@]}" --prompt "日本" --steps 1
