@@ -10,10 +10,12 @@
  *   AVX-512 VNNI  vpdpbusd on zmm: u8 x s8 in groups of 4 into int32. The
  *                 activations enter as u8 = q + 128; acc - 128 * wsum undoes it.
  *   AVX-VNNI      the same on ymm (VEX encoding).
- *   AVX2          vpmaddubsw + vpmaddwd. vpmaddubsw saturates its int16 pair
- *                 sums, which broke PyTorch's u8 x s8 path (pytorch#44939); here
- *                 it gets |q| and w * sign(q), so a pair is at most 2 * 127 * 127
- *                 = 32258 < 32767 and never saturates.
+ *   AVX2          vpmaddubsw + vpmaddwd, FBGEMM's AVX2 scheme. vpmaddubsw saturates
+ *                 its int16 pair sums, which broke PyTorch's u8 x s8 path
+ *                 (pytorch#44939); here it gets |q| and w * sign(q), so a pair is
+ *                 at most 2 * 127 * 127 = 32258 < 32767 and never saturates. A row
+ *                 of q without negatives (the input of a layer after a ReLU) skips
+ *                 the vpsignb: 3 instructions for 32 products instead of 4.
  *   portable C    plain int32 loops.
  * All give the same int32 sums, and the same floats: every epilogue is one
  * fused multiply-add, fma(acc, sx * sw, bias). */
@@ -170,17 +172,76 @@ static float quantize_row_avx512(const float *x, int64_t k, int8_t *q, uint8_t *
     }
     return s;
 }
+
+/* quantize_row with AVX2, the same arithmetic, also writing u: |q| for the AVX2 kernel (vnni 0) or
+ * q + 128 for AVX-VNNI (vnni 1); *neg is 1 when some q < 0 */
+__attribute__((target("avx2,fma")))
+static float quantize_row_avx2(const float *x, int64_t k, int8_t *q, uint8_t *u, int64_t kp, int vnni, uint8_t *neg)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(3.4e38f);
+    __m256 vmax = _mm256_setzero_ps();
+    int bad = 0;
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), absmask);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_NLE_UQ));
+        vmax = _mm256_max_ps(vmax, a);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < k; i++) {
+        float a = fabsf(x[i]);
+        bad |= !(a <= 3.4e38f);
+        amax = a > amax ? a : amax;
+    }
+    const uint8_t upad = vnni ? 0x80 : 0;
+    *neg = 0;
+    if (bad) { memset(q, 0, (size_t)kp); memset(u, upad, (size_t)kp); return NAN; }
+    float s = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), flip = _mm256_set1_epi8((char)0x80);
+    __m256i sign = _mm256_setzero_si256();
+#define QCVT(j) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + (j)), vinv), \
+                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi))
+    for (i = 0; i + 32 <= k; i += 32) {
+        /* 4 x 8 int32 -> 32 int8: the packs interleave the 128-bit lanes, the permute puts them back */
+        __m256i ab = _mm256_packs_epi32(QCVT(0), QCVT(8)), cd = _mm256_packs_epi32(QCVT(16), QCVT(24));
+        __m256i r = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+        _mm256_storeu_si256((__m256i *)(q + i), r);
+        sign = _mm256_or_si256(sign, r);
+        _mm256_storeu_si256((__m256i *)(u + i), vnni ? _mm256_xor_si256(r, flip) : _mm256_abs_epi8(r));
+    }
+#undef QCVT
+    int tailneg = 0;
+    for (; i < k; i++) {
+        float v = nearbyintf(x[i] * inv);
+        int8_t t = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+        q[i] = t;
+        tailneg |= t < 0;
+        u[i] = vnni ? (uint8_t)(t ^ 0x80) : (uint8_t)(t < 0 ? -t : t);
+    }
+    memset(q + k, 0, (size_t)(kp - k));
+    memset(u + k, upad, (size_t)(kp - k));
+    *neg = (uint8_t)(tailneg || _mm256_movemask_epi8(sign) != 0);
+    return s;
+}
 #endif
 
 /* ---------------- the int8 gemm: y [M, N] from xq [M, kp] and packed w ---------------- */
 
 typedef struct qgemm {
     int64_t M, N, K, kp, kg, nb;       /* kg = kp / 4 groups, nb = 16-channel blocks */
-    const int8_t *xq;                  /* [M, kp] */
-    const float *sx;                   /* [M] */
+    const float *x;                    /* [M, K], the input */
+    int8_t *xq;                        /* [M, kp] q */
+    uint8_t *xu;                       /* [M, kp] q + 128 (the vpdpbusd kernels) or |q| (AVX2) */
+    uint8_t *neg;                      /* [M] the row has a q < 0 (AVX2) */
+    float *sx;                         /* [M] */
     const int8_t *w;                   /* [nb, kg, 16, 4] */
     const float *sw, *wsum, *bias;     /* [N] each (wsum as float: exact below 2^24) */
     float *y;
+    int64_t mchunk, nm;                /* the work's tiles: pairs of channel blocks by chunks of mchunk rows */
     int relu, kernel;
 } qgemm;
 
@@ -190,10 +251,10 @@ static inline float epilogue(int32_t acc, float sx, float sw, float b, int relu)
     return relu ? (v > 0 ? v : (v != v ? v : 0.0f)) : v;
 }
 
-/* channel blocks [b0, b1) for all rows */
-static void gemm_c(const qgemm *g, int64_t b0, int64_t b1)
+/* channel blocks [b0, b1) for rows [m0, m1) */
+static void gemm_c(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int64_t m1)
 {
-    for (int64_t m = 0; m < g->M; m++) {
+    for (int64_t m = m0; m < m1; m++) {
         const int8_t *x = g->xq + m * g->kp;
         for (int64_t b = b0; b < b1; b++) {
             int32_t acc[16] = {0};
@@ -210,12 +271,6 @@ static void gemm_c(const qgemm *g, int64_t b0, int64_t b1)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-
-/* activations as u8 (q + 128) for the vpdpbusd kernels */
-static void to_u8(const int8_t *q, uint8_t *u, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) u[i] = (uint8_t)(q[i] ^ 0x80);
-}
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static void store16_avx512(const qgemm *g, int64_t m, int64_t b, __m512i acc)
@@ -236,28 +291,28 @@ static void store16_avx512(const qgemm *g, int64_t m, int64_t b, __m512i acc)
  * registers; the rows left over go one at a time, with the groups split over two chains */
 #define QX(r) int32_t xv##r; memcpy(&xv##r, x + (r) * g->kp + grp * 4, 4); __m512i xb##r = _mm512_set1_epi32(xv##r);
 #define QSTEP(r) { QX(r) a##r = _mm512_dpbusd_epi32(a##r, xb##r, wa); c##r = _mm512_dpbusd_epi32(c##r, xb##r, wb); }
-#define QSTORE(r) { store16_avx512(g, m0 + (r), b, a##r); if (two) store16_avx512(g, m0 + (r), b + 1, c##r); }
+#define QSTORE(r) { store16_avx512(g, m + (r), b, a##r); if (two) store16_avx512(g, m + (r), b + 1, c##r); }
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void gemm_avx512vnni(const qgemm *g, const uint8_t *xu, int64_t b0, int64_t b1)
+static void gemm_avx512vnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int64_t m1)
 {
     const __m512i z = _mm512_setzero_si512();
     for (int64_t b = b0; b < b1; b += 2) {
         int two = b + 1 < b1;
         const int8_t *w0 = g->w + b * g->kg * 64, *w1 = two ? w0 + g->kg * 64 : w0;
-        int64_t m0 = 0;
-        for (; m0 + 8 <= g->M; m0 += 8) {
+        int64_t m = m0;
+        for (; m + 8 <= m1; m += 8) {
             __m512i a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z;
             __m512i c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;
-            const uint8_t *x = xu + m0 * g->kp;
+            const uint8_t *x = g->xu + m * g->kp;
             for (int64_t grp = 0; grp < g->kg; grp++) {
                 __m512i wa = _mm512_loadu_si512(w0 + grp * 64), wb = _mm512_loadu_si512(w1 + grp * 64);
                 QSTEP(0) QSTEP(1) QSTEP(2) QSTEP(3) QSTEP(4) QSTEP(5) QSTEP(6) QSTEP(7)
             }
             QSTORE(0) QSTORE(1) QSTORE(2) QSTORE(3) QSTORE(4) QSTORE(5) QSTORE(6) QSTORE(7)
         }
-        for (; m0 < g->M; m0++) {
+        for (; m < m1; m++) {
             __m512i a0 = z, c0 = z, a1 = z, c1 = z;      /* even groups in a0/c0, odd in a1/c1 */
-            const uint8_t *x = xu + m0 * g->kp;
+            const uint8_t *x = g->xu + m * g->kp;
             int64_t grp = 0;
             for (; grp + 2 <= g->kg; grp += 2) {
                 __m512i wa = _mm512_loadu_si512(w0 + grp * 64), wb = _mm512_loadu_si512(w1 + grp * 64);
@@ -276,8 +331,8 @@ static void gemm_avx512vnni(const qgemm *g, const uint8_t *xu, int64_t b0, int64
                 __m512i x0 = _mm512_set1_epi32(v0);
                 a0 = _mm512_dpbusd_epi32(a0, x0, wa); c0 = _mm512_dpbusd_epi32(c0, x0, wb);
             }
-            store16_avx512(g, m0, b, _mm512_add_epi32(a0, a1));
-            if (two) store16_avx512(g, m0, b + 1, _mm512_add_epi32(c0, c1));
+            store16_avx512(g, m, b, _mm512_add_epi32(a0, a1));
+            if (two) store16_avx512(g, m, b + 1, _mm512_add_epi32(c0, c1));
         }
     }
 }
@@ -285,17 +340,13 @@ static void gemm_avx512vnni(const qgemm *g, const uint8_t *xu, int64_t b0, int64
 #undef QSTEP
 #undef QSTORE
 
-/* AVX2 and AVX-VNNI: 16 channels as two 8-lane halves; the epilogue per half */
+/* AVX2 and AVX-VNNI: a 16-channel block as two 8-lane halves; the epilogue per half */
 __attribute__((target("avx2,fma")))
 static void store8_avx2(const qgemm *g, int64_t m, int64_t n0, __m256i acc, int u8)
 {
     int64_t left = g->N - n0;
     if (left <= 0) return;
-    float tmp[8];
-    int32_t a[8];
-    _mm256_storeu_si256((__m256i *)a, acc);
-    int cnt = left < 8 ? (int)left : 8;
-    if (cnt == 8) {
+    if (left >= 8) {
         __m256 sw = _mm256_loadu_ps(g->sw + n0), ws = _mm256_loadu_ps(g->wsum + n0);
         __m256 bias = g->bias ? _mm256_loadu_ps(g->bias + n0) : _mm256_setzero_ps();
         __m256i corr = u8 ? _mm256_slli_epi32(_mm256_cvtps_epi32(ws), 7) : _mm256_setzero_si256();
@@ -304,96 +355,172 @@ static void store8_avx2(const qgemm *g, int64_t m, int64_t n0, __m256i acc, int 
         _mm256_storeu_ps(g->y + m * g->N + n0, v);
         return;
     }
-    for (int j = 0; j < cnt; j++) {
+    int32_t a[8];
+    _mm256_storeu_si256((__m256i *)a, acc);
+    for (int j = 0; j < left; j++) {
         int32_t s = a[j] - (u8 ? (int32_t)g->wsum[n0 + j] * 128 : 0);
-        tmp[j] = epilogue(s, g->sx[m], g->sw[n0 + j], g->bias ? g->bias[n0 + j] : 0.0f, g->relu);
+        g->y[m * g->N + n0 + j] = epilogue(s, g->sx[m], g->sw[n0 + j], g->bias ? g->bias[n0 + j] : 0.0f, g->relu);
     }
-    memcpy(g->y + m * g->N + n0, tmp, sizeof(float) * (size_t)cnt);
 }
 
-/* 4 rows by one block: 8 accumulators */
-__attribute__((target("avx2,fma")))
-static void gemm_avx2(const qgemm *g, int64_t b0, int64_t b1)
+__attribute__((target("avx2"))) static inline __m256i bcast4(const void *p)
 {
-    enum { R = 4 };
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* AVX2: 4 rows by one block (two halves, lo and hi): 8 accumulators, named so that they stay in
+ * registers, with the weights' halves, the broadcast |q| and sign(q) and the ones: 15 of 16 ymm.
+ * neg 0 (no row of the four has a q < 0) leaves out the vpsignb. */
+#define A2_STEP(r) {                                                                                 \
+    __m256i xa = bcast4(g->xu + (m + (r)) * kp + grp * 4), pa, pb;                                    \
+    if (neg) {                                                                                       \
+        __m256i xs = bcast4(g->xq + (m + (r)) * kp + grp * 4);                                        \
+        pa = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(wa, xs));                                     \
+        pb = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(wb, xs));                                     \
+    } else {                                                                                         \
+        pa = _mm256_maddubs_epi16(xa, wa);                                                           \
+        pb = _mm256_maddubs_epi16(xa, wb);                                                           \
+    }                                                                                                \
+    lo##r = _mm256_add_epi32(lo##r, _mm256_madd_epi16(pa, ones));                                    \
+    hi##r = _mm256_add_epi32(hi##r, _mm256_madd_epi16(pb, ones)); }
+#define A2_STORE(r) { store8_avx2(g, m + (r), b * 16, lo##r, 0); store8_avx2(g, m + (r), b * 16 + 8, hi##r, 0); }
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline))
+void avx2_rows4(const qgemm *g, const int8_t *w, int64_t b, int64_t m, const int neg)
+{
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = b0; b < b1; b++) {
-        const int8_t *w = g->w + b * g->kg * 64;
-        for (int64_t m0 = 0; m0 < g->M; m0 += R) {
-            int rows = g->M - m0 < R ? (int)(g->M - m0) : R;
-            __m256i lo[R], hi[R];
-            for (int r = 0; r < R; r++) { lo[r] = _mm256_setzero_si256(); hi[r] = _mm256_setzero_si256(); }
-            const int8_t *x = g->xq + m0 * g->kp;
-            for (int64_t grp = 0; grp < g->kg; grp++) {
-                __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
-                for (int r = 0; r < rows; r++) {
-                    int32_t xv;
-                    memcpy(&xv, x + r * g->kp + grp * 4, 4);
-                    __m256i xb = _mm256_set1_epi32(xv), ax = _mm256_sign_epi8(xb, xb);
-                    /* |x| (u8) times w * sign(x) (s8): pairs at most 2 * 127 * 127, no saturation */
-                    __m256i pa = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wa, xb));
-                    __m256i pb = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wb, xb));
-                    lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(pa, ones));
-                    hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(pb, ones));
-                }
-            }
-            for (int r = 0; r < rows; r++) {
-                store8_avx2(g, m0 + r, b * 16, lo[r], 0);
-                store8_avx2(g, m0 + r, b * 16 + 8, hi[r], 0);
-            }
-        }
+    const int64_t kp = g->kp;
+    __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+    for (int64_t grp = 0; grp < g->kg; grp++) {
+        __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
+        A2_STEP(0) A2_STEP(1) A2_STEP(2) A2_STEP(3)
     }
+    A2_STORE(0) A2_STORE(1) A2_STORE(2) A2_STORE(3)
 }
 
-__attribute__((target("avx2,fma,avxvnni")))
-static void gemm_avxvnni(const qgemm *g, const uint8_t *xu, int64_t b0, int64_t b1)
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline))
+void avx2_row1(const qgemm *g, const int8_t *w, int64_t b, int64_t m, const int neg)
 {
-    enum { R = 4 };
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t kp = g->kp;
+    __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0;
+    for (int64_t grp = 0; grp < g->kg; grp++) {
+        __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
+        A2_STEP(0)
+    }
+    A2_STORE(0)
+}
+#undef A2_STEP
+#undef A2_STORE
+
+__attribute__((target("avx2,fma")))
+static void gemm_avx2(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int64_t m1)
+{
     for (int64_t b = b0; b < b1; b++) {
         const int8_t *w = g->w + b * g->kg * 64;
-        for (int64_t m0 = 0; m0 < g->M; m0 += R) {
-            int rows = g->M - m0 < R ? (int)(g->M - m0) : R;
-            __m256i lo[R], hi[R];
-            for (int r = 0; r < R; r++) { lo[r] = _mm256_setzero_si256(); hi[r] = _mm256_setzero_si256(); }
-            const uint8_t *x = xu + m0 * g->kp;
-            for (int64_t grp = 0; grp < g->kg; grp++) {
-                __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
-                for (int r = 0; r < rows; r++) {
-                    int32_t xv;
-                    memcpy(&xv, x + r * g->kp + grp * 4, 4);
-                    __m256i xb = _mm256_set1_epi32(xv);
-                    lo[r] = _mm256_dpbusd_avx_epi32(lo[r], xb, wa);
-                    hi[r] = _mm256_dpbusd_avx_epi32(hi[r], xb, wb);
-                }
-            }
-            for (int r = 0; r < rows; r++) {
-                store8_avx2(g, m0 + r, b * 16, lo[r], 1);
-                store8_avx2(g, m0 + r, b * 16 + 8, hi[r], 1);
-            }
+        int64_t m = m0;
+        for (; m + 4 <= m1; m += 4) {
+            if (g->neg[m] | g->neg[m + 1] | g->neg[m + 2] | g->neg[m + 3]) avx2_rows4(g, w, b, m, 1);
+            else avx2_rows4(g, w, b, m, 0);
+        }
+        for (; m < m1; m++) {
+            if (g->neg[m]) avx2_row1(g, w, b, m, 1);
+            else avx2_row1(g, w, b, m, 0);
         }
     }
 }
-#endif
 
-typedef struct piece { const qgemm *g; const uint8_t *xu; } piece;
+/* AVX-VNNI: 6 rows by one block: 12 accumulators, the weights' halves and the broadcast row, 15 ymm */
+#define V2_STEP(r) { __m256i xb = bcast4(g->xu + (m + (r)) * kp + grp * 4);                          \
+    lo##r = _mm256_dpbusd_avx_epi32(lo##r, xb, wa); hi##r = _mm256_dpbusd_avx_epi32(hi##r, xb, wb); }
+#define V2_STORE(r) { store8_avx2(g, m + (r), b * 16, lo##r, 1); store8_avx2(g, m + (r), b * 16 + 8, hi##r, 1); }
+__attribute__((target("avx2,fma,avxvnni")))
+static void gemm_avxvnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int64_t m1)
+{
+    const int64_t kp = g->kp;
+    for (int64_t b = b0; b < b1; b++) {
+        const int8_t *w = g->w + b * g->kg * 64;
+        int64_t m = m0;
+        for (; m + 6 <= m1; m += 6) {
+            __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0;
+            __m256i hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
+            for (int64_t grp = 0; grp < g->kg; grp++) {
+                __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
+                V2_STEP(0) V2_STEP(1) V2_STEP(2) V2_STEP(3) V2_STEP(4) V2_STEP(5)
+            }
+            V2_STORE(0) V2_STORE(1) V2_STORE(2) V2_STORE(3) V2_STORE(4) V2_STORE(5)
+        }
+        for (; m < m1; m++) {
+            __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0;
+            for (int64_t grp = 0; grp < g->kg; grp++) {
+                __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
+                V2_STEP(0)
+            }
+            V2_STORE(0)
+        }
+    }
+}
+#undef V2_STEP
+#undef V2_STORE
+#endif
 
 /* a weight of this many bytes (int8) read by a few rows is split over the threads */
 #define QUANT_STREAM_BYTES 65536.0
+/* rows a tile of work takes when the batch is large: a multiple of every kernel's row block (8, 6, 4) */
+#define QUANT_ROW_CHUNK 48
 
-/* channel blocks [2 * p0, 2 * p1): in pairs, since the AVX-512 kernel takes two blocks at once */
-static void run_pairs(void *arg, int64_t p0, int64_t p1)
+/* tiles [t0, t1): tile t is the pair of channel blocks t / nm (two blocks, as the AVX-512 kernel takes
+ * them) by the rows of chunk t % nm. Integer sums are exact, so a row's outputs are the same bits
+ * whatever the tiling and the thread count. */
+static void run_tiles(void *arg, int64_t t0, int64_t t1)
 {
-    const piece *p = arg;
-    const qgemm *g = p->g;
-    int64_t b0 = 2 * p0, b1 = 2 * p1 < g->nb ? 2 * p1 : g->nb;
-    switch (g->kernel) {
+    const qgemm *g = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t p = t / g->nm, c = t % g->nm;
+        int64_t b0 = 2 * p, b1 = b0 + 2 < g->nb ? b0 + 2 : g->nb;
+        int64_t m0 = c * g->mchunk, m1 = m0 + g->mchunk < g->M ? m0 + g->mchunk : g->M;
+        switch (g->kernel) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    case KERNEL_AVX512VNNI: gemm_avx512vnni(g, p->xu, b0, b1); clean_upper(); break;
-    case KERNEL_AVXVNNI: gemm_avxvnni(g, p->xu, b0, b1); clean_upper(); break;
-    case KERNEL_AVX2: gemm_avx2(g, b0, b1); clean_upper(); break;
+        case KERNEL_AVX512VNNI: gemm_avx512vnni(g, b0, b1, m0, m1); break;
+        case KERNEL_AVXVNNI: gemm_avxvnni(g, b0, b1, m0, m1); break;
+        case KERNEL_AVX2: gemm_avx2(g, b0, b1, m0, m1); break;
 #endif
-    default: gemm_c(g, b0, b1); break;
+        default: gemm_c(g, b0, b1, m0, m1); break;
+        }
     }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    if (g->kernel != KERNEL_C) clean_upper();
+#endif
+}
+
+/* rows [r0, r1) quantized and packed for the kernel in one pass: q, the kernel's u8 form, the scale */
+static void quantize_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const qgemm *g = arg;
+    for (int64_t m = r0; m < r1; m++) {
+        const float *x = g->x + m * g->K;
+        int8_t *q = g->xq + m * g->kp;
+        uint8_t *u = g->xu + m * g->kp;
+        switch (g->kernel) {       /* each kernel its own quantizer: forcing kernels tests all three */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        case KERNEL_AVX512VNNI: g->sx[m] = quantize_row_avx512(x, g->K, q, u, g->kp); break;
+        case KERNEL_AVXVNNI: g->sx[m] = quantize_row_avx2(x, g->K, q, u, g->kp, 1, g->neg + m); break;
+        case KERNEL_AVX2: g->sx[m] = quantize_row_avx2(x, g->K, q, u, g->kp, 0, g->neg + m); break;
+#endif
+        default: g->sx[m] = quantize_row(x, g->K, q, g->kp); break;
+        }
+    }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    if (g->kernel != KERNEL_C) clean_upper();
+#endif
+}
+
+static void quantize_chunks(void *arg, int64_t c0, int64_t c1)
+{
+    const qgemm *g = arg;
+    quantize_rows(arg, c0 * 16, c1 * 16 < g->M ? c1 * 16 : g->M);
 }
 
 /* the host's threads (ABI 1.7: the cpu backend's pool, shared with its own kernels), or this one */
@@ -427,43 +554,43 @@ static int quant_linear(const nnr_op_call *call)
         return quant_error(NNR_ERR_INVALID, "quantized linear: packed weight of %lld bytes and meta [3, %lld] do not fit x [%lld, %lld] -> y [%lld, %lld]",
                            (long long)nnr_desc_numel(pw), (long long)meta->sizes[1], (long long)g.M, (long long)g.K, (long long)g.M, (long long)g.N);
     if (g.M == 0 || g.N == 0) return NNR_OK;
-    int8_t *xq = host->host_alloc((size_t)(g.M * g.kp) * 2 + (size_t)g.M * sizeof(float) + 64);
-    if (!xq) return quant_error(NNR_ERR_OOM, "quantized linear: out of memory for the quantized activations");
-    uint8_t *xu = (uint8_t *)xq + g.M * g.kp;
-    float *sx = (float *)(xu + g.M * g.kp + (64 - (uintptr_t)(xu + g.M * g.kp) % 64) % 64);
-    const float *xs = x->data;
-    int vnni = g.kernel == KERNEL_AVX512VNNI || g.kernel == KERNEL_AVXVNNI;
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    if (g.kernel == KERNEL_AVX512VNNI) {     /* the others quantize in C: forcing a kernel tests both paths */
-        for (int64_t m = 0; m < g.M; m++)
-            sx[m] = quantize_row_avx512(xs + m * g.K, g.K, xq + m * g.kp, vnni ? xu + m * g.kp : NULL, g.kp);
-        clean_upper();
-    } else {
-        for (int64_t m = 0; m < g.M; m++) sx[m] = quantize_row(xs + m * g.K, g.K, xq + m * g.kp, g.kp);
-        if (vnni) to_u8(xq, xu, g.M * g.kp);
-    }
-#else
-    (void)vnni;
-    for (int64_t m = 0; m < g.M; m++) sx[m] = quantize_row(xs + m * g.K, g.K, xq + m * g.kp, g.kp);
-#endif
+    /* q and u [M, kp] each, the scales [M] (64-byte aligned), the sign flags [M]; the sizes are those of
+     * tensors that exist, so the sum stays far below SIZE_MAX */
+    size_t qbytes = (size_t)(g.M * g.kp), qalign = (qbytes * 2 + 63) / 64 * 64;
+    uint8_t *buf = host->host_alloc(qalign + (size_t)g.M * (sizeof(float) + 1));
+    if (!buf) return quant_error(NNR_ERR_OOM, "quantized linear: out of memory for the quantized activations");
+    g.xq = (int8_t *)buf;
+    g.xu = buf + qbytes;
+    g.sx = (float *)(buf + qalign);
+    g.neg = buf + qalign + (size_t)g.M * sizeof(float);
+    g.x = x->data;
     const float *mf = meta->data;
-    g.xq = xq; g.sx = sx; g.w = pw->data; g.sw = mf; g.wsum = mf + g.N; g.bias = mf + 2 * g.N;
+    g.w = pw->data; g.sw = mf; g.wsum = mf + g.N; g.bias = mf + 2 * g.N;
     g.y = y->data;
     g.relu = call->params->i[0] == 1;
-    /* the channel blocks over the threads when the work is large, or when a few rows stream a weight
-     * large enough that reading it, not the arithmetic, is the time (a batch-1 layer); the pieces are
-     * whole blocks, each computed alike on any thread count */
-    int64_t pairs = (g.nb + 1) / 2;
-    int split = (double)g.M * (double)g.N * (double)g.K >= 4e6 || (g.M <= 16 && (double)g.N * (double)g.K >= QUANT_STREAM_BYTES);
-    piece pc = {&g, xu};
     int st = NNR_OK;
-    if (split) st = parallel(pairs, 1, run_pairs, &pc);
-    else run_pairs(&pc, 0, pairs);
-    if (st != NNR_OK) { host->host_free(xq); return quant_error(st, "quantized linear: interrupted"); }
+    /* the activations over the threads in chunks of 16 rows when there are many */
+    if ((double)g.M * (double)g.K >= 65536.0 && g.M >= 32) {
+        int64_t chunks = (g.M + 15) / 16;
+        st = parallel(chunks, 1, quantize_chunks, &g);
+    } else {
+        quantize_rows(&g, 0, g.M);
+    }
+    /* the tiles over the threads when the work is large, or when a few rows stream a weight large enough
+     * that reading it, not the arithmetic, is the time (a batch-1 layer) */
+    int64_t pairs = (g.nb + 1) / 2;
+    g.mchunk = g.M > 2 * QUANT_ROW_CHUNK ? QUANT_ROW_CHUNK : g.M;
+    g.nm = (g.M + g.mchunk - 1) / g.mchunk;
+    int split = (double)g.M * (double)g.N * (double)g.K >= 4e6 || (g.M <= 16 && (double)g.N * (double)g.K >= QUANT_STREAM_BYTES);
+    if (st == NNR_OK) {
+        if (split) st = parallel(pairs * g.nm, 1, run_tiles, &g);
+        else run_tiles(&g, 0, pairs * g.nm);
+    }
+    if (st != NNR_OK) { host->host_free(buf); return quant_error(st, "quantized linear: interrupted"); }
     /* rows with a NaN or infinity in x: NaN out, as a float linear would give */
     for (int64_t m = 0; m < g.M; m++)
-        if (sx[m] != sx[m]) for (int64_t n = 0; n < g.N; n++) g.y[m * g.N + n] = NAN;
-    host->host_free(xq);
+        if (g.sx[m] != g.sx[m]) for (int64_t n = 0; n < g.N; n++) g.y[m * g.N + n] = NAN;
+    host->host_free(buf);
     return NNR_OK;
 }
 
