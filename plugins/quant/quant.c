@@ -400,35 +400,47 @@ void avx2_rows4(const qgemm *g, const int8_t *w, int64_t b, int64_t m, const int
     A2_STORE(0) A2_STORE(1) A2_STORE(2) A2_STORE(3)
 }
 
+/* one row by the tile's two blocks: the broadcast row serves four weight vectors, four accumulators */
+#define A2_ROW(acc, wv) {                                                                            \
+    __m256i p = neg ? _mm256_maddubs_epi16(xa, _mm256_sign_epi8(wv, xs)) : _mm256_maddubs_epi16(xa, wv); \
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones)); }
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline))
-void avx2_row1(const qgemm *g, const int8_t *w, int64_t b, int64_t m, const int neg)
+void avx2_row1(const qgemm *g, const int8_t *w0, const int8_t *w1, int64_t b, int two, int64_t m, const int neg)
 {
     const __m256i ones = _mm256_set1_epi16(1);
     const int64_t kp = g->kp;
-    __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0;
+    __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
     for (int64_t grp = 0; grp < g->kg; grp++) {
-        __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
-        A2_STEP(0)
+        __m256i xa = bcast4(g->xu + m * kp + grp * 4), xs = neg ? bcast4(g->xq + m * kp + grp * 4) : xa;
+        A2_ROW(lo0, _mm256_loadu_si256((const __m256i *)(w0 + grp * 64)))
+        A2_ROW(hi0, _mm256_loadu_si256((const __m256i *)(w0 + grp * 64 + 32)))
+        A2_ROW(lo1, _mm256_loadu_si256((const __m256i *)(w1 + grp * 64)))
+        A2_ROW(hi1, _mm256_loadu_si256((const __m256i *)(w1 + grp * 64 + 32)))
     }
-    A2_STORE(0)
+    store8_avx2(g, m, b * 16, lo0, 0);
+    store8_avx2(g, m, b * 16 + 8, hi0, 0);
+    if (two) { store8_avx2(g, m, b * 16 + 16, lo1, 0); store8_avx2(g, m, b * 16 + 24, hi1, 0); }
 }
+#undef A2_ROW
 #undef A2_STEP
 #undef A2_STORE
 
 __attribute__((target("avx2,fma")))
 static void gemm_avx2(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int64_t m1)
 {
-    for (int64_t b = b0; b < b1; b++) {
-        const int8_t *w = g->w + b * g->kg * 64;
-        int64_t m = m0;
-        for (; m + 4 <= m1; m += 4) {
+    int64_t m = m0;
+    for (; m + 4 <= m1; m += 4)
+        for (int64_t b = b0; b < b1; b++) {
+            const int8_t *w = g->w + b * g->kg * 64;
             if (g->neg[m] | g->neg[m + 1] | g->neg[m + 2] | g->neg[m + 3]) avx2_rows4(g, w, b, m, 1);
             else avx2_rows4(g, w, b, m, 0);
         }
-        for (; m < m1; m++) {
-            if (g->neg[m]) avx2_row1(g, w, b, m, 1);
-            else avx2_row1(g, w, b, m, 0);
-        }
+    /* the rows left over (all of a batch-1 layer) one at a time, by both blocks at once */
+    const int8_t *w0 = g->w + b0 * g->kg * 64;
+    int two = b1 - b0 == 2;
+    for (; m < m1; m++) {
+        if (g->neg[m]) avx2_row1(g, w0, two ? w0 + g->kg * 64 : w0, b0, two, m, 1);
+        else avx2_row1(g, w0, two ? w0 + g->kg * 64 : w0, b0, two, m, 0);
     }
 }
 
@@ -442,8 +454,7 @@ static void gemm_avxvnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int
     const int64_t kp = g->kp;
     for (int64_t b = b0; b < b1; b++) {
         const int8_t *w = g->w + b * g->kg * 64;
-        int64_t m = m0;
-        for (; m + 6 <= m1; m += 6) {
+        for (int64_t m = m0; m + 6 <= m1; m += 6) {
             __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0;
             __m256i hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
             for (int64_t grp = 0; grp < g->kg; grp++) {
@@ -452,22 +463,42 @@ static void gemm_avxvnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int
             }
             V2_STORE(0) V2_STORE(1) V2_STORE(2) V2_STORE(3) V2_STORE(4) V2_STORE(5)
         }
-        for (; m < m1; m++) {
-            __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0;
-            for (int64_t grp = 0; grp < g->kg; grp++) {
-                __m256i wa = _mm256_loadu_si256((const __m256i *)(w + grp * 64)), wb = _mm256_loadu_si256((const __m256i *)(w + grp * 64 + 32));
-                V2_STEP(0)
-            }
-            V2_STORE(0)
+    }
+    /* the rows left over (all of a batch-1 layer) one at a time, by both blocks and with even and odd
+     * groups in separate accumulators: 8 chains, so that vpdpbusd's latency is hidden */
+    const int8_t *w0 = g->w + b0 * g->kg * 64;
+    int two = b1 - b0 == 2;
+    const int8_t *w1 = two ? w0 + g->kg * 64 : w0;
+    for (int64_t m = m0 + (m1 - m0) / 6 * 6; m < m1; m++) {
+        __m256i e0 = _mm256_setzero_si256(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+        const uint8_t *x = g->xu + m * kp;
+        int64_t grp = 0;
+#define V2_ROW(a0, a1, a2, a3, gi) { __m256i xb = bcast4(x + (gi) * 4);                                       \
+            a0 = _mm256_dpbusd_avx_epi32(a0, xb, _mm256_loadu_si256((const __m256i *)(w0 + (gi) * 64)));      \
+            a1 = _mm256_dpbusd_avx_epi32(a1, xb, _mm256_loadu_si256((const __m256i *)(w0 + (gi) * 64 + 32))); \
+            a2 = _mm256_dpbusd_avx_epi32(a2, xb, _mm256_loadu_si256((const __m256i *)(w1 + (gi) * 64)));      \
+            a3 = _mm256_dpbusd_avx_epi32(a3, xb, _mm256_loadu_si256((const __m256i *)(w1 + (gi) * 64 + 32))); }
+        for (; grp + 2 <= g->kg; grp += 2) {
+            V2_ROW(e0, e1, e2, e3, grp)
+            V2_ROW(o0, o1, o2, o3, grp + 1)
         }
+        if (grp < g->kg) V2_ROW(e0, e1, e2, e3, grp)
+#undef V2_ROW
+        store8_avx2(g, m, b0 * 16, _mm256_add_epi32(e0, o0), 1);
+        store8_avx2(g, m, b0 * 16 + 8, _mm256_add_epi32(e1, o1), 1);
+        if (two) { store8_avx2(g, m, b0 * 16 + 16, _mm256_add_epi32(e2, o2), 1); store8_avx2(g, m, b0 * 16 + 24, _mm256_add_epi32(e3, o3), 1); }
     }
 }
 #undef V2_STEP
 #undef V2_STORE
 #endif
 
-/* a weight of this many bytes (int8) read by a few rows is split over the threads */
-#define QUANT_STREAM_BYTES 65536.0
+/* the products a tile of work must hold for the threads to pay: splitting a layer over them costs a
+ * few microseconds of hand-off (2-3 us on the 2-core VM measured), so a layer goes over the threads when
+ * one thread would take ~5 us or more: 400k products at AVX-512 VNNI's rate, fewer for the slower
+ * kernels (their cost per product relative to it, measured at batch 1 and 256) */
+#define QUANT_SPLIT_PRODUCTS 4e5
+static const double kernel_cost[] = {1, 8, 2, 1.6, 1};
 /* rows a tile of work takes when the batch is large: a multiple of every kernel's row block (8, 6, 4) */
 #define QUANT_ROW_CHUNK 48
 
@@ -576,12 +607,11 @@ static int quant_linear(const nnr_op_call *call)
     } else {
         quantize_rows(&g, 0, g.M);
     }
-    /* the tiles over the threads when the work is large, or when a few rows stream a weight large enough
-     * that reading it, not the arithmetic, is the time (a batch-1 layer) */
+    /* the tiles over the threads when the work is worth it (a batch-1 layer of 784 x 512 is, at AVX2) */
     int64_t pairs = (g.nb + 1) / 2;
     g.mchunk = g.M > 2 * QUANT_ROW_CHUNK ? QUANT_ROW_CHUNK : g.M;
     g.nm = (g.M + g.mchunk - 1) / g.mchunk;
-    int split = (double)g.M * (double)g.N * (double)g.K >= 4e6 || (g.M <= 16 && (double)g.N * (double)g.K >= QUANT_STREAM_BYTES);
+    int split = (double)g.M * (double)g.N * (double)g.K * kernel_cost[g.kernel] >= QUANT_SPLIT_PRODUCTS;
     if (st == NNR_OK) {
         if (split) st = parallel(pairs * g.nm, 1, run_tiles, &g);
         else run_tiles(&g, 0, pairs * g.nm);

@@ -77,7 +77,7 @@ def cpu_model():
 
 def cpu_classes():
     """the CPU classes nnrun's kernels choose between, as /proc/cpuinfo's flags show them"""
-    names = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")]
+    names = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "AVX512-BF16"), ("avx_vnni", "AVX-VNNI"), ("amx_tile", "AMX")]
     try:
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
     except (OSError, StopIteration):

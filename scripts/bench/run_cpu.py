@@ -13,7 +13,7 @@ minutes, so each workload runs ROUNDS times with nnrun and PyTorch interleaved, 
 medians are compared. Prints the tables with ratios and rewrites the "training" section of
 docs/perf.md.  Usage: scripts/bench/run_cpu.py [--no-write] [--quick] [--isa CLASS] [--torch PY ...]
 --isa avx2 (or another class below the machine's): both sides capped at that CPU class (nnrun by
-NNR_CPU_ISA; PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS), the table
+NNR_CPU_ISA; PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS and FBGEMM_ENABLE_INSTRUCTIONS), the table
 written to its own section ("training_avx2").
 --baseline BUILD_DIR [--rounds N]: the same training and inference workloads with another build's
 nnrun (an older commit: scripts/bench/build_baseline.sh), interleaved with this one N times (default
@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from side_by_side import torch_build, torch_pythons  # noqa: E402
+from side_by_side import cap_isa, torch_build, torch_pythons  # noqa: E402
 from run import (BASE_NNRUN, BASELINE, BUILD, NNRUN, ROOT, ROUNDS_COMPARED, STREAM, blas_env, both, compare_rows,  # noqa: E402
                  cpu_classes, cpu_model, find_torch_python, package_versions, torch_best, write_perf_section)
 
@@ -124,14 +124,7 @@ def main():
         compare_baseline()
         return
     global TORCHES, VERSIONS
-    isa = sys.argv[sys.argv.index("--isa") + 1] if "--isa" in sys.argv[:-1] else None
-    if isa:
-        caps = {"c": ("default", "SSE41", "SSE4_2"), "avx2": ("avx2", "AVX2", "AVX2"), "avx512": ("avx512", "AVX512_CORE", "AVX512"),
-                "avx512_vnni": ("avx512", "AVX512_CORE_VNNI", "AVX512"), "avx512_bf16": ("avx512", "AVX512_CORE_BF16", "AVX512")}
-        if isa not in caps:
-            raise SystemExit(f"--isa: one of {', '.join(caps)}")
-        os.environ.update(NNR_CPU_ISA=isa, ATEN_CPU_CAPABILITY=caps[isa][0], ONEDNN_MAX_CPU_ISA=caps[isa][1],
-                          MKL_ENABLE_INSTRUCTIONS=caps[isa][2])
+    isa = cap_isa(sys.argv)
     ENV = blas_env()
     given = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--torch"]
     if os.environ.get("TORCH_PYTHON"):

@@ -43,6 +43,30 @@ def torch_best_ms(py, script, env, versions, timeout=1800):
     return best
 
 
+# a CPU class of nnrun (NNR_CPU_ISA) and the settings that cap PyTorch at the same class: ATen's kernels,
+# oneDNN, MKL, FBGEMM (its int8 engines; it needs AVX2, so the c class leaves it alone)
+ISA_CAPS = {"c": dict(ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41", MKL_ENABLE_INSTRUCTIONS="SSE4_2"),
+            "avx2": dict(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2",
+                         FBGEMM_ENABLE_INSTRUCTIONS="AVX2"),
+            "avx512": dict(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="AVX512_CORE", MKL_ENABLE_INSTRUCTIONS="AVX512",
+                           FBGEMM_ENABLE_INSTRUCTIONS="AVX512"),
+            "avx512_vnni": dict(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI", MKL_ENABLE_INSTRUCTIONS="AVX512",
+                                FBGEMM_ENABLE_INSTRUCTIONS="AVX512_E1"),
+            "avx512_bf16": dict(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16", MKL_ENABLE_INSTRUCTIONS="AVX512",
+                                FBGEMM_ENABLE_INSTRUCTIONS="AVX512_E1")}
+
+
+def cap_isa(argv):
+    """--isa CLASS in argv: caps nnrun and PyTorch at that class in os.environ; returns the class or None"""
+    if "--isa" not in argv[:-1]:
+        return None
+    isa = argv[argv.index("--isa") + 1]
+    if isa not in ISA_CAPS:
+        raise SystemExit(f"--isa: one of {', '.join(ISA_CAPS)}")
+    os.environ.update(NNR_CPU_ISA=isa, **ISA_CAPS[isa])
+    return isa
+
+
 def torch_build(py):
     """which PyTorch an interpreter is: Debian's python3-torch or pip's (the benchmarks' virtual environment)"""
     return "Debian" if py == "/usr/bin/python3" else "pip"

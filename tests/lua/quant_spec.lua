@@ -63,7 +63,7 @@ describe("quant plugin", function()
     nnr.manual_seed(2)
     -- M, K (odd, < 4, ...), N, and the rows without negatives (the AVX2 kernel leaves out the sign for
     -- a block of 4 such rows). 53 x 70: row blocks of 8, 6 and 4 with rows left over, quantizers' vector
-    -- bodies with a tail; 110 x 300 -> 130: tiles of 48 rows over the threads (M * N * K > 4e6)
+    -- bodies with a tail; 110 x 300 -> 130: tiles of 48 rows over the threads
     local shapes = { { 1, 5, 3 }, { 3, 4, 17 }, { 9, 33, 40 }, { 17, 7, 130 }, { 2, 1, 1 }, { 53, 70, 45, 13 },
                      { 110, 300, 130, 8 }, { 1, 64, 20, 1 } }
     for _, sh in ipairs(shapes) do
