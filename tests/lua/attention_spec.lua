@@ -129,6 +129,7 @@ describe("MultiheadAttention and the Transformer layers", function()
           local enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, { dim_feedforward = 12, dropout = 0.2, batch_first = bf,
             norm_first = nf, activation = act }), 2):double()
           enc:eval()
+          nnr.no_grad(function() for _, p in ipairs(enc:parameters()) do p:copy_(nnr.randn(p:size(), d64) * 0.3 + 0.1) end end)
           for _, N in ipairs { 1, 3 } do
             local T = 6
             local x = nnr.randn(bf and { N, T, 8 } or { T, N, 8 }, d64)
@@ -138,16 +139,35 @@ describe("MultiheadAttention and the Transformer layers", function()
             local first = enc(x:narrow(tdim, 1, 2), { is_causal = true, cache = cache })      -- two positions: the general path
             close(first, full:narrow(tdim, 1, 2), 1e-12, "prompt")
             local mha = enc.layers:get(1).self_attn
+            local ys = {}
             for t = 3, T do
               local xt = x:narrow(tdim, t, 1)
               local y = nnr.no_grad(function()
                 assert.is_true(mha:decodes(xt, cache[1]))
                 return enc(xt, { is_causal = true, cache = cache })
               end)
+              ys[t] = y
               close(y, full:narrow(tdim, t, 1), 1e-12, string.format("batch_first=%s norm_first=%s %s N=%d t=%d", bf, nf, act, N, t))
             end
             assert.are.equal(T, cache[2].k:size(2))
             assert.is_true(cache[1]._fused, "the cpu backend runs ATTN_DECODE")
+            assert.are.equal("table", type(cache[1]._layer), "the layer decodes in one C call (nnr_decode_layer_step)")
+            -- the C step runs the composed step's ops: the same bits
+            local composed = {}
+            enc(x:narrow(tdim, 1, 2), { is_causal = true, cache = composed })
+            nn.TransformerEncoderLayer.fused_decode = false
+            local ok, err = pcall(function()
+              for t = 3, T do
+                local xt = x:narrow(tdim, t, 1)
+                local a = nnr.no_grad(function() return enc(xt, { is_causal = true, cache = composed }) end)
+                assert.are.same(ys[t]:totable(), a:totable())
+              end
+            end)
+            nn.TransformerEncoderLayer.fused_decode = true
+            assert(ok, err)
+            assert.is_nil(composed[1]._layer)
+            assert.are.same(cache[2].k:totable(), composed[2].k:totable())
+            assert.are.same(cache[2].v:totable(), composed[2].v:totable())
           end
           -- in training mode, or recording gradients, the general path runs
           local xt = nnr.randn({ 1, 1, 8 }, d64)

@@ -73,6 +73,47 @@ describe("nnr.generate", function()
     assert(s:min():item() >= 1 and s:max():item() <= V, "an id outside the vocabulary")
   end)
 
+  it("decodes a transformer layer in one C call, f32 and int8, with the tokens of the composed step", function()
+    -- nnr_decode_layer_step (core/ops/decode.c) against the Lua step (TransformerEncoderLayer.fused_decode
+    -- = false), on the models nnr.generate is timed with: post-norm and ReLU too, and the quant plugin's
+    -- int8 linears where it is loaded
+    local models = {}
+    for _, cfg in ipairs { { norm_first = true, activation = "gelu" }, { norm_first = false, activation = "relu" } } do
+      local m = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, 2, { dim_feedforward = 32, dropout = 0, batch_first = true,
+        norm_first = cfg.norm_first, activation = cfg.activation }), 2)
+      local g = GPT()
+      g.blocks = m
+      models[#models + 1] = g
+    end
+    models[#models + 1] = nnr.models.GPT { vocab_size = V, context = T, d_model = D, n_head = 2, n_layer = 2 }
+    for _, m in ipairs(models) do       -- the norms away from 1 and 0 too, so that each weight is seen where it belongs
+      nnr.no_grad(function() for _, p in ipairs(m:parameters()) do p:copy_(nnr.randn(p:size()) * 0.3 + 0.1) end end)
+    end
+    if nnr.quant.available() then models[#models + 1] = nnr.quant.dynamic(models[3], nil, { quiet = true }) end
+    local prompt, nxt = nnr.randint(1, V + 1, { 2, 4 }), nnr.randint(1, V + 1, { 2, 1 })
+    -- the logits of a token after the prompt, and the state they leave
+    local function second_step(m)
+      return nnr.no_grad(function()
+        m:eval()
+        local _, state = m:step(prompt, nil)
+        return m:step(nxt, state)
+      end)
+    end
+    for i, m in ipairs(models) do
+      local fused = nnr.generate(m, prompt, { max_tokens = 10, seed = 3, temperature = 1 })
+      local logits_f, state = second_step(m)
+      assert.are.equal("table", type(state.cache[1]._layer), "model " .. i .. ": the C step ran")
+      nn.TransformerEncoderLayer.fused_decode = false
+      local ok, composed, logits_c = pcall(function()
+        return nnr.generate(m, prompt, { max_tokens = 10, seed = 3, temperature = 1 }), (second_step(m))
+      end)
+      nn.TransformerEncoderLayer.fused_decode = true
+      assert(ok, composed)
+      assert.are.same(composed:totable(), fused:totable(), "model " .. i)
+      assert.are.same(logits_c:totable(), logits_f:totable(), "model " .. i)
+    end
+  end)
+
   it("names what is wrong", function()
     local m = GPT()
     H.fails("the prompt has token id 12, outside the vocabulary 1..11", function()

@@ -116,6 +116,27 @@ nnr_tensor *nnr_scaled_dot_product_attention(const nnr_tensor *q, const nnr_tens
  * 1/sqrt(head_dim). Inference only (no gradient). */
 nnr_tensor *nnr_attention_decode(const nnr_tensor *qkv, nnr_tensor *k, nnr_tensor *v, int64_t past, int64_t heads, double scale);
 
+/* one decoding step of a transformer encoder layer (PyTorch's nn.TransformerEncoderLayer in eval mode,
+ * self-attention only) for x [N, E]: the new position of N sequences against the caches k, v
+ * [N * heads, capacity, E / heads] (position past gets the new keys and values, as attention_decode).
+ * Pre-norm: h = x + out_proj(attn(in_proj(norm1(x)))), y = h + linear2(act(linear1(norm2(h))));
+ * post-norm: h = norm1(x + out_proj(attn(in_proj(x)))), y = norm2(h + linear2(act(linear1(h)))).
+ * The layer's own ops run in turn (a linear without weight is the quant plugin's int8 one); -> y [N, E]. */
+typedef struct nnr_decode_linear {
+    const nnr_tensor *weight, *bias;      /* weight [out, in], bias [out] or NULL */
+    nnr_tensor *packed, *meta;            /* weight NULL: int8, the quant plugin's packed weight and meta [3, out] */
+    int kernel;                           /* int8: the kernel (0 the best; QUANT_LINEAR's i[2]) */
+} nnr_decode_linear;
+typedef struct nnr_decode_layer {
+    size_t struct_size;
+    int norm_first, gelu;                 /* pre-norm (else post-norm); GELU (else ReLU) in the feed-forward */
+    int64_t heads;
+    const nnr_tensor *norm1_weight, *norm1_bias, *norm2_weight, *norm2_bias;   /* NULL: no affine */
+    double eps1, eps2;
+    nnr_decode_linear in_proj, out_proj, linear1, linear2;
+} nnr_decode_layer;
+nnr_tensor *nnr_decode_layer_step(const nnr_decode_layer *layer, const nnr_tensor *x, nnr_tensor *k_cache, nnr_tensor *v_cache, int64_t past);
+
 /* --- neural-network ops (NCHW) --- */
 /* batch norm over dim 1 of [N, C, ...]; weight, bias, running stats may be NULL; in
  * training the batch statistics are used and the running ones updated in place */

@@ -299,21 +299,36 @@ function F.attention_decode(qkv, k, v, pos, heads, scale)
   return binding.call(C.nnr_attention_decode, tp(who, qkv, "qkv"), tp(who, k, "k_cache"), tp(who, v, "v_cache"), pos - 1, heads, scale)
 end
 
--- the fused step: the new keys and values written into the cache's buffers and attended to in one op
--- (ATTN_DECODE); nil where the backend lacks it (then the composed step runs)
-local function fused_decode(cache, y, N, h, d, E)
+-- the caches' buffers for one more position of N sequences, for the fused step (ATTN_DECODE, on the
+-- backend of dtype and device): kb, vb [N * heads, capacity, head_dim] and the positions cached; nil where
+-- the backend lacks the op (asked once per cache; then the composed step runs). MHA:decode_commit(cache,
+-- kb, vb, past) records the position once the step wrote it. The transformer layers' fused step uses both.
+function MHA:decode_buffers(cache, N, dtype, device)
   if cache._fused == false then return nil end
+  local h, d, E = self.num_heads, self.head_dim, self.embed_dim
   local past = cache.k and cache.k:size(2) or 0
-  check_cache(cache, past, N * h, 1, d, y.dtype, y.device)
-  local y2 = y:view(N, 3 * E)
-  local kb, vb = cache_buffers(cache, past, past + 1, N * h, d, y.dtype, y.device)
+  check_cache(cache, past, N * h, 1, d, dtype, device)
+  local kb, vb = cache_buffers(cache, past, past + 1, N * h, d, dtype, device)
   if cache._fused == nil then
-    cache._fused = fused_decode_supported(y2, nnr.empty(N, E, { dtype = y.dtype, device = y.device }), kb, vb, past, h)
+    local o = { dtype = dtype, device = device }
+    cache._fused = fused_decode_supported(nnr.empty(N, 3 * E, o), nnr.empty(N, E, o), kb, vb, past, h)
     if not cache._fused then return nil end
   end
-  local o = binding.call(C.nnr_attention_decode, y2.p, kb.p, vb.p, past, h, 0 / 0)
+  return kb, vb, past
+end
+
+function MHA:decode_commit(cache, kb, vb, past)
   cache.k, cache.v = kb:narrow(2, 1, past + 1), vb:narrow(2, 1, past + 1)
   cache._kview, cache._vview = cache.k, cache.v
+end
+
+-- the fused step: the new keys and values written into the cache's buffers and attended to in one op
+-- (ATTN_DECODE); nil where the backend lacks it (then the composed step runs)
+local function fused_decode(self, cache, y, N, h, E)
+  local kb, vb, past = self:decode_buffers(cache, N, y.dtype, y.device)
+  if not kb then return nil end
+  local o = binding.call(C.nnr_attention_decode, y:view(N, 3 * E).p, kb.p, vb.p, past, h, 0 / 0)
+  self:decode_commit(cache, kb, vb, past)
   return o
 end
 
@@ -322,7 +337,7 @@ function MHA:decode_step(x, cache)
   local N = self.batch_first and x:size(1) or x:size(2)
   local qin = rawget(self, "in_proj_int8")
   local y = qin and qin(x) or F.linear(x, self.in_proj_weight, rawget(self, "in_proj_bias"))   -- N rows of [q k v]
-  local fo = y:is_contiguous() and fused_decode(cache, y, N, h, d, E)
+  local fo = y:is_contiguous() and fused_decode(self, cache, y, N, h, E)
   if fo then return self.out_proj(self.batch_first and fo:view(N, 1, E) or fo:view(1, N, E)) end
   local q = y:narrow(3, 1, E):reshape(N * h, 1, d)
   local _, k, v = cache_append(cache, y:narrow(3, E + 1, E):reshape(N * h, 1, d), y:narrow(3, 2 * E + 1, E):reshape(N * h, 1, d))

@@ -18,6 +18,8 @@ local norm = require "nnr.nn.normalization"
 local misc = require "nnr.nn.misc"
 local containers = require "nnr.nn.containers"
 local deep_copy = require("nnr.nn.utils").deep_copy
+local binding = require "nnr.binding"
+local C, ffi = binding.C, binding.ffi
 
 local M = {}
 local LAYER_OPTIONS = { dim_feedforward = true, dropout = true, activation = true, layer_norm_eps = true, batch_first = true,
@@ -59,12 +61,78 @@ local function attend(mha, drop, q, kv, mask, kpm, causal, cache)
 end
 
 M.TransformerEncoderLayer = Module:extend("TransformerEncoderLayer")
+-- false: decoding steps run the composed ops from Lua instead of nnr_decode_layer_step (for comparisons)
+M.TransformerEncoderLayer.fused_decode = true
 function M.TransformerEncoderLayer:__init(d_model, nhead, opts) init_layer(self, "TransformerEncoderLayer", d_model, nhead, opts, false) end
 local ENCODER_LAYER_OPTIONS = { src_mask = true, src_key_padding_mask = true, is_causal = true, cache = true }
+
+-- a Linear, a QuantizedLinear (nnr.quant.dynamic) or the attention's in-projection into a slot of the
+-- C layer table; false for anything else
+local function linear_slot(slot, m, weight, bias)
+  if m and m.__name == "QuantizedLinear" then
+    local packed, meta = rawget(m, "_packed"), rawget(m, "_meta")
+    if not packed or not meta then return false end
+    slot.packed, slot.meta, slot.kernel = packed.p, meta.p, m.kernel or 0
+    return true
+  end
+  if m then
+    if m.__name ~= "Linear" then return false end
+    weight, bias = rawget(m, "weight"), rawget(m, "bias")
+  end
+  if not nnr.is_tensor(weight) then return false end
+  slot.weight, slot.bias = weight.p, bias and bias.p or nil
+  return true
+end
+
+-- the layer as nnr_decode_layer_step's table (core/ops/decode.c), or false where it has modules the C
+-- step does not know (then the composed step runs). Built once per cache, that is once per generation:
+-- the table points at the weights of that moment, and keeps them alive.
+local function decode_table(self)
+  local mha, n1, n2 = self.self_attn, self.norm1, self.norm2
+  if n1.__name ~= "LayerNorm" or n2.__name ~= "LayerNorm" or #n1.shape ~= 1 or #n2.shape ~= 1 then return false end
+  local L = ffi.new("nnr_decode_layer")
+  L.struct_size = ffi.sizeof(L)
+  L.norm_first, L.gelu, L.heads = self.norm_first and 1 or 0, self.activation == "gelu" and 1 or 0, mha.num_heads
+  local keep = { L }
+  local function norm(m)
+    local w, b = rawget(m, "weight"), rawget(m, "bias")
+    keep[#keep + 1], keep[#keep + 2] = w, b
+    return w and w.p or nil, b and b.p or nil, m.eps
+  end
+  L.norm1_weight, L.norm1_bias, L.eps1 = norm(n1)
+  L.norm2_weight, L.norm2_bias, L.eps2 = norm(n2)
+  local qin = rawget(mha, "in_proj_int8")
+  local ok = linear_slot(L.in_proj, qin, rawget(mha, "in_proj_weight"), rawget(mha, "in_proj_bias")) and
+             linear_slot(L.out_proj, mha.out_proj) and linear_slot(L.linear1, self.linear1) and linear_slot(L.linear2, self.linear2)
+  if not ok then return false end
+  for _, m in ipairs { qin or false, mha.out_proj, self.linear1, self.linear2 } do
+    if m then for _, k in ipairs { "weight", "bias", "_packed", "_meta" } do keep[#keep + 1] = rawget(m, k) end end
+  end
+  keep[#keep + 1], keep[#keep + 2] = rawget(mha, "in_proj_weight"), rawget(mha, "in_proj_bias")
+  return keep
+end
+
+-- the whole layer in one C call (nnr_decode_layer_step): the same ops as below without the Lua between
+-- them; nil where it does not apply
+local function decode_fused(self, x, cache)
+  if not M.TransformerEncoderLayer.fused_decode then return nil end
+  local t = cache._layer
+  if t == nil then t = decode_table(self); cache._layer = t end
+  if not t or not x:is_contiguous() then return nil end
+  local mha = self.self_attn
+  local N, E = mha.batch_first and x:size(1) or x:size(2), mha.embed_dim
+  local kb, vb, past = mha:decode_buffers(cache, N, x.dtype, x.device)
+  if not kb then return nil end
+  local y = binding.call(C.nnr_decode_layer_step, t[1], x:view(N, E).p, kb.p, vb.p, past)
+  mha:decode_commit(cache, kb, vb, past)
+  return y:view(x:size())
+end
 
 -- a token at a time against the cache (MultiheadAttention:decodes): the layer's arithmetic without
 -- forward's option tables, closures and eval-mode dropouts; the sum x + ... is new, the rest in place
 local function decode_layer(self, x, cache)
+  local y = decode_fused(self, x, cache)
+  if y then return y end
   local a = self.activation == "gelu" and F.gelu or F.relu
   local mha = self.self_attn
   if self.norm_first then
