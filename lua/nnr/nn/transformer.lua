@@ -198,12 +198,21 @@ function M.TransformerEncoder:forward(src, opts)
     o = {}
     for k, v in pairs(opts) do o[k] = v end
   end
+  -- a decoding step straight to each layer's decode (what its forward would do, without validating the
+  -- same options once per layer), unless a layer has hooks or the profiler wants its scope
+  local direct = cache and not Module._profiling.on
+  if direct then for k in pairs(o) do direct = direct and (k == "cache" or k == "is_causal") end end
   for i = 1, self.num_layers do
+    local layer = self.layers:get(i)
     if cache then
       cache[i] = cache[i] or {}
       o.cache = cache[i]
     end
-    x = self.layers:get(i)(x, o)
+    if direct and getmetatable(layer) == M.TransformerEncoderLayer and not rawget(layer, "_hooks") and layer.self_attn:decodes(x, cache[i]) then
+      x = decode_layer(layer, x, cache[i])
+    else
+      x = layer(x, o)
+    end
   end
   local n = rawget(self, "norm")
   return n and n(x) or x
