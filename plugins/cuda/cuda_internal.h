@@ -78,6 +78,9 @@ int cu_rnn(cu_device *d, const nnr_op_call *call);
 /* LAYER_NORM and its backward (rnn.cu) */
 int cu_layer_norm_supports(const nnr_op_call *call);
 int cu_layer_norm(cu_device *d, const nnr_op_call *call);
+/* ATTN_DECODE (attention.cu): f32, f64, contiguous */
+int cu_attention_decode_supports(const nnr_op_call *call);
+int cu_attention_decode(cu_device *d, const nnr_op_call *call);
 /* sort, topk (sort.cu): CUB's radix sort over (key, position) pairs */
 int cu_sort_supports(const nnr_op_call *call);
 int cu_sort(cu_device *d, const nnr_op_call *call);

@@ -400,6 +400,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cu_rnn_supports(call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cu_layer_norm_supports(call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return cu_sort_supports(call);
+    case NNR_OP_ATTN_DECODE: return cu_attention_decode_supports(call);
     /* the sampling ops (bernoulli, multinomial, randperm) run on the cpu backend */
     default: break;
     }
@@ -456,6 +457,7 @@ static nnr_status run_op(cu_device *d, const nnr_op_call *call)
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return (nnr_status)cu_rnn(d, call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return (nnr_status)cu_layer_norm(d, call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return (nnr_status)cu_sort(d, call);
+    case NNR_OP_ATTN_DECODE: return (nnr_status)cu_attention_decode(d, call);
     case NNR_OP_MATMUL: return (nnr_status)cu_matmul(d, call);
     case NNR_OP_LINEAR: return (nnr_status)cu_linear(d, call);
     case NNR_OP_CONV2D: return (nnr_status)cu_conv2d(d, call);
