@@ -101,6 +101,36 @@ int cpu_scatter_add(const nnr_op_call *call)
     return NNR_OK;
 }
 
+/* index_add along dim 0 of contiguous operands of one float dtype (an embedding's backward): each row
+ * of src added to its row of out, the columns over the threads; every element still gets its rows in
+ * index order, so the sums do not depend on the thread count */
+typedef struct rows_add_job {
+    const int64_t *ix;
+    int64_t count, ixs, inner;
+    char *out;
+    const char *src;
+    int f32;
+} rows_add_job;
+
+CPU_MULTI(void, add_f32, (float *restrict o, const float *restrict a, int64_t n), (o, a, n)) { for (int64_t i = 0; i < n; i++) o[i] += a[i]; }
+CPU_MULTI(void, add_f64, (double *restrict o, const double *restrict a, int64_t n), (o, a, n)) { for (int64_t i = 0; i < n; i++) o[i] += a[i]; }
+
+enum { ROWS_ADD_COLS = 256 };
+
+static void rows_add(void *arg, int64_t b, int64_t e)
+{
+    const rows_add_job *r = arg;
+    int64_t c0 = b * ROWS_ADD_COLS, c1 = e * ROWS_ADD_COLS < r->inner ? e * ROWS_ADD_COLS : r->inner;
+    size_t es = r->f32 ? 4 : 8;
+    for (int64_t j = 0; j < r->count; j++) {
+        int64_t v = r->ix[j * r->ixs];
+        char *o = r->out + ((size_t)(v * r->inner + c0)) * es;
+        const char *a = r->src + ((size_t)(j * r->inner + c0)) * es;
+        if (r->f32) add_f32((float *)o, (const float *)a, c1 - c0);
+        else add_f64((double *)o, (const double *)a, c1 - c0);
+    }
+}
+
 /* out.select(dim, index[j]) += src.select(dim, j) */
 int cpu_index_add(const nnr_op_call *call)
 {
@@ -109,6 +139,19 @@ int cpu_index_add(const nnr_op_call *call)
     int64_t es = (int64_t)nnr_dtype_nbytes(out->dtype);
     int64_t inner = 1;
     for (int d = 0; d < nd; d++) if (d != dim) inner *= out->sizes[d];
+    if (dim == 0 && src->dtype == out->dtype && (out->dtype == NNR_F32 || out->dtype == NNR_F64) && nnr_desc_is_contiguous(out) &&
+        nnr_desc_is_contiguous(src) && inner > 0) {
+        for (int64_t j = 0; j < ix->sizes[0]; j++) {       /* every index checked before anything is added */
+            int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
+            if (v < 0 || v >= out->sizes[0])
+                return cpu_error(NNR_ERR_INVALID, "index_add: index %lld is out of range [1, %lld] for dimension 1", (long long)v + 1,
+                                 (long long)out->sizes[0]);
+        }
+        rows_add_job r = {ix->data, ix->sizes[0], ix->strides[0], inner, out->data, src->data, out->dtype == NNR_F32};
+        int64_t blocks = (inner + ROWS_ADD_COLS - 1) / ROWS_ADD_COLS;
+        if ((double)r.count * (double)inner < 65536.0) { rows_add(&r, 0, blocks); return NNR_OK; }
+        return cpu_parallel_for(blocks, 1, rows_add, &r);
+    }
     for (int64_t j = 0; j < ix->sizes[0]; j++) {
         int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
         if (v < 0 || v >= out->sizes[dim])

@@ -12,7 +12,67 @@ typedef struct ln_job {
     double eps;
 } ln_job;
 
+/* A row's sums in LN_LANES double lanes, each a running sum over every LN_LANES-th element, the lanes then
+ * added pairwise: the loops vectorize (a single running double sum was a chain of dependent adds, and
+ * the op took 1.35 ms for a GPT's [4096, 256]), and the order is fixed, whatever the thread count. */
+enum { LN_LANES = 16 };
+static inline double lanes_sum(const double *v)
+{
+    double h[8];
+    for (int l = 0; l < 8; l++) h[l] = v[l] + v[l + 8];
+    return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
+
 #define LN_ROWS(T)                                                                                             \
+    /* mean and 1 / sqrt(var + eps) of a row (two passes: the variance from the mean) */                    \
+    CPU_MULTI(void, moments_##T, (const T *restrict x, int64_t N, double eps, double *mean, double *rstd), (x, N, eps, mean, rstd)) \
+    {                                                                                                          \
+        double s[LN_LANES] = {0}, q[LN_LANES] = {0};                                                           \
+        int64_t nl = N - N % LN_LANES;                                                                         \
+        for (int64_t i = 0; i < nl; i += LN_LANES)                                                             \
+            for (int l = 0; l < LN_LANES; l++) s[l] += x[i + l];                                               \
+        for (int64_t i = nl; i < N; i++) s[i - nl] += x[i];                                                    \
+        double m = N ? lanes_sum(s) / N : 0;                                                                   \
+        for (int64_t i = 0; i < nl; i += LN_LANES)                                                             \
+            for (int l = 0; l < LN_LANES; l++) { double d = x[i + l] - m; q[l] += d * d; }                     \
+        for (int64_t i = nl; i < N; i++) { double d = x[i] - m; q[i - nl] += d * d; }                          \
+        *mean = m;                                                                                             \
+        *rstd = 1.0 / sqrt((N ? lanes_sum(q) / N : 0) + eps);                                                  \
+    }                                                                                                          \
+    CPU_MULTI(void, normalize_##T, (const T *restrict x, int64_t N, T m, T rs, const T *restrict w, const T *restrict b, T *restrict y), \
+              (x, N, m, rs, w, b, y))                                                                          \
+    {                                                                                                          \
+        if (w) for (int64_t i = 0; i < N; i++) y[i] = (x[i] - m) * rs * w[i] + b[i];                           \
+        else for (int64_t i = 0; i < N; i++) y[i] = (x[i] - m) * rs;                                           \
+    }                                                                                                          \
+    /* the row's sums of g = dy (* w) and of g (x - mean) rstd */                                           \
+    CPU_MULTI(void, grad_sums_##T, (const T *restrict dy, const T *restrict x, const T *restrict w, int64_t N, double mean, double rstd, \
+                                    double *sg_out, double *sgx_out), (dy, x, w, N, mean, rstd, sg_out, sgx_out)) \
+    {                                                                                                          \
+        double sg[LN_LANES] = {0}, sgx[LN_LANES] = {0};                                                        \
+        int64_t nl = N - N % LN_LANES;                                                                         \
+        for (int64_t i = 0; i < nl; i += LN_LANES)                                                             \
+            for (int l = 0; l < LN_LANES; l++) {                                                               \
+                double g = w ? (double)dy[i + l] * w[i + l] : dy[i + l];                                       \
+                sg[l] += g;                                                                                    \
+                sgx[l] += g * (x[i + l] - mean) * rstd;                                                        \
+            }                                                                                                  \
+        for (int64_t i = nl; i < N; i++) {                                                                     \
+            double g = w ? (double)dy[i] * w[i] : dy[i];                                                       \
+            sg[i - nl] += g;                                                                                   \
+            sgx[i - nl] += g * (x[i] - mean) * rstd;                                                           \
+        }                                                                                                      \
+        *sg_out = lanes_sum(sg);                                                                               \
+        *sgx_out = lanes_sum(sgx);                                                                             \
+    }                                                                                                          \
+    CPU_MULTI(void, grad_input_##T, (const T *restrict dy, const T *restrict x, const T *restrict w, int64_t N, T m, T rs, T mg, T mgx, \
+                                     T *restrict dx), (dy, x, w, N, m, rs, mg, mgx, dx))                        \
+    {                                                                                                          \
+        for (int64_t i = 0; i < N; i++) {                                                                      \
+            T g = w ? dy[i] * w[i] : dy[i];                                                                    \
+            dx[i] = rs * (g - mg - (x[i] - m) * rs * mgx);                                                     \
+        }                                                                                                      \
+    }                                                                                                          \
     static void forward_##T(const ln_job *j, int64_t r)                                                        \
     {                                                                                                          \
         const nnr_op_call *c = j->call;                                                                        \
@@ -20,14 +80,10 @@ typedef struct ln_job {
         const T *x = (const T *)c->inputs[0]->data + r * N;                                                    \
         const T *w = c->n_inputs > 1 ? c->inputs[1]->data : NULL, *b = c->n_inputs > 2 ? c->inputs[2]->data : NULL; \
         T *y = (T *)c->outputs[0]->data + r * N, *st = (T *)c->outputs[1]->data + 2 * r;                       \
-        double s = 0, q = 0;                                                                                   \
-        for (int64_t i = 0; i < N; i++) s += x[i];                                                             \
-        double mean = N ? s / N : 0;                                                                           \
-        for (int64_t i = 0; i < N; i++) { double d = x[i] - mean; q += d * d; }                                \
-        double rstd = 1.0 / sqrt((N ? q / N : 0) + j->eps);                                                    \
+        double mean, rstd;                                                                                     \
+        moments_##T(x, N, j->eps, &mean, &rstd);                                                               \
         T m = (T)mean, rs = (T)rstd;                                                                           \
-        if (w) for (int64_t i = 0; i < N; i++) y[i] = (x[i] - m) * rs * w[i] + b[i];                           \
-        else for (int64_t i = 0; i < N; i++) y[i] = (x[i] - m) * rs;                                           \
+        normalize_##T(x, N, m, rs, w, b, y);                                                                   \
         st[0] = m;                                                                                             \
         st[1] = rs;                                                                                            \
     }                                                                                                          \
@@ -38,19 +94,12 @@ typedef struct ln_job {
         const T *dy = (const T *)c->inputs[0]->data + r * N, *x = (const T *)c->inputs[1]->data + r * N;        \
         const T *st = (const T *)c->inputs[2]->data + 2 * r, *w = c->n_inputs > 3 ? c->inputs[3]->data : NULL;  \
         T *dx = (T *)c->outputs[0]->data + r * N;                                                              \
-        double sg = 0, sgx = 0, mean = st[0], rstd = st[1];                                                    \
-        for (int64_t i = 0; i < N; i++) {                                                                      \
-            double g = w ? (double)dy[i] * w[i] : dy[i];                                                       \
-            sg += g;                                                                                           \
-            sgx += g * (x[i] - mean) * rstd;                                                                   \
-        }                                                                                                      \
-        T mg = (T)(N ? sg / N : 0), mgx = (T)(N ? sgx / N : 0), m = (T)mean, rs = (T)rstd;                     \
-        for (int64_t i = 0; i < N; i++) {                                                                      \
-            T g = w ? dy[i] * w[i] : dy[i];                                                                    \
-            dx[i] = rs * (g - mg - (x[i] - m) * rs * mgx);                                                     \
-        }                                                                                                      \
+        double sg, sgx, mean = st[0], rstd = st[1];                                                            \
+        grad_sums_##T(dy, x, w, N, mean, rstd, &sg, &sgx);                                                     \
+        grad_input_##T(dy, x, w, N, (T)mean, (T)rstd, (T)(N ? sg / N : 0), (T)(N ? sgx / N : 0), dx);          \
     }                                                                                                          \
-    static void param_grads_##T(const ln_job *j, int64_t c0, int64_t c1)                                       \
+    /* the weight's and bias's gradients of columns [c0, c1): sums over the rows, in row order */          \
+    CPU_MULTI(void, param_grads_##T, (const ln_job *j, int64_t c0, int64_t c1), (j, c0, c1))                 \
     {                                                                                                          \
         const nnr_op_call *c = j->call;                                                                        \
         int64_t N = j->N;                                                                                      \
@@ -59,11 +108,14 @@ typedef struct ln_job {
         double aw[64], ab[64];                                                                                 \
         for (int64_t k0 = c0; k0 < c1; k0 += 64) {                                                             \
             int64_t n = c1 - k0 < 64 ? c1 - k0 : 64;                                                           \
-            for (int64_t i = 0; i < n; i++) aw[i] = ab[i] = 0;                                                 \
+            for (int64_t i = 0; i < 64; i++) aw[i] = ab[i] = 0;                                                \
             for (int64_t r = 0; r < j->M; r++) {                                                               \
                 const T *dyr = dy + r * N + k0, *xr = x + r * N + k0;                                          \
                 double m = st[2 * r], rs = st[2 * r + 1];                                                      \
-                for (int64_t i = 0; i < n; i++) { aw[i] += dyr[i] * ((xr[i] - m) * rs); ab[i] += dyr[i]; }     \
+                if (n == 64)                                                                                   \
+                    for (int64_t i = 0; i < 64; i++) { aw[i] += dyr[i] * ((xr[i] - m) * rs); ab[i] += dyr[i]; } \
+                else                                                                                           \
+                    for (int64_t i = 0; i < n; i++) { aw[i] += dyr[i] * ((xr[i] - m) * rs); ab[i] += dyr[i]; } \
             }                                                                                                  \
             for (int64_t i = 0; i < n; i++) { dw[k0 + i] = (T)aw[i]; db[k0 + i] = (T)ab[i]; }                  \
         }                                                                                                      \

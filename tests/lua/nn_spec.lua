@@ -84,6 +84,29 @@ describe("nn ops: gradients (float64 finite differences)", function()
     check(function(x, w, b) return F.batch_norm(x, nil, nil, w, b, true, 0.1, 1e-5) end, { f64({ 4, 3, 2, 2 }), f64({ 3 }), f64({ 3 }) })
     check(function(x, w, b) return F.batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5) end, { f64({ 4, 3 }), f64({ 3 }), f64({ 3 }) })
     check(function(x, w, b) return F.layer_norm(x, 1, w, b) end, { f64({ 3, 5 }), f64({ 5 }), f64({ 5 }) })
+    check(function(x, w, b) return F.layer_norm(x, 1, w, b) end, { f64({ 2, 37 }), f64({ 37 }), f64({ 37 }) })
+  end)
+  it("layer norm forward and backward against the composed ops, rows of every length around the kernels' 16 lanes", function()
+    -- the cpu kernel sums a row in 16 double lanes (plugins/cpu/layernorm.c); the composed ops in f64 are the reference
+    for _, dt in ipairs { "f32", "f64" } do
+      for _, N in ipairs { 1, 5, 16, 17, 37, 300 } do
+        local x = (nnr.randn(6, N) * 3 + 1):to(dt):requires_grad_(true)
+        local w, b = nnr.randn(N):to(dt):requires_grad_(true), nnr.randn(N):to(dt):requires_grad_(true)
+        local g = nnr.randn(6, N):to(dt)
+        F.layer_norm(x, 1, w, b, 1e-5):backward(g)
+        local xr = x:detach():double():requires_grad_(true)
+        local wr, br = w:detach():double():requires_grad_(true), b:detach():double():requires_grad_(true)
+        local m = xr:mean(2, true)
+        local v = ((xr - m) ^ 2):mean(2, true)
+        local y = (xr - m) / (v + 1e-5):sqrt() * wr + br
+        y:backward(g:double())
+        local tol = dt == "f32" and 2e-5 or 1e-12
+        H.assert_close(F.layer_norm(x:detach(), 1, w:detach(), b:detach(), 1e-5):double(), y:detach():totable(), tol)
+        H.assert_close(x.grad:double(), xr.grad:totable(), tol * 10)
+        H.assert_close(w.grad:double(), wr.grad:totable(), tol * 10)
+        H.assert_close(b.grad:double(), br.grad:totable(), tol * 10)
+      end
+    end
   end)
   it("embedding and the losses", function()
     local idx = nnr.tensor({ { 1, 3 }, { 4, 1 } }, { dtype = "i64" })
