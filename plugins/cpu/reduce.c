@@ -31,7 +31,17 @@ typedef struct acc {
 static void acc_row_f64(const red_ctx *c, acc *a, const double *x, int64_t m, int64_t base_index)
 {
     switch (c->op) {
-    case NNR_OP_SUM: case NNR_OP_MEAN: { double s = 0; for (int64_t i = 0; i < m; i++) s += x[i]; a->d += s; break; }
+    case NNR_OP_SUM: case NNR_OP_MEAN: {
+        /* 8 running sums, added pairwise: independent adds instead of one chain of dependent ones (a
+         * row sum of [4096, 1024] took 2.2 ms); the order is fixed by the data, not the threads */
+        double l[8] = {0};
+        int64_t m8 = m - m % 8;
+        for (int64_t i = 0; i < m8; i += 8)
+            for (int k = 0; k < 8; k++) l[k] += x[i + k];
+        for (int64_t i = m8; i < m; i++) l[i - m8] += x[i];
+        a->d += ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        break;
+    }
     case NNR_OP_PROD: for (int64_t i = 0; i < m; i++) a->d *= x[i]; break;
     case NNR_OP_MAX: case NNR_OP_ARGMAX:
         for (int64_t i = 0; i < m; i++) {
