@@ -117,6 +117,8 @@ static float quantize_row(const float *x, int64_t k, int8_t *q, int64_t kp)
     }
     if (bad) { memset(q, 0, (size_t)kp); return NAN; }
     float s = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    /* |x| below ~4e-37: 1 / s overflows, and the row quantizes to 0 (each quantizer alike) */
+    if (!(inv <= 3.4e38f)) { memset(q, 0, (size_t)kp); return s; }
     for (int64_t i = 0; i < k; i++) {
         float v = nearbyintf(x[i] * inv);
         q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
@@ -160,6 +162,7 @@ static float quantize_row_avx512(const float *x, int64_t k, int8_t *q, uint8_t *
     if (bad) { memset(q, 0, (size_t)kp); memset(u, 0x80, (size_t)kp); return NAN; }
     float amax = _mm512_reduce_max_ps(vmax);
     float s = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    if (!(inv <= 3.4e38f)) { memset(q, 0, (size_t)kp); if (u) memset(u, 0x80, (size_t)kp); return s; }   /* as quantize_row */
     __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     for (i = 0; i < kp; i += 16) {
         __mmask16 m = i + 16 <= k ? (__mmask16)0xffff : i < k ? (__mmask16)((1u << (k - i)) - 1) : 0;
@@ -200,6 +203,7 @@ static float quantize_row_avx2(const float *x, int64_t k, int8_t *q, uint8_t *u,
     *neg = 0;
     if (bad) { memset(q, 0, (size_t)kp); memset(u, upad, (size_t)kp); return NAN; }
     float s = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    if (!(inv <= 3.4e38f)) { memset(q, 0, (size_t)kp); memset(u, upad, (size_t)kp); return s; }        /* as quantize_row */
     const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), flip = _mm256_set1_epi8((char)0x80);
     __m256i sign = _mm256_setzero_si256();
@@ -649,6 +653,11 @@ static int quant_pack(const nnr_op_call *call)
     const int8_t *qs = q->data;
     int8_t *p = packed->data;
     memset(p, 0, (size_t)(nb * kg * 64));
+    for (int64_t n = 0; n < N; n++)       /* -128 has no |q| in int8: the AVX2 kernel's sign trick needs [-127, 127] */
+        for (int64_t k = 0; k < K; k++)
+            if (qs[n * K + k] == -128)
+                return quant_error(NNR_ERR_INVALID, "quantize: the int8 weight holds -128 at row %lld, column %lld; the kernels take -127..127 "
+                                   "(symmetric quantization)", (long long)n + 1, (long long)k + 1);
     for (int64_t n = 0; n < N; n++) {
         int32_t sum = 0;
         for (int64_t k = 0; k < K; k++) {

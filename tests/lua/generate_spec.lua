@@ -112,6 +112,15 @@ describe("nnr.generate", function()
       assert.are.same(composed:totable(), fused:totable(), "model " .. i)
       assert.are.same(logits_c:totable(), logits_f:totable(), "model " .. i)
     end
+    -- a hook on a layer's module keeps that layer on the composed step, where the hook runs
+    local m = models[3]
+    local seen = 0
+    local h = m.blocks.layers:get(2).linear1:register_forward_hook(function() seen = seen + 1 end)
+    local _, state = second_step(m)
+    h:remove()
+    assert.are.equal("table", type(state.cache[1]._layer))
+    assert.is_false(state.cache[2]._layer)
+    assert.are.equal(2, seen)            -- the prompt's forward and the one decoding step
   end)
 
   it("names what is wrong", function()

@@ -200,5 +200,28 @@ describe("quant plugin", function()
     local ql = quant.QuantizedLinear(nn.Linear(4, 3))
     ok, err = pcall(ql.forward, ql, nnr.randn(2, 5))
     assert.is_truthy(tostring(err):match("input of shape %[2, 5%], expected %[..., 4%]"), tostring(err))
+    -- an int8 weight of -128 (a state dict from elsewhere): named, not packed (the kernels take -127..127)
+    local sd = ql:state_dict()
+    sd.weight = sd.weight:clone()
+    sd.weight[2][3] = -128
+    ok, err = pcall(ql.load_state_dict, ql, sd)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(err):match("holds %-128 at row 2, column 3"), tostring(err))
+  end)
+
+  it("quantizes a row of tiny values (1 / scale overflows) to zeros with every kernel", function()
+    local lin = nn.Linear(40, 20)
+    local x = nnr.randn(3, 40)
+    x[2]:copy_(nnr.randn(40) * 1e-38)
+    local ref
+    for _, k in ipairs(kernels()) do
+      local ok, y = pcall(function() return quant.QuantizedLinear(lin, { kernel = k })(x) end)
+      if ok then
+        for n = 1, 20 do assert.are.equal(lin.bias[n], y[2][n], k .. " kernel, column " .. n) end
+        if ref then assert.are.same(ref, y:totable(), k .. " kernel") else ref = y:totable() end
+      else
+        assert.is_truthy(tostring(y):match("this CPU has no") or tostring(y):match("above the CPU class running"), tostring(y))
+      end
+    end
   end)
 end)

@@ -327,7 +327,8 @@ end
 local function fused_decode(self, cache, y, N, h, E)
   local kb, vb, past = self:decode_buffers(cache, N, y.dtype, y.device)
   if not kb then return nil end
-  local o = binding.call(C.nnr_attention_decode, y:view(N, 3 * E).p, kb.p, vb.p, past, h, 0 / 0)
+  local y2 = y:view(N, 3 * E)          -- held in a local: a temporary's finalizer could run before the call
+  local o = binding.call(C.nnr_attention_decode, y2.p, kb.p, vb.p, past, h, 0 / 0)
   self:decode_commit(cache, kb, vb, past)
   return o
 end

@@ -69,6 +69,7 @@ local ENCODER_LAYER_OPTIONS = { src_mask = true, src_key_padding_mask = true, is
 -- a Linear, a QuantizedLinear (nnr.quant.dynamic) or the attention's in-projection into a slot of the
 -- C layer table; false for anything else
 local function linear_slot(slot, m, weight, bias)
+  if m and (rawget(m, "_hooks") or rawget(m, "forward")) then return false end      -- hooks or its own forward: as written
   if m and m.__name == "QuantizedLinear" then
     local packed, meta = rawget(m, "_packed"), rawget(m, "_meta")
     if not packed or not meta then return false end
@@ -90,13 +91,15 @@ end
 local function decode_table(self)
   local mha, n1, n2 = self.self_attn, self.norm1, self.norm2
   if n1.__name ~= "LayerNorm" or n2.__name ~= "LayerNorm" or #n1.shape ~= 1 or #n2.shape ~= 1 then return false end
+  for _, m in ipairs { n1, n2 } do if rawget(m, "_hooks") or rawget(m, "forward") then return false end end
   local L = ffi.new("nnr_decode_layer")
   L.struct_size = ffi.sizeof(L)
   L.norm_first, L.gelu, L.heads = self.norm_first and 1 or 0, self.activation == "gelu" and 1 or 0, mha.num_heads
   local keep = { L }
+  local function hold(t) if t ~= nil then keep[#keep + 1] = t end end
   local function norm(m)
     local w, b = rawget(m, "weight"), rawget(m, "bias")
-    keep[#keep + 1], keep[#keep + 2] = w, b
+    hold(w); hold(b)
     return w and w.p or nil, b and b.p or nil, m.eps
   end
   L.norm1_weight, L.norm1_bias, L.eps1 = norm(n1)
@@ -106,9 +109,12 @@ local function decode_table(self)
              linear_slot(L.out_proj, mha.out_proj) and linear_slot(L.linear1, self.linear1) and linear_slot(L.linear2, self.linear2)
   if not ok then return false end
   for _, m in ipairs { qin or false, mha.out_proj, self.linear1, self.linear2 } do
-    if m then for _, k in ipairs { "weight", "bias", "_packed", "_meta" } do keep[#keep + 1] = rawget(m, k) end end
+    if m then
+      for _, k in ipairs { "weight", "bias", "_packed", "_meta" } do hold(rawget(m, k)) end
+      keep.int8 = keep.int8 or rawget(m, "_packed") ~= nil
+    end
   end
-  keep[#keep + 1], keep[#keep + 2] = rawget(mha, "in_proj_weight"), rawget(mha, "in_proj_bias")
+  hold(rawget(mha, "in_proj_weight")); hold(rawget(mha, "in_proj_bias"))
   return keep
 end
 
@@ -119,11 +125,14 @@ local function decode_fused(self, x, cache)
   local t = cache._layer
   if t == nil then t = decode_table(self); cache._layer = t end
   if not t or not x:is_contiguous() then return nil end
+  -- the int8 kernels take f32 on the cpu; QuantizedLinear converts other inputs, the composed step does that
+  if t.int8 and (x.dtype ~= "f32" or x.device ~= "cpu") then return nil end
   local mha = self.self_attn
   local N, E = mha.batch_first and x:size(1) or x:size(2), mha.embed_dim
   local kb, vb, past = mha:decode_buffers(cache, N, x.dtype, x.device)
   if not kb then return nil end
-  local y = binding.call(C.nnr_decode_layer_step, t[1], x:view(N, E).p, kb.p, vb.p, past)
+  local x2 = x:view(N, E)             -- held in a local: a temporary's finalizer could run before the call
+  local y = binding.call(C.nnr_decode_layer_step, t[1], x2.p, kb.p, vb.p, past)
   mha:decode_commit(cache, kb, vb, past)
   return y:view(x:size())
 end
