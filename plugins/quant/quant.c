@@ -538,6 +538,7 @@ static void quantize_rows(void *arg, int64_t r0, int64_t r1)
         const float *x = g->x + m * g->K;
         int8_t *q = g->xq + m * g->kp;
         uint8_t *u = g->xu + m * g->kp;
+        (void)u;                   /* the C kernel (the only one in a clang build) reads q alone */
         switch (g->kernel) {       /* each kernel its own quantizer: forcing kernels tests all three */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
         case KERNEL_AVX512VNNI: g->sx[m] = quantize_row_avx512(x, g->K, q, u, g->kp); break;
