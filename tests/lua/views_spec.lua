@@ -65,6 +65,31 @@ describe("views", function()
     assert.same({ 2, 12, 5 }, x:flatten(2, 3):size())
   end)
 
+  it("a transposed matrix made contiguous (the tiled copy) holds every element, batched, of 4 and 8 bytes", function()
+    -- plugins/cpu/elementwise.c copies the last two dims of such a view in tiles of 32 x 32: sizes around
+    -- the tile and batch dims; the reference is each element read through the view, one at a time
+    for _, dt in ipairs { "f32", "f64", "i32", "i64" } do
+      for _, sh in ipairs { { 32, 32 }, { 33, 70 }, { 100, 40 }, { 31, 100 }, { 2, 3, 40, 65 } } do
+        local n, numel, rev = #sh, 1, {}
+        for i = 1, n do rev[i] = sh[i]; numel = numel * sh[i] end
+        rev[n - 1], rev[n] = sh[n], sh[n - 1]
+        local v = nnr.randperm(numel):to(dt):view(rev):transpose(n - 1, n)
+        local flat = v:contiguous():view(-1)
+        local k = 0
+        local function walk(d, t)
+          if d > n then
+            k = k + 1
+            if flat[k] ~= t:item() then error(string.format("%s %s: element %d", dt, table.concat(sh, "x"), k), 0) end
+            return
+          end
+          for i = 1, sh[d] do walk(d + 1, t:select(1, i)) end
+        end
+        walk(1, v)
+        assert.are.equal(numel, k)
+      end
+    end
+  end)
+
   it("contiguous and clone copy; contiguous of a contiguous tensor does not", function()
     local t = nnr.rand(3, 4)
     assert.is_true(t:contiguous():same_storage(t))
