@@ -28,6 +28,15 @@ static nnr_tensor *decode_linear(const char *name, const nnr_decode_linear *l, c
     return y;
 }
 
+/* layer_norm(t) in place of t (post-norm), t released; NULL stays NULL */
+static nnr_tensor *norm_after(nnr_tensor *t, const nnr_tensor *weight, const nnr_tensor *bias, double eps)
+{
+    if (!t) return NULL;
+    nnr_tensor *n = nnr_layer_norm(t, 1, weight, bias, eps);
+    nnr_tensor_release(t);
+    return n;
+}
+
 /* the attention half: x + out_proj(attention(in_proj(ln1(x)))) (pre-norm), or ln1(x + ...) (post-norm) */
 static nnr_tensor *decode_attention(const nnr_decode_layer *L, const nnr_tensor *x, nnr_tensor *k, nnr_tensor *v, int64_t past)
 {
@@ -42,12 +51,7 @@ static nnr_tensor *decode_attention(const nnr_decode_layer *L, const nnr_tensor 
     nnr_tensor_release(qkv);
     nnr_tensor_release(att);
     nnr_tensor_release(proj);
-    if (h && !L->norm_first) {
-        nnr_tensor *n = nnr_layer_norm(h, 1, L->norm1_weight, L->norm1_bias, L->eps1);
-        nnr_tensor_release(h);
-        h = n;
-    }
-    return h;
+    return L->norm_first ? h : norm_after(h, L->norm1_weight, L->norm1_bias, L->eps1);
 }
 
 /* the feed-forward half on h: h + linear2(act(linear1(ln2(h)))) (pre-norm), or ln2(h + ...) */
@@ -62,12 +66,7 @@ static nnr_tensor *decode_feed_forward(const nnr_decode_layer *L, const nnr_tens
     }
     nnr_tensor_release(n2);
     nnr_tensor_release(f1);
-    if (y && !L->norm_first) {
-        nnr_tensor *n = nnr_layer_norm(y, 1, L->norm2_weight, L->norm2_bias, L->eps2);
-        nnr_tensor_release(y);
-        y = n;
-    }
-    return y;
+    return L->norm_first ? y : norm_after(y, L->norm2_weight, L->norm2_bias, L->eps2);
 }
 
 nnr_tensor *nnr_decode_layer_step(const nnr_decode_layer *layer, const nnr_tensor *x, nnr_tensor *k_cache, nnr_tensor *v_cache, int64_t past)

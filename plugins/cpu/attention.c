@@ -11,7 +11,7 @@
 
 typedef struct decode_job {
     const nnr_op_call *call;
-    int64_t N, H, d, E, cap, p;
+    nnr_attn_decode_geom g;      /* N sequences, H heads of d, caches of cap positions, position p */
     double scale;
     int oom;                     /* a thread found no memory for its accumulator */
 } decode_job;
@@ -87,17 +87,17 @@ CPU_MULTI(float, exp_sum_f32, (float *restrict s, int64_t n, float m), (s, n, m)
 static void decode_head_float(const decode_job *j, int64_t nh, float *acc, float *s)
 {
     const nnr_op_call *c = j->call;
-    int64_t n = nh / j->H, h = nh % j->H, d = j->d, keys = j->p + 1;
-    const float *row = (const float *)c->inputs[0]->data + n * 3 * j->E;
-    float *K = (float *)c->outputs[1]->data + nh * j->cap * d, *V = (float *)c->outputs[2]->data + nh * j->cap * d;
-    memcpy(K + j->p * d, row + j->E + h * d, (size_t)d * sizeof(float));
-    memcpy(V + j->p * d, row + 2 * j->E + h * d, (size_t)d * sizeof(float));
+    int64_t n = nh / j->g.H, h = nh % j->g.H, d = j->g.d, keys = j->g.p + 1;
+    const float *row = (const float *)c->inputs[0]->data + n * 3 * j->g.E;
+    float *K = (float *)c->outputs[1]->data + nh * j->g.cap * d, *V = (float *)c->outputs[2]->data + nh * j->g.cap * d;
+    memcpy(K + j->g.p * d, row + j->g.E + h * d, (size_t)d * sizeof(float));
+    memcpy(V + j->g.p * d, row + 2 * j->g.E + h * d, (size_t)d * sizeof(float));
     scores_f32(row + h * d, K, keys, d, (float)j->scale, s);
     float m = -INFINITY;
     for (int64_t t = 0; t < keys; t++) m = s[t] > m || s[t] != s[t] ? s[t] : m;     /* a NaN score is kept: NaN out */
     float l = exp_sum_f32(s, keys, m);
     weighted_f32(acc, s, V, keys, d);
-    float *o = (float *)c->outputs[0]->data + n * j->E + h * d;
+    float *o = (float *)c->outputs[0]->data + n * j->g.E + h * d;
     for (int64_t i = 0; i < d; i++) o[i] = acc[i] / l;
 }
 
@@ -106,15 +106,15 @@ static void decode_head_float(const decode_job *j, int64_t nh, float *acc, float
 static void decode_head_double(const decode_job *j, int64_t nh, double *acc)
 {
     const nnr_op_call *c = j->call;
-    int64_t n = nh / j->H, h = nh % j->H, d = j->d;
-    const double *row = (const double *)c->inputs[0]->data + n * 3 * j->E;
-    double *K = (double *)c->outputs[1]->data + nh * j->cap * d, *V = (double *)c->outputs[2]->data + nh * j->cap * d;
-    memcpy(K + j->p * d, row + j->E + h * d, (size_t)d * sizeof(double));
-    memcpy(V + j->p * d, row + 2 * j->E + h * d, (size_t)d * sizeof(double));
+    int64_t n = nh / j->g.H, h = nh % j->g.H, d = j->g.d;
+    const double *row = (const double *)c->inputs[0]->data + n * 3 * j->g.E;
+    double *K = (double *)c->outputs[1]->data + nh * j->g.cap * d, *V = (double *)c->outputs[2]->data + nh * j->g.cap * d;
+    memcpy(K + j->g.p * d, row + j->g.E + h * d, (size_t)d * sizeof(double));
+    memcpy(V + j->g.p * d, row + 2 * j->g.E + h * d, (size_t)d * sizeof(double));
     const double *q = row + h * d;
     double m = -INFINITY, l = 0;
     for (int64_t i = 0; i < d; i++) acc[i] = 0;
-    for (int64_t t = 0; t <= j->p; t++) {
+    for (int64_t t = 0; t <= j->g.p; t++) {
         const double *k = K + t * d, *v = V + t * d;
         double s = 0;
         for (int64_t i = 0; i < d; i++) s += q[i] * k[i];
@@ -125,7 +125,7 @@ static void decode_head_double(const decode_job *j, int64_t nh, double *acc)
         l = l * keep + w;
         for (int64_t i = 0; i < d; i++) acc[i] = acc[i] * keep + w * v[i];
     }
-    double *o = (double *)c->outputs[0]->data + n * j->E + h * d;
+    double *o = (double *)c->outputs[0]->data + n * j->g.E + h * d;
     for (int64_t i = 0; i < d; i++) o[i] = acc[i] / l;
 }
 
@@ -133,47 +133,34 @@ static void decode_range(void *arg, int64_t begin, int64_t end)
 {
     decode_job *j = arg;
     int f32 = j->call->inputs[0]->dtype == NNR_F32;
-    size_t bytes = (size_t)j->d * (f32 ? sizeof(float) : sizeof(double)) + (f32 ? (size_t)(j->p + 1) * sizeof(float) : 0);
+    size_t bytes = (size_t)j->g.d * (f32 ? sizeof(float) : sizeof(double)) + (f32 ? (size_t)(j->g.p + 1) * sizeof(float) : 0);
     double stack[1024];
     void *acc = bytes <= sizeof stack ? (void *)stack : cpu_host->host_alloc(bytes);
     if (!acc) { __atomic_store_n(&j->oom, 1, __ATOMIC_RELAXED); return; }
     for (int64_t nh = begin; nh < end; nh++) {
-        if (f32) decode_head_float(j, nh, acc, (float *)acc + j->d);
+        if (f32) decode_head_float(j, nh, acc, (float *)acc + j->g.d);
         else decode_head_double(j, nh, acc);
     }
     if (acc != (void *)stack) cpu_host->host_free(acc);
 }
 
-int cpu_supports_attention_decode(const nnr_op_call *call)
-{
-    if (call->n_inputs != 1 || call->n_outputs != 3) return 0;
-    int dt = call->inputs[0]->dtype;
-    if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int k = 0; k < 3; k++)
-        if (call->outputs[k]->dtype != dt || !nnr_desc_is_contiguous(call->outputs[k])) return 0;
-    return nnr_desc_is_contiguous(call->inputs[0]);
-}
+int cpu_supports_attention_decode(const nnr_op_call *call) { return nnr_attn_decode_call_ok(call); }
 
 int cpu_attention_decode(const nnr_op_call *call)
 {
-    const nnr_tensor_desc *qkv = call->inputs[0], *o = call->outputs[0], *k = call->outputs[1], *v = call->outputs[2];
-    decode_job j = {.call = call, .H = call->params->i[1], .p = call->params->i[0]};
-    if (qkv->ndim != 2 || j.H < 1 || qkv->sizes[1] % (3 * j.H) != 0 || k->ndim != 3 || v->ndim != 3 || o->ndim != 2)
+    decode_job j = {.call = call};
+    int bad = nnr_attn_decode_geometry(call, &j.g);
+    if (bad == 1)
         return cpu_error(NNR_ERR_INVALID, "attention_decode: qkv [N, 3E], caches [N * heads, capacity, head_dim] and o [N, E] expected");
-    j.N = qkv->sizes[0];
-    j.E = qkv->sizes[1] / 3;
-    j.d = j.E / j.H;
-    j.cap = k->sizes[1];
-    if (o->sizes[0] != j.N || o->sizes[1] != j.E || k->sizes[0] != j.N * j.H || k->sizes[2] != j.d || v->sizes[0] != k->sizes[0] ||
-        v->sizes[1] != j.cap || v->sizes[2] != j.d || j.p < 0 || j.p >= j.cap)
+    if (bad)
         return cpu_error(NNR_ERR_INVALID, "attention_decode: the operands' shapes do not fit (N %lld, heads %lld, head_dim %lld, position %lld)",
-                         (long long)j.N, (long long)j.H, (long long)j.d, (long long)j.p);
+                         (long long)j.g.N, (long long)j.g.H, (long long)j.g.d, (long long)j.g.p);
     double scale = call->params->f[0];
-    j.scale = scale == scale ? scale : 1.0 / sqrt((double)j.d);
+    j.scale = scale == scale ? scale : 1.0 / sqrt((double)j.g.d);
     /* a head reads (p + 1) d keys and values: split over the threads once that is some 16k of them (the
      * GPT of the benchmarks past 64 positions; measured in decoding, 8k-64k all within the noise) */
-    int64_t units = j.N * j.H;
-    int st = (j.p + 1) * j.d * units >= 16384 ? cpu_parallel_for(units, 1, decode_range, &j) : (decode_range(&j, 0, units), NNR_OK);
-    if (st == NNR_OK && j.oom) return cpu_error(NNR_ERR_OOM, "attention_decode: out of memory for a head's accumulator (head_dim %lld)", (long long)j.d);
+    int64_t units = j.g.N * j.g.H;
+    int st = (j.g.p + 1) * j.g.d * units >= 16384 ? cpu_parallel_for(units, 1, decode_range, &j) : (decode_range(&j, 0, units), NNR_OK);
+    if (st == NNR_OK && j.oom) return cpu_error(NNR_ERR_OOM, "attention_decode: out of memory for a head's accumulator (head_dim %lld)", (long long)j.g.d);
     return st;
 }

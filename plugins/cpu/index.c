@@ -139,14 +139,14 @@ int cpu_index_add(const nnr_op_call *call)
     int64_t es = (int64_t)nnr_dtype_nbytes(out->dtype);
     int64_t inner = 1;
     for (int d = 0; d < nd; d++) if (d != dim) inner *= out->sizes[d];
+    for (int64_t j = 0; j < ix->sizes[0]; j++) {       /* every index checked before anything is added */
+        int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
+        if (v < 0 || v >= out->sizes[dim])
+            return cpu_error(NNR_ERR_INVALID, "index_add: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
+                             (long long)out->sizes[dim], dim + 1);
+    }
     if (dim == 0 && src->dtype == out->dtype && (out->dtype == NNR_F32 || out->dtype == NNR_F64) && nnr_desc_is_contiguous(out) &&
         nnr_desc_is_contiguous(src) && inner > 0) {
-        for (int64_t j = 0; j < ix->sizes[0]; j++) {       /* every index checked before anything is added */
-            int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
-            if (v < 0 || v >= out->sizes[0])
-                return cpu_error(NNR_ERR_INVALID, "index_add: index %lld is out of range [1, %lld] for dimension 1", (long long)v + 1,
-                                 (long long)out->sizes[0]);
-        }
         rows_add_job r = {ix->data, ix->sizes[0], ix->strides[0], inner, out->data, src->data, out->dtype == NNR_F32};
         int64_t blocks = (inner + ROWS_ADD_COLS - 1) / ROWS_ADD_COLS;
         if ((double)r.count * (double)inner < 65536.0) { rows_add(&r, 0, blocks); return NNR_OK; }
@@ -154,9 +154,6 @@ int cpu_index_add(const nnr_op_call *call)
     }
     for (int64_t j = 0; j < ix->sizes[0]; j++) {
         int64_t v = ((const int64_t *)ix->data)[j * ix->strides[0]];
-        if (v < 0 || v >= out->sizes[dim])
-            return cpu_error(NNR_ERR_INVALID, "index_add: index %lld is out of range [1, %lld] for dimension %d", (long long)v + 1,
-                             (long long)out->sizes[dim], dim + 1);
         int64_t idx[NNR_MAX_DIMS] = {0};
         for (int64_t k = 0; k < inner; k++) {
             int64_t so = j * src->strides[dim], oo = v * out->strides[dim];

@@ -72,34 +72,26 @@ template <typename T> __global__ void k_attn_decode(dec_args a)
     }
 }
 
-int cu_attention_decode_supports(const nnr_op_call *call)
-{
-    if (call->n_inputs != 1 || call->n_outputs != 3) return 0;
-    int dt = call->inputs[0]->dtype;
-    if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int k = 0; k < 3; k++)
-        if (call->outputs[k]->dtype != dt || !nnr_desc_is_contiguous(call->outputs[k])) return 0;
-    return nnr_desc_is_contiguous(call->inputs[0]);
-}
+int cu_attention_decode_supports(const nnr_op_call *call) { return nnr_attn_decode_call_ok(call); }
 
 int cu_attention_decode(cu_device *d, const nnr_op_call *call)
 {
     const nnr_tensor_desc *qkv = call->inputs[0], *o = call->outputs[0], *k = call->outputs[1], *v = call->outputs[2];
+    nnr_attn_decode_geom g;
+    int bad = nnr_attn_decode_geometry(call, &g);
+    if (bad == 1)
+        return cu_errorf(NNR_ERR_INVALID, "attention_decode: qkv [N, 3E], caches [N * heads, capacity, head_dim] and o [N, E] expected");
+    if (bad)
+        return cu_errorf(NNR_ERR_INVALID, "attention_decode: the operands' shapes do not fit (N %lld, heads %lld, head_dim %lld, position %lld)",
+                         (long long)g.N, (long long)g.H, (long long)g.d, (long long)g.p);
     dec_args a;
     memset(&a, 0, sizeof a);
-    a.H = call->params->i[1];
-    a.p = call->params->i[0];
-    if (qkv->ndim != 2 || a.H < 1 || qkv->sizes[1] % (3 * a.H) != 0 || k->ndim != 3 || v->ndim != 3 || o->ndim != 2)
-        return cu_errorf(NNR_ERR_INVALID, "attention_decode: qkv [N, 3E], caches [N * heads, capacity, head_dim] and o [N, E] expected");
-    int64_t N = qkv->sizes[0];
-    a.E = qkv->sizes[1] / 3;
-    a.d = a.E / a.H;
-    a.cap = k->sizes[1];
-    a.NH = N * a.H;
-    if (o->sizes[0] != N || o->sizes[1] != a.E || k->sizes[0] != a.NH || k->sizes[2] != a.d || v->sizes[0] != a.NH ||
-        v->sizes[1] != a.cap || v->sizes[2] != a.d || a.p < 0 || a.p >= a.cap)
-        return cu_errorf(NNR_ERR_INVALID, "attention_decode: the operands' shapes do not fit (N %lld, heads %lld, head_dim %lld, position %lld)",
-                         (long long)N, (long long)a.H, (long long)a.d, (long long)a.p);
+    a.H = g.H;
+    a.p = g.p;
+    a.E = g.E;
+    a.d = g.d;
+    a.cap = g.cap;
+    a.NH = g.N * g.H;
     double scale = call->params->f[0];
     a.scale = scale == scale ? scale : 1.0 / sqrt((double)a.d);
     if (a.NH == 0 || a.d == 0) return NNR_OK;

@@ -552,22 +552,8 @@ static inline int nnr_desc_is_contiguous(const nnr_tensor_desc *d)
     return 1;
 }
 
-/* an RNN_CELL or RNN_CELL_BACKWARD call laid out as the op table says: a known mode (params i[0])
- * with its operand counts, f32 or f64 throughout, every operand 2-d with unit column stride */
-static inline int nnr_rnn_cell_call_ok(const nnr_op_call *call)
-{
-    /* inputs and outputs of each mode: forward, then backward (tanh, relu, LSTM, GRU) */
-    static const int counts[4][4] = {{2, 1, 2, 1}, {2, 1, 2, 1}, {3, 3, 4, 2}, {3, 2, 3, 3}};
-    int mode = call->params ? (int)call->params->i[0] : -1, back = call->op == NNR_OP_RNN_CELL_BACKWARD;
-    if (mode < 0 || mode > 3 || call->n_inputs != counts[mode][back * 2] || call->n_outputs != counts[mode][back * 2 + 1]) return 0;
-    int dt = call->inputs[0]->dtype;
-    if (dt != NNR_F32 && dt != NNR_F64) return 0;
-    for (int k = 0; k < call->n_inputs; k++)
-        if (call->inputs[k]->dtype != dt || call->inputs[k]->ndim != 2 || call->inputs[k]->strides[1] != 1) return 0;
-    for (int k = 0; k < call->n_outputs; k++)
-        if (call->outputs[k]->dtype != dt || call->outputs[k]->ndim != 2 || call->outputs[k]->strides[1] != 1) return 0;
-    return 1;
-}
+/* the operand checks of the ops whose layout has more to it than the op table's counts */
+#include "plugin_calls.h"
 
 #define NNR_ABI_VERSION ((uint32_t)((NNR_ABI_MAJOR << 16) | NNR_ABI_MINOR))
 #define NNR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
