@@ -269,18 +269,33 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
 }
 
 /* nnr.backends.cpu.amx = false: bf16 matmuls without AMX tiles (f32 copies and sgemm);
- * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX (off by default);
+ * nnr.backends.cpu.allow_bf16 = true: f32 gemms with bf16 products on AMX or AVX512-BF16 (off by default);
+ * nnr.backends.cpu.bf16_dot = true|false|"auto": bf16 products on VDPBF16PS where AMX does not run them:
+ *   always, never, or as its measured rate says (bf16.c); true needs a cpu class with AVX512-BF16;
  * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN;
  * nnr.backends.cpu.gemv = false: linears of up to 16 rows through the gemm paths (for comparisons);
  * nnr.backends.cpu.onednn_gemm = false: gemm pieces of 17-512 rows on OpenBLAS, not oneDNN (onednn.c) */
+static nnr_status set_bf16_dot(const char *value)
+{
+    int on = value && (strcmp(value, "1") == 0 || strcmp(value, "true") == 0);
+    if (!value || (!on && strcmp(value, "0") && strcmp(value, "false") && strcmp(value, "auto")))
+        return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option bf16_dot takes true, false or 'auto', got '%s'", value ? value : "(null)");
+    if (on && cpu_isa_level < CPU_ISA_AVX512_BF16)
+        return (nnr_status)cpu_error(NNR_ERR_UNSUPPORTED, "cpu: bf16_dot cannot be turned on: the cpu class is %s, without AVX512-BF16",
+                                     cpu_isa_names[cpu_isa_level]);
+    cpu_bf16_dot_setting = on ? 1 : strcmp(value, "auto") == 0 ? -1 : 0;
+    return NNR_OK;
+}
+
 static nnr_status set_option(nnr_plugin *self, const char *key, const char *value)
 {
     (void)self;
     if (strcmp(key, "devices") == 0) return set_devices(value);
+    if (strcmp(key, "bf16_dot") == 0) return set_bf16_dot(value);
     int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
               : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled
               : strcmp(key, "onednn_gemm") == 0 ? &cpu_onednn_gemm : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, onednn, onednn_gemm, gemv, devices)", key);
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, bf16_dot, onednn, onednn_gemm, gemv, devices)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
@@ -292,7 +307,9 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
     return NNR_OK;
 }
 
-/* "amx": true when bf16 matmuls run on AMX tiles; "allow_bf16": true when f32 gemms do; "onednn": true when
+/* "amx": true when bf16 matmuls run on AMX tiles; "bf16_dot": the VDPBF16PS setting (true, false, auto),
+ * "bf16_dot_ratio" its measured multiply-adds a second over FMA's, "bf16_engine" the engines of bf16 matmuls and
+ * of allow_bf16's f32 gemms ("amx", "avx512_bf16" or "f32" each); "allow_bf16": true when f32 gemms run on one; "onednn": true when
  * oneDNN is found and on; "onednn_version"; "onednn_calls", how many ops (pieces of a batch) it ran;
  * "isa", the CPU class the kernels run at (NNR_CPU_ISA, isa.h) and "isa_cpu", the CPU's own; "gemv": true
  * when linears of up to 16 rows run on the small-batch kernel (gemv.c), "gemv_calls" how many did
@@ -301,7 +318,15 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
 {
     (void)self;
     if (strcmp(key, "amx") == 0) snprintf(buf, n, "%s", cpu_amx_available() ? "true" : "false");
-    else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%s", cpu_allow_bf16 && cpu_amx_available() ? "true" : "false");
+    else if (strcmp(key, "bf16_dot") == 0) {
+        int mode = cpu_bf16_dot_mode();
+        snprintf(buf, n, "%s", mode < 0 ? "auto" : mode ? "true" : "false");
+    } else if (strcmp(key, "bf16_engine") == 0) {
+        static const char *const names[3] = {"f32", "avx512_bf16", "amx"};
+        snprintf(buf, n, "%s %s", names[cpu_bf16_engine(0)], names[cpu_bf16_engine(1)]);
+    }
+    else if (strcmp(key, "bf16_dot_ratio") == 0) snprintf(buf, n, "%.2f", cpu_bf16_dot_ratio());
+    else if (strcmp(key, "allow_bf16") == 0) snprintf(buf, n, "%s", cpu_allow_bf16 && cpu_bf16_engine(1) > 0 ? "true" : "false");
     else if (strcmp(key, "onednn") == 0) snprintf(buf, n, "%s", cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "onednn_version") == 0) snprintf(buf, n, "%s", cpu_onednn_version());
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
@@ -312,7 +337,7 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "devices") == 0) snprintf(buf, n, "%d", cpu_devices);
     else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
     else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, onednn, onednn_version, onednn_calls, onednn_gemm, onednn_gemm_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, bf16_dot, bf16_dot_ratio, bf16_engine, onednn, onednn_version, onednn_calls, onednn_gemm, onednn_gemm_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
     return NNR_OK;
 }
 

@@ -22,12 +22,12 @@ typedef struct gemm_job {
     char *C;
 } gemm_job;
 
-/* 1 when the product ran on AMX tiles (allow_bf16); out of memory for the tiles leaves it to OpenBLAS */
-static int took_amx(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha, const void *A,
+/* 1 when the product ran with bf16 products (allow_bf16, bf16.c); out of memory for the tiles leaves it to OpenBLAS */
+static int took_bf16(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha, const void *A,
                     int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
 {
-    return dt == NNR_F32 && cpu_amx_sgemm_applies(M, N, K) &&
-           cpu_amx_sgemm(ta, tb, M, N, K, (float)alpha, A, lda, B, ldb, (float)beta, C, ldc) != NNR_ERR_OOM;
+    return dt == NNR_F32 && cpu_bf16_sgemm_applies(M, N, K) &&
+           cpu_bf16_sgemm(ta, tb, M, N, K, (float)alpha, A, lda, B, ldb, (float)beta, C, ldc) != NNR_ERR_OOM;
 }
 
 /* onednn: the product's library (oneDNN's gemm rule, onednn.c), decided on the whole product, so that a
@@ -36,7 +36,7 @@ static void serial_with(int onednn, int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE 
                         const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    if (took_bf16(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     if (onednn && dt == NNR_F32 && alpha == 1.0 && (beta == 0.0 || beta == 1.0)) {
         /* one product: the batch strides only need to be those of a whole matrix (oneDNN refuses 0) */
         int64_t sa = (ta == CblasTrans ? K : M) * lda, sb = (tb == CblasTrans ? N : K) * ldb;
@@ -82,7 +82,7 @@ int cpu_gemm_openblas_threads = -1;
 void cpu_gemm(int dt, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, double alpha,
               const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc)
 {
-    if (took_amx(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    if (took_bf16(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     int threads = cpu_pool_threads();
     int64_t es = dt == NNR_F32 ? 4 : 8;
     if (cpu_gemm_openblas_threads <= 0 && M <= CPU_STREAM_ROWS && (double)N * (double)K * (double)es >= CPU_STREAM_BYTES) {

@@ -44,7 +44,7 @@ void cpu_pool_shutdown(void);
 /* frees the calling thread's scratch buffers (pool threads call it as they exit) */
 void cpu_thread_exit(void);
 void cpu_conv_thread_exit(void);
-void cpu_amx_thread_exit(void);
+void cpu_bf16_thread_exit(void);
 /* a thread that keeps scratch calls this: cpu_thread_exit then runs when the thread ends */
 void cpu_thread_scratch_taken(void);
 
@@ -105,16 +105,27 @@ int cpu_conv1d_grad_input(const nnr_op_call *call);
 int cpu_conv1d_grad_weight(const nnr_op_call *call);
 void cpu_conv1d_thread_exit(void);
 
-/* ---- bf16 matmul on AMX tiles (amx.c) ---- */
+/* ---- bf16 products on AMX tiles or AVX512-BF16 (bf16.c) ---- */
 /* 1 when the cpu has AMX-BF16, the OS grants it and it is not turned off (NNR_CPU_AMX=0, option "amx") */
 int cpu_amx_available(void);
 extern int cpu_amx_enabled;
-int cpu_amx_matmul(const nnr_op_call *call);
-/* nnr.backends.cpu.allow_bf16 (off by default): f32 gemms of at least 32^3 multiply-adds on AMX, operands
- * rounded to bf16, sums in f32 */
+/* 1 when bf16 products of this kind (f32: allow_bf16's f32 gemms, else bf16 matmuls) run on VDPBF16PS:
+ * class avx512_bf16 or above, AMX not running, and the setting (NNR_CPU_BF16_DOT, option "bf16_dot":
+ * 0 off, 1 on, -1 auto: bf16 matmuls always, f32 gemms where VDPBF16PS measured 1.25x FMA's rate) */
+int cpu_bf16_dot_available(int f32);
+int cpu_bf16_dot_mode(void);
+extern int cpu_bf16_dot_setting;
+/* VDPBF16PS's multiply-adds a second over FMA's on this cpu (0 without AVX512-BF16), measured once */
+double cpu_bf16_dot_ratio(void);
+/* for one kind of product: 2 AMX, 1 AVX512-BF16, 0 neither (bf16 matmuls on f32 copies and sgemm,
+ * allow_bf16 does nothing) */
+int cpu_bf16_engine(int f32);
+int cpu_bf16_matmul(const nnr_op_call *call);
+/* nnr.backends.cpu.allow_bf16 (off by default): f32 gemms of at least 32^3 multiply-adds on either engine,
+ * operands rounded to bf16, sums in f32 */
 extern int cpu_allow_bf16;
-int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K);
-int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+int cpu_bf16_sgemm_applies(int64_t M, int64_t N, int64_t K);
+int cpu_bf16_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* ---- oneDNN (onednn.c), opened on first use; every entry point returns 0 for "not taken" ---- */

@@ -610,7 +610,8 @@ int cpu_onednn_linear(const nnr_op_call *call)
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1];
     if (x->dtype != NNR_F32 || !call->params || call->params->i[1] == 0 || (call->params->i[0] != 0 && call->params->i[0] != 1)) return 0;
     lin_job j = {call, x->sizes[0], w->sizes[0], w->sizes[1], 1, 0};
-    if (j.M < 1 || j.M > 256 || j.K < 1 || j.N < 16 || !cpu_onednn_available()) return 0;
+    /* allow_bf16's products (bf16.c) are taken on the gemm path, as for every other f32 gemm */
+    if (j.M < 1 || j.M > 256 || j.K < 1 || j.N < 16 || cpu_bf16_sgemm_applies(j.M, j.N, j.K) || !cpu_onednn_available()) return 0;
     int threads = cpu_pool_threads();
     j.slices = j.N / 64 < threads ? (j.N / 64 > 0 ? j.N / 64 : 1) : threads;
     int st = cpu_parallel_for(j.slices, 1, lin_slices, &j);

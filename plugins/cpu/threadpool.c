@@ -230,7 +230,7 @@ void cpu_pool_shutdown(void)
 void cpu_thread_exit(void)
 {
     cpu_conv_thread_exit();
-    cpu_amx_thread_exit();
+    cpu_bf16_thread_exit();
     cpu_onednn_thread_exit();
 }
 

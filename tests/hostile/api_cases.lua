@@ -666,6 +666,7 @@ return function(nnr, H)
     { "device_memory: id 99", function() return nnr.device_memory(99) end, "no device 99" },
     { "backends: unknown cpu option", function() nnr.backends.cpu.turbo = true end, "unknown option 'turbo'" },
     { "backends: cpu option given a number", function() nnr.backends.cpu.amx = 2 end, "takes true or false" },
+    { "backends: cpu bf16_dot given a word", function() nnr.backends.cpu.bf16_dot = "maybe" end, "takes true, false or 'auto'" },
     { "backends: option of a missing plugin", function() nnr.backends.nosuch.x = 1 end, "no nosuch plugin is loaded" },
     { "DataParallel: an empty device list", function() return nnr.parallel.DataParallel(nn.Linear(2, 2), {}) end, "^DataParallel: expected a list of devices" },
     { "DataParallel: a device that does not exist", function() return nnr.parallel.DataParallel(nn.Linear(2, 2), { "cpu:99" }) end, "^DataParallel: .*cpu:99" },

@@ -1,5 +1,8 @@
-/* Matrix products on AMX tiles (Intel Sapphire Rapids and later), bf16 products
- * summed in f32 inside the tiles:
+/* Matrix products with bf16 products summed in f32, on one of two engines:
+ *  - AMX tiles (Intel Sapphire Rapids and later): TDPBF16PS on 16 x 32 tiles;
+ *  - AVX512-BF16 (AMD Zen 4, Intel Cooper Lake; CPUs with AMX too when it is off): VDPBF16PS, 16
+ *    columns x one k-pair an instruction, on the same packed operands.
+ * What runs on them:
  *  - bf16 matmul (what nnr.autocast("bf16") runs): rounded to bf16 once at the end,
  *    the same contract as the portable bf16 path (matmul.c: f32 copies and sgemm);
  *  - f32 gemm when the user allows it (nnr.backends.cpu.allow_bf16 = true, like
@@ -9,20 +12,32 @@
  * Layout: A is packed into tiles of 16 rows x 32 k (row-major, 64 bytes a row), B
  * into tiles of 16 k-pairs x 16 columns in the "VNNI" order TDPBF16PS reads
  * (element (k, j) at row k/2, position 2j + k%2), both zero-padded to whole
- * tiles and to an even number of panels. Each task computes a 32x32 block of C in
- * four accumulator tiles (tmm0-3) over all of K, with two A tiles (tmm4-5) and
- * two B tiles (tmm6-7) per 32-wide step; tasks that share A's rows run one after
- * another so A's panel stays in cache. Packing and the blocks run on the pool.
+ * tiles and to an even number of panels. Each task computes a 32x32 block of C over all of K.
+ * On AMX: four accumulator tiles (tmm0-3), two A tiles (tmm4-5) and two B tiles (tmm6-7) per
+ * 32-wide step. On AVX512-BF16: four passes of 8 rows x 32 columns in 16 zmm accumulators, a word
+ * row of each B tile against an A pair broadcast from memory. Tasks that share A's rows run one
+ * after another so A's panel stays in cache. Packing and the blocks run on the pool.
  *
- * Available when CPUID says AMX-TILE and AMX-BF16, XCR0 has the tile state, and
+ * AMX is available when CPUID says AMX-TILE and AMX-BF16, XCR0 has the tile state, and
  * Linux grants it (arch_prctl ARCH_REQ_XCOMP_PERM). NNR_CPU_AMX=0 or
- * nnr.backends.cpu.amx = false turns it off. */
+ * nnr.backends.cpu.amx = false turns it off.
+ *
+ * The AVX512-BF16 engine runs where the class is avx512_bf16 or above and AMX is not running. bf16
+ * matmuls take it there: it beats the f32 copies and sgemm even where VDPBF16PS is slow. It does
+ * twice FMA's multiply-adds an instruction, but its rate differs between CPUs (on the Sapphire
+ * Rapids-class Xeon of docs/perf.md one every two cycles, half FMA's), so allow_bf16's f32 gemms
+ * take it only where it is faster than sgemm could be: the first such gemm times both instructions
+ * (about 0.1 ms) and takes the engine when VDPBF16PS does at least 1.25x FMA's multiply-adds a
+ * second. NNR_CPU_BF16_DOT=0|1|auto, or nnr.backends.cpu.bf16_dot = false|true|"auto", decides
+ * instead: 0 never, 1 for both kinds, auto (the default) as above. */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "kernels.h"
 
@@ -57,6 +72,97 @@ int cpu_amx_available(void)
     return amx_ok && cpu_amx_enabled && cpu_isa_level >= CPU_ISA_AMX;
 }
 
+/* ---- the AVX512-BF16 engine: whether it runs, and how fast VDPBF16PS is here ---- */
+int cpu_bf16_dot_setting = -2;  /* -2: not yet read from NNR_CPU_BF16_DOT; -1 auto, 0 off, 1 on (set_option("bf16_dot")) */
+static double dot_ratio;        /* VDPBF16PS's multiply-adds a second over FMA's, measured once */
+static pthread_once_t dot_once = PTHREAD_ONCE_INIT;
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* 12 independent chains of each instruction, n rounds: the time of 12 n instructions at full rate */
+#define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define ACC_DECL(i) __m512 a##i = _mm512_set1_ps((float)(i) * 1e-3f);
+#define ACC_SUM(i) s = _mm512_add_ps(s, a##i);
+#define DOT_STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y);
+#define FMA_STEP(i) a##i = _mm512_fmadd_ps(u, v, a##i);
+__attribute__((target("avx512f,avx512bf16"), noinline)) static float time_dot(int n, double *t)
+{
+    CHAINS(ACC_DECL)
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x3f803f81);
+    double t0 = seconds();
+    for (int i = 0; i < n; i++) { CHAINS(DOT_STEP) __asm__ volatile("" : "+v"(x), "+v"(y)); }
+    *t = seconds() - t0;
+    __m512 s = _mm512_setzero_ps();
+    CHAINS(ACC_SUM)
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx512f"), noinline)) static float time_fma(int n, double *t)
+{
+    CHAINS(ACC_DECL)
+    __m512 u = _mm512_set1_ps(1.0f), v = _mm512_set1_ps(1.0001f);
+    double t0 = seconds();
+    for (int i = 0; i < n; i++) { CHAINS(FMA_STEP) __asm__ volatile("" : "+v"(u), "+v"(v)); }
+    *t = seconds() - t0;
+    __m512 s = _mm512_setzero_ps();
+    CHAINS(ACC_SUM)
+    return _mm512_reduce_add_ps(s);
+}
+
+/* the best of 5 interleaved timings of each: 2 x (FMA's time) / (VDPBF16PS's time) for as many instructions */
+static void dot_probe(void)
+{
+    if (cpu_isa_cpu < CPU_ISA_AVX512_BF16) return;
+    double best_dot = 1e30, best_fma = 1e30, t;
+    volatile float sink = 0;
+    for (int r = 0; r < 5; r++) {
+        sink += time_dot(2000, &t);
+        if (t < best_dot) best_dot = t;
+        sink += time_fma(2000, &t);
+        if (t < best_fma) best_fma = t;
+    }
+    (void)sink;
+    dot_ratio = best_dot > 0 ? 2.0 * best_fma / best_dot : 0;
+}
+
+double cpu_bf16_dot_ratio(void)
+{
+    pthread_once(&dot_once, dot_probe);
+    return dot_ratio;
+}
+
+/* the setting: NNR_CPU_BF16_DOT (0, 1 or auto) until set_option says otherwise; a bad value is named */
+int cpu_bf16_dot_mode(void)
+{
+    if (cpu_bf16_dot_setting == -2) {
+        const char *env = getenv("NNR_CPU_BF16_DOT");
+        cpu_bf16_dot_setting = -1;
+        if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) cpu_bf16_dot_setting = env[0] == '1';
+        else if (env && env[0] && strcmp(env, "auto"))
+            fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=%.40s is not 0, 1 or auto; running auto\n", env);
+        if (cpu_bf16_dot_setting == 1 && cpu_isa_level < CPU_ISA_AVX512_BF16) {
+            fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=1: the cpu class is %s, without AVX512-BF16; bf16 products run in f32\n",
+                    cpu_isa_names[cpu_isa_level]);
+            cpu_bf16_dot_setting = 0;
+        }
+    }
+    return cpu_bf16_dot_setting;
+}
+
+int cpu_bf16_dot_available(int f32)
+{
+    int mode = cpu_bf16_dot_mode();
+    if (cpu_isa_level < CPU_ISA_AVX512_BF16 || cpu_amx_available() || mode == 0) return 0;
+    return mode == 1 || !f32 || cpu_bf16_dot_ratio() >= 1.25;
+}
+
+int cpu_bf16_engine(int f32) { return cpu_amx_available() ? 2 : cpu_bf16_dot_available(f32) ? 1 : 0; }
+
 typedef struct tilecfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -70,7 +176,7 @@ typedef struct amx_job {
     int64_t ars, acs, brs, bcs, crs, ccs;       /* element strides */
     void *c;                                    /* bf16, or f32 when f32 is set */
     int64_t M, N, K, KT, MP, NP;                /* KT: 32-wide k steps; MP, NP: 16-wide panels (even) */
-    int f32;
+    int f32, dot;                               /* dot: the AVX512-BF16 engine, not AMX */
     float alpha, beta;
     uint16_t *pa, *pb;
 } amx_job;
@@ -261,11 +367,51 @@ AMX_FN static void blocks(void *arg, int64_t b0, int64_t b1)
     _tile_release();
 }
 
+/* the AVX512-BF16 engine's blocks [b0, b1): 8 rows x 32 columns at a time in 16 accumulators; each step
+ * loads a word row (one k-pair of 16 columns) of the two B tiles and broadcasts an A pair per row */
+#define DOT_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+DOT_FN static void dot_rows(const uint16_t *a, const uint16_t *p0, const uint16_t *p1, int64_t KT, float *out)
+{
+    __m512 c[8][2];
+    for (int r = 0; r < 8; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < KT; t++) {
+        const int32_t *at = (const int32_t *)(a + t * TILE);
+        const uint16_t *b0 = p0 + t * TILE, *b1 = p1 + t * TILE;
+        for (int w = 0; w < 16; w++) {
+            __m512bh x0 = (__m512bh)_mm512_load_si512((const void *)(b0 + w * 32));
+            __m512bh x1 = (__m512bh)_mm512_load_si512((const void *)(b1 + w * 32));
+            for (int r = 0; r < 8; r++) {
+                __m512bh y = (__m512bh)_mm512_set1_epi32(at[r * 16 + w]);
+                c[r][0] = _mm512_dpbf16_ps(c[r][0], y, x0);
+                c[r][1] = _mm512_dpbf16_ps(c[r][1], y, x1);
+            }
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_store_ps(out + r * 32, c[r][0]);
+        _mm512_store_ps(out + r * 32 + 16, c[r][1]);
+    }
+}
+
+static void dot_blocks(void *arg, int64_t b0, int64_t b1)
+{
+    const amx_job *j = arg;
+    float out[32 * 32] __attribute__((aligned(64)));
+    int64_t nb = j->NP / 2, stride = j->KT * TILE;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t bm = blk / nb, bn = blk % nb, rows = j->M - bm * 32 < 32 ? j->M - bm * 32 : 32;
+        const uint16_t *p0 = j->pb + (2 * bn) * stride, *p1 = p0 + stride;
+        for (int g = 0; g < 4 && g * 8 < rows; g++)         /* rows past M are padding: skipped */
+            dot_rows(j->pa + (2 * bm + g / 2) * stride + (g % 2) * 8 * 32, p0, p1, j->KT, out + g * 8 * 32);
+        write_block(j, bm, bn, out);
+    }
+}
+
 /* grow-only packing space of the calling thread (pool threads fill it in parallel) */
 static _Thread_local void *tl_pack;
 static _Thread_local size_t tl_pack_n;
 
-void cpu_amx_thread_exit(void)
+void cpu_bf16_thread_exit(void)
 {
     free(tl_pack);
     tl_pack = NULL;
@@ -280,10 +426,10 @@ static size_t pack_bytes(int64_t M, int64_t N, int64_t K) { return (size_t)((pan
 
 /* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0, or
  * NNR_ERR_OOM (no message) or NNR_ERR_INTERRUPTED */
-static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
+static int bf16_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
                     int64_t bcs, void *c, int64_t crs, int64_t ccs, float alpha, float beta)
 {
-    amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, alpha, beta, NULL, NULL};
+    amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, cpu_bf16_engine(f32) == 1, alpha, beta, NULL, NULL};
     j.MP = panels(M);
     j.NP = panels(N);
     size_t need = pack_bytes(M, N, K);
@@ -298,13 +444,13 @@ static int amx_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int
     j.pb = j.pa + j.MP * j.KT * TILE;
     int status = cpu_parallel_for(j.MP, 2, pack_a, &j);
     if (!status) status = cpu_parallel_for(j.NP, 2, pack_b, &j);
-    if (!status) status = cpu_parallel_for((j.MP / 2) * (j.NP / 2), 1, blocks, &j);
-    if (tl_pack_n > (64u << 20)) cpu_amx_thread_exit();     /* do not keep a huge buffer */
+    if (!status) status = cpu_parallel_for((j.MP / 2) * (j.NP / 2), 1, j.dot ? dot_blocks : blocks, &j);
+    if (tl_pack_n > (64u << 20)) cpu_bf16_thread_exit();     /* do not keep a huge buffer */
     return status;
 }
 
 /* bf16 [..., M, K] x [..., K, N] -> [..., M, N] (batch dims equal or broadcast with stride 0) */
-int cpu_amx_matmul(const nnr_op_call *call)
+int cpu_bf16_matmul(const nnr_op_call *call)
 {
     const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
     int nd = C->ndim;
@@ -322,7 +468,7 @@ int cpu_amx_matmul(const nnr_op_call *call)
                 for (int64_t cc = 0; cc < N; cc++) pc[r * C->strides[nd - 2] + cc * C->strides[nd - 1]] = 0;
             status = NNR_OK;
         } else {
-            status = amx_gemm(0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
+            status = bf16_gemm(0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
                               C->strides[nd - 2], C->strides[nd - 1], 1.0f, 0.0f);
         }
         if (status == NNR_ERR_OOM) {
@@ -335,19 +481,19 @@ int cpu_amx_matmul(const nnr_op_call *call)
     return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
 }
 
-/* nnr.backends.cpu.allow_bf16: f32 gemms with bf16 products where AMX runs them */
+/* nnr.backends.cpu.allow_bf16: f32 gemms with bf16 products where AMX or the AVX512-BF16 engine runs them */
 int cpu_allow_bf16;
 
-int cpu_amx_sgemm_applies(int64_t M, int64_t N, int64_t K)
+int cpu_bf16_sgemm_applies(int64_t M, int64_t N, int64_t K)
 {
-    return cpu_allow_bf16 && M > 0 && N > 0 && K > 0 && (double)M * (double)N * (double)K >= 32768.0 && cpu_amx_available();
+    return cpu_allow_bf16 && M > 0 && N > 0 && K > 0 && (double)M * (double)N * (double)K >= 32768.0 && cpu_bf16_engine(1) > 0;
 }
 
 /* row-major f32 C = alpha op(A) op(B) + beta C with bf16 products (cblas_sgemm's arguments);
  * NNR_ERR_OOM (nothing written, no message) when the tiles do not fit in memory */
-int cpu_amx_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+int cpu_bf16_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    return amx_gemm(1, M, N, K, A, ta == CblasNoTrans ? lda : 1, ta == CblasNoTrans ? 1 : lda, B, tb == CblasNoTrans ? ldb : 1,
+    return bf16_gemm(1, M, N, K, A, ta == CblasNoTrans ? lda : 1, ta == CblasNoTrans ? 1 : lda, B, tb == CblasNoTrans ? ldb : 1,
                     tb == CblasNoTrans ? 1 : ldb, C, ldc, 1, alpha, beta);
 }
