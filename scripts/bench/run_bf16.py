@@ -63,8 +63,8 @@ def main():
         return
     print(f"bf16 products {engine}")
     table = "| workload | nnrun allow_bf16 | nnrun autocast bf16 | nnrun f32 | PyTorch f32 | PyTorch autocast bf16 | " \
-            "allow_bf16 vs PyTorch f32 | allow_bf16 vs PyTorch bf16 | autocast vs PyTorch bf16 |\n" \
-            "|---|---|---|---|---|---|---|---|---|\n"
+            "allow_bf16 vs nnrun f32 | allow_bf16 vs PyTorch f32 | allow_bf16 vs PyTorch bf16 | autocast vs PyTorch bf16 |\n" \
+            "|---|---|---|---|---|---|---|---|---|---|\n"
     version = "not installed"
     work = [(("mlp", 64, 300), "mlp training, batch 64"), (("mlp", 256, 150), "mlp training, batch 256"),
             (("cnn", 64, 60), "cnn training, batch 64"), (("cnn", 256, 30), "cnn training, batch 256"),
@@ -84,7 +84,7 @@ def main():
         cell = lambda k: f"{m[k]['samples_per_s']:,.0f}" + (f" ({m[k]['threads']})" if "threads" in m[k] else "") if k in m else "-"  # noqa: E731
         ratio = lambda a, k: f"{m[a]['samples_per_s'] / m[k]['samples_per_s']:.2f}x" if k in m else "-"  # noqa: E731
         table += f"| {name} | {cell('bf16')} | {cell('ac')} | {cell('f32')} | {cell('t32')} | {cell('t16')} | " \
-                 f"{ratio('bf16', 't32')} | {ratio('bf16', 't16')} | {ratio('ac', 't16')} |\n"
+                 f"{ratio('bf16', 'f32')} | {ratio('bf16', 't32')} | {ratio('bf16', 't16')} | {ratio('ac', 't16')} |\n"
         print(table.splitlines()[-1], flush=True)
     machine = f"{cpu_model()}, {os.cpu_count()} cores; PyTorch {version} (OMP_WAIT_POLICY=PASSIVE, best of 1 or 2 threads)"
     print(machine)
