@@ -27,6 +27,29 @@ LUA
 out=$("$NNRUN" "$tmp/script.lua" a b); check "script args" contains "$out" "args	true	a	b	2"
 check "script output" contains "$out" "tensor([0., 1., 2.], shape=[3], dtype=f32, device=cpu)"
 
+# a script sees the global nnr as -e and the REPL do; an error in nnr's own code shows the script's
+# frames, not nnr's (NNR_TRACEBACK=full shows every frame)
+cat >"$tmp/global.lua" <<'LUA'
+local function build()
+  local lin = nnr.nn.Linear(784, 10)
+  local y = lin(nnr.randn(4, 5))
+  return y
+end
+build()
+LUA
+err=$("$NNRUN" "$tmp/global.lua" 2>&1); code=$?
+check "script: global nnr, error exit code" test "$code" -eq 1
+check "script: global nnr" contains "$err" "Linear(784 -> 10): input of shape [4, 5], expected [..., 784]"
+check "traceback: the user's frame" contains "$err" "global.lua:3: in function 'build'"
+check "traceback: the main chunk" contains "$err" "global.lua:6: in main chunk"
+check "traceback: nnr's frames left out" contains "$err" "of nnrun's own left out; NNR_TRACEBACK=full shows them"
+check "traceback: no nnr source" bash -c "! grep -qF 'share/lua/5.1/nnr/' <<<\"\$1\"" _ "$err"
+err=$(NNR_TRACEBACK=full "$NNRUN" "$tmp/global.lua" 2>&1)
+check "NNR_TRACEBACK=full" contains "$err" "share/lua/5.1/nnr/nn/linear.lua"
+err=$(NNR_TRACEBACK=fulll "$NNRUN" "$tmp/global.lua" 2>&1)
+check "NNR_TRACEBACK bad value" contains "$err" "NNR_TRACEBACK=fulll is not 'full'; tracebacks show your frames only"
+out=$(echo 'print(nnr.ones(2):sum():item())' | "$NNRUN" -); check "stdin (-): global nnr" contains "$out" "2"
+
 echo 'error("boom")' >"$tmp/bad.lua"
 err=$("$NNRUN" "$tmp/bad.lua" 2>&1); code=$?
 check "error exit code" test "$code" -eq 1

@@ -118,6 +118,66 @@ static int native_clear_stop(lua_State *L)
     return 0;
 }
 
+/* "@<prefix>/share/lua/5.1/nnr/": the source of nnr's own Lua frames (set_paths) */
+static char nnr_source_root[PATH_MAX + 32];
+
+/* a frame of nnrun's own: nnr's Lua modules, or nnrun's glue chunks */
+static int internal_source(const char *source)
+{
+    if (strcmp(source, "=nnrun") == 0) return 1;
+    size_t n = strlen(nnr_source_root);
+    return n > 0 && strncmp(source, nnr_source_root, n) == 0;
+}
+
+/* 1: every frame (NNR_TRACEBACK=full); 0: the user's frames. Another value is named once. */
+static int full_traceback(void)
+{
+    static int full = -1;
+    if (full < 0) {
+        const char *env = getenv("NNR_TRACEBACK");
+        full = env && strcmp(env, "full") == 0;
+        if (env && env[0] && !full) fprintf(stderr, "nnrun: NNR_TRACEBACK=%.40s is not 'full'; tracebacks show your frames only\n", env);
+    }
+    return full;
+}
+
+/* luaL_traceback's lines without nnrun's own frames: nnr's Lua frames, and C frames called from them
+ * (error, pcall) or from nnrun itself (the outermost); a last line says how many were left out */
+static void user_traceback(lua_State *L, const char *msg)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, msg);
+    luaL_addstring(&b, "\nstack traceback:");
+    lua_Debug ar, up;
+    int hidden = 0, shown = 0;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sln", &ar);
+        int skip = internal_source(ar.source);
+        if (!skip && ar.what[0] == 'C') {
+            if (!lua_getstack(L, level + 1, &up)) continue;          /* nnrun's call of the chunk: not a frame of the user's */
+            lua_getinfo(L, "S", &up);
+            skip = internal_source(up.source);
+        }
+        if (skip || shown >= 40) { hidden++; continue; }
+        shown++;
+        char line[LUA_IDSIZE + 128];
+        int len = snprintf(line, sizeof line, "\n\t%s:", ar.short_src);
+        if (ar.currentline > 0) len += snprintf(line + len, sizeof line - len, "%d:", ar.currentline);
+        if (ar.namewhat[0]) snprintf(line + len, sizeof line - len, " in function '%s'", ar.name);
+        else if (ar.what[0] == 'm') snprintf(line + len, sizeof line - len, " in main chunk");
+        else if (ar.what[0] == 'C') snprintf(line + len, sizeof line - len, " in ?");
+        else snprintf(line + len, sizeof line - len, " in function <%s:%d>", ar.short_src, ar.linedefined);
+        luaL_addstring(&b, line);
+    }
+    if (hidden) {
+        char line[96];
+        snprintf(line, sizeof line, "\n\t(%d frame%s of nnrun's own left out; NNR_TRACEBACK=full shows them)", hidden, hidden == 1 ? "" : "s");
+        luaL_addstring(&b, line);
+    }
+    luaL_pushresult(&b);
+}
+
 static int traceback(lua_State *L)
 {
     if (lua_isnil(L, 1)) return 1;
@@ -126,7 +186,8 @@ static int traceback(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    if (full_traceback()) luaL_traceback(L, L, msg, 1);
+    else user_traceback(L, msg);
     return 1;
 }
 
@@ -200,6 +261,7 @@ static void set_paths(lua_State *L)
     lua_getfield(L, -1, "path");
     const char *old = lua_tostring(L, -1);
     lua_pushfstring(L, "%s/share/lua/5.1/?.lua;%s/share/lua/5.1/?/init.lua;%s", exe, exe, old ? old : "");
+    snprintf(nnr_source_root, sizeof nnr_source_root, "@%s/share/lua/5.1/nnr/", exe);
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
 }
@@ -213,7 +275,8 @@ static int preload_nnr(lua_State *L)
     return 0;
 }
 
-/* -e: the global nnr is loaded on its first use, so that code that does not touch it starts nothing
+/* -e, scripts and -: the global nnr is loaded on its first use, as the REPL has it, so that a snippet
+ * that works in one works in the others, and code that does not touch it starts nothing
  * (loading nnr counts the backends and parses its Lua modules: most of nnrun's start-up). A script that
  * sets its own metatable on _G first takes the global from require "nnr" itself. */
 static int lazy_nnr(lua_State *L)
@@ -523,6 +586,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "-i") == 0) {
             interactive = 1;
         } else if (strcmp(argv[i], "-") == 0) {
+            if (!ran_code && lazy_nnr(L)) { status = 1; break; }
             status = run_stdin(L);
             ran_code = 1;
             i++;
@@ -534,6 +598,7 @@ int main(int argc, char **argv)
             return 1;
         } else {
             script = i;
+            if (!ran_code && lazy_nnr(L)) { status = 1; break; }
             status = run_file(L, argv[i], argv, argc, script);
             ran_code = 1;
             break;
