@@ -77,6 +77,16 @@ check "repl after error" contains "$out" "still here"
 check "repl tensor printed" contains "$out" "tensor([1., 2.], shape=[2], dtype=f32, device=cpu)"
 check "repl =expr" contains "$out" "7"
 
+# Tab completes in the REPL (on a terminal: script(1) gives it one); the names themselves are
+# tested in tests/lua/repl_spec.lua
+if command -v script >/dev/null; then
+  out=$( (sleep 1; printf 'zz = nnr.nn.Li\t(3, 4)\n'; sleep 0.5; printf 'print(zz)\n'; sleep 0.5; printf '\004') |
+        timeout 20 script -q -c "$NNRUN" /dev/null 2>&1)
+  check "repl Tab completion" contains "$out" "Linear(in_features=3, out_features=4, bias=true)"
+else
+  echo "SKIP: repl Tab completion (no script(1) for a terminal)"
+fi
+
 # Ctrl-C stops a loop of ops and returns to the prompt; the next line runs
 wait_for() {   # wait_for FILE TEXT: until TEXT shows up in FILE (at most 30 s)
   for _ in $(seq 300); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done

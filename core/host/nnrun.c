@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <editline/readline.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <luajit.h>
@@ -31,7 +30,7 @@
 #include "host/nnrun.h"
 
 static lua_State *globalL;
-static volatile sig_atomic_t in_repl_prompt, prompt_interrupted;
+volatile sig_atomic_t nnrun_in_prompt, nnrun_prompt_interrupted;   /* repl.c reads a line meanwhile */
 /* graceful stops: catching_stop while a script asked for them; stop_signal the first signal caught */
 static volatile sig_atomic_t catching_stop, stop_signal;
 
@@ -64,8 +63,8 @@ static void interrupt_now(void)
 /* SIGINT always; SIGTERM while a script catches stops. Only async-signal-safe calls in here. */
 static void on_signal(int sig)
 {
-    if (in_repl_prompt) {
-        if (sig == SIGINT) { prompt_interrupted = 1; return; }
+    if (nnrun_in_prompt) {
+        if (sig == SIGINT) { nnrun_prompt_interrupted = 1; return; }
         signal(sig, SIG_DFL);                        /* SIGTERM at the prompt: end as if uncaught */
         raise(sig);
         return;
@@ -360,105 +359,6 @@ static int run_stdin(lua_State *L)
     return nnrun_docall(L, 0, 0);
 }
 
-/* ---------------- REPL ---------------- */
-
-static int incomplete(lua_State *L, int status)
-{
-    if (status == LUA_ERRSYNTAX) {
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
-        if (len >= 7 && strcmp(msg + len - 7, "'<eof>'") == 0) { lua_pop(L, 1); return 1; }
-    }
-    return 0;
-}
-
-/* a line, or NULL at end of input; *cancelled is set when Ctrl-C ended the
- * prompt (libedit then returns NULL too): the caller drops the pending input */
-static char *read_line(const char *prompt, int *cancelled)
-{
-    prompt_interrupted = 0;
-    in_repl_prompt = 1;
-    char *line = readline(prompt);
-    in_repl_prompt = 0;
-    *cancelled = prompt_interrupted;
-    if (*cancelled) {
-        free(line);
-        printf("\n");
-        return NULL;
-    }
-    return line;
-}
-
-static void print_results(lua_State *L, int base)
-{
-    int n = lua_gettop(L) - base;
-    if (n <= 0) return;
-    lua_getglobal(L, "print");
-    lua_insert(L, base + 1);
-    if (lua_pcall(L, n, 0, 0)) {
-        fprintf(stderr, "error printing result: %s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-}
-
-static char history_path[PATH_MAX];
-
-static void repl(lua_State *L)
-{
-    const char *home = getenv("HOME");
-    if (home) {
-        snprintf(history_path, sizeof history_path, "%s/.nnrun_history", home);
-        read_history(history_path);
-    }
-    printf("nnrun %s (%s). nnr is loaded; Ctrl-D exits, Ctrl-C stops a computation.\n", nnr_version(), LUAJIT_VERSION);
-    for (;;) {
-        int cancelled;
-        char *line = read_line("> ", &cancelled);
-        if (cancelled) continue;
-        if (!line) break;
-        size_t cap = strlen(line) + 1;
-        char *chunk = malloc(cap);
-        if (!chunk) { free(line); break; }
-        memcpy(chunk, line, cap);
-        free(line);
-        if (chunk[0] == '=') chunk[0] = ' ';   /* Lua 5.1 habit: =expr prints */
-        int base = lua_gettop(L);
-        int status = 1;
-        for (;;) {
-            /* first as an expression, so `t` prints t */
-            char *expr = malloc(strlen(chunk) + 8);
-            if (!expr) break;
-            sprintf(expr, "return %s", chunk);
-            status = luaL_loadbufferx(L, expr, strlen(expr), "=stdin", "t");
-            free(expr);
-            if (status == 0) break;
-            lua_pop(L, 1);
-            status = luaL_loadbufferx(L, chunk, strlen(chunk), "=stdin", "t");
-            if (!incomplete(L, status)) break;
-            char *more = read_line(">> ", &cancelled);
-            if (!more) { status = -1; break; }      /* Ctrl-C or end of input: drop the statement */
-            size_t nl = strlen(chunk) + strlen(more) + 2;
-            char *joined = malloc(nl);
-            if (!joined) { free(more); break; }
-            snprintf(joined, nl, "%s\n%s", chunk, more);
-            free(more);
-            free(chunk);
-            chunk = joined;
-        }
-        if (chunk[0]) add_history(chunk);
-        if (status == 0) {
-            if (nnrun_docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
-        } else if (status != -1 && lua_gettop(L) > base) {
-            fprintf(stderr, "%s\n", lua_tostring(L, -1));
-            lua_pop(L, 1);
-        }
-        lua_settop(L, base);
-        free(chunk);
-    }
-    printf("\n");
-    if (history_path[0]) write_history(history_path);
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -609,7 +509,7 @@ int main(int argc, char **argv)
         if (!ran_code && !interactive && !isatty(0)) {
             status = preload_nnr(L) ? 1 : run_stdin(L);
         } else {
-            if (preload_nnr(L) == 0) repl(L);
+            if (preload_nnr(L) == 0) nnrun_repl(L);
         }
     }
     fflush(stdout);

@@ -1021,6 +1021,7 @@ mt.__tostring = function(t) return require("nnr.format").tensor(t) end
 mt.__concat = function(a, b) return tostring(a) .. tostring(b) end
 
 T.methods = methods
+T.props = props        -- read-only names (shape, dtype, ...): the REPL completes them
 T.shape_str = shape_str
 T.sizes_of = sizes_of
 T.cdim = cdim
