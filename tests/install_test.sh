@@ -10,6 +10,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$BUILD" --prefix "$tmp/prefix" >/dev/null
 "$tmp/prefix/bin/nnrun" -e 'assert(nnr.ones(2):sum():item() == 2); print("installed nnrun works")'
+# plain luajit: the package finds the installed libnnr beside it (no NNR_LIB), and libnnr its plugins
+# (not in the sanitizer build: an ASan library cannot load into a luajit built without it)
+if [ "${NNR_MEMCHECK:-}" != asan ]; then
+  out=$(env -i PATH="$PATH" LUA_PATH="$tmp/prefix/share/lua/5.1/?.lua;$tmp/prefix/share/lua/5.1/?/init.lua;;" \
+        luajit -e 'local nnr = require "nnr"; print(nnr.ones(2):sum():item(), nnr.backends.cpu.isa ~= nil)')
+  test "$out" = "2	true"
+  echo "plain luajit finds the installed library"
+fi
 PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs nnr
 test -z "$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --libs nnr-plugin)"   # headers only
 for h in plugin.h dtype.h philox.h nnr.h base.h tensor.h ops.h; do test -f "$tmp/prefix/include/nnr/$h"; done

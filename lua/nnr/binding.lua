@@ -10,12 +10,38 @@ local function load_core()
   -- under nnrun the core is linked into the executable; under plain luajit, load it
   local ok = pcall(function() return ffi.C.nnr_cdef_text end)
   if ok then return ffi.C end
-  local path = os.getenv("NNR_LIB") or "nnr"
-  local ok2, lib = pcall(ffi.load, path)
-  if not ok2 then
-    error("nnr: cannot load the core library '" .. path .. "' (" .. tostring(lib) .. "); run under nnrun or set NNR_LIB", 0)
+  local path = os.getenv("NNR_LIB")
+  if path then
+    local ok2, lib = pcall(ffi.load, path)
+    if not ok2 then error("nnr: cannot load the core library NNR_LIB=" .. path .. " (" .. tostring(lib) .. ")", 0) end
+    return lib
   end
-  return lib
+  -- the library installed with these modules: <prefix>/share/lua/5.1/nnr/ is beside <prefix>/lib (cmake
+  -- --install; Debian's multiarch folder, lib64) or <prefix>/lib/lua/5.1 (a luarocks tree); then the
+  -- system's search path
+  local prefix = debug.getinfo(1, "S").source:match("^@(.*)/share/lua/5%.1/nnr/binding%.lua$")
+  local triplet = ({ x64 = "x86_64-linux-gnu", arm64 = "aarch64-linux-gnu" })[ffi.arch]
+  local tried = {}
+  local function try(file)
+    local f = io.open(file, "rb")
+    if not f then return nil end
+    f:close()
+    tried[#tried + 1] = file
+    local ok2, lib = pcall(ffi.load, file)
+    if ok2 then return lib end
+    tried[#tried] = file .. " (" .. tostring(lib) .. ")"
+  end
+  if prefix then
+    for _, dir in ipairs { "lib/lua/5.1", "lib", triplet and ("lib/" .. triplet), "lib64" } do
+      local lib = try(prefix .. "/" .. dir .. "/libnnr.so.0") or try(prefix .. "/" .. dir .. "/libnnr.so")
+      if lib then return lib end
+    end
+  end
+  local ok2, lib = pcall(ffi.load, "nnr")
+  if ok2 then return lib end
+  error("nnr: cannot load the core library libnnr" .. (#tried > 0 and (": tried " .. table.concat(tried, ", ")) or "") ..
+        (prefix and (", and nothing beside " .. prefix .. "/share/lua/5.1") or "") .. ", nor the system's (" .. tostring(lib) ..
+        "); run under nnrun or set NNR_LIB", 0)
 end
 
 local C = load_core()
