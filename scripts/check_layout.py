@@ -30,7 +30,8 @@ ALLOWED_LINKS = {
     "tensor": {"m"},
     "autograd": set(),
     "ops": {"m"},
-    "data": {"ZLIB::ZLIB", "PkgConfig::CJSON", "PkgConfig::LIBUV", "PkgConfig::LIBPNG", "PkgConfig::TURBOJPEG", "m"},
+    "data": {"ZLIB::ZLIB", "PkgConfig::CJSON", "PkgConfig::LIBUV", "PkgConfig::LIBPNG", "PkgConfig::TURBOJPEG", "PkgConfig::PROTOBUF_C",
+             "${ISAL_LIBRARY}", "m"},
     "host": {"PkgConfig::LUAJIT", "MPI::MPI_C"},
 }
 MAX_FILE_LINES = 600

@@ -5,7 +5,7 @@
 --         [--weight-decay X] [--clip X] [--dropout X] [--layers N] [--d-model N] [--heads N] [--hidden N]
 --         [--bpe-vocab N] [--val-fraction X] [--eval-every N] [--eval-batches N] [--sample-tokens N]
 --         [--temperature X] [--top-k N] [--prompt TEXT] [--threads N] [--seed N] [--save PATH]
---         [--resume PATH] [--stop-after STEP] [--metrics FILE] [--device cpu|cuda|cuda:N]
+--         [--resume PATH] [--stop-after STEP] [--metrics FILE] [--tensorboard DIR] [--device cpu|cuda|cuda:N]
 --         [--data-parallel DEV,DEV,...] [--distributed] [--workers N] [--exclude SUFFIXES]
 --         [--save-init PATH] [--allow-bf16] [--detect-anomaly] [--quiet]
 --
@@ -24,7 +24,8 @@
 -- Every --eval-every steps (250) and at the end: the validation loss over --eval-batches batches
 -- (0: all of the held-out text), a line of progress, a sample of --sample-tokens (200) tokens after
 -- --prompt (a newline) at --temperature 0.8, and with --metrics FILE a JSON line {step, train_loss,
--- val_loss, tokens_per_s, seconds, rss_mib, lr}. --save PATH writes a checkpoint (model, config,
+-- val_loss, tokens_per_s, seconds, rss_mib, lr}; with --tensorboard DIR the same as TensorBoard scalars, and
+-- histograms of every weight and its gradient (nnr.tensorboard.SummaryWriter). --save PATH writes a checkpoint (model, config,
 -- tokenizer, optimizer, RNG, step, the run's options) at each evaluation, at a stop and at the end;
 -- --resume PATH continues it with the same batches and losses as a run that never stopped: the data,
 -- tokens, schedule, batch, length and model come from the checkpoint (an option given again must
@@ -51,7 +52,7 @@ local NUMERIC = { steps = INT(1, 1e9), epochs = INT(1, 1e6), batch_size = INT(1)
                   seed = INT(0, 2 ^ 53), stop_after = INT(1, 1e9), workers = INT(0, 64) }
 local FLAGS = { distributed = true, allow_bf16 = true, detect_anomaly = true, quiet = true }
 local STRINGS = { model = true, tokens = true, data = true, prompt = true, save = true, resume = true, metrics = true, device = true,
-                  data_parallel = true, exclude = true, save_init = true }
+                  data_parallel = true, exclude = true, save_init = true, tensorboard = true }
 
 local function parse_args(argv)
   local opts, given = lm.parse(argv, { model = "gpt", tokens = "char", data = lm.DEFAULT_DATA, exclude = lm.DEFAULT_EXCLUDE, batch_size = 32,
@@ -252,12 +253,17 @@ local function setup(opts)
       error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
     end
     if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
-    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init = true, nil, nil, nil end
+    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init, opts.tensorboard = true, nil, nil, nil, nil end
   end
   local ok, err = pcall(nnr.device, opts.device)
   if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
   run.device = nnr.device(opts.device).name
   check_writable(opts)
+  if opts.tensorboard then
+    local ok2, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
+    if not ok2 then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
+    run.tb = w
+  end
   local ck, tok
   if opts.resume then ck, tok = read_resume(opts, run.world)
   else tok = lm.make_tokenizer(opts.tokens, lm.open_corpus(opts.data, opts.exclude), opts.bpe_vocab) end
@@ -361,6 +367,18 @@ local function report(opts, run)
       "rss_mib", "lr" }), "\n")
     f:close()
   end
+  if run.tb then      -- --tensorboard: the same numbers, and the weights' and gradients' histograms
+    local tb, step = run.tb, run.step
+    tb:add_scalar("loss/train", train_loss, step)
+    tb:add_scalar("loss/val", val_loss, step)
+    tb:add_scalar("tokens_per_s", tokens_per_s, step)
+    tb:add_scalar("lr", window.lr or opts.lr, step)
+    for _, np in ipairs(run.model:named_parameters()) do
+      tb:add_histogram(np[1], np[2], step)
+      if np[2].grad then tb:add_histogram(np[1] .. ".grad", np[2].grad, step) end
+    end
+    tb:flush()
+  end
   if opts.save then save(opts, run) end
   return nnr.clock() - t_eval
 end
@@ -419,9 +437,14 @@ local function main(argv)
       elseif run.step == last then stop_here(opts, run, "stopped (--stop-after)") end
       if run.step >= last then break end
       local sig = fm.stop_requested(run.D)
-      if sig then stop_here(opts, run, "interrupted (" .. sig .. ")"); return end
+      if sig then
+        stop_here(opts, run, "interrupted (" .. sig .. ")")
+        if run.tb then run.tb:close() end
+        return
+      end
     end
   end
+  if run.tb then run.tb:close() end
 end
 
 main(arg)

@@ -3,7 +3,7 @@
 --   nnrun scripts/train_fashion_mnist.lua [--model mlp|cnn|cnn-bn] [--epochs N]
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu|cuda|cuda:N]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
---         [--metrics FILE] [--lr-schedule cosine|none] [--stop-after EPOCH] [--distributed]
+--         [--metrics FILE] [--tensorboard DIR] [--lr-schedule cosine|none] [--stop-after EPOCH] [--distributed]
 --         [--data-parallel DEV,DEV,...]
 --         [--workers N] [--augment] [--allow-bf16] [--detect-anomaly] [--quiet]
 --
@@ -20,7 +20,8 @@
 -- learning rate annealed per step along a cosine from --lr to 0 over the run
 -- (--lr-schedule none keeps it constant).
 -- After each epoch it evaluates on the 10,000 test images; with --metrics it
--- appends one JSON object per epoch; with --save it writes a checkpoint
+-- appends one JSON object per epoch; with --tensorboard DIR it logs the same numbers and histograms of
+-- every weight and gradient for TensorBoard (nnr.tensorboard.SummaryWriter); with --save it writes a checkpoint
 -- (model, optimizer, schedule, epoch, RNG state) that --resume continues from,
 -- giving the same losses as a run that never stopped. --stop-after N ends the
 -- run after epoch N (a job split in parts: resume it with the same arguments).
@@ -72,7 +73,7 @@ local function parse_args(argv)
       if numeric[key] then
         v = fm.number_option(key, v, numeric[key])
       elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1,
-                                          data_parallel = 1 })[key] then
+                                          data_parallel = 1, tensorboard = 1 })[key] then
         error("unknown option --" .. key:gsub("_", "-"), 0)
       end
       opts[key] = v
@@ -155,7 +156,13 @@ local function main(argv)
     if opts.batch_size % world ~= 0 then
       error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, world, world), 0)
     end
-    if rank ~= 0 then opts.quiet, opts.metrics, opts.save = true, nil, nil end
+    if rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.tensorboard = true, nil, nil, nil end
+  end
+  local tb
+  if opts.tensorboard then
+    local ok, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
+    if not ok then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
+    tb = w
   end
   local device = opts.device
   local ok, err = pcall(nnr.device, device)        -- before any work: say at once why a device is unusable
@@ -327,12 +334,25 @@ local function main(argv)
         { "epoch", "train_loss", "test_loss", "test_accuracy", "samples_per_s", "seconds", "rss_mib", "data_wait_fraction" }), "\n")
       f:close()
     end
+    if tb then
+      tb:add_scalar("loss/train", running / seen, epoch)
+      tb:add_scalar("loss/test", test_loss, epoch)
+      tb:add_scalar("accuracy/test", accuracy, epoch)
+      tb:add_scalar("lr", opt.param_groups[1].lr, epoch)
+      tb:add_scalar("samples_per_s", epoch_seen / train_seconds, epoch)
+      for _, np in ipairs(model:named_parameters()) do
+        tb:add_histogram(np[1], np[2], epoch)
+        if np[2].grad then tb:add_histogram(np[1] .. ".grad", np[2].grad, epoch) end
+      end
+      tb:flush()
+    end
     if opts.save then save_checkpoint(epoch) end
     if epoch < last then
       local sig = fm.stop_requested(D)
       if sig then stop(sig, string.format("after epoch %d", epoch)); return losses end
     end
   end
+  if tb then tb:close() end
   return losses
 end
 

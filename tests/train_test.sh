@@ -51,6 +51,16 @@ check "anomaly stops training" test "$code" -eq 1
 check "anomaly message" contains "$out" "training stopped: the loss is"
 out=$("$NNRUN" $SCRIPT --model cnn --limit 64 --epochs 1 --resume "$tmp/ck.safetensors" 2>&1)
 check "resume of another model" contains "$out" "holds a mlp model, not cnn"
+# --tensorboard DIR: an event file holding the epoch's scalars and the weights' histograms (the format
+# itself is read back by pip's tensorboard in tensorboard_test.sh); a folder that cannot be made is named
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 2 --tensorboard "$tmp/tb/run" >/dev/null 2>&1
+ev=$(ls "$tmp"/tb/run/events.out.tfevents.* 2>/dev/null | head -1)
+check "--tensorboard writes an event file" test -s "$ev"
+for tag in loss/train loss/test accuracy/test lr 2.weight 2.weight.grad; do
+  check "--tensorboard logs $tag" grep -qaF "$tag" "$ev"
+done
+out=$("$NNRUN" $SCRIPT "${common[@]}" --epochs 1 --tensorboard /proc/nnr-tb 2>&1)
+check "--tensorboard unwritable" contains "$out" "--tensorboard /proc/nnr-tb: cannot make the directory /proc/nnr-tb"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -148,26 +148,70 @@ nnr_tensor *nnr_load_image(const char *path, int channels)
     return t;
 }
 
-/* u8 [C, H, W] (C 1, 3 or 4) to a PNG, or a JPEG (C 1 or 3) at quality 1..100, chosen by the extension */
-int nnr_save_image(const char *path, const nnr_tensor *t, int quality)
+/* a u8 [C, H, W] image (C 1, 3 or 4) with its channels interleaved, as the encoders take it; NULL with
+ * the error set (who names the caller) */
+static uint8_t *interleaved(const char *who, const nnr_tensor *t)
 {
     char a[NNR_SHAPE_BUF];
     if (!nnr_device_is_host_memory(t->device) || t->dtype != NNR_U8 || t->ndim != 3 || (t->sizes[0] != 1 && t->sizes[0] != 3 && t->sizes[0] != 4) ||
-        t->sizes[1] < 1 || t->sizes[2] < 1 || t->sizes[1] > 65535 || t->sizes[2] > 65535)
-        return nnr_errorf(NNR_ERR_INVALID, "save_image: expected a cpu u8 tensor [C, H, W] with C 1, 3 or 4, got %s %s",
-                          nnr_dtype_name(t->dtype), nnr_shape_str(a, sizeof a, t->ndim, t->sizes));
-    size_t len = strlen(path);
-    int jpeg = (len > 4 && strcasecmp(path + len - 4, ".jpg") == 0) || (len > 5 && strcasecmp(path + len - 5, ".jpeg") == 0);
+        t->sizes[1] < 1 || t->sizes[2] < 1 || t->sizes[1] > 65535 || t->sizes[2] > 65535) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: expected a cpu u8 tensor [C, H, W] with C 1, 3 or 4 and sides up to 65535, got %s %s", who,
+                   nnr_dtype_name(t->dtype), nnr_shape_str(a, sizeof a, t->ndim, t->sizes));
+        return NULL;
+    }
     int64_t c = t->sizes[0], h = t->sizes[1], w = t->sizes[2];
-    if (jpeg && c == 4) return nnr_errorf(NNR_ERR_INVALID, "save_image: %s: JPEG has no alpha channel", path);
     nnr_tensor *src = nnr_contiguous(t);
-    if (!src) return nnr_last_status();
+    if (!src) return NULL;
     const uint8_t *chw = nnr_tensor_data(src);
     uint8_t *hwc = malloc((size_t)(c * h * w));
-    if (!hwc) { nnr_tensor_release(src); return nnr_errorf(NNR_ERR_OOM, "save_image: out of memory"); }
+    if (!hwc) { nnr_tensor_release(src); nnr_errorf(NNR_ERR_OOM, "%s: out of memory", who); return NULL; }
     for (int64_t p = 0; p < h * w; p++)
         for (int64_t k = 0; k < c; k++) hwc[p * c + k] = chw[k * h * w + p];
     nnr_tensor_release(src);
+    return hwc;
+}
+
+static void png_image_of(png_image *img, const nnr_tensor *t)
+{
+    memset(img, 0, sizeof *img);
+    img->version = PNG_IMAGE_VERSION;
+    img->width = (png_uint_32)t->sizes[2];
+    img->height = (png_uint_32)t->sizes[1];
+    img->format = t->sizes[0] == 1 ? PNG_FORMAT_GRAY : t->sizes[0] == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_RGBA;
+}
+
+/* a u8 [C, H, W] image as PNG bytes in memory (malloc'd, *n of them); NULL with the error set */
+uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n)
+{
+    uint8_t *hwc = interleaved("encode_png", t);
+    if (!hwc) return NULL;
+    png_image img;
+    png_image_of(&img, t);
+    png_alloc_size_t size = 0;
+    uint8_t *out = NULL;
+    if (png_image_write_to_memory(&img, NULL, &size, 0, hwc, 0, NULL) && (out = malloc(size ? size : 1)) &&
+        png_image_write_to_memory(&img, out, &size, 0, hwc, 0, NULL)) {
+        *n = size;
+    } else {
+        if (out) nnr_errorf(NNR_ERR_IO, "encode_png: %s", img.message);
+        else nnr_errorf(NNR_ERR_OOM, "encode_png: out of memory");
+        free(out);
+        out = NULL;
+    }
+    png_image_free(&img);
+    free(hwc);
+    return out;
+}
+
+/* u8 [C, H, W] (C 1, 3 or 4) to a PNG, or a JPEG (C 1 or 3) at quality 1..100, chosen by the extension */
+int nnr_save_image(const char *path, const nnr_tensor *t, int quality)
+{
+    size_t len = strlen(path);
+    int jpeg = (len > 4 && strcasecmp(path + len - 4, ".jpg") == 0) || (len > 5 && strcasecmp(path + len - 5, ".jpeg") == 0);
+    if (jpeg && t->ndim == 3 && t->sizes[0] == 4) return nnr_errorf(NNR_ERR_INVALID, "save_image: %s: JPEG has no alpha channel", path);
+    uint8_t *hwc = interleaved("save_image", t);
+    if (!hwc) return nnr_last_status();
+    int64_t c = t->sizes[0], h = t->sizes[1], w = t->sizes[2];
     int st = NNR_OK;
     if (jpeg) {
         tjhandle tj = tjInitCompress();
@@ -185,11 +229,7 @@ int nnr_save_image(const char *path, const nnr_tensor *t, int quality)
         if (tj) tjDestroy(tj);
     } else {
         png_image img;
-        memset(&img, 0, sizeof img);
-        img.version = PNG_IMAGE_VERSION;
-        img.width = (png_uint_32)w;
-        img.height = (png_uint_32)h;
-        img.format = c == 1 ? PNG_FORMAT_GRAY : c == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_RGBA;
+        png_image_of(&img, t);
         if (!png_image_write_to_file(&img, path, 0, hwc, 0, NULL))
             st = nnr_errorf(NNR_ERR_IO, "save_image: cannot write %s: %s", path, img.message);
         png_image_free(&img);

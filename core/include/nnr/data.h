@@ -34,6 +34,32 @@ int nnr_load_csv(const char *path, int header, const char *label_name, int label
 nnr_tensor *nnr_load_image(const char *path, int channels);
 /* u8 [C, H, W] to PNG, or JPEG when the path ends in .jpg/.jpeg (quality 1..100) */
 int nnr_save_image(const char *path, const nnr_tensor *image, int quality);
+/* a u8 [C, H, W] image (C 1, 3 or 4) as PNG bytes: malloc'd (free with nnr_bytes_free), *n of them; NULL on error */
+uint8_t *nnr_encode_png(const nnr_tensor *image, size_t *n);
+
+/* ---- TensorBoard event files (events.c): what nnr.tensorboard.SummaryWriter writes ---- */
+/* dir and its parents, as mkdir -p; 0 or the error */
+int nnr_make_dirs(const char *dir);
+typedef struct nnr_events nnr_events;
+/* a new events.out.tfevents.<seconds>.<host>.<pid>.<n><suffix> in dir (made, with its parents); records are
+ * written out when max_queue wait, flush_secs after the last write, at flush and at close. NULL on error */
+nnr_events *nnr_events_open(const char *dir, const char *suffix, int max_queue, double flush_secs);
+const char *nnr_events_path(const nnr_events *w);
+/* one value at step (>= 0) and wall_time (seconds since the epoch; 0: now); 0 or the error */
+int nnr_events_scalar(nnr_events *w, const char *tag, double value, int64_t step, double wall_time);
+/* values (n, finite) counted in the buckets between nedges increasing edges, numpy's histogram rule */
+int nnr_events_histogram(nnr_events *w, const char *tag, const double *values, int64_t n, const double *edges, int64_t nedges, int64_t step,
+                         double wall_time);
+/* a u8 [C, H, W] image (C 1, 3 or 4), stored as PNG */
+int nnr_events_image(nnr_events *w, const char *tag, const nnr_tensor *image, int64_t step, double wall_time);
+int nnr_events_text(nnr_events *w, const char *tag, const char *text, size_t n, int64_t step, double wall_time);
+/* the hparams plugin's records: n hyper-parameters (kinds 0 number in numbers[i], 1 string in strings[i], 2 bool
+ * in numbers[i]) and the tags of the metrics they are judged by */
+int nnr_events_hparams(nnr_events *w, int n, const char *const *names, const int *kinds, const double *numbers, const char *const *strings,
+                       int nmetrics, const char *const *metrics, double wall_time);
+int nnr_events_flush(nnr_events *w);
+/* flushes, syncs and frees (NULL is fine); 0 or the error of the last writes */
+int nnr_events_close(nnr_events *w);
 
 /* --- datasets the loader reads (refcounted, shared read-only by its workers; indices 0-based) --- */
 typedef struct nnr_dataset nnr_dataset;
