@@ -5,7 +5,8 @@
 --         [--weight-decay X] [--clip X] [--dropout X] [--layers N] [--d-model N] [--heads N] [--hidden N]
 --         [--bpe-vocab N] [--val-fraction X] [--eval-every N] [--eval-batches N] [--sample-tokens N]
 --         [--temperature X] [--top-k N] [--prompt TEXT] [--threads N] [--seed N] [--save PATH]
---         [--resume PATH] [--stop-after STEP] [--metrics FILE] [--tensorboard DIR] [--device cpu|cuda|cuda:N]
+--         [--resume PATH] [--stop-after STEP] [--metrics FILE] [--tensorboard DIR] [--plot FILE.png|svg]
+--         [--device cpu|cuda|cuda:N]
 --         [--data-parallel DEV,DEV,...] [--distributed] [--workers N] [--exclude SUFFIXES]
 --         [--save-init PATH] [--allow-bf16] [--detect-anomaly] [--quiet]
 --
@@ -25,7 +26,9 @@
 -- (0: all of the held-out text), a line of progress, a sample of --sample-tokens (200) tokens after
 -- --prompt (a newline) at --temperature 0.8, and with --metrics FILE a JSON line {step, train_loss,
 -- val_loss, tokens_per_s, seconds, rss_mib, lr}; with --tensorboard DIR the same as TensorBoard scalars, and
--- histograms of every weight and its gradient (nnr.tensorboard.SummaryWriter). --save PATH writes a checkpoint (model, config,
+-- histograms of every weight and its gradient (nnr.tensorboard.SummaryWriter); with --plot FILE the loss
+-- curves and the learning rate drawn at the end (gnuplot; a resumed run with --metrics FILE draws that
+-- file's whole history). --save PATH writes a checkpoint (model, config,
 -- tokenizer, optimizer, RNG, step, the run's options) at each evaluation, at a stop and at the end;
 -- --resume PATH continues it with the same batches and losses as a run that never stopped: the data,
 -- tokens, schedule, batch, length and model come from the checkpoint (an option given again must
@@ -52,7 +55,7 @@ local NUMERIC = { steps = INT(1, 1e9), epochs = INT(1, 1e6), batch_size = INT(1)
                   seed = INT(0, 2 ^ 53), stop_after = INT(1, 1e9), workers = INT(0, 64) }
 local FLAGS = { distributed = true, allow_bf16 = true, detect_anomaly = true, quiet = true }
 local STRINGS = { model = true, tokens = true, data = true, prompt = true, save = true, resume = true, metrics = true, device = true,
-                  data_parallel = true, exclude = true, save_init = true, tensorboard = true }
+                  data_parallel = true, exclude = true, save_init = true, tensorboard = true, plot = true }
 
 local function parse_args(argv)
   local opts, given = lm.parse(argv, { model = "gpt", tokens = "char", data = lm.DEFAULT_DATA, exclude = lm.DEFAULT_EXCLUDE, batch_size = 32,
@@ -253,12 +256,14 @@ local function setup(opts)
       error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
     end
     if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
-    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init, opts.tensorboard = true, nil, nil, nil, nil end
+    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init, opts.tensorboard, opts.plot = true, nil, nil, nil, nil, nil end
   end
   local ok, err = pcall(nnr.device, opts.device)
   if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
   run.device = nnr.device(opts.device).name
   check_writable(opts)
+  if opts.plot then nnr.plot.check_output(opts.plot, "--plot") end
+  run.records = {}
   if opts.tensorboard then
     local ok2, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
     if not ok2 then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
@@ -367,6 +372,7 @@ local function report(opts, run)
       "rss_mib", "lr" }), "\n")
     f:close()
   end
+  run.records[#run.records + 1] = { step = run.step, train_loss = train_loss, val_loss = val_loss, lr = window.lr or opts.lr }
   if run.tb then      -- --tensorboard: the same numbers, and the weights' and gradients' histograms
     local tb, step = run.tb, run.step
     tb:add_scalar("loss/train", train_loss, step)
@@ -397,6 +403,16 @@ local function stop_here(opts, run, why)
     io.stderr:write(string.format("%s at step %d: checkpoint written to %s; resume with --resume %s\n", why, run.step, opts.save, opts.save))
   else
     io.stderr:write(string.format("%s at step %d; no --save was given, so no checkpoint was written\n", why, run.step))
+  end
+end
+
+-- the end of a run (or of its part): the event file closed, the curves drawn
+local function finish(opts, run)
+  if run.tb then run.tb:close() end
+  if opts.plot and (opts.metrics or #run.records > 0) then
+    nnr.plot.curves((opts.resume and opts.metrics) or run.records, opts.plot, { title = string.format("%s, %s tokens, batch %d x %d", opts.model, run.tok.kind,
+      opts.batch_size, opts.seq_len) })
+    if not opts.quiet then print("curves: " .. opts.plot) end
   end
 end
 
@@ -439,12 +455,12 @@ local function main(argv)
       local sig = fm.stop_requested(run.D)
       if sig then
         stop_here(opts, run, "interrupted (" .. sig .. ")")
-        if run.tb then run.tb:close() end
+        finish(opts, run)
         return
       end
     end
   end
-  if run.tb then run.tb:close() end
+  finish(opts, run)
 end
 
 main(arg)

@@ -3,7 +3,8 @@
 --   nnrun scripts/train_fashion_mnist.lua [--model mlp|cnn|cnn-bn] [--epochs N]
 --         [--batch-size N] [--lr X] [--optimizer sgd|adam] [--device cpu|cuda|cuda:N]
 --         [--threads N] [--seed N] [--data DIR] [--save PATH] [--resume PATH]
---         [--metrics FILE] [--tensorboard DIR] [--lr-schedule cosine|none] [--stop-after EPOCH] [--distributed]
+--         [--metrics FILE] [--tensorboard DIR] [--plot FILE.png|svg] [--lr-schedule cosine|none] [--stop-after EPOCH]
+--         [--distributed]
 --         [--data-parallel DEV,DEV,...]
 --         [--workers N] [--augment] [--allow-bf16] [--detect-anomaly] [--quiet]
 --
@@ -21,7 +22,9 @@
 -- (--lr-schedule none keeps it constant).
 -- After each epoch it evaluates on the 10,000 test images; with --metrics it
 -- appends one JSON object per epoch; with --tensorboard DIR it logs the same numbers and histograms of
--- every weight and gradient for TensorBoard (nnr.tensorboard.SummaryWriter); with --save it writes a checkpoint
+-- every weight and gradient for TensorBoard (nnr.tensorboard.SummaryWriter); with --plot FILE it draws the
+-- loss, accuracy and learning-rate curves at the end (gnuplot; a resumed run with --metrics FILE draws that
+-- file's whole history, without the learning rate); with --save it writes a checkpoint
 -- (model, optimizer, schedule, epoch, RNG state) that --resume continues from,
 -- giving the same losses as a run that never stopped. --stop-after N ends the
 -- run after epoch N (a job split in parts: resume it with the same arguments).
@@ -73,7 +76,7 @@ local function parse_args(argv)
       if numeric[key] then
         v = fm.number_option(key, v, numeric[key])
       elseif opts[key] == nil and not ({ save = 1, resume = 1, metrics = 1, data = 1, stop_after = 1, threads = 1, limit = 1,
-                                          data_parallel = 1, tensorboard = 1 })[key] then
+                                          data_parallel = 1, tensorboard = 1, plot = 1 })[key] then
         error("unknown option --" .. key:gsub("_", "-"), 0)
       end
       opts[key] = v
@@ -156,8 +159,10 @@ local function main(argv)
     if opts.batch_size % world ~= 0 then
       error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, world, world), 0)
     end
-    if rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.tensorboard = true, nil, nil, nil end
+    if rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.tensorboard, opts.plot = true, nil, nil, nil, nil end
   end
+  if opts.plot then nnr.plot.check_output(opts.plot, "--plot") end
+  local records = {}      -- what --plot draws without --metrics
   local tb
   if opts.tensorboard then
     local ok, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
@@ -334,6 +339,8 @@ local function main(argv)
         { "epoch", "train_loss", "test_loss", "test_accuracy", "samples_per_s", "seconds", "rss_mib", "data_wait_fraction" }), "\n")
       f:close()
     end
+    records[#records + 1] = { epoch = epoch, train_loss = running / seen, test_loss = test_loss, test_accuracy = accuracy,
+                              lr = opt.param_groups[1].lr }
     if tb then
       tb:add_scalar("loss/train", running / seen, epoch)
       tb:add_scalar("loss/test", test_loss, epoch)
@@ -353,6 +360,11 @@ local function main(argv)
     end
   end
   if tb then tb:close() end
+  if opts.plot then
+    local what = (opts.resume and opts.metrics) or records      -- a resumed run: the whole history, from its metrics file
+    nnr.plot.curves(what, opts.plot, { title = string.format("Fashion-MNIST, %s, batch %d, %s lr %g", opts.model, opts.batch_size, opts.optimizer, opts.lr) })
+    if not opts.quiet then print("curves: " .. opts.plot) end
+  end
   return losses
 end
 

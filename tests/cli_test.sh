@@ -50,6 +50,21 @@ err=$(NNR_TRACEBACK=fulll "$NNRUN" "$tmp/global.lua" 2>&1)
 check "NNR_TRACEBACK bad value" contains "$err" "NNR_TRACEBACK=fulll is not 'full'; tracebacks show your frames only"
 out=$(echo 'print(nnr.ones(2):sum():item())' | "$NNRUN" -); check "stdin (-): global nnr" contains "$out" "2"
 
+# nnrun plot: a metrics file to a PNG (the pictures themselves: tests/lua/plot_spec.lua); bad input named
+printf '%s\n' '{"epoch":1,"train_loss":0.9,"test_loss":0.8,"test_accuracy":0.7}' '{"epoch":2,"train_loss":0.5,"test_loss":0.6,"test_accuracy":0.8}' >"$tmp/m.jsonl"
+out=$("$NNRUN" plot "$tmp/m.jsonl" 2>&1); code=$?
+check "plot exit code" test "$code" -eq 0
+check "plot default output" contains "$out" "wrote $tmp/m.png"
+check "plot writes a PNG" bash -c "head -c 8 '$tmp/m.png' | grep -q PNG"
+out=$("$NNRUN" plot "$tmp/m.jsonl" -o "$tmp/c.svg" --title "run 1"); check "plot -o svg" test -s "$tmp/c.svg"
+echo 'not json' >"$tmp/bad.jsonl"
+err=$("$NNRUN" plot "$tmp/bad.jsonl" 2>&1); code=$?
+check "plot bad metrics exit code" test "$code" -eq 1
+check "plot bad metrics" contains "$err" "plot: $tmp/bad.jsonl line 1 is not JSON"
+err=$("$NNRUN" plot "$tmp/m.jsonl" --bogus 2>&1); check "plot unknown option" contains "$err" "nnrun plot: unknown option --bogus"
+err=$(PATH=/nonexistent "$NNRUN" plot "$tmp/m.jsonl" -o "$tmp/x.png" 2>&1)
+check "plot without gnuplot" contains "$err" "gnuplot is not installed (Debian: apt-get install gnuplot-nox)"
+
 echo 'error("boom")' >"$tmp/bad.lua"
 err=$("$NNRUN" "$tmp/bad.lua" 2>&1); code=$?
 check "error exit code" test "$code" -eq 1

@@ -61,6 +61,11 @@ for tag in loss/train loss/test accuracy/test lr 2.weight 2.weight.grad; do
 done
 out=$("$NNRUN" $SCRIPT "${common[@]}" --epochs 1 --tensorboard /proc/nnr-tb 2>&1)
 check "--tensorboard unwritable" contains "$out" "--tensorboard /proc/nnr-tb: cannot make the directory /proc/nnr-tb"
+# --plot FILE: the curves drawn at the end (the picture itself: tests/lua/plot_spec.lua), its name checked first
+"$NNRUN" $SCRIPT "${common[@]}" --epochs 2 --plot "$tmp/curves.png" >/dev/null 2>&1
+check "--plot draws a PNG" bash -c "head -c 8 '$tmp/curves.png' | grep -q PNG"
+out=$("$NNRUN" $SCRIPT "${common[@]}" --epochs 1 --plot "$tmp/curves.gif" 2>&1)
+check "--plot bad extension" contains "$out" "--plot: the output must end in .png or .svg, got $tmp/curves.gif"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -8,9 +8,12 @@
  * numbers), the CRCs by ISA-L's crc32_iscsi (CRC32C; Debian 12 has no libcrc32c).
  *
  * Records are built whole in memory and reach the file with write(2) when max_queue of them are waiting,
- * when flush_secs have passed since the last write, at flush and at close (which also fsyncs): a crash
- * loses at most the records still queued, and never leaves half a record behind but for one the kernel
- * was writing (a reader stops at a torn tail). */
+ * at the first record added flush_secs (monotonic) after the last write, at flush and at close (which
+ * also fsyncs); there is no timer thread, so a writer left idle keeps its queue until its next call, its
+ * flush or its close (the training scripts flush after each evaluation). A crash loses at most the
+ * records still queued, and never leaves half a record behind but for one the kernel was writing (a
+ * reader stops at a torn tail). A failed write is an error of the call that tried it; its records stay
+ * queued, in order, and the next write tries them again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <isa-l/crc.h>
@@ -40,6 +43,16 @@ static double now_seconds(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double nnr_wall_time(void) { return now_seconds(); }
+
+/* for flush_secs: a clock that a change of the date does not move */
+static double monotonic_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -87,7 +100,7 @@ static int write_out(nnr_events *w)
     }
     w->len = 0;
     w->queued = 0;
-    w->last_write = now_seconds();
+    w->last_write = monotonic_seconds();
     return NNR_OK;
 }
 
@@ -109,7 +122,7 @@ static int append_event(nnr_events *w, const NnrTb__Event *e)
     nnr_tb__event__pack(e, r + 12);
     put32(r + 12 + n, masked_crc(r + 12, n));
     w->len += n + 16;
-    if (++w->queued >= w->max_queue || now_seconds() - w->last_write >= w->flush_secs) return write_out(w);
+    if (++w->queued >= w->max_queue || monotonic_seconds() - w->last_write >= w->flush_secs) return write_out(w);
     return NNR_OK;
 }
 
@@ -141,12 +154,22 @@ nnr_events *nnr_events_open(const char *dir, const char *suffix, int max_queue, 
     w->path = path;
     w->max_queue = max_queue;
     w->flush_secs = flush_secs;
-    w->last_write = t;
+    w->last_write = monotonic_seconds();
     NnrTb__Event e = NNR_TB__EVENT__INIT;
     e.wall_time = t;
     e.what_case = NNR_TB__EVENT__WHAT_FILE_VERSION;
     e.file_version = "brain.Event:2";
-    if (append_event(w, &e) || write_out(w)) { nnr_events_close(w); return NULL; }
+    if (append_event(w, &e) || write_out(w)) {
+        int st = nnr_last_status();
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", nnr_last_error());
+        char *keep = strdup(path);
+        nnr_events_close(w);
+        if (keep) unlink(keep);                       /* no empty or torn file left behind */
+        free(keep);
+        nnr_errorf(st, "%s", msg);                    /* the write's error, not the close's */
+        return NULL;
+    }
     return w;
 }
 
@@ -291,7 +314,13 @@ int nnr_events_histogram(nnr_events *w, const char *tag, const double *values, i
         int64_t b = r[0] == r[1] ? r[0] : bucket_in(edges, r[0], (int64_t)r[1] + 1, x);
         counts[b > nedges - 2 ? nedges - 2 : b] += 1;      /* the last edge belongs to the last bucket */
     }
-    int64_t first = 0, last = nedges - 2;
+    int64_t first = 0, last = nedges - 2, counted = 0;
+    for (int64_t i = 0; i <= last; i++) counted += counts[i] > 0;
+    if (!counted) {
+        free(counts);
+        return nnr_errorf(NNR_ERR_INVALID, "add_histogram: no value of '%s' falls between the buckets' edges %g and %g", tag, edges[0],
+                          edges[nedges - 1]);
+    }
     while (first < last && counts[first] == 0) first++;
     while (last > first && counts[last] == 0) last--;
     NnrTb__HistogramProto h = NNR_TB__HISTOGRAM_PROTO__INIT;
@@ -346,9 +375,10 @@ static int append_plugin_value(nnr_events *w, const char *tag, const char *plugi
     NnrTb__Summary__Value v = NNR_TB__SUMMARY__VALUE__INIT;
     v.tag = (char *)tag;
     v.metadata = &md;
-    NnrTb__TensorProto empty = NNR_TB__TENSOR_PROTO__INIT;
-    v.value_case = NNR_TB__SUMMARY__VALUE__VALUE_TENSOR;
-    v.tensor = tensor ? tensor : &empty;
+    if (tensor) {                       /* the hparams plugin's values carry none, as PyTorch writes them */
+        v.value_case = NNR_TB__SUMMARY__VALUE__VALUE_TENSOR;
+        v.tensor = tensor;
+    }
     return append_value(w, &v, step, wall_time);
 }
 

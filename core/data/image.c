@@ -189,12 +189,12 @@ uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n)
     png_image_of(&img, t);
     png_alloc_size_t size = 0;
     uint8_t *out = NULL;
-    if (png_image_write_to_memory(&img, NULL, &size, 0, hwc, 0, NULL) && (out = malloc(size ? size : 1)) &&
-        png_image_write_to_memory(&img, out, &size, 0, hwc, 0, NULL)) {
+    int sized = png_image_write_to_memory(&img, NULL, &size, 0, hwc, 0, NULL);
+    if (sized && (out = malloc(size ? size : 1)) && png_image_write_to_memory(&img, out, &size, 0, hwc, 0, NULL)) {
         *n = size;
     } else {
-        if (out) nnr_errorf(NNR_ERR_IO, "encode_png: %s", img.message);
-        else nnr_errorf(NNR_ERR_OOM, "encode_png: out of memory");
+        if (sized && !out) nnr_errorf(NNR_ERR_OOM, "encode_png: out of memory for %zu bytes", (size_t)size);
+        else nnr_errorf(NNR_ERR_IO, "encode_png: %s", img.message);
         free(out);
         out = NULL;
     }

@@ -140,8 +140,19 @@ static int full_traceback(void)
     return full;
 }
 
+/* the deepest level of L's stack (exponential, then binary search: lua_getstack is linear in the level) */
+static int stack_depth(lua_State *L)
+{
+    lua_Debug ar;
+    int lo = 1, hi = 1;
+    while (lua_getstack(L, hi, &ar)) { lo = hi; hi *= 2; }
+    while (hi - lo > 1) { int m = (lo + hi) / 2; if (lua_getstack(L, m, &ar)) lo = m; else hi = m; }
+    return lua_getstack(L, 1, &ar) ? lo : 0;
+}
+
 /* luaL_traceback's lines without nnrun's own frames: nnr's Lua frames, and C frames called from them
- * (error, pcall) or from nnrun itself (the outermost); a last line says how many were left out */
+ * (error, pcall) or from nnrun itself (the outermost); a last line says how many were left out. A deep
+ * stack shows its first 12 levels and its last 10, as luaL_traceback does. */
 static void user_traceback(lua_State *L, const char *msg)
 {
     luaL_Buffer b;
@@ -149,8 +160,15 @@ static void user_traceback(lua_State *L, const char *msg)
     luaL_addstring(&b, msg);
     luaL_addstring(&b, "\nstack traceback:");
     lua_Debug ar, up;
-    int hidden = 0, shown = 0;
-    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    int hidden = 0, depth = stack_depth(L);
+    for (int level = 1; level <= depth; level++) {
+        if (depth > 22 && level == 13) {
+            char line[64];
+            snprintf(line, sizeof line, "\n\t...\t(%d levels skipped)", depth - 22);
+            luaL_addstring(&b, line);
+            level = depth - 9;
+        }
+        if (!lua_getstack(L, level, &ar)) break;
         lua_getinfo(L, "Sln", &ar);
         int skip = internal_source(ar.source);
         if (!skip && ar.what[0] == 'C') {
@@ -158,8 +176,7 @@ static void user_traceback(lua_State *L, const char *msg)
             lua_getinfo(L, "S", &up);
             skip = internal_source(up.source);
         }
-        if (skip || shown >= 40) { hidden++; continue; }
-        shown++;
+        if (skip) { hidden++; continue; }
         char line[LUA_IDSIZE + 128];
         int len = snprintf(line, sizeof line, "\n\t%s:", ar.short_src);
         if (ar.currentline > 0) len += snprintf(line + len, sizeof line - len, "%d:", ar.currentline);
@@ -374,6 +391,8 @@ static void usage(FILE *f)
             "  --check-backend lib.so [--ops PATTERN]\n"
             "                    load a backend plugin and check every op on its devices against the host backend,\n"
             "                    one row per op, dtype and layout (PATTERN: a Lua pattern for the op names)\n"
+            "  plot metrics.jsonl [-o curves.png|svg]\n"
+            "                    draw a training run's curves (gnuplot): one panel per metric, the learning rate on its own axis\n"
             "  --version         print versions\n"
             "  --help            this text\n"
             "With no script, nnrun opens the REPL (or runs stdin when it is not a terminal).\n"
@@ -440,7 +459,39 @@ static int profile_run(lua_State *L, int stop, const char *trace)
     return status;
 }
 
+/* nnrun plot ...: a tool written in Lua (lua/nnr/plot.lua), its arguments as a table */
+static int run_tool(const char *module, int argc, char **argv)
+{
+    lua_State *L = nnrun_new_state();
+    if (!L) return 1;
+    globalL = L;
+    install_sigint();
+    int status = 1;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (nnrun_docall(L, 1, 1) == 0) {
+        lua_getfield(L, -1, "main");
+        lua_createtable(L, argc, 0);
+        for (int i = 0; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        status = nnrun_docall(L, 1, 0);
+    }
+    lua_close(L);
+    return status ? 1 : 0;
+}
+
+static int run_main(int argc, char **argv);
+
+/* nnrun plot ... is a tool; anything else is a script, code or the REPL */
 int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "plot") == 0) return run_tool("nnr.plot", argc - 2, argv + 2);
+    return run_main(argc, argv);
+}
+
+static int run_main(int argc, char **argv)
 {
     int interactive = 0, script = 0, ran_code = 0, profile = 0;
     const char *trace = NULL;

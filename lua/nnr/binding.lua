@@ -29,7 +29,8 @@ local function load_core()
     tried[#tried + 1] = file
     local ok2, lib = pcall(ffi.load, file)
     if ok2 then return lib end
-    tried[#tried] = file .. " (" .. tostring(lib) .. ")"
+    -- there, but it does not load (a missing dependency): said, rather than another libnnr from the system
+    error("nnr: cannot load " .. file .. ", the core library installed with these modules: " .. tostring(lib), 0)
   end
   if prefix then
     for _, dir in ipairs { "lib/lua/5.1", "lib", triplet and ("lib/" .. triplet), "lib64" } do

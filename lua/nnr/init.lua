@@ -113,11 +113,14 @@ function nnr.generate(model, prompt, opts) return require("nnr.generate").genera
 -- nnr.autocast("bf16", fn, ...): fn with mixed precision (lua/nnr/amp.lua, docs/cuda.md)
 function nnr.autocast(dtype, fn, ...) return require("nnr.amp").autocast(dtype, fn, ...) end
 
--- submodules load on first use: nnr.nn, nnr.optim, nnr.data, nnr.profiler, nnr.cuda, nnr.backends, nnr.amp, nnr.quant, nnr.prune,
--- nnr.parallel, nnr.check, nnr.kernel, nnr.text, nnr.models, nnr.tensorboard, nnr.logging, nnr.repl
+-- submodules load on first use (nnr.nn, nnr.optim, ...); nnr._submodules lists them (the REPL completes them)
+local SUBMODULES = { "nn", "optim", "data", "profiler", "cuda", "backends", "amp", "quant", "prune", "parallel", "check", "kernel", "text",
+                     "models", "tensorboard", "logging", "repl", "plot", "json" }
+local is_submodule = {}
+for _, k in ipairs(SUBMODULES) do is_submodule[k] = true end
+rawset(nnr, "_submodules", SUBMODULES)
 setmetatable(nnr, { __index = function(t, k)
-  if k == "nn" or k == "optim" or k == "data" or k == "profiler" or k == "cuda" or k == "backends" or k == "amp" or k == "quant" or k == "prune"
-     or k == "parallel" or k == "check" or k == "kernel" or k == "text" or k == "models" or k == "tensorboard" or k == "logging" or k == "repl" then
+  if is_submodule[k] then
     local m = require("nnr." .. k)
     rawset(t, k, m)
     return m
@@ -125,8 +128,7 @@ setmetatable(nnr, { __index = function(t, k)
   if type(k) == "string" then
     local names = require("nnr.names")
     local known = names.names_of(t)
-    for _, s in ipairs { "nn", "optim", "data", "profiler", "cuda", "backends", "amp", "quant", "prune", "parallel", "check", "kernel", "text", "models",
-                         "tensorboard", "logging", "repl" } do known[s] = true end
+    for _, s in ipairs(SUBMODULES) do known[s] = true end
     names.unknown("nnr", k, known)
   end
 end })

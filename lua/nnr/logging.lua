@@ -20,13 +20,9 @@ Writer.__index = Writer
 local OPTIONS = { append = true, flush_secs = true, max_queue = true }
 
 local ffi = require "ffi"
-pcall(ffi.cdef, "struct nnr_log_timespec { long tv_sec; long tv_nsec; }; int clock_gettime(int clk, struct nnr_log_timespec *ts);")
-local ts = ffi.new("struct nnr_log_timespec")
--- seconds since the epoch (CLOCK_REALTIME), with the fraction
-local function now()
-  ffi.C.clock_gettime(0, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local C = require("nnr.binding").C
+-- seconds since the epoch, with the fraction (libnnr's CLOCK_REALTIME: no cdef of the user's clock_gettime to clash with)
+local function now() return C.nnr_wall_time() end
 
 -- the file and its queue live apart from the writer, so that a writer dropped without close still
 -- writes its queue when it is collected (ffi.gc on a sentinel, whose finalizer holds only this state)
@@ -85,7 +81,7 @@ function Writer:add_histogram(tag, values, global_step, bins, walltime)
   local lo, hi, sum, sq = math.huge, -math.huge, 0, 0
   local counts = {}
   for i = 1, #edges do counts[i] = 0 end
-  local data = ffi.cast("const double *", require("nnr.binding").C.nnr_tensor_data(x.p))
+  local data = ffi.cast("const double *", C.nnr_tensor_data(x.p))
   for i = 0, n - 1 do
     local v = data[i]
     if v ~= v or v == math.huge or v == -math.huge then error(who .. ": the values hold " .. (v ~= v and "NaN" or "an infinity"), 0) end
@@ -112,8 +108,7 @@ function Writer:add_image(tag, img_tensor, global_step, walltime, dataformats)
   local step, wt = A.step(who, global_step), A.walltime(who, walltime)
   local img = A.image(who, img_tensor, dataformats)
   local base = self.path:match("^(.*)/[^/]*$") or "."
-  local binding = require "nnr.binding"
-  binding.check(binding.C.nnr_make_dirs(base .. "/images"))
+  require("nnr.binding").check(C.nnr_make_dirs(base .. "/images"))
   local name = "images/" .. tag:gsub("[^%w%-_.]", "_") .. "_" .. step .. ".png"
   nnr.data.save_image(base .. "/" .. name, img)
   emit(self, who, { kind = "image", tag = tag, step = step, file = name, channels = img:size(1), height = img:size(2), width = img:size(3),

@@ -33,6 +33,10 @@ local function names_of(v)
     return names
   end
   add_keys(v, names, seen)
+  local lazy = rawget(v, "_submodules")          -- nnr's submodules, loaded on first use
+  if type(lazy) == "table" and v == package.loaded.nnr then
+    for _, k in ipairs(lazy) do if not seen[k] then seen[k] = true; names[#names + 1] = k end end
+  end
   local t, depth = v, 0
   while depth < 16 do
     local mt = getmetatable(t)

@@ -41,7 +41,9 @@ end
 function A.scalar(who, v)
   if nnr.is_tensor(v) then
     if v:numel() ~= 1 then error(string.format("%s: scalar_value must be a number or a one-element tensor, got a tensor of %d elements", who, v:numel()), 0) end
-    return v:item()
+    local x = v:item()
+    if type(x) == "boolean" then return x and 1 or 0 end      -- a bool tensor
+    return x
   end
   if type(v) == "boolean" then return v and 1 or 0 end
   if type(v) ~= "number" then error(who .. ": scalar_value must be a number or a one-element tensor, got " .. type(v), 0) end
@@ -79,9 +81,19 @@ function A.histogram(who, values, bins)
     local lo, hi = x:min():item(), x:max():item()
     if lo == -math.huge or hi == math.huge then error(who .. ": the values hold an infinity", 0) end
     if lo == hi then lo, hi = lo - 0.5, hi + 0.5 end
-    edges = {}
-    for i = 0, n do edges[i + 1] = lo + (hi - lo) * i / n end
-    edges[n + 1] = hi
+    -- a range too narrow for n distinct edges in doubles (1e17 and 1e17 + 16, or 1 and 1 + 2^-52): widened
+    -- around its middle until they are distinct, as numpy's float edges would be
+    local width = hi - lo
+    for _ = 1, 80 do
+      local mid, ok = (lo + hi) / 2, true
+      edges = {}
+      for i = 0, n do edges[i + 1] = lo + (hi - lo) * i / n end
+      edges[n + 1] = hi
+      for i = 2, n + 1 do if not (edges[i] > edges[i - 1]) then ok = false; break end end
+      if ok then break end
+      width = width * 2 + math.abs(mid) * 2 ^ -40
+      lo, hi = mid - width / 2, mid + width / 2
+    end
   else
     error(who .. ": bins must be 'tensorflow' or a number of buckets, got " .. V.show(bins), 0)
   end
@@ -121,8 +133,11 @@ function A.hparams(who, hparams, metrics)
   if type(metrics) ~= "table" then error(who .. ": metric_dict must be a table, got " .. type(metrics), 0) end
   local hp, ms = {}, {}
   for k, v in pairs(hparams) do
-    if type(k) ~= "string" or k == "" then error(who .. ": hparam_dict's keys must be non-empty strings, got " .. V.show(k), 0) end
+    if type(k) ~= "string" or k == "" or k:find("\0", 1, true) then
+      error(who .. ": hparam_dict's keys must be non-empty strings without NUL bytes, got " .. V.show(k), 0)
+    end
     if type(v) == "number" then V.number(who, "hparam " .. k, v)
+    elseif type(v) == "string" and v:find("\0", 1, true) then error(string.format("%s: hparam %s holds a NUL byte", who, k), 0)
     elseif type(v) ~= "string" and type(v) ~= "boolean" then
       error(string.format("%s: hparam %s must be a number, a string or a boolean, got %s", who, k, type(v)), 0)
     end
@@ -158,7 +173,8 @@ function M.SummaryWriter(log_dir, opts)
   if opts.comment ~= nil and type(opts.comment) ~= "string" then error(who .. ": comment must be a string", 0) end
   log_dir = log_dir == nil and run_dir(opts.comment) or V.path(who, "log_dir", log_dir)
   local suffix = opts.filename_suffix or ""
-  if type(suffix) ~= "string" then error(who .. ": filename_suffix must be a string", 0) end
+  if type(suffix) ~= "string" or suffix:find("\0", 1, true) then error(who .. ": filename_suffix must be a string without NUL bytes", 0) end
+  if opts.comment and opts.comment:find("\0", 1, true) then error(who .. ": comment holds a NUL byte", 0) end
   local max_queue = V.integer(who, "max_queue", opts.max_queue or 10, 1, 1e6)
   local flush_secs = V.number(who, "flush_secs", opts.flush_secs or 120, { min = 0 })
   local h = C.nnr_events_open(log_dir, suffix, max_queue, flush_secs)

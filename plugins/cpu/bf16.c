@@ -136,21 +136,26 @@ double cpu_bf16_dot_ratio(void)
     return dot_ratio;
 }
 
+/* NNR_CPU_BF16_DOT, read once (pthread_once: another thread never sees a half-made setting) */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static void read_env(void)
+{
+    const char *env = getenv("NNR_CPU_BF16_DOT");
+    int v = -1;
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) v = env[0] == '1';
+    else if (env && env[0] && strcmp(env, "auto")) fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=%.40s is not 0, 1 or auto; running auto\n", env);
+    if (v == 1 && cpu_isa_level < CPU_ISA_AVX512_BF16) {
+        fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=1: the cpu class is %s, without AVX512-BF16; bf16 products run in f32\n",
+                cpu_isa_names[cpu_isa_level]);
+        v = 0;
+    }
+    if (cpu_bf16_dot_setting == -2) cpu_bf16_dot_setting = v;     /* unless set_option came first */
+}
+
 /* the setting: NNR_CPU_BF16_DOT (0, 1 or auto) until set_option says otherwise; a bad value is named */
 int cpu_bf16_dot_mode(void)
 {
-    if (cpu_bf16_dot_setting == -2) {
-        const char *env = getenv("NNR_CPU_BF16_DOT");
-        cpu_bf16_dot_setting = -1;
-        if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) cpu_bf16_dot_setting = env[0] == '1';
-        else if (env && env[0] && strcmp(env, "auto"))
-            fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=%.40s is not 0, 1 or auto; running auto\n", env);
-        if (cpu_bf16_dot_setting == 1 && cpu_isa_level < CPU_ISA_AVX512_BF16) {
-            fprintf(stderr, "nnrun: NNR_CPU_BF16_DOT=1: the cpu class is %s, without AVX512-BF16; bf16 products run in f32\n",
-                    cpu_isa_names[cpu_isa_level]);
-            cpu_bf16_dot_setting = 0;
-        }
-    }
+    pthread_once(&env_once, read_env);
     return cpu_bf16_dot_setting;
 }
 
@@ -426,10 +431,10 @@ static size_t pack_bytes(int64_t M, int64_t N, int64_t K) { return (size_t)((pan
 
 /* one [M, K] x [K, N] product: element strides of each operand (f32 ones: C's columns contiguous); 0, or
  * NNR_ERR_OOM (no message) or NNR_ERR_INTERRUPTED */
-static int bf16_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
+static int bf16_gemm(int engine, int f32, int64_t M, int64_t N, int64_t K, const void *a, int64_t ars, int64_t acs, const void *b, int64_t brs,
                     int64_t bcs, void *c, int64_t crs, int64_t ccs, float alpha, float beta)
 {
-    amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, cpu_bf16_engine(f32) == 1, alpha, beta, NULL, NULL};
+    amx_job j = {a, b, ars, acs, brs, bcs, crs, ccs, c, M, N, K, (K + 31) / 32, 0, 0, f32, engine == 1, alpha, beta, NULL, NULL};
     j.MP = panels(M);
     j.NP = panels(N);
     size_t need = pack_bytes(M, N, K);
@@ -450,7 +455,7 @@ static int bf16_gemm(int f32, int64_t M, int64_t N, int64_t K, const void *a, in
 }
 
 /* bf16 [..., M, K] x [..., K, N] -> [..., M, N] (batch dims equal or broadcast with stride 0) */
-int cpu_bf16_matmul(const nnr_op_call *call)
+int cpu_bf16_matmul(const nnr_op_call *call, int engine)
 {
     const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
     int nd = C->ndim;
@@ -468,7 +473,7 @@ int cpu_bf16_matmul(const nnr_op_call *call)
                 for (int64_t cc = 0; cc < N; cc++) pc[r * C->strides[nd - 2] + cc * C->strides[nd - 1]] = 0;
             status = NNR_OK;
         } else {
-            status = bf16_gemm(0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
+            status = bf16_gemm(engine, 0, M, N, K, pa, A->strides[nd - 2], A->strides[nd - 1], pb, B->strides[nd - 2], B->strides[nd - 1], pc,
                               C->strides[nd - 2], C->strides[nd - 1], 1.0f, 0.0f);
         }
         if (status == NNR_ERR_OOM) {
@@ -494,6 +499,8 @@ int cpu_bf16_sgemm_applies(int64_t M, int64_t N, int64_t K)
 int cpu_bf16_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    return bf16_gemm(1, M, N, K, A, ta == CblasNoTrans ? lda : 1, ta == CblasNoTrans ? 1 : lda, B, tb == CblasNoTrans ? ldb : 1,
+    int engine = cpu_bf16_engine(1);        /* decided once: an option set meanwhile by another thread changes the next one */
+    if (!engine) return NNR_ERR_OOM;        /* (the caller's "not taken": sgemm runs it) */
+    return bf16_gemm(engine, 1, M, N, K, A, ta == CblasNoTrans ? lda : 1, ta == CblasNoTrans ? 1 : lda, B, tb == CblasNoTrans ? ldb : 1,
                     tb == CblasNoTrans ? 1 : ldb, C, ldc, 1, alpha, beta);
 }

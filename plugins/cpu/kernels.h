@@ -120,7 +120,8 @@ double cpu_bf16_dot_ratio(void);
 /* for one kind of product: 2 AMX, 1 AVX512-BF16, 0 neither (bf16 matmuls on f32 copies and sgemm,
  * allow_bf16 does nothing) */
 int cpu_bf16_engine(int f32);
-int cpu_bf16_matmul(const nnr_op_call *call);
+/* a bf16 matmul on the engine cpu_bf16_engine(0) gave (1 or 2), decided once by the caller */
+int cpu_bf16_matmul(const nnr_op_call *call, int engine);
 /* nnr.backends.cpu.allow_bf16 (off by default): f32 gemms of at least 32^3 multiply-adds on either engine,
  * operands rounded to bf16, sums in f32 */
 extern int cpu_allow_bf16;

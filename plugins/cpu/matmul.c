@@ -212,7 +212,10 @@ int cpu_matmul(const nnr_op_call *call)
     const nnr_tensor_desc *A = call->inputs[0], *B = call->inputs[1], *C = call->outputs[0];
     int nd = C->ndim, dt = C->dtype;
     if (nnr_dtype_is_integral(dt)) return int_matmul(call);
-    if (dt == NNR_BF16 && cpu_bf16_engine(0) > 0) return cpu_bf16_matmul(call);
+    if (dt == NNR_BF16) {
+        int engine = cpu_bf16_engine(0);
+        if (engine) return cpu_bf16_matmul(call, engine);
+    }
     if (dt == NNR_F16 || dt == NNR_BF16) return half_matmul(call);
     int64_t M = C->sizes[nd - 2], N = C->sizes[nd - 1], K = A->sizes[nd - 1];
     int64_t es = (int64_t)nnr_dtype_nbytes(dt);

@@ -40,6 +40,8 @@ uint8_t *nnr_encode_png(const nnr_tensor *image, size_t *n);
 /* ---- TensorBoard event files (events.c): what nnr.tensorboard.SummaryWriter writes ---- */
 /* dir and its parents, as mkdir -p; 0 or the error */
 int nnr_make_dirs(const char *dir);
+/* seconds since the epoch (CLOCK_REALTIME), with the fraction: the wall time logs record */
+double nnr_wall_time(void);
 typedef struct nnr_events nnr_events;
 /* a new events.out.tfevents.<seconds>.<host>.<pid>.<n><suffix> in dir (made, with its parents); records are
  * written out when max_queue wait, flush_secs after the last write, at flush and at close. NULL on error */
