@@ -5,18 +5,10 @@
 #   tensorboard_test.sh NNRUN SOURCE_DIR BUILD_DIR
 set -eu
 NNRUN=$1 SRC=$2 BUILD=$3
-venv="$BUILD/tb-venv"
-if ! "$venv/bin/python" -c "import tensorboard" 2>/dev/null; then
-  py=/usr/bin/python3
-  [ -x "$py" ] || py=python3
-  rm -rf "$venv"
-  if ! "$py" -m venv "$venv" >"$BUILD/tb-venv.log" 2>&1; then
-    tail -5 "$BUILD/tb-venv.log"; echo "FAIL: $py -m venv (Debian: apt-get install python3-venv)"; exit 1
-  fi
-  if ! "$venv/bin/pip" install -q tensorboard >>"$BUILD/tb-venv.log" 2>&1; then
-    tail -5 "$BUILD/tb-venv.log"; echo "SKIP: pip cannot install tensorboard into $venv (is PyPI reachable?)"; exit 77
-  fi
-fi
+venv="$BUILD/py-venv"
+# shellcheck source=tests/pyvenv.sh
+. "$SRC/tests/pyvenv.sh"
+ensure_venv "$venv" tensorboard=tensorboard
 echo "tensorboard $("$venv/bin/python" -c 'import tensorboard; print(tensorboard.__version__)')"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

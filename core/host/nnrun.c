@@ -160,7 +160,7 @@ static void user_traceback(lua_State *L, const char *msg)
     luaL_addstring(&b, msg);
     luaL_addstring(&b, "\nstack traceback:");
     lua_Debug ar, up;
-    int hidden = 0, depth = stack_depth(L);
+    int hidden = 0, shown = 0, depth = stack_depth(L);
     for (int level = 1; level <= depth; level++) {
         if (depth > 22 && level == 13) {
             char line[64];
@@ -177,6 +177,7 @@ static void user_traceback(lua_State *L, const char *msg)
             skip = internal_source(up.source);
         }
         if (skip) { hidden++; continue; }
+        shown++;
         char line[LUA_IDSIZE + 128];
         int len = snprintf(line, sizeof line, "\n\t%s:", ar.short_src);
         if (ar.currentline > 0) len += snprintf(line + len, sizeof line - len, "%d:", ar.currentline);
@@ -186,12 +187,16 @@ static void user_traceback(lua_State *L, const char *msg)
         else snprintf(line + len, sizeof line - len, " in function <%s:%d>", ar.short_src, ar.linedefined);
         luaL_addstring(&b, line);
     }
-    if (hidden) {
+    if (hidden && shown) {
         char line[96];
         snprintf(line, sizeof line, "\n\t(%d frame%s of nnrun's own left out; NNR_TRACEBACK=full shows them)", hidden, hidden == 1 ? "" : "s");
         luaL_addstring(&b, line);
     }
     luaL_pushresult(&b);
+    if (!shown) {                          /* none of the user's: the message alone (a tool's error, as `nnrun plot`) */
+        lua_pop(L, 1);
+        lua_pushstring(L, msg);
+    }
 }
 
 static int traceback(lua_State *L)
@@ -248,7 +253,7 @@ static int native_address(lua_State *L)
 
 static int open_native(lua_State *L)
 {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushcfunction(L, native_catch_stop);
     lua_setfield(L, -2, "catch_stop");
     lua_pushcfunction(L, native_stop_signal);
@@ -259,6 +264,8 @@ static int open_native(lua_State *L)
     lua_setfield(L, -2, "release");
     lua_pushcfunction(L, native_address);
     lua_setfield(L, -2, "address");
+    lua_pushcfunction(L, traceback);            /* the user's frames only (NNR_TRACEBACK): the Jupyter kernel's errors */
+    lua_setfield(L, -2, "traceback");
     return 1;
 }
 
@@ -391,6 +398,8 @@ static void usage(FILE *f)
             "  --check-backend lib.so [--ops PATTERN]\n"
             "                    load a backend plugin and check every op on its devices against the host backend,\n"
             "                    one row per op, dtype and layout (PATTERN: a Lua pattern for the op names)\n"
+            "  --install-kernel [--user | --prefix DIR] [--name NAME] [--python PY] [--replace]\n"
+            "                    register nnrun as a Jupyter kernel (a wrapper on pip's ipykernel)\n"
             "  plot metrics.jsonl [-o curves.png|svg]\n"
             "                    draw a training run's curves (gnuplot): one panel per metric, the learning rate on its own axis\n"
             "  --version         print versions\n"
@@ -488,6 +497,8 @@ static int run_main(int argc, char **argv);
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "plot") == 0) return run_tool("nnr.plot", argc - 2, argv + 2);
+    if (argc >= 2 && (strcmp(argv[1], "--install-kernel") == 0 || strcmp(argv[1], "--kernel-server") == 0))
+        return run_tool("nnr.jupyter", argc - 1, argv + 1);
     return run_main(argc, argv);
 }
 

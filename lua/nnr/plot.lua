@@ -179,6 +179,8 @@ function M.curves(src, out, opts)
   end
   local ok, rerr = os.rename(tmp, out)
   if not ok then os.remove(tmp); error("plot: cannot write " .. out .. ": " .. tostring(rerr), 0) end
+  local J = package.loaded["nnr.jupyter"]
+  if J and J.active then J.display(out) end          -- in a notebook: shown inline too
   return out
 end
 
@@ -216,6 +218,8 @@ function M.image_grid(images, path, opts)
     grid:narrow(2, pad + r * (h + pad) + 1, h):narrow(3, pad + q * (w + pad) + 1, w):copy_(x:select(1, i + 1))
   end
   if path ~= nil then nnr.data.save_image(V.path(who, "path", path), grid) end
+  local J = package.loaded["nnr.jupyter"]
+  if J and J.active then J.display(grid) end         -- in a notebook: shown inline
   return grid
 end
 
