@@ -3,7 +3,7 @@
 --   nnr.plot.curves("metrics.jsonl" or {records}, "curves.png" or ".svg"[, opts])
 --       one panel per metric that has train_/test_/val_ series (train_loss and val_loss share the "loss"
 --       panel), against "epoch" or "step" (opts.x); a learning rate ("lr") on its own axis, on the right of
---       the first panel. opts: x, title, all (every other numeric key gets a panel too), width, height.
+--       the first panel. opts: x, title, all (every other numeric key gets a panel too), width, height, logx.
 --   nnr.plot.image_grid(images, "grid.png"[, opts])
 --       [N, C, H, W] (C 1, 3 or 4) or [N, H, W] images, u8 or floats in [0, 1], in rows of opts.nrow (8) with
 --       opts.padding (2) pixels of opts.pad_value (0) between them, as torchvision's make_grid;
@@ -95,7 +95,7 @@ end
 
 function M.curves(src, out, opts)
   local who = "plot"
-  opts = V.options(who, opts, { x = true, title = true, all = true, width = true, height = true })
+  opts = V.options(who, opts, { x = true, title = true, all = true, width = true, height = true, logx = true })
   local records = type(src) == "table" and src or read_records(V.path(who, "metrics", src))
   if #records == 0 then error("plot: no records", 0) end
   out = V.path(who, "output", out)
@@ -141,6 +141,7 @@ function M.curves(src, out, opts)
   local lo, hi, whole = math.huge, -math.huge, true
   for _, r in ipairs(records) do lo, hi = math.min(lo, r[x]), math.max(hi, r[x]); whole = whole and r[x] == math.floor(r[x]) end
   if whole and hi - lo <= 20 then g[#g + 1] = "set xtics 1" end       -- epochs: no tic at 1.5
+  if opts.logx then g[#g + 1] = "set logscale x; set format x '%.0e'" end
   g[#g + 1] = string.format('set multiplot layout 1,%d title "%s"', #panels, label(opts.title or ""))
   for i, p in ipairs(panels) do
     g[#g + 1] = string.format('set title "%s"; set xlabel "%s"; set ylabel "%s"; set grid; set key top right box opaque', label(p.name),

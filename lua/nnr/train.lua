@@ -1,0 +1,443 @@
+-- nnr.train: the training loop, its progress, metrics and callbacks, for a model a user brings.
+--   local trainer = nnr.train.Trainer{
+--     model = model, optimizer = opt, loss_fn = F.cross_entropy,     -- or step_fn(trainer, x, y) -> loss
+--     train_loader = train, val_loader = val, device = "cpu", epochs = 10,
+--     accumulate = 1, clip_grad_norm = 1.0, autocast = "bf16", metrics = {"accuracy"},
+--     callbacks = {nnr.train.EarlyStopping{patience = 3}, nnr.train.ModelCheckpoint{dir = "ck"},
+--                  nnr.train.LRScheduler{scheduler = sched, interval = "step"}, nnr.train.Logger(writer)},
+--     data_parallel = dp,         -- a nnr.parallel.DataParallel: its replicas run each step (its criterion)
+--     distributed = true,         -- under mpirun: gradients and logs averaged over the ranks (DistributedDataParallel)
+--     quiet = false, max_steps = nil, detect_anomaly = false }
+--   local history = trainer:fit()            -- or trainer:fit{resume = "ck/last.ckpt"}
+--   nnr.train.lr_find{model = ..., optimizer = ..., loss_fn = ..., loader = ..., plot = "lr.png"}
+-- Each epoch's logs: epoch, step, train_loss, val_loss and val_<metric> (with a val_loader), lr, seconds,
+-- samples_per_s. Callbacks are tables with any of on_fit_start(tr), on_epoch_start(tr, epoch),
+-- on_step_end(tr, logs) (epoch, step, loss, lr), on_validation_end(tr, logs), on_epoch_end(tr, logs),
+-- on_fit_end(tr, history), and state_dict/load_state_dict to be resumed; setting tr.stop_training ends
+-- the run after the current epoch (or step). A callback that raises stops fit with its name and error.
+local nnr = require "nnr"
+local V = require "nnr.check"
+
+local M = {}
+local Trainer = {}
+Trainer.__index = Trainer
+
+local CONFIG = { model = true, optimizer = true, loss_fn = true, step_fn = true, train_loader = true, val_loader = true, device = true,
+                 epochs = true, max_steps = true, accumulate = true, clip_grad_norm = true, autocast = true, metrics = true,
+                 callbacks = true, data_parallel = true, distributed = true, quiet = true, detect_anomaly = true }
+local METRICS = { accuracy = true }
+
+-- a DataLoader (a userdata proxy) or a table with iter()
+local function has_iter(x)
+  if type(x) ~= "table" and type(x) ~= "userdata" then return false end
+  local ok, f = pcall(function() return x.iter end)
+  return ok and type(f) == "function"
+end
+
+local function cb_name(cb) return (getmetatable(cb) and getmetatable(cb).__name) or cb.name or "a callback" end
+
+function M.Trainer(cfg)
+  local who = "Trainer"
+  cfg = V.options(who, cfg, CONFIG)
+  if type(cfg.model) ~= "table" then error(who .. ": model is required (a module)", 0) end
+  if type(cfg.optimizer) ~= "table" or type(cfg.optimizer.step) ~= "function" then error(who .. ": optimizer is required", 0) end
+  if cfg.loss_fn == nil and cfg.step_fn == nil and cfg.data_parallel == nil then error(who .. ": give loss_fn or step_fn", 0) end
+  for _, k in ipairs { "loss_fn", "step_fn" } do
+    if cfg[k] ~= nil and type(cfg[k]) ~= "function" then error(who .. ": " .. k .. " must be a function", 0) end
+  end
+  if not has_iter(cfg.train_loader) then error(who .. ": train_loader is required (a nnr.data.DataLoader or anything with iter())", 0) end
+  if cfg.val_loader ~= nil and not has_iter(cfg.val_loader) then error(who .. ": val_loader must have iter()", 0) end
+  local self = setmetatable({}, Trainer)
+  self.model, self.optimizer, self.loss_fn, self.step_fn = cfg.model, cfg.optimizer, cfg.loss_fn, cfg.step_fn
+  self.train_loader, self.val_loader = cfg.train_loader, cfg.val_loader
+  self.device = cfg.device and nnr.device(cfg.device).name or "cpu"
+  self.epochs = V.integer(who, "epochs", cfg.epochs or 1, 1, 1e9)
+  self.max_steps = cfg.max_steps and V.integer(who, "max_steps", cfg.max_steps, 1, 1e15)
+  self.accumulate = V.integer(who, "accumulate", cfg.accumulate or 1, 1, 1e6)
+  self.clip = cfg.clip_grad_norm and V.number(who, "clip_grad_norm", cfg.clip_grad_norm, { above = 0 })
+  if cfg.autocast ~= nil then V.choice(who, "autocast", cfg.autocast, { "bf16", "f16" }) end
+  self.autocast = cfg.autocast
+  self.metrics = {}
+  for _, m in ipairs(cfg.metrics or {}) do
+    if not METRICS[m] then error(who .. ": unknown metric " .. V.show(m) .. " (known: accuracy)", 0) end
+    self.metrics[#self.metrics + 1] = m
+  end
+  self.callbacks = cfg.callbacks or {}
+  for i, cb in ipairs(self.callbacks) do
+    if type(cb) ~= "table" then error(string.format("%s: callbacks[%d] must be a table of methods, got %s", who, i, type(cb)), 0) end
+  end
+  self.quiet = V.boolean(who, "quiet", cfg.quiet)
+  self.detect_anomaly = V.boolean(who, "detect_anomaly", cfg.detect_anomaly)
+  self.dp = cfg.data_parallel
+  if cfg.distributed then
+    self.D = nnr.parallel.Distributed
+    if not self.D.is_initialized() then self.D.init() end
+    self.ddp = nnr.parallel.DistributedDataParallel(self.model)
+  end
+  self.rank = self.D and self.D.rank() or 0
+  self.epoch, self.step, self.history, self.stop_training = 0, 0, {}, false
+  return self
+end
+
+-- every callback's hook, in order; an error names the callback
+function Trainer:_call(hook, ...)
+  if self.rank ~= 0 and hook ~= "on_epoch_end" and hook ~= "on_fit_start" then return end
+  for _, cb in ipairs(self.callbacks) do
+    local fn = cb[hook]
+    if fn then
+      local ok, err = pcall(fn, cb, self, ...)
+      if not ok then error(string.format("Trainer: %s's %s failed: %s", cb_name(cb), hook, tostring(err)), 0) end
+    end
+  end
+end
+
+function Trainer:lr() return self.optimizer.param_groups[1].lr end
+
+-- one batch's loss (a tensor), forward and backward done
+function Trainer:_backward(x, y)
+  if self.dp then return nnr.tensor({ (self.dp:backward(x, y)) }) end
+  local function forward()
+    if self.step_fn then return self.step_fn(self, x, y) end
+    return self.loss_fn(self.model(x), y)
+  end
+  local loss = self.autocast and nnr.autocast(self.autocast, forward) or forward()
+  if not nnr.is_tensor(loss) or loss:numel() ~= 1 then error("Trainer: the loss must be a one-element tensor", 0) end
+  local scaled = self.accumulate > 1 and loss / self.accumulate or loss
+  if self.ddp then self.ddp:backward(scaled) else scaled:backward() end
+  return loss
+end
+
+function Trainer:_evaluate()
+  local model = self.model
+  model:eval()
+  local total, n, correct = 0, 0, 0
+  nnr.no_grad(function()
+    for x, y in self.val_loader:iter() do
+      x, y = x:to(self.device), y:to(self.device)
+      local out
+      if self.step_fn then
+        local l = self.step_fn(self, x, y)
+        total, n = total + l:item() * x:size(1), n + x:size(1)
+      else
+        out = model(x)
+        total, n = total + self.loss_fn(out, y):item() * x:size(1), n + x:size(1)
+        if self.metrics[1] == "accuracy" then correct = correct + out:argmax(2):eq(y):sum():item() end
+      end
+    end
+  end)
+  model:train()
+  if self.D then
+    local t = self.D.all_reduce(nnr.tensor({ total, n, correct }, { dtype = "f64" }))
+    total, n, correct = t[1], t[2], t[3]
+  end
+  local logs = { val_loss = total / math.max(n, 1) }
+  if self.metrics[1] == "accuracy" and not self.step_fn then logs.val_accuracy = correct / math.max(n, 1) end
+  return logs
+end
+
+local function progress_line(self, done, total, loss, rate)
+  if self.quiet or self.rank ~= 0 then return end
+  local now = nnr.clock()
+  if now - (self._last_print or 0) < (self._tty and 0.1 or 10) and done < total then return end
+  self._last_print = now
+  local eta = total > 0 and (total - done) * (now - self._epoch_t0) / math.max(done, 1) or 0
+  local line = string.format("epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %ds", self.epoch, self.epochs, done, total, loss, rate, eta)
+  if self._tty then io.write("\r", line, done == total and "\n" or " "); io.flush() else print(line) end
+end
+
+function Trainer:_epoch(resume_position)
+  local loader, opt = self.train_loader, self.optimizer
+  local ok_len, total = pcall(function() return loader:len() end)
+  total = ok_len and type(total) == "number" and total or 0
+  local running, seen, done = 0, 0, resume_position or 0
+  self._epoch_t0 = nnr.clock()
+  self.model:train()
+  opt:zero_grad()
+  local pending = 0
+  for x, y in loader:iter() do
+    x, y = x:to(self.device), y:to(self.device)
+    local loss = self:_backward(x, y)
+    pending = pending + 1
+    done = done + 1
+    if pending == self.accumulate or (total > 0 and done == total) then
+      if self.clip then nnr.nn.utils.clip_grad_norm(self.model:parameters(), self.clip) end
+      opt:step()
+      opt:zero_grad()
+      pending = 0
+    end
+    self.step = self.step + 1
+    local l = loss:item()
+    if self.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
+      error(string.format("Trainer: the loss is %s at epoch %d step %d (detect_anomaly)", tostring(l), self.epoch, done), 0)
+    end
+    running, seen = running + l * x:size(1), seen + x:size(1)
+    progress_line(self, done, total, running / seen, seen / math.max(nnr.clock() - self._epoch_t0, 1e-9))
+    self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = self:lr() })
+    if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
+  end
+  if pending > 0 then opt:step(); opt:zero_grad() end
+  local seconds = nnr.clock() - self._epoch_t0
+  if self.D then
+    local t = self.D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
+    running, seen = t[1], t[2]
+  end
+  return { epoch = self.epoch, step = self.step, train_loss = running / math.max(seen, 1), lr = self:lr(), seconds = seconds,
+           samples_per_s = seen / math.max(seconds, 1e-9) }
+end
+
+function Trainer:fit(opts)
+  opts = V.options("Trainer:fit", opts, { resume = true })
+  self._tty = false
+  pcall(function()
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "int isatty(int fd);")
+    self._tty = ffi.C.isatty(1) == 1
+  end)
+  local first = 1
+  if opts.resume then first = self:load(opts.resume) + 1 end
+  self.stop_training = false
+  self:_call("on_fit_start")
+  for epoch = first, self.epochs do
+    self.epoch = epoch
+    -- a DataLoader's epoch e is the training epoch e (its shuffle follows it), also after a resume
+    pcall(function() if self.train_loader.epoch ~= nil then self.train_loader.epoch = epoch - 1 end end)
+    self:_call("on_epoch_start", epoch)
+    local logs = self:_epoch()
+    if self.val_loader then
+      local v = self:_evaluate()
+      for k, x in pairs(v) do logs[k] = x end
+      self:_call("on_validation_end", logs)
+    end
+    self.history[#self.history + 1] = logs
+    if not self.quiet and self.rank == 0 then
+      local parts = { string.format("epoch %d: train loss %.4f", epoch, logs.train_loss) }
+      if logs.val_loss then parts[#parts + 1] = string.format("val loss %.4f", logs.val_loss) end
+      if logs.val_accuracy then parts[#parts + 1] = string.format("val accuracy %.4f", logs.val_accuracy) end
+      parts[#parts + 1] = string.format("%.0f samples/s, %.1f s", logs.samples_per_s, logs.seconds)
+      print(table.concat(parts, ", "))
+    end
+    self:_call("on_epoch_end", logs)
+    if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
+  end
+  self:_call("on_fit_end", self.history)
+  return self.history
+end
+
+-- what a resumed run needs: the model, the optimizer, where it was, the callbacks' states, the RNG
+function Trainer:state_dict()
+  local cbs = {}
+  for i, cb in ipairs(self.callbacks) do cbs[i] = cb.state_dict and cb:state_dict() or {} end
+  return { model = self.model:state_dict(), optimizer = self.optimizer:state_dict(), epoch = self.epoch, step = self.step,
+           callbacks = cbs, rng = nnr.get_rng_state(), history = self.history }
+end
+
+function Trainer:save(path) nnr.save_checkpoint(path, self:state_dict()) end
+
+-- a checkpoint of Trainer:save: the epoch it ended
+function Trainer:load(path)
+  local ck = nnr.load_checkpoint(V.path("Trainer", "resume", path))
+  if type(ck.model) ~= "table" or type(ck.epoch) ~= "number" then error("Trainer: " .. path .. " is not a Trainer checkpoint", 0) end
+  self.model:load_state_dict(ck.model)
+  self.optimizer:load_state_dict(ck.optimizer)
+  self.epoch, self.step = ck.epoch, ck.step or 0
+  if ck.rng then nnr.set_rng_state(ck.rng) end
+  self.history = {}
+  for i = 1, #(ck.history or {}) do self.history[i] = ck.history[i] end
+  for i, cb in ipairs(self.callbacks) do
+    local s = ck.callbacks and ck.callbacks[i]
+    if s and cb.load_state_dict then cb:load_state_dict(s) end
+  end
+  return ck.epoch
+end
+
+-- callbacks ------------------------------------------------------------------------------------
+local function monitored(who, logs, key)
+  local v = logs[key]
+  if type(v) ~= "number" then
+    local have = {}
+    for k in pairs(logs) do have[#have + 1] = k end
+    table.sort(have)
+    error(string.format("%s: the epoch's logs have no '%s' (they have: %s)", who, key, table.concat(have, ", ")), 0)
+  end
+  return v
+end
+
+local function better(mode, a, b, delta) if mode == "min" then return a < b - delta end return a > b + delta end
+
+local EarlyStopping = { __name = "EarlyStopping" }
+EarlyStopping.__index = EarlyStopping
+-- EarlyStopping{monitor = "val_loss", mode = "min" | "max", patience = 3, min_delta = 0}
+function M.EarlyStopping(o)
+  local who = "EarlyStopping"
+  o = V.options(who, o, { monitor = true, mode = true, patience = true, min_delta = true })
+  return setmetatable({ monitor = o.monitor or "val_loss", mode = V.choice(who, "mode", o.mode or "min", { "min", "max" }),
+                        patience = V.integer(who, "patience", o.patience or 3, 0, 1e9),
+                        min_delta = V.number(who, "min_delta", o.min_delta or 0, { min = 0 }), wait = 0 }, EarlyStopping)
+end
+function EarlyStopping:on_epoch_end(tr, logs)
+  local v = monitored("EarlyStopping", logs, self.monitor)
+  if self.best == nil or better(self.mode, v, self.best, self.min_delta) then self.best, self.wait = v, 0; return end
+  self.wait = self.wait + 1
+  if self.wait > self.patience then
+    tr.stop_training = true
+    self.stopped_epoch = logs.epoch
+    if not tr.quiet and tr.rank == 0 then
+      print(string.format("early stop after epoch %d: %s has not improved on %.6g for %d epochs", logs.epoch, self.monitor, self.best, self.wait))
+    end
+  end
+end
+function EarlyStopping:state_dict() return { best = self.best, wait = self.wait } end
+function EarlyStopping:load_state_dict(s) self.best, self.wait = s.best, s.wait or 0 end
+
+local Checkpoint = { __name = "ModelCheckpoint" }
+Checkpoint.__index = Checkpoint
+-- ModelCheckpoint{dir, monitor = "val_loss", mode = "min", save_top_k = 1, save_last = true}: dir/epoch<N>.ckpt for
+-- the best k epochs by the monitored value (others deleted), dir/last.ckpt after every epoch; written whole
+function M.ModelCheckpoint(o)
+  local who = "ModelCheckpoint"
+  o = V.options(who, o, { dir = true, monitor = true, mode = true, save_top_k = true, save_last = true })
+  local dir = V.path(who, "dir", o.dir)
+  require("nnr.binding").check(require("nnr.binding").C.nnr_make_dirs(dir))
+  return setmetatable({ dir = dir, monitor = o.monitor or "val_loss", mode = V.choice(who, "mode", o.mode or "min", { "min", "max" }),
+                        save_top_k = V.integer(who, "save_top_k", o.save_top_k == nil and 1 or o.save_top_k, 0, 1e6),
+                        save_last = o.save_last ~= false, best = {} }, Checkpoint)
+end
+function Checkpoint:on_epoch_end(tr, logs)
+  if tr.rank ~= 0 then return end
+  if self.save_top_k > 0 then
+    local v = monitored("ModelCheckpoint", logs, self.monitor)
+    local path = string.format("%s/epoch%d.ckpt", self.dir, logs.epoch)
+    local entry = { value = v, path = path, epoch = logs.epoch }
+    local worst = self.best[#self.best]
+    if #self.best < self.save_top_k or better(self.mode, v, worst.value, 0) then
+      tr:save(path)
+      self.best[#self.best + 1] = entry
+      table.sort(self.best, function(a, b) return better(self.mode, a.value, b.value, 0) end)
+      while #self.best > self.save_top_k do
+        local gone = table.remove(self.best)
+        if gone.path ~= path then os.remove(gone.path) end
+      end
+      self.best_path = self.best[1].path
+    end
+  end
+  if self.save_last then tr:save(self.dir .. "/last.ckpt") end
+end
+function Checkpoint:state_dict()
+  local b = {}
+  for i, e in ipairs(self.best) do b[i] = { value = e.value, path = e.path, epoch = e.epoch } end
+  return { best = b }
+end
+function Checkpoint:load_state_dict(s)
+  self.best = {}
+  for i = 1, #(s.best or {}) do self.best[i] = s.best[i] end
+  self.best_path = self.best[1] and self.best[1].path
+end
+
+local Sched = { __name = "LRScheduler" }
+Sched.__index = Sched
+-- LRScheduler{scheduler = s, interval = "epoch" | "step", monitor = "val_loss"}: s:step() after each epoch or step;
+-- a ReduceLROnPlateau gets the monitored value
+function M.LRScheduler(o)
+  local who = "LRScheduler"
+  o = V.options(who, o, { scheduler = true, interval = true, monitor = true })
+  if type(o.scheduler) ~= "table" or type(o.scheduler.step) ~= "function" then error(who .. ": scheduler is required", 0) end
+  local plateau = getmetatable(o.scheduler) and getmetatable(o.scheduler).__name == "ReduceLROnPlateau"
+  local interval = V.choice(who, "interval", o.interval or "epoch", { "epoch", "step" })
+  if plateau and interval == "step" then error(who .. ": ReduceLROnPlateau steps once an epoch, on a monitored value", 0) end
+  return setmetatable({ scheduler = o.scheduler, interval = interval, monitor = o.monitor or "val_loss", plateau = plateau }, Sched)
+end
+function Sched:on_step_end() if self.interval == "step" then self.scheduler:step() end end
+function Sched:on_epoch_end(_, logs)
+  if self.interval ~= "epoch" then return end
+  if self.plateau then self.scheduler:step(monitored("LRScheduler", logs, self.monitor)) else self.scheduler:step() end
+end
+function Sched:state_dict() return self.scheduler.state_dict and self.scheduler:state_dict() or {} end
+function Sched:load_state_dict(s) if self.scheduler.load_state_dict then self.scheduler:load_state_dict(s) end end
+
+local Logger = { __name = "Logger" }
+Logger.__index = Logger
+-- Logger(writer[, {every = 0}]): the epoch's numbers to a SummaryWriter or JSONLinesWriter (tag "train_loss" ->
+-- "train/loss"...), and the step's loss every `every` steps (0: never)
+function M.Logger(writer, o)
+  o = V.options("Logger", o, { every = true })
+  if type(writer) ~= "table" or type(writer.add_scalar) ~= "function" then error("Logger: a writer with add_scalar is required", 0) end
+  return setmetatable({ writer = writer, every = V.integer("Logger", "every", o.every or 0, 0, 1e9) }, Logger)
+end
+function Logger:on_step_end(_, logs)
+  if self.every > 0 and logs.step % self.every == 0 then self.writer:add_scalar("step/loss", logs.loss, logs.step) end
+end
+function Logger:on_epoch_end(tr, logs)
+  if tr.rank ~= 0 then return end
+  local keys = {}
+  for k, v in pairs(logs) do if type(v) == "number" and k ~= "epoch" and k ~= "step" then keys[#keys + 1] = k end end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local role, base = k:match("^(%a+)_(.+)$")
+    self.writer:add_scalar(role and (base .. "/" .. role) or k, logs[k], logs.epoch)
+  end
+  if self.writer.flush then self.writer:flush() end
+end
+
+-- the learning-rate finder: a sweep from min_lr to max_lr (exponential, `steps` batches), the smoothed loss at
+-- each rate, stopped when it passes 4x its best; the model and optimizer are put back as they were.
+-- Returns {lrs, losses, suggestion} (the rate of the steepest fall); plot = "lr.png" draws loss against rate.
+function M.lr_find(o)
+  local who = "lr_find"
+  o = V.options(who, o, { model = true, optimizer = true, loss_fn = true, loader = true, device = true, min_lr = true, max_lr = true,
+                          steps = true, smooth = true, plot = true })
+  local model, opt, loss_fn, loader = o.model, o.optimizer, o.loss_fn, o.loader
+  if type(model) ~= "table" or type(opt) ~= "table" or type(loss_fn) ~= "function" or not has_iter(loader) then
+    error(who .. ": model, optimizer, loss_fn and loader are required", 0)
+  end
+  local lo = V.number(who, "min_lr", o.min_lr or 1e-7, { above = 0 })
+  local hi = V.number(who, "max_lr", o.max_lr or 10, { above = lo })
+  local steps = V.integer(who, "steps", o.steps or 100, 2, 1e6)
+  local beta = V.number(who, "smooth", o.smooth or 0.98, { min = 0, below = 1 })
+  if o.plot then nnr.plot.check_output(o.plot, who) end
+  local device = o.device and nnr.device(o.device).name or "cpu"
+  local saved_model, saved_opt, saved_rng = model:state_dict(), opt:state_dict(), nnr.get_rng_state()
+  local copy = {}
+  for k, v in pairs(saved_model) do copy[k] = v:clone() end
+  local lrs, losses, avg, best = {}, {}, 0, math.huge
+  local i = 0
+  model:train()
+  while i < steps do
+    local progressed = false
+    for x, y in loader:iter() do
+      progressed = true
+      i = i + 1
+      local lr = lo * (hi / lo) ^ ((i - 1) / (steps - 1))
+      for _, g in ipairs(opt.param_groups) do g.lr = lr end
+      opt:zero_grad()
+      local loss = loss_fn(model(x:to(device)), y:to(device))
+      loss:backward()
+      opt:step()
+      local l = loss:item()
+      avg = beta * avg + (1 - beta) * l
+      local smoothed = avg / (1 - beta ^ i)
+      if l ~= l or smoothed > 4 * best then i = steps; break end
+      best = math.min(best, smoothed)
+      lrs[#lrs + 1], losses[#losses + 1] = lr, smoothed
+      if i >= steps then break end
+    end
+    if not progressed then error(who .. ": the loader gave no batches", 0) end
+  end
+  model:load_state_dict(copy)
+  opt:load_state_dict(saved_opt)
+  nnr.set_rng_state(saved_rng)
+  -- the steepest fall of the smoothed loss against log(lr), away from the ends (the first tenth, where the
+  -- smoothing has little to go on, and the last twentieth)
+  local suggestion, steepest = lrs[math.max(1, math.floor(#lrs / 2))], math.huge
+  for k = math.max(2, math.floor(#lrs / 10)), #lrs - math.max(1, math.floor(#lrs / 20)) do
+    local slope = (losses[k + 1] - losses[k - 1]) / (math.log(lrs[k + 1]) - math.log(lrs[k - 1]))
+    if slope < steepest then steepest, suggestion = slope, lrs[k] end
+  end
+  if o.plot then
+    local recs = {}
+    for k = 1, #lrs do recs[k] = { lr = lrs[k], train_loss = losses[k] } end
+    nnr.plot.curves(recs, o.plot, { x = "lr", logx = true, title = string.format("learning rate finder: suggested %.3g", suggestion) })
+  end
+  return { lrs = lrs, losses = losses, suggestion = suggestion }
+end
+
+return M
