@@ -67,6 +67,7 @@ function M.Trainer(cfg)
     if type(cb) ~= "table" then error(string.format("%s: callbacks[%d] must be a table of methods, got %s", who, i, type(cb)), 0) end
   end
   self.quiet = V.boolean(who, "quiet", cfg.quiet)
+  for _, cb in ipairs(self.callbacks) do if cb.on_step_end then self._step_hooks = true end end   -- else no logs table a step
   self.detect_anomaly = V.boolean(who, "detect_anomaly", cfg.detect_anomaly)
   self.dp = cfg.data_parallel
   if cfg.distributed then
@@ -94,13 +95,16 @@ end
 function Trainer:lr() return self.optimizer.param_groups[1].lr end
 
 -- one batch's loss (a tensor), forward and backward done
+function Trainer:_forward(x, y)
+  if self.step_fn then return self.step_fn(self, x, y) end
+  return self.loss_fn(self.model(x), y)
+end
+
 function Trainer:_backward(x, y)
   if self.dp then return nnr.tensor({ (self.dp:backward(x, y)) }) end
-  local function forward()
-    if self.step_fn then return self.step_fn(self, x, y) end
-    return self.loss_fn(self.model(x), y)
-  end
-  local loss = self.autocast and nnr.autocast(self.autocast, forward) or forward()
+  local loss
+  if self.autocast then loss = nnr.autocast(self.autocast, function() return self:_forward(x, y) end)
+  else loss = self:_forward(x, y) end
   if not nnr.is_tensor(loss) or loss:numel() ~= 1 then error("Trainer: the loss must be a one-element tensor", 0) end
   local scaled = self.accumulate > 1 and loss / self.accumulate or loss
   if self.ddp then self.ddp:backward(scaled) else scaled:backward() end
@@ -170,9 +174,10 @@ function Trainer:_epoch(resume_position)
     if self.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
       error(string.format("Trainer: the loss is %s at epoch %d step %d (detect_anomaly)", tostring(l), self.epoch, done), 0)
     end
-    running, seen = running + l * x:size(1), seen + x:size(1)
-    progress_line(self, done, total, running / seen, seen / math.max(nnr.clock() - self._epoch_t0, 1e-9))
-    self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = self:lr() })
+    local len = x:size(1)
+    running, seen = running + l * len, seen + len
+    if not self.quiet then progress_line(self, done, total, running / seen, seen / math.max(nnr.clock() - self._epoch_t0, 1e-9)) end
+    if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = self:lr() }) end
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
   end
   if pending > 0 then opt:step(); opt:zero_grad() end
