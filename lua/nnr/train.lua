@@ -24,7 +24,8 @@ Trainer.__index = Trainer
 
 local CONFIG = { model = true, optimizer = true, loss_fn = true, step_fn = true, train_loader = true, val_loader = true, device = true,
                  epochs = true, max_steps = true, accumulate = true, clip_grad_norm = true, autocast = true, metrics = true,
-                 callbacks = true, data_parallel = true, distributed = true, quiet = true, detect_anomaly = true }
+                 callbacks = true, data_parallel = true, distributed = true, quiet = true, detect_anomaly = true, evaluate = true,
+                 print_epochs = true, stop_signals = true, stop_after = true }
 local METRICS = { accuracy = true }
 
 -- a DataLoader (a userdata proxy) or a table with iter()
@@ -53,6 +54,7 @@ function M.Trainer(cfg)
   self.device = cfg.device and nnr.device(cfg.device).name or "cpu"
   self.epochs = V.integer(who, "epochs", cfg.epochs or 1, 1, 1e9)
   self.max_steps = cfg.max_steps and V.integer(who, "max_steps", cfg.max_steps, 1, 1e15)
+  self.stop_after = cfg.stop_after and V.integer(who, "stop_after", cfg.stop_after, 0, 1e9)    -- the last epoch of this run
   self.accumulate = V.integer(who, "accumulate", cfg.accumulate or 1, 1, 1e6)
   self.clip = cfg.clip_grad_norm and V.number(who, "clip_grad_norm", cfg.clip_grad_norm, { above = 0 })
   if cfg.autocast ~= nil then V.choice(who, "autocast", cfg.autocast, { "bf16", "f16" }) end
@@ -67,6 +69,10 @@ function M.Trainer(cfg)
     if type(cb) ~= "table" then error(string.format("%s: callbacks[%d] must be a table of methods, got %s", who, i, type(cb)), 0) end
   end
   self.quiet = V.boolean(who, "quiet", cfg.quiet)
+  if cfg.evaluate ~= nil and type(cfg.evaluate) ~= "function" then error(who .. ": evaluate must be a function(trainer) -> logs", 0) end
+  self.evaluate = cfg.evaluate
+  self.print_epochs = cfg.print_epochs ~= false
+  self.stop_signals = V.boolean(who, "stop_signals", cfg.stop_signals)
   for _, cb in ipairs(self.callbacks) do if cb.on_step_end then self._step_hooks = true end end   -- else no logs table a step
   self.detect_anomaly = V.boolean(who, "detect_anomaly", cfg.detect_anomaly)
   self.dp = cfg.data_parallel
@@ -80,9 +86,9 @@ function M.Trainer(cfg)
   return self
 end
 
--- every callback's hook, in order; an error names the callback
+-- every callback's hook, in order, on every rank (a scheduler must step everywhere; the writers check
+-- tr.rank themselves); an error names the callback
 function Trainer:_call(hook, ...)
-  if self.rank ~= 0 and hook ~= "on_epoch_end" and hook ~= "on_fit_start" then return end
   for _, cb in ipairs(self.callbacks) do
     local fn = cb[hook]
     if fn then
@@ -139,82 +145,140 @@ function Trainer:_evaluate()
   return logs
 end
 
-local function progress_line(self, done, total, loss, rate)
-  if self.quiet or self.rank ~= 0 then return end
+-- seconds as m:ss
+local function fmt_time(t)
+  if t ~= t or t == math.huge then return "--:--" end
+  return string.format("%d:%02d", math.floor(t / 60), math.floor(t % 60))
+end
+M.fmt_time = fmt_time
+
+-- the progress of an epoch: a bar redrawn in place on a terminal, else a line every 10 s and at the end
+local function progress_line(self, done, total, loss, samples)
   local now = nnr.clock()
-  if now - (self._last_print or 0) < (self._tty and 0.1 or 10) and done < total then return end
+  local elapsed = now - self._epoch_t0
+  local rate = samples / math.max(elapsed, 1e-9)
+  local eta = total > 0 and (total - done) * elapsed / math.max(done, 1) or 0
+  if self._tty then
+    if now - (self._last_print or 0) < 0.1 and done < total then return end
+    local width = 30
+    local filled = total > 0 and math.floor(width * done / total) or 0
+    io.write(string.format("\repoch %d/%d [%s%s] %3d%% loss %.4f %6.0f samples/s ETA %s ", self.epoch, self.epochs, string.rep("=", filled),
+      string.rep(" ", width - filled), total > 0 and math.floor(100 * done / total) or 0, loss, rate, fmt_time(eta)))
+    if done == total then io.write("\n") end
+    io.flush()
+  elseif done == total or now - (self._last_print or 0) >= 10 then
+    print(string.format("epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %s", self.epoch, self.epochs, done, total, loss, rate, fmt_time(eta)))
+  end
   self._last_print = now
-  local eta = total > 0 and (total - done) * (now - self._epoch_t0) / math.max(done, 1) or 0
-  local line = string.format("epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %ds", self.epoch, self.epochs, done, total, loss, rate, eta)
-  if self._tty then io.write("\r", line, done == total and "\n" or " "); io.flush() else print(line) end
 end
 
-function Trainer:_epoch(resume_position)
+-- nil, or the signal a stop was asked with (nnr.signals: SIGINT, SIGTERM); under Distributed every rank
+-- learns the highest any rank saw, so that all stop after the same step
+local function stop_requested(D)
+  local sig, status = require("nnr.signals").stop_requested()
+  if not D then return sig end
+  local t = D.all_reduce(nnr.tensor({ status or 0 }, { dtype = "f64" }), "max")
+  if t[1] == 0 then return nil end
+  return ({ [130] = "SIGINT", [143] = "SIGTERM" })[t[1]] or ("signal " .. (t[1] - 128))
+end
+M.stop_requested = stop_requested
+
+-- one epoch's steps; within: {step, loss_sum, samples} of an epoch stopped part way (its loader goes on after
+-- the batches done). Returns the epoch's logs, or nil when a stop signal ended it (self.interrupted says where).
+function Trainer:_epoch(within)
   local loader, opt = self.train_loader, self.optimizer
   local ok_len, total = pcall(function() return loader:len() end)
   total = ok_len and type(total) == "number" and total or 0
-  local running, seen, done = 0, 0, resume_position or 0
-  self._epoch_t0 = nnr.clock()
+  local running, seen, done, seen0 = 0, 0, 0, 0
+  if within then
+    loader:load_state_dict({ epoch = self.epoch, position = within.step })
+    done = within.step
+    if self.rank == 0 then running, seen, seen0 = within.loss_sum, within.samples, within.samples end   -- summed over the ranks
+  end
+  self._epoch_t0, self._last_print = nnr.clock(), 0      -- (an epoch's first step is shown)
   self.model:train()
-  opt:zero_grad()
   local pending = 0
   for x, y in loader:iter() do
     x, y = x:to(self.device), y:to(self.device)
+    if pending == 0 then opt:zero_grad() end       -- (so the last step's gradients stay for the epoch's logs)
     local loss = self:_backward(x, y)
     pending = pending + 1
     done = done + 1
     if pending == self.accumulate or (total > 0 and done == total) then
       if self.clip then nnr.nn.utils.clip_grad_norm(self.model:parameters(), self.clip) end
       opt:step()
-      opt:zero_grad()
       pending = 0
     end
     self.step = self.step + 1
     local l = loss:item()
     if self.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
-      error(string.format("Trainer: the loss is %s at epoch %d step %d (detect_anomaly)", tostring(l), self.epoch, done), 0)
+      error(string.format("training stopped: the loss is %s at epoch %d step %d (detect_anomaly); lower the learning rate?", tostring(l),
+        self.epoch, done), 0)
     end
     local len = x:size(1)
     running, seen = running + l * len, seen + len
-    if not self.quiet then progress_line(self, done, total, running / seen, seen / math.max(nnr.clock() - self._epoch_t0, 1e-9)) end
+    if not self.quiet and self.rank == 0 then progress_line(self, done, total, running / seen, seen - seen0) end
     if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = self:lr() }) end
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
+    if self.stop_signals and done < total then     -- (after the epoch's last step the epoch finishes first)
+      local sig = stop_requested(self.D)
+      if sig then
+        if self._tty and not self.quiet and self.rank == 0 then io.write("\n") end
+        local loss_sum, samples = running, seen
+        if self.D then
+          local t = self.D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
+          loss_sum, samples = t[1], t[2]
+        end
+        self.interrupted = { signal = sig, epoch = self.epoch, step = done, loss_sum = loss_sum, samples = samples }
+        self:_call("on_interrupt", self.interrupted)
+        return nil
+      end
+    end
   end
-  if pending > 0 then opt:step(); opt:zero_grad() end
+  if pending > 0 then opt:step() end
   local seconds = nnr.clock() - self._epoch_t0
+  local epoch_seen = seen - seen0
   if self.D then
-    local t = self.D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
-    running, seen = t[1], t[2]
+    local t = self.D.all_reduce(nnr.tensor({ running, seen, epoch_seen }, { dtype = "f64" }))
+    running, seen, epoch_seen = t[1], t[2], t[3]
   end
   return { epoch = self.epoch, step = self.step, train_loss = running / math.max(seen, 1), lr = self:lr(), seconds = seconds,
-           samples_per_s = seen / math.max(seconds, 1e-9) }
+           samples_per_s = epoch_seen / math.max(seconds, 1e-9) }
 end
 
 function Trainer:fit(opts)
-  opts = V.options("Trainer:fit", opts, { resume = true })
+  opts = V.options("Trainer:fit", opts, { resume = true, validate = true })
   self._tty = false
   pcall(function()
     local ffi = require "ffi"
     pcall(ffi.cdef, "int isatty(int fd);")
     self._tty = ffi.C.isatty(1) == 1
   end)
-  local first = 1
-  if opts.resume then first = self:load(opts.resume) + 1 end
-  self.stop_training = false
+  local first, within = 1, nil
+  if opts.resume then first, within = self:load(opts.resume, opts.validate)
+  elseif self._resume then first, within = self._resume[1], self._resume[2] end      -- a load() before fit
+  self._resume = nil
+  local last = math.min(self.epochs, self.stop_after or self.epochs)
+  self.stop_training, self.interrupted = false, nil
+  if self.stop_signals then require("nnr.signals").catch_stop(true) end
   self:_call("on_fit_start")
-  for epoch = first, self.epochs do
+  for epoch = first, last do
     self.epoch = epoch
     -- a DataLoader's epoch e is the training epoch e (its shuffle follows it), also after a resume
-    pcall(function() if self.train_loader.epoch ~= nil then self.train_loader.epoch = epoch - 1 end end)
+    if not within then pcall(function() if self.train_loader.epoch ~= nil then self.train_loader.epoch = epoch - 1 end end) end
     self:_call("on_epoch_start", epoch)
-    local logs = self:_epoch()
-    if self.val_loader then
-      local v = self:_evaluate()
-      for k, x in pairs(v) do logs[k] = x end
+    local logs = self:_epoch(within)
+    within = nil
+    if not logs then break end                   -- a stop signal: on_interrupt has run
+    if self.evaluate then
+      for k, x in pairs(self.evaluate(self)) do logs[k] = x end
+      self:_call("on_validation_end", logs)
+    elseif self.val_loader then
+      for k, x in pairs(self:_evaluate()) do logs[k] = x end
       self:_call("on_validation_end", logs)
     end
     self.history[#self.history + 1] = logs
-    if not self.quiet and self.rank == 0 then
+    if self.print_epochs and not self.quiet and self.rank == 0 then
       local parts = { string.format("epoch %d: train loss %.4f", epoch, logs.train_loss) }
       if logs.val_loss then parts[#parts + 1] = string.format("val loss %.4f", logs.val_loss) end
       if logs.val_accuracy then parts[#parts + 1] = string.format("val accuracy %.4f", logs.val_accuracy) end
@@ -223,28 +287,57 @@ function Trainer:fit(opts)
     end
     self:_call("on_epoch_end", logs)
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
+    if self.stop_signals and epoch < last then
+      local sig = stop_requested(self.D)
+      if sig then
+        self.interrupted = { signal = sig, epoch = epoch }
+        self:_call("on_interrupt", self.interrupted)
+        break
+      end
+    end
   end
   self:_call("on_fit_end", self.history)
   return self.history
 end
 
--- what a resumed run needs: the model, the optimizer, where it was, the callbacks' states, the RNG
-function Trainer:state_dict()
+-- what a resumed run needs: the model, the optimizer, the epochs done, the callbacks' states, the RNG, the
+-- history; within (a stop part way through the next epoch): {step, loss_sum, samples}; extra: the caller's
+-- fields (what its own checks need on resume)
+function Trainer:state_dict(within, extra)
   local cbs = {}
   for i, cb in ipairs(self.callbacks) do cbs[i] = cb.state_dict and cb:state_dict() or {} end
-  return { model = self.model:state_dict(), optimizer = self.optimizer:state_dict(), epoch = self.epoch, step = self.step,
-           callbacks = cbs, rng = nnr.get_rng_state(), history = self.history }
+  local sd = { model = self.model:state_dict(), optimizer = self.optimizer:state_dict(), epoch = self.epoch, global_step = self.step,
+               callbacks = cbs, rng = nnr.get_rng_state(), history = self.history }
+  -- a stop within the next epoch: its batches done and running loss (the names the training scripts always used)
+  if within then sd.step, sd.epoch_loss_sum, sd.epoch_samples = within.step, within.loss_sum, within.samples end
+  for k, v in pairs(extra or {}) do sd[k] = v end
+  return sd
 end
 
-function Trainer:save(path) nnr.save_checkpoint(path, self:state_dict()) end
+-- the epochs done (this one included), or the state at a stop within the next epoch
+function Trainer:save(path, within, extra)
+  if within and within.epoch then
+    local done = self.epoch
+    self.epoch = within.epoch - 1
+    local ok, err = pcall(nnr.save_checkpoint, path, self:state_dict(within, extra))
+    self.epoch = done
+    if not ok then error(err, 0) end
+    return
+  end
+  nnr.save_checkpoint(path, self:state_dict(nil, extra))
+end
 
--- a checkpoint of Trainer:save: the epoch it ended
-function Trainer:load(path)
+-- a checkpoint of Trainer:save (validate(ck) may refuse it first): the epoch to start at, and where in it
+function Trainer:load(path, validate)
   local ck = nnr.load_checkpoint(V.path("Trainer", "resume", path))
-  if type(ck.model) ~= "table" or type(ck.epoch) ~= "number" then error("Trainer: " .. path .. " is not a Trainer checkpoint", 0) end
+  if validate then validate(ck) end            -- the caller's checks first: its messages are the more precise
+  for _, k in ipairs { "model", "optimizer" } do
+    if type(ck[k]) ~= "table" then error("Trainer: " .. path .. " is not a Trainer checkpoint: it has no " .. k, 0) end
+  end
+  if type(ck.epoch) ~= "number" then error("Trainer: " .. path .. " is not a Trainer checkpoint: it has no epoch", 0) end
   self.model:load_state_dict(ck.model)
   self.optimizer:load_state_dict(ck.optimizer)
-  self.epoch, self.step = ck.epoch, ck.step or 0
+  self.epoch, self.step = ck.epoch, ck.global_step or 0
   if ck.rng then nnr.set_rng_state(ck.rng) end
   self.history = {}
   for i = 1, #(ck.history or {}) do self.history[i] = ck.history[i] end
@@ -252,7 +345,12 @@ function Trainer:load(path)
     local s = ck.callbacks and ck.callbacks[i]
     if s and cb.load_state_dict then cb:load_state_dict(s) end
   end
-  return ck.epoch
+  local within = ck.step ~= nil and { step = ck.step, loss_sum = ck.epoch_loss_sum, samples = ck.epoch_samples } or nil
+  if within and (type(within.step) ~= "number" or type(within.samples) ~= "number") then
+    error("Trainer: " .. path .. ": a stop within an epoch needs its step and epoch_samples", 0)
+  end
+  self._resume = { ck.epoch + 1, within }
+  return ck.epoch + 1, within
 end
 
 -- callbacks ------------------------------------------------------------------------------------
@@ -361,15 +459,18 @@ function Sched:load_state_dict(s) if self.scheduler.load_state_dict then self.sc
 
 local Logger = { __name = "Logger" }
 Logger.__index = Logger
--- Logger(writer[, {every = 0}]): the epoch's numbers to a SummaryWriter or JSONLinesWriter (tag "train_loss" ->
--- "train/loss"...), and the step's loss every `every` steps (0: never)
+local ROLES = { train = true, test = true, val = true }
+-- Logger(writer[, {every = 0, histograms = false}]): the epoch's numbers to a SummaryWriter or JSONLinesWriter
+-- (train_loss -> "loss/train", test_accuracy -> "accuracy/test", others by their name), the step's loss every
+-- `every` steps (0: never), and with histograms every parameter's and gradient's histogram each epoch
 function M.Logger(writer, o)
-  o = V.options("Logger", o, { every = true })
+  o = V.options("Logger", o, { every = true, histograms = true })
   if type(writer) ~= "table" or type(writer.add_scalar) ~= "function" then error("Logger: a writer with add_scalar is required", 0) end
-  return setmetatable({ writer = writer, every = V.integer("Logger", "every", o.every or 0, 0, 1e9) }, Logger)
+  return setmetatable({ writer = writer, every = V.integer("Logger", "every", o.every or 0, 0, 1e9),
+                        histograms = V.boolean("Logger", "histograms", o.histograms) }, Logger)
 end
-function Logger:on_step_end(_, logs)
-  if self.every > 0 and logs.step % self.every == 0 then self.writer:add_scalar("step/loss", logs.loss, logs.step) end
+function Logger:on_step_end(tr, logs)
+  if tr.rank == 0 and self.every > 0 and logs.step % self.every == 0 then self.writer:add_scalar("step/loss", logs.loss, logs.step) end
 end
 function Logger:on_epoch_end(tr, logs)
   if tr.rank ~= 0 then return end
@@ -378,7 +479,13 @@ function Logger:on_epoch_end(tr, logs)
   table.sort(keys)
   for _, k in ipairs(keys) do
     local role, base = k:match("^(%a+)_(.+)$")
-    self.writer:add_scalar(role and (base .. "/" .. role) or k, logs[k], logs.epoch)
+    self.writer:add_scalar(role and ROLES[role] and (base .. "/" .. role) or k, logs[k], logs.epoch)
+  end
+  if self.histograms then
+    for _, np in ipairs(tr.model:named_parameters()) do
+      self.writer:add_histogram(np[1], np[2], logs.epoch)
+      if np[2].grad then self.writer:add_histogram(np[1] .. ".grad", np[2].grad, logs.epoch) end
+    end
   end
   if self.writer.flush then self.writer:flush() end
 end
