@@ -180,10 +180,10 @@ static void png_image_of(png_image *img, const nnr_tensor *t)
     img->format = t->sizes[0] == 1 ? PNG_FORMAT_GRAY : t->sizes[0] == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_RGBA;
 }
 
-/* a u8 [C, H, W] image as PNG bytes in memory (malloc'd, *n of them); NULL with the error set */
-uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n)
+/* a u8 [C, H, W] image as PNG bytes in memory (malloc'd, *n of them); NULL with the error set (who: the caller) */
+static uint8_t *png_bytes(const char *who, const nnr_tensor *t, size_t *n)
 {
-    uint8_t *hwc = interleaved("encode_png", t);
+    uint8_t *hwc = interleaved(who, t);
     if (!hwc) return NULL;
     png_image img;
     png_image_of(&img, t);
@@ -193,8 +193,8 @@ uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n)
     if (sized && (out = malloc(size ? size : 1)) && png_image_write_to_memory(&img, out, &size, 0, hwc, 0, NULL)) {
         *n = size;
     } else {
-        if (sized && !out) nnr_errorf(NNR_ERR_OOM, "encode_png: out of memory for %zu bytes", (size_t)size);
-        else nnr_errorf(NNR_ERR_IO, "encode_png: %s", img.message);
+        if (sized && !out) nnr_errorf(NNR_ERR_OOM, "%s: out of memory for %zu bytes", who, (size_t)size);
+        else nnr_errorf(NNR_ERR_IO, "%s: %s", who, img.message);
         free(out);
         out = NULL;
     }
@@ -203,37 +203,41 @@ uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n)
     return out;
 }
 
-/* u8 [C, H, W] (C 1, 3 or 4) to a PNG, or a JPEG (C 1 or 3) at quality 1..100, chosen by the extension */
+uint8_t *nnr_encode_png(const nnr_tensor *t, size_t *n) { return png_bytes("encode_png", t, n); }
+
+/* u8 [C, H, W] (C 1, 3 or 4) to a PNG, or a JPEG (C 1 or 3) at quality 1..100, chosen by the extension;
+ * encoded in memory, then written whole (a temporary file renamed: an old file stays until the new one is) */
 int nnr_save_image(const char *path, const nnr_tensor *t, int quality)
 {
     size_t len = strlen(path);
     int jpeg = (len > 4 && strcasecmp(path + len - 4, ".jpg") == 0) || (len > 5 && strcasecmp(path + len - 5, ".jpeg") == 0);
     if (jpeg && t->ndim == 3 && t->sizes[0] == 4) return nnr_errorf(NNR_ERR_INVALID, "save_image: %s: JPEG has no alpha channel", path);
+    if (!jpeg) {
+        size_t n = 0;
+        uint8_t *png = png_bytes("save_image", t, &n);
+        if (!png) return nnr_last_status();
+        const void *parts[1] = {png};
+        int st = nnr_write_atomically(path, 1, parts, &n);
+        free(png);
+        return st;
+    }
     uint8_t *hwc = interleaved("save_image", t);
     if (!hwc) return nnr_last_status();
     int64_t c = t->sizes[0], h = t->sizes[1], w = t->sizes[2];
     int st = NNR_OK;
-    if (jpeg) {
-        tjhandle tj = tjInitCompress();
-        unsigned char *out = NULL;
-        unsigned long out_n = 0;
-        if (!tj || tjCompress2(tj, hwc, (int)w, 0, (int)h, c == 1 ? TJPF_GRAY : TJPF_RGB, &out, &out_n, c == 1 ? TJSAMP_GRAY : TJSAMP_420,
-                               quality < 1 || quality > 100 ? 90 : quality, 0) != 0) {
-            st = nnr_errorf(NNR_ERR_IO, "save_image: %s: %s", path, tj ? tjGetErrorStr2(tj) : "cannot start the JPEG encoder");
-        } else {
-            FILE *f = fopen(path, "wb");
-            if (!f || fwrite(out, 1, out_n, f) != out_n) st = nnr_errorf(NNR_ERR_IO, "save_image: cannot write %s: %s", path, strerror(errno));
-            if (f && fclose(f) != 0 && st == NNR_OK) st = nnr_errorf(NNR_ERR_IO, "save_image: cannot write %s: %s", path, strerror(errno));
-        }
-        tjFree(out);
-        if (tj) tjDestroy(tj);
+    tjhandle tj = tjInitCompress();
+    unsigned char *out = NULL;
+    unsigned long out_n = 0;
+    if (!tj || tjCompress2(tj, hwc, (int)w, 0, (int)h, c == 1 ? TJPF_GRAY : TJPF_RGB, &out, &out_n, c == 1 ? TJSAMP_GRAY : TJSAMP_420,
+                           quality < 1 || quality > 100 ? 90 : quality, 0) != 0) {
+        st = nnr_errorf(NNR_ERR_IO, "save_image: %s: %s", path, tj ? tjGetErrorStr2(tj) : "cannot start the JPEG encoder");
     } else {
-        png_image img;
-        png_image_of(&img, t);
-        if (!png_image_write_to_file(&img, path, 0, hwc, 0, NULL))
-            st = nnr_errorf(NNR_ERR_IO, "save_image: cannot write %s: %s", path, img.message);
-        png_image_free(&img);
+        const void *parts[1] = {out};
+        size_t n = out_n;
+        st = nnr_write_atomically(path, 1, parts, &n);
     }
+    tjFree(out);
+    if (tj) tjDestroy(tj);
     free(hwc);
     return st;
 }

@@ -365,7 +365,7 @@ return function(nnr, H)
     { "save_image: JPEG quality 500", function() return data.save_image(H.path("q.jpg"), nnr.zeros(3, 2, 2, { dtype = "u8" }), 500) end, "quality" },
     { "save_image: JPEG quality NaN", function() return data.save_image(H.path("q.jpg"), nnr.zeros(3, 2, 2, { dtype = "u8" }), NaN) end, "quality" },
     { "save_image: path with a NUL byte", function() return data.save_image(H.path("a.png") .. "\0.jpg", nnr.zeros(3, 2, 2, { dtype = "u8" })) end, "NUL|null|\\0" },
-    { "save_image: missing folder", function() return data.save_image(H.path("no/such/a.png"), nnr.zeros(3, 2, 2, { dtype = "u8" })) end, "cannot write" },
+    { "save_image: missing folder", function() return data.save_image(H.path("no/such/a.png"), nnr.zeros(3, 2, 2, { dtype = "u8" })) end, "cannot create a temporary file beside it" },
     -- datasets: Lua, Subset, Concat, random_split ----------------------------------------------------------------------------
     { "Lua dataset: labels only sometimes (first has none)", function() return H.drain(data.DataLoader(H.luads(4, function(_, i) return nnr.tensor({ i }), (i % 2 == 0) and i or nil end), { batch_size = 4 })) end, "target|label|y" },
     { "Lua dataset: labels only sometimes (first has one)", function() return H.drain(data.DataLoader(H.luads(4, function(_, i) return nnr.tensor({ i }), (i % 2 == 1) and i or nil end), { batch_size = 4 })) end, "target|label|y" },
