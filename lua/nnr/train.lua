@@ -260,7 +260,15 @@ function Trainer:fit(opts)
   self._resume = nil
   local last = math.min(self.epochs, self.stop_after or self.epochs)
   self.stop_training, self.interrupted = false, nil
-  if self.stop_signals then require("nnr.signals").catch_stop(true) end
+  local caught_before
+  if self.stop_signals then caught_before = require("nnr.signals").catch_stop(true) end
+  local ok, err = pcall(self._run, self, first, last, within)
+  if self.stop_signals and not caught_before then require("nnr.signals").catch_stop(false) end   -- as it was (a REPL's Ctrl-C)
+  if not ok then error(err, 0) end
+  return self.history
+end
+
+function Trainer:_run(first, last, within)
   self:_call("on_fit_start")
   for epoch = first, last do
     self.epoch = epoch
