@@ -78,25 +78,13 @@ function Writer:add_histogram(tag, values, global_step, bins, walltime)
   local step, wt = A.step(who, global_step), A.walltime(who, walltime)
   local x, edges = A.histogram(who, values, bins)
   local n = x:numel()
-  local lo, hi, sum, sq = math.huge, -math.huge, 0, 0
-  local counts = {}
-  for i = 1, #edges do counts[i] = 0 end
-  local data = ffi.cast("const double *", C.nnr_tensor_data(x.p))
-  for i = 0, n - 1 do
-    local v = data[i]
-    if v ~= v or v == math.huge or v == -math.huge then error(who .. ": the values hold " .. (v ~= v and "NaN" or "an infinity"), 0) end
-    lo, hi, sum, sq = math.min(lo, v), math.max(hi, v), sum + v, sq + v * v
-    if v >= edges[1] and v <= edges[#edges] then
-      local a, b = 1, #edges
-      while b - a > 1 do local m = math.floor((a + b) / 2); if v >= edges[m] then a = m else b = m end end
-      counts[a] = counts[a] + 1
-    end
-  end
-  local first, last = 1, #edges - 1
-  while first < last and counts[first] == 0 do first = first + 1 end
-  while last > first and counts[last] == 0 do last = last - 1 end
+  -- counted as the TensorBoard writer counts (core/data/events.c)
+  local ce, counts, stats, range = ffi.new("double[?]", #edges, edges), ffi.new("double[?]", #edges - 1), ffi.new("double[4]"),
+    ffi.new("int64_t[2]")
+  require("nnr.binding").check(C.nnr_histogram(tag, ffi.cast("const double *", C.nnr_tensor_data(x.p)), n, ce, #edges, counts, stats, range))
   local limits, buckets = {}, {}
-  for i = first, last do limits[#limits + 1] = edges[i + 1]; buckets[#buckets + 1] = counts[i] end
+  for i = tonumber(range[0]), tonumber(range[1]) do limits[#limits + 1] = edges[i + 2]; buckets[#buckets + 1] = counts[i] end
+  local lo, hi, sum, sq = stats[0], stats[1], stats[2], stats[3]
   emit(self, who, { kind = "histogram", tag = tag, step = step, min = lo, max = hi, num = n, sum = sum, sum_squares = sq,
                     bucket_limit = limits, bucket = buckets, wall_time = wt > 0 and wt or now() })
 end

@@ -52,6 +52,10 @@ int nnr_events_scalar(nnr_events *w, const char *tag, double value, int64_t step
 /* values (n, finite) counted in the buckets between nedges increasing edges, numpy's histogram rule */
 int nnr_events_histogram(nnr_events *w, const char *tag, const double *values, int64_t n, const double *edges, int64_t nedges, int64_t step,
                          double wall_time);
+/* the histogram both writers log: counts (nedges - 1) of n finite values in the buckets between increasing
+ * edges (numpy's rule), stats = {min, max, sum, sum of squares}, range = the first and last bucket not empty */
+int nnr_histogram(const char *tag, const double *values, int64_t n, const double *edges, int64_t nedges, double *counts, double *stats,
+                  int64_t *range);
 /* a u8 [C, H, W] image (C 1, 3 or 4), stored as PNG */
 int nnr_events_image(nnr_events *w, const char *tag, const nnr_tensor *image, int64_t step, double wall_time);
 int nnr_events_text(nnr_events *w, const char *tag, const char *text, size_t n, int64_t step, double wall_time);
