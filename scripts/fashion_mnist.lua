@@ -54,9 +54,8 @@ function M.number_option(name, text, spec)
   return check.number("", flag, v, spec)
 end
 
--- a checkpoint for --resume (who: "--resume PATH"): it must hold what training continues from
-function M.load_training_checkpoint(who, path)
-  local ck = nnr.load_checkpoint(path)
+-- a checkpoint for --resume (who: "--resume PATH") must hold what training continues from
+function M.check_training_checkpoint(who, ck)
   for _, k in ipairs { "model", "optimizer", "rng" } do
     if type(ck[k]) ~= "table" then
       error(string.format("%s: the checkpoint has no %s (not one written by --save?)", who, k == "rng" and "RNG state" or k), 0)
@@ -65,6 +64,8 @@ function M.load_training_checkpoint(who, path)
   check.integer(who, "epoch", ck.epoch, 0, 1e6)
   return ck
 end
+
+function M.load_training_checkpoint(who, path) return M.check_training_checkpoint(who, nnr.load_checkpoint(path)) end
 
 -- progress lines (train_fashion_mnist.lua, train_charlm.lua) ---------------------------------------
 -- the resident size of this process in MiB (0 where /proc is missing)
@@ -76,27 +77,17 @@ function M.rss_mib()
   return (tonumber(s:match("VmRSS:%s+(%d+)")) or 0) / 1024
 end
 
--- seconds as m:ss
-function M.fmt_time(s)
-  if s ~= s or s == math.huge then return "--:--" end
-  return string.format("%d:%02d", math.floor(s / 60), math.floor(s % 60))
-end
+-- seconds as m:ss (nnr.train's, which the Trainer's progress bar shows)
+M.fmt_time = nnr.train.fmt_time
 
 -- graceful stops ---------------------------------------------------------------------------
 -- From here on SIGINT (Ctrl-C) and SIGTERM let the step in progress finish: the training loop polls
 -- stop_requested() after each step (nnr.signals; a second signal interrupts at once).
 function M.catch_stop() require("nnr.signals").catch_stop(true) end
 
--- nil, or the signal ("SIGINT", "SIGTERM") and the exit status nnrun gives (130, 143). With D (nnr.parallel.
--- Distributed) every rank learns the highest status any rank saw, so that all stop after the same step.
-function M.stop_requested(D)
-  local sig, status = require("nnr.signals").stop_requested()
-  if not D then return sig, status end
-  local t = D.all_reduce(nnr.tensor({ status or 0 }, { dtype = "f64" }), "max")
-  status = t[1]
-  if status == 0 then return nil end
-  return ({ [130] = "SIGINT", [143] = "SIGTERM" })[status] or ("signal " .. (status - 128)), status
-end
+-- nil, or the signal ("SIGINT", "SIGTERM"); with D (nnr.parallel.Distributed) every rank learns the highest
+-- any rank saw, so that all stop after the same step (nnr.train's, which the Trainer polls)
+M.stop_requested = nnr.train.stop_requested
 
 -- models -----------------------------------------------------------------------------
 function M.build_model(kind)

@@ -109,10 +109,7 @@ end
 local function resume_check(opts, n, steps, world)
   return function(ck)
     local where = "--resume " .. opts.resume
-    for _, k in ipairs { "model", "optimizer", "rng" } do
-      if type(ck[k]) ~= "table" then error(string.format("%s: the checkpoint has no %s (not one written by --save?)", where, k == "rng" and "RNG state" or k), 0) end
-    end
-    check.integer(where, "epoch", ck.epoch, 0, 1e6)
+    fm.check_training_checkpoint(where, ck)
     if ck.model_kind and ck.model_kind ~= opts.model then error(string.format("--resume %s holds a %s model, not %s", opts.resume, ck.model_kind, opts.model), 0) end
     if ck.step ~= nil then
       local w = { step = ck.step, loss_sum = ck.epoch_loss_sum, samples = ck.epoch_samples }
