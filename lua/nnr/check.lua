@@ -116,6 +116,19 @@ function M.path(who, name, v)
   return v
 end
 
+-- a file a run will write, checked before any work (not at its first write, minutes later): with append the
+-- file itself is opened to append (and made, empty, if missing); else a probe is made and removed beside it
+-- (the file is replaced whole later, by a rename). who names it: "--metrics m.jsonl: cannot write: ..."
+function M.writable(who, path, append)
+  M.path(who, "the path", path)
+  local probe = append and path or string.format("%s.probe-%d-%d", path, os.time(), math.random(1e9))
+  local f, err = io.open(probe, append and "a" or "w")
+  if not f then error(format("%s %s: cannot write%s: %s", who, path, append and "" or " there", tostring(err)), 0) end
+  f:close()
+  if not append then os.remove(probe) end
+  return path
+end
+
 -- a command-line value: the number a string spells (hex, "1e3", ...) checked as M.number
 function M.parse_number(who, name, text, s)
   local v = tonumber(text)

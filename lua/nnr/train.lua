@@ -7,12 +7,14 @@
 --                  nnr.train.LRScheduler{scheduler = sched, interval = "step"}, nnr.train.Logger(writer)},
 --     data_parallel = dp,         -- a nnr.parallel.DataParallel: its replicas run each step (its criterion)
 --     distributed = true,         -- under mpirun: gradients and logs averaged over the ranks (DistributedDataParallel)
---     quiet = false, max_steps = nil, detect_anomaly = false }
+--     quiet = false, max_steps = nil, detect_anomaly = false,
+--     eval_every = nil,           -- steps: validate (and end a "period", an epoch's stand-in) every N steps, not each epoch
+--     unit = "samples" }          -- or "tokens": rates count x:numel() (tokens_per_s), not x:size(1)
 --   local history = trainer:fit()            -- or trainer:fit{resume = "ck/last.ckpt"}
 --   nnr.train.lr_find{model = ..., optimizer = ..., loss_fn = ..., loader = ..., plot = "lr.png"}
 -- Each epoch's logs: epoch, step, train_loss, val_loss and val_<metric> (with a val_loader), lr, seconds,
 -- samples_per_s. Callbacks are tables with any of on_fit_start(tr), on_epoch_start(tr, epoch),
--- on_step_end(tr, logs) (epoch, step, loss, lr), on_validation_end(tr, logs), on_epoch_end(tr, logs),
+-- on_step_start(tr, {epoch, step}), on_step_end(tr, logs) (epoch, step, loss, lr), on_interrupt(tr, stop), on_validation_end(tr, logs), on_epoch_end(tr, logs),
 -- on_fit_end(tr, history), and state_dict/load_state_dict to be resumed; setting tr.stop_training ends
 -- the run after the current epoch (or step). A callback that raises stops fit with its name and error.
 local nnr = require "nnr"
@@ -25,7 +27,7 @@ Trainer.__index = Trainer
 local CONFIG = { model = true, optimizer = true, loss_fn = true, step_fn = true, train_loader = true, val_loader = true, device = true,
                  epochs = true, max_steps = true, accumulate = true, clip_grad_norm = true, autocast = true, metrics = true,
                  callbacks = true, data_parallel = true, distributed = true, quiet = true, detect_anomaly = true, evaluate = true,
-                 print_epochs = true, stop_signals = true, stop_after = true }
+                 print_epochs = true, stop_signals = true, stop_after = true, eval_every = true, unit = true }
 local METRICS = { accuracy = true }
 
 -- a DataLoader (a userdata proxy) or a table with iter()
@@ -54,7 +56,9 @@ function M.Trainer(cfg)
   self.device = cfg.device and nnr.device(cfg.device).name or "cpu"
   self.epochs = V.integer(who, "epochs", cfg.epochs or 1, 1, 1e9)
   self.max_steps = cfg.max_steps and V.integer(who, "max_steps", cfg.max_steps, 1, 1e15)
-  self.stop_after = cfg.stop_after and V.integer(who, "stop_after", cfg.stop_after, 0, 1e9)    -- the last epoch of this run
+  self.stop_after = cfg.stop_after and V.integer(who, "stop_after", cfg.stop_after, 0, 1e15)   -- the last epoch (step) of this part
+  self.eval_every = cfg.eval_every and V.integer(who, "eval_every", cfg.eval_every, 1, 1e15)
+  self.unit = V.choice(who, "unit", cfg.unit or "samples", { "samples", "tokens" })
   self.accumulate = V.integer(who, "accumulate", cfg.accumulate or 1, 1, 1e6)
   self.clip = cfg.clip_grad_norm and V.number(who, "clip_grad_norm", cfg.clip_grad_norm, { above = 0 })
   if cfg.autocast ~= nil then V.choice(who, "autocast", cfg.autocast, { "bf16", "f16" }) end
@@ -73,7 +77,10 @@ function M.Trainer(cfg)
   self.evaluate = cfg.evaluate
   self.print_epochs = cfg.print_epochs ~= false
   self.stop_signals = V.boolean(who, "stop_signals", cfg.stop_signals)
-  for _, cb in ipairs(self.callbacks) do if cb.on_step_end then self._step_hooks = true end end   -- else no logs table a step
+  for _, cb in ipairs(self.callbacks) do     -- else no logs table a step
+    if cb.on_step_end then self._step_hooks = true end
+    if cb.on_step_start then self._start_hooks = true end
+  end
   self.detect_anomaly = V.boolean(who, "detect_anomaly", cfg.detect_anomaly)
   self.dp = cfg.data_parallel
   if cfg.distributed then
@@ -83,6 +90,7 @@ function M.Trainer(cfg)
   end
   self.rank = self.D and self.D.rank() or 0
   self.epoch, self.step, self.history, self.stop_training = 0, 0, {}, false
+  self._window = { loss = 0, steps = 0, samples = 0 }        -- eval_every: the current period's step losses
   return self
 end
 
@@ -162,12 +170,12 @@ local function progress_line(self, done, total, loss, samples)
     if now - (self._last_print or 0) < 0.1 and done < total then return end
     local width = 30
     local filled = total > 0 and math.floor(width * done / total) or 0
-    io.write(string.format("\repoch %d/%d [%s%s] %3d%% loss %.4f %6.0f samples/s ETA %s ", self.epoch, self.epochs, string.rep("=", filled),
-      string.rep(" ", width - filled), total > 0 and math.floor(100 * done / total) or 0, loss, rate, fmt_time(eta)))
+    io.write(string.format("\repoch %d/%d [%s%s] %3d%% loss %.4f %6.0f %s/s ETA %s ", self.epoch, self.epochs, string.rep("=", filled),
+      string.rep(" ", width - filled), total > 0 and math.floor(100 * done / total) or 0, loss, rate, self.unit, fmt_time(eta)))
     if done == total then io.write("\n") end
     io.flush()
   elseif done == total or now - (self._last_print or 0) >= 10 then
-    print(string.format("epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %s", self.epoch, self.epochs, done, total, loss, rate, fmt_time(eta)))
+    print(string.format("epoch %d/%d step %d/%d loss %.4f %.0f %s/s ETA %s", self.epoch, self.epochs, done, total, loss, rate, self.unit, fmt_time(eta)))
   end
   self._last_print = now
 end
@@ -183,13 +191,53 @@ local function stop_requested(D)
 end
 M.stop_requested = stop_requested
 
+-- one batch: forward, backward and, every `accumulate` batches (or where `flush`), the optimizer's step.
+-- Returns the loss (a number) and the learning rate the batch trained with.
+function Trainer:_batch(x, y, flush, where)
+  local opt = self.optimizer
+  if self._start_hooks then self:_call("on_step_start", { epoch = self.epoch, step = self.step + 1 }) end
+  if self._pending == 0 then opt:zero_grad() end       -- (so the last step's gradients stay for the logs)
+  local loss = self:_backward(x, y)
+  local lr = self:lr()
+  self._pending = self._pending + 1
+  if self._pending == self.accumulate or flush then
+    if self.clip then nnr.nn.utils.clip_grad_norm(self.model:parameters(), self.clip) end
+    opt:step()
+    self._pending = 0
+  end
+  self.step = self.step + 1
+  local l = loss:item()
+  if self.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
+    error(string.format("training stopped: the loss is %s at %s (detect_anomaly); lower the learning rate?", tostring(l), where()), 0)
+  end
+  self._last_lr = lr
+  return l, lr
+end
+
+-- a DataLoader's length, or 0 for an iterable without one
+local function loader_len(loader)
+  local ok, n = pcall(function() return loader:len() end)
+  return ok and type(n) == "number" and n or 0
+end
+
+-- ends a progress bar's line (before other output)
+function Trainer:_end_bar()
+  if self._bar then io.write("\n"); io.flush(); self._bar = false end
+end
+
+-- a stop part way (a signal, or stop_after between evaluations): self.interrupted, then on_interrupt
+function Trainer:_interrupt(stop)
+  self:_end_bar()
+  self.interrupted = stop
+  self:_call("on_interrupt", stop)
+end
+
 -- one epoch's steps; within: {step, loss_sum, samples} of an epoch stopped part way (its loader goes on after
 -- the batches done). Returns the epoch's logs, or nil when a stop signal ended it (self.interrupted says where).
 function Trainer:_epoch(within)
-  local loader, opt = self.train_loader, self.optimizer
-  local ok_len, total = pcall(function() return loader:len() end)
-  total = ok_len and type(total) == "number" and total or 0
-  local running, seen, done, seen0 = 0, 0, 0, 0
+  local loader = self.train_loader
+  local total = loader_len(loader)
+  local running, seen, done, seen0, units = 0, 0, 0, 0, 0
   if within then
     loader:load_state_dict({ epoch = self.epoch, position = within.step })
     done = within.step
@@ -197,53 +245,143 @@ function Trainer:_epoch(within)
   end
   self._epoch_t0, self._last_print = nnr.clock(), 0      -- (an epoch's first step is shown)
   self.model:train()
-  local pending = 0
+  self._pending = 0
+  local where = function() return string.format("epoch %d step %d", self.epoch, done + 1) end
   for x, y in loader:iter() do
     x, y = x:to(self.device), y:to(self.device)
-    if pending == 0 then opt:zero_grad() end       -- (so the last step's gradients stay for the epoch's logs)
-    local loss = self:_backward(x, y)
-    pending = pending + 1
+    local l, lr = self:_batch(x, y, total > 0 and done + 1 == total, where)
     done = done + 1
-    if pending == self.accumulate or (total > 0 and done == total) then
-      if self.clip then nnr.nn.utils.clip_grad_norm(self.model:parameters(), self.clip) end
-      opt:step()
-      pending = 0
-    end
-    self.step = self.step + 1
-    local l = loss:item()
-    if self.detect_anomaly and (l ~= l or l == math.huge or l == -math.huge) then
-      error(string.format("training stopped: the loss is %s at epoch %d step %d (detect_anomaly); lower the learning rate?", tostring(l),
-        self.epoch, done), 0)
-    end
     local len = x:size(1)
-    running, seen = running + l * len, seen + len
-    if not self.quiet and self.rank == 0 then progress_line(self, done, total, running / seen, seen - seen0) end
-    if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = self:lr() }) end
+    running, seen, units = running + l * len, seen + len, units + (self.unit == "tokens" and x:numel() or len)
+    if not self.quiet and self.rank == 0 then progress_line(self, done, total, running / seen, units) end
+    if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = lr }) end
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
     if self.stop_signals and done < total then     -- (after the epoch's last step the epoch finishes first)
       local sig = stop_requested(self.D)
       if sig then
-        if self._tty and not self.quiet and self.rank == 0 then io.write("\n") end
         local loss_sum, samples = running, seen
         if self.D then
           local t = self.D.all_reduce(nnr.tensor({ running, seen }, { dtype = "f64" }))
           loss_sum, samples = t[1], t[2]
         end
-        self.interrupted = { signal = sig, epoch = self.epoch, step = done, loss_sum = loss_sum, samples = samples }
-        self:_call("on_interrupt", self.interrupted)
+        self:_interrupt({ signal = sig, epoch = self.epoch, step = done, loss_sum = loss_sum, samples = samples })
         return nil
       end
     end
   end
-  if pending > 0 then opt:step() end
+  if self._pending > 0 then self.optimizer:step() end
   local seconds = nnr.clock() - self._epoch_t0
-  local epoch_seen = seen - seen0
   if self.D then
-    local t = self.D.all_reduce(nnr.tensor({ running, seen, epoch_seen }, { dtype = "f64" }))
-    running, seen, epoch_seen = t[1], t[2], t[3]
+    local t = self.D.all_reduce(nnr.tensor({ running, seen, units }, { dtype = "f64" }))
+    running, seen, units = t[1], t[2], t[3]
   end
-  return { epoch = self.epoch, step = self.step, train_loss = running / math.max(seen, 1), lr = self:lr(), seconds = seconds,
-           samples_per_s = epoch_seen / math.max(seconds, 1e-9) }
+  return { epoch = self.epoch, step = self.step, train_loss = running / math.max(seen, 1), lr = self._last_lr or self:lr(), seconds = seconds,
+           [self.unit .. "_per_s"] = units / math.max(seconds, 1e-9) }
+end
+
+-- eval_every: the progress of the run, "step 120/1000 [====   ] loss 2.1 lr 1.0e-03 5000 tokens/s ETA 0:42"
+function Trainer:_step_progress(last)
+  local now, w = nnr.clock(), self._window
+  local loss, rate = w.loss / math.max(w.steps, 1), w.samples / math.max(now - self._period_t0, 1e-9)
+  local eta = (last - self.step) * (now - self._run_t0) / math.max(self.step - self._first_step, 1)
+  if self._tty then
+    if now - (self._last_print or 0) < 0.1 and self.step < last then return end
+    local width, filled = 30, math.floor(30 * self.step / self._total)
+    io.write(string.format("\rstep %d/%d [%s%s] loss %.4f lr %.2e %6.0f %s/s ETA %s ", self.step, self._total, string.rep("=", filled),
+      string.rep(" ", width - filled), loss, self._last_lr, rate, self.unit, fmt_time(eta)))
+    io.flush()
+    self._bar = true
+  elseif now - (self._last_print or 0) >= 10 then
+    print(string.format("step %d/%d loss %.4f lr %.2e %.0f %s/s ETA %s", self.step, self._total, loss, self._last_lr, rate, self.unit, fmt_time(eta)))
+    io.stdout:flush()
+  end
+  self._last_print = now
+end
+
+-- eval_every: the end of a period: its logs (the mean of its step losses, its rate), validation, the history,
+-- the line, on_epoch_end
+function Trainer:_period_end()
+  local w, seconds = self._window, nnr.clock() - self._period_t0
+  local loss, rate = w.loss / math.max(w.steps, 1), w.samples / math.max(seconds, 1e-9)
+  if self.D then      -- each rank's mean, averaged; the ranks' rates summed
+    local t = self.D.all_reduce(nnr.tensor({ loss, rate }, { dtype = "f64" }))
+    loss, rate = t[1] / self.D.world_size(), t[2]
+  end
+  self._window = { loss = 0, steps = 0, samples = 0 }     -- (a checkpoint written by a callback below starts the next one)
+  self:_end_bar()
+  local logs = { epoch = self.epoch, step = self.step, train_loss = loss, lr = self._last_lr, seconds = seconds, [self.unit .. "_per_s"] = rate }
+  self:_validate(logs)
+  self.history[#self.history + 1] = logs
+  if self.print_epochs and not self.quiet and self.rank == 0 then print(self:_line("step " .. self.step, logs)) end
+  self:_call("on_epoch_end", logs)
+  self._period_t0 = nnr.clock()
+end
+
+-- eval_every: the run's steps from self.step to `last` (of self._total), the data stream continued across
+-- epochs (and after a resume, from where it was). Returns when done, stopped or interrupted.
+function Trainer:_steps(last)
+  local loader = self.train_loader
+  local per_epoch = loader_len(loader)
+  local epoch, position = 1, 0
+  if self.step > 0 then
+    if per_epoch == 0 then error("Trainer: resuming part way needs a train_loader with len()", 0) end
+    epoch = math.ceil(self.step / per_epoch)
+    position = self.step - (epoch - 1) * per_epoch
+    if position == per_epoch then epoch, position = epoch + 1, 0 end
+  end
+  self._run_t0, self._period_t0, self._first_step, self._last_print, self._pending = nnr.clock(), nnr.clock(), self.step, 0, 0
+  self.model:train()
+  local where = function() return "step " .. self.step end
+  while self.step < last do
+    self.epoch = epoch
+    if position > 0 then loader:load_state_dict({ epoch = epoch, position = position })
+    else pcall(function() if loader.epoch ~= nil then loader.epoch = epoch - 1 end end) end
+    self:_call("on_epoch_start", epoch)
+    local any = false
+    for x, y in loader:iter() do
+      any = true
+      x, y = x:to(self.device), y:to(self.device)
+      local l, lr = self:_batch(x, y, self.step + 1 == last, where)
+      local w = self._window
+      w.loss, w.steps, w.samples = w.loss + l, w.steps + 1, w.samples + (self.unit == "tokens" and x:numel() or x:size(1))
+      if not self.quiet and self.rank == 0 then self:_step_progress(last) end
+      if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = lr }) end
+      if self.step % self.eval_every == 0 or self.step == self._total then self:_period_end() end
+      if self.stop_training or self.step >= last then break end
+      local sig = self.stop_signals and stop_requested(self.D)
+      if sig then return self:_stop_period(sig) end
+    end
+    if not any then error("Trainer: the train_loader gave no batches", 0) end
+    epoch, position = epoch + 1, 0
+  end
+  -- stop_after between evaluations: the part's end is a stop too (a checkpoint there resumes the period)
+  if self.step == last and self.step % self.eval_every ~= 0 and self.step < self._total then self:_stop_period(nil) end
+end
+
+-- eval_every: a stop part way through a period; the ranks agree on its loss sum, so that each resumes alike
+function Trainer:_stop_period(sig)
+  if self.D then
+    local t = self.D.all_reduce(nnr.tensor({ self._window.loss }, { dtype = "f64" }))
+    self._window.loss = t[1] / self.D.world_size()
+  end
+  self:_interrupt({ signal = sig, epoch = self.epoch, step = self.step })
+end
+
+-- validation into logs (evaluate, or the val_loader), then on_validation_end
+function Trainer:_validate(logs)
+  local v = self.evaluate and self.evaluate(self) or (self.val_loader and self:_evaluate())
+  if not v then return end
+  for k, x in pairs(v) do logs[k] = x end
+  self:_call("on_validation_end", logs)
+end
+
+-- "epoch 3: train loss 0.4, val loss 0.5, val accuracy 0.8, 5000 samples/s, 3.2 s"
+function Trainer:_line(what, logs)
+  local parts = { string.format("%s: train loss %.4f", what, logs.train_loss) }
+  if logs.val_loss then parts[#parts + 1] = string.format("val loss %.4f", logs.val_loss) end
+  if logs.val_accuracy then parts[#parts + 1] = string.format("val accuracy %.4f", logs.val_accuracy) end
+  parts[#parts + 1] = string.format("%.0f %s/s, %.1f s", logs[self.unit .. "_per_s"] or 0, self.unit, logs.seconds)
+  return table.concat(parts, ", ")
 end
 
 function Trainer:fit(opts)
@@ -258,18 +396,25 @@ function Trainer:fit(opts)
   if opts.resume then first, within = self:load(opts.resume, opts.validate)
   elseif self._resume then first, within = self._resume[1], self._resume[2] end      -- a load() before fit
   self._resume = nil
-  local last = math.min(self.epochs, self.stop_after or self.epochs)
   self.stop_training, self.interrupted = false, nil
   local caught_before
   if self.stop_signals then caught_before = require("nnr.signals").catch_stop(true) end
-  local ok, err = pcall(self._run, self, first, last, within)
+  local ok, err = pcall(self._run, self, first, within)
   if self.stop_signals and not caught_before then require("nnr.signals").catch_stop(false) end   -- as it was (a REPL's Ctrl-C)
   if not ok then error(err, 0) end
   return self.history
 end
 
-function Trainer:_run(first, last, within)
+function Trainer:_run(first, within)
   self:_call("on_fit_start")
+  if self.eval_every then          -- a run of steps: max_steps, or epochs of the loader's batches
+    self._total = self.max_steps or self.epochs * loader_len(self.train_loader)
+    if self._total < 1 then error("Trainer: eval_every needs max_steps, or a train_loader with len()", 0) end
+    self:_steps(math.min(self._total, self.stop_after or self._total))
+    self:_call("on_fit_end", self.history)
+    return self.history
+  end
+  local last = math.min(self.epochs, self.stop_after or self.epochs)
   for epoch = first, last do
     self.epoch = epoch
     -- a DataLoader's epoch e is the training epoch e (its shuffle follows it), also after a resume
@@ -278,28 +423,15 @@ function Trainer:_run(first, last, within)
     local logs = self:_epoch(within)
     within = nil
     if not logs then break end                   -- a stop signal: on_interrupt has run
-    if self.evaluate then
-      for k, x in pairs(self.evaluate(self)) do logs[k] = x end
-      self:_call("on_validation_end", logs)
-    elseif self.val_loader then
-      for k, x in pairs(self:_evaluate()) do logs[k] = x end
-      self:_call("on_validation_end", logs)
-    end
+    self:_validate(logs)
     self.history[#self.history + 1] = logs
-    if self.print_epochs and not self.quiet and self.rank == 0 then
-      local parts = { string.format("epoch %d: train loss %.4f", epoch, logs.train_loss) }
-      if logs.val_loss then parts[#parts + 1] = string.format("val loss %.4f", logs.val_loss) end
-      if logs.val_accuracy then parts[#parts + 1] = string.format("val accuracy %.4f", logs.val_accuracy) end
-      parts[#parts + 1] = string.format("%.0f samples/s, %.1f s", logs.samples_per_s, logs.seconds)
-      print(table.concat(parts, ", "))
-    end
+    if self.print_epochs and not self.quiet and self.rank == 0 then print(self:_line("epoch " .. epoch, logs)) end
     self:_call("on_epoch_end", logs)
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
     if self.stop_signals and epoch < last then
       local sig = stop_requested(self.D)
       if sig then
-        self.interrupted = { signal = sig, epoch = epoch }
-        self:_call("on_interrupt", self.interrupted)
+        self:_interrupt({ signal = sig, epoch = epoch })
         break
       end
     end
@@ -309,22 +441,24 @@ function Trainer:_run(first, last, within)
 end
 
 -- what a resumed run needs: the model, the optimizer, the epochs done, the callbacks' states, the RNG, the
--- history; within (a stop part way through the next epoch): {step, loss_sum, samples}; extra: the caller's
--- fields (what its own checks need on resume)
+-- history; within (a stop part way through the next epoch): {step, loss_sum, samples}; with eval_every, the
+-- current period's loss sum and steps (window_loss, window_steps); extra: the caller's fields (what its own
+-- checks need on resume)
 function Trainer:state_dict(within, extra)
   local cbs = {}
   for i, cb in ipairs(self.callbacks) do cbs[i] = cb.state_dict and cb:state_dict() or {} end
   local sd = { model = self.model:state_dict(), optimizer = self.optimizer:state_dict(), epoch = self.epoch, global_step = self.step,
                callbacks = cbs, rng = nnr.get_rng_state(), history = self.history }
+  if self.eval_every then sd.window_loss, sd.window_steps = self._window.loss, self._window.steps end
   -- a stop within the next epoch: its batches done and running loss (the names the training scripts always used)
-  if within then sd.step, sd.epoch_loss_sum, sd.epoch_samples = within.step, within.loss_sum, within.samples end
+  if within and not self.eval_every then sd.step, sd.epoch_loss_sum, sd.epoch_samples = within.step, within.loss_sum, within.samples end
   for k, v in pairs(extra or {}) do sd[k] = v end
   return sd
 end
 
 -- the epochs done (this one included), or the state at a stop within the next epoch
 function Trainer:save(path, within, extra)
-  if within and within.epoch then
+  if within and within.epoch and not self.eval_every then
     local done = self.epoch
     self.epoch = within.epoch - 1
     local ok, err = pcall(nnr.save_checkpoint, path, self:state_dict(within, extra))
@@ -339,13 +473,22 @@ end
 function Trainer:load(path, validate)
   local ck = nnr.load_checkpoint(V.path("Trainer", "resume", path))
   if validate then validate(ck) end            -- the caller's checks first: its messages are the more precise
+  return self:load_state_dict(ck, path)
+end
+
+-- a checkpoint's table (of state_dict); `who` names it in errors
+function Trainer:load_state_dict(ck, who)
+  who = "Trainer: " .. tostring(who or "the checkpoint")
   for _, k in ipairs { "model", "optimizer" } do
-    if type(ck[k]) ~= "table" then error("Trainer: " .. path .. " is not a Trainer checkpoint: it has no " .. k, 0) end
+    if type(ck[k]) ~= "table" then error(who .. " is not a Trainer checkpoint: it has no " .. k, 0) end
   end
-  if type(ck.epoch) ~= "number" then error("Trainer: " .. path .. " is not a Trainer checkpoint: it has no epoch", 0) end
+  -- (eval_every: the steps done place the data stream; "step" is what train_charlm.lua's checkpoints called them)
+  local steps = self.eval_every and (ck.global_step or ck.step) or ck.global_step or 0
+  V.integer(who, "global_step", steps, 0, 1e15)
+  if not self.eval_every and type(ck.epoch) ~= "number" then error(who .. " is not a Trainer checkpoint: it has no epoch", 0) end
   self.model:load_state_dict(ck.model)
   self.optimizer:load_state_dict(ck.optimizer)
-  self.epoch, self.step = ck.epoch, ck.global_step or 0
+  self.epoch, self.step = ck.epoch or 0, steps
   if ck.rng then nnr.set_rng_state(ck.rng) end
   self.history = {}
   for i = 1, #(ck.history or {}) do self.history[i] = ck.history[i] end
@@ -353,9 +496,15 @@ function Trainer:load(path, validate)
     local s = ck.callbacks and ck.callbacks[i]
     if s and cb.load_state_dict then cb:load_state_dict(s) end
   end
+  if self.eval_every then
+    local wl, ws = ck.window_loss or 0, ck.window_steps or 0
+    if type(wl) ~= "number" then error(who .. ": window_loss must be a number", 0) end     -- (inf or nan: a diverged run's)
+    self._window = { loss = wl, steps = V.integer(who, "window_steps", ws, 0, 1e15), samples = 0 }
+    return 1, nil
+  end
   local within = ck.step ~= nil and { step = ck.step, loss_sum = ck.epoch_loss_sum, samples = ck.epoch_samples } or nil
   if within and (type(within.step) ~= "number" or type(within.samples) ~= "number") then
-    error("Trainer: " .. path .. ": a stop within an epoch needs its step and epoch_samples", 0)
+    error(who .. ": a stop within an epoch needs its step and epoch_samples", 0)
   end
   self._resume = { ck.epoch + 1, within }
   return ck.epoch + 1, within
@@ -393,7 +542,9 @@ function EarlyStopping:on_epoch_end(tr, logs)
     tr.stop_training = true
     self.stopped_epoch = logs.epoch
     if not tr.quiet and tr.rank == 0 then
-      print(string.format("early stop after epoch %d: %s has not improved on %.6g for %d epochs", logs.epoch, self.monitor, self.best, self.wait))
+      local unit = tr.eval_every and "evaluation" or "epoch"
+      print(string.format("early stop after %s %d: %s has not improved on %.6g for %d %ss", tr.eval_every and "step" or "epoch",
+        tr.eval_every and logs.step or logs.epoch, self.monitor, self.best, self.wait, unit))
     end
   end
 end
@@ -403,7 +554,8 @@ function EarlyStopping:load_state_dict(s) self.best, self.wait = s.best, s.wait 
 local Checkpoint = { __name = "ModelCheckpoint" }
 Checkpoint.__index = Checkpoint
 -- ModelCheckpoint{dir, monitor = "val_loss", mode = "min", save_top_k = 1, save_last = true}: dir/epoch<N>.ckpt for
--- the best k epochs by the monitored value (others deleted), dir/last.ckpt after every epoch; written whole
+-- the best k epochs by the monitored value (others deleted; with eval_every dir/step<N>.ckpt, the best evaluations),
+-- dir/last.ckpt after every epoch; written whole
 function M.ModelCheckpoint(o)
   local who = "ModelCheckpoint"
   o = V.options(who, o, { dir = true, monitor = true, mode = true, save_top_k = true, save_last = true })
@@ -417,7 +569,7 @@ function Checkpoint:on_epoch_end(tr, logs)
   if tr.rank ~= 0 then return end
   if self.save_top_k > 0 then
     local v = monitored("ModelCheckpoint", logs, self.monitor)
-    local path = string.format("%s/epoch%d.ckpt", self.dir, logs.epoch)
+    local path = tr.eval_every and string.format("%s/step%d.ckpt", self.dir, logs.step) or string.format("%s/epoch%d.ckpt", self.dir, logs.epoch)
     local entry = { value = v, path = path, epoch = logs.epoch }
     local worst = self.best[#self.best]
     if #self.best < self.save_top_k or better(self.mode, v, worst.value, 0) then
@@ -482,17 +634,18 @@ function Logger:on_step_end(tr, logs)
 end
 function Logger:on_epoch_end(tr, logs)
   if tr.rank ~= 0 then return end
+  local at = tr.eval_every and logs.step or logs.epoch      -- the x axis: epochs, or steps with eval_every
   local keys = {}
   for k, v in pairs(logs) do if type(v) == "number" and k ~= "epoch" and k ~= "step" then keys[#keys + 1] = k end end
   table.sort(keys)
   for _, k in ipairs(keys) do
     local role, base = k:match("^(%a+)_(.+)$")
-    self.writer:add_scalar(role and ROLES[role] and (base .. "/" .. role) or k, logs[k], logs.epoch)
+    self.writer:add_scalar(role and ROLES[role] and (base .. "/" .. role) or k, logs[k], at)
   end
   if self.histograms then
     for _, np in ipairs(tr.model:named_parameters()) do
-      self.writer:add_histogram(np[1], np[2], logs.epoch)
-      if np[2].grad then self.writer:add_histogram(np[1] .. ".grad", np[2].grad, logs.epoch) end
+      self.writer:add_histogram(np[1], np[2], at)
+      if np[2].grad then self.writer:add_histogram(np[1] .. ".grad", np[2].grad, at) end
     end
   end
   if self.writer.flush then self.writer:flush() end

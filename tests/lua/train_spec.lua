@@ -129,6 +129,55 @@ describe("nnr.train.Trainer", function()
     assert.is_true(h[2].train_loss < h[1].train_loss and h[2].val_loss < 0.5, string.format("%g %g %g", h[1].train_loss, h[2].train_loss, h[2].val_loss))
   end)
 
+  it("with eval_every, validates every N steps across epochs, and resumes part way through a period", function()
+    local function run(stop_after, resume, cbs)
+      local m, opt = model_opt(0.05)
+      local train, val = loaders()                    -- 16 batches an epoch: 40 steps run into a third epoch
+      local tr = nnr.train.Trainer { model = m, optimizer = opt, loss_fn = F.cross_entropy, train_loader = train, val_loader = val,
+                                     max_steps = 40, eval_every = 15, stop_after = stop_after, unit = "tokens", quiet = true, callbacks = cbs }
+      if resume then tr:load_state_dict(resume, "a stop") end
+      return tr, tr:fit(), m
+    end
+    local starts, stops = {}, {}
+    local spy = { on_step_start = function(_, tr, at) starts[#starts + 1] = at.step; assert.are.equal(tr.step + 1, at.step) end,
+                  on_interrupt = function(_, _, stop) stops[#stops + 1] = stop end }
+    local _, h, m1 = run(nil, nil, { spy })
+    assert.are.same({ 15, 30, 40 }, { h[1].step, h[2].step, h[3].step })
+    assert.are.same({ 1, 2, 3 }, { h[1].epoch, h[2].epoch, h[3].epoch })
+    assert.are.equal(40, #starts)
+    assert.are.equal(0, #stops)
+    assert.is_true(h[3].val_loss < h[1].val_loss and h[1].tokens_per_s > 0 and h[1].samples_per_s == nil)
+    -- stopped at step 20 (within the second period): on_interrupt, and a state that resumes the period's loss
+    local tr2, h2 = run(20, nil, { spy })
+    assert.are.equal(1, #h2)
+    assert.are.equal(1, #stops)
+    assert.is_nil(stops[1].signal)
+    assert.are.equal(20, stops[1].step)
+    local sd = tr2:state_dict()
+    assert.are.equal(20, sd.global_step)
+    assert.are.equal(5, sd.window_steps)
+    local _, h3, m3 = run(nil, sd)
+    assert.are.equal(3, #h3)                          -- the history goes on from the checkpoint's
+    for i = 1, 3 do
+      assert.are.equal(h[i].train_loss, h3[i].train_loss)
+      assert.are.equal(h[i].val_loss, h3[i].val_loss)
+    end
+    assert.are.equal(0, max_diff(m1, m3))
+    local dir = tmpdir()
+    local ck = nnr.train.ModelCheckpoint { dir = dir, save_top_k = 1 }
+    run(nil, nil, { ck })
+    assert.is_truthy(ck.best_path:match("/step%d+%.ckpt$"), ck.best_path)
+    os.execute("rm -rf " .. dir)
+    local m, opt = model_opt()
+    fails("Trainer: eval_every must be an integer", nnr.train.Trainer, { model = m, optimizer = opt, loss_fn = F.cross_entropy,
+          train_loader = loaders(), eval_every = 0 })
+    fails("Trainer: unit must be one of 'samples', 'tokens'", nnr.train.Trainer, { model = m, optimizer = opt, loss_fn = F.cross_entropy,
+          train_loader = loaders(), unit = "words" })
+    local tr = nnr.train.Trainer { model = m, optimizer = opt, loss_fn = F.cross_entropy, train_loader = loaders(), eval_every = 5 }
+    fails("Trainer: a stop: window_steps must be an integer", tr.load_state_dict, tr,
+          { model = m:state_dict(), optimizer = opt:state_dict(), global_step = 3, window_steps = -1 }, "a stop")
+  end)
+
   it("refuses bad configurations", function()
     local m, opt = model_opt()
     local train = loaders()
