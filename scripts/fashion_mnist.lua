@@ -67,6 +67,39 @@ end
 
 function M.load_training_checkpoint(who, path) return M.check_training_checkpoint(who, nnr.load_checkpoint(path)) end
 
+-- what both training scripts (train_fashion_mnist.lua, train_charlm.lua) do first, before any work -------------
+-- threads, --allow-bf16 and the seed; --distributed (under mpirun: the rank and world, --batch-size split over
+-- the ranks, and rank > 0 prints and writes nothing); the device; the files the run will write (--metrics
+-- appended, --save and --save-init replaced), --plot's format and --tensorboard's writer.
+-- Returns {D, rank, world, device, tb}.
+function M.start_run(opts)
+  if opts.threads then nnr.set_num_threads(opts.threads) end
+  if opts.allow_bf16 then nnr.backends.cpu.allow_bf16 = true end
+  nnr.manual_seed(opts.seed)
+  local run = { world = 1, rank = 0 }
+  if opts.distributed then
+    run.D = nnr.parallel.Distributed
+    run.rank, run.world = run.D.init()
+    if opts.batch_size % run.world ~= 0 then
+      error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
+    end
+    if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
+    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init, opts.tensorboard, opts.plot = true, nil, nil, nil, nil, nil end
+  end
+  local ok, err = pcall(nnr.device, opts.device)
+  if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
+  run.device = nnr.device(opts.device).name
+  if opts.metrics then check.writable("--metrics", opts.metrics, true) end
+  for _, k in ipairs { "save", "save_init" } do if opts[k] then check.writable("--" .. k:gsub("_", "-"), opts[k]) end end
+  if opts.plot then nnr.plot.check_output(opts.plot, "--plot") end
+  if opts.tensorboard then        -- the numbers of each evaluation, and every weight's and gradient's histogram
+    local made, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
+    if not made then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
+    run.tb = w
+  end
+  return run
+end
+
 -- progress lines (train_fashion_mnist.lua, train_charlm.lua) ---------------------------------------
 -- the resident size of this process in MiB (0 where /proc is missing)
 function M.rss_mib()
@@ -76,9 +109,6 @@ function M.rss_mib()
   f:close()
   return (tonumber(s:match("VmRSS:%s+(%d+)")) or 0) / 1024
 end
-
--- seconds as m:ss (nnr.train's, which the Trainer's progress bar shows)
-M.fmt_time = nnr.train.fmt_time
 
 -- graceful stops ---------------------------------------------------------------------------
 -- From here on SIGINT (Ctrl-C) and SIGTERM let the step in progress finish: the training loop polls

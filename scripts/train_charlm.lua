@@ -27,23 +27,20 @@
 -- --prompt (a newline) at --temperature 0.8, and with --metrics FILE a JSON line {step, train_loss,
 -- val_loss, tokens_per_s, seconds, rss_mib, lr}; with --tensorboard DIR the same as TensorBoard scalars, and
 -- histograms of every weight and its gradient (nnr.tensorboard.SummaryWriter); with --plot FILE the loss
--- curves and the learning rate drawn at the end (gnuplot; a resumed run with --metrics FILE draws that
--- file's whole history). --save PATH writes a checkpoint (model, config,
--- tokenizer, optimizer, RNG, step, the run's options) at each evaluation, at a stop and at the end;
+-- curves and the learning rate drawn at the end (gnuplot; a resumed run draws the whole run's history,
+-- which the checkpoint keeps). --save PATH writes a checkpoint (model, config, tokenizer, optimizer, RNG,
+-- step, the run's options, the history) at each evaluation, at a stop and at the end;
 -- --resume PATH continues it with the same batches and losses as a run that never stopped: the data,
 -- tokens, schedule, batch, length and model come from the checkpoint (an option given again must
 -- agree), and so do the reporting options unless given. --stop-after STEP ends early (resume later).
 -- --save-init PATH writes the initial weights (safetensors) for scripts/bench/charlm_torch.py --init.
 -- Ctrl-C or SIGTERM lets the step in progress finish and, with --save, writes a checkpoint.
--- scripts/generate.lua samples from a checkpoint.
+-- scripts/generate.lua samples from a checkpoint. The loop is nnr.train.Trainer's (eval_every: steps, not epochs).
 local nnr = require "nnr"
-local ffi = require "ffi"
 local dir = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts")
 local lm = dofile(dir .. "/charlm.lua")
-local fm = dofile(dir .. "/fashion_mnist.lua")      -- catch_stop, stop_requested, rss_mib, fmt_time
+local fm = dofile(dir .. "/fashion_mnist.lua")      -- start_run, catch_stop, rss_mib
 local models, F = nnr.models, nnr.nn.functional
-
-ffi.cdef "int isatty(int fd);"
 
 -- arguments ------------------------------------------------------------------------
 local INT = function(min, max) return { integer = true, min = min, max = max or 2 ^ 31 - 1 } end
@@ -89,30 +86,6 @@ local function model_config(opts, vocab)
   end
   return { kind = "rnn_lm", vocab_size = vocab, cell = opts.model, hidden = opts.hidden or 512, num_layers = opts.layers, dropout = opts.dropout }
 end
-
--- progress -------------------------------------------------------------------------------
-local Progress = {}
-Progress.__index = Progress
-function Progress.new(total, quiet)
-  return setmetatable({ total = total, tty = ffi.C.isatty(1) == 1, quiet = quiet, last = 0, dirty = false }, Progress)
-end
-function Progress:update(step, loss, lr, tokens_per_s, eta)
-  if self.quiet then return end
-  local now = nnr.clock()
-  if self.tty then
-    if now - self.last < 0.1 and step < self.total then return end
-    local width, filled = 30, math.floor(30 * step / self.total)
-    io.write(string.format("\rstep %d/%d [%s%s] loss %.4f lr %.2e %6.0f tokens/s ETA %s ", step, self.total, string.rep("=", filled),
-      string.rep(" ", width - filled), loss, lr, tokens_per_s, fm.fmt_time(eta)))
-    io.flush()
-    self.dirty = true
-  elseif now - self.last >= 10 then
-    print(string.format("step %d/%d loss %.4f lr %.2e %.0f tokens/s ETA %s", step, self.total, loss, lr, tokens_per_s, fm.fmt_time(eta)))
-    io.stdout:flush()
-  end
-  self.last = now
-end
-function Progress:clear() if self.dirty then io.write("\n"); self.dirty = false end end
 
 -- data ------------------------------------------------------------------------------------
 local function make_data(opts, tok, world, rank, distributed)
@@ -162,12 +135,12 @@ local function evaluate(model, val, device, batches)
     end
     model:train()
   end)
-  return total / count
+  return { val_loss = total / count }
 end
 
 local function sample(model, tok, opts, step)
   local prompt = tok:encode(opts.prompt)
-  local dev = next(model:parameters()) and model:parameters()[1].device or "cpu"
+  local dev = model:parameters()[1].device
   local ids = nnr.generate(model, prompt:to(dev), { max_tokens = opts.sample_tokens, temperature = opts.temperature,
                                                    top_k = opts.top_k, seed = (opts.seed + step) % 2 ^ 53 })
   return tok:decode(ids:narrow(1, prompt:size(1) + 1, opts.sample_tokens):cpu())
@@ -215,7 +188,6 @@ local function read_resume(opts, world)
     end
   end
   if (ck.world or 1) ~= world then error(string.format("%s ran on %d process(es), now %d", who, ck.world or 1, world), 0) end
-  nnr.check.integer(who, "step", ck.step, 0, 1e9)
   nnr.check.integer(who, "total", ck.run.total, 1, 1e9)
   local tok = lm.tokenizer_from_string(ck.tokenizer, who)
   if tok.vocab_size ~= ck.config.vocab_size then
@@ -225,50 +197,8 @@ local function read_resume(opts, world)
 end
 
 -- training --------------------------------------------------------------------------------------
--- --metrics and --save checked before any work (not at the first evaluation, minutes later)
-local function check_writable(opts)
-  if opts.metrics then
-    local f, err = io.open(opts.metrics, "a")
-    if not f then error("--metrics " .. opts.metrics .. ": cannot write: " .. tostring(err), 0) end
-    f:close()
-  end
-  for _, k in ipairs { "save", "save_init" } do
-    local path = opts[k]
-    if path then
-      local probe = path .. ".probe-" .. tostring(os.time())
-      local f, err = io.open(probe, "w")
-      if not f then error("--" .. k:gsub("_", "-") .. " " .. path .. ": cannot write there: " .. tostring(err), 0) end
-      f:close()
-      os.remove(probe)
-    end
-  end
-end
-
 local function setup(opts)
-  if opts.threads then nnr.set_num_threads(opts.threads) end
-  if opts.allow_bf16 then nnr.backends.cpu.allow_bf16 = true end
-  nnr.manual_seed(opts.seed)
-  local run = { world = 1, rank = 0 }
-  if opts.distributed then
-    run.D = nnr.parallel.Distributed
-    run.rank, run.world = run.D.init()
-    if opts.batch_size % run.world ~= 0 then
-      error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, run.world, run.world), 0)
-    end
-    if opts.data_parallel then error("--data-parallel and --distributed do not combine (yet)", 0) end
-    if run.rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.save_init, opts.tensorboard, opts.plot = true, nil, nil, nil, nil, nil end
-  end
-  local ok, err = pcall(nnr.device, opts.device)
-  if not ok then error("--device " .. opts.device .. ": " .. tostring(err), 0) end
-  run.device = nnr.device(opts.device).name
-  check_writable(opts)
-  if opts.plot then nnr.plot.check_output(opts.plot, "--plot") end
-  run.records = {}
-  if opts.tensorboard then
-    local ok2, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
-    if not ok2 then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
-    run.tb = w
-  end
+  local run = fm.start_run(opts)
   local ck, tok
   if opts.resume then ck, tok = read_resume(opts, run.world)
   else tok = lm.make_tokenizer(opts.tokens, lm.open_corpus(opts.data, opts.exclude), opts.bpe_vocab) end
@@ -289,14 +219,8 @@ local function setup(opts)
   run.config = ck and ck.config or model_config(opts, tok.vocab_size)
   local built, model = pcall(models.build, run.config)
   if not built then error((ck and ("--resume " .. opts.resume .. ": its model: ") or "") .. tostring(model), 0) end
-  model = model:to(run.device)
-  if ck then
-    local loaded, err = pcall(model.load_state_dict, model, ck.model)
-    if not loaded then error("--resume " .. opts.resume .. ": " .. tostring(err), 0) end
-  end
+  run.model = model:to(run.device)
   if opts.save_init and not ck then nnr.save(opts.save_init, model:state_dict()) end
-  run.model = model
-  if run.D then run.ddp = nnr.parallel.DistributedDataParallel(model) end
   if opts.data_parallel then
     local devs = {}
     for d in opts.data_parallel:gmatch("[^,]+") do devs[#devs + 1] = d end
@@ -304,163 +228,88 @@ local function setup(opts)
     run.device = nnr.device(devs[1]).name
     run.dpar = nnr.parallel.DataParallel(model, devs, { criterion = models.lm_loss })
   end
-  run.params = model:parameters()
   run.opt = nnr.optim.AdamW(models.param_groups(model, opts.weight_decay), { lr = opts.lr, betas = { 0.9, 0.95 } })
-  run.step = 0
-  if ck then
-    run.opt:load_state_dict(ck.optimizer)
-    nnr.set_rng_state(ck.rng)
-    run.step = ck.step
-  end
   return run
 end
 
-local function save(opts, run)
+-- the run's part of a checkpoint (beside the Trainer's model, optimizer, step, RNG and period loss)
+local function extra(opts, run)
   local r = { total = run.total }
   for _, k in ipairs(RUN_KEYS) do r[k] = opts[k] end
   for _, k in ipairs(REPORT_KEYS) do r[k] = opts[k] end
-  nnr.save_checkpoint(opts.save, { model = run.model:state_dict(), optimizer = run.opt:state_dict(), config = run.config,
-    tokenizer = lm.tokenizer_to_string(run.tok), rng = nnr.get_rng_state(), step = run.step, run = r, world = run.world,
-    -- the training loss since the last evaluation, so that the next metrics line is the same after a resume
-    window_loss = run.window.loss, window_steps = run.window.steps })
+  return { config = run.config, tokenizer = lm.tokenizer_to_string(run.tok), run = r, world = run.world }
 end
 
-local function train_step(opts, run, x, y)
-  local lr = lm.lr_at(run.step, run.total, opts.lr, opts.min_lr, opts.warmup)
-  for _, g in ipairs(run.opt.param_groups) do g.lr = lr end
-  run.opt:zero_grad()
-  local loss
-  if run.dpar then
-    loss = run.dpar:backward(x, y)
-  else
-    local t = models.lm_loss(run.model(x), y)
-    if run.ddp then run.ddp:backward(t) else t:backward() end
-    loss = t:item()
+-- the schedule before each step; after each evaluation a line, a sample, a metrics line, a checkpoint; at a
+-- stop between evaluations (a signal, or --stop-after) a checkpoint and what was saved
+local function reporter(opts, run)
+  local r = { name = "report" }
+  function r.on_step_start(_, tr, at)
+    local lr = lm.lr_at(at.step, run.total, opts.lr, opts.min_lr, opts.warmup)
+    for _, g in ipairs(tr.optimizer.param_groups) do g.lr = lr end
   end
-  nnr.nn.utils.clip_grad_norm(run.params, opts.clip)
-  run.opt:step()
-  if opts.detect_anomaly and (loss ~= loss or loss == math.huge or loss == -math.huge) then
-    error(string.format("training stopped: the loss is %s at step %d (--detect-anomaly); lower --lr?", tostring(loss), run.step), 0)
-  end
-  return loss, lr
-end
-
--- an evaluation: the validation loss, a line, a sample, a metrics line, a checkpoint
-local function report(opts, run)
-  local window = run.window
-  run.window = { loss = 0, steps = 0, tokens = 0, seconds = 0 }     -- (the checkpoint below starts the next one)
-  local t_eval = nnr.clock()
-  local val_loss = evaluate(run.model, run.val, run.device, opts.eval_batches)
-  local train_loss = window.loss / math.max(window.steps, 1)
-  local tokens_per_s = window.tokens / math.max(window.seconds, 1e-9)
-  if run.D then
-    local t = run.D.all_reduce(nnr.tensor({ train_loss, tokens_per_s }, { dtype = "f64" }))
-    train_loss, tokens_per_s = t[1] / run.world, t[2] / run.world     -- each rank counts the global batch
-  end
-  local rss = fm.rss_mib()
-  if not opts.quiet then
-    run.progress:clear()
-    print(string.format("step %d: train loss %.4f, val loss %.4f, %.0f tokens/s, %.1f s, RSS %.0f MiB", run.step, train_loss, val_loss,
-      tokens_per_s, nnr.clock() - run.t0, rss))
-    if opts.sample_tokens > 0 then print("sample: " .. opts.prompt .. sample(run.model, run.tok, opts, run.step)) end
-    io.stdout:flush()
-  end
-  if opts.metrics then
-    local f = assert(io.open(opts.metrics, "a"))
-    f:write(lm.json_line({ step = run.step, train_loss = train_loss, val_loss = val_loss, tokens_per_s = tokens_per_s,
-      seconds = nnr.clock() - run.t0, rss_mib = rss, lr = window.lr }, { "step", "train_loss", "val_loss", "tokens_per_s", "seconds",
-      "rss_mib", "lr" }), "\n")
-    f:close()
-  end
-  run.records[#run.records + 1] = { step = run.step, train_loss = train_loss, val_loss = val_loss, lr = window.lr or opts.lr }
-  if run.tb then      -- --tensorboard: the same numbers, and the weights' and gradients' histograms
-    local tb, step = run.tb, run.step
-    tb:add_scalar("loss/train", train_loss, step)
-    tb:add_scalar("loss/val", val_loss, step)
-    tb:add_scalar("tokens_per_s", tokens_per_s, step)
-    tb:add_scalar("lr", window.lr or opts.lr, step)
-    for _, np in ipairs(run.model:named_parameters()) do
-      tb:add_histogram(np[1], np[2], step)
-      if np[2].grad then tb:add_histogram(np[1] .. ".grad", np[2].grad, step) end
+  function r.on_epoch_end(_, tr, logs)
+    local rss, seconds = fm.rss_mib(), nnr.clock() - run.t0
+    if not opts.quiet then
+      print(string.format("step %d: train loss %.4f, val loss %.4f, %.0f tokens/s, %.1f s, RSS %.0f MiB", logs.step, logs.train_loss, logs.val_loss,
+        logs.tokens_per_s, seconds, rss))
+      if opts.sample_tokens > 0 then print("sample: " .. opts.prompt .. sample(tr.model, run.tok, opts, logs.step)) end
+      io.stdout:flush()
     end
-    tb:flush()
+    if opts.metrics then
+      local f = assert(io.open(opts.metrics, "a"))
+      f:write(lm.json_line({ step = logs.step, train_loss = logs.train_loss, val_loss = logs.val_loss, tokens_per_s = logs.tokens_per_s,
+        seconds = seconds, rss_mib = rss, lr = logs.lr }, { "step", "train_loss", "val_loss", "tokens_per_s", "seconds", "rss_mib", "lr" }), "\n")
+      f:close()
+    end
+    if opts.save then tr:save(opts.save, nil, extra(opts, run)) end
   end
-  if opts.save then save(opts, run) end
-  return nnr.clock() - t_eval
-end
-
--- a stop between evaluations (a signal, or --stop-after): a checkpoint with the loss of the steps since the
--- last evaluation (averaged over the ranks, on every rank, so that each resumes with the same window)
-local function stop_here(opts, run, why)
-  if run.D then
-    local t = run.D.all_reduce(nnr.tensor({ run.window.loss }, { dtype = "f64" }))
-    run.window.loss = t[1] / run.world
+  function r.on_interrupt(_, tr, stop)
+    if opts.save then tr:save(opts.save, nil, extra(opts, run)) end
+    if tr.rank ~= 0 then return end
+    local why = stop.signal and "interrupted (" .. stop.signal .. ")" or "stopped (--stop-after)"
+    if opts.save then
+      io.stderr:write(string.format("%s at step %d: checkpoint written to %s; resume with --resume %s\n", why, stop.step, opts.save, opts.save))
+    else
+      io.stderr:write(string.format("%s at step %d; no --save was given, so no checkpoint was written\n", why, stop.step))
+    end
   end
-  if opts.save then save(opts, run) end
-  if run.rank ~= 0 then return end
-  run.progress:clear()
-  if opts.save then
-    io.stderr:write(string.format("%s at step %d: checkpoint written to %s; resume with --resume %s\n", why, run.step, opts.save, opts.save))
-  else
-    io.stderr:write(string.format("%s at step %d; no --save was given, so no checkpoint was written\n", why, run.step))
-  end
-end
-
--- the end of a run (or of its part): the event file closed, the curves drawn
-local function finish(opts, run)
-  if run.tb then run.tb:close() end
-  if opts.plot and (opts.metrics or #run.records > 0) then
-    nnr.plot.curves((opts.resume and opts.metrics) or run.records, opts.plot, { title = string.format("%s, %s tokens, batch %d x %d", opts.model, run.tok.kind,
-      opts.batch_size, opts.seq_len) })
-    if not opts.quiet then print("curves: " .. opts.plot) end
-  end
+  return r
 end
 
 local function main(argv)
   local opts = parse_args(argv)
   local run = setup(opts)
-  local last = math.min(run.total, opts.stop_after or run.total)
-  local per_epoch = #run.train
-  if run.step > 0 then      -- continue the data stream after the batches already done
-    local e = math.ceil(run.step / per_epoch)
-    run.train:load_state_dict({ epoch = e, position = run.step - (e - 1) * per_epoch })
+  local callbacks = { reporter(opts, run), run.tb and nnr.train.Logger(run.tb, { histograms = true }) }
+  local tr = nnr.train.Trainer { model = run.model, optimizer = run.opt, loss_fn = models.lm_loss, train_loader = run.train, device = run.device,
+    max_steps = run.total, eval_every = opts.eval_every, stop_after = opts.stop_after, clip_grad_norm = opts.clip, data_parallel = run.dpar,
+    distributed = run.D ~= nil, callbacks = callbacks, quiet = opts.quiet, detect_anomaly = opts.detect_anomaly, unit = "tokens",
+    evaluate = function(t) return evaluate(t.model, run.val, run.device, opts.eval_batches) end, print_epochs = false, stop_signals = true }
+  if run.ck then
+    local ok, err = pcall(tr.load_state_dict, tr, run.ck, "--resume " .. opts.resume)
+    if not ok then error("--resume " .. opts.resume .. ": " .. tostring(err):gsub("^Trainer: %-%-resume [^:]*: ", ""), 0) end
   end
+  local last = math.min(run.total, opts.stop_after or run.total)
   fm.catch_stop()
   if not opts.quiet then
     print(string.format("%s: %d %s tokens (%d-token vocabulary); %s, %d parameters, on %s; AdamW lr %g -> %g, warm-up %d, batch %d x %d, "
-      .. "%d steps%s, %d threads", opts.resume and run.ck and ("resumed from " .. opts.resume .. " at step " .. run.step) or opts.data,
-      run.ntokens, run.tok.kind, run.tok.vocab_size, opts.model, run.model:num_parameters(), run.device, opts.lr, opts.min_lr, opts.warmup,
-      opts.batch_size, opts.seq_len, run.total, last < run.total and string.format(" (stopping after %d)", last) or "", nnr.get_num_threads()))
+      .. "%d steps%s, %d threads", run.ck and ("resumed from " .. opts.resume .. " at step " .. tr.step) or opts.data, run.ntokens, run.tok.kind,
+      run.tok.vocab_size, opts.model, run.model:num_parameters(), run.device, opts.lr, opts.min_lr, opts.warmup, opts.batch_size, opts.seq_len,
+      run.total, last < run.total and string.format(" (stopping after %d)", last) or "", nnr.get_num_threads()))
     io.stdout:flush()
   end
-  run.t0, run.progress = nnr.clock(), Progress.new(run.total, opts.quiet)
-  run.window = { loss = run.ck and run.ck.window_loss or 0, steps = run.ck and run.ck.window_steps or 0, tokens = 0, seconds = 0 }
-  if run.step >= last then
-    io.stderr:write(string.format("nothing to do: %s is at step %d of %d\n", opts.resume or "the run", run.step, run.total))
+  if tr.step >= last then
+    io.stderr:write(string.format("nothing to do: %s is at step %d of %d\n", opts.resume or "the run", tr.step, run.total))
     return
   end
-  local t_start, done_here = nnr.clock(), 0
-  while run.step < last do
-    for x, y in run.train:iter() do
-      local t = nnr.clock()
-      run.step = run.step + 1
-      local loss, lr = train_step(opts, run, x:to(run.device), y:to(run.device))
-      local dt, w = nnr.clock() - t, run.window
-      done_here = done_here + 1
-      w.loss, w.steps, w.tokens, w.seconds, w.lr = w.loss + loss, w.steps + 1, w.tokens + x:numel() * run.world, w.seconds + dt, lr
-      run.progress:update(run.step, w.loss / w.steps, lr, w.tokens / w.seconds, (last - run.step) * (nnr.clock() - t_start) / done_here)
-      if run.step % opts.eval_every == 0 or run.step == run.total then report(opts, run)
-      elseif run.step == last then stop_here(opts, run, "stopped (--stop-after)") end
-      if run.step >= last then break end
-      local sig = fm.stop_requested(run.D)
-      if sig then
-        stop_here(opts, run, "interrupted (" .. sig .. ")")
-        finish(opts, run)
-        return
-      end
-    end
+  run.t0 = nnr.clock()
+  tr:fit()
+  if run.tb then run.tb:close() end
+  if opts.plot and #tr.history > 0 then      -- the whole history (a resumed run's too: it is in the checkpoint)
+    nnr.plot.curves(tr.history, opts.plot, { x = "step", title = string.format("%s, %s tokens, batch %d x %d", opts.model, run.tok.kind,
+      opts.batch_size, opts.seq_len) })
+    if not opts.quiet then print("curves: " .. opts.plot) end
   end
-  finish(opts, run)
 end
 
 main(arg)

@@ -166,31 +166,11 @@ end
 
 local function main(argv)
   local opts = parse_args(argv)
-  if opts.threads then nnr.set_num_threads(opts.threads) end
-  if opts.allow_bf16 then nnr.backends.cpu.allow_bf16 = true end
-  nnr.manual_seed(opts.seed)
   -- --distributed (under mpirun -np N): --batch-size stays the global batch, each rank takes its
   -- share of every batch (DistributedSampler), gradients are averaged (DistributedDataParallel),
   -- and only rank 0 prints, writes metrics and saves checkpoints
-  local D, world, rank = nil, 1, 0
-  if opts.distributed then
-    D = nnr.parallel.Distributed
-    rank, world = D.init()
-    if opts.batch_size % world ~= 0 then
-      error(string.format("--batch-size %d does not split over %d ranks; use a multiple of %d", opts.batch_size, world, world), 0)
-    end
-    if rank ~= 0 then opts.quiet, opts.metrics, opts.save, opts.tensorboard, opts.plot = true, nil, nil, nil, nil end
-  end
-  if opts.plot then nnr.plot.check_output(opts.plot, "--plot") end
-  local tb
-  if opts.tensorboard then        -- the epoch's numbers and every weight's and gradient's histogram
-    local ok, w = pcall(nnr.tensorboard.SummaryWriter, opts.tensorboard)
-    if not ok then error("--tensorboard " .. opts.tensorboard .. ": " .. tostring(w), 0) end
-    tb = w
-  end
-  local device = opts.device
-  local ok, err = pcall(nnr.device, device)        -- before any work: say at once why a device is unusable
-  if not ok then error("--device " .. device .. ": " .. tostring(err), 0) end
+  local run = fm.start_run(opts)
+  local D, world, tb, device = run.D, run.world, run.tb, run.device
   local train_images, train_y = read_split(opts.data, "train")
   local test_images, test_y = read_split(opts.data, "t10k")
   if opts.limit then   -- for tests: a prefix of each split
@@ -209,7 +189,6 @@ local function main(argv)
   if opts.data_parallel then
     local devs = {}
     for d in opts.data_parallel:gmatch("[^,]+") do devs[#devs + 1] = d end
-    if D then error("--data-parallel and --distributed do not combine (yet)", 0) end
     model:to(devs[1])
     device = nnr.device(devs[1]).name
     dpar = nnr.parallel.DataParallel(model, devs)

@@ -117,6 +117,9 @@ local cases = {
   { "train: a bare argument", TRAIN .. "oops", "unexpected argument 'oops'", status = 1, files = FM },
   { "train: --data of a missing folder", "$NNRUN $ROOT/scripts/train_fashion_mnist.lua --data $TMP/none --quiet", "is missing %(%-%-data", status = 1 },
   { "train: --device cuda:99", TRAIN .. "--device cuda:99", "%-%-device cuda:99", status = 1, files = FM },
+  -- the files a run writes are tried before any work (not at the end of the first epoch)
+  { "train: an unwritable --metrics", TRAIN .. "--metrics /nonexistent/m.jsonl", "%-%-metrics /nonexistent/m%.jsonl: cannot write", status = 1, files = FM },
+  { "train: an unwritable --save", TRAIN .. "--save /nonexistent/ck.st", "%-%-save /nonexistent/ck%.st: cannot write there", status = 1, files = FM },
   { "train: --resume of a missing file", TRAIN .. "--resume $TMP/none.safetensors", "none%.safetensors", status = 1, files = FM },
   { "train: --resume of a checkpoint with epoch NaN", TRAIN .. "--epochs 1 --save $TMP/ck.st && $NNRUN -e 'local p = os.getenv(\"TMP\") .. \"/ck.st\"; local ck = nnr.load_checkpoint(p); ck.epoch = 0/0; nnr.save_checkpoint(p, ck)' && " .. TRAIN_FREE .. "--epochs 2 --resume $TMP/ck.st",
     "epoch", files = FM },
