@@ -91,6 +91,12 @@ check "repl error goes on" contains "$out" "oops"
 check "repl after error" contains "$out" "still here"
 check "repl tensor printed" contains "$out" "tensor([1., 2.], shape=[2], dtype=f32, device=cpu)"
 check "repl =expr" contains "$out" "7"
+# a line's locals live on (the line runs without the word), where the rest compiles alone
+printf '%s\n' 'local y = 20' 'y + 1' 'local function twice(v) return 2 * v end' 'twice(y)' 'local z' 'z' >"$tmp/repl2.txt"
+out=$("$NNRUN" -i <"$tmp/repl2.txt" 2>&1)
+check "repl: a local lives on" contains "$out" "21"
+check "repl: a local function lives on" contains "$out" "40"
+check "repl: local without a value" bash -c "! grep -qi error <<<\"$out\""
 
 # Tab completes in the REPL (on a terminal: script(1) gives it one); the names themselves are
 # tested in tests/lua/repl_spec.lua

@@ -110,6 +110,21 @@ static void print_results(lua_State *L, int base)
 
 static char history_path[PATH_MAX];
 
+/* A line's own locals would end with it (each line is a chunk), so `local m = nn.Linear(2, 3)` then
+ * `m` would find nothing: a line that begins with `local` (`local function f` too) runs without the
+ * word, so its first statement's names live on as globals, as a notebook's do, and Tab completes them.
+ * Where the rest does not compile alone (`local x` with no value), the line runs as written. Returns 1
+ * with the compiled chunk pushed, or 0 with nothing pushed. */
+static int load_promoted(lua_State *L, const char *chunk)
+{
+    const char *p = chunk;
+    while (*p == ' ' || *p == '\t') p++;
+    if (strncmp(p, "local", 5) != 0 || (p[5] != ' ' && p[5] != '\t')) return 0;
+    if (luaL_loadbufferx(L, p + 6, strlen(p + 6), "=stdin", "t") == 0) return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
 void nnrun_repl(lua_State *L)
 {
     const char *home = getenv("HOME");
@@ -156,6 +171,7 @@ void nnrun_repl(lua_State *L)
             chunk = joined;
         }
         if (chunk[0]) add_history(chunk);
+        if (status == 0 && load_promoted(L, chunk)) lua_remove(L, -2);    /* the line without `local` */
         if (status == 0) {
             if (nnrun_docall(L, 0, LUA_MULTRET) == 0) print_results(L, base);
         } else if (status != -1 && lua_gettop(L) > base) {

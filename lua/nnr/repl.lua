@@ -5,8 +5,8 @@
 --   complete("cfg.lr")     -> {"cfg.lr"}                a table's fields
 -- Only a chain of names is followed (a.b.c), never code: nothing is called but the objects' own
 -- __index (which may load a module). A name that does not resolve completes nothing. Names that start
--- with an underscore are offered only to a word that does. The REPL runs each line as its own chunk,
--- so its locals end with the line, as in Lua's own REPL: globals are what it completes.
+-- with an underscore are offered only to a word that does. The REPL runs each line as its own chunk; a
+-- line that begins with `local` runs without the word (core/host/repl.c), so its names are globals here.
 local M = {}
 
 local KEYWORDS = { "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in", "local", "nil",
