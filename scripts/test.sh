@@ -30,7 +30,7 @@ run_suite build-asan "-DNNR_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo"
 echo "== fuzzing the file parsers (libFuzzer, ${NNR_FUZZ_SECONDS:=30} s each)"
 if CC=clang NNR_BUILD_DIR=build-fuzz NNR_CMAKE_ARGS="-DNNR_WERROR=ON -DNNR_FUZZ=ON -DNNR_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo" \
      scripts/setup.sh >/dev/null; then
-  for target in safetensors idx csv image tokenizer text; do
+  for target in safetensors idx csv image tokenizer text onnx; do
     corpus=$(mktemp -d)
     cp tests/fuzz/corpus/$target/* "$corpus"/
     if (cd "$corpus" && ASAN_OPTIONS=allocator_may_return_null=1 "$OLDPWD/build-fuzz/bin/fuzz_$target" \

@@ -115,7 +115,7 @@ function nnr.autocast(dtype, fn, ...) return require("nnr.amp").autocast(dtype, 
 
 -- submodules load on first use (nnr.nn, nnr.optim, ...); nnr._submodules lists them (the REPL completes them)
 local SUBMODULES = { "nn", "optim", "data", "profiler", "cuda", "backends", "amp", "quant", "prune", "parallel", "check", "kernel", "text",
-                     "models", "tensorboard", "logging", "repl", "plot", "json", "jupyter", "train" }
+                     "models", "tensorboard", "logging", "repl", "plot", "json", "jupyter", "train", "onnx" }
 local is_submodule = {}
 for _, k in ipairs(SUBMODULES) do is_submodule[k] = true end
 rawset(nnr, "_submodules", SUBMODULES)

@@ -4,7 +4,8 @@
  * (nnr_load_image: PNG and JPEG, every channel conversion), tokenizer files
  * (nnr_tokenizer_load, then a round trip through what loaded) and text (a
  * corpus: a BPE trained on it and a character vocabulary built from it must
- * give its bytes back exactly, or the target aborts). The input
+ * give its bytes back exactly, or the target aborts) and ONNX models (nnr_onnx_open,
+ * then every tensor). The input
  * goes through a real file, as users' files do. Build with -DNNR_FUZZ=ON
  * and clang; run e.g. build-fuzz/bin/fuzz_safetensors -max_total_time=30.
  * A crash, a leak or an ASan report is a failure; a clean error is not. */
@@ -55,6 +56,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < nnr_file_count(f); i++) nnr_tensor_release(nnr_file_tensor(f, i, 0));
         for (int i = 0; i < nnr_file_metadata_count(f); i++) (void)nnr_file_metadata_value(f, i);
         nnr_file_close(f);
+    }
+#elif defined(FUZZ_ONNX)
+    nnr_onnx *m = nnr_onnx_open(path);
+    if (m) {
+        if (!nnr_onnx_graph(m)) abort();
+        for (int i = 0; i < nnr_onnx_count(m); i++) nnr_tensor_release(nnr_onnx_tensor(m, i));
+        nnr_onnx_close(m);
     }
 #elif defined(FUZZ_CSV)
     nnr_tensor *x, *y;

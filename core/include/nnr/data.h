@@ -37,6 +37,25 @@ int nnr_save_image(const char *path, const nnr_tensor *image, int quality);
 /* a u8 [C, H, W] image (C 1, 3 or 4) as PNG bytes: malloc'd (free with nnr_bytes_free), *n of them; NULL on error */
 uint8_t *nnr_encode_png(const nnr_tensor *image, size_t *n);
 
+/* ---- ONNX models (onnx.c): what nnr.onnx.load reads ---- */
+/* a model read and checked: the graph as JSON ({ir_version, producer, opsets, inputs, outputs, initializers,
+ * nodes: [{op, domain, name, inputs, outputs, attrs}]}, an attribute tensor as {"tensor": k}) and its
+ * tensors (initializers, then attribute tensors; k and "initializers" count from 1). External data is read
+ * from files inside the model's folder only (dir; NULL refuses it). NULL with the error on bad input */
+typedef struct nnr_onnx nnr_onnx;
+nnr_onnx *nnr_onnx_open(const char *path);
+nnr_onnx *nnr_onnx_parse(const uint8_t *data, size_t n, const char *path, const char *dir);
+void nnr_onnx_close(nnr_onnx *m);
+const char *nnr_onnx_graph(const nnr_onnx *m);
+int nnr_onnx_count(const nnr_onnx *m);
+const char *nnr_onnx_name(const nnr_onnx *m, int i);
+/* tensor i (0-based), a new reference, on the host */
+nnr_tensor *nnr_onnx_tensor(nnr_onnx *m, int i);
+/* writes a model (onnx_write.c; atomically): json = {opset, name, producer_version, inputs/outputs: [{name, dtype
+ * (ONNX's number), shape: [size or "name"]}], nodes: [{op, name, inputs, outputs, attrs: [{name, i|f|s|ints|floats|
+ * strings}]}]}, and n initializers (contiguous host tensors) with their names */
+int nnr_onnx_save(const char *path, const char *json, int n, const char *const *names, nnr_tensor *const *tensors);
+
 /* ---- TensorBoard event files (events.c): what nnr.tensorboard.SummaryWriter writes ---- */
 /* dir and its parents, as mkdir -p; 0 or the error */
 int nnr_make_dirs(const char *dir);

@@ -1,0 +1,407 @@
+-- nnr.onnx: ONNX models in nnrun.
+--   local m = nnr.onnx.load("model.onnx")   -- an nn.Module: m(x), m:to("cuda"), trainable, quantizable
+--   m(x) or m{x = x, mask = mask}            -- one input positionally, or by the graph's input names
+-- The file is read and checked in C (core/data/onnx.c: protobuf-c against data/proto/onnx.proto, every
+-- tensor against its shape, external data confined to the model's folder, the graph's order); here the
+-- graph becomes a module: Gemm and MatMul by a weight become nn.Linear children, Conv nn.Conv2d, LSTM and
+-- GRU nn.LSTM / nn.GRU (their gates reordered), so nnr.quant.dynamic and nnr.prune find them; the other
+-- float initializers are the module's parameters, integer ones its buffers. Operators nnrun does not run are
+-- listed, all of them, by name and node, when the model is loaded.
+local nnr = require "nnr"
+local ffi = require "ffi"
+local binding = require "nnr.binding"
+local json = require "nnr.json"
+local V = require "nnr.check"
+local O = require "nnr.onnx_ops"
+local Module = require "nnr.nn.module"
+local nn, F = nnr.nn, nnr.nn.functional
+local C = binding.C
+
+local M = {}
+M.OPSET_MIN, M.OPSET_MAX = 13, 23          -- the default domain's versions read (23: onnx 1.18's)
+
+local fail, ints, dim = O.fail, O.ints, O.dim
+
+local Graph = Module:extend("OnnxGraph")
+
+-- a parameter or child name from an ONNX name ("layers.0.weight" -> "layers_0_weight"), unique in the module
+local function sanitize(self, name)
+  local base = name:gsub("[^%w_]", "_"):gsub("^(%d)", "_%1")
+  if base == "" then base = "_" end
+  local s, k = base, 1
+  while self._used[s] do k = k + 1; s = base .. "_" .. k end
+  self._used[s] = true
+  return s
+end
+
+-- nodes become children where a module runs them (ownership of their weights moves to the child)
+local function lower(self, node, const, owned)
+  local op, ins = node.op, node.inputs
+  local w = const[ins[2]]
+  local key = (ins[2] or ""):gsub("%.weight$", ""):gsub("%.", "_")
+  if op == "Gemm" and w and w:dim() == 2 and (node.attrs.alpha or 1) == 1 and (node.attrs.beta or 1) == 1 and (node.attrs.transA or 0) == 0 then
+    local b = ins[3] and ins[3] ~= "" and const[ins[3]]
+    if ins[3] and ins[3] ~= "" and not (b and b:dim() == 1) then return nil end
+    local weight = (node.attrs.transB or 0) == 1 and w or w:t():contiguous()
+    local lin = nn.Linear(weight:size(2), weight:size(1), { bias = b ~= nil and b ~= false })
+    lin:register_parameter("weight", weight)
+    if b then lin:register_parameter("bias", b) end
+    owned[ins[2]] = true
+    if b then owned[ins[3]] = true end
+    return lin, "linear"
+  end
+  if op == "MatMul" and w and w:dim() == 2 and w.dtype == "f32" then
+    local lin = nn.Linear(w:size(1), w:size(2), { bias = false })
+    lin:register_parameter("weight", w:t():contiguous())
+    owned[ins[2]] = true
+    return lin, "linear"
+  end
+  if op == "Conv" and w and w:dim() == 4 and (node.attrs.auto_pad or "NOTSET") == "NOTSET" then
+    local pads = node.attrs.pads or { 0, 0, 0, 0 }
+    if pads[1] ~= pads[3] or pads[2] ~= pads[4] then return nil end
+    local b = ins[3] and ins[3] ~= "" and const[ins[3]]
+    if ins[3] and ins[3] ~= "" and not b then return nil end
+    local s = w:size()
+    local group = node.attrs.group or 1
+    local conv = nn.Conv2d(s[2] * group, s[1], { s[3], s[4] }, { stride = node.attrs.strides or 1, padding = { pads[1], pads[2] },
+      dilation = node.attrs.dilations or 1, groups = group, bias = b ~= nil and b ~= false })
+    conv:register_parameter("weight", w)
+    if b then conv:register_parameter("bias", b) end
+    owned[ins[2]] = true
+    if b then owned[ins[3]] = true end
+    return conv, "module"
+  end
+  return nil
+end
+
+-- the attributes each operator honours (no option is silently ignored: any other is an error at load);
+-- operators absent here take none. Cast's saturate and round_mode apply to float8 only, which nnrun does not
+-- read; Dropout's seed, BatchNormalization's momentum and the stash_type of LayerNormalization and Range
+-- change nothing in inference.
+local function set(...) local t = {}; for _, k in ipairs { ... } do t[k] = true end; return t end
+local ATTRS = {
+  AveragePool = set("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides", "dilations"),
+  MaxPool = set("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides", "storage_order"),
+  BatchNormalization = set("epsilon", "momentum", "training_mode"), Cast = set("to", "saturate", "round_mode"), CastLike = set("saturate", "round_mode"),
+  Concat = set("axis"), Constant = set("value", "value_float", "value_floats", "value_int", "value_ints"), ConstantOfShape = set("value"),
+  Conv = set("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), Dropout = set("seed"), Elu = set("alpha"),
+  Flatten = set("axis"), Gather = set("axis"), Gelu = set("approximate"), Gemm = set("alpha", "beta", "transA", "transB"),
+  LSTM = set("activations", "direction", "hidden_size", "layout", "input_forget"),
+  GRU = set("activations", "direction", "hidden_size", "layout", "linear_before_reset"),
+  LayerNormalization = set("axis", "epsilon", "stash_type"), LeakyRelu = set("alpha"), LogSoftmax = set("axis"), Softmax = set("axis"),
+  Pad = set("mode", "pads", "value"), Range = set("stash_type"), Reshape = set("allowzero"), Shape = set("start", "end"),
+  Split = set("axis", "num_outputs", "split"), Transpose = set("perm"), Squeeze = set("axes"), Unsqueeze = set("axes"),
+  ReduceMax = set("axes", "keepdims", "noop_with_empty_axes"), ReduceMin = set("axes", "keepdims", "noop_with_empty_axes"),
+  ReduceMean = set("axes", "keepdims", "noop_with_empty_axes"), ReduceSum = set("keepdims", "noop_with_empty_axes"),
+}
+local DEFAULT_ACT = { LSTM = { "Sigmoid", "Tanh", "Tanh" }, GRU = { "Sigmoid", "Tanh" } }
+
+-- why nnrun cannot run this node as it is (an attribute or a value it does not honour), or nil
+local function unsupported_use(node)
+  local allowed, a = ATTRS[node.op] or {}, node.attrs
+  local names = {}
+  for k in pairs(a) do if not allowed[k] then names[#names + 1] = k end end
+  table.sort(names)
+  if #names > 0 then return "attribute" .. (#names > 1 and "s" or "") .. " '" .. table.concat(names, "', '") .. "'" end
+  for _, v in pairs(a) do if type(v) == "table" and v.graph then return "a subgraph" end end
+  if node.op == "BatchNormalization" and (a.training_mode or 0) ~= 0 then return "training_mode 1" end
+  if (node.op == "Dropout" or node.op == "MaxPool") and #node.outputs > 1 and node.outputs[2] ~= "" then return "a second output" end
+  if (node.op == "LSTM" or node.op == "GRU") then
+    if a.direction and a.direction ~= "forward" and a.direction ~= "bidirectional" then return "direction " .. a.direction end
+    local want = DEFAULT_ACT[node.op]
+    for i, f in ipairs(a.activations or {}) do
+      if f ~= want[(i - 1) % #want + 1] then return "activations " .. table.concat(a.activations, ", ") end
+    end
+  end
+  return nil
+end
+
+-- every operator the graph uses that nnrun cannot run, in one message
+local function check_supported(g, path)
+  local missing, order = {}, {}
+  for _, node in ipairs(g.nodes) do
+    local ok = (node.domain == "" or node.domain == "ai.onnx") and (O.ops[node.op] or M.module_ops[node.op])
+    local why = ok and unsupported_use(node)
+    if not ok or why then
+      local key = (node.domain ~= "" and node.domain ~= "ai.onnx" and (node.domain .. ".") or "") .. node.op .. (why and (" with " .. why) or "")
+      if not missing[key] then missing[key] = {}; order[#order + 1] = key end
+      table.insert(missing[key], node.name)
+    end
+  end
+  if #order == 0 then return end
+  local parts = {}
+  for _, k in ipairs(order) do
+    local names = missing[k]
+    parts[#parts + 1] = string.format("%s (node%s '%s'%s)", k, #names > 1 and "s" or "", table.concat(names, "', '", 1, math.min(#names, 3)),
+      #names > 3 and string.format(" and %d more", #names - 3) or "")
+  end
+  error(string.format("onnx %s: unsupported operators: %s", path, table.concat(parts, ", ")), 0)
+end
+
+function Graph:__init(g, tensors, path)
+  Module.__init(self)
+  rawset(self, "_used", {})
+  self.path = path
+  local opset = g.opsets[""]
+  if type(opset) ~= "number" then error("onnx " .. path .. ": the model imports no version of the default operator set", 0) end
+  if opset < M.OPSET_MIN or opset > M.OPSET_MAX then
+    error(string.format("onnx %s: operator set %d; nnrun reads %d to %d (re-export with opset_version in that range)", path, opset,
+      M.OPSET_MIN, M.OPSET_MAX), 0)
+  end
+  self.opset = opset
+  check_supported(g, path)
+  -- the nodes' attributes: tensor attributes become tensors
+  for _, node in ipairs(g.nodes) do
+    for k, a in pairs(node.attrs) do if type(a) == "table" and a.tensor then node.attrs[k] = tensors[a.tensor].t end end
+  end
+  -- the initializers a child module may take: those one node alone reads
+  local const, uses = {}, {}
+  for _, node in ipairs(g.nodes) do for _, name in ipairs(node.inputs) do uses[name] = (uses[name] or 0) + 1 end end
+  for _, v in ipairs(g.outputs) do uses[v.name] = (uses[v.name] or 0) + 1 end
+  for _, k in ipairs(g.initializers) do if uses[tensors[k].name] == 1 then const[tensors[k].name] = tensors[k].t end end
+  local owned, children = {}, {}
+  for i, node in ipairs(g.nodes) do
+    local mod, kind = lower(self, node, const, owned)
+    if mod then
+      local name = sanitize(self, (node.inputs[2] or node.name):gsub("%.weight$", ""))
+      self:add_module(name, mod)
+      children[i] = { name = name, kind = kind }
+    end
+  end
+  -- the remaining initializers: float ones parameters, the rest (and batch norms' statistics) buffers
+  local stats = {}
+  for _, node in ipairs(g.nodes) do
+    if node.op == "BatchNormalization" then stats[node.inputs[4] or ""], stats[node.inputs[5] or ""] = true, true end
+  end
+  self._values = {}
+  for _, k in ipairs(g.initializers) do
+    local name, t = tensors[k].name, tensors[k].t
+    if not owned[name] then
+      local key = sanitize(self, name)
+      if t:is_floating_point() and not stats[name] then self:register_parameter(key, t) else self:register_buffer(key, t) end
+      self._values[name] = key
+    end
+  end
+  local inputs, is_init = {}, {}
+  for _, k in ipairs(g.initializers) do is_init[tensors[k].name] = true end
+  for _, v in ipairs(g.inputs) do if not is_init[v.name] then inputs[#inputs + 1] = v end end
+  self.inputs, self.outputs, self.nodes, self._lowered = inputs, g.outputs, g.nodes, children
+  self.producer = g.producer ~= "" and (g.producer .. " " .. g.producer_version) or "unknown"
+end
+
+function Graph:extra_repr()
+  local ins, outs = {}, {}
+  for i, v in ipairs(self.inputs) do ins[i] = v.name end
+  for i, v in ipairs(self.outputs) do outs[i] = v.name end
+  return string.format("%d nodes, inputs (%s), outputs (%s), opset %d, from %s", #self.nodes, table.concat(ins, ", "), table.concat(outs, ", "),
+    self.opset, self.producer)
+end
+
+function Graph:forward(...)
+  local env, args = {}, { ... }
+  for name, key in pairs(self._values) do env[name] = self[key] end
+  if #self.inputs == 1 and nnr.is_tensor(args[1]) then env[self.inputs[1].name] = args[1]
+  elseif type(args[1]) == "table" and not nnr.is_tensor(args[1]) then
+    for _, v in ipairs(self.inputs) do
+      if args[1][v.name] == nil then error(string.format("onnx: the model's input '%s' is missing", v.name), 0) end
+      env[v.name] = args[1][v.name]
+    end
+  else
+    for i, v in ipairs(self.inputs) do
+      if not nnr.is_tensor(args[i]) then error(string.format("onnx: input %d ('%s') must be a tensor, got %s", i, v.name, type(args[i])), 0) end
+      env[v.name] = args[i]
+    end
+  end
+  local graph = { opset = self.opset, training = self.training }
+  for i, node in ipairs(self.nodes) do
+    local x = {}
+    for j, name in ipairs(node.inputs) do if name ~= "" then x[j] = env[name] end end
+    local child = self._lowered[i]
+    local outs
+    if child then outs = { self[child.name](x[1]) }
+    else
+      local fn = O.ops[node.op] or M.module_ops[node.op]
+      outs = { fn(node, x, graph) }
+    end
+    for j, name in ipairs(node.outputs) do if name ~= "" then env[name] = outs[j] end end
+  end
+  local res = {}
+  for i, v in ipairs(self.outputs) do res[i] = env[v.name] end
+  return unpack(res, 1, #self.outputs)
+end
+
+-- operators with weights or windows, run functionally (where no child module took them)
+M.module_ops = {}
+local mops = M.module_ops
+
+function mops.Gemm(node, x)
+  local a, b = x[1], x[2]
+  if (node.attrs.transA or 0) == 1 then a = a:t() end
+  if (node.attrs.transB or 0) == 1 then b = b:t() end
+  local y = nnr.matmul(a, b)
+  if (node.attrs.alpha or 1) ~= 1 then y = y * node.attrs.alpha end
+  if x[3] then y = y + (x[3] * (node.attrs.beta or 1)) end
+  return y
+end
+
+-- ONNX's pads [x1_begin, x2_begin, ..., x1_end, x2_end] as nnrun's (PyTorch's) last-dimension-first pairs
+local function torch_pads(p, n)
+  local out = {}
+  for i = n, 1, -1 do out[#out + 1] = p[i]; out[#out + 1] = p[i + n] end
+  return out
+end
+
+local function spatial(node, x, n)
+  local pads = node.attrs.pads or {}
+  local auto = node.attrs.auto_pad or "NOTSET"
+  if auto ~= "NOTSET" and auto ~= "VALID" then fail(node, "auto_pad %s is not supported (export with explicit pads)", auto) end
+  for i = 1, 2 * n do pads[i] = pads[i] or 0 end
+  local sym = true
+  for i = 1, n do if pads[i] ~= pads[i + n] then sym = false end end
+  if not sym then return F.pad(x, torch_pads(pads, n)), {} end
+  local p = {}
+  for i = 1, n do p[i] = pads[i] end
+  return x, p
+end
+
+function mops.Conv(node, x)
+  local w = x[2]
+  local n = w:dim() - 2
+  if n ~= 1 and n ~= 2 then fail(node, "%d-D convolutions are not supported", n) end
+  local input, p = spatial(node, x[1], n)
+  local o = { stride = node.attrs.strides or 1, dilation = node.attrs.dilations or 1, groups = node.attrs.group or 1 }
+  if n == 1 then
+    o.stride, o.dilation, o.padding = o.stride[1] or o.stride, o.dilation[1] or o.dilation, p[1] or 0
+    return F.conv1d(input, w, x[3], o)
+  end
+  o.padding = #p > 0 and p or 0
+  return F.conv2d(input, w, x[3], o)
+end
+
+local function pool(kind)
+  return function(node, x)
+    local k = node.attrs.kernel_shape
+    if #k ~= 2 then fail(node, "%d-D pooling is not supported", #k) end
+    local input, p = spatial(node, x[1], 2)
+    local o = { stride = node.attrs.strides or k, padding = #p > 0 and p or 0, ceil_mode = (node.attrs.ceil_mode or 0) == 1 }
+    if kind == "max" then
+      o.dilation = node.attrs.dilations or 1
+      return F.max_pool2d(input, k, o)
+    end
+    o.count_include_pad = (node.attrs.count_include_pad or 0) == 1
+    return F.avg_pool2d(input, k, o)
+  end
+end
+mops.MaxPool, mops.AveragePool = pool("max"), pool("avg")
+function mops.GlobalAveragePool(_, x)
+  local y = x[1]
+  for d = y:dim(), 3, -1 do y = y:mean(d, true) end
+  return y
+end
+function mops.GlobalMaxPool(_, x)
+  local y = x[1]
+  for d = y:dim(), 3, -1 do y = (y:max(d, true)) end
+  return y
+end
+
+function mops.Pad(node, x, graph)
+  local mode = node.attrs.mode or "constant"
+  if mode == "edge" then mode = "replicate" end
+  local r = x[1]:dim()
+  local pads = x[2] and ints(x[2]) or node.attrs.pads
+  local value = x[3] and x[3]:to("f64"):reshape(1):totable()[1] or 0
+  local axes = x[4] and ints(x[4])
+  local full = {}
+  for i = 1, 2 * r do full[i] = 0 end
+  if axes then
+    for i, a in ipairs(axes) do
+      local d = dim(node, a, r)
+      full[d], full[d + r] = pads[i], pads[i + #axes]
+    end
+  else
+    for i = 1, 2 * r do full[i] = pads[i] or 0 end
+  end
+  -- the leading dimensions without padding are left out (nnrun pads the last ones)
+  local first = 1
+  while first <= r and full[first] == 0 and full[first + r] == 0 do first = first + 1 end
+  local n = r - first + 1
+  if n == 0 then return x[1] end
+  local p = {}
+  for i = first, r do p[#p + 1] = full[i] end
+  for i = first, r do p[#p + 1] = full[i + r] end
+  return F.pad(x[1], torch_pads(p, n), mode, value)
+end
+
+function mops.BatchNormalization(node, x)
+  return F.batch_norm(x[1], x[4], x[5], x[2], x[3], false, 0.1, node.attrs.epsilon or 1e-5)
+end
+
+function mops.LayerNormalization(node, x)
+  local r = x[1]:dim()
+  local a = dim(node, node.attrs.axis or -1, r)
+  local shape = {}
+  for d = a, r do shape[#shape + 1] = x[1]:size(d) end
+  local w, b = x[2], x[3]
+  if b == nil then b = nnr.zeros(w:size(), { dtype = w.dtype, device = w.device }) end     -- (B is optional in ONNX)
+  return F.layer_norm(x[1], shape, w, b, node.attrs.epsilon or 1e-5)
+end
+
+-- LSTM and GRU (one layer, forward or bidirectional), through nnrun's fused layers: ONNX's gates (LSTM
+-- i o f c; GRU z r h) reordered to PyTorch's (i f g o; r z n)
+local ORDER = { LSTM = { 1, 3, 4, 2 }, GRU = { 2, 1, 3 } }
+local function recurrent(op)
+  return function(node, x)
+    local a = node.attrs
+    if (a.layout or 0) ~= 0 then fail(node, "layout 1 (batch first) is not supported") end
+    if a.clip or (a.input_forget or 0) ~= 0 then fail(node, "clip and input_forget are not supported") end
+    if op == "GRU" and (a.linear_before_reset or 0) ~= 1 then fail(node, "linear_before_reset 0 is not supported (PyTorch's GRU has 1)") end
+    if x[5] and x[5]:ne(x[1]:size(1)):any():item() then fail(node, "sequence_lens shorter than the sequence are not supported") end
+    local W, R, B = x[2], x[3], x[4]
+    local dirs, hidden = W:size(1), a.hidden_size or R:size(3)
+    local order = ORDER[op]
+    local function gates(t)
+      local parts = {}
+      for i, g in ipairs(order) do parts[i] = t:narrow(1, (g - 1) * hidden + 1, hidden) end
+      return nnr.cat(parts, 1)
+    end
+    local m = (op == "LSTM" and nn.LSTM or nn.GRU)(W:size(3), hidden, { bidirectional = dirs == 2, bias = B ~= nil })
+    for d = 1, dirs do
+      local sfx = d == 2 and "_reverse" or ""
+      m:register_parameter("weight_ih_l0" .. sfx, gates(W:select(1, d)))
+      m:register_parameter("weight_hh_l0" .. sfx, gates(R:select(1, d)))
+      if B then
+        local n = #order * hidden
+        m:register_parameter("bias_ih_l0" .. sfx, gates(B:select(1, d):narrow(1, 1, n)))
+        m:register_parameter("bias_hh_l0" .. sfx, gates(B:select(1, d):narrow(1, n + 1, n)))
+      end
+    end
+    local h0 = x[6]
+    local y, state = m(x[1], op == "LSTM" and (h0 or x[7]) and { h0, x[7] } or h0)
+    local T, N = x[1]:size(1), x[1]:size(2)
+    local Y = y:reshape(T, N, dirs, hidden):permute(1, 3, 2, 4)
+    if op == "LSTM" then return Y, state[1], state[2] end
+    return Y, state
+  end
+end
+mops.LSTM, mops.GRU = recurrent("LSTM"), recurrent("GRU")
+
+-- nnr.onnx.load(path): the model as an nn.Module (in eval mode: a graph records inference)
+function M.load(path)
+  V.path("onnx.load", "path", path)
+  local m = C.nnr_onnx_open(path)
+  if m == nil then binding.raise() end
+  m = ffi.gc(m, C.nnr_onnx_close)
+  local g = json.decode(ffi.string(C.nnr_onnx_graph(m)))
+  local tensors = {}
+  for i = 0, C.nnr_onnx_count(m) - 1 do
+    tensors[i + 1] = { name = ffi.string(C.nnr_onnx_name(m, i)), t = binding.own(C.nnr_onnx_tensor(m, i)) }
+  end
+  C.nnr_onnx_close(ffi.gc(m, nil))
+  return Graph(g, tensors, path):eval()
+end
+
+-- nnr.onnx.export(model, example_input, path[, opts]): lua/nnr/onnx_export.lua
+function M.export(...) return require("nnr.onnx_export").export(...) end
+
+M.Graph = Graph
+return M
