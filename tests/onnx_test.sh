@@ -28,4 +28,36 @@ status=0
 "$NNRUN" "$SRC/tests/onnx/check.lua" "$tmp/models" "$tmp/hostile/files" "$tmp/exported" || status=1
 # nnr.onnx.export's files in pip's onnx.checker and onnxruntime
 "$venv/bin/python" "$SRC/tests/onnx/ort_check.py" "$tmp/exported" || status=1
+
+# Fashion-MNIST models trained in PyTorch: scripts/onnx_run.lua gives PyTorch's test accuracy (fp32), and
+# within a point of it with --int8; --bench times one
+data=/usr/share/datasets/fashion-mnist
+if [ -d "$data" ]; then
+  if ! "$torch_py" "$SRC/tests/onnx/train_fashion.py" "$data" "$tmp/fashion" >"$tmp/fashion.log" 2>&1; then
+    tail -20 "$tmp/fashion.log"; echo "FAIL: training the Fashion-MNIST models in PyTorch"; exit 1
+  fi
+  for name in fashion_mlp fashion_cnn_bn; do
+    "$NNRUN" "$SRC/scripts/onnx_run.lua" "$tmp/fashion/$name.onnx" --threads 2 --metrics "$tmp/fashion/runs.jsonl" || status=1
+  done
+  "$NNRUN" "$SRC/scripts/onnx_run.lua" "$tmp/fashion/fashion_mlp.onnx" --int8 --threads 2 --metrics "$tmp/fashion/runs.jsonl" || status=1
+  "$venv/bin/python" - "$tmp/fashion" <<'PY' || status=1
+import json, os, sys
+d = sys.argv[1]
+want = json.load(open(os.path.join(d, "fashion_accuracy.json")))
+runs = [json.loads(l) for l in open(os.path.join(d, "runs.jsonl"))]
+bad = 0
+for r in runs:
+    name = os.path.basename(r["model"])[:-5]
+    tol = 0.01 if r["int8"] else 1e-4       # fp32: the same predictions (a tie at most); int8: within a point
+    ok = abs(r["accuracy"] - want[name]) <= tol
+    bad += not ok
+    print("%s %s%s: nnrun %.4f, PyTorch %.4f" % ("ok" if ok else "FAIL", name, " --int8" if r["int8"] else "", r["accuracy"], want[name]))
+print("%d passed, %d failed" % (len(runs) - bad, bad))
+sys.exit(1 if bad else 0)
+PY
+  out=$("$NNRUN" "$SRC/scripts/onnx_run.lua" "$tmp/fashion/fashion_mlp.onnx" --bench --iters 5 --batch 4 2>&1) || status=1
+  grep -q "input \[4, 1, 28, 28\], .* samples/s" <<<"$out" || { echo "FAIL: onnx_run.lua --bench: $out"; status=1; }
+else
+  echo "skipped: the Fashion-MNIST accuracy check ($data is missing: apt-get install dataset-fashion-mnist)"
+fi
 exit $status

@@ -23,6 +23,7 @@ M.OPSET_MIN, M.OPSET_MAX = 13, 23          -- the default domain's versions read
 local fail, ints, dim = O.fail, O.ints, O.dim
 
 local Graph = Module:extend("OnnxGraph")
+local RELU = { fusable_activation = function() return "relu" end }     -- what fuse_next asks of the next module
 
 -- a parameter or child name from an ONNX name ("layers.0.weight" -> "layers_0_weight"), unique in the module
 local function sanitize(self, name)
@@ -182,6 +183,14 @@ function Graph:__init(g, tensors, path)
       self._values[name] = key
     end
   end
+  -- a Relu after a child, its only reader, runs inside the child's op where the child can (fuse_next: Linear,
+  -- Conv2d and QuantizedLinear take a following ReLU, as in Sequential)
+  local made_by = {}
+  for i, node in ipairs(g.nodes) do for _, o in ipairs(node.outputs) do made_by[o] = i end end
+  for i, node in ipairs(g.nodes) do
+    local k = node.op == "Relu" and made_by[node.inputs[1]]
+    if k and children[k] and uses[node.inputs[1]] == 1 then children[k].relu = i end
+  end
   local inputs, is_init = {}, {}
   for _, k in ipairs(g.initializers) do is_init[tensors[k].name] = true end
   for _, v in ipairs(g.inputs) do if not is_init[v.name] then inputs[#inputs + 1] = v end end
@@ -213,12 +222,17 @@ function Graph:forward(...)
     end
   end
   local graph = { opset = self.opset, training = self.training }
+  local fused = {}
   for i, node in ipairs(self.nodes) do
     local x = {}
     for j, name in ipairs(node.inputs) do if name ~= "" then x[j] = env[name] end end
     local child = self._lowered[i]
     local outs
-    if child then outs = { self[child.name](x[1]) }
+    if fused[i] then outs = { x[1] }          -- (a Relu its child ran)
+    elseif child then
+      local mod = self[child.name]
+      local f = child.relu and type(mod.fuse_next) == "function" and not rawget(mod, "_hooks") and mod:fuse_next(RELU)
+      if f then fused[child.relu] = true; outs = { f(x[1]) } else outs = { mod(x[1]) } end
     else
       local fn = O.ops[node.op] or M.module_ops[node.op]
       outs = { fn(node, x, graph) }

@@ -141,12 +141,49 @@ static void max_planes_f32_plain(const pool_job *j, int64_t begin, int64_t end)
     }
 }
 
+/* f32 without argmax (inference) and without dilation, any window, stride and padding: each output row the
+ * maximum of its window's rows, each of those taken over the window's columns as whole rows (loops over wo
+ * the compiler keeps branch-free); padding never wins, a NaN does (as in the generic path) */
+static void max_planes_f32_values(const pool_job *j, int64_t begin, int64_t end)
+{
+    int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
+    for (int64_t p = begin; p < end; p++) {
+        const float *x = (const float *)j->x->data + p * H * W;
+        float *y = (float *)j->y->data + p * HO * WO;
+        for (int64_t ho = 0; ho < HO; ho++) {
+            float *out = y + ho * WO;
+            for (int64_t wo = 0; wo < WO; wo++) out[wo] = -INFINITY;
+            int64_t h0 = ho * j->sh - j->ph;
+            for (int64_t a = h0 < 0 ? -h0 : 0; a < j->kh && h0 + a < H; a++) {
+                const float *row = x + (h0 + a) * W;
+                for (int64_t b = 0; b < j->kw; b++) {
+                    /* the outputs whose column wo * sw - pw + b lies inside the row */
+                    int64_t off = b - j->pw, lo = off < 0 ? (-off + j->sw - 1) / j->sw : 0, hi = WO;
+                    if ((WO - 1) * j->sw + off >= W) hi = off >= W ? 0 : (W - 1 - off) / j->sw + 1;
+                    const float *restrict in = row + off;
+                    float *restrict o = out;
+                    int64_t sw = j->sw;
+                    for (int64_t wo = lo; wo < hi; wo++) {        /* (no short circuit: a select, not a branch) */
+                        float v = in[wo * sw], m = o[wo];
+                        o[wo] = ((v > m) | (v != v)) ? v : m;
+                    }
+                }
+            }
+            /* a NaN met in an earlier row stays: (v > NaN) is false and v != v only for a NaN */
+        }
+    }
+}
+
 static void max_planes(void *arg, int64_t begin, int64_t end)
 {
     const pool_job *j = arg;
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
     int dt = j->x->dtype;
     int inside = j->ph == 0 && j->pw == 0 && j->dh == 1 && j->dw == 1 && (HO - 1) * j->sh + j->kh <= H && (WO - 1) * j->sw + j->kw <= W;
+    if (dt == NNR_F32 && !j->idx && j->dh == 1 && j->dw == 1 && !(inside && j->kh == 2 && j->kw == 2 && j->sh == 2 && j->sw == 2)) {
+        max_planes_f32_values(j, begin, end);
+        return;
+    }
     if (dt == NNR_F32 && inside) { max_planes_f32_plain(j, begin, end); return; }
     for (int64_t p = begin; p < end; p++) {
         const char *x = (const char *)j->x->data + p * H * W * (dt == NNR_F32 ? 4 : 8);

@@ -144,6 +144,11 @@ local cases = {
   { "files: a FIFO to load_checkpoint", "mkfifo $TMP/p && $NNRUN -e 'nnr.load_checkpoint(os.getenv(\"TMP\") .. \"/p\")'", "not a regular file", status = 1, timeout = 10 },
   { "files: a FIFO as a tokenizer", "mkfifo $TMP/p && $NNRUN -e 'nnr.text.load(os.getenv(\"TMP\") .. \"/p\")'", "not a regular file", status = 1, timeout = 10 },
   { "files: /dev/zero as a checkpoint", "$NNRUN -e 'nnr.load(\"/dev/zero\")'", "not a regular file", status = 1, timeout = 10 },
+  -- scripts/onnx_run.lua ----------------------------------------------------------------------------------------------------
+  { "onnx_run: no model", "$NNRUN $ROOT/scripts/onnx_run.lua --bench", "give the model: nnrun scripts/onnx_run.lua MODEL.onnx", status = 1 },
+  { "onnx_run: not a model", "printf 'hello' > $TMP/m.onnx && $NNRUN $ROOT/scripts/onnx_run.lua $TMP/m.onnx", "onnx .*m%.onnx: ", status = 1 },
+  { "onnx_run: --shape 0", "$NNRUN $ROOT/scripts/onnx_run.lua $TMP/m.onnx --shape 1,0", "%-%-shape must be whole numbers", status = 1 },
+  { "onnx_run: --iters nan", "$NNRUN $ROOT/scripts/onnx_run.lua $TMP/m.onnx --iters nan", "%-%-iters", status = 1 },
   -- scripts/train_charlm.lua and scripts/generate.lua ---------------------------------------------------------------------------
   { "charlm: a FIFO as the corpus", "mkfifo $TMP/p && " .. CHARLM .. "--data $TMP/p", "not a regular file", status = 1, timeout = 10 },
   { "charlm: --steps inf", CHARLM .. "--steps inf", "%-%-steps must be an integer", status = 1 },

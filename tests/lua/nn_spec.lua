@@ -465,6 +465,18 @@ end)
 
 describe("cpu fast paths", function()
   local F = nnr.nn.functional
+  it("max_pool2d without the argmax (inference) gives the argmax path's values for any window, stride and padding", function()
+    nnr.manual_seed(6)
+    local x = nnr.randn(2, 3, 13, 11)
+    x[1][2][5][7], x[2][3][1][1], x[2][1][13][11] = 0 / 0, 0 / 0, 0 / 0      -- inside, at a corner (padding beside it)
+    local function nan_free(t) return t:masked_fill(t:ne(t), 999):totable() end
+    for _, c in ipairs { { 3, 2, 1 }, { 3, 2, 0 }, { 3, 1, 1 }, { 5, 3, 2 }, { 2, 1, 1 }, { { 3, 2 }, { 2, 1 }, { 1, 0 } }, { 4, 4, 2 } } do
+      local o = { stride = c[2], padding = c[3] }
+      local plain = nnr.no_grad(function() return F.max_pool2d(x, c[1], o) end)
+      local with_idx = F.max_pool2d(x:clone():requires_grad_(true), c[1], o):detach()
+      assert.same(nan_free(with_idx), nan_free(plain))
+    end
+  end)
   it("max_pool2d gives the same values with and without the argmax, NaNs and ties included", function()
     nnr.manual_seed(5)
     local x = nnr.randn(2, 3, 6, 8)

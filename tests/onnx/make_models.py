@@ -85,13 +85,19 @@ MODELS = {
     "transformer": lambda: (Encoder(), (2, 6, 32), 17),
     "resnet18": lambda: (randomize_bn(ResNet18()), (2, 3, 64, 64), 17),
 }
+# for scripts/bench/run_onnx.py, not the tests: ResNet-18 at ImageNet's size, the Fashion-MNIST MLP
+EXTRA = {
+    "resnet18_224": lambda: (randomize_bn(ResNet18()), (1, 3, 224, 224), 17),
+    "fashion_mlp": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10)),
+                            (1, 1, 28, 28), 17),
+}
 
 
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     for name in sys.argv[2:] or MODELS:
-        model, shape, opset = MODELS[name]()
+        model, shape, opset = {**MODELS, **EXTRA}[name]()
         model.eval()
         x = torch.randn(*shape)
         with torch.no_grad():
