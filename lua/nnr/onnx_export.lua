@@ -1,7 +1,8 @@
 -- nnr.onnx.export(model, example_input, path[, opts]): records a forward pass of the model, module by module,
 -- and writes it as an ONNX model (core/data/onnx_write.c: protobuf-c, written atomically).
 --   opts: input_name = "x", output_name = "y", opset = 17, dynamic_batch = true (the first dimension of the
---   input and output is named "batch", so any batch size runs)
+--   input and output is named "batch", so any batch size runs), dynamic = {"batch", "seq"} (names for the
+--   leading dimensions instead: a sequence model's length too)
 -- Every leaf module (one without children) is hooked while the model runs once in eval mode on the example;
 -- each call becomes ONNX nodes (Linear -> Gemm or MatMul + Add, Conv2d -> Conv, BatchNorm -> BatchNormalization,
 -- ...), its parameters the initializers. What the model computes between its modules (an addition, a reshape
@@ -68,9 +69,8 @@ emit.ReLU, emit.Sigmoid, emit.Tanh, emit.Identity = simple("Relu"), simple("Sigm
 emit.Dropout, emit.Dropout2d = simple("Identity"), simple("Identity")
 
 emit.Linear = function(rec, m, x, t, prefix)
-  local w = rec:init(m.weight, prefix .. ".weight")
   local b = m.bias and rec:init(m.bias, prefix .. ".bias")
-  if t:dim() == 2 then return rec:node("Gemm", { x, w, b }, { I("transB", 1) }) end
+  if t:dim() == 2 then return rec:node("Gemm", { x, rec:init(m.weight, prefix .. ".weight"), b }, { I("transB", 1) }) end
   local y = rec:node("MatMul", { x, rec:init(m.weight:t(), prefix .. ".weight_t") })
   return b and rec:node("Add", { y, b }) or y
 end
@@ -145,6 +145,39 @@ emit.Embedding = function(rec, m, x, _, prefix)
   return rec:node("Gather", { rec:init(m.weight, prefix .. ".weight"), rec:node("Sub", { x, rec:const(1, "i64") }) }, { I("axis", 0) })
 end
 
+-- LSTM and GRU: one ONNX node a layer (time-major; batch_first transposed around them), the gates reordered
+-- from PyTorch's (LSTM i f g o, GRU r z n) to ONNX's (i o f c; z r h), both biases in one B
+local REORDER = { LSTM = { 1, 4, 2, 3 }, GRU = { 2, 1, 3 } }
+local function recurrent(op)
+  return function(rec, m, x, t, prefix)
+    if (m.proj_size or 0) > 0 then error("onnx.export: " .. prefix .. ": an LSTM with proj_size has no ONNX form", 0) end
+    if t:dim() ~= 3 then error("onnx.export: " .. prefix .. ": give the " .. op .. " a batched input (3 dimensions)", 0) end
+    local H, D, G = m.hidden_size, m.bidirectional and 2 or 1, #REORDER[op]
+    local function gates(w)
+      local parts = {}
+      for i, g in ipairs(REORDER[op]) do parts[i] = w:narrow(1, (g - 1) * H + 1, H) end
+      return nnr.cat(parts, 1)
+    end
+    local cur = m.batch_first and rec:node("Transpose", { x }, { Is("perm", { 1, 0, 2 }) }) or x
+    for l = 0, m.num_layers - 1 do
+      local W, R, B = {}, {}, {}
+      for d = 1, D do
+        local sfx = l .. (d == 2 and "_reverse" or "")
+        W[d], R[d] = gates(m["weight_ih_l" .. sfx]), gates(m["weight_hh_l" .. sfx])
+        if m["bias_ih_l" .. sfx] then B[d] = nnr.cat({ gates(m["bias_ih_l" .. sfx]), gates(m["bias_hh_l" .. sfx]) }, 1) end
+      end
+      local ins = { cur, rec:init(nnr.stack(W, 1), prefix .. ".W_l" .. l), rec:init(nnr.stack(R, 1), prefix .. ".R_l" .. l) }
+      if #B > 0 then ins[4] = rec:init(nnr.stack(B, 1), prefix .. ".B_l" .. l) end
+      local attrs = { I("hidden_size", H), { name = "direction", s = D == 2 and "bidirectional" or "forward" } }
+      if op == "GRU" then attrs[#attrs + 1] = I("linear_before_reset", 1) end
+      local y = rec:node(op, ins, attrs)                                            -- [T, D, B, H]
+      cur = rec:node("Reshape", { rec:node("Transpose", { y }, { Is("perm", { 0, 2, 1, 3 }) }), rec:const({ 0, 0, -1 }, "i64") })
+    end
+    return m.batch_first and rec:node("Transpose", { cur }, { Is("perm", { 1, 0, 2 }) }) or cur
+  end
+end
+emit.LSTM, emit.GRU = recurrent("LSTM"), recurrent("GRU")
+
 local function leaves(model)
   local out = {}
   local function walk(m, prefix)
@@ -158,7 +191,7 @@ end
 
 function M.export(model, x, path, opts)
   local who = "onnx.export"
-  opts = V.options(who, opts, { input_name = true, output_name = true, opset = true, dynamic_batch = true })
+  opts = V.options(who, opts, { input_name = true, output_name = true, opset = true, dynamic_batch = true, dynamic = true })
   if type(model) ~= "table" or type(model.forward) ~= "function" then error(who .. ": model must be an nn.Module", 0) end
   if not nnr.is_tensor(x) then error(who .. ": example_input must be a tensor, got " .. type(x), 0) end
   V.path(who, "path", path)
@@ -178,7 +211,9 @@ function M.export(model, x, path, opts)
       if failure then return end
       local ok, err = pcall(function()
         local t = args[1]
-        if not nnr.is_tensor(t) or not nnr.is_tensor(out) then error(who .. ": " .. prefix .. " takes or gives something other than one tensor", 0) end
+        if type(out) == "table" and not nnr.is_tensor(out) then out = out[1] end      -- (an LSTM's output; its states are not recorded)
+        if not nnr.is_tensor(t) or not nnr.is_tensor(out) then error(who .. ": " .. prefix .. " takes or gives something other than a tensor", 0) end
+        if args.n > 1 and args[2] ~= nil then error(who .. ": " .. prefix .. " was given more than its input (a state?); export records one", 0) end
         local name = emit[m.__name](rec, m, rec:value(t, string.format("%s (%s)", prefix, m.__name)), t, prefix ~= "" and prefix or m.__name)
         rec.names[key(out)] = name
         rec.keep = rec.keep or {}
@@ -201,10 +236,13 @@ function M.export(model, x, path, opts)
     for i, v in ipairs(nd.inputs) do if v == last then nd.inputs[i] = out_name end end
     if nd.outputs[1] == last then nd.outputs[1] = out_name end
   end
+  -- the leading dimensions named (dynamic): {"batch"} by default, {"batch", "seq"} for a sequence model
+  local dynamic = opts.dynamic or (opts.dynamic_batch == false and {} or { "batch" })
+  if type(dynamic) ~= "table" then error(who .. ": dynamic must be a list of names for the leading dimensions", 0) end
+  for i, d in ipairs(dynamic) do if type(d) ~= "string" or d == "" then error(string.format("%s: dynamic[%d] must be a name", who, i), 0) end end
   local function shape(t)
     local s = {}
-    for i = 1, t:dim() do s[i] = t:size(i) end
-    if opts.dynamic_batch ~= false and #s > 0 then s[1] = "batch" end
+    for i = 1, t:dim() do s[i] = dynamic[i] or t:size(i) end
     return s
   end
   local desc = { opset = opset, name = model.__name, producer_version = ffi.string(C.nnr_version()),

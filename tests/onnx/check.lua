@@ -125,6 +125,27 @@ if export_dir then
     end)
     check("export " .. name, ok, tostring(err))
   end
+  -- the recurrent language models (nnr.models.RecurrentLM: embedding, 2-layer LSTM or GRU, head), batch and
+  -- length dynamic, ids 1-based as nnrun's
+  for _, cell in ipairs { "lstm", "gru" } do
+    local ok, err = pcall(function()
+      nnr.manual_seed(11)
+      local m = nnr.models.RecurrentLM { vocab_size = 30, cell = cell, hidden = 16, num_layers = 2 }
+      local path = export_dir .. "/" .. cell .. "_lm.onnx"
+      nnr.onnx.export(m, nnr.randint(1, 31, { 2, 7 }), path, { dynamic = { "batch", "seq" } })
+      m:eval()
+      local cases = {}
+      for _, bt in ipairs { { 2, 7 }, { 3, 4 } } do
+        local ids = nnr.randint(1, 31, bt)
+        local y = nnr.no_grad(function() return m(ids) end)
+        cases[#cases + 1] = { input = flat(ids), output = flat(y), dtype = "int64" }
+        local d = (nnr.onnx.load(path)(ids) - y):abs():max():item()
+        check(string.format("export %s_lm: loads back with the same outputs at %dx%d (max |diff| %.3g)", cell, bt[1], bt[2], d), d <= 1e-6)
+      end
+      save_json(export_dir .. "/" .. cell .. "_lm.json", { cases = cases })
+    end)
+    check("export " .. cell .. "_lm", ok, tostring(err))
+  end
   local bad = nn.Sequential(nn.Linear(4, 4), nn.PixelShuffle(2))
   local okb, errb = pcall(nnr.onnx.export, bad, nnr.randn(1, 4), export_dir .. "/bad.onnx")
   check("export of a layer with no ONNX form names it", not okb and tostring(errb):find("no ONNX form for PixelShuffle (2)", 1, true), tostring(errb))
