@@ -178,11 +178,63 @@ local function recurrent(op)
 end
 emit.LSTM, emit.GRU = recurrent("LSTM"), recurrent("GRU")
 
+-- nnr.models.GPT as one unit (its forward adds the position embedding, its blocks the residuals):
+-- token and position embeddings, pre- or post-norm blocks of causal self-attention (the heads as
+-- [B, heads, T, head_dim] products, a -inf mask above the diagonal cut to the length) and feed-forward,
+-- the final norm and the head. The length is read from the ids, so it may vary up to the context.
+local function as3() return { dim = function() return 3 end } end      -- (Linear's emitter asks the input's rank)
+local function block(rec, L, h, mask, prefix)
+  local mha, E = L.self_attn, L.self_attn.embed_dim
+  local nh, hd = mha.num_heads, mha.head_dim
+  local W, b = mha.in_proj_weight, rawget(mha, "in_proj_bias")
+  local function proj(i, perm)
+    local y = rec:node("MatMul", { h, rec:init(W:narrow(1, (i - 1) * E + 1, E):t(), string.format("%s.self_attn.in_proj_%d_t", prefix, i)) })
+    if b then y = rec:node("Add", { y, rec:init(b:narrow(1, (i - 1) * E + 1, E), string.format("%s.self_attn.in_proj_bias_%d", prefix, i)) }) end
+    return rec:node("Transpose", { rec:node("Reshape", { y, rec:const({ 0, 0, nh, hd }, "i64") }) }, { Is("perm", perm) })
+  end
+  local function attention(x)
+    h = x
+    local q, k, v = proj(1, { 0, 2, 1, 3 }), proj(2, { 0, 2, 3, 1 }), proj(3, { 0, 2, 1, 3 })
+    local scores = rec:node("Add", { rec:node("Mul", { rec:node("MatMul", { q, k }), rec:const(1 / math.sqrt(hd)) }), mask })
+    local o = rec:node("MatMul", { rec:node("Softmax", { scores }, { I("axis", -1) }), v })
+    o = rec:node("Reshape", { rec:node("Transpose", { o }, { Is("perm", { 0, 2, 1, 3 }) }), rec:const({ 0, 0, E }, "i64") })
+    return emit.Linear(rec, mha.out_proj, o, as3(), prefix .. ".self_attn.out_proj")
+  end
+  local function feed_forward(x)
+    local a = emit.Linear(rec, L.linear1, x, as3(), prefix .. ".linear1")
+    a = L.activation == "gelu" and emit.GELU(rec, {}, a) or rec:node("Relu", { a })
+    return emit.Linear(rec, L.linear2, a, as3(), prefix .. ".linear2")
+  end
+  local x = h
+  if L.norm_first then
+    x = rec:node("Add", { x, attention(emit.LayerNorm(rec, L.norm1, x, nil, prefix .. ".norm1")) })
+    return rec:node("Add", { x, feed_forward(emit.LayerNorm(rec, L.norm2, x, nil, prefix .. ".norm2")) })
+  end
+  x = emit.LayerNorm(rec, L.norm1, rec:node("Add", { x, attention(x) }), nil, prefix .. ".norm1")
+  return emit.LayerNorm(rec, L.norm2, rec:node("Add", { x, feed_forward(x) }), nil, prefix .. ".norm2")
+end
+
+emit.GPT = function(rec, m, x, _, prefix)
+  local ctx = m.cfg.context
+  local ids = rec:node("Sub", { x, rec:const(1, "i64") })
+  local T = rec:node("Gather", { rec:node("Shape", { x }), rec:const(1, "i64") }, { I("axis", 0) })          -- a scalar
+  local pos = rec:node("Gather", { rec:init(m.pos.weight, prefix .. ".pos.weight"),
+    rec:node("Range", { rec:const(0, "i64"), T, rec:const(1, "i64") }) }, { I("axis", 0) })
+  local h = rec:node("Add", { rec:node("Gather", { rec:init(m.tok.weight, prefix .. ".tok.weight"), ids }, { I("axis", 0) }), pos })
+  local full = nnr.zeros(ctx, ctx):masked_fill(nnr.ones(ctx, ctx):triu(1):ne(0), -math.huge)
+  local TT = rec:node("Concat", { rec:node("Unsqueeze", { T, rec:const({ 0 }, "i64") }), rec:node("Unsqueeze", { T, rec:const({ 0 }, "i64") }) },
+    { I("axis", 0) })
+  local mask = rec:node("Slice", { rec:init(full, prefix .. ".causal_mask"), rec:const({ 0, 0 }, "i64"), TT })
+  for _, kv in ipairs(m.blocks.layers:named_children()) do h = block(rec, kv[2], h, mask, prefix .. ".blocks.layers." .. kv[1]) end
+  h = emit.LayerNorm(rec, m.ln_f, h, nil, prefix .. ".ln_f")
+  return emit.Linear(rec, m.head, h, as3(), prefix .. ".head")
+end
+
 local function leaves(model)
   local out = {}
   local function walk(m, prefix)
     local kids = m:named_children()
-    if #kids == 0 then out[#out + 1] = { m, prefix } return end
+    if #kids == 0 or (emit[m.__name] and #kids > 0) then out[#out + 1] = { m, prefix } return end
     for _, kv in ipairs(kids) do walk(kv[2], prefix == "" and kv[1] or (prefix .. "." .. kv[1])) end
   end
   walk(model, "")

@@ -125,12 +125,13 @@ if export_dir then
     end)
     check("export " .. name, ok, tostring(err))
   end
-  -- the recurrent language models (nnr.models.RecurrentLM: embedding, 2-layer LSTM or GRU, head), batch and
-  -- length dynamic, ids 1-based as nnrun's
-  for _, cell in ipairs { "lstm", "gru" } do
+  -- the language models (nnr.models.RecurrentLM: embedding, 2-layer LSTM or GRU, head; nnr.models.GPT),
+  -- batch and length dynamic, ids 1-based as nnrun's
+  for _, cell in ipairs { "lstm", "gru", "gpt" } do
     local ok, err = pcall(function()
       nnr.manual_seed(11)
-      local m = nnr.models.RecurrentLM { vocab_size = 30, cell = cell, hidden = 16, num_layers = 2 }
+      local m = cell == "gpt" and nnr.models.GPT { vocab_size = 30, context = 8, d_model = 16, n_head = 2, n_layer = 2 }
+                or nnr.models.RecurrentLM { vocab_size = 30, cell = cell, hidden = 16, num_layers = 2 }
       local path = export_dir .. "/" .. cell .. "_lm.onnx"
       nnr.onnx.export(m, nnr.randint(1, 31, { 2, 7 }), path, { dynamic = { "batch", "seq" } })
       m:eval()
