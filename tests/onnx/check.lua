@@ -79,6 +79,9 @@ for _, c in ipairs(cases) do
 end
 local ok, m = pcall(nnr.onnx.load, hostile_dir .. "/external_ok.onnx")
 check("external data inside the folder loads", ok and (m(nnr.ones(1, 4)) - nnr.tensor({ { 24, 28, 32, 36 } })):abs():max():item() == 0, tostring(m))
+local okn, mn = pcall(nnr.onnx.load, hostile_dir .. "/newest_opset.onnx")
+check("the newest onnx's operator set (" .. (okn and mn.opset or "?") .. ") loads and runs",
+      okn and (mn(nnr.ones(1, 4)) - nnr.tensor({ { 24, 28, 32, 36 } })):abs():max():item() == 0, tostring(mn))
 local ok2, err2 = pcall(nnr.onnx.load, nil)
 check("a path that is not a string", not ok2 and tostring(err2):find("onnx.load: path must be a path", 1, true) ~= nil, tostring(err2))
 -- nnr.onnx.export: the training issue's models and a model of the other exportable layers, written with

@@ -24,6 +24,8 @@ def save(name, m):
 w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")
 good = model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [w])
 save("good.onnx", good)
+save("newest_opset.onnx", model([helper.make_node("MatMul", ["x", "w"], ["a"], name="mm"), helper.make_node("Relu", ["a"], ["y"], name="r")],
+                                [w], opset=onnx.defs.onnx_opset_version()))
 data = good.SerializeToString()
 with open(os.path.join(out, "truncated.onnx"), "wb") as f:
     f.write(data[: len(data) * 2 // 3])
