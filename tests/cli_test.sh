@@ -97,6 +97,10 @@ out=$("$NNRUN" -i <"$tmp/repl2.txt" 2>&1)
 check "repl: a local lives on" contains "$out" "21"
 check "repl: a local function lives on" contains "$out" "40"
 check "repl: local without a value" bash -c "! grep -qi error <<<\"$out\""
+# a local named as one of Lua's globals stays local: the libraries that use type() go on working
+printf '%s\n' 'local type = "gpt"' 'print(type(1), nnr.nn.Linear(2, 2).in_features)' >"$tmp/repl3.txt"
+out=$("$NNRUN" -i <"$tmp/repl3.txt" 2>&1)
+check "repl: local type stays local" contains "$out" "number	2"
 
 # Tab completes in the REPL (on a terminal: script(1) gives it one); the names themselves are
 # tested in tests/lua/repl_spec.lua

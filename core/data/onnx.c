@@ -109,68 +109,80 @@ static const char *type_name(int32_t t)
     return t >= 0 && t < (int32_t)(sizeof names / sizeof *names) ? names[t] : "an unknown type";
 }
 
-/* the file's external data: location (relative, inside dir, no "..": resolved and checked), offset, length */
-static int external(const char *path, const char *dir, const Onnx__TensorProto *tp, const char *what, void *dst, size_t nbytes)
+/* the file's external data: location (relative, inside dir, no "..": resolved and checked), offset, length;
+ * the open file (checked to hold nbytes from *offset) or -1 with the error */
+static int external_open(const char *path, const char *dir, const Onnx__TensorProto *tp, const char *what, size_t nbytes, uint64_t *offset)
 {
     const char *loc = NULL;
-    uint64_t offset = 0, length = nbytes;
+    uint64_t length = nbytes;
+    *offset = 0;
     for (size_t i = 0; i < tp->n_external_data; i++) {
         const char *k = tp->external_data[i]->key, *v = tp->external_data[i]->value;
-        if (!k || !v) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: an external_data entry lacks its key or value", path, what);
+        if (!k || !v) { nnr_errorf(NNR_ERR_IO, "onnx %s: %s: an external_data entry lacks its key or value", path, what); return -1; }
         if (!strcmp(k, "location")) { loc = v; continue; }
         if (strcmp(k, "offset") && strcmp(k, "length")) continue;                      /* checksum: not checked */
         char *e;
         errno = 0;
         unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *v == '-' || *e || errno) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external %s '%s' is not a byte count", path, what, k, v);
-        if (!strcmp(k, "offset")) offset = x; else length = x;
+        if (!*v || *v == '-' || *e || errno) { nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external %s '%s' is not a byte count", path, what, k, v); return -1; }
+        if (!strcmp(k, "offset")) *offset = x; else length = x;
     }
-    if (!loc || !*loc) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data without a location", path, what);
-    if (!dir) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data needs the model's folder", path, what);
-    if (length != nbytes)
-        return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data of %llu bytes for a shape of %zu", path, what, (unsigned long long)length, nbytes);
+    if (!loc || !*loc) { nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data without a location", path, what); return -1; }
+    if (!dir) { nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data needs the model's folder", path, what); return -1; }
+    if (length != nbytes) {
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data of %llu bytes for a shape of %zu", path, what, (unsigned long long)length, nbytes);
+        return -1;
+    }
     char *full = NULL, *real = NULL, *rdir = realpath(dir, NULL);
-    int st = 0, fd = -1;
+    int fd = -1;
     if (loc[0] == '/' || !rdir || asprintf(&full, "%s/%s", dir, loc) < 0) {
-        st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data location '%s' must be a path relative to the model's folder", path, what, loc);
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data location '%s' must be a path relative to the model's folder", path, what, loc);
         goto done;
     }
     real = realpath(full, NULL);
     size_t nd = strlen(rdir);
-    if (!real) { st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s: %s", path, what, loc, strerror(errno)); goto done; }
+    if (!real) { nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s: %s", path, what, loc, strerror(errno)); goto done; }
     if (strncmp(real, rdir, nd) != 0 || (real[nd] != '/' && strcmp(rdir, "/") != 0)) {
-        st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data '%s' lies outside the model's folder", path, what, loc);
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data '%s' lies outside the model's folder", path, what, loc);
         goto done;
     }
     struct stat sb;
     fd = open(real, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s is not a readable file", path, what, loc);
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s is not a readable file", path, what, loc);
+        if (fd >= 0) close(fd);
+        fd = -1;
         goto done;
     }
-    if (offset > (uint64_t)sb.st_size || nbytes > (uint64_t)sb.st_size - offset) {
-        st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s holds %lld bytes, not %llu from offset %llu", path, what, loc,
-                        (long long)sb.st_size, (unsigned long long)nbytes, (unsigned long long)offset);
-        goto done;
-    }
-    for (size_t got = 0; got < nbytes;) {
-        ssize_t r = pread(fd, (char *)dst + got, nbytes - got, (off_t)(offset + got));
-        if (r <= 0) { st = nnr_errorf(NNR_ERR_IO, "onnx %s: %s: cannot read external data %s", path, what, loc); goto done; }
-        got += (size_t)r;
+    if (*offset > (uint64_t)sb.st_size || nbytes > (uint64_t)sb.st_size - *offset) {
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s: external data %s holds %lld bytes, not %llu from offset %llu", path, what, loc,
+                   (long long)sb.st_size, (unsigned long long)nbytes, (unsigned long long)*offset);
+        close(fd);
+        fd = -1;
     }
 done:
-    if (fd >= 0) close(fd);
     free(full); free(real); free(rdir);
-    return st;
+    return fd;
+}
+
+static int external_read(const char *path, const char *what, int fd, uint64_t offset, void *dst, size_t nbytes)
+{
+    for (size_t got = 0; got < nbytes;) {
+        ssize_t r = pread(fd, (char *)dst + got, nbytes - got, (off_t)(offset + got));
+        if (r <= 0) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s: cannot read its external data (the file changed?)", path, what);
+        got += (size_t)r;
+    }
+    return 0;
 }
 
 /* the typed field's values into dst (numel of them), range-checked where they narrow */
+static size_t typed_count(const Onnx__TensorProto *tp, int dtype)
+{
+    return dtype == NNR_F32 ? tp->n_float_data : dtype == NNR_F64 ? tp->n_double_data : dtype == NNR_I64 ? tp->n_int64_data : tp->n_int32_data;
+}
+
 static int typed(const char *path, const Onnx__TensorProto *tp, int dtype, const char *what, void *dst, int64_t numel)
 {
-    size_t have = dtype == NNR_F32 ? tp->n_float_data : dtype == NNR_F64 ? tp->n_double_data : dtype == NNR_I64 ? tp->n_int64_data
-                                                                                                                : tp->n_int32_data;
-    if ((int64_t)have != numel)
-        return nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds %zu values for a shape of %lld", path, what, have, (long long)numel);
     if (dtype == NNR_F32) { if (numel) memcpy(dst, tp->float_data, (size_t)numel * 4); return 0; }
     if (dtype == NNR_F64) { if (numel) memcpy(dst, tp->double_data, (size_t)numel * 8); return 0; }
     if (dtype == NNR_I64) { if (numel) memcpy(dst, tp->int64_data, (size_t)numel * 8); return 0; }
@@ -206,16 +218,24 @@ static nnr_tensor *make_tensor(const char *path, const char *dir, const Onnx__Te
         return NULL;
     }
     size_t nbytes = (size_t)total;
+    /* the data checked against the shape before the tensor is made (a small file cannot ask for terabytes) */
     int external_data = tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (!external_data && tp->has_raw_data && tp->raw_data.len != nbytes) {
         nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds %zu bytes of data for its shape's %zu", path, what, tp->raw_data.len, nbytes);
         return NULL;
     }
+    if (!external_data && !tp->has_raw_data && (int64_t)typed_count(tp, dtype) != numel) {
+        nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds %zu values for a shape of %lld", path, what, typed_count(tp, dtype), (long long)numel);
+        return NULL;
+    }
+    uint64_t offset = 0;
+    int fd = external_data ? external_open(path, dir, tp, what, nbytes, &offset) : -1;
+    if (external_data && fd < 0) return NULL;
     nnr_tensor *t = nnr_tensor_alloc(dtype, (int)tp->n_dims, tp->dims, nnr_host_device());
-    if (!t) return NULL;
-    int st = external_data ? external(path, dir, tp, what, nnr_tensor_data(t), nbytes)
+    int st = !t ? -1 : external_data ? external_read(path, what, fd, offset, nnr_tensor_data(t), nbytes)
              : tp->has_raw_data ? (memcpy(nnr_tensor_data(t), tp->raw_data.data, nbytes), 0)
              : typed(path, tp, dtype, what, nnr_tensor_data(t), numel);
+    if (fd >= 0) close(fd);
     if (st) { nnr_tensor_release(t); return NULL; }
     if (dtype == NNR_BOOL) {
         uint8_t *b = nnr_tensor_data(t);
@@ -229,7 +249,14 @@ typedef struct builder {
     const char *path, *dir;
     nnr_onnx *m;
     int cap;
+    int oom;                         /* a JSON item could not be made: the error is reported at the end */
 } builder;
+
+/* item appended to arr (item NULL, or the append failing: out of memory, noted) */
+static void put(builder *b, cJSON *arr, cJSON *item)
+{
+    if (!item || !arr || !cJSON_AddItemToArray(arr, item)) { cJSON_Delete(item); b->oom = 1; }
+}
 
 static int add_tensor(builder *b, const Onnx__TensorProto *tp, const char *name, const char *what)
 {
@@ -253,7 +280,7 @@ static int add_tensor(builder *b, const Onnx__TensorProto *tp, const char *name,
     return 0;
 }
 
-static cJSON *value_info(const Onnx__ValueInfoProto *v)
+static cJSON *value_info(builder *b, const Onnx__ValueInfoProto *v)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", v->name ? v->name : "");
@@ -268,8 +295,8 @@ static cJSON *value_info(const Onnx__ValueInfoProto *v)
         cJSON *shape = cJSON_AddArrayToObject(o, "shape");
         for (size_t i = 0; i < t->tensor_type->shape->n_dim; i++) {
             const Onnx__TensorShapeProto__Dimension *d = t->tensor_type->shape->dim[i];
-            if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)d->dim_value));
-            else cJSON_AddItemToArray(shape, cJSON_CreateString(d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && d->dim_param ? d->dim_param : "?"));
+            if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) put(b, shape, cJSON_CreateNumber((double)d->dim_value));
+            else put(b, shape, cJSON_CreateString(d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && d->dim_param ? d->dim_param : "?"));
         }
     }
     return o;
@@ -287,24 +314,28 @@ static int attribute(builder *b, const Onnx__AttributeProto *a, const char *node
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: v = cJSON_CreateNumber(a->f); break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: v = cJSON_CreateNumber((double)a->i); break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
-        if (memchr(a->s.data, 0, a->s.len)) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds a NUL byte", b->path, what);
+        if (a->s.len && memchr(a->s.data, 0, a->s.len)) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds a NUL byte", b->path, what);
         {
-            char *str = strndup((const char *)a->s.data, a->s.len);
+            char *str = a->s.len ? strndup((const char *)a->s.data, a->s.len) : strdup("");
             v = str ? cJSON_CreateString(str) : NULL;
             free(str);
         }
         break;
-    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS: v = cJSON_CreateFloatArray(a->floats, (int)a->n_floats); break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        if (a->n_floats > INT32_MAX) return nnr_errorf(NNR_ERR_IO, "onnx %s: %s has too many values", b->path, what);
+        v = a->n_floats ? cJSON_CreateFloatArray(a->floats, (int)a->n_floats) : cJSON_CreateArray();
+        break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
         v = cJSON_CreateArray();
-        for (size_t i = 0; v && i < a->n_ints; i++) cJSON_AddItemToArray(v, cJSON_CreateNumber((double)a->ints[i]));
+        for (size_t i = 0; v && i < a->n_ints; i++) put(b, v, cJSON_CreateNumber((double)a->ints[i]));
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS:
         v = cJSON_CreateArray();
         for (size_t i = 0; v && i < a->n_strings; i++) {
-            if (memchr(a->strings[i].data, 0, a->strings[i].len)) { cJSON_Delete(v); return nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds a NUL byte", b->path, what); }
-            char *s = strndup((const char *)a->strings[i].data, a->strings[i].len);
-            cJSON_AddItemToArray(v, cJSON_CreateString(s ? s : ""));
+            size_t len = a->strings[i].len;
+            if (len && memchr(a->strings[i].data, 0, len)) { cJSON_Delete(v); return nnr_errorf(NNR_ERR_IO, "onnx %s: %s holds a NUL byte", b->path, what); }
+            char *s = len ? strndup((const char *)a->strings[i].data, len) : strdup("");
+            put(b, v, cJSON_CreateString(s ? s : ""));
             free(s);
         }
         break;
@@ -322,7 +353,7 @@ static int attribute(builder *b, const Onnx__AttributeProto *a, const char *node
         return nnr_errorf(NNR_ERR_IO, "onnx %s: %s is of attribute type %d, which nnrun does not read", b->path, what, (int)a->type);
     }
     if (!v) return nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", b->path);
-    cJSON_AddItemToObject(attrs, a->name, v);
+    if (!cJSON_AddItemToObject(attrs, a->name, v)) { cJSON_Delete(v); b->oom = 1; }
     return 0;
 }
 
@@ -376,7 +407,7 @@ static cJSON *node_json(builder *b, const Onnx__NodeProto *nd, size_t k, names *
             cJSON_Delete(o);
             return NULL;
         }
-        cJSON_AddItemToArray(in, cJSON_CreateString(x));
+        put(b, in, cJSON_CreateString(x));
     }
     for (size_t i = 0; i < nd->n_output; i++) {
         const char *y = nz(nd->output[i]);
@@ -387,7 +418,7 @@ static cJSON *node_json(builder *b, const Onnx__NodeProto *nd, size_t k, names *
             cJSON_Delete(o);
             return NULL;
         }
-        cJSON_AddItemToArray(out, cJSON_CreateString(y));
+        put(b, out, cJSON_CreateString(y));
     }
     for (size_t i = 0; i < nd->n_attribute; i++)
         if (attribute(b, nd->attribute[i], name, attrs)) { cJSON_Delete(o); return NULL; }
@@ -406,25 +437,27 @@ static int graph_json(builder *b, const Onnx__GraphProto *g, cJSON *root)
         char what[300];
         snprintf(what, sizeof what, "initializer '%.256s'", name);
         if (!*name) { nnr_errorf(NNR_ERR_IO, "onnx %s: initializer %zu has no name", b->path, i + 1); goto out; }
-        if (names_has(&have, name, 1)) { nnr_errorf(NNR_ERR_IO, "onnx %s: two initializers are named '%s'", b->path, name); goto out; }
+        int was = names_has(&have, name, 1);
+        if (was < 0) { nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", b->path); goto out; }
+        if (was) { nnr_errorf(NNR_ERR_IO, "onnx %s: two initializers are named '%s'", b->path, name); goto out; }
         if (add_tensor(b, g->initializer[i], name, what)) goto out;
-        cJSON_AddItemToArray(inits, cJSON_CreateNumber(b->m->n));
+        put(b, inits, cJSON_CreateNumber(b->m->n));
     }
     for (size_t i = 0; i < g->n_input; i++) {
         const char *name = nz(g->input[i]->name);
         if (!*name) { nnr_errorf(NNR_ERR_IO, "onnx %s: graph input %zu has no name", b->path, i + 1); goto out; }
         if (names_has(&have, name, 1) < 0) { nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", b->path); goto out; }
-        cJSON_AddItemToArray(inputs, value_info(g->input[i]));
+        put(b, inputs, value_info(b, g->input[i]));
     }
     for (size_t k = 0; k < g->n_node; k++) {
         cJSON *nd = node_json(b, g->node[k], k, &have);
         if (!nd) goto out;
-        cJSON_AddItemToArray(nodes, nd);
+        put(b, nodes, nd);
     }
     for (size_t i = 0; i < g->n_output; i++) {
         const char *name = nz(g->output[i]->name);
         if (names_has(&have, name, 0) != 1) { nnr_errorf(NNR_ERR_IO, "onnx %s: graph output '%s' is made by no node", b->path, name); goto out; }
-        cJSON_AddItemToArray(outputs, value_info(g->output[i]));
+        put(b, outputs, value_info(b, g->output[i]));
     }
     if (!g->n_output) { nnr_errorf(NNR_ERR_IO, "onnx %s: the graph has no outputs", b->path); goto out; }
     st = 0;
@@ -448,7 +481,7 @@ nnr_onnx *nnr_onnx_parse(const uint8_t *data, size_t n, const char *path, const 
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, n, data);
     if (!mp) { nnr_errorf(NNR_ERR_IO, "onnx %s: not an ONNX model (the protobuf does not decode)", path); return NULL; }
     nnr_onnx *m = calloc(1, sizeof *m);
-    builder b = { path, dir, m, 0 };
+    builder b = { path, dir, m, 0, 0 };
     cJSON *root = cJSON_CreateObject();
     int st = !m || !root ? nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", path) : 0;
     if (!st && !mp->graph) st = nnr_errorf(NNR_ERR_IO, "onnx %s: not an ONNX model (it has no graph)", path);
@@ -464,7 +497,7 @@ nnr_onnx *nnr_onnx_parse(const uint8_t *data, size_t n, const char *path, const 
         }
         st = graph_json(&b, mp->graph, root);
     }
-    if (!st && !(m->json = cJSON_PrintUnformatted(root))) st = nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", path);
+    if (!st && (b.oom || !(m->json = cJSON_PrintUnformatted(root)))) st = nnr_errorf(NNR_ERR_OOM, "onnx %s: out of memory", path);
     cJSON_Delete(root);
     onnx__model_proto__free_unpacked(mp, NULL);
     if (st) { nnr_onnx_close(m); return NULL; }

@@ -2,6 +2,7 @@
  * tensors; this builds the ModelProto of data/proto/onnx.proto, packs it with protobuf-c and writes it
  * atomically (a temporary file, fsync, rename). */
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "data/internal.h"
@@ -195,11 +196,15 @@ int nnr_onnx_save(const char *path, const char *json, int n, const char *const *
     Onnx__ModelProto m;
     onnx__model_proto__init(&m);
     int st = build(&a, j, n, names, tensors, &m);
-    if (st && a.failed != 2) st = nnr_errorf(NNR_ERR_OOM, "onnx export %s: out of memory", path);
+    if (st && a.failed == 1) st = nnr_errorf(NNR_ERR_OOM, "onnx export %s: out of memory", path);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (!st) {
         len = onnx__model_proto__get_packed_size(&m);
+        if (len > INT32_MAX)        /* protobuf's limit: readers refuse more */
+            st = nnr_errorf(NNR_ERR_INVALID, "onnx export %s: the model is %zu bytes, more than protobuf's 2 GiB", path, len);
+    }
+    if (!st) {
         buf = malloc(len ? len : 1);
         if (!buf) st = nnr_errorf(NNR_ERR_OOM, "onnx export %s: out of memory (%zu bytes)", path, len);
         else onnx__model_proto__pack(&m, buf);

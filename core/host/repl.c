@@ -113,16 +113,57 @@ static char history_path[PATH_MAX];
 /* A line's own locals would end with it (each line is a chunk), so `local m = nn.Linear(2, 3)` then
  * `m` would find nothing: a line that begins with `local` (`local function f` too) runs without the
  * word, so its first statement's names live on as globals, as a notebook's do, and Tab completes them.
- * Where the rest does not compile alone (`local x` with no value), the line runs as written. Returns 1
- * with the compiled chunk pushed, or 0 with nothing pushed. */
+ * Where the rest does not compile alone (`local x` with no value), or a name was a global when the REPL
+ * started (`local type = ...`), the line runs as written. Returns 1 with the compiled chunk pushed, or 0
+ * with nothing pushed. */
+static int is_name_char(char c) { return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+/* 1 when name [p, p + n) was a global when the REPL started (Lua's and nnrun's own: print, table, type,
+ * nnr...): such a local stays local, so that `local type = "gpt"` does not break every library using type */
+static int was_global(lua_State *L, const char *p, size_t n)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "nnrun.repl_globals");
+    lua_pushlstring(L, p, n);
+    lua_rawget(L, -2);
+    int was = !lua_isnil(L, -1);
+    lua_pop(L, 2);
+    return was;
+}
+
 static int load_promoted(lua_State *L, const char *chunk)
 {
     const char *p = chunk;
     while (*p == ' ' || *p == '\t') p++;
     if (strncmp(p, "local", 5) != 0 || (p[5] != ' ' && p[5] != '\t')) return 0;
-    if (luaL_loadbufferx(L, p + 6, strlen(p + 6), "=stdin", "t") == 0) return 1;
+    const char *body = p + 6, *q = body;
+    while (*q == ' ' || *q == '\t') q++;
+    if (strncmp(q, "function", 8) == 0 && !is_name_char(q[8])) for (q += 8; *q == ' ' || *q == '\t'; q++) {}
+    for (;;) {                          /* the names declared: name {, name} */
+        const char *n0 = q;
+        while (is_name_char(*q)) q++;
+        if (q == n0 || was_global(L, n0, (size_t)(q - n0))) return 0;
+        while (*q == ' ' || *q == '\t') q++;
+        if (*q != ',') break;
+        for (q++; *q == ' ' || *q == '\t'; q++) {}
+    }
+    if (luaL_loadbufferx(L, body, strlen(body), "=stdin", "t") == 0) return 1;
     lua_pop(L, 1);
     return 0;
+}
+
+/* the names of the globals as the REPL starts (what load_promoted keeps local) */
+static void snapshot_globals(lua_State *L)
+{
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, LUA_GLOBALSINDEX)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) { lua_pushvalue(L, -1); lua_pushboolean(L, 1); lua_rawset(L, -4); }
+    }
+    lua_pushstring(L, "nnr");           /* (loaded on first use, so maybe not yet a key) */
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_setfield(L, LUA_REGISTRYINDEX, "nnrun.repl_globals");
 }
 
 void nnrun_repl(lua_State *L)
@@ -133,6 +174,7 @@ void nnrun_repl(lua_State *L)
         read_history(history_path);
     }
     complete_L = L;
+    snapshot_globals(L);
     rl_attempted_completion_function = attempt_completion;
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
     printf("nnrun %s (%s). nnr is loaded; Ctrl-D exits, Ctrl-C stops a computation.\n", nnr_version(), LUAJIT_VERSION);

@@ -26,13 +26,15 @@ local fail, ints, dim = O.fail, O.ints, O.dim
 
 local Graph = Module:extend("OnnxGraph")
 local RELU = { fusable_activation = function() return "relu" end }     -- what fuse_next asks of the next module
+local RESERVED = { path = true, opset = true, inputs = true, outputs = true, nodes = true, producer = true, training = true }
 
 -- a parameter or child name from an ONNX name ("layers.0.weight" -> "layers_0_weight"), unique in the module
 local function sanitize(self, name)
   local base = name:gsub("[^%w_]", "_"):gsub("^(%d)", "_%1")
   if base == "" then base = "_" end
   local s, k = base, 1
-  while self._used[s] do k = k + 1; s = base .. "_" .. k end
+  -- (not a name the module has: a method, a field, or one of Lua's module internals)
+  while self._used[s] or Graph[s] ~= nil or Module[s] ~= nil or rawget(self, s) ~= nil or RESERVED[s] do k = k + 1; s = base .. "_" .. k end
   self._used[s] = true
   return s
 end
@@ -44,8 +46,8 @@ local function lower(self, node, const, owned)
   local key = (ins[2] or ""):gsub("%.weight$", ""):gsub("%.", "_")
   if op == "Gemm" and w and w:dim() == 2 and (node.attrs.alpha or 1) == 1 and (node.attrs.beta or 1) == 1 and (node.attrs.transA or 0) == 0 then
     local b = ins[3] and ins[3] ~= "" and const[ins[3]]
-    if ins[3] and ins[3] ~= "" and not (b and b:dim() == 1) then return nil end
     local weight = (node.attrs.transB or 0) == 1 and w or w:t():contiguous()
+    if ins[3] and ins[3] ~= "" and not (b and b:dim() == 1 and b:size(1) == weight:size(1)) then return nil end     -- (a broadcast bias)
     local lin = nn.Linear(weight:size(2), weight:size(1), { bias = b ~= nil and b ~= false })
     lin:register_parameter("weight", weight)
     if b then lin:register_parameter("bias", b) end
@@ -267,14 +269,15 @@ local function torch_pads(p, n)
   return out
 end
 
-local function spatial(node, x, n)
-  local pads = node.attrs.pads or {}
+local function spatial(node, x, n, value)
+  local pads = {}
+  for i, v in ipairs(node.attrs.pads or {}) do pads[i] = v end
   local auto = node.attrs.auto_pad or "NOTSET"
   if auto ~= "NOTSET" and auto ~= "VALID" then fail(node, "auto_pad %s is not supported (export with explicit pads)", auto) end
   for i = 1, 2 * n do pads[i] = pads[i] or 0 end
   local sym = true
   for i = 1, n do if pads[i] ~= pads[i + n] then sym = false end end
-  if not sym then return F.pad(x, torch_pads(pads, n)), {} end
+  if not sym then return F.pad(x, torch_pads(pads, n), "constant", value or 0), {} end
   local p = {}
   for i = 1, n do p[i] = pads[i] end
   return x, p
@@ -287,7 +290,8 @@ function mops.Conv(node, x)
   local input, p = spatial(node, x[1], n)
   local o = { stride = node.attrs.strides or 1, dilation = node.attrs.dilations or 1, groups = node.attrs.group or 1 }
   if n == 1 then
-    o.stride, o.dilation, o.padding = o.stride[1] or o.stride, o.dilation[1] or o.dilation, p[1] or 0
+    local function first(v) return type(v) == "table" and v[1] or v end
+    o.stride, o.dilation, o.padding = first(o.stride), first(o.dilation), p[1] or 0
     return F.conv1d(input, w, x[3], o)
   end
   o.padding = #p > 0 and p or 0
@@ -297,14 +301,19 @@ end
 local function pool(kind)
   return function(node, x)
     local k = node.attrs.kernel_shape
-    if #k ~= 2 then fail(node, "%d-D pooling is not supported", #k) end
-    local input, p = spatial(node, x[1], 2)
-    local o = { stride = node.attrs.strides or k, padding = #p > 0 and p or 0, ceil_mode = (node.attrs.ceil_mode or 0) == 1 }
+    if type(k) ~= "table" or #k ~= 2 then fail(node, "needs a kernel_shape of 2 sizes (2-D pooling)") end
+    local count_pad = (node.attrs.count_include_pad or 0) == 1
+    -- padding that is not the same on both sides: max pools pad with -inf (it never wins), averages that count
+    -- the padding with 0; an average that does not count it cannot be padded beforehand
+    local input, p = spatial(node, x[1], 2, kind == "max" and -math.huge or 0)
+    if #p == 0 and kind == "avg" and not count_pad then fail(node, "padding that differs between the sides with count_include_pad 0") end
+    local o = { stride = node.attrs.strides or 1, padding = #p > 0 and p or 0, ceil_mode = (node.attrs.ceil_mode or 0) == 1 }
     if kind == "max" then
       o.dilation = node.attrs.dilations or 1
       return F.max_pool2d(input, k, o)
     end
-    o.count_include_pad = (node.attrs.count_include_pad or 0) == 1
+    for _, d in ipairs(node.attrs.dilations or {}) do if d ~= 1 then fail(node, "dilations in an average pool are not supported") end end
+    o.count_include_pad = count_pad
     return F.avg_pool2d(input, k, o)
   end
 end
@@ -321,8 +330,8 @@ function mops.GlobalMaxPool(_, x)
 end
 
 function mops.Pad(node, x, graph)
-  local mode = node.attrs.mode or "constant"
-  if mode == "edge" then mode = "replicate" end
+  local mode = ({ constant = "constant", reflect = "reflect", edge = "replicate", wrap = "circular" })[node.attrs.mode or "constant"]
+  if not mode then fail(node, "mode '%s' is not one of constant, reflect, edge, wrap", tostring(node.attrs.mode)) end
   local r = x[1]:dim()
   local pads = x[2] and ints(x[2]) or node.attrs.pads
   local value = x[3] and x[3]:to("f64"):reshape(1):totable()[1] or 0
@@ -345,7 +354,7 @@ function mops.Pad(node, x, graph)
   local p = {}
   for i = first, r do p[#p + 1] = full[i] end
   for i = first, r do p[#p + 1] = full[i + r] end
-  return F.pad(x[1], torch_pads(p, n), mode, value)
+  return F.pad(x[1], torch_pads(p, n), mode, mode == "constant" and value or nil)
 end
 
 function mops.BatchNormalization(node, x)
@@ -372,6 +381,7 @@ local function recurrent(op)
     if a.clip or (a.input_forget or 0) ~= 0 then fail(node, "clip and input_forget are not supported") end
     if op == "GRU" and (a.linear_before_reset or 0) ~= 1 then fail(node, "linear_before_reset 0 is not supported (PyTorch's GRU has 1)") end
     if x[5] and x[5]:ne(x[1]:size(1)):any():item() then fail(node, "sequence_lens shorter than the sequence are not supported") end
+    if x[8] then fail(node, "peepholes (input P) are not supported") end
     local W, R, B = x[2], x[3], x[4]
     local dirs, hidden = W:size(1), a.hidden_size or R:size(3)
     local order = ORDER[op]

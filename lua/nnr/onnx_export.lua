@@ -42,7 +42,8 @@ function Rec:init(t, hint)
   if self.taken[name] then name = name .. "_" .. (#self.tensors + 1) end
   self.taken[name] = true
   self.inits[k] = name
-  self.tensors[#self.tensors + 1] = { name = name, t = t:detach():contiguous():cpu() }
+  -- (src kept alive to the end: the key is its address, which a freed temporary would hand to the next one)
+  self.tensors[#self.tensors + 1] = { name = name, t = t:detach():contiguous():cpu(), src = t }
   return name
 end
 
@@ -96,6 +97,7 @@ end
 emit.BatchNorm2d, emit.BatchNorm1d = batch_norm, batch_norm
 
 emit.LayerNorm = function(rec, m, x, _, prefix)
+  if rec.opset < 17 then error("onnx.export: " .. prefix .. ": LayerNorm needs opset 17 (LayerNormalization)", 0) end
   local shape = m.shape
   local w = m.weight and rec:init(m.weight, prefix .. ".weight") or rec:init(nnr.ones(shape))
   local b = m.bias and rec:init(m.bias, prefix .. ".bias") or rec:init(nnr.zeros(shape))
@@ -124,8 +126,10 @@ emit.Flatten = function(rec, m, x, t, prefix)
   local r = t:dim()
   local s, e = m.start_dim or 2, m.end_dim or -1
   if e < 0 then e = e + r + 1 end
-  if e ~= r then error("onnx.export: " .. prefix .. ": Flatten up to a dimension other than the last", 0) end
-  return rec:node("Flatten", { x }, { I("axis", (s < 0 and s + r + 1 or s) - 1) })
+  if s < 0 then s = s + r + 1 end
+  -- ONNX's Flatten makes 2 dimensions: nnrun's only from the second dimension to the last
+  if e ~= r or s ~= 2 then error("onnx.export: " .. prefix .. ": a Flatten other than from dimension 2 to the last", 0) end
+  return rec:node("Flatten", { x }, { I("axis", 1) })
 end
 
 local function axis(m, default) local d = m.arg or default; return d < 0 and d or d - 1 end
@@ -249,7 +253,7 @@ function M.export(model, x, path, opts)
   V.path(who, "path", path)
   local opset = V.integer(who, "opset", opts.opset or 17, 13, 17)
   local in_name, out_name = opts.input_name or "x", opts.output_name or "y"
-  local rec = setmetatable({ names = {}, inits = {}, tensors = {}, taken = {}, nodes = {}, count = 0 }, Rec)
+  local rec = setmetatable({ names = {}, inits = {}, tensors = {}, taken = {}, nodes = {}, count = 0, opset = opset }, Rec)
   local list, missing = leaves(model), {}
   for _, e in ipairs(list) do
     if not emit[e[1].__name] then missing[#missing + 1] = string.format("%s (%s)", e[1].__name, e[2] ~= "" and e[2] or "the model") end

@@ -163,6 +163,7 @@ end
 
 function ops.Unsqueeze(node, x)
   local axes = list_arg(node, x[2], "axes")
+  if type(axes) ~= "table" then fail(node, "has no axes") end
   local r = x[1]:dim() + #axes
   local ds = {}
   for i, a in ipairs(axes) do ds[i] = dim(node, a, r) end
@@ -213,14 +214,16 @@ function ops.Flatten(node, x)
   local a = attr(node, "axis", 1)
   a = a < 0 and a + #s or a
   if a < 0 or a > #s then fail(node, "axis %d is out of range", a) end
-  local rows = 1
+  local rows, cols = 1, 1
   for i = 1, a do rows = rows * s[i] end
-  return x[1]:reshape(rows, rows == 0 and 0 or -1)
+  for i = a + 1, #s do cols = cols * s[i] end
+  return x[1]:reshape(rows, cols)
 end
 
 function ops.Transpose(node, x)
   local r = x[1]:dim()
   local perm = attr(node, "perm")
+  if perm and #perm ~= r then fail(node, "perm %s does not name the %d dimensions", nnr.shape_str(perm), r) end
   local p = {}
   for i = 1, r do p[i] = perm and dim(node, perm[i], r) or r - i + 1 end
   return x[1]:permute(p)
@@ -242,8 +245,8 @@ function ops.Slice(node, x)
       s, e = math.max(0, math.min(n, s)), math.max(0, math.min(n, e))
       if step == 1 then y = y:narrow(d, s + 1, math.max(0, e - s))
       else y = y:index_select(d, nnr.arange(s, math.max(s, e), step, { dtype = "i64" }) + 1) end
-    else
-      s, e = math.max(-1, math.min(n - 1, s)), math.max(-1, math.min(n - 1, e))
+    else                       -- (ONNX clamps a negative step's start to [0, n-1] and its end to [-1, n-1])
+      s, e = math.max(0, math.min(n - 1, s)), math.max(-1, math.min(n - 1, e))
       y = y:index_select(d, nnr.arange(s, math.min(s, e), step, { dtype = "i64" }) + 1)
     end
   end

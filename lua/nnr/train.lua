@@ -59,6 +59,10 @@ function M.Trainer(cfg)
   self.stop_after = cfg.stop_after and V.integer(who, "stop_after", cfg.stop_after, 0, 1e15)   -- the last epoch (step) of this part
   self.eval_every = cfg.eval_every and V.integer(who, "eval_every", cfg.eval_every, 1, 1e15)
   self.unit = V.choice(who, "unit", cfg.unit or "samples", { "samples", "tokens" })
+  if self.eval_every and self.stop_after and (cfg.accumulate or 1) > 1 and self.stop_after % cfg.accumulate ~= 0 then
+    error(string.format("%s: stop_after (%d) must be a multiple of accumulate (%d): a run resumes at the start of a group", who,
+      self.stop_after, cfg.accumulate), 0)
+  end
   self.accumulate = V.integer(who, "accumulate", cfg.accumulate or 1, 1, 1e6)
   self.clip = cfg.clip_grad_norm and V.number(who, "clip_grad_norm", cfg.clip_grad_norm, { above = 0 })
   if cfg.autocast ~= nil then V.choice(who, "autocast", cfg.autocast, { "bf16", "f16" }) end
@@ -256,7 +260,8 @@ function Trainer:_epoch(within)
     if not self.quiet and self.rank == 0 then progress_line(self, done, total, running / seen, units) end
     if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = lr }) end
     if self.stop_training or (self.max_steps and self.step >= self.max_steps) then break end
-    if self.stop_signals and done < total then     -- (after the epoch's last step the epoch finishes first)
+    -- (after the epoch's last step the epoch finishes first; a stop waits for the end of an accumulation group)
+    if self.stop_signals and done < total and self._pending == 0 then
       local sig = stop_requested(self.D)
       if sig then
         local loss_sum, samples = running, seen
@@ -332,7 +337,7 @@ function Trainer:_steps(last)
   self._run_t0, self._period_t0, self._first_step, self._last_print, self._pending = nnr.clock(), nnr.clock(), self.step, 0, 0
   self.model:train()
   local where = function() return "step " .. self.step end
-  while self.step < last do
+  while self.step < last and not self.stop_training do
     self.epoch = epoch
     if position > 0 then loader:load_state_dict({ epoch = epoch, position = position })
     else pcall(function() if loader.epoch ~= nil then loader.epoch = epoch - 1 end end) end
@@ -341,19 +346,21 @@ function Trainer:_steps(last)
     for x, y in loader:iter() do
       any = true
       x, y = x:to(self.device), y:to(self.device)
-      local l, lr = self:_batch(x, y, self.step + 1 == last, where)
+      local l, lr = self:_batch(x, y, self.step + 1 == self._total, where)
       local w = self._window
       w.loss, w.steps, w.samples = w.loss + l, w.steps + 1, w.samples + (self.unit == "tokens" and x:numel() or x:size(1))
       if not self.quiet and self.rank == 0 then self:_step_progress(last) end
       if self._step_hooks then self:_call("on_step_end", { epoch = self.epoch, step = self.step, loss = l, lr = lr }) end
       if self.step % self.eval_every == 0 or self.step == self._total then self:_period_end() end
       if self.stop_training or self.step >= last then break end
-      local sig = self.stop_signals and stop_requested(self.D)
+      -- (a stop waits for the end of an accumulation group: a resumed run starts a group where it left off)
+      local sig = self.stop_signals and self._pending == 0 and stop_requested(self.D)
       if sig then return self:_stop_period(sig) end
     end
     if not any then error("Trainer: the train_loader gave no batches", 0) end
     epoch, position = epoch + 1, 0
   end
+  if self._pending > 0 and self.stop_training then self.optimizer:step(); self._pending = 0 end    -- (a group cut short by a callback)
   -- stop_after between evaluations: the part's end is a stop too (a checkpoint there resumes the period)
   if self.step == last and self.step % self.eval_every ~= 0 and self.step < self._total then self:_stop_period(nil) end
 end

@@ -163,6 +163,10 @@ describe("nnr.train.Trainer", function()
       assert.are.equal(h[i].val_loss, h3[i].val_loss)
     end
     assert.are.equal(0, max_diff(m1, m3))
+    -- a callback's stop_training ends a run of steps after that step (not only its epoch)
+    local stopper = { on_step_end = function(_, tr, logs) if logs.step == 20 then tr.stop_training = true end end }
+    local tr4 = run(nil, nil, { stopper })
+    assert.are.equal(20, tr4.step)
     local dir = tmpdir()
     local ck = nnr.train.ModelCheckpoint { dir = dir, save_top_k = 1 }
     run(nil, nil, { ck })
