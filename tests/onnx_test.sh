@@ -3,7 +3,8 @@
 # MLP, a CNN with batch norm, an LSTM, a transformer encoder and a ResNet-18 (tests/onnx/make_models.py),
 # pip's onnx writes the hostile files (tests/onnx/hostile.py), tests/onnx/check.lua checks every output
 # against PyTorch's and every refusal's message and exports nnrun's models, which tests/onnx/ort_check.py
-# runs through onnx.checker and onnxruntime. The pip packages go into a venv in the build folder.
+# runs through onnx.checker and onnxruntime; tests/onnx/ops.py's one-node models check every operator
+# against onnxruntime (tests/onnx/ops_check.lua). The pip packages go into a venv in the build folder.
 #   onnx_test.sh NNRUN SOURCE_DIR BUILD_DIR
 set -eu
 NNRUN=$1 SRC=$2 BUILD=$3
@@ -26,6 +27,9 @@ fi
 mkdir -p "$tmp/exported"
 status=0
 "$NNRUN" "$SRC/tests/onnx/check.lua" "$tmp/models" "$tmp/hostile/files" "$tmp/exported" || status=1
+# every operator against onnxruntime: one-node models with the attributes and edge cases that matter
+"$venv/bin/python" "$SRC/tests/onnx/ops.py" "$tmp/ops" >/dev/null
+"$NNRUN" "$SRC/tests/onnx/ops_check.lua" "$tmp/ops" || status=1
 # nnr.onnx.export's files in pip's onnx.checker and onnxruntime
 "$venv/bin/python" "$SRC/tests/onnx/ort_check.py" "$tmp/exported" || status=1
 
