@@ -26,7 +26,7 @@ fi
 "$venv/bin/python" "$SRC/tests/onnx/hostile.py" "$tmp/hostile/files" >/dev/null
 mkdir -p "$tmp/exported"
 status=0
-"$NNRUN" "$SRC/tests/onnx/check.lua" "$tmp/models" "$tmp/hostile/files" "$tmp/exported" || status=1
+NNR_CPU_DEVICES=2 "$NNRUN" "$SRC/tests/onnx/check.lua" "$tmp/models" "$tmp/hostile/files" "$tmp/exported" || status=1
 # every operator against onnxruntime: one-node models with the attributes and edge cases that matter
 "$venv/bin/python" "$SRC/tests/onnx/ops.py" "$tmp/ops" >/dev/null
 "$NNRUN" "$SRC/tests/onnx/ops_check.lua" "$tmp/ops" || status=1

@@ -238,6 +238,11 @@ function Graph:forward(...)
       local f = child.relu and type(mod.fuse_next) == "function" and not rawget(mod, "_hooks") and mod:fuse_next(RELU)
       if f then fused[child.relu] = true; outs = { f(x[1]) } else outs = { mod(x[1]) } end
     else
+      -- on a device other than the host: every operand joins the first one there (constants and shape
+      -- arithmetic are host tensors; the ops that read them as numbers do so from any device)
+      local dev
+      for j = 1, table.maxn(x) do local t = x[j]; if t and t.device ~= "cpu" then dev = t.device; break end end
+      if dev then for j = 1, table.maxn(x) do if x[j] and x[j].device ~= dev then x[j] = x[j]:to(dev) end end end
       local fn = O.ops[node.op] or M.module_ops[node.op]
       outs = { fn(node, x, graph) }
     end

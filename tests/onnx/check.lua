@@ -21,6 +21,12 @@ for _, name in ipairs { "mlp", "cnn_bn", "lstm", "transformer", "resnet18" } do
     local d = (y - want):abs():max():item()
     check(string.format("%s (opset %d): PyTorch's output within 1e-4 (max |diff| %.3g)", name, opset, d), d <= 1e-4)
     print(string.format("%-12s opset %d, %d parameters, max |diff| from PyTorch %.3g", name, opset, m:num_parameters(), d))
+    -- on another device (a second cpu device, NNR_CPU_DEVICES=2, takes the paths a GPU would): the same outputs
+    if pcall(nnr.device, "cpu:1") then
+      local moved = nnr.onnx.load(models_dir .. "/" .. name .. ".onnx"):to("cpu:1")
+      local y1 = nnr.no_grad(function() return moved(x:to("cpu:1")) end)
+      check(name .. ": on cpu:1", y1.device == "cpu:1" and (y1:to("cpu") - y):abs():max():item() == 0)
+    end
     -- a batch of 5 (the batch dimension is dynamic): each row as it is alone
     local x5 = nnr.cat({ x, x, x:narrow(1, 1, 1) }, 1)
     local y5 = nnr.no_grad(function() return m(x5) end)
