@@ -164,24 +164,42 @@ local function fmt_time(t)
 end
 M.fmt_time = fmt_time
 
--- the progress of an epoch: a bar redrawn in place on a terminal, else a line every 10 s and at the end
+-- what the progress display owes now: "bar" on a terminal (redrawn in place at most every 0.1 s, and at
+-- the end), "line" elsewhere (every 10 s, and at the end where line_at_end), or nil
+function Trainer:_progress_due(at_end, line_at_end)
+  local since = nnr.clock() - (self._last_print or 0)
+  if self._tty then return (at_end or since >= 0.1) and "bar" or nil end
+  return ((at_end and line_at_end) or since >= 10) and "line" or nil
+end
+
+-- shows it: head, a bar filled to fraction, tail (redrawn in place, its line ended by _end_bar); or line
+function Trainer:_progress_show(due, head, fraction, tail, line)
+  if due == "bar" then
+    local filled = math.floor(30 * fraction)
+    io.write("\r", head, " [", string.rep("=", filled), string.rep(" ", 30 - filled), "] ", tail, " ")
+    self._bar = true
+  else
+    print(line)
+  end
+  io.stdout:flush()
+  self._last_print = nnr.clock()
+end
+
+-- the progress of an epoch: a bar, else a line every 10 s and at the end
 local function progress_line(self, done, total, loss, samples)
-  local now = nnr.clock()
-  local elapsed = now - self._epoch_t0
+  local due = self:_progress_due(done == total, true)
+  if not due then return end
+  local elapsed = nnr.clock() - self._epoch_t0
   local rate = samples / math.max(elapsed, 1e-9)
   local eta = total > 0 and (total - done) * elapsed / math.max(done, 1) or 0
-  if self._tty then
-    if now - (self._last_print or 0) < 0.1 and done < total then return end
-    local width = 30
-    local filled = total > 0 and math.floor(width * done / total) or 0
-    io.write(string.format("\repoch %d/%d [%s%s] %3d%% loss %.4f %6.0f %s/s ETA %s ", self.epoch, self.epochs, string.rep("=", filled),
-      string.rep(" ", width - filled), total > 0 and math.floor(100 * done / total) or 0, loss, rate, self.unit, fmt_time(eta)))
-    if done == total then io.write("\n") end
-    io.flush()
-  elseif done == total or now - (self._last_print or 0) >= 10 then
-    print(string.format("epoch %d/%d step %d/%d loss %.4f %.0f %s/s ETA %s", self.epoch, self.epochs, done, total, loss, rate, self.unit, fmt_time(eta)))
+  if due == "line" then
+    self:_progress_show(due, nil, nil, nil, string.format("epoch %d/%d step %d/%d loss %.4f %.0f %s/s ETA %s", self.epoch, self.epochs, done,
+      total, loss, rate, self.unit, fmt_time(eta)))
+    return
   end
-  self._last_print = now
+  self:_progress_show(due, string.format("epoch %d/%d", self.epoch, self.epochs), total > 0 and done / total or 0,
+    string.format("%3d%% loss %.4f %6.0f %s/s ETA %s", total > 0 and math.floor(100 * done / total) or 0, loss, rate, self.unit, fmt_time(eta)))
+  if done == total then self:_end_bar() end
 end
 
 -- nil, or the signal a stop was asked with (nnr.signals: SIGINT, SIGTERM); under Distributed every rank
@@ -285,22 +303,20 @@ function Trainer:_epoch(within)
 end
 
 -- eval_every: the progress of the run, "step 120/1000 [====   ] loss 2.1 lr 1.0e-03 5000 tokens/s ETA 0:42"
+-- (a bar, else a line every 10 s)
 function Trainer:_step_progress(last)
+  local due = self:_progress_due(self.step >= last, false)
+  if not due then return end
   local now, w = nnr.clock(), self._window
   local loss, rate = w.loss / math.max(w.steps, 1), w.samples / math.max(now - self._period_t0, 1e-9)
   local eta = (last - self.step) * (now - self._run_t0) / math.max(self.step - self._first_step, 1)
-  if self._tty then
-    if now - (self._last_print or 0) < 0.1 and self.step < last then return end
-    local width, filled = 30, math.floor(30 * self.step / self._total)
-    io.write(string.format("\rstep %d/%d [%s%s] loss %.4f lr %.2e %6.0f %s/s ETA %s ", self.step, self._total, string.rep("=", filled),
-      string.rep(" ", width - filled), loss, self._last_lr, rate, self.unit, fmt_time(eta)))
-    io.flush()
-    self._bar = true
-  elseif now - (self._last_print or 0) >= 10 then
-    print(string.format("step %d/%d loss %.4f lr %.2e %.0f %s/s ETA %s", self.step, self._total, loss, self._last_lr, rate, self.unit, fmt_time(eta)))
-    io.stdout:flush()
+  if due == "line" then
+    self:_progress_show(due, nil, nil, nil, string.format("step %d/%d loss %.4f lr %.2e %.0f %s/s ETA %s", self.step, self._total, loss,
+      self._last_lr, rate, self.unit, fmt_time(eta)))
+    return
   end
-  self._last_print = now
+  self:_progress_show(due, string.format("step %d/%d", self.step, self._total), self.step / self._total,
+    string.format("loss %.4f lr %.2e %6.0f %s/s ETA %s", loss, self._last_lr, rate, self.unit, fmt_time(eta)))
 end
 
 -- eval_every: the end of a period: its logs (the mean of its step losses, its rate), validation, the history,
