@@ -80,6 +80,8 @@ int nnr_transform_sample(const nnr_transform *list, int ntransforms, const nnr_f
 /* writes the parts one after the other to a temporary file beside path, flushes it and renames it over
  * path (safetensors.c): a crash or a full disk never leaves a broken file there; errors begin "save PATH: " */
 int nnr_write_atomically(const char *path, int nparts, const void *const *parts, const size_t *sizes);
+/* ONNX's type number of a dtype (onnx.c's table, which the reader uses the other way); 0 where none */
+int32_t nnr_onnx_type_of(int dtype);
 
 /* ---- text (corpus.c, text.c, tokenizer.c, bpe.c, bpe_train.c, tokenizer_json.c) ---- */
 typedef struct nnr_corpus_file {

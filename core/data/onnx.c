@@ -86,20 +86,25 @@ static int walk(const char *path, const uint8_t *p, const uint8_t *end, int kind
 }
 
 /* --- tensors ------------------------------------------------------------------------------------------ */
+/* ONNX's type numbers and nnrun's dtypes, both ways (the writer uses nnr_onnx_type_of) */
+static const struct { int32_t onnx; int dtype; } TYPES[] = {
+    {ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NNR_F32}, {ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE, NNR_F64},
+    {ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, NNR_F16}, {ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16, NNR_BF16},
+    {ONNX__TENSOR_PROTO__DATA_TYPE__INT64, NNR_I64}, {ONNX__TENSOR_PROTO__DATA_TYPE__INT32, NNR_I32},
+    {ONNX__TENSOR_PROTO__DATA_TYPE__INT8, NNR_I8}, {ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, NNR_U8},
+    {ONNX__TENSOR_PROTO__DATA_TYPE__BOOL, NNR_BOOL},
+};
+
 static int dtype_of(int32_t t)
 {
-    switch (t) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return NNR_F32;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return NNR_F64;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return NNR_F16;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return NNR_BF16;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return NNR_I64;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return NNR_I32;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return NNR_I8;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return NNR_U8;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return NNR_BOOL;
-    default: return -1;
-    }
+    for (size_t i = 0; i < sizeof TYPES / sizeof *TYPES; i++) if (TYPES[i].onnx == t) return TYPES[i].dtype;
+    return -1;
+}
+
+int32_t nnr_onnx_type_of(int dtype)
+{
+    for (size_t i = 0; i < sizeof TYPES / sizeof *TYPES; i++) if (TYPES[i].dtype == dtype) return TYPES[i].onnx;
+    return ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED;
 }
 
 static const char *type_name(int32_t t)

@@ -26,21 +26,6 @@ static void *take(arena *a, void *p)
 static void *alloc(arena *a, size_t n) { return take(a, calloc(1, n ? n : 1)); }
 static char *str(arena *a, const cJSON *j) { return take(a, strdup(cJSON_IsString(j) ? j->valuestring : "")); }
 
-static int onnx_type(int dtype)
-{
-    switch (dtype) {
-    case NNR_F32: return ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-    case NNR_F64: return ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
-    case NNR_F16: return ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
-    case NNR_BF16: return ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
-    case NNR_I64: return ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
-    case NNR_I32: return ONNX__TENSOR_PROTO__DATA_TYPE__INT32;
-    case NNR_I8: return ONNX__TENSOR_PROTO__DATA_TYPE__INT8;
-    case NNR_U8: return ONNX__TENSOR_PROTO__DATA_TYPE__UINT8;
-    default: return ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
-    }
-}
-
 static Onnx__ValueInfoProto *value_info(arena *a, const cJSON *j)
 {
     Onnx__ValueInfoProto *v = alloc(a, sizeof *v);
@@ -143,7 +128,7 @@ static Onnx__TensorProto *initializer(arena *a, const char *name, const nnr_tens
     onnx__tensor_proto__init(tp);
     tp->name = take(a, strdup(name));
     tp->has_data_type = 1;
-    tp->data_type = onnx_type(t->dtype);
+    tp->data_type = nnr_onnx_type_of(t->dtype);
     tp->n_dims = (size_t)t->ndim;
     tp->dims = alloc(a, tp->n_dims * sizeof *tp->dims);
     int64_t numel = 1;

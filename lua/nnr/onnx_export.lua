@@ -18,7 +18,8 @@ local C = binding.C
 
 local M = {}
 
-local ONNX_TYPE = { f32 = 1, u8 = 2, i8 = 3, i32 = 6, i64 = 7, bool = 9, f16 = 10, f64 = 11, bf16 = 16 }
+local ONNX_TYPE = {}          -- nnrun's dtype -> ONNX's type number (the reader's table, turned round)
+for number, dtype in pairs(require("nnr.onnx_ops").DTYPES) do ONNX_TYPE[dtype] = number end
 
 local function key(t) return tostring(ffi.cast("uintptr_t", t.p)) end
 
