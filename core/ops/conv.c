@@ -247,8 +247,9 @@ static int record_conv2d(const nnr_tensor *const *inputs, const int64_t *geom, i
 
 /* ---------------- front end ---------------- */
 
-/* the forward on contiguous operands c (x, w, bias), relu fused where the backend takes it */
-static nnr_tensor *conv_forward(nnr_tensor *const *c, const int64_t *geom, int relu)
+/* the forward on contiguous operands c (x, w, bias), relu fused where the backend takes it. key_w: the
+ * user's weight when nothing is recorded (inference), else NULL */
+static nnr_tensor *conv_forward(nnr_tensor *const *c, const int64_t *geom, int relu, const nnr_tensor *key_w)
 {
     const nnr_tensor *x = c[0], *w = c[1];
     int64_t HO = nnr_window_out_size(x->sizes[2], w->sizes[2], geom[0], geom[2], geom[4], 0);
@@ -260,6 +261,13 @@ static nnr_tensor *conv_forward(nnr_tensor *const *c, const int64_t *geom, int r
     nnr_op_params p = {.struct_size = sizeof p};
     memcpy(p.i, geom, sizeof(int64_t) * 7);
     p.i[7] = relu && nnr_backend_knows(x->device, 1);
+    /* ABI 1.8: the weight's storage and version as a key (f[0], f[1]) when it is the user's tensor and
+     * nothing is recorded, so that a backend may keep it packed across calls (the cpu's oneDNN path
+     * does); a weight being trained changes every step: no key, as for LINEAR */
+    if (key_w && c[1] == key_w && nnr_backend_knows(x->device, 8)) {
+        p.f[0] = (double)key_w->storage->uid;
+        p.f[1] = (double)atomic_load(&key_w->storage->version);
+    }
     if (p.i[7] && !nnr_backend_takes(x->device, NNR_OP_CONV2D, nin, c, 1, &y, &p)) p.i[7] = 0;
     if (nnr_run_tensors("conv2d", NNR_OP_CONV2D, x->device, nin, c, 1, &y, &p)) { nnr_tensor_release(y); return NULL; }
     if (relu && !p.i[7]) {
@@ -299,8 +307,9 @@ static nnr_tensor *conv_impl(const nnr_tensor *x, const nnr_tensor *w, const nnr
     const nnr_tensor *in[3] = {x, w, bias};
     nnr_tensor *c[3];
     if (nnr_prepare_operands(3, in, nnr_promote_types(x->dtype, w->dtype), c)) return NULL;
-    nnr_tensor *y = conv_forward(c, geom, relu);
-    if (y && nnr_should_record(3, in) && record_conv2d(in, geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
+    int record = nnr_should_record(3, in);
+    nnr_tensor *y = conv_forward(c, geom, relu, record ? NULL : w);
+    if (y && record && record_conv2d(in, geom, relu, y)) { nnr_tensor_release(y); y = NULL; }
     nnr_release_all(3, c);
     return y;
 }

@@ -431,6 +431,7 @@ int cpu_conv2d(const nnr_op_call *call)
     conv_geom g = geometry(x, w, y, call->params->i);
     int dt = x->dtype, relu = call->params->i[7] == 1;
     int64_t es = dt == NNR_F32 ? 4 : 8;
+    if (cpu_onednn_conv(call)) return cpu_host->interrupted() ? NNR_ERR_INTERRUPTED : NNR_OK;
     if (cpu_conv1d_applies(x, w, y, call->params->i)) return cpu_conv1d_forward(call);
     if (per_image(&g, es)) {
         image_job j = {&g, dt, 0, relu, x->data, w->data, NULL, bias ? bias->data : NULL, NULL, y->data, NULL, NULL, 0, 0};

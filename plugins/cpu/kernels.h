@@ -153,6 +153,8 @@ int cpu_onednn_gemm_piece(const cpu_onednn_mm *m);
 extern _Atomic long cpu_onednn_gemm_calls;
 /* CONV2D_GRAD_INPUT (so conv_transpose2d) as a deconvolution over the pool; 1 when done */
 int cpu_onednn_conv_transpose(const nnr_op_call *call);
+/* CONV2D with a weight key (f[0] != 0, ABI 1.8: inference), f32, one group */
+int cpu_onednn_conv(const nnr_op_call *call);
 /* LINEAR with a key for its weight (params i[1], ABI 1.6), f32, at most 256 rows and no relu: the
  * weight packed once per key and pool thread's column slice; 1 when done */
 int cpu_onednn_linear(const nnr_op_call *call);

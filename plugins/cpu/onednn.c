@@ -33,6 +33,7 @@ void cpu_onednn_configure(void) {}
 int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K) { (void)M; (void)N; (void)K; return 0; }
 int cpu_onednn_gemm_piece(const cpu_onednn_mm *m) { (void)m; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
+int cpu_onednn_conv(const nnr_op_call *call) { (void)call; return 0; }
 int cpu_onednn_linear(const nnr_op_call *call) { (void)call; return 0; }
 void cpu_onednn_thread_exit(void) {}
 
@@ -42,6 +43,7 @@ void cpu_onednn_thread_exit(void) {}
 #define DNNL_FUNCS(X) \
     X(dnnl_engine_create) X(dnnl_stream_create) X(dnnl_stream_destroy) X(dnnl_memory_desc_init_by_strides) \
     X(dnnl_memory_desc_init_by_tag) X(dnnl_matmul_desc_init) X(dnnl_dilated_deconvolution_forward_desc_init) \
+    X(dnnl_dilated_convolution_forward_desc_init) X(dnnl_memory_desc_equal) \
     X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy) X(dnnl_primitive_attr_set_scratchpad_mode) \
     X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query_md) X(dnnl_primitive_desc_query) \
     X(dnnl_primitive_create) X(dnnl_primitive_destroy) X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) \
@@ -109,6 +111,7 @@ const char *cpu_onednn_version(void)
 /* ---- per-thread state: a stream and a grow-only buffer (blocked copies, then the scratchpad) ---- */
 static _Thread_local dnnl_stream_t tl_stream;
 static _Thread_local struct { char *p; size_t n; } tl_buf;
+static _Thread_local struct { char *p; size_t n; } tl_src;     /* a convolution's input reordered once (conv's channel slices) */
 
 void cpu_onednn_thread_exit(void)
 {
@@ -117,6 +120,9 @@ void cpu_onednn_thread_exit(void)
     free(tl_buf.p);
     tl_buf.p = NULL;
     tl_buf.n = 0;
+    free(tl_src.p);
+    tl_src.p = NULL;
+    tl_src.n = 0;
 }
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -137,15 +143,16 @@ static char *thread_setup(size_t n)
 }
 
 /* ---- primitives by shape ---- */
-enum { CACHE_SIZE = 64, KEY_LEN = 16, KIND_MATMUL = 1, KIND_DECONV = 2, KIND_LINEAR = 3 };
+enum { CACHE_SIZE = 256, KEY_LEN = 24, KIND_MATMUL = 1, KIND_DECONV = 2, KIND_LINEAR = 3, KIND_CONV = 4, KIND_CONV_W = 5 };
 
 typedef struct prim {
     int64_t key[KEY_LEN];
+    uint64_t hash;                  /* of key: compared first */
     int declined;                   /* oneDNN has only a reference kernel (or none) for it */
     int refs;                       /* calls running it now: an entry is reused only at 0 */
     uint64_t used;                  /* when it was last looked up, for least-recently-used reuse */
     dnnl_primitive_t p;             /* the matmul or deconvolution */
-    dnnl_primitive_t to_src, to_wei, from_dst;   /* reorders to and from the blocked layouts (deconvolution) */
+    dnnl_primitive_t to_src, to_wei, from_dst;   /* reorders to and from the blocked layouts (deconvolution, convolution) */
     dnnl_memory_desc_t bsrc, bwei, bdst;         /* the deconvolution's blocked layouts */
     size_t scratch_bytes;
     void *packed;                   /* a keyed linear's weight slice in the primitive's layout */
@@ -153,6 +160,15 @@ typedef struct prim {
 } prim;
 
 static prim cache[CACHE_SIZE];
+
+/* FNV-1a over the key's words */
+static uint64_t key_hash(const int64_t *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < KEY_LEN; i++) h = (h ^ (uint64_t)key[i]) * 1099511628211ull;
+    return h;
+}
+
 static int cache_used;
 static uint64_t cache_clock;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -239,6 +255,7 @@ static void trim_packed(void)
         if (!lru) return;
         prim_free(lru);
         memset(lru->key, 0, sizeof lru->key);
+        lru->hash = key_hash(lru->key);
     }
 }
 
@@ -260,15 +277,17 @@ static prim *slot(void)
  * is built into *tmp, which release() frees. NULL when declined. */
 static prim *lookup(const int64_t *key, build_fn build, const void *ctx, prim *tmp)
 {
+    uint64_t h = key_hash(key);
     pthread_mutex_lock(&cache_lock);
     prim *e = NULL;
     for (int i = 0; i < cache_used && !e; i++)
-        if (memcmp(cache[i].key, key, sizeof cache[i].key) == 0) e = &cache[i];
+        if (cache[i].hash == h && memcmp(cache[i].key, key, sizeof cache[i].key) == 0) e = &cache[i];
     if (!e) {
         prim *s = slot();
         e = s ? s : tmp;
         memset(e, 0, sizeof *e);
         memcpy(e->key, key, sizeof e->key);
+        e->hash = h;
         D.omp_set_num_threads(1);       /* a primitive takes its thread count from the thread that builds it */
         int built = build(e, ctx);
         packed_total += e->packed_bytes;     /* counted before any prim_free takes it off */
@@ -518,6 +537,346 @@ int cpu_onednn_conv_transpose(const nnr_op_call *call)
     if (!cpu_onednn_available()) return 0;
     dc_job j = {&g, gy->data, w->data, gx->data, 0};
     int st = cpu_parallel_for(g.N, 1, dc_images, &j);
+    if (st == NNR_ERR_INTERRUPTED) return 1;        /* the caller reports it */
+    if (st != NNR_OK || j.failed) return 0;
+    cpu_onednn_calls++;
+    return 1;
+}
+
+/* ---- a keyed convolution (CONV2D with f[0] != 0: inference), the weight packed once per key ----
+ * oneDNN's direct convolutions (jit:avx2, jit:avx512_core and their 1x1 forms) in blocked layouts,
+ * against im2col + OpenBLAS: ResNet-18's convolutions at batch 1 ran at 70 GFLOP/s on one core of an
+ * AVX2 EPYC, reorders included, where im2col + sgemm gave 45 (docs/perf.md). The work is split in
+ * pieces of (images, output rows), one per pool thread: runs of the batch when it has at least as many
+ * images as threads, else bands of output rows, each a convolution of its own input rows with the
+ * padding that falls to it. A piece reorders its input rows into the primitive's layout, convolves
+ * them with the weight packed in that layout, and reorders its output back into its part of the NCHW
+ * output. Slicing output channels instead left each thread's kernel 20-40% slower. The weight is packed
+ * once per (storage, version, layout) and kept: a newer version of the same storage drops the older
+ * copies. oneDNN's gemm-based convolution is declined (that is the caller's own path), and the relu is
+ * ours (oneDNN's would turn NaN into 0). */
+typedef struct cv_job {
+    const nnr_op_call *call;
+    int64_t N, C, H, W, O, HO, WO, KH, KW, s[2], p[2], d[2];
+    int64_t uid, version, chunk, pieces, bands, unit;   /* chunk: images a call; pieces of the batch; bands of rows;
+                                                         * unit: output channels a slice (0: no slices) */
+    int bias, relu, failed;
+} cv_job;
+
+/* a piece: images [n0, n0 + nb), output rows [h0, h1) of output channels [o0, o0 + os), its input
+ * rows [i0, i1) and the padding above and below them */
+typedef struct cv_piece_geom { int64_t n0, nb, h0, h1, i0, i1, pt, pb, o0, os; } cv_piece_geom;
+
+typedef struct cv_ctx { const cv_job *j; const cv_piece_geom *q; const prim *shape; } cv_ctx;
+
+static cv_piece_geom cv_rows(const cv_job *j, int64_t n0, int64_t nb, int64_t h0, int64_t h1, int64_t o0, int64_t os)
+{
+    int64_t reach = (j->KH - 1) * j->d[0] + 1, top = h0 * j->s[0] - j->p[0], bottom = (h1 - 1) * j->s[0] - j->p[0] + reach;
+    cv_piece_geom q = {n0, nb, h0, h1, top < 0 ? 0 : top, bottom > j->H ? j->H : bottom, 0, 0, o0, os};
+    q.pt = q.i0 - top;
+    q.pb = bottom - q.i1;
+    return q;
+}
+
+/* the piece's plain layouts: its input rows inside x, its weight rows [os, C, KH, KW] and bias [os],
+ * its output rows and channels inside y (the strides of the whole tensors) */
+static int cv_plain(const cv_job *j, const cv_piece_geom *q, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei, dnnl_memory_desc_t *bias,
+                    dnnl_memory_desc_t *dst)
+{
+    dnnl_dims_t sd = {q->nb, j->C, q->i1 - q->i0, j->W}, ss = {j->C * j->H * j->W, j->H * j->W, j->W, 1};
+    dnnl_dims_t wd = {q->os, j->C, j->KH, j->KW}, bd = {q->os}, dd = {q->nb, q->os, q->h1 - q->h0, j->WO};
+    dnnl_dims_t ds = {j->O * j->HO * j->WO, j->HO * j->WO, j->WO, 1};
+    return D.dnnl_memory_desc_init_by_strides(src, 4, sd, dnnl_f32, ss) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_tag(wei, 4, wd, dnnl_f32, dnnl_oihw) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_tag(bias, 1, bd, dnnl_f32, dnnl_a) == dnnl_success &&
+           D.dnnl_memory_desc_init_by_strides(dst, 4, dd, dnnl_f32, ds) == dnnl_success;
+}
+
+static int build_conv(prim *e, const void *arg)
+{
+    const cv_ctx *c = arg;
+    const cv_job *j = c->j;
+    const cv_piece_geom *q = c->q;
+    dnnl_memory_desc_t src, wei, bias, dst, asrc, awei, adst;
+    dnnl_dims_t sd = {q->nb, j->C, q->i1 - q->i0, j->W}, wd = {q->os, j->C, j->KH, j->KW}, dd = {q->nb, q->os, q->h1 - q->h0, j->WO};
+    dnnl_dims_t st = {j->s[0], j->s[1]}, dil = {j->d[0] - 1, j->d[1] - 1}, pl = {q->pt, j->p[1]}, pr = {q->pb, j->p[1]};
+    dnnl_convolution_desc_t op;
+    dnnl_primitive_desc_t pd;
+    const char *impl = NULL;
+    if (!cv_plain(j, q, &src, &wei, &bias, &dst) ||
+        D.dnnl_memory_desc_init_by_tag(&asrc, 4, sd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        D.dnnl_memory_desc_init_by_tag(&awei, 4, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        D.dnnl_memory_desc_init_by_tag(&adst, 4, dd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        D.dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_inference, dnnl_convolution_direct, &asrc, &awei,
+                                                     j->bias ? &bias : NULL, &adst, st, dil, pl, pr) != dnnl_success ||
+        !make_primitive(&op, &e->p, &pd))
+        return 0;
+    int ok = D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl && !strstr(impl, "gemm");
+    e->scratch_bytes = scratch_of(pd);
+    e->bsrc = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    e->bwei = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    e->bdst = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    D.dnnl_primitive_desc_destroy(pd);
+    if (ok && !D.dnnl_memory_desc_equal(&src, &e->bsrc)) ok = make_reorder(&src, &e->bsrc, &e->to_src, &e->scratch_bytes);
+    return ok && make_reorder(&e->bdst, &dst, &e->from_dst, &e->scratch_bytes);
+}
+
+/* the weight in a primitive's layout (the entry holds only `packed`); copies of an older version of
+ * the same storage are dropped (called under cache_lock) */
+static int build_conv_w(prim *e, const void *arg)
+{
+    const cv_ctx *c = arg;
+    const cv_job *j = c->j;
+    for (int i = 0; i < cache_used; i++) {
+        prim *o = &cache[i];
+        if (o != e && o->key[0] == KIND_CONV_W && o->key[1] == e->key[1] && o->key[2] != e->key[2] && o->refs == 0) {
+            prim_free(o);
+            memset(o->key, 0, sizeof o->key);
+            o->hash = key_hash(o->key);
+        }
+    }
+    dnnl_memory_desc_t src, wei, bias, dst;
+    if (!cv_plain(j, c->q, &src, &wei, &bias, &dst)) return 0;
+    e->bwei = c->shape->bwei;
+    size_t bytes = D.dnnl_memory_desc_get_size(&e->bwei);
+    if (posix_memalign(&e->packed, 64, bytes ? bytes : 64)) { e->packed = NULL; return 0; }
+    e->packed_bytes = bytes;
+    dnnl_primitive_t reorder = NULL;
+    size_t rs = 0;
+    int ok = make_reorder(&wei, &e->bwei, &reorder, &rs);
+    char *scratch = ok ? thread_setup(rs + 64) : NULL;
+    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+    const dnnl_memory_desc_t *mds[2] = {&wei, &e->bwei};
+    void *ptrs[2] = {(char *)j->call->inputs[1]->data + c->q->o0 * j->C * j->KH * j->KW * 4, e->packed};
+    ok = ok && scratch && execute(reorder, 2, args, mds, ptrs, scratch, rs);
+    if (reorder) D.dnnl_primitive_destroy(reorder);
+    return ok;
+}
+
+/* The copies between a piece's NCHW rows (a strided view of x or y) and the primitive's layout, when
+ * that layout blocks the channels alone (nChw8c, nChw16c, or plain): oneDNN's reorders take a
+ * strided view to its reference kernel, 1 GB/s here against 10 for these loops. b: the channel
+ * block (1 for plain); 0 for any other layout (oneDNN's reorders then). */
+static int64_t chan_block(const dnnl_memory_desc_t *md)
+{
+    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 4 || md->data_type != dnnl_f32 || md->padded_dims[0] != md->dims[0] ||
+        md->padded_dims[2] != md->dims[2] || md->padded_dims[3] != md->dims[3])
+        return 0;
+    if (bd->inner_nblks == 0) return md->padded_dims[1] == md->dims[1] ? 1 : 0;
+    return bd->inner_nblks == 1 && bd->inner_idxs[0] == 1 && md->padded_dims[1] % bd->inner_blks[0] == 0 ? bd->inner_blks[0] : 0;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* r[0..7] (8 floats each) transposed in place */
+__attribute__((target(CPU_TARGET_AVX2))) static inline void transpose8(__m256 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    __m256 t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee), u2 = _mm256_shuffle_ps(t1, t3, 0x44);
+    __m256 u3 = _mm256_shuffle_ps(t1, t3, 0xee), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* one row of 8 channels: plain rows p[k] + w (k < nc; the rest zeros) into pixels of stride ps, or back */
+__attribute__((target(CPU_TARGET_AVX2))) static void rows_to_pixels8(const float *const *p, int nc, float *d, int64_t ps, int64_t W)
+{
+    int64_t w = 0;
+    for (; w + 8 <= W; w += 8) {
+        __m256 r[8];
+        for (int k = 0; k < 8; k++) r[k] = k < nc ? _mm256_loadu_ps(p[k] + w) : _mm256_setzero_ps();
+        transpose8(r);
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(d + (w + i) * ps, r[i]);
+    }
+    for (; w < W; w++)
+        for (int k = 0; k < 8; k++) d[w * ps + k] = k < nc ? p[k][w] : 0;
+}
+
+__attribute__((target(CPU_TARGET_AVX2))) static void pixels_to_rows8(const float *s, int64_t ps, float *const *p, int nc, int64_t W, int relu)
+{
+    int64_t w = 0;
+    __m256 zero = _mm256_setzero_ps();
+    for (; w + 8 <= W; w += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + (w + i) * ps);
+        transpose8(r);
+        for (int k = 0; k < nc; k++) _mm256_storeu_ps(p[k] + w, relu ? _mm256_max_ps(zero, r[k]) : r[k]);   /* NaN kept */
+    }
+    for (; w < W; w++)
+        for (int k = 0; k < nc; k++) { float v = s[w * ps + k]; p[k][w] = relu && v < 0 ? 0 : v; }
+}
+#define HAVE_TRANSPOSE8 1
+#else
+#define HAVE_TRANSPOSE8 0
+#endif
+
+/* x's view [N, C, H, W] (strides xs) into the blocked md at dst; the padded channels get zeros */
+static void cv_to_blocked(const float *x, const int64_t *xs, const dnnl_memory_desc_t *md, float *dst)
+{
+    int64_t b = chan_block(md), N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
+    const dnnl_dim_t *st = md->format_desc.blocking.strides;
+    int fast = HAVE_TRANSPOSE8 && cpu_isa_cpu >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
+    dst += md->offset0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < md->padded_dims[1] / b; cb++)
+            for (int64_t h = 0; h < H; h++) {
+                float *restrict d = dst + n * st[0] + cb * st[1] + h * st[2];
+#if HAVE_TRANSPOSE8
+                if (fast) {
+                    for (int64_t k0 = 0; k0 < b; k0 += 8) {
+                        const float *p[8];
+                        int64_t c0 = cb * b + k0, nc = C - c0 < 0 ? 0 : C - c0 > 8 ? 8 : C - c0;
+                        for (int64_t k = 0; k < nc; k++) p[k] = x + n * xs[0] + (c0 + k) * xs[1] + h * xs[2];
+                        rows_to_pixels8(p, (int)nc, d + k0, st[3], W);
+                    }
+                    continue;
+                }
+#endif
+                for (int64_t k = 0; k < b; k++) {
+                    int64_t c = cb * b + k;
+                    const float *restrict s = x + n * xs[0] + c * xs[1] + h * xs[2];
+                    if (c < C) for (int64_t w = 0; w < W; w++) d[w * st[3] + k] = s[w];
+                    else for (int64_t w = 0; w < W; w++) d[w * st[3] + k] = 0;
+                }
+            }
+}
+
+/* the blocked md at src into y's view [N, O, HO, WO] (strides ys), relu'd (NaN kept) when asked */
+static void cv_from_blocked(const dnnl_memory_desc_t *md, const float *src, float *y, const int64_t *ys, int relu)
+{
+    int64_t b = chan_block(md), N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
+    const dnnl_dim_t *st = md->format_desc.blocking.strides;
+    int fast = HAVE_TRANSPOSE8 && cpu_isa_cpu >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
+    src += md->offset0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < md->padded_dims[1] / b; cb++)
+            for (int64_t h = 0; h < H; h++) {
+                const float *restrict s = src + n * st[0] + cb * st[1] + h * st[2];
+#if HAVE_TRANSPOSE8
+                if (fast) {
+                    for (int64_t k0 = 0; k0 < b; k0 += 8) {
+                        float *p[8];
+                        int64_t c0 = cb * b + k0, nc = C - c0 < 0 ? 0 : C - c0 > 8 ? 8 : C - c0;
+                        for (int64_t k = 0; k < nc; k++) p[k] = y + n * ys[0] + (c0 + k) * ys[1] + h * ys[2];
+                        if (nc) pixels_to_rows8(s + k0, st[3], p, (int)nc, W, relu);
+                    }
+                    continue;
+                }
+#endif
+                for (int64_t k = 0; k < b && cb * b + k < C; k++) {
+                    float *restrict d = y + n * ys[0] + (cb * b + k) * ys[1] + h * ys[2];
+                    if (relu) for (int64_t w = 0; w < W; w++) { float v = s[w * st[3] + k]; d[w] = v < 0 ? 0 : v; }
+                    else for (int64_t w = 0; w < W; w++) d[w] = s[w * st[3] + k];
+                }
+            }
+}
+
+/* one piece; 1 on success */
+static int cv_piece(const cv_job *j, const cv_piece_geom *q)
+{
+    const nnr_op_call *call = j->call;
+    int64_t key[KEY_LEN] = {KIND_CONV, q->nb, j->C, j->H, j->W, j->O, q->os, q->i1 - q->i0, q->pt, q->pb, j->HO, q->h1 - q->h0, j->WO, j->KH, j->KW,
+                            j->s[0] | j->s[1] << 16 | j->d[0] << 32 | j->d[1] << 48, j->p[1], j->bias};
+    prim tmp, wtmp;
+    cv_ctx c = {j, q, NULL};
+    prim *e = lookup(key, build_conv, &c, &tmp);
+    if (!e) return 0;
+    /* the packed weight: by the weight's values (storage, version, address) and the layout it is in */
+    const unsigned char *md = (const unsigned char *)&e->bwei;
+    uint64_t layout = 1469598103934665603ull;
+    for (size_t k = 0; k < sizeof e->bwei; k++) layout = (layout ^ md[k]) * 1099511628211ull;
+    int64_t wkey[KEY_LEN] = {KIND_CONV_W, j->uid, j->version, (int64_t)(intptr_t)call->inputs[1]->data, (int64_t)layout, q->o0, q->os, j->C, j->KH, j->KW};
+    c.shape = e;
+    prim *ew = lookup(wkey, build_conv_w, &c, &wtmp);
+    size_t sb = e->to_src ? round64(D.dnnl_memory_desc_get_size(&e->bsrc)) : 0, db = round64(D.dnnl_memory_desc_get_size(&e->bdst));
+    char *buf = ew ? thread_setup(sb + db + e->scratch_bytes + 64) : NULL;
+    dnnl_memory_desc_t src, wei, bias, dst;
+    int ok = buf && cv_plain(j, q, &src, &wei, &bias, &dst);
+    if (ok) {
+        const char *x = (const char *)call->inputs[0]->data + (q->n0 * j->C * j->H + q->i0) * j->W * 4;
+        char *bdst = buf + sb, *scratch = buf + sb + db;
+        char *y = (char *)call->outputs[0]->data + ((q->n0 * j->O + q->o0) * j->HO + q->h0) * j->WO * 4;
+        int reorder[2] = {DNNL_ARG_FROM, DNNL_ARG_TO}, conv[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+        const dnnl_memory_desc_t *m1[2] = {&src, &e->bsrc}, *m2[4] = {&e->bsrc, &e->bwei, &e->bdst, &bias}, *m3[2] = {&e->bdst, &dst};
+        void *p1[2] = {(void *)x, buf}, *p3[2] = {bdst, y};
+        void *p2[4] = {e->to_src ? buf : (void *)x, ew->packed, bdst, j->bias ? (char *)call->inputs[2]->data + q->o0 * 4 : NULL};
+        int64_t xs[4] = {j->C * j->H * j->W, j->H * j->W, j->W, 1}, ys[4] = {j->O * j->HO * j->WO, j->HO * j->WO, j->WO, 1};
+        int own_src = chan_block(&e->bsrc) > 0, own_dst = chan_block(&e->bdst) > 0;
+        if (e->to_src && own_src) cv_to_blocked((const float *)x, xs, &e->bsrc, (float *)buf);
+        else if (e->to_src) ok = execute(e->to_src, 2, reorder, m1, p1, scratch, e->scratch_bytes);
+        ok = ok && execute(e->p, j->bias ? 4 : 3, conv, m2, p2, scratch, e->scratch_bytes);
+        if (ok && own_dst) cv_from_blocked(&e->bdst, (const float *)bdst, (float *)y, ys, j->relu);
+        else if (ok) {
+            ok = execute(e->from_dst, 2, reorder, m3, p3, scratch, e->scratch_bytes);
+            int64_t rows = (q->h1 - q->h0) * j->WO;
+            if (ok && j->relu)
+                for (int64_t n = 0; n < q->nb; n++)
+                    for (int64_t o = 0; o < q->os; o++) cpu_relu_inplace(NNR_F32, y + (n * j->O + o) * j->HO * j->WO * 4, rows);
+        }
+    }
+    if (ew) release(ew, &wtmp);
+    release(e, &tmp);
+    return ok;
+}
+
+/* piece p: slice p of the output channels (j->unit), band p of the output rows (j->bands > 1), both
+ * over the whole batch, or a run of the batch in calls of j->chunk images */
+static void cv_pieces(void *arg, int64_t begin, int64_t end)
+{
+    cv_job *j = arg;
+    for (int64_t p = begin; p < end && !j->failed; p++) {
+        if (j->unit || j->bands > 1) {
+            int64_t o0 = j->unit ? p * j->unit : 0, os = j->unit ? (j->O - o0 < j->unit ? j->O - o0 : j->unit) : j->O;
+            int64_t h0 = j->unit ? 0 : j->HO * p / j->bands, h1 = j->unit ? j->HO : j->HO * (p + 1) / j->bands;
+            cv_piece_geom q = cv_rows(j, 0, j->N, h0, h1, o0, os);
+            if (!cv_piece(j, &q)) j->failed = 1;
+            continue;
+        }
+        int64_t lo = j->N * p / j->pieces, hi = j->N * (p + 1) / j->pieces;
+        for (int64_t n = lo; n < hi && !j->failed; n += j->chunk) {
+            cv_piece_geom q = cv_rows(j, n, hi - n < j->chunk ? hi - n : j->chunk, 0, j->HO, 0, j->O);
+            if (!cv_piece(j, &q)) j->failed = 1;
+        }
+    }
+}
+
+/* 1 when oneDNN computed the op (or Ctrl-C stopped it); 0 leaves it to the caller's path, which
+ * overwrites the whole output */
+int cpu_onednn_conv(const nnr_op_call *call)
+{
+    const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
+    const nnr_op_params *pa = call->params;
+    if (!pa || pa->f[0] == 0 || x->dtype != NNR_F32 || pa->i[6] != 1 || !cpu_onednn_available()) return 0;
+    cv_job j = {call, x->sizes[0], x->sizes[1], x->sizes[2], x->sizes[3], w->sizes[0], y->sizes[2], y->sizes[3], w->sizes[2], w->sizes[3],
+                {pa->i[0], pa->i[1]}, {pa->i[2], pa->i[3]}, {pa->i[4], pa->i[5]}, (int64_t)pa->f[0], (int64_t)pa->f[1], 1, 1, 1, 0,
+                call->n_inputs > 2, pa->i[7] == 1, 0};
+    if (j.s[0] >= 1 << 16 || j.s[1] >= 1 << 16 || j.d[0] >= 1 << 15 || j.d[1] >= 1 << 15 || j.N < 1 || j.HO < 1) return 0;
+    int64_t threads = cpu_pool_threads();
+    if (j.N >= threads) {
+        /* calls of a few images, whose blocked input and output take about 4 MiB, so that a call's
+         * reorders and convolution share the cache */
+        int64_t image = 4 * (((j.C + 15) & ~15) * j.H * j.W + ((j.O + 15) & ~15) * j.HO * j.WO);
+        j.chunk = (4 << 20) / image > 1 ? (4 << 20) / image : 1;
+        j.pieces = threads;
+    } else if ((double)j.O * j.C * j.KH * j.KW > (double)j.N * (j.C * j.H * j.W + j.O * j.HO * j.WO) && j.O >= 32) {
+        /* more weight than activations (the deep layers at a small batch): each thread reads only its
+         * slice of the weight; bands of rows would each stream all of it */
+        j.unit = ((j.O + threads - 1) / threads + 15) & ~(int64_t)15;
+    } else
+        j.bands = j.HO < threads ? j.HO : threads;
+    int64_t pieces = j.unit ? (j.O + j.unit - 1) / j.unit : j.bands > 1 ? j.bands : j.pieces;
+    int st = cpu_parallel_for(pieces, 1, cv_pieces, &j);
     if (st == NNR_ERR_INTERRUPTED) return 1;        /* the caller reports it */
     if (st != NNR_OK || j.failed) return 0;
     cpu_onednn_calls++;

@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 7,
+    NNR_ABI_MINOR = 8,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -123,6 +123,8 @@ typedef enum nnr_opcat {
  *  - CONV (2-d, NCHW). i: stride h, w; padding h, w; dilation h, w; groups; and i[7] = 1: relu applied
  *    to the output (CONV2D) or its mask given as inputs[2] (CONV2D_GRAD_INPUT, _GRAD_WEIGHT).
  *    CONV2D: x [N,C,H,W], weight [O,C/groups,KH,KW], optional bias [O] -> out [N,O,HO,WO].
+ *    ABI 1.8: CONV2D's f[0] != 0 is a key for the weight's values, as LINEAR's i[1], i[2] (f[0] its
+ *    storage's id, f[1] that storage's version, both exact integers): the core gives it in inference.
  *    CONV2D_GRAD_INPUT: grad_out, weight (, relu output) -> grad_x (its shape given by the output).
  *    CONV2D_GRAD_WEIGHT: x, grad_out (, relu output) -> grad_weight and, optionally, grad_bias [O] as
  *    outputs[1]. The core offers the fused forms (relu, mask, grad_bias) first and asks supports().
