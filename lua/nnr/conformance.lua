@@ -275,10 +275,15 @@ local function index_cases()
 end
 
 local function conv_cases()
-  -- x [2, 4, 7, 6], w [6, 2, 3, 3] in 2 groups, stride 2, padding 1 -> y [2, 6, 4, 3]; dilated: x [2, 3, 9, 8], w [4, 3, 3, 2]
+  -- x [2, 4, 7, 6], w [6, 2, 3, 3] in 2 groups, stride 2, padding 1 -> y [2, 6, 4, 3]; dilated: x [2, 3, 9, 8], w [4, 3, 3, 2];
+  -- and two single images
   local geoms = {
     grouped = { x = { 2, 4, 7, 6 }, w = { 6, 2, 3, 3 }, y = { 2, 6, 4, 3 }, i = { 2, 2, 1, 1, 1, 1, 2 } },
     dilated = { x = { 2, 3, 9, 8 }, w = { 4, 3, 3, 2 }, y = { 2, 4, 9, 8 }, i = { 1, 1, 2, 1, 2, 1, 1 } },
+    -- one image: a backend with threads may split it by rows (the first) or by output channels (more
+    -- weight than activations: the second)
+    ["one image"] = { x = { 1, 5, 11, 9 }, w = { 12, 5, 3, 3 }, y = { 1, 12, 11, 9 }, i = { 1, 1, 1, 1, 1, 1, 1 } },
+    ["one image, wide"] = { x = { 1, 64, 4, 5 }, w = { 40, 64, 3, 3 }, y = { 1, 40, 4, 5 }, i = { 1, 1, 1, 1, 1, 1, 1 } },
   }
   for _, dt in ipairs(FLOATS) do
     for name, g in pairs(geoms) do
@@ -289,6 +294,15 @@ local function conv_cases()
           local x, w, b = uniform(dt, -1, 1, g.x):to(dev), uniform(dt, -1, 1, g.w):to(dev), uniform(dt, -1, 1, { g.w[1] }):to(dev)
           return { ins = { x, w, b }, outs = { empty(g.y, dt, dev) }, params = { i = p } }
         end)
+        -- ABI 1.8: a key for the weight's values (f[0], f[1]) changes nothing in the result (a new key
+        -- each call, as for LINEAR's)
+        if g.i[7] == 1 then
+          case(OP.CONV2D, dt, name .. (relu == 1 and ", relu" or "") .. ", keyed weight", function(dev)
+            local x, w, b = uniform(dt, -1, 1, g.x):to(dev), uniform(dt, -1, 1, g.w):to(dev), uniform(dt, -1, 1, { g.w[1] }):to(dev)
+            keyed_calls = keyed_calls + 1
+            return { ins = { x, w, b }, outs = { empty(g.y, dt, dev) }, params = { i = p, f = { 2 ^ 52 + keyed_calls, 0 } } }
+          end)
+        end
         case(OP.CONV2D_GRAD_INPUT, dt, name .. (relu == 1 and ", mask" or ""), function(dev)
           local gy, w, y = uniform(dt, -1, 1, g.y):to(dev), uniform(dt, -1, 1, g.w):to(dev), uniform(dt, -1, 1, g.y):to(dev)
           return { ins = relu == 1 and { gy, w, y } or { gy, w }, outs = { empty(g.x, dt, dev) }, params = { i = p } }

@@ -144,7 +144,7 @@ static void max_planes_f32_plain(const pool_job *j, int64_t begin, int64_t end)
 /* f32 without argmax (inference) and without dilation, any window, stride and padding: each output row the
  * maximum of its window's rows, each of those taken over the window's columns as whole rows (loops over wo
  * the compiler keeps branch-free); padding never wins, a NaN does (as in the generic path) */
-static void max_planes_f32_values(const pool_job *j, int64_t begin, int64_t end)
+CPU_MULTI(void, max_planes_f32_values, (const pool_job *j, int64_t begin, int64_t end), (j, begin, end))
 {
     int64_t H = j->x->sizes[2], W = j->x->sizes[3], HO = j->y->sizes[2], WO = j->y->sizes[3];
     for (int64_t p = begin; p < end; p++) {
@@ -163,10 +163,16 @@ static void max_planes_f32_values(const pool_job *j, int64_t begin, int64_t end)
                     const float *restrict in = row + off;
                     float *restrict o = out;
                     int64_t sw = j->sw;
-                    for (int64_t wo = lo; wo < hi; wo++) {        /* (no short circuit: a select, not a branch) */
-                        float v = in[wo * sw], m = o[wo];
-                        o[wo] = ((v > m) | (v != v)) ? v : m;
-                    }
+                    if (sw == 2)        /* a constant stride, so that the loads vectorize (ResNet's 3x3/2: 4x) */
+                        for (int64_t wo = lo; wo < hi; wo++) {
+                            float v = in[wo * 2], m = o[wo];
+                            o[wo] = ((v > m) | (v != v)) ? v : m;
+                        }
+                    else
+                        for (int64_t wo = lo; wo < hi; wo++) {    /* (no short circuit: a select, not a branch) */
+                            float v = in[wo * sw], m = o[wo];
+                            o[wo] = ((v > m) | (v != v)) ? v : m;
+                        }
                 }
             }
             /* a NaN met in an earlier row stays: (v > NaN) is false and v != v only for a NaN */

@@ -1,5 +1,5 @@
--- oneDNN in the cpu backend (plugins/cpu/onednn.c): batched f32 matmul and the transposed
--- convolution (conv2d's input gradient) give the numbers of the OpenBLAS + im2col path, over the
+-- oneDNN in the cpu backend (plugins/cpu/onednn.c): batched f32 matmul, the transposed
+-- convolution (conv2d's input gradient) and the inference convolution (a keyed CONV2D) give the numbers of the OpenBLAS + im2col path, over the
 -- layouts and geometries each takes or leaves; the switch and its errors. Without libdnnl2 the
 -- comparisons are pending, with the reason.
 local nnr = require "nnr"
@@ -122,6 +122,64 @@ describe("oneDNN in the cpu backend", function()
     local y3 = m(x, { h0, h0 })
     cpu.onednn = true
     assert((y2 - y3):abs():max():item() < 1e-5 and (y1 - y2):abs():max():item() > 1e-3, "a stale packed weight was used")
+  end)
+
+  it("gives the im2col path's inference convolutions, split by images, rows or channels, at 1 and 2 threads", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local threads = nnr.get_num_threads()
+    -- batch, in, out, size, kernel, stride, padding, dilation: the first layers' shapes (C = 1 and 3),
+    -- odd channel counts (padded blocks), more weight than activations (channel slices at batch 1),
+    -- row bands with padding on one side only, 1x1, strided and dilated, and a batch split in runs
+    local cases = {
+      { 1, 3, 64, 40, 7, 2, 3, 1 }, { 1, 1, 32, 28, 3, 1, 1, 1 }, { 3, 5, 10, 9, 3, 2, 1, 1 }, { 1, 16, 40, 12, 1, 1, 0, 1 },
+      { 4, 8, 33, 11, 3, 1, 2, 2 }, { 1, 256, 64, 7, 3, 1, 1, 1 }, { 1, 200, 70, 5, 3, 1, 1, 1 }, { 1, 96, 40, 6, 3, 2, 2, 2 },
+      { 5, 7, 100, 13, 5, 3, 2, 1 }, { 9, 32, 64, 14, 3, 1, 1, 1 }, { 1, 24, 24, 3, 3, 1, 1, 1 },
+    }
+    for _, t in ipairs { 1, 2 } do
+      nnr.set_num_threads(t)
+      for _, c in ipairs(cases) do
+        local N, C, O, H, K, S, P, D = unpack(c)
+        local x, w, b = nnr.randn(N, C, H, H + 1), nnr.randn(O, C, K, K), nnr.randn(O)
+        for _, relu in ipairs { false, true } do
+          local f = relu and F.conv2d_relu or F.conv2d
+          local opts = { stride = S, padding = P, dilation = D }
+          local worst, ran = both(function() return nnr.no_grad(function() return f(x, w, b, opts), f(x, w, nil, opts) end) end)
+          local name = table.concat(c, ",") .. (relu and ", relu" or "") .. ", " .. t .. " threads"
+          assert(worst < 1e-5, name .. ": differs by " .. worst)
+          -- oneDNN's direct kernels from the avx2 class up; below it (NNR_CPU_ISA=c caps oneDNN at SSE4.1)
+          -- a shape it serves only by its gemm or reference kernels is left to im2col
+          if cpu.isa ~= "c" then assert(ran == 2, name .. ": oneDNN ran " .. ran .. " of 2") end
+        end
+      end
+    end
+    nnr.set_num_threads(threads)
+  end)
+
+  it("convolves in inference only, keeps NaN through the relu, and never uses a stale packed weight", function()
+    if not have then pending("oneDNN is not available: " .. cpu.onednn_version) return end
+    local conv = nnr.nn.Conv2d(16, 32, 3, { padding = 1 })
+    local x = nnr.randn(2, 16, 10, 10)
+    -- training: the weight changes every step, so nothing is keyed or packed
+    local before = calls()
+    conv(x):sum():backward()
+    assert.are.equal(before, calls(), "a training forward ran on the packed path")
+    x[1][3][4][5] = 0 / 0
+    local y = nnr.no_grad(function() return F.conv2d_relu(x, conv.weight, conv.bias, { padding = 1 }) end)
+    assert.is_true(calls() > before, "the inference convolution did not run on oneDNN")
+    assert.is_true(y[1][1][4][5] ~= y[1][1][4][5], "a NaN input gives NaN through the relu")
+    x[1][3][4][5] = 0
+    -- the same weight changed in place: a new version, so a new packed copy
+    local y1 = nnr.no_grad(function() return conv(x) end)
+    nnr.no_grad(function() conv.weight:mul_(-0.5) end)
+    local worst = both(function() return nnr.no_grad(function() return conv(x) end) end)
+    local y2 = nnr.no_grad(function() return conv(x) end)
+    assert(worst < 1e-5, "a stale packed weight was used (differs by " .. worst .. ")")
+    assert((y1 - y2):abs():max():item() > 1e-2, "the changed weight changed nothing")
+    -- another batch size and a view of a larger weight (another address) give the other path's numbers too
+    local big = nnr.randn(64, 16, 3, 3)
+    local w2, x7 = big:narrow(1, 33, 32), nnr.randn(7, 16, 10, 10)
+    local worst2 = both(function() return nnr.no_grad(function() return F.conv2d(x7, w2, nil, { padding = 1 }) end) end)
+    assert(worst2 < 1e-5, "a weight view differs by " .. worst2)
   end)
 
   it("takes a batch smaller than the threads through the other path", function()
