@@ -163,7 +163,7 @@ CPU_MULTI(void, max_planes_f32_values, (const pool_job *j, int64_t begin, int64_
                     const float *restrict in = row + off;
                     float *restrict o = out;
                     int64_t sw = j->sw;
-                    if (sw == 2)        /* a constant stride, so that the loads vectorize (ResNet's 3x3/2: 4x) */
+                    if (sw == 2)        /* a constant stride: the loads vectorize as even lanes */
                         for (int64_t wo = lo; wo < hi; wo++) {
                             float v = in[wo * 2], m = o[wo];
                             o[wo] = ((v > m) | (v != v)) ? v : m;
