@@ -210,47 +210,103 @@ function Graph:extra_repr()
     self.opset, self.producer)
 end
 
+-- The graph as a plan, made on the first call: each value a slot of an array, each node its operand and
+-- result slots, so that a call runs without string keys, pairs() (which LuaJIT does not compile) or a
+-- table per node. Kept beside the module (weak keys), not in it: copies and state dicts never see it.
+local plans = setmetatable({}, { __mode = "k" })
+local fusions = setmetatable({}, { __mode = "k" })    -- graph -> node -> { module, fused function }
+
+local function make_plan(self)
+  local slot, n = {}, 0
+  local function at(name)
+    if name == "" then return 0 end
+    local k = slot[name]
+    if not k then n = n + 1; k = n; slot[name] = k end
+    return k
+  end
+  local plan = { inputs = {}, init = {}, nodes = {}, outputs = {} }
+  for i, v in ipairs(self.inputs) do plan.inputs[i] = at(v.name) end
+  local names = {}
+  for name in pairs(self._values) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do plan.init[#plan.init + 1] = { at(name), self._values[name] } end
+  for i, node in ipairs(self.nodes) do
+    local ins, outs = {}, {}
+    for j, name in ipairs(node.inputs) do ins[j] = at(name) end
+    for j, name in ipairs(node.outputs) do outs[j] = at(name) end
+    plan.nodes[i] = { ins = ins, outs = outs, nin = #ins }
+  end
+  for i, v in ipairs(self.outputs) do plan.outputs[i] = at(v.name) end
+  plan.slots = n
+  plans[self] = plan
+  return plan
+end
+
+local function plan_of(self) return plans[self] or make_plan(self) end
+
+-- child's module with the Relu after it in one op, where it can (fuse_next), remembered per module
+local function fused_of(self, i, mod)
+  local f = fusions[self]
+  if not f then f = {}; fusions[self] = f end
+  local e = f[i]
+  if not e or e[1] ~= mod then
+    e = { mod, type(mod.fuse_next) == "function" and mod:fuse_next(RELU) or false }
+    f[i] = e
+  end
+  return e[2]
+end
+
 function Graph:forward(...)
-  local env, args = {}, { ... }
-  for name, key in pairs(self._values) do env[name] = self[key] end
-  if #self.inputs == 1 and nnr.is_tensor(args[1]) then env[self.inputs[1].name] = args[1]
-  elseif type(args[1]) == "table" and not nnr.is_tensor(args[1]) then
-    for _, v in ipairs(self.inputs) do
-      if args[1][v.name] == nil then error(string.format("onnx: the model's input '%s' is missing", v.name), 0) end
-      env[v.name] = args[1][v.name]
+  local plan, env, n = plan_of(self), {}, select("#", ...)
+  local a1 = ...
+  if #self.inputs == 1 and nnr.is_tensor(a1) then env[plan.inputs[1]] = a1
+  elseif type(a1) == "table" and not nnr.is_tensor(a1) then
+    for i, v in ipairs(self.inputs) do
+      if a1[v.name] == nil then error(string.format("onnx: the model's input '%s' is missing", v.name), 0) end
+      env[plan.inputs[i]] = a1[v.name]
     end
   else
     for i, v in ipairs(self.inputs) do
-      if not nnr.is_tensor(args[i]) then error(string.format("onnx: input %d ('%s') must be a tensor, got %s", i, v.name, type(args[i])), 0) end
-      env[v.name] = args[i]
+      local t = i <= n and select(i, ...) or nil
+      if not nnr.is_tensor(t) then error(string.format("onnx: input %d ('%s') must be a tensor, got %s", i, v.name, type(t)), 0) end
+      env[plan.inputs[i]] = t
     end
   end
+  local init = plan.init
+  for k = 1, #init do env[init[k][1]] = rawget(self, init[k][2]) end
   local graph = { opset = self.opset, training = self.training }
-  local fused = {}
-  for i, node in ipairs(self.nodes) do
-    local x = {}
-    for j, name in ipairs(node.inputs) do if name ~= "" then x[j] = env[name] end end
-    local child = self._lowered[i]
-    local outs
-    if fused[i] then outs = { x[1] }          -- (a Relu its child ran)
+  local nodes, steps, lowered = self.nodes, plan.nodes, self._lowered
+  local fused = nil
+  for i = 1, #steps do
+    local step, node = steps[i], nodes[i]
+    local ins = step.ins
+    local child = lowered[i]
+    local out1, outs
+    if fused and fused[i] then out1 = env[ins[1]]          -- (a Relu its child ran)
     elseif child then
       local mod = self[child.name]
-      local f = child.relu and type(mod.fuse_next) == "function" and not rawget(mod, "_hooks") and mod:fuse_next(RELU)
-      if f then fused[child.relu] = true; outs = { f(x[1]) } else outs = { mod(x[1]) } end
+      local f = child.relu and not rawget(mod, "_hooks") and fused_of(self, i, mod)
+      if f then fused = fused or {}; fused[child.relu] = true; out1 = f(env[ins[1]]) else out1 = mod(env[ins[1]]) end
     else
+      local x = {}
+      for j = 1, step.nin do local k = ins[j]; if k > 0 then x[j] = env[k] end end
       -- on a device other than the host: every operand joins the first one there (constants and shape
       -- arithmetic are host tensors; the ops that read them as numbers do so from any device)
       local dev
-      for j = 1, table.maxn(x) do local t = x[j]; if t and t.device ~= "cpu" then dev = t.device; break end end
-      if dev then for j = 1, table.maxn(x) do if x[j] and x[j].device ~= dev then x[j] = x[j]:to(dev) end end end
+      for j = 1, step.nin do local t = x[j]; if t and t.device ~= "cpu" then dev = t.device; break end end
+      if dev then for j = 1, step.nin do if x[j] and x[j].device ~= dev then x[j] = x[j]:to(dev) end end end
       local fn = O.ops[node.op] or M.module_ops[node.op]
-      outs = { fn(node, x, graph) }
+      if #step.outs == 1 then out1 = fn(node, x, graph) else outs = { fn(node, x, graph) } end
     end
-    for j, name in ipairs(node.outputs) do if name ~= "" then env[name] = outs[j] end end
+    local so = step.outs
+    if outs then for j = 1, #so do if so[j] > 0 then env[so[j]] = outs[j] end end
+    elseif so[1] > 0 then env[so[1]] = out1 end
   end
+  local po = plan.outputs
+  if #po == 1 then return env[po[1]] end
   local res = {}
-  for i, v in ipairs(self.outputs) do res[i] = env[v.name] end
-  return unpack(res, 1, #self.outputs)
+  for i = 1, #po do res[i] = env[po[i]] end
+  return unpack(res, 1, #po)
 end
 
 -- operators with weights or windows, run functionally (where no child module took them)
