@@ -111,7 +111,6 @@ const char *cpu_onednn_version(void)
 /* ---- per-thread state: a stream and a grow-only buffer (blocked copies, then the scratchpad) ---- */
 static _Thread_local dnnl_stream_t tl_stream;
 static _Thread_local struct { char *p; size_t n; } tl_buf;
-static _Thread_local struct { char *p; size_t n; } tl_src;     /* a convolution's input reordered once (conv's channel slices) */
 
 void cpu_onednn_thread_exit(void)
 {
@@ -120,9 +119,6 @@ void cpu_onednn_thread_exit(void)
     free(tl_buf.p);
     tl_buf.p = NULL;
     tl_buf.n = 0;
-    free(tl_src.p);
-    tl_src.p = NULL;
-    tl_src.n = 0;
 }
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -151,11 +147,11 @@ typedef struct prim {
     int declined;                   /* oneDNN has only a reference kernel (or none) for it */
     int refs;                       /* calls running it now: an entry is reused only at 0 */
     uint64_t used;                  /* when it was last looked up, for least-recently-used reuse */
-    dnnl_primitive_t p;             /* the matmul or deconvolution */
+    dnnl_primitive_t p;             /* the matmul, deconvolution or convolution */
     dnnl_primitive_t to_src, to_wei, from_dst;   /* reorders to and from the blocked layouts (deconvolution, convolution) */
-    dnnl_memory_desc_t bsrc, bwei, bdst;         /* the deconvolution's blocked layouts */
+    dnnl_memory_desc_t bsrc, bwei, bdst;         /* the (de)convolution's blocked layouts */
     size_t scratch_bytes;
-    void *packed;                   /* a keyed linear's weight slice in the primitive's layout */
+    void *packed;                   /* a keyed linear's or convolution's weight in the primitive's layout */
     size_t packed_bytes;
 } prim;
 
@@ -792,13 +788,22 @@ static int cv_piece(const cv_job *j, const cv_piece_geom *q)
     cv_ctx c = {j, q, NULL};
     prim *e = lookup(key, build_conv, &c, &tmp);
     if (!e) return 0;
-    /* the packed weight: by the weight's values (storage, version, address) and the layout it is in */
-    const unsigned char *md = (const unsigned char *)&e->bwei;
-    uint64_t layout = 1469598103934665603ull;
-    for (size_t k = 0; k < sizeof e->bwei; k++) layout = (layout ^ md[k]) * 1099511628211ull;
+    /* the packed weight: by the weight's values (storage, version, address) and the layout it is in
+     * (bands of rows and batch sizes share it where their primitives chose the same) */
+    const dnnl_memory_desc_t *md = &e->bwei;
+    const dnnl_blocking_desc_t *bl = &md->format_desc.blocking;
+    int64_t lk[KEY_LEN] = {md->ndims, md->data_type, md->format_kind, bl->inner_nblks, md->offset0};
+    for (int d = 0; d < md->ndims && d < 4; d++) {
+        lk[5 + d] = md->padded_dims[d];
+        lk[9 + d] = md->format_kind == dnnl_blocked ? bl->strides[d] : 0;
+    }
+    for (int b = 0; b < bl->inner_nblks && b < 4 && md->format_kind == dnnl_blocked; b++) lk[13 + b] = bl->inner_blks[b] | bl->inner_idxs[b] << 32;
+    lk[17] = md->extra.flags;
+    int64_t layout = (int64_t)key_hash(lk);
     int64_t wkey[KEY_LEN] = {KIND_CONV_W, j->uid, j->version, (int64_t)(intptr_t)call->inputs[1]->data, (int64_t)layout, q->o0, q->os, j->C, j->KH, j->KW};
     c.shape = e;
     prim *ew = lookup(wkey, build_conv_w, &c, &wtmp);
+    if (ew && !D.dnnl_memory_desc_equal(&ew->bwei, &e->bwei)) { release(ew, &wtmp); ew = NULL; }     /* (a hash collision) */
     size_t sb = e->to_src ? round64(D.dnnl_memory_desc_get_size(&e->bsrc)) : 0, db = round64(D.dnnl_memory_desc_get_size(&e->bdst));
     char *buf = ew ? thread_setup(sb + db + e->scratch_bytes + 64) : NULL;
     dnnl_memory_desc_t src, wei, bias, dst;
