@@ -210,14 +210,15 @@ function ops.Reshape(node, x)
 end
 
 function ops.Flatten(node, x)
-  local s = size_list(x[1])
+  local t = x[1]
+  local r = t:dim()
   local a = attr(node, "axis", 1)
-  a = a < 0 and a + #s or a
-  if a < 0 or a > #s then fail(node, "axis %d is out of range", a) end
-  local rows, cols = 1, 1
-  for i = 1, a do rows = rows * s[i] end
-  for i = a + 1, #s do cols = cols * s[i] end
-  return x[1]:reshape(rows, cols)
+  a = a < 0 and a + r or a
+  if a < 0 or a > r then fail(node, "axis %d is out of range", a) end
+  local rows, cols = 1, 1          -- (size(i) one at a time: the size table costs more than the reshape)
+  for i = 1, a do rows = rows * t:size(i) end
+  for i = a + 1, r do cols = cols * t:size(i) end
+  return t:reshape(rows, cols)
 end
 
 function ops.Transpose(node, x)
