@@ -237,6 +237,19 @@ local function make_plan(self)
     plan.nodes[i] = { ins = ins, outs = outs, nin = #ins }
   end
   for i, v in ipairs(self.outputs) do plan.outputs[i] = at(v.name) end
+  -- each node's operands that no later node reads (nor the graph's outputs): dropped once it has run,
+  -- so that the collector may take them during the forward rather than after it
+  local last, keep = {}, {}
+  for _, k in ipairs(plan.outputs) do keep[k] = true end
+  for _, k in ipairs(plan.inputs) do keep[k] = true end
+  for _, e in ipairs(plan.init) do keep[e[1]] = true end
+  for i, step in ipairs(plan.nodes) do
+    for _, k in ipairs(step.ins) do if k > 0 then last[k] = i end end
+    for _, k in ipairs(step.outs) do if k > 0 and not last[k] then last[k] = i end end
+  end
+  for k, i in pairs(last) do
+    if not keep[k] then local d = plan.nodes[i].drop or {}; d[#d + 1] = k; plan.nodes[i].drop = d end
+  end
   plan.slots = n
   plans[self] = plan
   return plan
@@ -301,6 +314,8 @@ function Graph:forward(...)
     local so = step.outs
     if outs then for j = 1, #so do if so[j] > 0 then env[so[j]] = outs[j] end end
     elseif so[1] > 0 then env[so[1]] = out1 end
+    local drop = step.drop
+    if drop then for j = 1, #drop do env[drop[j]] = nil end end
   end
   local po = plan.outputs
   if #po == 1 then return env[po[1]] end

@@ -13,6 +13,25 @@ local function fails(pattern, fn, ...)
 end
 
 describe("nnr.onnx", function()
+  it("lets the collector take each value after its last reader, during the forward", function()
+    local layers = {}
+    for i = 1, 24 do layers[i] = nn.Tanh() end
+    local path = tmp()
+    nnr.onnx.export(nn.Sequential(unpack(layers)), nnr.randn(2, 8), path)
+    local g = nnr.onnx.load(path)
+    os.remove(path)
+    local x = nnr.randn(1024, 4096)                  -- 16 MiB a value: 24 of them held would be 384 MiB
+    collectgarbage(); collectgarbage()
+    local live = nnr.memory_stats().live_bytes
+    nnr.reset_peak_memory()
+    local y = nnr.no_grad(function() return g(x) end)
+    local grown = (nnr.memory_stats().peak_bytes - live) / 2 ^ 20
+    assert(grown < 160, string.format("the forward's peak grew by %.0f MiB", grown))
+    local ref = x
+    for _ = 1, 24 do ref = ref:tanh() end
+    assert.are.equal(0, (y - ref):abs():max():item())
+  end)
+
   it("exports a model and loads it back: the same outputs at any batch, trainable", function()
     nnr.manual_seed(3)
     local m = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 5),
