@@ -274,7 +274,8 @@ static nnr_status set_num_threads(nnr_plugin *self, int n)
  *   always, never, or as its measured rate says (bf16.c); true needs a cpu class with AVX512-BF16;
  * nnr.backends.cpu.onednn = false: batched matmul and transposed convolution without oneDNN;
  * nnr.backends.cpu.gemv = false: linears of up to 16 rows through the gemm paths (for comparisons);
- * nnr.backends.cpu.onednn_gemm = false: gemm pieces of 17-512 rows on OpenBLAS, not oneDNN (onednn.c) */
+ * nnr.backends.cpu.onednn_gemm = false: gemm pieces of 17-512 rows on OpenBLAS, not oneDNN (onednn.c);
+ * nnr.backends.cpu.onednn_conv = false: inference convolutions on im2col + OpenBLAS, not oneDNN */
 static nnr_status set_bf16_dot(const char *value)
 {
     int on = value && (strcmp(value, "1") == 0 || strcmp(value, "true") == 0);
@@ -294,8 +295,8 @@ static nnr_status set_option(nnr_plugin *self, const char *key, const char *valu
     if (strcmp(key, "bf16_dot") == 0) return set_bf16_dot(value);
     int *flag = strcmp(key, "amx") == 0 ? &cpu_amx_enabled : strcmp(key, "allow_bf16") == 0 ? &cpu_allow_bf16
               : strcmp(key, "onednn") == 0 ? &cpu_onednn_enabled : strcmp(key, "gemv") == 0 ? &cpu_gemv_enabled
-              : strcmp(key, "onednn_gemm") == 0 ? &cpu_onednn_gemm : NULL;
-    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, bf16_dot, onednn, onednn_gemm, gemv, devices)", key);
+              : strcmp(key, "onednn_gemm") == 0 ? &cpu_onednn_gemm : strcmp(key, "onednn_conv") == 0 ? &cpu_onednn_conv_enabled : NULL;
+    if (!flag) return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown option '%s' (known: amx, allow_bf16, bf16_dot, onednn, onednn_gemm, onednn_conv, gemv, devices)", key);
     if (!value || (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, "true") && strcmp(value, "false")))
         return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: option %s takes true or false, got '%s'", key, value ? value : "(null)");
     *flag = strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
@@ -332,12 +333,13 @@ static nnr_status get_option(nnr_plugin *self, const char *key, char *buf, size_
     else if (strcmp(key, "onednn_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_calls);
     else if (strcmp(key, "onednn_gemm_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_onednn_gemm_calls);
     else if (strcmp(key, "onednn_gemm") == 0) snprintf(buf, n, "%s", cpu_onednn_gemm && cpu_onednn_available() ? "true" : "false");
+    else if (strcmp(key, "onednn_conv") == 0) snprintf(buf, n, "%s", cpu_onednn_conv_enabled && cpu_onednn_available() ? "true" : "false");
     else if (strcmp(key, "gemv") == 0) snprintf(buf, n, "%s", cpu_gemv_enabled ? "true" : "false");
     else if (strcmp(key, "gemv_calls") == 0) snprintf(buf, n, "%ld", (long)cpu_gemv_calls);
     else if (strcmp(key, "devices") == 0) snprintf(buf, n, "%d", cpu_devices);
     else if (strcmp(key, "isa") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_level]);
     else if (strcmp(key, "isa_cpu") == 0) snprintf(buf, n, "%s", cpu_isa_names[cpu_isa_cpu]);
-    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, bf16_dot, bf16_dot_ratio, bf16_engine, onednn, onednn_version, onednn_calls, onednn_gemm, onednn_gemm_calls, gemv, gemv_calls, devices, isa, isa_cpu)", key);
+    else return (nnr_status)cpu_error(NNR_ERR_INVALID, "cpu: unknown value '%s' (known: amx, allow_bf16, bf16_dot, bf16_dot_ratio, bf16_engine, onednn, onednn_version, onednn_calls, onednn_gemm, onednn_gemm_calls, onednn_conv, gemv, gemv_calls, devices, isa, isa_cpu)", key);
     return NNR_OK;
 }
 

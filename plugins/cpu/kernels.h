@@ -155,6 +155,7 @@ extern _Atomic long cpu_onednn_gemm_calls;
 int cpu_onednn_conv_transpose(const nnr_op_call *call);
 /* CONV2D with a weight key (f[0] != 0, ABI 1.8: inference), f32, one group */
 int cpu_onednn_conv(const nnr_op_call *call);
+extern int cpu_onednn_conv_enabled;      /* option onednn_conv */
 /* LINEAR with a key for its weight (params i[1], ABI 1.6), f32, at most 256 rows and no relu: the
  * weight packed once per key and pool thread's column slice; 1 when done */
 int cpu_onednn_linear(const nnr_op_call *call);

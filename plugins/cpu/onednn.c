@@ -34,6 +34,7 @@ int cpu_onednn_gemm_applies(int64_t M, int64_t N, int64_t K) { (void)M; (void)N;
 int cpu_onednn_gemm_piece(const cpu_onednn_mm *m) { (void)m; return 0; }
 int cpu_onednn_conv_transpose(const nnr_op_call *call) { (void)call; return 0; }
 int cpu_onednn_conv(const nnr_op_call *call) { (void)call; return 0; }
+int cpu_onednn_conv_enabled = 0;
 int cpu_onednn_linear(const nnr_op_call *call) { (void)call; return 0; }
 void cpu_onednn_thread_exit(void) {}
 
@@ -856,13 +857,15 @@ static void cv_pieces(void *arg, int64_t begin, int64_t end)
     }
 }
 
+int cpu_onednn_conv_enabled = 1;   /* nnr.backends.cpu.onednn_conv = false: inference convolutions on im2col + OpenBLAS */
+
 /* 1 when oneDNN computed the op (or Ctrl-C stopped it); 0 leaves it to the caller's path, which
  * overwrites the whole output */
 int cpu_onednn_conv(const nnr_op_call *call)
 {
     const nnr_tensor_desc *x = call->inputs[0], *w = call->inputs[1], *y = call->outputs[0];
     const nnr_op_params *pa = call->params;
-    if (!pa || pa->f[0] == 0 || x->dtype != NNR_F32 || pa->i[6] != 1 || !cpu_onednn_available()) return 0;
+    if (!cpu_onednn_conv_enabled || !pa || pa->f[0] == 0 || x->dtype != NNR_F32 || pa->i[6] != 1 || !cpu_onednn_available()) return 0;
     cv_job j = {call, x->sizes[0], x->sizes[1], x->sizes[2], x->sizes[3], w->sizes[0], y->sizes[2], y->sizes[3], w->sizes[2], w->sizes[3],
                 {pa->i[0], pa->i[1]}, {pa->i[2], pa->i[3]}, {pa->i[4], pa->i[5]}, (int64_t)pa->f[0], (int64_t)pa->f[1], 1, 1, 1, 0,
                 call->n_inputs > 2, pa->i[7] == 1, 0};

@@ -81,7 +81,7 @@ describe("cpu bf16 engines", function()
     assert.is_truthy(tostring(err):match("allow_bf16 takes true or false, got 'maybe'"), tostring(err))
     ok, err = pcall(function() nnr.backends.cpu.amxx = true end)
     assert.is_false(ok)
-    assert.is_truthy(tostring(err):match("unknown option 'amxx' %(known: amx, allow_bf16, bf16_dot, onednn, onednn_gemm, gemv, devices%)"), tostring(err))
+    assert.is_truthy(tostring(err):match("unknown option 'amxx' %(known: amx, allow_bf16, bf16_dot, onednn, onednn_gemm, onednn_conv, gemv, devices%)"), tostring(err))
   end)
 end)
 

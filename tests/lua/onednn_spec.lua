@@ -180,6 +180,16 @@ describe("oneDNN in the cpu backend", function()
     local w2, x7 = big:narrow(1, 33, 32), nnr.randn(7, 16, 10, 10)
     local worst2 = both(function() return nnr.no_grad(function() return F.conv2d(x7, w2, nil, { padding = 1 }) end) end)
     assert(worst2 < 1e-5, "a weight view differs by " .. worst2)
+    -- onednn_conv = false keeps inference convolutions on im2col, with the same numbers
+    cpu.onednn_conv = false
+    assert.is_false(cpu.onednn_conv)
+    local before2 = calls()
+    local y3 = nnr.no_grad(function() return conv(x) end)
+    assert.are.equal(before2, calls(), "oneDNN ran with onednn_conv = false")
+    cpu.onednn_conv = true
+    assert.is_true(cpu.onednn_conv)
+    assert((y3 - y2):abs():max():item() < 1e-4)
+    H.fails("option onednn_conv takes true or false, got 'sometimes'", function() cpu.onednn_conv = "sometimes" end)
   end)
 
   it("takes a batch smaller than the threads through the other path", function()
