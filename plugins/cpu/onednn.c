@@ -241,8 +241,16 @@ static void prim_free(prim *e)
     e->packed_bytes = 0;
 }
 
+/* an entry's primitives and packed weight freed, and its key zeroed (a zero key matches nothing) */
+static void prim_forget(prim *e)
+{
+    prim_free(e);
+    memset(e->key, 0, sizeof e->key);
+    e->hash = key_hash(e->key);
+}
+
 /* packed weights past PACKED_LIMIT: the least recently used entries that hold some and that no call
- * is running are emptied (a zero key matches nothing) */
+ * is running are emptied */
 static void trim_packed(void)
 {
     while (packed_total > PACKED_LIMIT) {
@@ -250,9 +258,7 @@ static void trim_packed(void)
         for (int i = 0; i < cache_used; i++)
             if (cache[i].packed && cache[i].refs == 0 && (!lru || cache[i].used < lru->used)) lru = &cache[i];
         if (!lru) return;
-        prim_free(lru);
-        memset(lru->key, 0, sizeof lru->key);
-        lru->hash = key_hash(lru->key);
+        prim_forget(lru);
     }
 }
 
@@ -333,6 +339,25 @@ static int execute(dnnl_primitive_t p, int n, const int *args, const dnnl_memory
     }
     if (ok) ok = D.dnnl_primitive_execute(p, tl_stream, k, ex) == dnnl_success;
     for (int i = 0; i < k; i++) if (mem[i]) D.dnnl_memory_destroy(mem[i]);
+    return ok;
+}
+
+/* e->packed: the weight at src (plain layout from) reordered into e->bwei, the layout of the primitive it
+ * serves; 1 on success (a failure leaves what was allocated to prim_free) */
+static int pack_weight(prim *e, const dnnl_memory_desc_t *from, const void *src)
+{
+    size_t bytes = D.dnnl_memory_desc_get_size(&e->bwei);
+    if (posix_memalign(&e->packed, 64, bytes ? bytes : 64)) { e->packed = NULL; return 0; }
+    e->packed_bytes = bytes;
+    dnnl_primitive_t reorder = NULL;
+    size_t rs = 0;
+    int ok = make_reorder(from, &e->bwei, &reorder, &rs);
+    char *scratch = ok ? thread_setup(rs + 64) : NULL;
+    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+    const dnnl_memory_desc_t *mds[2] = {from, &e->bwei};
+    void *ptrs[2] = {(void *)src, e->packed};
+    ok = ok && scratch && execute(reorder, 2, args, mds, ptrs, scratch, rs);
+    if (reorder) D.dnnl_primitive_destroy(reorder);
     return ok;
 }
 
@@ -626,28 +651,12 @@ static int build_conv_w(prim *e, const void *arg)
     const cv_job *j = c->j;
     for (int i = 0; i < cache_used; i++) {
         prim *o = &cache[i];
-        if (o != e && o->key[0] == KIND_CONV_W && o->key[1] == e->key[1] && o->key[2] != e->key[2] && o->refs == 0) {
-            prim_free(o);
-            memset(o->key, 0, sizeof o->key);
-            o->hash = key_hash(o->key);
-        }
+        if (o != e && o->key[0] == KIND_CONV_W && o->key[1] == e->key[1] && o->key[2] != e->key[2] && o->refs == 0) prim_forget(o);
     }
     dnnl_memory_desc_t src, wei, bias, dst;
     if (!cv_plain(j, c->q, &src, &wei, &bias, &dst)) return 0;
     e->bwei = c->shape->bwei;
-    size_t bytes = D.dnnl_memory_desc_get_size(&e->bwei);
-    if (posix_memalign(&e->packed, 64, bytes ? bytes : 64)) { e->packed = NULL; return 0; }
-    e->packed_bytes = bytes;
-    dnnl_primitive_t reorder = NULL;
-    size_t rs = 0;
-    int ok = make_reorder(&wei, &e->bwei, &reorder, &rs);
-    char *scratch = ok ? thread_setup(rs + 64) : NULL;
-    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-    const dnnl_memory_desc_t *mds[2] = {&wei, &e->bwei};
-    void *ptrs[2] = {(char *)j->call->inputs[1]->data + c->q->o0 * j->C * j->KH * j->KW * 4, e->packed};
-    ok = ok && scratch && execute(reorder, 2, args, mds, ptrs, scratch, rs);
-    if (reorder) D.dnnl_primitive_destroy(reorder);
-    return ok;
+    return pack_weight(e, &wei, (const char *)j->call->inputs[1]->data + c->q->o0 * j->C * j->KH * j->KW * 4);
 }
 
 /* The copies between a piece's NCHW rows (a strided view of x or y) and the primitive's layout, when
@@ -928,19 +937,7 @@ static int build_linear(prim *e, const void *arg)
     e->scratch_bytes = scratch_of(pd);
     e->bwei = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     D.dnnl_primitive_desc_destroy(pd);
-    size_t bytes = D.dnnl_memory_desc_get_size(&e->bwei);
-    dnnl_primitive_t reorder = NULL;
-    size_t rs = 0;
-    if (posix_memalign(&e->packed, 64, bytes ? bytes : 64)) { e->packed = NULL; return 0; }
-    e->packed_bytes = bytes;
-    int ok = make_reorder(&wei, &e->bwei, &reorder, &rs);
-    char *scratch = ok ? thread_setup(rs + 64) : NULL;
-    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-    const dnnl_memory_desc_t *mds[2] = {&wei, &e->bwei};
-    void *ptrs[2] = {(char *)call->inputs[1]->data + c->n0 * j->K * 4, e->packed};
-    ok = ok && scratch && execute(reorder, 2, args, mds, ptrs, scratch, rs);
-    if (reorder) D.dnnl_primitive_destroy(reorder);
-    return ok;
+    return pack_weight(e, &wei, (const char *)call->inputs[1]->data + c->n0 * j->K * 4);
 }
 
 static void lin_slices(void *arg, int64_t begin, int64_t end)
