@@ -250,7 +250,6 @@ local function make_plan(self)
   for k, i in pairs(last) do
     if not keep[k] then local d = plan.nodes[i].drop or {}; d[#d + 1] = k; plan.nodes[i].drop = d end
   end
-  plan.slots = n
   plans[self] = plan
   return plan
 end

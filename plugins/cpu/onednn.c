@@ -732,7 +732,7 @@ static void cv_to_blocked(const float *x, const int64_t *xs, const dnnl_memory_d
 {
     int64_t b = chan_block(md), N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
     const dnnl_dim_t *st = md->format_desc.blocking.strides;
-    int fast = HAVE_TRANSPOSE8 && cpu_isa_cpu >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
+    int fast = HAVE_TRANSPOSE8 && cpu_isa_level >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
     dst += md->offset0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t cb = 0; cb < md->padded_dims[1] / b; cb++)
@@ -763,7 +763,7 @@ static void cv_from_blocked(const dnnl_memory_desc_t *md, const float *src, floa
 {
     int64_t b = chan_block(md), N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
     const dnnl_dim_t *st = md->format_desc.blocking.strides;
-    int fast = HAVE_TRANSPOSE8 && cpu_isa_cpu >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
+    int fast = HAVE_TRANSPOSE8 && cpu_isa_level >= CPU_ISA_AVX2 && b % 8 == 0 && st[3] == b;
     src += md->offset0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t cb = 0; cb < md->padded_dims[1] / b; cb++)
