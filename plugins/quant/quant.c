@@ -501,7 +501,7 @@ static void gemm_avxvnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int
  * few microseconds of hand-off (2-3 us on the 2-core VM measured), so a layer goes over the threads when
  * one thread would take ~5 us or more: 400k products at AVX-512 VNNI's rate, fewer for the slower
  * kernels (their cost per product relative to it, measured at batch 1 and 256) */
-#define QUANT_SPLIT_PRODUCTS 4e5
+#define QUANT_SPLIT_PRODUCTS 2e5
 static const double kernel_cost[] = {1, 8, 2, 1.6, 1};
 /* rows a tile of work takes when the batch is large: a multiple of every kernel's row block (8, 6, 4) */
 #define QUANT_ROW_CHUNK 48
@@ -592,8 +592,11 @@ static int quant_linear(const nnr_op_call *call)
     if (g.M == 0 || g.N == 0) return NNR_OK;
     /* q and u [M, kp] each, the scales [M] (64-byte aligned), the sign flags [M]; the sizes are those of
      * tensors that exist, so the sum stays far below SIZE_MAX */
-    size_t qbytes = (size_t)(g.M * g.kp), qalign = (qbytes * 2 + 63) / 64 * 64;
-    uint8_t *buf = host->host_alloc(qalign + (size_t)g.M * (sizeof(float) + 1));
+    size_t qbytes = (size_t)(g.M * g.kp), qalign = (qbytes * 2 + 63) / 64 * 64, need = qalign + (size_t)g.M * (sizeof(float) + 1);
+    /* a batch-1..few call on the stack: a heap block of this size is a large-bin request, and glibc then
+     * consolidates the fast bins the call's tensors left (about 1 us a layer at batch 1) */
+    _Alignas(64) uint8_t small[16384];
+    uint8_t *buf = need <= sizeof small ? small : host->host_alloc(need);
     if (!buf) return quant_error(NNR_ERR_OOM, "quantized linear: out of memory for the quantized activations");
     g.xq = (int8_t *)buf;
     g.xu = buf + qbytes;
@@ -621,11 +624,11 @@ static int quant_linear(const nnr_op_call *call)
         if (split) st = parallel(pairs * g.nm, 1, run_tiles, &g);
         else run_tiles(&g, 0, pairs * g.nm);
     }
-    if (st != NNR_OK) { host->host_free(buf); return quant_error(st, "quantized linear: interrupted"); }
+    if (st != NNR_OK) { if (buf != small) host->host_free(buf); return quant_error(st, "quantized linear: interrupted"); }
     /* rows with a NaN or infinity in x: NaN out, as a float linear would give */
     for (int64_t m = 0; m < g.M; m++)
         if (g.sx[m] != g.sx[m]) for (int64_t n = 0; n < g.N; n++) g.y[m * g.N + n] = NAN;
-    host->host_free(buf);
+    if (buf != small) host->host_free(buf);
     return NNR_OK;
 }
 

@@ -9,7 +9,9 @@ nnrun runs scripts/onnx_run.lua --bench; onnxruntime (pip's, in a venv this scri
 (onnxruntime's intra-op threads; OMP_WAIT_POLICY=PASSIVE for both), the median time of its runs; --rounds
 (3) rounds interleave the two sides and each figure is the median of its rounds.
 Prints the table with ratios (onnxruntime's time / nnrun's: above 1, nnrun is faster) and rewrites the
-"onnx" section of docs/perf.md. Usage: scripts/bench/run_onnx.py [--no-write] [--rounds N]"""
+"onnx" section of docs/perf.md (not with --only, which runs the cases whose name contains the word).
+Usage: scripts/bench/run_onnx.py [--no-write] [--rounds N] [--only WORD]"""
+import argparse
 import json
 import os
 import statistics
@@ -73,28 +75,38 @@ def ort_us(py, model, shape, int8, threads, iters):
 
 
 def main():
-    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--only", help="the cases whose name contains this (case-insensitive); docs/perf.md is not written")
+    a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    cases = [c for c in CASES if not a.only or a.only.lower() in c[0].lower()]
+    if not cases:
+        ap.error(f"--only {a.only}: no case matches (" + "; ".join(c[0] for c in CASES) + ")")
+    rounds = a.rounds
     py = venv()
     versions = subprocess.run([py, "-c", "import onnx, onnxruntime; print(onnx.__version__, onnxruntime.__version__)"],
                               capture_output=True, text=True, check=True).stdout.split()
     tmp = tempfile.mkdtemp()
     subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tests/onnx/make_models.py"), tmp, "resnet18_224", "fashion_mlp"], check=True,
                    capture_output=True)
-    res = {c[0]: ([], []) for c in CASES}
+    res = {c[0]: ([], []) for c in cases}
     for _ in range(rounds):
-        for name, model, shape, int8, iters in CASES:
+        for name, model, shape, int8, iters in cases:
             path = os.path.join(tmp, model + ".onnx")
             res[name][0].append(min(nnrun_us(path, shape, int8, t, iters, tmp) for t in (1, 2)))
             res[name][1].append(min(ort_us(py, path, shape, int8, t, iters) for t in (1, 2)))
     lines = [f"CPU: {cpu_model()} ({cpu_classes()}); onnxruntime {versions[1]} (CPU provider), onnx {versions[0]}; models exported by "
              f"Debian's PyTorch; each side the best of 1 and 2 threads, OMP_WAIT_POLICY=PASSIVE, median of {rounds} interleaved rounds.",
              "", "| case | nnrun | onnxruntime | ratio (ort / nnrun) |", "|---|---|---|---|"]
-    for name, *_ in CASES:
+    for name, *_ in cases:
         n, o = statistics.median(res[name][0]), statistics.median(res[name][1])
         lines.append(f"| {name} | {n / 1000:.3f} ms | {o / 1000:.3f} ms | {o / n:.2f}x |")
     body = "\n".join(lines) + "\n"
     print(body)
-    if "--no-write" not in sys.argv:
+    if not a.no_write and not a.only:
         write_perf_section("onnx", "## ONNX models: nnrun against onnxruntime (`scripts/bench/run_onnx.py`)\n\n" + body)
 
 
