@@ -112,7 +112,12 @@ describe("oneDNN in the cpu backend", function()
       return y, st[1], st[2], xx.grad, m.weight_hh_l0.grad, m.bias_hh_l1.grad
     end)
     assert(worst < 1e-5, "differs by " .. worst)
-    assert(ran >= 2 * 9 * 2, "the step gemms did not run on oneDNN (" .. ran .. " calls)")
+    -- oneDNN takes a keyed product on its brgemm kernels alone, from AVX-512 up (onednn.c): below, OpenBLAS
+    if cpu.isa == "c" or cpu.isa == "avx2" then
+      assert(ran == 0, "a keyed LINEAR ran on oneDNN's sgemm at class " .. cpu.isa .. " (" .. ran .. " calls)")
+    else
+      assert(ran >= 2 * 9 * 2, "the step gemms did not run on oneDNN (" .. ran .. " calls)")
+    end
     -- a weight changed in place between calls gets a new key, never the stale packed copy
     local h0 = nnr.zeros(2, 20, 40)
     local y1 = m(x, { h0, h0 })
