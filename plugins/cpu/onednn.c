@@ -934,12 +934,15 @@ static int build_linear(prim *e, const void *arg)
         D.dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
         D.dnnl_matmul_desc_init(&op, &src, &any, has_bias ? &bias : NULL, &dst) != dnnl_success || !make_primitive(&op, &e->p, &pd))
         return 0;
-    /* brgemm only (oneDNN 2.6 has it from AVX-512 up). Below it the matmul is its jit sgemm, which repacks
-     * the weight at every call like OpenBLAS and was slower than OpenBLAS on the LSTM's recurrent product
-     * on an AVX2 EPYC (32 x 512 x 2048: the LSTM's forward 370-387 ms against 275-292), and a declined
-     * shape keeps no copy of the weight */
+    /* Below AVX-512 oneDNN 2.6's matmul is its jit sgemm (brgemm needs AVX-512), which repacks the weight at
+     * every call, as OpenBLAS does. Measured on an AVX2 EPYC at 2 threads, it beat OpenBLAS on slices of up
+     * to 256 columns (the mlp's 784 -> 512 and 512 -> 256 at 256 rows: 114-132 GFLOP/s against 84-144, the
+     * mlp's inference at batch 256 118-142k samples/s against 75-125k) and lost on wider ones (the LSTM's
+     * 512 -> 2048 step product, slices of 1024 columns: 55-73 against 87-134; 256 -> 1024: 78-85 against
+     * 77-121), so a wider slice is declined there (and keeps no copy of the weight) */
     const char *impl = NULL;
-    if (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl || !strstr(impl, "brg")) {
+    if (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl ||
+        (!strstr(impl, "brg") && c->ns > 256)) {
         D.dnnl_primitive_desc_destroy(pd);
         D.dnnl_primitive_destroy(e->p);
         e->p = NULL;

@@ -119,9 +119,7 @@ describe("small-batch linear", function()
     x[3][7] = 0 / 0
     local before = tonumber(cpu.onednn_calls)
     local y = nnr.no_grad(function() return F.linear_relu(x, w, b) end)
-    -- on oneDNN's brgemm, from AVX-512 up; below, its sgemm is declined and OpenBLAS runs it (onednn.c)
-    local brgemm = cpu.isa ~= "c" and cpu.isa ~= "avx2"
-    assert.are.equal(brgemm, tonumber(cpu.onednn_calls) > before, "oneDNN ran it (class " .. cpu.isa .. ")")
+    assert.is_true(tonumber(cpu.onednn_calls) > before, "oneDNN ran it")
     assert.is_true(y[3][1] ~= y[3][1], "a NaN input row gives NaN through the relu")
     x[3][7] = 0
     y = nnr.no_grad(function() return F.linear_relu(x, w, b) end)
