@@ -497,10 +497,12 @@ static void gemm_avxvnni(const qgemm *g, int64_t b0, int64_t b1, int64_t m0, int
 #undef V2_STORE
 #endif
 
-/* the products a tile of work must hold for the threads to pay: splitting a layer over them costs a
- * few microseconds of hand-off (2-3 us on the 2-core VM measured), so a layer goes over the threads when
- * one thread would take ~5 us or more: 400k products at AVX-512 VNNI's rate, fewer for the slower
- * kernels (their cost per product relative to it, measured at batch 1 and 256) */
+/* the products a tile of work must hold for the threads to pay: handing a layer to the pool's workers
+ * costs about a microsecond while they spin between ops (threadpool.c; waking a sleeping one, 40-50 us,
+ * is avoided by the caller taking its pieces), so a layer goes over the threads when one thread would
+ * take ~2.5 us or more: 200k products at AVX-512 VNNI's rate, fewer for the slower kernels (their cost
+ * per product relative to it, measured at batch 1 and 256). At 400k the int8 MLP's second layer (131k
+ * products, AVX2) ran on one thread: its batch-1 forward 23-30 us against 22-27 split, on an AVX2 EPYC */
 #define QUANT_SPLIT_PRODUCTS 2e5
 static const double kernel_cost[] = {1, 8, 2, 1.6, 1};
 /* rows a tile of work takes when the batch is large: a multiple of every kernel's row block (8, 6, 4) */
