@@ -301,7 +301,8 @@ static void relu_range(void *arg, int64_t begin, int64_t end)
 }
 
 /* y = x W^T (+ b) (relu'd), all contiguous: up to 16 rows on the small-batch kernel (gemv.c); a keyed
- * weight (inference, params i[1]) on oneDNN's brgemm (AVX-512 and up), packed once; else the bias rows first, then one gemm with
+ * weight (inference, params i[1]) on oneDNN, packed once (onednn.c: its brgemm from AVX-512 up; below, its jit sgemm for
+ * slices of up to 256 columns); else the bias rows first, then one gemm with
  * beta = 1. The relu pass keeps NaN (oneDNN's relu post-op would make it 0). */
 int cpu_linear(const nnr_op_call *call)
 {

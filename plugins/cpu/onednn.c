@@ -907,7 +907,9 @@ typedef struct lin_job {
     int failed;
 } lin_job;
 
-typedef struct lin_ctx { const lin_job *j; int64_t n0, ns; } lin_ctx;
+/* n0, ns: the slice's columns; unit: the product's widest slice (every slice but the last; the last is
+ * not wider), so that all slices of a product take the same side of the line below */
+typedef struct lin_ctx { const lin_job *j; int64_t n0, ns, unit; } lin_ctx;
 
 /* the columns [n0, n0 + ns) of y = x W^T + b: src x [M, K], weights W's rows as [K, ns], dst y's columns */
 static int lin_descs(const lin_job *j, int64_t ns, dnnl_memory_desc_t *src, dnnl_memory_desc_t *wei, dnnl_memory_desc_t *bias,
@@ -939,10 +941,11 @@ static int build_linear(prim *e, const void *arg)
      * to 256 columns (the mlp's 784 -> 512 and 512 -> 256 at 256 rows: 114-132 GFLOP/s against 84-144, the
      * mlp's inference at batch 256 118-142k samples/s against 75-125k) and lost on wider ones (the LSTM's
      * 512 -> 2048 step product, slices of 1024 columns: 55-73 against 87-134; 256 -> 1024: 78-85 against
-     * 77-121), so a wider slice is declined there (and keeps no copy of the weight) */
+     * 77-121), so a product of wider slices is declined there, all its slices alike (and keeps no copy of
+     * the weight) */
     const char *impl = NULL;
     if (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl ||
-        (!strstr(impl, "brg") && c->ns > 256)) {
+        (!strstr(impl, "brg") && c->unit > 256)) {
         D.dnnl_primitive_desc_destroy(pd);
         D.dnnl_primitive_destroy(e->p);
         e->p = NULL;
@@ -965,7 +968,7 @@ static void lin_slices(void *arg, int64_t begin, int64_t end)
         if (ns <= 0) continue;
         int64_t key[KEY_LEN] = {KIND_LINEAR, s, j->slices, j->M, j->N, j->K, call->params->i[1], call->params->i[2],
                                 (int64_t)(intptr_t)w->data, has_bias};
-        lin_ctx c = {j, n0, ns};
+        lin_ctx c = {j, n0, ns, unit};
         prim tmp;
         prim *e = lookup(key, build_linear, &c, &tmp);
         char *scratch = e ? thread_setup(e->scratch_bytes + 64) : NULL;

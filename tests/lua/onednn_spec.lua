@@ -136,7 +136,10 @@ describe("oneDNN in the cpu backend", function()
     local ran = tonumber(cpu.onednn_calls) - before
     nnr.set_num_threads(threads)
     local brgemm = cpu.isa ~= "c" and cpu.isa ~= "avx2"      -- oneDNN 2.6's brgemm needs AVX-512
-    assert.are.equal(brgemm and 1 or 0, ran, "oneDNN calls at class " .. cpu.isa)
+    -- (unless the user capped oneDNN's dispatch: then the class does not say which kernels it has)
+    if not os.getenv("ONEDNN_MAX_CPU_ISA") and not os.getenv("DNNL_MAX_CPU_ISA") then
+      assert.are.equal(brgemm and 1 or 0, ran, "oneDNN calls at class " .. cpu.isa)
+    end
     local want = nnr.matmul(x:double(), w:double():t()) + b:double()
     assert((y:double() - want):abs():max():item() < 1e-3, "a declined product gave a wrong result")
     -- a narrow one (64 columns) stays on oneDNN at every class it runs
