@@ -184,6 +184,14 @@ static size_t scratch_of(const_dnnl_primitive_desc_t pd)
     return md ? D.dnnl_memory_desc_get_size(md) : 0;
 }
 
+/* the name of the implementation oneDNN chose ("brg:avx512_core", "jit:avx2", "gemm:jit", "ref:any"), or
+ * "" when it does not say */
+static const char *impl_of(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    return D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl ? impl : "";
+}
+
 /* a primitive from an operation descriptor; declined (0) for reference kernels */
 /* accumulate: the output added to what the destination holds (a sum post-op, beta = 1) */
 static int make_primitive_sum(const_dnnl_op_desc_t op, int accumulate, dnnl_primitive_t *out, dnnl_primitive_desc_t *pd_out)
@@ -199,9 +207,7 @@ static int make_primitive_sum(const_dnnl_op_desc_t op, int accumulate, dnnl_prim
     }
     st = st && D.dnnl_primitive_desc_create(&pd, op, attr, D.engine, NULL) == dnnl_success;
     D.dnnl_primitive_attr_destroy(attr);
-    const char *impl = NULL;
-    if (st && (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl || strstr(impl, "ref")))
-        st = 0;
+    if (st && (!*impl_of(pd) || strstr(impl_of(pd), "ref"))) st = 0;
     if (st && D.dnnl_primitive_create(out, pd) != dnnl_success) st = 0;
     if (!st && pd) { D.dnnl_primitive_desc_destroy(pd); pd = NULL; }
     *pd_out = pd;
@@ -624,7 +630,6 @@ static int build_conv(prim *e, const void *arg)
     dnnl_dims_t st = {j->s[0], j->s[1]}, dil = {j->d[0] - 1, j->d[1] - 1}, pl = {q->pt, j->p[1]}, pr = {q->pb, j->p[1]};
     dnnl_convolution_desc_t op;
     dnnl_primitive_desc_t pd;
-    const char *impl = NULL;
     if (!cv_plain(j, q, &src, &wei, &bias, &dst) ||
         D.dnnl_memory_desc_init_by_tag(&asrc, 4, sd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
         D.dnnl_memory_desc_init_by_tag(&awei, 4, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
@@ -633,7 +638,7 @@ static int build_conv(prim *e, const void *arg)
                                                      j->bias ? &bias : NULL, &adst, st, dil, pl, pr) != dnnl_success ||
         !make_primitive(&op, &e->p, &pd))
         return 0;
-    int ok = D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl && !strstr(impl, "gemm");
+    int ok = *impl_of(pd) && !strstr(impl_of(pd), "gemm");
     e->scratch_bytes = scratch_of(pd);
     e->bsrc = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     e->bwei = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -943,18 +948,11 @@ static int build_linear(prim *e, const void *arg)
      * 512 -> 2048 step product, slices of 1024 columns: 55-73 against 87-134; 256 -> 1024: 78-85 against
      * 77-121), so a product of wider slices is declined there, all its slices alike (and keeps no copy of
      * the weight) */
-    const char *impl = NULL;
-    if (D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl ||
-        (!strstr(impl, "brg") && c->unit > 256)) {
-        D.dnnl_primitive_desc_destroy(pd);
-        D.dnnl_primitive_destroy(e->p);
-        e->p = NULL;
-        return 0;
-    }
+    int ok = *impl_of(pd) && (strstr(impl_of(pd), "brg") || c->unit <= 256);
     e->scratch_bytes = scratch_of(pd);
     e->bwei = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     D.dnnl_primitive_desc_destroy(pd);
-    return pack_weight(e, &wei, (const char *)call->inputs[1]->data + c->n0 * j->K * 4);
+    return ok && pack_weight(e, &wei, (const char *)call->inputs[1]->data + c->n0 * j->K * 4);
 }
 
 static void lin_slices(void *arg, int64_t begin, int64_t end)
