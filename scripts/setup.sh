@@ -10,7 +10,7 @@ packages=(build-essential cmake ninja-build pkg-config git
           luajit libluajit-5.1-dev libopenblas-pthread-dev libdnnl-dev libedit-dev libuv1-dev
           libcmocka-dev lua-busted valgrind zlib1g-dev libcjson-dev libpng-dev libturbojpeg0-dev dataset-fashion-mnist
           clang libclang-rt-14-dev libopenmpi-dev openmpi-bin python3 python3-torch python3-venv fortunes luarocks gnuplot-nox
-          libprotobuf-c-dev protobuf-c-compiler libisal-dev)
+          libprotobuf-c-dev protobuf-c-compiler libisal-dev libsleef-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

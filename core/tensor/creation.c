@@ -75,6 +75,16 @@ nnr_tensor *nnr_from_doubles(const double *values, int64_t n, int dtype, int ndi
     return t;
 }
 
+/* Every NaN among the doubles handed to Lua as the one quiet NaN. LuaJIT keeps its other values (nil,
+ * booleans, pointers to strings and tables) in the payloads of negative NaNs, and reads a double from
+ * FFI memory without looking at it: a tensor's NaN with such a payload (a file's, or a library's all-ones
+ * NaN, widened from f32) would reach the script as nil, or as a pointer it dereferences. */
+void nnr_canonical_nans(double *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] != v[i]) v[i] = NAN;
+}
+
 int nnr_to_doubles(const nnr_tensor *t, double *out, int64_t n)
 {
     if (n != nnr_tensor_numel(t))
@@ -82,6 +92,7 @@ int nnr_to_doubles(const nnr_tensor *t, double *out, int64_t n)
     nnr_tensor *h = nnr_tensor_alloc(NNR_F64, t->ndim, t->sizes, nnr_host_device());
     int st = h ? nnr_tensor_copy_into(h, t) : nnr_last_status();
     if (st == NNR_OK && n) memcpy(out, nnr_tensor_data(h), (size_t)n * sizeof(double));
+    if (st == NNR_OK) nnr_canonical_nans(out, n);
     nnr_tensor_release(h);
     return st;
 }
@@ -109,11 +120,12 @@ int nnr_get(const nnr_tensor *t, const int64_t *index, double *out)
     size_t es = nnr_dtype_nbytes(t->dtype);
     const nnr_device_entry *d = nnr_device_get(t->device);
     char *at = (char *)t->storage->data + off * (int64_t)es;
-    if (d->host_memory) { *out = nnr_load_f64(t->dtype, at); return NNR_OK; }
+    if (d->host_memory) { *out = nnr_load_f64(t->dtype, at); nnr_canonical_nans(out, 1); return NNR_OK; }
     unsigned char buf[8];
     st = d->plugin->copy(d->plugin, d->local_index, NNR_COPY_DEVICE_TO_HOST, buf, at, es);
     if (st) return st;
     *out = nnr_load_f64(t->dtype, buf);
+    nnr_canonical_nans(out, 1);
     return NNR_OK;
 }
 

@@ -107,6 +107,8 @@ nnr_tensor *nnr_tensor_converted(const nnr_tensor *t, int dtype, int device);
 int nnr_tensor_fill_raw(nnr_tensor *t, double value);
 /* out = a + b, all of one shape, dtype and device */
 int nnr_tensor_add_into(nnr_tensor *out, const nnr_tensor *a, const nnr_tensor *b);
+/* each NaN of v[0..n) as the quiet NaN LuaJIT reads as a number (creation.c: why) */
+void nnr_canonical_nans(double *v, int64_t n);
 
 #pragma GCC visibility pop
 #endif

@@ -66,6 +66,8 @@ end
 -- a 0/1 mask (f32, flat) with exactly round(amount * n) zeros at the smallest scores (ties: lowest index)
 local function mask_smallest(scores, amount)
   local v = scores:reshape(-1):to("cpu", "f64"):contiguous()
+  -- before the loop below reads the values through FFI: a NaN's payload can read as another Lua value
+  if v:isnan():any():item() then error("prune: the parameter holds NaN", 3) end
   local n = v:numel()
   local k = math.floor(amount * n + 0.5)
   local mask = nnr.ones(n, { dtype = "f64" })
@@ -74,7 +76,6 @@ local function mask_smallest(scores, amount)
   local mp = ffi.cast("double *", mask:data_ptr())
   local list = {}
   for i = 0, n - 1 do
-    if p[i] ~= p[i] then error("prune: the parameter holds NaN", 3) end
     list[i + 1] = p[i]
   end
   table.sort(list)

@@ -246,8 +246,23 @@ CPU_MULTI(void, un_f32_contig, (int op, int64_t n, float *o, const float *a), (o
 static void unary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
     const ew_ctx *c = vc;
-    if (s[0] == 4 && s[1] == 4) un_f32_contig(c->op, n, (float *)p[0], (const float *)p[1]);
-    else un_f32_loop(c->op, n, (float *)p[0], s[0] / 4, (const float *)p[1], s[1] / 4);
+    if (s[0] == 4 && s[1] == 4) {
+        if (!cpu_vmath_f32(c->op, n, (float *)p[0], (const float *)p[1])) un_f32_contig(c->op, n, (float *)p[0], (const float *)p[1]);
+        return;
+    }
+    if (cpu_vmath_op(c->op)) {       /* strided: through a buffer, a chunk at a time */
+        float buf[CPU_CHUNK];
+        for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+            int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+            const float *a = (const float *)(p[1] + at * s[1]);
+            for (int64_t i = 0; i < m; i++) buf[i] = *(const float *)((const char *)a + i * s[1]);
+            cpu_vmath_f32(c->op, m, buf, buf);
+            float *o = (float *)(p[0] + at * s[0]);
+            for (int64_t i = 0; i < m; i++) *(float *)((char *)o + i * s[0]) = buf[i];
+        }
+        return;
+    }
+    un_f32_loop(c->op, n, (float *)p[0], s[0] / 4, (const float *)p[1], s[1] / 4);
 }
 
 /* ---------------- generic chunked paths ---------------- */
@@ -324,7 +339,7 @@ static void half_row(void *vc, int64_t n, char **p, const int64_t *s)
         if (c->nin == 2) {
             load_row_half_f32(dt, p[2] + at * s[2], s[2], m, y);
             bin_f32_contig(c->op, m, x, x, y);
-        } else {
+        } else if (!cpu_vmath_f32(c->op, m, x, x)) {
             un_f32_contig(c->op, m, x, x);
         }
         store_row_half_f32(dt, p[0] + at * s[0], s[0], m, x);

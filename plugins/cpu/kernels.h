@@ -173,6 +173,10 @@ static inline float cpu_exp_f32(float x)
     union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
     return x != x ? x : p * scale.f;
 }
+/* o[i] = op(a[i]) for n contiguous f32 (o may be a) by SLEEF's vector functions for the running class
+ * (vmath.c): EXP, LOG, TANH, SIGMOID, SIN, COS, ERF; 0 for any other op (nothing written) */
+int cpu_vmath_f32(int op, int64_t n, float *o, const float *a);
+int cpu_vmath_op(int op);                 /* 1 for the ops cpu_vmath_f32 takes */
 /* the logistic function without overflow either way (the SIGMOID op's, and the recurrent gates' in f64) */
 static inline double cpu_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 

@@ -13,7 +13,7 @@
 
 /* The f32 steps run on the pool in pieces of GRAIN elements, each a loop the compiler
  * vectorizes for the CPU class (CPU_MULTI, isa.h); the profile showed the step as 15% of an
- * mlp's training time when it ran 4-wide on one thread. This file is built with -fno-math-errno
+ * mlp's training time when it ran 4-wide on one thread. The plugin is built with -fno-math-errno
  * (CMakeLists.txt): with errno to set, sqrtf is a call in Adam's loop, which then stays scalar. */
 enum { GRAIN = 1 << 14 };
 

@@ -179,6 +179,58 @@ describe("elementwise", function()
     assert.is_true(math.abs(s - 2 * a:sum():item()) / s < 1e-5)
   end)
 
+  -- the f32 transcendentals run on SLEEF's vector functions (plugins/cpu/vmath.c), at the running
+  -- class's width (tests/cpu_classes.sh runs this under each class): within 2 ulp of f64 (sigmoid 3),
+  -- over each function's whole range, on lengths that leave tails and on strided views
+  it("f32 exp, log, tanh, sigmoid, sin, cos and erf stay within 2-3 ulp of f64 over their ranges", function()
+    local frexp, huge = math.frexp, math.huge
+    local function ulps(got, ref)        -- distance in ulp of the f32 binade of ref (denormals: 2^-149)
+      if ref ~= ref then return got ~= got and 0 or huge end
+      if math.abs(ref) >= 3.4028235677973366e38 + 2 ^ 103 then ref = ref > 0 and huge or -huge end   -- rounds to inf in f32
+      if ref == huge or ref == -huge or ref == 0 then return got == ref and 0 or huge end
+      local _, e = frexp(ref)
+      return math.abs(got - ref) / math.max(2 ^ (e - 24), 2 ^ -149)
+    end
+    local function cat(...) return nnr.cat({ ... }) end
+    local inf, nan = 1 / 0, 0 / 0
+    local special = nnr.tensor({ 0, -0.0, inf, -inf, nan, 1e-30, -1e-30, 1e-40, -1e-40, 3e38, -3e38 })
+    local cases = {
+      exp = { cat(nnr.linspace(-104, 89, 20001), nnr.randn(5000) * 10, nnr.tensor({ 88.72, 88.73, -87.3, -103.9 })), 2 },
+      log = { cat(nnr.linspace(-100, 88, 20001):exp(), nnr.rand(5000), nnr.tensor({ 1, 2, 1e-45, 1e-38, -1 })), 2 },
+      tanh = { cat(nnr.linspace(-12, 12, 20001), nnr.randn(5000) * 3), 2 },
+      sigmoid = { cat(nnr.linspace(-105, 105, 20001), nnr.randn(5000) * 5), 3 },
+      sin = { cat(nnr.linspace(-200, 200, 20001), nnr.randn(5000) * 1e6, nnr.tensor({ 3.1415927, 1e10, 1e20 })), 2 },
+      cos = { cat(nnr.linspace(-200, 200, 20001), nnr.randn(5000) * 1e6, nnr.tensor({ 1.5707964, 1e10, 1e20 })), 2 },
+      erf = { cat(nnr.linspace(-6, 6, 20001), nnr.randn(5000)), 2 },
+    }
+    for name, case in pairs(cases) do
+      local x = cat(case[1], special)
+      local ref = x:double()[name](x:double()):totable()
+      local function check(got, xs, what)
+        for i = 1, #got do
+          local u = ulps(got[i], ref[xs[i]])
+          if u > case[2] then
+            error(string.format("%s%s(%s) = %s, f64 %s: %s ulp", name, what, tostring(x[xs[i]]), tostring(got[i]), tostring(ref[xs[i]]), tostring(u)))
+          end
+        end
+      end
+      local idx = {}
+      for i = 1, x:numel() do idx[i] = i end
+      check(x[name](x):totable(), idx, "")
+      -- every tail length of a vector (1..33 elements), and a strided view (every third element)
+      for n = 1, 33 do
+        local sub = {}
+        for i = 1, n do sub[i] = i + 100 end
+        check(x:narrow(1, 101, n)[name](x:narrow(1, 101, n)):totable(), sub, " tail " .. n)
+      end
+      local m = math.floor(x:numel() / 3)
+      local strided = x:narrow(1, 1, 3 * m):view(m, 3):select(2, 2)
+      local sub = {}
+      for i = 1, m do sub[i] = 3 * i - 1 end
+      check(strided[name](strided):totable(), sub, " strided")
+    end
+  end)
+
   it("f32 GELU and its gradient (vectorized, without libm) stay within a few ulp of f64, tails and NaN included", function()
     local F = nnr.nn.functional
     local x = nnr.linspace(-15, 15, 60001)

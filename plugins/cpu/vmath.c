@@ -1,0 +1,194 @@
+/* f32 transcendental functions over arrays, for the unary ops EXP, LOG, TANH, SIGMOID, SIN, COS and ERF.
+ *
+ * libm computes them one float at a time: 6-30 ns an element on an AVX2 EPYC, 4-10x what PyTorch takes,
+ * whose vectorized CPU ops call SLEEF. So do these: SLEEF's 1.0-ulp functions (the "u10" family, the
+ * variants PyTorch uses) on whole vectors, the one for the running class (isa.h): 16 lanes on AVX-512,
+ * 8 on AVX2 (with FMA), 4 on the baseline's SSE2. A tail shorter than a vector goes through a padded
+ * buffer (the masked lanes of AVX-512). SLEEF keeps C99's special values: exp(-inf) = 0, log(0) = -inf,
+ * log(x < 0) = NaN, tanh(+-inf) = +-1, erf(+-inf) = +-1, sin(inf) = NaN; NaN in, NaN out.
+ *
+ * SIGMOID is 1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|): no overflow either way, and
+ * its lower tail keeps its relative accuracy (within 3 ulp of the rounded exact value in the tests).
+ *
+ * Why a library and not a polynomial of our own (as cpu_exp_f32 in kernels.h, which the recurrent gates
+ * and softmax inline into their own loops): a standalone op has no loop to fuse into, SLEEF is a Debian
+ * package (libsleef-dev) with a 1-ulp bound over the whole range of each function (sin and cos with
+ * Payne-Hanek reduction for large arguments), and it is what PyTorch's results are compared with. */
+#include <math.h>
+#include <string.h>
+#include "kernels.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <sleef.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+
+/* sleef.h declares its AVX2 and AVX-512 functions only in a file compiled for those ISAs (__AVX__,
+ * __AVX512F__); this one is compiled for the baseline, the wide loops by target attributes, so it declares
+ * them itself, as sleef.h would */
+#define SLEEF_DECL(T, W, ISA)                                                                              \
+    extern T Sleef_expf##W##_u10##ISA(T) __attribute__((const));                                           \
+    extern T Sleef_logf##W##_u10##ISA(T) __attribute__((const));                                           \
+    extern T Sleef_tanhf##W##_u10##ISA(T) __attribute__((const));                                          \
+    extern T Sleef_sinf##W##_u10##ISA(T) __attribute__((const));                                           \
+    extern T Sleef_cosf##W##_u10##ISA(T) __attribute__((const));                                           \
+    extern T Sleef_erff##W##_u10##ISA(T) __attribute__((const));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+SLEEF_DECL(__m256, 8, avx2)
+SLEEF_DECL(__m512, 16, avx512f)
+#pragma GCC diagnostic pop
+#undef SLEEF_DECL
+
+/* one vector of each width, by op; sigmoid built on exp */
+#define DEFINE_VOP(W, T, SUF, ISA, SIG)                                                                     \
+    static inline __attribute__((always_inline)) T vraw##W(int op, T x)                                    \
+    {                                                                                                      \
+        switch (op) {                                                                                      \
+        case NNR_OP_EXP: return Sleef_expf##W##_u10##ISA(x);                                               \
+        case NNR_OP_LOG: return Sleef_logf##W##_u10##ISA(x);                                               \
+        case NNR_OP_TANH: return Sleef_tanhf##W##_u10##ISA(x);                                             \
+        case NNR_OP_SIN: return Sleef_sinf##W##_u10##ISA(x);                                               \
+        case NNR_OP_COS: return Sleef_cosf##W##_u10##ISA(x);                                               \
+        case NNR_OP_ERF: return Sleef_erff##W##_u10##ISA(x);                                               \
+        default: return SIG(x);                                                                            \
+        }                                                                                                  \
+    }
+
+__attribute__((target(CPU_TARGET_AVX512))) static inline __m512 sig16(__m512 x)
+{
+    __m512 ax = _mm512_abs_ps(x), one = _mm512_set1_ps(1.0f);
+    __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_setzero_ps(), ax));
+    __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    /* x >= 0 (false for NaN): r; else e r (NaN for NaN) */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), _mm512_mul_ps(e, r), r);
+}
+__attribute__((target(CPU_TARGET_AVX2))) static inline __m256 sig8(__m256 x)
+{
+    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), one = _mm256_set1_ps(1.0f);
+    __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(_mm256_setzero_ps(), ax));
+    __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    return _mm256_blendv_ps(_mm256_mul_ps(e, r), r, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+}
+static inline __m128 sig4(__m128 x)
+{
+    __m128 ax = _mm_andnot_ps(_mm_set1_ps(-0.0f), x), one = _mm_set1_ps(1.0f);
+    __m128 e = Sleef_expf4_u10sse2(_mm_sub_ps(_mm_setzero_ps(), ax));
+    __m128 r = _mm_div_ps(one, _mm_add_ps(one, e));
+    __m128 ge = _mm_cmpge_ps(x, _mm_setzero_ps());
+    return _mm_or_ps(_mm_and_ps(ge, r), _mm_andnot_ps(ge, _mm_mul_ps(e, r)));
+}
+
+__attribute__((target(CPU_TARGET_AVX512))) DEFINE_VOP(16, __m512, , avx512f, sig16)
+__attribute__((target(CPU_TARGET_AVX2))) DEFINE_VOP(8, __m256, , avx2, sig8)
+DEFINE_VOP(4, __m128, , sse2, sig4)
+
+/* NaN results as the one quiet NaN (0x7fc00000): SLEEF returns all-ones NaNs (sin(inf)), and a float
+ * NaN whose payload fills its upper bits becomes, widened to a double, one of the tagged values LuaJIT
+ * keeps in NaN space (nil, or an object pointer) when a script reads it */
+__attribute__((target(CPU_TARGET_AVX512))) static inline __m512 vop16(int op, __m512 x)
+{
+    __m512 r = vraw16(op, x);
+    return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q), _mm512_set1_ps(NAN));
+}
+__attribute__((target(CPU_TARGET_AVX2))) static inline __m256 vop8(int op, __m256 x)
+{
+    __m256 r = vraw8(op, x);
+    return _mm256_blendv_ps(r, _mm256_set1_ps(NAN), _mm256_cmp_ps(r, r, _CMP_UNORD_Q));
+}
+static inline __m128 vop4(int op, __m128 x)
+{
+    __m128 r = vraw4(op, x), bad = _mm_cmpunord_ps(r, r);
+    return _mm_or_ps(_mm_and_ps(bad, _mm_set1_ps(NAN)), _mm_andnot_ps(bad, r));
+}
+
+/* the loops: the op's switch hoisted out of them (one copy of the loop per op, the call inlined) */
+#define CASES(LOOP) \
+    switch (op) { \
+    case NNR_OP_EXP: LOOP(NNR_OP_EXP); break; case NNR_OP_LOG: LOOP(NNR_OP_LOG); break; \
+    case NNR_OP_TANH: LOOP(NNR_OP_TANH); break; case NNR_OP_SIN: LOOP(NNR_OP_SIN); break; \
+    case NNR_OP_COS: LOOP(NNR_OP_COS); break; case NNR_OP_ERF: LOOP(NNR_OP_ERF); break; \
+    default: LOOP(NNR_OP_SIGMOID); break; }
+
+__attribute__((target(CPU_TARGET_AVX512), noinline)) static void map16(int op, int64_t n, float *o, const float *a)
+{
+#define LOOP16(OP)                                                                                         \
+    {                                                                                                      \
+        int64_t i = 0;                                                                                     \
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, vop16(OP, _mm512_loadu_ps(a + i)));          \
+        if (i < n) {                                                                                       \
+            __mmask16 k = (__mmask16)((1u << (n - i)) - 1);                                                \
+            _mm512_mask_storeu_ps(o + i, k, vop16(OP, _mm512_maskz_loadu_ps(k, a + i)));                   \
+        }                                                                                                  \
+    }
+    CASES(LOOP16)
+#undef LOOP16
+}
+
+__attribute__((target(CPU_TARGET_AVX2), noinline)) static void map8(int op, int64_t n, float *o, const float *a)
+{
+#define LOOP8(OP)                                                                                          \
+    {                                                                                                      \
+        int64_t i = 0;                                                                                     \
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, vop8(OP, _mm256_loadu_ps(a + i)));             \
+        if (i < n) {                                                                                       \
+            float t[8] = {0};                                                                              \
+            memcpy(t, a + i, (size_t)(n - i) * sizeof(float));                                             \
+            _mm256_storeu_ps(t, vop8(OP, _mm256_loadu_ps(t)));                                             \
+            memcpy(o + i, t, (size_t)(n - i) * sizeof(float));                                             \
+        }                                                                                                  \
+    }
+    CASES(LOOP8)
+#undef LOOP8
+    _mm256_zeroupper();
+}
+
+__attribute__((noinline)) static void map4(int op, int64_t n, float *o, const float *a)
+{
+#define LOOP4(OP)                                                                                          \
+    {                                                                                                      \
+        int64_t i = 0;                                                                                     \
+        for (; i + 4 <= n; i += 4) _mm_storeu_ps(o + i, vop4(OP, _mm_loadu_ps(a + i)));                   \
+        if (i < n) {                                                                                       \
+            float t[4] = {0};                                                                              \
+            memcpy(t, a + i, (size_t)(n - i) * sizeof(float));                                             \
+            _mm_storeu_ps(t, vop4(OP, _mm_loadu_ps(t)));                                                   \
+            memcpy(o + i, t, (size_t)(n - i) * sizeof(float));                                             \
+        }                                                                                                  \
+    }
+    CASES(LOOP4)
+#undef LOOP4
+}
+#undef CASES
+
+int cpu_vmath_op(int op)
+{
+    switch (op) {
+    case NNR_OP_EXP: case NNR_OP_LOG: case NNR_OP_TANH: case NNR_OP_SIGMOID: case NNR_OP_SIN: case NNR_OP_COS: case NNR_OP_ERF: return 1;
+    default: return 0;
+    }
+}
+
+int cpu_vmath_f32(int op, int64_t n, float *o, const float *a)
+{
+    if (!cpu_vmath_op(op)) return 0;
+    if (cpu_isa_level >= CPU_ISA_AVX512) map16(op, n, o, a);
+    else if (cpu_isa_level >= CPU_ISA_AVX2) map8(op, n, o, a);
+    else map4(op, n, o, a);
+    return 1;
+}
+
+#else
+int cpu_vmath_op(int op)
+{
+    (void)op;
+    return 0;
+}
+
+int cpu_vmath_f32(int op, int64_t n, float *o, const float *a)
+{
+    (void)op; (void)n; (void)o; (void)a;
+    return 0;
+}
+#endif
