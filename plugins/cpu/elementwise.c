@@ -378,11 +378,36 @@ int cpu_binary(const nnr_op_call *call)
 }
 
 /* where(cond, a, b): operands out, cond, then a and b unless they are scalars */
+/* contiguous f32 where: a and b tensors (sa, sb 1) or scalars (stride 0), a select per lane */
+CPU_MULTI(void, where_f32_contig, (int64_t n, float *restrict o, const uint8_t *restrict cond, const float *a, int64_t sa, const float *b, int64_t sb),
+          (n, o, cond, a, sa, b, sb))
+{
+    if (sa && sb) for (int64_t i = 0; i < n; i++) o[i] = cond[i] ? a[i] : b[i];
+    else if (sa) { float y = b[0]; for (int64_t i = 0; i < n; i++) o[i] = cond[i] ? a[i] : y; }
+    else if (sb) { float x = a[0]; for (int64_t i = 0; i < n; i++) o[i] = cond[i] ? x : b[i]; }
+    else { float x = a[0], y = b[0]; for (int64_t i = 0; i < n; i++) o[i] = cond[i] ? x : y; }
+}
+
+/* contiguous f32 clamp; NaN stays NaN (both comparisons false) */
+CPU_MULTI(void, clamp_f32_contig, (int64_t n, float *restrict o, const float *restrict x, int lo_on, float lo, int hi_on, float hi),
+          (n, o, x, lo_on, lo, hi_on, hi))
+{
+    if (lo_on && hi_on) for (int64_t i = 0; i < n; i++) { float v = x[i] < lo ? lo : x[i]; o[i] = v > hi ? hi : v; }
+    else if (lo_on) for (int64_t i = 0; i < n; i++) o[i] = x[i] < lo ? lo : x[i];
+    else if (hi_on) for (int64_t i = 0; i < n; i++) o[i] = x[i] > hi ? hi : x[i];
+    else for (int64_t i = 0; i < n; i++) o[i] = x[i];
+}
+
 static void where_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
     const ew_ctx *c = vc;
     int has_a = !(c->flags & 1), has_b = !(c->flags & 2);
     int ia = 2, ib = has_a ? 3 : 2;
+    if (c->out_dtype == NNR_F32 && c->cond_dtype == NNR_BOOL && s[0] == 4 && s[1] == 1 && (!has_a || s[ia] == 4) && (!has_b || s[ib] == 4)) {
+        float sa = (float)c->s0, sb = (float)c->s1;
+        where_f32_contig(n, (float *)p[0], (const uint8_t *)p[1], has_a ? (const float *)p[ia] : &sa, has_a, has_b ? (const float *)p[ib] : &sb, has_b);
+        return;
+    }
     if (c->out_dtype == NNR_F32 && c->cond_dtype == NNR_BOOL) {
         float sa = (float)c->s0, sb = (float)c->s1;
         for (int64_t i = 0; i < n; i++) {
@@ -424,6 +449,10 @@ static void clamp_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
     const ew_ctx *c = vc;
     int lo_on = c->flags & 1, hi_on = c->flags & 2;
+    if (c->out_dtype == NNR_F32 && s[0] == 4 && s[1] == 4) {
+        clamp_f32_contig(n, (float *)p[0], (const float *)p[1], lo_on, (float)c->s0, hi_on != 0, (float)c->s1);
+        return;
+    }
     if (c->out_dtype == NNR_F32) {
         float lo = (float)c->s0, hi = (float)c->s1;
         for (int64_t i = 0; i < n; i++) {

@@ -260,6 +260,18 @@ describe("issue 16 layers and losses: values of note", function()
     local p, y = nnr.tensor({ 0, 1 }, { dtype = "f64" }), nnr.tensor({ 1, 0 }, { dtype = "f64" })
     assert.same({ 100, 100 }, F.binary_cross_entropy(p, y, { reduction = "none" }):totable())
   end)
+  it("softplus is PyTorch's at the infinities and between, with the gradient sigmoid(x) at 0 too", function()
+    local inf = 1 / 0
+    local x = nnr.tensor({ -inf, -17, -1, 0, 0.5, 1, 17, 30, inf }, { dtype = "f64" })
+    -- PyTorch 2.15's F.softplus of the same f64 values
+    H.assert_close(F.softplus(x):totable(), { 0, 4.139937633089748e-08, 0.31326168751822286, 0.6931471805599453, 0.9740769841801067,
+                                              1.3132616875182228, 17.000000041399375, 30, inf }, 1e-9)
+    local f32 = F.softplus(x:float()):totable()
+    assert.are.equal(0, f32[1]); assert.are.equal(inf, f32[9])
+    local xr = nnr.tensor({ 0, 0.5, -2, 2, 40 }, { dtype = "f64" }):requires_grad_(true)
+    F.softplus(xr):sum():backward()
+    H.assert_close(xr.grad:totable(), { 0.5, 1 / (1 + math.exp(-0.5)), 1 / (1 + math.exp(2)), 1 / (1 + math.exp(-2)), 1 }, 1e-12)
+  end)
 end)
 
 describe("issue 16 layers and losses: errors name the op, the values and the fix", function()

