@@ -180,3 +180,119 @@ int nnr_unary_(int op, nnr_tensor *a)
     return nnr_run_descs(nnr_op_name(op), op, a->device, 1, in, &d, NULL);
 }
 
+
+/* ---------------- activations (ACTIVATION, ABI 1.9; plugin.h says each one's formula) ---------------- */
+
+static const char *const act_names[NNR_ACT_COUNT] = {NULL, "silu", "softplus", "elu", "leaky_relu", "mish", "hardswish"};
+static const char *const act_nodes[NNR_ACT_COUNT] = {NULL, "SiluBackward", "SoftplusBackward", "EluBackward", "LeakyReluBackward",
+                                                     "MishBackward", "HardswishBackward"};
+
+/* g act'(x) as recorded ops, so that a backward with create_graph can be differentiated again (the
+ * fused ACTIVATION_GRAD has no derivative of its own); the branches as where()s, each side with g */
+static nnr_tensor *activation_grad_recorded(int kind, const nnr_tensor *g, const nnr_tensor *x, double a, double b)
+{
+    nnr_tensor *t[12] = {0}, *r = NULL;
+    switch (kind) {
+    case NNR_ACT_SILU:          /* s (1 + x (1 - s)) */
+        if ((t[0] = nnr_unary(NNR_OP_SIGMOID, x)) && (t[1] = nnr_binary_scalar(NNR_OP_SUB, t[0], 1, 1)) && (t[2] = nnr_mul(x, t[1])) &&
+            (t[3] = nnr_binary_scalar(NNR_OP_ADD, t[2], 1, 0)) && (t[4] = nnr_mul(t[0], t[3])))
+            r = nnr_mul(g, t[4]);
+        break;
+    case NNR_ACT_SOFTPLUS:      /* g where a x > b, else g sigmoid(a x) */
+        if ((t[0] = nnr_mul_scalar(x, a)) && (t[1] = nnr_unary(NNR_OP_SIGMOID, t[0])) && (t[2] = nnr_mul(g, t[1])) &&
+            (t[3] = nnr_binary_scalar(NNR_OP_GT, t[0], b, 0)))
+            r = nnr_where(t[3], g, t[2]);
+        break;
+    case NNR_ACT_ELU:           /* g b where x > 0, else g a b exp(x) */
+        if ((t[0] = nnr_unary(NNR_OP_EXP, x)) && (t[1] = nnr_mul_scalar(t[0], a * b)) && (t[2] = nnr_mul(g, t[1])) &&
+            (t[3] = nnr_mul_scalar(g, b)) && (t[4] = nnr_binary_scalar(NNR_OP_GT, x, 0, 0)))
+            r = nnr_where(t[4], t[3], t[2]);
+        break;
+    case NNR_ACT_LEAKY_RELU:    /* g where x > 0, else a g */
+        if ((t[0] = nnr_mul_scalar(g, a)) && (t[1] = nnr_binary_scalar(NNR_OP_GT, x, 0, 0))) r = nnr_where(t[1], g, t[0]);
+        break;
+    case NNR_ACT_MISH: {        /* t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x)) */
+        if ((t[0] = nnr_activation(NNR_ACT_SOFTPLUS, x, 1, 20)) && (t[1] = nnr_unary(NNR_OP_TANH, t[0])) && (t[2] = nnr_mul(t[1], t[1])) &&
+            (t[3] = nnr_binary_scalar(NNR_OP_SUB, t[2], 1, 1)) && (t[4] = nnr_unary(NNR_OP_SIGMOID, x)) && (t[5] = nnr_mul(x, t[4])) &&
+            (t[6] = nnr_mul(t[5], t[3])) && (t[7] = nnr_binary(NNR_OP_ADD, t[1], t[6])))
+            r = nnr_mul(g, t[7]);
+        break;
+    }
+    default:                    /* 0 where x < -3; g (x / 3 + 1/2) where x <= 3; g above */
+        if ((t[0] = nnr_mul_scalar(x, 1.0 / 3)) && (t[1] = nnr_binary_scalar(NNR_OP_ADD, t[0], 0.5, 0)) && (t[2] = nnr_mul(g, t[1])) &&
+            (t[3] = nnr_binary_scalar(NNR_OP_LE, x, 3, 0)) && (t[4] = nnr_where(t[3], t[2], g)) && (t[5] = nnr_binary_scalar(NNR_OP_LT, x, -3, 0)))
+            r = nnr_where_scalar(t[5], NULL, 0, t[4], 0);
+        break;
+    }
+    nnr_release_all(12, t);
+    return r;
+}
+
+static int activation_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor **grads)
+{
+    const nnr_tensor *x = nnr_node_saved(node, 0);
+    if (!x) return nnr_last_status();
+    int kind = (int)node->i[0];
+    double a = node->f[0], b = node->f[1];
+    nnr_tensor *r = NULL;
+    if (nnr_creating_graph()) {
+        r = activation_grad_recorded(kind, g, x, a, b);
+    } else {
+        nnr_tensor *gx = nnr_as_dtype(g, x->dtype);     /* the fused op takes one dtype throughout */
+        r = gx ? nnr_tensor_alloc(x->dtype, x->ndim, x->sizes, x->device) : NULL;
+        if (r) {
+            nnr_tensor_desc dg, dx, dout;
+            nnr_tensor_desc_of(gx, &dg);
+            nnr_tensor_desc_of(x, &dx);
+            nnr_tensor_desc_of(r, &dout);
+            nnr_op_params p = {.struct_size = sizeof p, .f = {a, b}, .i = {kind}};
+            const nnr_tensor_desc *in[2] = {&dg, &dx};
+            if (nnr_run_descs("activation_grad", NNR_OP_ACTIVATION_GRAD, x->device, 2, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
+        }
+        nnr_tensor_release(gx);
+    }
+    if (!r) return nnr_last_status();
+    grads[0] = r;
+    return NNR_OK;
+}
+
+nnr_tensor *nnr_activation(int kind, const nnr_tensor *a, double p0, double p1)
+{
+    if (kind < 1 || kind >= NNR_ACT_COUNT) {
+        nnr_errorf(NNR_ERR_INVALID, "activation: kind %d is not one of 1..%d (nnr_activation_kind)", kind, NNR_ACT_COUNT - 1);
+        return NULL;
+    }
+    const char *name = act_names[kind];
+    if (p0 != p0 || p1 != p1 || isinf(p0) || isinf(p1)) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: its parameters must be finite numbers, got %g and %g", name, p0, p1);
+        return NULL;
+    }
+    if (kind == NNR_ACT_SOFTPLUS && p0 == 0) { nnr_errorf(NNR_ERR_INVALID, "softplus: beta must not be 0 (it divides)"); return NULL; }
+    if (a->dtype == NNR_BOOL) { nnr_errorf(NNR_ERR_INVALID, "%s: not defined for bool tensors", name); return NULL; }
+    int odt = nnr_dtype_is_float(a->dtype) ? a->dtype : NNR_F32;      /* integers compute in f32, as exp */
+    nnr_tensor *x = nnr_as_dtype(a, odt);
+    if (!x) return NULL;
+    nnr_tensor *r = nnr_tensor_alloc(odt, a->ndim, a->sizes, a->device);
+    if (r) {
+        nnr_tensor_desc di, dout;
+        nnr_tensor_desc_of(x, &di);
+        nnr_tensor_desc_of(r, &dout);
+        nnr_op_params p = {.struct_size = sizeof p, .f = {p0, p1}, .i = {kind}};
+        const nnr_tensor_desc *in[1] = {&di};
+        if (nnr_run_descs(name, NNR_OP_ACTIVATION, a->device, 1, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
+    }
+    if (r && nnr_should_record(1, (const nnr_tensor **)&x)) {
+        nnr_node *node = nnr_node_new(act_nodes[kind], activation_backward, 1, (const nnr_tensor **)&x);
+        int st = node ? NNR_OK : nnr_last_status();
+        if (node) {
+            node->double_diff = 1;
+            node->i[0] = kind;
+            node->f[0] = p0;
+            node->f[1] = p1;
+            if ((st = nnr_save(node, x, 0))) nnr_node_release(node);
+        }
+        NNR_RECORD(r, st ? st : nnr_node_finish(r, node, NNR_OK));
+    }
+    nnr_tensor_release(x);
+    return r;
+}

@@ -115,6 +115,29 @@ local function binary_cases()
   end
 end
 
+-- ACTIVATION and ACTIVATION_GRAD (ABI 1.9): each kind with parameters off their defaults, specials in x
+local function activation_cases()
+  local kinds = { { "silu", C.NNR_ACT_SILU, 0, 0 }, { "softplus", C.NNR_ACT_SOFTPLUS, 1.5, 2 }, { "elu", C.NNR_ACT_ELU, 0.7, 1.2 },
+                  { "leaky_relu", C.NNR_ACT_LEAKY_RELU, 0.1, 0 }, { "mish", C.NNR_ACT_MISH, 0, 0 }, { "hardswish", C.NNR_ACT_HARDSWISH, 0, 0 } }
+  for _, k in ipairs(kinds) do
+    local params = { f = { k[3], k[4] }, i = { tonumber(k[2]) } }
+    for _, dt in ipairs(FLOATS) do
+      case(OP.ACTIVATION, dt, k[1] .. ", specials", function(dev)
+        local x = with_specials(dt, -5, 5, { 7, 9 }):to(dev)
+        return { ins = { x }, outs = { empty({ 7, 9 }, dt, dev) }, params = params }
+      end)
+      case(OP.ACTIVATION, dt, k[1] .. ", strided", function(dev)
+        local x = uniform(dt, -5, 5, { 9, 7 }):to(dev):t()
+        return { ins = { x }, outs = { empty({ 7, 9 }, dt, dev) }, params = params }
+      end)
+      case(OP.ACTIVATION_GRAD, dt, k[1], function(dev)
+        local g, x = uniform(dt, -2, 2, { 6, 9 }):to(dev), uniform(dt, -5, 5, { 6, 9 }):to(dev)
+        return { ins = { g, x }, outs = { empty({ 6, 9 }, dt, dev) }, params = params }
+      end)
+    end
+  end
+end
+
 local function select_cases()
   for _, dt in ipairs { "f32", "f64", "f16", "bf16", "i64" } do
     for _, v in ipairs { "tensors", "a scalar", "b scalar" } do
@@ -560,7 +583,7 @@ local function attention_cases()
   end
 end
 
-for _, group in ipairs { unary_cases, binary_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
+for _, group in ipairs { unary_cases, binary_cases, activation_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
                          conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases, layer_norm_cases,
                          attention_cases } do
   group()

@@ -181,6 +181,10 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
             if (call->inputs[i]->dtype != out && call->inputs[i]->dtype != NNR_I64) return 0;
         return 1;
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return !nnr_dtype_is_integral(out);
+    case NNR_OP_ACTIVATION: case NNR_OP_ACTIVATION_GRAD:     /* floats, one dtype throughout */
+        if (nnr_dtype_is_integral(out)) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out) return 0;
+        return 1;
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return !nnr_dtype_is_integral(out);
     case NNR_OP_RAND_INT: return 1;
     case NNR_OP_BERNOULLI: return call->n_inputs == 0 || !nnr_dtype_is_integral(call->inputs[0]->dtype);
@@ -245,6 +249,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_SGD_STEP: return cpu_sgd_step(call);
     case NNR_OP_ADAM_STEP: return cpu_adam_step(call);
     case NNR_OP_RMSPROP_STEP: return cpu_rmsprop_step(call);
+    case NNR_OP_ACTIVATION: case NNR_OP_ACTIVATION_GRAD: return cpu_activation(call);
     default: break;
     }
     switch (nnr_op_category_of(call->op)) {

@@ -622,3 +622,49 @@ int cpu_arange(const nnr_op_call *call)
         nnr_store_f64(o->dtype, (char *)o->data + k * o->strides[0] * es, start + (double)k * step);
     return NNR_OK;
 }
+
+/* ---------------- ACTIVATION and ACTIVATION_GRAD (plugin.h) ----------------
+ * f32 and the half types (through f32 chunks) on vmath.c's vector code, contiguous in place and
+ * strided through chunk buffers; f64 one element at a time. Operand 0 is the output, then x (or g, x). */
+static void activation_row(void *vc, int64_t n, char **p, const int64_t *s)
+{
+    const ew_ctx *c = vc;
+    int kind = c->flags, grad = c->nin == 2, dt = c->out_dtype;
+    if (dt == NNR_F64) {
+        for (int64_t i = 0; i < n; i++) {
+            double x = *(const double *)(p[grad ? 2 : 1] + i * s[grad ? 2 : 1]);
+            double g = grad ? *(const double *)(p[1] + i * s[1]) : 0;
+            *(double *)(p[0] + i * s[0]) = grad ? cpu_activation_grad_d(kind, g, x, c->s0, c->s1) : cpu_activation_d(kind, x, c->s0, c->s1);
+        }
+        return;
+    }
+    float a = (float)c->s0, b = (float)c->s1;
+    if (dt == NNR_F32 && s[0] == 4 && s[1] == 4 && (!grad || s[2] == 4)) {
+        cpu_activation_f32(kind, n, (float *)p[0], grad ? (const float *)p[1] : NULL, (const float *)p[grad ? 2 : 1], a, b);
+        return;
+    }
+    for (int64_t at = 0; at < n; at += CPU_CHUNK) {
+        int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
+        float x[CPU_CHUNK], g[CPU_CHUNK];
+        int ix = grad ? 2 : 1;
+        if (dt == NNR_F32) {
+            for (int64_t i = 0; i < m; i++) x[i] = *(const float *)(p[ix] + (at + i) * s[ix]);
+            if (grad) for (int64_t i = 0; i < m; i++) g[i] = *(const float *)(p[1] + (at + i) * s[1]);
+        } else {
+            load_row_half_f32(dt, p[ix] + at * s[ix], s[ix], m, x);
+            if (grad) load_row_half_f32(dt, p[1] + at * s[1], s[1], m, g);
+        }
+        cpu_activation_f32(kind, m, x, grad ? g : NULL, x, a, b);
+        if (dt == NNR_F32) for (int64_t i = 0; i < m; i++) *(float *)(p[0] + (at + i) * s[0]) = x[i];
+        else store_row_half_f32(dt, p[0] + at * s[0], s[0], m, x);
+    }
+}
+
+int cpu_activation(const nnr_op_call *call)
+{
+    int kind = (int)call->params->i[0];
+    if (kind < 1 || kind >= NNR_ACT_COUNT) return cpu_error(NNR_ERR_INVALID, "activation: kind %d is not one (1..%d)", kind, NNR_ACT_COUNT - 1);
+    ew_ctx c = {.op = (int)call->op, .in_dtype = call->inputs[0]->dtype, .out_dtype = call->outputs[0]->dtype, .nin = call->n_inputs,
+                .s0 = call->params->f[0], .s1 = call->params->f[1], .flags = kind};
+    return run_elementwise(call, activation_row, &c);
+}

@@ -177,6 +177,12 @@ static inline float cpu_exp_f32(float x)
  * (vmath.c): EXP, LOG, TANH, SIGMOID, SIN, COS, ERF; 0 for any other op (nothing written) */
 int cpu_vmath_f32(int op, int64_t n, float *o, const float *a);
 int cpu_vmath_op(int op);                 /* 1 for the ops cpu_vmath_f32 takes */
+/* ACTIVATION (g NULL: o = act(x)) and ACTIVATION_GRAD (o = g act'(x)) of kind with params a, b over n
+ * contiguous f32 (vmath.c); the same one element at a time in double */
+void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b);
+double cpu_activation_d(int kind, double x, double a, double b);
+double cpu_activation_grad_d(int kind, double g, double x, double a, double b);
+int cpu_activation(const nnr_op_call *call);
 /* the logistic function without overflow either way (the SIGMOID op's, and the recurrent gates' in f64) */
 static inline double cpu_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 

@@ -33,7 +33,9 @@
     extern T Sleef_tanhf##W##_u10##ISA(T) __attribute__((const));                                          \
     extern T Sleef_sinf##W##_u10##ISA(T) __attribute__((const));                                           \
     extern T Sleef_cosf##W##_u10##ISA(T) __attribute__((const));                                           \
-    extern T Sleef_erff##W##_u10##ISA(T) __attribute__((const));
+    extern T Sleef_erff##W##_u10##ISA(T) __attribute__((const));                                           \
+    extern T Sleef_expm1f##W##_u10##ISA(T) __attribute__((const));                                         \
+    extern T Sleef_log1pf##W##_u10##ISA(T) __attribute__((const));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 SLEEF_DECL(__m256, 8, avx2)
@@ -162,6 +164,103 @@ __attribute__((noinline)) static void map4(int op, int64_t n, float *o, const fl
 }
 #undef CASES
 
+/* ---------------- the activations (ACTIVATION, ACTIVATION_GRAD; plugin.h) ----------------
+ * Written once on GCC's vector types, instantiated for 16, 8 and 4 lanes with that width's SLEEF
+ * functions: a comparison gives a lane mask (-1 or 0) and SEL picks by it. Each formula keeps NaN:
+ * a comparison with NaN is false, and the branch it falls to computes with x. */
+#define ACT_WIDTH(W, ISA, TGT)                                                                             \
+    typedef float vf##W __attribute__((vector_size(W * 4)));                                               \
+    typedef int32_t vi##W __attribute__((vector_size(W * 4)));                                             \
+    TGT static inline vf##W sel##W(vi##W m, vf##W a, vf##W b) { return (vf##W)((m & (vi##W)a) | (~m & (vi##W)b)); } \
+    TGT static inline vf##W sigm##W(vf##W x)                                                               \
+    {                                                                                                      \
+        vf##W ax = sel##W(x < 0, -x, x), e = Sleef_expf##W##_u10##ISA(-ax), r = 1.0f / (1.0f + e);         \
+        return sel##W(x >= 0, r, e * r);                                                                   \
+    }                                                                                                      \
+    /* log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)) */                                                   \
+    TGT static inline vf##W splus##W(vf##W z)                                                              \
+    {                                                                                                      \
+        vf##W az = sel##W(z < 0, -z, z);                                                                   \
+        return sel##W(z > 0, z, (vf##W){0}) + Sleef_log1pf##W##_u10##ISA(Sleef_expf##W##_u10##ISA(-az));     \
+    }                                                                                                      \
+    /* tanh(softplus(x)) = n (n + 2) / (n (n + 2) + 2), n = exp(x): one exp, not exp, log1p and tanh;    \
+     * x is capped at 20 first, where the quotient is 1 in f32 (and n^2 stays finite) */                   \
+    TGT static inline vf##W tsp##W(vf##W x)                                                                \
+    {                                                                                                      \
+        vf##W n = Sleef_expf##W##_u10##ISA(sel##W(x < 20.0f, x, (vf##W){0} + 20.0f)), m = n * (n + 2.0f);    \
+        return m / (m + 2.0f);                                                                             \
+    }                                                                                                      \
+    TGT static inline vf##W act##W(int kind, vf##W x, float a, float b)                                    \
+    {                                                                                                      \
+        switch (kind) {                                                                                    \
+        case NNR_ACT_SILU: return x * sigm##W(x);                                                          \
+        case NNR_ACT_SOFTPLUS: { vf##W z = a * x; return sel##W(z > b, x, splus##W(z) / a); }              \
+        case NNR_ACT_ELU: return sel##W(x > 0, b * x, (b * a) * Sleef_expm1f##W##_u10##ISA(x));           \
+        case NNR_ACT_LEAKY_RELU: return sel##W(x > 0, x, a * x);                                           \
+        case NNR_ACT_MISH: return x * tsp##W(x);                                                           \
+        default: { vf##W t = x + 3.0f; t = sel##W(t > 0, t, (vf##W){0}); t = sel##W(t < 6.0f, t, (vf##W){0} + 6.0f); \
+                   return x * t * (1.0f / 6.0f); }                                                         \
+        }                                                                                                  \
+    }                                                                                                      \
+    TGT static inline vf##W dact##W(int kind, vf##W g, vf##W x, float a, float b)                         \
+    {                                                                                                      \
+        switch (kind) {                                                                                    \
+        case NNR_ACT_SILU: { vf##W s = sigm##W(x); return g * s * (1.0f + x * (1.0f - s)); }               \
+        case NNR_ACT_SOFTPLUS: { vf##W z = a * x; return sel##W(z > b, g, g * sigm##W(z)); }               \
+        case NNR_ACT_ELU: return sel##W(x > 0, g * b, g * ((b * a) * Sleef_expf##W##_u10##ISA(x)));        \
+        case NNR_ACT_LEAKY_RELU: return sel##W(x > 0, g, g * a);                                           \
+        case NNR_ACT_MISH: { vf##W t = tsp##W(x); return g * (t + x * sigm##W(x) * (1.0f - t * t)); }      \
+        default: return sel##W(x < -3.0f, (vf##W){0}, sel##W(x <= 3.0f, g * (x * (1.0f / 3.0f) + 0.5f), g));  \
+        }                                                                                                  \
+    }
+
+#define TGT512 __attribute__((target(CPU_TARGET_AVX512)))
+#define TGT256 __attribute__((target(CPU_TARGET_AVX2)))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+ACT_WIDTH(16, avx512f, TGT512)
+ACT_WIDTH(8, avx2, TGT256)
+ACT_WIDTH(4, sse2, )
+#pragma GCC diagnostic pop
+
+/* o = act(x) or, with g, o = g act'(x), n contiguous floats: whole vectors, then the tail through a
+ * zero-padded buffer */
+#define ACT_LOOP(W, TGT)                                                                                   \
+    TGT __attribute__((noinline)) static void act_map##W(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b) \
+    {                                                                                                      \
+        int64_t i = 0;                                                                                     \
+        vf##W v, w;                                                                                        \
+        for (; i + W <= n; i += W) {                                                                       \
+            memcpy(&v, x + i, sizeof v);                                                                   \
+            if (g) { memcpy(&w, g + i, sizeof w); v = dact##W(kind, w, v, a, b); }                         \
+            else v = act##W(kind, v, a, b);                                                                \
+            memcpy(o + i, &v, sizeof v);                                                                   \
+        }                                                                                                  \
+        if (i < n) {                                                                                       \
+            float tx[W] = {0}, tg[W] = {0};                                                                \
+            memcpy(tx, x + i, (size_t)(n - i) * sizeof(float));                                            \
+            if (g) memcpy(tg, g + i, (size_t)(n - i) * sizeof(float));                                     \
+            memcpy(&v, tx, sizeof v);                                                                      \
+            memcpy(&w, tg, sizeof w);                                                                      \
+            v = g ? dact##W(kind, w, v, a, b) : act##W(kind, v, a, b);                                     \
+            memcpy(tx, &v, sizeof v);                                                                      \
+            memcpy(o + i, tx, (size_t)(n - i) * sizeof(float));                                            \
+        }                                                                                                  \
+    }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+ACT_LOOP(16, TGT512)
+ACT_LOOP(8, TGT256)
+ACT_LOOP(4, )
+#pragma GCC diagnostic pop
+
+void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b)
+{
+    if (cpu_isa_level >= CPU_ISA_AVX512) act_map16(kind, n, o, g, x, a, b);
+    else if (cpu_isa_level >= CPU_ISA_AVX2) act_map8(kind, n, o, g, x, a, b);
+    else act_map4(kind, n, o, g, x, a, b);
+}
+
 int cpu_vmath_op(int op)
 {
     switch (op) {
@@ -191,4 +290,37 @@ int cpu_vmath_f32(int op, int64_t n, float *o, const float *a)
     (void)op; (void)n; (void)o; (void)a;
     return 0;
 }
+
+void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b)
+{
+    for (int64_t i = 0; i < n; i++) o[i] = (float)(g ? cpu_activation_grad_d(kind, g[i], x[i], a, b) : cpu_activation_d(kind, x[i], a, b));
+}
 #endif
+
+/* the same in double, one element at a time (f64 tensors, and the gradient checks) */
+static double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double softplus_d(double z) { return (z > 0 ? z : 0.0) + log1p(exp(-fabs(z))); }
+
+double cpu_activation_d(int kind, double x, double a, double b)
+{
+    switch (kind) {
+    case NNR_ACT_SILU: return x * sigmoid_d(x);
+    case NNR_ACT_SOFTPLUS: return a * x > b ? x : softplus_d(a * x) / a;
+    case NNR_ACT_ELU: return x > 0 ? b * x : b * a * expm1(x);
+    case NNR_ACT_LEAKY_RELU: return x > 0 ? x : a * x;
+    case NNR_ACT_MISH: return x * tanh(softplus_d(x));
+    default: { double t = x + 3 > 0 ? x + 3 : 0.0; t = t < 6 ? t : 6.0; return x * t / 6; }
+    }
+}
+
+double cpu_activation_grad_d(int kind, double g, double x, double a, double b)
+{
+    switch (kind) {
+    case NNR_ACT_SILU: { double s = sigmoid_d(x); return g * s * (1 + x * (1 - s)); }
+    case NNR_ACT_SOFTPLUS: return a * x > b ? g : g * sigmoid_d(a * x);
+    case NNR_ACT_ELU: return x > 0 ? g * b : g * (b * a * exp(x));
+    case NNR_ACT_LEAKY_RELU: return x > 0 ? g : g * a;
+    case NNR_ACT_MISH: { double t = tanh(softplus_d(x)); return g * (t + x * sigmoid_d(x) * (1 - t * t)); }
+    default: return x < -3 ? 0.0 : x <= 3 ? g * (x / 3 + 0.5) : g;
+    }
+}

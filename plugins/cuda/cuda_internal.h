@@ -64,6 +64,7 @@ int cu_unary(cu_device *d, const nnr_op_call *call);
 int cu_binary(cu_device *d, const nnr_op_call *call);
 int cu_where(cu_device *d, const nnr_op_call *call);
 int cu_clamp(cu_device *d, const nnr_op_call *call);
+int cu_activation(cu_device *d, const nnr_op_call *call);
 int cu_copy_op(cu_device *d, const nnr_op_call *call);
 int cu_fill(cu_device *d, const nnr_op_call *call);
 int cu_arange(cu_device *d, const nnr_op_call *call);

@@ -328,6 +328,61 @@ int cu_clamp(cu_device *d, const nnr_op_call *call)
     return NNR_OK;
 }
 
+/* ACTIVATION and ACTIVATION_GRAD (ABI 1.9; plugin.h has the formulas), in T (float for f32 and the half
+ * types, double for f64), any strides */
+template <typename T> __device__ __forceinline__ T cu_softplus(T z) { return (z > 0 ? z : T(0)) + log1p(exp(-fabs(z))); }
+template <typename T> __device__ __forceinline__ T act_f(int kind, T x, T a, T b)
+{
+    switch (kind) {
+    case NNR_ACT_SILU: return x * cu_sigmoid(x);
+    case NNR_ACT_SOFTPLUS: return a * x > b ? x : cu_softplus(a * x) / a;
+    case NNR_ACT_ELU: return x > 0 ? b * x : b * a * expm1(x);
+    case NNR_ACT_LEAKY_RELU: return x > 0 ? x : a * x;
+    case NNR_ACT_MISH: return x * tanh(cu_softplus(x));
+    default: { T t = x + T(3) > 0 ? x + T(3) : T(0); t = t < T(6) ? t : T(6); return x * t / T(6); }
+    }
+}
+template <typename T> __device__ __forceinline__ T act_grad_f(int kind, T g, T x, T a, T b)
+{
+    switch (kind) {
+    case NNR_ACT_SILU: { T sg = cu_sigmoid(x); return g * sg * (T(1) + x * (T(1) - sg)); }
+    case NNR_ACT_SOFTPLUS: return a * x > b ? g : g * cu_sigmoid(a * x);
+    case NNR_ACT_ELU: return x > 0 ? g * b : g * (b * a * exp(x));
+    case NNR_ACT_LEAKY_RELU: return x > 0 ? g : g * a;
+    case NNR_ACT_MISH: { T t = tanh(cu_softplus(x)); return g * (t + x * cu_sigmoid(x) * (T(1) - t * t)); }
+    default: return x < T(-3) ? T(0) : x <= T(3) ? g * (x / T(3) + T(0.5)) : g;
+    }
+}
+
+template <typename T>
+__global__ void k_activation(cu_strided s, int64_t n, int kind, int grad, double a, double b)
+{
+    GRID_LOOP(i, n) {
+        char *o = s.base[0] + st_offset(s, 0, i);
+        T x = ld_t<T>(s.dtype[grad ? 2 : 1], s.base[grad ? 2 : 1] + st_offset(s, grad ? 2 : 1, i));
+        T v = grad ? act_grad_f<T>(kind, ld_t<T>(s.dtype[1], s.base[1] + st_offset(s, 1, i)), x, (T)a, (T)b) : act_f<T>(kind, x, (T)a, (T)b);
+        if (s.dtype[0] == NNR_F32) *(float *)o = (float)v;
+        else st_f64(s.dtype[0], o, (double)v);
+    }
+}
+
+int cu_activation(cu_device *d, const nnr_op_call *call)
+{
+    int kind = (int)call->params->i[0], grad = call->op == NNR_OP_ACTIVATION_GRAD;
+    if (kind < 1 || kind >= NNR_ACT_COUNT) return cu_errorf(NNR_ERR_INVALID, "activation: kind %d is not one (1..%d)", kind, NNR_ACT_COUNT - 1);
+    int64_t n = nnr_desc_numel(call->outputs[0]);
+    if (n == 0) return NNR_OK;
+    const nnr_tensor_desc *ops[3] = {call->outputs[0], call->inputs[0], grad ? call->inputs[1] : NULL};
+    cu_strided s;
+    cu_strided_init(&s, grad ? 3 : 2, ops);
+    if (call->outputs[0]->dtype == NNR_F64)
+        k_activation<double><<<cu_blocks(n, 256), 256, 0, d->stream>>>(s, n, kind, grad, call->params->f[0], call->params->f[1]);
+    else
+        k_activation<float><<<cu_blocks(n, 256), 256, 0, d->stream>>>(s, n, kind, grad, call->params->f[0], call->params->f[1]);
+    CU_LAUNCHED("activation");
+    return NNR_OK;
+}
+
 /* a cast: through int64 between integer dtypes, through double otherwise (as the cpu does) */
 __global__ void k_copy(cu_strided s, int64_t n, int integral)
 {

@@ -390,6 +390,10 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         for (int i = 0; i < call->n_outputs; i++) if (!nnr_desc_is_contiguous(call->outputs[i])) return 0;
         return 1;
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return is_float(out);
+    case NNR_OP_ACTIVATION: case NNR_OP_ACTIVATION_GRAD:
+        if (!is_float(out)) return 0;
+        for (int i = 0; i < call->n_inputs; i++) if (call->inputs[i]->dtype != out) return 0;
+        return 1;
     case NNR_OP_RAND_UNIFORM: case NNR_OP_RAND_NORMAL: return is_float(out) && nnr_desc_is_contiguous(call->outputs[0]);
     case NNR_OP_RAND_INT: return nnr_desc_is_contiguous(call->outputs[0]);
     case NNR_OP_SCATTER_ADD: case NNR_OP_INDEX_ADD:
@@ -440,6 +444,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
 static nnr_status run_op(cu_device *d, const nnr_op_call *call)
 {
     int op = (int)call->op;
+    if (op == NNR_OP_ACTIVATION || op == NNR_OP_ACTIVATION_GRAD) return (nnr_status)cu_activation(d, call);
     switch (nnr_op_category_of((uint32_t)op)) {
     case NNR_OPCAT_UNARY: return (nnr_status)cu_unary(d, call);
     case NNR_OPCAT_BINARY: case NNR_OPCAT_COMPARE: return (nnr_status)cu_binary(d, call);

@@ -260,6 +260,60 @@ describe("issue 16 layers and losses: values of note", function()
     local p, y = nnr.tensor({ 0, 1 }, { dtype = "f64" }), nnr.tensor({ 1, 0 }, { dtype = "f64" })
     assert.same({ 100, 100 }, F.binary_cross_entropy(p, y, { reduction = "none" }):totable())
   end)
+  -- the fused activations against PyTorch 2.15 (the same f64 inputs, its F.* of each); f32 and the half
+  -- types within a few ulp of the f64 result, on every CPU class (cpu_classes runs this per class)
+  it("silu, mish, elu, selu, leaky_relu, hardswish and softplus give PyTorch's values, f32 within 4 ulp", function()
+    local inf, nan = 1 / 0, 0 / 0
+    local xs = { -200, -30, -17, -1, -1e-8, 0, 1e-8, 0.5, 1, 17, 30, 200, inf, -inf, nan }
+    local torch = {
+      softplus = { 1.3838965267367e-87, 9.3576229688397e-14, 4.1399376330897e-08, 0.31326168751822, 0.69314717555995, 0.69314718055995,
+                   0.69314718555995, 0.97407698418011, 1.3132616875182, 17.000000041399, 30, 200, inf, 0, nan },
+      mish = { -2.7677930534735e-85, -2.8072868906519e-12, -7.0378939762526e-07, -0.30340146137411, -5.999999968e-09, 0, 6.000000032e-09,
+               0.3752452113049, 0.86509838826731, 17, 30, 200, inf, nan, nan },
+      silu = { -2.7677930534735e-85, -2.8072868906518e-12, -7.0378938305704e-07, -0.26894142137, -4.999999975e-09, 0, 5.000000025e-09,
+               0.31122966560093, 0.73105857863, 16.999999296211, 29.999999999997, 200, inf, nan, nan },
+      elu = { -1, -0.99999999999991, -0.99999995860062, -0.63212055882856, -9.99999995e-09, 0, 1e-08, 0.5, 1, 17, 30, 200, inf, -1, nan },
+      leaky_relu = { -2, -0.3, -0.17, -0.01, -1e-10, 0, 1e-08, 0.5, 1, 17, 30, 200, inf, -inf, nan },
+      hardswish = { 0, 0, 0, -0.33333333333333, -4.9999999833333e-09, 0, 5.0000000166667e-09, 0.29166666666667, 0.66666666666667, 17, 30,
+                    200, inf, nan, nan },
+      selu = { -1.7580993408474, -1.7580993408472, -1.7580992680632, -1.1113307378126, -1.7580993320569e-08, 0, 1.0507009873555e-08,
+               0.52535049367774, 1.0507009873555, 17.861916785043, 31.521029620664, 210.1401974711, inf, -1.7580993408474, nan },
+    }
+    local function near(got, want, rel, what)
+      for i = 1, #want do
+        local g, w = got[i], want[i]
+        local ok = (w ~= w and g ~= g) or g == w or math.abs(g - w) <= rel * math.abs(w) + 1e-300
+        assert(ok, string.format("%s(%s) = %s, PyTorch %s", what, tostring(xs[i]), tostring(g), tostring(w)))
+      end
+    end
+    local x64 = nnr.tensor(xs, { dtype = "f64" })
+    for name, want in pairs(torch) do
+      near(F[name](x64):totable(), want, 1e-12, name .. " f64")
+      -- f32 against the f64 values rounded: 4 ulp (2^-21 relative), except where the result is denormal
+      local f32 = F[name](x64:float()):totable()
+      for i = 1, #want do if math.abs(want[i]) < 1e-37 then f32[i], want[i] = 0, 0 end end
+      near(f32, want, 2 ^ -21, name .. " f32")
+      -- strided and in the half types: the same path through f32 chunks
+      local wide = nnr.stack({ x64:float(), x64:float() }, 2)
+      near(F[name](wide:select(2, 2)):totable(), want, 2 ^ -21, name .. " f32 strided")
+      local half = F[name](x64:bfloat16()):float():totable()
+      assert.are.equal(#want, #half)
+    end
+  end)
+  it("the activations' parameters are checked: NaN, infinities and a zero beta are errors", function()
+    local x = nnr.randn(4)
+    local function fails(pat, f)
+      local ok, err = pcall(f)
+      assert(not ok and tostring(err):match(pat), tostring(err))
+    end
+    fails("leaky_relu: .*finite", function() F.leaky_relu(x, 0 / 0) end)
+    fails("elu: .*finite", function() F.elu(x, 1 / 0) end)
+    fails("softplus: beta must not be 0", function() F.softplus(x, 0) end)
+    fails("softplus: .*finite", function() F.softplus(x, 1, 0 / 0) end)
+    fails("silu: .*bool", function() F.silu(nnr.tensor({ true, false })) end)
+    -- integers compute in f32, as exp does
+    assert.are.equal("f32", F.silu(nnr.tensor({ 1, 2 }, { dtype = "i64" })).dtype)
+  end)
   it("softplus is PyTorch's at the infinities and between, with the gradient sigmoid(x) at 0 too", function()
     local inf = 1 / 0
     local x = nnr.tensor({ -inf, -17, -1, 0, 0.5, 1, 17, 30, inf }, { dtype = "f64" })

@@ -71,6 +71,33 @@ describe("nn ops: gradients (float64 finite differences)", function()
       check(f, { f64({ 3, 4 }, -2, 2) })
     end
   end)
+  -- the fused activations (ACTIVATION / ACTIVATION_GRAD), first and second derivatives (the second
+  -- through the derivative's recorded form), away from the kinks (leaky ReLU's and ELU's 0,
+  -- hardswish's -3 and 3, softplus's threshold) where finite differences straddle two sides
+  it("fused activations: gradcheck and gradgradcheck", function()
+    local fs = {
+      silu = F.silu, mish = F.mish, selu = F.selu, hardswish = F.hardswish,
+      softplus = F.softplus, softplus_beta = function(x) return F.softplus(x, 2, 3) end,
+      elu = function(x) return F.elu(x, 0.7) end, leaky_relu = function(x) return F.leaky_relu(x, 0.2) end,
+    }
+    local x = nnr.tensor({ { -4.1, -2.5, -1.3, -0.4, 0.35, 1.1 }, { 2.2, 2.9, 3.4, 5, -7, 0.8 } }, { dtype = "f64", requires_grad = true })
+    for name, f in pairs(fs) do
+      local ok, msg = gradcheck(f, { x })
+      assert(ok, name .. ": " .. tostring(msg))
+      ok, msg = nnr.autograd.gradgradcheck(f, { x })
+      assert(ok, name .. ": " .. tostring(msg))
+    end
+    -- the derivative at the kinks is PyTorch's: the x <= 0 side, hardswish's (x / 3 + 1/2) on [-3, 3]
+    local k = nnr.tensor({ 0, -3, 3 }, { dtype = "f64", requires_grad = true })
+    F.leaky_relu(k, 0.2):sum():backward()
+    assert.same({ 0.2, 0.2, 1 }, k.grad:totable())
+    k.grad = nil
+    F.hardswish(k):sum():backward()
+    assert.same({ 0.5, -0.5, 1.5 }, k.grad:totable())
+    k.grad = nil
+    F.elu(k, 0.5):sum():backward()
+    assert.same({ 0.5, 0.5 * math.exp(-3), 1 }, k.grad:totable())
+  end)
   it("fused batch norm equals the composed reference, running statistics included", function()
     local x, w, b = f64({ 5, 3, 2, 3 }), f64({ 3 }), f64({ 3 })
     local rm1, rv1, rm2, rv2 = nnr.zeros(3, { dtype = "f64" }), nnr.ones(3, { dtype = "f64" }), nnr.zeros(3, { dtype = "f64" }), nnr.ones(3, { dtype = "f64" })

@@ -58,6 +58,9 @@ nnr_tensor *nnr_where(const nnr_tensor *cond, const nnr_tensor *a, const nnr_ten
 nnr_tensor *nnr_where_scalar(const nnr_tensor *cond, const nnr_tensor *a, double sa, const nnr_tensor *b, double sb);
 nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags);
 int nnr_clamp_(nnr_tensor *a, double lo, double hi, int flags);
+/* an activation (nnr_activation_kind: SiLU, softplus, ELU, leaky ReLU, Mish, hardswish) with its two
+ * parameters (plugin.h's ACTIVATION); integers compute in f32 */
+nnr_tensor *nnr_activation(int kind, const nnr_tensor *a, double p0, double p1);
 nnr_tensor *nnr_masked_fill(const nnr_tensor *a, const nnr_tensor *mask, double value);
 int nnr_masked_fill_(nnr_tensor *a, const nnr_tensor *mask, double value);
 

@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 8,
+    NNR_ABI_MINOR = 9,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -197,7 +197,23 @@ typedef enum nnr_opcat {
  *    [N * H, cap, d] are read and updated in place: position p = i[0] (0-based, p < cap) of row n*H + h
  *    gets the new key and value of head h, positions 0..p-1 are read. outputs[0] o [N, E]: for each
  *    (n, h), softmax over j = 0..p of (q . K[n*H+h, j]) * scale, times V[n*H+h, j]. i[1] = H; f[0] =
- *    scale (NaN: 1 / sqrt(d)). No mask: the one query sees every cached position. */
+ *    scale (NaN: 1 / sqrt(d)). No mask: the one query sees every cached position.
+ *  - ACTIVATION (UNARY, ABI 1.9, floating-point dtypes): one of the activations below, i[0] naming
+ *    it (nnr_activation_kind), with f[0] and f[1] its parameters; NaN in gives NaN out.
+ *      SILU        x sigmoid(x)
+ *      SOFTPLUS    log(1 + exp(f[0] x)) / f[0] (beta), and x where f[0] x > f[1] (threshold)
+ *      ELU         f[1] x where x > 0, else f[1] f[0] (exp(x) - 1) (scale f[1], alpha f[0]; SELU is
+ *                  alpha 1.6732632423543772, scale 1.0507009873554805)
+ *      LEAKY_RELU  x where x > 0, else f[0] x (f[0] the negative slope)
+ *      MISH        x tanh(softplus(x))
+ *      HARDSWISH   x min(max(x + 3, 0), 6) / 6
+ *    ACTIVATION_GRAD (BINARY, inputs grad and x, the same params): grad times the derivative at x, as
+ *    PyTorch's: at x = 0 ELU and LEAKY_RELU take their x <= 0 side, HARDSWISH is 0 below -3, 1 above
+ *    3 and (2x + 3) / 6 between, SOFTPLUS 1 where f[0] x > f[1]. */
+typedef enum nnr_activation_kind {
+    NNR_ACT_SILU = 1, NNR_ACT_SOFTPLUS = 2, NNR_ACT_ELU = 3, NNR_ACT_LEAKY_RELU = 4, NNR_ACT_MISH = 5, NNR_ACT_HARDSWISH = 6,
+    NNR_ACT_COUNT = 7
+} nnr_activation_kind;
 #define NNR_OP_TABLE(X) \
     X(NEG, 1, "neg", UNARY, 1, 1, 1, 1) \
     X(ABS, 2, "abs", UNARY, 1, 1, 1, 1) \
@@ -296,7 +312,9 @@ typedef enum nnr_opcat {
     X(LAYER_NORM_BACKWARD, 275, "layer_norm_backward", NORM, 3, 4, 1, 3) \
     X(GELU, 276, "gelu", UNARY, 1, 1, 1, 1) \
     X(GELU_GRAD, 277, "gelu_grad", BINARY, 2, 2, 1, 1) \
-    X(ATTN_DECODE, 278, "attention_decode", ATTENTION, 1, 1, 3, 3)
+    X(ATTN_DECODE, 278, "attention_decode", ATTENTION, 1, 1, 3, 3) \
+    X(ACTIVATION, 279, "activation", UNARY, 1, 1, 1, 1) \
+    X(ACTIVATION_GRAD, 280, "activation_grad", BINARY, 2, 2, 1, 1)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

@@ -106,14 +106,20 @@ function F.adaptive_avg_pool2d(x, size)
 end
 
 function F.relu(x) return x:relu() end
+-- the activations of plugin.h's ACTIVATION op: one fused pass each, forward and backward
+local function activation(kind, name, x, a, b)
+  return call(C.nnr_activation, kind, tp(name, x, "input"), a or 0, b or 0)
+end
 function F.leaky_relu(x, slope)
   slope = V.number("leaky_relu", "negative_slope", slope, { default = 0.01 })
-  return nnr.where(x:gt(0), x, x * slope)
+  return activation(C.NNR_ACT_LEAKY_RELU, "leaky_relu", x, slope)
 end
 function F.elu(x, alpha)
   alpha = V.number("elu", "alpha", alpha, { default = 1 })
-  return nnr.where(x:gt(0), x, (x:clamp(nil, 0):exp() - 1) * alpha)
+  return activation(C.NNR_ACT_ELU, "elu", x, alpha, 1)
 end
+-- SELU: scale * ELU with alpha, both PyTorch's constants
+function F.selu(x) return activation(C.NNR_ACT_ELU, "selu", x, 1.6732632423543772, 1.0507009873554805) end
 -- GELU, x * Phi(x): PyTorch's exact form one fused op (GELU, its backward GELU_GRAD); approximate =
 -- "tanh" its tanh form, composed
 function F.gelu(x, approximate)
@@ -314,33 +320,17 @@ end
 
 -- activations -------------------------------------------------------------------
 
--- log(1 + exp(x)) as x / 2 + h(|x|), h(a) = a / 2 + log(1 + exp(-a)): no overflow (exp of -|x| only),
--- x itself where x is large (x / 2 + x / 2 is exact), and a derivative that is right at 0 too: h'(0) = 0,
--- so abs's subgradient there does not matter, and d/dx = 1/2 + h'(|x|) sign(x) = sigmoid(x) everywhere
--- (max(x, 0) + log(1 + exp(-|x|)) has kinks at 0 whose subgradients give 0 there, and zero-initialised
--- logits start exactly there). Eight elementwise passes, each vectorized; the log_softmax over pairs it
--- replaces ran 18x PyTorch's softplus. -inf is clamped to a finite value first (the halves would add to
--- -inf + inf); the result there, 0, is the same.
-local function softplus1(x)
-  x = x:clamp(-3e38)
-  local a = x:abs()
-  return x * 0.5 + (a * 0.5 + (a:neg():exp() + 1):log())
-end
-
-function F.silu(x) return x * x:sigmoid() end
-function F.mish(x) return x * softplus1(x):tanh() end
+function F.silu(x) return activation(C.NNR_ACT_SILU, "silu", x) end
+function F.mish(x) return activation(C.NNR_ACT_MISH, "mish", x) end
 -- F.softplus(x[, beta = 1[, threshold = 20]]): log(1 + exp(beta x)) / beta, and x where beta x > threshold
 function F.softplus(x, beta, threshold)
   beta = V.number("softplus", "beta", beta, { default = 1 })
   if beta == 0 then error("softplus: beta must not be 0 (it divides)", 0) end
   threshold = V.number("softplus", "threshold", threshold, { default = 20 })
-  local z = beta == 1 and x or x * beta
-  local y = softplus1(z)
-  if beta ~= 1 then y = y / beta end
-  return nnr.where(z:gt(threshold), x, y)
+  return activation(C.NNR_ACT_SOFTPLUS, "softplus", x, beta, threshold)
 end
 -- x * relu6(x + 3) / 6
-function F.hardswish(x) return x * (x + 3):clamp(0, 6) / 6 end
+function F.hardswish(x) return activation(C.NNR_ACT_HARDSWISH, "hardswish", x) end
 -- F.prelu(x, weight): x where x > 0, weight * x elsewhere; weight [1] or [C] along dim 2
 function F.prelu(x, weight)
   tp("prelu", x, "input")
@@ -637,12 +627,12 @@ function F.l1_loss(x, y, opts)
   return reduce((x - y):abs(), opts and opts.reduction, "l1_loss")
 end
 
--- (1 - y) x - log sigmoid(x), with -log sigmoid(x) = softplus(-x) (softplus1 above): stable for large
--- |x|, and its gradient is sigmoid(x) - y at x = 0 too
+-- (1 - y) x - log sigmoid(x), with -log sigmoid(x) = softplus(-x), the fused one without a threshold:
+-- max(z, 0) + log1p(exp(-|z|)), stable for large |x|, its gradient sigmoid(x) - y (at x = 0 too)
 function F.binary_cross_entropy_with_logits(x, y, opts)
   bce_options(opts)
   same_shape("binary_cross_entropy_with_logits", x, y)
-  local loss = x * (1 - y) + softplus1(-x)
+  local loss = x * (1 - y) + activation(C.NNR_ACT_SOFTPLUS, "binary_cross_entropy_with_logits", -x, 1, 3e38)
   return reduce(loss, opts and opts.reduction, "binary_cross_entropy_with_logits")
 end
 
