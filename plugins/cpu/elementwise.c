@@ -211,6 +211,11 @@ static void binary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
         else cmp_f32_loop(c->op, n, ob, s[0], a, sa, b, sb);
         return;
     }
+    if (c->op == NNR_OP_POW && so == 1 && (sa == 1 || sa == 0) && (sb == 1 || sb == 0)) {
+        /* a scalar operand's exact value: the op's double; a broadcast tensor's element is a float */
+        cpu_pow_f32(n, o, a, sa, b, sb, c->nin == 1 ? c->s0 : sa == 0 ? (double)a[0] : (double)b[0]);
+        return;
+    }
     if (so == 1 && sa == 1 && sb == 1) bin_f32_contig(c->op, n, o, a, b);
     else if (so == 1 && sa == 1 && sb == 0) bin_f32_scalar_b(c->op, n, o, a, b);
     else if (so == 1 && sa == 0 && sb == 1) bin_f32_scalar_a(c->op, n, o, a, b);

@@ -183,6 +183,9 @@ void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const flo
 double cpu_activation_d(int kind, double x, double a, double b);
 double cpu_activation_grad_d(int kind, double g, double x, double a, double b);
 int cpu_activation(const nnr_op_call *call);
+/* o[i] = a[i] ^ b[i] over n f32, a and b contiguous (stride 1) or one of them a scalar (stride 0), whose
+ * exact value (a double) is scalar (vmath.c) */
+void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar);
 /* the logistic function without overflow either way (the SIGMOID op's, and the recurrent gates' in f64) */
 static inline double cpu_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 

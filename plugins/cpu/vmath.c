@@ -35,7 +35,8 @@
     extern T Sleef_cosf##W##_u10##ISA(T) __attribute__((const));                                           \
     extern T Sleef_erff##W##_u10##ISA(T) __attribute__((const));                                           \
     extern T Sleef_expm1f##W##_u10##ISA(T) __attribute__((const));                                         \
-    extern T Sleef_log1pf##W##_u10##ISA(T) __attribute__((const));
+    extern T Sleef_log1pf##W##_u10##ISA(T) __attribute__((const));                                         \
+    extern T Sleef_powf##W##_u10##ISA(T, T) __attribute__((const));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 SLEEF_DECL(__m256, 8, avx2)
@@ -254,6 +255,88 @@ ACT_LOOP(8, TGT256)
 ACT_LOOP(4, )
 #pragma GCC diagnostic pop
 
+/* ---------------- POW: a ^ b, a or b a scalar (stride 0) or both contiguous ----------------
+ * SLEEF's powf (1 ulp) when every operand is a float; a scalar that is not one (x ^ 0.3: 0.3 has no
+ * float) is kept in double, as PyTorch keeps it, and the power computed in double (SLEEF's powd),
+ * D floats at a time widened to D doubles: rounding 0.3 to a float moved 1e30 ^ 0.3 by 7 ulp */
+extern __m512d Sleef_powd8_u10avx512f(__m512d, __m512d) __attribute__((const));
+extern __m256d Sleef_powd4_u10avx2(__m256d, __m256d) __attribute__((const));
+#define POWF_LOOP(W, ISA, TGT)                                                                             \
+    TGT __attribute__((noinline)) static void powf_map##W(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb) \
+    {                                                                                                      \
+        vf##W va = {0}, vb = {0};                                                                          \
+        va += a[0]; vb += b[0];                                                                            \
+        for (int64_t i = 0; i < n; i += W) {                                                               \
+            int64_t m = n - i < W ? n - i : W;                                                             \
+            if (m == W) {                                                                                  \
+                if (sa) memcpy(&va, a + i, sizeof va);                                                     \
+                if (sb) memcpy(&vb, b + i, sizeof vb);                                                     \
+            } else {                                                                                       \
+                float ta[W], tb[W];                                                                        \
+                for (int k = 0; k < W; k++) { ta[k] = a[sa && k < m ? i + k : 0]; tb[k] = b[sb && k < m ? i + k : 0]; } \
+                memcpy(&va, ta, sizeof va);                                                                \
+                memcpy(&vb, tb, sizeof vb);                                                                \
+            }                                                                                              \
+            vf##W r = Sleef_powf##W##_u10##ISA(va, vb);                                                    \
+            memcpy(o + i, &r, (size_t)m * sizeof(float));                                                  \
+        }                                                                                                  \
+    }
+/* one operand a tensor of floats (x, stride sx), the other a double scalar s (first: s ^ x) */
+#define POWD_LOOP(D, SLEEF, TGT)                                                                           \
+    typedef float pf##D __attribute__((vector_size(D * 4)));                                               \
+    typedef double pd##D __attribute__((vector_size(D * 8)));                                              \
+    TGT __attribute__((noinline)) static void powd_map##D(int64_t n, float *o, const float *x, double s, int first) \
+    {                                                                                                      \
+        pd##D vs = {0};                                                                                    \
+        vs += s;                                                                                           \
+        for (int64_t i = 0; i < n; i += D) {                                                               \
+            int64_t m = n - i < D ? n - i : D;                                                             \
+            float t[D] = {0};                                                                              \
+            memcpy(t, x + i, (size_t)m * sizeof(float));                                                   \
+            pf##D f;                                                                                       \
+            memcpy(&f, t, sizeof f);                                                                       \
+            pd##D d = __builtin_convertvector(f, pd##D);                                                   \
+            pf##D r = __builtin_convertvector(first ? SLEEF(vs, d) : SLEEF(d, vs), pf##D);                 \
+            memcpy(o + i, &r, (size_t)m * sizeof(float));                                                  \
+        }                                                                                                  \
+    }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+POWF_LOOP(16, avx512f, TGT512)
+POWF_LOOP(8, avx2, TGT256)
+POWF_LOOP(4, sse2, )
+POWD_LOOP(8, Sleef_powd8_u10avx512f, TGT512)
+POWD_LOOP(4, Sleef_powd4_u10avx2, TGT256)
+POWD_LOOP(2, Sleef_powd2_u10sse2, )
+#pragma GCC diagnostic pop
+
+/* the exponents a program writes most, exactly as PyTorch computes them: x * x, x * x * x, sqrt, 1 / x */
+CPU_MULTI(int, pow_scalar_exp, (int64_t n, float *restrict o, const float *restrict a, float e), (n, o, a, e))
+{
+    if (e == 2.0f) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * a[i]; return 1; }
+    if (e == 3.0f) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * a[i] * a[i]; return 1; }
+    if (e == 0.5f) { for (int64_t i = 0; i < n; i++) o[i] = sqrtf(a[i]); return 1; }
+    if (e == -1.0f) { for (int64_t i = 0; i < n; i++) o[i] = 1.0f / a[i]; return 1; }
+    if (e == 1.0f) { for (int64_t i = 0; i < n; i++) o[i] = a[i]; return 1; }
+    return 0;
+}
+
+void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar)
+{
+    if (sa && !sb && (double)b[0] == scalar && pow_scalar_exp(n, o, a, b[0])) return;
+    if ((!sa && (double)a[0] != scalar) || (!sb && (double)b[0] != scalar)) {      /* a scalar that is no float */
+        const float *x = sa ? a : b;
+        int first = !sa;
+        if (cpu_isa_level >= CPU_ISA_AVX512) powd_map8(n, o, x, scalar, first);
+        else if (cpu_isa_level >= CPU_ISA_AVX2) powd_map4(n, o, x, scalar, first);
+        else powd_map2(n, o, x, scalar, first);
+        return;
+    }
+    if (cpu_isa_level >= CPU_ISA_AVX512) powf_map16(n, o, a, sa, b, sb);
+    else if (cpu_isa_level >= CPU_ISA_AVX2) powf_map8(n, o, a, sa, b, sb);
+    else powf_map4(n, o, a, sa, b, sb);
+}
+
 void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b)
 {
     if (cpu_isa_level >= CPU_ISA_AVX512) act_map16(kind, n, o, g, x, a, b);
@@ -289,6 +372,11 @@ int cpu_vmath_f32(int op, int64_t n, float *o, const float *a)
 {
     (void)op; (void)n; (void)o; (void)a;
     return 0;
+}
+
+void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar)
+{
+    for (int64_t i = 0; i < n; i++) o[i] = (float)pow(sa ? a[i] : sb ? scalar : a[0], sb ? b[i] : sa ? scalar : b[0]);
 }
 
 void cpu_activation_f32(int kind, int64_t n, float *o, const float *g, const float *x, float a, float b)

@@ -16,6 +16,8 @@ local function bench(key, fn) out[key .. "_ms"] = timing.time_ms(fn, 3, 15) end
 bench("exp", function() return x:exp() end)
 bench("log", function() return pos:log() end)
 bench("sqrt", function() return pos:sqrt() end)
+bench("pow2", function() return x:pow(2) end)
+bench("pow", function() return pos:pow(3.5) end)
 bench("tanh", function() return x:tanh() end)
 bench("sigmoid", function() return x:sigmoid() end)
 bench("sin", function() return x:sin() end)

@@ -21,6 +21,8 @@ def bench(key, fn):
 bench("exp", lambda: x.exp())
 bench("log", lambda: pos.log())
 bench("sqrt", lambda: pos.sqrt())
+bench("pow2", lambda: x.pow(2))
+bench("pow", lambda: pos.pow(3.5))
 bench("tanh", lambda: x.tanh())
 bench("sigmoid", lambda: x.sigmoid())
 bench("sin", lambda: x.sin())

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The f32 elementwise math ops and activations, nnrun and PyTorch side by side in one run: exp, log,
-sqrt, tanh, sigmoid, sin, cos, erf and GELU, SiLU, softplus, ELU, leaky ReLU and Mish over 4M f32, each
+sqrt, pow, tanh, sigmoid, sin, cos, erf and GELU, SiLU, softplus, ELU, leaky ReLU and Mish over 4M f32, each
 as a user writes it (a new tensor per call; ops_math.lua, ops_math_torch.py).
 
     python3 scripts/bench/run_math.py [--nnrun build/bin/nnrun] [--rounds 3] [--torch PYTHON ...] [--no-write]
@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 from run import cpu_classes, cpu_model, write_perf_section  # noqa: E402
 from side_by_side import run_json, torch_best_ms, torch_env, torch_names, torch_pythons  # noqa: E402
 
-ROWS = [("exp", "`x:exp()`"), ("log", "`x:log()`"), ("sqrt", "`x:sqrt()`"), ("tanh", "`x:tanh()`"), ("sigmoid", "`x:sigmoid()`"),
+ROWS = [("exp", "`x:exp()`"), ("log", "`x:log()`"), ("sqrt", "`x:sqrt()`"), ("pow2", "`x:pow(2)`"), ("pow", "`x:pow(3.5)`"), ("tanh", "`x:tanh()`"), ("sigmoid", "`x:sigmoid()`"),
         ("sin", "`x:sin()`"), ("cos", "`x:cos()`"), ("erf", "`x:erf()`"), ("gelu", "`F.gelu(x)`"), ("silu", "`F.silu(x)`"),
         ("softplus", "`F.softplus(x)`"), ("elu", "`F.elu(x)`"), ("leaky_relu", "`F.leaky_relu(x, 0.01)`"), ("mish", "`F.mish(x)`")]
 

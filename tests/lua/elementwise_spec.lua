@@ -231,6 +231,34 @@ describe("elementwise", function()
     end
   end)
 
+  -- pow in f32: the common exponents computed as PyTorch does (x * x, sqrt, 1 / x), the others on
+  -- SLEEF's powf; a scalar exponent, a scalar base, or two tensors; within 2 ulp of f64, C99's specials
+  it("f32 pow stays within 2 ulp of f64: scalar exponents, a scalar base, two tensors, specials", function()
+    local frexp = math.frexp
+    local function check(got, ref, what)
+      for i = 1, #ref do
+        local g, r = got[i], ref[i]
+        local ok
+        if r ~= r then ok = g ~= g
+        elseif r == 0 or math.abs(r) == 1 / 0 or math.abs(r) >= 3.4028235677973366e38 + 2 ^ 103 then ok = g == r or (math.abs(r) > 3.4e38 and math.abs(g) == 1 / 0)
+        else local _, e = frexp(r); ok = math.abs(g - r) <= 2 * math.max(2 ^ (e - 24), 2 ^ -149) end
+        assert(ok, string.format("%s: element %d = %s, f64 %s", what, i, tostring(g), tostring(r)))
+      end
+    end
+    local x = nnr.cat({ nnr.rand(5000) * 10, nnr.randn(2000) * 3, nnr.tensor({ 0, -0.0, 1, -1, 1 / 0, -1 / 0, 0 / 0, 1e-30, 1e30, 2 }) })
+    local xd = x:double()
+    for _, e in ipairs { 2, 3, 0.5, -1, 1, 0, 2.5, -1.5, 7, 0.3 } do
+      local ref = xd:pow(e):totable()
+      if e == 0.5 then ref[x:numel() - 4] = 0 / 0 end     -- (-inf) ^ 0.5: sqrt's NaN, as PyTorch (C99's pow says inf)
+      check(x:pow(e):totable(), ref, "x ^ " .. e)
+      check(x:narrow(1, 3, 29):pow(e):totable(), xd:narrow(1, 3, 29):pow(e):totable(), "tail x ^ " .. e)
+    end
+    local y = nnr.rand(x:numel()) * 4 - 2
+    check(x:abs():pow(y):totable(), xd:abs():pow(y:double()):totable(), "x ^ y")
+    check(nnr.pow(2.5, y):totable(), nnr.pow(2.5, y:double()):totable(), "2.5 ^ y")
+    assert.are.equal(1, nnr.tensor({ 0 / 0 }):pow(0):item())       -- C99: pow(NaN, 0) = 1, as PyTorch
+  end)
+
   it("f32 GELU and its gradient (vectorized, without libm) stay within a few ulp of f64, tails and NaN included", function()
     local F = nnr.nn.functional
     local x = nnr.linspace(-15, 15, 60001)
