@@ -186,6 +186,8 @@ int cpu_activation(const nnr_op_call *call);
 /* o[i] = a[i] ^ b[i] over n f32, a and b contiguous (stride 1) or one of them a scalar (stride 0), whose
  * exact value (a double) is scalar (vmath.c) */
 void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar);
+/* the largest (is_max) or smallest of init and x[0..n), NaN when one of them is (vmath.c) */
+float cpu_extreme_f32(const float *x, int64_t n, int is_max, float init);
 /* the logistic function without overflow either way (the SIGMOID op's, and the recurrent gates' in f64) */
 static inline double cpu_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
 

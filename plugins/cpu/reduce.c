@@ -86,6 +86,30 @@ static void acc_row_i64(const red_ctx *c, acc *a, const int64_t *x, int64_t m, i
     }
 }
 
+/* ---- contiguous f32 runs: sums in 16 double lanes (added pairwise at the end; the order is the
+ * data's, not the threads'), max and min in 16 float lanes, a NaN winning and staying ---- */
+CPU_MULTI(double, sum_f32_run, (const float *restrict x, int64_t n), (x, n))
+{
+    double l[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) l[k] += x[i + k];
+    for (int k = 0; i < n; i++, k++) l[k] += x[i];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) l[k] += l[k + w];
+    return l[0];
+}
+
+/* the largest or smallest of n floats, NaN if one is (vmath.c: explicit vectors; the loop on float
+ * arrays stayed a chain of compares and branches in GCC's AVX2 copy) */
+static float maxmin_f32_run(const float *x, int64_t n, int is_max, float init) { return cpu_extreme_f32(x, n, is_max, init); }
+
+/* the ops the f32 runs take: whole rows of a contiguous innermost reduced dim */
+static int f32_run_op(const red_ctx *c)
+{
+    return c->in_dtype == NNR_F32 && (c->op == NNR_OP_SUM || c->op == NNR_OP_MEAN || c->op == NNR_OP_MAX || c->op == NNR_OP_MIN);
+}
+
 static void reduce_range(void *vc, int64_t begin, int64_t end)
 {
     const red_ctx *c = vc;
@@ -112,6 +136,17 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
         for (int64_t r = 0; r < rows && inner > 0; r++) {
             const char *rp = ip;
             for (int d = 0; d < nr - 1; d++) rp += idx[d] * c->red_strides[d];
+            if (inner_stride == 4 && f32_run_op(c)) {
+                if (c->op == NNR_OP_SUM || c->op == NNR_OP_MEAN) a.d += sum_f32_run((const float *)rp, inner);
+                else if (!(a.started && a.d != a.d)) {
+                    float m = maxmin_f32_run((const float *)rp, inner, c->op == NNR_OP_MAX, a.started ? (float)a.d : *(const float *)rp);
+                    a.d = m;
+                    a.started = 1;
+                }
+                flat += inner;
+                for (int d = nr - 2; d >= 0; d--) { if (++idx[d] < c->red_sizes[d]) break; idx[d] = 0; }
+                continue;
+            }
             for (int64_t at = 0; at < inner; at += CPU_CHUNK) {
                 int64_t m = inner - at < CPU_CHUNK ? inner - at : CPU_CHUNK;
                 if (integral) {
@@ -146,10 +181,10 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
     }
 }
 
-/* SUM of a contiguous f32 [R, K] over its rows (a bias gradient): add whole
+/* SUM and MEAN of a contiguous f32 [R, K] over its rows (a bias gradient): add whole
  * rows into double accumulators, a block of columns per thread, instead of
  * walking each column with a stride of K. */
-typedef struct colsum_job { const float *x; float *out; int64_t R, K; } colsum_job;
+typedef struct colsum_job { const float *x; float *out; int64_t R, K; int mean; } colsum_job;
 
 static void colsum_range(void *arg, int64_t begin, int64_t end)
 {
@@ -162,18 +197,58 @@ static void colsum_range(void *arg, int64_t begin, int64_t end)
             const float *row = j->x + r * j->K + c0;
             for (int64_t k = 0; k < n; k++) acc[k] += row[k];
         }
-        for (int64_t k = 0; k < n; k++) j->out[c0 + k] = (float)acc[k];
+        for (int64_t k = 0; k < n; k++) j->out[c0 + k] = (float)(j->mean ? acc[k] / (double)j->R : acc[k]);
     }
 }
 
 static int column_sum_fast(const nnr_op_call *call)
 {
     const nnr_tensor_desc *in = call->inputs[0], *out = call->outputs[0];
-    if (call->op != NNR_OP_SUM || in->dtype != NNR_F32 || out->dtype != NNR_F32 || in->ndim != 2 || call->params->i[0] != 1) return -1;
+    if ((call->op != NNR_OP_SUM && call->op != NNR_OP_MEAN) || in->dtype != NNR_F32 || out->dtype != NNR_F32 || in->ndim != 2 || call->params->i[0] != 1) return -1;
     int64_t K = in->sizes[0], R = in->sizes[1];   /* kept dim first, reduced last */
     if (in->strides[0] != 1 || in->strides[1] != K || out->strides[0] != 1 || R < 2) return -1;
-    colsum_job j = {in->data, out->data, R, K};
+    colsum_job j = {in->data, out->data, R, K, call->op == NNR_OP_MEAN};
     return cpu_parallel_for(K, 512, colsum_range, &j);
+}
+
+/* One output over a long contiguous f32 run (x:sum(), a loss's mean): the run cut into pieces of
+ * SPLIT_RUN elements that the threads take, each piece's partial kept, and the partials combined in
+ * order: the result does not depend on the thread count. */
+enum { SPLIT_RUN = 1 << 15, SPLIT_MAX_PIECES = 4096 };
+typedef struct split_job { const red_ctx *c; const float *x; int64_t piece; double part[SPLIT_MAX_PIECES]; } split_job;
+
+static void split_range(void *arg, int64_t begin, int64_t end)
+{
+    split_job *j = arg;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t at = p * j->piece, n = j->c->count - at < j->piece ? j->c->count - at : j->piece;
+        const float *x = j->x + at;
+        j->part[p] = j->c->op == NNR_OP_SUM || j->c->op == NNR_OP_MEAN ? sum_f32_run(x, n) : maxmin_f32_run(x, n, j->c->op == NNR_OP_MAX, x[0]);
+    }
+}
+
+static int split_reduce(const red_ctx *c)
+{
+    split_job *j = malloc(sizeof *j);
+    if (!j) return cpu_error(NNR_ERR_OOM, "reduce: out of memory");
+    j->c = c;
+    j->x = c->in->data;
+    j->piece = SPLIT_RUN;
+    while ((c->count + j->piece - 1) / j->piece > SPLIT_MAX_PIECES) j->piece *= 2;
+    int64_t pieces = (c->count + j->piece - 1) / j->piece;
+    int st = cpu_parallel_for(pieces, 1, split_range, j);
+    if (st == NNR_OK) {
+        double r = j->part[0];
+        for (int64_t p = 1; p < pieces; p++) {
+            double v = j->part[p];
+            if (c->op == NNR_OP_SUM || c->op == NNR_OP_MEAN) r += v;
+            else if (r == r && (v != v || (c->op == NNR_OP_MAX ? v > r : v < r))) r = v;
+        }
+        if (c->op == NNR_OP_MEAN) r /= (double)c->count;
+        nnr_store_f64(c->out_dtype, c->out->data, r);
+    }
+    free(j);
+    return st;
 }
 
 int cpu_reduce(const nnr_op_call *call)
@@ -201,6 +276,7 @@ int cpu_reduce(const nnr_op_call *call)
     c.nred = w;
     int64_t nout = 1;
     for (int d = 0; d < c.nkept; d++) nout *= c.in->sizes[d];
+    if (nout == 1 && w == 1 && c.red_strides[0] == 4 && c.count >= 2 * SPLIT_RUN && f32_run_op(&c)) return split_reduce(&c);
     int64_t grain = c.count > 0 ? (1 << 15) / c.count : 1 << 15;
     return cpu_parallel_for(nout, grain > 0 ? grain : 1, reduce_range, &c);
 }

@@ -255,6 +255,44 @@ ACT_LOOP(8, TGT256)
 ACT_LOOP(4, )
 #pragma GCC diagnostic pop
 
+/* ---------------- the extreme of a run of floats (MAX and MIN reductions) ----------------
+ * per lane the running extreme and a NaN flag; a NaN anywhere gives NaN, as the reductions' other paths */
+#define EXTREME_LOOP(W, TGT)                                                                               \
+    TGT __attribute__((noinline)) static float extreme##W(const float *x, int64_t n, int is_max, float init) \
+    {                                                                                                      \
+        vf##W m = {0}, v;                                                                                  \
+        vi##W bad = {0};                                                                                   \
+        m += init;                                                                                         \
+        int64_t i = 0;                                                                                     \
+        if (is_max)                                                                                        \
+            for (; i + W <= n; i += W) { memcpy(&v, x + i, sizeof v); m = sel##W(v > m, v, m); bad |= v != v; } \
+        else                                                                                               \
+            for (; i + W <= n; i += W) { memcpy(&v, x + i, sizeof v); m = sel##W(v < m, v, m); bad |= v != v; } \
+        float r = init;                                                                                    \
+        for (int k = 0; k < W; k++) {                                                                      \
+            if (bad[k]) return NAN;                                                                        \
+            if (is_max ? m[k] > r : m[k] < r) r = m[k];                                                    \
+        }                                                                                                  \
+        for (; i < n; i++) {                                                                               \
+            if (x[i] != x[i]) return NAN;                                                                  \
+            if (is_max ? x[i] > r : x[i] < r) r = x[i];                                                    \
+        }                                                                                                  \
+        return r;                                                                                          \
+    }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+EXTREME_LOOP(16, TGT512)
+EXTREME_LOOP(8, TGT256)
+EXTREME_LOOP(4, )
+#pragma GCC diagnostic pop
+
+float cpu_extreme_f32(const float *x, int64_t n, int is_max, float init)
+{
+    if (cpu_isa_level >= CPU_ISA_AVX512) return extreme16(x, n, is_max, init);
+    if (cpu_isa_level >= CPU_ISA_AVX2) return extreme8(x, n, is_max, init);
+    return extreme4(x, n, is_max, init);
+}
+
 /* ---------------- POW: a ^ b, a or b a scalar (stride 0) or both contiguous ----------------
  * SLEEF's powf (1 ulp) when every operand is a float; a scalar that is not one (x ^ 0.3: 0.3 has no
  * float) is kept in double, as PyTorch keeps it, and the power computed in double (SLEEF's powd),
@@ -372,6 +410,16 @@ int cpu_vmath_f32(int op, int64_t n, float *o, const float *a)
 {
     (void)op; (void)n; (void)o; (void)a;
     return 0;
+}
+
+float cpu_extreme_f32(const float *x, int64_t n, int is_max, float init)
+{
+    float r = init;
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] != x[i]) return NAN;
+        if (is_max ? x[i] > r : x[i] < r) r = x[i];
+    }
+    return r;
 }
 
 void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar)

@@ -111,6 +111,52 @@ describe("reductions", function()
     assert.matches("max: cannot reduce over an empty dimension", H.errmsg(function() return nnr.zeros(0):max() end))
   end)
 
+  -- the f32 fast paths: a long run split over the threads (pieces of 32768, partials combined in
+  -- order), whole contiguous rows, and columns; against f64, NaN and infinities in any piece
+  it("f32 sums, means, max and min over long runs, rows and columns match f64; NaN anywhere wins", function()
+    local n = 300001                                        -- ten pieces and a tail
+    local x = nnr.randn(n)
+    local xd = x:double()
+    local function close(a, b, tol) assert(math.abs(a - b) <= tol * math.max(1, math.abs(b)), a .. " vs " .. b) end
+    close(x:sum():item(), xd:sum():item(), 1e-6)
+    close(x:mean():item(), xd:mean():item(), 1e-6)
+    assert.are.equal(xd:max():item(), x:max():item())
+    assert.are.equal(xd:min():item(), x:min():item())
+    -- the same bits whatever the thread count
+    local t = nnr.get_num_threads()
+    nnr.set_num_threads(1)
+    local one = { x:sum():item(), x:max():item() }
+    nnr.set_num_threads(t)
+    assert.same(one, { x:sum():item(), x:max():item() })
+    -- NaN in the first piece, a middle one and the tail; infinities
+    for _, at in ipairs { 1, 150000, n } do
+      local y = x:clone()
+      y[at] = 0 / 0
+      for _, op in ipairs { "sum", "mean", "max", "min" } do local v = y[op](y):item(); assert(v ~= v, op .. " with NaN at " .. at) end
+    end
+    local y = x:clone()
+    y[200000] = 1 / 0
+    assert.are.equal(1 / 0, y:max():item())
+    assert.are.equal(1 / 0, y:sum():item())
+    y[3] = -1 / 0
+    assert(y:sum():item() ~= y:sum():item())               -- inf - inf
+    assert.are.equal(-1 / 0, y:min():item())
+    -- rows (the last dim, contiguous) and columns (the first), lengths with tails
+    local m = nnr.randn(37, 1003)
+    local md = m:double()
+    for _, d in ipairs { 1, 2 } do
+      local got, ref = m:sum(d):totable(), md:sum(d):totable()
+      for i = 1, #ref do close(got[i], ref[i], 1e-5) end
+      got, ref = m:mean(d):totable(), md:mean(d):totable()
+      for i = 1, #ref do close(got[i], ref[i], 1e-5) end
+      assert.same(md:max(d):totable(), m:max(d):double():totable())
+      assert.same(md:min(d):totable(), m:min(d):double():totable())
+    end
+    m[5][700] = 0 / 0
+    local rows = m:max(2):totable()
+    assert(rows[5] ~= rows[5]); assert(rows[4] == rows[4])
+  end)
+
   it("softmax and log_softmax match the reference along any dim", function()
     local ref = H.rand_table({ 3, 4, 5 }, -4, 4)
     local x = nnr.tensor(ref, { dtype = "f64" })
