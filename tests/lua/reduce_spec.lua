@@ -157,6 +157,31 @@ describe("reductions", function()
     assert(rows[5] ~= rows[5]); assert(rows[4] == rows[4])
   end)
 
+  -- f32 softmax over a dim that is not the last runs down whole contiguous rows, a block of 256
+  -- columns at a time (reduce.c); blocks with a tail, NaN and -inf columns, and every dim of a 4-d one
+  it("f32 softmax and log_softmax over a leading dim match f64, NaN and -inf columns included", function()
+    local x = nnr.randn(37, 600) * 4
+    x[3][10] = 0 / 0
+    for i = 1, 37 do x[i][20] = -1 / 0 end
+    x[5][30] = -1 / 0
+    for _, f in ipairs { "softmax", "log_softmax" } do
+      local got, ref = x[f](x, 1):double(), x:double()[f](x:double(), 1)
+      local g, r = got:totable(), ref:totable()
+      for i = 1, 37 do
+        for j = 1, 600 do
+          local a, b = g[i][j], r[i][j]
+          assert((a ~= a and b ~= b) or a == b or math.abs(a - b) <= 1e-5 * math.max(1, math.abs(b)),
+                 string.format("%s [%d][%d]: %s vs %s", f, i, j, tostring(a), tostring(b)))
+        end
+      end
+    end
+    local y = nnr.randn(3, 5, 7, 300)
+    for d = 1, 4 do
+      assert((y:softmax(d):double() - y:double():softmax(d)):abs():max():item() < 1e-6)
+      assert((y:log_softmax(d):double() - y:double():log_softmax(d)):abs():max():item() < 1e-5)
+    end
+  end)
+
   it("softmax and log_softmax match the reference along any dim", function()
     local ref = H.rand_table({ 3, 4, 5 }, -4, 4)
     local x = nnr.tensor(ref, { dtype = "f64" })
