@@ -105,6 +105,29 @@ describe("joining and indexing", function()
     H.assert_close(x:chunk(3)[3], { 8, 9 }, 0)
   end)
 
+  -- the contiguous fast paths (index.c: [outer, N, inner] slices) against the general walk on a
+  -- transposed (non-contiguous) copy of the same values, every dim, 4- and 8-byte and odd dtypes
+  it("gather and index_select over every dim of contiguous tensors match the general path", function()
+    for _, dt in ipairs { "f32", "f64", "i64", "bf16", "u8" } do
+      local x = (nnr.rand(4, 5, 6, 3) * 100):to(dt)
+      local xt = x:permute(4, 3, 2, 1):contiguous():permute(4, 3, 2, 1)      -- same values, other strides
+      assert.is_false(xt:is_contiguous())
+      for d = 1, 4 do
+        local n = x:size(d)
+        local idx = nnr.tensor({ n, 1, n, 2, 1 }, { dtype = "i64" })
+        assert.same(xt:index_select(d, idx):totable(), x:index_select(d, idx):totable())
+        local shape = x:size()
+        shape[d] = 3
+        local gi = nnr.randint(1, n + 1, shape)
+        assert.same(xt:gather(d, gi):totable(), x:gather(d, gi):totable())
+      end
+    end
+    local x = nnr.randn(3, 4)
+    assert.equal("gather: index 5 is out of range [1, 4] for dimension 2",
+      H.errmsg(function() return x:gather(2, nnr.tensor({ { 1 }, { 5 }, { 2 } }, { dtype = "i64" })) end))
+    assert.equal("index_select: index 5 is out of range [1, 4] for dimension 2",
+      H.errmsg(function() return x:index_select(2, { 1, 5 }) end))
+  end)
   it("gather and index_select take 1-based indices", function()
     local x = nnr.tensor({ { 1, 2, 3 }, { 4, 5, 6 } })
     local idx = nnr.tensor({ { 3, 1 }, { 2, 2 } }, { dtype = "i64" })
