@@ -293,10 +293,29 @@ static void unary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
     }
 }
 
+/* i64 add, sub and mul of a contiguous tensor and a scalar, as wrapping 64-bit integers (binary_i):
+ * the 1-based indices a script hands to gather and index_select are shifted this way on every call,
+ * and the chunked int64 path cost more than the gather itself */
+CPU_MULTI(void, i64_scalar_op, (int op, int64_t n, int64_t *restrict o, const int64_t *restrict a, int64_t b, int first), (op, n, o, a, b, first))
+{
+    const uint64_t *ua = (const uint64_t *)a;
+    uint64_t *uo = (uint64_t *)o, ub = (uint64_t)b;
+    if (op == NNR_OP_ADD) for (int64_t i = 0; i < n; i++) uo[i] = ua[i] + ub;
+    else if (op == NNR_OP_SUB && !first) for (int64_t i = 0; i < n; i++) uo[i] = ua[i] - ub;
+    else if (op == NNR_OP_SUB) for (int64_t i = 0; i < n; i++) uo[i] = ub - ua[i];
+    else for (int64_t i = 0; i < n; i++) uo[i] = ua[i] * ub;
+}
+
 static void binary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
 {
     const ew_ctx *c = vc;
     int one_scalar = c->nin == 1;
+    if (one_scalar && c->in_dtype == NNR_I64 && c->out_dtype == NNR_I64 && s[0] == 8 && s[1] == 8 &&
+        (c->op == NNR_OP_ADD || c->op == NNR_OP_SUB || c->op == NNR_OP_MUL) && c->s0 == (double)nnr_double_to_i64(c->s0) &&
+        fabs(c->s0) < 9007199254740992.0) {
+        i64_scalar_op(c->op, n, (int64_t *)p[0], (const int64_t *)p[1], nnr_double_to_i64(c->s0), c->scalar_first);
+        return;
+    }
     for (int64_t at = 0; at < n; at += CPU_CHUNK) {
         int64_t m = n - at < CPU_CHUNK ? n - at : CPU_CHUNK;
         if (integral_path(c->in_dtype)) {
