@@ -110,6 +110,23 @@ static int f32_run_op(const red_ctx *c)
     return c->in_dtype == NNR_F32 && (c->op == NNR_OP_SUM || c->op == NNR_OP_MEAN || c->op == NNR_OP_MAX || c->op == NNR_OP_MIN);
 }
 
+/* ARGMAX and ARGMIN over a contiguous f32 run: the extreme on vectors, then the first index holding it
+ * (or the first NaN), only when it beats what earlier runs of the same output had: the first
+ * occurrence wins, as in the element walk */
+static void arg_f32_run(const red_ctx *c, acc *a, const float *x, int64_t n, int64_t base)
+{
+    if (a->started && a->d != a->d) return;                    /* a NaN was found: it stays */
+    int is_max = c->op == NNR_OP_ARGMAX;
+    float m = cpu_extreme_f32(x, n, is_max, a->started ? (float)a->d : x[0]);
+    if (a->started && m == m && !(is_max ? m > a->d : m < a->d)) return;
+    int64_t k = 0;
+    if (m != m) while (k < n - 1 && x[k] == x[k]) k++;
+    else while (k < n - 1 && x[k] != m) k++;
+    a->d = m;
+    a->i = base + k;
+    a->started = 1;
+}
+
 static void reduce_range(void *vc, int64_t begin, int64_t end)
 {
     const red_ctx *c = vc;
@@ -136,6 +153,12 @@ static void reduce_range(void *vc, int64_t begin, int64_t end)
         for (int64_t r = 0; r < rows && inner > 0; r++) {
             const char *rp = ip;
             for (int d = 0; d < nr - 1; d++) rp += idx[d] * c->red_strides[d];
+            if (inner_stride == 4 && c->in_dtype == NNR_F32 && (c->op == NNR_OP_ARGMAX || c->op == NNR_OP_ARGMIN)) {
+                arg_f32_run(c, &a, (const float *)rp, inner, flat);
+                flat += inner;
+                for (int d = nr - 2; d >= 0; d--) { if (++idx[d] < c->red_sizes[d]) break; idx[d] = 0; }
+                continue;
+            }
             if (inner_stride == 4 && f32_run_op(c)) {
                 if (c->op == NNR_OP_SUM || c->op == NNR_OP_MEAN) a.d += sum_f32_run((const float *)rp, inner);
                 else if (!(a.started && a.d != a.d)) {

@@ -155,6 +155,18 @@ describe("reductions", function()
     m[5][700] = 0 / 0
     local rows = m:max(2):totable()
     assert(rows[5] ~= rows[5]); assert(rows[4] == rows[4])
+    -- argmax and argmin: the first of equal extremes, the first NaN, over one run and over several
+    local t = nnr.tensor({ { 1, 5, 5, 2 }, { 0 / 0, 3, 0 / 0, 1 }, { -1 / 0, -1 / 0, -1 / 0, -1 / 0 }, { 2, 1, 0 / 0, 7 } })
+    assert.same({ 2, 1, 1, 3 }, t:argmax(2):totable())
+    assert.same({ 1, 1, 1, 3 }, t:argmin(2):totable())
+    assert.same(5, t:argmax():item())
+    local w = nnr.randn(6, 50, 40)
+    local wd = w:double()
+    for _, d in ipairs { 1, 2, 3 } do
+      assert.same(wd:argmax(d):totable(), w:argmax(d):totable())
+      assert.same(wd:argmin(d):totable(), w:argmin(d):totable())
+    end
+    assert.same(wd:argmax():item(), w:argmax():item())
   end)
 
   -- f32 softmax over a dim that is not the last runs down whole contiguous rows, a block of 256
