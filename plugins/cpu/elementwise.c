@@ -47,7 +47,18 @@ INLINE float phi_cdf_f(float x, float e)
 }
 /* exp(-x^2 / 2), 0 where it underflows (cpu_exp_f32 clamps at exp(-87.5) instead) */
 INLINE float gauss_f(float x) { float a = -0.5f * x * x; return a > -87.0f ? cpu_exp_f32(a) : (a != a ? a : 0.0f); }
-INLINE float gelu_f(float x) { return x * phi_cdf_f(x, gauss_f(x)); }
+/* the forward needs no phi: exp(-z^2) exp(P(t)) as one exp(-z^2 + P(t)) (what Numerical Recipes' erfcc
+ * computes), half the exps; the argument is as accurate as -x^2 / 2 was. Below the point where that
+ * exp underflows, 0 (a NaN x stays NaN through x * ...) */
+INLINE float gelu_f(float x)
+{
+    float z = fabsf(x) * 0.70710678f, t = 1.0f / (1.0f + 0.5f * z);
+    float p = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f + t * (0.27886807f + t * (-1.13520398f
+              + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+    float a = p - z * z;
+    float q = a > -87.0f ? 0.5f * t * cpu_exp_f32(a) : 0.0f;
+    return x * (x >= 0 ? 1.0f - q : q);
+}
 INLINE float gelu_grad_f(float g, float x)
 {
     float e = gauss_f(x);
