@@ -270,6 +270,14 @@ nnr_tensor *nnr_activation(int kind, const nnr_tensor *a, double p0, double p1)
     if (kind == NNR_ACT_SOFTPLUS && p0 == 0) { nnr_errorf(NNR_ERR_INVALID, "softplus: beta must not be 0 (it divides)"); return NULL; }
     if (a->dtype == NNR_BOOL) { nnr_errorf(NNR_ERR_INVALID, "%s: not defined for bool tensors", name); return NULL; }
     int odt = nnr_dtype_is_float(a->dtype) ? a->dtype : NNR_F32;      /* integers compute in f32, as exp */
+    /* below f64 the kernels compute with the parameters as floats: each must stay finite, and a
+     * softplus beta must not round to 0 */
+    if (odt != NNR_F64 && (fabs(p0) > 3.4028234663852886e38 || fabs(p1) > 3.4028234663852886e38 ||
+                           (kind == NNR_ACT_SOFTPLUS && (float)p0 == 0.0f))) {
+        nnr_errorf(NNR_ERR_INVALID, "%s: parameters %g and %g do not fit a float, which a %s tensor computes with", name, p0, p1,
+                   nnr_dtype_name(odt));
+        return NULL;
+    }
     nnr_tensor *x = nnr_as_dtype(a, odt);
     if (!x) return NULL;
     nnr_tensor *r = nnr_tensor_alloc(odt, a->ndim, a->sizes, a->device);

@@ -134,6 +134,12 @@ local function activation_cases()
         local g, x = uniform(dt, -2, 2, { 6, 9 }):to(dev), uniform(dt, -5, 5, { 6, 9 }):to(dev)
         return { ins = { g, x }, outs = { empty({ 6, 9 }, dt, dev) }, params = params }
       end)
+      -- a sum's backward gives an expanded g (stride 0); x strided, with specials
+      case(OP.ACTIVATION_GRAD, dt, k[1] .. ", expanded g, strided x", function(dev)
+        local g = uniform(dt, -2, 2, { 1, 9 }):to(dev):expand(7, 9)
+        local x = with_specials(dt, -5, 5, { 9, 7 }):to(dev):t()
+        return { ins = { g, x }, outs = { empty({ 7, 9 }, dt, dev) }, params = params }
+      end)
     end
   end
 end

@@ -222,8 +222,9 @@ static void binary_f32_row(void *vc, int64_t n, char **p, const int64_t *s)
         else cmp_f32_loop(c->op, n, ob, s[0], a, sa, b, sb);
         return;
     }
-    if (c->op == NNR_OP_POW && so == 1 && (sa == 1 || sa == 0) && (sb == 1 || sb == 0)) {
-        /* a scalar operand's exact value: the op's double; a broadcast tensor's element is a float */
+    if (c->op == NNR_OP_POW && so == 1 && ((sa == 1 && (sb == 1 || sb == 0)) || (sa == 0 && sb == 1))) {
+        /* a scalar operand's exact value: the op's double; a broadcast tensor's element is a float. (Both
+         * of stride 0, an expanded tensor and a scalar, take the loop below.) */
         cpu_pow_f32(n, o, a, sa, b, sb, c->nin == 1 ? c->s0 : sa == 0 ? (double)a[0] : (double)b[0]);
         return;
     }
@@ -307,7 +308,7 @@ static void unary_generic_row(void *vc, int64_t n, char **p, const int64_t *s)
 /* i64 add, sub and mul of a contiguous tensor and a scalar, as wrapping 64-bit integers (binary_i):
  * the 1-based indices a script hands to gather and index_select are shifted this way on every call,
  * and the chunked int64 path cost more than the gather itself */
-CPU_MULTI(void, i64_scalar_op, (int op, int64_t n, int64_t *restrict o, const int64_t *restrict a, int64_t b, int first), (op, n, o, a, b, first))
+CPU_MULTI(void, i64_scalar_op, (int op, int64_t n, int64_t *o, const int64_t *a, int64_t b, int first), (op, n, o, a, b, first))
 {
     const uint64_t *ua = (const uint64_t *)a;
     uint64_t *uo = (uint64_t *)o, ub = (uint64_t)b;
@@ -414,7 +415,7 @@ int cpu_binary(const nnr_op_call *call)
 
 /* where(cond, a, b): operands out, cond, then a and b unless they are scalars */
 /* contiguous f32 where: a and b tensors (sa, sb 1) or scalars (stride 0), a select per lane */
-CPU_MULTI(void, where_f32_contig, (int64_t n, float *restrict o, const uint8_t *restrict cond, const float *a, int64_t sa, const float *b, int64_t sb),
+CPU_MULTI(void, where_f32_contig, (int64_t n, float *o, const uint8_t *cond, const float *a, int64_t sa, const float *b, int64_t sb),
           (n, o, cond, a, sa, b, sb))
 {
     if (sa && sb) for (int64_t i = 0; i < n; i++) o[i] = cond[i] ? a[i] : b[i];
@@ -424,7 +425,7 @@ CPU_MULTI(void, where_f32_contig, (int64_t n, float *restrict o, const uint8_t *
 }
 
 /* contiguous f32 clamp; NaN stays NaN (both comparisons false) */
-CPU_MULTI(void, clamp_f32_contig, (int64_t n, float *restrict o, const float *restrict x, int lo_on, float lo, int hi_on, float hi),
+CPU_MULTI(void, clamp_f32_contig, (int64_t n, float *o, const float *x, int lo_on, float lo, int hi_on, float hi),
           (n, o, x, lo_on, lo, hi_on, hi))
 {
     if (lo_on && hi_on) for (int64_t i = 0; i < n; i++) { float v = x[i] < lo ? lo : x[i]; o[i] = v > hi ? hi : v; }

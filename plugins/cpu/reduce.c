@@ -394,7 +394,8 @@ enum { SMC_BLOCK = 256 };
 CPU_MULTI(void, softmax_cols_f32, (const float *restrict x, float *restrict y, int64_t n, int64_t ld, int64_t bw, int take_log),
           (x, y, n, ld, bw, take_log))
 {
-    float m[SMC_BLOCK], sum[SMC_BLOCK];
+    float m[SMC_BLOCK];
+    double sum[SMC_BLOCK];         /* in double, as the row path: a long softmax dim adds many terms */
     int nan[SMC_BLOCK];
     for (int64_t k = 0; k < bw; k++) { m[k] = -INFINITY; nan[k] = 0; sum[k] = 0; }
     for (int64_t j = 0; j < n; j++) {
@@ -407,12 +408,13 @@ CPU_MULTI(void, softmax_cols_f32, (const float *restrict x, float *restrict y, i
         float *o = y + j * ld;
         for (int64_t k = 0; k < bw; k++) { float e = r[k] == -INFINITY ? 0.0f : cpu_exp_f32(r[k] - m[k]); o[k] = e; sum[k] += e; }
     }
-    for (int64_t k = 0; k < bw; k++) sum[k] = take_log ? logf(sum[k]) : 1.0f / sum[k];
+    float f[SMC_BLOCK];
+    for (int64_t k = 0; k < bw; k++) f[k] = take_log ? (float)log(sum[k]) : (float)(1.0 / sum[k]);
     for (int64_t j = 0; j < n; j++) {
         const float *r = x + j * ld;
         float *o = y + j * ld;
-        if (take_log) for (int64_t k = 0; k < bw; k++) o[k] = (r[k] - m[k]) - sum[k];
-        else for (int64_t k = 0; k < bw; k++) o[k] *= sum[k];
+        if (take_log) for (int64_t k = 0; k < bw; k++) o[k] = (r[k] - m[k]) - f[k];
+        else for (int64_t k = 0; k < bw; k++) o[k] *= f[k];
     }
     for (int64_t k = 0; k < bw; k++)
         if (nan[k]) for (int64_t j = 0; j < n; j++) y[j * ld + k] = NAN;

@@ -200,7 +200,7 @@ __attribute__((noinline)) static void map4(int op, int64_t n, float *o, const fl
         case NNR_ACT_LEAKY_RELU: return sel##W(x > 0, x, a * x);                                           \
         case NNR_ACT_MISH: return x * tsp##W(x);                                                           \
         default: { vf##W t = x + 3.0f; t = sel##W(t > 0, t, (vf##W){0}); t = sel##W(t < 6.0f, t, (vf##W){0} + 6.0f); \
-                   return x * t * (1.0f / 6.0f); }                                                         \
+                   return x * t / 6.0f; }                                                                   \
         }                                                                                                  \
     }                                                                                                      \
     TGT static inline vf##W dact##W(int kind, vf##W g, vf##W x, float a, float b)                         \
@@ -211,7 +211,7 @@ __attribute__((noinline)) static void map4(int op, int64_t n, float *o, const fl
         case NNR_ACT_ELU: return sel##W(x > 0, g * b, g * ((b * a) * Sleef_expf##W##_u10##ISA(x)));        \
         case NNR_ACT_LEAKY_RELU: return sel##W(x > 0, g, g * a);                                           \
         case NNR_ACT_MISH: { vf##W t = tsp##W(x); return g * (t + x * sigm##W(x) * (1.0f - t * t)); }      \
-        default: return sel##W(x < -3.0f, (vf##W){0}, sel##W(x <= 3.0f, g * (x * (1.0f / 3.0f) + 0.5f), g));  \
+        default: return sel##W(x < -3.0f, (vf##W){0}, sel##W(x <= 3.0f, g * (x / 3.0f + 0.5f), g));          \
         }                                                                                                  \
     }
 
@@ -349,7 +349,7 @@ POWD_LOOP(2, Sleef_powd2_u10sse2, )
 #pragma GCC diagnostic pop
 
 /* the exponents a program writes most, exactly as PyTorch computes them: x * x, x * x * x, sqrt, 1 / x */
-CPU_MULTI(int, pow_scalar_exp, (int64_t n, float *restrict o, const float *restrict a, float e), (n, o, a, e))
+CPU_MULTI(int, pow_scalar_exp, (int64_t n, float *o, const float *a, float e), (n, o, a, e))
 {
     if (e == 2.0f) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * a[i]; return 1; }
     if (e == 3.0f) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * a[i] * a[i]; return 1; }
@@ -361,8 +361,10 @@ CPU_MULTI(int, pow_scalar_exp, (int64_t n, float *restrict o, const float *restr
 
 void cpu_pow_f32(int64_t n, float *o, const float *a, int64_t sa, const float *b, int64_t sb, double scalar)
 {
+    /* the stride says which side is the scalar (at most one is: the caller sends two of stride 0
+     * elsewhere); only then is its exact value compared */
     if (sa && !sb && (double)b[0] == scalar && pow_scalar_exp(n, o, a, b[0])) return;
-    if ((!sa && (double)a[0] != scalar) || (!sb && (double)b[0] != scalar)) {      /* a scalar that is no float */
+    if ((!sa && sb && (double)a[0] != scalar) || (sa && !sb && (double)b[0] != scalar)) {      /* a scalar that is no float */
         const float *x = sa ? a : b;
         int first = !sa;
         if (cpu_isa_level >= CPU_ISA_AVX512) powd_map8(n, o, x, scalar, first);

@@ -257,6 +257,16 @@ describe("elementwise", function()
     check(x:abs():pow(y):totable(), xd:abs():pow(y:double()):totable(), "x ^ y")
     check(nnr.pow(2.5, y):totable(), nnr.pow(2.5, y:double()):totable(), "2.5 ^ y")
     assert.are.equal(1, nnr.tensor({ 0 / 0 }):pow(0):item())       -- C99: pow(NaN, 0) = 1, as PyTorch
+    -- an operand expanded along the last dim (stride 0) beside a scalar or another expanded one
+    local e = nnr.tensor({ { 1 }, { 2 } }):expand(2, 1000)
+    local f = nnr.tensor({ { 3 }, { 0.5 } }):expand(2, 1000)
+    for _, case in ipairs { { e:pow(2), 1, 4 }, { e:pow(0.3), 1, 2 ^ 0.3 }, { nnr.pow(2.5, e), 2.5, 6.25 }, { e:pow(f), 1, math.sqrt(2) },
+                            { f:pow(e), 3, 0.25 } } do
+      local t = case[1]:totable()
+      for j = 1, 1000, 333 do
+        assert(math.abs(t[1][j] - case[2]) <= 1e-6 * case[2] and math.abs(t[2][j] - case[3]) <= 1e-6 * case[3], tostring(t[1][j]) .. " " .. tostring(t[2][j]))
+      end
+    end
   end)
 
   it("f32 GELU and its gradient (vectorized, without libm) stay within a few ulp of f64, tails and NaN included", function()

@@ -311,6 +311,14 @@ describe("issue 16 layers and losses: values of note", function()
     fails("softplus: beta must not be 0", function() F.softplus(x, 0) end)
     fails("softplus: .*finite", function() F.softplus(x, 1, 0 / 0) end)
     fails("silu: .*bool", function() F.silu(nnr.tensor({ true, false })) end)
+    fails("softplus: .*do not fit a float", function() F.softplus(x, 1e-50) end)
+    fails("elu: .*do not fit a float", function() F.elu(x, 1e39) end)
+    assert(F.softplus(x:double(), 1e-50):sum():item() > 0)      -- f64 computes with the double
+    -- the backward of a sum: an expanded (stride 0) gradient reaches the fused derivative
+    local xr = nnr.randn(5, 7):requires_grad_(true)
+    F.silu(xr):sum():backward()
+    local s = xr:detach():sigmoid()
+    assert((xr.grad - s * (xr:detach() * (1 - s) + 1)):abs():max():item() < 1e-6)
     -- integers compute in f32, as exp does
     assert.are.equal("f32", F.silu(nnr.tensor({ 1, 2 }, { dtype = "i64" })).dtype)
   end)
