@@ -94,6 +94,18 @@ int nnr_run_descs(const char *op, int opid, int device, int nin, const nnr_tenso
     return nnr_dispatch(op, device, &call);
 }
 
+nnr_tensor *nnr_run_new(const char *op, int opid, int dt, int nin, const nnr_tensor *const *ins, const nnr_op_params *p)
+{
+    nnr_tensor *r = nnr_tensor_alloc(dt, ins[0]->ndim, ins[0]->sizes, ins[0]->device);
+    if (!r) return NULL;
+    nnr_tensor_desc d[NNR_MAX_INPUTS], dout;
+    const nnr_tensor_desc *in[NNR_MAX_INPUTS];
+    for (int i = 0; i < nin; i++) { nnr_tensor_desc_of(ins[i], &d[i]); in[i] = &d[i]; }
+    nnr_tensor_desc_of(r, &dout);
+    if (nnr_run_descs(op, opid, ins[0]->device, nin, in, &dout, p)) { nnr_tensor_release(r); return NULL; }
+    return r;
+}
+
 int nnr_backend_knows(int device, int minor)
 {
     const nnr_device_entry *dev = nnr_device_get(device);

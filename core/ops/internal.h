@@ -25,6 +25,9 @@ int nnr_scalar_is_integral(double s);
 /* one call with descriptors already made (broadcast views, permuted dims) */
 int nnr_run_descs(const char *op, int opid, int device, int nin, const nnr_tensor_desc **in, const nnr_tensor_desc *out,
                   const nnr_op_params *p);
+/* a new tensor of ins[0]'s shape and device and of dtype dt, written by one call of opid on the nin inputs
+ * as they are (same shape, any strides); NULL with the error set */
+nnr_tensor *nnr_run_new(const char *op, int opid, int dt, int nin, const nnr_tensor *const *ins, const nnr_op_params *p);
 /* the device's plugin was built against ABI 1.minor or later: it knows the ops and forms that minor
  * added (LINEAR and CONV2D's relu came with 1.1; a 1.0 plugin might take them for something else) */
 int nnr_backend_knows(int device, int minor);

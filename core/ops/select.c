@@ -165,15 +165,8 @@ nnr_tensor *nnr_clamp(const nnr_tensor *a, double lo, double hi, int flags)
     if (flags & 2) dt = nnr_promote_with_scalar(dt, hi);
     if (dt == NNR_BOOL) { nnr_errorf(NNR_ERR_INVALID, "clamp: not defined for bool tensors"); return NULL; }
     nnr_tensor *x = nnr_as_dtype(a, dt);
-    nnr_tensor *r = x ? nnr_tensor_alloc(dt, a->ndim, a->sizes, a->device) : NULL;
-    if (r) {
-        nnr_tensor_desc dx, dout;
-        nnr_tensor_desc_of(x, &dx);
-        nnr_tensor_desc_of(r, &dout);
-        nnr_op_params p = {.struct_size = sizeof p, .f = {lo, hi}, .i = {flags}};
-        const nnr_tensor_desc *in[1] = {&dx};
-        if (nnr_run_descs("clamp", NNR_OP_CLAMP, a->device, 1, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
-    }
+    nnr_op_params p = {.struct_size = sizeof p, .f = {lo, hi}, .i = {flags}};
+    nnr_tensor *r = x ? nnr_run_new("clamp", NNR_OP_CLAMP, dt, 1, (const nnr_tensor *const *)&x, &p) : NULL;
     if (x && nnr_should_record(1, (const nnr_tensor **)&x)) NNR_RECORD(r, record_clamp(x, lo, hi, flags, r));
     nnr_tensor_release(x);
     return r;

@@ -146,14 +146,7 @@ nnr_tensor *nnr_unary(int op, const nnr_tensor *a)
     int in_dt = (odt == NNR_BOOL || !nnr_dtype_is_float(odt)) ? a->dtype : odt;
     nnr_tensor *x = nnr_as_dtype(a, in_dt);
     if (!x) return NULL;
-    nnr_tensor *r = nnr_tensor_alloc(odt, a->ndim, a->sizes, a->device);
-    if (r) {
-        nnr_tensor_desc di, dout;
-        nnr_tensor_desc_of(x, &di);
-        nnr_tensor_desc_of(r, &dout);
-        const nnr_tensor_desc *in[1] = {&di};
-        if (nnr_run_descs(nnr_op_name(op), op, a->device, 1, in, &dout, NULL)) { nnr_tensor_release(r); r = NULL; }
-    }
+    nnr_tensor *r = nnr_run_new(nnr_op_name(op), op, odt, 1, (const nnr_tensor *const *)&x, NULL);
     if (nnr_should_record(1, (const nnr_tensor **)&x)) NNR_RECORD(r, record_unary(op, x, r));
     nnr_tensor_release(x);
     return r;
@@ -239,16 +232,9 @@ static int activation_backward(nnr_node *node, const nnr_tensor *g, nnr_tensor *
         r = activation_grad_recorded(kind, g, x, a, b);
     } else {
         nnr_tensor *gx = nnr_as_dtype(g, x->dtype);     /* the fused op takes one dtype throughout */
-        r = gx ? nnr_tensor_alloc(x->dtype, x->ndim, x->sizes, x->device) : NULL;
-        if (r) {
-            nnr_tensor_desc dg, dx, dout;
-            nnr_tensor_desc_of(gx, &dg);
-            nnr_tensor_desc_of(x, &dx);
-            nnr_tensor_desc_of(r, &dout);
-            nnr_op_params p = {.struct_size = sizeof p, .f = {a, b}, .i = {kind}};
-            const nnr_tensor_desc *in[2] = {&dg, &dx};
-            if (nnr_run_descs("activation_grad", NNR_OP_ACTIVATION_GRAD, x->device, 2, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
-        }
+        nnr_op_params p = {.struct_size = sizeof p, .f = {a, b}, .i = {kind}};
+        const nnr_tensor *ins[2] = {gx, x};
+        r = gx ? nnr_run_new("activation_grad", NNR_OP_ACTIVATION_GRAD, x->dtype, 2, ins, &p) : NULL;
         nnr_tensor_release(gx);
     }
     if (!r) return nnr_last_status();
@@ -280,15 +266,8 @@ nnr_tensor *nnr_activation(int kind, const nnr_tensor *a, double p0, double p1)
     }
     nnr_tensor *x = nnr_as_dtype(a, odt);
     if (!x) return NULL;
-    nnr_tensor *r = nnr_tensor_alloc(odt, a->ndim, a->sizes, a->device);
-    if (r) {
-        nnr_tensor_desc di, dout;
-        nnr_tensor_desc_of(x, &di);
-        nnr_tensor_desc_of(r, &dout);
-        nnr_op_params p = {.struct_size = sizeof p, .f = {p0, p1}, .i = {kind}};
-        const nnr_tensor_desc *in[1] = {&di};
-        if (nnr_run_descs(name, NNR_OP_ACTIVATION, a->device, 1, in, &dout, &p)) { nnr_tensor_release(r); r = NULL; }
-    }
+    nnr_op_params p = {.struct_size = sizeof p, .f = {p0, p1}, .i = {kind}};
+    nnr_tensor *r = nnr_run_new(name, NNR_OP_ACTIVATION, odt, 1, (const nnr_tensor *const *)&x, &p);
     if (r && nnr_should_record(1, (const nnr_tensor **)&x)) {
         nnr_node *node = nnr_node_new(act_nodes[kind], activation_backward, 1, (const nnr_tensor **)&x);
         int st = node ? NNR_OK : nnr_last_status();
