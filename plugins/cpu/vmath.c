@@ -129,40 +129,29 @@ __attribute__((target(CPU_TARGET_AVX512), noinline)) static void map16(int op, i
 #undef LOOP16
 }
 
-__attribute__((target(CPU_TARGET_AVX2), noinline)) static void map8(int op, int64_t n, float *o, const float *a)
-{
-#define LOOP8(OP)                                                                                          \
+/* AVX2 and SSE2: whole vectors, then the tail through a zero-padded buffer; the op a constant in each
+ * case of CASES, so that its switch folds away */
+#define PADDED_MAP(W, TGT, LOAD, STORE)                                                                    \
+    TGT static inline __attribute__((always_inline)) void padded##W(int op, int64_t n, float *o, const float *a) \
     {                                                                                                      \
         int64_t i = 0;                                                                                     \
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, vop8(OP, _mm256_loadu_ps(a + i)));             \
+        for (; i + W <= n; i += W) STORE(o + i, vop##W(op, LOAD(a + i)));                                  \
         if (i < n) {                                                                                       \
-            float t[8] = {0};                                                                              \
+            float t[W] = {0};                                                                              \
             memcpy(t, a + i, (size_t)(n - i) * sizeof(float));                                             \
-            _mm256_storeu_ps(t, vop8(OP, _mm256_loadu_ps(t)));                                             \
+            STORE(t, vop##W(op, LOAD(t)));                                                                 \
             memcpy(o + i, t, (size_t)(n - i) * sizeof(float));                                             \
         }                                                                                                  \
     }
-    CASES(LOOP8)
-#undef LOOP8
-    _mm256_zeroupper();
-}
-
-__attribute__((noinline)) static void map4(int op, int64_t n, float *o, const float *a)
-{
-#define LOOP4(OP)                                                                                          \
-    {                                                                                                      \
-        int64_t i = 0;                                                                                     \
-        for (; i + 4 <= n; i += 4) _mm_storeu_ps(o + i, vop4(OP, _mm_loadu_ps(a + i)));                   \
-        if (i < n) {                                                                                       \
-            float t[4] = {0};                                                                              \
-            memcpy(t, a + i, (size_t)(n - i) * sizeof(float));                                             \
-            _mm_storeu_ps(t, vop4(OP, _mm_loadu_ps(t)));                                                   \
-            memcpy(o + i, t, (size_t)(n - i) * sizeof(float));                                             \
-        }                                                                                                  \
-    }
-    CASES(LOOP4)
-#undef LOOP4
-}
+PADDED_MAP(8, __attribute__((target(CPU_TARGET_AVX2))), _mm256_loadu_ps, _mm256_storeu_ps)
+PADDED_MAP(4, , _mm_loadu_ps, _mm_storeu_ps)
+#define CALL8(OP) padded8(OP, n, o, a)
+#define CALL4(OP) padded4(OP, n, o, a)
+__attribute__((target(CPU_TARGET_AVX2), noinline)) static void map8(int op, int64_t n, float *o, const float *a) { CASES(CALL8) }
+__attribute__((noinline)) static void map4(int op, int64_t n, float *o, const float *a) { CASES(CALL4) }
+#undef CALL8
+#undef CALL4
+#undef PADDED_MAP
 #undef CASES
 
 /* ---------------- the activations (ACTIVATION, ACTIVATION_GRAD; plugin.h) ----------------
