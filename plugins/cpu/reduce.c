@@ -308,37 +308,78 @@ int cpu_reduce(const nnr_op_call *call)
 
 typedef struct sm_ctx { const nnr_tensor_desc *in, *out; int log; } sm_ctx;
 
-/* one contiguous f32 row: the exps by cpu_exp_f32 (vectorized; libm's exp one double at a time took
- * 23 ms for the 2M scores of a small GPT's attention), -inf giving exactly 0, sums over 16 lanes */
-CPU_MULTI(void, softmax_row_f32, (const float *restrict x, float *restrict y, int64_t n, int take_log), (x, y, n, take_log))
+/* rows of n contiguous f32 (row r at x + r n), the exps by cpu_exp_f32 in vectorized loops (libm's exp
+ * one double at a time took 23 ms for the 2M scores of a small GPT's attention), -inf giving exactly 0,
+ * a row with a NaN all NaN. A long row: its max by cpu_extreme_f32, its exps summed in 16 lanes (a
+ * 16-lane flag array for the NaN test had made the max pass scalar: 3 ns an element). Rows shorter than
+ * 16 (a classifier's scores) go in blocks of SM_BLOCK rows whose exps are one vectorized loop over the
+ * block (a row of 10 alone was a scalar tail: 120 ns a row). */
+enum { SM_BLOCK = 64 };
+CPU_MULTI(void, softmax_rows_f32, (const float *restrict x, float *restrict y, int64_t rows, int64_t n, int take_log),
+          (x, y, rows, n, take_log))
 {
-    /* the max and the NaN test over 16 lanes, so that they vectorize (one chain of compares took as long
-     * as the exps) */
-    float lmax[16];
-    int lnan[16] = {0}, nan = 0;
-    for (int k = 0; k < 16; k++) lmax[k] = -INFINITY;
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) { float v = x[j + k]; lmax[k] = v > lmax[k] ? v : lmax[k]; lnan[k] |= v != v; }
-    float mx = -INFINITY;
-    for (int k = 0; k < 16; k++) { mx = lmax[k] > mx ? lmax[k] : mx; nan |= lnan[k]; }
-    for (; j < n; j++) { mx = x[j] > mx ? x[j] : mx; nan |= x[j] != x[j]; }
-    if (nan) { for (int64_t i = 0; i < n; i++) y[i] = NAN; return; }
-    if (mx == -INFINITY) mx = 0;                 /* every element -inf: 0 / 0, NaN, as the double path gives */
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] == -INFINITY ? 0.0f : cpu_exp_f32(x[i] - mx);
-    float lane[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) lane[k] += y[i + k];
-    double sum = 0;
-    for (int k = 0; k < 16; k++) sum += lane[k];
-    for (; i < n; i++) sum += y[i];
-    if (take_log) {                              /* (x - max) - log(sum): max + log(sum) would round at max's scale */
-        float l = (float)log(sum);
-        for (int64_t j = 0; j < n; j++) y[j] = (x[j] - mx) - l;
-    } else {
-        float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < n; j++) y[j] *= inv;
+    if (n < 16) {
+        float mx[SM_BLOCK], f[SM_BLOCK];
+        for (int64_t r0 = 0; r0 < rows; r0 += SM_BLOCK) {
+            int64_t nr = rows - r0 < SM_BLOCK ? rows - r0 : SM_BLOCK;
+            const float *xb = x + r0 * n;
+            float *yb = y + r0 * n;
+            for (int64_t r = 0; r < nr; r++) {
+                float m = -INFINITY;
+                int nan = 0;
+                for (int64_t i = 0; i < n; i++) { float v = xb[r * n + i]; m = v > m ? v : m; nan |= v != v; }
+                mx[r] = nan ? NAN : m == -INFINITY ? 0.0f : m;    /* every element -inf: 0 / 0, NaN */
+                for (int64_t i = 0; i < n; i++) yb[r * n + i] = xb[r * n + i] - mx[r];
+            }
+            for (int64_t k = 0; k < nr * n; k++) { float e = cpu_exp_f32(yb[k]); yb[k] = xb[k] == -INFINITY ? 0.0f : e; }
+            for (int64_t r = 0; r < nr; r++) {
+                double sum = 0;
+                for (int64_t i = 0; i < n; i++) sum += yb[r * n + i];
+                f[r] = take_log ? (float)log(sum) : (float)(1.0 / sum);
+            }
+            for (int64_t r = 0; r < nr; r++) {
+                float *o = yb + r * n;
+                const float *in = xb + r * n;
+                if (take_log) for (int64_t i = 0; i < n; i++) o[i] = (in[i] - mx[r]) - f[r];
+                else for (int64_t i = 0; i < n; i++) o[i] *= f[r];
+                if (mx[r] != mx[r]) for (int64_t i = 0; i < n; i++) o[i] = NAN;
+            }
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float mx = cpu_extreme_f32(xr, n, 1, -INFINITY);
+        if (mx != mx) { for (int64_t i = 0; i < n; i++) yr[i] = NAN; continue; }
+        if (mx == -INFINITY) mx = 0;
+        float lane[16] = {0};
+        int64_t j = 0;
+        if (take_log)        /* the exps only summed: the output is (x - max) - log(sum) */
+            for (; j + 16 <= n; j += 16)
+                for (int k = 0; k < 16; k++) { float v = xr[j + k], e = cpu_exp_f32(v - mx); lane[k] += v == -INFINITY ? 0.0f : e; }
+        else
+            for (; j + 16 <= n; j += 16)
+                for (int k = 0; k < 16; k++) {
+                    float v = xr[j + k], e = cpu_exp_f32(v - mx);
+                    e = v == -INFINITY ? 0.0f : e;
+                    yr[j + k] = e;
+                    lane[k] += e;
+                }
+        double sum = 0;
+        for (; j < n; j++) {
+            float e = xr[j] == -INFINITY ? 0.0f : cpu_exp_f32(xr[j] - mx);
+            if (!take_log) yr[j] = e;
+            sum += e;
+        }
+        for (int k = 0; k < 16; k++) sum += lane[k];
+        if (take_log) {                          /* (x - max) - log(sum): max + log(sum) would round at max's scale */
+            float l = (float)log(sum);
+            for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - mx) - l;
+        } else {
+            float inv = (float)(1.0 / sum);
+            for (int64_t i = 0; i < n; i++) yr[i] *= inv;
+        }
     }
 }
 
@@ -347,7 +388,7 @@ static void softmax_range(void *vc, int64_t begin, int64_t end)
     const sm_ctx *c = vc;
     if (c->in->dtype == NNR_F32 && c->out->dtype == NNR_F32 && nnr_desc_is_contiguous(c->in) && nnr_desc_is_contiguous(c->out)) {
         int64_t n = c->in->sizes[c->in->ndim - 1];
-        for (int64_t r = begin; r < end; r++) softmax_row_f32((const float *)c->in->data + r * n, (float *)c->out->data + r * n, n, c->log);
+        softmax_rows_f32((const float *)c->in->data + begin * n, (float *)c->out->data + begin * n, end - begin, n, c->log);
         return;
     }
     int nd = c->in->ndim;

@@ -194,6 +194,30 @@ describe("reductions", function()
     end
   end)
 
+  -- f32 softmax over the last dim (reduce.c): rows shorter than 16 go in blocks of 64 rows, longer ones
+  -- a row at a time; widths around both lane counts, row counts across the block size, and rows with a
+  -- NaN, with -inf entries and all -inf
+  it("f32 softmax and log_softmax over the last dim match f64 for short and long rows, NaN and -inf rows included", function()
+    for _, n in ipairs { 1, 3, 10, 15, 16, 17, 33, 200 } do
+      local x = nnr.randn(131, n) * 4
+      x[7][n] = 0 / 0
+      x[65][1] = -1 / 0
+      for j = 1, n do x[100][j] = -1 / 0 end
+      for _, f in ipairs { "softmax", "log_softmax" } do
+        local g, r = x[f](x, 2):double():totable(), x:double()[f](x:double(), 2):totable()
+        for i = 1, 131 do
+          for j = 1, n do
+            local a, b = g[i][j], r[i][j]
+            assert((a ~= a and b ~= b) or a == b or math.abs(a - b) <= 1e-5 * math.max(1, math.abs(b)),
+                   string.format("%s n=%d [%d][%d]: %s vs %s", f, n, i, j, tostring(a), tostring(b)))
+          end
+        end
+        local nan_row = g[7]
+        for j = 1, n do assert(nan_row[j] ~= nan_row[j], f .. ": a row with a NaN is all NaN") end
+      end
+    end
+  end)
+
   it("softmax and log_softmax match the reference along any dim", function()
     local ref = H.rand_table({ 3, 4, 5 }, -4, 4)
     local x = nnr.tensor(ref, { dtype = "f64" })
