@@ -243,6 +243,11 @@ describe("issue 16 layers and losses: values of note", function()
     local full = F.cross_entropy(x:narrow(1, 1, 1), nnr.tensor({ 2 }, { dtype = "i64" })):item()
     H.assert_close(F.cross_entropy(x, nnr.tensor({ 2, -100 }, { dtype = "i64" })):item(), full, 1e-12)
     assert.matches("target label 0 is outside the class range 1..3", H.errmsg(F.cross_entropy, x, nnr.tensor({ 0, 1 }, { dtype = "i64" })))
+    -- ignore_index outside the targets' range masks nothing, and a label below it is still out of range
+    assert.matches("target label %-100 is outside the class range 1..3 %(ignore_index is %-5%)",
+      H.errmsg(F.cross_entropy, x, nnr.tensor({ 2, -100 }, { dtype = "i64" }), { ignore_index = -5 }))
+    H.assert_close(F.cross_entropy(x, nnr.tensor({ 2, 2 }, { dtype = "i64" }), { ignore_index = 7 }):item(),
+      F.cross_entropy(x, nnr.tensor({ 2, 2 }, { dtype = "i64" })):item(), 1e-12)
     -- weighted mean: sum of w[y] * loss over sum of w[y]
     local w = nnr.tensor({ 1, 2, 4 }, { dtype = "f64" })
     local t = nnr.tensor({ 3, 1 }, { dtype = "i64" })

@@ -516,13 +516,18 @@ local function check_targets(op, logits, target, ignore_index)
       " (expected [N] class indices for [N, C] scores, or [N, d...] for [N, C, d...])", 0)
   end
   local classes = logits:size(2)
+  if target:numel() == 0 then    -- an empty batch: the mean of nothing is nan, as PyTorch's
+    return (ignore_index >= 1 and ignore_index <= classes) and target:ne(ignore_index) or nil, target
+  end
   local valid, safe = nil, target
-  if ignore_index >= 1 and ignore_index <= classes or target:numel() > 0 and target:eq(ignore_index):sum():item() > 0 then
+  local lo, hi = target:min():item(), target:max():item()
+  -- the ignored targets masked only when ignore_index can occur: inside the class range, or between the
+  -- targets' extremes (the default -100 below every label needs no eq, sum and item per batch)
+  if ignore_index >= 1 and ignore_index <= classes or ignore_index >= lo and ignore_index <= hi then
     valid = target:ne(ignore_index)
     safe = nnr.where(valid, target, 1)
+    lo, hi = safe:min():item(), safe:max():item()
   end
-  if target:numel() == 0 then return valid, safe end  -- an empty batch: the mean of nothing is nan, as PyTorch's
-  local lo, hi = safe:min():item(), safe:max():item()
   if lo < 1 or hi > classes then
     local bad = lo < 1 and lo or hi
     error(string.format("%s: target label %d is outside the class range 1..%d%s", op, bad, classes,
