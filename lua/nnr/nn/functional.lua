@@ -504,7 +504,7 @@ F.DEFAULT_IGNORE_INDEX = -100
 -- targets: 1-based class indices [N] (or [N, d...] with scores [N, C, d...]); entries equal to
 -- ignore_index are left out. Returns the mask of the targets that count (nil: all do) and the
 -- targets with the ignored ones replaced by class 1, safe to gather with.
-local function check_targets(op, logits, target, ignore_index)
+local function check_targets(op, logits, target)
   if not nnr.is_tensor(target) then error(op .. ": target must be a tensor of class indices, got " .. type(target), 0) end
   if target.dtype ~= "i64" and target.dtype ~= "i32" then
     error(op .. ": target must hold class indices (i64), got " .. target.dtype, 0)
@@ -515,30 +515,39 @@ local function check_targets(op, logits, target, ignore_index)
     error(op .. ": target of shape " .. shape(target) .. " does not fit input of shape " .. shape(logits) ..
       " (expected [N] class indices for [N, C] scores, or [N, d...] for [N, C, d...])", 0)
   end
-  local classes = logits:size(2)
-  if target:numel() == 0 then    -- an empty batch: the mean of nothing is nan, as PyTorch's
-    return (ignore_index >= 1 and ignore_index <= classes) and target:ne(ignore_index) or nil, target
-  end
-  local valid, safe = nil, target
-  local lo, hi = target:min():item(), target:max():item()
-  -- the ignored targets masked only when ignore_index can occur: inside the class range, or between the
-  -- targets' extremes (the default -100 below every label needs no eq, sum and item per batch)
-  if ignore_index >= 1 and ignore_index <= classes or ignore_index >= lo and ignore_index <= hi then
-    valid = target:ne(ignore_index)
-    safe = nnr.where(valid, target, 1)
-    lo, hi = safe:min():item(), safe:max():item()
-  end
-  if lo < 1 or hi > classes then
-    local bad = lo < 1 and lo or hi
-    error(string.format("%s: target label %d is outside the class range 1..%d%s", op, bad, classes,
-      ignore_index == F.DEFAULT_IGNORE_INDEX and "" or " (ignore_index is " .. ignore_index .. ")"), 0)
-  end
-  return valid, safe
 end
 
 -- picks logp[n, target[n]] along dim 2
 local function pick(logp, target)
   return logp:gather(2, target:long():unsqueeze(2)):squeeze(2)
+end
+
+-- the picked log-probabilities and the targets that count: valid (nil: all of them) and safe (the targets
+-- with the ignored ones set to class 1). gather checks every index, so the labels' range is checked
+-- once, by it: the min, max and two syncs that said which label was out of range ran on every batch
+-- and now run only to word the error. The ignored targets are masked only where they can occur: an
+-- ignore_index in the class range always, one outside it (the default -100) when gather found a label
+-- out of range and it is that index.
+local function pick_targets(op, logp, target, ignore_index)
+  local classes = logp:size(2)
+  local valid, safe = nil, target
+  local function masked()
+    valid = target:ne(ignore_index)
+    safe = nnr.where(valid, target, 1)
+  end
+  if ignore_index >= 1 and ignore_index <= classes then masked() end
+  local ok, picked = pcall(pick, logp, safe)
+  if not ok and not valid and target:eq(ignore_index):any():item() then
+    masked()
+    ok, picked = pcall(pick, logp, safe)
+  end
+  if not ok then
+    local lo, hi = safe:min():item(), safe:max():item()
+    if lo >= 1 and hi <= classes then error(picked, 0) end    -- not the labels' range: gather's own error
+    error(string.format("%s: target label %d is outside the class range 1..%d%s", op, lo < 1 and lo or hi, classes,
+      ignore_index == F.DEFAULT_IGNORE_INDEX and "" or " (ignore_index is " .. ignore_index .. ")"), 0)
+  end
+  return picked, valid, safe
 end
 
 -- the class weight option: nil, or a floating-point tensor [C]
@@ -565,7 +574,8 @@ end
 -- the mean divides by the summed weights of the targets that count)
 local function nll(op, logp, target, o, ignore, eps)
   local weight = class_weight(op, o.weight, logp:size(2))
-  local valid, safe = check_targets(op, logp, target, ignore)
+  check_targets(op, logp, target)
+  local picked, valid, safe = pick_targets(op, logp, target, ignore)
   local reduction = o.reduction or "mean"
   local w                                  -- per-target weights [N, d...], 0 where ignored; nil: all 1
   if weight then
@@ -574,14 +584,18 @@ local function nll(op, logp, target, o, ignore, eps)
   elseif valid then
     w = valid:to(logp.dtype)
   end
-  local loss = -pick(logp, safe)
-  if w then loss = loss * w end
   local function reduced(l, denominator)
     if reduction == "none" then return l end
     if reduction == "sum" then return l:sum() end
     return l:sum() / denominator
   end
   local count = w and w:sum() or target:numel()
+  if eps == 0 and not w and reduction ~= "none" then
+    -- -sum / count as sum / -count (the same float): no negated copy of the picked values
+    return reduction == "sum" and -picked:sum() or picked:sum() / -count
+  end
+  local loss = -picked
+  if w then loss = loss * w end
   if eps == 0 then return reduced(loss, count) end
   -- label smoothing (PyTorch's): (1 - eps) nll + eps / C * sum_c -w_c logp_c, ignored targets 0
   local classes = logp:size(2)
