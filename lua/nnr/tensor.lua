@@ -159,18 +159,40 @@ function T.ones(...)
   return created(own(C.nnr_full(dt, nd, sizebuf, 1, dev), C.nnr_full, dt, nd, sizebuf, 1, dev), opts)
 end
 
-local function like(op, fill)
-  return function(t, opts)
-    local nd = C.nnr_tensor_ndim(t.p)
-    for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end
-    local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or C.nnr_tensor_dtype(t.p)
-    local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t.p)
-    if fill == nil then return call(C.nnr_empty, dt, nd, sizebuf, dev) end
-    return call(C.nnr_full, dt, nd, sizebuf, fill, dev)
-  end
+-- the *_like creations: t's sizes into sizebuf, and t's dtype and device unless opts give them (options
+-- checked as the other creations check theirs: a misspelt or unknown one is an error, requires_grad
+-- applies)
+local function like(op, t, opts, default_dtype)
+  if not is_tensor(t) then error(op .. ": expected a tensor to take the shape of, got " .. type(t), 0) end
+  if opts ~= nil then V.options(op, opts, creation_options) end
+  local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or C.nnr_tensor_dtype(t.p)
+  local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t.p)
+  local nd = C.nnr_tensor_ndim(t.p)
+  for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end
+  return dt, nd, dev
 end
-T.zeros_like, T.ones_like, T.empty_like = like("zeros_like", 0), like("ones_like", 1), like("empty_like", nil)
-function T.full_like(t, v, opts) return like("full_like", v)(t, opts) end
+local function fill_value(op, v)
+  if type(v) == "boolean" then return v and 1 or 0 end
+  if type(v) ~= "number" then error(op .. ": value must be a number or a boolean, got " .. type(v), 0) end
+  return v
+end
+function T.zeros_like(t, opts)
+  local dt, nd, dev = like("zeros_like", t, opts)
+  return created(call(C.nnr_full, dt, nd, sizebuf, 0, dev), opts)
+end
+function T.ones_like(t, opts)
+  local dt, nd, dev = like("ones_like", t, opts)
+  return created(call(C.nnr_full, dt, nd, sizebuf, 1, dev), opts)
+end
+function T.empty_like(t, opts)
+  local dt, nd, dev = like("empty_like", t, opts)
+  return created(call(C.nnr_empty, dt, nd, sizebuf, dev), opts)
+end
+function T.full_like(t, v, opts)
+  v = fill_value("full_like", v)
+  local dt, nd, dev = like("full_like", t, opts)
+  return created(call(C.nnr_full, dt, nd, sizebuf, v, dev), opts)
+end
 
 function T.arange(a, b, c, d)
   local opts
@@ -208,6 +230,24 @@ function T.randint(low, high, ...)
     return random(C.NNR_OP_RAND_INT, "randint", 0, low, high, ...)
   end
   return random(C.NNR_OP_RAND_INT, "randint", low, high, ...)
+end
+-- random tensors shaped as t (its dtype and device unless opts give them): PyTorch's rand_like,
+-- randn_like and randint_like(t[, low], high[, opts])
+function T.rand_like(t, opts)
+  local dt, nd, dev = like("rand_like", t, opts)
+  return created(call(C.nnr_random, C.NNR_OP_RAND_UNIFORM, dt, nd, sizebuf, 0, 1, dev), opts)
+end
+function T.randn_like(t, opts)
+  local dt, nd, dev = like("randn_like", t, opts)
+  return created(call(C.nnr_random, C.NNR_OP_RAND_NORMAL, dt, nd, sizebuf, 0, 1, dev), opts)
+end
+function T.randint_like(t, low, high, opts)
+  if type(high) ~= "number" then low, high, opts = 0, low, high end
+  if type(low) ~= "number" or type(high) ~= "number" then
+    error("randint_like: expected (t, high) or (t, low, high), got " .. type(low) .. " and " .. type(high), 0)
+  end
+  local dt, nd, dev = like("randint_like", t, opts)
+  return created(call(C.nnr_random, C.NNR_OP_RAND_INT, dt, nd, sizebuf, low, high, dev), opts)
 end
 -- a seed is a whole number in [0, 2^53] (a Lua number holds those exactly)
 function T.manual_seed(seed) C.nnr_manual_seed(V.integer("manual_seed", "seed", seed, 0)) end
