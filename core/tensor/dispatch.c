@@ -104,13 +104,14 @@ static void warn_fallback(const char *opname, const nnr_device_entry *dev, const
     nnr_host.log(NNR_LOG_WARN, NULL, msg);
 }
 
-/* ops numbered 256 and up came with ABI 1.5, 272 and up with 1.6, 278 with 1.7, 279 and up with 1.9: a
- * plugin built against an older header never sees them (it might answer by category, and take floor
- * for another unary op) */
+/* ops numbered 256 and up came with ABI 1.5, 272 and up with 1.6, 278 with 1.7, 279 and 280 with 1.9,
+ * 281 and up with 1.10: a plugin built against an older header never sees them (it might answer by
+ * category, and take floor for another unary op) */
 static int knows_op(const nnr_plugin *p, uint32_t op)
 {
     int minor = (int)(p->abi_version & 0xffff);
-    return op < 256 || (op < 272 && minor >= 5) || (op < 278 && minor >= 6) || (op < 279 && minor >= 7) || minor >= 9;
+    return op < 256 || (op < 272 && minor >= 5) || (op < 278 && minor >= 6) || (op < 279 && minor >= 7) || (op < 281 && minor >= 9) ||
+           minor >= 10;
 }
 
 static int route(const char *opname, const nnr_device_entry *dev, nnr_op_call *call)

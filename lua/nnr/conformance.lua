@@ -548,6 +548,49 @@ local function layer_norm_cases()
   end
 end
 
+-- CROSS_ENTROPY and its gradient (ABI 1.10): every reduction, 1-based labels with an ignored row
+-- (-100) and with ignore_index a class, a NaN row (per-row losses), a -inf entry; 7 rows of 37 classes
+-- (a vector body and a tail) and 70 of 10 (short rows, in blocks of 64 on the cpu)
+local function cross_entropy_cases()
+  for _, size in ipairs { { 7, 37 }, { 70, 10 } } do
+    local N, Cn = size[1], size[2]
+    local function scores(dt, dev, nan)    -- a NaN row only where the loss is per row: a sum would be NaN
+      local x = uniform(dt, -4, 4, { N, Cn })
+      if nan then x[3][5] = 0 / 0 end
+      x[4][2] = -1 / 0
+      return x:to(dev)
+    end
+    local function labels(ignored)
+      local l = {}
+      for n = 1, N do l[n] = (n * 5) % Cn + 1 end
+      l[1], l[2] = 1, Cn
+      if ignored then l[3] = ignored end
+      return l
+    end
+    local variants = { { labels(-100), -100, "ignored -100" }, { labels(3), 3, "ignore_index 3" } }
+    for _, dt in ipairs { "f32", "f64" } do
+      for red = 0, 2 do
+        for _, l in ipairs(variants) do
+          local tag = string.format("[%d, %d], reduction %d, %s", N, Cn, red, l[3])
+          local params = { i = { l[2], red, 1 } }
+          case(OP.CROSS_ENTROPY, dt, tag, function(dev)
+            local t = nnr.tensor(l[1], { dtype = "i64" }):to(dev)
+            return { ins = { scores(dt, dev, red == 0), t }, outs = { empty(red == 0 and { N } or {}, dt, dev), empty({ N }, dt, dev) },
+                     params = params }
+          end)
+          case(OP.CROSS_ENTROPY_GRAD, dt, tag, function(dev)
+            local x = scores(dt, "cpu", red == 0)
+            local lse = x:exp():sum(2):log()
+            local g = red == 0 and uniform(dt, -1, 1, { N }) or nnr.tensor(0.7, { dtype = dt })
+            return { ins = { x:to(dev), nnr.tensor(l[1], { dtype = "i64" }):to(dev), lse:to(dev), g:to(dev) },
+                     outs = { empty({ N, Cn }, dt, dev) }, params = params }
+          end)
+        end
+      end
+    end
+  end
+end
+
 local function rnn_cases()
   local G, ins_fwd, outs_fwd = { 1, 1, 4, 3 }, { 2, 2, 3, 3 }, { 1, 1, 3, 2 }
   for mode = 0, 3 do
@@ -591,7 +634,7 @@ end
 
 for _, group in ipairs { unary_cases, binary_cases, activation_cases, select_cases, copy_fill_cases, random_cases, reduce_cases, matmul_cases, index_cases,
                          conv_cases, pool_cases, norm_cases, optim_cases, quant_cases, sort_scan_cases, rnn_cases, layer_norm_cases,
-                         attention_cases } do
+                         attention_cases, cross_entropy_cases } do
   group()
 end
 M.cases = cases

@@ -195,6 +195,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
         return call->inputs[0]->dtype == out && (!nnr_dtype_is_integral(out) || out == NNR_I64);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cpu_supports_rnn(call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cpu_supports_layer_norm(call);
+    case NNR_OP_CROSS_ENTROPY: case NNR_OP_CROSS_ENTROPY_GRAD: return cpu_supports_cross_entropy(call);
     case NNR_OP_ATTN_DECODE: return cpu_supports_attention_decode(call);
     default: break;
     }
@@ -230,6 +231,7 @@ static nnr_status run(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cpu_scan(call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cpu_rnn_cell(call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cpu_layer_norm(call);
+    case NNR_OP_CROSS_ENTROPY: case NNR_OP_CROSS_ENTROPY_GRAD: return cpu_cross_entropy(call);
     case NNR_OP_ATTN_DECODE: return cpu_attention_decode(call);
     case NNR_OP_SOFTMAX: case NNR_OP_LOG_SOFTMAX: return cpu_softmax(call);
     case NNR_OP_MATMUL: return cpu_matmul(call);

@@ -228,6 +228,9 @@ int cpu_supports_rnn(const nnr_op_call *call);
 int cpu_rnn_cell(const nnr_op_call *call);   /* RNN_CELL and its backward (rnn.c) */
 int cpu_supports_layer_norm(const nnr_op_call *call);
 int cpu_layer_norm(const nnr_op_call *call); /* LAYER_NORM and its backward (layernorm.c) */
+/* CROSS_ENTROPY and CROSS_ENTROPY_GRAD (loss.c) */
+int cpu_supports_cross_entropy(const nnr_op_call *call);
+int cpu_cross_entropy(const nnr_op_call *call);
 int cpu_attention_decode(const nnr_op_call *call);           /* ATTN_DECODE (attention.c) */
 int cpu_supports_attention_decode(const nnr_op_call *call);
 

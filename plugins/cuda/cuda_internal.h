@@ -79,6 +79,9 @@ int cu_rnn(cu_device *d, const nnr_op_call *call);
 /* LAYER_NORM and its backward (rnn.cu) */
 int cu_layer_norm_supports(const nnr_op_call *call);
 int cu_layer_norm(cu_device *d, const nnr_op_call *call);
+/* CROSS_ENTROPY and its gradient (nn.cu): f32, f64 scores [N, C] against I64 targets */
+int cu_cross_entropy_supports(const nnr_op_call *call);
+int cu_cross_entropy(cu_device *d, const nnr_op_call *call);
 /* ATTN_DECODE (attention.cu): f32, f64, contiguous */
 int cu_attention_decode_supports(const nnr_op_call *call);
 int cu_attention_decode(cu_device *d, const nnr_op_call *call);

@@ -1,5 +1,5 @@
-/* Pooling, batch norm, the fused optimizer steps, and the index ops
- * (gather, index_select, scatter_add, index_add). Layouts and update rules
+/* Pooling, batch norm, the fused optimizer steps, the index ops
+ * (gather, index_select, scatter_add, index_add) and cross entropy. Layouts and update rules
  * are the cpu backend's (plugins/cpu/pool.c, batchnorm.c, optim.c, index.c).
  * A bad index is caught on the device: the first one is written to a flag
  * word that the op reads back, so it becomes an error naming the index. */
@@ -482,5 +482,224 @@ int cu_index(cu_device *d, const nnr_op_call *call)
     if (bad)
         return cu_errorf(NNR_ERR_INVALID, "%s: index %lld is out of range [1, %lld] for dimension %d", name, (long long)value + 1,
                          (long long)g.limit, g.dim + 1);
+    return NNR_OK;
+}
+
+/* ---------------- cross entropy ---------------- */
+
+/* CROSS_ENTROPY and its gradient (plugin.h): one warp per row for the forward (vocabulary-sized rows
+ * would leave a lone thread looping over tens of thousands of classes), one thread per element for
+ * the gradient. The targets are checked before anything is launched, so that a bad one is an error
+ * naming its label and no kernel reads past a row. */
+enum { CE_NONE = 0, CE_SUM = 1, CE_MEAN = 2, CE_THREADS = 256 };
+
+typedef struct ce_args {
+    int64_t N, C, ignore, base;  /* base: the target value of class 0 (0, or 1 for Lua's labels) */
+    int reduction;
+    const void *x;
+    const int64_t *t;
+    int64_t ts;                  /* t's stride; lse's and g's below (the 1-d inputs may be views) */
+    void *loss, *lse;            /* forward */
+    double *rows;                /* forward, sum and mean: each row's loss, summed by k_ce_total */
+    const void *lse_in, *g;      /* gradient */
+    int64_t ls, gs;
+    const int64_t *count;        /* gradient, mean: the counted rows, from k_ce_count */
+    void *dx;
+} ce_args;
+
+/* the first bad row (not just any one): N - n kept by atomicMax, so that the message is the same on
+ * every run and names the label the cpu backend would */
+__global__ void k_ce_check(ce_args a, int64_t *flag)
+{
+    GRID_LOOP(n, a.N) {
+        int64_t v = a.t[n * a.ts];
+        if (v != a.ignore && (v < a.base || v - a.base >= a.C)) {
+            flag[0] = 1;
+            atomicMax((unsigned long long *)&flag[2], (unsigned long long)(a.N - n));
+        }
+    }
+}
+
+template <typename T> __global__ void k_ce_rows(ce_args a)
+{
+    const unsigned all = 0xffffffffu;
+    int lane = threadIdx.x & 31;
+    int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    /* the loop bound is the same for the whole warp, so every lane reaches the shuffles */
+    for (int64_t n = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; n < a.N; n += warps) {
+        const T *x = (const T *)a.x + n * a.C;
+        T m = -INFINITY;
+        int nan = 0;
+        for (int64_t c = lane; c < a.C; c += 32) {
+            T v = x[c];
+            if (v != v) nan = 1;
+            else if (v > m) m = v;
+        }
+        for (int k = 16; k > 0; k >>= 1) {
+            T o = __shfl_xor_sync(all, m, k);
+            if (o > m) m = o;
+        }
+        nan = __any_sync(all, nan);
+        /* exps of x - max, at most 1 each, added in double: no overflow, and the small terms are kept */
+        double s = 0;
+        if (!nan && m != -INFINITY && m != INFINITY)
+            for (int64_t c = lane; c < a.C; c += 32) s += (double)exp(x[c] - m);
+        /* a butterfly: every lane ends with the same sum, in the same order on every run */
+        for (int k = 16; k > 0; k >>= 1) s += __shfl_xor_sync(all, s, k);
+        if (lane != 0) continue;
+        /* a row with +inf is NaN, as the cpu backend's and PyTorch's (whose log_softmax gives inf - inf
+         * there); a row of -inf or no classes at all gives -inf */
+        double lse = nan || m == INFINITY ? (double)NAN : m == -INFINITY ? -(double)INFINITY : (double)m + log(s);
+        int64_t tn = a.t[n * a.ts];
+        double loss = 0;
+        /* the loss from the double lse, not the rounded one: a confident row's loss is far smaller than lse */
+        if (tn != a.ignore) loss = tn >= a.base && tn - a.base < a.C ? lse - (double)x[tn - a.base] : (double)NAN;
+        ((T *)a.lse)[n] = (T)lse;
+        if (a.reduction == CE_NONE) ((T *)a.loss)[n] = (T)loss;
+        else a.rows[n] = loss;
+    }
+}
+
+/* one block: each thread adds a run of consecutive rows, then thread 0 adds the runs in row order;
+ * a fixed order, so the same inputs give the same bits */
+template <typename T> __global__ void k_ce_total(ce_args a)
+{
+    __shared__ double part[CE_THREADS];
+    __shared__ long long counted[CE_THREADS];
+    int64_t per = (a.N + CE_THREADS - 1) / CE_THREADS, lo = per * threadIdx.x, hi = lo + per < a.N ? lo + per : a.N;
+    double s = 0;
+    long long k = 0;
+    for (int64_t n = lo; n < hi; n++) {
+        s += a.rows[n];
+        k += a.t[n * a.ts] != a.ignore;
+    }
+    part[threadIdx.x] = s;
+    counted[threadIdx.x] = k;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    double total = 0;
+    long long rows = 0;
+    for (int i = 0; i < CE_THREADS; i++) { total += part[i]; rows += counted[i]; }
+    /* mean over no counted rows: 0 / 0, NaN as plugin.h asks */
+    *(T *)a.loss = (T)(a.reduction == CE_MEAN ? total / (double)rows : total);
+}
+
+__global__ void k_ce_count(ce_args a, int64_t *out)
+{
+    __shared__ long long counted[CE_THREADS];
+    long long k = 0;
+    for (int64_t n = threadIdx.x; n < a.N; n += CE_THREADS) k += a.t[n * a.ts] != a.ignore;
+    counted[threadIdx.x] = k;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    for (int i = 1; i < CE_THREADS; i++) k += counted[i];
+    *out = k;
+}
+
+template <typename T> __global__ void k_ce_grad(ce_args a)
+{
+    T *dx = (T *)a.dx;
+    const T *g = (const T *)a.g;
+    GRID_LOOP(i, a.N * a.C) {
+        int64_t n = i / a.C, c = i - n * a.C, tn = a.t[n * a.ts];
+        if (tn == a.ignore) { dx[i] = T(0); continue; }
+        tn -= a.base;
+        double s = a.reduction == CE_NONE ? (double)g[n * a.gs] : a.reduction == CE_SUM ? (double)g[0] : (double)g[0] / (double)*a.count;
+        /* c is a class, so c == tn only for a target in [0, C): a bad one is never a column */
+        T v = exp(((const T *)a.x)[i] - ((const T *)a.lse_in)[n * a.ls]) - (c == tn ? T(1) : T(0));
+        dx[i] = (T)((double)v * s);
+    }
+}
+
+static int64_t stride0(const nnr_tensor_desc *t) { return t->ndim ? t->strides[0] : 0; }
+
+int cu_cross_entropy_supports(const nnr_op_call *call)
+{
+    int back = call->op == NNR_OP_CROSS_ENTROPY_GRAD;
+    if (!call->params || call->n_inputs != (back ? 4 : 2) || call->n_outputs != (back ? 1 : 2)) return 0;
+    const nnr_tensor_desc *x = call->inputs[0], *t = call->inputs[1];
+    int dt = x->dtype;
+    int64_t reduction = call->params->i[1];
+    if ((dt != NNR_F32 && dt != NNR_F64) || reduction < CE_NONE || reduction > CE_MEAN) return 0;
+    if (call->params->i[2] != 0 && call->params->i[2] != 1) return 0;
+    if (x->ndim != 2 || !nnr_desc_is_contiguous(x) || t->dtype != NNR_I64 || t->ndim != 1 || t->sizes[0] != x->sizes[0]) return 0;
+    int64_t N = x->sizes[0], reduced = reduction == CE_NONE ? N : 1;
+    for (int k = 0; k < call->n_outputs; k++)
+        if (call->outputs[k]->dtype != dt || !nnr_desc_is_contiguous(call->outputs[k])) return 0;
+    if (!back) return nnr_desc_numel(call->outputs[0]) == reduced && nnr_desc_numel(call->outputs[1]) == N;
+    const nnr_tensor_desc *lse = call->inputs[2], *g = call->inputs[3];
+    return lse->dtype == dt && lse->ndim == 1 && lse->sizes[0] == N && g->dtype == dt && g->ndim <= 1 && nnr_desc_numel(g) == reduced &&
+           nnr_desc_numel(call->outputs[0]) == nnr_desc_numel(x);
+}
+
+int cu_cross_entropy(cu_device *d, const nnr_op_call *call)
+{
+    ce_args a;
+    memset(&a, 0, sizeof a);
+    const nnr_tensor_desc *x = call->inputs[0], *t = call->inputs[1];
+    a.N = x->sizes[0];
+    a.C = x->sizes[1];
+    a.ignore = call->params->i[0];
+    a.reduction = (int)call->params->i[1];
+    a.base = call->params->i[2];
+    a.x = x->data;
+    a.t = (const int64_t *)t->data;
+    a.ts = stride0(t);
+    int f32 = x->dtype == NNR_F32;
+    if (call->op == NNR_OP_CROSS_ENTROPY_GRAD) {
+        const char *name = "cross_entropy backward";
+        a.lse_in = call->inputs[2]->data;
+        a.ls = stride0(call->inputs[2]);
+        a.g = call->inputs[3]->data;
+        a.gs = stride0(call->inputs[3]);
+        a.dx = call->outputs[0]->data;
+        if (a.N == 0 || a.C == 0) return NNR_OK;
+        if (a.reduction == CE_MEAN) {
+            int64_t *count = (int64_t *)cu_scratch(d, sizeof(int64_t));
+            if (!count) return NNR_ERR_OOM;
+            k_ce_count<<<1, CE_THREADS, 0, d->stream>>>(a, count);
+            CU_LAUNCHED(name);
+            a.count = count;
+        }
+        if (f32) k_ce_grad<float><<<cu_blocks(a.N * a.C, 256), 256, 0, d->stream>>>(a);
+        else k_ce_grad<double><<<cu_blocks(a.N * a.C, 256), 256, 0, d->stream>>>(a);
+        CU_LAUNCHED(name);
+        return NNR_OK;
+    }
+    const char *name = "cross_entropy";
+    a.loss = call->outputs[0]->data;
+    a.lse = call->outputs[1]->data;
+    if (a.N > 0) {
+        int st = cu_flag_clear(d, name);
+        if (st != NNR_OK) return st;
+        k_ce_check<<<cu_blocks(a.N, 256), 256, 0, d->stream>>>(a, d->flag);
+        CU_LAUNCHED(name);
+        int bad = 0;
+        int64_t unused = 0, first = 0;
+        if ((st = cu_flag_read(d, name, &bad, &unused, &first)) != NNR_OK) return st;
+        if (bad) {
+            /* only the row came back: its target is fetched now, on the way to the error */
+            int64_t label = 0;
+            CU_CHECK(cudaMemcpyAsync(&label, a.t + (a.N - first) * a.ts, sizeof label, cudaMemcpyDeviceToHost, d->stream), name);
+            CU_CHECK(cudaStreamSynchronize(d->stream), name);
+            return cu_errorf(NNR_ERR_INVALID, "cross_entropy: target label %lld is outside the class range %lld..%lld", (long long)label,
+                             (long long)a.base, (long long)(a.base + a.C - 1));
+        }
+        if (a.reduction != CE_NONE) {
+            a.rows = (double *)cu_scratch(d, (size_t)a.N * sizeof(double));
+            if (!a.rows) return NNR_ERR_OOM;
+        }
+        /* 8 warps, so 8 rows, a block */
+        unsigned grid = cu_blocks(a.N, CE_THREADS / 32);
+        if (f32) k_ce_rows<float><<<grid, CE_THREADS, 0, d->stream>>>(a);
+        else k_ce_rows<double><<<grid, CE_THREADS, 0, d->stream>>>(a);
+        CU_LAUNCHED(name);
+    }
+    /* with no rows too: the sum is 0, the mean NaN */
+    if (a.reduction != CE_NONE) {
+        if (f32) k_ce_total<float><<<1, CE_THREADS, 0, d->stream>>>(a);
+        else k_ce_total<double><<<1, CE_THREADS, 0, d->stream>>>(a);
+        CU_LAUNCHED(name);
+    }
     return NNR_OK;
 }

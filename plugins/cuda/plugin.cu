@@ -403,6 +403,7 @@ static int supports(nnr_plugin *self, const nnr_op_call *call)
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return cu_scan_supports(call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return cu_rnn_supports(call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return cu_layer_norm_supports(call);
+    case NNR_OP_CROSS_ENTROPY: case NNR_OP_CROSS_ENTROPY_GRAD: return cu_cross_entropy_supports(call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return cu_sort_supports(call);
     case NNR_OP_ATTN_DECODE: return cu_attention_decode_supports(call);
     /* the sampling ops (bernoulli, multinomial, randperm) run on the cpu backend */
@@ -461,6 +462,7 @@ static nnr_status run_op(cu_device *d, const nnr_op_call *call)
     case NNR_OP_CUMSUM: case NNR_OP_CUMPROD: return (nnr_status)cu_scan(d, call);
     case NNR_OP_RNN_CELL: case NNR_OP_RNN_CELL_BACKWARD: return (nnr_status)cu_rnn(d, call);
     case NNR_OP_LAYER_NORM: case NNR_OP_LAYER_NORM_BACKWARD: return (nnr_status)cu_layer_norm(d, call);
+    case NNR_OP_CROSS_ENTROPY: case NNR_OP_CROSS_ENTROPY_GRAD: return (nnr_status)cu_cross_entropy(d, call);
     case NNR_OP_SORT: case NNR_OP_TOPK: return (nnr_status)cu_sort(d, call);
     case NNR_OP_ATTN_DECODE: return (nnr_status)cu_attention_decode(d, call);
     case NNR_OP_MATMUL: return (nnr_status)cu_matmul(d, call);

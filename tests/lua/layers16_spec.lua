@@ -234,6 +234,83 @@ describe("issue 16 layers: gradients (float64 finite differences)", function()
     check(function(x) return F.cross_entropy(x, kd, { weight = nnr.tensor({ 0.5, 1, 2 }, { dtype = "f64" }), label_smoothing = 0.1 }) end,
       { f64({ 2, 3, 3 }) })
   end)
+
+  -- [N, C] scores without weight or smoothing take the fused CROSS_ENTROPY op (core/ops/loss.c): its
+  -- first and second derivatives, ignored rows present or not, ignore_index a class, strided scores
+  it("the fused cross-entropy: gradients and second derivatives in f64", function()
+    local gradgradcheck = nnr.autograd.gradgradcheck
+    local with_ignored = nnr.tensor({ 2, -100, 1, 3, 3, -100 }, { dtype = "i64" })
+    local plain = nnr.tensor({ 2, 1, 1, 3, 3, 2 }, { dtype = "i64" })
+    for _, red in ipairs { "mean", "sum", "none" } do
+      for _, tg in ipairs { with_ignored, plain } do
+        check(function(x) return F.cross_entropy(x, tg, { reduction = red }) end, { f64({ 6, 3 }, -3, 3) })
+        local ok, msg = gradgradcheck(function(x) return F.cross_entropy(x, tg, { reduction = red }) end, { f64({ 6, 3 }, -3, 3) })
+        assert(ok, msg)
+      end
+      check(function(x) return F.cross_entropy(x:t(), plain, { ignore_index = 3, reduction = red }) end, { f64({ 3, 6 }) })
+      local ok, msg = gradgradcheck(function(x) return F.cross_entropy(x:t(), plain, { ignore_index = 3, reduction = red }) end,
+        { f64({ 3, 6 }) })
+      assert(ok, msg)
+    end
+  end)
+
+  it("the fused cross-entropy matches log_softmax and nll_loss in f32 and f64, specials and edge sizes included", function()
+    for _, dt in ipairs { "f32", "f64" } do
+      for _, size in ipairs { { 131, 10 }, { 5, 1 }, { 7, 16 }, { 9, 200 }, { 0, 4 } } do
+        local N, Cn = size[1], size[2]
+        local x = (nnr.randn(N, Cn) * 3):to(dt)
+        local labels = {}
+        for n = 1, N do labels[n] = (n * 7) % Cn + 1 end
+        if N >= 9 then
+          labels[4] = -100                       -- an ignored row
+          x[2][1] = 0 / 0                        -- a row with a NaN
+          x[3][Cn] = -1 / 0                      -- a row with one -inf
+          for c = 1, Cn do x[5][c] = -1 / 0 end  -- a row of -inf: NaN (0 / 0 in log_softmax)
+          x[6][1] = 1 / 0                        -- a row with +inf: NaN, as PyTorch's
+          labels[3] = Cn == 1 and 1 or (Cn - 1)  -- not the -inf class
+        end
+        local t = N > 0 and nnr.tensor(labels, { dtype = "i64" }) or nnr.zeros(0, { dtype = "i64" })
+        for _, red in ipairs { "mean", "sum", "none" } do
+          local xa, xb = x:clone():requires_grad_(), x:clone():requires_grad_()
+          local a = F.cross_entropy(xa, t, { reduction = red })
+          local b = F.nll_loss(xb:log_softmax(2), t, { reduction = red })
+          local what = string.format("%s [%d, %d] %s", dt, N, Cn, red)
+          assert.equal(b.dtype, a.dtype, what)
+          assert.same(b:size(), a:size(), what)
+          local tol = dt == "f32" and 1e-5 or 1e-12
+          local function same(u, v, label)
+            local fu, fv = u:double():reshape(-1):totable(), v:double():reshape(-1):totable()
+            for i = 1, #fu do
+              local p, q = fu[i], fv[i]
+              assert((p ~= p and q ~= q) or p == q or math.abs(p - q) <= tol * math.max(1, math.abs(q)),
+                     string.format("%s %s [%d]: %s vs %s", what, label, i, tostring(p), tostring(q)))
+            end
+          end
+          same(a, b, "loss")
+          if N > 0 then
+            local g = red == "none" and nnr.rand(N):to(dt) or nil
+            if g then a:backward(g); b:backward(g) else a:backward(); b:backward() end
+            same(xa.grad, xb.grad, "grad")
+          end
+        end
+      end
+    end
+  end)
+
+  it("the fused cross-entropy's errors", function()
+    local x = nnr.randn(3, 4)
+    assert.matches("^cross_entropy: target label 5 is outside the class range 1..4$",
+      H.errmsg(F.cross_entropy, x, nnr.tensor({ 1, 5, 2 }, { dtype = "i64" })))
+    assert.matches("^cross_entropy: target label %-7 is outside the class range 1..4 %(ignore_index is 2%)$",
+      H.errmsg(F.cross_entropy, x, nnr.tensor({ 1, -7, 2 }, { dtype = "i64" }), { ignore_index = 2 }))
+    assert.matches("target label %-9223372036854775808 is outside",
+      H.errmsg(F.cross_entropy, x, nnr.tensor({ 1, 2, 3 }, { dtype = "i64" }):fill_(-2 ^ 63)))
+    assert.matches("does not fit input of shape %[3, 4%]", H.errmsg(F.cross_entropy, x, nnr.tensor({ 1, 2 }, { dtype = "i64" })))
+    assert.matches("must hold class indices", H.errmsg(F.cross_entropy, x, nnr.tensor({ 1, 2, 3 })))
+    -- i32 labels are taken as they are
+    H.assert_close(F.cross_entropy(x, nnr.tensor({ 1, 2, 3 }, { dtype = "i32" })):item(),
+      F.cross_entropy(x, nnr.tensor({ 1, 2, 3 }, { dtype = "i64" })):item(), 0)
+  end)
 end)
 
 describe("issue 16 layers and losses: values of note", function()

@@ -178,6 +178,20 @@ for red in ("mean", "sum", "none"):
     s.case("cross_entropy label smoothing and ignore, no weight, %s" % red, [t([7, 4], layout="strided"), targets],
            lua="return F.cross_entropy(x1, x2, {label_smoothing = 0.1, reduction = '%s'})" % red,
            py=PY_TARGET + "return F.cross_entropy(x1, tg, label_smoothing=0.1, reduction='%s')" % red, grad=True)
+# the fused loss (CROSS_ENTROPY: [N, C] scores in f32 or f64, no weight, no smoothing): ignored rows
+# present, ignore_index a class, strided scores, f32 too
+for red in ("mean", "sum", "none"):
+    s.case("CrossEntropyLoss fused, ignore_index -100, %s" % red, [t([7, 4], layout="transposed"), targets],
+           lua="return nn.CrossEntropyLoss{reduction = '%s'}(x1, x2)" % red,
+           py=PY_TARGET + "return nn.CrossEntropyLoss(reduction='%s')(x1, tg)" % red, grad=True)
+    s.case("cross_entropy fused, ignore_index 2 (a class), %s" % red,
+           [t([7, 4], layout="strided"), s.tensor([7], dtype="i64", values=[1, 2, 2, 4, 3, 2, 1])],
+           lua="return F.cross_entropy(x1, x2, {ignore_index = 2, reduction = '%s'})" % red,
+           py="return F.cross_entropy(x1, x2 - 1, ignore_index=1, reduction='%s')" % red, grad=True)
+    s.case("cross_entropy fused f32, 33 classes, %s" % red,
+           [t([9, 33], dtype="f32"), s.tensor([9], dtype="i64", values=[1, 33, 17, 2, 32, 5, 16, 9, 30])],
+           lua="return F.cross_entropy(x1, x2, {reduction = '%s'})" % red,
+           py="return F.cross_entropy(x1, x2 - 1, reduction='%s')" % red, grad=True)
 s.case("cross_entropy over [N, C, d] scores with weight and ignore", [t([2, 4, 3]), s.tensor([2, 3], dtype="i64", values=[1, 4, -100, 2, 2, 3]), weight],
        lua="return F.cross_entropy(x1, x2, {weight = x3:detach()})", py=PY_TARGET + "return F.cross_entropy(x1, tg, weight=x3.detach())", grad=True)
 s.case("cross_entropy: every target ignored gives nan", [t([2, 3]), s.tensor([2], dtype="i64", values=[-100, -100])],

@@ -96,6 +96,11 @@ nnr_tensor *nnr_index_add(const nnr_tensor *a, int dim, const nnr_tensor *index,
 /* layer norm over the last `norm` dims of x (weight and bias of those dims' shape, both or neither), one fused op */
 nnr_tensor *nnr_layer_norm(const nnr_tensor *x, int norm, const nnr_tensor *weight, const nnr_tensor *bias, double eps);
 
+/* the cross-entropy of scores x [N, C] (f32 or f64) against class labels target [N] (label base is
+ * class 0; base 0 or 1), one fused op (plugin.h's CROSS_ENTROPY): rows whose target is ignore_index
+ * count for nothing; reduction 0 gives the [N] losses, 1 their sum, 2 their mean over the counted rows */
+nnr_tensor *nnr_cross_entropy(const nnr_tensor *x, const nnr_tensor *target, int64_t base, int64_t ignore_index, int reduction);
+
 /* --- recurrent layers --- */
 enum { NNR_RNN_TANH = 0, NNR_RNN_RELU = 1, NNR_RNN_LSTM = 2, NNR_RNN_GRU = 3 };
 /* one layer, one direction, over a time-major sequence x [T, B, I] (reverse: from the last step),

@@ -35,7 +35,7 @@ extern "C" {
 /* NNR_CDEF_BEGIN */
 enum {
     NNR_ABI_MAJOR = 1,
-    NNR_ABI_MINOR = 9,
+    NNR_ABI_MINOR = 10,
     NNR_MAX_DIMS = 8,
     NNR_MAX_INPUTS = 4,
     NNR_MAX_OUTPUTS = 4,
@@ -209,7 +209,23 @@ typedef enum nnr_opcat {
  *      HARDSWISH   x min(max(x + 3, 0), 6) / 6
  *    ACTIVATION_GRAD (BINARY, inputs grad and x, the same params): grad times the derivative at x, as
  *    PyTorch's: at x = 0 ELU and LEAKY_RELU take their x <= 0 side, HARDSWISH is 0 below -3, 1 above
- *    3 and (2x + 3) / 6 between, SOFTPLUS 1 where f[0] x > f[1]. */
+ *    3 and (2x + 3) / 6 between, SOFTPLUS 1 where f[0] x > f[1].
+ *  - CROSS_ENTROPY (SOFTMAX, ABI 1.10, f32 or f64): the whole loss of scores x [N, C] (contiguous)
+ *    against class labels t [N] (I64, contiguous): label L is class L - i[2], i[2] (the base) 0 or 1
+ *    (Lua's labels start at 1: no pass to shift them). i[0]: the ignored label (compared before the
+ *    base is taken off; a row whose target is i[0] adds nothing and is not counted); i[1]: the
+ *    reduction, 0 none, 1 sum, 2 mean.
+ *    outputs[0]: the loss, [N] for none (loss[n] = lse[n] - x[n, t[n]], 0 in ignored rows), 0-d for sum
+ *    and mean (the rows' losses added in double in a fixed order, so that the same inputs give the
+ *    same bits; mean divides by the counted rows, 0 / 0 = NaN when none counts); outputs[1]: lse [N],
+ *    lse[n] = log sum_c exp(x[n, c]) (kept for the backward). A row with a NaN or +inf gives NaN (as
+ *    PyTorch's log_softmax), a row of -inf lse -inf and loss NaN. A label other than i[0] outside [i[2], i[2] + C) is
+ *    NNR_ERR_INVALID with the message "cross_entropy: target label L is outside the class range B..E"
+ *    (B = i[2], E = i[2] + C - 1).
+ *    CROSS_ENTROPY_GRAD (inputs x, t, lse and g, the gradient of outputs[0]: [N] for none, 0-d for sum
+ *    and mean; the same params): dx [N, C] = (exp(x[n, c] - lse[n]) - [c == t[n]]) s[n], s[n] = g[n]
+ *    (none), g (sum) or g / counted rows (mean), t[n] taken as its class (less the base); 0 in ignored
+ *    rows, NaN in a counted row whose lse is NaN or -inf (as log_softmax's backward). */
 typedef enum nnr_activation_kind {
     NNR_ACT_SILU = 1, NNR_ACT_SOFTPLUS = 2, NNR_ACT_ELU = 3, NNR_ACT_LEAKY_RELU = 4, NNR_ACT_MISH = 5, NNR_ACT_HARDSWISH = 6,
     NNR_ACT_COUNT = 7
@@ -314,7 +330,9 @@ typedef enum nnr_activation_kind {
     X(GELU_GRAD, 277, "gelu_grad", BINARY, 2, 2, 1, 1) \
     X(ATTN_DECODE, 278, "attention_decode", ATTENTION, 1, 1, 3, 3) \
     X(ACTIVATION, 279, "activation", UNARY, 1, 1, 1, 1) \
-    X(ACTIVATION_GRAD, 280, "activation_grad", BINARY, 2, 2, 1, 1)
+    X(ACTIVATION_GRAD, 280, "activation_grad", BINARY, 2, 2, 1, 1) \
+    X(CROSS_ENTROPY, 281, "cross_entropy", SOFTMAX, 2, 2, 2, 2) \
+    X(CROSS_ENTROPY_GRAD, 282, "cross_entropy_grad", SOFTMAX, 4, 4, 1, 1)
 
 /* the ids: NNR_OP_NEG = 1, ... (ffi.cdef reads this enum from the preprocessed text) */
 #define NNR_OP_ENUM_ENTRY_(ID, num, name, cat, in_min, in_max, out_min, out_max) NNR_OP_##ID = num,

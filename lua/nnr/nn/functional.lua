@@ -3,6 +3,7 @@
 local nnr = require "nnr"
 local binding = require "nnr.binding"
 local C = binding.C
+local ffi = require "ffi"
 local own, check, call = binding.own, binding.check, binding.call
 local V = require "nnr.check"
 local tp = require("nnr.tensor").tp
@@ -619,11 +620,33 @@ function F.nll_loss(logp, target, opts)
   return nll("nll_loss", logp, target, o, ignore, 0)
 end
 
+-- the fused loss (the core's CROSS_ENTROPY, one op each way): its reduction ids, and the error of a
+-- label out of range with ignore_index named when it is not the default, as the composed form says it
+local REDUCTION_ID = { none = 0, sum = 1, mean = 2 }
+local OOM = C.NNR_ERR_OOM
+local function fused_cross_entropy(logits, target, ignore, reduction)
+  local p = C.nnr_cross_entropy(logits.p, target.p, 1, ignore, reduction)
+  if p ~= nil then return own(p) end
+  if C.nnr_last_status() == OOM then return call(C.nnr_cross_entropy, logits.p, target.p, 1, ignore, reduction) end
+  local msg = ffi.string(C.nnr_last_error())
+  if ignore ~= F.DEFAULT_IGNORE_INDEX and msg:find("outside the class range", 1, true) then
+    msg = msg .. " (ignore_index is " .. ignore .. ")"
+  end
+  error(msg, 0)
+end
+
 -- F.cross_entropy(logits, target[, {weight, ignore_index = -100, reduction, label_smoothing}])
+-- Scores [N, C] in f32 or f64 without class weights or label smoothing (a classifier's usual loss)
+-- take the fused op; the rest is log_softmax and the negative log likelihood.
 function F.cross_entropy(logits, target, opts)
   local o, ignore, eps = F._class_loss_options("cross_entropy", opts)
   tp("cross_entropy", logits, "input")
   if logits:dim() < 2 then error("cross_entropy: expected scores of shape [N, C], got " .. shape(logits), 0) end
+  local dt = logits.dtype
+  if eps == 0 and o.weight == nil and logits:dim() == 2 and (dt == "f32" or dt == "f64") then
+    check_targets("cross_entropy", logits, target)
+    return fused_cross_entropy(logits, target, ignore, REDUCTION_ID[o.reduction or "mean"])
+  end
   return nll("cross_entropy", logits:log_softmax(2), target, o, ignore, eps)
 end
 
