@@ -26,18 +26,23 @@ static int grads_recorded(nnr_node *node, const nnr_tensor *x, const nnr_tensor 
     nnr_tensor *onehot = hot ? nnr_to(hot, x->dtype, x->device) : NULL;
     nnr_tensor *w = onehot ? nnr_to(keep, x->dtype, x->device) : NULL;              /* 1 for the rows that count */
     nnr_tensor *p = w ? nnr_softmax(x, 1, 0) : NULL, *d = p ? nnr_binary(NNR_OP_SUB, p, onehot) : NULL;
-    nnr_tensor *s = d ? nnr_mul(g, w) : NULL, *count = NULL, *sc = NULL, *s2 = NULL;
+    nnr_tensor *s = d ? nnr_mul(g, w) : NULL, *sum = NULL, *count = NULL, *sc = NULL, *s2 = NULL, *dx = NULL, *k2 = NULL;
     if (s && reduction == CE_MEAN) {
-        count = nnr_reduce(NNR_OP_SUM, w, 0, NULL, 0, 0);
+        /* no row counted: s is 0 already, and the count taken as 1 keeps it 0 (0 / 0 would be NaN) */
+        sum = nnr_reduce(NNR_OP_SUM, w, 0, NULL, 0, 0);
+        count = sum ? nnr_clamp(sum, 1, 0, 1) : NULL;
         sc = count ? nnr_binary(NNR_OP_DIV, s, count) : NULL;
     } else if (s) {
         sc = s;
         nnr_tensor_retain(sc);
     }
     s2 = sc ? nnr_reshape(sc, 2, n1) : NULL;
-    int st = s2 && (grads[0] = nnr_mul(d, s2)) ? NNR_OK : nnr_last_status();
-    nnr_tensor *all[14] = {keep, cls, safe, classes, col, hot, onehot, w, p, d, s, count, sc, s2};
-    nnr_release_all(14, all);
+    dx = s2 ? nnr_mul(d, s2) : NULL;
+    /* ignored rows 0 as the fused kernels give them, also where their scores are NaN or infinite */
+    k2 = dx ? nnr_reshape(keep, 2, n1) : NULL;
+    int st = k2 && (grads[0] = nnr_where_scalar(k2, dx, 0, NULL, 0)) ? NNR_OK : nnr_last_status();
+    nnr_tensor *all[17] = {keep, cls, safe, classes, col, hot, onehot, w, p, d, s, sum, count, sc, s2, dx, k2};
+    nnr_release_all(17, all);
     return st;
 }
 
@@ -64,9 +69,12 @@ static int cross_entropy_backward(nnr_node *node, const nnr_tensor *g, nnr_tenso
     return st;
 }
 
-static int check(const nnr_tensor *x, const nnr_tensor *t, int64_t base, int reduction)
+static int check(const nnr_tensor *x, const nnr_tensor *t, int64_t base, int64_t ignore_index, int reduction)
 {
     if (base != 0 && base != 1) return nnr_errorf(NNR_ERR_INVALID, "cross_entropy: the labels' base must be 0 or 1, got %lld", (long long)base);
+    /* the recorded backward compares labels with ignore_index as doubles: exact up to 2^53 */
+    if (ignore_index > ((int64_t)1 << 53) || ignore_index < -((int64_t)1 << 53))
+        return nnr_errorf(NNR_ERR_INVALID, "cross_entropy: ignore_index %lld is outside +-2^53", (long long)ignore_index);
     char a[NNR_SHAPE_BUF], b[NNR_SHAPE_BUF];
     if (x->ndim != 2)
         return nnr_errorf(NNR_ERR_INVALID, "cross_entropy: the fused loss takes scores of shape [N, C], got %s",
@@ -85,7 +93,7 @@ static int check(const nnr_tensor *x, const nnr_tensor *t, int64_t base, int red
 
 nnr_tensor *nnr_cross_entropy(const nnr_tensor *x, const nnr_tensor *target, int64_t base, int64_t ignore_index, int reduction)
 {
-    if (check(x, target, base, reduction)) return NULL;
+    if (check(x, target, base, ignore_index, reduction)) return NULL;
     int64_t N = x->sizes[0];
     nnr_tensor *xc = nnr_contiguous(x), *td = nnr_as_dtype(target, NNR_I64), *tc = td ? nnr_contiguous(td) : NULL;
     nnr_tensor *loss = nnr_tensor_alloc(x->dtype, reduction == CE_NONE ? 1 : 0, &N, x->device);

@@ -554,9 +554,11 @@ end
 local function cross_entropy_cases()
   for _, size in ipairs { { 7, 37 }, { 70, 10 } } do
     local N, Cn = size[1], size[2]
-    local function scores(dt, dev, nan)    -- a NaN row only where the loss is per row: a sum would be NaN
+    -- a NaN row and a +inf row (both NaN) only where the loss is per row: a sum would be NaN; the
+    -- ignored row (3) gets one too, since an ignored row is 0 whatever its scores
+    local function scores(dt, dev, nan)
       local x = uniform(dt, -4, 4, { N, Cn })
-      if nan then x[3][5] = 0 / 0 end
+      if nan then x[5][5], x[6][1], x[3][2] = 0 / 0, 1 / 0, 0 / 0 end
       x[4][2] = -1 / 0
       return x:to(dev)
     end

@@ -131,7 +131,7 @@ static void ce_grad_range(void *arg, int64_t begin, int64_t end)
     for (int64_t n = begin; n < end; n++) {
         int64_t t = j->t[n];
         int counted = t != j->ignore;
-        t -= j->base;                /* a counted label was checked: its class */
+        if (counted) t -= j->base;   /* a counted label was checked: its class */
         if (j->f64) {
             const double *x = (const double *)j->x + n * j->C;
             double *dx = (double *)j->out + n * j->C, lse = ((const double *)j->lse)[n];
@@ -156,8 +156,16 @@ static void ce_grad_range(void *arg, int64_t begin, int64_t end)
 
 int cpu_supports_cross_entropy(const nnr_op_call *call)
 {
+    int back = call->op == NNR_OP_CROSS_ENTROPY_GRAD;
+    if (!call->params || call->n_inputs != (back ? 4 : 2) || call->n_outputs != (back ? 1 : 2)) return 0;
     const nnr_tensor_desc *x = call->inputs[0], *t = call->inputs[1];
     if ((x->dtype != NNR_F32 && x->dtype != NNR_F64) || t->dtype != NNR_I64 || x->ndim != 2 || t->ndim != 1) return 0;
+    int64_t N = x->sizes[0], reduced = call->params->i[1] == 0 ? N : 1;
+    if (t->sizes[0] != N) return 0;
+    if (back && (nnr_desc_numel(call->inputs[2]) != N || nnr_desc_numel(call->inputs[3]) != reduced ||
+                 nnr_desc_numel(call->outputs[0]) != nnr_desc_numel(x)))
+        return 0;
+    if (!back && (nnr_desc_numel(call->outputs[0]) != reduced || nnr_desc_numel(call->outputs[1]) != N)) return 0;
     if (call->params->i[1] < 0 || call->params->i[1] > 2 || (call->params->i[2] != 0 && call->params->i[2] != 1)) return 0;
     for (int i = 0; i < call->n_inputs; i++)
         if (!nnr_desc_is_contiguous(call->inputs[i]) || (i != 1 && call->inputs[i]->dtype != x->dtype)) return 0;

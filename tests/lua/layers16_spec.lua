@@ -247,6 +247,10 @@ describe("issue 16 layers: gradients (float64 finite differences)", function()
         local ok, msg = gradgradcheck(function(x) return F.cross_entropy(x, tg, { reduction = red }) end, { f64({ 6, 3 }, -3, 3) })
         assert(ok, msg)
       end
+      local none = nnr.tensor({ -100, -100, -100 }, { dtype = "i64" })      -- no row counts
+      check(function(x) return F.cross_entropy(x, none, { reduction = red }) end, { f64({ 3, 4 }) })
+      local okn, msgn = gradgradcheck(function(x) return F.cross_entropy(x, none, { reduction = red }) end, { f64({ 3, 4 }) })
+      assert(okn, msgn)
       check(function(x) return F.cross_entropy(x:t(), plain, { ignore_index = 3, reduction = red }) end, { f64({ 3, 6 }) })
       local ok, msg = gradgradcheck(function(x) return F.cross_entropy(x:t(), plain, { ignore_index = 3, reduction = red }) end,
         { f64({ 3, 6 }) })
@@ -295,6 +299,27 @@ describe("issue 16 layers: gradients (float64 finite differences)", function()
         end
       end
     end
+  end)
+
+  it("the fused cross-entropy with no row counted: the mean NaN, the gradient 0 (with create_graph too)", function()
+    local x = nnr.randn(3, 4, { dtype = "f64" }):requires_grad_()
+    local none = nnr.tensor({ -100, -100, -100 }, { dtype = "i64" })
+    local l = F.cross_entropy(x, none)
+    assert(l:item() ~= l:item(), "the mean over no rows is NaN")
+    assert.equal(0, F.cross_entropy(x, none, { reduction = "sum" }):item())
+    local g = nnr.autograd.grad(F.cross_entropy(x, none), { x })
+    assert.same({ 0, 0, 0, 0 }, g[1]:totable())
+    local gc = nnr.autograd.grad(F.cross_entropy(x, none), { x }, { create_graph = true })
+    assert.same(g:totable(), gc:detach():totable())
+    -- an ignored row's gradient is 0 even where its scores are NaN, both ways
+    local y = nnr.randn(2, 3, { dtype = "f64" })
+    y[2][1] = 0 / 0
+    y:requires_grad_()
+    local t = nnr.tensor({ 2, -100 }, { dtype = "i64" })
+    local g1 = nnr.autograd.grad(F.cross_entropy(y, t), { y })
+    local g2 = nnr.autograd.grad(F.cross_entropy(y, t), { y }, { create_graph = true })
+    assert.same({ 0, 0, 0 }, g1[2]:totable())
+    H.assert_close(g2:detach(), g1:totable(), 1e-12)
   end)
 
   it("the fused cross-entropy's errors", function()

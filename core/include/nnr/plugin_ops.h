@@ -145,7 +145,9 @@
  *    CROSS_ENTROPY_GRAD (inputs x, t, lse and g, the gradient of outputs[0]: [N] for none, 0-d for sum
  *    and mean; the same params): dx [N, C] = (exp(x[n, c] - lse[n]) - [c == t[n]]) s[n], s[n] = g[n]
  *    (none), g (sum) or g / counted rows (mean), t[n] taken as its class (less the base); 0 in ignored
- *    rows, NaN in a counted row whose lse is NaN or -inf (as log_softmax's backward). */
+ *    rows, NaN in a counted row whose lse is NaN or -inf (as log_softmax's backward). Its labels are
+ *    the ones the forward checked; a backend may check them again (the cpu's does, with the forward's
+ *    error). */
 typedef enum nnr_activation_kind {
     NNR_ACT_SILU = 1, NNR_ACT_SOFTPLUS = 2, NNR_ACT_ELU = 3, NNR_ACT_LEAKY_RELU = 4, NNR_ACT_MISH = 5, NNR_ACT_HARDSWISH = 6,
     NNR_ACT_COUNT = 7

@@ -529,6 +529,7 @@ end
 -- and now run only to word the error. The ignored targets are masked only where they can occur: an
 -- ignore_index in the class range always, one outside it (the default -100) when gather found a label
 -- out of range and it is that index.
+local INVALID = C.NNR_ERR_INVALID
 local function pick_targets(op, logp, target, ignore_index)
   local classes = logp:size(2)
   local valid, safe = nil, target
@@ -538,6 +539,8 @@ local function pick_targets(op, logp, target, ignore_index)
   end
   if ignore_index >= 1 and ignore_index <= classes then masked() end
   local ok, picked = pcall(pick, logp, safe)
+  -- only an index gather refused (not an interrupt or a lack of memory) is the labels' business
+  if not ok and C.nnr_last_status() ~= INVALID then error(picked, 0) end
   if not ok and not valid and target:eq(ignore_index):any():item() then
     masked()
     ok, picked = pcall(pick, logp, safe)
@@ -626,8 +629,12 @@ local REDUCTION_ID = { none = 0, sum = 1, mean = 2 }
 local OOM = C.NNR_ERR_OOM
 local function fused_cross_entropy(logits, target, ignore, reduction)
   local p = C.nnr_cross_entropy(logits.p, target.p, 1, ignore, reduction)
+  if p == nil and C.nnr_last_status() == OOM then    -- once more after a collection, as binding.call does
+    collectgarbage(); collectgarbage()
+    C.nnr_empty_cache()
+    p = C.nnr_cross_entropy(logits.p, target.p, 1, ignore, reduction)
+  end
   if p ~= nil then return own(p) end
-  if C.nnr_last_status() == OOM then return call(C.nnr_cross_entropy, logits.p, target.p, 1, ignore, reduction) end
   local msg = ffi.string(C.nnr_last_error())
   if ignore ~= F.DEFAULT_IGNORE_INDEX and msg:find("outside the class range", 1, true) then
     msg = msg .. " (ignore_index is " .. ignore .. ")"
