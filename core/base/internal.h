@@ -98,6 +98,8 @@ int nnr_host_device(void);
 /* the device's data pointers are host addresses (the core may read and write them directly) */
 bool nnr_device_is_host_memory(int device);
 /* the first loaded extension plugin that takes this call, or NULL (for devices with host memory) */
+/* p was built against an ABI that has op (a plugin never sees an op newer than its header) */
+int nnr_plugin_knows_op(const nnr_plugin *p, uint32_t op);
 nnr_plugin *nnr_extension_for(const nnr_op_call *call);
 /* the plugin's own caches for the device given back (release_memory, ABI 1.4), if it has any */
 void nnr_device_release_memory(int device);

@@ -321,11 +321,21 @@ int nnr_plugin_get_option(const char *name, const char *key, char *buf, size_t b
 
 /* the first loaded extension plugin (kind NNR_PLUGIN_EXTENSION) that takes this call, or NULL.
  * Extensions add ops on devices whose memory is host memory: quantized kernels, say. */
+/* ops numbered 256 and up came with ABI 1.5, 272 and up with 1.6, 278 with 1.7, 279 and 280 with 1.9,
+ * 281 and up with 1.10: a plugin built against an older header never sees them (it might answer by
+ * category, and take floor for another unary op), backends and extensions alike */
+int nnr_plugin_knows_op(const nnr_plugin *p, uint32_t op)
+{
+    int minor = (int)(p->abi_version & 0xffff);
+    return op < 256 || (op < 272 && minor >= 5) || (op < 278 && minor >= 6) || (op < 279 && minor >= 7) || (op < 281 && minor >= 9) ||
+           minor >= 10;
+}
+
 nnr_plugin *nnr_extension_for(const nnr_op_call *call)
 {
     for (int i = 0; i < n_plugins; i++) {
         nnr_plugin *p = plugins[i].plugin;
-        if (plugins[i].loaded && p->kind == NNR_PLUGIN_EXTENSION && p->supports(p, call)) return p;
+        if (plugins[i].loaded && p->kind == NNR_PLUGIN_EXTENSION && nnr_plugin_knows_op(p, call->op) && p->supports(p, call)) return p;
     }
     return NULL;
 }

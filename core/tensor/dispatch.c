@@ -104,20 +104,10 @@ static void warn_fallback(const char *opname, const nnr_device_entry *dev, const
     nnr_host.log(NNR_LOG_WARN, NULL, msg);
 }
 
-/* ops numbered 256 and up came with ABI 1.5, 272 and up with 1.6, 278 with 1.7, 279 and 280 with 1.9,
- * 281 and up with 1.10: a plugin built against an older header never sees them (it might answer by
- * category, and take floor for another unary op) */
-static int knows_op(const nnr_plugin *p, uint32_t op)
-{
-    int minor = (int)(p->abi_version & 0xffff);
-    return op < 256 || (op < 272 && minor >= 5) || (op < 278 && minor >= 6) || (op < 279 && minor >= 7) || (op < 281 && minor >= 9) ||
-           minor >= 10;
-}
-
 static int route(const char *opname, const nnr_device_entry *dev, nnr_op_call *call)
 {
     nnr_plugin *p = dev->plugin, *ext;
-    if (knows_op(p, call->op) && p->supports(p, call)) return p->run(p, call);
+    if (nnr_plugin_knows_op(p, call->op) && p->supports(p, call)) return p->run(p, call);
     if (dev->host_memory && (ext = nnr_extension_for(call))) return ext->run(ext, call);   /* an op an extension adds */
     if (p == nnr_device_get(nnr_host_device())->plugin)     /* the host backend itself: nowhere else to go */
         return nnr_errorf(NNR_ERR_UNSUPPORTED, "%s: dtype %s is not supported by the %s backend", opname, call_dtype(call), p->name);
@@ -177,5 +167,5 @@ int nnr_backend_takes(int device, int op, int nin, nnr_tensor *const *in, int no
     if (!dev) return 0;
     nnr_tensor_desc din[NNR_MAX_INPUTS], dout[NNR_MAX_OUTPUTS];
     nnr_op_call call = describe(op, nin, in, nout, out, params, din, dout);
-    return knows_op(dev->plugin, call.op) && dev->plugin->supports(dev->plugin, &call);
+    return nnr_plugin_knows_op(dev->plugin, call.op) && dev->plugin->supports(dev->plugin, &call);
 }

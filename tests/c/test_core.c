@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include "nnr/nnr.h"
 #include "autograd/internal.h"      /* the engine's own nodes, for the create_graph guard */
+#include "base/internal.h"          /* nnr_plugin_knows_op */
 
 static double urand(void) { return (double)rand() / RAND_MAX * 4.0 - 2.0; }
 
@@ -238,6 +239,26 @@ static void test_interrupt(void **state)
     nnr_tensor_release(t);
 }
 
+/* an op reaches only plugins built against the ABI that added it, extensions as well as backends:
+ * one that answers supports() by category would take a newer op for an older one */
+static void test_ops_gated_by_abi(void **state)
+{
+    (void)state;
+    nnr_plugin p;
+    memset(&p, 0, sizeof p);
+    p.abi_version = (1u << 16) | 9;
+    assert_true(nnr_plugin_knows_op(&p, NNR_OP_ACTIVATION));
+    assert_false(nnr_plugin_knows_op(&p, NNR_OP_CROSS_ENTROPY));
+    assert_false(nnr_plugin_knows_op(&p, NNR_OP_CROSS_ENTROPY_GRAD));
+    p.abi_version = (1u << 16) | 10;
+    assert_true(nnr_plugin_knows_op(&p, NNR_OP_CROSS_ENTROPY_GRAD));
+    p.abi_version = (1u << 16) | 4;
+    assert_true(nnr_plugin_knows_op(&p, NNR_OP_SOFTMAX));
+    assert_false(nnr_plugin_knows_op(&p, NNR_OP_SORT));
+    p.abi_version = (1u << 16) | 6;
+    assert_false(nnr_plugin_knows_op(&p, NNR_OP_ATTN_DECODE));
+}
+
 int main(void)
 {
     srand(42);
@@ -252,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_memory_accounting),
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_create_graph_guard),
+        cmocka_unit_test(test_ops_gated_by_abi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
