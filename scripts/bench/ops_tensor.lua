@@ -1,6 +1,6 @@
 -- nnrun side of the tensor-op benchmark (run_math.py runs it next to ops_tensor_torch.py): reductions,
 -- softmax along either dim, indexing, joins, casts, comparisons and broadcasting on [2048, 2048] f32
--- (16 MiB), pooling and batch norm on [32, 64, 56, 56], each as a user writes it (a new tensor per
+-- (16 MiB), pooling and batch norm on [32, 64, 56, 56], a classifier's loss, each as a user writes it (a new tensor per
 -- call). Usage: nnrun scripts/bench/ops_tensor.lua [THREADS]. Prints one JSON object of median ms.
 local nnr = require "nnr"
 local timing = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "scripts/bench") .. "/ops_timing.lua")
@@ -41,4 +41,16 @@ bench("max_pool", function() return F.max_pool2d(img, 2) end)
 bench("avg_pool", function() return F.avg_pool2d(img, 2) end)
 bench("batch_norm_eval", function() return F.batch_norm(img, nnr.zeros(64), nnr.ones(64), nil, nil, false) end)
 bench("randn", function() return nnr.randn(2048, 2048) end)
+-- a classifier's loss: log-softmax over rows of 10, and cross-entropy forward and backward at [256, 10]
+-- and [256, 1000] (the fused op since ABI 1.10)
+local s10, s1000 = nnr.randn(256, 10), nnr.randn(256, 1000)
+local l10, l1000 = nnr.randint(1, 11, { 256 }), nnr.randint(1, 1001, { 256 })
+bench("log_softmax_short", function() return s10:log_softmax(2) end)
+local function ce(s, l)
+  local xs = s:detach():requires_grad_()
+  F.cross_entropy(xs, l):backward()
+  return xs.grad
+end
+bench("cross_entropy_10", function() return ce(s10, l10) end)
+bench("cross_entropy_1000", function() return ce(s1000, l1000) end)
 timing.print_json(out)

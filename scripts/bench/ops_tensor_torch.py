@@ -46,4 +46,18 @@ bench("max_pool", lambda: F.max_pool2d(img, 2))
 bench("avg_pool", lambda: F.avg_pool2d(img, 2))
 bench("batch_norm_eval", lambda: F.batch_norm(img, torch.zeros(64), torch.ones(64), None, None, False))
 bench("randn", lambda: torch.randn(2048, 2048))
+# a classifier's loss (labels 0-based here)
+s10, s1000 = torch.randn(256, 10), torch.randn(256, 1000)
+l10, l1000 = torch.randint(0, 10, (256,)), torch.randint(0, 1000, (256,))
+bench("log_softmax_short", lambda: s10.log_softmax(1))
+
+
+def ce(s, lab):
+    xs = s.detach().requires_grad_()
+    F.cross_entropy(xs, lab).backward()
+    return xs.grad
+
+
+bench("cross_entropy_10", lambda: ce(s10, l10))
+bench("cross_entropy_1000", lambda: ce(s1000, l1000))
 print_json(out)

@@ -32,7 +32,10 @@ TENSOR_ROWS = [("sum", "`x:sum()`"), ("sum_rows", "`x:sum(2)`"), ("mean_cols", "
                ("where", "`nnr.where(m, x, y)`"), ("clamp", "`x:clamp(-1, 1)`"), ("masked_fill", "`x:masked_fill(m, 0)`"),
                ("add_row", "`x + v` (a row broadcast)"), ("eq", "`x:eq(y)`"), ("to_bf16", "`x:bfloat16()`"), ("to_f64", "`x:double()`"),
                ("max_pool", "`F.max_pool2d`, [32, 64, 56, 56], 2"), ("avg_pool", "`F.avg_pool2d`, [32, 64, 56, 56], 2"),
-               ("batch_norm_eval", "`F.batch_norm` (eval), [32, 64, 56, 56]"), ("randn", "`nnr.randn(2048, 2048)`")]
+               ("batch_norm_eval", "`F.batch_norm` (eval), [32, 64, 56, 56]"), ("randn", "`nnr.randn(2048, 2048)`"),
+               ("log_softmax_short", "`s:log_softmax(2)`, [256, 10]"),
+               ("cross_entropy_10", "`F.cross_entropy(s, labels)` and its backward, [256, 10]"),
+               ("cross_entropy_1000", "`F.cross_entropy(s, labels)` and its backward, [256, 1000]")]
 ROWS = [("exp", "`x:exp()`"), ("log", "`x:log()`"), ("sqrt", "`x:sqrt()`"), ("pow2", "`x:pow(2)`"), ("pow", "`x:pow(3.5)`"), ("tanh", "`x:tanh()`"), ("sigmoid", "`x:sigmoid()`"),
         ("sin", "`x:sin()`"), ("cos", "`x:cos()`"), ("erf", "`x:erf()`"), ("gelu", "`F.gelu(x)`"), ("silu", "`F.silu(x)`"),
         ("softplus", "`F.softplus(x)`"), ("elu", "`F.elu(x)`"), ("leaky_relu", "`F.leaky_relu(x, 0.01)`"), ("mish", "`F.mish(x)`")]
