@@ -10,14 +10,20 @@ function M.threads(arg)
   return nnr.get_num_threads()
 end
 
--- the median time of fn() in milliseconds over runs calls, after warm calls (threads, the cache)
+-- the median of runs samples after warm calls; a call under 1 ms is repeated within each sample to
+-- fill about 1 ms and the sample divided (a lone call of a few microseconds measured the clock and
+-- the caches the previous benchmark left cold more than the op); ops_timing_torch.py does the same
 function M.time_ms(fn, warm, runs)
   for _ = 1, warm or 2 do fn() end
+  local t0 = nnr.clock()
+  fn()
+  local first = nnr.clock() - t0
+  local reps = first < 1e-3 and math.min(1000, math.ceil(1e-3 / math.max(first, 1e-6))) or 1
   local t = {}
   for r = 1, runs or 11 do
-    local t0 = nnr.clock()
-    fn()
-    t[r] = (nnr.clock() - t0) * 1e3
+    t0 = nnr.clock()
+    for _ = 1, reps do fn() end
+    t[r] = (nnr.clock() - t0) * 1e3 / reps
   end
   table.sort(t)
   return t[math.floor(#t / 2) + 1]

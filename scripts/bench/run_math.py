@@ -41,6 +41,11 @@ ROWS = [("exp", "`x:exp()`"), ("log", "`x:log()`"), ("sqrt", "`x:sqrt()`"), ("po
         ("softplus", "`F.softplus(x)`"), ("elu", "`F.elu(x)`"), ("leaky_relu", "`F.leaky_relu(x, 0.01)`"), ("mish", "`F.mish(x)`")]
 
 
+def fmt_ms(t):
+    """a time in ms, small ones in us (a [256, 10] op takes microseconds)"""
+    return "%.2f ms" % t if t >= 0.1 else "%.1f us" % (t * 1e3)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nnrun", default=os.path.join(ROOT, "build/bin/nnrun"))
@@ -72,11 +77,12 @@ def main():
             n = med(nn[key + "_ms"])
             ts = [med(th[py][key + "_ms"]) if key + "_ms" in th.get(py, {}) else None for py in pythons]
             known = [t for t in ts if t is not None]
-            lines.append("| %s | %.2f ms | %s | %s |" % (what, n, " | ".join("%.2f ms" % t if t is not None else "-" for t in ts),
-                                                         "%.2fx" % (min(known) / n) if known else "-"))
+            lines.append("| %s | %s | %s | %s |" % (what, fmt_ms(n), " | ".join(fmt_ms(t) if t is not None else "-" for t in ts),
+                                                     "%.2fx" % (min(known) / n) if known else "-"))
     nnver = subprocess.run([a.nnrun, "-e", "io.write(nnr.backends.cpu.isa)"], capture_output=True, text=True).stdout.strip()
     body = ("## Elementwise math, activations and tensor ops against PyTorch\n\n"
-            "`scripts/bench/run_math.py`: each op making a new tensor per call, the median of %d interleaved "
+            "`scripts/bench/run_math.py`: each op making a new tensor per call (a call under 1 ms repeated to fill "
+            "about 1 ms a sample, on both sides), the median of %d interleaved "
             "rounds; nnrun at 2 threads, each PyTorch at its best of 1 and 2 threads (OMP_WAIT_POLICY=PASSIVE). "
             "Machine: %s, 2 cores (%s); nnrun's CPU class %s. Ratio above 1: nnrun is faster.\n\n"
             % (a.rounds, cpu_model(), cpu_classes(), nnver or "?")) + "\n".join(lines) + "\n"
