@@ -502,9 +502,8 @@ end
 -- an error (the mark of 0-based labels not yet shifted) rather than a silently ignored class
 F.DEFAULT_IGNORE_INDEX = -100
 
--- targets: 1-based class indices [N] (or [N, d...] with scores [N, C, d...]); entries equal to
--- ignore_index are left out. Returns the mask of the targets that count (nil: all do) and the
--- targets with the ignored ones replaced by class 1, safe to gather with.
+-- targets: 1-based class indices [N] (or [N, d...] with scores [N, C, d...]), i64 or i32: their
+-- dtype and shape checked here (their values by the gather or the fused op that reads them)
 local function check_targets(op, logits, target)
   if not nnr.is_tensor(target) then error(op .. ": target must be a tensor of class indices, got " .. type(target), 0) end
   if target.dtype ~= "i64" and target.dtype ~= "i32" then
