@@ -173,6 +173,29 @@ static inline float cpu_exp_f32(float x)
     union { int32_t i; float f; } scale = {.i = ((int32_t)k + 127) << 23};
     return x != x ? x : p * scale.f;
 }
+/* the max of a short f32 row (a classifier's scores), NaN when an element is; -inf for none (long rows:
+ * cpu_extreme_f32). Softmax's rows and the cross-entropy's (reduce.c, loss.c) */
+static inline float cpu_short_max_f32(const float *x, int64_t n)
+{
+    float m = -INFINITY;
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) { m = x[i] > m ? x[i] : m; nan |= x[i] != x[i]; }
+    return nan ? NAN : m;
+}
+/* the sum of exp(x[i] - mx) over n contiguous f32, -inf elements exactly 0: 16 float lanes (so that the
+ * caller's CPU_MULTI copy vectorizes it), the lanes and the tail added in double. log_softmax's rows and
+ * the cross-entropy's log-sum-exps */
+static inline double cpu_exp_sum_f32(const float *restrict x, int64_t n, float mx)
+{
+    float lane[16] = {0};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) { float v = x[j + k], e = cpu_exp_f32(v - mx); lane[k] += v == -INFINITY ? 0.0f : e; }
+    double sum = 0;
+    for (; j < n; j++) sum += x[j] == -INFINITY ? 0.0 : (double)cpu_exp_f32(x[j] - mx);
+    for (int k = 0; k < 16; k++) sum += lane[k];
+    return sum;
+}
 /* o[i] = op(a[i]) for n contiguous f32 (o may be a) by SLEEF's vector functions for the running class
  * (vmath.c): EXP, LOG, TANH, SIGMOID, SIN, COS, ERF; 0 for any other op (nothing written) */
 int cpu_vmath_f32(int op, int64_t n, float *o, const float *a);

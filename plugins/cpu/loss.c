@@ -22,24 +22,10 @@ typedef struct ce_job {
 /* log sum exp of one f32 row, in double (NaN for a row with a NaN, -inf for a row of -inf) */
 CPU_MULTI(double, lse_row_f32, (const float *restrict x, int64_t C), (x, C))
 {
-    float mx;
-    if (C >= 64) mx = cpu_extreme_f32(x, C, 1, -INFINITY);
-    else {
-        float m = -INFINITY;
-        int nan = 0;
-        for (int64_t c = 0; c < C; c++) { m = x[c] > m ? x[c] : m; nan |= x[c] != x[c]; }
-        mx = nan ? NAN : m;
-    }
+    float mx = C >= 64 ? cpu_extreme_f32(x, C, 1, -INFINITY) : cpu_short_max_f32(x, C);
     if (mx != mx) return NAN;
     if (mx == -INFINITY) return -INFINITY;
-    float lane[16] = {0};
-    int64_t c = 0;
-    for (; c + 16 <= C; c += 16)
-        for (int k = 0; k < 16; k++) { float v = x[c + k], e = cpu_exp_f32(v - mx); lane[k] += v == -INFINITY ? 0.0f : e; }
-    double sum = 0;
-    for (; c < C; c++) sum += x[c] == -INFINITY ? 0.0 : (double)cpu_exp_f32(x[c] - mx);
-    for (int k = 0; k < 16; k++) sum += lane[k];
-    return (double)mx + log(sum);
+    return (double)mx + log(cpu_exp_sum_f32(x, C, mx));
 }
 
 /* the log-sum-exps of short rows (C < 16, a classifier's scores) of f32, CE_BLOCK at a time: the
@@ -49,10 +35,7 @@ CPU_MULTI(void, lse_short_rows_f32, (const float *restrict x, double *restrict l
 {
     float z[CE_BLOCK * 16], mx[CE_BLOCK];
     for (int64_t r = 0; r < rows; r++) {
-        float m = -INFINITY;
-        int nan = 0;
-        for (int64_t c = 0; c < C; c++) { float v = x[r * C + c]; m = v > m ? v : m; nan |= v != v; }
-        mx[r] = nan ? NAN : m;
+        float m = mx[r] = cpu_short_max_f32(x + r * C, C);
         for (int64_t c = 0; c < C; c++) z[r * C + c] = x[r * C + c] - (m == -INFINITY ? 0.0f : m);
     }
     for (int64_t k = 0; k < rows * C; k++) { float e = cpu_exp_f32(z[k]); z[k] = x[k] == -INFINITY ? 0.0f : e; }

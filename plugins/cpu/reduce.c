@@ -325,10 +325,8 @@ CPU_MULTI(void, softmax_rows_f32, (const float *restrict x, float *restrict y, i
             const float *xb = x + r0 * n;
             float *yb = y + r0 * n;
             for (int64_t r = 0; r < nr; r++) {
-                float m = -INFINITY;
-                int nan = 0;
-                for (int64_t i = 0; i < n; i++) { float v = xb[r * n + i]; m = v > m ? v : m; nan |= v != v; }
-                mx[r] = nan ? NAN : m == -INFINITY ? 0.0f : m;    /* every element -inf: 0 / 0, NaN */
+                float m = cpu_short_max_f32(xb + r * n, n);
+                mx[r] = m == -INFINITY ? 0.0f : m;    /* every element -inf: 0 / 0, NaN */
                 for (int64_t i = 0; i < n; i++) yb[r * n + i] = xb[r * n + i] - mx[r];
             }
             for (int64_t k = 0; k < nr * n; k++) { float e = cpu_exp_f32(yb[k]); yb[k] = xb[k] == -INFINITY ? 0.0f : e; }
@@ -353,33 +351,25 @@ CPU_MULTI(void, softmax_rows_f32, (const float *restrict x, float *restrict y, i
         float mx = cpu_extreme_f32(xr, n, 1, -INFINITY);
         if (mx != mx) { for (int64_t i = 0; i < n; i++) yr[i] = NAN; continue; }
         if (mx == -INFINITY) mx = 0;
+        if (take_log) {      /* the exps only summed: (x - max) - log(sum), as max + log(sum) would round at max's scale */
+            float l = (float)log(cpu_exp_sum_f32(xr, n, mx));
+            for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - mx) - l;
+            continue;
+        }
         float lane[16] = {0};
         int64_t j = 0;
-        if (take_log)        /* the exps only summed: the output is (x - max) - log(sum) */
-            for (; j + 16 <= n; j += 16)
-                for (int k = 0; k < 16; k++) { float v = xr[j + k], e = cpu_exp_f32(v - mx); lane[k] += v == -INFINITY ? 0.0f : e; }
-        else
-            for (; j + 16 <= n; j += 16)
-                for (int k = 0; k < 16; k++) {
-                    float v = xr[j + k], e = cpu_exp_f32(v - mx);
-                    e = v == -INFINITY ? 0.0f : e;
-                    yr[j + k] = e;
-                    lane[k] += e;
-                }
+        for (; j + 16 <= n; j += 16)
+            for (int k = 0; k < 16; k++) {
+                float v = xr[j + k], e = cpu_exp_f32(v - mx);
+                e = v == -INFINITY ? 0.0f : e;
+                yr[j + k] = e;
+                lane[k] += e;
+            }
         double sum = 0;
-        for (; j < n; j++) {
-            float e = xr[j] == -INFINITY ? 0.0f : cpu_exp_f32(xr[j] - mx);
-            if (!take_log) yr[j] = e;
-            sum += e;
-        }
+        for (; j < n; j++) sum += yr[j] = xr[j] == -INFINITY ? 0.0f : cpu_exp_f32(xr[j] - mx);
         for (int k = 0; k < 16; k++) sum += lane[k];
-        if (take_log) {                          /* (x - max) - log(sum): max + log(sum) would round at max's scale */
-            float l = (float)log(sum);
-            for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] - mx) - l;
-        } else {
-            float inv = (float)(1.0 / sum);
-            for (int64_t i = 0; i < n; i++) yr[i] *= inv;
-        }
+        float inv = (float)(1.0 / sum);
+        for (int64_t i = 0; i < n; i++) yr[i] *= inv;
     }
 }
 
