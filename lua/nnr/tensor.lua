@@ -109,10 +109,19 @@ local function split_opts(...)
 end
 
 local creation_options = { dtype = true, device = true, requires_grad = true }
-local function opts_dtype_device(op, opts, default_dtype)
+-- a creation's options checked, and its dtype and device: the options', else the defaults given, else
+-- the global ones
+local function opts_dtype_device(op, opts, default_dtype, default_device)
   if opts ~= nil then V.options(op, opts, creation_options) end
   local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or binding.default_dtype
-  return dt, device_id(opts and opts.device, op)
+  local dev = opts and opts.device
+  if dev == nil and default_device then return dt, default_device end
+  return dt, device_id(dev, op)
+end
+local function fill_value(op, v)
+  if type(v) == "boolean" then return v and 1 or 0 end
+  if type(v) ~= "number" then error(op .. ": value must be a number or a boolean, got " .. type(v), 0) end
+  return v
 end
 
 -- applies {requires_grad = true} of a creation call
@@ -141,8 +150,7 @@ end
 
 function T.full(size, value, opts)
   local nd = fill_sizes("full", sizebuf, size)
-  if type(value) == "boolean" then value = value and 1 or 0 end
-  if type(value) ~= "number" then error("full: value must be a number or a boolean, got " .. type(value), 0) end
+  value = fill_value("full", value)
   local dt, dev = opts_dtype_device("full", opts)
   return created(own(C.nnr_full(dt, nd, sizebuf, value, dev), C.nnr_full, dt, nd, sizebuf, value, dev), opts)
 end
@@ -162,19 +170,12 @@ end
 -- the *_like creations: t's sizes into sizebuf, and t's dtype and device unless opts give them (options
 -- checked as the other creations check theirs: a misspelt or unknown one is an error, requires_grad
 -- applies)
-local function like(op, t, opts, default_dtype)
+local function like(op, t, opts)
   if not is_tensor(t) then error(op .. ": expected a tensor to take the shape of, got " .. type(t), 0) end
-  if opts ~= nil then V.options(op, opts, creation_options) end
-  local dt = opts and opts.dtype and dtype_id(opts.dtype, op) or default_dtype or C.nnr_tensor_dtype(t.p)
-  local dev = opts and opts.device and device_id(opts.device, op) or C.nnr_tensor_device(t.p)
+  local dt, dev = opts_dtype_device(op, opts, C.nnr_tensor_dtype(t.p), C.nnr_tensor_device(t.p))
   local nd = C.nnr_tensor_ndim(t.p)
   for i = 0, nd - 1 do sizebuf[i] = C.nnr_tensor_size(t.p, i) end
   return dt, nd, dev
-end
-local function fill_value(op, v)
-  if type(v) == "boolean" then return v and 1 or 0 end
-  if type(v) ~= "number" then error(op .. ": value must be a number or a boolean, got " .. type(v), 0) end
-  return v
 end
 function T.zeros_like(t, opts)
   local dt, nd, dev = like("zeros_like", t, opts)
