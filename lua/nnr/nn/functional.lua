@@ -3,7 +3,6 @@
 local nnr = require "nnr"
 local binding = require "nnr.binding"
 local C = binding.C
-local ffi = require "ffi"
 local own, check, call = binding.own, binding.check, binding.call
 local V = require "nnr.check"
 local tp = require("nnr.tensor").tp
@@ -625,20 +624,12 @@ end
 -- the fused loss (the core's CROSS_ENTROPY, one op each way): its reduction ids, and the error of a
 -- label out of range with ignore_index named when it is not the default, as the composed form says it
 local REDUCTION_ID = { none = 0, sum = 1, mean = 2 }
-local OOM = C.NNR_ERR_OOM
 local function fused_cross_entropy(logits, target, ignore, reduction)
-  local p = C.nnr_cross_entropy(logits.p, target.p, 1, ignore, reduction)
-  if p == nil and C.nnr_last_status() == OOM then    -- once more after a collection, as binding.call does
-    collectgarbage(); collectgarbage()
-    C.nnr_empty_cache()
-    p = C.nnr_cross_entropy(logits.p, target.p, 1, ignore, reduction)
-  end
-  if p ~= nil then return own(p) end
-  local msg = ffi.string(C.nnr_last_error())
-  if ignore ~= F.DEFAULT_IGNORE_INDEX and msg:find("outside the class range", 1, true) then
-    msg = msg .. " (ignore_index is " .. ignore .. ")"
-  end
-  error(msg, 0)
+  if ignore == F.DEFAULT_IGNORE_INDEX then return call(C.nnr_cross_entropy, logits.p, target.p, 1, ignore, reduction) end
+  local ok, r = pcall(call, C.nnr_cross_entropy, logits.p, target.p, 1, ignore, reduction)
+  if ok then return r end
+  if C.nnr_last_status() == INVALID and r:find("outside the class range", 1, true) then r = r .. " (ignore_index is " .. ignore .. ")" end
+  error(r, 0)
 end
 
 -- F.cross_entropy(logits, target[, {weight, ignore_index = -100, reduction, label_smoothing}])
